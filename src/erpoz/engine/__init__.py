@@ -1,0 +1,16 @@
+"""Run plans: the scheduler, retries, timeouts, caching, review pauses, resume and replay."""
+
+from ._context import StepContext
+from ._engine import Decision, Engine, Observer, RunResult, new_run_id
+from ._executor import Executor, ThreadExecutor
+
+__all__ = [
+    "Decision",
+    "Engine",
+    "Executor",
+    "Observer",
+    "RunResult",
+    "StepContext",
+    "ThreadExecutor",
+    "new_run_id",
+]

@@ -1,0 +1,64 @@
+"""Step outputs to JSON and back, with a fast path for plain values."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+_PLAIN = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN) | {Any}
+
+
+class EncodeError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=1024)
+def adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def encode(value: Any, tp: Any) -> str:
+    """JSON text of a step output of declared type ``tp``."""
+    if type(value) in _PLAIN:
+        try:
+            return json.dumps(value, ensure_ascii=False)
+        except ValueError as exc:
+            raise EncodeError(str(exc)) from None
+    try:
+        return adapter(tp).dump_json(value, warnings="error").decode()
+    except Exception as exc:
+        raise EncodeError(
+            f"cannot serialise a {type(value).__name__} as JSON for declared type "
+            f"{getattr(tp, '__name__', tp)}: {exc}"
+        ) from None
+
+
+def decode(text: str, tp: Any) -> Any:
+    """A recorded output back as a value of its declared type."""
+    if tp in _PLAIN_TYPES:
+        return json.loads(text)
+    return adapter(tp).validate_json(text)
+
+
+def validate(value: Any, tp: Any) -> Any:
+    """Check a value (e.g. a reviewer's edit) against a declared type; raise ValueError."""
+    try:
+        return adapter(tp).validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_type(value: Any, tp: Any) -> bool:
+    """Cheap check of a step's return value for plain declared types; others pass here and are
+    checked when encoded."""
+    if tp in (str, bool) or tp is type(None):
+        return type(value) is tp or (tp is type(None) and value is None)
+    if tp is int:
+        return type(value) is int
+    if tp is float:
+        return type(value) in (float, int)
+    return True

@@ -1,0 +1,59 @@
+"""The concrete context handed to steps that declare ``ctx: Context``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from ..errors import RunError
+from ..store import ENGINE_KINDS, RunWriter
+
+T = TypeVar("T")
+_log = logging.getLogger("erpoz.step")
+
+
+class StepContext:
+    """Run id, step id, attempt, a logger, event emission and the services of later parts."""
+
+    __slots__ = ("_log", "_services", "_writer", "attempt", "run_id", "step_id")
+
+    def __init__(
+        self, writer: RunWriter, step_id: str, attempt: int, services: Mapping[type, object]
+    ) -> None:
+        self._writer = writer
+        self.run_id = writer.run_id
+        self.step_id = step_id
+        self.attempt = attempt
+        self._services = services
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                _log, {"run_id": self.run_id, "step_id": self.step_id, "attempt": self.attempt}
+            )
+        return self._log
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and resumes of this step in this run: the outside world can
+        deduplicate a side effect that erpoz had to repeat."""
+        return hashlib.sha256(f"{self.run_id}/{self.step_id}".encode()).hexdigest()[:32]
+
+    def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
+        if kind in ENGINE_KINDS:
+            raise RunError(f"event kind '{kind}' is reserved for the engine; pick another name")
+        if not kind.replace("_", "").replace(".", "").isalnum():
+            raise RunError(f"event kind {kind!r} must be letters, digits, '_' or '.'")
+        self._writer.append(kind, self.step_id, self.attempt, data)
+
+    def service(self, key: type[T]) -> T:
+        try:
+            return self._services[key]  # type: ignore[return-value]
+        except KeyError:
+            raise RunError(
+                f"no {key.__name__} is configured for this run; pass it to Engine(services=...)"
+            ) from None

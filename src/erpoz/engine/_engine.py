@@ -1,0 +1,732 @@
+"""The scheduler: runs a plan as events, resumes from them, replays from any step.
+
+A step's dependents are released when its last dependency succeeds. The first released dependent
+continues in the same asyncio task (a linear chain runs as one coroutine, no task per step);
+the others get tasks of their own. Every state change is an event appended to the run's writer;
+with ``sync`` durability a step's success is committed before any dependent starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FlowError, ReviewRequired, RunError, StepFailed
+from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode
+from ..flow._types import get_field, type_name
+from ..store import TERMINAL, Event, NewRun, RunWriter, Store, open_store
+from ..store import _model as ev
+from ..store._owner import new_owner
+from ._codec import EncodeError, check_type, decode, encode, validate
+from ._context import StepContext
+from ._executor import Executor, ThreadExecutor
+
+Observer = Callable[[str, str | None, int, Mapping[str, Any] | None], None]
+"""Called for every event a run appends: ``(kind, step, attempt, data)``."""
+
+_PENDING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A reviewer's decision on a step waiting for review."""
+
+    action: str  # "approve" | "reject" | "edit"
+    output: Any = None
+    reviewer: str = ""
+    comment: str = ""
+    step: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ("approve", "reject", "edit"):
+            raise RunError(f"a review decision is approve, reject or edit, not {self.action!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended (or paused): status, output and where it stopped."""
+
+    run_id: str
+    status: str
+    output: Any = None
+    error: str | None = None
+    failed_step: str | None = None
+    waiting_steps: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def unwrap(self) -> Any:
+        """The output, or a ``RunError`` explaining why there is none."""
+        if self.status != "succeeded":
+            detail = self.error or (
+                f"waiting for review of {', '.join(self.waiting_steps)}" if self.waiting_steps
+                else self.status
+            )
+            raise RunError(f"run {self.run_id} {self.status}: {detail}", run_id=self.run_id)
+        return self.output
+
+
+class _Pause(Exception):
+    def __init__(self, step_id: str) -> None:
+        self.step_id = step_id
+
+
+class _Failed(Exception):
+    def __init__(self, step_id: str, message: str, attempts: int) -> None:
+        self.step_id = step_id
+        self.message = message
+        self.attempts = attempts
+
+
+class _Run:
+    """State shared by every scope (top level and sub-flows) of one run."""
+
+    __slots__ = ("cancelled", "done_steps", "failure", "paused", "recorded", "reviews",
+                 "stopping", "tasks", "writer")
+
+    def __init__(self, writer: RunWriter) -> None:
+        self.writer = writer
+        self.recorded: dict[str, str | None] = {}  # step id -> output JSON (None: skipped)
+        self.reviews: dict[str, Decision] = {}
+        self.failure: _Failed | None = None
+        self.paused: list[str] = []
+        self.stopping = False
+        self.cancelled = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.done_steps = 0
+
+
+class _Scope:
+    """One plan being executed: the top level, or a sub-flow inside a step."""
+
+    __slots__ = ("active", "done", "inputs", "outs", "pending", "plan", "prefix", "run")
+
+    def __init__(self, run: _Run, plan: Plan, inputs: Mapping[str, Any], prefix: str) -> None:
+        self.run = run
+        self.plan = plan
+        self.inputs = inputs
+        self.prefix = prefix
+        self.outs: list[Any] = [_PENDING] * len(plan.nodes)
+        self.pending = [len(n.deps) for n in plan.nodes]
+        self.active = 0
+        self.done: asyncio.Future[None] | None = None
+
+
+def new_run_id() -> str:
+    """Time-ordered, unique run ids (``r`` + ms timestamp + random)."""
+    return f"r{int(time.time() * 1000):011x}{os.urandom(4).hex()}"
+
+
+class Engine:
+    """Runs flows against a store. One engine can drive many runs concurrently.
+
+    ``services`` are what steps reach through ``ctx.service(Type)`` (models, tools, memory);
+    ``observers`` see every event as it is appended (the CLI's live view uses this).
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        executor: Executor | None = None,
+        services: Mapping[type, object] | None = None,
+        observers: list[Observer] | None = None,
+    ) -> None:
+        self.store: Store = store if store is not None else open_store()
+        self._executor = executor
+        self.services: Mapping[type, object] = dict(services or {})
+        self.observers = list(observers or [])
+        self.owner = new_owner()
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = ThreadExecutor()
+        return self._executor
+
+    # --- public API -------------------------------------------------------------------------
+    async def run(
+        self,
+        flow: Flow | Plan,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Start a run of ``flow`` and drive it until it succeeds, fails or waits for review."""
+        plan = flow.compile() if isinstance(flow, Flow) else flow
+        bound = plan.bind_inputs(inputs or {})
+        inputs_json = _encode_inputs(plan, bound)
+        writer = await self.store.create_run(
+            NewRun(run_id or new_run_id(), plan.name, plan.fingerprint, inputs_json,
+                   source=plan.source, tags=dict(tags or {})),
+            self.owner,
+        )
+        return await self._drive_run(plan, bound, _Run(self._observed(writer)))
+
+    async def resume(
+        self,
+        run_id: str,
+        flow: Flow | Plan | None = None,
+        *,
+        decision: Decision | None = None,
+    ) -> RunResult:
+        """Continue a run that paused for review, crashed, or was interrupted.
+
+        Steps whose success is in the log are not run again; their recorded outputs are used.
+        """
+        info = await self.store.get_run(run_id)
+        if info is None:
+            raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+        run_id = info.run_id
+        if info.status in TERMINAL:
+            raise RunError(f"run {run_id} already {info.status}; nothing to resume (use "
+                           "`erpoz runs replay` to run it again)", run_id=run_id)
+        plan = self._plan_for(info.source, flow, run_id)
+        events = await self.store.events(run_id)
+        waiting = _pending_reviews(events)
+        if waiting and decision is None:
+            raise RunError(
+                f"run {run_id} is waiting for review of step {', '.join(waiting)}; resume it "
+                "with a decision (--approve, --reject or --edit FILE)", run_id=run_id,
+            )
+        if decision is not None and not waiting:
+            raise RunError(f"run {run_id} has no step waiting for review", run_id=run_id)
+        writer = self._observed(await self.store.claim_run(run_id, self.owner))
+        run = _Run(writer)
+        try:
+            _load_recorded(run, events)
+            bound = plan.bind_inputs(json.loads(events[0].payload or "{}"))
+            writer.append(ev.RUN_RESUMED, data={
+                "fingerprint_changed": plan.fingerprint != info.fingerprint,
+                **({"decision": decision.action} if decision else {}),
+            })
+            if decision is not None:
+                self._apply_decision(run, plan, waiting, decision)
+        except BaseException:
+            await writer.release()
+            raise
+        return await self._drive_run(plan, bound, run)
+
+    async def replay(
+        self, run_id: str, from_step: str, flow: Flow | Plan | None = None
+    ) -> RunResult:
+        """Re-run ``run_id`` from ``from_step`` as a new run linked to it: steps upstream keep
+        their recorded outputs; ``from_step`` and everything after it run again."""
+        info = await self.store.get_run(run_id)
+        if info is None:
+            raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+        plan = self._plan_for(info.source, flow, info.run_id)
+        rerun = plan.downstream(from_step)
+        events = await self.store.events(info.run_id)
+        old = _Run(self._observed(_NullWriter(info.run_id)))
+        _load_recorded(old, events)
+        writer = await self.store.create_run(
+            NewRun(new_run_id(), plan.name, plan.fingerprint, info.inputs, source=plan.source,
+                   parent_run_id=info.run_id, replay_from=from_step),
+            self.owner,
+        )
+        run = _Run(self._observed(writer))
+        for step_id, payload in old.recorded.items():
+            if _top_id(step_id) in rerun:
+                continue
+            run.recorded[step_id] = payload
+            if payload is None:
+                writer.append(ev.STEP_SKIPPED, step_id, data={"copied_from": info.run_id})
+            else:
+                writer.append(ev.STEP_SUCCEEDED, step_id, data={"copied_from": info.run_id},
+                              payload=payload)
+        bound = plan.bind_inputs(json.loads(info.inputs))
+        return await self._drive_run(plan, bound, run)
+
+    async def cancel(self, run_id: str) -> str:
+        """Cancel a run: at once if no process is running it, else at its next step."""
+        info = await self.store.get_run(run_id)
+        if info is None:
+            raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+        if info.status in TERMINAL:
+            raise RunError(f"run {info.run_id} already {info.status}", run_id=info.run_id)
+        await self.store.request_cancel(info.run_id)
+        try:
+            writer = await self.store.claim_run(info.run_id, self.owner)
+        except Exception:
+            return "requested"  # a live process owns it and will stop at its next step
+        writer.append(ev.RUN_CANCELLED, data={"by": "request"})
+        await writer.release()
+        return "cancelled"
+
+    # --- driving ----------------------------------------------------------------------------
+    def _observed(self, writer: RunWriter) -> RunWriter:
+        return _ObservedWriter(writer, self.observers) if self.observers else writer
+
+    def _plan_for(self, source: str | None, flow: Flow | Plan | None, run_id: str) -> Plan:
+        if flow is not None:
+            return flow.compile() if isinstance(flow, Flow) else flow
+        if not source:
+            raise RunError(
+                f"run {run_id} was started from a flow object with no source; pass the flow "
+                "(Engine.resume(run_id, flow)) or start runs from a flow file / module:attr",
+                run_id=run_id,
+            )
+        from ..flow._load import load_flow
+
+        return load_flow(source).compile()
+
+    async def _drive_run(self, plan: Plan, inputs: Mapping[str, Any], run: _Run) -> RunResult:
+        writer = run.writer
+        scope = _Scope(run, plan, inputs, "")
+        try:
+            await self._execute(scope)
+        except BaseException:
+            # Interrupted (Ctrl-C, a cancelled task): keep what was recorded, stay resumable.
+            for t in list(run.tasks):
+                t.cancel()
+            await writer.release()
+            raise
+        run_id = writer.run_id
+        if run.cancelled:
+            writer.append(ev.RUN_CANCELLED, data={"by": "request"})
+            await writer.release()
+            return RunResult(run_id, "cancelled", error="cancelled on request")
+        if run.failure is not None:
+            f = run.failure
+            writer.append(ev.RUN_FAILED, data={"error": f"step '{f.step_id}' failed: {f.message}",
+                                               "step": f.step_id})
+            await writer.release()
+            return RunResult(run_id, "failed", error=f.message, failed_step=f.step_id)
+        if run.paused:
+            writer.append(ev.RUN_WAITING, data={"step": run.paused[0], "steps": run.paused})
+            await writer.release()
+            return RunResult(run_id, "waiting", waiting_steps=tuple(run.paused))
+        output = plan.output(scope.outs, inputs)
+        if output is SKIPPED:
+            output = None
+        try:
+            payload = encode(output, plan.output_type)
+        except EncodeError as exc:
+            writer.append(ev.RUN_FAILED, data={"error": f"flow output: {exc}"})
+            await writer.release()
+            return RunResult(run_id, "failed", error=f"flow output: {exc}")
+        writer.append(ev.RUN_SUCCEEDED, data={"steps": run.done_steps}, payload=payload)
+        await writer.release()
+        return RunResult(run_id, "succeeded", output=output)
+
+    async def _execute(self, scope: _Scope) -> None:
+        """Run every node of the scope's plan; returns when none is running any more."""
+        roots = scope.plan.roots
+        scope.active = len(roots)
+        for r in roots[1:]:
+            self._spawn(scope, r)
+        await self._drive(scope, roots[0])
+        if scope.active:
+            scope.done = asyncio.get_running_loop().create_future()
+            await scope.done
+
+    def _spawn(self, scope: _Scope, idx: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._drive(scope, idx))
+        tasks = scope.run.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _drive(self, scope: _Scope, idx: int) -> None:
+        run = scope.run
+        nodes = scope.plan.nodes
+        outs, pending = scope.outs, scope.pending
+        try:
+            while True:
+                if run.stopping or run.writer.cancel_requested:
+                    if run.writer.cancel_requested:
+                        run.cancelled = run.stopping = True
+                    break
+                node = nodes[idx]
+                try:
+                    value = await self._node(scope, node)
+                except _Pause as p:
+                    run.paused.append(p.step_id)
+                    break
+                except _Failed as f:
+                    if run.failure is None:
+                        run.failure = f
+                    run.stopping = True
+                    break
+                outs[idx] = value
+                nxt = -1
+                for d in node.dependents:
+                    pending[d] -= 1
+                    if pending[d] == 0:
+                        if nxt < 0:
+                            nxt = d
+                        else:
+                            scope.active += 1
+                            self._spawn(scope, d)
+                if nxt < 0:
+                    break
+                idx = nxt
+        finally:
+            scope.active -= 1
+            if scope.active == 0 and scope.done is not None and not scope.done.done():
+                scope.done.set_result(None)
+
+    async def _node(self, scope: _Scope, node: PlanNode) -> Any:
+        run = scope.run
+        sid = scope.prefix + node.id if scope.prefix else node.id
+        recorded = run.recorded
+        if sid in recorded:
+            payload = recorded[sid]
+            return SKIPPED if payload is None else decode(payload, node.out_type)
+        outs, inputs = scope.outs, scope.inputs
+        kwargs = {name: g(outs, inputs) for name, g in node.args}
+        if (node.may_skip and SKIPPED in kwargs.values()) or (
+            node.when is not None and not _eval_when(node, outs, inputs, sid)
+        ):
+            run.writer.append(ev.STEP_SKIPPED, sid)
+            return SKIPPED
+        if node.kind == MAP:
+            return await self._map(scope, node, sid, kwargs)
+        if node.kind == LOOP:
+            return await self._loop(scope, node, sid, kwargs)
+        return await self._unit(scope, node, sid, kwargs)
+
+    async def _map(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
+        items = node.over(scope.outs, scope.inputs)  # type: ignore[misc]
+        if items is SKIPPED:
+            scope.run.writer.append(ev.STEP_SKIPPED, sid)
+            return SKIPPED
+        items = list(items)
+        n = len(items)
+        results: list[Any] = [None] * n
+        run, item = scope.run, node.item
+        scope.run.writer.append(ev.STEP_STARTED, sid, 1, {"items": n})
+        cursor = iter(range(n))
+        errors: list[BaseException] = []
+
+        async def worker() -> None:
+            for i in cursor:
+                if run.stopping:
+                    return
+                try:
+                    results[i] = await self._unit(
+                        scope, node, f"{sid}[{i}]", {**kwargs, item: items[i]}  # type: ignore[dict-item]
+                    )
+                except (_Pause, _Failed) as exc:
+                    errors.append(exc)
+                    if isinstance(exc, _Failed):
+                        run.stopping = True
+                        return
+
+        width = min(node.concurrency, n)
+        if width <= 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(width)))
+        for exc in errors:
+            if isinstance(exc, _Failed):
+                raise exc
+        if errors:
+            for exc in errors[1:]:
+                run.paused.append(exc.step_id)  # type: ignore[attr-defined]
+            raise errors[0]
+        return await self._succeed(scope.run, node, sid, 1, results, node.out_type, 0.0)
+
+    async def _loop(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
+        state = node.init(scope.outs, scope.inputs)  # type: ignore[misc]
+        until, key = node.until, node.state
+        scope.run.writer.append(ev.STEP_STARTED, sid, 1, {"max_iterations": node.max_iterations})
+        converged = False
+        for k in range(1, node.max_iterations + 1):
+            state = await self._unit(scope, node, f"{sid}#{k}", {**kwargs, key: state})  # type: ignore[dict-item]
+            if get_field(state, until) if until else state:
+                converged = True
+                break
+        return await self._succeed(scope.run, node, sid, 1, state, node.out_type, 0.0,
+                                   {"iterations": k, "converged": converged})
+
+    async def _unit(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
+        """Run one execution of a step (a task, one map item or one loop iteration)."""
+        run = scope.run
+        writer = run.writer
+        if sid in run.recorded:
+            payload = run.recorded[sid]
+            return SKIPPED if payload is None else decode(payload, node.unit_type)
+        if node.sub is not None:
+            writer.append(ev.STEP_STARTED, sid, 1)
+            sub = _Scope(run, node.sub, node.sub.bind_inputs(kwargs), sid + "/")
+            await self._execute(sub)
+            if run.failure is not None:
+                raise _Failed(sid, f"sub-flow step '{run.failure.step_id}' failed: "
+                              f"{run.failure.message}", 1)
+            if run.paused or run.stopping:
+                raise _Pause(sid) if run.paused else _Failed(sid, "stopped", 1)
+            out = node.sub.output(sub.outs, sub.inputs)
+            return await self._succeed(run, node, sid, 1, None if out is SKIPPED else out,
+                                       node.unit_type, 0.0)
+        spec = node.spec
+        assert spec is not None
+        cache_key = None
+        if node.cache:
+            cache_key = _cache_key(spec.ref, spec.version, kwargs, node)
+            if cache_key is not None:
+                hit = await self.store.cache_get(cache_key)
+                if hit is not None:
+                    writer.append(ev.STEP_SUCCEEDED, sid, 0, {"cached": True}, hit)
+                    await writer.flush()
+                    run.done_steps += 1
+                    return decode(hit, node.unit_type)
+        retry, timeout, fn = node.retry, node.timeout, spec.fn
+        attempt = 1
+        while True:
+            writer.append(ev.STEP_STARTED, sid, attempt)
+            if spec.context_param is not None:
+                kwargs[spec.context_param] = StepContext(writer, sid, attempt, self.services)
+            t0 = time.perf_counter()
+            try:
+                if spec.is_async:
+                    if timeout is None:
+                        out = await fn(**kwargs)
+                    else:
+                        out = await asyncio.wait_for(fn(**kwargs), timeout)
+                elif spec.inline:
+                    out = fn(**kwargs)
+                elif timeout is None:
+                    out = await self.executor.call(fn, kwargs)
+                else:
+                    out = await asyncio.wait_for(self.executor.call(fn, kwargs), timeout)
+            except ReviewRequired as rr:
+                return await self._review(run, node, sid, attempt, rr.output, rr.reason,
+                                          rr.evidence)
+            except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    exc = TimeoutError(f"timed out after {timeout} s")
+                message = f"{type(exc).__name__}: {exc}"
+                if attempt < retry.attempts and retry.retries(exc):
+                    delay = retry.delay(attempt)
+                    writer.append(ev.STEP_RETRIED, sid, attempt,
+                                  {"error": message, "delay_s": delay})
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+                writer.append(ev.STEP_FAILED, sid, attempt, {
+                    "error": message, "type": type(exc).__name__,
+                    "traceback": "".join(traceback.format_exception(exc, limit=-8)),
+                })
+                raise _Failed(sid, message, attempt) from exc
+            break
+        if node.review:
+            return await self._review(run, node, sid, attempt, out, "review required by step",
+                                      None, time.perf_counter() - t0)
+        result = await self._succeed(run, node, sid, attempt, out, node.unit_type,
+                                     time.perf_counter() - t0)
+        if cache_key is not None:
+            await self.store.cache_put(cache_key, spec.ref, encode(out, node.unit_type))
+        return result
+
+    async def _succeed(
+        self, run: _Run, node: PlanNode, sid: str, attempt: int, out: Any, tp: Any,
+        seconds: float, extra: dict[str, Any] | None = None,
+    ) -> Any:
+        writer = run.writer
+        if not check_type(out, tp):
+            msg = (f"returned {type(out).__name__} {out!r:.80}, but its declared output type is "
+                   f"{type_name(tp)}")
+            writer.append(ev.STEP_FAILED, sid, attempt, {"error": msg, "type": "TypeError"})
+            raise _Failed(sid, msg, attempt)
+        try:
+            payload = encode(out, tp)
+        except EncodeError as exc:
+            writer.append(ev.STEP_FAILED, sid, attempt, {"error": str(exc), "type": "EncodeError"})
+            raise _Failed(sid, str(exc), attempt) from None
+        data = {"ms": round(seconds * 1000.0, 3)}
+        if extra:
+            data.update(extra)
+        writer.append(ev.STEP_SUCCEEDED, sid, attempt, data, payload)
+        await writer.flush()
+        run.done_steps += 1
+        return out
+
+    async def _review(
+        self, run: _Run, node: PlanNode, sid: str, attempt: int, proposal: Any, reason: str,
+        evidence: Any, seconds: float = 0.0,
+    ) -> Any:
+        decision = run.reviews.pop(sid, None)
+        if decision is not None:  # decided on resume before the step's proposal was recorded
+            return await self._succeed(run, node, sid, attempt, proposal, node.unit_type, seconds)
+        try:
+            payload = encode(proposal, node.unit_type)
+        except EncodeError as exc:
+            run.writer.append(ev.STEP_FAILED, sid, attempt, {"error": str(exc)})
+            raise _Failed(sid, str(exc), attempt) from None
+        data: dict[str, Any] = {"reason": reason}
+        if evidence is not None:
+            data["evidence"] = evidence
+        run.writer.append(ev.REVIEW_REQUESTED, sid, attempt, data, payload)
+        await run.writer.flush()
+        raise _Pause(sid)
+
+    def _apply_decision(
+        self, run: _Run, plan: Plan, waiting: dict[str, Event], decision: Decision
+    ) -> None:
+        if decision.step is not None:
+            if decision.step not in waiting:
+                raise RunError(f"step {decision.step!r} is not waiting for review "
+                               f"(waiting: {', '.join(waiting)})")
+            sid = decision.step
+        elif len(waiting) > 1:
+            raise RunError(f"several steps wait for review ({', '.join(waiting)}); name one")
+        else:
+            sid = next(iter(waiting))
+        request = waiting[sid]
+        writer = run.writer
+        meta = {"decision": decision.action, "reviewer": decision.reviewer or _whoami(),
+                "comment": decision.comment, "requested_seq": request.seq}
+        if decision.action == "reject":
+            writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta)
+            writer.append(ev.STEP_FAILED, sid, request.attempt,
+                          {"error": "rejected by reviewer", "type": "Rejected"})
+            run.failure = _Failed(sid, f"rejected by reviewer {meta['reviewer']}"
+                                  + (f": {decision.comment}" if decision.comment else ""), 1)
+            return
+        tp = _unit_type_of(plan, sid)
+        if decision.action == "edit":
+            try:
+                value = validate(decision.output, tp)
+            except ValueError as exc:
+                raise RunError(f"the edited output for step {sid} does not fit its type "
+                               f"{type_name(tp)}: {exc}") from None
+            payload = encode(value, tp)
+        else:
+            payload = request.payload or "null"
+        writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta, payload)
+        writer.append(ev.STEP_SUCCEEDED, sid, request.attempt, {"reviewed": decision.action},
+                      payload)
+        run.recorded[sid] = payload
+
+
+# --- helpers ---------------------------------------------------------------------------------
+class _ObservedWriter:
+    """Tells observers about each event; used only when there are observers."""
+
+    __slots__ = ("_inner", "_observers", "run_id")
+
+    def __init__(self, inner: RunWriter, observers: list[Observer]) -> None:
+        self._inner = inner
+        self._observers = observers
+        self.run_id = inner.run_id
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._inner.cancel_requested
+
+    def append(self, kind: str, step: str | None = None, attempt: int = 0,
+               data: dict[str, Any] | None = None, payload: str | None = None) -> None:
+        self._inner.append(kind, step, attempt, data, payload)
+        for obs in self._observers:
+            obs(kind, step, attempt, data)
+
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    async def release(self) -> None:
+        await self._inner.release()
+
+
+class _NullWriter:
+    """Stands in where a run is only read (replay's view of the old run)."""
+
+    cancel_requested = False
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def append(self, kind: str, step: str | None = None, attempt: int = 0,
+               data: dict[str, Any] | None = None, payload: str | None = None) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
+def _eval_when(node: PlanNode, outs: list[Any], inputs: Mapping[str, Any], sid: str) -> bool:
+    try:
+        return node.when(outs, inputs)  # type: ignore[misc]
+    except Exception as exc:
+        raise _Failed(sid, f"cannot evaluate when= condition: {type(exc).__name__}: {exc}",
+                      0) from exc
+
+
+def _load_recorded(run: _Run, events: list[Event]) -> None:
+    recorded = run.recorded
+    for e in events:
+        if e.kind == ev.STEP_SUCCEEDED and e.step is not None:
+            recorded[e.step] = e.payload or "null"
+        elif e.kind == ev.STEP_SKIPPED and e.step is not None:
+            recorded[e.step] = None
+
+
+def _pending_reviews(events: list[Event]) -> dict[str, Event]:
+    waiting: dict[str, Event] = {}
+    for e in events:
+        if e.kind == ev.REVIEW_REQUESTED and e.step is not None:
+            waiting[e.step] = e
+        elif e.kind in (ev.REVIEW_RESOLVED, ev.STEP_SUCCEEDED) and e.step in waiting:
+            del waiting[e.step]
+    return waiting
+
+
+def _top_id(step_id: str) -> str:
+    for sep in ("/", "[", "#"):
+        step_id = step_id.split(sep, 1)[0]
+    return step_id
+
+
+def _unit_type_of(plan: Plan, sid: str) -> Any:
+    """Declared output type of a (possibly nested) step execution id like ``a/b[3]``."""
+    head, _, rest = sid.partition("/")
+    node = plan.node(_top_id(head))
+    if rest:
+        if node.sub is None:
+            raise FlowError(f"step {head!r} is not a sub-flow")
+        return _unit_type_of(node.sub, rest)
+    return node.unit_type if head != node.id else node.out_type
+
+
+def _cache_key(ref: str, version: str, kwargs: dict[str, Any], node: PlanNode) -> str | None:
+    h = hashlib.sha256(f"{ref}@{version}".encode())
+    spec = node.spec
+    assert spec is not None
+    for name in sorted(kwargs):
+        if name == spec.context_param:
+            continue
+        tp = spec.param_map[name].type if name in spec.param_map else Any
+        try:
+            h.update(f"|{name}=".encode() + encode(kwargs[name], tp).encode())
+        except EncodeError:
+            return None  # inputs that cannot be serialised cannot be keyed: run the step
+    return h.hexdigest()
+
+
+def _encode_inputs(plan: Plan, bound: Mapping[str, Any]) -> str:
+    parts = []
+    types_ = {i.name: i.type for i in plan.inputs}
+    for name, value in bound.items():
+        try:
+            parts.append(f"{json.dumps(name)}:{encode(value, types_[name])}")
+        except EncodeError as exc:
+            raise FlowError(f"flow '{plan.name}': input '{name}' cannot be recorded: {exc}") \
+                from None
+    return "{" + ",".join(parts) + "}"
+
+
+def _whoami() -> str:
+    return os.environ.get("ERPOZ_REVIEWER") or os.environ.get("USER") or "unknown"

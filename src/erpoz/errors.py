@@ -1,0 +1,96 @@
+"""One exception tree: every error erpoz raises is an :class:`ErpozError`.
+
+Messages say what went wrong, where, and what to do next. Errors from drivers or libraries are
+translated at the border (``raise StoreError(...) from exc``) and keep their useful fields.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ErpozError",
+    "FlowError",
+    "ReviewRequired",
+    "RunError",
+    "StepFailed",
+    "StoreError",
+]
+
+
+class ErpozError(Exception):
+    """Root of every error raised by erpoz."""
+
+
+class FlowError(ErpozError):
+    """A flow definition is invalid; found when it is compiled, before anything runs.
+
+    ``step`` names the step at fault; ``file`` and ``line`` point into a YAML flow file.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.message = message
+        self.step = step
+        self.file = file
+        self.line = line
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = f"{self.file}:{self.line}: " if self.line is not None else f"{self.file}: "
+        what = f"step '{self.step}': " if self.step is not None else ""
+        return f"{where}{what}{self.message}"
+
+    def at(self, *, file: str | None = None, line: int | None = None) -> FlowError:
+        """Return a copy located in a file (used while loading YAML)."""
+        return FlowError(
+            self.message,
+            step=self.step,
+            file=file if self.file is None else self.file,
+            line=line if self.line is None else self.line,
+        )
+
+
+class RunError(ErpozError):
+    """A run cannot proceed (unknown run, wrong state, bad resume request)."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class StepFailed(RunError):
+    """A step exhausted its retries; ``__cause__`` holds the step's last exception."""
+
+    def __init__(self, message: str, *, run_id: str, step: str, attempts: int) -> None:
+        self.step = step
+        self.attempts = attempts
+        super().__init__(message, run_id=run_id)
+
+
+class ReviewRequired(ErpozError):
+    """Raised by a step to hand its proposed output to a human before the run goes on.
+
+    The run becomes ``waiting``; ``erpoz runs resume RUN --approve | --reject | --edit FILE``
+    continues it. ``output`` is the proposal the reviewer sees (and approves or edits).
+    """
+
+    def __init__(self, reason: str, *, output: object = None, evidence: object = None) -> None:
+        self.reason = reason
+        self.output = output
+        self.evidence = evidence
+        super().__init__(reason)
+
+
+class StoreError(ErpozError):
+    """The run store cannot be used (locked, corrupt, unreachable, claimed by another process)."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{message} ({path})" if path else message)

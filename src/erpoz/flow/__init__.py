@@ -1,0 +1,26 @@
+"""Define flows: typed steps, wiring, branches, fan-out, map, loops, sub-flows; compile to a plan."""
+
+from ._context import Context
+from ._flow import Flow, InputSpec
+from ._plan import LOOP, MAP, SKIPPED, TASK, Plan, PlanNode
+from ._refs import Cond, Ref, first_of
+from ._step import RetryPolicy, StepSpec, spec_of, step
+
+__all__ = [
+    "LOOP",
+    "MAP",
+    "SKIPPED",
+    "TASK",
+    "Cond",
+    "Context",
+    "Flow",
+    "InputSpec",
+    "Plan",
+    "PlanNode",
+    "Ref",
+    "RetryPolicy",
+    "StepSpec",
+    "first_of",
+    "spec_of",
+    "step",
+]

@@ -1,0 +1,35 @@
+"""What a step sees of the run it belongs to, when it declares a ``ctx: Context`` parameter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Context(Protocol):
+    """The seam between a step and erpoz.
+
+    Models, tools, guards and memory are reached through it so that every call is recorded in the
+    run's event log; ``emit`` records an event of the step's own.
+    """
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def step_id(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]: ...
+    @property
+    def idempotency_key(self) -> str: ...
+
+    def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
+        """Append an event of kind ``kind`` (e.g. ``model_called``) to the run's log."""
+        ...
+
+    def service(self, key: type[T]) -> T:
+        """The service registered under ``key`` (models, tools, memory: later parts plug in)."""
+        ...

@@ -1,0 +1,188 @@
+"""Steps: plain functions with annotated inputs and output, plus how to run them."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ..errors import FlowError
+from ._context import Context
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failing step is tried again.
+
+    ``attempts`` counts the first try; delays grow ``backoff * multiplier**n`` up to
+    ``max_backoff``. Only exceptions that are instances of ``retry_on`` and not of ``give_up_on``
+    are retried.
+    """
+
+    attempts: int = 1
+    backoff: float = 0.1
+    multiplier: float = 2.0
+    max_backoff: float = 30.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    give_up_on: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise FlowError(f"RetryPolicy.attempts must be >= 1, got {self.attempts}")
+        if self.backoff < 0 or self.multiplier < 1 or self.max_backoff < 0:
+            raise FlowError("RetryPolicy needs backoff >= 0, multiplier >= 1, max_backoff >= 0")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * self.multiplier ** (attempt - 1)))
+
+    def retries(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.retry_on) and not isinstance(exc, self.give_up_on)
+
+
+NO_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    type: Any
+    has_default: bool
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """Everything erpoz knows about a step function, computed once when it is declared."""
+
+    fn: Callable[..., Any]
+    name: str
+    ref: str
+    params: tuple[Param, ...]
+    returns: Any
+    is_async: bool
+    context_param: str | None
+    version: str
+    retry: RetryPolicy = NO_RETRY
+    timeout: float | None = None
+    cache: bool = False
+    review: bool = False
+    idempotent: bool = False
+    inline: bool = False
+    param_map: dict[str, Param] = field(default_factory=dict, compare=False)
+
+
+def _code_version(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "0"
+    h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_consts).encode())
+    return h.hexdigest()[:12]
+
+
+def make_spec(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    cache: bool = False,
+    review: bool = False,
+    idempotent: bool = False,
+    inline: bool = False,
+) -> StepSpec:
+    """Introspect ``fn`` once: its typed parameters, return type and whether it is async."""
+    if not callable(fn):
+        raise FlowError(f"a step must be a function, got {fn!r}")
+    qual = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+    try:
+        hints = typing.get_type_hints(fn, include_extras=False)
+    except Exception as exc:  # NameError for an annotation that does not resolve
+        raise FlowError(f"cannot resolve the type annotations of {qual}: {exc}") from exc
+    sig = inspect.signature(fn)
+    params: list[Param] = []
+    ctx_param: str | None = None
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise FlowError(f"{qual}: *args / **kwargs are not supported; name each input")
+        if p.name not in hints:
+            raise FlowError(
+                f"{qual}: parameter '{p.name}' has no type annotation; erpoz checks wiring by type"
+            )
+        if hints[p.name] is Context:
+            ctx_param = p.name
+            continue
+        params.append(
+            Param(p.name, hints[p.name], p.default is not p.empty, None if p.default is p.empty
+                  else p.default)
+        )
+    if "return" not in hints:
+        raise FlowError(f"{qual}: missing return type annotation (use '-> None' for none)")
+    if timeout is not None and timeout <= 0:
+        raise FlowError(f"{qual}: timeout must be > 0 seconds, got {timeout}")
+    is_async = inspect.iscoroutinefunction(fn)
+    if inline and is_async:
+        raise FlowError(f"{qual}: inline=True is for sync steps; async steps already run inline")
+    ptuple = tuple(params)
+    return StepSpec(
+        fn=fn,
+        name=name or getattr(fn, "__name__", qual),
+        ref=f"{getattr(fn, '__module__', '?')}:{qual}",
+        params=ptuple,
+        returns=hints["return"],
+        is_async=is_async,
+        context_param=ctx_param,
+        version=version or _code_version(fn),
+        retry=retry or NO_RETRY,
+        timeout=timeout,
+        cache=cache,
+        review=review,
+        idempotent=idempotent,
+        inline=inline,
+        param_map={p.name: p for p in ptuple},
+    )
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    cache: bool = False,
+    review: bool = False,
+    idempotent: bool = False,
+    inline: bool = False,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Declare a function as a step, optionally with how it runs.
+
+    The function stays a plain function (callable and testable as before); erpoz reads its
+    annotations once here. ``version`` keys the output cache (default: a hash of the code);
+    ``review=True`` makes a human approve each output; ``inline=True`` runs a *cheap* sync step
+    on the event loop instead of a worker thread; ``idempotent=True`` gives it a stable
+    ``ctx.idempotency_key`` for the outside world.
+    """
+
+    def decorate(f: Callable[P, R]) -> Callable[P, R]:
+        f.__erpoz_step__ = make_spec(f, **options)  # type: ignore[attr-defined]
+        return f
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def spec_of(fn: Callable[..., Any]) -> StepSpec:
+    """The spec of a decorated step, or a default one for a plain annotated function."""
+    spec = getattr(fn, "__erpoz_step__", None)
+    return spec if isinstance(spec, StepSpec) else make_spec(fn)

@@ -1,0 +1,386 @@
+"""YAML flow files: the same power as the Python API; every error names file and line.
+
+```yaml
+name: triage
+inputs:
+  ticket: str
+  top_k: {type: int, default: 3}
+steps:
+  - id: classify
+    uses: mypkg.steps:classify        # a step function by import path
+    with: {text: "${inputs.ticket}"}
+  - id: refund
+    uses: mypkg.steps:refund
+    when: ${classify.label} == "billing"
+    with: {ticket: "${inputs.ticket}"}
+output: ${first_of(refund, classify)}
+```
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import FlowError
+from ._flow import Flow
+from ._refs import Coalesce, Cond, FieldRef, InputRef, NodeRef, Ref
+from ._step import RetryPolicy
+
+_REF = re.compile(r"^\$\{\s*(.+?)\s*\}$")
+_WHEN = re.compile(r"^(not\s+)?\$\{\s*([^}]+?)\s*\}\s*(?:(==|!=)\s*(.+))?$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_STEP_KEYS = {"id", "uses", "flow", "with", "when", "retry", "timeout", "cache", "review", "map",
+              "item", "concurrency", "loop", "description"}
+_TOP_KEYS = {"name", "description", "inputs", "steps", "output"}
+_TYPE_NAMES: dict[str, Any] = {
+    "str": str, "int": int, "float": float, "bool": bool, "bytes": bytes, "Any": Any,
+    "any": Any, "list": list, "dict": dict, "tuple": tuple, "None": type(None),
+    "Optional": typing.Optional, "Literal": typing.Literal,
+}
+
+
+class _Map(dict[str, Any]):
+    """A mapping that remembers the line of each key (1-based)."""
+
+    line: int = 0
+    lines: dict[str, int]
+
+
+class _Seq(list[Any]):
+    line: int = 0
+    lines: list[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Map:  # type: ignore[override]
+        out = _Map()
+        out.line = node.start_mark.line + 1
+        out.lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if not isinstance(key, str):
+                raise FlowError(f"keys must be strings, got {key!r}", line=key_node.start_mark.line + 1)
+            if key in out:
+                raise FlowError(f"duplicate key '{key}'", line=key_node.start_mark.line + 1)
+            out[key] = self.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+            out.lines[key] = value_node.start_mark.line + 1
+        return out
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> _Seq:  # type: ignore[override]
+        out = _Seq(self.construct_object(n, deep=True) for n in node.value)  # type: ignore[no-untyped-call]
+        out.line = node.start_mark.line + 1
+        out.lines = [n.start_mark.line + 1 for n in node.value]
+        return out
+
+
+_LineLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping  # type: ignore[arg-type]
+)
+_LineLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence  # type: ignore[arg-type]
+)
+
+
+def parse_type(text: str, *, base: Path | None = None) -> Any:
+    """Parse a type written in a flow file: ``str``, ``list[int]``, ``int | None``,
+    ``mypkg.models:Doc``."""
+    text = text.strip()
+    if "|" in text and "[" not in text:
+        parts = [parse_type(p, base=base) for p in text.split("|")]
+        return typing.Union[tuple(parts)]  # noqa: UP007
+    m = re.match(r"^([\w.:]+)\s*(?:\[(.*)\])?$", text)
+    if not m:
+        raise ValueError(f"cannot read type {text!r}")
+    head, args = m.group(1), m.group(2)
+    if head in _TYPE_NAMES:
+        origin = _TYPE_NAMES[head]
+    else:
+        origin = import_object(head, base=base, what="type")
+    if args is None:
+        return origin
+    parsed = tuple(
+        _literal(a) if origin is typing.Literal else parse_type(a, base=base)
+        for a in _split_args(args)
+    )
+    return origin[parsed if len(parsed) > 1 else parsed[0]]
+
+
+def _literal(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def _split_args(text: str) -> list[str]:
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        depth += ch == "["
+        depth -= ch == "]"
+        cur += ch
+    out.append(cur)
+    return [p.strip() for p in out if p.strip()]
+
+
+def import_object(ref: str, *, base: Path | None = None, what: str = "step") -> Any:
+    """Import ``module:attr`` (or ``module.attr``); the flow file's folder is importable too."""
+    if ":" in ref:
+        module_name, _, attr = ref.partition(":")
+    else:
+        module_name, _, attr = ref.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"{what} {ref!r} must be an import path like 'package.module:name'")
+    added = False
+    if base is not None and str(base) not in sys.path:
+        sys.path.insert(0, str(base))
+        added = True
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module '{module_name}' for {what} {ref!r}: {exc}") \
+            from None
+    finally:
+        if added:
+            sys.path.remove(str(base))
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"module '{module_name}' has no {what} '{attr}'") from None
+    return obj
+
+
+def load_yaml_flow(path: str | Path, *, _stack: tuple[Path, ...] = ()) -> Flow:
+    """Read a flow file; ``FlowError`` with file and line for anything wrong in it."""
+    p = Path(path).resolve()
+    fname = str(path)
+    if p in _stack:
+        raise FlowError("sub-flows include each other: "
+                        + " -> ".join(str(s) for s in (*_stack, p)), file=fname)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowError(f"cannot read flow file: {exc.strerror}", file=fname) from None
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except FlowError as exc:
+        raise exc.at(file=fname) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise FlowError(f"malformed YAML: {exc.problem or exc.context}", file=fname,
+                        line=line) from None
+    except yaml.YAMLError as exc:
+        raise FlowError(f"malformed YAML: {exc}", file=fname) from None
+    return _Builder(fname, p, _stack).build(doc)
+
+
+class _Builder:
+    def __init__(self, fname: str, path: Path, stack: tuple[Path, ...]) -> None:
+        self.fname = fname
+        self.path = path
+        self.base = path.parent
+        self.stack = (*stack, path)
+
+    def err(self, msg: str, line: int | None, step: str | None = None) -> FlowError:
+        return FlowError(msg, file=self.fname, line=line, step=step)
+
+    def build(self, doc: Any) -> Flow:
+        if not isinstance(doc, _Map):
+            raise self.err("a flow file is a mapping with 'name', 'inputs', 'steps', 'output'", 1)
+        for key in doc:
+            if key not in _TOP_KEYS:
+                raise self.err(f"unknown key '{key}' (expected: {', '.join(sorted(_TOP_KEYS))})",
+                               doc.lines[key])
+        name = doc.get("name", self.path.stem)
+        inputs: dict[str, Any] = {}
+        defaults: dict[str, Any] = {}
+        raw_inputs = doc.get("inputs") or _Map()
+        if not isinstance(raw_inputs, dict):
+            raise self.err("'inputs' must map input names to types", doc.lines.get("inputs"))
+        for key, spec in raw_inputs.items():
+            line = raw_inputs.lines[key] if isinstance(raw_inputs, _Map) else None
+            if isinstance(spec, dict):
+                unknown = set(spec) - {"type", "default", "description"}
+                if unknown:
+                    raise self.err(f"input '{key}': unknown key(s) {', '.join(sorted(unknown))}",
+                                   line)
+                if "default" in spec:
+                    defaults[key] = spec["default"]
+                spec = spec.get("type", "Any")
+            if not isinstance(spec, str):
+                raise self.err(f"input '{key}': the type must be a string like 'str' or "
+                               "'list[int]'", line)
+            try:
+                inputs[key] = parse_type(spec, base=self.base)
+            except ValueError as exc:
+                raise self.err(f"input '{key}': {exc}", line) from None
+        try:
+            flow = Flow(str(name), inputs, defaults=defaults,
+                        description=str(doc.get("description", "")), source=str(self.path))
+        except FlowError as exc:
+            raise exc.at(file=self.fname, line=doc.lines.get("name")) from None
+        flow.file = self.fname
+        steps = doc.get("steps")
+        if not isinstance(steps, _Seq) or not steps:
+            raise self.err("'steps' must be a non-empty list", doc.lines.get("steps", doc.line))
+        for i, raw in enumerate(steps):
+            self.add_step(flow, raw, steps.lines[i])
+        if "output" in doc:
+            line = doc.lines["output"]
+            ref = self.ref(doc["output"], line, None)
+            if not isinstance(ref, Ref):
+                raise self.err("'output' must be a reference like ${step} or ${step.field}",
+                               line)
+            flow.output(ref)
+        return flow
+
+    def ref(self, value: Any, line: int | None, step: str | None) -> Any:
+        """Turn ``${...}`` strings (also inside lists) into refs; anything else is a constant."""
+        if isinstance(value, list):
+            return [self.ref(v, line, step) for v in value]
+        if not isinstance(value, str):
+            return value
+        m = _REF.match(value.strip())
+        if not m:
+            if "${" in value:
+                raise self.err(f"{value!r}: a reference must be the whole value, like "
+                               "'${step.field}' (no string interpolation)", line, step)
+            return value
+        return self.parse_ref(m.group(1), line, step)
+
+    def parse_ref(self, expr: str, line: int | None, step: str | None) -> Ref:
+        expr = expr.strip()
+        fm = re.match(r"^first_of\((.*)\)$", expr)
+        if fm:
+            parts = [p.strip() for p in fm.group(1).split(",") if p.strip()]
+            if len(parts) < 2:
+                raise self.err("first_of() needs two or more references", line, step)
+            return Coalesce(tuple(self.parse_ref(p, line, step) for p in parts))
+        if not _NAME.match(expr):
+            raise self.err(f"cannot read reference '${{{expr}}}': use inputs.NAME, STEP or "
+                           "STEP.FIELD", line, step)
+        head, *path = expr.split(".")
+        if head == "inputs":
+            if not path:
+                raise self.err("'${inputs}' needs an input name: ${inputs.NAME}", line, step)
+            base: Ref = InputRef(path[0])
+            path = path[1:]
+        else:
+            base = NodeRef(head)
+        return FieldRef(base, tuple(path)) if path else base
+
+    def when(self, text: Any, line: int | None, step: str) -> Cond:
+        if not isinstance(text, str):
+            raise self.err("'when' must be a condition like ${step.field} == \"value\"", line, step)
+        m = _WHEN.match(text.strip())
+        if not m:
+            raise self.err(f"cannot read condition {text!r}: use ${{ref}}, not ${{ref}}, "
+                           "${ref} == VALUE or ${ref} != VALUE", line, step)
+        negate, expr, op, literal = m.groups()
+        ref = self.parse_ref(expr, line, step)
+        if op:
+            cond = Cond(ref, "eq" if op == "==" else "ne", yaml.safe_load(literal))
+        else:
+            cond = Cond(ref, "truthy")
+        return ~cond if negate else cond
+
+    def add_step(self, flow: Flow, raw: Any, line: int) -> None:
+        if not isinstance(raw, _Map):
+            raise self.err("each step is a mapping with at least 'id' and 'uses'", line)
+        sid = raw.get("id")
+        if not isinstance(sid, str):
+            raise self.err("step has no 'id'", raw.line)
+        for key in raw:
+            if key not in _STEP_KEYS:
+                raise self.err(f"unknown key '{key}' (expected: {', '.join(sorted(_STEP_KEYS))})",
+                               raw.lines[key], sid)
+        target: Callable[..., Any] | Flow
+        if ("uses" in raw) == ("flow" in raw):
+            raise self.err("give exactly one of 'uses' (a step function) or 'flow' (a sub-flow "
+                           "file)", raw.line, sid)
+        if "uses" in raw:
+            try:
+                target = import_object(str(raw["uses"]), base=self.base)
+            except ValueError as exc:
+                raise self.err(str(exc), raw.lines["uses"], sid) from None
+            if not callable(target):
+                raise self.err(f"'{raw['uses']}' is not a function", raw.lines["uses"], sid)
+        else:
+            sub_path = (self.base / str(raw["flow"])).resolve()
+            try:
+                target = load_yaml_flow(sub_path, _stack=self.stack)
+            except FlowError as exc:
+                if exc.file == str(sub_path):
+                    raise
+                raise self.err(str(exc), raw.lines["flow"], sid) from None
+        with_ = raw.get("with") or _Map()
+        if not isinstance(with_, dict):
+            raise self.err("'with' must map input names to values", raw.lines.get("with"), sid)
+        bindings = {k: self.ref(v, with_.lines.get(k) if isinstance(with_, _Map) else line, sid)
+                    for k, v in with_.items()}
+        opts: dict[str, Any] = {}
+        if "when" in raw:
+            opts["when"] = self.when(raw["when"], raw.lines["when"], sid)
+        if "retry" in raw:
+            r = raw["retry"]
+            if isinstance(r, int):
+                r = {"attempts": r}
+            if not isinstance(r, dict):
+                raise self.err("'retry' is a number of attempts or {attempts, backoff, "
+                               "multiplier, max_backoff}", raw.lines["retry"], sid)
+            try:
+                opts["retry"] = RetryPolicy(**dict(r))
+            except (TypeError, FlowError) as exc:
+                raise self.err(f"retry: {exc}", raw.lines["retry"], sid) from None
+        for key, kind in (("timeout", (int, float)), ("cache", bool), ("review", bool)):
+            if key in raw:
+                if not isinstance(raw[key], kind) or (key == "timeout" and raw[key] <= 0):
+                    expected = "a positive number of seconds" if key == "timeout" else \
+                        "true or false"
+                    raise self.err(f"'{key}' must be {expected}", raw.lines[key], sid)
+                opts[key] = raw[key]
+        try:
+            if "map" in raw and "loop" in raw:
+                raise self.err("a step is either a map or a loop, not both", raw.line, sid)
+            if "map" in raw:
+                over = self.ref(raw["map"], raw.lines["map"], sid)
+                if not isinstance(over, Ref):
+                    raise self.err("'map' must be a reference to a list, like ${step.items}",
+                                   raw.lines["map"], sid)
+                if "item" not in raw:
+                    raise self.err("a map step needs 'item': the input that receives each "
+                                   "element", raw.lines["map"], sid)
+                flow.map(target, id=sid, over=over, item=str(raw["item"]),
+                         concurrency=int(raw.get("concurrency", 8)), bind=bindings, **opts)
+            elif "loop" in raw:
+                lp = raw["loop"]
+                lline = raw.lines["loop"]
+                if not isinstance(lp, _Map):
+                    raise self.err("'loop' needs {state, init, max_iterations, until}", lline,
+                                   sid)
+                missing = {"state", "init", "max_iterations"} - set(lp)
+                if missing:
+                    raise self.err(f"loop is missing {', '.join(sorted(missing))} "
+                                   "(max_iterations is required: loops are bounded)", lline, sid)
+                if not isinstance(lp["max_iterations"], int):
+                    raise self.err("loop max_iterations must be an integer", lline, sid)
+                flow.loop(target, id=sid, state=str(lp["state"]),
+                          init=self.ref(lp["init"], lline, sid),
+                          max_iterations=lp["max_iterations"], until=lp.get("until"),
+                          bind=bindings, **opts)
+            else:
+                flow.add(target, id=sid, bind=bindings, **opts)
+        except FlowError as exc:
+            raise exc.at(file=self.fname, line=raw.line) from None
+        flow.nodes[sid].line = raw.line

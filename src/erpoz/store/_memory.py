@@ -1,0 +1,169 @@
+"""A store that keeps everything in the process (durability ``memory``): tests and benchmarks.
+
+Appending is a list append; the hash chain is computed when events are read, which gives the
+same hashes as a durable store would have written.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import StoreError
+from ._model import (
+    GENESIS,
+    RUN_FAILED,
+    RUN_STARTED,
+    RUN_SUCCEEDED,
+    RUN_WAITING,
+    STATUS_OF,
+    Event,
+    NewRun,
+    RunInfo,
+    chain_hash,
+    dumps,
+)
+
+
+class _MemoryRun:
+    __slots__ = ("cancel_requested", "created", "error", "events", "hashed", "heads", "new",
+                 "output", "owner", "status", "updated", "waiting_step")
+
+    def __init__(self, new: NewRun, owner: str) -> None:
+        self.new = new
+        self.owner: str | None = owner
+        self.status = "running"
+        self.created = self.updated = time.time()
+        self.output: str | None = None
+        self.error: str | None = None
+        self.waiting_step: str | None = None
+        self.cancel_requested = False
+        self.events: list[tuple[float, str, str | None, int, dict[str, Any] | None,
+                                str | None]] = []
+        self.hashed: list[Event] = []
+
+
+class _MemoryWriter:
+    __slots__ = ("_run", "run_id")
+
+    def __init__(self, run: _MemoryRun) -> None:
+        self._run = run
+        self.run_id = run.new.run_id
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._run.cancel_requested
+
+    def append(
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int = 0,
+        data: dict[str, Any] | None = None,
+        payload: str | None = None,
+    ) -> None:
+        run = self._run
+        run.events.append((time.time(), kind, step, attempt, data, payload))
+        status = STATUS_OF.get(kind)
+        if status is not None:
+            run.status = status
+            run.updated = time.time()
+            if kind == RUN_SUCCEEDED:
+                run.output = payload
+            elif kind == RUN_FAILED:
+                run.error = (data or {}).get("error")
+            run.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
+
+    async def flush(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        self._run.owner = None
+
+
+class MemoryStore:
+    """Run store in a dict; nothing survives the process."""
+
+    url = "memory"
+    durability = "memory"
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _MemoryRun] = {}
+        self._cache: dict[str, str] = {}
+
+    async def create_run(self, run: NewRun, owner: str) -> _MemoryWriter:
+        if run.run_id in self._runs:
+            raise StoreError(f"run id {run.run_id!r} already exists")
+        r = self._runs[run.run_id] = _MemoryRun(run, owner)
+        w = _MemoryWriter(r)
+        data: dict[str, Any] = {"flow": run.flow, "fingerprint": run.fingerprint}
+        if run.source:
+            data["source"] = run.source
+        if run.parent_run_id:
+            data["parent_run_id"] = run.parent_run_id
+            data["replay_from"] = run.replay_from
+        if run.tags:
+            data["tags"] = run.tags
+        w.append(RUN_STARTED, data=data, payload=run.inputs)
+        return w
+
+    async def claim_run(self, run_id: str, owner: str) -> _MemoryWriter:
+        r = self._runs.get(run_id)
+        if r is None:
+            raise StoreError(f"no run {run_id!r} in this store")
+        if r.owner is not None and r.owner != owner:
+            raise StoreError(f"run {run_id} is being run by {r.owner}")
+        r.owner = owner
+        return _MemoryWriter(r)
+
+    def _hashed(self, r: _MemoryRun) -> list[Event]:
+        done = r.hashed
+        head = done[-1].hash if done else GENESIS
+        run_id = r.new.run_id
+        for ts, kind, step, attempt, data, payload in r.events[len(done):]:
+            seq = len(done) + 1
+            dj = dumps(data) if data else "{}"
+            h = chain_hash(head, run_id, seq, ts, kind, step, attempt, dj, payload)
+            done.append(Event(run_id, seq, ts, kind, step, attempt, dict(data or {}), payload,
+                              head, h))
+            head = h
+        return done
+
+    def _info(self, r: _MemoryRun) -> RunInfo:
+        n = r.new
+        ev = self._hashed(r)
+        return RunInfo(
+            n.run_id, n.flow, n.source, n.fingerprint, r.status, r.created, r.updated,
+            n.parent_run_id, n.replay_from, n.inputs, r.output, r.error, r.waiting_step,
+            len(ev), ev[-1].hash if ev else GENESIS, r.owner, r.cancel_requested,
+        )
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        r = self._runs.get(run_id)
+        return None if r is None else self._info(r)
+
+    async def list_runs(
+        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        runs = sorted(self._runs.values(), key=lambda r: r.created, reverse=True)
+        picked = [r for r in runs if (status is None or r.status == status)
+                  and (flow is None or r.new.flow == flow)]
+        return [self._info(r) for r in picked[:limit]]
+
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        r = self._runs.get(run_id)
+        return [] if r is None else self._hashed(r)[after:]
+
+    async def request_cancel(self, run_id: str) -> None:
+        r = self._runs.get(run_id)
+        if r is not None:
+            r.cancel_requested = True
+
+    async def cache_get(self, key: str) -> str | None:
+        return self._cache.get(key)
+
+    async def cache_put(self, key: str, step: str, output: str) -> None:
+        self._cache[key] = output
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,140 @@
+"""The records of the run store: events, runs, and the hash chain that links a run's events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+GENESIS = "0" * 64
+"""``prev_hash`` of a run's first event."""
+
+RUN_STARTED = "run_started"
+RUN_SUCCEEDED = "run_succeeded"
+RUN_FAILED = "run_failed"
+RUN_WAITING = "run_waiting"
+RUN_RESUMED = "run_resumed"
+RUN_CANCELLED = "run_cancelled"
+STEP_STARTED = "step_started"
+STEP_SUCCEEDED = "step_succeeded"
+STEP_FAILED = "step_failed"
+STEP_RETRIED = "step_retried"
+STEP_SKIPPED = "step_skipped"
+REVIEW_REQUESTED = "review_requested"
+REVIEW_RESOLVED = "review_resolved"
+
+ENGINE_KINDS = frozenset({
+    RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_WAITING, RUN_RESUMED, RUN_CANCELLED,
+    STEP_STARTED, STEP_SUCCEEDED, STEP_FAILED, STEP_RETRIED, STEP_SKIPPED,
+    REVIEW_REQUESTED, REVIEW_RESOLVED,
+})
+"""Kinds only the engine writes; steps emit their own kinds (``model_called`` …) via ``ctx``."""
+
+STATUS_OF = {
+    RUN_STARTED: "running",
+    RUN_RESUMED: "running",
+    RUN_SUCCEEDED: "succeeded",
+    RUN_FAILED: "failed",
+    RUN_WAITING: "waiting",
+    RUN_CANCELLED: "cancelled",
+}
+"""The run status each run-level event leads to."""
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def chain_hash(
+    prev_hash: str,
+    run_id: str,
+    seq: int,
+    ts: float,
+    kind: str,
+    step: str | None,
+    attempt: int,
+    data: str,
+    payload: str | None,
+) -> str:
+    """SHA-256 of an event chained to its predecessor; the audit part recomputes exactly this."""
+    msg = "\x1f".join(
+        (prev_hash, run_id, str(seq), repr(ts), kind, step or "", str(attempt), data,
+         payload or "")
+    )
+    return hashlib.sha256(msg.encode()).hexdigest()
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON for event data (small dicts of plain values)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a run's append-only log."""
+
+    run_id: str
+    seq: int
+    ts: float
+    kind: str
+    step: str | None
+    attempt: int
+    data: dict[str, Any]
+    payload: str | None
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "seq": self.seq, "ts": self.ts, "kind": self.kind,
+            "step": self.step, "attempt": self.attempt, "data": self.data,
+            "payload": None if self.payload is None else json.loads(self.payload),
+            "prev_hash": self.prev_hash, "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What the engine knows when it starts a run."""
+
+    run_id: str
+    flow: str
+    fingerprint: str
+    inputs: str
+    source: str | None = None
+    parent_run_id: str | None = None
+    replay_from: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as listed: a projection of its events kept next to them for fast queries."""
+
+    run_id: str
+    flow: str
+    source: str | None
+    fingerprint: str
+    status: str
+    created: float
+    updated: float
+    parent_run_id: str | None
+    replay_from: str | None
+    inputs: str
+    output: str | None
+    error: str | None
+    waiting_step: str | None
+    head_seq: int
+    head_hash: str
+    owner: str | None
+    cancel_requested: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "flow": self.flow, "source": self.source,
+            "status": self.status, "created": self.created, "updated": self.updated,
+            "parent_run_id": self.parent_run_id, "replay_from": self.replay_from,
+            "inputs": json.loads(self.inputs),
+            "output": None if self.output is None else json.loads(self.output),
+            "error": self.error, "waiting_step": self.waiting_step, "events": self.head_seq,
+            "head_hash": self.head_hash, "fingerprint": self.fingerprint,
+        }

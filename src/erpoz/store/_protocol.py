@@ -1,0 +1,75 @@
+"""The narrow borders between the engine and any run store."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ._model import Event, NewRun, RunInfo
+
+
+class RunWriter(Protocol):
+    """The single writer of one run's log, held by the process that owns the run.
+
+    ``append`` assigns the next sequence number and chain hash and buffers the event; ``flush``
+    makes everything appended so far durable (a no-op in memory). The engine flushes a step's
+    success before any dependent starts (``sync`` durability) or lets the store group commits
+    (``batch``).
+    """
+
+    run_id: str
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Set when someone asked to cancel the run (``erpoz runs cancel``)."""
+        ...
+
+    def append(
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int = 0,
+        data: dict[str, Any] | None = None,
+        payload: str | None = None,
+    ) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def release(self) -> None:
+        """Flush and give up ownership (the run ended or paused)."""
+        ...
+
+
+class Store(Protocol):
+    """Events, runs and cached outputs. SQLite and in-memory ship here; PostgreSQL plugs in.
+
+    Every implementation passes the contract suite in ``tests/store/contract.py``.
+    """
+
+    url: str
+
+    async def create_run(self, run: NewRun, owner: str) -> RunWriter:
+        """Record a new run (its ``run_started`` event) and return its writer."""
+        ...
+
+    async def claim_run(self, run_id: str, owner: str) -> RunWriter:
+        """Take ownership of an existing run to continue it; ``StoreError`` if another live
+        process owns it."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunInfo | None: ...
+
+    async def list_runs(
+        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+    ) -> list[RunInfo]: ...
+
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        """The run's events with ``seq > after``, in order, payloads resolved."""
+        ...
+
+    async def request_cancel(self, run_id: str) -> None: ...
+
+    async def cache_get(self, key: str) -> str | None: ...
+
+    async def cache_put(self, key: str, step: str, output: str) -> None: ...
+
+    async def close(self) -> None: ...

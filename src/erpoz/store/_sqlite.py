@@ -1,0 +1,427 @@
+"""The embedded default store: one SQLite file in WAL mode, numbered migrations.
+
+All writes go through one connection on the event loop's thread; a commit in WAL mode with
+``synchronous=NORMAL`` is a short append to the WAL (it survives a killed process; ``fsync=True``
+adds ``synchronous=FULL`` for power loss). Events of every run owned by this process share one
+buffer, so one commit carries all that is pending: group commit for free under concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import sqlite3
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ._model import (
+    GENESIS,
+    RUN_FAILED,
+    RUN_STARTED,
+    RUN_SUCCEEDED,
+    RUN_WAITING,
+    STATUS_OF,
+    Event,
+    NewRun,
+    RunInfo,
+    chain_hash,
+    dumps,
+)
+from ._owner import owner_is_dead
+
+BLOB_THRESHOLD = 64 * 1024
+"""Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
+
+LEASE_S = 30.0
+BATCH_ROWS = 512
+BATCH_SECONDS = 0.05
+
+_RUN_COLS = (
+    "run_id, flow, source, fingerprint, status, created, updated, parent_run_id, replay_from, "
+    "inputs, output, error, waiting_step, head_seq, head_hash, owner, cancel_requested"
+)
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered SQL migrations shipped with erpoz, in order."""
+    folder = resources.files("erpoz.store").joinpath("migrations/sqlite")
+    out = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), entry.read_text()))
+    return sorted(out)
+
+
+class _SQLiteWriter:
+    __slots__ = ("_store", "cancel_requested", "error", "head", "output", "run_id", "seq",
+                 "status", "waiting_step")
+
+    def __init__(self, store: SQLiteStore, run_id: str, seq: int, head: str, status: str) -> None:
+        self._store = store
+        self.run_id = run_id
+        self.seq = seq
+        self.head = head
+        self.status = status
+        self.output: str | None = None
+        self.error: str | None = None
+        self.waiting_step: str | None = None
+        self.cancel_requested = False
+
+    def append(
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int = 0,
+        data: dict[str, Any] | None = None,
+        payload: str | None = None,
+    ) -> None:
+        seq = self.seq = self.seq + 1
+        ts = time.time()
+        dj = dumps(data) if data else "{}"
+        h = chain_hash(self.head, self.run_id, seq, ts, kind, step, attempt, dj, payload)
+        store = self._store
+        blob = None
+        stored = payload
+        if payload is not None and len(payload) > BLOB_THRESHOLD:
+            blob = hashlib.sha256(payload.encode()).hexdigest()
+            store._pending_blobs[blob] = payload
+            stored = None
+        store._pending.append((self.run_id, seq, ts, kind, step, attempt, dj, stored, blob,
+                               self.head, h))
+        self.head = h
+        status = STATUS_OF.get(kind)
+        if status is not None:
+            self.status = status
+            if kind == RUN_SUCCEEDED:
+                self.output = payload
+            elif kind == RUN_FAILED:
+                self.error = (data or {}).get("error")
+            self.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
+        store._dirty[self.run_id] = self
+
+    async def flush(self) -> None:
+        store = self._store
+        if store.durability != "batch" or (
+            len(store._pending) >= BATCH_ROWS
+            or time.monotonic() - store._last_commit >= BATCH_SECONDS
+        ):
+            store._commit()
+
+    async def release(self) -> None:
+        store = self._store
+        store._owned.pop(self.run_id, None)
+        store._releasing.append(self.run_id)
+        store._dirty[self.run_id] = self
+        store._commit()
+
+
+class SQLiteStore:
+    """Run store on a SQLite file (``durability``: ``sync`` or ``batch``)."""
+
+    def __init__(self, path: str | Path, *, durability: str = "sync", fsync: bool = False) -> None:
+        if durability not in ("sync", "batch"):
+            raise StoreError(f"durability must be 'sync' or 'batch' for SQLite, got {durability!r}")
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.durability = durability
+        self._pending: list[tuple[Any, ...]] = []
+        self._pending_blobs: dict[str, str] = {}
+        self._dirty: dict[str, _SQLiteWriter] = {}
+        self._owned: dict[str, _SQLiteWriter] = {}
+        self._releasing: list[str] = []
+        self._last_commit = time.monotonic()
+        self._heartbeat: asyncio.Task[None] | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc, "cannot open the run store") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open the run store: {exc}", path=str(self.path)) from exc
+
+    # --- set-up -----------------------------------------------------------------------------
+    def _translate(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        msg = str(exc)
+        if "locked" in msg or "busy" in msg:
+            return StoreError(
+                f"{doing}: the database is locked by another process for more than 5 s "
+                "(a long transaction elsewhere?); try again", path=str(self.path),
+            )
+        if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+            return StoreError(
+                f"{doing}: the file is not an erpoz database or is corrupt ({msg}); "
+                "point --store at another file or restore a backup", path=str(self.path),
+            )
+        return StoreError(f"{doing}: {msg}", path=str(self.path))
+
+    def _migrate(self) -> None:
+        known = migrations()
+        latest = known[-1][0]
+        if self.schema_version == latest:
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # one process migrates; others wait, then see it
+        try:
+            current = self.schema_version
+            if current > latest:
+                raise StoreError(
+                    f"the run store has schema version {current}, newer than this erpoz knows "
+                    f"({latest}); upgrade erpoz", path=str(self.path),
+                )
+            for number, sql in known:
+                if number > current:
+                    self._apply(sql, number)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _apply(self, sql: str, number: int) -> None:
+        for statement in _split_sql(sql):
+            self._db.execute(statement)
+        self._db.execute(f"PRAGMA user_version={number}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # --- writing ----------------------------------------------------------------------------
+    def _commit(self) -> None:
+        if not self._pending and not self._dirty and not self._pending_blobs:
+            return
+        db = self._db
+        rows, blobs, dirty = self._pending, self._pending_blobs, self._dirty
+        releasing = self._releasing
+        now = time.time()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if blobs:
+                    db.executemany("INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)",
+                                   list(blobs.items()))
+                db.executemany(
+                    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, "
+                    "blob, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows,
+                )
+                db.executemany(
+                    "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
+                    "output=coalesce(?, output), error=?, waiting_step=? WHERE run_id=?",
+                    [(w.status, now, w.seq, w.head, w.output, w.error, w.waiting_step, w.run_id)
+                     for w in dirty.values()],
+                )
+                if releasing:
+                    db.executemany(
+                        "UPDATE runs SET owner=NULL, lease_until=NULL WHERE run_id=?",
+                        [(r,) for r in releasing],
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as exc:
+            self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
+            raise StoreError(
+                f"refused to record events ({exc}): another process recorded the same step "
+                "or sequence number; the run is owned elsewhere", path=str(self.path),
+            ) from exc
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot record events") from exc
+        self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
+        self._last_commit = time.monotonic()
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            with contextlib.suppress(RuntimeError):
+                self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        while self._owned:
+            await asyncio.sleep(LEASE_S / 3)
+            owned = list(self._owned)
+            if not owned:
+                break
+            try:
+                marks = ",".join("?" * len(owned))
+                self._db.execute(
+                    f"UPDATE runs SET lease_until=? WHERE run_id IN ({marks})",
+                    [time.time() + LEASE_S, *owned],
+                )
+                for (run_id,) in self._db.execute(
+                    f"SELECT run_id FROM runs WHERE cancel_requested=1 AND run_id IN ({marks})",
+                    owned,
+                ):
+                    w = self._owned.get(run_id)
+                    if w is not None:
+                        w.cancel_requested = True
+            except sqlite3.Error:
+                continue  # a busy database delays a heartbeat; the lease is long enough
+
+    async def create_run(self, run: NewRun, owner: str) -> _SQLiteWriter:
+        now = time.time()
+        try:
+            self._commit()
+            self._db.execute(
+                "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, updated, "
+                "parent_run_id, replay_from, inputs, head_seq, head_hash, owner, lease_until) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
+                (run.run_id, run.flow, run.source, run.fingerprint, "running", now, now,
+                 run.parent_run_id, run.replay_from, run.inputs, GENESIS, owner, now + LEASE_S),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot create the run") from exc
+        w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running")
+        data: dict[str, Any] = {"flow": run.flow, "fingerprint": run.fingerprint}
+        if run.source:
+            data["source"] = run.source
+        if run.parent_run_id:
+            data["parent_run_id"] = run.parent_run_id
+            data["replay_from"] = run.replay_from
+        if run.tags:
+            data["tags"] = run.tags
+        w.append(RUN_STARTED, data=data, payload=run.inputs)
+        self._owned[run.run_id] = w
+        self._start_heartbeat()
+        return w
+
+    async def claim_run(self, run_id: str, owner: str) -> _SQLiteWriter:
+        try:
+            self._commit()
+            row = self._db.execute(
+                "SELECT owner, lease_until, head_seq, head_hash, status FROM runs WHERE run_id=?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no run {run_id!r} in this store", path=str(self.path))
+            prev_owner, lease_until, seq, head, status = row
+            if (
+                prev_owner is not None
+                and prev_owner != owner
+                and (lease_until or 0) > time.time()
+                and not owner_is_dead(prev_owner)
+            ):
+                raise StoreError(
+                    f"run {run_id} is being run by {prev_owner} (lease until "
+                    f"{time.strftime('%H:%M:%S', time.localtime(lease_until))}); wait for it, "
+                    "or cancel it with `erpoz runs cancel`", path=str(self.path),
+                )
+            cur = self._db.execute(
+                "UPDATE runs SET owner=?, lease_until=? WHERE run_id=? AND owner IS ? "
+                "AND head_seq=?",
+                (owner, time.time() + LEASE_S, run_id, prev_owner, seq),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"run {run_id} was claimed by another process just now",
+                                 path=str(self.path))
+        except sqlite3.Error as exc:
+            raise self._translate(exc, f"cannot claim run {run_id}") from exc
+        w = _SQLiteWriter(self, run_id, seq, head, status)
+        self._owned[run_id] = w
+        self._start_heartbeat()
+        return w
+
+    # --- reading ----------------------------------------------------------------------------
+    def _query(self, sql: str, args: tuple[Any, ...] | list[Any]) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the run store") from exc
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        rows = self._query(f"SELECT {_RUN_COLS} FROM runs WHERE run_id=?", (run_id,))
+        if not rows:
+            rows = self._query(f"SELECT {_RUN_COLS} FROM runs WHERE run_id LIKE ? LIMIT 2",
+                               (run_id + "%",)) if len(run_id) >= 6 else []
+            if len(rows) != 1:
+                return None
+        return _run_info(rows[0])
+
+    async def list_runs(
+        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        where, args = [], []
+        if status:
+            where.append("status=?")
+            args.append(status)
+        if flow:
+            where.append("flow=?")
+            args.append(flow)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(
+            f"SELECT {_RUN_COLS} FROM runs {clause} ORDER BY created DESC LIMIT ?",
+            [*args, limit],
+        )
+        return [_run_info(r) for r in rows]
+
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        rows = self._query(
+            "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+            "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+            "LEFT JOIN blobs b ON b.sha256 = e.blob WHERE e.run_id=? AND e.seq>? ORDER BY e.seq",
+            (run_id, after),
+        )
+        return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+                for r in rows]
+
+    async def request_cancel(self, run_id: str) -> None:
+        try:
+            self._db.execute("UPDATE runs SET cancel_requested=1 WHERE run_id=?", (run_id,))
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot request cancellation") from exc
+        w = self._owned.get(run_id)
+        if w is not None:
+            w.cancel_requested = True
+
+    async def cache_get(self, key: str) -> str | None:
+        rows = self._query("SELECT output FROM cache WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    async def cache_put(self, key: str, step: str, output: str) -> None:
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO cache (key, step, output, created) VALUES (?,?,?,?)",
+                (key, step, output, time.time()),
+            )
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot write the output cache") from exc
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            self._commit()
+        finally:
+            self._db.close()
+
+
+def _run_info(r: Any) -> RunInfo:
+    return RunInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
+                   r[12], r[13], r[14], r[15], bool(r[16]))
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (``BEGIN … END;``) whole."""
+    out, buf = [], []
+    for line in sql.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        buf.append(line)
+        text = "\n".join(buf)
+        if sqlite3.complete_statement(text):
+            out.append(text)
+            buf = []
+    if buf:
+        out.append("\n".join(buf))
+    return out
