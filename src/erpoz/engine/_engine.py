@@ -316,7 +316,7 @@ class Engine:
             writer.append(ev.RUN_FAILED, data={"error": f"flow output: {exc}"})
             await writer.release()
             return RunResult(run_id, "failed", error=f"flow output: {exc}")
-        writer.append(ev.RUN_SUCCEEDED, data={"steps": run.done_steps}, payload=payload)
+        writer.append(ev.RUN_SUCCEEDED, data={"steps_run": run.done_steps}, payload=payload)
         await writer.release()
         return RunResult(run_id, "succeeded", output=output)
 
@@ -406,6 +406,7 @@ class Engine:
         results: list[Any] = [None] * n
         run, item = scope.run, node.item
         scope.run.writer.append(ev.STEP_STARTED, sid, 1, {"items": n})
+        t0 = time.perf_counter()
         cursor = iter(range(n))
         errors: list[BaseException] = []
 
@@ -435,19 +436,22 @@ class Engine:
             for exc in errors[1:]:
                 run.paused.append(exc.step_id)  # type: ignore[attr-defined]
             raise errors[0]
-        return await self._succeed(scope.run, node, sid, 1, results, node.out_type, 0.0)
+        return await self._succeed(scope.run, node, sid, 1, results, node.out_type,
+                                   time.perf_counter() - t0, {"items": n})
 
     async def _loop(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
         state = node.init(scope.outs, scope.inputs)  # type: ignore[misc]
         until, key = node.until, node.state
         scope.run.writer.append(ev.STEP_STARTED, sid, 1, {"max_iterations": node.max_iterations})
         converged = False
+        t0 = time.perf_counter()
         for k in range(1, node.max_iterations + 1):
             state = await self._unit(scope, node, f"{sid}#{k}", {**kwargs, key: state})  # type: ignore[dict-item]
             if get_field(state, until) if until else state:
                 converged = True
                 break
-        return await self._succeed(scope.run, node, sid, 1, state, node.out_type, 0.0,
+        return await self._succeed(scope.run, node, sid, 1, state, node.out_type,
+                                   time.perf_counter() - t0,
                                    {"iterations": k, "converged": converged})
 
     async def _unit(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
@@ -459,6 +463,7 @@ class Engine:
             return SKIPPED if payload is None else decode(payload, node.unit_type)
         if node.sub is not None:
             writer.append(ev.STEP_STARTED, sid, 1)
+            t0 = time.perf_counter()
             sub = _Scope(run, node.sub, node.sub.bind_inputs(kwargs), sid + "/")
             await self._execute(sub)
             if run.failure is not None:
@@ -468,7 +473,7 @@ class Engine:
                 raise _Pause(sid) if run.paused else _Failed(sid, "stopped", 1)
             out = node.sub.output(sub.outs, sub.inputs)
             return await self._succeed(run, node, sid, 1, None if out is SKIPPED else out,
-                                       node.unit_type, 0.0)
+                                       node.unit_type, time.perf_counter() - t0)
         spec = node.spec
         assert spec is not None
         cache_key = None

@@ -238,8 +238,8 @@ class _Compiler:
             parts = tuple(self.getter(r) for r in ref)
 
             def gather(outs: list[Any], inputs: Mapping[str, Any]) -> Any:
-                values = [g(outs, inputs) for g in parts]
-                return SKIPPED if any(v is SKIPPED for v in values) else values
+                # fan-in collects what ran: a branch skipped by when= is left out
+                return [v for v in (g(outs, inputs) for g in parts) if v is not SKIPPED]
 
             return gather
         const = ref
@@ -349,8 +349,7 @@ class _Compiler:
             value = node.bindings[pname]
             self.check_binding(node, pname, ptype, value)
             g = self.getter(value)
-            refs = value if isinstance(value, list) else [value]
-            if any(isinstance(r, Ref) and self.ref_may_skip(r) for r in refs):
+            if isinstance(value, Ref) and self.ref_may_skip(value):
                 if has_default or admits_none(ptype):
                     fallback = self._default_of(node, pname)
                     g = _soft(g, fallback)

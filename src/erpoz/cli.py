@@ -1,0 +1,525 @@
+"""The ``erpoz`` command: run and validate flows, inspect, resume, replay and cancel runs.
+
+Exit codes: 0 succeeded · 1 run failed · 2 invalid flow or usage · 3 waiting for review ·
+4 store error · 5 unknown run or wrong state · 6 cancelled · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import __version__
+from .engine import Decision, Engine, RunResult
+from .errors import ErpozError, FlowError, RunError, StoreError
+from .flow import Plan
+from .flow._load import load_flow
+from .store import Event, RunInfo, Store, open_store
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING = 0, 1, 2, 3
+EXIT_STORE, EXIT_RUN, EXIT_CANCELLED, EXIT_INTERRUPTED = 4, 5, 6, 130
+_STATUS_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "waiting": EXIT_WAITING,
+                "cancelled": EXIT_CANCELLED}
+_STYLE = {"succeeded": "green", "failed": "red", "waiting": "yellow", "running": "cyan",
+          "cancelled": "magenta", "skipped": "dim", "retrying": "yellow"}
+
+app = typer.Typer(
+    name="erpoz",
+    help="erpoz: typed AI flows on a durable, hash-chained event log.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+runs_app = typer.Typer(help="List, inspect, resume, replay and cancel runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", "-s", help="Run store: a SQLite path or 'memory' "
+                 "[default: $ERPOZ_STORE or .erpoz/erpoz.db]", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _call(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning erpoz errors into a message and a meaningful exit code."""
+    try:
+        return asyncio.run(coro)
+    except FlowError as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except StoreError as exc:
+        _fail(str(exc), EXIT_STORE)
+    except RunError as exc:
+        _fail(str(exc), EXIT_RUN)
+    except ErpozError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        err.print("interrupted; the run can be continued with `erpoz runs resume RUN`")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _open(store: str | None, durability: str = "sync") -> Store:
+    try:
+        return open_store(store, durability=durability)
+    except StoreError as exc:
+        _fail(str(exc), EXIT_STORE)
+
+
+def _load(flow: str) -> Plan:
+    try:
+        return load_flow(flow).compile()
+    except FlowError as exc:
+        _fail(str(exc), EXIT_INVALID)
+
+
+def _parse_inputs(plan: Plan, pairs: list[str], json_file: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if json_file is not None:
+        try:
+            loaded = json.loads(json_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            _fail(f"--input-json {json_file}: {exc}", EXIT_INVALID)
+        if not isinstance(loaded, dict):
+            _fail(f"--input-json {json_file}: expected a JSON object of inputs", EXIT_INVALID)
+        values.update(loaded)
+    types = {i.name: i.type for i in plan.inputs}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            _fail(f"-i {pair!r}: write inputs as key=value", EXIT_INVALID)
+        if types.get(key) is str:
+            values[key] = raw
+            continue
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    return values
+
+
+class _LiveView:
+    """A table of top-level steps that follows the run's events."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.rows: dict[str, dict[str, Any]] = {n.id: {"status": "pending", "attempt": 0,
+                                                       "ms": None, "items": ""}
+                                                for n in plan.nodes}
+        self.t0 = time.perf_counter()
+        self.live: Live | None = None
+
+    def observe(self, kind: str, step: str | None, attempt: int,
+                data: Mapping[str, Any] | None) -> None:
+        if step is None:
+            return
+        top = step.split("/", 1)[0].split("[", 1)[0].split("#", 1)[0]
+        row = self.rows.get(top)
+        if row is None:
+            return
+        if top != step:
+            if kind == "step_succeeded":
+                row["done"] = row.get("done", 0) + 1
+                total = row.get("total")
+                row["items"] = f"{row['done']}/{total}" if total else f"{row['done']} done"
+            return
+        if kind == "step_started":
+            row["status"], row["attempt"] = "running", attempt
+            if data and "items" in data:
+                row["total"] = data["items"]
+        elif kind == "step_succeeded":
+            row["status"], row["ms"] = "succeeded", (data or {}).get("ms")
+        elif kind == "step_failed":
+            row["status"] = "failed"
+        elif kind == "step_retried":
+            row["status"] = "retrying"
+        elif kind == "step_skipped":
+            row["status"] = "skipped"
+        elif kind == "review_requested":
+            row["status"] = "waiting"
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def render(self) -> Table:
+        table = Table(title=f"{self.plan.name} · {time.perf_counter() - self.t0:.1f}s",
+                      title_justify="left", expand=False)
+        for col in ("step", "status", "attempt", "ms", "items"):
+            table.add_column(col)
+        for sid, row in self.rows.items():
+            st = row["status"]
+            table.add_row(sid, f"[{_STYLE.get(st, 'white')}]{st}[/]",
+                          str(row["attempt"] or ""), "" if row["ms"] is None else f"{row['ms']}",
+                          row["items"])
+        return table
+
+
+async def _drive(engine: Engine, coro: Coroutine[Any, Any, RunResult],
+                 view: _LiveView | None) -> RunResult:
+    try:
+        if view is None:
+            return await coro
+        with Live(view.render(), console=err, refresh_per_second=8, transient=False) as live:
+            view.live = live
+            result = await coro
+            live.update(view.render())
+            return result
+    finally:
+        await engine.store.close()
+
+
+def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
+    if as_json:
+        out.print_json(data={"run_id": result.run_id, "status": result.status,
+                             "output": _jsonable(result.output), "error": result.error,
+                             "failed_step": result.failed_step,
+                             "waiting_steps": list(result.waiting_steps)})
+    else:
+        colour = _STYLE.get(result.status, "white")
+        out.print(f"run [bold]{result.run_id}[/] [{colour}]{result.status}[/]")
+        if result.status == "succeeded":
+            out.print_json(data=_jsonable(result.output))
+        elif result.status == "failed":
+            out.print(f"[red]{result.failed_step or 'run'}: {result.error}[/]", markup=True,
+                      highlight=False)
+            out.print(f"inspect: erpoz runs show {result.run_id}   ·   "
+                      f"retry: erpoz runs replay {result.run_id} --from "
+                      f"{result.failed_step or 'STEP'}", highlight=False)
+        elif result.status == "waiting":
+            steps = ", ".join(result.waiting_steps)
+            out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
+            for flag in ("--approve", "--reject", "--edit FILE"):
+                out.print(f"  erpoz runs resume {result.run_id} {flag}", highlight=False)
+    raise typer.Exit(_STATUS_EXIT.get(result.status, EXIT_FAILED))
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    try:
+        return json.loads(TypeAdapter(Any).dump_json(value))
+    except Exception:
+        return repr(value)
+
+
+@app.command()
+def run(
+    flow: Annotated[str, typer.Argument(help="A flow file (.yaml), module:attr or file.py:attr.")],
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value "
+                      "(repeatable); values are JSON when they parse, else strings.")] = None,
+    input_json: Annotated[Path | None, typer.Option("--input-json", help="A JSON object file "
+                          "of inputs.")] = None,
+    store: StoreOpt = None,
+    durability: Annotated[str, typer.Option(help="sync | batch | memory")] = "sync",
+    progress: Annotated[bool, typer.Option(help="Show a live table of steps (on a terminal).")]
+    = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a flow and wait for it to succeed, fail or pause for review.
+
+    [dim]Example:[/] erpoz run examples/triage.yaml -i ticket="refund my invoice"
+    """
+    plan = _load(flow)
+    values = _parse_inputs(plan, inputs or [], input_json)
+    st = _open(store, durability)
+    view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
+    engine = Engine(st, observers=[view.observe] if view else None)
+    result = _call(_drive(engine, engine.run(plan, values), view))
+    _report(result, as_json, st)
+
+
+@app.command()
+def validate(
+    flow: Annotated[str, typer.Argument(help="A flow file (.yaml), module:attr or file.py:attr.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a flow without running it: names, wiring, types, cycles, loop bounds.
+
+    [dim]Example:[/] erpoz validate examples/triage.yaml
+    """
+    try:
+        plan = load_flow(flow).compile()
+    except FlowError as exc:
+        if as_json:
+            out.print_json(data={"valid": False, "error": exc.message, "file": exc.file,
+                                 "line": exc.line, "step": exc.step})
+            raise typer.Exit(EXIT_INVALID) from None
+        _fail(str(exc), EXIT_INVALID)
+    if as_json:
+        out.print_json(data={"valid": True, "flow": plan.name, "fingerprint": plan.fingerprint,
+                             "steps": [n.id for n in plan.nodes],
+                             "inputs": [i.name for i in plan.inputs]})
+        return
+    out.print(f"[green]valid[/]: flow [bold]{plan.name}[/] · {len(plan.nodes)} steps · "
+              f"inputs: {', '.join(i.name for i in plan.inputs) or 'none'}")
+
+
+@runs_app.command("ls")
+def runs_ls(
+    store: StoreOpt = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    flow: Annotated[str | None, typer.Option(help="Only runs of this flow (by name).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first.
+
+    [dim]Example:[/] erpoz runs ls --status waiting
+    """
+    st = _open(store)
+    infos = _call(_with_close(st, st.list_runs(status=status, flow=flow, limit=limit)))
+    if as_json:
+        out.print_json(data=[i.to_json() for i in infos])
+        return
+    table = Table("run", "flow", "status", "started", "events", "note")
+    for i in infos:
+        note = i.error or (f"review: {i.waiting_step}" if i.waiting_step else "")
+        if i.parent_run_id:
+            note = f"replay of {i.parent_run_id} from {i.replay_from}" + (f"; {note}" if note
+                                                                           else "")
+        table.add_row(i.run_id, i.flow, f"[{_STYLE.get(i.status, 'white')}]{i.status}[/]",
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)),
+                      str(i.head_seq), note[:60])
+    out.print(table)
+
+
+async def _with_close(store: Store, coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await coro
+    finally:
+        await store.close()
+
+
+async def _run_and_events(store: Store, run_id: str) -> tuple[RunInfo, list[Event]]:
+    try:
+        info = await store.get_run(run_id)
+        if info is None:
+            raise RunError(f"no run {run_id!r} in {store.url}")
+        return info, await store.events(info.run_id)
+    finally:
+        await store.close()
+
+
+def _timeline(events: list[Event]) -> list[dict[str, Any]]:
+    steps: dict[str, dict[str, Any]] = {}
+    t0 = events[0].ts if events else 0.0
+    for e in events:
+        if e.step is None or not e.kind.startswith(("step_", "review_")):
+            continue
+        row = steps.setdefault(e.step, {"step": e.step, "status": "pending", "attempts": 0,
+                                        "start_ms": round((e.ts - t0) * 1000, 1), "ms": None,
+                                        "error": None})
+        if e.kind == "step_started":
+            row["status"], row["attempts"] = "running", max(row["attempts"], e.attempt)
+        elif e.kind == "step_succeeded":
+            row["status"] = "succeeded"
+            row["ms"] = e.data.get("ms")
+            if e.data.get("cached"):
+                row["status"] = "succeeded (cached)"
+            if e.data.get("copied_from"):
+                row["status"] = "copied"
+        elif e.kind == "step_failed":
+            row["status"], row["error"] = "failed", e.data.get("error")
+        elif e.kind == "step_skipped":
+            row["status"] = "skipped"
+        elif e.kind == "review_requested":
+            row["status"] = "waiting"
+        elif e.kind == "step_retried":
+            row["status"] = "retrying"
+    return list(steps.values())
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run: status, inputs, the step timeline and the output.
+
+    [dim]Example:[/] erpoz runs show r0193a…
+    """
+    st = _open(store)
+    info, events = _call(_run_and_events(st, run_id))
+    steps = _timeline(events)
+    if as_json:
+        out.print_json(data={**info.to_json(), "steps": steps})
+        return
+    colour = _STYLE.get(info.status, "white")
+    out.print(f"run [bold]{info.run_id}[/] · flow [bold]{info.flow}[/] · [{colour}]"
+              f"{info.status}[/] · {info.head_seq} events")
+    if info.parent_run_id:
+        out.print(f"replay of {info.parent_run_id} from step {info.replay_from}")
+    out.print("inputs:", json.loads(info.inputs))
+    table = Table("step", "status", "attempts", "start ms", "ms", "error")
+    for s in steps:
+        table.add_row(s["step"], f"[{_STYLE.get(s['status'].split()[0], 'white')}]"
+                      f"{s['status']}[/]", str(s["attempts"]), str(s["start_ms"]),
+                      "" if s["ms"] is None else str(s["ms"]), (s["error"] or "")[:70])
+    out.print(table)
+    if info.output is not None:
+        out.print("output:")
+        out.print_json(info.output)
+    if info.error:
+        out.print(f"[red]error: {info.error}[/]", highlight=False)
+    if info.status == "waiting":
+        out.print(f"waiting for review of [yellow]{info.waiting_step}[/]: "
+                  f"erpoz runs resume {info.run_id} --approve | --reject | --edit FILE",
+                  highlight=False)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    approve: Annotated[bool, typer.Option("--approve", help="Approve the pending review.")]
+    = False,
+    reject: Annotated[bool, typer.Option("--reject", help="Reject it (the run fails).")] = False,
+    edit: Annotated[Path | None, typer.Option("--edit", help="Replace the step's output by this "
+                    "JSON file's content.")] = None,
+    step: Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")]
+    = None,
+    reviewer: Annotated[str, typer.Option(help="Who decides [default: $ERPOZ_REVIEWER or "
+                        "$USER].")] = "",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    flow: Annotated[str | None, typer.Option(help="Load the flow from here instead of the "
+                    "run's recorded source.")] = None,
+    store: StoreOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show a live table of steps.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a run that waits for review, crashed or was interrupted.
+
+    Steps whose success is recorded are not run again.
+
+    [dim]Examples:[/] erpoz runs resume RUN · erpoz runs resume RUN --approve ·
+    erpoz runs resume RUN --edit fixed.json --comment "tone"
+    """
+    if sum((approve, reject, edit is not None)) > 1:
+        _fail("choose one of --approve, --reject, --edit", EXIT_INVALID)
+    decision = None
+    if approve or reject or edit is not None:
+        output = None
+        if edit is not None:
+            try:
+                output = json.loads(edit.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                _fail(f"--edit {edit}: {exc}", EXIT_INVALID)
+        action = "approve" if approve else "reject" if reject else "edit"
+        decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
+    plan = _load(flow) if flow else None
+    st = _open(store)
+    view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
+    engine = Engine(st, observers=[view.observe] if view else None)
+    result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
+    _report(result, as_json, st)
+
+
+@runs_app.command("replay")
+def runs_replay(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    from_step: Annotated[str, typer.Option("--from", help="Re-run from this step on.")],
+    flow: Annotated[str | None, typer.Option(help="Use this flow (e.g. a changed version) "
+                    "instead of the run's recorded source.")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run a run from a step, with the recorded inputs, as a new linked run.
+
+    [dim]Example:[/] erpoz runs replay RUN --from answer
+    """
+    plan = _load(flow) if flow else None
+    st = _open(store)
+    engine = Engine(st)
+    result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
+    if not as_json:
+        out.print(f"replayed {run_id} from {from_step} as a new run:")
+    _report(result, as_json, st)
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel a run: at once when no process runs it, else at its next step.
+
+    [dim]Example:[/] erpoz runs cancel RUN
+    """
+    st = _open(store)
+    engine = Engine(st)
+    outcome = _call(_with_close(st, engine.cancel(run_id)))
+    if as_json:
+        out.print_json(data={"run_id": run_id, "cancel": outcome})
+    else:
+        out.print(f"run {run_id}: cancel {outcome}")
+
+
+@app.command()
+def events(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    store: StoreOpt = None,
+    kind: Annotated[str | None, typer.Option(help="Only events of this kind.")] = None,
+    payloads: Annotated[bool, typer.Option(help="Show payloads (outputs) too.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a run's event log: sequence, time, kind, step, attempt, data, hash.
+
+    [dim]Example:[/] erpoz events RUN --kind step_failed --json
+    """
+    st = _open(store)
+    info, evs = _call(_run_and_events(st, run_id))
+    if kind:
+        evs = [e for e in evs if e.kind == kind]
+    if as_json:
+        out.print_json(data=[e.to_json() for e in evs])
+        return
+    table = Table("seq", "time", "kind", "step", "att", "data", "hash")
+    for e in evs:
+        data = json.dumps(e.data, ensure_ascii=False)
+        if payloads and e.payload is not None:
+            data += f" payload={e.payload}"
+        table.add_row(str(e.seq), time.strftime("%H:%M:%S", time.localtime(e.ts))
+                      + f".{int(e.ts * 1000) % 1000:03d}", e.kind, e.step or "",
+                      str(e.attempt or ""), data[:80], e.hash[:10])
+    out.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"erpoz {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,
+) -> None:
+    """erpoz: typed AI flows on a durable, hash-chained event log."""
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
