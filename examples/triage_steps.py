@@ -11,7 +11,7 @@ import re
 
 from pydantic import BaseModel
 
-from erpoz import Context, ReviewRequired, RetryPolicy, step
+from erpoz import Context, RetryPolicy, ReviewRequired, step
 
 
 class Ticket(BaseModel):
@@ -47,8 +47,12 @@ def classify(ticket: str) -> Ticket:
     scores = {cat: len(words & set(keys)) for cat, keys in _CATEGORIES.items()}
     category = max(scores, key=lambda c: scores[c]) if any(scores.values()) else "other"
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", ticket) if s.strip()]
-    return Ticket(text=ticket, category=category,
-                  invoice_ids=re.findall(r"\bINV-\d+\b", ticket), sentences=sentences)
+    return Ticket(
+        text=ticket,
+        category=category,
+        invoice_ids=re.findall(r"\bINV-\d+\b", ticket),
+        sentences=sentences,
+    )
 
 
 @step

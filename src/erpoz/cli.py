@@ -28,10 +28,21 @@ from .store import Event, RunInfo, Store, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING = 0, 1, 2, 3
 EXIT_STORE, EXIT_RUN, EXIT_CANCELLED, EXIT_INTERRUPTED = 4, 5, 6, 130
-_STATUS_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "waiting": EXIT_WAITING,
-                "cancelled": EXIT_CANCELLED}
-_STYLE = {"succeeded": "green", "failed": "red", "waiting": "yellow", "running": "cyan",
-          "cancelled": "magenta", "skipped": "dim", "retrying": "yellow"}
+_STATUS_EXIT = {
+    "succeeded": EXIT_OK,
+    "failed": EXIT_FAILED,
+    "waiting": EXIT_WAITING,
+    "cancelled": EXIT_CANCELLED,
+}
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "waiting": "yellow",
+    "running": "cyan",
+    "cancelled": "magenta",
+    "skipped": "dim",
+    "retrying": "yellow",
+}
 
 app = typer.Typer(
     name="erpoz",
@@ -50,8 +61,12 @@ T = TypeVar("T")
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", "-s", help="Run store: a SQLite path or 'memory' "
-                 "[default: $ERPOZ_STORE or .erpoz/erpoz.db]", show_default=False),
+    typer.Option(
+        "--store",
+        "-s",
+        help="Run store: a SQLite path or 'memory' [default: $ERPOZ_STORE or .erpoz/erpoz.db]",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
@@ -122,14 +137,15 @@ class _LiveView:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.rows: dict[str, dict[str, Any]] = {n.id: {"status": "pending", "attempt": 0,
-                                                       "ms": None, "items": ""}
-                                                for n in plan.nodes}
+        self.rows: dict[str, dict[str, Any]] = {
+            n.id: {"status": "pending", "attempt": 0, "ms": None, "items": ""} for n in plan.nodes
+        }
         self.t0 = time.perf_counter()
         self.live: Live | None = None
 
-    def observe(self, kind: str, step: str | None, attempt: int,
-                data: Mapping[str, Any] | None) -> None:
+    def observe(
+        self, kind: str, step: str | None, attempt: int, data: Mapping[str, Any] | None
+    ) -> None:
         if step is None:
             return
         top = step.split("/", 1)[0].split("[", 1)[0].split("#", 1)[0]
@@ -160,20 +176,28 @@ class _LiveView:
             self.live.update(self.render())
 
     def render(self) -> Table:
-        table = Table(title=f"{self.plan.name} · {time.perf_counter() - self.t0:.1f}s",
-                      title_justify="left", expand=False)
+        table = Table(
+            title=f"{self.plan.name} · {time.perf_counter() - self.t0:.1f}s",
+            title_justify="left",
+            expand=False,
+        )
         for col in ("step", "status", "attempt", "ms", "items"):
             table.add_column(col)
         for sid, row in self.rows.items():
             st = row["status"]
-            table.add_row(sid, f"[{_STYLE.get(st, 'white')}]{st}[/]",
-                          str(row["attempt"] or ""), "" if row["ms"] is None else f"{row['ms']}",
-                          row["items"])
+            table.add_row(
+                sid,
+                f"[{_STYLE.get(st, 'white')}]{st}[/]",
+                str(row["attempt"] or ""),
+                "" if row["ms"] is None else f"{row['ms']}",
+                row["items"],
+            )
         return table
 
 
-async def _drive(engine: Engine, coro: Coroutine[Any, Any, RunResult],
-                 view: _LiveView | None) -> RunResult:
+async def _drive(
+    engine: Engine, coro: Coroutine[Any, Any, RunResult], view: _LiveView | None
+) -> RunResult:
     try:
         if view is None:
             return await coro
@@ -188,21 +212,33 @@ async def _drive(engine: Engine, coro: Coroutine[Any, Any, RunResult],
 
 def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
     if as_json:
-        out.print_json(data={"run_id": result.run_id, "status": result.status,
-                             "output": _jsonable(result.output), "error": result.error,
-                             "failed_step": result.failed_step,
-                             "waiting_steps": list(result.waiting_steps)})
+        out.print_json(
+            data={
+                "run_id": result.run_id,
+                "status": result.status,
+                "output": _jsonable(result.output),
+                "error": result.error,
+                "failed_step": result.failed_step,
+                "waiting_steps": list(result.waiting_steps),
+            }
+        )
     else:
         colour = _STYLE.get(result.status, "white")
         out.print(f"run [bold]{result.run_id}[/] [{colour}]{result.status}[/]")
         if result.status == "succeeded":
             out.print_json(data=_jsonable(result.output))
         elif result.status == "failed":
-            out.print(f"[red]{result.failed_step or 'run'}: {result.error}[/]", markup=True,
-                      highlight=False)
-            out.print(f"inspect: erpoz runs show {result.run_id}   ·   "
-                      f"retry: erpoz runs replay {result.run_id} --from "
-                      f"{result.failed_step or 'STEP'}", highlight=False)
+            out.print(
+                f"[red]{result.failed_step or 'run'}: {result.error}[/]",
+                markup=True,
+                highlight=False,
+            )
+            out.print(
+                f"inspect: erpoz runs show {result.run_id}   ·   "
+                f"retry: erpoz runs replay {result.run_id} --from "
+                f"{result.failed_step or 'STEP'}",
+                highlight=False,
+            )
         elif result.status == "waiting":
             steps = ", ".join(result.waiting_steps)
             out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
@@ -223,14 +259,22 @@ def _jsonable(value: Any) -> Any:
 @app.command()
 def run(
     flow: Annotated[str, typer.Argument(help="A flow file (.yaml), module:attr or file.py:attr.")],
-    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value "
-                      "(repeatable); values are JSON when they parse, else strings.")] = None,
-    input_json: Annotated[Path | None, typer.Option("--input-json", help="A JSON object file "
-                          "of inputs.")] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="key=value (repeatable); values are JSON when they parse, else strings.",
+        ),
+    ] = None,
+    input_json: Annotated[
+        Path | None, typer.Option("--input-json", help="A JSON object file of inputs.")
+    ] = None,
     store: StoreOpt = None,
     durability: Annotated[str, typer.Option(help="sync | batch | memory")] = "sync",
-    progress: Annotated[bool, typer.Option(help="Show a live table of steps (on a terminal).")]
-    = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show a live table of steps (on a terminal).")
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a flow and wait for it to succeed, fail or pause for review.
@@ -259,17 +303,32 @@ def validate(
         plan = load_flow(flow).compile()
     except FlowError as exc:
         if as_json:
-            out.print_json(data={"valid": False, "error": exc.message, "file": exc.file,
-                                 "line": exc.line, "step": exc.step})
+            out.print_json(
+                data={
+                    "valid": False,
+                    "error": exc.message,
+                    "file": exc.file,
+                    "line": exc.line,
+                    "step": exc.step,
+                }
+            )
             raise typer.Exit(EXIT_INVALID) from None
         _fail(str(exc), EXIT_INVALID)
     if as_json:
-        out.print_json(data={"valid": True, "flow": plan.name, "fingerprint": plan.fingerprint,
-                             "steps": [n.id for n in plan.nodes],
-                             "inputs": [i.name for i in plan.inputs]})
+        out.print_json(
+            data={
+                "valid": True,
+                "flow": plan.name,
+                "fingerprint": plan.fingerprint,
+                "steps": [n.id for n in plan.nodes],
+                "inputs": [i.name for i in plan.inputs],
+            }
+        )
         return
-    out.print(f"[green]valid[/]: flow [bold]{plan.name}[/] · {len(plan.nodes)} steps · "
-              f"inputs: {', '.join(i.name for i in plan.inputs) or 'none'}")
+    out.print(
+        f"[green]valid[/]: flow [bold]{plan.name}[/] · {len(plan.nodes)} steps · "
+        f"inputs: {', '.join(i.name for i in plan.inputs) or 'none'}"
+    )
 
 
 @runs_app.command("ls")
@@ -293,11 +352,17 @@ def runs_ls(
     for i in infos:
         note = i.error or (f"review: {i.waiting_step}" if i.waiting_step else "")
         if i.parent_run_id:
-            note = f"replay of {i.parent_run_id} from {i.replay_from}" + (f"; {note}" if note
-                                                                           else "")
-        table.add_row(i.run_id, i.flow, f"[{_STYLE.get(i.status, 'white')}]{i.status}[/]",
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)),
-                      str(i.head_seq), note[:60])
+            note = f"replay of {i.parent_run_id} from {i.replay_from}" + (
+                f"; {note}" if note else ""
+            )
+        table.add_row(
+            i.run_id,
+            i.flow,
+            f"[{_STYLE.get(i.status, 'white')}]{i.status}[/]",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)),
+            str(i.head_seq),
+            note[:60],
+        )
     out.print(table)
 
 
@@ -324,9 +389,17 @@ def _timeline(events: list[Event]) -> list[dict[str, Any]]:
     for e in events:
         if e.step is None or not e.kind.startswith(("step_", "review_")):
             continue
-        row = steps.setdefault(e.step, {"step": e.step, "status": "pending", "attempts": 0,
-                                        "start_ms": round((e.ts - t0) * 1000, 1), "ms": None,
-                                        "error": None})
+        row = steps.setdefault(
+            e.step,
+            {
+                "step": e.step,
+                "status": "pending",
+                "attempts": 0,
+                "start_ms": round((e.ts - t0) * 1000, 1),
+                "ms": None,
+                "error": None,
+            },
+        )
         if e.kind == "step_started":
             row["status"], row["attempts"] = "running", max(row["attempts"], e.attempt)
         elif e.kind == "step_succeeded":
@@ -364,16 +437,23 @@ def runs_show(
         out.print_json(data={**info.to_json(), "steps": steps})
         return
     colour = _STYLE.get(info.status, "white")
-    out.print(f"run [bold]{info.run_id}[/] · flow [bold]{info.flow}[/] · [{colour}]"
-              f"{info.status}[/] · {info.head_seq} events")
+    out.print(
+        f"run [bold]{info.run_id}[/] · flow [bold]{info.flow}[/] · [{colour}]"
+        f"{info.status}[/] · {info.head_seq} events"
+    )
     if info.parent_run_id:
         out.print(f"replay of {info.parent_run_id} from step {info.replay_from}")
     out.print("inputs:", json.loads(info.inputs))
     table = Table("step", "status", "attempts", "start ms", "ms", "error")
     for s in steps:
-        table.add_row(s["step"], f"[{_STYLE.get(s['status'].split()[0], 'white')}]"
-                      f"{s['status']}[/]", str(s["attempts"]), str(s["start_ms"]),
-                      "" if s["ms"] is None else str(s["ms"]), (s["error"] or "")[:70])
+        table.add_row(
+            s["step"],
+            f"[{_STYLE.get(s['status'].split()[0], 'white')}]{s['status']}[/]",
+            str(s["attempts"]),
+            str(s["start_ms"]),
+            "" if s["ms"] is None else str(s["ms"]),
+            (s["error"] or "")[:70],
+        )
     out.print(table)
     if info.output is not None:
         out.print("output:")
@@ -381,26 +461,31 @@ def runs_show(
     if info.error:
         out.print(f"[red]error: {info.error}[/]", highlight=False)
     if info.status == "waiting":
-        out.print(f"waiting for review of [yellow]{info.waiting_step}[/]: "
-                  f"erpoz runs resume {info.run_id} --approve | --reject | --edit FILE",
-                  highlight=False)
+        out.print(
+            f"waiting for review of [yellow]{info.waiting_step}[/]: "
+            f"erpoz runs resume {info.run_id} --approve | --reject | --edit FILE",
+            highlight=False,
+        )
 
 
 @runs_app.command("resume")
 def runs_resume(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
-    approve: Annotated[bool, typer.Option("--approve", help="Approve the pending review.")]
-    = False,
+    approve: Annotated[bool, typer.Option("--approve", help="Approve the pending review.")] = False,
     reject: Annotated[bool, typer.Option("--reject", help="Reject it (the run fails).")] = False,
-    edit: Annotated[Path | None, typer.Option("--edit", help="Replace the step's output by this "
-                    "JSON file's content.")] = None,
-    step: Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")]
-    = None,
-    reviewer: Annotated[str, typer.Option(help="Who decides [default: $ERPOZ_REVIEWER or "
-                        "$USER].")] = "",
+    edit: Annotated[
+        Path | None,
+        typer.Option("--edit", help="Replace the step's output by this JSON file's content."),
+    ] = None,
+    step: Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")] = None,
+    reviewer: Annotated[
+        str, typer.Option(help="Who decides [default: $ERPOZ_REVIEWER or $USER].")
+    ] = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
-    flow: Annotated[str | None, typer.Option(help="Load the flow from here instead of the "
-                    "run's recorded source.")] = None,
+    flow: Annotated[
+        str | None,
+        typer.Option(help="Load the flow from here instead of the run's recorded source."),
+    ] = None,
     store: StoreOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a live table of steps.")] = True,
     as_json: JsonOpt = False,
@@ -436,8 +521,12 @@ def runs_resume(
 def runs_replay(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
     from_step: Annotated[str, typer.Option("--from", help="Re-run from this step on.")],
-    flow: Annotated[str | None, typer.Option(help="Use this flow (e.g. a changed version) "
-                    "instead of the run's recorded source.")] = None,
+    flow: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this flow (e.g. a changed version) instead of the run's recorded source."
+        ),
+    ] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -486,7 +575,7 @@ def events(
     [dim]Example:[/] erpoz events RUN --kind step_failed --json
     """
     st = _open(store)
-    info, evs = _call(_run_and_events(st, run_id))
+    _info, evs = _call(_run_and_events(st, run_id))
     if kind:
         evs = [e for e in evs if e.kind == kind]
     if as_json:
@@ -497,9 +586,15 @@ def events(
         data = json.dumps(e.data, ensure_ascii=False)
         if payloads and e.payload is not None:
             data += f" payload={e.payload}"
-        table.add_row(str(e.seq), time.strftime("%H:%M:%S", time.localtime(e.ts))
-                      + f".{int(e.ts * 1000) % 1000:03d}", e.kind, e.step or "",
-                      str(e.attempt or ""), data[:80], e.hash[:10])
+        table.add_row(
+            str(e.seq),
+            time.strftime("%H:%M:%S", time.localtime(e.ts)) + f".{int(e.ts * 1000) % 1000:03d}",
+            e.kind,
+            e.step or "",
+            str(e.attempt or ""),
+            data[:80],
+            e.hash[:10],
+        )
     out.print(table)
 
 
@@ -511,8 +606,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """erpoz: typed AI flows on a durable, hash-chained event log."""
 

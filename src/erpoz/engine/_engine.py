@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FlowError, ReviewRequired, RunError, StepFailed
+from ..errors import FlowError, ReviewRequired, RunError
 from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode
 from ..flow._types import get_field, type_name
 from ..store import TERMINAL, Event, NewRun, RunWriter, Store, open_store
@@ -68,7 +68,8 @@ class RunResult:
         """The output, or a ``RunError`` explaining why there is none."""
         if self.status != "succeeded":
             detail = self.error or (
-                f"waiting for review of {', '.join(self.waiting_steps)}" if self.waiting_steps
+                f"waiting for review of {', '.join(self.waiting_steps)}"
+                if self.waiting_steps
                 else self.status
             )
             raise RunError(f"run {self.run_id} {self.status}: {detail}", run_id=self.run_id)
@@ -90,8 +91,17 @@ class _Failed(Exception):
 class _Run:
     """State shared by every scope (top level and sub-flows) of one run."""
 
-    __slots__ = ("cancelled", "done_steps", "failure", "paused", "recorded", "reviews",
-                 "stopping", "tasks", "writer")
+    __slots__ = (
+        "cancelled",
+        "done_steps",
+        "failure",
+        "paused",
+        "recorded",
+        "reviews",
+        "stopping",
+        "tasks",
+        "writer",
+    )
 
     def __init__(self, writer: RunWriter) -> None:
         self.writer = writer
@@ -167,8 +177,14 @@ class Engine:
         bound = plan.bind_inputs(inputs or {})
         inputs_json = _encode_inputs(plan, bound)
         writer = await self.store.create_run(
-            NewRun(run_id or new_run_id(), plan.name, plan.fingerprint, inputs_json,
-                   source=plan.source, tags=dict(tags or {})),
+            NewRun(
+                run_id or new_run_id(),
+                plan.name,
+                plan.fingerprint,
+                inputs_json,
+                source=plan.source,
+                tags=dict(tags or {}),
+            ),
             self.owner,
         )
         return await self._drive_run(plan, bound, _Run(self._observed(writer)))
@@ -189,15 +205,19 @@ class Engine:
             raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
         run_id = info.run_id
         if info.status in TERMINAL:
-            raise RunError(f"run {run_id} already {info.status}; nothing to resume (use "
-                           "`erpoz runs replay` to run it again)", run_id=run_id)
+            raise RunError(
+                f"run {run_id} already {info.status}; nothing to resume (use "
+                "`erpoz runs replay` to run it again)",
+                run_id=run_id,
+            )
         plan = self._plan_for(info.source, flow, run_id)
         events = await self.store.events(run_id)
         waiting = _pending_reviews(events)
         if waiting and decision is None:
             raise RunError(
                 f"run {run_id} is waiting for review of step {', '.join(waiting)}; resume it "
-                "with a decision (--approve, --reject or --edit FILE)", run_id=run_id,
+                "with a decision (--approve, --reject or --edit FILE)",
+                run_id=run_id,
             )
         if decision is not None and not waiting:
             raise RunError(f"run {run_id} has no step waiting for review", run_id=run_id)
@@ -206,10 +226,13 @@ class Engine:
         try:
             _load_recorded(run, events)
             bound = plan.bind_inputs(json.loads(events[0].payload or "{}"))
-            writer.append(ev.RUN_RESUMED, data={
-                "fingerprint_changed": plan.fingerprint != info.fingerprint,
-                **({"decision": decision.action} if decision else {}),
-            })
+            writer.append(
+                ev.RUN_RESUMED,
+                data={
+                    "fingerprint_changed": plan.fingerprint != info.fingerprint,
+                    **({"decision": decision.action} if decision else {}),
+                },
+            )
             if decision is not None:
                 self._apply_decision(run, plan, waiting, decision)
         except BaseException:
@@ -231,8 +254,15 @@ class Engine:
         old = _Run(self._observed(_NullWriter(info.run_id)))
         _load_recorded(old, events)
         writer = await self.store.create_run(
-            NewRun(new_run_id(), plan.name, plan.fingerprint, info.inputs, source=plan.source,
-                   parent_run_id=info.run_id, replay_from=from_step),
+            NewRun(
+                new_run_id(),
+                plan.name,
+                plan.fingerprint,
+                info.inputs,
+                source=plan.source,
+                parent_run_id=info.run_id,
+                replay_from=from_step,
+            ),
             self.owner,
         )
         run = _Run(self._observed(writer))
@@ -243,8 +273,9 @@ class Engine:
             if payload is None:
                 writer.append(ev.STEP_SKIPPED, step_id, data={"copied_from": info.run_id})
             else:
-                writer.append(ev.STEP_SUCCEEDED, step_id, data={"copied_from": info.run_id},
-                              payload=payload)
+                writer.append(
+                    ev.STEP_SUCCEEDED, step_id, data={"copied_from": info.run_id}, payload=payload
+                )
         bound = plan.bind_inputs(json.loads(info.inputs))
         return await self._drive_run(plan, bound, run)
 
@@ -299,8 +330,10 @@ class Engine:
             return RunResult(run_id, "cancelled", error="cancelled on request")
         if run.failure is not None:
             f = run.failure
-            writer.append(ev.RUN_FAILED, data={"error": f"step '{f.step_id}' failed: {f.message}",
-                                               "step": f.step_id})
+            writer.append(
+                ev.RUN_FAILED,
+                data={"error": f"step '{f.step_id}' failed: {f.message}", "step": f.step_id},
+            )
             await writer.release()
             return RunResult(run_id, "failed", error=f.message, failed_step=f.step_id)
         if run.paused:
@@ -416,7 +449,10 @@ class Engine:
                     return
                 try:
                     results[i] = await self._unit(
-                        scope, node, f"{sid}[{i}]", {**kwargs, item: items[i]}  # type: ignore[dict-item]
+                        scope,
+                        node,
+                        f"{sid}[{i}]",
+                        {**kwargs, item: items[i]},  # type: ignore[dict-item]
                     )
                 except (_Pause, _Failed) as exc:
                     errors.append(exc)
@@ -436,8 +472,9 @@ class Engine:
             for exc in errors[1:]:
                 run.paused.append(exc.step_id)  # type: ignore[attr-defined]
             raise errors[0]
-        return await self._succeed(scope.run, node, sid, 1, results, node.out_type,
-                                   time.perf_counter() - t0, {"items": n})
+        return await self._succeed(
+            scope.run, node, sid, 1, results, node.out_type, time.perf_counter() - t0, {"items": n}
+        )
 
     async def _loop(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
         state = node.init(scope.outs, scope.inputs)  # type: ignore[misc]
@@ -450,9 +487,16 @@ class Engine:
             if get_field(state, until) if until else state:
                 converged = True
                 break
-        return await self._succeed(scope.run, node, sid, 1, state, node.out_type,
-                                   time.perf_counter() - t0,
-                                   {"iterations": k, "converged": converged})
+        return await self._succeed(
+            scope.run,
+            node,
+            sid,
+            1,
+            state,
+            node.out_type,
+            time.perf_counter() - t0,
+            {"iterations": k, "converged": converged},
+        )
 
     async def _unit(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
         """Run one execution of a step (a task, one map item or one loop iteration)."""
@@ -467,13 +511,21 @@ class Engine:
             sub = _Scope(run, node.sub, node.sub.bind_inputs(kwargs), sid + "/")
             await self._execute(sub)
             if run.failure is not None:
-                raise _Failed(sid, f"sub-flow step '{run.failure.step_id}' failed: "
-                              f"{run.failure.message}", 1)
+                raise _Failed(
+                    sid, f"sub-flow step '{run.failure.step_id}' failed: {run.failure.message}", 1
+                )
             if run.paused or run.stopping:
                 raise _Pause(sid) if run.paused else _Failed(sid, "stopped", 1)
             out = node.sub.output(sub.outs, sub.inputs)
-            return await self._succeed(run, node, sid, 1, None if out is SKIPPED else out,
-                                       node.unit_type, time.perf_counter() - t0)
+            return await self._succeed(
+                run,
+                node,
+                sid,
+                1,
+                None if out is SKIPPED else out,
+                node.unit_type,
+                time.perf_counter() - t0,
+            )
         spec = node.spec
         assert spec is not None
         cache_key = None
@@ -506,42 +558,68 @@ class Engine:
                 else:
                     out = await asyncio.wait_for(self.executor.call(fn, kwargs), timeout)
             except ReviewRequired as rr:
-                return await self._review(run, node, sid, attempt, rr.output, rr.reason,
-                                          rr.evidence)
+                return await self._review(
+                    run, node, sid, attempt, rr.output, rr.reason, rr.evidence
+                )
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     exc = TimeoutError(f"timed out after {timeout} s")
                 message = f"{type(exc).__name__}: {exc}"
                 if attempt < retry.attempts and retry.retries(exc):
                     delay = retry.delay(attempt)
-                    writer.append(ev.STEP_RETRIED, sid, attempt,
-                                  {"error": message, "delay_s": delay})
+                    writer.append(
+                        ev.STEP_RETRIED, sid, attempt, {"error": message, "delay_s": delay}
+                    )
                     await asyncio.sleep(delay)
                     attempt += 1
                     continue
-                writer.append(ev.STEP_FAILED, sid, attempt, {
-                    "error": message, "type": type(exc).__name__,
-                    "traceback": "".join(traceback.format_exception(exc, limit=-8)),
-                })
+                writer.append(
+                    ev.STEP_FAILED,
+                    sid,
+                    attempt,
+                    {
+                        "error": message,
+                        "type": type(exc).__name__,
+                        "traceback": "".join(traceback.format_exception(exc, limit=-8)),
+                    },
+                )
                 raise _Failed(sid, message, attempt) from exc
             break
         if node.review:
-            return await self._review(run, node, sid, attempt, out, "review required by step",
-                                      None, time.perf_counter() - t0)
-        result = await self._succeed(run, node, sid, attempt, out, node.unit_type,
-                                     time.perf_counter() - t0)
+            return await self._review(
+                run,
+                node,
+                sid,
+                attempt,
+                out,
+                "review required by step",
+                None,
+                time.perf_counter() - t0,
+            )
+        result = await self._succeed(
+            run, node, sid, attempt, out, node.unit_type, time.perf_counter() - t0
+        )
         if cache_key is not None:
             await self.store.cache_put(cache_key, spec.ref, encode(out, node.unit_type))
         return result
 
     async def _succeed(
-        self, run: _Run, node: PlanNode, sid: str, attempt: int, out: Any, tp: Any,
-        seconds: float, extra: dict[str, Any] | None = None,
+        self,
+        run: _Run,
+        node: PlanNode,
+        sid: str,
+        attempt: int,
+        out: Any,
+        tp: Any,
+        seconds: float,
+        extra: dict[str, Any] | None = None,
     ) -> Any:
         writer = run.writer
         if not check_type(out, tp):
-            msg = (f"returned {type(out).__name__} {out!r:.80}, but its declared output type is "
-                   f"{type_name(tp)}")
+            msg = (
+                f"returned {type(out).__name__} {out!r:.80}, but its declared output type is "
+                f"{type_name(tp)}"
+            )
             writer.append(ev.STEP_FAILED, sid, attempt, {"error": msg, "type": "TypeError"})
             raise _Failed(sid, msg, attempt)
         try:
@@ -558,8 +636,15 @@ class Engine:
         return out
 
     async def _review(
-        self, run: _Run, node: PlanNode, sid: str, attempt: int, proposal: Any, reason: str,
-        evidence: Any, seconds: float = 0.0,
+        self,
+        run: _Run,
+        node: PlanNode,
+        sid: str,
+        attempt: int,
+        proposal: Any,
+        reason: str,
+        evidence: Any,
+        seconds: float = 0.0,
     ) -> Any:
         decision = run.reviews.pop(sid, None)
         if decision is not None:  # decided on resume before the step's proposal was recorded
@@ -581,8 +666,10 @@ class Engine:
     ) -> None:
         if decision.step is not None:
             if decision.step not in waiting:
-                raise RunError(f"step {decision.step!r} is not waiting for review "
-                               f"(waiting: {', '.join(waiting)})")
+                raise RunError(
+                    f"step {decision.step!r} is not waiting for review "
+                    f"(waiting: {', '.join(waiting)})"
+                )
             sid = decision.step
         elif len(waiting) > 1:
             raise RunError(f"several steps wait for review ({', '.join(waiting)}); name one")
@@ -590,28 +677,42 @@ class Engine:
             sid = next(iter(waiting))
         request = waiting[sid]
         writer = run.writer
-        meta = {"decision": decision.action, "reviewer": decision.reviewer or _whoami(),
-                "comment": decision.comment, "requested_seq": request.seq}
+        meta = {
+            "decision": decision.action,
+            "reviewer": decision.reviewer or _whoami(),
+            "comment": decision.comment,
+            "requested_seq": request.seq,
+        }
         if decision.action == "reject":
             writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta)
-            writer.append(ev.STEP_FAILED, sid, request.attempt,
-                          {"error": "rejected by reviewer", "type": "Rejected"})
-            run.failure = _Failed(sid, f"rejected by reviewer {meta['reviewer']}"
-                                  + (f": {decision.comment}" if decision.comment else ""), 1)
+            writer.append(
+                ev.STEP_FAILED,
+                sid,
+                request.attempt,
+                {"error": "rejected by reviewer", "type": "Rejected"},
+            )
+            run.failure = _Failed(
+                sid,
+                f"rejected by reviewer {meta['reviewer']}"
+                + (f": {decision.comment}" if decision.comment else ""),
+                1,
+            )
             return
         tp = _unit_type_of(plan, sid)
         if decision.action == "edit":
             try:
                 value = validate(decision.output, tp)
             except ValueError as exc:
-                raise RunError(f"the edited output for step {sid} does not fit its type "
-                               f"{type_name(tp)}: {exc}") from None
+                raise RunError(
+                    f"the edited output for step {sid} does not fit its type {type_name(tp)}: {exc}"
+                ) from None
             payload = encode(value, tp)
         else:
             payload = request.payload or "null"
         writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta, payload)
-        writer.append(ev.STEP_SUCCEEDED, sid, request.attempt, {"reviewed": decision.action},
-                      payload)
+        writer.append(
+            ev.STEP_SUCCEEDED, sid, request.attempt, {"reviewed": decision.action}, payload
+        )
         run.recorded[sid] = payload
 
 
@@ -630,8 +731,14 @@ class _ObservedWriter:
     def cancel_requested(self) -> bool:
         return self._inner.cancel_requested
 
-    def append(self, kind: str, step: str | None = None, attempt: int = 0,
-               data: dict[str, Any] | None = None, payload: str | None = None) -> None:
+    def append(
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int = 0,
+        data: dict[str, Any] | None = None,
+        payload: str | None = None,
+    ) -> None:
         self._inner.append(kind, step, attempt, data, payload)
         for obs in self._observers:
             obs(kind, step, attempt, data)
@@ -651,8 +758,14 @@ class _NullWriter:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
 
-    def append(self, kind: str, step: str | None = None, attempt: int = 0,
-               data: dict[str, Any] | None = None, payload: str | None = None) -> None:
+    def append(
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int = 0,
+        data: dict[str, Any] | None = None,
+        payload: str | None = None,
+    ) -> None:
         return None
 
     async def flush(self) -> None:
@@ -666,8 +779,9 @@ def _eval_when(node: PlanNode, outs: list[Any], inputs: Mapping[str, Any], sid: 
     try:
         return node.when(outs, inputs)  # type: ignore[misc]
     except Exception as exc:
-        raise _Failed(sid, f"cannot evaluate when= condition: {type(exc).__name__}: {exc}",
-                      0) from exc
+        raise _Failed(
+            sid, f"cannot evaluate when= condition: {type(exc).__name__}: {exc}", 0
+        ) from exc
 
 
 def _load_recorded(run: _Run, events: list[Event]) -> None:
@@ -728,8 +842,9 @@ def _encode_inputs(plan: Plan, bound: Mapping[str, Any]) -> str:
         try:
             parts.append(f"{json.dumps(name)}:{encode(value, types_[name])}")
         except EncodeError as exc:
-            raise FlowError(f"flow '{plan.name}': input '{name}' cannot be recorded: {exc}") \
-                from None
+            raise FlowError(
+                f"flow '{plan.name}': input '{name}' cannot be recorded: {exc}"
+            ) from None
     return "{" + ",".join(parts) + "}"
 
 

@@ -1,4 +1,4 @@
-"""Define flows: typed steps, wiring, branches, fan-out, map, loops, sub-flows; compile to a plan."""
+"""Define flows: typed steps, wiring, branches, fan-out, map, loops, sub-flows; compile."""
 
 from ._context import Context
 from ._flow import Flow, InputSpec

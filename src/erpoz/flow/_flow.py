@@ -99,7 +99,7 @@ class Flow:
 
     def _new(self, target: Callable[..., Any] | Flow, node_id: str | None, **kw: Any) -> NodeRef:
         resolved: StepSpec | Flow = target if isinstance(target, Flow) else spec_of(target)
-        nid = node_id or (resolved.name if isinstance(resolved, Flow) else resolved.name)
+        nid = node_id or resolved.name
         if not _ID.match(nid):
             raise FlowError(f"step id {nid!r} must be letters, digits, '_' or '-'", step=nid)
         if nid in self.nodes:
@@ -132,8 +132,14 @@ class Flow:
         name collides with an option (``id``, ``when`` …). Returns a ref to the step's output.
         """
         return self._new(
-            step, id, bindings={**inputs, **(bind or {})}, when=_cond(when),
-            retry=retry, timeout=timeout, review=review, cache=cache,
+            step,
+            id,
+            bindings={**inputs, **(bind or {})},
+            when=_cond(when),
+            retry=retry,
+            timeout=timeout,
+            review=review,
+            cache=cache,
         )
 
     def map(
@@ -156,9 +162,18 @@ class Flow:
         """Run ``step`` once per element of the list ``over``, binding each to input ``item``;
         at most ``concurrency`` at a time. The output is the list of results, in order."""
         return self._new(
-            step, id, bindings={**inputs, **(bind or {})}, kind="map", over=over, item=item,
-            concurrency=concurrency, when=_cond(when), retry=retry, timeout=timeout,
-            review=review, cache=cache,
+            step,
+            id,
+            bindings={**inputs, **(bind or {})},
+            kind="map",
+            over=over,
+            item=item,
+            concurrency=concurrency,
+            when=_cond(when),
+            retry=retry,
+            timeout=timeout,
+            review=review,
+            cache=cache,
         )
 
     def loop(
@@ -184,9 +199,19 @@ class Flow:
         is truthy when ``until`` is None), at most ``max_iterations`` times. The output is the last
         iteration's."""
         return self._new(
-            step, id, bindings={**inputs, **(bind or {})}, kind="loop", state=state, init=init,
-            until=until, max_iterations=max_iterations, when=_cond(when), retry=retry,
-            timeout=timeout, review=review, cache=cache,
+            step,
+            id,
+            bindings={**inputs, **(bind or {})},
+            kind="loop",
+            state=state,
+            init=init,
+            until=until,
+            max_iterations=max_iterations,
+            when=_cond(when),
+            retry=retry,
+            timeout=timeout,
+            review=review,
+            cache=cache,
         )
 
     def output(self, ref: Ref) -> None:

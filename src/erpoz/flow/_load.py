@@ -30,8 +30,9 @@ def load_flow(ref: str) -> Flow:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise FlowError(f"importing {path_part} failed: {type(exc).__name__}: {exc}",
-                            file=path_part) from exc
+            raise FlowError(
+                f"importing {path_part} failed: {type(exc).__name__}: {exc}", file=path_part
+            ) from exc
         finally:
             sys.path.remove(str(path.parent))
         obj = getattr(module, attr, None)
@@ -43,8 +44,10 @@ def load_flow(ref: str) -> Flow:
             raise FlowError(str(exc)) from None
         source = ref
     else:
-        raise FlowError(f"cannot find a flow in {ref!r}: give a .yaml file, 'package.module:name' "
-                        "or 'file.py:name'")
+        raise FlowError(
+            f"cannot find a flow in {ref!r}: give a .yaml file, 'package.module:name' "
+            "or 'file.py:name'"
+        )
     if not isinstance(obj, Flow):
         raise FlowError(f"{ref!r} is {type(obj).__name__}, not an erpoz Flow")
     obj.source = obj.source or source

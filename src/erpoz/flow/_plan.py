@@ -140,7 +140,9 @@ class _Compiler:
 
     def err(self, msg: str, node: NodeDef | None = None) -> FlowError:
         return FlowError(
-            msg, step=node.id if node else None, file=self.flow.file,
+            msg,
+            step=node.id if node else None,
+            file=self.flow.file,
             line=node.line if node else None,
         )
 
@@ -159,8 +161,7 @@ class _Compiler:
         if isinstance(ref, InputRef):
             if ref.name not in self.flow.inputs:
                 known = ", ".join(self.flow.inputs) or "none declared"
-                raise self.err(f"refers to unknown flow input '{ref.name}' (inputs: {known})",
-                               node)
+                raise self.err(f"refers to unknown flow input '{ref.name}' (inputs: {known})", node)
             return set()
         if isinstance(ref, Cond):
             return self.ref_deps(ref.ref, node)
@@ -190,7 +191,8 @@ class _Compiler:
                 if not (is_compatible(other, first) or is_compatible(first, other)):
                     raise self.err(
                         f"first_of() merges incompatible types {type_name(first)} and "
-                        f"{type_name(other)}", node,
+                        f"{type_name(other)}",
+                        node,
                     )
             return first
         raise self.err(f"not a reference: {ref!r}", node)
@@ -252,7 +254,8 @@ class _Compiler:
             if not is_compatible(src, ptype):
                 raise self.err(
                     f"input '{pname}' expects {type_name(ptype)} but {value!r} gives "
-                    f"{type_name(src)}", node,
+                    f"{type_name(src)}",
+                    node,
                 )
         elif isinstance(value, list) and any(isinstance(v, Ref) for v in value):
             it = item_type(ptype)
@@ -270,7 +273,8 @@ class _Compiler:
             except ValidationError as exc:
                 raise self.err(
                     f"input '{pname}' expects {type_name(ptype)}, constant {value!r} does not "
-                    f"fit: {_first_error(exc)}", node,
+                    f"fit: {_first_error(exc)}",
+                    node,
                 ) from None
             except Exception:  # a type pydantic cannot build a validator for: trust the user
                 pass
@@ -292,8 +296,11 @@ class _Compiler:
         special: set[str] = set()
         if node.kind == "map":
             if node.item not in params:
-                raise self.err(f"map item={node.item!r} is not an input of {what} "
-                               f"(inputs: {', '.join(params)})", node)
+                raise self.err(
+                    f"map item={node.item!r} is not an input of {what} "
+                    f"(inputs: {', '.join(params)})",
+                    node,
+                )
             if not isinstance(node.over, Ref):
                 raise self.err("map over= must be a ref to a list", node)
             over_t = self.ref_type(node.over, node)
@@ -303,31 +310,37 @@ class _Compiler:
             if not is_compatible(it, params[node.item][0]):
                 raise self.err(
                     f"map item '{node.item}' expects {type_name(params[node.item][0])} but "
-                    f"{node.over!r} holds {type_name(it)}", node,
+                    f"{node.over!r} holds {type_name(it)}",
+                    node,
                 )
             if node.concurrency < 1:
                 raise self.err("map concurrency must be >= 1", node)
-            special.add(node.item)  # type: ignore[arg-type]
+            special.add(node.item)
         elif node.kind == "loop":
             if node.max_iterations is None or node.max_iterations < 1:
-                raise self.err("a loop needs max_iterations >= 1 (unbounded loops are refused)",
-                               node)
+                raise self.err(
+                    "a loop needs max_iterations >= 1 (unbounded loops are refused)", node
+                )
             if node.state not in params:
-                raise self.err(f"loop state={node.state!r} is not an input of {what} "
-                               f"(inputs: {', '.join(params)})", node)
+                raise self.err(
+                    f"loop state={node.state!r} is not an input of {what} "
+                    f"(inputs: {', '.join(params)})",
+                    node,
+                )
             st = params[node.state][0]
             if not is_compatible(returns, st):
                 raise self.err(
                     f"loop feeds its output ({type_name(returns)}) back into '{node.state}' "
-                    f"({type_name(st)}): the types do not fit", node,
+                    f"({type_name(st)}): the types do not fit",
+                    node,
                 )
-            self.check_binding(node, node.state, st, node.init)  # type: ignore[arg-type]
+            self.check_binding(node, node.state, st, node.init)
             if node.until is not None:
                 try:
                     field_type(returns, node.until)
                 except KeyError as exc:
                     raise self.err(f"loop until={node.until!r}: {exc.args[0]}", node) from None
-            special.add(node.state)  # type: ignore[arg-type]
+            special.add(node.state)
         for pname in node.bindings:
             if pname not in params:
                 raise self.err(
@@ -343,8 +356,11 @@ class _Compiler:
                 continue
             if pname not in node.bindings:
                 if not has_default:
-                    raise self.err(f"input '{pname}' ({type_name(ptype)}) is not bound; bind it "
-                                   "to a flow input, a step output or a constant", node)
+                    raise self.err(
+                        f"input '{pname}' ({type_name(ptype)}) is not bound; bind it "
+                        "to a flow input, a step output or a constant",
+                        node,
+                    )
                 continue
             value = node.bindings[pname]
             self.check_binding(node, pname, ptype, value)
@@ -364,18 +380,29 @@ class _Compiler:
         out_type = list[returns] if node.kind == "map" else returns  # type: ignore[valid-type]
         extra: dict[str, Any] = {}
         if node.kind == "map":
-            extra = {"over": self.getter(node.over), "item": node.item,
-                     "concurrency": node.concurrency}
+            extra = {
+                "over": self.getter(node.over),
+                "item": node.item,
+                "concurrency": node.concurrency,
+            }
             skippy = skippy or self.ref_may_skip(node.over)
         elif node.kind == "loop":
-            extra = {"state": node.state, "init": self.getter(node.init), "until": node.until,
-                     "max_iterations": node.max_iterations}
+            extra = {
+                "state": node.state,
+                "init": self.getter(node.init),
+                "until": node.until,
+                "max_iterations": node.max_iterations,
+            }
         self.out_types[node.id] = out_type
         self.may_skip[node.id] = node.when is not None or skippy
         spec = target if isinstance(target, StepSpec) else None
         return {
-            "args": tuple(args), "may_skip": skippy, "out_type": out_type,
-            "unit_type": unit_type, "extra": extra, "spec": spec,
+            "args": tuple(args),
+            "may_skip": skippy,
+            "out_type": out_type,
+            "unit_type": unit_type,
+            "extra": extra,
+            "spec": spec,
             "sub": target.compile() if isinstance(target, Flow) else None,
         }
 
@@ -408,7 +435,8 @@ class _Compiler:
             node = self.defs[cycle[0]]
             raise self.err(
                 f"cycle {' -> '.join([*cycle, cycle[0]])}; a cycle must be a flow.loop() with "
-                "max_iterations", node,
+                "max_iterations",
+                node,
             )
         return order
 
@@ -416,36 +444,50 @@ class _Compiler:
         flow = self.flow
         if not self.defs:
             raise FlowError(f"flow '{flow.name}' has no steps", file=flow.file)
-        deps = {n.id: self.ref_deps([n.bindings, n.when, n.over, n.init], n)
-                for n in self.defs.values()}
+        deps = {
+            n.id: self.ref_deps([n.bindings, n.when, n.over, n.init], n) for n in self.defs.values()
+        }
         order = self.toposort(deps)
         pos = {nid: i for i, nid in enumerate(order)}
         self.index = pos  # getters index outputs by plan position
         compiled = {nid: self.compile_node(self.defs[nid]) for nid in order}
         users: dict[str, list[int]] = {nid: [] for nid in order}
         for nid in order:
-            for d in deps[nid]:
-                users[d].append(pos[nid])
+            for dep in deps[nid]:
+                users[dep].append(pos[nid])
         nodes = []
         for nid in order:
             d, c = self.defs[nid], compiled[nid]
+            target = d.target
             spec: StepSpec | None = c["spec"]
             when = None
             if d.when is not None:
                 when = _cond_fn(d.when, self.getter(d.when.ref))
-            nodes.append(PlanNode(
-                id=nid, index=pos[nid], kind=_KINDS[d.kind], spec=spec, sub=c["sub"],
-                args=c["args"], deps=tuple(sorted(pos[x] for x in deps[nid])),
-                dependents=tuple(users[nid]), when=when, may_skip=c["may_skip"],
-                out_type=c["out_type"], unit_type=c["unit_type"],
-                retry=d.retry or (spec.retry if spec else NO_RETRY),
-                timeout=d.timeout if d.timeout is not None else (spec.timeout if spec else None),
-                review=d.review if d.review is not None else (spec.review if spec else False),
-                cache=d.cache if d.cache is not None else (spec.cache if spec else False),
-                line=d.line,
-                label=spec.ref if spec else f"flow:{d.target.name}",  # type: ignore[union-attr]
-                **c["extra"],
-            ))
+            nodes.append(
+                PlanNode(
+                    id=nid,
+                    index=pos[nid],
+                    kind=_KINDS[d.kind],
+                    spec=spec,
+                    sub=c["sub"],
+                    args=c["args"],
+                    deps=tuple(sorted(pos[x] for x in deps[nid])),
+                    dependents=tuple(users[nid]),
+                    when=when,
+                    may_skip=c["may_skip"],
+                    out_type=c["out_type"],
+                    unit_type=c["unit_type"],
+                    retry=d.retry or (spec.retry if spec else NO_RETRY),
+                    timeout=d.timeout
+                    if d.timeout is not None
+                    else (spec.timeout if spec else None),
+                    review=d.review if d.review is not None else (spec.review if spec else False),
+                    cache=d.cache if d.cache is not None else (spec.cache if spec else False),
+                    line=d.line,
+                    label=target.ref if isinstance(target, StepSpec) else f"flow:{target.name}",
+                    **c["extra"],
+                )
+            )
         out_ref = flow.declared_output
         if out_ref is None:
             sinks = [n for n in nodes if not n.dependents]
@@ -453,25 +495,33 @@ class _Compiler:
                 raise FlowError(
                     f"flow '{flow.name}' has {len(sinks)} final steps "
                     f"({', '.join(n.id for n in sinks)}); call flow.output(ref) to say which "
-                    "one is the result", file=flow.file,
+                    "one is the result",
+                    file=flow.file,
                 )
             out_ref = NodeRef(sinks[0].id)
-        fake = NodeDef("<output>", None, {})  # type: ignore[arg-type]
-        self.ref_deps(out_ref, fake)
+        self.ref_deps(out_ref, NodeDef("output", flow, {}))
         out_type = self.ref_type(out_ref, None)
         adapters: dict[str, TypeAdapter[Any]] = {}
         for spec_ in flow.inputs.values():
             try:
                 adapters[spec_.name] = TypeAdapter(spec_.type)
             except Exception as exc:
-                raise FlowError(f"flow '{flow.name}': input '{spec_.name}' has a type pydantic "
-                                f"cannot check: {exc}", file=flow.file) from None
+                raise FlowError(
+                    f"flow '{flow.name}': input '{spec_.name}' has a type pydantic "
+                    f"cannot check: {exc}",
+                    file=flow.file,
+                ) from None
         return Plan(
-            name=flow.name, nodes=tuple(nodes),
+            name=flow.name,
+            nodes=tuple(nodes),
             roots=tuple(n.index for n in nodes if not n.deps),
-            inputs=tuple(flow.inputs.values()), output=self.getter(out_ref),
-            output_type=out_type, fingerprint=self.fingerprint(order),
-            source=flow.source, by_id=dict(pos), input_adapters=adapters,
+            inputs=tuple(flow.inputs.values()),
+            output=self.getter(out_ref),
+            output_type=out_type,
+            fingerprint=self.fingerprint(order),
+            source=flow.source,
+            by_id=dict(pos),
+            input_adapters=adapters,
         )
 
     def fingerprint(self, order: list[str]) -> str:
@@ -479,10 +529,15 @@ class _Compiler:
         for nid in order:
             d = self.defs[nid]
             t = d.target
-            ident = f"{t.ref}@{t.version}" if isinstance(t, StepSpec) else \
-                f"flow:{t.compile().fingerprint}"
-            h.update(f"|{nid}|{d.kind}|{ident}|{sorted(d.bindings.items(), key=str)!r}|"
-                     f"{d.when!r}|{d.over!r}|{d.item}|{d.state}|{d.until}".encode())
+            ident = (
+                f"{t.ref}@{t.version}"
+                if isinstance(t, StepSpec)
+                else f"flow:{t.compile().fingerprint}"
+            )
+            h.update(
+                f"|{nid}|{d.kind}|{ident}|{sorted(d.bindings.items(), key=str)!r}|"
+                f"{d.when!r}|{d.over!r}|{d.item}|{d.state}|{d.until}".encode()
+            )
         return h.hexdigest()[:16]
 
 
@@ -512,7 +567,7 @@ def _find_cycle(stuck: list[str], deps: dict[str, set[str]]) -> list[str]:
     while node not in path:
         path.append(node)
         node = next(d for d in sorted(deps[node]) if d in stuck_set)
-    cycle = path[path.index(node):]
+    cycle = path[path.index(node) :]
     cycle.reverse()
     return cycle
 

@@ -121,8 +121,12 @@ def make_spec(
             ctx_param = p.name
             continue
         params.append(
-            Param(p.name, hints[p.name], p.default is not p.empty, None if p.default is p.empty
-                  else p.default)
+            Param(
+                p.name,
+                hints[p.name],
+                p.default is not p.empty,
+                None if p.default is p.empty else p.default,
+            )
         )
     if "return" not in hints:
         raise FlowError(f"{qual}: missing return type annotation (use '-> None' for none)")
@@ -134,7 +138,7 @@ def make_spec(
     ptuple = tuple(params)
     return StepSpec(
         fn=fn,
-        name=name or getattr(fn, "__name__", qual),
+        name=name or str(getattr(fn, "__name__", qual)),
         ref=f"{getattr(fn, '__module__', '?')}:{qual}",
         params=ptuple,
         returns=hints["return"],

@@ -83,7 +83,8 @@ def item_type(tp: object) -> object | None:
             return Any
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             return Union[args] if len(set(args)) > 1 else args[0]  # noqa: UP007
-        return args[0]
+        first: object = args[0]
+        return first
     return None
 
 

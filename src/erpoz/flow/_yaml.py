@@ -37,13 +37,37 @@ from ._step import RetryPolicy
 _REF = re.compile(r"^\$\{\s*(.+?)\s*\}$")
 _WHEN = re.compile(r"^(not\s+)?\$\{\s*([^}]+?)\s*\}\s*(?:(==|!=)\s*(.+))?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_STEP_KEYS = {"id", "uses", "flow", "with", "when", "retry", "timeout", "cache", "review", "map",
-              "item", "concurrency", "loop", "description"}
+_STEP_KEYS = {
+    "id",
+    "uses",
+    "flow",
+    "with",
+    "when",
+    "retry",
+    "timeout",
+    "cache",
+    "review",
+    "map",
+    "item",
+    "concurrency",
+    "loop",
+    "description",
+}
 _TOP_KEYS = {"name", "description", "inputs", "steps", "output"}
 _TYPE_NAMES: dict[str, Any] = {
-    "str": str, "int": int, "float": float, "bool": bool, "bytes": bytes, "Any": Any,
-    "any": Any, "list": list, "dict": dict, "tuple": tuple, "None": type(None),
-    "Optional": typing.Optional, "Literal": typing.Literal,
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "bytes": bytes,
+    "Any": Any,
+    "any": Any,
+    "list": list,
+    "dict": dict,
+    "tuple": tuple,
+    "None": type(None),
+    "Optional": typing.Optional,
+    "Literal": typing.Literal,
 }
 
 
@@ -65,27 +89,31 @@ class _LineLoader(yaml.SafeLoader):
         out.line = node.start_mark.line + 1
         out.lines = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):
-                raise FlowError(f"keys must be strings, got {key!r}", line=key_node.start_mark.line + 1)
+                raise FlowError(
+                    f"keys must be strings, got {key!r}", line=key_node.start_mark.line + 1
+                )
             if key in out:
                 raise FlowError(f"duplicate key '{key}'", line=key_node.start_mark.line + 1)
-            out[key] = self.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+            out[key] = self.construct_object(value_node, deep=True)
             out.lines[key] = value_node.start_mark.line + 1
         return out
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> _Seq:  # type: ignore[override]
-        out = _Seq(self.construct_object(n, deep=True) for n in node.value)  # type: ignore[no-untyped-call]
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> _Seq:
+        out = _Seq(self.construct_object(n, deep=True) for n in node.value)
         out.line = node.start_mark.line + 1
         out.lines = [n.start_mark.line + 1 for n in node.value]
         return out
 
 
 _LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping  # type: ignore[arg-type]
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _LineLoader.construct_mapping,
 )
 _LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence  # type: ignore[arg-type]
+    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG,
+    _LineLoader.construct_sequence,
 )
 
 
@@ -146,8 +174,9 @@ def import_object(ref: str, *, base: Path | None = None, what: str = "step") -> 
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module '{module_name}' for {what} {ref!r}: {exc}") \
-            from None
+        raise ValueError(
+            f"cannot import module '{module_name}' for {what} {ref!r}: {exc}"
+        ) from None
     finally:
         if added:
             sys.path.remove(str(base))
@@ -165,21 +194,23 @@ def load_yaml_flow(path: str | Path, *, _stack: tuple[Path, ...] = ()) -> Flow:
     p = Path(path).resolve()
     fname = str(path)
     if p in _stack:
-        raise FlowError("sub-flows include each other: "
-                        + " -> ".join(str(s) for s in (*_stack, p)), file=fname)
+        raise FlowError(
+            "sub-flows include each other: " + " -> ".join(str(s) for s in (*_stack, p)), file=fname
+        )
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise FlowError(f"cannot read flow file: {exc.strerror}", file=fname) from None
     try:
-        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_LineLoader)
     except FlowError as exc:
         raise exc.at(file=fname) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise FlowError(f"malformed YAML: {exc.problem or exc.context}", file=fname,
-                        line=line) from None
+        raise FlowError(
+            f"malformed YAML: {exc.problem or exc.context}", file=fname, line=line
+        ) from None
     except yaml.YAMLError as exc:
         raise FlowError(f"malformed YAML: {exc}", file=fname) from None
     return _Builder(fname, p, _stack).build(doc)
@@ -200,8 +231,10 @@ class _Builder:
             raise self.err("a flow file is a mapping with 'name', 'inputs', 'steps', 'output'", 1)
         for key in doc:
             if key not in _TOP_KEYS:
-                raise self.err(f"unknown key '{key}' (expected: {', '.join(sorted(_TOP_KEYS))})",
-                               doc.lines[key])
+                raise self.err(
+                    f"unknown key '{key}' (expected: {', '.join(sorted(_TOP_KEYS))})",
+                    doc.lines[key],
+                )
         name = doc.get("name", self.path.stem)
         inputs: dict[str, Any] = {}
         defaults: dict[str, Any] = {}
@@ -213,21 +246,28 @@ class _Builder:
             if isinstance(spec, dict):
                 unknown = set(spec) - {"type", "default", "description"}
                 if unknown:
-                    raise self.err(f"input '{key}': unknown key(s) {', '.join(sorted(unknown))}",
-                                   line)
+                    raise self.err(
+                        f"input '{key}': unknown key(s) {', '.join(sorted(unknown))}", line
+                    )
                 if "default" in spec:
                     defaults[key] = spec["default"]
                 spec = spec.get("type", "Any")
             if not isinstance(spec, str):
-                raise self.err(f"input '{key}': the type must be a string like 'str' or "
-                               "'list[int]'", line)
+                raise self.err(
+                    f"input '{key}': the type must be a string like 'str' or 'list[int]'", line
+                )
             try:
                 inputs[key] = parse_type(spec, base=self.base)
             except ValueError as exc:
                 raise self.err(f"input '{key}': {exc}", line) from None
         try:
-            flow = Flow(str(name), inputs, defaults=defaults,
-                        description=str(doc.get("description", "")), source=str(self.path))
+            flow = Flow(
+                str(name),
+                inputs,
+                defaults=defaults,
+                description=str(doc.get("description", "")),
+                source=str(self.path),
+            )
         except FlowError as exc:
             raise exc.at(file=self.fname, line=doc.lines.get("name")) from None
         flow.file = self.fname
@@ -240,8 +280,7 @@ class _Builder:
             line = doc.lines["output"]
             ref = self.ref(doc["output"], line, None)
             if not isinstance(ref, Ref):
-                raise self.err("'output' must be a reference like ${step} or ${step.field}",
-                               line)
+                raise self.err("'output' must be a reference like ${step} or ${step.field}", line)
             flow.output(ref)
         return flow
 
@@ -254,8 +293,12 @@ class _Builder:
         m = _REF.match(value.strip())
         if not m:
             if "${" in value:
-                raise self.err(f"{value!r}: a reference must be the whole value, like "
-                               "'${step.field}' (no string interpolation)", line, step)
+                raise self.err(
+                    f"{value!r}: a reference must be the whole value, like "
+                    "'${step.field}' (no string interpolation)",
+                    line,
+                    step,
+                )
             return value
         return self.parse_ref(m.group(1), line, step)
 
@@ -268,8 +311,11 @@ class _Builder:
                 raise self.err("first_of() needs two or more references", line, step)
             return Coalesce(tuple(self.parse_ref(p, line, step) for p in parts))
         if not _NAME.match(expr):
-            raise self.err(f"cannot read reference '${{{expr}}}': use inputs.NAME, STEP or "
-                           "STEP.FIELD", line, step)
+            raise self.err(
+                f"cannot read reference '${{{expr}}}': use inputs.NAME, STEP or STEP.FIELD",
+                line,
+                step,
+            )
         head, *path = expr.split(".")
         if head == "inputs":
             if not path:
@@ -285,8 +331,12 @@ class _Builder:
             raise self.err("'when' must be a condition like ${step.field} == \"value\"", line, step)
         m = _WHEN.match(text.strip())
         if not m:
-            raise self.err(f"cannot read condition {text!r}: use ${{ref}}, not ${{ref}}, "
-                           "${ref} == VALUE or ${ref} != VALUE", line, step)
+            raise self.err(
+                f"cannot read condition {text!r}: use ${{ref}}, not ${{ref}}, "
+                "${ref} == VALUE or ${ref} != VALUE",
+                line,
+                step,
+            )
         negate, expr, op, literal = m.groups()
         ref = self.parse_ref(expr, line, step)
         if op:
@@ -303,12 +353,18 @@ class _Builder:
             raise self.err("step has no 'id'", raw.line)
         for key in raw:
             if key not in _STEP_KEYS:
-                raise self.err(f"unknown key '{key}' (expected: {', '.join(sorted(_STEP_KEYS))})",
-                               raw.lines[key], sid)
+                raise self.err(
+                    f"unknown key '{key}' (expected: {', '.join(sorted(_STEP_KEYS))})",
+                    raw.lines[key],
+                    sid,
+                )
         target: Callable[..., Any] | Flow
         if ("uses" in raw) == ("flow" in raw):
-            raise self.err("give exactly one of 'uses' (a step function) or 'flow' (a sub-flow "
-                           "file)", raw.line, sid)
+            raise self.err(
+                "give exactly one of 'uses' (a step function) or 'flow' (a sub-flow file)",
+                raw.line,
+                sid,
+            )
         if "uses" in raw:
             try:
                 target = import_object(str(raw["uses"]), base=self.base)
@@ -327,8 +383,10 @@ class _Builder:
         with_ = raw.get("with") or _Map()
         if not isinstance(with_, dict):
             raise self.err("'with' must map input names to values", raw.lines.get("with"), sid)
-        bindings = {k: self.ref(v, with_.lines.get(k) if isinstance(with_, _Map) else line, sid)
-                    for k, v in with_.items()}
+        bindings = {
+            k: self.ref(v, with_.lines.get(k) if isinstance(with_, _Map) else line, sid)
+            for k, v in with_.items()
+        }
         opts: dict[str, Any] = {}
         if "when" in raw:
             opts["when"] = self.when(raw["when"], raw.lines["when"], sid)
@@ -337,8 +395,12 @@ class _Builder:
             if isinstance(r, int):
                 r = {"attempts": r}
             if not isinstance(r, dict):
-                raise self.err("'retry' is a number of attempts or {attempts, backoff, "
-                               "multiplier, max_backoff}", raw.lines["retry"], sid)
+                raise self.err(
+                    "'retry' is a number of attempts or {attempts, backoff, "
+                    "multiplier, max_backoff}",
+                    raw.lines["retry"],
+                    sid,
+                )
             try:
                 opts["retry"] = RetryPolicy(**dict(r))
             except (TypeError, FlowError) as exc:
@@ -346,8 +408,9 @@ class _Builder:
         for key, kind in (("timeout", (int, float)), ("cache", bool), ("review", bool)):
             if key in raw:
                 if not isinstance(raw[key], kind) or (key == "timeout" and raw[key] <= 0):
-                    expected = "a positive number of seconds" if key == "timeout" else \
-                        "true or false"
+                    expected = (
+                        "a positive number of seconds" if key == "timeout" else "true or false"
+                    )
                     raise self.err(f"'{key}' must be {expected}", raw.lines[key], sid)
                 opts[key] = raw[key]
         try:
@@ -356,29 +419,51 @@ class _Builder:
             if "map" in raw:
                 over = self.ref(raw["map"], raw.lines["map"], sid)
                 if not isinstance(over, Ref):
-                    raise self.err("'map' must be a reference to a list, like ${step.items}",
-                                   raw.lines["map"], sid)
+                    raise self.err(
+                        "'map' must be a reference to a list, like ${step.items}",
+                        raw.lines["map"],
+                        sid,
+                    )
                 if "item" not in raw:
-                    raise self.err("a map step needs 'item': the input that receives each "
-                                   "element", raw.lines["map"], sid)
-                flow.map(target, id=sid, over=over, item=str(raw["item"]),
-                         concurrency=int(raw.get("concurrency", 8)), bind=bindings, **opts)
+                    raise self.err(
+                        "a map step needs 'item': the input that receives each element",
+                        raw.lines["map"],
+                        sid,
+                    )
+                flow.map(
+                    target,
+                    id=sid,
+                    over=over,
+                    item=str(raw["item"]),
+                    concurrency=int(raw.get("concurrency", 8)),
+                    bind=bindings,
+                    **opts,
+                )
             elif "loop" in raw:
                 lp = raw["loop"]
                 lline = raw.lines["loop"]
                 if not isinstance(lp, _Map):
-                    raise self.err("'loop' needs {state, init, max_iterations, until}", lline,
-                                   sid)
+                    raise self.err("'loop' needs {state, init, max_iterations, until}", lline, sid)
                 missing = {"state", "init", "max_iterations"} - set(lp)
                 if missing:
-                    raise self.err(f"loop is missing {', '.join(sorted(missing))} "
-                                   "(max_iterations is required: loops are bounded)", lline, sid)
+                    raise self.err(
+                        f"loop is missing {', '.join(sorted(missing))} "
+                        "(max_iterations is required: loops are bounded)",
+                        lline,
+                        sid,
+                    )
                 if not isinstance(lp["max_iterations"], int):
                     raise self.err("loop max_iterations must be an integer", lline, sid)
-                flow.loop(target, id=sid, state=str(lp["state"]),
-                          init=self.ref(lp["init"], lline, sid),
-                          max_iterations=lp["max_iterations"], until=lp.get("until"),
-                          bind=bindings, **opts)
+                flow.loop(
+                    target,
+                    id=sid,
+                    state=str(lp["state"]),
+                    init=self.ref(lp["init"], lline, sid),
+                    max_iterations=lp["max_iterations"],
+                    until=lp.get("until"),
+                    bind=bindings,
+                    **opts,
+                )
             else:
                 flow.add(target, id=sid, bind=bindings, **opts)
         except FlowError as exc:

@@ -57,7 +57,7 @@ def open_store(url: str | os.PathLike[str] | None = None, *, durability: str = "
             "use a SQLite path"
         )
     if raw.startswith("sqlite:///"):
-        raw = raw[len("sqlite:///"):]
+        raw = raw[len("sqlite:///") :]
     elif "://" in raw:
         raise StoreError(f"unknown store URL {raw!r}: use a file path, sqlite:///PATH or memory")
     return SQLiteStore(Path(raw) if raw else DEFAULT_PATH, durability=durability)

@@ -26,8 +26,20 @@ from ._model import (
 
 
 class _MemoryRun:
-    __slots__ = ("cancel_requested", "created", "error", "events", "hashed", "heads", "new",
-                 "output", "owner", "status", "updated", "waiting_step")
+    __slots__ = (
+        "cancel_requested",
+        "created",
+        "error",
+        "events",
+        "hashed",
+        "heads",
+        "new",
+        "output",
+        "owner",
+        "status",
+        "updated",
+        "waiting_step",
+    )
 
     def __init__(self, new: NewRun, owner: str) -> None:
         self.new = new
@@ -38,8 +50,9 @@ class _MemoryRun:
         self.error: str | None = None
         self.waiting_step: str | None = None
         self.cancel_requested = False
-        self.events: list[tuple[float, str, str | None, int, dict[str, Any] | None,
-                                str | None]] = []
+        self.events: list[
+            tuple[float, str, str | None, int, dict[str, Any] | None, str | None]
+        ] = []
         self.hashed: list[Event] = []
 
 
@@ -120,12 +133,13 @@ class MemoryStore:
         done = r.hashed
         head = done[-1].hash if done else GENESIS
         run_id = r.new.run_id
-        for ts, kind, step, attempt, data, payload in r.events[len(done):]:
+        for ts, kind, step, attempt, data, payload in r.events[len(done) :]:
             seq = len(done) + 1
             dj = dumps(data) if data else "{}"
             h = chain_hash(head, run_id, seq, ts, kind, step, attempt, dj, payload)
-            done.append(Event(run_id, seq, ts, kind, step, attempt, dict(data or {}), payload,
-                              head, h))
+            done.append(
+                Event(run_id, seq, ts, kind, step, attempt, dict(data or {}), payload, head, h)
+            )
             head = h
         return done
 
@@ -133,9 +147,23 @@ class MemoryStore:
         n = r.new
         ev = self._hashed(r)
         return RunInfo(
-            n.run_id, n.flow, n.source, n.fingerprint, r.status, r.created, r.updated,
-            n.parent_run_id, n.replay_from, n.inputs, r.output, r.error, r.waiting_step,
-            len(ev), ev[-1].hash if ev else GENESIS, r.owner, r.cancel_requested,
+            n.run_id,
+            n.flow,
+            n.source,
+            n.fingerprint,
+            r.status,
+            r.created,
+            r.updated,
+            n.parent_run_id,
+            n.replay_from,
+            n.inputs,
+            r.output,
+            r.error,
+            r.waiting_step,
+            len(ev),
+            ev[-1].hash if ev else GENESIS,
+            r.owner,
+            r.cancel_requested,
         )
 
     async def get_run(self, run_id: str) -> RunInfo | None:
@@ -146,8 +174,11 @@ class MemoryStore:
         self, *, status: str | None = None, flow: str | None = None, limit: int = 50
     ) -> list[RunInfo]:
         runs = sorted(self._runs.values(), key=lambda r: r.created, reverse=True)
-        picked = [r for r in runs if (status is None or r.status == status)
-                  and (flow is None or r.new.flow == flow)]
+        picked = [
+            r
+            for r in runs
+            if (status is None or r.status == status) and (flow is None or r.new.flow == flow)
+        ]
         return [self._info(r) for r in picked[:limit]]
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:

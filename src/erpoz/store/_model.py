@@ -24,11 +24,23 @@ STEP_SKIPPED = "step_skipped"
 REVIEW_REQUESTED = "review_requested"
 REVIEW_RESOLVED = "review_resolved"
 
-ENGINE_KINDS = frozenset({
-    RUN_STARTED, RUN_SUCCEEDED, RUN_FAILED, RUN_WAITING, RUN_RESUMED, RUN_CANCELLED,
-    STEP_STARTED, STEP_SUCCEEDED, STEP_FAILED, STEP_RETRIED, STEP_SKIPPED,
-    REVIEW_REQUESTED, REVIEW_RESOLVED,
-})
+ENGINE_KINDS = frozenset(
+    {
+        RUN_STARTED,
+        RUN_SUCCEEDED,
+        RUN_FAILED,
+        RUN_WAITING,
+        RUN_RESUMED,
+        RUN_CANCELLED,
+        STEP_STARTED,
+        STEP_SUCCEEDED,
+        STEP_FAILED,
+        STEP_RETRIED,
+        STEP_SKIPPED,
+        REVIEW_REQUESTED,
+        REVIEW_RESOLVED,
+    }
+)
 """Kinds only the engine writes; steps emit their own kinds (``model_called`` …) via ``ctx``."""
 
 STATUS_OF = {
@@ -57,8 +69,7 @@ def chain_hash(
 ) -> str:
     """SHA-256 of an event chained to its predecessor; the audit part recomputes exactly this."""
     msg = "\x1f".join(
-        (prev_hash, run_id, str(seq), repr(ts), kind, step or "", str(attempt), data,
-         payload or "")
+        (prev_hash, run_id, str(seq), repr(ts), kind, step or "", str(attempt), data, payload or "")
     )
     return hashlib.sha256(msg.encode()).hexdigest()
 
@@ -85,10 +96,16 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "seq": self.seq, "ts": self.ts, "kind": self.kind,
-            "step": self.step, "attempt": self.attempt, "data": self.data,
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "step": self.step,
+            "attempt": self.attempt,
+            "data": self.data,
             "payload": None if self.payload is None else json.loads(self.payload),
-            "prev_hash": self.prev_hash, "hash": self.hash,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
         }
 
 
@@ -130,11 +147,19 @@ class RunInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "flow": self.flow, "source": self.source,
-            "status": self.status, "created": self.created, "updated": self.updated,
-            "parent_run_id": self.parent_run_id, "replay_from": self.replay_from,
+            "run_id": self.run_id,
+            "flow": self.flow,
+            "source": self.source,
+            "status": self.status,
+            "created": self.created,
+            "updated": self.updated,
+            "parent_run_id": self.parent_run_id,
+            "replay_from": self.replay_from,
             "inputs": json.loads(self.inputs),
             "output": None if self.output is None else json.loads(self.output),
-            "error": self.error, "waiting_step": self.waiting_step, "events": self.head_seq,
-            "head_hash": self.head_hash, "fingerprint": self.fingerprint,
+            "error": self.error,
+            "waiting_step": self.waiting_step,
+            "events": self.head_seq,
+            "head_hash": self.head_hash,
+            "fingerprint": self.fingerprint,
         }

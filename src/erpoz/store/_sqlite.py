@@ -59,8 +59,17 @@ def migrations() -> list[tuple[int, str]]:
 
 
 class _SQLiteWriter:
-    __slots__ = ("_store", "cancel_requested", "error", "head", "output", "run_id", "seq",
-                 "status", "waiting_step")
+    __slots__ = (
+        "_store",
+        "cancel_requested",
+        "error",
+        "head",
+        "output",
+        "run_id",
+        "seq",
+        "status",
+        "waiting_step",
+    )
 
     def __init__(self, store: SQLiteStore, run_id: str, seq: int, head: str, status: str) -> None:
         self._store = store
@@ -92,8 +101,9 @@ class _SQLiteWriter:
             blob = hashlib.sha256(payload.encode()).hexdigest()
             store._pending_blobs[blob] = payload
             stored = None
-        store._pending.append((self.run_id, seq, ts, kind, step, attempt, dj, stored, blob,
-                               self.head, h))
+        store._pending.append(
+            (self.run_id, seq, ts, kind, step, attempt, dj, stored, blob, self.head, h)
+        )
         self.head = h
         status = STATUS_OF.get(kind)
         if status is not None:
@@ -157,12 +167,14 @@ class SQLiteStore:
         if "locked" in msg or "busy" in msg:
             return StoreError(
                 f"{doing}: the database is locked by another process for more than 5 s "
-                "(a long transaction elsewhere?); try again", path=str(self.path),
+                "(a long transaction elsewhere?); try again",
+                path=str(self.path),
             )
         if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
             return StoreError(
                 f"{doing}: the file is not an erpoz database or is corrupt ({msg}); "
-                "point --store at another file or restore a backup", path=str(self.path),
+                "point --store at another file or restore a backup",
+                path=str(self.path),
             )
         return StoreError(f"{doing}: {msg}", path=str(self.path))
 
@@ -177,7 +189,8 @@ class SQLiteStore:
             if current > latest:
                 raise StoreError(
                     f"the run store has schema version {current}, newer than this erpoz knows "
-                    f"({latest}); upgrade erpoz", path=str(self.path),
+                    f"({latest}); upgrade erpoz",
+                    path=str(self.path),
                 )
             for number, sql in known:
                 if number > current:
@@ -208,17 +221,22 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 if blobs:
-                    db.executemany("INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)",
-                                   list(blobs.items()))
+                    db.executemany(
+                        "INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)",
+                        list(blobs.items()),
+                    )
                 db.executemany(
                     "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, "
-                    "blob, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows,
+                    "blob, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
                 )
                 db.executemany(
                     "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
                     "output=coalesce(?, output), error=?, waiting_step=? WHERE run_id=?",
-                    [(w.status, now, w.seq, w.head, w.output, w.error, w.waiting_step, w.run_id)
-                     for w in dirty.values()],
+                    [
+                        (w.status, now, w.seq, w.head, w.output, w.error, w.waiting_step, w.run_id)
+                        for w in dirty.values()
+                    ],
                 )
                 if releasing:
                     db.executemany(
@@ -233,7 +251,8 @@ class SQLiteStore:
             self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
             raise StoreError(
                 f"refused to record events ({exc}): another process recorded the same step "
-                "or sequence number; the run is owned elsewhere", path=str(self.path),
+                "or sequence number; the run is owned elsewhere",
+                path=str(self.path),
             ) from exc
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot record events") from exc
@@ -275,8 +294,21 @@ class SQLiteStore:
                 "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, updated, "
                 "parent_run_id, replay_from, inputs, head_seq, head_hash, owner, lease_until) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
-                (run.run_id, run.flow, run.source, run.fingerprint, "running", now, now,
-                 run.parent_run_id, run.replay_from, run.inputs, GENESIS, owner, now + LEASE_S),
+                (
+                    run.run_id,
+                    run.flow,
+                    run.source,
+                    run.fingerprint,
+                    "running",
+                    now,
+                    now,
+                    run.parent_run_id,
+                    run.replay_from,
+                    run.inputs,
+                    GENESIS,
+                    owner,
+                    now + LEASE_S,
+                ),
             )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
@@ -315,7 +347,8 @@ class SQLiteStore:
                 raise StoreError(
                     f"run {run_id} is being run by {prev_owner} (lease until "
                     f"{time.strftime('%H:%M:%S', time.localtime(lease_until))}); wait for it, "
-                    "or cancel it with `erpoz runs cancel`", path=str(self.path),
+                    "or cancel it with `erpoz runs cancel`",
+                    path=str(self.path),
                 )
             cur = self._db.execute(
                 "UPDATE runs SET owner=?, lease_until=? WHERE run_id=? AND owner IS ? "
@@ -323,8 +356,9 @@ class SQLiteStore:
                 (owner, time.time() + LEASE_S, run_id, prev_owner, seq),
             )
             if cur.rowcount != 1:
-                raise StoreError(f"run {run_id} was claimed by another process just now",
-                                 path=str(self.path))
+                raise StoreError(
+                    f"run {run_id} was claimed by another process just now", path=str(self.path)
+                )
         except sqlite3.Error as exc:
             raise self._translate(exc, f"cannot claim run {run_id}") from exc
         w = _SQLiteWriter(self, run_id, seq, head, status)
@@ -342,8 +376,13 @@ class SQLiteStore:
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = self._query(f"SELECT {_RUN_COLS} FROM runs WHERE run_id=?", (run_id,))
         if not rows:
-            rows = self._query(f"SELECT {_RUN_COLS} FROM runs WHERE run_id LIKE ? LIMIT 2",
-                               (run_id + "%",)) if len(run_id) >= 6 else []
+            rows = (
+                self._query(
+                    f"SELECT {_RUN_COLS} FROM runs WHERE run_id LIKE ? LIMIT 2", (run_id + "%",)
+                )
+                if len(run_id) >= 6
+                else []
+            )
             if len(rows) != 1:
                 return None
         return _run_info(rows[0])
@@ -372,8 +411,10 @@ class SQLiteStore:
             "LEFT JOIN blobs b ON b.sha256 = e.blob WHERE e.run_id=? AND e.seq>? ORDER BY e.seq",
             (run_id, after),
         )
-        return [Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
-                for r in rows]
+        return [
+            Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+            for r in rows
+        ]
 
     async def request_cancel(self, run_id: str) -> None:
         try:
@@ -407,8 +448,25 @@ class SQLiteStore:
 
 
 def _run_info(r: Any) -> RunInfo:
-    return RunInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11],
-                   r[12], r[13], r[14], r[15], bool(r[16]))
+    return RunInfo(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        r[13],
+        r[14],
+        r[15],
+        bool(r[16]),
+    )
 
 
 def _split_sql(sql: str) -> list[str]:
