@@ -8,8 +8,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-_PLAIN = (str, int, float, bool, type(None))
-_PLAIN_TYPES = frozenset(_PLAIN) | {Any}
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None), Any))
 
 
 class EncodeError(ValueError):
@@ -21,13 +20,21 @@ def adapter(tp: Any) -> TypeAdapter[Any]:
     return TypeAdapter(tp)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_LITERALS = {True: "true", False: "false", None: "null"}
+
+
 def encode(value: Any, tp: Any) -> str:
     """JSON text of a step output of declared type ``tp``."""
-    if type(value) in _PLAIN:
-        try:
-            return json.dumps(value, ensure_ascii=False)
-        except ValueError as exc:
-            raise EncodeError(str(exc)) from None
+    cls = type(value)
+    if cls is int:
+        return str(value)
+    if cls is str:
+        return _ENCODER.encode(value)
+    if cls is bool or value is None:
+        return _LITERALS[value]
+    if cls is float:
+        return _ENCODER.encode(value)
     try:
         return adapter(tp).dump_json(value, warnings="error").decode()
     except Exception as exc:

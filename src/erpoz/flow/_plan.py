@@ -148,28 +148,35 @@ class _Compiler:
 
     # --- references -------------------------------------------------------------------------
     def ref_deps(self, ref: Any, node: NodeDef) -> set[str]:
+        """The steps a binding (or nested structure of bindings) reads from."""
+        out: set[str] = set()
+        self._collect(ref, node, out)
+        return out
+
+    def _collect(self, ref: Any, node: NodeDef, out: set[str]) -> None:
         if isinstance(ref, NodeRef):
             if ref.node_id not in self.defs:
                 raise self.err(f"refers to unknown step '{ref.node_id}'", node)
             if ref.node_id == node.id:
                 raise self.err("refers to its own output; use flow.loop() to iterate", node)
-            return {ref.node_id}
-        if isinstance(ref, FieldRef):
-            return self.ref_deps(ref.base, node)
-        if isinstance(ref, Coalesce):
-            return set().union(*(self.ref_deps(r, node) for r in ref.refs))
-        if isinstance(ref, InputRef):
+            out.add(ref.node_id)
+        elif isinstance(ref, InputRef):
             if ref.name not in self.flow.inputs:
                 known = ", ".join(self.flow.inputs) or "none declared"
                 raise self.err(f"refers to unknown flow input '{ref.name}' (inputs: {known})", node)
-            return set()
-        if isinstance(ref, Cond):
-            return self.ref_deps(ref.ref, node)
-        if isinstance(ref, list | tuple):
-            return set().union(set(), *(self.ref_deps(r, node) for r in ref))
-        if isinstance(ref, dict):
-            return set().union(set(), *(self.ref_deps(r, node) for r in ref.values()))
-        return set()
+        elif isinstance(ref, FieldRef):
+            self._collect(ref.base, node, out)
+        elif isinstance(ref, list | tuple):
+            for r in ref:
+                self._collect(r, node, out)
+        elif isinstance(ref, dict):
+            for r in ref.values():
+                self._collect(r, node, out)
+        elif isinstance(ref, Coalesce):
+            for r in ref.refs:
+                self._collect(r, node, out)
+        elif isinstance(ref, Cond):
+            self._collect(ref.ref, node, out)
 
     def ref_type(self, ref: Ref, node: NodeDef | None) -> Any:
         if isinstance(ref, InputRef):

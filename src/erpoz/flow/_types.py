@@ -33,7 +33,7 @@ def is_compatible(src: object, dst: object) -> bool:
     Deliberately permissive where a check would need the value (Any, bare containers) and strict
     where types are spelled out: class mismatches and container item mismatches are errors.
     """
-    if src is Any or dst is Any or src is object or dst is object:
+    if src is dst or src is Any or dst is Any or src is object or dst is object:
         return True
     if get_origin(src) in _UNION_ORIGINS:
         return all(is_compatible(m, dst) for m in get_args(src))

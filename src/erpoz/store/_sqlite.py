@@ -113,7 +113,8 @@ class _SQLiteWriter:
             elif kind == RUN_FAILED:
                 self.error = (data or {}).get("error")
             self.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
-        store._dirty[self.run_id] = self
+            # the runs row is a projection: refresh it when the status moves, not per event
+            store._dirty[self.run_id] = self
 
     async def flush(self) -> None:
         store = self._store
@@ -338,6 +339,11 @@ class SQLiteStore:
             if row is None:
                 raise StoreError(f"no run {run_id!r} in this store", path=str(self.path))
             prev_owner, lease_until, seq, head, status = row
+            last = self._db.execute(
+                "SELECT seq, hash FROM events WHERE run_id=? ORDER BY seq DESC LIMIT 1", (run_id,)
+            ).fetchone()
+            if last is not None:
+                seq, head = last
             if (
                 prev_owner is not None
                 and prev_owner != owner
@@ -351,9 +357,8 @@ class SQLiteStore:
                     path=str(self.path),
                 )
             cur = self._db.execute(
-                "UPDATE runs SET owner=?, lease_until=? WHERE run_id=? AND owner IS ? "
-                "AND head_seq=?",
-                (owner, time.time() + LEASE_S, run_id, prev_owner, seq),
+                "UPDATE runs SET owner=?, lease_until=? WHERE run_id=? AND owner IS ?",
+                (owner, time.time() + LEASE_S, run_id, prev_owner),
             )
             if cur.rowcount != 1:
                 raise StoreError(
