@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -255,7 +256,9 @@ class _Compiler:
         return lambda outs, inputs: const
 
     # --- bindings ---------------------------------------------------------------------------
-    def check_binding(self, node: NodeDef, pname: str, ptype: Any, value: Any) -> None:
+    def check_binding(self, node: NodeDef, pname: str, ptype: Any, value: Any) -> Any:
+        """Check a binding against the input's type; constants come back converted to it
+        (a mapping written in YAML becomes the dataclass or model the step declares)."""
         if isinstance(value, Ref):
             src = self.ref_type(value, node)
             if not is_compatible(src, ptype):
@@ -270,13 +273,12 @@ class _Compiler:
                 raise self.err(
                     f"input '{pname}' expects {type_name(ptype)}, not a list of refs", node
                 )
-            for v in value:
-                self.check_binding(node, f"{pname}[]", it, v)
+            return [self.check_binding(node, f"{pname}[]", it, v) for v in value]
         elif isinstance(value, Cond):
             raise self.err(f"input '{pname}': a condition is only valid in when=", node)
         else:
             try:
-                TypeAdapter(ptype).validate_python(value, strict=False)
+                return TypeAdapter(ptype).validate_python(value, strict=False)
             except ValidationError as exc:
                 raise self.err(
                     f"input '{pname}' expects {type_name(ptype)}, constant {value!r} does not "
@@ -284,7 +286,8 @@ class _Compiler:
                     node,
                 ) from None
             except Exception:  # a type pydantic cannot build a validator for: trust the user
-                pass
+                return value
+        return value
 
     def unit_signature(self, node: NodeDef) -> tuple[dict[str, tuple[Any, bool]], Any]:
         """Inputs (name -> (type, has_default)) and output type of what the node runs."""
@@ -301,6 +304,7 @@ class _Compiler:
         target = node.target
         what = "sub-flow" if isinstance(target, Flow) else f"step function {target.ref}"
         special: set[str] = set()
+        init = node.init
         if node.kind == "map":
             if node.item not in params:
                 raise self.err(
@@ -341,7 +345,7 @@ class _Compiler:
                     f"({type_name(st)}): the types do not fit",
                     node,
                 )
-            self.check_binding(node, node.state, st, node.init)
+            init = self.check_binding(node, node.state, st, node.init)
             if node.until is not None:
                 try:
                     field_type(returns, node.until)
@@ -369,8 +373,7 @@ class _Compiler:
                         node,
                     )
                 continue
-            value = node.bindings[pname]
-            self.check_binding(node, pname, ptype, value)
+            value = self.check_binding(node, pname, ptype, node.bindings[pname])
             g = self.getter(value)
             if isinstance(value, Ref) and self.ref_may_skip(value):
                 if has_default or admits_none(ptype):
@@ -396,7 +399,7 @@ class _Compiler:
         elif node.kind == "loop":
             extra = {
                 "state": node.state,
-                "init": self.getter(node.init),
+                "init": self.getter(init),
                 "until": node.until,
                 "max_iterations": node.max_iterations,
             }
@@ -527,8 +530,8 @@ class _Compiler:
             output_type=out_type,
             fingerprint=self.fingerprint(order),
             source=flow.source,
-            by_id=dict(pos),
-            input_adapters=adapters,
+            by_id=MappingProxyType(pos),
+            input_adapters=MappingProxyType(adapters),
         )
 
     def fingerprint(self, order: list[str]) -> str:
@@ -558,13 +561,18 @@ def _soft(g: Getter, fallback: Any) -> Getter:
 
 def _cond_fn(cond: Cond, g: Getter) -> Callable[[list[Any], Mapping[str, Any]], bool]:
     op, const = cond.op, cond.value
-    if op == "truthy":
-        return lambda outs, inputs: bool(g(outs, inputs))
-    if op == "falsy":
-        return lambda outs, inputs: not g(outs, inputs)
-    if op == "eq":
-        return lambda outs, inputs: bool(g(outs, inputs) == const)
-    return lambda outs, inputs: bool(g(outs, inputs) != const)
+
+    def when(outs: list[Any], inputs: Mapping[str, Any]) -> bool:
+        value = g(outs, inputs)
+        if value is SKIPPED:  # a condition on a skipped step skips this one too
+            return False
+        if op == "truthy":
+            return bool(value)
+        if op == "falsy":
+            return not value
+        return bool(value == const) if op == "eq" else bool(value != const)
+
+    return when
 
 
 def _find_cycle(stuck: list[str], deps: dict[str, set[str]]) -> list[str]:

@@ -75,7 +75,8 @@ class _Map(dict[str, Any]):
     """A mapping that remembers the line of each key (1-based)."""
 
     line: int = 0
-    lines: dict[str, int]
+    lines: dict[str, int]  # line of each value
+    key_lines: dict[str, int]  # line of each key
 
 
 class _Seq(list[Any]):
@@ -88,6 +89,7 @@ class _LineLoader(yaml.SafeLoader):
         out = _Map()
         out.line = node.start_mark.line + 1
         out.lines = {}
+        out.key_lines = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):
@@ -98,6 +100,7 @@ class _LineLoader(yaml.SafeLoader):
                 raise FlowError(f"duplicate key '{key}'", line=key_node.start_mark.line + 1)
             out[key] = self.construct_object(value_node, deep=True)
             out.lines[key] = value_node.start_mark.line + 1
+            out.key_lines[key] = key_node.start_mark.line + 1
         return out
 
     def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> _Seq:
@@ -233,7 +236,7 @@ class _Builder:
             if key not in _TOP_KEYS:
                 raise self.err(
                     f"unknown key '{key}' (expected: {', '.join(sorted(_TOP_KEYS))})",
-                    doc.lines[key],
+                    doc.key_lines[key],
                 )
         name = doc.get("name", self.path.stem)
         inputs: dict[str, Any] = {}
@@ -349,13 +352,18 @@ class _Builder:
         if not isinstance(raw, _Map):
             raise self.err("each step is a mapping with at least 'id' and 'uses'", line)
         sid = raw.get("id")
-        if not isinstance(sid, str):
+        if sid is None:
             raise self.err("step has no 'id'", raw.line)
+        if not isinstance(sid, str):
+            raise self.err(
+                f'step id must be a string, got {sid!r} (quote it: id: "{sid}")',
+                raw.key_lines["id"],
+            )
         for key in raw:
             if key not in _STEP_KEYS:
                 raise self.err(
                     f"unknown key '{key}' (expected: {', '.join(sorted(_STEP_KEYS))})",
-                    raw.lines[key],
+                    raw.key_lines[key],
                     sid,
                 )
         target: Callable[..., Any] | Flow
