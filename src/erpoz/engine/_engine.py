@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FlowError, ReviewRequired, RunError
+from ..errors import FlowError, ReviewRequired, RunError, StoreError
 from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode
 from ..flow._types import get_field, type_name
 from ..store import TERMINAL, Event, NewRun, RunWriter, Store, open_store
@@ -156,6 +156,7 @@ class Engine:
         self.services: Mapping[type, object] = dict(services or {})
         self.observers = list(observers or [])
         self.owner = new_owner()
+        self._driving: set[str] = set()
 
     @property
     def executor(self) -> Executor:
@@ -221,23 +222,21 @@ class Engine:
             )
         if decision is not None and not waiting:
             raise RunError(f"run {run_id} has no step waiting for review", run_id=run_id)
+        bound = plan.bind_inputs(json.loads(events[0].payload or "{}"))
+        # check the decision before touching the run: a bad edit leaves it waiting, unchanged
+        checked = _check_decision(plan, waiting, decision) if decision is not None else None
         writer = self._observed(await self.store.claim_run(run_id, self.owner))
         run = _Run(writer)
-        try:
-            _load_recorded(run, events)
-            bound = plan.bind_inputs(json.loads(events[0].payload or "{}"))
-            writer.append(
-                ev.RUN_RESUMED,
-                data={
-                    "fingerprint_changed": plan.fingerprint != info.fingerprint,
-                    **({"decision": decision.action} if decision else {}),
-                },
-            )
-            if decision is not None:
-                self._apply_decision(run, plan, waiting, decision)
-        except BaseException:
-            await writer.release()
-            raise
+        _load_recorded(run, events)
+        writer.append(
+            ev.RUN_RESUMED,
+            data={
+                "fingerprint_changed": plan.fingerprint != info.fingerprint,
+                **({"decision": decision.action} if decision else {}),
+            },
+        )
+        if decision is not None and checked is not None:
+            _apply_decision(run, waiting[checked[0]], decision, *checked)
         return await self._drive_run(plan, bound, run)
 
     async def replay(
@@ -287,9 +286,11 @@ class Engine:
         if info.status in TERMINAL:
             raise RunError(f"run {info.run_id} already {info.status}", run_id=info.run_id)
         await self.store.request_cancel(info.run_id)
+        if info.run_id in self._driving:
+            return "requested"  # this engine runs it and stops it before its next step
         try:
             writer = await self.store.claim_run(info.run_id, self.owner)
-        except Exception:
+        except StoreError:
             return "requested"  # a live process owns it and will stop at its next step
         writer.append(ev.RUN_CANCELLED, data={"by": "request"})
         await writer.release()
@@ -315,6 +316,7 @@ class Engine:
     async def _drive_run(self, plan: Plan, inputs: Mapping[str, Any], run: _Run) -> RunResult:
         writer = run.writer
         scope = _Scope(run, plan, inputs, "")
+        self._driving.add(writer.run_id)
         try:
             await self._execute(scope)
         except BaseException:
@@ -323,6 +325,8 @@ class Engine:
                 t.cancel()
             await writer.release()
             raise
+        finally:
+            self._driving.discard(writer.run_id)
         run_id = writer.run_id
         if run.cancelled:
             writer.append(ev.RUN_CANCELLED, data={"by": "request"})
@@ -661,62 +665,64 @@ class Engine:
         await run.writer.flush()
         raise _Pause(sid)
 
-    def _apply_decision(
-        self, run: _Run, plan: Plan, waiting: dict[str, Event], decision: Decision
-    ) -> None:
-        if decision.step is not None:
-            if decision.step not in waiting:
-                raise RunError(
-                    f"step {decision.step!r} is not waiting for review "
-                    f"(waiting: {', '.join(waiting)})"
-                )
-            sid = decision.step
-        elif len(waiting) > 1:
-            raise RunError(f"several steps wait for review ({', '.join(waiting)}); name one")
-        else:
-            sid = next(iter(waiting))
-        request = waiting[sid]
-        writer = run.writer
-        meta = {
-            "decision": decision.action,
-            "reviewer": decision.reviewer or _whoami(),
-            "comment": decision.comment,
-            "requested_seq": request.seq,
-        }
-        if decision.action == "reject":
-            writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta)
-            writer.append(
-                ev.STEP_FAILED,
-                sid,
-                request.attempt,
-                {"error": "rejected by reviewer", "type": "Rejected"},
-            )
-            run.failure = _Failed(
-                sid,
-                f"rejected by reviewer {meta['reviewer']}"
-                + (f": {decision.comment}" if decision.comment else ""),
-                1,
-            )
-            return
-        tp = _unit_type_of(plan, sid)
-        if decision.action == "edit":
-            try:
-                value = validate(decision.output, tp)
-            except ValueError as exc:
-                raise RunError(
-                    f"the edited output for step {sid} does not fit its type {type_name(tp)}: {exc}"
-                ) from None
-            payload = encode(value, tp)
-        else:
-            payload = request.payload or "null"
-        writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta, payload)
-        writer.append(
-            ev.STEP_SUCCEEDED, sid, request.attempt, {"reviewed": decision.action}, payload
-        )
-        run.recorded[sid] = payload
-
 
 # --- helpers ---------------------------------------------------------------------------------
+def _check_decision(
+    plan: Plan, waiting: dict[str, Event], decision: Decision
+) -> tuple[str, str | None]:
+    """Which waiting step the decision is for, and the output it records (None: reject)."""
+    if decision.step is not None:
+        if decision.step not in waiting:
+            raise RunError(
+                f"step {decision.step!r} is not waiting for review (waiting: {', '.join(waiting)})"
+            )
+        sid = decision.step
+    elif len(waiting) > 1:
+        raise RunError(f"several steps wait for review ({', '.join(waiting)}); name one")
+    else:
+        sid = next(iter(waiting))
+    if decision.action == "reject":
+        return sid, None
+    if decision.action == "approve":
+        return sid, waiting[sid].payload or "null"
+    tp = _unit_type_of(plan, sid)
+    try:
+        value = validate(decision.output, tp)
+    except ValueError as exc:
+        raise RunError(
+            f"the edited output for step {sid} does not fit its type {type_name(tp)}: {exc}; "
+            "the run still waits for review"
+        ) from None
+    return sid, encode(value, tp)
+
+
+def _apply_decision(
+    run: _Run, request: Event, decision: Decision, sid: str, payload: str | None
+) -> None:
+    writer = run.writer
+    meta = {
+        "decision": decision.action,
+        "reviewer": decision.reviewer or _whoami(),
+        "comment": decision.comment,
+        "requested_seq": request.seq,
+    }
+    if payload is None:
+        writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta)
+        writer.append(
+            ev.STEP_FAILED,
+            sid,
+            request.attempt,
+            {"error": "rejected by reviewer", "type": "Rejected"},
+        )
+        why = f": {decision.comment}" if decision.comment else ""
+        run.failure = _Failed(sid, f"rejected by reviewer {meta['reviewer']}{why}", 1)
+        run.stopping = True  # nothing more runs in a rejected run
+        return
+    writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta, payload)
+    writer.append(ev.STEP_SUCCEEDED, sid, request.attempt, {"reviewed": decision.action}, payload)
+    run.recorded[sid] = payload
+
+
 class _ObservedWriter:
     """Tells observers about each event; used only when there are observers."""
 

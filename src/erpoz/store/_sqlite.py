@@ -41,10 +41,18 @@ LEASE_S = 30.0
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
 
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, "
+    "hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
 _RUN_COLS = (
     "run_id, flow, source, fingerprint, status, created, updated, parent_run_id, replay_from, "
-    "inputs, output, error, waiting_step, head_seq, head_hash, owner, cancel_requested"
+    "inputs, output, error, waiting_step, "
+    "coalesce((SELECT max(e.seq) FROM events e WHERE e.run_id = runs.run_id), 0), "
+    "coalesce((SELECT e.hash FROM events e WHERE e.run_id = runs.run_id "
+    "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested"
 )
+"""The runs row is refreshed on status changes; the head always comes from the log itself."""
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -123,6 +131,7 @@ class _SQLiteWriter:
             or time.monotonic() - store._last_commit >= BATCH_SECONDS
         ):
             store._commit()
+        store._check_refused(self.run_id)
 
     async def release(self) -> None:
         store = self._store
@@ -130,6 +139,7 @@ class _SQLiteWriter:
         store._releasing.append(self.run_id)
         store._dirty[self.run_id] = self
         store._commit()
+        store._check_refused(self.run_id)
 
 
 class SQLiteStore:
@@ -146,6 +156,7 @@ class SQLiteStore:
         self._dirty: dict[str, _SQLiteWriter] = {}
         self._owned: dict[str, _SQLiteWriter] = {}
         self._releasing: list[str] = []
+        self._refused: dict[str, str] = {}
         self._last_commit = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         try:
@@ -218,6 +229,7 @@ class SQLiteStore:
         rows, blobs, dirty = self._pending, self._pending_blobs, self._dirty
         releasing = self._releasing
         now = time.time()
+        refused: dict[str, str] = {}
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -226,17 +238,20 @@ class SQLiteStore:
                         "INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)",
                         list(blobs.items()),
                     )
-                db.executemany(
-                    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, "
-                    "blob, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
+                db.execute("SAVEPOINT all_events")
+                try:
+                    db.executemany(_INSERT_EVENT, rows)
+                except sqlite3.IntegrityError:
+                    db.execute("ROLLBACK TO all_events")
+                    refused = self._insert_per_run(rows)
+                db.execute("RELEASE all_events")
                 db.executemany(
                     "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
                     "output=coalesce(?, output), error=?, waiting_step=? WHERE run_id=?",
                     [
                         (w.status, now, w.seq, w.head, w.output, w.error, w.waiting_step, w.run_id)
                         for w in dirty.values()
+                        if w.run_id not in refused
                     ],
                 )
                 if releasing:
@@ -248,17 +263,39 @@ class SQLiteStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        except sqlite3.IntegrityError as exc:
-            self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
-            raise StoreError(
-                f"refused to record events ({exc}): another process recorded the same step "
-                "or sequence number; the run is owned elsewhere",
-                path=str(self.path),
-            ) from exc
         except sqlite3.Error as exc:
+            # nothing was written; keep the buffer so a later commit can still record it
             raise self._translate(exc, "cannot record events") from exc
         self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
         self._last_commit = time.monotonic()
+        for run_id, why in refused.items():
+            self._refused[run_id] = why
+            self._owned.pop(run_id, None)
+
+    def _insert_per_run(self, rows: list[tuple[Any, ...]]) -> dict[str, str]:
+        """Insert run by run so that one refused run does not lose the others' events."""
+        by_run: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_run.setdefault(row[0], []).append(row)
+        refused: dict[str, str] = {}
+        for run_id, run_rows in by_run.items():
+            self._db.execute("SAVEPOINT run_events")
+            try:
+                self._db.executemany(_INSERT_EVENT, run_rows)
+            except sqlite3.IntegrityError as exc:
+                self._db.execute("ROLLBACK TO run_events")
+                refused[run_id] = str(exc)
+            self._db.execute("RELEASE run_events")
+        return refused
+
+    def _check_refused(self, run_id: str) -> None:
+        why = self._refused.pop(run_id, None)
+        if why is not None:
+            raise StoreError(
+                f"refused to record events of run {run_id} ({why}): another process recorded "
+                "the same step or sequence number; the run is owned elsewhere",
+                path=str(self.path),
+            )
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():

@@ -1,0 +1,433 @@
+"""The contract every run store must pass (SQLite, memory, and any store that plugs in later).
+
+A backend's test module subclasses :class:`StoreContract` and overrides the ``store`` fixture:
+
+    class TestSQLite(StoreContract):
+        @pytest.fixture
+        def store(self, tmp_path):
+            ...
+
+Only the public :class:`erpoz.store.Store` / ``RunWriter`` protocols are used here. Events reach
+a durable store when the writer is flushed or released, so tests flush before reading.
+"""
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+import pytest
+
+from erpoz import StoreError
+from erpoz.store import GENESIS, Event, NewRun, Store, chain_hash
+
+OWNER = f"contract-host:{os.getpid()}:owner-a"
+OTHER = f"contract-host:{os.getpid()}:owner-b"
+
+
+def new_run(run_id: str, **kw: Any) -> NewRun:
+    kw.setdefault("flow", "contract_flow")
+    kw.setdefault("fingerprint", "f" * 16)
+    kw.setdefault("inputs", json.dumps({"x": 1}))
+    return NewRun(run_id, **kw)
+
+
+def data_json(data: dict[str, Any]) -> str:
+    """Event data as the chain hashes it: compact JSON, ``{}`` when empty."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False) if data else "{}"
+
+
+def assert_valid_chain(events: list[Event], run_id: str) -> None:
+    """seq is 1..n, each prev_hash is the previous hash (GENESIS first), each hash recomputes."""
+    assert events, "a run has at least its run_started event"
+    prev = GENESIS
+    for i, e in enumerate(events, start=1):
+        assert e.run_id == run_id
+        assert e.seq == i
+        assert e.prev_hash == prev, f"event {e.seq} ({e.kind}) does not link to its predecessor"
+        expected = chain_hash(
+            e.prev_hash,
+            e.run_id,
+            e.seq,
+            e.ts,
+            e.kind,
+            e.step,
+            e.attempt,
+            data_json(e.data),
+            e.payload,
+        )
+        assert e.hash == expected, f"event {e.seq} ({e.kind}) hash does not recompute"
+        prev = e.hash
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+class StoreContract:
+    """Behaviour every :class:`erpoz.store.Store` implementation must have."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("a store test class overrides the `store` fixture")
+
+    # --- writing and reading events -----------------------------------------------------------
+    def test_create_run_returns_a_writer_for_the_run(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            assert w.run_id == "run-1"
+            assert w.cancel_requested is False
+            await w.release()
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.run_id == "run-1"
+            assert info.flow == "contract_flow"
+            assert info.fingerprint == "f" * 16
+            assert json.loads(info.inputs) == {"x": 1}
+            assert info.status == "running"
+
+        run(main())
+
+    def test_run_started_is_the_first_event_with_inputs_as_payload(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(
+                new_run("run-1", source="flows/x.yaml", tags={"team": "a"}), OWNER
+            )
+            await w.flush()
+            events = await store.events("run-1")
+            assert [e.kind for e in events] == ["run_started"]
+            first = events[0]
+            assert first.seq == 1
+            assert first.prev_hash == GENESIS
+            assert json.loads(first.payload or "") == {"x": 1}
+            assert first.data["flow"] == "contract_flow"
+            assert first.data["source"] == "flows/x.yaml"
+            assert first.data["tags"] == {"team": "a"}
+
+        run(main())
+
+    def test_append_assigns_seq_1_to_n_in_order(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            for i in range(10):
+                w.append("step_started", f"s{i}", 1)
+                w.append("note", f"s{i}", 1, {"i": i, "text": "héllo"})
+            await w.flush()
+            events = await store.events("run-1")
+            assert [e.seq for e in events] == list(range(1, 22))
+            assert [e.kind for e in events[1:3]] == ["step_started", "note"]
+            assert events[2].step == "s0"
+            assert events[2].attempt == 1
+            assert events[2].data == {"i": 0, "text": "héllo"}
+            assert events[-1].data == {"i": 9, "text": "héllo"}
+
+        run(main())
+
+    def test_events_form_a_valid_hash_chain(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            w.append("step_started", "a", 1)
+            w.append("step_succeeded", "a", 1, {"ms": 1.5}, json.dumps([1, 2, 3]))
+            w.append("model_called", "b", 2, {"model": "m", "tokens": 12})
+            w.append("step_skipped", "c")
+            await w.release()
+            assert_valid_chain(await store.events("run-1"), "run-1")
+
+        run(main())
+
+    def test_events_after_returns_only_later_events(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            for i in range(5):
+                w.append("note", data={"i": i})
+            await w.flush()
+            later = await store.events("run-1", after=3)
+            assert [e.seq for e in later] == [4, 5, 6]
+            assert later[0].data == {"i": 2}
+            assert await store.events("run-1", after=6) == []
+
+        run(main())
+
+    def test_events_of_runs_do_not_mix(self, store: Store) -> None:
+        async def main() -> None:
+            w1 = await store.create_run(new_run("run-1"), OWNER)
+            w2 = await store.create_run(new_run("run-2"), OWNER)
+            for i in range(3):
+                w1.append("note", data={"run": 1, "i": i})
+                w2.append("note", data={"run": 2, "i": i})
+            await w1.flush()
+            await w2.flush()
+            e1, e2 = await store.events("run-1"), await store.events("run-2")
+            assert_valid_chain(e1, "run-1")
+            assert_valid_chain(e2, "run-2")
+            assert all(e.data.get("run", 1) == 1 for e in e1)
+            assert all(e.data.get("run", 2) == 2 for e in e2)
+
+        run(main())
+
+    def test_head_hash_is_the_last_events_hash(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            await w.flush()
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.head_seq == 1
+            # Step events (no status change) move the head too.
+            w.append("step_started", "a", 1)
+            w.append("step_succeeded", "a", 1, payload="42")
+            await w.flush()
+            info = await store.get_run("run-1")
+            events = await store.events("run-1")
+            assert info is not None
+            assert info.head_seq == len(events) == 3
+            assert info.head_hash == events[-1].hash
+            w.append("run_succeeded", payload="42")
+            await w.release()
+            info = await store.get_run("run-1")
+            events = await store.events("run-1")
+            assert info is not None
+            assert info.head_seq == len(events) == 4
+            assert info.head_hash == events[-1].hash
+
+        run(main())
+
+    def test_large_payloads_round_trip_intact(self, store: Store) -> None:
+        big = json.dumps({"text": "é" + "x" * (200 * 1024) + "ü", "n": list(range(100))})
+        assert len(big) > 64 * 1024
+
+        async def main() -> None:
+            w1 = await store.create_run(new_run("run-1"), OWNER)
+            w1.append("step_succeeded", "a", 1, payload=big)
+            w1.append("step_succeeded", "b", 1, payload="small")
+            w1.append("run_succeeded", payload=big)
+            await w1.release()
+            # The same large payload in another run (stored once, content-addressed, in SQLite).
+            w2 = await store.create_run(new_run("run-2"), OWNER)
+            w2.append("step_succeeded", "a", 1, payload=big)
+            await w2.release()
+            e1 = await store.events("run-1")
+            assert e1[1].payload == big
+            assert e1[2].payload == "small"
+            assert e1[3].payload == big
+            assert_valid_chain(e1, "run-1")
+            e2 = await store.events("run-2")
+            assert e2[1].payload == big
+            assert_valid_chain(e2, "run-2")
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.output == big
+
+        run(main())
+
+    # --- the run projection -------------------------------------------------------------------
+    def test_status_follows_run_events_to_succeeded(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            await w.flush()
+
+            async def status() -> tuple[str, str | None]:
+                info = await store.get_run("run-1")
+                assert info is not None
+                return info.status, info.waiting_step
+
+            assert await status() == ("running", None)
+            w.append("review_requested", "check", 1, {"reason": "r"}, "1")
+            w.append("run_waiting", data={"step": "check", "steps": ["check"]})
+            await w.release()
+            assert await status() == ("waiting", "check")
+            w = await store.claim_run("run-1", OWNER)
+            w.append("run_resumed", data={"decision": "approve"})
+            await w.flush()
+            assert await status() == ("running", None)
+            w.append("run_succeeded", data={"steps": 1}, payload='{"answer":42}')
+            await w.release()
+            assert await status() == ("succeeded", None)
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert json.loads(info.output or "") == {"answer": 42}
+            assert info.error is None
+
+        run(main())
+
+    def test_status_failed_records_the_error(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            w.append("step_failed", "a", 1, {"error": "ValueError: boom"})
+            w.append("run_failed", data={"error": "step 'a' failed: ValueError: boom", "step": "a"})
+            await w.release()
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.status == "failed"
+            assert info.error == "step 'a' failed: ValueError: boom"
+            assert info.output is None
+
+        run(main())
+
+    def test_status_cancelled(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            w.append("run_cancelled", data={"by": "request"})
+            await w.release()
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.status == "cancelled"
+
+        run(main())
+
+    def test_step_events_do_not_change_run_status(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            w.append("step_failed", "a", 1, {"error": "x"})
+            w.append("step_succeeded", "b", 1, payload="1")
+            w.append("review_requested", "c", 1, {}, "1")
+            await w.flush()
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.status == "running"
+
+        run(main())
+
+    def test_get_run_unknown_is_none(self, store: Store) -> None:
+        async def main() -> None:
+            assert await store.get_run("no-such-run") is None
+            assert await store.events("no-such-run") == []
+
+        run(main())
+
+    def test_list_runs_newest_first_with_status_filter_and_limit(self, store: Store) -> None:
+        async def main() -> None:
+            for i in range(5):
+                w = await store.create_run(
+                    new_run(f"run-{i}", flow="even" if i % 2 == 0 else "odd"), OWNER
+                )
+                if i in (1, 3):
+                    w.append("run_failed", data={"error": "no"})
+                await w.release()
+                time.sleep(0.002)  # distinct creation times
+            runs = await store.list_runs()
+            assert [r.run_id for r in runs] == ["run-4", "run-3", "run-2", "run-1", "run-0"]
+            failed = await store.list_runs(status="failed")
+            assert [r.run_id for r in failed] == ["run-3", "run-1"]
+            running = await store.list_runs(status="running")
+            assert [r.run_id for r in running] == ["run-4", "run-2", "run-0"]
+            assert [r.run_id for r in await store.list_runs(limit=2)] == ["run-4", "run-3"]
+            assert [r.run_id for r in await store.list_runs(status="running", limit=1)] == ["run-4"]
+            assert [r.run_id for r in await store.list_runs(flow="odd")] == ["run-3", "run-1"]
+            assert await store.list_runs(status="succeeded") == []
+
+        run(main())
+
+    def test_replay_links_are_kept(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(
+                new_run("child", parent_run_id="parent", replay_from="b"), OWNER
+            )
+            await w.release()
+            info = await store.get_run("child")
+            assert info is not None
+            assert info.parent_run_id == "parent"
+            assert info.replay_from == "b"
+            first = (await store.events("child"))[0]
+            assert first.data["parent_run_id"] == "parent"
+            assert first.data["replay_from"] == "b"
+
+        run(main())
+
+    # --- ownership ----------------------------------------------------------------------------
+    def test_creating_the_same_run_id_twice_is_refused(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            await w.release()
+            with pytest.raises(StoreError, match="run-1"):
+                await store.create_run(new_run("run-1"), OTHER)
+            # The original run is untouched.
+            events = await store.events("run-1")
+            assert [e.kind for e in events] == ["run_started"]
+
+        run(main())
+
+    def test_claim_run_unknown_is_a_store_error(self, store: Store) -> None:
+        async def main() -> None:
+            with pytest.raises(StoreError, match="no-such-run"):
+                await store.claim_run("no-such-run", OWNER)
+
+        run(main())
+
+    def test_claim_after_release_continues_the_chain(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            w.append("step_succeeded", "a", 1, payload="1")
+            await w.release()
+            w2 = await store.claim_run("run-1", OTHER)
+            w2.append("run_resumed")
+            w2.append("step_succeeded", "b", 1, payload="2")
+            await w2.release()
+            events = await store.events("run-1")
+            assert [e.kind for e in events] == [
+                "run_started",
+                "step_succeeded",
+                "run_resumed",
+                "step_succeeded",
+            ]
+            assert_valid_chain(events, "run-1")
+
+        run(main())
+
+    def test_claim_of_a_run_held_by_another_live_owner_is_refused(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            await w.flush()
+            with pytest.raises(StoreError):
+                await store.claim_run("run-1", OTHER)
+            # The owner still writes normally.
+            w.append("run_succeeded", payload="1")
+            await w.release()
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.status == "succeeded"
+            assert_valid_chain(await store.events("run-1"), "run-1")
+
+        run(main())
+
+    # --- cancellation -------------------------------------------------------------------------
+    def test_request_cancel_reaches_the_writer(self, store: Store) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("run-1"), OWNER)
+            await w.flush()
+            assert w.cancel_requested is False
+            await store.request_cancel("run-1")
+            assert w.cancel_requested is True
+            info = await store.get_run("run-1")
+            assert info is not None
+            assert info.cancel_requested is True
+            # A request for an unknown run is harmless.
+            await store.request_cancel("no-such-run")
+
+        run(main())
+
+    def test_request_cancel_of_one_run_leaves_others_alone(self, store: Store) -> None:
+        async def main() -> None:
+            w1 = await store.create_run(new_run("run-1"), OWNER)
+            w2 = await store.create_run(new_run("run-2"), OWNER)
+            await w1.flush()
+            await store.request_cancel("run-2")
+            assert w1.cancel_requested is False
+            assert w2.cancel_requested is True
+
+        run(main())
+
+    # --- output cache -------------------------------------------------------------------------
+    def test_cache_get_and_put(self, store: Store) -> None:
+        async def main() -> None:
+            assert await store.cache_get("k1") is None
+            await store.cache_put("k1", "mod:step", '{"v":1}')
+            assert await store.cache_get("k1") == '{"v":1}'
+            assert await store.cache_get("k2") is None
+            await store.cache_put("k1", "mod:step", '{"v":2}')
+            assert await store.cache_get("k1") == '{"v":2}'
+            big = json.dumps("y" * (100 * 1024))
+            await store.cache_put("k3", "mod:step", big)
+            assert await store.cache_get("k3") == big
+
+        run(main())

@@ -1,0 +1,423 @@
+"""The SQLite store: the contract, plus what only a file on disk has to get right."""
+
+import asyncio
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from erpoz import StoreError, open_store
+from erpoz.store import SQLiteStore, Store
+from store.contract import OWNER, StoreContract, assert_valid_chain, new_run
+
+
+class TestSQLite(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        s = SQLiteStore(tmp_path / "runs.db")
+        yield s
+        asyncio.run(s.close())
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def latest_migration() -> int:
+    folder = resources.files("erpoz.store").joinpath("migrations/sqlite")
+    numbers = [
+        int(p.name[:4])
+        for p in folder.iterdir()
+        if p.name.endswith(".sql") and p.name[:4].isdigit()
+    ]
+    assert numbers, "erpoz ships its SQLite migrations as package data"
+    return max(numbers)
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(path), isolation_level=None, timeout=0.1)
+
+
+def this_host_dead_pid() -> int:
+    """The pid of a process on this host that has exited."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)
+
+
+# --- schema and migrations ----------------------------------------------------------------------
+def test_migrations_bring_a_blank_file_to_the_latest_version(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "erpoz.db"
+    store = SQLiteStore(path)
+    try:
+        assert path.exists()
+        assert store.schema_version == latest_migration()
+    finally:
+        run(store.close())
+    with raw(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == latest_migration()
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"runs", "events", "blobs", "cache"} <= tables
+
+
+def test_reopening_a_migrated_file_is_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+
+    async def first() -> None:
+        store = SQLiteStore(path)
+        w = await store.create_run(new_run("run-1"), OWNER)
+        w.append("step_succeeded", "a", 1, payload="1")
+        await w.release()
+        await store.close()
+
+    run(first())
+    with raw(path) as db:
+        schema_before = db.execute(
+            "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+        ).fetchall()
+
+    async def again() -> None:
+        store = SQLiteStore(path)
+        assert store.schema_version == latest_migration()
+        events = await store.events("run-1")
+        assert [e.kind for e in events] == ["run_started", "step_succeeded"]
+        await store.close()
+
+    run(again())
+    run(again())
+    with raw(path) as db:
+        assert (
+            db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+            == schema_before
+        )
+
+
+def test_a_newer_schema_version_asks_to_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+    with raw(path) as db:
+        db.execute(f"PRAGMA user_version={latest_migration() + 1}")
+    with pytest.raises(StoreError, match="upgrade erpoz") as info:
+        SQLiteStore(path)
+    assert info.value.path == str(path)
+    # The file was left as it was.
+    with raw(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == latest_migration() + 1
+
+
+def test_a_corrupt_file_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "corrupt" in message
+    assert info.value.path == str(path)
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    async def main() -> None:
+        a = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+        b = open_store(tmp_path / "b.db")
+        assert isinstance(a, SQLiteStore)
+        assert isinstance(b, SQLiteStore)
+        assert a.path == tmp_path / "a.db"
+        await a.close()
+        await b.close()
+
+    run(main())
+    with pytest.raises(StoreError, match="durability"):
+        open_store(tmp_path / "c.db", durability="eventually")
+    with pytest.raises(StoreError, match="unknown store URL"):
+        open_store("mysql://localhost/x")
+
+
+def test_a_locked_database_is_a_store_error_and_nothing_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+
+    async def main() -> None:
+        store = SQLiteStore(path)
+        w = await store.create_run(new_run("run-1"), OWNER)
+        await w.flush()
+        w.append("step_succeeded", "a", 1, payload="1")
+        other = raw(path)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock (> 5 s)
+        try:
+            with pytest.raises(StoreError, match="locked") as info:
+                await w.flush()
+            assert info.value.path == str(path)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        # Once the lock is gone the pending events are committed, chain intact.
+        w.append("run_succeeded", payload="1")
+        await w.release()
+        events = await store.events("run-1")
+        assert [e.kind for e in events] == ["run_started", "step_succeeded", "run_succeeded"]
+        assert_valid_chain(events, "run-1")
+        await store.close()
+
+    run(main())
+
+
+# --- integrity ----------------------------------------------------------------------------------
+def test_events_are_append_only(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+
+    async def main() -> None:
+        store = SQLiteStore(path)
+        w = await store.create_run(new_run("run-1"), OWNER)
+        w.append("step_succeeded", "a", 1, payload="1")
+        await w.release()
+        await store.close()
+
+    run(main())
+    with raw(path) as db:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE events SET payload='2' WHERE run_id='run-1' AND seq=2")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM events WHERE run_id='run-1'")
+        rows = db.execute("SELECT seq, kind, payload FROM events ORDER BY seq").fetchall()
+        assert rows == [(1, "run_started", '{"x": 1}'), (2, "step_succeeded", "1")]
+
+
+def test_a_second_success_of_a_step_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteStore(tmp_path / "erpoz.db")
+        w = await store.create_run(new_run("run-1"), OWNER)
+        w.append("step_started", "a", 1)
+        w.append("step_succeeded", "a", 1, payload="1")
+        await w.flush()
+        w.append("step_succeeded", "a", 2, payload="2")
+        with pytest.raises(StoreError, match="refused"):
+            await w.flush()
+        events = await store.events("run-1")
+        assert [(e.kind, e.payload) for e in events] == [
+            ("run_started", '{"x": 1}'),
+            ("step_started", None),
+            ("step_succeeded", "1"),
+        ]
+        assert_valid_chain(events, "run-1")
+        info = await store.get_run("run-1")
+        assert info is not None
+        assert info.head_seq == 3
+        assert info.head_hash == events[-1].hash
+        await store.close()
+
+    run(main())
+
+
+def test_a_refused_commit_does_not_drop_other_runs_events(tmp_path: Path) -> None:
+    """Runs owned by one store share its commit buffer; one run's refused event must not take
+    another run's pending events down with it."""
+
+    async def main() -> None:
+        store = SQLiteStore(tmp_path / "erpoz.db")
+        good = await store.create_run(new_run("good"), OWNER)
+        bad = await store.create_run(new_run("bad"), OWNER)
+        bad.append("step_succeeded", "a", 1, payload="1")
+        await bad.flush()
+        good.append("step_started", "a", 1)  # pending, not yet flushed
+        bad.append("step_succeeded", "a", 1, payload="1")
+        with pytest.raises(StoreError):
+            await bad.flush()
+        good.append("step_succeeded", "a", 1, payload="1")
+        good.append("run_succeeded", payload="1")
+        await good.release()
+        events = await store.events("good")
+        assert [e.kind for e in events] == [
+            "run_started",
+            "step_started",
+            "step_succeeded",
+            "run_succeeded",
+        ]
+        assert_valid_chain(events, "good")
+        await store.close()
+
+    run(main())
+
+
+def test_wal_mode_is_on(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+    store = SQLiteStore(path)
+    with raw(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    run(store.close())
+
+
+# --- durability ---------------------------------------------------------------------------------
+def test_batch_durability_has_every_event_after_release(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+
+    async def main() -> None:
+        store = open_store(path, durability="batch")
+        assert isinstance(store, SQLiteStore)
+        writers = [await store.create_run(new_run(f"run-{i}"), OWNER) for i in range(3)]
+        for n in range(300):
+            for w in writers:
+                w.append("note", data={"n": n})
+                await w.flush()
+        for w in writers:
+            w.append("run_succeeded", payload="null")
+            await w.release()
+        # A second connection (another process) sees all of it.
+        other = SQLiteStore(path)
+        for w in writers:
+            events = await other.events(w.run_id)
+            assert len(events) == 302
+            assert_valid_chain(events, w.run_id)
+            info = await other.get_run(w.run_id)
+            assert info is not None
+            assert info.status == "succeeded"
+            assert info.head_seq == 302
+        await other.close()
+        await store.close()
+
+    run(main())
+
+
+def test_data_survives_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+    big = '"' + "z" * (70 * 1024) + '"'
+
+    async def write() -> tuple[str, int]:
+        store = SQLiteStore(path)
+        w = await store.create_run(new_run("run-1", source="flow.yaml", tags={"k": "v"}), OWNER)
+        w.append("step_succeeded", "a", 1, {"ms": 2.0}, big)
+        w.append("run_succeeded", data={"steps": 1}, payload=big)
+        await w.release()
+        await store.cache_put("key", "mod:step", "123")
+        info = await store.get_run("run-1")
+        assert info is not None
+        await store.close()
+        return info.head_hash, info.head_seq
+
+    head_hash, head_seq = run(write())
+
+    async def read() -> None:
+        store = SQLiteStore(path)
+        info = await store.get_run("run-1")
+        assert info is not None
+        assert info.status == "succeeded"
+        assert info.source == "flow.yaml"
+        assert info.output == big
+        assert (info.head_hash, info.head_seq) == (head_hash, head_seq)
+        assert info.owner is None
+        events = await store.events("run-1")
+        assert_valid_chain(events, "run-1")
+        assert events[1].payload == big
+        assert events[-1].hash == head_hash
+        assert await store.cache_get("key") == "123"
+        await store.close()
+
+    run(read())
+
+
+def test_close_commits_what_is_pending(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+
+    async def main() -> None:
+        store = SQLiteStore(path, durability="batch")
+        w = await store.create_run(new_run("run-1"), OWNER)
+        w.append("note")
+        await store.close()
+        again = SQLiteStore(path)
+        assert [e.kind for e in await again.events("run-1")] == ["run_started", "note"]
+        await again.close()
+
+    run(main())
+
+
+# --- ownership across processes -----------------------------------------------------------------
+def test_another_store_cannot_claim_a_run_of_a_live_owner(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+    live = f"{socket.gethostname()}:{os.getpid()}:live"
+
+    async def main() -> None:
+        first = SQLiteStore(path)
+        w = await first.create_run(new_run("run-1"), live)
+        await w.flush()
+        second = SQLiteStore(path)
+        with pytest.raises(StoreError, match="run-1"):
+            await second.claim_run("run-1", f"{socket.gethostname()}:{os.getpid()}:other")
+        w.append("run_succeeded", payload="1")
+        await w.release()
+        info = await second.get_run("run-1")
+        assert info is not None
+        assert info.status == "succeeded"
+        await second.close()
+        await first.close()
+
+    run(main())
+
+
+def test_an_owner_on_another_host_holds_the_run_while_its_lease_lasts(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+
+    async def main() -> None:
+        first = SQLiteStore(path)
+        w = await first.create_run(new_run("run-1"), "some-other-host:1:abc")
+        await w.flush()
+        second = SQLiteStore(path)
+        with pytest.raises(StoreError):
+            await second.claim_run("run-1", f"{socket.gethostname()}:{os.getpid()}:me")
+        # Its lease runs out (the other host died and stopped heartbeating).
+        with raw(path) as db:
+            db.execute("UPDATE runs SET lease_until=0 WHERE run_id='run-1'")
+        w2 = await second.claim_run("run-1", f"{socket.gethostname()}:{os.getpid()}:me")
+        w2.append("run_resumed")
+        await w2.release()
+        assert_valid_chain(await second.events("run-1"), "run-1")
+        await second.close()
+        await first.close()
+
+    run(main())
+
+
+def test_a_run_whose_owner_process_died_can_be_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.db"
+    dead = f"{socket.gethostname()}:{this_host_dead_pid()}:dead"
+
+    async def main() -> None:
+        crashed = SQLiteStore(path)
+        w = await crashed.create_run(new_run("run-1"), dead)
+        w.append("step_succeeded", "a", 1, payload="1")
+        await w.flush()  # committed, then the process "dies" without releasing
+        info = await crashed.get_run("run-1")
+        assert info is not None
+        assert info.owner == dead
+        await crashed.close()
+
+        survivor = SQLiteStore(path)
+        w2 = await survivor.claim_run("run-1", f"{socket.gethostname()}:{os.getpid()}:new")
+        w2.append("run_resumed")
+        w2.append("step_succeeded", "b", 1, payload="2")
+        w2.append("run_succeeded", payload="2")
+        await w2.release()
+        events = await survivor.events("run-1")
+        assert [e.kind for e in events] == [
+            "run_started",
+            "step_succeeded",
+            "run_resumed",
+            "step_succeeded",
+            "run_succeeded",
+        ]
+        assert_valid_chain(events, "run-1")
+        info = await survivor.get_run("run-1")
+        assert info is not None
+        assert info.status == "succeeded"
+        assert info.owner is None
+        await survivor.close()
+
+    run(main())
