@@ -20,8 +20,8 @@ demo: venv
 	$(BIN)/erpoz runs ls --store .erpoz/demo.db --limit 5
 
 lint: dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint

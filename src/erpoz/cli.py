@@ -46,13 +46,18 @@ _STYLE = {
 
 app = typer.Typer(
     name="erpoz",
-    help="erpoz: typed AI flows on a durable, hash-chained event log.",
+    help="erpoz: typed AI flows on a durable, hash-chained event log.\n\n"
+    "[dim]Example:[/] erpoz run examples/triage.yaml -i ticket='refund INV-1'",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-runs_app = typer.Typer(help="List, inspect, resume, replay and cancel runs.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="List, inspect, resume, replay and cancel runs.\n\n"
+    "[dim]Example:[/] erpoz runs ls --status waiting",
+    no_args_is_help=True,
+)
 app.add_typer(runs_app, name="runs")
 
 out = Console()
@@ -610,7 +615,10 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    """erpoz: typed AI flows on a durable, hash-chained event log."""
+    """erpoz: typed AI flows on a durable, hash-chained event log.
+
+    [dim]Example:[/] erpoz run examples/triage.yaml -i ticket='refund INV-1'
+    """
 
 
 def main() -> None:

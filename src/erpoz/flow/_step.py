@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,12 +80,24 @@ class StepSpec:
 
 
 def _code_version(fn: Callable[..., Any]) -> str:
+    """A hash of the function's code that is the same in every process (nested code objects,
+    such as comprehensions and lambdas, are hashed by content, not by their repr)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return "0"
-    h = hashlib.sha256(code.co_code)
-    h.update(repr(code.co_consts).encode())
+    h = hashlib.sha256()
+    _hash_code(code, h)
     return h.hexdigest()[:12]
+
+
+def _hash_code(code: types.CodeType, h: Any) -> None:
+    h.update(code.co_code)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code(const, h)
+        else:
+            h.update(repr(const).encode())
+    h.update(repr(code.co_names).encode())
 
 
 def make_spec(
