@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -69,7 +70,7 @@ StoreOpt = Annotated[
     typer.Option(
         "--store",
         "-s",
-        help="Run store: a SQLite path or 'memory' [default: $ERPOZ_STORE or .erpoz/erpoz.db]",
+        help="Run store: a SQLite path or 'memory' \\[default: $ERPOZ_STORE or .erpoz/erpoz.db]",
         show_default=False,
     ),
 ]
@@ -77,7 +78,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines."
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -234,14 +235,14 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             out.print_json(data=_jsonable(result.output))
         elif result.status == "failed":
             out.print(
-                f"[red]{result.failed_step or 'run'}: {result.error}[/]",
+                f"[red]{escape(result.failed_step or 'run')}: {escape(result.error or '')}[/]",
                 markup=True,
                 highlight=False,
             )
             out.print(
                 f"inspect: erpoz runs show {result.run_id}   ·   "
                 f"retry: erpoz runs replay {result.run_id} --from "
-                f"{result.failed_step or 'STEP'}",
+                f"{_top(result.failed_step) if result.failed_step else 'STEP'}",
                 highlight=False,
             )
         elif result.status == "waiting":
@@ -250,6 +251,13 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             for flag in ("--approve", "--reject", "--edit FILE"):
                 out.print(f"  erpoz runs resume {result.run_id} {flag}", highlight=False)
     raise typer.Exit(_STATUS_EXIT.get(result.status, EXIT_FAILED))
+
+
+def _top(step_id: str) -> str:
+    """The top-level step of an execution id like ``answer[3]`` or ``sub/inner``."""
+    for sep in ("/", "[", "#"):
+        step_id = step_id.split(sep, 1)[0]
+    return step_id
 
 
 def _jsonable(value: Any) -> Any:
@@ -484,7 +492,7 @@ def runs_resume(
     ] = None,
     step: Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")] = None,
     reviewer: Annotated[
-        str, typer.Option(help="Who decides [default: $ERPOZ_REVIEWER or $USER].")
+        str, typer.Option(help="Who decides \\[default: $ERPOZ_REVIEWER or $USER].")
     ] = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     flow: Annotated[

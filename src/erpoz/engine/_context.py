@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -17,7 +19,7 @@ _log = logging.getLogger("erpoz.step")
 class StepContext:
     """Run id, step id, attempt, a logger, event emission and the services of later parts."""
 
-    __slots__ = ("_log", "_services", "_writer", "attempt", "run_id", "step_id")
+    __slots__ = ("_log", "_loop", "_services", "_thread", "_writer", "attempt", "run_id", "step_id")
 
     def __init__(
         self, writer: RunWriter, step_id: str, attempt: int, services: Mapping[type, object]
@@ -28,6 +30,8 @@ class StepContext:
         self.attempt = attempt
         self._services = services
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -48,7 +52,12 @@ class StepContext:
             raise RunError(f"event kind '{kind}' is reserved for the engine; pick another name")
         if not kind.replace("_", "").replace(".", "").isalnum():
             raise RunError(f"event kind {kind!r} must be letters, digits, '_' or '.'")
-        self._writer.append(kind, self.step_id, self.attempt, data)
+        if threading.get_ident() == self._thread:
+            self._writer.append(kind, self.step_id, self.attempt, data)
+        else:  # a sync step in a worker thread: the log is only ever appended on the loop
+            self._loop.call_soon_threadsafe(
+                self._writer.append, kind, self.step_id, self.attempt, data
+            )
 
     def service(self, key: type[T]) -> T:
         try:

@@ -222,7 +222,7 @@ class Engine:
             )
         if decision is not None and not waiting:
             raise RunError(f"run {run_id} has no step waiting for review", run_id=run_id)
-        bound = plan.bind_inputs(json.loads(events[0].payload or "{}"))
+        bound = plan.bind_inputs(json.loads(info.inputs or "{}"))
         # check the decision before touching the run: a bad edit leaves it waiting, unchanged
         checked = _check_decision(plan, waiting, decision) if decision is not None else None
         writer = self._observed(await self.store.claim_run(run_id, self.owner))

@@ -19,6 +19,7 @@ output: ${first_of(refund, classify)}
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import re
 import sys
@@ -329,6 +330,18 @@ class _Builder:
             base = NodeRef(head)
         return FieldRef(base, tuple(path)) if path else base
 
+    def exceptions(self, names: Any) -> tuple[type[BaseException], ...]:
+        """``ValueError`` or ``[TimeoutError, mypkg.errors:RateLimited]`` as exception classes."""
+        out = []
+        for name in [names] if isinstance(names, str) else list(names):
+            obj = getattr(builtins, str(name), None)
+            if obj is None:
+                obj = import_object(str(name), base=self.base, what="exception")
+            if not (isinstance(obj, type) and issubclass(obj, BaseException)):
+                raise ValueError(f"{name!r} is not an exception class")
+            out.append(obj)
+        return tuple(out)
+
     def when(self, text: Any, line: int | None, step: str) -> Cond:
         if not isinstance(text, str):
             raise self.err("'when' must be a condition like ${step.field} == \"value\"", line, step)
@@ -410,8 +423,12 @@ class _Builder:
                     sid,
                 )
             try:
-                opts["retry"] = RetryPolicy(**dict(r))
-            except (TypeError, FlowError) as exc:
+                r = dict(r)
+                for key in ("retry_on", "give_up_on"):
+                    if key in r:
+                        r[key] = self.exceptions(r[key])
+                opts["retry"] = RetryPolicy(**r)
+            except (TypeError, ValueError, FlowError) as exc:
                 raise self.err(f"retry: {exc}", raw.lines["retry"], sid) from None
         for key, kind in (("timeout", (int, float)), ("cache", bool), ("review", bool)):
             if key in raw:

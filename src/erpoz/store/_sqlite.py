@@ -362,6 +362,8 @@ class SQLiteStore:
         if run.tags:
             data["tags"] = run.tags
         w.append(RUN_STARTED, data=data, payload=run.inputs)
+        if self.durability == "sync":
+            self._commit()  # a run that dies in its first step is still on record, resumable
         self._owned[run.run_id] = w
         self._start_heartbeat()
         return w
