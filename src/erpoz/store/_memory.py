@@ -109,15 +109,7 @@ class MemoryStore:
             raise StoreError(f"run id {run.run_id!r} already exists")
         r = self._runs[run.run_id] = _MemoryRun(run, owner)
         w = _MemoryWriter(r)
-        data: dict[str, Any] = {"flow": run.flow, "fingerprint": run.fingerprint}
-        if run.source:
-            data["source"] = run.source
-        if run.parent_run_id:
-            data["parent_run_id"] = run.parent_run_id
-            data["replay_from"] = run.replay_from
-        if run.tags:
-            data["tags"] = run.tags
-        w.append(RUN_STARTED, data=data, payload=run.inputs)
+        w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         return w
 
     async def claim_run(self, run_id: str, owner: str) -> _MemoryWriter:

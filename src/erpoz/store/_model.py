@@ -122,6 +122,18 @@ class NewRun:
     replay_from: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
+    def started_data(self) -> dict[str, Any]:
+        """The data of this run's ``run_started`` event (the same in every store)."""
+        data: dict[str, Any] = {"flow": self.flow, "fingerprint": self.fingerprint}
+        if self.source:
+            data["source"] = self.source
+        if self.parent_run_id:
+            data["parent_run_id"] = self.parent_run_id
+            data["replay_from"] = self.replay_from
+        if self.tags:
+            data["tags"] = self.tags
+        return data
+
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:

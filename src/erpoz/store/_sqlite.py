@@ -353,15 +353,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot create the run") from exc
         w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running")
-        data: dict[str, Any] = {"flow": run.flow, "fingerprint": run.fingerprint}
-        if run.source:
-            data["source"] = run.source
-        if run.parent_run_id:
-            data["parent_run_id"] = run.parent_run_id
-            data["replay_from"] = run.replay_from
-        if run.tags:
-            data["tags"] = run.tags
-        w.append(RUN_STARTED, data=data, payload=run.inputs)
+        w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         if self.durability == "sync":
             self._commit()  # a run that dies in its first step is still on record, resumable
         self._owned[run.run_id] = w
