@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .engine import Decision, Engine, RunResult
+from .engine import Decision, Engine, RunResult, top_step
 from .errors import ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
 from .flow._load import load_flow
@@ -44,6 +44,16 @@ _STYLE = {
     "skipped": "dim",
     "retrying": "yellow",
 }
+
+_STEP_STATUS = {
+    "step_started": "running",
+    "step_succeeded": "succeeded",
+    "step_failed": "failed",
+    "step_retried": "retrying",
+    "step_skipped": "skipped",
+    "review_requested": "waiting",
+}
+"""The status a step shows after each kind of event (live view and `runs show` alike)."""
 
 app = typer.Typer(
     name="erpoz",
@@ -154,7 +164,7 @@ class _LiveView:
     ) -> None:
         if step is None:
             return
-        top = step.split("/", 1)[0].split("[", 1)[0].split("#", 1)[0]
+        top = top_step(step)
         row = self.rows.get(top)
         if row is None:
             return
@@ -164,20 +174,13 @@ class _LiveView:
                 total = row.get("total")
                 row["items"] = f"{row['done']}/{total}" if total else f"{row['done']} done"
             return
+        row["status"] = _STEP_STATUS.get(kind, row["status"])
         if kind == "step_started":
-            row["status"], row["attempt"] = "running", attempt
+            row["attempt"] = attempt
             if data and "items" in data:
                 row["total"] = data["items"]
         elif kind == "step_succeeded":
-            row["status"], row["ms"] = "succeeded", (data or {}).get("ms")
-        elif kind == "step_failed":
-            row["status"] = "failed"
-        elif kind == "step_retried":
-            row["status"] = "retrying"
-        elif kind == "step_skipped":
-            row["status"] = "skipped"
-        elif kind == "review_requested":
-            row["status"] = "waiting"
+            row["ms"] = (data or {}).get("ms")
         if self.live is not None:
             self.live.update(self.render())
 
@@ -242,7 +245,7 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             out.print(
                 f"inspect: erpoz runs show {result.run_id}   ·   "
                 f"retry: erpoz runs replay {result.run_id} --from "
-                f"{_top(result.failed_step) if result.failed_step else 'STEP'}",
+                f"{top_step(result.failed_step) if result.failed_step else 'STEP'}",
                 highlight=False,
             )
         elif result.status == "waiting":
@@ -251,13 +254,6 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             for flag in ("--approve", "--reject", "--edit FILE"):
                 out.print(f"  erpoz runs resume {result.run_id} {flag}", highlight=False)
     raise typer.Exit(_STATUS_EXIT.get(result.status, EXIT_FAILED))
-
-
-def _top(step_id: str) -> str:
-    """The top-level step of an execution id like ``answer[3]`` or ``sub/inner``."""
-    for sep in ("/", "[", "#"):
-        step_id = step_id.split(sep, 1)[0]
-    return step_id
 
 
 def _jsonable(value: Any) -> Any:
@@ -413,23 +409,17 @@ def _timeline(events: list[Event]) -> list[dict[str, Any]]:
                 "error": None,
             },
         )
+        row["status"] = _STEP_STATUS.get(e.kind, row["status"])
         if e.kind == "step_started":
-            row["status"], row["attempts"] = "running", max(row["attempts"], e.attempt)
+            row["attempts"] = max(row["attempts"], e.attempt)
         elif e.kind == "step_succeeded":
-            row["status"] = "succeeded"
             row["ms"] = e.data.get("ms")
             if e.data.get("cached"):
                 row["status"] = "succeeded (cached)"
             if e.data.get("copied_from"):
                 row["status"] = "copied"
         elif e.kind == "step_failed":
-            row["status"], row["error"] = "failed", e.data.get("error")
-        elif e.kind == "step_skipped":
-            row["status"] = "skipped"
-        elif e.kind == "review_requested":
-            row["status"] = "waiting"
-        elif e.kind == "step_retried":
-            row["status"] = "retrying"
+            row["error"] = e.data.get("error")
     return list(steps.values())
 
 

@@ -66,11 +66,10 @@ class RunError(ErpozError):
 
 
 class StepFailed(RunError):
-    """A step exhausted its retries; ``__cause__`` holds the step's last exception."""
+    """A step failed (retries exhausted, rejected by a reviewer …): ``RunResult.unwrap()``."""
 
-    def __init__(self, message: str, *, run_id: str, step: str, attempts: int) -> None:
+    def __init__(self, message: str, *, run_id: str, step: str) -> None:
         self.step = step
-        self.attempts = attempts
         super().__init__(message, run_id=run_id)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FlowError, ReviewRequired, RunError, StoreError
+from ..errors import FlowError, ReviewRequired, RunError, StepFailed, StoreError
 from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode
 from ..flow._types import get_field, type_name
 from ..store import TERMINAL, Event, NewRun, RunWriter, Store, open_store
@@ -65,7 +65,14 @@ class RunResult:
         return self.status == "succeeded"
 
     def unwrap(self) -> Any:
-        """The output, or a ``RunError`` explaining why there is none."""
+        """The output, or a ``RunError`` explaining why there is none (``StepFailed`` when a
+        step failed)."""
+        if self.failed_step is not None:
+            raise StepFailed(
+                f"run {self.run_id} failed at step '{self.failed_step}': {self.error}",
+                run_id=self.run_id,
+                step=self.failed_step,
+            )
         if self.status != "succeeded":
             detail = self.error or (
                 f"waiting for review of {', '.join(self.waiting_steps)}"
@@ -227,7 +234,7 @@ class Engine:
         checked = _check_decision(plan, waiting, decision) if decision is not None else None
         writer = self._observed(await self.store.claim_run(run_id, self.owner))
         run = _Run(writer)
-        _load_recorded(run, events)
+        run.recorded.update(_recorded_outputs(events))
         writer.append(
             ev.RUN_RESUMED,
             data={
@@ -250,8 +257,7 @@ class Engine:
         plan = self._plan_for(info.source, flow, info.run_id)
         rerun = plan.downstream(from_step)
         events = await self.store.events(info.run_id)
-        old = _Run(self._observed(_NullWriter(info.run_id)))
-        _load_recorded(old, events)
+        old_outputs = _recorded_outputs(events)
         writer = await self.store.create_run(
             NewRun(
                 new_run_id(),
@@ -265,8 +271,8 @@ class Engine:
             self.owner,
         )
         run = _Run(self._observed(writer))
-        for step_id, payload in old.recorded.items():
-            if _top_id(step_id) in rerun:
+        for step_id, payload in old_outputs.items():
+            if top_step(step_id) in rerun:
                 continue
             run.recorded[step_id] = payload
             if payload is None:
@@ -416,10 +422,8 @@ class Engine:
     async def _node(self, scope: _Scope, node: PlanNode) -> Any:
         run = scope.run
         sid = scope.prefix + node.id if scope.prefix else node.id
-        recorded = run.recorded
-        if sid in recorded:
-            payload = recorded[sid]
-            return SKIPPED if payload is None else decode(payload, node.out_type)
+        if sid in run.recorded:
+            return _replayed(run, sid, node.out_type)
         outs, inputs = scope.outs, scope.inputs
         kwargs = {name: g(outs, inputs) for name, g in node.args}
         if (node.may_skip and SKIPPED in kwargs.values()) or (
@@ -451,11 +455,15 @@ class Engine:
             for i in cursor:
                 if run.stopping:
                     return
+                item_sid = f"{sid}[{i}]"
                 try:
+                    if item_sid in run.recorded:
+                        results[i] = _replayed(run, item_sid, node.unit_type)
+                        continue
                     results[i] = await self._unit(
                         scope,
                         node,
-                        f"{sid}[{i}]",
+                        item_sid,
                         {**kwargs, item: items[i]},  # type: ignore[dict-item]
                     )
                 except (_Pause, _Failed) as exc:
@@ -487,7 +495,11 @@ class Engine:
         converged = False
         t0 = time.perf_counter()
         for k in range(1, node.max_iterations + 1):
-            state = await self._unit(scope, node, f"{sid}#{k}", {**kwargs, key: state})  # type: ignore[dict-item]
+            iter_sid = f"{sid}#{k}"
+            if iter_sid in scope.run.recorded:
+                state = _replayed(scope.run, iter_sid, node.unit_type)
+            else:
+                state = await self._unit(scope, node, iter_sid, {**kwargs, key: state})  # type: ignore[dict-item]
             if get_field(state, until) if until else state:
                 converged = True
                 break
@@ -506,9 +518,6 @@ class Engine:
         """Run one execution of a step (a task, one map item or one loop iteration)."""
         run = scope.run
         writer = run.writer
-        if sid in run.recorded:
-            payload = run.recorded[sid]
-            return SKIPPED if payload is None else decode(payload, node.unit_type)
         if node.sub is not None:
             writer.append(ev.STEP_STARTED, sid, 1)
             t0 = time.perf_counter()
@@ -756,29 +765,10 @@ class _ObservedWriter:
         await self._inner.release()
 
 
-class _NullWriter:
-    """Stands in where a run is only read (replay's view of the old run)."""
-
-    cancel_requested = False
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-
-    def append(
-        self,
-        kind: str,
-        step: str | None = None,
-        attempt: int = 0,
-        data: dict[str, Any] | None = None,
-        payload: str | None = None,
-    ) -> None:
-        return None
-
-    async def flush(self) -> None:
-        return None
-
-    async def release(self) -> None:
-        return None
+def _replayed(run: _Run, sid: str, tp: Any) -> Any:
+    """The output a step execution recorded before (resume, replay): it does not run again."""
+    payload = run.recorded[sid]
+    return SKIPPED if payload is None else decode(payload, tp)
 
 
 def _eval_when(node: PlanNode, outs: list[Any], inputs: Mapping[str, Any], sid: str) -> bool:
@@ -790,13 +780,15 @@ def _eval_when(node: PlanNode, outs: list[Any], inputs: Mapping[str, Any], sid: 
         ) from exc
 
 
-def _load_recorded(run: _Run, events: list[Event]) -> None:
-    recorded = run.recorded
+def _recorded_outputs(events: list[Event]) -> dict[str, str | None]:
+    """Each step execution's recorded output JSON (None for a skipped step)."""
+    recorded: dict[str, str | None] = {}
     for e in events:
         if e.kind == ev.STEP_SUCCEEDED and e.step is not None:
             recorded[e.step] = e.payload or "null"
         elif e.kind == ev.STEP_SKIPPED and e.step is not None:
             recorded[e.step] = None
+    return recorded
 
 
 def _pending_reviews(events: list[Event]) -> dict[str, Event]:
@@ -809,7 +801,9 @@ def _pending_reviews(events: list[Event]) -> dict[str, Event]:
     return waiting
 
 
-def _top_id(step_id: str) -> str:
+def top_step(step_id: str) -> str:
+    """The top-level step of an execution id: ``answer[3]`` (map item), ``revise#2`` (loop
+    iteration) and ``sub/inner`` (sub-flow step) all belong to their first name."""
     for sep in ("/", "[", "#"):
         step_id = step_id.split(sep, 1)[0]
     return step_id
@@ -818,7 +812,7 @@ def _top_id(step_id: str) -> str:
 def _unit_type_of(plan: Plan, sid: str) -> Any:
     """Declared output type of a (possibly nested) step execution id like ``a/b[3]``."""
     head, _, rest = sid.partition("/")
-    node = plan.node(_top_id(head))
+    node = plan.node(top_step(head))
     if rest:
         if node.sub is None:
             raise FlowError(f"step {head!r} is not a sub-flow")

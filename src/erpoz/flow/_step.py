@@ -74,7 +74,6 @@ class StepSpec:
     timeout: float | None = None
     cache: bool = False
     review: bool = False
-    idempotent: bool = False
     inline: bool = False
     param_map: dict[str, Param] = field(default_factory=dict, compare=False)
 
@@ -109,7 +108,6 @@ def make_spec(
     timeout: float | None = None,
     cache: bool = False,
     review: bool = False,
-    idempotent: bool = False,
     inline: bool = False,
 ) -> StepSpec:
     """Introspect ``fn`` once: its typed parameters, return type and whether it is async."""
@@ -162,7 +160,6 @@ def make_spec(
         timeout=timeout,
         cache=cache,
         review=review,
-        idempotent=idempotent,
         inline=inline,
         param_map={p.name: p for p in ptuple},
     )
@@ -179,7 +176,6 @@ def step(
     timeout: float | None = None,
     cache: bool = False,
     review: bool = False,
-    idempotent: bool = False,
     inline: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
@@ -188,8 +184,8 @@ def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     The function stays a plain function (callable and testable as before); erpoz reads its
     annotations once here. ``version`` keys the output cache (default: a hash of the code);
     ``review=True`` makes a human approve each output; ``inline=True`` runs a *cheap* sync step
-    on the event loop instead of a worker thread; ``idempotent=True`` gives it a stable
-    ``ctx.idempotency_key`` for the outside world.
+    on the event loop instead of a worker thread. Every step has a stable
+    ``ctx.idempotency_key`` for deduplicating side effects that a retry or resume repeats.
     """
 
     def decorate(f: Callable[P, R]) -> Callable[P, R]:

@@ -77,7 +77,7 @@ def item_type(tp: object) -> object | None:
     if tp is Any:
         return Any
     origin = get_origin(tp) or tp
-    if origin in _SEQ_ORIGINS or (isinstance(origin, type) and origin in (list, tuple)):
+    if origin in _SEQ_ORIGINS:
         args = get_args(tp)
         if not args:
             return Any
