@@ -109,9 +109,9 @@ def _call(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def _open(store: str | None, durability: str = "sync") -> Store:
+def _open(store: str | None, durability: str = "sync", fsync: bool = False) -> Store:
     try:
-        return open_store(store, durability=durability)
+        return open_store(store, durability=durability, fsync=fsync)
     except StoreError as exc:
         _fail(str(exc), EXIT_STORE)
 
@@ -281,6 +281,9 @@ def run(
     ] = None,
     store: StoreOpt = None,
     durability: Annotated[str, typer.Option(help="sync | batch | memory")] = "sync",
+    fsync: Annotated[
+        bool, typer.Option("--fsync", help="Sync each commit to the device (power-loss safe).")
+    ] = False,
     progress: Annotated[
         bool, typer.Option(help="Show a live table of steps (on a terminal).")
     ] = True,
@@ -292,7 +295,7 @@ def run(
     """
     plan = _load(flow)
     values = _parse_inputs(plan, inputs or [], input_json)
-    st = _open(store, durability)
+    st = _open(store, durability, fsync)
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
     engine = Engine(st, observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.run(plan, values), view))
@@ -587,15 +590,17 @@ def events(
     table = Table("seq", "time", "kind", "step", "att", "data", "hash")
     for e in evs:
         data = json.dumps(e.data, ensure_ascii=False)
+        if len(data) > 80:
+            data = data[:79] + "…"
         if payloads and e.payload is not None:
-            data += f" payload={e.payload}"
+            data += f" payload={e.payload}"  # shown whole: the user asked for it
         table.add_row(
             str(e.seq),
             time.strftime("%H:%M:%S", time.localtime(e.ts)) + f".{int(e.ts * 1000) % 1000:03d}",
             e.kind,
             e.step or "",
             str(e.attempt or ""),
-            data[:80],
+            escape(data),
             e.hash[:10],
         )
     out.print(table)

@@ -35,7 +35,9 @@ def load_flow(ref: str) -> Flow:
             ) from exc
         finally:
             sys.path.remove(str(path.parent))
-        obj = getattr(module, attr, None)
+        if not hasattr(module, attr):
+            raise FlowError(f"has no attribute '{attr}'", file=path_part)
+        obj = getattr(module, attr)
         source = f"{path}:{attr}"
     elif attr:
         try:

@@ -502,10 +502,10 @@ class _Compiler:
         if out_ref is None:
             sinks = [n for n in nodes if not n.dependents]
             if len(sinks) != 1:
+                how = "add 'output: ${step}'" if flow.file else "call flow.output(ref)"
                 raise FlowError(
                     f"flow '{flow.name}' has {len(sinks)} final steps "
-                    f"({', '.join(n.id for n in sinks)}); call flow.output(ref) to say which "
-                    "one is the result",
+                    f"({', '.join(n.id for n in sinks)}); {how} to say which one is the result",
                     file=flow.file,
                 )
             out_ref = NodeRef(sinks[0].id)

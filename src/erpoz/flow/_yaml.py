@@ -125,9 +125,9 @@ def parse_type(text: str, *, base: Path | None = None) -> Any:
     """Parse a type written in a flow file: ``str``, ``list[int]``, ``int | None``,
     ``mypkg.models:Doc``."""
     text = text.strip()
-    if "|" in text and "[" not in text:
-        parts = [parse_type(p, base=base) for p in text.split("|")]
-        return typing.Union[tuple(parts)]  # noqa: UP007
+    parts = _split_args(text, sep="|")
+    if len(parts) > 1:
+        return typing.Union[tuple(parse_type(p, base=base) for p in parts)]  # noqa: UP007
     m = re.match(r"^([\w.:]+)\s*(?:\[(.*)\])?$", text)
     if not m:
         raise ValueError(f"cannot read type {text!r}")
@@ -139,7 +139,11 @@ def parse_type(text: str, *, base: Path | None = None) -> Any:
     if args is None:
         return origin
     parsed = tuple(
-        _literal(a) if origin is typing.Literal else parse_type(a, base=base)
+        _literal(a)
+        if origin is typing.Literal
+        else Ellipsis
+        if a == "..."
+        else parse_type(a, base=base)
         for a in _split_args(args)
     )
     return origin[parsed if len(parsed) > 1 else parsed[0]]
@@ -149,10 +153,11 @@ def _literal(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _split_args(text: str) -> list[str]:
+def _split_args(text: str, sep: str = ",") -> list[str]:
+    """Split at ``sep`` outside brackets: ``dict[str, int], str`` → two parts."""
     out, depth, cur = [], 0, ""
     for ch in text:
-        if ch == "," and depth == 0:
+        if ch == sep and depth == 0:
             out.append(cur)
             cur = ""
             continue

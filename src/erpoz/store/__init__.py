@@ -39,12 +39,15 @@ DEFAULT_PATH = Path(".erpoz") / "erpoz.db"
 DURABILITY = ("sync", "batch", "memory")
 
 
-def open_store(url: str | os.PathLike[str] | None = None, *, durability: str = "sync") -> Store:
+def open_store(
+    url: str | os.PathLike[str] | None = None, *, durability: str = "sync", fsync: bool = False
+) -> Store:
     """Open the store named by ``url`` (a path, ``sqlite:///path`` or ``memory``).
 
     Default: ``$ERPOZ_STORE``, else ``.erpoz/erpoz.db`` under the current directory.
     ``durability`` is ``sync`` (a step's success is committed before dependents start),
     ``batch`` (group commit every 50 ms / 512 events) or ``memory`` (nothing on disk).
+    ``fsync=True`` also syncs every commit to the device (survives power loss, slower).
     """
     if durability not in DURABILITY:
         raise StoreError(f"durability must be one of {', '.join(DURABILITY)}, got {durability!r}")
@@ -60,4 +63,4 @@ def open_store(url: str | os.PathLike[str] | None = None, *, durability: str = "
         raw = raw[len("sqlite:///") :]
     elif "://" in raw:
         raise StoreError(f"unknown store URL {raw!r}: use a file path, sqlite:///PATH or memory")
-    return SQLiteStore(Path(raw) if raw else DEFAULT_PATH, durability=durability)
+    return SQLiteStore(Path(raw) if raw else DEFAULT_PATH, durability=durability, fsync=fsync)

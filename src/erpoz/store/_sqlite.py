@@ -38,6 +38,7 @@ BLOB_THRESHOLD = 64 * 1024
 """Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
 
 LEASE_S = 30.0
+CANCEL_POLL_S = 1.0
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
 
@@ -303,17 +304,27 @@ class SQLiteStore:
                 self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
+        """While this process owns runs: commit what ``batch`` mode holds back (every 50 ms),
+        notice cancel requests (every second) and renew the leases (every 10 s)."""
+        tick = BATCH_SECONDS if self.durability == "batch" else CANCEL_POLL_S
+        last_poll = last_lease = time.monotonic()
         while self._owned:
-            await asyncio.sleep(LEASE_S / 3)
+            await asyncio.sleep(tick)
             owned = list(self._owned)
-            if not owned:
-                break
+            now = time.monotonic()
             try:
+                if self._pending and now - self._last_commit >= BATCH_SECONDS:
+                    self._commit()
+                if not owned or now - last_poll < CANCEL_POLL_S:
+                    continue
+                last_poll = now
                 marks = ",".join("?" * len(owned))
-                self._db.execute(
-                    f"UPDATE runs SET lease_until=? WHERE run_id IN ({marks})",
-                    [time.time() + LEASE_S, *owned],
-                )
+                if now - last_lease >= LEASE_S / 3:
+                    last_lease = now
+                    self._db.execute(
+                        f"UPDATE runs SET lease_until=? WHERE run_id IN ({marks})",
+                        [time.time() + LEASE_S, *owned],
+                    )
                 for (run_id,) in self._db.execute(
                     f"SELECT run_id FROM runs WHERE cancel_requested=1 AND run_id IN ({marks})",
                     owned,
@@ -321,8 +332,8 @@ class SQLiteStore:
                     w = self._owned.get(run_id)
                     if w is not None:
                         w.cancel_requested = True
-            except sqlite3.Error:
-                continue  # a busy database delays a heartbeat; the lease is long enough
+            except (sqlite3.Error, StoreError):
+                continue  # a busy database delays a beat; the lease is long enough
 
     async def create_run(self, run: NewRun, owner: str) -> _SQLiteWriter:
         now = time.time()
