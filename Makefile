@@ -13,7 +13,7 @@ venv: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
 dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,local]'
 
 demo: venv
 	cd examples && ../$(BIN)/erpoz run triage.yaml -i ticket="My invoice INV-1042 was charged twice, please refund" --store ../.erpoz/demo.db

@@ -7,8 +7,11 @@ translated at the border (``raise StoreError(...) from exc``) and keep their use
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceeded",
+    "ConfigError",
     "ErpozError",
     "FlowError",
+    "ModelError",
     "ReviewRequired",
     "RunError",
     "StepFailed",
@@ -93,3 +96,40 @@ class StoreError(ErpozError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(f"{message} ({path})" if path else message)
+
+
+class ConfigError(ErpozError):
+    """The project file (``erpoz.yaml``) or a setting is wrong; names file, line and what was
+    expected."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        where = f"{file}:{line}: " if file and line else f"{file}: " if file else ""
+        super().__init__(f"{where}{message}")
+
+
+class ModelError(ErpozError):
+    """A model call failed. ``retryable`` says whether trying again (or another model) may help;
+    ``status`` is the provider's HTTP status when there is one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        retryable: bool = False,
+        status: int | None = None,
+    ) -> None:
+        self.model = model
+        self.retryable = retryable
+        self.status = status
+        super().__init__(f"model '{model}': {message}" if model else message)
+
+
+class BudgetExceeded(ModelError):
+    """A call would go over a cost ceiling; it was refused before anything was sent."""
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message, model=model, retryable=False)

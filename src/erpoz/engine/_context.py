@@ -7,10 +7,13 @@ import hashlib
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
 from ..store import ENGINE_KINDS, RunWriter
+
+if TYPE_CHECKING:
+    from ..models import Models
 
 T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
@@ -58,6 +61,12 @@ class StepContext:
             self._loop.call_soon_threadsafe(
                 self._writer.append, kind, self.step_id, self.attempt, data
             )
+
+    @property
+    def models(self) -> Models:
+        from ..models import ModelHub
+
+        return self.service(ModelHub).bind(self)
 
     def service(self, key: type[T]) -> T:
         try:

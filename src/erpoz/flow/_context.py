@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..models import Models
 
 T = TypeVar("T")
 
@@ -28,6 +31,11 @@ class Context(Protocol):
 
     def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
         """Append an event of kind ``kind`` (e.g. ``model_called``) to the run's log."""
+        ...
+
+    @property
+    def models(self) -> Models:
+        """The configured models and routers; every call is budgeted and recorded."""
         ...
 
     def service(self, key: type[T]) -> T:

@@ -1,0 +1,54 @@
+"""Models behind four small protocols (chat, embed, OCR, classify), a registry of configured
+models with prices and limits, and ``ctx.models``: every call metered, budgeted and recorded."""
+
+from ._guard import block_real_providers
+from ._hub import ModelHub, Models
+from ._meter import Budget, Metered, count_tokens, record
+from ._plugins import create, providers
+from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
+from ._types import (
+    ChatRequest,
+    ChatResult,
+    ClassifyResult,
+    EmbedResult,
+    ImagePart,
+    Message,
+    ModelSpec,
+    OCRLine,
+    OCRResult,
+    StreamChunk,
+    TextPart,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+
+__all__ = [
+    "Budget",
+    "ChatModel",
+    "ChatRequest",
+    "ChatResult",
+    "Classifier",
+    "ClassifyResult",
+    "EmbedModel",
+    "EmbedResult",
+    "ImagePart",
+    "Message",
+    "Metered",
+    "ModelHub",
+    "ModelSpec",
+    "Models",
+    "OCRLine",
+    "OCRModel",
+    "OCRResult",
+    "StreamChunk",
+    "TextPart",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+    "block_real_providers",
+    "count_tokens",
+    "create",
+    "providers",
+    "record",
+]

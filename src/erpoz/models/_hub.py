@@ -1,0 +1,264 @@
+"""The models a flow can reach, and ``ctx.models``: every call metered and recorded."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ..errors import ModelError
+from ._meter import Budget, Metered, Recorder, bind, count_tokens, unbind
+from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
+from ._types import (
+    ChatRequest,
+    ChatResult,
+    ClassifyResult,
+    EmbedResult,
+    Message,
+    ModelSpec,
+    OCRResult,
+    StreamChunk,
+    ToolSpec,
+)
+
+if TYPE_CHECKING:
+    from ..flow import Context
+
+T = TypeVar("T")
+R = TypeVar("R")
+AnyModel = ChatModel | EmbedModel | OCRModel | Classifier
+
+
+class ModelHub:
+    """Named models and routers, built once per process; steps reach them via ``ctx.models``.
+
+    Plain chat models given with a :class:`ModelSpec` are wrapped in :class:`Metered` (budget
+    checks, ``model_called`` events, cost); routers wrap those, so each underlying call is
+    recorded once.
+    """
+
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.budget = budget
+        self._models: dict[str, AnyModel] = {}
+        self.specs: dict[str, ModelSpec] = {}
+
+    def add(self, model: AnyModel, spec: ModelSpec | None = None) -> AnyModel:
+        """Register a model (or router) under its name; chat models with a spec get metered."""
+        name = spec.name if spec is not None else model.name
+        if name in self._models:
+            raise ModelError(f"a model named '{name}' is already registered")
+        if spec is not None:
+            self.specs[name] = spec
+            if isinstance(model, ChatModel) and not isinstance(model, Metered):
+                model = Metered(model, spec, tokenizer=count_tokens)
+        self._models[name] = model
+        return model
+
+    def get(self, name: str) -> AnyModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            known = ", ".join(sorted(self._models)) or "none configured"
+            raise ModelError(f"unknown model '{name}' (models: {known})") from None
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def bind(self, ctx: Context) -> Models:
+        return Models(
+            self, Recorder(lambda k, d: ctx.emit(k, dict(d)), ctx.run_id, budget=self.budget)
+        )
+
+    def unbound(self) -> Models:
+        """Models for code outside a run (CLI ``models ping``, benchmarks): nothing recorded."""
+        return Models(self, Recorder(lambda k, d: None, "", budget=self.budget))
+
+
+def _messages(prompt: str | Message | Sequence[Message]) -> tuple[Message, ...]:
+    if isinstance(prompt, str):
+        return (Message.user(prompt),)
+    if isinstance(prompt, Message):
+        return (prompt,)
+    return tuple(prompt)
+
+
+def _schema_of(output: Any) -> Mapping[str, Any]:
+    if isinstance(output, type) and issubclass(output, BaseModel):
+        return output.model_json_schema()
+    return TypeAdapter(output).json_schema()
+
+
+class Models:
+    """What a step sees as ``ctx.models``."""
+
+    __slots__ = ("_hub", "_rec")
+
+    def __init__(self, hub: ModelHub, recorder: Recorder) -> None:
+        self._hub = hub
+        self._rec = recorder
+
+    def _chat_model(self, name: str) -> ChatModel:
+        model = self._hub.get(name)
+        if not isinstance(model, ChatModel):
+            raise ModelError(f"'{name}' is not a chat model", model=name)
+        return model
+
+    async def chat(
+        self,
+        model: str,
+        prompt: str | Message | Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] = (),
+        schema: Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        tags: Sequence[str] = (),
+    ) -> ChatResult:
+        """Ask ``model`` (a model or a router); the call is budgeted and recorded."""
+        request = ChatRequest(
+            _messages(prompt),
+            tuple(tools),
+            schema,
+            temperature,
+            max_tokens,
+            timeout,
+            frozenset(tags),
+        )
+        chat = self._chat_model(model)
+        token = bind(self._rec)
+        try:
+            return await chat.generate(request)
+        finally:
+            unbind(token)
+
+    async def structured(
+        self,
+        model: str,
+        prompt: str | Message | Sequence[Message],
+        output: type[T],
+        *,
+        max_tokens: int | None = None,
+        retries: int = 1,
+    ) -> T:
+        """Ask for JSON that fits ``output`` (a pydantic model or any type) and parse it;
+        re-asks up to ``retries`` times with the validation error when it does not fit."""
+        messages = list(_messages(prompt))
+        schema = _schema_of(output)
+        adapter = TypeAdapter(output)
+        for attempt in range(retries + 1):
+            result = await self.chat(model, messages, schema=schema, max_tokens=max_tokens)
+            try:
+                return adapter.validate_json(result.text)
+            except ValidationError as exc:
+                if attempt == retries:
+                    raise ModelError(
+                        f"answer does not fit {getattr(output, '__name__', output)} after "
+                        f"{retries + 1} tries: {exc.errors()[0]['msg']}",
+                        model=result.model,
+                    ) from None
+                messages += [
+                    Message.assistant(result.text),
+                    Message.user(
+                        "That JSON does not fit the schema: "
+                        f"{json.dumps(exc.errors()[0]['msg'])}. Answer again with JSON only."
+                    ),
+                ]
+        raise AssertionError("unreachable")
+
+    async def stream(
+        self,
+        model: str,
+        prompt: str | Message | Sequence[Message],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream the answer; the last chunk carries the full ``ChatResult``."""
+        request = ChatRequest(_messages(prompt), max_tokens=max_tokens, temperature=temperature)
+        chat = self._chat_model(model)
+        token = bind(self._rec)
+        try:
+            async for chunk in chat.stream(request):
+                yield chunk
+        finally:
+            unbind(token)
+
+    async def embed(self, model: str, texts: Sequence[str] | str) -> EmbedResult:
+        m = self._hub.get(model)
+        if not isinstance(m, EmbedModel):
+            raise ModelError(f"'{model}' is not an embedding model", model=model)
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        t0 = time.perf_counter()
+        result = await self._recorded(model, m.embed(batch), t0)
+        self._rec.emit(
+            "model_called",
+            {
+                "model": model,
+                "kind": "embed",
+                "status": "ok",
+                "texts": len(batch),
+                "input_tokens": result.usage.input_tokens,
+                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+                "cost_usd": 0.0,
+            },
+        )
+        return result
+
+    async def ocr(self, model: str, image: bytes) -> OCRResult:
+        m = self._hub.get(model)
+        if not isinstance(m, OCRModel):
+            raise ModelError(f"'{model}' is not an OCR model", model=model)
+        t0 = time.perf_counter()
+        result = await self._recorded(model, m.read(image), t0)
+        self._rec.emit(
+            "model_called",
+            {
+                "model": model,
+                "kind": "ocr",
+                "status": "ok",
+                "lines": len(result.lines),
+                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+                "cost_usd": 0.0,
+            },
+        )
+        return result
+
+    async def classify(self, model: str, text: str) -> ClassifyResult:
+        m = self._hub.get(model)
+        if not isinstance(m, Classifier):
+            raise ModelError(f"'{model}' is not a classifier", model=model)
+        t0 = time.perf_counter()
+        result = await self._recorded(model, m.classify(text), t0)
+        self._rec.emit(
+            "model_called",
+            {
+                "model": model,
+                "kind": "classify",
+                "status": "ok",
+                "label": result.label,
+                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+                "cost_usd": 0.0,
+            },
+        )
+        return result
+
+    async def _recorded(self, model: str, call: Awaitable[R], t0: float) -> R:
+        try:
+            return await call
+        except Exception as exc:
+            self._rec.emit(
+                "model_called",
+                {
+                    "model": model,
+                    "status": "error",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "retryable": bool(getattr(exc, "retryable", False)),
+                    "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+                    "cost_usd": 0.0,
+                },
+            )
+            raise

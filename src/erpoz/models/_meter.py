@@ -1,0 +1,220 @@
+"""Every leaf model call is metered: budget checked before, a ``model_called`` event after.
+
+Routers never see this: the registry wraps each configured model in a :class:`Metered`, and the
+recorder of the step that made the call travels with it in a context variable, so a router's
+inner calls land in the same run's log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import BudgetExceeded, ModelError
+from ._protocol import ChatModel
+from ._types import ChatRequest, ChatResult, ModelSpec, StreamChunk, Usage
+
+Emit = Callable[[str, Mapping[str, Any]], None]
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Where a call's events go (a step's ``ctx.emit``) and what the run has spent so far."""
+
+    emit: Emit
+    run_id: str = ""
+    spent_usd: float = 0.0
+    budget: Budget | None = None
+
+
+_current: ContextVar[Recorder | None] = ContextVar("erpoz_model_recorder", default=None)
+
+
+def current_recorder() -> Recorder | None:
+    return _current.get()
+
+
+def record(kind: str, data: Mapping[str, Any]) -> None:
+    """Record an event in the calling step's run, when there is one (routers use this)."""
+    rec = _current.get()
+    if rec is not None:
+        rec.emit(kind, data)
+
+
+@dataclass(slots=True)
+class Budget:
+    """Cost ceilings in USD: per run, and for the whole project (this process's spend plus what
+    the store had recorded when the budget was made)."""
+
+    per_run_usd: float | None = None
+    per_project_usd: float | None = None
+    project_spent_usd: float = 0.0
+    per_model_spent: dict[str, float] = field(default_factory=dict)
+
+    def check(self, rec: Recorder | None, model: str, estimate: float) -> None:
+        if (
+            self.per_run_usd is not None
+            and rec is not None
+            and rec.spent_usd + estimate > self.per_run_usd
+        ):
+            raise BudgetExceeded(
+                f"this call (est. ${estimate:.6f}) would take run {rec.run_id or '?'} over "
+                f"its budget of ${self.per_run_usd:.6f} (spent ${rec.spent_usd:.6f}); "
+                "nothing was sent",
+                model=model,
+            )
+        if (
+            self.per_project_usd is not None
+            and self.project_spent_usd + estimate > self.per_project_usd
+        ):
+            raise BudgetExceeded(
+                f"this call (est. ${estimate:.6f}) would take the project over its budget of "
+                f"${self.per_project_usd:.6f} (spent ${self.project_spent_usd:.6f}); "
+                "nothing was sent",
+                model=model,
+            )
+
+    def add(self, model: str, cost: float) -> None:
+        self.project_spent_usd += cost
+        self.per_model_spent[model] = self.per_model_spent.get(model, 0.0) + cost
+
+
+def count_tokens(text: str) -> int:
+    """A tokenizer-free estimate (~4 characters a token) for budgets before a call and for
+    providers that report no usage."""
+    return max(1, (len(text) + 3) // 4)
+
+
+class Metered:
+    """A configured chat model with accounting: checks budgets, records ``model_called``."""
+
+    def __init__(
+        self,
+        inner: ChatModel,
+        spec: ModelSpec,
+        budget: Budget | None = None,
+        tokenizer: Callable[[str], int] = count_tokens,
+    ) -> None:
+        self.inner = inner
+        self.spec = spec
+        self.name = spec.name
+        self.budget = budget
+        self._count = tokenizer
+
+    def estimate(self, request: ChatRequest) -> float:
+        """Expected cost of a call before it is made (routers compare models with this)."""
+        out = request.max_tokens if request.max_tokens is not None else 256
+        return self.spec.cost(Usage(self._count(request.prompt_text), out))
+
+    def _check(self, request: ChatRequest) -> Recorder | None:
+        rec = _current.get()
+        missing = request.modalities - self.spec.modalities
+        if missing:
+            raise ModelError(
+                f"cannot take {', '.join(sorted(missing))} input (modalities: "
+                f"{', '.join(sorted(self.spec.modalities))})",
+                model=self.name,
+            )
+        prompt_tokens = self._count(request.prompt_text)
+        if prompt_tokens > self.spec.context_window:
+            raise ModelError(
+                f"the prompt has ~{prompt_tokens} tokens, more than the context window "
+                f"({self.spec.context_window}); shorten it or route to a larger model",
+                model=self.name,
+            )
+        budget = self.budget or (rec.budget if rec else None)
+        if budget is not None:
+            budget.check(rec, self.name, self.estimate(request))
+        return rec
+
+    def _account(
+        self, rec: Recorder | None, request: ChatRequest, result: ChatResult, t0: float
+    ) -> ChatResult:
+        usage = result.usage
+        if usage.input_tokens == 0 and usage.output_tokens == 0:
+            usage = Usage(self._count(request.prompt_text), self._count(result.text))
+        cost = self.spec.cost(usage)
+        latency = time.perf_counter() - t0
+        if rec is not None:
+            rec.spent_usd += cost
+            rec.emit(
+                "model_called",
+                {
+                    "model": self.name,
+                    "provider": self.spec.provider,
+                    "answered_by": result.model,
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "cost_usd": round(cost, 9),
+                    "latency_ms": round(latency * 1000, 3),
+                    "status": "ok",
+                    "tool_calls": len(result.tool_calls),
+                },
+            )
+        budget = self.budget or (rec.budget if rec else None)
+        if budget is not None:
+            budget.add(self.name, cost)
+        return replace(result, usage=usage, cost_usd=cost, latency_s=latency)
+
+    def _failed(self, rec: Recorder | None, exc: BaseException, t0: float) -> None:
+        if rec is None:
+            return
+        err = exc if isinstance(exc, ModelError) else None
+        rec.emit(
+            "model_called",
+            {
+                "model": self.name,
+                "provider": self.spec.provider,
+                "status": "error",
+                "error": f"{type(exc).__name__}: {exc}",
+                "retryable": bool(err and err.retryable),
+                "http_status": err.status if err else None,
+                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+                "cost_usd": 0.0,
+            },
+        )
+
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        rec = self._check(request)
+        t0 = time.perf_counter()
+        try:
+            result = await self.inner.generate(request)
+        except Exception as exc:
+            self._failed(rec, exc, t0)
+            raise
+        return self._account(rec, request, result, t0)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        rec = self._check(request)
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        final: ChatResult | None = None
+        try:
+            async for chunk in self.inner.stream(request):
+                if chunk.result is not None:
+                    final = chunk.result
+                    continue
+                parts.append(chunk.text)
+                yield chunk
+        except Exception as exc:
+            self._failed(rec, exc, t0)
+            raise
+        if final is None:
+            final = ChatResult("".join(parts), self.name)
+        yield StreamChunk("", self._account(rec, request, final, t0))
+
+
+def bind(recorder: Recorder) -> Any:
+    """Make ``recorder`` current for the calls made in this context; returns the reset token."""
+    return _current.set(recorder)
+
+
+def unbind(token: Any) -> None:
+    _current.reset(token)
+
+
+def texts_of(items: Sequence[str] | str) -> list[str]:
+    return [items] if isinstance(items, str) else list(items)
