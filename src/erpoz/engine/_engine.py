@@ -837,10 +837,10 @@ def _cache_key(ref: str, version: str, kwargs: dict[str, Any], node: PlanNode) -
 
 def _encode_inputs(plan: Plan, bound: Mapping[str, Any]) -> str:
     parts = []
-    types_ = {i.name: i.type for i in plan.inputs}
-    for name, value in bound.items():
+    for spec in plan.inputs:
+        name = spec.name
         try:
-            parts.append(f"{json.dumps(name)}:{encode(value, types_[name])}")
+            parts.append(f"{encode(name, str)}:{encode(bound[name], spec.type)}")
         except EncodeError as exc:
             raise FlowError(
                 f"flow '{plan.name}': input '{name}' cannot be recorded: {exc}"

@@ -17,6 +17,7 @@ from ._step import NO_RETRY, RetryPolicy, StepSpec
 from ._types import admits_none, field_type, get_field, is_compatible, item_type, type_name
 
 TASK, MAP, LOOP = 0, 1, 2
+_EXACT = frozenset((str, int, float, bool))
 _KINDS = {"task": TASK, "map": MAP, "loop": LOOP}
 
 
@@ -98,6 +99,10 @@ class Plan:
         out: dict[str, Any] = {}
         for spec in self.inputs:
             if spec.name in given:
+                value = given[spec.name]
+                if type(value) is spec.type and spec.type in _EXACT:
+                    out[spec.name] = value  # already what was declared: nothing to check
+                    continue
                 try:
                     out[spec.name] = self.input_adapters[spec.name].validate_python(
                         given[spec.name]
