@@ -13,8 +13,15 @@ from typing import Any
 from .errors import ModelError
 from .models import ChatRequest, ChatResult, StreamChunk, Usage, block_real_providers
 from .models._meter import count_tokens
+from .models._stub_server import Behaviour, OpenAIStubServer
 
-__all__ = ["FunctionModel", "ScriptedModel", "block_real_providers"]
+__all__ = [
+    "Behaviour",
+    "FunctionModel",
+    "OpenAIStubServer",
+    "ScriptedModel",
+    "block_real_providers",
+]
 
 Reply = str | ChatResult | BaseException
 

@@ -43,6 +43,7 @@ class ModelHub:
     def __init__(self, budget: Budget | None = None) -> None:
         self.budget = budget
         self._models: dict[str, AnyModel] = {}
+        self._chat: dict[str, bool] = {}
         self.specs: dict[str, ModelSpec] = {}
 
     def add(self, model: AnyModel, spec: ModelSpec | None = None) -> AnyModel:
@@ -55,6 +56,8 @@ class ModelHub:
             if isinstance(model, ChatModel) and not isinstance(model, Metered):
                 model = Metered(model, spec, tokenizer=count_tokens)
         self._models[name] = model
+        # protocol checks are slow (runtime_checkable isinstance); do them once, here
+        self._chat[name] = isinstance(model, ChatModel)
         return model
 
     def get(self, name: str) -> AnyModel:
@@ -102,9 +105,9 @@ class Models:
 
     def _chat_model(self, name: str) -> ChatModel:
         model = self._hub.get(name)
-        if not isinstance(model, ChatModel):
+        if not self._hub._chat[name]:
             raise ModelError(f"'{name}' is not a chat model", model=name)
-        return model
+        return model  # type: ignore[return-value]
 
     async def chat(
         self,
