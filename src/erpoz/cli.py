@@ -22,7 +22,7 @@ from rich.table import Table
 
 from . import __version__
 from .engine import Decision, Engine, RunResult, top_step
-from .errors import ErpozError, FlowError, RunError, StoreError
+from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
 from .flow._load import load_flow
 from .store import Event, RunInfo, Store, open_store
@@ -96,7 +96,7 @@ def _call(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning erpoz errors into a message and a meaningful exit code."""
     try:
         return asyncio.run(coro)
-    except FlowError as exc:
+    except (FlowError, ConfigError) as exc:
         _fail(str(exc), EXIT_INVALID)
     except StoreError as exc:
         _fail(str(exc), EXIT_STORE)
@@ -114,6 +114,18 @@ def _open(store: str | None, durability: str = "sync", fsync: bool = False) -> S
         return open_store(store, durability=durability, fsync=fsync)
     except StoreError as exc:
         _fail(str(exc), EXIT_STORE)
+
+
+def _services() -> dict[type, object]:
+    """What steps reach through ctx: the project's models (erpoz.yaml, else the offline
+    default). Nothing is loaded until a step uses it."""
+    from .models import ModelHub
+    from .models._config import load_hub
+
+    try:
+        return {ModelHub: load_hub()}
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_INVALID)
 
 
 def _load(flow: str) -> Plan:
@@ -297,7 +309,7 @@ def run(
     values = _parse_inputs(plan, inputs or [], input_json)
     st = _open(store, durability, fsync)
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
-    engine = Engine(st, observers=[view.observe] if view else None)
+    engine = Engine(st, services=_services(), observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.run(plan, values), view))
     _report(result, as_json, st)
 
@@ -518,7 +530,7 @@ def runs_resume(
     plan = _load(flow) if flow else None
     st = _open(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
-    engine = Engine(st, observers=[view.observe] if view else None)
+    engine = Engine(st, services=_services(), observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
     _report(result, as_json, st)
 
@@ -542,7 +554,7 @@ def runs_replay(
     """
     plan = _load(flow) if flow else None
     st = _open(store)
-    engine = Engine(st)
+    engine = Engine(st, services=_services())
     result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
     if not as_json:
         out.print(f"replayed {run_id} from {from_step} as a new run:")
@@ -622,6 +634,12 @@ def _root(
 
     [dim]Example:[/] erpoz run examples/triage.yaml -i ticket='refund INV-1'
     """
+
+
+from .cli_models import models_app, stats_app  # noqa: E402  (they use the helpers above)
+
+app.add_typer(models_app, name="models")
+app.add_typer(stats_app, name="stats")
 
 
 def main() -> None:

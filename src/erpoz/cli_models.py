@@ -1,0 +1,377 @@
+"""``erpoz models`` (the configured models and routers; does one answer?) and ``erpoz stats``
+(what the run store says each model did). Mounted by :mod:`erpoz.cli`.
+
+Exit codes as for every erpoz command: 0 ok · 1 the model failed · 2 invalid project file or
+usage · 4 store error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from .errors import ConfigError, ErpozError, ModelError, StoreError
+from .models import ModelHub, Models
+from .models._config import ProjectConfig, build_hub, load_config
+from .models._meter import Recorder
+from .store import Store
+
+__all__ = ["models_app", "stats_app"]
+
+models_app = typer.Typer(
+    help="The models and routers of the project file (erpoz.yaml), and whether they answer.\n\n"
+    "[dim]Example:[/] erpoz models ls",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+stats_app = typer.Typer(
+    help="Statistics from the run store.\n\n[dim]Example:[/] erpoz stats models --since 24h",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Project file \\[default: $ERPOZ_CONFIG or ./erpoz.yaml; without one, the "
+        "built-in offline models]",
+        show_default=False,
+    ),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        "-s",
+        help="Run store: a SQLite path or 'memory' \\[default: $ERPOZ_STORE or .erpoz/erpoz.db]",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_RUNS = 100_000
+
+
+def _config(path: str | None) -> ProjectConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _cli._fail(str(exc), _cli.EXIT_INVALID)
+
+
+def _money(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.4g}"
+
+
+# --- erpoz models ls ----------------------------------------------------------------------------
+@models_app.command("ls")
+def models_ls(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the configured models (kind, provider, price, context window, modalities, tags)
+    and routers (type and members). Nothing is loaded or called.
+
+    [dim]Example:[/] erpoz models ls --json
+    """
+    cfg = _config(config)
+    models: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "kind": m.kind,
+            "provider": m.provider,
+            "price_in": m.price.input,
+            "price_out": m.price.output,
+            "context_window": m.context_window,
+            "modalities": list(m.modalities),
+            "tags": list(m.tags),
+        }
+        for name, m in cfg.models.items()
+    ]
+    routers: list[dict[str, Any]] = [
+        {"name": n, "type": r.type, "members": r.members} for n, r in cfg.routers.items()
+    ]
+    budget = cfg.budget.model_dump() if cfg.budget is not None else None
+    if as_json:
+        _cli.out.print_json(
+            data={"file": cfg.file, "models": models, "routers": routers, "budget": budget}
+        )
+        return
+    source = cfg.file or "built-in defaults (no erpoz.yaml; see `erpoz models ls --help`)"
+    _cli.out.print(f"models from [bold]{escape(source)}[/]")
+    table = Table("model", "kind", "provider", "$/M in", "$/M out", "context", "modalities", "tags")
+    for m in models:
+        table.add_row(
+            m["name"],
+            m["kind"],
+            m["provider"],
+            _money(m["price_in"]),
+            _money(m["price_out"]),
+            f"{m['context_window']:,}",
+            ", ".join(m["modalities"]),
+            ", ".join(m["tags"]),
+        )
+    _cli.out.print(table)
+    if routers:
+        rtable = Table("router", "type", "members")
+        for r in routers:
+            rtable.add_row(r["name"], r["type"], ", ".join(r["members"]))
+        _cli.out.print(rtable)
+    if budget:
+        limits = [
+            f"{k.removesuffix('_usd').replace('_', ' ')} ${v}" for k, v in budget.items() if v
+        ]
+        _cli.out.print("budget: " + ", ".join(limits), highlight=False)
+
+
+# --- erpoz models ping --------------------------------------------------------------------------
+async def _ping(
+    hub: ModelHub, name: str, kind: str, prompt: str, timeout: float, max_tokens: int
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    models = Models(hub, Recorder(lambda k, d: events.append((k, dict(d))), "", budget=hub.budget))
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            if kind == "chat":
+                r = await models.chat(name, prompt, max_tokens=max_tokens, timeout=timeout)
+                info: dict[str, Any] = {
+                    "reply": r.text,
+                    "answered_by": r.model,
+                    "route": list(r.route),
+                    "input_tokens": r.usage.input_tokens,
+                    "output_tokens": r.usage.output_tokens,
+                    "cost_usd": r.cost_usd,
+                }
+            elif kind == "embed":
+                e = await models.embed(name, prompt)
+                info = {
+                    "dimensions": len(e.vectors[0]) if e.vectors else 0,
+                    "input_tokens": e.usage.input_tokens,
+                }
+            else:
+                c = await models.classify(name, prompt)
+                info = {"label": c.label, "scores": dict(c.scores)}
+    except TimeoutError:
+        raise ModelError(
+            f"no answer within {timeout:g} s (raise --timeout if it is just slow)",
+            model=name,
+            retryable=True,
+        ) from None
+    info["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return info, events
+
+
+@models_app.command("ping")
+def models_ping(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A model or router name.")],
+    config: ConfigOpt = None,
+    prompt: Annotated[str, typer.Option(help="What to send.")] = "Reply with one word: pong",
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 30.0,
+    max_tokens: Annotated[int, typer.Option(help="Cap on the reply's length.")] = 16,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a tiny request to a model (or through a router) and show latency, tokens and the
+    reply. Exit 0 when it answered, 1 with the error when it did not.
+
+    [dim]Example:[/] erpoz models ping default --prompt "Say hi"
+    """
+    cfg = _config(config)
+    if name in cfg.routers:
+        kind = "chat"
+    elif name in cfg.models:
+        kind = cfg.models[name].kind
+    else:
+        known = ", ".join([*cfg.models, *cfg.routers]) or "none configured"
+        _cli._fail(f"unknown model '{name}' (models and routers: {known})", _cli.EXIT_INVALID)
+    if kind == "ocr":
+        _cli._fail(f"'{name}' is an OCR model; ping sends text", _cli.EXIT_INVALID)
+    try:
+        hub = build_hub(cfg)
+        info, events = asyncio.run(_ping(hub, name, kind, prompt, timeout, max_tokens))
+    except ConfigError as exc:
+        _cli._fail(str(exc), _cli.EXIT_INVALID)
+    except ErpozError as exc:
+        if as_json:
+            _cli.out.print_json(data={"model": name, "ok": False, "error": str(exc)})
+            raise typer.Exit(_cli.EXIT_FAILED) from None
+        _cli._fail(str(exc), _cli.EXIT_FAILED)
+    if as_json:
+        _cli.out.print_json(
+            data={
+                "model": name,
+                "ok": True,
+                **info,
+                "events": [{"kind": k, "data": d} for k, d in events],
+            }
+        )
+        return
+    _cli.out.print(f"[green]ok[/] [bold]{escape(name)}[/] in {info['latency_ms']} ms")
+    for kind_, data in events:
+        if kind_ == "route_decided":
+            _cli.out.print(
+                f"  route {escape(data['router'])}: {escape(str(data['reason']))}",
+                highlight=False,
+            )
+        elif kind_ == "model_called" and data.get("status") == "error":
+            _cli.out.print(
+                f"  [yellow]{escape(data['model'])} failed:[/] {escape(str(data.get('error')))}",
+                highlight=False,
+            )
+    if "reply" in info:
+        _cli.out.print(
+            f"  answered by {escape(info['answered_by'])} · {info['input_tokens']} in / "
+            f"{info['output_tokens']} out tokens · ${info['cost_usd']:.6f}",
+            highlight=False,
+        )
+        _cli.out.print(f"  reply: {escape(info['reply'])}", highlight=False)
+    elif "dimensions" in info:
+        _cli.out.print(f"  {info['dimensions']} dimensions", highlight=False)
+    else:
+        _cli.out.print(f"  label: {escape(info['label'])}", highlight=False)
+
+
+# --- erpoz stats models -------------------------------------------------------------------------
+def parse_since(text: str) -> float:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` → seconds."""
+    m = _SPAN.match(text)
+    if not m:
+        raise ValueError(f"--since {text!r}: write a span like 30m, 24h or 7d")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def model_stats(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per model, from ``model_called`` event data: calls, errors, tokens, cost and the
+    latency (p50, p95) of its successful calls. Costliest first."""
+    acc: dict[str, dict[str, Any]] = {}
+    for d in events:
+        name = str(d.get("model", "?"))
+        row = acc.setdefault(
+            name,
+            {"calls": 0, "errors": 0, "in": 0, "out": 0, "cost": 0.0, "lat": []},
+        )
+        row["calls"] += 1
+        if d.get("status") == "error":
+            row["errors"] += 1
+        else:
+            latency = d.get("latency_ms")
+            if isinstance(latency, int | float):
+                row["lat"].append(float(latency))
+        row["in"] += int(d.get("input_tokens") or 0)
+        row["out"] += int(d.get("output_tokens") or 0)
+        row["cost"] += float(d.get("cost_usd") or 0.0)
+    out = []
+    for name, r in acc.items():
+        lat = sorted(r["lat"])
+        out.append(
+            {
+                "model": name,
+                "calls": r["calls"],
+                "errors": r["errors"],
+                "error_rate": round(r["errors"] / r["calls"], 4),
+                "input_tokens": r["in"],
+                "output_tokens": r["out"],
+                "cost_usd": round(r["cost"], 9),
+                "p50_ms": _percentile(lat, 50),
+                "p95_ms": _percentile(lat, 95),
+            }
+        )
+    out.sort(key=lambda r: (-r["cost_usd"], -r["calls"], r["model"]))
+    return out
+
+
+async def _model_events(
+    store: Store, cutoff: float | None, progress: Progress | None
+) -> tuple[int, list[dict[str, Any]]]:
+    try:
+        runs = await store.list_runs(limit=_MAX_RUNS)
+        if cutoff is not None:
+            runs = [r for r in runs if r.updated >= cutoff]
+        task = progress.add_task("reading runs", total=len(runs)) if progress else None
+        found: list[dict[str, Any]] = []
+        for info in runs:
+            for e in await store.events(info.run_id):
+                if e.kind == "model_called" and (cutoff is None or e.ts >= cutoff):
+                    found.append(e.data)
+            if progress is not None and task is not None:
+                progress.advance(task)
+        return len(runs), found
+    finally:
+        await store.close()
+
+
+@stats_app.command("models")
+def stats_models(
+    store: StoreOpt = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only the last span of time: 30m, 24h, 7d …")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per model, from the recorded model_called events: calls, errors, error rate, tokens,
+    cost and p50/p95 latency of successful calls.
+
+    [dim]Example:[/] erpoz stats models --since 24h --json
+    """
+    cutoff = None
+    if since is not None:
+        try:
+            cutoff = time.time() - parse_since(since)
+        except ValueError as exc:
+            _cli._fail(str(exc), _cli.EXIT_INVALID)
+    st = _cli._open(store)
+    show = not as_json and _cli.err.is_terminal
+    with Progress(console=_cli.err, transient=True, disable=not show) as progress:
+        try:
+            n_runs, found = asyncio.run(_model_events(st, cutoff, progress if show else None))
+        except StoreError as exc:
+            _cli._fail(str(exc), _cli.EXIT_STORE)
+    rows = model_stats(found)
+    if as_json:
+        _cli.out.print_json(
+            data={"since": since, "cutoff_ts": cutoff, "runs": n_runs, "models": rows}
+        )
+        return
+    window = f"in the last {since}" if since else "in all runs"
+    _cli.out.print(f"{len(found)} model calls {window} ({n_runs} runs)", highlight=False)
+    if not rows:
+        return
+    table = Table(
+        "model", "calls", "errors", "error %", "in tok", "out tok", "cost $", "p50 ms", "p95 ms"
+    )
+    for r in rows:
+        table.add_row(
+            r["model"],
+            str(r["calls"]),
+            str(r["errors"]),
+            f"{r['error_rate'] * 100:.1f}",
+            f"{r['input_tokens']:,}",
+            f"{r['output_tokens']:,}",
+            f"{r['cost_usd']:.6f}",
+            "–" if r["p50_ms"] is None else f"{r['p50_ms']:.1f}",
+            "–" if r["p95_ms"] is None else f"{r['p95_ms']:.1f}",
+        )
+    _cli.out.print(table)
+
+
+# Last, because erpoz.cli imports this module to mount its apps: whichever of the two is
+# imported first, the other finds the names it needs already defined.
+from . import cli as _cli  # noqa: E402

@@ -1,0 +1,814 @@
+"""The project file, ``erpoz.yaml``: the models a project may call, the routers over them and
+its budget, by name. Flows refer to these names (``ctx.models.chat("default", ...)``).
+
+```yaml
+models:
+  gpt-mini:
+    provider: openai                  # an installed provider (entry point "erpoz.providers")
+    kind: chat                        # chat (default) | embed | ocr | classify
+    params:                           # handed to the provider as they are, except that
+      model: gpt-4o-mini              # ${ENV:NAME} is replaced by that environment variable
+      api_key: ${ENV:OPENAI_API_KEY}
+    price: {input: 0.15, output: 0.60}  # USD per million tokens (default 0)
+    context_window: 128000            # tokens (default 8192)
+    modalities: [text, image]         # input it takes (default [text])
+    tags: [json, tools]               # what it is good at; requests may require tags
+  reader: {provider: extractive, context_window: 32768}
+  minilm: {provider: minilm, kind: embed}
+
+routers:                              # each is a chat model too; members are models or routers
+  default:
+    type: fallback                    # in order; a failing model cools down
+    models: [gpt-mini, reader]
+    cooldown_s: 30
+  cheap:
+    type: cheapest                    # lowest expected cost among the capable
+    models: [reader, gpt-mini]
+  checked:
+    type: cascade                     # cheap → strong until the validators accept
+    models: [reader, gpt-mini]
+    validators: [mypkg.checks:has_citation]   # import paths (the file's folder is importable)
+    threshold: 0.5
+  spread:
+    type: balance
+    models: [gpt-mini, reader]
+    strategy: weighted                # weighted (default) | least_latency
+    weights: {gpt-mini: 3, reader: 1} # unlisted members weigh 1
+    seed: 7
+  topics:
+    type: semantic                    # by similarity to examples, with an embedding model
+    embed: minilm
+    routes:
+      billing: {model: gpt-mini, examples: ["refund my invoice", "I was charged twice"]}
+      hours: {model: reader, examples: ["when are you open?"]}
+    default: reader                   # below min_score: a route's name, or a model's
+    min_score: 0.3
+    scoring: max                      # max (default) | top3
+
+budget: {per_run_usd: 0.50, per_project_usd: 20}
+```
+
+Every mistake is a :class:`~erpoz.errors.ConfigError` naming the file, the line and what was
+expected: unknown keys, wrong types, an unknown provider, a router naming an unknown model,
+routers that refer to each other in a circle, a name given twice. ``ERPOZ_CONFIG`` points to
+another file than ``./erpoz.yaml``. Without a project file, :func:`load_hub` gives an offline
+default (see :func:`default_config`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import types
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from ..errors import ConfigError, FlowError, ModelError
+from ..flow._yaml import _LineLoader, _Map, _Seq, import_object
+from ._hub import ModelHub
+from ._meter import Budget
+from ._plugins import create, providers
+from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
+from ._types import (
+    ChatRequest,
+    ChatResult,
+    ClassifyResult,
+    EmbedResult,
+    Modality,
+    ModelSpec,
+    OCRResult,
+    StreamChunk,
+)
+
+__all__ = [
+    "DEFAULT_FILE",
+    "ModelConfig",
+    "ProjectConfig",
+    "build_hub",
+    "config_path",
+    "default_config",
+    "load_config",
+    "load_hub",
+    "parse_config",
+]
+
+DEFAULT_FILE = "erpoz.yaml"
+Factory = Callable[[ModelSpec], Any]
+_NAME_RULE = "a name is not empty and has no spaces (flows give it as a string)"
+_ENV = re.compile(r"\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+# --- the schema -------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Price(_Strict):
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+
+
+_TEXT_ONLY: list[Modality] = ["text"]
+
+
+class ModelConfig(_Strict):
+    provider: str
+    kind: Literal["chat", "embed", "ocr", "classify"] = "chat"
+    params: dict[str, Any] = Field(default_factory=dict)
+    price: Price = Price()
+    context_window: int = Field(8192, gt=0)
+    modalities: list[Modality] = Field(default_factory=lambda: _TEXT_ONLY.copy())
+    tags: list[str] = Field(default_factory=list)
+
+
+class _Router(_Strict):
+    @property
+    def members(self) -> list[str]:
+        """The models and routers this router sends requests to."""
+        return list(getattr(self, "models", []))
+
+
+class FallbackConfig(_Router):
+    type: Literal["fallback"]
+    models: list[str] = Field(min_length=1)
+    cooldown_s: float = Field(30.0, ge=0)
+
+
+class CheapestConfig(_Router):
+    type: Literal["cheapest"]
+    models: list[str] = Field(min_length=1)
+
+
+class CascadeConfig(_Router):
+    type: Literal["cascade"]
+    models: list[str] = Field(min_length=1)
+    validators: list[str] = Field(default_factory=list)
+    threshold: float = Field(0.5, ge=0, le=1)
+
+
+class BalanceConfig(_Router):
+    type: Literal["balance"]
+    models: list[str] = Field(min_length=1)
+    weights: dict[str, float] | None = None
+    strategy: Literal["weighted", "least_latency"] = "weighted"
+    seed: int | None = None
+
+
+class SemanticRoute(_Strict):
+    model: str
+    examples: list[str] = Field(min_length=1)
+
+
+class SemanticConfig(_Router):
+    type: Literal["semantic"]
+    embed: str
+    routes: dict[str, SemanticRoute] = Field(min_length=1)
+    default: str | None = None  # a route's name, or a model's (or router's) of its own
+    min_score: float = 0.0
+    scoring: Literal["max", "top3"] = "max"
+
+    @property
+    def members(self) -> list[str]:
+        names = [r.model for r in self.routes.values()]
+        if self.default is not None and self.default not in self.routes:
+            names.append(self.default)
+        return list(dict.fromkeys(names))
+
+
+RouterConfig = Annotated[
+    FallbackConfig | CheapestConfig | CascadeConfig | BalanceConfig | SemanticConfig,
+    Field(discriminator="type"),
+]
+ROUTER_TYPES = ("fallback", "cheapest", "cascade", "balance", "semantic")
+
+
+class BudgetConfig(_Strict):
+    per_run_usd: float | None = Field(None, ge=0)
+    per_project_usd: float | None = Field(None, ge=0)
+
+
+class ProjectConfig(_Strict):
+    """A parsed ``erpoz.yaml`` (checked; secrets are read when the hub is built)."""
+
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    routers: dict[str, RouterConfig] = Field(default_factory=dict)
+    budget: BudgetConfig | None = None
+
+    _file: str | None = PrivateAttr(default=None)
+    _doc: Any = PrivateAttr(default=None)
+    _base: Path | None = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> str | None:
+        """The file this came from (``None`` for the built-in default)."""
+        return self._file
+
+    def line(self, *path: str | int, key: bool = False) -> int | None:
+        """The line of a value (or, with ``key``, of its key) in the file: ``line("models",
+        "gpt", "provider")``."""
+        return _locate(self._doc, path, "key" if key else "value")
+
+    def error(self, message: str, *path: str | int, key: bool = False) -> ConfigError:
+        return ConfigError(message, file=self._file, line=self.line(*path, key=key))
+
+    def spec(self, name: str) -> ModelSpec:
+        """The spec of model ``name``, with ``${ENV:NAME}`` in its params replaced."""
+        m = self.models[name]
+        return ModelSpec(
+            name=name,
+            provider=m.provider,
+            kind=m.kind,
+            params=self._env(name, m.params, ("models", name, "params")),
+            price_in=m.price.input,
+            price_out=m.price.output,
+            context_window=m.context_window,
+            modalities=frozenset(m.modalities),
+            tags=frozenset(m.tags),
+        )
+
+    def _env(self, model: str, value: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(value, str):
+
+            def sub(match: re.Match[str]) -> str:
+                var = match.group(1)
+                found = os.environ.get(var)
+                if found is None:
+                    raise self.error(
+                        f"model '{model}': environment variable {var} is not set "
+                        f"(used in {'.'.join(map(str, path[2:]))})",
+                        *path,
+                    )
+                return found
+
+            return _ENV.sub(sub, value)
+        if isinstance(value, dict):
+            return {k: self._env(model, v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._env(model, v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    def router_order(self) -> list[str]:
+        """Router names, each after the routers it uses."""
+        done: dict[str, None] = {}
+        visiting: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            if name in visiting:
+                loop = [*visiting[visiting.index(name) :], name]
+                raise self.error(
+                    f"routers refer to each other in a circle: {' -> '.join(loop)}",
+                    "routers",
+                    name,
+                    key=True,
+                )
+            visiting.append(name)
+            for member in self.routers[name].members:
+                if member in self.routers:
+                    visit(member)
+            visiting.pop()
+            done[name] = None
+
+        for name in self.routers:
+            visit(name)
+        return list(done)
+
+
+# --- loading ----------------------------------------------------------------------------------
+def config_path(path: str | os.PathLike[str] | None = None) -> Path | None:
+    """Which project file to read: ``path``, else ``$ERPOZ_CONFIG``, else ``./erpoz.yaml`` if
+    it exists (``None`` when it does not). A file named explicitly must exist."""
+    named = os.fspath(path) if path is not None else os.environ.get("ERPOZ_CONFIG")
+    if named:
+        p = Path(named)
+        if not p.is_file():
+            how = "" if path is not None else " (from $ERPOZ_CONFIG)"
+            raise ConfigError(f"no project file at {named}{how}", file=named)
+        return p
+    default = Path(DEFAULT_FILE)
+    return default if default.is_file() else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    extra_providers: Mapping[str, Factory] | None = None,
+) -> ProjectConfig:
+    """Read and check the project file (see :func:`config_path`); the built-in default when
+    there is none. ``extra_providers`` are provider factories known besides the installed
+    ones (tests, embedding applications)."""
+    p = config_path(path)
+    if p is None:
+        return default_config()
+    fname = str(path) if path is not None else str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the project file: {exc.strerror}", file=fname) from None
+    return parse_config(text, file=fname, base=p.resolve().parent, extra_providers=extra_providers)
+
+
+def parse_config(
+    text: str,
+    *,
+    file: str = DEFAULT_FILE,
+    base: Path | None = None,
+    extra_providers: Mapping[str, Factory] | None = None,
+) -> ProjectConfig:
+    """Check the text of a project file; ``ConfigError`` with file and line when it is wrong."""
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)
+    except FlowError as exc:  # duplicate or non-string keys, found by the loader
+        raise ConfigError(exc.message, file=file, line=exc.line) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(
+            f"malformed YAML: {exc.problem or exc.context}",
+            file=file,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML: {exc}", file=file) from None
+    if doc is None:
+        doc = _Map()
+        doc.line, doc.lines, doc.key_lines = 1, {}, {}
+    if not isinstance(doc, _Map):
+        raise ConfigError(
+            "a project file is a mapping with 'models', 'routers' and 'budget'", file=file, line=1
+        )
+    try:
+        config = ProjectConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise _translate(exc, doc, file) from None
+    config._file = file
+    config._doc = doc
+    config._base = base
+    _check(config, set(providers()) | set(extra_providers or {}))
+    return config
+
+
+def _bad_name(name: str) -> bool:
+    return not name or any(c.isspace() for c in name)
+
+
+def _check(config: ProjectConfig, known_providers: set[str]) -> None:
+    """What the schema alone cannot see: names, providers and references."""
+    for name, m in config.models.items():
+        if _bad_name(name):
+            raise config.error(f"model name {name!r}: {_NAME_RULE}", "models", name, key=True)
+        if m.provider not in known_providers:
+            raise config.error(
+                f"model '{name}': unknown provider '{m.provider}' (installed providers: "
+                f"{', '.join(sorted(known_providers)) or 'none'})",
+                "models",
+                name,
+                "provider",
+            )
+    for name, r in config.routers.items():
+        if name in config.models:
+            raise config.error(
+                f"router '{name}': the name is already a model's (line "
+                f"{config.line('models', name, key=True)}); names are shared by models and routers",
+                "routers",
+                name,
+                key=True,
+            )
+        if _bad_name(name):
+            raise config.error(f"router name {name!r}: {_NAME_RULE}", "routers", name, key=True)
+        _check_router(config, name, r)
+    config.router_order()  # circles
+
+
+def _check_router(config: ProjectConfig, name: str, r: Any) -> None:
+    def chat_member(member: str, *path: str | int) -> None:
+        if member in config.routers:
+            return
+        if member not in config.models:
+            known = ", ".join([*config.models, *config.routers]) or "none"
+            raise config.error(
+                f"router '{name}': unknown model '{member}' (models and routers: {known})",
+                "routers",
+                name,
+                *path,
+            )
+        kind = config.models[member].kind
+        if kind != "chat":
+            raise config.error(
+                f"router '{name}': '{member}' is a model of kind {kind}; routers send chat "
+                "requests",
+                "routers",
+                name,
+                *path,
+            )
+
+    if isinstance(r, SemanticConfig):
+        embed = config.models.get(r.embed)
+        if embed is None or embed.kind != "embed":
+            what = "is not a model" if embed is None else f"is a {embed.kind} model"
+            raise config.error(
+                f"router '{name}': embed '{r.embed}' {what}; name a model of kind embed",
+                "routers",
+                name,
+                "embed",
+            )
+        for route, spec in r.routes.items():
+            chat_member(spec.model, "routes", route, "model")
+        if r.default is not None and r.default not in r.routes:
+            chat_member(r.default, "default")
+        return
+    seen: set[str] = set()
+    for i, member in enumerate(r.models):
+        chat_member(member, "models", i)
+        if member in seen:
+            raise config.error(
+                f"router '{name}': '{member}' is listed twice", "routers", name, "models", i
+            )
+        seen.add(member)
+    if isinstance(r, BalanceConfig) and r.weights is not None:
+        for member, weight in r.weights.items():
+            if member not in seen:
+                raise config.error(
+                    f"router '{name}': weight for '{member}', which is not among its models",
+                    "routers",
+                    name,
+                    "weights",
+                    member,
+                    key=True,
+                )
+            if weight < 0:
+                raise config.error(
+                    f"router '{name}': weights must be >= 0", "routers", name, "weights", member
+                )
+    if isinstance(r, CascadeConfig):
+        for i, ref in enumerate(r.validators):
+            if ":" not in ref and "." not in ref:
+                raise config.error(
+                    f"router '{name}': validator {ref!r} must be an import path like "
+                    "'mypkg.checks:has_citation'",
+                    "routers",
+                    name,
+                    "validators",
+                    i,
+                )
+
+
+# --- where a pydantic error is, and what it means ---------------------------------------------
+def _locate(
+    doc: Any, path: Sequence[str | int], want: Literal["key", "value", "parent"]
+) -> int | None:
+    """The line of ``path`` in a loaded document. Components absent from it (pydantic's union
+    tags, a missing key) are passed over; ``parent`` gives the key line of the last one
+    present, ``key`` the key line of the last component, ``value`` its value line."""
+    if doc is None:
+        return None
+    line: int | None = getattr(doc, "line", None)
+    key_line = line
+    node = doc
+    for comp in path:
+        if isinstance(node, _Map) and isinstance(comp, str) and comp in node:
+            key_line, line = node.key_lines[comp], node.lines[comp]
+            node = node[comp]
+        elif isinstance(node, _Seq) and isinstance(comp, int) and 0 <= comp < len(node):
+            key_line = line = node.lines[comp]
+            node = node[comp]
+    return line if want == "value" else key_line
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
+    """The schema class that describes the mapping at ``path`` (to list its keys)."""
+    tp: Any = ProjectConfig
+    for comp in path:
+        tp = _unwrap(tp)
+        origin = get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(comp))
+            if field is None:
+                return None
+            tp = field.annotation
+        elif origin is dict:
+            tp = get_args(tp)[1]
+        elif origin is list:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            tp = next(
+                (
+                    a
+                    for a in get_args(tp)
+                    if isinstance(a, type)
+                    and issubclass(a, BaseModel)
+                    and "type" in a.model_fields
+                    and get_args(a.model_fields["type"].annotation) == (comp,)
+                ),
+                None,
+            )
+            if tp is None:
+                return None
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _translate(exc: ValidationError, doc: _Map, file: str) -> ConfigError:
+    """The first schema error, said in the file's terms, at its line."""
+    e = exc.errors()[0]
+    loc: tuple[str | int, ...] = tuple(e["loc"])
+    kind = e["type"]
+    where = _dotted(doc, loc)
+    if kind == "extra_forbidden":
+        cls = _model_at(loc[:-1])
+        expected = f" (expected: {', '.join(cls.model_fields)})" if cls is not None else ""
+        parent = _dotted(doc, loc[:-1])
+        place = f" in {parent}" if parent else ""
+        return ConfigError(
+            f"unknown key '{loc[-1]}'{place}{expected}", file=file, line=_locate(doc, loc, "key")
+        )
+    if kind == "missing":
+        parent = _dotted(doc, loc[:-1])
+        return ConfigError(
+            f"{parent or 'the file'}: missing '{loc[-1]}'",
+            file=file,
+            line=_locate(doc, loc, "parent"),
+        )
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = e.get("ctx", {}).get("tag")
+        what = f"unknown router type {tag!r}" if tag is not None else "missing 'type'"
+        return ConfigError(
+            f"{where}: {what} (expected: {', '.join(ROUTER_TYPES)})",
+            file=file,
+            line=_locate(doc, loc, "value" if tag is not None else "key"),
+        )
+    if kind == "model_attributes_type" or kind == "dict_type" or kind == "model_type":
+        msg = "expected a mapping"
+    elif kind == "list_type":
+        msg = "expected a list"
+    else:
+        msg = e["msg"][0].lower() + e["msg"][1:]
+    got = e.get("input")
+    shown = "" if isinstance(got, dict | list) else f", got {got!r}"
+    return ConfigError(f"{where}: {msg}{shown}", file=file, line=_locate(doc, loc, "value"))
+
+
+def _dotted(doc: Any, loc: Sequence[str | int]) -> str:
+    """``routers.default.models[1]``: the path as written in the file (union tags left out)."""
+    out = ""
+    node = doc
+    for comp in loc:
+        if isinstance(node, _Map) and isinstance(comp, str) and comp in node:
+            out += f".{comp}" if out else comp
+            node = node[comp]
+        elif isinstance(node, _Seq) and isinstance(comp, int):
+            out += f"[{comp}]"
+            node = node[comp] if 0 <= comp < len(node) else None
+    return out
+
+
+# --- the offline default ----------------------------------------------------------------------
+def default_config() -> ProjectConfig:
+    """The models a project has without ``erpoz.yaml``: ``reader`` (the extractive reader,
+    offline), ``minilm`` (embeddings, offline), ``ocr`` (RapidOCR, offline) and ``default``,
+    a router over ``reader``.
+    With ``OPENAI_BASE_URL`` set, also ``openai`` (that endpoint, its key from
+    ``OPENAI_API_KEY``, the upstream model id from ``OPENAI_MODEL``, default ``gpt-4o-mini``)
+    and ``default`` falls back from ``openai`` to ``reader``.
+    """
+    models: dict[str, ModelConfig] = {
+        "reader": ModelConfig(provider="extractive", context_window=32768, tags=["offline"]),
+        "minilm": ModelConfig(provider="minilm", kind="embed", tags=["offline"]),
+        "ocr": ModelConfig(provider="rapidocr", kind="ocr", modalities=["image"], tags=["offline"]),
+    }
+    members = ["reader"]
+    if os.environ.get("OPENAI_BASE_URL"):
+        upstream = os.environ.get("OPENAI_MODEL") or "gpt-4o-mini"
+        models["openai"] = ModelConfig(
+            provider="openai", params={"model": upstream}, context_window=32768
+        )
+        members = ["openai", "reader"]
+    return ProjectConfig(
+        models=models, routers={"default": FallbackConfig(type="fallback", models=members)}
+    )
+
+
+# --- building the hub -------------------------------------------------------------------------
+def build_hub(
+    config: ProjectConfig,
+    *,
+    extra_providers: Mapping[str, Factory] | None = None,
+    lazy: bool = True,
+) -> ModelHub:
+    """The hub of a project: each model made by its provider (on first use, unless
+    ``lazy=False``) and metered, then the routers, each after those it uses."""
+    budget = None
+    if config.budget is not None:
+        budget = Budget(config.budget.per_run_usd, config.budget.per_project_usd)
+    hub = ModelHub(budget=budget)
+    extra = dict(extra_providers or {})
+    for name in config.models:
+        spec = config.spec(name)
+        factory = extra.get(spec.provider, create)
+        hub.add(_Lazy.of(spec, factory) if lazy else _made(spec, factory), spec)
+    for name in config.router_order():
+        hub.add(_router(config, name, hub))
+    return hub
+
+
+def load_hub(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    extra_providers: Mapping[str, Factory] | None = None,
+) -> ModelHub:
+    """The hub of the project file (see :func:`config_path`), or the offline default."""
+    return build_hub(
+        load_config(path, extra_providers=extra_providers), extra_providers=extra_providers
+    )
+
+
+def _router(config: ProjectConfig, name: str, hub: ModelHub) -> ChatModel:
+    from .. import routing
+
+    r = config.routers[name]
+    if isinstance(r, SemanticConfig):
+        return _semantic(config, name, r, hub)
+    members = [_chat(hub, m) for m in r.models]
+    try:
+        if isinstance(r, FallbackConfig):
+            return routing.FallbackRouter(name, members, cooldown_s=r.cooldown_s)
+        if isinstance(r, CheapestConfig):
+            return routing.CheapestCapableRouter(name, members)
+        if isinstance(r, CascadeConfig):
+            validators = [_validator(config, name, ref, i) for i, ref in enumerate(r.validators)]
+            return routing.CascadeRouter(name, members, validators, threshold=r.threshold)
+        weights = None
+        if r.weights is not None:
+            weights = [r.weights.get(m, 1.0) for m in r.models]
+        return routing.LoadBalanceRouter(
+            name, members, weights=weights, strategy=r.strategy, seed=r.seed
+        )
+    except ConfigError as exc:
+        if exc.file is not None:  # already located
+            raise
+        raise config.error(exc.message, "routers", name, key=True) from None
+
+
+def _chat(hub: ModelHub, name: str) -> ChatModel:
+    model = hub.get(name)
+    assert isinstance(model, ChatModel), f"{name} was checked to be a chat model"
+    return model
+
+
+def _validator(config: ProjectConfig, router: str, ref: str, index: int) -> Any:
+    try:
+        fn = import_object(ref, base=config._base, what="validator")
+    except ValueError as exc:
+        raise config.error(
+            f"router '{router}': {exc}", "routers", router, "validators", index
+        ) from None
+    if not callable(fn):
+        raise config.error(
+            f"router '{router}': validator '{ref}' is not callable",
+            "routers",
+            router,
+            "validators",
+            index,
+        )
+    return fn
+
+
+def _semantic(config: ProjectConfig, name: str, r: SemanticConfig, hub: ModelHub) -> ChatModel:
+    try:
+        from ..routing.semantic import SemanticRouter
+    except ImportError as exc:
+        raise config.error(
+            f"router '{name}': type 'semantic' needs erpoz.routing.semantic, which cannot be "
+            f"imported here ({exc})",
+            "routers",
+            name,
+            "type",
+        ) from None
+    embedder = hub.get(r.embed)
+    assert isinstance(embedder, EmbedModel), f"{r.embed} was checked to be an embed model"
+    routes = {route: (_chat(hub, s.model), tuple(s.examples)) for route, s in r.routes.items()}
+    default: str | ChatModel | None = r.default
+    if r.default is not None and r.default not in r.routes:
+        default = _chat(hub, r.default)
+    try:
+        return SemanticRouter(
+            name, embedder, routes, default=default, min_score=r.min_score, scoring=r.scoring
+        )
+    except ConfigError as exc:
+        raise config.error(exc.message, "routers", name, key=True) from None
+
+
+# --- models made on first use -----------------------------------------------------------------
+def _made(spec: ModelSpec, factory: Factory) -> Any:
+    try:
+        model = factory(spec)
+    except (ModelError, ConfigError):
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"provider '{spec.provider}' could not make it: {type(exc).__name__}: {exc}",
+            model=spec.name,
+        ) from exc
+    wanted = _KINDS[spec.kind]
+    if not isinstance(model, wanted):
+        raise ModelError(
+            f"provider '{spec.provider}' made a {type(model).__name__}, not a {spec.kind} model",
+            model=spec.name,
+        )
+    return model
+
+
+class _Lazy:
+    """A configured model that its provider makes on first use, so that configuring local
+    models (weights) or remote ones (clients) costs nothing until a step calls them. A failure
+    to make it is a ``ModelError`` (a router may fall back), tried again on the next call."""
+
+    def __init__(self, spec: ModelSpec, factory: Factory) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self._factory = factory
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def of(spec: ModelSpec, factory: Factory) -> Any:
+        return _LAZY_KINDS[spec.kind](spec, factory)
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def get(self) -> Any:
+        model = self._model
+        if model is None:
+            with self._lock:
+                if self._model is None:
+                    try:
+                        self._model = _made(self.spec, self._factory)
+                    except ConfigError as exc:
+                        raise ModelError(exc.message, model=self.name) from exc
+                model = self._model
+        return model
+
+
+class _LazyChat(_Lazy):
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        result: ChatResult = await self.get().generate(request)
+        return result
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        async for chunk in self.get().stream(request):
+            yield chunk
+
+
+class _LazyEmbed(_Lazy):
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        result: EmbedResult = await self.get().embed(texts)
+        return result
+
+
+class _LazyOCR(_Lazy):
+    async def read(self, image: bytes) -> OCRResult:
+        result: OCRResult = await self.get().read(image)
+        return result
+
+
+class _LazyClassify(_Lazy):
+    async def classify(self, text: str) -> ClassifyResult:
+        result: ClassifyResult = await self.get().classify(text)
+        return result
+
+
+_LAZY_KINDS: dict[str, type[_Lazy]] = {
+    "chat": _LazyChat,
+    "embed": _LazyEmbed,
+    "ocr": _LazyOCR,
+    "classify": _LazyClassify,
+}
+_KINDS: dict[str, type] = {
+    "chat": ChatModel,
+    "embed": EmbedModel,
+    "ocr": OCRModel,
+    "classify": Classifier,
+}
