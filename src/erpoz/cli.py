@@ -116,16 +116,21 @@ def _open(store: str | None, durability: str = "sync", fsync: bool = False) -> S
         _fail(str(exc), EXIT_STORE)
 
 
-def _services() -> dict[type, object]:
+def _services(store: Store) -> dict[type, object]:
     """What steps reach through ctx: the project's models (erpoz.yaml, else the offline
-    default). Nothing is loaded until a step uses it."""
+    default). Nothing is loaded until a step uses it. A project budget starts from what the
+    store's runs have already spent."""
     from .models import ModelHub
     from .models._config import load_hub
+    from .models._meter import spent_in_store
 
     try:
-        return {ModelHub: load_hub()}
+        hub = load_hub()
     except ConfigError as exc:
         _fail(str(exc), EXIT_INVALID)
+    if hub.budget is not None and hub.budget.per_project_usd is not None:
+        hub.budget.project_spent_usd = _call(spent_in_store(store))
+    return {ModelHub: hub}
 
 
 def _load(flow: str) -> Plan:
@@ -309,7 +314,7 @@ def run(
     values = _parse_inputs(plan, inputs or [], input_json)
     st = _open(store, durability, fsync)
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
-    engine = Engine(st, services=_services(), observers=[view.observe] if view else None)
+    engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.run(plan, values), view))
     _report(result, as_json, st)
 
@@ -530,7 +535,7 @@ def runs_resume(
     plan = _load(flow) if flow else None
     st = _open(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
-    engine = Engine(st, services=_services(), observers=[view.observe] if view else None)
+    engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
     _report(result, as_json, st)
 
@@ -554,7 +559,7 @@ def runs_replay(
     """
     plan = _load(flow) if flow else None
     st = _open(store)
-    engine = Engine(st, services=_services())
+    engine = Engine(st, services=_services(st))
     result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
     if not as_json:
         out.print(f"replayed {run_id} from {from_step} as a new run:")

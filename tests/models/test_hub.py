@@ -168,3 +168,25 @@ def test_scripted_model_says_when_its_script_runs_out() -> None:
             await hub.unbound().chat("m", "2")
 
     asyncio.run(main())
+
+
+def test_truncate_drops_old_turns_then_cuts_to_fit_the_window() -> None:
+    model = FunctionModel(lambda r: "ok")
+    hub = ModelHub()
+    hub.add(model, ModelSpec("small", "test", context_window=300))
+
+    @step
+    async def chatty(q: str, ctx: Context) -> str:
+        history = [Message.system("be brief")]
+        history += [Message.user("old turn " * 100), Message.assistant("old answer " * 100)]
+        history.append(Message.user(q))
+        return (await ctx.models.chat("small", history, max_tokens=50, truncate=True)).text
+
+    result, events = run_flow(hub, chatty, q="latest " * 300)
+    assert result.output == "ok"
+    sent = model.calls[0].messages
+    assert sent[0].text == "be brief" and sent[-1].text.startswith("latest")
+    assert sum(len(m.text) for m in sent) <= 250 * 4
+    (cut,) = [e.data for e in events if e.kind == "context_truncated"]
+    assert cut["dropped_messages"] == 2 and cut["cut_chars"] > 0
+    assert cut["tokens_after"] <= 250

@@ -120,10 +120,19 @@ class Models:
         max_tokens: int | None = None,
         timeout: float | None = None,
         tags: Sequence[str] = (),
+        truncate: bool = False,
     ) -> ChatResult:
-        """Ask ``model`` (a model or a router); the call is budgeted and recorded."""
+        """Ask ``model`` (a model or a router); the call is budgeted and recorded.
+
+        A prompt longer than the model's context window is an error, unless ``truncate=True``:
+        then the oldest messages (never system messages or the last one) are dropped and, if
+        still too long, the longest message is cut; a ``context_truncated`` event says what.
+        """
+        messages = _messages(prompt)
+        if truncate:
+            messages = self._fit(model, messages, max_tokens)
         request = ChatRequest(
-            _messages(prompt),
+            messages,
             tuple(tools),
             schema,
             temperature,
@@ -137,6 +146,62 @@ class Models:
             return await chat.generate(request)
         finally:
             unbind(token)
+
+    def _window(self, model: str) -> int | None:
+        """The context window of a model, or the smallest among a router's members."""
+        spec = self._hub.specs.get(model)
+        if spec is not None:
+            return spec.context_window
+        windows = [
+            w
+            for m in getattr(self._hub.get(model), "models", ())
+            if (w := self._window(m.name)) is not None
+        ]
+        return min(windows) if windows else None
+
+    def _fit(
+        self, model: str, messages: tuple[Message, ...], max_tokens: int | None
+    ) -> tuple[Message, ...]:
+        window = self._window(model)
+        if window is None:
+            return messages
+        limit = max(1, window - (max_tokens if max_tokens is not None else 256))
+
+        def size(ms: Sequence[Message]) -> int:
+            return sum(count_tokens(m.text) for m in ms)
+
+        before = size(messages)
+        if before <= limit:
+            return messages
+        kept = list(messages)
+        dropped = 0
+        i = 0
+        while size(kept) > limit and i < len(kept) - 1:
+            if kept[i].role == "system":
+                i += 1
+                continue
+            del kept[i]
+            dropped += 1
+        cut = 0
+        excess = size(kept) - limit
+        if excess > 0:
+            longest = max(range(len(kept)), key=lambda j: len(kept[j].text))
+            text = kept[longest].text
+            keep_chars = max(0, len(text) - excess * 4 - 4)
+            cut = len(text) - keep_chars
+            kept[longest] = Message(kept[longest].role, text[:keep_chars])
+        self._rec.emit(
+            "context_truncated",
+            {
+                "model": model,
+                "window": window,
+                "tokens_before": before,
+                "tokens_after": size(kept),
+                "dropped_messages": dropped,
+                "cut_chars": cut,
+            },
+        )
+        return tuple(kept)
 
     async def structured(
         self,

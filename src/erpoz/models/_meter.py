@@ -218,3 +218,14 @@ def unbind(token: Any) -> None:
 
 def texts_of(items: Sequence[str] | str) -> list[str]:
     return [items] if isinstance(items, str) else list(items)
+
+
+async def spent_in_store(store: Any) -> float:
+    """What the runs in ``store`` have spent on models (the ``cost_usd`` of ``model_called``
+    events), so a project budget holds across processes."""
+    total = 0.0
+    for info in await store.list_runs(limit=10**9):
+        for event in await store.events(info.run_id):
+            if event.kind == "model_called":
+                total += float(event.data.get("cost_usd") or 0.0)
+    return total
