@@ -16,6 +16,7 @@ from erpoz.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CONCEPTS = ROOT / "docs" / "concepts.md"
+MODELS = ROOT / "docs" / "models.md"
 CLI_DOC = ROOT / "docs" / "cli.md"
 
 _FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
@@ -60,22 +61,51 @@ def test_concepts_examples_run() -> None:
         run_printing(block, f"docs/concepts.md (python block {i})", namespace)
 
 
+def test_models_examples_run() -> None:
+    """docs/models.md says the same of its Python blocks: in order, in one session, offline."""
+    pytest.importorskip("numpy", reason="the semantic router and the reader need erpoz[local]")
+    from erpoz.models import _guard
+
+    blocks = fenced_blocks(MODELS.read_text(encoding="utf-8"))
+    python = [body for lang, body in blocks if lang == "python"]
+    assert python
+    namespace: dict[str, object] = {"__name__": "docs_models"}
+    blocked = _guard._blocked  # the page calls block_real_providers(); leave it as it was
+    try:
+        for i, block in enumerate(python, start=1):
+            run_printing(block, f"docs/models.md (python block {i})", namespace)
+    finally:
+        _guard.block_real_providers(blocked)
+
+
 def documented_commands(path: Path, *, inline: bool = True) -> set[tuple[str, ...]]:
-    """Every ``erpoz SUBCOMMAND`` (``erpoz runs SUBCOMMAND``) named in code in a Markdown file:
-    in fenced blocks other than Python and JSON, and with ``inline`` in `inline code` too."""
+    """Every ``erpoz SUBCOMMAND`` (``erpoz GROUP SUBCOMMAND`` for the groups ``runs``,
+    ``models``, ``stats``) named in code in a Markdown file: in fenced blocks other than Python
+    and JSON, and with ``inline`` in `inline code` too."""
     text = path.read_text(encoding="utf-8")
     code = [body for lang, body in fenced_blocks(text) if lang not in ("python", "json")]
     if inline:
         code += _INLINE.findall(_FENCE.sub("", text))
+    groups = command_groups()
     found: set[tuple[str, ...]] = set()
     for snippet in code:
         for m in _COMMAND.finditer(snippet):
             first, second = m.group(1), m.group(2)
-            if first == "runs" and second:
-                found.add(("runs", second))
-            elif first != "runs":
+            if first in groups and second:
+                found.add((first, second))
+            elif first not in groups:
                 found.add((first,))
     return found
+
+
+def command_groups() -> set[str]:
+    """The commands that have subcommands (``runs``, ``models``, ``stats``)."""
+    group = typer.main.get_command(app)
+    return {
+        name
+        for name, cmd in getattr(group, "commands", {}).items()
+        if getattr(cmd, "commands", None)
+    }
 
 
 def existing_commands() -> set[tuple[str, ...]]:

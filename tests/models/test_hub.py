@@ -190,3 +190,46 @@ def test_truncate_drops_old_turns_then_cuts_to_fit_the_window() -> None:
     (cut,) = [e.data for e in events if e.kind == "context_truncated"]
     assert cut["dropped_messages"] == 2 and cut["cut_chars"] > 0
     assert cut["tokens_after"] <= 250
+
+
+def test_run_budget_is_shared_by_every_call_and_step_of_a_run() -> None:
+    hub = ModelHub(budget=Budget(per_run_usd=0.0025))
+    model = FunctionModel(lambda r: ChatResult("ok", "f", Usage(1000, 0)))
+    hub.add(model, ModelSpec("m", "test", price_in=1.0, price_out=0.0))
+
+    @step
+    async def twice(q: str, ctx: Context) -> str:
+        await ctx.models.chat("m", q, max_tokens=0)
+        return (await ctx.models.chat("m", q, max_tokens=0)).text  # a fresh ctx.models
+
+    flow = Flow("b", inputs={"q": str})
+    first = flow.add(twice, id="first", q=flow.input("q"))
+    flow.add(twice, id="second", q=first)
+
+    async def main() -> tuple[Any, list[Any]]:
+        store = MemoryStore()
+        result = await Engine(store, services={ModelHub: hub}).run(flow, {"q": "x"})
+        return result, await store.events(result.run_id)
+
+    result, events = asyncio.run(main())
+    # each call costs $0.001 (estimated ~$0): after 3 calls the run is over $0.0025
+    assert result.status == "failed" and result.failed_step == "second"
+    assert len(model.calls) == 3
+    refused = [e.data for e in events if e.kind == "model_called" and e.data["status"] == "refused"]
+    assert len(refused) == 1 and "BudgetExceeded" in refused[0]["error"]
+
+
+def test_ctx_models_without_a_configured_hub_uses_the_project_default() -> None:
+    @step
+    async def names(q: str, ctx: Context) -> str:
+        try:
+            await ctx.models.chat("no-such-model", q)
+        except ModelError as exc:
+            return str(exc)
+        return "unexpected"
+
+    flow = Flow("d", inputs={"q": str})
+    flow.add(names, q=flow.input("q"))
+    result = asyncio.run(Engine(MemoryStore()).run(flow, {"q": "x"}))
+    assert "unknown model 'no-such-model'" in result.output
+    assert "reader" in result.output and "default" in result.output

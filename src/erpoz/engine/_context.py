@@ -64,9 +64,12 @@ class StepContext:
 
     @property
     def models(self) -> Models:
-        from ..models import ModelHub
+        """The run's models: the engine's ``ModelHub`` service, else the project's
+        (``erpoz.yaml`` in the working directory, or the offline default)."""
+        from ..models import ModelHub, project_hub
 
-        return self.service(ModelHub).bind(self)
+        hub = self._services.get(ModelHub)
+        return (hub if isinstance(hub, ModelHub) else project_hub()).bind(self)
 
     def service(self, key: type[T]) -> T:
         try:

@@ -1,9 +1,10 @@
 """Models behind four small protocols (chat, embed, OCR, classify), a registry of configured
 models with prices and limits, and ``ctx.models``: every call metered, budgeted and recorded."""
 
+from ._config import ProjectConfig, build_hub, load_config, load_hub, project_hub
 from ._guard import block_real_providers
 from ._hub import ModelHub, Models
-from ._meter import Budget, Metered, count_tokens, record
+from ._meter import Budget, Metered, count_tokens, record, spent_in_store
 from ._plugins import create, providers
 from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
 from ._types import (
@@ -41,14 +42,20 @@ __all__ = [
     "OCRLine",
     "OCRModel",
     "OCRResult",
+    "ProjectConfig",
     "StreamChunk",
     "TextPart",
     "ToolCall",
     "ToolSpec",
     "Usage",
     "block_real_providers",
+    "build_hub",
     "count_tokens",
     "create",
+    "load_config",
+    "load_hub",
+    "project_hub",
     "providers",
     "record",
+    "spent_in_store",
 ]

@@ -812,3 +812,15 @@ _KINDS: dict[str, type] = {
     "ocr": OCRModel,
     "classify": Classifier,
 }
+
+
+_project_hub: ModelHub | None = None
+
+
+def project_hub() -> ModelHub:
+    """The hub of this process's project file, built once (what ``ctx.models`` uses when the
+    engine was given no ``ModelHub``)."""
+    global _project_hub
+    if _project_hub is None:
+        _project_hub = load_hub()
+    return _project_hub

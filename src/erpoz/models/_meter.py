@@ -8,6 +8,7 @@ inner calls land in the same run's log.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -22,13 +23,14 @@ Emit = Callable[[str, Mapping[str, Any]], None]
 
 @dataclass(slots=True)
 class Recorder:
-    """Where a call's events go (a step's ``ctx.emit``) and what the run has spent so far."""
+    """Where a call's events go (a step's ``ctx.emit``), for which run, under which budget."""
 
     emit: Emit
     run_id: str = ""
-    spent_usd: float = 0.0
     budget: Budget | None = None
 
+
+_RUNS_KEPT = 10_000
 
 _current: ContextVar[Recorder | None] = ContextVar("erpoz_model_recorder", default=None)
 
@@ -53,16 +55,22 @@ class Budget:
     per_project_usd: float | None = None
     project_spent_usd: float = 0.0
     per_model_spent: dict[str, float] = field(default_factory=dict)
+    run_spent: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    """Spend per run id in this process (every step, retry and ``ctx.models`` of a run share
+    it); the most recent runs are kept."""
+
+    def spent_by(self, run_id: str) -> float:
+        return self.run_spent.get(run_id, 0.0)
 
     def check(self, rec: Recorder | None, model: str, estimate: float) -> None:
         if (
             self.per_run_usd is not None
             and rec is not None
-            and rec.spent_usd + estimate > self.per_run_usd
+            and self.spent_by(rec.run_id) + estimate > self.per_run_usd
         ):
             raise BudgetExceeded(
                 f"this call (est. ${estimate:.6f}) would take run {rec.run_id or '?'} over "
-                f"its budget of ${self.per_run_usd:.6f} (spent ${rec.spent_usd:.6f}); "
+                f"its budget of ${self.per_run_usd:.6f} (spent ${self.spent_by(rec.run_id):.6f}); "
                 "nothing was sent",
                 model=model,
             )
@@ -77,9 +85,13 @@ class Budget:
                 model=model,
             )
 
-    def add(self, model: str, cost: float) -> None:
+    def add(self, model: str, cost: float, run_id: str = "") -> None:
         self.project_spent_usd += cost
         self.per_model_spent[model] = self.per_model_spent.get(model, 0.0) + cost
+        if run_id:
+            self.run_spent[run_id] = self.run_spent.pop(run_id, 0.0) + cost
+            if len(self.run_spent) > _RUNS_KEPT:
+                self.run_spent.popitem(last=False)
 
 
 def count_tokens(text: str) -> int:
@@ -111,6 +123,26 @@ class Metered:
 
     def _check(self, request: ChatRequest) -> Recorder | None:
         rec = _current.get()
+        try:
+            self._admit(rec, request)
+        except ModelError as exc:
+            if rec is not None:
+                rec.emit(
+                    "model_called",
+                    {
+                        "model": self.name,
+                        "provider": self.spec.provider,
+                        "status": "refused",
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "retryable": False,
+                        "cost_usd": 0.0,
+                    },
+                )
+            raise
+        return rec
+
+    def _admit(self, rec: Recorder | None, request: ChatRequest) -> None:
+        """Refuse before sending: wrong input kinds, too long a prompt, over budget."""
         missing = request.modalities - self.spec.modalities
         if missing:
             raise ModelError(
@@ -128,7 +160,6 @@ class Metered:
         budget = self.budget or (rec.budget if rec else None)
         if budget is not None:
             budget.check(rec, self.name, self.estimate(request))
-        return rec
 
     def _account(
         self, rec: Recorder | None, request: ChatRequest, result: ChatResult, t0: float
@@ -139,7 +170,6 @@ class Metered:
         cost = self.spec.cost(usage)
         latency = time.perf_counter() - t0
         if rec is not None:
-            rec.spent_usd += cost
             rec.emit(
                 "model_called",
                 {
@@ -156,7 +186,7 @@ class Metered:
             )
         budget = self.budget or (rec.budget if rec else None)
         if budget is not None:
-            budget.add(self.name, cost)
+            budget.add(self.name, cost, rec.run_id if rec else "")
         return replace(result, usage=usage, cost_usd=cost, latency_s=latency)
 
     def _failed(self, rec: Recorder | None, exc: BaseException, t0: float) -> None:
