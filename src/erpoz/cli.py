@@ -15,20 +15,34 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from ._console import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_RUN,
+    EXIT_STORE,
+    EXIT_WAITING,
+    JsonOpt,
+    StoreOpt,
+    err,
+    fail,
+    open_or_fail,
+    out,
+)
+from .cli_models import models_app, stats_app
 from .engine import Decision, Engine, RunResult, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
 from .flow._load import load_flow
-from .store import Event, RunInfo, Store, open_store
+from .store import Event, RunInfo, Store
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING = 0, 1, 2, 3
-EXIT_STORE, EXIT_RUN, EXIT_CANCELLED, EXIT_INTERRUPTED = 4, 5, 6, 130
 _STATUS_EXIT = {
     "succeeded": EXIT_OK,
     "failed": EXIT_FAILED,
@@ -55,6 +69,8 @@ _STEP_STATUS = {
 }
 """The status a step shows after each kind of event (live view and `runs show` alike)."""
 
+T = TypeVar("T")
+
 app = typer.Typer(
     name="erpoz",
     help="erpoz: typed AI flows on a durable, hash-chained event log.\n\n"
@@ -71,49 +87,22 @@ runs_app = typer.Typer(
 )
 app.add_typer(runs_app, name="runs")
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        "-s",
-        help="Run store: a SQLite path or 'memory' \\[default: $ERPOZ_STORE or .erpoz/erpoz.db]",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
 
 def _call(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning erpoz errors into a message and a meaningful exit code."""
     try:
         return asyncio.run(coro)
     except (FlowError, ConfigError) as exc:
-        _fail(str(exc), EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
     except StoreError as exc:
-        _fail(str(exc), EXIT_STORE)
+        fail(str(exc), EXIT_STORE)
     except RunError as exc:
-        _fail(str(exc), EXIT_RUN)
+        fail(str(exc), EXIT_RUN)
     except ErpozError as exc:
-        _fail(str(exc), EXIT_FAILED)
+        fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         err.print("interrupted; the run can be continued with `erpoz runs resume RUN`")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def _open(store: str | None, durability: str = "sync", fsync: bool = False) -> Store:
-    try:
-        return open_store(store, durability=durability, fsync=fsync)
-    except StoreError as exc:
-        _fail(str(exc), EXIT_STORE)
 
 
 def _services(store: Store) -> dict[type, object]:
@@ -127,7 +116,7 @@ def _services(store: Store) -> dict[type, object]:
     try:
         hub = load_hub()
     except ConfigError as exc:
-        _fail(str(exc), EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
     if hub.budget is not None and hub.budget.per_project_usd is not None:
         hub.budget.project_spent_usd = _call(spent_in_store(store))
     return {ModelHub: hub}
@@ -137,7 +126,7 @@ def _load(flow: str) -> Plan:
     try:
         return load_flow(flow).compile()
     except FlowError as exc:
-        _fail(str(exc), EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
 
 
 def _parse_inputs(plan: Plan, pairs: list[str], json_file: Path | None) -> dict[str, Any]:
@@ -146,15 +135,15 @@ def _parse_inputs(plan: Plan, pairs: list[str], json_file: Path | None) -> dict[
         try:
             loaded = json.loads(json_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            _fail(f"--input-json {json_file}: {exc}", EXIT_INVALID)
+            fail(f"--input-json {json_file}: {exc}", EXIT_INVALID)
         if not isinstance(loaded, dict):
-            _fail(f"--input-json {json_file}: expected a JSON object of inputs", EXIT_INVALID)
+            fail(f"--input-json {json_file}: expected a JSON object of inputs", EXIT_INVALID)
         values.update(loaded)
     types = {i.name: i.type for i in plan.inputs}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            _fail(f"-i {pair!r}: write inputs as key=value", EXIT_INVALID)
+            fail(f"-i {pair!r}: write inputs as key=value", EXIT_INVALID)
         if types.get(key) is str:
             values[key] = raw
             continue
@@ -312,7 +301,7 @@ def run(
     """
     plan = _load(flow)
     values = _parse_inputs(plan, inputs or [], input_json)
-    st = _open(store, durability, fsync)
+    st = open_or_fail(store, durability, fsync)
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
     engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.run(plan, values), view))
@@ -342,7 +331,7 @@ def validate(
                 }
             )
             raise typer.Exit(EXIT_INVALID) from None
-        _fail(str(exc), EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
     if as_json:
         out.print_json(
             data={
@@ -372,7 +361,7 @@ def runs_ls(
 
     [dim]Example:[/] erpoz runs ls --status waiting
     """
-    st = _open(store)
+    st = open_or_fail(store)
     infos = _call(_with_close(st, st.list_runs(status=status, flow=flow, limit=limit)))
     if as_json:
         out.print_json(data=[i.to_json() for i in infos])
@@ -453,7 +442,7 @@ def runs_show(
 
     [dim]Example:[/] erpoz runs show r0193a…
     """
-    st = _open(store)
+    st = open_or_fail(store)
     info, events = _call(_run_and_events(st, run_id))
     steps = _timeline(events)
     if as_json:
@@ -521,7 +510,7 @@ def runs_resume(
     erpoz runs resume RUN --edit fixed.json --comment "tone"
     """
     if sum((approve, reject, edit is not None)) > 1:
-        _fail("choose one of --approve, --reject, --edit", EXIT_INVALID)
+        fail("choose one of --approve, --reject, --edit", EXIT_INVALID)
     decision = None
     if approve or reject or edit is not None:
         output = None
@@ -529,11 +518,11 @@ def runs_resume(
             try:
                 output = json.loads(edit.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                _fail(f"--edit {edit}: {exc}", EXIT_INVALID)
+                fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
     plan = _load(flow) if flow else None
-    st = _open(store)
+    st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
     engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
@@ -558,7 +547,7 @@ def runs_replay(
     [dim]Example:[/] erpoz runs replay RUN --from answer
     """
     plan = _load(flow) if flow else None
-    st = _open(store)
+    st = open_or_fail(store)
     engine = Engine(st, services=_services(st))
     result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
     if not as_json:
@@ -576,7 +565,7 @@ def runs_cancel(
 
     [dim]Example:[/] erpoz runs cancel RUN
     """
-    st = _open(store)
+    st = open_or_fail(store)
     engine = Engine(st)
     outcome = _call(_with_close(st, engine.cancel(run_id)))
     if as_json:
@@ -597,7 +586,7 @@ def events(
 
     [dim]Example:[/] erpoz events RUN --kind step_failed --json
     """
-    st = _open(store)
+    st = open_or_fail(store)
     _info, evs = _call(_run_and_events(st, run_id))
     if kind:
         evs = [e for e in evs if e.kind == kind]
@@ -640,8 +629,6 @@ def _root(
     [dim]Example:[/] erpoz run examples/triage.yaml -i ticket='refund INV-1'
     """
 
-
-from .cli_models import models_app, stats_app  # noqa: E402  (they use the helpers above)
 
 app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")

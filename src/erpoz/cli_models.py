@@ -19,6 +19,17 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from ._console import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_STORE,
+    JsonOpt,
+    StoreOpt,
+    err,
+    fail,
+    open_or_fail,
+    out,
+)
 from .errors import ConfigError, ErpozError, ModelError, StoreError
 from .models import ModelHub, Models
 from .models._config import ProjectConfig, build_hub, load_config
@@ -49,16 +60,6 @@ ConfigOpt = Annotated[
         show_default=False,
     ),
 ]
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        "-s",
-        help="Run store: a SQLite path or 'memory' \\[default: $ERPOZ_STORE or .erpoz/erpoz.db]",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -69,7 +70,7 @@ def _config(path: str | None) -> ProjectConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        _cli._fail(str(exc), _cli.EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
 
 
 def _money(value: float) -> str:
@@ -103,12 +104,12 @@ def models_ls(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     ]
     budget = cfg.budget.model_dump() if cfg.budget is not None else None
     if as_json:
-        _cli.out.print_json(
+        out.print_json(
             data={"file": cfg.file, "models": models, "routers": routers, "budget": budget}
         )
         return
     source = cfg.file or "built-in defaults (no erpoz.yaml; see `erpoz models ls --help`)"
-    _cli.out.print(f"models from [bold]{escape(source)}[/]")
+    out.print(f"models from [bold]{escape(source)}[/]")
     table = Table("model", "kind", "provider", "$/M in", "$/M out", "context", "modalities", "tags")
     for m in models:
         table.add_row(
@@ -121,17 +122,17 @@ def models_ls(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             ", ".join(m["modalities"]),
             ", ".join(m["tags"]),
         )
-    _cli.out.print(table)
+    out.print(table)
     if routers:
         rtable = Table("router", "type", "members")
         for r in routers:
             rtable.add_row(r["name"], r["type"], ", ".join(r["members"]))
-        _cli.out.print(rtable)
+        out.print(rtable)
     if budget:
         limits = [
             f"{k.removesuffix('_usd').replace('_', ' ')} ${v}" for k, v in budget.items() if v
         ]
-        _cli.out.print("budget: " + ", ".join(limits), highlight=False)
+        out.print("budget: " + ", ".join(limits), highlight=False)
 
 
 # --- erpoz models ping --------------------------------------------------------------------------
@@ -193,21 +194,21 @@ def models_ping(
         kind = cfg.models[name].kind
     else:
         known = ", ".join([*cfg.models, *cfg.routers]) or "none configured"
-        _cli._fail(f"unknown model '{name}' (models and routers: {known})", _cli.EXIT_INVALID)
+        fail(f"unknown model '{name}' (models and routers: {known})", EXIT_INVALID)
     if kind == "ocr":
-        _cli._fail(f"'{name}' is an OCR model; ping sends text", _cli.EXIT_INVALID)
+        fail(f"'{name}' is an OCR model; ping sends text", EXIT_INVALID)
     try:
         hub = build_hub(cfg)
         info, events = asyncio.run(_ping(hub, name, kind, prompt, timeout, max_tokens))
     except ConfigError as exc:
-        _cli._fail(str(exc), _cli.EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
     except ErpozError as exc:
         if as_json:
-            _cli.out.print_json(data={"model": name, "ok": False, "error": str(exc)})
-            raise typer.Exit(_cli.EXIT_FAILED) from None
-        _cli._fail(str(exc), _cli.EXIT_FAILED)
+            out.print_json(data={"model": name, "ok": False, "error": str(exc)})
+            raise typer.Exit(EXIT_FAILED) from None
+        fail(str(exc), EXIT_FAILED)
     if as_json:
-        _cli.out.print_json(
+        out.print_json(
             data={
                 "model": name,
                 "ok": True,
@@ -216,29 +217,29 @@ def models_ping(
             }
         )
         return
-    _cli.out.print(f"[green]ok[/] [bold]{escape(name)}[/] in {info['latency_ms']} ms")
+    out.print(f"[green]ok[/] [bold]{escape(name)}[/] in {info['latency_ms']} ms")
     for kind_, data in events:
         if kind_ == "route_decided":
-            _cli.out.print(
+            out.print(
                 f"  route {escape(data['router'])}: {escape(str(data['reason']))}",
                 highlight=False,
             )
         elif kind_ == "model_called" and data.get("status") == "error":
-            _cli.out.print(
+            out.print(
                 f"  [yellow]{escape(data['model'])} failed:[/] {escape(str(data.get('error')))}",
                 highlight=False,
             )
     if "reply" in info:
-        _cli.out.print(
+        out.print(
             f"  answered by {escape(info['answered_by'])} · {info['input_tokens']} in / "
             f"{info['output_tokens']} out tokens · ${info['cost_usd']:.6f}",
             highlight=False,
         )
-        _cli.out.print(f"  reply: {escape(info['reply'])}", highlight=False)
+        out.print(f"  reply: {escape(info['reply'])}", highlight=False)
     elif "dimensions" in info:
-        _cli.out.print(f"  {info['dimensions']} dimensions", highlight=False)
+        out.print(f"  {info['dimensions']} dimensions", highlight=False)
     else:
-        _cli.out.print(f"  label: {escape(info['label'])}", highlight=False)
+        out.print(f"  label: {escape(info['label'])}", highlight=False)
 
 
 # --- erpoz stats models -------------------------------------------------------------------------
@@ -336,22 +337,20 @@ def stats_models(
         try:
             cutoff = time.time() - parse_since(since)
         except ValueError as exc:
-            _cli._fail(str(exc), _cli.EXIT_INVALID)
-    st = _cli._open(store)
-    show = not as_json and _cli.err.is_terminal
-    with Progress(console=_cli.err, transient=True, disable=not show) as progress:
+            fail(str(exc), EXIT_INVALID)
+    st = open_or_fail(store)
+    show = not as_json and err.is_terminal
+    with Progress(console=err, transient=True, disable=not show) as progress:
         try:
             n_runs, found = asyncio.run(_model_events(st, cutoff, progress if show else None))
         except StoreError as exc:
-            _cli._fail(str(exc), _cli.EXIT_STORE)
+            fail(str(exc), EXIT_STORE)
     rows = model_stats(found)
     if as_json:
-        _cli.out.print_json(
-            data={"since": since, "cutoff_ts": cutoff, "runs": n_runs, "models": rows}
-        )
+        out.print_json(data={"since": since, "cutoff_ts": cutoff, "runs": n_runs, "models": rows})
         return
     window = f"in the last {since}" if since else "in all runs"
-    _cli.out.print(f"{len(found)} model calls {window} ({n_runs} runs)", highlight=False)
+    out.print(f"{len(found)} model calls {window} ({n_runs} runs)", highlight=False)
     if not rows:
         return
     table = Table(
@@ -369,9 +368,4 @@ def stats_models(
             "–" if r["p50_ms"] is None else f"{r['p50_ms']:.1f}",
             "–" if r["p95_ms"] is None else f"{r['p95_ms']:.1f}",
         )
-    _cli.out.print(table)
-
-
-# Last, because erpoz.cli imports this module to mount its apps: whichever of the two is
-# imported first, the other finds the names it needs already defined.
-from . import cli as _cli  # noqa: E402
+    out.print(table)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -43,7 +44,7 @@ class ModelHub:
     def __init__(self, budget: Budget | None = None) -> None:
         self.budget = budget
         self._models: dict[str, AnyModel] = {}
-        self._chat: dict[str, bool] = {}
+        self._kinds: dict[str, frozenset[type]] = {}
         self.specs: dict[str, ModelSpec] = {}
 
     def add(self, model: AnyModel, spec: ModelSpec | None = None) -> AnyModel:
@@ -57,8 +58,14 @@ class ModelHub:
                 model = Metered(model, spec, tokenizer=count_tokens)
         self._models[name] = model
         # protocol checks are slow (runtime_checkable isinstance); do them once, here
-        self._chat[name] = isinstance(model, ChatModel)
+        self._kinds[name] = frozenset(
+            p for p in (ChatModel, EmbedModel, OCRModel, Classifier) if isinstance(model, p)
+        )
         return model
+
+    def is_kind(self, name: str, protocol: type) -> bool:
+        """Whether model ``name`` implements ``protocol`` (checked once, when it was added)."""
+        return protocol in self._kinds.get(name, frozenset())
 
     def get(self, name: str) -> AnyModel:
         try:
@@ -105,7 +112,7 @@ class Models:
 
     def _chat_model(self, name: str) -> ChatModel:
         model = self._hub.get(name)
-        if not self._hub._chat[name]:
+        if not self._hub.is_kind(name, ChatModel):
             raise ModelError(f"'{name}' is not a chat model", model=name)
         return model  # type: ignore[return-value]
 
@@ -185,11 +192,19 @@ class Models:
         cut = 0
         excess = size(kept) - limit
         if excess > 0:
-            longest = max(range(len(kept)), key=lambda j: len(kept[j].text))
+            # cut only plain-text messages, so image parts and tool calls are never lost
+            plain = [j for j, m in enumerate(kept) if isinstance(m.content, str) and m.content]
+            if not plain:
+                raise ModelError(
+                    f"the prompt (~{before} tokens) does not fit the context window ({window}) "
+                    "and has no plain text message to cut",
+                    model=model,
+                )
+            longest = max(plain, key=lambda j: len(kept[j].text))
             text = kept[longest].text
             keep_chars = max(0, len(text) - excess * 4 - 4)
             cut = len(text) - keep_chars
-            kept[longest] = Message(kept[longest].role, text[:keep_chars])
+            kept[longest] = replace(kept[longest], content=text[:keep_chars])
         self._rec.emit(
             "context_truncated",
             {
@@ -256,72 +271,48 @@ class Models:
             unbind(token)
 
     async def embed(self, model: str, texts: Sequence[str] | str) -> EmbedResult:
-        m = self._hub.get(model)
-        if not isinstance(m, EmbedModel):
-            raise ModelError(f"'{model}' is not an embedding model", model=model)
         batch = [texts] if isinstance(texts, str) else list(texts)
-        t0 = time.perf_counter()
-        result = await self._recorded(model, m.embed(batch), t0)
-        self._rec.emit(
-            "model_called",
-            {
-                "model": model,
-                "kind": "embed",
-                "status": "ok",
-                "texts": len(batch),
-                "input_tokens": result.usage.input_tokens,
-                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
-                "cost_usd": 0.0,
-            },
+        m: EmbedModel = self._of_kind(model, EmbedModel, "an embedding model")
+        return await self._recorded(
+            model,
+            "embed",
+            m.embed(batch),
+            lambda r: {"texts": len(batch), "input_tokens": r.usage.input_tokens},
         )
-        return result
 
     async def ocr(self, model: str, image: bytes) -> OCRResult:
-        m = self._hub.get(model)
-        if not isinstance(m, OCRModel):
-            raise ModelError(f"'{model}' is not an OCR model", model=model)
-        t0 = time.perf_counter()
-        result = await self._recorded(model, m.read(image), t0)
-        self._rec.emit(
-            "model_called",
-            {
-                "model": model,
-                "kind": "ocr",
-                "status": "ok",
-                "lines": len(result.lines),
-                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
-                "cost_usd": 0.0,
-            },
-        )
-        return result
+        m: OCRModel = self._of_kind(model, OCRModel, "an OCR model")
+        return await self._recorded(model, "ocr", m.read(image), lambda r: {"lines": len(r.lines)})
 
     async def classify(self, model: str, text: str) -> ClassifyResult:
-        m = self._hub.get(model)
-        if not isinstance(m, Classifier):
-            raise ModelError(f"'{model}' is not a classifier", model=model)
-        t0 = time.perf_counter()
-        result = await self._recorded(model, m.classify(text), t0)
-        self._rec.emit(
-            "model_called",
-            {
-                "model": model,
-                "kind": "classify",
-                "status": "ok",
-                "label": result.label,
-                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
-                "cost_usd": 0.0,
-            },
+        m: Classifier = self._of_kind(model, Classifier, "a classifier")
+        return await self._recorded(
+            model, "classify", m.classify(text), lambda r: {"label": r.label}
         )
-        return result
 
-    async def _recorded(self, model: str, call: Awaitable[R], t0: float) -> R:
+    def _of_kind(self, model: str, protocol: type, what: str) -> Any:
+        m = self._hub.get(model)
+        if not self._hub.is_kind(model, protocol):
+            raise ModelError(f"'{model}' is not {what}", model=model)
+        return m
+
+    async def _recorded(
+        self,
+        model: str,
+        kind: str,
+        call: Awaitable[R],
+        detail: Callable[[R], Mapping[str, Any]],
+    ) -> R:
+        """Await a non-chat model call and record it as ``model_called`` (ok or error)."""
+        t0 = time.perf_counter()
         try:
-            return await call
+            result = await call
         except Exception as exc:
             self._rec.emit(
                 "model_called",
                 {
                     "model": model,
+                    "kind": kind,
                     "status": "error",
                     "error": f"{type(exc).__name__}: {exc}",
                     "retryable": bool(getattr(exc, "retryable", False)),
@@ -330,3 +321,15 @@ class Models:
                 },
             )
             raise
+        self._rec.emit(
+            "model_called",
+            {
+                "model": model,
+                "kind": kind,
+                "status": "ok",
+                **detail(result),
+                "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
+                "cost_usd": 0.0,
+            },
+        )
+        return result

@@ -1,0 +1,42 @@
+"""What every erpoz CLI module shares: exit codes, consoles, common options, failing."""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .errors import StoreError
+from .store import Store, open_store
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING = 0, 1, 2, 3
+EXIT_STORE, EXIT_RUN, EXIT_CANCELLED, EXIT_INTERRUPTED = 4, 5, 6, 130
+
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        "-s",
+        help="Run store: a SQLite path or 'memory' \\[default: $ERPOZ_STORE or .erpoz/erpoz.db]",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def open_or_fail(store: str | None, durability: str = "sync", fsync: bool = False) -> Store:
+    """The run store named on the command line, or exit 4 saying why it cannot be opened."""
+    try:
+        return open_store(store, durability=durability, fsync=fsync)
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
