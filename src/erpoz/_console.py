@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, NoReturn
 
 import typer
@@ -40,3 +41,15 @@ def open_or_fail(store: str | None, durability: str = "sync", fsync: bool = Fals
         return open_store(store, durability=durability, fsync=fsync)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
+
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> float:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` → seconds."""
+    m = _SPAN.match(text)
+    if not m:
+        raise ValueError(f"--since {text!r}: write a span like 30m, 24h or 7d")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]

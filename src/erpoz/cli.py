@@ -36,6 +36,7 @@ from ._console import (
     open_or_fail,
     out,
 )
+from .cli_audit import audit_app
 from .cli_models import models_app, stats_app
 from .engine import Decision, Engine, RunResult, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
@@ -632,6 +633,7 @@ def _root(
 
 app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
@@ -29,6 +28,7 @@ from ._console import (
     fail,
     open_or_fail,
     out,
+    parse_since,
 )
 from .errors import ConfigError, ErpozError, ModelError, StoreError
 from .models import ModelHub, Models
@@ -61,8 +61,6 @@ ConfigOpt = Annotated[
     ),
 ]
 
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_RUNS = 100_000
 
 
@@ -243,14 +241,6 @@ def models_ping(
 
 
 # --- erpoz stats models -------------------------------------------------------------------------
-def parse_since(text: str) -> float:
-    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` → seconds."""
-    m = _SPAN.match(text)
-    if not m:
-        raise ValueError(f"--since {text!r}: write a span like 30m, 24h or 7d")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
-
-
 def _percentile(sorted_values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:

@@ -72,6 +72,43 @@ class StoreContract:
     def store(self) -> Store:
         raise NotImplementedError("a store test class overrides the `store` fixture")
 
+    # --- what the audit reads -------------------------------------------------------------------
+    def test_chain_rows_and_recorded_heads_verify(self, store: Store) -> None:
+        from erpoz.audit import verify
+
+        async def main() -> None:
+            for rid in ("run-a", "run-b"):
+                w = await store.create_run(new_run(rid), OWNER)
+                w.append("step_started", "s", 1)
+                w.append(
+                    "step_succeeded",
+                    "s",
+                    1,
+                    {"ms": 1.5},
+                    '"big"' if rid == "run-a" else json.dumps("x" * 70_000),
+                )
+                w.append("run_succeeded", payload='"done"')
+                await w.release()
+            rows = await store.chain_rows()
+            assert [(r[0], r[1]) for r in rows] == [
+                ("run-a", 1),
+                ("run-a", 2),
+                ("run-a", 3),
+                ("run-a", 4),
+                ("run-b", 1),
+                ("run-b", 2),
+                ("run-b", 3),
+                ("run-b", 4),
+            ]
+            assert [r[1] for r in await store.chain_rows("run-b")] == [1, 2, 3, 4]
+            heads = {h[0]: h for h in await store.recorded_heads()}
+            assert heads["run-a"][2] == 4 and heads["run-a"][3] == rows[3][9]
+            report = await verify(store)
+            assert report.ok, report.problems
+            assert (report.runs, report.events) == (2, 8)
+
+        run(main())
+
     # --- writing and reading events -----------------------------------------------------------
     def test_create_run_returns_a_writer_for_the_run(self, store: Store) -> None:
         async def main() -> None:

@@ -17,8 +17,10 @@ from ._model import (
     RUN_SUCCEEDED,
     RUN_WAITING,
     STATUS_OF,
+    ChainRow,
     Event,
     NewRun,
+    RecordedHead,
     RunInfo,
     chain_hash,
     dumps,
@@ -176,6 +178,32 @@ class MemoryStore:
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         r = self._runs.get(run_id)
         return [] if r is None else self._hashed(r)[after:]
+
+    async def chain_rows(self, run_id: str | None = None) -> list[ChainRow]:
+        ids = sorted(self._runs) if run_id is None else [run_id] if run_id in self._runs else []
+        return [
+            (
+                e.run_id,
+                e.seq,
+                e.ts,
+                e.kind,
+                e.step,
+                e.attempt,
+                dumps(e.data) if e.data else "{}",
+                e.payload,
+                e.prev_hash,
+                e.hash,
+            )
+            for rid in ids
+            for e in self._hashed(self._runs[rid])
+        ]
+
+    async def recorded_heads(self) -> list[RecordedHead]:
+        out = []
+        for r in sorted(self._runs.values(), key=lambda r: (r.created, r.new.run_id)):
+            info = self._info(r)
+            out.append((info.run_id, info.created, info.head_seq, info.head_hash, info.status))
+        return out
 
     async def request_cancel(self, run_id: str) -> None:
         r = self._runs.get(run_id)

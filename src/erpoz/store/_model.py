@@ -109,6 +109,13 @@ class Event:
         }
 
 
+ChainRow = tuple[str, int, float, str, "str | None", int, str, "str | None", str, str]
+"""``(run_id, seq, ts, kind, step, attempt, data_text, payload_text, prev_hash, hash)``."""
+
+RecordedHead = tuple[str, float, int, str, str]
+"""``(run_id, created, head_seq, head_hash, status)`` as the runs row holds them."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """What the engine knows when it starts a run."""

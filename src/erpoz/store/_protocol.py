@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ._model import Event, NewRun, RunInfo
+from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
 
 
 class RunWriter(Protocol):
@@ -64,6 +64,15 @@ class Store(Protocol):
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         """The run's events with ``seq > after``, in order, payloads resolved."""
+        ...
+
+    async def chain_rows(self, run_id: str | None = None) -> list[ChainRow]:
+        """Events exactly as stored (data and payload as the text that was hashed), ordered by
+        run and sequence; every run's when ``run_id`` is None. The audit recomputes from this."""
+        ...
+
+    async def recorded_heads(self) -> list[RecordedHead]:
+        """Each run's head as its runs row recorded it (the chain over run heads)."""
         ...
 
     async def request_cancel(self, run_id: str) -> None: ...

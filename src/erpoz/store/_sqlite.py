@@ -26,8 +26,10 @@ from ._model import (
     RUN_SUCCEEDED,
     RUN_WAITING,
     STATUS_OF,
+    ChainRow,
     Event,
     NewRun,
+    RecordedHead,
     RunInfo,
     chain_hash,
     dumps,
@@ -462,6 +464,22 @@ class SQLiteStore:
             Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
             for r in rows
         ]
+
+    async def chain_rows(self, run_id: str | None = None) -> list[ChainRow]:
+        where, args = ("WHERE e.run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        return self._query(
+            "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+            "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+            f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
+            args,
+        )
+
+    async def recorded_heads(self) -> list[RecordedHead]:
+        return self._query(
+            "SELECT run_id, created, head_seq, head_hash, status FROM runs "
+            "ORDER BY created, run_id",
+            (),
+        )
 
     async def request_cancel(self, run_id: str) -> None:
         try:
