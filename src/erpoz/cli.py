@@ -38,7 +38,7 @@ from ._console import (
 )
 from .cli_audit import audit_app
 from .cli_models import models_app, stats_app
-from .engine import Decision, Engine, RunResult, top_step
+from .engine import Decision, Engine, RunResult, pending_reviews, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
 from .flow._load import load_flow
@@ -522,12 +522,189 @@ def runs_resume(
                 fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
+    _resume(run_id, decision, flow, store, progress, as_json)
+
+
+def _resume(
+    run_id: str,
+    decision: Decision | None,
+    flow: str | None,
+    store: str | None,
+    progress: bool,
+    as_json: bool,
+) -> NoReturn:
+    """Resume a run (with a reviewer's decision, if any) in this process and report."""
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
     engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
     result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
     _report(result, as_json, st)
+
+
+# --- erpoz review -----------------------------------------------------------------------------
+review_app = typer.Typer(
+    help="The human review queue: runs waiting for a person, and their decisions.\n\n"
+    "[dim]Example:[/] erpoz review ls",
+    no_args_is_help=True,
+)
+
+
+async def _queue(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
+    try:
+        if run_id is not None:
+            info = await store.get_run(run_id)
+            if info is None:
+                raise RunError(f"no run {run_id!r} in {store.url}")
+            infos = [info]
+        else:
+            infos = await store.list_runs(status="waiting", limit=10_000)
+        items = []
+        for info in infos:
+            for sid, e in pending_reviews(await store.events(info.run_id)).items():
+                items.append(
+                    {
+                        "run_id": info.run_id,
+                        "flow": info.flow,
+                        "step": sid,
+                        "reason": e.data.get("reason", ""),
+                        "evidence": e.data.get("evidence"),
+                        "requested_at": e.ts,
+                        "waiting_s": round(time.time() - e.ts, 1),
+                        "proposal": None if e.payload is None else json.loads(e.payload),
+                    }
+                )
+        return items
+    finally:
+        await store.close()
+
+
+@review_app.command("ls")
+def review_ls(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List the steps waiting for review, oldest first, with the reason.
+
+    [dim]Example:[/] erpoz review ls --json
+    """
+    items = sorted(_call(_queue(open_or_fail(store))), key=lambda i: i["requested_at"])
+    if as_json:
+        out.print_json(data=items)
+        return
+    table = Table("run", "flow", "step", "waiting", "reason")
+    for i in items:
+        table.add_row(
+            i["run_id"],
+            i["flow"],
+            i["step"],
+            f"{i['waiting_s']:.0f} s",
+            escape(str(i["reason"]))[:70],
+        )
+    out.print(table)
+    out.print(
+        f"{len(items)} waiting" + ("; decide with: erpoz review approve RUN" if items else "")
+    )
+
+
+@review_app.command("show")
+def review_show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a waiting run asks a reviewer: the step, the reason, the evidence, the proposal.
+
+    [dim]Example:[/] erpoz review show RUN
+    """
+    items = _call(_queue(open_or_fail(store), run_id))
+    if not items:
+        fail(f"run {run_id} has no step waiting for review", EXIT_RUN)
+    if as_json:
+        out.print_json(data=items)
+        return
+    for i in items:
+        out.print(
+            f"run [bold]{i['run_id']}[/] · flow {i['flow']} · step [yellow]{i['step']}[/]"
+            f" · waiting {i['waiting_s']:.0f} s"
+        )
+        out.print(f"reason: {escape(str(i['reason']))}", highlight=False)
+        if i["evidence"] is not None:
+            out.print("evidence:")
+            out.print_json(data=i["evidence"])
+        out.print("proposed output:")
+        out.print_json(data=i["proposal"])
+
+
+_ReviewerOpt = Annotated[
+    str, typer.Option(help="Who decides \\[default: $ERPOZ_REVIEWER or $USER].")
+]
+_StepOpt = Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")]
+
+
+@review_app.command("approve")
+def review_approve(
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    step: _StepOpt = None,
+    reviewer: _ReviewerOpt = "",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve the proposal; the run goes on (in this process) from there.
+
+    [dim]Example:[/] erpoz review approve RUN --comment "checked the amount"
+    """
+    _resume(
+        run_id,
+        Decision("approve", reviewer=reviewer, comment=comment, step=step),
+        None,
+        store,
+        False,
+        as_json,
+    )
+
+
+@review_app.command("reject")
+def review_reject(
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    step: _StepOpt = None,
+    reviewer: _ReviewerOpt = "",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject the proposal; the run fails, naming the reviewer and the reason.
+
+    [dim]Example:[/] erpoz review reject RUN --comment "wrong customer"
+    """
+    _resume(
+        run_id,
+        Decision("reject", reviewer=reviewer, comment=comment, step=step),
+        None,
+        store,
+        False,
+        as_json,
+    )
+
+
+@review_app.command("edit")
+def review_edit(
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="The corrected output (JSON).")],
+    step: _StepOpt = None,
+    reviewer: _ReviewerOpt = "",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the proposal with a corrected output (checked against the step's type) and go on.
+
+    [dim]Example:[/] erpoz review edit RUN -f fixed.json
+    """
+    try:
+        output = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"--file {file}: {exc}", EXIT_INVALID)
+    decision = Decision("edit", output=output, reviewer=reviewer, comment=comment, step=step)
+    _resume(run_id, decision, None, store, False, as_json)
 
 
 @runs_app.command("replay")
@@ -634,6 +811,7 @@ def _root(
 app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")
 app.add_typer(audit_app, name="audit")
+app.add_typer(review_app, name="review")
 
 
 def main() -> None:

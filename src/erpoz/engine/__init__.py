@@ -1,7 +1,15 @@
 """Run plans: the scheduler, retries, timeouts, caching, review pauses, resume and replay."""
 
 from ._context import StepContext
-from ._engine import Decision, Engine, Observer, RunResult, new_run_id, top_step
+from ._engine import (
+    Decision,
+    Engine,
+    Observer,
+    RunResult,
+    new_run_id,
+    pending_reviews,
+    top_step,
+)
 from ._executor import Executor, ThreadExecutor
 
 __all__ = [
@@ -13,5 +21,6 @@ __all__ = [
     "StepContext",
     "ThreadExecutor",
     "new_run_id",
+    "pending_reviews",
     "top_step",
 ]

@@ -220,7 +220,7 @@ class Engine:
             )
         plan = self._plan_for(info.source, flow, run_id)
         events = await self.store.events(run_id)
-        waiting = _pending_reviews(events)
+        waiting = pending_reviews(events)
         if waiting and decision is None:
             raise RunError(
                 f"run {run_id} is waiting for review of step {', '.join(waiting)}; resume it "
@@ -791,7 +791,8 @@ def _recorded_outputs(events: list[Event]) -> dict[str, str | None]:
     return recorded
 
 
-def _pending_reviews(events: list[Event]) -> dict[str, Event]:
+def pending_reviews(events: list[Event]) -> dict[str, Event]:
+    """The steps of a run's log that wait for a decision, with their review request."""
     waiting: dict[str, Event] = {}
     for e in events:
         if e.kind == ev.REVIEW_REQUESTED and e.step is not None:
