@@ -140,7 +140,7 @@ def test_cli_exit_codes_and_json(db: tuple[Path, list[str]]) -> None:
     runner = CliRunner()
     ok = runner.invoke(app, ["audit", "verify", "--all", "--store", str(path), "--json"])
     assert ok.exit_code == 0 and json.loads(ok.output)["ok"] is True
-    one = runner.invoke(app, ["audit", "verify", ids[0][:12], "--store", str(path)])
+    one = runner.invoke(app, ["audit", "verify", ids[0][:16], "--store", str(path)])
     assert one.exit_code == 0 and "1 runs, 10 events verified" in one.output
     _tamper(path, f"DELETE FROM events WHERE run_id='{ids[2]}' AND seq=7")
     bad = runner.invoke(app, ["audit", "verify", "--all", "--store", str(path), "--json"])

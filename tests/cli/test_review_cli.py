@@ -58,7 +58,7 @@ def test_queue_lists_only_waiting_steps_with_reason_and_evidence(
     assert items[0]["step"] == "draft" and items[0]["reason"] == "refund of 500 EUR needs approval"
     assert items[0]["evidence"] == {"limit": 100, "amount": 500}
     assert items[0]["proposal"] == "Refunding 500 EUR."
-    code, text = invoke("review", "show", ids[2][:12], "--store", store)
+    code, text = invoke("review", "show", ids[2], "--store", store)
     assert code == 0 and "refund of 900 EUR" in text and "Refunding 900 EUR." in text
 
 
