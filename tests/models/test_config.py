@@ -476,3 +476,18 @@ def test_erpoz_config_points_to_the_file_and_a_named_file_must_exist(
 def test_an_empty_file_has_no_models(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "# nothing yet\n"))
     assert cfg.models == {} and cfg.routers == {} and cfg.budget is None
+
+
+def test_a_typo_in_a_builtin_providers_params_is_a_config_error_with_its_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "erpoz.yaml"
+    path.write_text(
+        "models:\n"
+        "  gpt:\n"
+        "    provider: openai\n"
+        "    params: {modle: gpt-4o, base_url: 'http://127.0.0.1:9/v1'}\n"
+    )
+    with pytest.raises(ConfigError, match="unknown params modle") as err:
+        load_hub(path)
+    assert err.value.file == str(path) and err.value.line == 2

@@ -72,6 +72,7 @@ from ..errors import ConfigError, FlowError, ModelError
 from ..flow._yaml import _LineLoader, _Map, _Seq, import_object
 from ._hub import ModelHub
 from ._meter import Budget
+from ._plugins import check as check_params
 from ._plugins import create, providers
 from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
 from ._types import (
@@ -626,6 +627,11 @@ def build_hub(
     for name in config.models:
         spec = config.spec(name)
         factory = extra.get(spec.provider, create)
+        if spec.provider not in extra:
+            try:
+                check_params(spec)  # a typo in params is a config error, found now
+            except ConfigError as exc:
+                raise config.error(exc.message, "models", name, key=True) from None
         hub.add(_Lazy.of(spec, factory) if lazy else _made(spec, factory), spec)
     for name in config.router_order():
         hub.add(_router(config, name, hub))

@@ -11,6 +11,8 @@ model for that spec.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import entry_points
@@ -39,3 +41,19 @@ def create(spec: ModelSpec) -> Any:
         )
     factory: Factory = eps[spec.provider].load()
     return factory(spec)
+
+
+def check(spec: ModelSpec) -> None:
+    """Let a built-in (or already imported) provider check a spec's params without building
+    anything (no network, no weights), when it offers ``check_params(spec)`` next to its
+    factory; ``ConfigError`` if they are wrong."""
+    eps = providers()
+    if spec.provider not in eps:
+        return  # reported when the model is made
+    name = eps[spec.provider].module
+    if not name.startswith("erpoz.") and name not in sys.modules:
+        return  # a third-party provider is not imported before its model is used
+    module = importlib.import_module(name)
+    checker = getattr(module, "check_params", None)
+    if checker is not None:
+        checker(spec)

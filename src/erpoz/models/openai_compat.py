@@ -415,6 +415,11 @@ def create(spec: ModelSpec) -> OpenAICompatChat | OpenAICompatEmbed:
     )
 
 
+def check_params(spec: ModelSpec) -> None:
+    """Check a spec's params as the provider will read them (builds no client)."""
+    create(spec)
+
+
 # --- mapping to and from the wire ---------------------------------------------------------------
 def _message(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role}
