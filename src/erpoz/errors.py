@@ -12,6 +12,7 @@ __all__ = [
     "ErpozError",
     "FlowError",
     "ModelError",
+    "PolicyViolation",
     "ReviewRequired",
     "RunError",
     "StepFailed",
@@ -133,3 +134,11 @@ class BudgetExceeded(ModelError):
 
     def __init__(self, message: str, *, model: str | None = None) -> None:
         super().__init__(message, model=model, retryable=False)
+
+
+class PolicyViolation(ErpozError):
+    """A policy denied an action (a tool call, …); ``rule`` names the rule that decided."""
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        self.rule = rule
+        super().__init__(message)

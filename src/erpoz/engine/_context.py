@@ -14,6 +14,7 @@ from ..store import ENGINE_KINDS, RunWriter
 
 if TYPE_CHECKING:
     from ..models import Models
+    from ..tools import Tools
 
 T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
@@ -22,12 +23,28 @@ _log = logging.getLogger("erpoz.step")
 class StepContext:
     """Run id, step id, attempt, a logger, event emission and the services of later parts."""
 
-    __slots__ = ("_log", "_loop", "_services", "_thread", "_writer", "attempt", "run_id", "step_id")
+    __slots__ = (
+        "_log",
+        "_loop",
+        "_services",
+        "_thread",
+        "_writer",
+        "attempt",
+        "flow",
+        "run_id",
+        "step_id",
+    )
 
     def __init__(
-        self, writer: RunWriter, step_id: str, attempt: int, services: Mapping[type, object]
+        self,
+        writer: RunWriter,
+        step_id: str,
+        attempt: int,
+        services: Mapping[type, object],
+        flow: str = "",
     ) -> None:
         self._writer = writer
+        self.flow = flow
         self.run_id = writer.run_id
         self.step_id = step_id
         self.attempt = attempt
@@ -70,6 +87,15 @@ class StepContext:
 
         hub = self._services.get(ModelHub)
         return (hub if isinstance(hub, ModelHub) else project_hub()).bind(self)
+
+    @property
+    def tools(self) -> Tools:
+        """The registered tools, each call checked by policy and recorded (none granted when
+        the engine was given no ``ToolRegistry``)."""
+        from ..tools import ToolRegistry
+
+        reg = self._services.get(ToolRegistry)
+        return (reg if isinstance(reg, ToolRegistry) else ToolRegistry()).bind(self, self.flow)
 
     def service(self, key: type[T]) -> T:
         try:

@@ -556,7 +556,9 @@ class Engine:
         while True:
             writer.append(ev.STEP_STARTED, sid, attempt)
             if spec.context_param is not None:
-                kwargs[spec.context_param] = StepContext(writer, sid, attempt, self.services)
+                kwargs[spec.context_param] = StepContext(
+                    writer, sid, attempt, self.services, scope.plan.name
+                )
             t0 = time.perf_counter()
             try:
                 if spec.is_async:

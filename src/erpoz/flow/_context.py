@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..models import Models
+    from ..tools import Tools
 
 T = TypeVar("T")
 
@@ -36,6 +37,11 @@ class Context(Protocol):
     @property
     def models(self) -> Models:
         """The configured models and routers; every call is budgeted and recorded."""
+        ...
+
+    @property
+    def tools(self) -> Tools:
+        """The registered tools; each call is checked by policy and recorded."""
         ...
 
     def service(self, key: type[T]) -> T:

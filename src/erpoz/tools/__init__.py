@@ -1,0 +1,237 @@
+"""Tools: Python functions a step (or later a model) may call, each call checked by policy and
+recorded.
+
+Register with :func:`tool`; the JSON schema of the parameters comes from the type hints. A step
+calls ``await ctx.tools.call("name", **arguments)``. Tools are denied unless a rule grants them;
+every decision is a ``policy_decided`` event naming the rule, every call a ``tool_called`` event
+(arguments with secret ones redacted, result size, duration, and an idempotency key for tools
+with side effects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ConfigDict, ValidationError, create_model
+
+from ..errors import ErpozError, PolicyViolation, ReviewRequired
+from ..models import ToolSpec
+
+if TYPE_CHECKING:
+    from ..flow import Context
+
+__all__ = ["Rule", "Tool", "ToolError", "ToolPolicy", "ToolRegistry", "Tools", "tool"]
+
+Action = Literal["allow", "deny", "review", "log"]
+
+
+class ToolError(ErpozError):
+    """A tool was called wrongly (unknown, bad arguments) or raised; names the tool."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A registered tool: its function, description and the JSON schema of its parameters."""
+
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    parameters: Mapping[str, Any]
+    side_effects: bool
+    secret_params: frozenset[str]
+    validator: Any = field(repr=False, compare=False)
+
+    @property
+    def spec(self) -> ToolSpec:
+        """What a model is offered."""
+        return ToolSpec(self.name, self.description, self.parameters)
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    side_effects: bool = False,
+    secret: Sequence[str] = (),
+) -> Any:
+    """Declare a function as a tool. ``side_effects=True`` gives each call an idempotency key;
+    parameters named in ``secret`` are redacted in the log."""
+
+    def make(f: Callable[..., Any]) -> Tool:
+        sig = inspect.signature(f)
+        hints = {k: v for k, v in inspect.get_annotations(f, eval_str=True).items()}
+        fields: dict[str, Any] = {}
+        for p in sig.parameters.values():
+            if p.name not in hints:
+                raise ToolError(f"tool {f.__name__}: parameter '{p.name}' needs a type hint")
+            fields[p.name] = (hints[p.name], ... if p.default is p.empty else p.default)
+        model = create_model(f"{f.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields)
+        schema = model.model_json_schema()
+        schema.pop("title", None)
+        unknown = set(secret) - set(fields)
+        if unknown:
+            raise ToolError(f"tool {f.__name__}: secret names unknown parameters {unknown}")
+        return Tool(
+            name=name or f.__name__,
+            description=description or (inspect.getdoc(f) or "").split("\n\n")[0],
+            fn=f,
+            parameters=schema,
+            side_effects=side_effects,
+            secret_params=frozenset(secret),
+            validator=model,
+        )
+
+    return make(fn) if fn is not None else make
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """``action`` for tools matching ``tool`` (a glob) called from ``flow`` / ``step`` (globs)."""
+
+    name: str
+    action: Action
+    tool: str = "*"
+    flow: str = "*"
+    step: str = "*"
+
+    def matches(self, tool_name: str, flow: str, step: str) -> bool:
+        return (
+            fnmatch.fnmatchcase(tool_name, self.tool)
+            and fnmatch.fnmatchcase(flow, self.flow)
+            and fnmatch.fnmatchcase(step, self.step)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPolicy:
+    """Rules in order; the first that matches decides. No match: denied (tools are denied
+    unless granted)."""
+
+    rules: tuple[Rule, ...] = ()
+
+    def decide(self, tool_name: str, flow: str, step: str) -> tuple[Action, str]:
+        for rule in self.rules:
+            if rule.matches(tool_name, flow, step):
+                return rule.action, rule.name
+        return "deny", "default: tools are denied unless granted"
+
+
+class ToolRegistry:
+    """The tools of a process and the policy over them; pass it as an engine service."""
+
+    def __init__(self, tools: Sequence[Tool] = (), policy: ToolPolicy | None = None) -> None:
+        self._tools: dict[str, Tool] = {}
+        self.policy = policy or ToolPolicy()
+        for t in tools:
+            self.add(t)
+
+    def add(self, t: Tool) -> None:
+        if not isinstance(t, Tool):
+            raise ToolError(f"{t!r} is not a tool; decorate it with @erpoz.tools.tool")
+        if t.name in self._tools:
+            raise ToolError(f"a tool named '{t.name}' is already registered")
+        self._tools[t.name] = t
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tools)) or "none registered"
+            raise ToolError(f"unknown tool '{name}' (tools: {known})") from None
+
+    def specs(self, names: Sequence[str] | None = None) -> list[ToolSpec]:
+        return [self.get(n).spec for n in (names if names is not None else self._tools)]
+
+    def bind(self, ctx: Context, flow: str) -> Tools:
+        return Tools(self, ctx, flow)
+
+
+class Tools:
+    """What a step sees as ``ctx.tools``."""
+
+    __slots__ = ("_ctx", "_flow", "_reg")
+
+    def __init__(self, registry: ToolRegistry, ctx: Context, flow: str) -> None:
+        self._reg = registry
+        self._ctx = ctx
+        self._flow = flow
+
+    async def call(self, name: str, **arguments: Any) -> Any:
+        """Call tool ``name`` if policy allows; ``PolicyViolation`` if denied,
+        ``ReviewRequired`` if a person must decide."""
+        ctx = self._ctx
+        t = self._reg.get(name)
+        step = ctx.step_id
+        action, rule = self._reg.policy.decide(name, self._flow, step)
+        ctx.emit(
+            "policy_decided",
+            {
+                "resource": f"tool:{name}",
+                "action": action,
+                "rule": rule,
+                "flow": self._flow,
+                "step": step,
+            },
+        )
+        shown = {k: ("[REDACTED]" if k in t.secret_params else v) for k, v in arguments.items()}
+        if action == "deny":
+            raise PolicyViolation(f"tool '{name}' denied for step '{step}' ({rule})", rule=rule)
+        if action == "review":
+            raise ReviewRequired(
+                f"tool '{name}' needs approval ({rule})",
+                evidence={"tool": name, "arguments": _jsonable(shown)},
+            )
+        try:
+            args = t.validator(**arguments).model_dump()
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ToolError(
+                f"tool '{name}': argument {'.'.join(map(str, err['loc']))}: {err['msg']}"
+            ) from None
+        data: dict[str, Any] = {"tool": name, "arguments": _jsonable(shown)}
+        if t.side_effects:
+            data["idempotency_key"] = ctx.idempotency_key
+        t0 = time.perf_counter()
+        try:
+            if inspect.iscoroutinefunction(t.fn):
+                result = await t.fn(**args)
+            else:
+                result = await asyncio.to_thread(t.fn, **args)
+        except Exception as exc:
+            ctx.emit(
+                "tool_called",
+                {
+                    **data,
+                    "status": "error",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "ms": round((time.perf_counter() - t0) * 1000, 3),
+                },
+            )
+            raise ToolError(f"tool '{name}' raised {type(exc).__name__}: {exc}") from exc
+        ctx.emit(
+            "tool_called",
+            {
+                **data,
+                "status": "ok",
+                "result_bytes": len(json.dumps(_jsonable(result))),
+                "ms": round((time.perf_counter() - t0) * 1000, 3),
+            },
+        )
+        return result
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
