@@ -38,6 +38,7 @@ from ._console import (
 )
 from .cli_audit import audit_app
 from .cli_models import models_app, stats_app
+from .cli_policy import policy_app
 from .engine import Decision, Engine, RunResult, pending_reviews, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
@@ -812,6 +813,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")
 app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
+app.add_typer(policy_app, name="policy")
 
 
 def main() -> None:

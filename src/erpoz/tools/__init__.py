@@ -11,25 +11,33 @@ with side effects).
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, ValidationError, create_model
 
 from ..errors import ErpozError, PolicyViolation, ReviewRequired
 from ..models import ToolSpec
+from ._policy import Rule, ToolPolicy, load_policy, parse_policy
 
 if TYPE_CHECKING:
     from ..flow import Context
 
-__all__ = ["Rule", "Tool", "ToolError", "ToolPolicy", "ToolRegistry", "Tools", "tool"]
-
-Action = Literal["allow", "deny", "review", "log"]
+__all__ = [
+    "Rule",
+    "Tool",
+    "ToolError",
+    "ToolPolicy",
+    "ToolRegistry",
+    "Tools",
+    "load_policy",
+    "parse_policy",
+    "tool",
+]
 
 
 class ToolError(ErpozError):
@@ -91,38 +99,6 @@ def tool(
         )
 
     return make(fn) if fn is not None else make
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """``action`` for tools matching ``tool`` (a glob) called from ``flow`` / ``step`` (globs)."""
-
-    name: str
-    action: Action
-    tool: str = "*"
-    flow: str = "*"
-    step: str = "*"
-
-    def matches(self, tool_name: str, flow: str, step: str) -> bool:
-        return (
-            fnmatch.fnmatchcase(tool_name, self.tool)
-            and fnmatch.fnmatchcase(flow, self.flow)
-            and fnmatch.fnmatchcase(step, self.step)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ToolPolicy:
-    """Rules in order; the first that matches decides. No match: denied (tools are denied
-    unless granted)."""
-
-    rules: tuple[Rule, ...] = ()
-
-    def decide(self, tool_name: str, flow: str, step: str) -> tuple[Action, str]:
-        for rule in self.rules:
-            if rule.matches(tool_name, flow, step):
-                return rule.action, rule.name
-        return "deny", "default: tools are denied unless granted"
 
 
 class ToolRegistry:

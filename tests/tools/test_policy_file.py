@@ -1,0 +1,81 @@
+"""Policy files: errors with file and line; `erpoz policy check` explains which rule decides."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from erpoz.cli import app
+from erpoz.errors import ConfigError
+from erpoz.tools import load_policy
+
+GOOD = """\
+rules:
+  - name: billing may read
+    tool: lookup_*
+    flow: billing
+    action: allow
+  - name: mail needs a person
+    tool: send_email
+    action: review
+  - name: audit everything else in billing
+    flow: billing
+    action: log
+"""
+
+
+def test_rules_apply_in_order_and_nothing_matching_is_denied(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    policy = load_policy(path)
+    assert policy.decide("lookup_invoice", "billing", "s") == ("allow", "billing may read")
+    assert policy.decide("send_email", "support", "s") == ("review", "mail needs a person")
+    assert policy.decide("shell", "billing", "s") == ("log", "audit everything else in billing")
+    assert policy.decide("shell", "support", "s")[0] == "deny"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("rules:\n  - name: a\n    action: maybe\n", 3, "action 'maybe': expected one of"),
+        ("rules:\n  - name: a\n    action: allow\n    tools: x\n", 4, "unknown key 'tools'"),
+        ("rules:\n  - action: allow\n", 2, "rule 1 has no 'name'"),
+        (
+            "rules:\n  - {name: a, action: allow}\n  - {name: a, action: deny}\n",
+            3,
+            "two rules are named 'a'",
+        ),
+        ("rules: [\n", 2, "malformed YAML"),
+        ("allow: everything\n", 1, "one key, 'rules'"),
+    ],
+)
+def test_mistakes_are_named_with_their_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_policy(path)
+    assert err.value.file == str(path) and err.value.line == line
+
+
+def test_cli_check_explains_the_decision(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    runner = CliRunner()
+    res = runner.invoke(app, ["policy", "check", str(path), "--tool", "send_email", "--json"])
+    assert res.exit_code == 0
+    assert json.loads(res.output) == {
+        "valid": True,
+        "rules": 3,
+        "tool": "send_email",
+        "flow": "*",
+        "step": "*",
+        "action": "review",
+        "rule": "mail needs a person",
+    }
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - name: a\n    action: maybe\n")
+    res = runner.invoke(app, ["policy", "check", str(bad)], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and f"{bad}:3" in res.output
