@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, ValidationError, create_model
 
 from ..errors import ErpozError, PolicyViolation, ReviewRequired
-from ..models import ToolSpec
+from ..models import ChatResult, Message, ToolSpec
 from ._policy import Rule, ToolPolicy, load_policy, parse_policy
 
 if TYPE_CHECKING:
@@ -203,6 +203,42 @@ class Tools:
             },
         )
         return result
+
+    async def agent(
+        self,
+        model: str,
+        prompt: str | Sequence[Message],
+        *,
+        tools: Sequence[str] | None = None,
+        max_turns: int = 5,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
+        """Let ``model`` call ``tools`` (default: all registered) until it answers without a
+        tool call, at most ``max_turns`` model calls. Each tool call goes through policy and is
+        recorded like :meth:`call`; a denied or failing tool is told to the model as the tool's
+        result, so it can answer without it. Running out of turns is a ``ToolError``."""
+        if max_turns < 1:
+            raise ToolError("max_turns must be >= 1")
+        specs = self._reg.specs(tools)
+        messages = [Message.user(prompt)] if isinstance(prompt, str) else list(prompt)
+        models = self._ctx.models
+        for turn in range(1, max_turns + 1):
+            result = await models.chat(model, messages, tools=specs, max_tokens=max_tokens)
+            if not result.tool_calls:
+                return result
+            messages.append(Message.assistant(result.text, result.tool_calls))
+            for call in result.tool_calls:
+                try:
+                    out = await self.call(call.name, **dict(call.arguments))
+                    text = json.dumps(_jsonable(out))
+                except (ToolError, PolicyViolation) as exc:
+                    text = f"error: {exc}"
+                messages.append(Message.tool(call.id, text))
+            self._ctx.emit(
+                "agent_turn",
+                {"model": model, "turn": turn, "tool_calls": [c.name for c in result.tool_calls]},
+            )
+        raise ToolError(f"agent with model '{model}' still calling tools after {max_turns} turns")
 
 
 def _jsonable(value: Any) -> Any:
