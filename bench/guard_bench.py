@@ -1,14 +1,20 @@
-"""``python -m bench.guard_bench``: what the guards cost per kilobyte, and how well they find.
+"""``python -m bench.guard_bench``: what the guards cost, and how well they find.
 
 **Latency.** Builds ``--texts`` realistic 1 KB texts (support e-mails, retrieved web pages
 with markup, tool results as JSON, chat turns; about one in four carries personal data, one
 in eight an injection, some are full-width or Cyrillic-spelled) and times
-``PIIDetector.check`` + ``InjectionDetector.check`` on each, ``--reps`` times; the table
-shows p50 and p95 per KB. Target: p50 ≤ 2 ms per KB for both together.
+``PIIDetector.check``, ``InjectionDetector.check`` and ``ToxicityGuard.check`` on each,
+``--reps`` times; the table shows p50 and p95 per KB. Target: p50 ≤ 2 ms per KB for the
+three together. ``LanguageGuard.check`` is timed per check on the same texts, and
+``GroundednessGuard.check`` (MiniLM, loaded beforehand) per check of a four-sentence answer
+against about 1 KB of sources (``--grounded-checks`` of them; ``--no-grounded`` skips it).
 
 **Quality.** Precision and recall per PII kind and for injection (text-level flag at the
 default threshold) on the labelled sets of ``tests/guards/labelled.py``, loaded by file path:
-the tuning sets and the held-out sets written after tuning, side by side.
+the tuning sets and the held-out sets written after tuning, side by side. Then toxicity
+(per sentence), language (a text flagged as not English) and groundedness (a sentence flagged
+as unsupported by its source, with recall on claims the source does not make and on
+contradictions of it separately), at the default thresholds.
 
 Options: ``--texts`` (default 300), ``--reps`` (default 5), ``--seed``, ``--json PATH``.
 A missed target does not change the exit status.
@@ -27,7 +33,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from erpoz.guards import InjectionDetector, PIIDetector
+from erpoz.guards import (
+    GroundednessGuard,
+    InjectionDetector,
+    LanguageGuard,
+    PIIDetector,
+    ToxicityGuard,
+)
 
 TARGET_MS_PER_KB = 2.0
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "guards" / "labelled.py"
@@ -83,13 +95,22 @@ def realistic_texts(n: int, seed: int) -> list[str]:
     return texts
 
 
+def _quantiles(values: list[float]) -> tuple[float, float]:
+    """(p50, p95) of ``values``."""
+    return statistics.median(values), statistics.quantiles(values, n=100)[94]
+
+
 def measure_latency(texts: list[str], reps: int) -> dict[str, float]:
-    """Milliseconds per KB: p50/p95 for PII, injection and both, median over repetitions."""
-    pii, inj = PIIDetector(), InjectionDetector()
-    for t in texts[:20]:  # warm the regex cache
+    """Milliseconds per KB, p50/p95, median over repetitions: PII, injection and toxicity
+    alone, PII + injection, and the three together."""
+    pii, inj, tox = PIIDetector(), InjectionDetector(), ToxicityGuard()
+    tox.load()
+    for t in texts[:20]:  # warm the regex cache and the model
         pii.check(t)
         inj.check(t)
-    per: dict[str, list[float]] = {"pii": [], "injection": [], "both": []}
+        tox.check(t)
+    names = ("pii", "injection", "toxicity", "pii+injection", "all three")
+    per: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(reps):
         for t in texts:
             kb = len(t.encode()) / 1024
@@ -98,15 +119,57 @@ def measure_latency(texts: list[str], reps: int) -> dict[str, float]:
             b = time.perf_counter()
             inj.check(t)
             c = time.perf_counter()
+            tox.check(t)
+            d = time.perf_counter()
             per["pii"].append((b - a) * 1e3 / kb)
             per["injection"].append((c - b) * 1e3 / kb)
-            per["both"].append((c - a) * 1e3 / kb)
+            per["toxicity"].append((d - c) * 1e3 / kb)
+            per["pii+injection"].append((c - a) * 1e3 / kb)
+            per["all three"].append((d - a) * 1e3 / kb)
     out: dict[str, float] = {}
     for name, values in per.items():
-        q = statistics.quantiles(values, n=100)
-        out[f"{name}_p50"] = statistics.median(values)
-        out[f"{name}_p95"] = q[94]
+        out[f"{name}_p50"], out[f"{name}_p95"] = _quantiles(values)
     return out
+
+
+def measure_language(texts: list[str], reps: int) -> dict[str, float]:
+    """Milliseconds per ``LanguageGuard.check`` of a 1 KB text (models loaded beforehand)."""
+    guard = LanguageGuard()
+    began = time.perf_counter()
+    guard.load()
+    load_s = time.perf_counter() - began
+    values: list[float] = []
+    for _ in range(reps):
+        for t in texts:
+            a = time.perf_counter()
+            guard.check(t)
+            values.append((time.perf_counter() - a) * 1e3)
+    p50, p95 = _quantiles(values)
+    return {"p50": p50, "p95": p95, "load_s": load_s}
+
+
+def grounded_cases(labelled: ModuleType, n: int, seed: int) -> list[tuple[str, list[str]]]:
+    """``n`` (answer, sources): four sentences of the labelled groundedness set against all
+    five of its sources (about 1.1 KB, 15 sentences)."""
+    rng = random.Random(seed)
+    sources = list(dict.fromkeys(source for _, source, _ in labelled.GROUNDED))
+    sentences = [sentence for sentence, _, _ in labelled.GROUNDED]
+    return [(" ".join(rng.sample(sentences, 4)), sources) for _ in range(n)]
+
+
+def measure_grounded(cases: list[tuple[str, list[str]]]) -> dict[str, float]:
+    """Milliseconds per ``GroundednessGuard.check`` with MiniLM (loaded beforehand)."""
+    guard = GroundednessGuard()
+    began = time.perf_counter()
+    guard.check("Warm the model up with this sentence.", ["A source sentence to compare."])
+    load_s = time.perf_counter() - began
+    values: list[float] = []
+    for answer, sources in cases:
+        a = time.perf_counter()
+        guard.check(answer, sources)
+        values.append((time.perf_counter() - a) * 1e3)
+    p50, p95 = _quantiles(values)
+    return {"p50": p50, "p95": p95, "load_s": load_s}
 
 
 def load_labelled() -> ModuleType:
@@ -123,22 +186,44 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--grounded-checks", type=int, default=50)
+    parser.add_argument("--no-grounded", action="store_true", help="skip MiniLM")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     console = Console()
+    labelled = load_labelled()
 
-    latency = measure_latency(realistic_texts(args.texts, args.seed), args.reps)
+    texts = realistic_texts(args.texts, args.seed)
+    latency = measure_latency(texts, args.reps)
     table = Table(title=f"Guard latency per KB ({args.texts} texts × {args.reps})")
     for col in ("detector", "p50 ms/KB", "p95 ms/KB", "target", "met?"):
         table.add_column(col, justify="right" if col != "detector" else "left")
-    for name in ("pii", "injection", "both"):
+    for name in ("pii", "injection", "toxicity", "pii+injection", "all three"):
         p50 = latency[f"{name}_p50"]
-        target = f"≤ {TARGET_MS_PER_KB}" if name == "both" else ""
-        met = ("yes" if p50 <= TARGET_MS_PER_KB else "NO") if name == "both" else ""
-        table.add_row(name, f"{p50:.3f}", f"{latency[f'{name}_p95']:.3f}", target, met)
+        target = f"≤ {TARGET_MS_PER_KB}" if name == "all three" else ""
+        met = ("yes" if p50 <= TARGET_MS_PER_KB else "NO") if name == "all three" else ""
+        label = "pii + injection + toxicity" if name == "all three" else name
+        table.add_row(label, f"{p50:.3f}", f"{latency[f'{name}_p95']:.3f}", target, met)
     console.print(table)
 
-    labelled = load_labelled()
+    per_check: dict[str, dict[str, float]] = {}
+    per_check["language"] = measure_language(texts, 1)
+    if not args.no_grounded:
+        cases = grounded_cases(labelled, args.grounded_checks, args.seed)
+        per_check["grounded"] = measure_grounded(cases)
+    table = Table(title="Latency per check (models loaded beforehand)")
+    for col in ("detector", "input", "p50 ms", "p95 ms", "first load s"):
+        table.add_column(col, justify="left" if col in ("detector", "input") else "right")
+    inputs = {
+        "language": f"a 1 KB text ({args.texts} texts)",
+        "grounded": f"4-sentence answer, 1.1 KB sources ({args.grounded_checks} checks)",
+    }
+    for name, got in per_check.items():
+        table.add_row(
+            name, inputs[name], f"{got['p50']:.2f}", f"{got['p95']:.2f}", f"{got['load_s']:.1f}"
+        )
+    console.print(table)
+
     pii, inj = PIIDetector(), InjectionDetector()
     quality: dict[str, Any] = {}
     table = Table(title="Precision / recall on the labelled sets (tuning | held out)")
@@ -181,8 +266,76 @@ def main() -> None:
         f"injection items: {len(labelled.INJECTION)} tuning, "
         f"{len(labelled.HELD_OUT_INJECTION)} held out."
     )
+    quality.update(second_set_quality(console, labelled, grounded=not args.no_grounded))
     if args.json:
-        args.json.write_text(json.dumps({"latency": latency, "quality": quality}, indent=2))
+        result = {"latency": latency, "per_check": per_check, "quality": quality}
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def second_set_quality(console: Console, labelled: ModuleType, *, grounded: bool) -> dict[str, Any]:
+    """Toxicity, language and groundedness on their labelled sets, at default thresholds."""
+    out: dict[str, Any] = {}
+    table = Table(title="Toxicity, language, groundedness on their labelled sets")
+    for col in ("detector", "flags", "precision", "recall", "FP", "FN", "n"):
+        table.add_column(col, justify="left" if col in ("detector", "flags") else "right")
+    tox = ToxicityGuard()
+    p, r, fp, fn = labelled.flag_scores(lambda t: bool(tox.check(t)), labelled.TOXICITY)
+    table.add_row(
+        "toxicity",
+        "toxic sentence",
+        f"{p:.2f}",
+        f"{r:.2f}",
+        str(fp),
+        str(fn),
+        str(len(labelled.TOXICITY)),
+    )
+    out["toxicity"] = {"precision": p, "recall": r, "fp": fp, "fn": fn}
+    lang = LanguageGuard()
+    items = [(text, code != "en") for text, code in labelled.LANGUAGE]
+    p, r, fp, fn = labelled.flag_scores(lambda t: bool(lang.check(t)), items)
+    table.add_row(
+        "language", "not English", f"{p:.2f}", f"{r:.2f}", str(fp), str(fn), str(len(items))
+    )
+    judged = [
+        (text, code)
+        for text, code in labelled.LANGUAGE
+        if code in lang.candidates and len(text.strip()) >= lang.min_chars
+    ]
+    right = sum(1 for text, code in judged if (lang.detect(text) or ("", 0.0))[0] == code)
+    out["language"] = {
+        "precision": p,
+        "recall": r,
+        "fp": fp,
+        "fn": fn,
+        "detected_right": right,
+        "detected_of": len(judged),
+    }
+    if grounded:
+        guard = GroundednessGuard()
+
+        def unsupported(sentence: str, source: str) -> bool:
+            return any(f.kind == "unsupported" for f in guard.check(sentence, [source]))
+
+        g = labelled.grounded_scores(unsupported, labelled.GROUNDED)
+        table.add_row(
+            "grounded",
+            "unsupported sentence",
+            f"{g['precision']:.2f}",
+            f"{g['recall']:.2f}",
+            str(g["false_positives"]),
+            str(g["false_negatives"]),
+            str(g["n"]),
+        )
+        for label, what in (("added", "claim not in source"), ("contradicts", "contradicts it")):
+            n = sum(1 for _, _, lab in labelled.GROUNDED if lab == label)
+            table.add_row("", f"… {what}", "", f"{g['recall_' + label]:.2f}", "", "", str(n))
+        out["grounded"] = g
+    console.print(table)
+    console.print(
+        f"Language: detected code right for {right} of {len(judged)} texts in a candidate "
+        "language and long enough to judge."
+    )
+    return out
 
 
 if __name__ == "__main__":

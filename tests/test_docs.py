@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CONCEPTS = ROOT / "docs" / "concepts.md"
 MODELS = ROOT / "docs" / "models.md"
+GOVERNANCE = ROOT / "docs" / "governance.md"
 CLI_DOC = ROOT / "docs" / "cli.md"
 
 _FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
@@ -59,6 +60,16 @@ def test_concepts_examples_run() -> None:
     namespace: dict[str, object] = {"__name__": "docs_concepts"}
     for i, block in enumerate(python, start=1):
         run_printing(block, f"docs/concepts.md (python block {i})", namespace)
+
+
+def test_governance_examples_run() -> None:
+    """docs/governance.md's Python blocks run as written, in order, in one session."""
+    blocks = fenced_blocks(GOVERNANCE.read_text(encoding="utf-8"))
+    python = [body for lang, body in blocks if lang == "python"]
+    assert len(python) >= 2
+    namespace: dict[str, object] = {"__name__": "docs_governance"}
+    for i, block in enumerate(python, start=1):
+        run_printing(block, f"docs/governance.md (python block {i})", namespace)
 
 
 def test_models_examples_run() -> None:

@@ -109,19 +109,39 @@ def _call(coro: Coroutine[Any, Any, T]) -> T:
 
 def _services(store: Store) -> dict[type, object]:
     """What steps reach through ctx: the project's models (erpoz.yaml, else the offline
-    default). Nothing is loaded until a step uses it. A project budget starts from what the
-    store's runs have already spent."""
+    default) and its guardrails (guards and policy). Nothing is loaded until a step uses it.
+    A project budget starts from what the store's runs have already spent."""
+    from .guards import Guardrails, guardrails_from_config
     from .models import ModelHub
-    from .models._config import load_hub
+    from .models._config import build_hub, load_config
     from .models._meter import spent_in_store
+    from .tools import ToolRegistry, registry_from_config
 
     try:
-        hub = load_hub()
+        config = load_config()
+        hub = build_hub(config)
+        rails = guardrails_from_config(config)
+        tools = registry_from_config(config)
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
     if hub.budget is not None and hub.budget.per_project_usd is not None:
         hub.budget.project_spent_usd = _call(spent_in_store(store))
-    return {ModelHub: hub}
+    services: dict[type, object] = {ModelHub: hub}
+    if rails is not None:
+        services[Guardrails] = rails
+    if tools is not None:
+        services[ToolRegistry] = tools
+    return services
+
+
+def _parse_tags(pairs: list[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--tag {pair!r}: expected key=value", EXIT_INVALID)
+        tags[key.strip()] = value
+    return tags
 
 
 def _load(flow: str) -> Plan:
@@ -295,18 +315,28 @@ def run(
     progress: Annotated[
         bool, typer.Option(help="Show a live table of steps (on a terminal).")
     ] = True,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            "-t",
+            help="key=value (repeatable): recorded with the run; 'tenant' and 'user' are what "
+            "policy rules match.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a flow and wait for it to succeed, fail or pause for review.
 
-    [dim]Example:[/] erpoz run examples/triage.yaml -i ticket="refund my invoice"
+    [dim]Example:[/] erpoz run examples/triage.yaml -i ticket="refund my invoice" -t tenant=acme
     """
     plan = _load(flow)
     values = _parse_inputs(plan, inputs or [], input_json)
+    tags = _parse_tags(tag or [])
     st = open_or_fail(store, durability, fsync)
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
     engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
-    result = _call(_drive(engine, engine.run(plan, values), view))
+    result = _call(_drive(engine, engine.run(plan, values, tags=tags), view))
     _report(result, as_json, st)
 
 

@@ -1,49 +1,106 @@
-"""``erpoz policy check``: validate a policy file and explain which rule decides a request."""
+"""``erpoz policy check``: validate a policy and explain which rule decides a request."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.markup import escape
 
 from ._console import EXIT_INVALID, JsonOpt, fail, out
 from .errors import ConfigError
-from .tools import load_policy
+from .policy import CHECKPOINTS, DATA_DEFAULT, Policy, Subject, load_policy
 
 policy_app = typer.Typer(
-    help="Tool access policy files.\n\n[dim]Example:[/] erpoz policy check policy.yaml",
+    help="Policies: who may call which tool or model, and what happens to which data."
+    "\n\n[dim]Example:[/] erpoz policy check policy.yaml --tool send_email --flow billing",
     no_args_is_help=True,
 )
 
 
+def _read(file: str) -> Policy:
+    """A policy file (``rules:``), or a project file whose ``policy`` section is read."""
+    try:
+        head = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", file=file) from None
+    except yaml.YAMLError:
+        head = None  # let the real parser name the line
+    if isinstance(head, dict) and "rules" not in head:
+        from .guards import guardrails_from_config
+        from .models._config import load_config
+
+        rails = guardrails_from_config(load_config(file))
+        return rails.policy if rails is not None else Policy()
+    return load_policy(file)
+
+
 @policy_app.command("check")
 def check(
-    file: Annotated[str, typer.Argument(help="The policy file (YAML).")],
+    file: Annotated[
+        str, typer.Argument(help="A policy file, or erpoz.yaml (its 'policy' section).")
+    ],
     tool: Annotated[str | None, typer.Option(help="Explain the decision for this tool.")] = None,
-    flow: Annotated[str, typer.Option(help="… called from this flow.")] = "*",
-    step: Annotated[str, typer.Option(help="… from this step.")] = "*",
+    model: Annotated[str | None, typer.Option(help="… for a call of this model.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="… for a finding of this data class (detector.kind: pii.email)."),
+    ] = None,
+    at: Annotated[str, typer.Option(help="… at this checkpoint (with --data).")] = "model_input",
+    score: Annotated[float, typer.Option(help="… with this score (with --data).")] = 1.0,
+    flow: Annotated[str, typer.Option(help="… in this flow.")] = "-",
+    step: Annotated[str, typer.Option(help="… in this step.")] = "-",
+    tenant: Annotated[str, typer.Option(help="… for this tenant.")] = "-",
+    user: Annotated[str, typer.Option(help="… for this user.")] = "-",
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a policy file (exit 2 with file and line when it is wrong); with --tool, say
-    which rule decides and what it does.
+    """Validate a policy (exit 2 with file and line when it is wrong); with --tool, --model
+    or --data, say which rule decides and what it does.
 
-    [dim]Example:[/] erpoz policy check policy.yaml --tool send_email --flow billing
+    [dim]Examples:[/] erpoz policy check policy.yaml --tool send_email --flow billing
+    erpoz policy check erpoz.yaml --data pii.credit_card --at delivery --tenant acme
     """
+    if sum(x is not None for x in (tool, model, data)) > 1:
+        fail("ask about one of --tool, --model or --data at a time", EXIT_INVALID)
+    if at not in CHECKPOINTS:
+        fail(f"--at {at!r}: expected one of {', '.join(CHECKPOINTS)}", EXIT_INVALID)
     try:
-        policy = load_policy(file)
+        policy = _read(file)
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
+    subject = Subject(flow, step, tenant, user)
     result: dict[str, object] = {"valid": True, "rules": len(policy.rules)}
+    asked = ""
     if tool is not None:
-        action, rule = policy.decide(tool, flow, step)
-        result.update({"tool": tool, "flow": flow, "step": step, "action": action, "rule": rule})
+        action, rule = policy.decide(tool, subject=subject)
+        asked = f"tool {tool}"
+        result.update({"tool": tool, "action": action, "rule": rule})
+    elif model is not None:
+        action, rule = policy.decide_model(model, subject)
+        asked = f"model {model}"
+        result.update({"model": model, "action": action, "rule": rule})
+    elif data is not None:
+        found = policy.decide_data(data, at, subject, score=score)
+        asked = f"data {data} at {at}"
+        result.update(
+            {
+                "data": data,
+                "checkpoint": at,
+                "action": found.action if found else "log",
+                "rule": found.name if found else DATA_DEFAULT,
+            }
+        )
+    if asked:
+        result.update({"flow": flow, "step": step, "tenant": tenant, "user": user})
     if as_json:
         out.print_json(data=result)
         return
     out.print(f"[green]valid[/]: {len(policy.rules)} rules")
-    if tool is not None:
+    if asked:
         out.print(
-            f"tool {escape(tool)} from flow {escape(flow)}, step {escape(step)}: "
-            f"[bold]{result['action']}[/] by rule {escape(str(result['rule']))}"
+            f"{escape(asked)} (flow {escape(flow)}, step {escape(step)}, tenant "
+            f"{escape(tenant)}, user {escape(user)}): [bold]{result['action']}[/] by rule "
+            f"{escape(str(result['rule']))}"
         )

@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "ErpozError",
     "FlowError",
+    "GuardBlocked",
     "ModelError",
     "PolicyViolation",
     "ReviewRequired",
@@ -82,13 +83,34 @@ class ReviewRequired(ErpozError):
 
     The run becomes ``waiting``; ``erpoz runs resume RUN --approve | --reject | --edit FILE``
     continues it. ``output`` is the proposal the reviewer sees (and approves or edits).
+    ``grant`` asks for a permission instead of an output (a tool call, a model answer that a
+    guard flagged): approving records the grant and runs the step again, and this time the
+    call goes through (``ctx.approved(grant)`` is true); rejecting fails the step.
     """
 
-    def __init__(self, reason: str, *, output: object = None, evidence: object = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        output: object = None,
+        evidence: object = None,
+        grant: str | None = None,
+    ) -> None:
         self.reason = reason
         self.output = output
         self.evidence = evidence
+        self.grant = grant
         super().__init__(reason)
+
+
+class GuardBlocked(ErpozError):
+    """A guard's finding was mapped by policy to ``block`` (or a re-ask / escalation ran out):
+    names the checkpoint and the rule. Not retried."""
+
+    def __init__(self, message: str, *, checkpoint: str, rule: str | None) -> None:
+        self.checkpoint = checkpoint
+        self.rule = rule
+        super().__init__(message)
 
 
 class StoreError(ErpozError):

@@ -408,3 +408,215 @@ def injection_scores(
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     return precision, recall, fp, fn
+
+
+# -- toxicity, language, groundedness ------------------------------------------------------
+# Written for the second set of detectors, before their thresholds were measured on them.
+
+ToxicityItem = tuple[str, bool]
+LanguageItem = tuple[str, str]
+GroundedItem = tuple[str, str, str]
+
+#: (sentence, is toxic). Toxic: insults, obscenity, abuse or threats aimed at someone.
+#: Mild swearing at no one ("Damn, I forgot my keys") and violent words in ordinary idioms,
+#: jargon and news are the hard negatives.
+TOXICITY: tuple[ToxicityItem, ...] = (
+    ("You are a complete idiot.", True),
+    ("Shut up, you worthless moron.", True),
+    ("What the fuck is wrong with you?", True),
+    ("This is the dumbest fucking idea I have ever heard.", True),
+    ("Go to hell, nobody wants you here.", True),
+    ("You're a pathetic loser and everyone knows it.", True),
+    ("Fuck off and stop emailing me.", True),
+    ("Your support team is a bunch of useless assholes.", True),
+    ("Eat shit.", True),
+    ("You stupid bitch, answer my question.", True),
+    ("I hope you choke on it, you piece of garbage.", True),
+    ("Only a brain-dead idiot would write code like this.", True),
+    ("Screw you and your crappy product.", True),
+    ("You disgusting pig.", True),
+    ("Your mother is a whore.", True),
+    ("STFU noob", True),
+    ("Kill yourself.", True),
+    ("People like you should be locked up and beaten.", True),
+    ("f*ck this sh*t, you cretins", True),
+    ("Nobody asked for your opinion, dumbass.", True),
+    ("This bug is killing me.", False),
+    ("Shoot me an email when you are free.", False),
+    ("Kill the process and restart the server.", False),
+    ("The new search is a killer feature for our users.", False),
+    ("That demo was sick, well done!", False),
+    ("I'm dying to see the new design.", False),
+    ("Let's nail down the details tomorrow.", False),
+    ("The bomb squad cleared the building within an hour.", False),
+    ("Execute the script as root and dump the database first.", False),
+    ("We need to beat the competition on price.", False),
+    ("Scunthorpe United won the match on Saturday.", False),
+    ("The patient reported pain in the lower abdomen.", False),
+    ("Breast cancer screening starts at age 40.", False),
+    ("Sex education is part of the school curriculum.", False),
+    ("Damn, I forgot my keys again.", False),
+    ("Thanks for your help yesterday, it was great.", False),
+    ("Can you explain how garbage collection works in Java?", False),
+    ("My cat is a little monster at night.", False),
+    ("The documentation for this API is a nightmare.", False),
+    ("He was shot in the leg during the robbery, police said.", False),
+    ("The virus killed millions of people during the pandemic.", False),
+    ("Hell yes, the release is finally out!", False),
+)
+
+#: (text, ISO 639-1 code of its language). Short texts, as a chat turn or a title would be;
+#: English with foreign names and words, and two languages outside the default candidates
+#: (Catalan, Finnish), which any non-English flag still counts as caught.
+LANGUAGE: tuple[LanguageItem, ...] = (
+    ("Can you help me reset my password, please?", "en"),
+    ("The meeting has been moved to Thursday afternoon.", "en"),
+    ("Let's grab lunch at Café Müller tomorrow.", "en"),
+    ("The CEO of Volkswagen AG spoke in Wolfsburg today.", "en"),
+    ("Please review the pull request, danke!", "en"),
+    ("Our déjà vu moment: the bug is back in prod.", "en"),
+    ("Where is the nearest train station from here?", "en"),
+    ("I ordered the paella and a glass of rioja.", "en"),
+    ("Kannst du mir bitte bei der Rechnung helfen?", "de"),
+    ("Das Treffen wurde auf Donnerstag verschoben.", "de"),
+    ("Pouvez-vous m'aider à réinitialiser mon mot de passe ?", "fr"),
+    ("La réunion est reportée à jeudi après-midi.", "fr"),
+    ("¿Dónde está la estación de tren más cercana?", "es"),
+    ("Necesito cambiar la dirección de envío, por favor.", "es"),
+    ("Vorrei prenotare un tavolo per due persone stasera.", "it"),
+    ("Obrigado pela ajuda, o problema foi resolvido.", "pt"),
+    ("Kunt u mij helpen met mijn bestelling?", "nl"),
+    ("Czy możesz mi pomóc z tym zamówieniem?", "pl"),
+    ("Спасибо за помощь, всё работает отлично.", "ru"),
+    ("Дякую, я отримав ваше повідомлення вчора.", "uk"),
+    ("Siparişim ne zaman teslim edilecek acaba?", "tr"),
+    ("Jag vill avboka min bokning för nästa vecka.", "sv"),
+    ("请问最近的地铁站在哪里？我需要去机场。", "zh"),
+    ("パスワードをリセットする方法を教えてください。", "ja"),
+    ("비밀번호를 재설정하는 방법을 알려주세요.", "ko"),
+    ("هل يمكنك مساعدتي في إعادة تعيين كلمة المرور؟", "ar"),
+    ("Bon dia, com estàs avui? Tot bé per aquí.", "ca"),
+    ("Kiitos avusta, ongelma on nyt ratkaistu.", "fi"),
+    ("Mulțumesc pentru ajutor, totul funcționează acum.", "ro"),
+    ("Cảm ơn bạn đã giúp đỡ tôi hôm nay.", "vi"),
+)
+
+_EIFFEL = (
+    "The Eiffel Tower was completed in 1889 for the World's Fair in Paris. It is 330 metres "
+    "tall and was the tallest man-made structure in the world until 1930. Gustave Eiffel's "
+    "company designed and built the tower."
+)
+_REFUNDS = (
+    "Customers can return unused items within 30 days of delivery for a full refund. Refunds "
+    "are issued to the original payment method within 5 business days. Shipping costs are "
+    "not refundable unless the item arrived damaged."
+)
+_PYTHON = (
+    "Python 3.12 was released in October 2023. It improved error messages and made f-strings "
+    "more flexible. The release also removed the long-deprecated distutils module."
+)
+_PHOTOSYNTHESIS = (
+    "Photosynthesis converts light energy into chemical energy stored in glucose. It takes "
+    "place mainly in the chloroplasts of plant leaves. Oxygen is released as a by-product."
+)
+_BOARD = (
+    "The board approved the 2025 budget on 12 March. Marketing spending will rise by 8 "
+    "percent, while travel spending will be cut by half. The new CFO, Dana Reyes, will "
+    "present quarterly updates."
+)
+
+#: (answer sentence, source, label). Labels: "supported" (verbatim or paraphrased from the
+#: source), "added" (unsupported: a claim the source does not make, true or not) and
+#: "contradicts" (unsupported: shares most of its words with the source but contradicts it
+#: with a changed number, a negation or swapped roles -- the hard case for embeddings).
+GROUNDED: tuple[GroundedItem, ...] = (
+    ("The Eiffel Tower was finished in 1889 for the Paris World's Fair.", _EIFFEL, "supported"),
+    ("It stands about 330 metres high.", _EIFFEL, "supported"),
+    ("Gustave Eiffel's firm designed and constructed it.", _EIFFEL, "supported"),
+    ("The Eiffel Tower was completed in 1925 for the Olympic Games.", _EIFFEL, "contradicts"),
+    ("The tower is repainted every seven years with 60 tonnes of paint.", _EIFFEL, "added"),
+    ("The Eiffel Tower was never the tallest structure in the world.", _EIFFEL, "contradicts"),
+    (
+        "You can send back unused products within 30 days and get all your money back.",
+        _REFUNDS,
+        "supported",
+    ),
+    (
+        "The refund goes back to the card you paid with, usually within five business days.",
+        _REFUNDS,
+        "supported",
+    ),
+    ("If the item arrived damaged, the shipping cost is refunded too.", _REFUNDS, "supported"),
+    (
+        "Customers can return items within 90 days of delivery for a full refund.",
+        _REFUNDS,
+        "contradicts",
+    ),
+    ("Shipping costs are always refundable.", _REFUNDS, "contradicts"),
+    ("Refunds are paid out as store credit only.", _REFUNDS, "contradicts"),
+    ("Our customer service team is available 24 hours a day.", _REFUNDS, "added"),
+    ("Python 3.12 came out in October 2023.", _PYTHON, "supported"),
+    ("The distutils module was removed in Python 3.12.", _PYTHON, "supported"),
+    ("Error messages got better in Python 3.12.", _PYTHON, "supported"),
+    ("Python 3.12 added a just-in-time compiler that is enabled by default.", _PYTHON, "added"),
+    ("Python 3.12 was released in October 2021.", _PYTHON, "contradicts"),
+    ("Python 3.12 kept the distutils module for backwards compatibility.", _PYTHON, "contradicts"),
+    (
+        "Plants turn light into chemical energy in the form of glucose.",
+        _PHOTOSYNTHESIS,
+        "supported",
+    ),
+    ("Oxygen is given off as a by-product of photosynthesis.", _PHOTOSYNTHESIS, "supported"),
+    ("Oxygen is released as a by-product.", _PHOTOSYNTHESIS, "supported"),
+    (
+        "Photosynthesis happens mostly in the mitochondria of plant roots.",
+        _PHOTOSYNTHESIS,
+        "contradicts",
+    ),
+    (
+        "Carbon dioxide is released as a by-product of photosynthesis.",
+        _PHOTOSYNTHESIS,
+        "contradicts",
+    ),
+    ("Photosynthesis was first described by Jan Ingenhousz in 1779.", _PHOTOSYNTHESIS, "added"),
+    ("the board approved the 2025  budget on 12 march", _BOARD, "supported"),
+    ("Travel spending will be halved, and marketing will grow by 8%.", _BOARD, "supported"),
+    ("Dana Reyes, the new CFO, will give quarterly updates.", _BOARD, "supported"),
+    ("Marketing spending will be cut by half.", _BOARD, "contradicts"),
+    ("The board rejected the 2025 budget.", _BOARD, "contradicts"),
+    ("The company plans to hire 200 new engineers next year.", _BOARD, "added"),
+    ("Dana Reyes was previously the chief executive of a bank.", _BOARD, "added"),
+)
+
+
+def flag_scores(
+    flagged: Callable[[str], bool], items: Sequence[tuple[str, bool]]
+) -> tuple[float, float, int, int]:
+    """(precision, recall, false positives, false negatives) of flags on (text, label) items."""
+    return injection_scores(flagged, [(text, label, "") for text, label in items])
+
+
+def grounded_scores(
+    flagged: Callable[[str, str], bool], items: Sequence[GroundedItem] = GROUNDED
+) -> dict[str, float]:
+    """Flagging a sentence as unsupported by its source: precision, recall, and recall on the
+    "added" and on the "contradicts" items separately."""
+    hits = {label: 0 for label in ("supported", "added", "contradicts")}
+    totals = dict.fromkeys(hits, 0)
+    for sentence, source, label in items:
+        totals[label] += 1
+        hits[label] += flagged(sentence, source)
+    caught = hits["added"] + hits["contradicts"]
+    wanted = totals["added"] + totals["contradicts"]
+    flags = caught + hits["supported"]
+    return {
+        "precision": caught / flags if flags else 1.0,
+        "recall": caught / wanted if wanted else 1.0,
+        "recall_added": hits["added"] / totals["added"] if totals["added"] else 1.0,
+        "recall_contradicts": (
+            hits["contradicts"] / totals["contradicts"] if totals["contradicts"] else 1.0
+        ),
+        "false_positives": hits["supported"],
+        "false_negatives": wanted - caught,
+        "n": len(items),
+    }

@@ -151,7 +151,11 @@ def test_a_missing_secret_is_an_error_at_its_line_when_the_hub_is_built(
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("models: {}\nfoo: 1\n", 2, "unknown key 'foo' (expected: models, routers, budget)"),
+        (
+            "models: {}\nfoo: 1\n",
+            2,
+            "unknown key 'foo' (expected: models, routers, budget, guards, policy, tools)",
+        ),
         (
             "models:\n  a:\n    provider: fake\n    prise: 3\n",
             4,

@@ -70,8 +70,10 @@ def test_cli_check_explains_the_decision(tmp_path: Path) -> None:
         "valid": True,
         "rules": 3,
         "tool": "send_email",
-        "flow": "*",
-        "step": "*",
+        "flow": "-",
+        "step": "-",
+        "tenant": "-",
+        "user": "-",
         "action": "review",
         "rule": "mail needs a person",
     }
@@ -79,3 +81,46 @@ def test_cli_check_explains_the_decision(tmp_path: Path) -> None:
     bad.write_text("rules:\n  - name: a\n    action: maybe\n")
     res = runner.invoke(app, ["policy", "check", str(bad)], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and f"{bad}:3" in res.output
+
+
+PROJECT = """\
+models:
+  reader: {provider: extractive}
+policy:
+  rules:
+    - name: free tier stays local
+      model: gpt-*
+      tenant: free-*
+      action: deny
+    - name: cards never leave
+      data: pii.credit_card
+      at: [delivery]
+      action: redact
+    - name: mail
+      tool: send_email
+      action: allow
+"""
+
+
+def test_cli_check_reads_the_policy_section_of_a_project_file(tmp_path: Path) -> None:
+    path = tmp_path / "erpoz.yaml"
+    path.write_text(PROJECT)
+    runner = CliRunner()
+
+    def ask(*args: str) -> dict[str, object]:
+        res = runner.invoke(app, ["policy", "check", str(path), *args, "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)  # type: ignore[no-any-return]
+
+    got = ask("--model", "gpt-4o", "--tenant", "free-eu")
+    assert (got["action"], got["rule"]) == ("deny", "free tier stays local")
+    assert ask("--model", "gpt-4o", "--tenant", "acme")["action"] == "allow"
+    got = ask("--data", "pii.credit_card", "--at", "delivery")
+    assert (got["action"], got["rule"]) == ("redact", "cards never leave")
+    assert ask("--data", "pii.credit_card", "--at", "model_input")["action"] == "log"
+    assert ask("--tool", "send_email")["action"] == "allow"
+    bad = runner.invoke(app, ["policy", "check", str(path), "--data", "x", "--at", "nowhere"])
+    assert bad.exit_code == 2 and "nowhere" in bad.output
+    path.write_text(PROJECT.replace("at: [delivery]", "at: [deliveryy]"))
+    res = runner.invoke(app, ["policy", "check", str(path)], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and f"{path}:" in res.output and "deliveryy" in res.output

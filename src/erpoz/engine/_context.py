@@ -13,8 +13,11 @@ from ..errors import RunError
 from ..store import ENGINE_KINDS, RunWriter
 
 if TYPE_CHECKING:
+    from ..guards._checkpoints import Governed
     from ..models import Models
     from ..tools import Tools
+
+_NO_TAGS: Mapping[str, str] = {}
 
 T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
@@ -24,6 +27,9 @@ class StepContext:
     """Run id, step id, attempt, a logger, event emission and the services of later parts."""
 
     __slots__ = (
+        "_calls",
+        "_grants",
+        "_journal",
         "_log",
         "_loop",
         "_services",
@@ -33,6 +39,7 @@ class StepContext:
         "flow",
         "run_id",
         "step_id",
+        "tags",
     )
 
     def __init__(
@@ -42,8 +49,15 @@ class StepContext:
         attempt: int,
         services: Mapping[type, object],
         flow: str = "",
+        tags: Mapping[str, str] = _NO_TAGS,
+        grants: frozenset[str] | set[str] = frozenset(),
+        calls: dict[str, str] | None = None,
     ) -> None:
         self._writer = writer
+        self._calls = calls if calls is not None else {}
+        self._journal: CallJournal | None = None
+        self.tags = tags
+        self._grants = grants
         self.flow = flow
         self.run_id = writer.run_id
         self.step_id = step_id
@@ -80,22 +94,73 @@ class StepContext:
             )
 
     @property
+    def tenant(self) -> str:
+        """The run's ``tenant`` tag (``"-"`` when it has none): policy rules may name it."""
+        return self.tags.get("tenant", "-")
+
+    @property
+    def user(self) -> str:
+        """The run's ``user`` tag (``"-"`` when it has none)."""
+        return self.tags.get("user", "-")
+
+    @property
+    def journal(self) -> CallJournal:
+        """The side-effecting tool calls this run has carried out (see ``ctx.tools``)."""
+        if self._journal is None:
+            self._journal = CallJournal(self)
+        return self._journal
+
+    def _append(self, kind: str, data: dict[str, Any], payload: str | None) -> None:
+        if threading.get_ident() == self._thread:
+            self._writer.append(kind, self.step_id, self.attempt, data, payload)
+        else:
+            self._loop.call_soon_threadsafe(
+                self._writer.append, kind, self.step_id, self.attempt, data, payload
+            )
+
+    def approved(self, grant: str) -> bool:
+        """Whether a reviewer approved ``grant`` in this run (see ``ReviewRequired.grant``)."""
+        return grant in self._grants
+
+    def governed(self) -> Governed | None:
+        """The run's guardrails as this step sees them: the engine's ``Guardrails`` service,
+        else the project's (``guards`` / ``policy`` in ``erpoz.yaml``); ``None`` when neither
+        is configured."""
+        from ..guards import Guardrails, project_guardrails
+        from ..guards._checkpoints import Governed
+        from ..policy import Subject
+
+        rails = self._services.get(Guardrails)
+        if not isinstance(rails, Guardrails):
+            rails = project_guardrails()
+            if rails is None:
+                return None
+        return Governed(
+            rails,
+            Subject(self.flow or "-", self.step_id, self.tenant, self.user),
+            self.emit,
+            self.approved,
+        )
+
+    @property
     def models(self) -> Models:
         """The run's models: the engine's ``ModelHub`` service, else the project's
-        (``erpoz.yaml`` in the working directory, or the offline default)."""
+        (``erpoz.yaml`` in the working directory, or the offline default). Calls pass the
+        guard checkpoints and model policy when guardrails are configured."""
         from ..models import ModelHub, project_hub
 
         hub = self._services.get(ModelHub)
-        return (hub if isinstance(hub, ModelHub) else project_hub()).bind(self)
+        return (hub if isinstance(hub, ModelHub) else project_hub()).bind(self, self.governed())
 
     @property
     def tools(self) -> Tools:
         """The registered tools, each call checked by policy and recorded (none granted when
-        the engine was given no ``ToolRegistry``)."""
+        the engine was given no ``ToolRegistry`` and the project's policy grants none)."""
         from ..tools import ToolRegistry
 
         reg = self._services.get(ToolRegistry)
-        return (reg if isinstance(reg, ToolRegistry) else ToolRegistry()).bind(self, self.flow)
+        registry = reg if isinstance(reg, ToolRegistry) else ToolRegistry()
+        return registry.bind(self, self.flow, self.governed())
 
     def service(self, key: type[T]) -> T:
         try:
@@ -104,3 +169,28 @@ class StepContext:
             raise RunError(
                 f"no {key.__name__} is configured for this run; pass it to Engine(services=...)"
             ) from None
+
+
+class CallJournal:
+    """Side effects a step carried out, by idempotency key, with their recorded results: a
+    step that runs again (resumed after a crash, retried, re-run after an approval) gets the
+    result back instead of repeating the call."""
+
+    __slots__ = ("_counts", "_ctx")
+
+    def __init__(self, ctx: StepContext) -> None:
+        self._ctx = ctx
+        self._counts: dict[str, int] = {}
+
+    def count(self, base: str) -> int:
+        """The how-many-th call of ``base`` (tool + arguments) this is in this execution."""
+        n = self._counts[base] = self._counts.get(base, 0) + 1
+        return n
+
+    def get(self, key: str) -> str | None:
+        return self._ctx._calls.get(key)
+
+    def record(self, key: str, data: dict[str, Any], result_json: str) -> None:
+        """Record the ``tool_called`` event with the result as its payload."""
+        self._ctx._append("tool_called", data, result_json)
+        self._ctx._calls[key] = result_json

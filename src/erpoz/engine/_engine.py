@@ -16,9 +16,17 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import FlowError, ReviewRequired, RunError, StepFailed, StoreError
+from ..errors import (
+    FlowError,
+    GuardBlocked,
+    PolicyViolation,
+    ReviewRequired,
+    RunError,
+    StepFailed,
+    StoreError,
+)
 from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode
 from ..flow._types import get_field, type_name
 from ..store import TERMINAL, Event, NewRun, RunWriter, Store, open_store
@@ -27,6 +35,9 @@ from ..store._owner import new_owner
 from ._codec import EncodeError, check_type, decode, encode, validate
 from ._context import StepContext
 from ._executor import Executor, ThreadExecutor
+
+if TYPE_CHECKING:
+    from ..guards import Guardrails
 
 Observer = Callable[[str, str | None, int, Mapping[str, Any] | None], None]
 """Called for every event a run appends: ``(kind, step, attempt, data)``."""
@@ -99,19 +110,31 @@ class _Run:
     """State shared by every scope (top level and sub-flows) of one run."""
 
     __slots__ = (
+        "calls",
         "cancelled",
+        "delivery",
         "done_steps",
         "failure",
+        "flow",
+        "grants",
         "paused",
+        "rails",
         "recorded",
         "reviews",
         "stopping",
+        "tags",
         "tasks",
         "writer",
     )
 
-    def __init__(self, writer: RunWriter) -> None:
+    def __init__(self, writer: RunWriter, tags: Mapping[str, str] | None = None) -> None:
         self.writer = writer
+        self.tags: dict[str, str] = dict(tags or {})
+        self.grants: set[str] = set()  # approvals recorded in this run (ReviewRequired.grant)
+        self.calls: dict[str, str] = {}  # idempotency key -> result JSON of side effects done
+        self.rails: Guardrails | None = None  # set when the delivery checkpoint has guards
+        self.delivery: frozenset[str] = frozenset()
+        self.flow = "-"
         self.recorded: dict[str, str | None] = {}  # step id -> output JSON (None: skipped)
         self.reviews: dict[str, Decision] = {}
         self.failure: _Failed | None = None
@@ -195,7 +218,7 @@ class Engine:
             ),
             self.owner,
         )
-        return await self._drive_run(plan, bound, _Run(self._observed(writer)))
+        return await self._drive_run(plan, bound, _Run(self._observed(writer), tags))
 
     async def resume(
         self,
@@ -233,8 +256,10 @@ class Engine:
         # check the decision before touching the run: a bad edit leaves it waiting, unchanged
         checked = _check_decision(plan, waiting, decision) if decision is not None else None
         writer = self._observed(await self.store.claim_run(run_id, self.owner))
-        run = _Run(writer)
+        run = _Run(writer, _tags_of(events))
         run.recorded.update(_recorded_outputs(events))
+        run.grants.update(_granted(events))
+        run.calls.update(_calls_done(events))
         writer.append(
             ev.RUN_RESUMED,
             data={
@@ -267,10 +292,11 @@ class Engine:
                 source=plan.source,
                 parent_run_id=info.run_id,
                 replay_from=from_step,
+                tags=_tags_of(events),
             ),
             self.owner,
         )
-        run = _Run(self._observed(writer))
+        run = _Run(self._observed(writer), _tags_of(events))
         for step_id, payload in old_outputs.items():
             if top_step(step_id) in rerun:
                 continue
@@ -321,6 +347,10 @@ class Engine:
 
     async def _drive_run(self, plan: Plan, inputs: Mapping[str, Any], run: _Run) -> RunResult:
         writer = run.writer
+        run.flow = plan.name
+        rails = self._guardrails()
+        if rails is not None and rails.active("delivery") and plan.delivery:
+            run.rails, run.delivery = rails, plan.delivery
         scope = _Scope(run, plan, inputs, "")
         self._driving.add(writer.run_id)
         try:
@@ -542,7 +572,9 @@ class Engine:
         spec = node.spec
         assert spec is not None
         cache_key = None
-        if node.cache:
+        # a delivery step's output is guarded on every run: never served from (or stored in)
+        # the cache, which would hold it from before redaction
+        if node.cache and not (run.rails is not None and sid in run.delivery):
             cache_key = _cache_key(spec.ref, spec.version, kwargs, node)
             if cache_key is not None:
                 hit = await self.store.cache_get(cache_key)
@@ -557,7 +589,14 @@ class Engine:
             writer.append(ev.STEP_STARTED, sid, attempt)
             if spec.context_param is not None:
                 kwargs[spec.context_param] = StepContext(
-                    writer, sid, attempt, self.services, scope.plan.name
+                    writer,
+                    sid,
+                    attempt,
+                    self.services,
+                    scope.plan.name,
+                    run.tags,
+                    run.grants,
+                    run.calls,
                 )
             t0 = time.perf_counter()
             try:
@@ -573,14 +612,24 @@ class Engine:
                 else:
                     out = await asyncio.wait_for(self.executor.call(fn, kwargs), timeout)
             except ReviewRequired as rr:
+                proposal = rr.output
+                if rr.grant is None and run.rails is not None and sid in run.delivery:
+                    # what the reviewer sees and approves is what may be delivered
+                    proposal = await self._deliver(
+                        run, node, sid, attempt, proposal, time.perf_counter() - t0
+                    )
                 return await self._review(
-                    run, node, sid, attempt, rr.output, rr.reason, rr.evidence
+                    run, node, sid, attempt, proposal, rr.reason, rr.evidence, grant=rr.grant
                 )
             except Exception as exc:
                 if isinstance(exc, TimeoutError):
                     exc = TimeoutError(f"timed out after {timeout} s")
                 message = f"{type(exc).__name__}: {exc}"
-                if attempt < retry.attempts and retry.retries(exc):
+                if (
+                    attempt < retry.attempts
+                    and not isinstance(exc, _NEVER_RETRIED)
+                    and retry.retries(exc)
+                ):
                     delay = retry.delay(attempt)
                     writer.append(
                         ev.STEP_RETRIED, sid, attempt, {"error": message, "delay_s": delay}
@@ -601,6 +650,8 @@ class Engine:
                 raise _Failed(sid, message, attempt) from exc
             break
         if node.review:
+            if run.rails is not None and sid in run.delivery:
+                out = await self._deliver(run, node, sid, attempt, out, time.perf_counter() - t0)
             return await self._review(
                 run,
                 node,
@@ -628,8 +679,12 @@ class Engine:
         tp: Any,
         seconds: float,
         extra: dict[str, Any] | None = None,
+        *,
+        deliver: bool = True,
     ) -> Any:
         writer = run.writer
+        if deliver and run.rails is not None and sid == node.id and sid in run.delivery:
+            out = await self._deliver(run, node, sid, attempt, out, seconds)
         if not check_type(out, tp):
             msg = (
                 f"returned {type(out).__name__} {out!r:.80}, but its declared output type is "
@@ -660,24 +715,111 @@ class Engine:
         reason: str,
         evidence: Any,
         seconds: float = 0.0,
+        *,
+        grant: str | None = None,
     ) -> Any:
         decision = run.reviews.pop(sid, None)
-        if decision is not None:  # decided on resume before the step's proposal was recorded
-            return await self._succeed(run, node, sid, attempt, proposal, node.unit_type, seconds)
-        try:
-            payload = encode(proposal, node.unit_type)
-        except EncodeError as exc:
-            run.writer.append(ev.STEP_FAILED, sid, attempt, {"error": str(exc)})
-            raise _Failed(sid, str(exc), attempt) from None
+        if decision is not None and grant is None:  # decided on resume before the proposal
+            return await self._succeed(
+                run, node, sid, attempt, proposal, node.unit_type, seconds, deliver=False
+            )
+        payload: str | None = None
+        if grant is None:
+            try:
+                payload = encode(proposal, node.unit_type)
+            except EncodeError as exc:
+                run.writer.append(ev.STEP_FAILED, sid, attempt, {"error": str(exc)})
+                raise _Failed(sid, str(exc), attempt) from None
         data: dict[str, Any] = {"reason": reason}
+        if grant is not None:
+            data["grant"] = grant
         if evidence is not None:
             data["evidence"] = evidence
         run.writer.append(ev.REVIEW_REQUESTED, sid, attempt, data, payload)
         await run.writer.flush()
         raise _Pause(sid)
 
+    async def _deliver(
+        self, run: _Run, node: PlanNode, sid: str, attempt: int, out: Any, seconds: float
+    ) -> Any:
+        """The delivery checkpoint: guard the output that becomes the flow's result."""
+        from ..guards._rails import Guardrails
+        from ..policy import Subject
+
+        rails = run.rails
+        assert isinstance(rails, Guardrails)
+        writer = run.writer
+        subject = Subject(run.flow, sid, run.tags.get("tenant", "-"), run.tags.get("user", "-"))
+        verdict, value = rails.inspect_value("delivery", out, subject)
+        rails.observe(verdict, lambda k, d: writer.append(k, sid, attempt, d), step=sid, model=None)
+        if verdict.passed:
+            return out
+        if verdict.action == "redact":
+            return value
+        kinds = ", ".join(sorted({d.to_json()["data"] for d in verdict.decided}))
+        if verdict.action == "review":
+            await self._review(
+                run,
+                node,
+                sid,
+                attempt,
+                out,
+                f"delivery needs review ({verdict.rule}: {kinds})",
+                verdict.evidence(),
+                seconds,
+            )
+        message = f"GuardBlocked: delivery blocked by rule {verdict.rule!r} ({kinds})"
+        writer.append(ev.STEP_FAILED, sid, attempt, {"error": message, "type": "GuardBlocked"})
+        raise _Failed(sid, message, attempt)
+
+    def _guardrails(self) -> Guardrails | None:
+        from ..guards import Guardrails, project_guardrails
+
+        rails = self.services.get(Guardrails)
+        return rails if isinstance(rails, Guardrails) else project_guardrails()
+
 
 # --- helpers ---------------------------------------------------------------------------------
+def _tags_of(events: list[Event]) -> dict[str, str]:
+    """The tags a run was started with (tenant, user, …)."""
+    if events and events[0].kind == ev.RUN_STARTED:
+        tags = (events[0].data or {}).get("tags")
+        if isinstance(tags, dict):
+            return {str(k): str(v) for k, v in tags.items()}
+    return {}
+
+
+def _calls_done(events: list[Event]) -> dict[str, str]:
+    """Side-effecting tool calls a run carried out: idempotency key -> result JSON."""
+    return {
+        e.data["idempotency_key"]: e.payload
+        for e in events
+        if e.kind == "tool_called"
+        and e.payload is not None
+        and e.data
+        and e.data.get("status") == "ok"
+        and e.data.get("idempotency_key")
+    }
+
+
+def _granted(events: list[Event]) -> set[str]:
+    """The approvals reviewers granted in a run."""
+    return {
+        e.data["grant"]
+        for e in events
+        if e.kind == ev.REVIEW_RESOLVED
+        and e.data
+        and e.data.get("grant")
+        and e.data.get("decision") == "approve"
+    }
+
+
+#: Decisions of policy: trying again gives the same answer (and may pay for it again).
+_NEVER_RETRIED = (GuardBlocked, PolicyViolation)
+
+_GRANTED = "\x00granted"
+
+
 def _check_decision(
     plan: Plan, waiting: dict[str, Event], decision: Decision
 ) -> tuple[str, str | None]:
@@ -694,6 +836,13 @@ def _check_decision(
         sid = next(iter(waiting))
     if decision.action == "reject":
         return sid, None
+    if (waiting[sid].data or {}).get("grant"):
+        if decision.action != "approve":
+            raise RunError(
+                f"step {sid} waits for an approval ({waiting[sid].data['reason']}); approve or "
+                "reject it — there is no output to edit"
+            )
+        return sid, _GRANTED
     if decision.action == "approve":
         return sid, waiting[sid].payload or "null"
     tp = _unit_type_of(plan, sid)
@@ -728,6 +877,11 @@ def _apply_decision(
         why = f": {decision.comment}" if decision.comment else ""
         run.failure = _Failed(sid, f"rejected by reviewer {meta['reviewer']}{why}", 1)
         run.stopping = True  # nothing more runs in a rejected run
+        return
+    if payload == _GRANTED:  # a permission: the step runs again and may now go ahead
+        grant = (request.data or {})["grant"]
+        writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, {**meta, "grant": grant})
+        run.grants.add(grant)
         return
     writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta, payload)
     writer.append(ev.STEP_SUCCEEDED, sid, request.attempt, {"reviewed": decision.action}, payload)

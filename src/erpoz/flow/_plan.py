@@ -79,6 +79,8 @@ class Plan:
     source: str | None
     by_id: Mapping[str, int]
     input_adapters: Mapping[str, TypeAdapter[Any]]
+    #: The steps whose output becomes the flow's result (the delivery checkpoint's place).
+    delivery: frozenset[str] = frozenset()
 
     def node(self, step_id: str) -> PlanNode:
         try:
@@ -537,6 +539,7 @@ class _Compiler:
             source=flow.source,
             by_id=MappingProxyType(pos),
             input_adapters=MappingProxyType(adapters),
+            delivery=frozenset(_ref_nodes(out_ref)),
         )
 
     def fingerprint(self, order: list[str]) -> str:
@@ -594,3 +597,14 @@ def _find_cycle(stuck: list[str], deps: dict[str, set[str]]) -> list[str]:
 
 def compile_flow(flow: Flow) -> Plan:
     return _Compiler(flow).run()
+
+
+def _ref_nodes(ref: Any) -> set[str]:
+    """The steps a reference reads from."""
+    if isinstance(ref, NodeRef):
+        return {ref.node_id}
+    if isinstance(ref, FieldRef):
+        return _ref_nodes(ref.base)
+    if isinstance(ref, Coalesce):
+        return set().union(*(_ref_nodes(r) for r in ref.refs))
+    return set()

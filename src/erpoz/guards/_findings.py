@@ -14,7 +14,8 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One thing a guard found: ``text == original[start:end]``; ``score`` is in 0..1."""
+    """One thing a guard found: ``text == original[start:end]``; ``score`` is in 0..1 (higher:
+    more certain of the problem); ``detail`` is an optional message for a person."""
 
     detector: str
     kind: str
@@ -22,6 +23,7 @@ class Finding:
     end: int
     text: str
     score: float
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

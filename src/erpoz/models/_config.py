@@ -199,6 +199,10 @@ class ProjectConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routers: dict[str, RouterConfig] = Field(default_factory=dict)
     budget: BudgetConfig | None = None
+    # checked by erpoz.guards.guardrails_from_config (they keep their YAML lines there)
+    guards: Any = None
+    policy: Any = None
+    tools: Any = None  # checked by erpoz.tools.registry_from_config
 
     _file: str | None = PrivateAttr(default=None)
     _doc: Any = PrivateAttr(default=None)

@@ -27,6 +27,7 @@ from ._types import (
 
 if TYPE_CHECKING:
     from ..flow import Context
+    from ..guards._checkpoints import Governed
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,9 +78,13 @@ class ModelHub:
     def names(self) -> list[str]:
         return list(self._models)
 
-    def bind(self, ctx: Context) -> Models:
+    def bind(self, ctx: Context, governed: Governed | None = None) -> Models:
+        """``ctx.models`` for one step; ``governed`` adds the guard checkpoints and model
+        policy."""
         return Models(
-            self, Recorder(lambda k, d: ctx.emit(k, dict(d)), ctx.run_id, budget=self.budget)
+            self,
+            Recorder(lambda k, d: ctx.emit(k, dict(d)), ctx.run_id, budget=self.budget),
+            governed,
         )
 
     def unbound(self) -> Models:
@@ -104,11 +109,12 @@ def _schema_of(output: Any) -> Mapping[str, Any]:
 class Models:
     """What a step sees as ``ctx.models``."""
 
-    __slots__ = ("_hub", "_rec")
+    __slots__ = ("_gov", "_hub", "_rec")
 
-    def __init__(self, hub: ModelHub, recorder: Recorder) -> None:
+    def __init__(self, hub: ModelHub, recorder: Recorder, governed: Governed | None = None) -> None:
         self._hub = hub
         self._rec = recorder
+        self._gov = governed
 
     def _chat_model(self, name: str) -> ChatModel:
         model = self._hub.get(name)
@@ -136,6 +142,10 @@ class Models:
         still too long, the longest message is cut; a ``context_truncated`` event says what.
         """
         messages = _messages(prompt)
+        gov = self._gov
+        mapping: dict[str, str] = {}
+        if gov is not None:
+            messages, mapping = await gov.model_input(model, messages)
         if truncate:
             messages = self._fit(model, messages, max_tokens)
         request = ChatRequest(
@@ -147,6 +157,12 @@ class Models:
             timeout,
             frozenset(tags),
         )
+        result = await self._generate(model, request)
+        if gov is not None:
+            result = await gov.model_output(model, request, result, mapping, self._generate)
+        return result
+
+    async def _generate(self, model: str, request: ChatRequest) -> ChatResult:
         chat = self._chat_model(model)
         token = bind(self._rec)
         try:
@@ -260,8 +276,13 @@ class Models:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """Stream the answer; the last chunk carries the full ``ChatResult``."""
-        request = ChatRequest(_messages(prompt), max_tokens=max_tokens, temperature=temperature)
+        """Stream the answer; the last chunk carries the full ``ChatResult``. The model-input
+        guards apply; the output guards do not (what was streamed cannot be taken back): guard
+        the collected text yourself, or use :meth:`chat`."""
+        messages = _messages(prompt)
+        if self._gov is not None:
+            messages, _ = await self._gov.model_input(model, messages)
+        request = ChatRequest(messages, max_tokens=max_tokens, temperature=temperature)
         chat = self._chat_model(model)
         token = bind(self._rec)
         try:

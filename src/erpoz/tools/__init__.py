@@ -11,21 +11,26 @@ with side effects).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 
-from ..errors import ErpozError, PolicyViolation, ReviewRequired
+from ..errors import ErpozError, GuardBlocked, PolicyViolation, ReviewRequired
 from ..models import ChatResult, Message, ToolSpec
+from ..policy import Policy, Subject
 from ._policy import Rule, ToolPolicy, load_policy, parse_policy
 
 if TYPE_CHECKING:
     from ..flow import Context
+    from ..guards._checkpoints import Governed
+    from ..models._config import ProjectConfig
 
 __all__ = [
     "Rule",
@@ -36,6 +41,7 @@ __all__ = [
     "Tools",
     "load_policy",
     "parse_policy",
+    "registry_from_config",
     "tool",
 ]
 
@@ -55,6 +61,17 @@ class Tool:
     side_effects: bool
     secret_params: frozenset[str]
     validator: Any = field(repr=False, compare=False)
+
+    def decode(self, payload: str) -> Any:
+        """A result recorded as JSON, read back as the tool's declared return type."""
+        value = json.loads(payload)
+        returns = inspect.get_annotations(self.fn, eval_str=True).get("return")
+        if returns is None or returns is Any:
+            return value
+        try:
+            return TypeAdapter(returns).validate_python(value)
+        except ValidationError:
+            return value
 
     @property
     def spec(self) -> ToolSpec:
@@ -102,11 +119,14 @@ def tool(
 
 
 class ToolRegistry:
-    """The tools of a process and the policy over them; pass it as an engine service."""
+    """The tools of a process and the policy over them; pass it as an engine service.
 
-    def __init__(self, tools: Sequence[Tool] = (), policy: ToolPolicy | None = None) -> None:
+    Without a ``policy`` the project's (``erpoz.yaml``) decides, and without that none is
+    granted."""
+
+    def __init__(self, tools: Sequence[Tool] = (), policy: Policy | None = None) -> None:
         self._tools: dict[str, Tool] = {}
-        self.policy = policy or ToolPolicy()
+        self.policy = policy
         for t in tools:
             self.add(t)
 
@@ -127,44 +147,72 @@ class ToolRegistry:
     def specs(self, names: Sequence[str] | None = None) -> list[ToolSpec]:
         return [self.get(n).spec for n in (names if names is not None else self._tools)]
 
-    def bind(self, ctx: Context, flow: str) -> Tools:
-        return Tools(self, ctx, flow)
+    def bind(self, ctx: Context, flow: str, governed: Governed | None = None) -> Tools:
+        return Tools(self, ctx, flow, governed)
+
+
+_NO_POLICY = Policy()
 
 
 class Tools:
     """What a step sees as ``ctx.tools``."""
 
-    __slots__ = ("_ctx", "_flow", "_reg")
+    __slots__ = ("_ctx", "_flow", "_gov", "_reg")
 
-    def __init__(self, registry: ToolRegistry, ctx: Context, flow: str) -> None:
+    def __init__(
+        self, registry: ToolRegistry, ctx: Context, flow: str, governed: Governed | None = None
+    ) -> None:
         self._reg = registry
         self._ctx = ctx
         self._flow = flow
+        self._gov = governed
 
     async def call(self, name: str, **arguments: Any) -> Any:
         """Call tool ``name`` if policy allows; ``PolicyViolation`` if denied,
         ``ReviewRequired`` if a person must decide."""
         ctx = self._ctx
+        gov = self._gov
         t = self._reg.get(name)
         step = ctx.step_id
-        action, rule = self._reg.policy.decide(name, self._flow, step)
-        ctx.emit(
-            "policy_decided",
-            {
-                "resource": f"tool:{name}",
-                "action": action,
-                "rule": rule,
-                "flow": self._flow,
-                "step": step,
-            },
-        )
+        if gov is not None:
+            subject = gov.subject
+        else:
+            tags: Any = getattr(ctx, "tags", {})
+            subject = Subject(
+                self._flow or "-", step, tags.get("tenant", "-"), tags.get("user", "-")
+            )
+        policy = self._reg.policy or (gov.rails.policy if gov is not None else _NO_POLICY)
+        action, rule = policy.decide(name, subject=subject)
+        if action != "deny" and gov is not None:  # the arguments as they may pass (redacted)
+            arguments = await gov.tool_arguments(name, dict(arguments))
         shown = {k: ("[REDACTED]" if k in t.secret_params else v) for k, v in arguments.items()}
+        grant = None
+        approved = False
+        if action == "review":
+            canonical = json.dumps(arguments, sort_keys=True, default=repr)
+            grant = f"tool:{name}:" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
+            approved = bool(getattr(ctx, "approved", lambda _k: False)(grant))
+        decided: dict[str, Any] = {
+            "resource": f"tool:{name}",
+            "action": "allow" if approved else action,
+            "rule": rule,
+            "flow": self._flow,
+            "step": step,
+        }
+        if subject.tenant != "-":
+            decided["tenant"] = subject.tenant
+        if subject.user != "-":
+            decided["user"] = subject.user
+        if approved:
+            decided["approved_by_review"] = True
+        ctx.emit("policy_decided", decided)
         if action == "deny":
             raise PolicyViolation(f"tool '{name}' denied for step '{step}' ({rule})", rule=rule)
-        if action == "review":
+        if action == "review" and not approved:
             raise ReviewRequired(
                 f"tool '{name}' needs approval ({rule})",
                 evidence={"tool": name, "arguments": _jsonable(shown)},
+                grant=grant,
             )
         try:
             args = t.validator(**arguments).model_dump()
@@ -174,8 +222,21 @@ class Tools:
                 f"tool '{name}': argument {'.'.join(map(str, err['loc']))}: {err['msg']}"
             ) from None
         data: dict[str, Any] = {"tool": name, "arguments": _jsonable(shown)}
+        journal = getattr(ctx, "journal", None) if t.side_effects else None
+        call_key = None
         if t.side_effects:
-            data["idempotency_key"] = ctx.idempotency_key
+            call_key = self._call_key(name, args, journal)
+            data["idempotency_key"] = call_key
+            # a side effect already carried out in this run (before a crash, a retry or the
+            # approval that re-ran this step) is not carried out again: its result is reused
+            if journal is not None:
+                done = journal.get(call_key)
+                if done is not None:
+                    ctx.emit("tool_reused", {"tool": name, "idempotency_key": call_key})
+                    result = t.decode(done)
+                    if gov is not None:
+                        result = await gov.tool_result(name, result)
+                    return result
         t0 = time.perf_counter()
         try:
             if inspect.iscoroutinefunction(t.fn):
@@ -193,16 +254,28 @@ class Tools:
                 },
             )
             raise ToolError(f"tool '{name}' raised {type(exc).__name__}: {exc}") from exc
-        ctx.emit(
-            "tool_called",
-            {
-                **data,
-                "status": "ok",
-                "result_bytes": len(json.dumps(_jsonable(result))),
-                "ms": round((time.perf_counter() - t0) * 1000, 3),
-            },
-        )
+        done_data = {
+            **data,
+            "status": "ok",
+            "result_bytes": len(json.dumps(_jsonable(result))),
+            "ms": round((time.perf_counter() - t0) * 1000, 3),
+        }
+        if journal is not None and call_key is not None and _is_json(result):
+            journal.record(call_key, done_data, json.dumps(result))
+        else:
+            ctx.emit("tool_called", done_data)
+        if gov is not None:
+            result = await gov.tool_result(name, result)
         return result
+
+    def _call_key(self, name: str, args: Mapping[str, Any], journal: Any) -> str:
+        """Stable across re-executions of the step, different for each call in it (the n-th
+        call of a tool with the same arguments gets its own key)."""
+        ctx = self._ctx
+        canonical = json.dumps(args, sort_keys=True, default=repr)
+        base = f"{ctx.run_id}/{ctx.step_id}/{name}/{canonical}"
+        n = journal.count(base) if journal is not None else 1
+        return hashlib.sha256(f"{base}#{n}".encode()).hexdigest()[:32]
 
     async def agent(
         self,
@@ -231,7 +304,7 @@ class Tools:
                 try:
                     out = await self.call(call.name, **dict(call.arguments))
                     text = json.dumps(_jsonable(out))
-                except (ToolError, PolicyViolation) as exc:
+                except (ToolError, PolicyViolation, GuardBlocked) as exc:
                     text = f"error: {exc}"
                 messages.append(Message.tool(call.id, text))
             self._ctx.emit(
@@ -239,6 +312,47 @@ class Tools:
                 {"model": model, "turn": turn, "tool_calls": [c.name for c in result.tool_calls]},
             )
         raise ToolError(f"agent with model '{model}' still calling tools after {max_turns} turns")
+
+
+def registry_from_config(config: ProjectConfig) -> ToolRegistry | None:
+    """The ``tools`` section of ``erpoz.yaml``: a list of import paths of ``@tool`` functions
+    (``myapp.tools:send_email``), or ``None`` when there is none. Their policy is the
+    project's (``policy`` section): without a rule granting them, they stay denied."""
+    from ..errors import ConfigError
+    from ..flow._yaml import _Map, _Seq, import_object
+
+    doc = config._doc
+    if not isinstance(doc, _Map) or "tools" not in doc:
+        return None
+    file = config.file or "erpoz.yaml"
+    section = doc["tools"]
+    if not isinstance(section, _Seq):
+        raise ConfigError(
+            "'tools' is a list of import paths of @tool functions",
+            file=file,
+            line=doc.lines["tools"],
+        )
+    registry = ToolRegistry()
+    for i, ref in enumerate(section):
+        line = section.lines[i]
+        if not isinstance(ref, str):
+            raise ConfigError(
+                "each tool is an import path like 'pkg.mod:name'", file=file, line=line
+            )
+        try:
+            obj = import_object(ref, base=config._base or Path(file).parent, what="tool")
+            registry.add(obj)
+        except (ValueError, ToolError) as exc:
+            raise ConfigError(str(exc), file=file, line=line) from None
+    return registry
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _jsonable(value: Any) -> Any:

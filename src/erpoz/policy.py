@@ -1,0 +1,365 @@
+"""Policy: who may use which tool or model, and what happens to which data, as ordered rules.
+
+A rule names a **subject** (flow, step, tenant, user: globs), one **resource** (a tool, a model,
+or a data class that a guard finds) and an **action**. Rules are tried in order; the first rule
+whose subject and resource match decides.
+
+```yaml
+rules:
+  - name: billing may read invoices      # names the rule in every policy_decided event
+    tool: lookup_*                       # a tool rule (the default resource: tool "*")
+    flow: billing
+    action: allow                        # tools: allow | deny | review | log
+  - name: mail needs a person
+    tool: send_email
+    action: review
+  - name: free tier stays local
+    model: gpt-*                         # a model rule: allow | deny | review | log
+    tenant: free-*
+    action: deny
+  - name: cards never reach a model
+    data: pii.credit_card                # a data rule: "detector.kind" or just "detector"
+    at: [model_input, delivery]          # checkpoints (default: all)
+    action: redact                       # allow | log | redact | pseudonymize | block |
+                                         # review | reask | escalate
+  - name: rude answers are asked again
+    data: toxicity
+    at: [model_output]
+    action: reask
+    max_reasks: 2
+```
+
+Defaults when no rule matches: a tool is **denied** (tools are denied unless granted), a model
+is allowed, a finding is logged (recorded, nothing else happens).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+
+from .errors import ConfigError, FlowError
+from .flow._yaml import _LineLoader, _Map, _Seq
+
+Action = Literal[
+    "allow", "deny", "review", "log", "redact", "pseudonymize", "block", "reask", "escalate"
+]
+Checkpoint = Literal["model_input", "model_output", "tool_call", "tool_result", "delivery"]
+CHECKPOINTS: tuple[Checkpoint, ...] = get_args(Checkpoint)
+
+#: What each kind of resource may be told to do.
+TOOL_ACTIONS = frozenset({"allow", "deny", "review", "log"})
+MODEL_ACTIONS = frozenset({"allow", "deny", "review", "log"})
+DATA_ACTIONS = frozenset(
+    {"allow", "log", "redact", "pseudonymize", "block", "review", "reask", "escalate"}
+)
+#: Which checkpoints a data action makes sense at (the others: every checkpoint).
+_ONLY_AT: dict[str, frozenset[str]] = {
+    "reask": frozenset({"model_output"}),
+    "escalate": frozenset({"model_output"}),
+    "pseudonymize": frozenset({"model_input"}),
+}
+#: How strong each action is when several findings in one text decide differently.
+STRENGTH = {
+    "allow": 0,
+    "log": 1,
+    "redact": 2,
+    "pseudonymize": 2,
+    "reask": 3,
+    "escalate": 4,
+    "review": 5,
+    "block": 6,
+    "deny": 6,
+}
+
+TOOL_DEFAULT = "default: tools are denied unless granted"
+MODEL_DEFAULT = "default: models are allowed unless denied"
+DATA_DEFAULT = "default: findings are logged"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who is asking: the flow and step of the run, and the run's tenant and user (the run's
+    ``tenant`` / ``user`` tags; ``"-"`` when not given)."""
+
+    flow: str = "-"
+    step: str = "-"
+    tenant: str = "-"
+    user: str = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule. ``tool`` / ``flow`` / ``step`` are positional for short tool rules:
+    ``Rule("reads", "allow", "lookup_*")``. Set ``model`` or ``data`` for the other resources."""
+
+    name: str
+    action: Action
+    tool: str = "*"
+    flow: str = "*"
+    step: str = "*"
+    tenant: str = "*"
+    user: str = "*"
+    model: str | None = None
+    data: str | None = None
+    at: frozenset[str] = frozenset(CHECKPOINTS)
+    min_score: float = 0.0
+    max_reasks: int = 1
+    to: str | None = None  # escalate: the model to ask instead
+
+    def __post_init__(self) -> None:
+        allowed = {"tool": TOOL_ACTIONS, "model": MODEL_ACTIONS, "data": DATA_ACTIONS}[
+            self.resource
+        ]
+        if self.action not in allowed:
+            raise ValueError(
+                f"rule {self.name!r}: action {self.action!r} is not one of "
+                f"{', '.join(sorted(allowed))} for a {self.resource} rule"
+            )
+        only = _ONLY_AT.get(self.action)
+        if only is not None and self.resource == "data" and not self.at <= only:
+            raise ValueError(
+                f"rule {self.name!r}: action {self.action!r} applies only at "
+                f"{', '.join(sorted(only))}; pass at=frozenset({{...}}) with that"
+            )
+        if self.action == "escalate" and not self.to:
+            raise ValueError(f"rule {self.name!r}: an escalate rule names the model 'to' ask")
+
+    @property
+    def resource(self) -> Literal["tool", "model", "data"]:
+        return "data" if self.data is not None else "model" if self.model is not None else "tool"
+
+    def _subject(self, s: Subject) -> bool:
+        return (
+            _glob(s.flow, self.flow)
+            and _glob(s.step, self.step)
+            and _glob(s.tenant, self.tenant)
+            and _glob(s.user, self.user)
+        )
+
+    def matches_data(
+        self, data_class: str, checkpoint: str, score: float, s: Subject, model: str = "-"
+    ) -> bool:
+        if self.data is None or checkpoint not in self.at or score < self.min_score:
+            return False
+        pattern = self.data
+        target = data_class if "." in pattern else data_class.split(".", 1)[0]
+        if not fnmatch.fnmatchcase(target, pattern):
+            return False
+        if self.model is not None and not _glob(model, self.model):
+            return False
+        return self._subject(s)
+
+
+def _glob(value: str, pattern: str) -> bool:
+    return pattern == "*" or fnmatch.fnmatchcase(value, pattern)
+
+
+class Policy:
+    """Rules in order; the first that matches decides."""
+
+    __slots__ = ("_data", "_models", "_tools", "rules")
+
+    def __init__(self, rules: Sequence[Rule] = ()) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self._tools = tuple(r for r in self.rules if r.resource == "tool")
+        self._models = tuple(r for r in self.rules if r.resource == "model")
+        self._data = tuple(r for r in self.rules if r.resource == "data")
+
+    def __repr__(self) -> str:
+        return f"Policy({len(self.rules)} rules)"
+
+    @property
+    def has_model_rules(self) -> bool:
+        return bool(self._models)
+
+    @property
+    def has_data_rules(self) -> bool:
+        return bool(self._data)
+
+    def decide(
+        self, tool_name: str, flow: str = "-", step: str = "-", subject: Subject | None = None
+    ) -> tuple[Action, str]:
+        """Whether ``tool_name`` may be called: ``(action, rule name)``; no rule: denied."""
+        s = subject if subject is not None else Subject(flow, step)
+        for rule in self._tools:
+            if _glob(tool_name, rule.tool) and rule._subject(s):
+                return rule.action, rule.name
+        return "deny", TOOL_DEFAULT
+
+    def decide_model(self, model: str, subject: Subject) -> tuple[Action, str]:
+        """Whether ``model`` may be asked: ``(action, rule name)``; no rule: allowed."""
+        for rule in self._models:
+            if rule.model is not None and _glob(model, rule.model) and rule._subject(subject):
+                return rule.action, rule.name
+        return "allow", MODEL_DEFAULT
+
+    def decide_data(
+        self,
+        data_class: str,
+        checkpoint: str,
+        subject: Subject,
+        *,
+        score: float = 1.0,
+        model: str = "-",
+    ) -> Rule | None:
+        """The rule that decides a finding of ``data_class`` (``"pii.email"``) at
+        ``checkpoint``, or ``None`` (the default: log)."""
+        for rule in self._data:
+            if rule.matches_data(data_class, checkpoint, score, subject, model):
+                return rule
+        return None
+
+
+#: The name the tool-only API had; the same class.
+ToolPolicy = Policy
+
+# --- reading policies from YAML ----------------------------------------------------------------
+_GLOBS = ("tool", "flow", "step", "tenant", "user", "model", "data")
+_KEYS = {"name", "action", "at", "min_score", "max_reasks", "to", *_GLOBS}
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read a policy file; ``ConfigError`` naming file, line and what was expected."""
+    fname = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the policy file: {exc.strerror}", file=fname) from None
+    return parse_policy(text, file=fname)
+
+
+def parse_policy(text: str, *, file: str = "policy.yaml") -> Policy:
+    """Check the text of a policy file (a mapping with one key, ``rules``)."""
+    try:
+        doc: Any = yaml.load(text, Loader=_LineLoader)
+    except FlowError as exc:
+        raise ConfigError(exc.message, file=file, line=exc.line) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(
+            f"malformed YAML: {exc.problem or exc.context}",
+            file=file,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    if not isinstance(doc, _Map) or set(doc) != {"rules"}:
+        raise ConfigError(
+            "a policy file is a mapping with one key, 'rules' (a list)",
+            file=file,
+            line=getattr(doc, "line", 1),
+        )
+    return policy_from_doc(doc, file=file)
+
+
+def policy_from_doc(doc: _Map, *, file: str) -> Policy:
+    """The rules of a parsed ``{rules: [...]}`` mapping (a policy file, or the ``policy``
+    section of ``erpoz.yaml``)."""
+    rules_doc = doc.get("rules")
+    if not isinstance(rules_doc, _Seq):
+        raise ConfigError(
+            "'rules' must be a list of rules", file=file, line=doc.lines.get("rules", doc.line)
+        )
+    rules: list[Rule] = []
+    names: set[str] = set()
+    for i, raw in enumerate(rules_doc):
+        rule = _rule(raw, i, rules_doc.lines[i], file)
+        if rule.name in names:
+            assert isinstance(raw, _Map)
+            raise ConfigError(
+                f"two rules are named {rule.name!r}", file=file, line=raw.lines["name"]
+            )
+        names.add(rule.name)
+        rules.append(rule)
+    return Policy(tuple(rules))
+
+
+def _rule(raw: Any, i: int, line: int, file: str) -> Rule:
+    if not isinstance(raw, _Map):
+        raise ConfigError(
+            "each rule is a mapping with name, action and what it applies to", file=file, line=line
+        )
+
+    def err(msg: str, key: str | None = None, *, at_key: bool = False) -> ConfigError:
+        where = raw.line
+        if key is not None:
+            where = raw.key_lines[key] if at_key else raw.lines[key]
+        return ConfigError(msg, file=file, line=where)
+
+    for key in raw:
+        if key not in _KEYS:
+            raise err(
+                f"unknown key '{key}' in a rule (expected: {', '.join(sorted(_KEYS))})",
+                key,
+                at_key=True,
+            )
+    for key in ("name", "action"):
+        if key not in raw:
+            raise err(f"rule {i + 1} has no '{key}'")
+    for key in ("name", "action", "to", *_GLOBS):
+        if key in raw and not isinstance(raw[key], str):
+            raise err(f"'{key}' must be a string", key)
+    resources = [k for k in ("tool", "model", "data") if k in raw]
+    if len(resources) > 1 and not (set(resources) == {"data", "model"}):
+        raise err(
+            f"rule {raw['name']!r} names {' and '.join(resources)}; a rule is about one "
+            "resource (a data rule may narrow to a model with 'model')"
+        )
+    action = raw["action"]
+    resource = "data" if "data" in raw else "model" if "model" in raw else "tool"
+    allowed = {"tool": TOOL_ACTIONS, "model": MODEL_ACTIONS, "data": DATA_ACTIONS}[resource]
+    if action not in allowed:
+        raise err(
+            f"action {action!r}: expected one of {', '.join(sorted(allowed))} for a "
+            f"{resource} rule",
+            "action",
+        )
+    at: frozenset[str] = frozenset(CHECKPOINTS)
+    if "at" in raw:
+        if resource != "data":
+            raise err("'at' (checkpoints) is for data rules only", "at", at_key=True)
+        value = raw["at"]
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, Sequence) or not items:
+            raise err("'at' is a checkpoint or a list of them", "at")
+        for cp in items:
+            if cp not in CHECKPOINTS:
+                raise err(
+                    f"unknown checkpoint {cp!r} (checkpoints: {', '.join(CHECKPOINTS)})", "at"
+                )
+        at = frozenset(items)
+    only = _ONLY_AT.get(action)
+    if only is not None and not at <= only:
+        raise err(
+            f"action {action!r} applies only at {', '.join(sorted(only))}; set 'at' to that",
+            "action",
+        )
+    if action == "escalate" and "to" not in raw:
+        raise err("an 'escalate' rule names the model to ask instead with 'to'", "action")
+    if "to" in raw and action != "escalate":
+        raise err("'to' is for escalate rules", "to", at_key=True)
+    min_score = raw.get("min_score", 0.0)
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+        raise err("'min_score' must be a number between 0 and 1", "min_score")
+    if not 0.0 <= float(min_score) <= 1.0:
+        raise err("'min_score' must be between 0 and 1", "min_score")
+    max_reasks = raw.get("max_reasks", 1)
+    if isinstance(max_reasks, bool) or not isinstance(max_reasks, int) or max_reasks < 1:
+        raise err("'max_reasks' must be a whole number >= 1", "max_reasks")
+    globs: Mapping[str, str] = {k: raw[k] for k in ("flow", "step", "tenant", "user") if k in raw}
+    return Rule(
+        name=raw["name"],
+        action=action,
+        tool=raw.get("tool", "*"),
+        model=raw.get("model"),
+        data=raw.get("data"),
+        at=at,
+        min_score=float(min_score),
+        max_reasks=max_reasks,
+        to=raw.get("to"),
+        **globs,
+    )
