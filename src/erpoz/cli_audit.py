@@ -1,4 +1,5 @@
-"""``erpoz audit``: verify the hash chains of the run store, export records for auditors."""
+"""``erpoz audit``: verify the hash chains of the run store, export records for auditors, and
+trace the lineage of a step's output."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.tree import Tree
 
 from ._console import (
     EXIT_FAILED,
     EXIT_INVALID,
+    EXIT_RUN,
     EXIT_STORE,
     JsonOpt,
     StoreOpt,
@@ -24,8 +27,8 @@ from ._console import (
     out,
     parse_since,
 )
-from .audit import AuditReport, export, verify
-from .errors import StoreError
+from .audit import AuditReport, Lineage, StepLineage, UnknownStep, export, lineage, verify
+from .errors import FlowError, RunError, StoreError
 from .store import Store
 
 audit_app = typer.Typer(
@@ -130,3 +133,152 @@ def export_cmd(
     else:
         output.write_text(text, encoding="utf-8")
         err.print(f"{len(lines)} records written to {output}")
+
+
+# --- erpoz audit lineage ------------------------------------------------------------------------
+@audit_app.command("lineage")
+def lineage_cmd(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="A run (a unique prefix works).")],
+    step: Annotated[
+        str,
+        typer.Argument(
+            metavar="STEP",
+            help="A step of the run, or one execution of it: answer[3], revise#2, sub/inner.",
+        ),
+    ],
+    flow: Annotated[
+        str | None,
+        typer.Option(
+            "--flow",
+            help="Take the graph from this flow (file.yaml, module:attr, file.py:attr) instead "
+            "of the source the run recorded.",
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which inputs, models, tools and decisions produced a step's output: the step, the steps
+    upstream of it in the flow's graph, and for each its output hash, model calls, routing,
+    tool calls, policy, guard and review decisions; the run's inputs (hashed) and tags.
+
+    [dim]Example:[/] erpoz audit lineage r1a2121f8760 reply --json
+    """
+    given = None
+    if flow is not None:
+        from .flow._load import load_flow
+
+        try:
+            given = load_flow(flow)
+        except FlowError as exc:
+            fail(str(exc), EXIT_INVALID)
+    st = open_or_fail(store)
+
+    async def trace() -> Lineage:
+        try:
+            return await lineage(st, run_id, step, flow=given)
+        finally:
+            await st.close()
+
+    try:
+        result = asyncio.run(trace())
+    except RunError as exc:
+        fail(str(exc), EXIT_RUN)
+    except UnknownStep as exc:
+        fail(str(exc), EXIT_INVALID)
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    if as_json:
+        out.print_json(data=result.to_json())
+        return
+    _print_lineage(result)
+
+
+def _print_lineage(lin: Lineage) -> None:
+    graph = lin.graph if lin.graph_note is None else f"{lin.graph} ({lin.graph_note})"
+    out.print(
+        f"run {lin.run_id} · flow {escape(lin.flow)} · {lin.run_status} · graph: {escape(graph)}",
+        highlight=False,
+    )
+    inputs = ", ".join(f"{escape(i['name'])} {i['sha256'][:12]}" for i in lin.inputs) or "none"
+    out.print(f"inputs: {inputs}", highlight=False)
+    if lin.tags:
+        tags = ", ".join(f"{escape(k)}={escape(v)}" for k, v in lin.tags.items())
+        out.print(f"tags: {tags}", highlight=False)
+    label = lin.step.step if lin.execution is None else f"{lin.step.step} ({lin.execution})"
+    root = Tree(_step_label(lin.step, label))
+    _add_records(root, lin.step)
+    if lin.upstream:
+        branch = root.add(f"[bold]upstream[/] ({len(lin.upstream)} steps, dependency order)")
+        for up in lin.upstream:
+            _add_records(branch.add(_step_label(up, up.step)), up)
+    else:
+        root.add("[dim]no upstream steps: it reads only the run's inputs[/]")
+    out.print(root, highlight=False)
+
+
+def _step_label(s: StepLineage, name: str) -> str:
+    parts = [f"[bold]{escape(name)}[/]", s.status]
+    if s.output_sha256 is not None:
+        parts.append(f"output {s.output_sha256[:12]} ({s.output_bytes} B)")
+    if s.cached:
+        parts.append("cached")
+    if s.copied_from:
+        parts.append(f"copied from {s.copied_from}")
+    if s.deps:
+        parts.append("needs " + ", ".join(escape(d) for d in s.deps))
+    many = [x for x in s.executions if x["execution"] != s.step]
+    if many:
+        parts.append(f"{len(many)} execution{'s' if len(many) != 1 else ''}")
+    return " · ".join(parts)
+
+
+def _add_records(node: Tree, s: StepLineage) -> None:
+    for m in s.models:
+        text = f"model {escape(str(m.get('model')))}"
+        if m.get("kind"):
+            text += f" ({escape(str(m['kind']))})"
+        if "status" in m:
+            text += f" {escape(str(m['status']))}"
+        if "input_tokens" in m or "output_tokens" in m:
+            text += f" · {m.get('input_tokens', 0)} in / {m.get('output_tokens', 0)} out tok"
+        cost = m.get("cost_usd")
+        if isinstance(cost, int | float):
+            text += f" · ${cost:.6f}"
+        node.add(text + _at(m, s))
+    for r in s.routes:
+        node.add(
+            f"route {escape(str(r.get('router')))} → {escape(str(r.get('winner')))}: "
+            f"{escape(str(r.get('reason', '')))}" + _at(r, s)
+        )
+    for t in s.tools:
+        text = f"tool {escape(str(t.get('tool')))}"
+        if "status" in t:
+            text += f" {escape(str(t['status']))}"
+        if "result_bytes" in t:
+            text += f" · {t['result_bytes']} B result"
+        node.add(text + _at(t, s))
+    for p in s.policy:
+        node.add(
+            f"policy {escape(str(p.get('resource')))}: {p.get('action')} "
+            f"(rule {escape(str(p.get('rule')))})" + _at(p, s)
+        )
+    for g in s.guards:
+        kinds = ", ".join(g.get("findings", [])) or "clean"
+        node.add(
+            f"guard {g.get('checkpoint')}: {g.get('action')} · {escape(kinds)}"
+            + (f" (rule {escape(str(g['rule']))})" if g.get("rule") else "")
+            + _at(g, s)
+        )
+    for x in s.escalations:
+        node.add(f"escalated {x.get('from')} → {x.get('to')} (rule {x.get('rule')})" + _at(x, s))
+    for r in s.reviews:
+        if r["event"] == "requested":
+            text = f"review requested: {escape(str(r.get('reason', '')))}"
+        else:
+            text = f"review {r.get('decision')} by {escape(str(r.get('reviewer')))}"
+        node.add(text + _at(r, s))
+
+
+def _at(record: dict[str, object], s: StepLineage) -> str:
+    where = record.get("execution")
+    return f" [dim]@ {escape(str(where))}[/]" if where and where != s.step else ""

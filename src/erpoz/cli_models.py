@@ -34,7 +34,7 @@ from .errors import ConfigError, ErpozError, ModelError, StoreError
 from .models import ModelHub, Models
 from .models._config import ProjectConfig, build_hub, load_config
 from .models._meter import Recorder
-from .store import Store
+from .store import Event, Store
 
 __all__ = ["models_app", "stats_app"]
 
@@ -359,3 +359,141 @@ def stats_models(
             "–" if r["p95_ms"] is None else f"{r['p95_ms']:.1f}",
         )
     out.print(table)
+
+
+# --- erpoz stats quality ------------------------------------------------------------------------
+def _seen(first: float, last: float) -> str:
+    """``11-25 09:12–14:30`` (one day) or ``11-24 09:12–11-25 14:30``."""
+    a, b = time.localtime(first), time.localtime(last)
+    end = "%H:%M" if a[:3] == b[:3] else "%m-%d %H:%M"
+    return f"{time.strftime('%m-%d %H:%M', a)}–{time.strftime(end, b)}"
+
+
+@stats_app.command("quality")
+def stats_quality(
+    store: StoreOpt = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only the last span of time: 30m, 24h, 7d …")
+    ] = None,
+    window: Annotated[
+        int, typer.Option(min=1, help="Checks in the rolling pass rate (the latest N).")
+    ] = 50,
+    threshold: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Flag rolling pass rates below this (0..1)."),
+    ] = 0.8,
+    min_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--min-samples",
+            min=1,
+            help="Checks the window must hold before a drop counts \\[default: 20, at most "
+            "--window]",
+            show_default=False,
+        ),
+    ] = None,
+    by: Annotated[
+        str,
+        typer.Option(
+            help="Group rows by model, step, guard, or a comma-separated mix (model,step)."
+        ),
+    ] = "model,step,guard",
+    as_json: JsonOpt = False,
+) -> None:
+    """Per model (or tool) × step × guard, from the recorded guard_decided events: checks,
+    pass rate (a score of 1.0 passes), mean score, the rolling pass rate over the last
+    --window checks, how often it dropped below --threshold, and the quality_alert events
+    recorded live. Rows whose rolling pass rate is below the threshold are highlighted.
+
+    [dim]Example:[/] erpoz stats quality --since 7d --by model --json
+    """
+    from .observe import DIMENSIONS, quality_events, quality_stats
+
+    cutoff = None
+    if since is not None:
+        try:
+            cutoff = time.time() - parse_since(since)
+        except ValueError as exc:
+            fail(str(exc), EXIT_INVALID)
+    dims = tuple(d.strip() for d in by.split(",") if d.strip())
+    bad = [d for d in dims if d not in DIMENSIONS]
+    if bad or not dims:
+        fail(
+            f"--by {by!r}: choose from model, step, guard (comma-separated for several)",
+            EXIT_INVALID,
+        )
+    st = open_or_fail(store)
+    show = not as_json and err.is_terminal
+
+    async def collect(progress: Progress | None) -> dict[str, list[Event]]:
+        task = None
+
+        def tick(total: int) -> None:
+            nonlocal task
+            if progress is None:
+                return
+            if task is None:
+                task = progress.add_task("reading runs", total=total)
+            progress.advance(task)
+
+        try:
+            return await quality_events(st, since=cutoff, max_runs=_MAX_RUNS, on_run=tick)
+        finally:
+            await st.close()
+
+    with Progress(console=err, transient=True, disable=not show) as progress:
+        try:
+            by_run = asyncio.run(collect(progress if show else None))
+        except StoreError as exc:
+            fail(str(exc), EXIT_STORE)
+    report = quality_stats(
+        by_run, window=window, threshold=threshold, min_samples=min_samples, by=dims
+    )
+    if as_json:
+        out.print_json(data={"since": since, "cutoff_ts": cutoff, **report.to_json()})
+        return
+    span = f"in the last {since}" if since else "in all runs"
+    out.print(
+        f"{report.checks} guard checks {span} ({report.runs} runs) · rolling window "
+        f"{report.window}, threshold {report.threshold:g}, alerts after {report.min_samples} "
+        f"checks · {report.alerts_recorded} quality alerts recorded",
+        highlight=False,
+    )
+    if not report.rows:
+        out.print(
+            "no guard checks to report: guard_decided events are recorded when guards are "
+            "configured (the guards section of erpoz.yaml, or a Guardrails service)",
+            highlight=False,
+        )
+        return
+    table = Table(
+        caption="alerts: drops below the threshold computed here / quality_alert events "
+        "recorded live",
+    )
+    for d in report.by:
+        table.add_column("model/tool" if d == "model" else d, overflow="fold")
+    for name in ("checks", "pass %", "mean", "rolling %", "alerts"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("seen", no_wrap=True)
+    below = 0
+    for r in report.rows:
+        keys = {"model": r.model, "step": r.step, "guard": r.guard}
+        flagged = r.below_threshold
+        below += flagged
+        table.add_row(
+            *(escape(str(keys[d])) for d in report.by),
+            str(r.checks),
+            f"{r.pass_rate * 100:.1f}",
+            f"{r.mean_score:.3f}",
+            f"{r.rolling_pass_rate * 100:.1f}",
+            f"{len(r.crossings)} / {r.alerts_recorded}",
+            _seen(r.first_ts, r.last_ts),
+            style="bold red" if flagged else None,
+        )
+    out.print(table)
+    if below:
+        out.print(
+            f"[red]{below} of {len(report.rows)} rows below the threshold "
+            f"{report.threshold:g}[/] (rolling pass rate over the last {report.window} checks)",
+            highlight=False,
+        )

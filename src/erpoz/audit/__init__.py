@@ -3,7 +3,8 @@
 Each event's hash covers its predecessor's hash, so changing, removing or reordering an event
 breaks the chain at that spot; the runs table records each run's head (sequence and hash) when
 its status moves, so cutting events off the end shows too. ``verify`` names the first event
-that does not check out and says how.
+that does not check out and says how. ``lineage`` (see :mod:`.lineage`) says which inputs,
+models, tools and decisions produced a step's output.
 """
 
 from __future__ import annotations
@@ -17,8 +18,19 @@ from typing import Any
 
 from ..store import GENESIS, Store, chain_hash
 from ..store._model import ChainRow, RecordedHead
+from .lineage import Lineage, StepLineage, UnknownStep, lineage
 
-__all__ = ["AuditReport", "Problem", "export", "heads_digest", "verify"]
+__all__ = [
+    "AuditReport",
+    "Lineage",
+    "Problem",
+    "StepLineage",
+    "UnknownStep",
+    "export",
+    "heads_digest",
+    "lineage",
+    "verify",
+]
 
 
 @dataclass(frozen=True, slots=True)
