@@ -1,0 +1,342 @@
+"""``Memory``: what a step reaches through ``ctx.memory``: documents to search, conversations
+to keep, and context budgeting, over one memory database.
+
+Every method has an async form for steps (the blocking work runs on a worker thread; MiniLM
+runs on its own model thread) and a ``*_sync`` form for scripts and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ._budget import ContextFit, fit_context
+from ._conversation import Conversation, Turn
+from ._db import MemoryDB
+from ._errors import MemoryStoreError
+from ._ingest import FileResult, Ingestor, IngestReport
+from ._models import default_embedder, embed_texts, estimate_tokens, model_name, token_counter
+from ._protocol import VectorStore
+from ._search import check_filters, check_search
+from ._sqlite import SQLiteVectorStore
+from ._types import DocumentInfo, Hit, SearchMode
+
+__all__ = [
+    "DEFAULT_MEMORY_PATH",
+    "Memory",
+    "SessionMemory",
+    "open_memory",
+    "project_memory",
+    "resolve_memory_url",
+]
+
+DEFAULT_MEMORY_PATH = Path(".erpoz") / "memory.db"
+
+AnySummarizer = Callable[[Sequence[Turn]], str | Awaitable[str]]
+
+
+def resolve_memory_url(url: str | os.PathLike[str] | None) -> str:
+    """The SQLite path (or ``:memory:``) that ``url`` names: a path, ``sqlite:///PATH`` or
+    ``memory``; default ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db``."""
+    raw = os.fspath(url) if url is not None else os.environ.get("ERPOZ_MEMORY", "")
+    if raw in ("memory", ":memory:", "memory://"):
+        return ":memory:"
+    if raw.startswith(("postgresql://", "postgres://")):
+        raise MemoryStoreError(
+            "a PostgreSQL (pgvector) memory is not implemented yet (it comes with the "
+            "scale-out work); use a SQLite path such as .erpoz/memory.db"
+        )
+    if raw.startswith("sqlite:///"):
+        return raw[len("sqlite:///") :]
+    if "://" in raw:
+        raise MemoryStoreError(
+            f"unknown memory URL {raw!r}: use a file path, sqlite:///PATH or memory"
+        )
+    return raw or str(DEFAULT_MEMORY_PATH)
+
+
+class SessionMemory:
+    """One session's conversation, for async code. ``sync`` is the blocking
+    :class:`Conversation` underneath.
+
+    With a ``summarizer`` and ``summarize_after`` (tokens), :meth:`append` folds the older
+    turns into a summary once the active conversation grows past ``summarize_after`` tokens,
+    keeping the last ``keep_last`` turns as they are.
+    """
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        *,
+        summarizer: AnySummarizer | None = None,
+        summarize_after: int | None = None,
+        keep_last: int = 4,
+    ) -> None:
+        self.sync = conversation
+        self.session = conversation.session
+        self.summarizer = summarizer
+        self.summarize_after = summarize_after
+        self.keep_last = keep_last
+
+    async def append(self, role: str, text: str, metadata: Mapping[str, Any] | None = None) -> Turn:
+        """Add a turn; summarise first if the conversation has grown past its limit."""
+        turn = await asyncio.to_thread(self.sync.append, role, text, metadata)
+        limit = self.summarize_after
+        if self.summarizer is not None and limit is not None and await self._over(limit):
+            await self.summarize()
+        return turn
+
+    async def _over(self, limit: int) -> bool:
+        return await asyncio.to_thread(self.sync.tokens) > limit
+
+    async def window(self, last: int | None = None, max_tokens: int | None = None) -> list[Turn]:
+        return await asyncio.to_thread(self.sync.window, last, max_tokens)
+
+    async def messages(self, last: int | None = None, max_tokens: int | None = None) -> list[Any]:
+        return await asyncio.to_thread(self.sync.messages, last, max_tokens)
+
+    async def turns(self) -> list[Turn]:
+        return await asyncio.to_thread(self.sync.turns)
+
+    async def summarize(
+        self, fold: AnySummarizer | None = None, keep_last: int | None = None
+    ) -> Turn | None:
+        """Fold the older turns into a summary turn with ``fold`` (sync or async; default the
+        session's summarizer). ``None`` when there was nothing to fold."""
+        fold = fold or self.summarizer
+        if fold is None:
+            raise ValueError("no summarizer: pass fold= or give one to memory.conversation()")
+        keep = self.keep_last if keep_last is None else keep_last
+        older = await asyncio.to_thread(self.sync.to_fold, keep)
+        if not older:
+            return None
+        text = fold(older)
+        if inspect.isawaitable(text):
+            text = await text
+        return await asyncio.to_thread(self.sync.add_summary, str(text), older)
+
+    async def delete(self) -> int:
+        return await asyncio.to_thread(self.sync.delete)
+
+
+class Memory:
+    """Documents, conversations and context budgeting over one memory database.
+
+    ``embedder`` embeds documents and queries (default: the local MiniLM, loaded on first
+    use); ``ocr`` reads images (default: the local RapidOCR); ``count_tokens`` counts the
+    tokens of conversation turns and budgets (default: erpoz's estimate). ``store`` replaces
+    the SQLite vector store (a PostgreSQL one, later).
+    """
+
+    def __init__(
+        self,
+        db: MemoryDB,
+        *,
+        embedder: Any = None,
+        ocr: Any = None,
+        count_tokens: Callable[[str], int] | None = None,
+        store: VectorStore | None = None,
+    ) -> None:
+        self.db = db
+        self.path = db.path
+        self.store: VectorStore = store if store is not None else SQLiteVectorStore(db)
+        self._embedder = embedder
+        self.ocr = ocr
+        self.count_tokens = count_tokens or estimate_tokens
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            self._embedder = default_embedder()
+        return self._embedder
+
+    # --- documents --------------------------------------------------------------------------
+    def ingestor(self, **options: Any) -> Ingestor:
+        """An :class:`Ingestor` into this memory (options as for it)."""
+        options.setdefault("ocr", self.ocr)
+        return Ingestor(self.store, self.embedder, **options)
+
+    def ingest_sync(
+        self,
+        paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+        *,
+        prune: bool = False,
+        on_file: Callable[[FileResult], None] | None = None,
+        **options: Any,
+    ) -> IngestReport:
+        """Ingest files and folders (see :class:`Ingestor` for ``options``)."""
+        return self.ingestor(**options).ingest(paths, prune=prune, on_file=on_file)
+
+    async def ingest(
+        self,
+        paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+        *,
+        prune: bool = False,
+        **options: Any,
+    ) -> IngestReport:
+        return await asyncio.to_thread(self.ingest_sync, paths, prune=prune, **options)
+
+    def search_sync(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+        mmr: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` chunks that best match ``query``, best first (see
+        :class:`VectorStore.search` for ``filters`` and ``mmr``). An empty memory finds
+        nothing."""
+        check_search(query, k, mode, mmr)
+        check_filters(filters)
+        vector = None
+        if mode != "keyword":
+            stored = self.store.embedding()
+            if stored is None:
+                return []
+            name = model_name(self.embedder)
+            if stored[0] != name:
+                raise MemoryStoreError(
+                    f"the documents in this memory were embedded with '{stored[0]}', and "
+                    f"queries would be embedded with '{name}'; use the same embedder, or a "
+                    "keyword search",
+                    path=self.path,
+                )
+            vector = embed_texts(self.embedder, [query])[0]
+        return self.store.search(query, vector, k=k, mode=mode, filters=filters, mmr=mmr)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+        mmr: float | None = None,
+    ) -> list[Hit]:
+        return await asyncio.to_thread(
+            self.search_sync, query, k=k, mode=mode, filters=filters, mmr=mmr
+        )
+
+    def forget_sync(self, source: str) -> bool:
+        """Forget a document (by its source name) and its chunks; whether there was one."""
+        return self.store.delete_document(source)
+
+    async def forget(self, source: str) -> bool:
+        return await asyncio.to_thread(self.forget_sync, source)
+
+    def documents_sync(self) -> list[DocumentInfo]:
+        return self.store.documents()
+
+    async def documents(self) -> list[DocumentInfo]:
+        return await asyncio.to_thread(self.documents_sync)
+
+    # --- conversations ----------------------------------------------------------------------
+    def conversation(
+        self,
+        session: str,
+        *,
+        summarizer: AnySummarizer | None = None,
+        summarize_after: int | None = None,
+        keep_last: int = 4,
+    ) -> SessionMemory:
+        """The conversation of ``session`` (created by its first turn)."""
+        return SessionMemory(
+            Conversation(self.db, session, self.count_tokens),
+            summarizer=summarizer,
+            summarize_after=summarize_after,
+            keep_last=keep_last,
+        )
+
+    # --- budgeting --------------------------------------------------------------------------
+    def fit_context(
+        self,
+        system: str | None,
+        memory_messages: Sequence[Any],
+        passages: Sequence[Any],
+        window: int | None = None,
+        reserve: int = 0,
+        count_tokens: Callable[[str], int] | None = None,
+        *,
+        model: object | None = None,
+    ) -> ContextFit:
+        """:func:`fit_context`, counting with ``model``'s tokenizer when a model is given
+        (its ``context_window`` is the default ``window`` for a configured model)."""
+        if window is None:
+            spec = getattr(model, "spec", None)
+            window = getattr(spec, "context_window", None)
+            if window is None:
+                raise ValueError("give window= (or a configured model that has one)")
+        if count_tokens is None:
+            count_tokens = token_counter(model) if model is not None else self.count_tokens
+        return fit_context(system, memory_messages, passages, window, reserve, count_tokens)
+
+    # --- life -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.store.close()
+        if not isinstance(self.store, SQLiteVectorStore):
+            self.db.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Memory:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_memory(
+    path_or_url: str | os.PathLike[str] | None = None,
+    *,
+    embedder: Any = None,
+    ocr: Any = None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> Memory:
+    """Open (creating if missing) the memory database ``path_or_url``: a SQLite path,
+    ``sqlite:///PATH`` or ``memory`` (nothing kept); default ``$ERPOZ_MEMORY``, else
+    ``.erpoz/memory.db``. ``postgresql://`` is not implemented yet."""
+    return Memory(
+        MemoryDB(resolve_memory_url(path_or_url)),
+        embedder=embedder,
+        ocr=ocr,
+        count_tokens=count_tokens,
+    )
+
+
+_project: dict[str, Memory] = {}
+_project_lock = threading.Lock()
+
+
+def project_memory() -> Memory:
+    """The project's memory (``$ERPOZ_MEMORY``, else ``.erpoz/memory.db`` under the current
+    directory) with the default models, opened once per process and per path: what a step's
+    ``ctx.memory`` is when the engine was given no :class:`Memory` service."""
+    path = resolve_memory_url(None)
+    key = path if path == ":memory:" else os.path.abspath(path)
+    with _project_lock:
+        memory = _project.get(key)
+        if memory is None:
+            memory = _project[key] = open_memory(path)
+        return memory

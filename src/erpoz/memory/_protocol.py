@@ -1,0 +1,68 @@
+"""The narrow protocol a vector store implements: the embedded SQLite one today, PostgreSQL
+with pgvector later. Vectors are unit-length float32 rows; the store never embeds anything."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._types import Chunk, DocumentInfo, Hit, SearchMode
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["VectorStore"]
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Documents' chunks with their vectors: replaced a document at a time, searched by
+    vector, keyword or both.
+
+    ``filters`` maps ``source`` (shell patterns), ``kind``, ``page``, ``heading`` (patterns on
+    the heading path joined by ``" > "``) or any key of a document's metadata to the value
+    wanted (a list means any of them). ``mmr`` (0..1) re-ranks the best candidates for
+    diversity: 1 is relevance only, 0 diversity only.
+    """
+
+    def replace_document(
+        self,
+        info: DocumentInfo,
+        chunks: Sequence[Chunk],
+        vectors: npt.NDArray[np.float32],
+        *,
+        embedder: str,
+    ) -> None:
+        """Make ``chunks`` (row ``i`` of ``vectors`` is chunk ``i``'s) the document's only
+        chunks, all or nothing: on any failure the store holds what it held before."""
+        ...
+
+    def delete_document(self, source: str) -> bool:
+        """Forget a document and its chunks; whether there was one."""
+        ...
+
+    def get_document(self, source: str) -> DocumentInfo | None: ...
+
+    def documents(self) -> list[DocumentInfo]: ...
+
+    def embedding(self) -> tuple[str, int] | None:
+        """The name of the embedder the stored vectors come from, and their dimension
+        (``None`` while the store is empty)."""
+        ...
+
+    def search(
+        self,
+        query: str,
+        vector: npt.NDArray[np.float32] | None,
+        *,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+        mmr: float | None = None,
+    ) -> list[Hit]:
+        """The best ``k`` chunks for ``query`` (``vector`` is its embedding, needed by the
+        ``vector`` and ``hybrid`` modes), best first."""
+        ...
+
+    def close(self) -> None: ...
