@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv dev lint bench clean
+.PHONY: demo triage test venv dev lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,9 +15,13 @@ venv: $(BIN)/python
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev,local]'
 
-demo: venv
-	cd examples && ../$(BIN)/erpoz run triage.yaml -i ticket="My invoice INV-1042 was charged twice, please refund" --store ../.erpoz/demo.db
-	$(BIN)/erpoz runs ls --store .erpoz/demo.db --limit 5
+demo: $(BIN)/python
+	$(BIN)/pip install -q -e '.[local]'
+	$(BIN)/erpoz demo
+
+triage: venv
+	cd examples && ../$(BIN)/erpoz run triage.yaml -i ticket="My invoice INV-1042 was charged twice, please refund" --store ../.erpoz/triage.db
+	$(BIN)/erpoz runs ls --store .erpoz/triage.db --limit 5
 
 lint: dev
 	$(BIN)/ruff check .

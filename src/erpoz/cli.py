@@ -37,6 +37,8 @@ from ._console import (
     out,
 )
 from .cli_audit import audit_app
+from .cli_demo import demo
+from .cli_memory import register as register_memory_commands
 from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
 from .engine import Decision, Engine, RunResult, pending_reviews, top_step
@@ -603,6 +605,7 @@ async def _queue(store: Store, run_id: str | None = None) -> list[dict[str, Any]
                         "requested_at": e.ts,
                         "waiting_s": round(time.time() - e.ts, 1),
                         "proposal": None if e.payload is None else json.loads(e.payload),
+                        "grant": e.data.get("grant"),
                     }
                 )
         return items
@@ -660,6 +663,12 @@ def review_show(
         if i["evidence"] is not None:
             out.print("evidence:")
             out.print_json(data=i["evidence"])
+        if i.get("grant"):
+            out.print(
+                "asks permission: approving lets the step run again and go ahead with exactly "
+                f"this ({escape(str(i['grant']))}); rejecting fails it"
+            )
+            continue
         out.print("proposed output:")
         out.print_json(data=i["proposal"])
 
@@ -844,6 +853,8 @@ app.add_typer(stats_app, name="stats")
 app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
 app.add_typer(policy_app, name="policy")
+app.command("demo")(demo)
+register_memory_commands(app)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from ..store import ENGINE_KINDS, RunWriter
 
 if TYPE_CHECKING:
     from ..guards._checkpoints import Governed
+    from ..memory import Memory
     from ..models import Models
     from ..tools import Tools
 
@@ -151,6 +152,25 @@ class StepContext:
 
         hub = self._services.get(ModelHub)
         return (hub if isinstance(hub, ModelHub) else project_hub()).bind(self, self.governed())
+
+    @property
+    def memory(self) -> Memory:
+        """Documents to search and conversations to keep: the engine's ``Memory`` service,
+        else the project's (``$ERPOZ_MEMORY``, else ``.erpoz/memory.db``)."""
+        from ..memory import Memory, project_memory
+
+        memory = self._services.get(Memory)
+        return memory if isinstance(memory, Memory) else project_memory()
+
+    async def guard(self, text: str, *, at: str = "model_input") -> str:
+        """Run the guards of checkpoint ``at`` over ``text`` here, in the step (for text that
+        goes somewhere else than a model or a tool: a search query, a retrieved document);
+        returns the text as it may pass (redacted / pseudonymised) or raises ``GuardBlocked``
+        / ``ReviewRequired`` as the policy says. Without guardrails, the text as it is."""
+        governed = self.governed()
+        if governed is None:
+            return text
+        return await governed.check_text(at, text)
 
     @property
     def tools(self) -> Tools:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from ..memory import Memory
     from ..models import Models
     from ..tools import Tools
 
@@ -42,6 +44,24 @@ class Context(Protocol):
     @property
     def tools(self) -> Tools:
         """The registered tools; each call is checked by policy and recorded."""
+        ...
+
+    @property
+    def memory(self) -> Memory:
+        """Documents to search and conversations to keep (``erpoz.memory``)."""
+        ...
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """The run's tags (``tenant`` and ``user`` are what policy rules match)."""
+        ...
+
+    def approved(self, grant: str) -> bool:
+        """Whether a reviewer approved ``grant`` in this run."""
+        ...
+
+    async def guard(self, text: str, *, at: str = "model_input") -> str:
+        """Run the guards of checkpoint ``at`` over ``text``; the text as it may pass."""
         ...
 
     def service(self, key: type[T]) -> T:

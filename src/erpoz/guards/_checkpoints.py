@@ -88,6 +88,30 @@ class Governed:
             rule=verdict.rule,
         )
 
+    async def check_text(self, checkpoint: str, text: str) -> str:
+        """Guard ``text`` at ``checkpoint`` from inside a step: the text as it may pass."""
+        from ..policy import CHECKPOINTS
+
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"unknown checkpoint {checkpoint!r} (checkpoints: {CHECKPOINTS})")
+        if not text or not self.rails.active(checkpoint):
+            return text
+        verdict = await self._inspect(checkpoint, text, names=self._names)
+        self._record(verdict)
+        if verdict.passed:
+            return text
+        if verdict.action in ("redact", "pseudonymize"):
+            return verdict.text
+        if verdict.action in ("reask", "escalate"):  # nothing to ask again here: stop
+            raise GuardBlocked(
+                f"text at {checkpoint}: rule {verdict.rule!r} wants a model re-asked, but "
+                "ctx.guard checks text no model wrote",
+                checkpoint=checkpoint,
+                rule=verdict.rule,
+            )
+        self._stop(verdict, f"text at {checkpoint}", text)
+        return text
+
     # --- models ---------------------------------------------------------------------------
     def model_allowed(self, model: str) -> None:
         """The policy's model rules (no event when no model rule decides)."""
