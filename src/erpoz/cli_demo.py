@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._console import EXIT_FAILED, JsonOpt, err, out
+from ._console import EXIT_FAILED, EXIT_INVALID, JsonOpt, err, fail, out
 
 STATUS_STYLE = {"succeeded": "green", "waiting": "yellow", "failed": "red"}
 
@@ -20,6 +21,13 @@ def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the demo's project folder goes.")
     ] = Path(".erpoz/demo"),
+    question: Annotated[
+        str | None,
+        typer.Option("--question", "-q", help="Ask your own question instead of the three."),
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="With --question: a scanned image to read (default: none).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the offline demo: ingest a corpus, read a scanned invoice, answer with citations,
@@ -27,10 +35,15 @@ def demo(
 
     [dim]Example:[/] erpoz demo   then   cd .erpoz/demo && erpoz runs ls
     """
-    from .demo import DemoRun, run_demo
+    from .demo import QUESTIONS, DemoRun, run_demo
     from .errors import ErpozError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if image is not None and question is None:
+        fail("--image goes with --question", EXIT_INVALID)
+    if image is not None and not image.is_file():
+        fail(f"--image {image}: no such file", EXIT_INVALID)
+    asked = QUESTIONS if question is None else (("your question", question, False),)
     root = directory.resolve()
     if not as_json:
         out.print(
@@ -55,7 +68,9 @@ def demo(
 
     try:
         with err.status("running the demo…") if not as_json and err.is_terminal else _null():
-            report = __import__("asyncio").run(run_demo(root, on_run=show, on_ingest=ingested))
+            report = asyncio.run(
+                run_demo(root, questions=asked, image=image, on_run=show, on_ingest=ingested)
+            )
     except ErpozError as exc:
         err.print(f"[red]error[/]: {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from None

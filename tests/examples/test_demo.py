@@ -62,7 +62,13 @@ def test_demo_answers_guards_waits_blocks_and_the_review_completes(tmp_path: Pat
     assert result["status"] == "succeeded"
     assert "5 business days" in result["output"]["text"]
 
-    # a second demo run reuses the ingested corpus
-    again = json.loads(erpoz("demo", "--dir", str(root), "--json", cwd=tmp_path, env=env).stdout)
+    # a second demo run reuses the ingested corpus; a question in another language is refused
+    # with a message that says why
+    french = "Combien de temps faut-il pour obtenir un remboursement ?"
+    res = erpoz("demo", "--dir", str(root), "-q", french, "--json", cwd=tmp_path, env=env)
+    again = json.loads(res.stdout)
     assert again["ingest"]["unchanged"] == again["ingest"]["files"]
+    (asked,) = again["runs"]
+    assert asked["status"] == "failed" and "language:fr" in asked["error"]
+    assert "English only" in asked["error"]
     assert os.path.exists(root / ".erpoz" / "memory.db")

@@ -96,11 +96,13 @@ async def run_demo(
     root: Path,
     *,
     questions: tuple[tuple[str, str, bool], ...] = QUESTIONS,
+    image: Path | None = None,
     on_run: Callable[[DemoRun], None] | None = None,
     on_ingest: Callable[[dict[str, Any]], None] | None = None,
 ) -> DemoReport:
-    """Prepare the workspace under ``root`` and run the demo questions; ``on_run`` is called
-    with each run as it finishes (the CLI prints it then)."""
+    """Prepare the workspace under ``root`` and run the demo questions (title, question,
+    whether to read the demo's scanned invoice; ``image`` reads another image instead);
+    ``on_run`` is called with each run as it finishes (the CLI prints it then)."""
     from ..audit import verify
     from ..engine import Engine
     from ..guards import Guardrails, guardrails_from_config
@@ -137,7 +139,10 @@ async def run_demo(
     try:
         for title, question, with_scan in questions:
             t1 = time.perf_counter()
-            inputs = {"question": question, "image": str(paths["scan"]) if with_scan else ""}
+            scan = str(paths["scan"]) if with_scan else ""
+            if image is not None:
+                scan = str(image.resolve())
+            inputs = {"question": question, "image": scan}
             result = await engine.run(flow, inputs)
             events = await store.events(result.run_id)
             output = result.output.model_dump() if result.output is not None else None

@@ -73,6 +73,7 @@ guards:
     pii: {{at: [model_input, tool_result, delivery]}}
     injection: {{at: [model_input, tool_result]}}
     toxicity: {{at: [model_output]}}
+    language: {{at: [model_input], allowed: [en], candidates: [en, fr, de, es, it, nl, pt]}}
 policy:
   rules:
     - {{name: card numbers never leave the intake, data: pii.credit_card, action: redact}}
@@ -83,6 +84,8 @@ policy:
     - {{name: documents that give orders go to a person, data: injection, at: [tool_result],
        min_score: 0.5, action: review}}
     - {{name: rude answers are asked again, data: toxicity, at: [model_output], action: reask}}
+    - {{name: questions in English only (the corpus and MiniLM are English), data: language,
+       at: [model_input], action: block}}
 """
 
 
