@@ -389,14 +389,19 @@ def runs_ls(
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     flow: Annotated[str | None, typer.Option(help="Only runs of this flow (by name).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    tenant: Annotated[
+        str | None, typer.Option(help="Only runs of this tenant ('-': runs without one).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first.
 
-    [dim]Example:[/] erpoz runs ls --status waiting
+    [dim]Example:[/] erpoz runs ls --status waiting --tenant acme
     """
     st = open_or_fail(store)
-    infos = _call(_with_close(st, st.list_runs(status=status, flow=flow, limit=limit)))
+    infos = _call(
+        _with_close(st, st.list_runs(status=status, flow=flow, limit=limit, tenant=tenant))
+    )
     if as_json:
         out.print_json(data=[i.to_json() for i in infos])
         return

@@ -355,6 +355,24 @@ class StoreContract:
 
         run(main())
 
+    def test_every_run_belongs_to_a_tenant_and_lists_filter_by_it(self, store: Store) -> None:
+        async def main() -> None:
+            for i, tenant in enumerate(["acme", "globex", None, "acme"]):
+                tags = {"tenant": tenant} if tenant else {}
+                w = await store.create_run(new_run(f"t-{i}", tags=tags), OWNER)
+                await w.release()
+                time.sleep(0.002)
+            acme = await store.list_runs(tenant="acme")
+            assert [r.run_id for r in acme] == ["t-3", "t-0"]
+            assert all(r.tenant == "acme" for r in acme)
+            assert [r.run_id for r in await store.list_runs(tenant="-")] == ["t-2"]
+            assert await store.list_runs(tenant="initech") == []
+            info = await store.get_run("t-1")
+            assert info is not None and info.tenant == "globex"
+            assert info.to_json()["tenant"] == "globex"
+
+        run(main())
+
     def test_replay_links_are_kept(self, store: Store) -> None:
         async def main() -> None:
             w = await store.create_run(

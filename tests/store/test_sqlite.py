@@ -421,3 +421,30 @@ def test_a_run_whose_owner_process_died_can_be_claimed(tmp_path: Path) -> None:
         await survivor.close()
 
     run(main())
+
+
+def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+
+    async def make() -> None:
+        store = SQLiteStore(path)
+        for run_id, tags in (("a", {"tenant": "acme"}), ("b", {})):
+            w = await store.create_run(new_run(run_id, tags=tags), OWNER)
+            await w.release()
+        await store.close()
+
+    asyncio.run(make())
+    with sqlite3.connect(path) as db:  # make it a version-1 file, as 0.1 wrote it
+        db.execute("DROP INDEX runs_by_tenant")
+        db.execute("ALTER TABLE runs DROP COLUMN tenant")
+        db.execute("PRAGMA user_version=1")
+
+    async def check() -> None:
+        store = SQLiteStore(path)
+        assert store.schema_version == latest_migration()
+        assert [r.run_id for r in await store.list_runs(tenant="acme")] == ["a"]
+        b = await store.get_run("b")
+        assert b is not None and b.tenant == "-"
+        await store.close()
+
+    asyncio.run(check())

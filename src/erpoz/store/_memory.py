@@ -158,6 +158,7 @@ class MemoryStore:
             ev[-1].hash if ev else GENESIS,
             r.owner,
             r.cancel_requested,
+            n.tenant,
         )
 
     async def get_run(self, run_id: str) -> RunInfo | None:
@@ -165,13 +166,20 @@ class MemoryStore:
         return None if r is None else self._info(r)
 
     async def list_runs(
-        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
     ) -> list[RunInfo]:
         runs = sorted(self._runs.values(), key=lambda r: r.created, reverse=True)
         picked = [
             r
             for r in runs
-            if (status is None or r.status == status) and (flow is None or r.new.flow == flow)
+            if (status is None or r.status == status)
+            and (flow is None or r.new.flow == flow)
+            and (tenant is None or r.new.tenant == tenant)
         ]
         return [self._info(r) for r in picked[:limit]]
 

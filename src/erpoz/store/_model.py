@@ -129,6 +129,11 @@ class NewRun:
     replay_from: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def tenant(self) -> str:
+        """The run's tenant: its ``tenant`` tag, ``"-"`` without one."""
+        return self.tags.get("tenant", "-")
+
     def started_data(self) -> dict[str, Any]:
         """The data of this run's ``run_started`` event (the same in every store)."""
         data: dict[str, Any] = {"flow": self.flow, "fingerprint": self.fingerprint}
@@ -163,9 +168,11 @@ class RunInfo:
     head_hash: str
     owner: str | None
     cancel_requested: bool
+    tenant: str = "-"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "tenant": self.tenant,
             "run_id": self.run_id,
             "flow": self.flow,
             "source": self.source,

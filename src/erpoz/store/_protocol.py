@@ -59,8 +59,15 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> RunInfo | None: ...
 
     async def list_runs(
-        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
-    ) -> list[RunInfo]: ...
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
+    ) -> list[RunInfo]:
+        """Newest first; ``tenant`` keeps only that tenant's runs (the run's ``tenant`` tag)."""
+        ...
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         """The run's events with ``seq > after``, in order, payloads resolved."""

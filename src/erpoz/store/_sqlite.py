@@ -53,7 +53,7 @@ _RUN_COLS = (
     "inputs, output, error, waiting_step, "
     "coalesce((SELECT max(e.seq) FROM events e WHERE e.run_id = runs.run_id), 0), "
     "coalesce((SELECT e.hash FROM events e WHERE e.run_id = runs.run_id "
-    "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested"
+    "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested, tenant"
 )
 """The runs row is refreshed on status changes; the head always comes from the log itself."""
 
@@ -343,8 +343,8 @@ class SQLiteStore:
             self._commit()
             self._db.execute(
                 "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, updated, "
-                "parent_run_id, replay_from, inputs, head_seq, head_hash, owner, lease_until) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
+                "parent_run_id, replay_from, inputs, head_seq, head_hash, owner, lease_until, "
+                "tenant) VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)",
                 (
                     run.run_id,
                     run.flow,
@@ -359,6 +359,7 @@ class SQLiteStore:
                     GENESIS,
                     owner,
                     now + LEASE_S,
+                    run.tenant,
                 ),
             )
         except sqlite3.IntegrityError as exc:
@@ -437,9 +438,17 @@ class SQLiteStore:
         return _run_info(rows[0])
 
     async def list_runs(
-        self, *, status: str | None = None, flow: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
     ) -> list[RunInfo]:
         where, args = [], []
+        if tenant is not None:
+            where.append("tenant=?")
+            args.append(tenant)
         if status:
             where.append("status=?")
             args.append(status)
@@ -531,6 +540,7 @@ def _run_info(r: Any) -> RunInfo:
         r[14],
         r[15],
         bool(r[16]),
+        r[17],
     )
 
 
