@@ -13,7 +13,7 @@ venv: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
 dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,local]'
+	$(BIN)/pip install -q -e '.[dev,local,server]'
 
 demo: $(BIN)/python
 	$(BIN)/pip install -q -e '.[local]'

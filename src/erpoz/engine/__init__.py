@@ -4,6 +4,7 @@ from ._context import StepContext
 from ._engine import (
     Decision,
     Engine,
+    Listener,
     Observer,
     RunResult,
     new_run_id,
@@ -16,6 +17,7 @@ __all__ = [
     "Decision",
     "Engine",
     "Executor",
+    "Listener",
     "Observer",
     "RunResult",
     "StepContext",

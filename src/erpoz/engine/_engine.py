@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from ..guards import Guardrails
 
 Observer = Callable[[str, str | None, int, Mapping[str, Any] | None], None]
+#: Like an observer, with the run id first: ``listener(run_id, kind, step, attempt, data)``
+#: (a server that follows many runs uses this).
+Listener = Callable[[str, str, str | None, int, Mapping[str, Any] | None], None]
 """Called for every event a run appends: ``(kind, step, attempt, data)``."""
 
 _PENDING: Any = object()
@@ -180,11 +183,13 @@ class Engine:
         executor: Executor | None = None,
         services: Mapping[type, object] | None = None,
         observers: list[Observer] | None = None,
+        listeners: list[Listener] | None = None,
     ) -> None:
         self.store: Store = store if store is not None else open_store()
         self._executor = executor
         self.services: Mapping[type, object] = dict(services or {})
         self.observers = list(observers or [])
+        self.listeners = list(listeners or [])
         self.owner = new_owner()
         self._driving: set[str] = set()
 
@@ -330,7 +335,9 @@ class Engine:
 
     # --- driving ----------------------------------------------------------------------------
     def _observed(self, writer: RunWriter) -> RunWriter:
-        return _ObservedWriter(writer, self.observers) if self.observers else writer
+        if not self.observers and not self.listeners:
+            return writer
+        return _ObservedWriter(writer, self.observers, self.listeners)
 
     def _plan_for(self, source: str | None, flow: Flow | Plan | None, run_id: str) -> Plan:
         if flow is not None:
@@ -891,11 +898,14 @@ def _apply_decision(
 class _ObservedWriter:
     """Tells observers about each event; used only when there are observers."""
 
-    __slots__ = ("_inner", "_observers", "run_id")
+    __slots__ = ("_inner", "_listeners", "_observers", "run_id")
 
-    def __init__(self, inner: RunWriter, observers: list[Observer]) -> None:
+    def __init__(
+        self, inner: RunWriter, observers: list[Observer], listeners: list[Listener]
+    ) -> None:
         self._inner = inner
         self._observers = observers
+        self._listeners = listeners
         self.run_id = inner.run_id
 
     @property
@@ -913,6 +923,8 @@ class _ObservedWriter:
         self._inner.append(kind, step, attempt, data, payload)
         for obs in self._observers:
             obs(kind, step, attempt, data)
+        for listen in self._listeners:
+            listen(self.run_id, kind, step, attempt, data)
 
     async def flush(self) -> None:
         await self._inner.flush()
