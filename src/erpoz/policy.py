@@ -41,10 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
-
-from .errors import ConfigError, FlowError
-from .flow._yaml import _LineLoader, _Map, _Seq
+from .errors import ConfigError
+from .flow._yaml import _Map, _Seq, load_config_yaml
 
 Action = Literal[
     "allow", "deny", "review", "log", "redact", "pseudonymize", "block", "reask", "escalate"
@@ -236,17 +234,7 @@ def load_policy(path: str | Path) -> Policy:
 
 def parse_policy(text: str, *, file: str = "policy.yaml") -> Policy:
     """Check the text of a policy file (a mapping with one key, ``rules``)."""
-    try:
-        doc: Any = yaml.load(text, Loader=_LineLoader)
-    except FlowError as exc:
-        raise ConfigError(exc.message, file=file, line=exc.line) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(
-            f"malformed YAML: {exc.problem or exc.context}",
-            file=file,
-            line=mark.line + 1 if mark else None,
-        ) from None
+    doc: Any = load_config_yaml(text, file)
     if not isinstance(doc, _Map) or set(doc) != {"rules"}:
         raise ConfigError(
             "a policy file is a mapping with one key, 'rules' (a list)",

@@ -499,3 +499,23 @@ class _Builder:
         except FlowError as exc:
             raise exc.at(file=self.fname, line=raw.line) from None
         flow.nodes[sid].line = raw.line
+
+
+def load_config_yaml(text: str, file: str) -> Any:
+    """Parse a configuration file (a project file, a policy) with line numbers kept; every
+    YAML mistake is a ``ConfigError`` naming the file and the line."""
+    from ..errors import ConfigError
+
+    try:
+        return yaml.load(text, Loader=_LineLoader)
+    except FlowError as exc:  # duplicate or non-string keys, found by the loader
+        raise ConfigError(exc.message, file=file, line=exc.line) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(
+            f"malformed YAML: {exc.problem or exc.context}",
+            file=file,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML: {exc}", file=file) from None

@@ -50,13 +50,7 @@ def guardrails_from_config(config: ProjectConfig) -> Guardrails | None:
             raise ConfigError(
                 "'guards' is a mapping with fail, alert and checks", file=file, line=line
             )
-        for key in section:
-            if key not in _GUARD_KEYS:
-                raise ConfigError(
-                    f"unknown key '{key}' in guards (expected: {', '.join(sorted(_GUARD_KEYS))})",
-                    file=file,
-                    line=section.key_lines[key],
-                )
+        _known_keys(section, _GUARD_KEYS, "guards", file)
         fail = section.get("fail", "closed")
         if fail not in ("closed", "open"):
             raise ConfigError(
@@ -97,18 +91,22 @@ def _policy(doc: _Map, file: str, base: Path | None) -> Policy:
     return policy_from_doc(section, file=file)
 
 
+def _known_keys(section: _Map, known: set[str], where: str, file: str) -> None:
+    for key in section:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key '{key}' in {where} (expected: {', '.join(sorted(known))})",
+                file=file,
+                line=section.key_lines[key],
+            )
+
+
 def _alert(raw: Any, file: str, line: int) -> QualityAlert:
     if not isinstance(raw, _Map):
         raise ConfigError(
             "guards.alert is a mapping: window, below, min_samples", file=file, line=line
         )
-    for key in raw:
-        if key not in _ALERT_KEYS:
-            raise ConfigError(
-                f"unknown key '{key}' in guards.alert (expected: {', '.join(sorted(_ALERT_KEYS))})",
-                file=file,
-                line=raw.key_lines[key],
-            )
+    _known_keys(raw, _ALERT_KEYS, "guards.alert", file)
     window = raw.get("window", 50)
     below = raw.get("below", 0.8)
     min_samples = raw.get("min_samples", min(20, window) if isinstance(window, int) else 20)

@@ -65,11 +65,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from ..errors import ConfigError, FlowError, ModelError
-from ..flow._yaml import _LineLoader, _Map, _Seq, import_object
+from ..errors import ConfigError, ModelError
+from ..flow._yaml import _Map, _Seq, import_object, load_config_yaml
 from ._hub import ModelHub
 from ._meter import Budget
 from ._plugins import check as check_params
@@ -327,19 +326,7 @@ def parse_config(
     extra_providers: Mapping[str, Factory] | None = None,
 ) -> ProjectConfig:
     """Check the text of a project file; ``ConfigError`` with file and line when it is wrong."""
-    try:
-        doc = yaml.load(text, Loader=_LineLoader)
-    except FlowError as exc:  # duplicate or non-string keys, found by the loader
-        raise ConfigError(exc.message, file=file, line=exc.line) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(
-            f"malformed YAML: {exc.problem or exc.context}",
-            file=file,
-            line=mark.line + 1 if mark else None,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"malformed YAML: {exc}", file=file) from None
+    doc = load_config_yaml(text, file)
     if doc is None:
         doc = _Map()
         doc.line, doc.lines, doc.key_lines = 1, {}, {}
