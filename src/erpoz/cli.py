@@ -41,6 +41,8 @@ from .cli_demo import demo
 from .cli_memory import register as register_memory_commands
 from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
+from .cli_serve import serve
+from .cli_trace import trace
 from .engine import Decision, Engine, RunResult, pending_reviews, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
@@ -859,6 +861,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
 app.add_typer(policy_app, name="policy")
 app.command("demo")(demo)
+app.command("trace")(trace)
+app.command("serve")(serve)
 register_memory_commands(app)
 
 

@@ -1,15 +1,19 @@
 """The HTTP server (``erpoz serve``): runs API, OpenAI-compatible gateway, dashboard, metrics."""
 
-from ._auth import TenantError, tenant_of
-from ._state import DEFAULT_MAX_BODY, EventBus, ServerState, Tenants
+from ._auth import TenantError, caller_of, tenant_of
+from ._build import build_state
+from ._state import DEFAULT_MAX_BODY, Caller, EventBus, ServerState, Tenants
 from .app import create_app
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "Caller",
     "EventBus",
     "ServerState",
     "TenantError",
     "Tenants",
+    "build_state",
+    "caller_of",
     "create_app",
     "tenant_of",
 ]

@@ -1,12 +1,18 @@
 """Who is calling: the tenant of the presented API key (``Authorization: Bearer KEY`` or
-``X-API-Key: KEY``). Missing key: 401; a key that is not configured: 403. Without configured
-keys, every caller is the tenant ``"-"`` (the server then listens on loopback only)."""
+``X-API-Key: KEY``). Missing key: 401; a key that is not configured: 403 (the same answer for
+every wrong key). Without configured keys, every caller is the tenant ``"-"`` (the server then
+listens on loopback only)."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ._state import ServerState
+from ._state import ANONYMOUS, Caller, ServerState
+
+# Declared for the OpenAPI document (the "Authorize" button of /docs); the key is read below.
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer API_KEY")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: API_KEY")
 
 
 class TenantError(Exception):
@@ -16,17 +22,35 @@ class TenantError(Exception):
         super().__init__(message)
 
 
-def tenant_of(request: Request) -> str:
-    """A FastAPI dependency: the caller's tenant, or ``TenantError`` (401 / 403)."""
-    state: ServerState = request.app.state.erpoz
-    if state.tenants is None:
-        return "-"
+def presented_key(request: Request) -> str:
+    """The API key a request carries ('' when none)."""
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    key = key or request.headers.get("x-api-key", "").strip()
+    return key or request.headers.get("x-api-key", "").strip()
+
+
+def caller_of(
+    request: Request,
+    _b: HTTPAuthorizationCredentials | None = Security(_bearer),
+    _k: str | None = Security(_header),
+) -> Caller:
+    """A FastAPI dependency: who calls (tenant and key name), or ``TenantError`` (401 / 403)."""
+    state: ServerState = request.app.state.erpoz
+    if state.tenants is None:
+        return ANONYMOUS
+    key = presented_key(request)
     if not key:
         raise TenantError(401, "an API key is required (Authorization: Bearer KEY)")
-    tenant = state.tenants.resolve(key)
-    if tenant is None:
+    caller = state.tenants.identify(key)
+    if caller is None:
         raise TenantError(403, "this API key is not valid")
-    return tenant
+    return caller
+
+
+def tenant_of(
+    request: Request,
+    _b: HTTPAuthorizationCredentials | None = Security(_bearer),
+    _k: str | None = Security(_header),
+) -> str:
+    """A FastAPI dependency: the caller's tenant, or ``TenantError`` (401 / 403)."""
+    return caller_of(request, _b, _k).tenant

@@ -1,11 +1,916 @@
-"""Placeholder: being built (issue 6)."""
+"""The runs API under ``/api``: start, list, read and follow runs; resume and cancel them; the
+review queue; audit verify and export; models, flows and statistics.
+
+Every endpoint but ``/api/health`` needs an API key when keys are configured, and sees only the
+caller's tenant: a run belongs to the tenant that started it (its ``tenant`` tag), and another
+tenant's run is answered exactly like a run that does not exist (404). Shapes are documented in
+``docs/server.md``; errors are ``{"error": {"message", "type"}}``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Annotated, Any, Literal
 
-from ._state import ServerState
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from .._console import parse_since
+from ..engine import Decision, RunResult, pending_reviews, top_step
+from ..errors import ErpozError, FlowError, RunError, StoreError
+from ..flow import LOOP, MAP, Plan
+from ..flow._types import type_name
+from ..store import TERMINAL, Event, RunInfo
+from ._auth import caller_of
+from ._scope import TenantView, as_store, jsonable
+from ._state import Caller, ServerState
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An answer other than success: ``{"error": {"message", "type", **extra}}`` with a status."""
+
+    def __init__(self, status: int, message: str, kind: str, **extra: Any) -> None:
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.extra = extra
+        super().__init__(message)
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, **self.extra}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def _no_run(ref: str) -> ApiError:
+    # the same words whether the run never existed or belongs to another tenant
+    return ApiError(404, f"no run {ref!r}", "not_found")
+
+
+def _store_error(exc: StoreError) -> ApiError:
+    text = str(exc)
+    if "being run by" in text or "claimed by another process" in text:
+        return ApiError(409, text, "conflict")
+    return ApiError(503, f"the run store is not available: {text}", "store_error")
+
+
+def _erpoz_error(exc: BaseException) -> ApiError:
+    """An error raised while starting or driving a run, as an answer."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, FlowError):
+        return ApiError(422, str(exc), "invalid_request_error")
+    if isinstance(exc, RunError):
+        return ApiError(409, str(exc), "conflict")
+    if isinstance(exc, StoreError):
+        return _store_error(exc)
+    if isinstance(exc, ErpozError):
+        return ApiError(500, f"{type(exc).__name__}: {exc}", "server_error")
+    return ApiError(500, f"{type(exc).__name__}: {exc}", "server_error")
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+Timeout = Annotated[
+    float | None,
+    Field(gt=0, le=86_400, description="With wait: answer 202 after this many seconds."),
+]
+
+
+class StartRun(BaseModel):
+    """``POST /api/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flow: str = Field(min_length=1, max_length=200, description="An exposed flow's name.")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Recorded with the run; 'tenant' is the key's."
+    )
+    wait: bool = Field(True, description="Wait for the run to succeed, fail or wait for review.")
+    timeout_s: Timeout = None
+
+
+class Drive(BaseModel):
+    """``POST /api/runs/{id}/resume``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait: bool = True
+    timeout_s: Timeout = None
+
+
+class ReviewDecision(BaseModel):
+    """``POST /api/reviews/{run_id}/approve|reject|edit``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: str | None = Field(None, max_length=500, description="Which step, when several wait.")
+    reviewer: str | None = Field(None, max_length=200, description="Default: the key's name.")
+    comment: str = Field("", max_length=10_000)
+    output: Any = Field(None, description="edit: the corrected output (checked against the type)")
+    wait: bool = True
+    timeout_s: Timeout = None
+
+
+# --- JSON shapes -----------------------------------------------------------------------------
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "status": result.status,
+        "output": jsonable(result.output),
+        "error": result.error,
+        "failed_step": result.failed_step,
+        "waiting_steps": list(result.waiting_steps),
+    }
+
+
+_STEP_STATUS = {
+    "step_started": "running",
+    "step_succeeded": "succeeded",
+    "step_failed": "failed",
+    "step_retried": "retrying",
+    "step_skipped": "skipped",
+    "review_requested": "waiting",
+}
+_ENDS_STEP = frozenset({"step_succeeded", "step_failed", "step_skipped"})
+
+
+def timeline(events: list[Event]) -> list[dict[str, Any]]:
+    """Each step execution of a run, in the order it first appeared: status, first start and
+    end (epoch seconds), duration, attempts, error, and how it ended (cached, copied,
+    reviewed)."""
+    steps: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e.step is None or (e.kind not in _STEP_STATUS and e.kind != "review_resolved"):
+            continue
+        row = steps.get(e.step)
+        if row is None:
+            row = steps[e.step] = {
+                "step": e.step,
+                "top": top_step(e.step),
+                "status": "pending",
+                "attempts": 0,
+                "started": None,
+                "ended": None,
+                "ms": None,
+                "error": None,
+                "cached": False,
+                "copied_from": None,
+                "review": None,
+            }
+        row["status"] = _STEP_STATUS.get(e.kind, row["status"])
+        data = e.data or {}
+        if e.kind == "step_started":
+            row["attempts"] = max(row["attempts"], e.attempt)
+            row["ended"] = row["ms"] = None
+            if row["started"] is None:
+                row["started"] = e.ts
+        elif e.kind in _ENDS_STEP:
+            row["ended"] = e.ts
+            if row["started"] is None:
+                row["started"] = e.ts
+            if e.kind == "step_succeeded":
+                ms = data.get("ms")
+                row["ms"] = ms if isinstance(ms, int | float) else None
+                row["cached"] = bool(data.get("cached"))
+                row["copied_from"] = data.get("copied_from")
+                if data.get("reviewed"):
+                    row["review"] = data["reviewed"]
+                row["error"] = None
+            elif e.kind == "step_failed":
+                row["error"] = data.get("error")
+            if row["ms"] is None and row["started"] is not None:
+                row["ms"] = round((e.ts - row["started"]) * 1000.0, 3)
+        elif e.kind == "step_retried":
+            row["error"] = data.get("error")
+        elif e.kind == "review_requested":
+            row["ended"] = None
+            row["review"] = "requested"
+            row["attempts"] = max(row["attempts"], e.attempt)
+        elif e.kind == "review_resolved":
+            row["review"] = data.get("decision")
+    return list(steps.values())
+
+
+def review_items(info: RunInfo, events: list[Event]) -> list[dict[str, Any]]:
+    """What a waiting run asks its reviewers, one item per waiting step."""
+    now = time.time()
+    return [
+        {
+            "run_id": info.run_id,
+            "flow": info.flow,
+            "step": sid,
+            "reason": e.data.get("reason", ""),
+            "evidence": e.data.get("evidence"),
+            "requested_at": e.ts,
+            "waiting_s": round(now - e.ts, 1),
+            "proposal": None if e.payload is None else json.loads(e.payload),
+            "grant": e.data.get("grant"),
+        }
+        for sid, e in pending_reviews(events).items()
+    ]
+
+
+_KIND = {MAP: "map", LOOP: "loop"}
+
+
+def flow_json(name: str, plan: Plan) -> dict[str, Any]:
+    """An exposed flow: its inputs and its graph (nodes and edges between steps)."""
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, str]] = []
+    for n in plan.nodes:
+        nodes.append(
+            {
+                "id": n.id,
+                "kind": "flow" if n.sub is not None else _KIND.get(n.kind, "task"),
+                "label": n.label or n.id,
+                "ref": n.spec.ref if n.spec is not None else None,
+                "review": n.review,
+                "cache": n.cache,
+                "retries": max(0, n.retry.attempts - 1),
+                "timeout_s": n.timeout,
+                "output_type": type_name(n.out_type),
+                "deps": [plan.nodes[d].id for d in n.deps],
+                "delivery": n.id in plan.delivery,
+            }
+        )
+        edges.extend({"from": plan.nodes[d].id, "to": n.id} for d in n.deps)
+    return {
+        "name": name,
+        "source": plan.source,
+        "fingerprint": plan.fingerprint,
+        "inputs": [
+            {
+                "name": i.name,
+                "type": type_name(i.type),
+                "required": i.required,
+                "default": None if i.required else jsonable(i.default),
+            }
+            for i in plan.inputs
+        ],
+        "output_type": type_name(plan.output_type),
+        "graph": {"nodes": nodes, "edges": edges},
+    }
+
+
+_ROUTER_TYPES = {
+    "FallbackRouter": "fallback",
+    "CascadeRouter": "cascade",
+    "CheapestCapableRouter": "cheapest",
+    "LoadBalanceRouter": "balance",
+    "SemanticRouter": "semantic",
+    "ClassifierRouter": "learned",
+}
+
+
+def models_json(hub: Any) -> dict[str, Any]:
+    models, routers = [], []
+    for name in hub.names():
+        spec = hub.specs.get(name)
+        if spec is not None:
+            models.append(
+                {
+                    "name": name,
+                    "kind": spec.kind,
+                    "provider": spec.provider,
+                    "price_in": spec.price_in,
+                    "price_out": spec.price_out,
+                    "context_window": spec.context_window,
+                    "modalities": sorted(spec.modalities),
+                    "tags": sorted(spec.tags),
+                }
+            )
+            continue
+        model = hub.get(name)
+        cls = type(model).__name__
+        members = [getattr(m, "name", str(m)) for m in getattr(model, "models", ())]
+        routers.append(
+            {
+                "name": name,
+                "kind": "router",
+                "type": _ROUTER_TYPES.get(cls, cls),
+                "members": members,
+            }
+        )
+    budget = getattr(hub, "budget", None)
+    return {
+        "models": models,
+        "routers": routers,
+        "budget": None
+        if budget is None
+        else {
+            "per_run_usd": getattr(budget, "per_run_usd", None),
+            "per_project_usd": getattr(budget, "per_project_usd", None),
+        },
+    }
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+_MAX_RUNS = 100_000
+_MAX_BUCKETS = 5_000
+
+
+def _since(text: str | None, what: str = "since") -> float | None:
+    """``24h`` / ``7d`` … (a span back from now) or epoch seconds; ``None`` for all time."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            return time.time() - parse_since(text)
+        except ValueError:
+            raise ApiError(
+                422,
+                f"{what}: write a span like 30m, 24h or 7d, or epoch seconds (got {text!r})",
+                "invalid_request_error",
+                param=what,
+            ) from None
+    if not math.isfinite(value):
+        raise ApiError(422, f"{what}: not a finite number", "invalid_request_error", param=what)
+    return value
+
+
+def _bucket(text: str | None, cutoff: float | None, first: float | None) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        size = parse_since(text)
+    except ValueError:
+        raise ApiError(
+            422,
+            f"bucket: write a span like 5m, 1h or 1d (got {text!r})",
+            "invalid_request_error",
+            param="bucket",
+        ) from None
+    start = cutoff if cutoff is not None else first
+    if size <= 0 or (start is not None and (time.time() - start) / size > _MAX_BUCKETS):
+        raise ApiError(
+            422,
+            f"bucket: {text!r} makes more than {_MAX_BUCKETS} buckets; choose a longer one "
+            "or a shorter since",
+            "invalid_request_error",
+            param="bucket",
+        )
+    return size
+
+
+async def _runs_since(view: TenantView, cutoff: float | None) -> list[RunInfo]:
+    runs = await view.list_runs(limit=_MAX_RUNS)
+    return [r for r in runs if cutoff is None or r.updated >= cutoff]
+
+
+# --- following -------------------------------------------------------------------------------
+TERMINAL_KINDS = frozenset({"run_succeeded", "run_failed", "run_cancelled"})
+_STATUS = {"run_succeeded": "succeeded", "run_failed": "failed", "run_cancelled": "cancelled"}
+_POLL_S = 0.5  # look at the store this often too: runs driven by other processes
+
+
+def _sse(event: str, data: Any, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    body = json.dumps(data, ensure_ascii=False, default=str)
+    return f"{head}event: {event}\ndata: {body}\n\n"
+
+
+async def follow_run(state: ServerState, run_id: str, after: int) -> AsyncIterator[str]:
+    """Server-sent events of one run: the recorded events after ``after`` (``event: event``,
+    ``id`` = sequence number), then each new one as it is recorded, until the run ends or
+    waits (``event: end``). ``event: live`` tells of an event the moment it is appended, before
+    it is durable (progress); the same event follows as ``event: event``. A comment line
+    (``: ping``) goes out after ``state.ping_s`` of silence."""
+    store = state.store
+    q = state.bus.follow(run_id)
+    last_sent = time.monotonic()
+    try:
+        yield ": following run " + run_id + "\n\n"
+        while True:
+            events = await store.events(run_id, after)
+            for e in events:
+                yield _sse("event", e.to_json(), e.seq)
+                after = e.seq
+                last_sent = time.monotonic()
+                if e.kind in TERMINAL_KINDS:
+                    yield _sse("end", {"run_id": run_id, "status": _STATUS[e.kind]})
+                    return
+            info = await store.get_run(run_id)
+            if info is None:
+                return
+            if info.status != "running" and after >= info.head_seq:
+                # waiting, or final with every event sent: this turn of the run is over
+                yield _sse("end", {"run_id": run_id, "status": info.status})
+                return
+            try:
+                item = await asyncio.wait_for(q.get(), timeout=_POLL_S)
+            except TimeoutError:
+                if time.monotonic() - last_sent >= state.ping_s:
+                    yield ": ping\n\n"
+                    last_sent = time.monotonic()
+                continue
+            items = [item]
+            while not q.empty():
+                items.append(q.get_nowait())
+            for rid, kind, step, attempt, data in items:
+                yield _sse(
+                    "live",
+                    {"run_id": rid, "kind": kind, "step": step, "attempt": attempt, "data": data},
+                )
+            last_sent = time.monotonic()
+    finally:
+        state.bus.unfollow(q, run_id)
+
+
+# --- the router ------------------------------------------------------------------------------
+
+RunId = Annotated[str, Path(min_length=1, max_length=200, description="A run id or unique prefix")]
+Status = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+CallerDep = Annotated[Caller, Depends(caller_of)]
 
 
 def router(state: ServerState) -> APIRouter:
-    return APIRouter()
+    api = APIRouter(prefix="/api", tags=["runs API"])
+
+    def view(caller: Caller) -> TenantView:
+        return TenantView(state.store, caller.tenant)
+
+    async def find(v: TenantView, ref: str) -> RunInfo:
+        try:
+            info = await v.get_run(ref)
+        except StoreError as exc:
+            raise _store_error(exc) from exc
+        if info is None:
+            raise _no_run(ref)
+        return info
+
+    async def drive(
+        run_id: str,
+        make: Callable[[], Awaitable[RunResult]],
+        wait: bool,
+        timeout_s: float | None,
+        *,
+        new: bool,
+    ) -> Response:
+        """Drive a run in a task of its own; answer with its result when it ends its turn in
+        time (200), else at once with 202 (the run goes on)."""
+        if state.driving(run_id):
+            raise ApiError(409, f"run {run_id} is being run by this server now", "conflict")
+
+        async def go() -> RunResult:
+            return await make()
+
+        task = state.spawn(run_id, go())
+        if wait:
+            await asyncio.wait({task}, timeout=timeout_s)
+        else:
+            # let it record the run before answering, so GET /api/runs/{id} finds it
+            for _ in range(50):
+                if task.done() or (not new or await state.store.get_run(run_id) is not None):
+                    break
+                await asyncio.sleep(0)
+        if task.done():
+            exc = task.exception() if not task.cancelled() else RunError("cancelled")
+            if exc is not None:
+                raise _erpoz_error(exc)
+            result = task.result()
+            if wait:
+                return JSONResponse(result_json(result))
+            return JSONResponse(
+                {"run_id": run_id, "status": result.status},
+                status_code=202,
+                headers={"Location": f"/api/runs/{run_id}"},
+            )
+        return JSONResponse(
+            {"run_id": run_id, "status": "running"},
+            status_code=202,
+            headers={"Location": f"/api/runs/{run_id}"},
+        )
+
+    # --- runs ---------------------------------------------------------------------------------
+    @api.post("/runs", summary="Start a run of an exposed flow")
+    async def start_run(body: StartRun, caller: CallerDep) -> Response:
+        from ..engine import new_run_id
+
+        plan = state.flows.get(body.flow)
+        if plan is None:
+            names = sorted(state.flows)
+            raise ApiError(
+                404,
+                f"no flow {body.flow!r} (flows: {', '.join(names) or 'none exposed'})",
+                "not_found",
+                flows=names,
+            )
+        if body.tags.get("tenant", caller.tenant) != caller.tenant:
+            raise ApiError(
+                422,
+                "tags.tenant: the tenant is the API key's; leave it out",
+                "invalid_request_error",
+                param="tags.tenant",
+            )
+        try:
+            plan.bind_inputs(body.inputs)
+        except FlowError as exc:
+            raise ApiError(422, str(exc), "invalid_request_error", param="inputs") from None
+        except Exception as exc:  # a validator choking on odd input is still bad input
+            raise ApiError(
+                422, f"inputs: {type(exc).__name__}: {exc}", "invalid_request_error"
+            ) from None
+        tags = {**body.tags, "tenant": caller.tenant}
+        run_id = new_run_id()
+        return await drive(
+            run_id,
+            lambda: state.engine.run(plan, body.inputs, run_id=run_id, tags=tags),
+            body.wait,
+            body.timeout_s,
+            new=True,
+        )
+
+    @api.get("/runs", summary="List the tenant's runs, newest first")
+    async def list_runs(
+        caller: CallerDep,
+        status: Status | None = None,
+        flow: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        q: Annotated[
+            str | None, Query(max_length=200, description="In run id, flow or error")
+        ] = None,
+    ) -> dict[str, Any]:
+        v = view(caller)
+        needle = (q or "").strip().lower()
+        try:
+            infos = await v.list_runs(
+                status=status, flow=flow or None, limit=_MAX_RUNS if needle else limit
+            )
+        except StoreError as exc:
+            raise _store_error(exc) from exc
+        if needle:
+            infos = [
+                i
+                for i in infos
+                if needle in i.run_id.lower()
+                or needle in i.flow.lower()
+                or needle in (i.error or "").lower()
+            ][:limit]
+        return {"runs": [i.to_json() for i in infos]}
+
+    @api.get("/runs/{run_id}", summary="One run: status, inputs, output, step timeline")
+    async def get_run(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
+        v = view(caller)
+        info = await find(v, run_id)
+        events = await v.events(info.run_id)
+        return {
+            **info.to_json(),
+            "steps": timeline(events),
+            "waiting_steps": list(pending_reviews(events)),
+            "driven_here": state.driving(info.run_id),
+        }
+
+    @api.get("/runs/{run_id}/events", summary="A run's event log")
+    async def run_events(
+        run_id: RunId,
+        caller: CallerDep,
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        kind: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    ) -> dict[str, Any]:
+        v = view(caller)
+        info = await find(v, run_id)
+        events = await v.events(info.run_id, after)
+        if kind:
+            events = [e for e in events if e.kind == kind]
+        more = limit is not None and len(events) > limit
+        if more:
+            events = events[:limit]
+        return {
+            "run_id": info.run_id,
+            "status": info.status,
+            "events": [e.to_json() for e in events],
+            "more": more,
+        }
+
+    @api.get(
+        "/runs/{run_id}/follow",
+        summary="Follow a run live (server-sent events)",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def follow(
+        run_id: RunId,
+        caller: CallerDep,
+        after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        last_event_id: Annotated[str | None, Header(max_length=30)] = None,
+    ) -> StreamingResponse:
+        info = await find(view(caller), run_id)
+        start = after
+        if start is None and last_event_id is not None and last_event_id.strip().isdigit():
+            start = int(last_event_id.strip())
+        return StreamingResponse(
+            follow_run(state, info.run_id, start or 0),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @api.post("/runs/{run_id}/resume", summary="Continue a crashed or interrupted run")
+    async def resume(run_id: RunId, caller: CallerDep, body: Drive | None = None) -> Response:
+        body = body or Drive()
+        v = view(caller)
+        info = await find(v, run_id)
+        if info.status in TERMINAL:
+            raise ApiError(409, f"run {info.run_id} already {info.status}", "conflict")
+        if pending_reviews(await v.events(info.run_id)):
+            raise ApiError(
+                409,
+                f"run {info.run_id} is waiting for review; decide with POST "
+                f"/api/reviews/{info.run_id}/approve, /reject or /edit",
+                "conflict",
+            )
+        plan = _plan_of(state, info)
+        return await drive(
+            info.run_id,
+            lambda: state.engine.resume(info.run_id, plan),
+            body.wait,
+            body.timeout_s,
+            new=False,
+        )
+
+    @api.post("/runs/{run_id}/cancel", summary="Cancel a run")
+    async def cancel(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
+        info = await find(view(caller), run_id)
+        try:
+            outcome = await state.engine.cancel(info.run_id)
+        except (RunError, StoreError) as exc:
+            raise _erpoz_error(exc) from None
+        return {"run_id": info.run_id, "cancel": outcome}
+
+    @api.get("/runs/{run_id}/lineage/{step}", summary="Where a step's output came from")
+    async def run_lineage(
+        run_id: RunId,
+        step: Annotated[str, Path(min_length=1, max_length=500)],
+        caller: CallerDep,
+    ) -> dict[str, Any]:
+        from ..audit import UnknownStep, lineage
+
+        v = view(caller)
+        info = await find(v, run_id)
+        try:
+            plan = state.flows.get(info.flow)
+            same = plan is not None and plan.fingerprint == info.fingerprint
+            # the exposed flow when it is the one that ran, else the source the run recorded
+            lin = await lineage(as_store(v), info.run_id, step, flow=plan if same else None)
+        except UnknownStep as exc:
+            raise ApiError(404, str(exc), "not_found", steps=list(exc.steps)) from None
+        except RunError as exc:
+            raise _no_run(run_id) from exc
+        return lin.to_json()
+
+    # --- reviews ------------------------------------------------------------------------------
+    @api.get("/reviews", summary="The steps waiting for review, oldest first")
+    async def reviews(caller: CallerDep) -> dict[str, Any]:
+        v = view(caller)
+        items: list[dict[str, Any]] = []
+        for info in await v.list_runs(status="waiting", limit=_MAX_RUNS):
+            items.extend(review_items(info, await v.events(info.run_id)))
+        items.sort(key=lambda i: i["requested_at"])
+        return {"reviews": items}
+
+    @api.get("/reviews/{run_id}", summary="What a waiting run asks its reviewers")
+    async def run_reviews(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
+        v = view(caller)
+        info = await find(v, run_id)
+        return {
+            "run_id": info.run_id,
+            "status": info.status,
+            "reviews": review_items(info, await v.events(info.run_id)),
+        }
+
+    async def decide(action: str, run_id: str, body: ReviewDecision, caller: Caller) -> Response:
+        v = view(caller)
+        info = await find(v, run_id)
+        if action == "edit" and "output" not in body.model_fields_set:
+            raise ApiError(
+                422,
+                "body.output: the corrected output is required to edit",
+                "invalid_request_error",
+                param="output",
+            )
+        waiting = pending_reviews(await v.events(info.run_id))
+        if not waiting:
+            raise ApiError(409, f"run {info.run_id} has no step waiting for review", "conflict")
+        if body.step is not None and body.step not in waiting:
+            raise ApiError(
+                422,
+                f"step: {body.step!r} is not waiting for review (waiting: {', '.join(waiting)})",
+                "invalid_request_error",
+                param="step",
+            )
+        if body.step is None and len(waiting) > 1:
+            raise ApiError(
+                422,
+                f"step: several steps wait for review ({', '.join(waiting)}); name one",
+                "invalid_request_error",
+                param="step",
+            )
+        decision = Decision(
+            action,
+            output=body.output if action == "edit" else None,
+            reviewer=(body.reviewer or "").strip() or caller.name,
+            comment=body.comment,
+            step=body.step,
+        )
+        plan = _plan_of(state, info)
+
+        async def resume() -> RunResult:
+            try:
+                return await state.engine.resume(info.run_id, plan, decision=decision)
+            except RunError as exc:
+                if action == "edit" and "does not fit" in str(exc):
+                    raise ApiError(
+                        422, f"output: {exc}", "invalid_request_error", param="output"
+                    ) from None
+                raise
+
+        return await drive(info.run_id, resume, body.wait, body.timeout_s, new=False)
+
+    @api.post("/reviews/{run_id}/approve", summary="Approve the proposal; the run goes on")
+    async def approve(
+        run_id: RunId, caller: CallerDep, body: ReviewDecision | None = None
+    ) -> Response:
+        return await decide("approve", run_id, body or ReviewDecision(), caller)
+
+    @api.post("/reviews/{run_id}/reject", summary="Reject the proposal; the run fails")
+    async def reject(
+        run_id: RunId, caller: CallerDep, body: ReviewDecision | None = None
+    ) -> Response:
+        return await decide("reject", run_id, body or ReviewDecision(), caller)
+
+    @api.post("/reviews/{run_id}/edit", summary="Replace the proposal with a corrected output")
+    async def edit(run_id: RunId, body: ReviewDecision, caller: CallerDep) -> Response:
+        return await decide("edit", run_id, body, caller)
+
+    # --- audit --------------------------------------------------------------------------------
+    @api.get("/audit/verify", summary="Recompute the hash chains of the tenant's runs")
+    async def audit_verify(
+        caller: CallerDep,
+        run: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    ) -> dict[str, Any]:
+        from ..audit import verify
+
+        v = view(caller)
+        run_id = (await find(v, run)).run_id if run is not None else None
+        report = await verify(as_store(v), run_id)
+        return {"run": run_id, **report.to_json()}
+
+    @api.get(
+        "/audit/export",
+        summary="The tenant's audit records as JSON lines",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}}}},
+    )
+    async def audit_export(
+        caller: CallerDep,
+        since: Annotated[
+            str | None, Query(max_length=40, description="24h, 7d … or epoch seconds")
+        ] = None,
+    ) -> StreamingResponse:
+        from ..audit import export
+
+        cutoff = _since(since) or 0.0
+        records = await export(as_store(view(caller)), since=cutoff)
+
+        async def lines() -> AsyncIterator[str]:
+            for record in records:
+                yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    # --- models, flows, statistics ------------------------------------------------------------
+    @api.get("/models", summary="The models and routers of the project")
+    async def models(caller: CallerDep) -> dict[str, Any]:
+        return models_json(state.hub())
+
+    @api.get("/flows", summary="The flows this server runs, with inputs and graph")
+    async def flows(caller: CallerDep) -> dict[str, Any]:
+        return {"flows": [flow_json(name, plan) for name, plan in sorted(state.flows.items())]}
+
+    @api.get("/stats/models", summary="Per model: calls, errors, tokens, cost, latency")
+    async def stats_models(
+        caller: CallerDep,
+        since: Annotated[str | None, Query(max_length=40)] = None,
+        bucket: Annotated[str | None, Query(max_length=40)] = None,
+    ) -> dict[str, Any]:
+        from ..cli_models import model_stats
+
+        cutoff = _since(since)
+        v = view(caller)
+        runs = await _runs_since(v, cutoff)
+        found: list[tuple[float, Mapping[str, Any]]] = []
+        for info in runs:
+            for e in await v.events(info.run_id):
+                if e.kind == "model_called" and (cutoff is None or e.ts >= cutoff):
+                    found.append((e.ts, e.data))
+        out: dict[str, Any] = {
+            "since": since,
+            "cutoff_ts": cutoff,
+            "runs": len(runs),
+            "models": model_stats([d for _, d in found]),
+        }
+        size = _bucket(bucket, cutoff, min((t for t, _ in found), default=None))
+        if size is not None:
+            groups: dict[float, list[Mapping[str, Any]]] = {}
+            for ts, d in found:
+                groups.setdefault(math.floor(ts / size) * size, []).append(d)
+            out["bucket_s"] = size
+            out["series"] = [
+                {"ts": ts, **row} for ts in sorted(groups) for row in model_stats(groups[ts])
+            ]
+        return out
+
+    @api.get("/stats/quality", summary="Guard pass rates per model, step and guard")
+    async def stats_quality(
+        caller: CallerDep,
+        since: Annotated[str | None, Query(max_length=40)] = None,
+        window: Annotated[int, Query(ge=1, le=100_000)] = 50,
+        threshold: Annotated[float, Query(ge=0.0, le=1.0)] = 0.8,
+        min_samples: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+        by: Annotated[str, Query(max_length=40)] = "model,step,guard",
+        bucket: Annotated[str | None, Query(max_length=40)] = None,
+    ) -> dict[str, Any]:
+        from ..observe import DIMENSIONS, guard_checks, quality_events, quality_stats
+
+        dims = tuple(d.strip() for d in by.split(",") if d.strip())
+        if not dims or any(d not in DIMENSIONS for d in dims):
+            raise ApiError(
+                422,
+                f"by: choose from {', '.join(DIMENSIONS)} (comma-separated), not {by!r}",
+                "invalid_request_error",
+                param="by",
+            )
+        cutoff = _since(since)
+        by_run = await quality_events(as_store(view(caller)), since=cutoff, max_runs=_MAX_RUNS)
+        report = quality_stats(
+            by_run, window=window, threshold=threshold, min_samples=min_samples, by=dims
+        )
+        out: dict[str, Any] = {"since": since, "cutoff_ts": cutoff, **report.to_json()}
+        checks = [c for evs in by_run.values() for c in guard_checks(evs)]
+        size = _bucket(bucket, cutoff, min((c.ts for c in checks), default=None))
+        if size is not None:
+            acc: dict[tuple[Any, ...], list[int]] = {}
+            for c in checks:
+                key = (
+                    math.floor(c.ts / size) * size,
+                    *(getattr(c, d) if d in dims else None for d in DIMENSIONS),
+                )
+                tally = acc.setdefault(key, [0, 0])
+                tally[0] += 1
+                tally[1] += c.passed
+            out["bucket_s"] = size
+            out["series"] = [
+                {
+                    "ts": key[0],
+                    **dict(zip(DIMENSIONS, key[1:], strict=True)),
+                    "checks": n,
+                    "passes": p,
+                    "pass_rate": round(p / n, 4),
+                }
+                for key, (n, p) in sorted(
+                    acc.items(), key=lambda kv: (kv[0][0], *(str(x or "") for x in kv[0][1:]))
+                )
+            ]
+        return out
+
+    @api.get("/whoami", summary="The tenant (and key name) of the presented key")
+    async def whoami(caller: CallerDep) -> dict[str, Any]:
+        return {"tenant": caller.tenant, "name": caller.name, "auth": state.tenants is not None}
+
+    @api.get("/health", summary="Is the server up (no key needed)")
+    async def health(request: Request) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    return api
+
+
+def _plan_of(state: ServerState, info: RunInfo) -> Plan | None:
+    """The exposed flow a run was started from (when the server has it), else ``None``: the
+    engine then loads the flow from the source the run recorded."""
+    plan = state.flows.get(info.flow)
+    if plan is not None and plan.fingerprint == info.fingerprint:
+        return plan
+    if info.source:
+        return None
+    if plan is not None:
+        return plan  # no source to load: the exposed flow is the only way to go on
+    raise ApiError(
+        409,
+        f"run {info.run_id} was started from flow {info.flow!r}, which this server does not "
+        "expose and which recorded no source to load it from",
+        "conflict",
+    )

@@ -7,15 +7,33 @@ the command line); :func:`create_app` is the Python entry (tests use it with any
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from .. import __version__
 from ._auth import TenantError
 from ._state import ServerState
+
+log = logging.getLogger("erpoz.server")
+
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid_request_error",
+}
 
 
 class _BodyLimit(BaseHTTPMiddleware):
@@ -49,8 +67,13 @@ class _BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def _error(status: int, message: str, kind: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+def _error(status: int, message: str, kind: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, **extra}}, status_code=status)
+
+
+def _where(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "inputs", "n")`` -> ``body.inputs.n``."""
+    return ".".join(str(p) for p in loc) or "request"
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -58,11 +81,20 @@ def create_app(state: ServerState) -> FastAPI:
     ``/v1/...`` (the OpenAI-compatible gateway), ``/metrics`` and the dashboard at ``/``."""
     from . import api, dashboard, gateway, metrics
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.startup()
+        try:
+            yield
+        finally:
+            await state.shutdown()
+
     app = FastAPI(
         title="erpoz",
         version=__version__,
         description="Runs, reviews and audit of erpoz flows; an OpenAI-compatible gateway.",
         docs_url="/docs",
+        lifespan=lifespan,
     )
     app.state.erpoz = state
     app.add_middleware(_BodyLimit, limit=state.max_body)
@@ -70,6 +102,50 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(TenantError)
     async def _tenant_error(request: Request, exc: TenantError) -> JSONResponse:
         return _error(exc.status, exc.message, "authentication_error")
+
+    @app.exception_handler(api.ApiError)
+    async def _api_error(request: Request, exc: api.ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # name the field: "body.inputs: Input should be a valid dictionary"
+        errors = list(exc.errors())
+        problems = []
+        for e in errors:
+            loc = tuple(e.get("loc", ()))
+            if e.get("type") == "json_invalid":
+                where = f" at position {loc[1]}" if len(loc) > 1 else ""
+                why = (e.get("ctx") or {}).get("error", "")
+                problems.append(f"body: invalid JSON{where}" + (f": {why}" if why else ""))
+            else:
+                problems.append(f"{_where(loc)}: {e.get('msg', 'invalid')}")
+        first = errors[0] if errors else {}
+        return _error(
+            422,
+            "; ".join(problems) or "invalid request",
+            "invalid_request_error",
+            param="body" if first.get("type") == "json_invalid" else _where(first.get("loc", ())),
+            code=first.get("type"),
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        detail = exc.detail
+        if isinstance(detail, dict) and "error" in detail:
+            return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+        kind = _STATUS_TYPES.get(
+            exc.status_code, "server_error" if exc.status_code >= 500 else "error"
+        )
+        response = _error(exc.status_code, str(detail), kind)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
 
     app.include_router(api.router(state))
     app.include_router(gateway.router(state))
