@@ -38,6 +38,7 @@ from ._console import (
 )
 from .cli_audit import audit_app
 from .cli_demo import demo
+from .cli_eval import eval_app
 from .cli_memory import register as register_memory_commands
 from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
@@ -860,6 +861,7 @@ app.add_typer(stats_app, name="stats")
 app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
 app.add_typer(policy_app, name="policy")
+app.add_typer(eval_app, name="eval")
 app.command("demo")(demo)
 app.command("trace")(trace)
 app.command("serve")(serve)
