@@ -13,7 +13,7 @@ venv: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
 dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,local,server]'
+	$(BIN)/pip install -q -e '.[dev,local,server,postgres]'
 
 demo: $(BIN)/python
 	$(BIN)/pip install -q -e '.[local]'

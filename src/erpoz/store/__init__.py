@@ -1,9 +1,11 @@
-"""The run store: append-only, hash-chained events; SQLite (default) and in-memory backends."""
+"""The run store: append-only, hash-chained events; SQLite (default), PostgreSQL and in-memory
+backends (``PostgresStore`` is imported on first use: it needs psycopg)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import StoreError
 from ._memory import MemoryStore
@@ -27,6 +29,7 @@ __all__ = [
     "Event",
     "MemoryStore",
     "NewRun",
+    "PostgresStore",
     "RunInfo",
     "RunWriter",
     "SQLiteStore",
@@ -42,7 +45,8 @@ DURABILITY = ("sync", "batch", "memory")
 def open_store(
     url: str | os.PathLike[str] | None = None, *, durability: str = "sync", fsync: bool = False
 ) -> Store:
-    """Open the store named by ``url`` (a path, ``sqlite:///path`` or ``memory``).
+    """Open the store named by ``url`` (a path, ``sqlite:///path``, ``postgresql://…`` or
+    ``memory``).
 
     Default: ``$ERPOZ_STORE``, else ``.erpoz/erpoz.db`` under the current directory.
     ``durability`` is ``sync`` (a step's success is committed before dependents start),
@@ -55,12 +59,26 @@ def open_store(
     if durability == "memory" or raw in ("memory", ":memory:", "memory://"):
         return MemoryStore()
     if raw.startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            "the PostgreSQL store is not implemented yet (it comes with the scale-out work); "
-            "use a SQLite path"
-        )
+        try:
+            from ._postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store needs psycopg 3 ({exc}): "
+                "pip install 'erpoz[postgres]' (or 'psycopg[binary]>=3.1')"
+            ) from exc
+        return PostgresStore(raw, durability=durability, fsync=fsync)
     if raw.startswith("sqlite:///"):
         raw = raw[len("sqlite:///") :]
     elif "://" in raw:
-        raise StoreError(f"unknown store URL {raw!r}: use a file path, sqlite:///PATH or memory")
+        raise StoreError(
+            f"unknown store URL {raw!r}: use a file path, sqlite:///PATH, postgresql://… or memory"
+        )
     return SQLiteStore(Path(raw) if raw else DEFAULT_PATH, durability=durability, fsync=fsync)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":  # lazily: psycopg is an optional dependency
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,750 @@
+"""The shared store: PostgreSQL through psycopg 3 (async), numbered migrations.
+
+The same tables, chain and guarantees as the SQLite store, for many processes at once:
+
+* every run has one writer at a time — the process holding its lease (``owner`` and
+  ``lease_until`` on the runs row, taken with ``SELECT … FOR UPDATE`` and renewed by a
+  heartbeat); the writer assigns ``seq`` and the chain hash (:func:`chain_hash`, exactly as
+  SQLite does, so ``erpoz audit verify`` reads both alike);
+* the database itself refuses what must never happen: a second event with the same
+  ``(run_id, seq)`` (primary key), a second ``step_succeeded`` of a step of a run (partial
+  UNIQUE index) and any UPDATE, DELETE or TRUNCATE of events (triggers);
+* events of every run this process owns share one buffer, so one transaction carries all that
+  is pending (group commit). When the database refuses one run's events, the transaction is
+  redone run by run (savepoints) so that the other runs' events are not lost.
+
+Connections: a small pool of two per event loop — one for writes (commits, claims, heartbeat),
+one for reads — each behind an ``asyncio.Lock``. They are opened on first use in the running
+loop and reopened when the loop changes (``asyncio.run`` per call) or the connection broke.
+Migrations run when the store is opened, on a short-lived connection, under a session-level
+advisory lock (per schema) so that two processes opening a blank database do not race.
+
+``fsync=False`` (the default, like SQLite's ``synchronous=NORMAL``) sets
+``synchronous_commit=off`` on the store's sessions: a commit survives the erpoz process being
+killed, and the server restarting cleanly, but a crash of the PostgreSQL server itself may lose
+the last fraction of a second of commits (the database stays consistent; lost steps run again).
+``fsync=True`` keeps ``synchronous_commit=on``: each commit is flushed to disk first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from ..errors import StoreError
+from ._model import (
+    GENESIS,
+    RUN_FAILED,
+    RUN_STARTED,
+    RUN_SUCCEEDED,
+    RUN_WAITING,
+    STATUS_OF,
+    ChainRow,
+    Event,
+    NewRun,
+    RecordedHead,
+    RunInfo,
+    chain_hash,
+    dumps,
+)
+from ._owner import owner_is_dead
+
+BLOB_THRESHOLD = 64 * 1024
+"""Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
+
+LEASE_S = 30.0
+CANCEL_POLL_S = 1.0
+BATCH_ROWS = 512
+BATCH_SECONDS = 0.05
+CONNECT_TIMEOUT_S = 5
+
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, "
+    "hash) VALUES "
+)
+_ROW_MARKS = "(" + ",".join(["%s"] * 11) + ")"
+_ONE_STATEMENT_ROWS = 16
+"""Up to this many rows go in one multi-row INSERT; more (batch commits) in a pipeline."""
+
+
+async def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """A few rows (a step's events) in one multi-row INSERT: one round trip, atomic on its own,
+    faster on the server than ``executemany`` or ``unnest``. Many rows (``batch`` durability)
+    through ``executemany``, which pipelines them — callers hold a transaction then."""
+    if len(rows) <= _ONE_STATEMENT_ROWS:
+        await conn.execute(
+            _INSERT_EVENT + ",".join([_ROW_MARKS] * len(rows)), [v for row in rows for v in row]
+        )
+    else:
+        async with conn.cursor() as cur:
+            await cur.executemany(_INSERT_EVENT + _ROW_MARKS, rows)
+
+
+_RUN_COLS = (
+    "r.run_id, r.flow, r.source, r.fingerprint, r.status, r.created, r.updated, "
+    "r.parent_run_id, r.replay_from, r.inputs, r.output, r.error, r.waiting_step, "
+    "coalesce(h.seq, 0), coalesce(h.hash, r.head_hash), r.owner, r.cancel_requested, r.tenant"
+)
+_RUN_FROM = (
+    "runs r LEFT JOIN LATERAL (SELECT e.seq, e.hash FROM events e WHERE e.run_id = r.run_id "
+    "ORDER BY e.seq DESC LIMIT 1) h ON true"
+)
+"""The runs row is refreshed on status changes; the head always comes from the log itself."""
+
+_MIGRATION_KEY = "hashtext('erpoz.migrate.' || coalesce(current_schema(), ''))"
+_MIGRATION_LOCK = f"SELECT pg_advisory_lock({_MIGRATION_KEY})"
+_MIGRATION_UNLOCK = f"SELECT pg_advisory_unlock({_MIGRATION_KEY})"
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+_Snapshot = tuple[str, int, str, "str | None", "str | None", "str | None"]
+"""``(status, seq, head, output, error, waiting_step)`` of a writer when its run row is due."""
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered SQL migrations shipped with erpoz for PostgreSQL, in order."""
+    folder = resources.files("erpoz.store").joinpath("migrations/postgres")
+    out = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), entry.read_text()))
+    return sorted(out)
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (it is shown in messages and ``store.url``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _PostgresWriter:
+    __slots__ = (
+        "_store",
+        "cancel_requested",
+        "error",
+        "head",
+        "output",
+        "owner",
+        "run_id",
+        "seq",
+        "status",
+        "waiting_step",
+    )
+
+    def __init__(
+        self, store: PostgresStore, run_id: str, owner: str, seq: int, head: str, status: str
+    ) -> None:
+        self._store = store
+        self.run_id = run_id
+        self.owner = owner
+        self.seq = seq
+        self.head = head
+        self.status = status
+        self.output: str | None = None
+        self.error: str | None = None
+        self.waiting_step: str | None = None
+        self.cancel_requested = False
+
+    def _snapshot(self) -> _Snapshot:
+        return (self.status, self.seq, self.head, self.output, self.error, self.waiting_step)
+
+    def append(
+        self,
+        kind: str,
+        step: str | None = None,
+        attempt: int = 0,
+        data: dict[str, Any] | None = None,
+        payload: str | None = None,
+    ) -> None:
+        seq = self.seq = self.seq + 1
+        ts = time.time()
+        dj = dumps(data) if data else "{}"
+        h = chain_hash(self.head, self.run_id, seq, ts, kind, step, attempt, dj, payload)
+        store = self._store
+        blob = None
+        stored = payload
+        if payload is not None and len(payload) > BLOB_THRESHOLD:
+            blob = hashlib.sha256(payload.encode()).hexdigest()
+            store._pending_blobs[blob] = payload
+            stored = None
+        store._pending.append(
+            (self.run_id, seq, ts, kind, step, attempt, dj, stored, blob, self.head, h)
+        )
+        self.head = h
+        status = STATUS_OF.get(kind)
+        if status is not None:
+            self.status = status
+            if kind == RUN_SUCCEEDED:
+                self.output = payload
+            elif kind == RUN_FAILED:
+                self.error = (data or {}).get("error")
+            self.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
+            # the runs row is a projection: refresh it when the status moves, not per event
+            store._dirty[self.run_id] = self._snapshot()
+
+    async def flush(self) -> None:
+        store = self._store
+        if store.durability != "batch" or (
+            len(store._pending) >= BATCH_ROWS
+            or time.monotonic() - store._last_commit >= BATCH_SECONDS
+        ):
+            await store._commit()
+        store._check_refused(self.run_id)
+
+    async def release(self) -> None:
+        store = self._store
+        store._owned.pop(self.run_id, None)
+        store._releasing.append((self.run_id, self.owner))
+        store._dirty[self.run_id] = self._snapshot()
+        await store._commit()
+        store._check_refused(self.run_id)
+
+
+class PostgresStore:
+    """Run store in a PostgreSQL database (``durability``: ``sync`` or ``batch``).
+
+    ``url`` is a libpq URL (``postgresql://user@host:5432/db``; ``?options=-csearch_path=s``
+    picks a schema). ``schema`` is another way to name the schema (created if missing).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: str = "sync",
+        fsync: bool = False,
+        schema: str | None = None,
+    ) -> None:
+        if durability not in ("sync", "batch"):
+            raise StoreError(
+                f"durability must be 'sync' or 'batch' for PostgreSQL, got {durability!r}"
+            )
+        self._conninfo = url
+        self.url = redact(url)
+        self.durability = durability
+        self.fsync = fsync
+        self.schema = schema
+        self._pending: list[tuple[Any, ...]] = []
+        self._pending_blobs: dict[str, str] = {}
+        self._dirty: dict[str, _Snapshot] = {}
+        self._owned: dict[str, _PostgresWriter] = {}
+        self._releasing: list[tuple[str, str]] = []
+        self._refused: dict[str, str] = {}
+        self._last_commit = time.monotonic()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._write: Conn | None = None
+        self._read: Conn | None = None
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._closed = False
+        self._migrate()
+
+    # --- set-up -----------------------------------------------------------------------------
+    def _translate(self, exc: psycopg.Error, doing: str) -> StoreError:
+        msg = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreError(
+                f"{doing}: cannot reach PostgreSQL at {self.url} ({msg}); is the server "
+                "running and the URL right?",
+                path=self.url,
+            )
+        return StoreError(f"{doing}: {msg}", path=self.url)
+
+    def _session_sql(self) -> list[sql.SQL | sql.Composed]:
+        out: list[sql.SQL | sql.Composed] = [
+            sql.SQL("SET synchronous_commit TO {}").format(sql.SQL("on" if self.fsync else "off")),
+            sql.SQL("SET application_name TO 'erpoz'"),
+        ]
+        if self.schema:
+            out.append(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        return out
+
+    def _migrate(self) -> None:
+        known = migrations()
+        latest = known[-1][0]
+        try:
+            with psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            ) as db:
+                if self.schema:
+                    with contextlib.suppress(psycopg.errors.UniqueViolation):
+                        db.execute(
+                            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                                sql.Identifier(self.schema)
+                            )
+                        )
+                for stmt in self._session_sql():
+                    db.execute(stmt)
+                if self._version(db) == latest:
+                    return
+                # One process migrates; others wait, then see it. A session lock taken before
+                # the transaction: the transaction then starts with a fresh view of the catalog.
+                db.execute(_MIGRATION_LOCK)
+                try:
+                    with db.transaction():
+                        current = self._version(db)
+                        if current > latest:
+                            raise StoreError(
+                                f"the run store has schema version {current}, newer than this "
+                                f"erpoz knows ({latest}); upgrade erpoz",
+                                path=self.url,
+                            )
+                        if current == 0:
+                            db.execute(
+                                "CREATE TABLE IF NOT EXISTS erpoz_schema_version (version "
+                                "INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"
+                            )
+                        for number, text in known:
+                            if number > current:
+                                db.execute(text)
+                                db.execute(
+                                    "INSERT INTO erpoz_schema_version (version, applied) "
+                                    "VALUES (%s, %s)",
+                                    (number, time.time()),
+                                )
+                finally:
+                    db.execute(_MIGRATION_UNLOCK)
+        except psycopg.Error as exc:
+            raise self._translate(exc, "cannot open the run store") from exc
+
+    @staticmethod
+    def _version(db: psycopg.Connection[tuple[Any, ...]]) -> int:
+        row = db.execute("SELECT to_regclass('erpoz_schema_version') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return 0
+        row = db.execute("SELECT coalesce(max(version), 0) FROM erpoz_schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def schema_version(self) -> int:
+        try:
+            with psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            ) as db:
+                for stmt in self._session_sql():
+                    db.execute(stmt)
+                return self._version(db)
+        except psycopg.Error as exc:
+            raise self._translate(exc, "cannot read the schema version") from exc
+
+    # --- connections ------------------------------------------------------------------------
+    async def _connect(self) -> Conn:
+        conn: Conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
+        for stmt in self._session_sql():
+            await conn.execute(stmt)
+        return conn
+
+    async def _same_loop(self) -> None:
+        """Connections and locks belong to one event loop: start afresh in a new one."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        old = [c for c in (self._write, self._read) if c is not None]
+        self._write = self._read = None
+        for c in old:
+            await c.close()  # closing only ends the socket: safe from another loop
+        self._write_lock, self._read_lock = asyncio.Lock(), asyncio.Lock()
+        self._loop = loop
+
+    async def _writer_conn(self) -> Conn:
+        if self._write is None or self._write.closed or self._write.broken:
+            self._write = await self._connect()
+        return self._write
+
+    async def _reader_conn(self) -> Conn:
+        if self._read is None or self._read.closed or self._read.broken:
+            self._read = await self._connect()
+        return self._read
+
+    # --- writing ----------------------------------------------------------------------------
+    async def _commit(self) -> None:
+        await self._same_loop()
+        async with self._write_lock:
+            await self._commit_locked()
+
+    async def _commit_locked(self) -> None:
+        if not (self._pending or self._dirty or self._pending_blobs or self._releasing):
+            return
+        rows, blobs, dirty = self._pending, self._pending_blobs, self._dirty
+        releasing = self._releasing
+        self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
+        refused: dict[str, str] = {}
+        try:
+            conn = await self._writer_conn()
+            try:
+                if 0 < len(rows) <= _ONE_STATEMENT_ROWS and not (blobs or dirty or releasing):
+                    # the common case (a step's events): one statement, one round trip
+                    await _insert_events(conn, rows)
+                else:
+                    await self._write_all(conn, rows, blobs, dirty, releasing, per_run=False)
+            except psycopg.errors.IntegrityError:
+                # nothing was written: redo it run by run, keeping the runs that are accepted
+                refused = await self._write_all(conn, rows, blobs, dirty, releasing, per_run=True)
+        except psycopg.Error as exc:
+            # nothing was written; keep the buffer so a later commit can still record it
+            self._pending = rows + self._pending
+            self._pending_blobs = {**blobs, **self._pending_blobs}
+            self._dirty = {**dirty, **self._dirty}
+            self._releasing = releasing + self._releasing
+            raise self._translate(exc, "cannot record events") from exc
+        self._last_commit = time.monotonic()
+        for run_id, why in refused.items():
+            self._refused[run_id] = why
+            self._owned.pop(run_id, None)
+
+    async def _write_all(
+        self,
+        conn: Conn,
+        rows: list[tuple[Any, ...]],
+        blobs: dict[str, str],
+        dirty: dict[str, _Snapshot],
+        releasing: list[tuple[str, str]],
+        *,
+        per_run: bool,
+    ) -> dict[str, str]:
+        refused: dict[str, str] = {}
+        now = time.time()
+        async with conn.transaction(), conn.cursor() as cur:
+            if blobs:
+                await cur.executemany(
+                    "INSERT INTO blobs (sha256, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    list(blobs.items()),
+                )
+            if not per_run:
+                if rows:
+                    await _insert_events(conn, rows)
+            else:
+                by_run: dict[str, list[tuple[Any, ...]]] = {}
+                for row in rows:
+                    by_run.setdefault(row[0], []).append(row)
+                for run_id, run_rows in by_run.items():
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            await _insert_events(conn, run_rows)
+                    except psycopg.errors.IntegrityError as exc:
+                        refused[run_id] = str(exc).strip().splitlines()[0]
+            updates = [
+                (s[0], now, s[1], s[2], s[3], s[4], s[5], run_id)
+                for run_id, s in dirty.items()
+                if run_id not in refused
+            ]
+            if updates:
+                await cur.executemany(
+                    "UPDATE runs SET status=%s, updated=%s, head_seq=%s, head_hash=%s, "
+                    "output=coalesce(%s, output), error=%s, waiting_step=%s WHERE run_id=%s",
+                    updates,
+                )
+            if releasing:
+                await cur.execute(
+                    "UPDATE runs SET owner=NULL, lease_until=NULL FROM "
+                    "unnest(%s::text[], %s::text[]) AS o(run_id, owner) "
+                    "WHERE runs.run_id = o.run_id AND runs.owner = o.owner",
+                    ([r for r, _ in releasing], [o for _, o in releasing]),
+                )
+        return refused
+
+    def _check_refused(self, run_id: str) -> None:
+        why = self._refused.pop(run_id, None)
+        if why is not None:
+            raise StoreError(
+                f"refused to record events of run {run_id} ({why}): another process recorded "
+                "the same step or sequence number; the run is owned elsewhere",
+                path=self.url,
+            )
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            with contextlib.suppress(RuntimeError):
+                self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        """While this process owns runs: commit what ``batch`` mode holds back (every 50 ms),
+        notice cancel requests (every second) and renew the leases (every 10 s)."""
+        tick = BATCH_SECONDS if self.durability == "batch" else CANCEL_POLL_S
+        last_poll = last_lease = time.monotonic()
+        while self._owned:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            try:
+                if self._pending and now - self._last_commit >= BATCH_SECONDS:
+                    await self._commit()
+                owned = list(self._owned.values())
+                if not owned or now - last_poll < CANCEL_POLL_S:
+                    continue
+                last_poll = now
+                ids = [w.run_id for w in owned]
+                async with self._write_lock:
+                    conn = await self._writer_conn()
+                    if now - last_lease >= LEASE_S / 3:
+                        last_lease = now
+                        await conn.execute(
+                            "UPDATE runs SET lease_until=%s FROM "
+                            "unnest(%s::text[], %s::text[]) AS o(run_id, owner) "
+                            "WHERE runs.run_id = o.run_id AND runs.owner = o.owner",
+                            (time.time() + LEASE_S, ids, [w.owner for w in owned]),
+                        )
+                    cur = await conn.execute(
+                        "SELECT run_id FROM runs WHERE cancel_requested AND run_id = ANY(%s)",
+                        (ids,),
+                    )
+                    cancelled = [r[0] for r in await cur.fetchall()]
+                for run_id in cancelled:
+                    w = self._owned.get(run_id)
+                    if w is not None:
+                        w.cancel_requested = True
+            except (psycopg.Error, StoreError):
+                continue  # an unreachable server delays a beat; the lease is long enough
+
+    async def create_run(self, run: NewRun, owner: str) -> _PostgresWriter:
+        await self._same_loop()
+        now = time.time()
+        async with self._write_lock:
+            await self._commit_locked()
+            try:
+                conn = await self._writer_conn()
+                await conn.execute(
+                    "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, "
+                    "updated, parent_run_id, replay_from, inputs, head_seq, head_hash, owner, "
+                    "lease_until, tenant) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s,%s,%s,%s)",
+                    (
+                        run.run_id,
+                        run.flow,
+                        run.source,
+                        run.fingerprint,
+                        "running",
+                        now,
+                        now,
+                        run.parent_run_id,
+                        run.replay_from,
+                        run.inputs,
+                        GENESIS,
+                        owner,
+                        now + LEASE_S,
+                        run.tenant,
+                    ),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise StoreError(f"run id {run.run_id!r} already exists", path=self.url) from exc
+            except psycopg.Error as exc:
+                raise self._translate(exc, "cannot create the run") from exc
+            w = _PostgresWriter(self, run.run_id, owner, 0, GENESIS, "running")
+            w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
+            if self.durability == "sync":
+                await self._commit_locked()  # a run that dies in its first step is on record
+        self._owned[run.run_id] = w
+        self._start_heartbeat()
+        return w
+
+    async def claim_run(self, run_id: str, owner: str) -> _PostgresWriter:
+        await self._same_loop()
+        async with self._write_lock:
+            await self._commit_locked()
+            try:
+                conn = await self._writer_conn()
+                async with conn.transaction():
+                    cur = await conn.execute(
+                        "SELECT owner, lease_until, status FROM runs WHERE run_id=%s FOR UPDATE",
+                        (run_id,),
+                    )
+                    row = await cur.fetchone()
+                    if row is None:
+                        raise StoreError(f"no run {run_id!r} in this store", path=self.url)
+                    prev_owner, lease_until, status = row
+                    if (
+                        prev_owner is not None
+                        and prev_owner != owner
+                        and (lease_until or 0) > time.time()
+                        and not owner_is_dead(prev_owner)
+                    ):
+                        until = time.strftime("%H:%M:%S", time.localtime(lease_until))
+                        raise StoreError(
+                            f"run {run_id} is being run by {prev_owner} (lease until {until}); "
+                            "wait for it, or cancel it with `erpoz runs cancel`",
+                            path=self.url,
+                        )
+                    cur = await conn.execute(
+                        "SELECT seq, hash FROM events WHERE run_id=%s ORDER BY seq DESC LIMIT 1",
+                        (run_id,),
+                    )
+                    last = await cur.fetchone()
+                    seq, head = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+                    await conn.execute(
+                        "UPDATE runs SET owner=%s, lease_until=%s WHERE run_id=%s",
+                        (owner, time.time() + LEASE_S, run_id),
+                    )
+            except psycopg.Error as exc:
+                raise self._translate(exc, f"cannot claim run {run_id}") from exc
+        w = _PostgresWriter(self, run_id, owner, seq, head, status)
+        self._owned[run_id] = w
+        self._start_heartbeat()
+        return w
+
+    # --- reading ----------------------------------------------------------------------------
+    async def _query(self, query: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        await self._same_loop()
+        async with self._read_lock:
+            try:
+                conn = await self._reader_conn()
+                cur = await conn.execute(query, args)
+                rows: list[tuple[Any, ...]] = await cur.fetchall()
+                return rows
+            except psycopg.Error as exc:
+                raise self._translate(exc, "cannot read the run store") from exc
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        rows = await self._query(
+            f"SELECT {_RUN_COLS} FROM {_RUN_FROM} WHERE r.run_id=%s", (run_id,)
+        )
+        if not rows:
+            rows = (
+                await self._query(
+                    f"SELECT {_RUN_COLS} FROM {_RUN_FROM} WHERE starts_with(r.run_id, %s) LIMIT 2",
+                    (run_id,),
+                )
+                if len(run_id) >= 6
+                else []
+            )
+            if len(rows) != 1:
+                return None
+        return _run_info(rows[0])
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 50,
+        tenant: str | None = None,
+    ) -> list[RunInfo]:
+        where: list[str] = []
+        args: list[Any] = []
+        if tenant is not None:
+            where.append("r.tenant=%s")
+            args.append(tenant)
+        if status:
+            where.append("r.status=%s")
+            args.append(status)
+        if flow:
+            where.append("r.flow=%s")
+            args.append(flow)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._query(
+            f"SELECT {_RUN_COLS} FROM {_RUN_FROM} {clause} ORDER BY r.created DESC LIMIT %s",
+            [*args, limit],
+        )
+        return [_run_info(r) for r in rows]
+
+    async def events(self, run_id: str, after: int = 0) -> list[Event]:
+        rows = await self._query(
+            "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+            "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+            "LEFT JOIN blobs b ON b.sha256 = e.blob WHERE e.run_id=%s AND e.seq>%s "
+            "ORDER BY e.seq",
+            (run_id, after),
+        )
+        return [
+            Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    async def chain_rows(self, run_id: str | None = None) -> list[ChainRow]:
+        where, args = ("WHERE e.run_id = %s", (run_id,)) if run_id is not None else ("", ())
+        rows = await self._query(
+            "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+            "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+            f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
+            args,
+        )
+        return rows
+
+    async def recorded_heads(self) -> list[RecordedHead]:
+        rows = await self._query(
+            "SELECT run_id, created, head_seq, head_hash, status FROM runs ORDER BY created, run_id"
+        )
+        return rows
+
+    async def request_cancel(self, run_id: str) -> None:
+        await self._same_loop()
+        async with self._read_lock:
+            try:
+                conn = await self._reader_conn()
+                await conn.execute(
+                    "UPDATE runs SET cancel_requested=true WHERE run_id=%s", (run_id,)
+                )
+            except psycopg.Error as exc:
+                raise self._translate(exc, "cannot request cancellation") from exc
+        w = self._owned.get(run_id)
+        if w is not None:
+            w.cancel_requested = True
+
+    async def cache_get(self, key: str) -> str | None:
+        rows = await self._query("SELECT output FROM cache WHERE key=%s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def cache_put(self, key: str, step: str, output: str) -> None:
+        await self._same_loop()
+        async with self._read_lock:
+            try:
+                conn = await self._reader_conn()
+                await conn.execute(
+                    "INSERT INTO cache (key, step, output, created) VALUES (%s,%s,%s,%s) "
+                    "ON CONFLICT (key) DO UPDATE SET step=excluded.step, "
+                    "output=excluded.output, created=excluded.created",
+                    (key, step, output, time.time()),
+                )
+            except psycopg.Error as exc:
+                raise self._translate(exc, "cannot write the output cache") from exc
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            await self._commit()
+        finally:
+            for c in (self._write, self._read):
+                if c is not None:
+                    await c.close()
+            self._write = self._read = None
+            self._closed = True
+
+
+def _run_info(r: Sequence[Any]) -> RunInfo:
+    return RunInfo(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        int(r[13]),
+        r[14],
+        r[15],
+        bool(r[16]),
+        r[17],
+    )

@@ -1,0 +1,478 @@
+"""The PostgreSQL store: the contract, plus what only a shared database has to get right.
+
+Runs against ``$ERPOZ_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``),
+each test in a throw-away schema. When the server cannot be reached the tests skip, naming the
+URL — or fail, when ``ERPOZ_TEST_POSTGRES=required`` (what a CI run that wants PostgreSQL sets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from erpoz import StoreError, open_store
+from erpoz.store import Store
+from store.contract import OTHER, OWNER, StoreContract, assert_valid_chain, new_run
+
+URL = os.environ.get("ERPOZ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRED = os.environ.get("ERPOZ_TEST_POSTGRES", "").lower() == "required"
+
+if REQUIRED:
+    import psycopg  # without it, a run that requires PostgreSQL fails here
+else:
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (erpoz[postgres])")
+
+from erpoz.store._postgres import PostgresStore, migrations  # noqa: E402
+
+
+def _reachable() -> str | None:
+    """None when the server answers, else why not."""
+    try:
+        with psycopg.connect(URL, connect_timeout=3) as db:
+            db.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+_WHY_NOT = _reachable()
+
+
+@pytest.fixture(autouse=True)
+def _need_postgres() -> None:
+    if _WHY_NOT is None:
+        return
+    msg = f"PostgreSQL at {URL} is unreachable ({_WHY_NOT})"
+    if REQUIRED:
+        pytest.fail(f"{msg}, and ERPOZ_TEST_POSTGRES=required", pytrace=False)
+    pytest.skip(f"{msg}; set ERPOZ_TEST_POSTGRES_URL, or ERPOZ_TEST_POSTGRES=required to fail")
+
+
+@dataclass
+class Schema:
+    name: str
+    url: str
+
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement in this schema on a fresh connection (autocommit)."""
+        with psycopg.connect(self.url, autocommit=True) as db:
+            cur = db.execute(query, args)
+            return cur.fetchall() if cur.description else []
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def schema() -> Iterator[Schema]:
+    """A throw-away schema, dropped after the test."""
+    name = f"erpoz_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(URL, autocommit=True) as db:
+        db.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield Schema(name, _with_search_path(URL, name))
+    finally:
+        with psycopg.connect(URL, autocommit=True) as db:
+            db.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+class TestPostgres(StoreContract):
+    @pytest.fixture
+    def store(self, schema: Schema) -> Iterator[Store]:
+        s = open_store(schema.url)
+        assert isinstance(s, PostgresStore)
+        yield s
+        asyncio.run(s.close())
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def latest_migration() -> int:
+    return migrations()[-1][0]
+
+
+# --- opening, URLs, migrations ------------------------------------------------------------------
+def test_open_store_selects_postgres_from_the_url_and_env(
+    schema: Schema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for url in (schema.url, schema.url.replace("postgresql://", "postgres://", 1)):
+        s = open_store(url)
+        assert isinstance(s, PostgresStore)
+        run(s.close())
+    monkeypatch.setenv("ERPOZ_STORE", schema.url)
+    s = open_store()
+    assert isinstance(s, PostgresStore)
+    run(s.close())
+    with pytest.raises(StoreError, match="durability"):
+        open_store(schema.url, durability="fast")
+
+
+def test_the_url_shown_hides_the_password(schema: Schema) -> None:
+    s = PostgresStore(schema.url.replace("postgres@", "postgres:s3cret@", 1))
+    try:
+        assert "s3cret" not in s.url and ":***@" in s.url
+    finally:
+        run(s.close())
+
+
+def test_an_unreachable_server_is_a_clear_store_error() -> None:
+    with pytest.raises(StoreError, match=r"cannot reach PostgreSQL at postgresql://.*:1/"):
+        PostgresStore("postgresql://postgres:secret@127.0.0.1:1/test")
+    try:
+        PostgresStore("postgresql://postgres:secret@127.0.0.1:1/test")
+    except StoreError as exc:
+        assert "secret" not in str(exc)
+
+
+def test_missing_psycopg_is_a_clear_store_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "erpoz.store._postgres", None)
+    with pytest.raises(StoreError, match=r"pip install 'erpoz\[postgres\]'"):
+        open_store("postgresql://postgres@127.0.0.1/test")
+
+
+def test_migrations_bring_a_blank_schema_to_the_latest_version(schema: Schema) -> None:
+    s = PostgresStore(schema.url)
+    try:
+        assert s.schema_version == latest_migration()
+    finally:
+        run(s.close())
+    tables = {
+        r[0]
+        for r in schema.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (schema.name,),
+        )
+    }
+    assert {"runs", "events", "blobs", "cache", "erpoz_schema_version"} <= tables
+
+
+def test_migrations_are_idempotent_and_keep_the_data(schema: Schema) -> None:
+    async def write() -> None:
+        s = PostgresStore(schema.url)
+        w = await s.create_run(new_run("run-1"), OWNER)
+        w.append("step_succeeded", "a", 1, payload="1")
+        await w.release()
+        await s.close()
+
+    run(write())
+    for _ in range(2):
+        s = PostgresStore(schema.url)
+        assert s.schema_version == latest_migration()
+        assert_valid_chain(run(s.events("run-1")), "run-1")
+        run(s.close())
+    assert schema.sql("SELECT version FROM erpoz_schema_version ORDER BY version") == [
+        (n,) for n, _ in migrations()
+    ]
+
+
+def test_concurrent_openers_of_a_blank_schema_migrate_once(schema: Schema) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: PostgresStore(schema.url), range(6)))
+    for s in stores:
+        run(s.close())
+    assert schema.sql("SELECT count(*) FROM erpoz_schema_version") == [(latest_migration(),)]
+
+
+def test_the_schema_option_creates_and_uses_its_schema(schema: Schema) -> None:
+    inner = f"{schema.name}_opt"
+    try:
+        s = PostgresStore(URL, schema=inner)
+
+        async def main() -> None:
+            w = await s.create_run(new_run("run-1"), OWNER)
+            await w.release()
+            await s.close()
+
+        run(main())
+        assert schema.sql(f'SELECT run_id FROM "{inner}".runs') == [("run-1",)]
+    finally:
+        schema.sql(f'DROP SCHEMA IF EXISTS "{inner}" CASCADE')
+
+
+def test_a_newer_schema_version_asks_to_upgrade(schema: Schema) -> None:
+    run(PostgresStore(schema.url).close())
+    schema.sql("INSERT INTO erpoz_schema_version VALUES (999, 0)")
+    with pytest.raises(StoreError, match="upgrade erpoz"):
+        PostgresStore(schema.url)
+
+
+# --- what the database itself refuses -----------------------------------------------------------
+def _one_run(schema: Schema) -> None:
+    async def main() -> None:
+        s = PostgresStore(schema.url)
+        w = await s.create_run(new_run("run-1"), OWNER)
+        w.append("step_succeeded", "a", 1, payload="1")
+        await w.release()
+        await s.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET kind = 'forged' WHERE run_id = 'run-1'",
+        "DELETE FROM events WHERE run_id = 'run-1'",
+        "TRUNCATE events",
+    ],
+    ids=["update", "delete", "truncate"],
+)
+def test_events_are_append_only_in_the_database(schema: Schema, statement: str) -> None:
+    _one_run(schema)
+    with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        schema.sql(statement)
+    assert schema.sql("SELECT count(*) FROM events WHERE kind <> 'forged'") == [(2,)]
+
+
+def test_a_second_success_of_a_step_is_refused_by_the_unique_index(schema: Schema) -> None:
+    _one_run(schema)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="events_one_success"):
+        schema.sql(
+            "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, prev_hash, hash) "
+            "VALUES ('run-1', 99, 0, 'step_succeeded', 'a', 2, '{}', 'x', 'y')"
+        )
+
+
+def test_two_writers_recording_the_same_step_one_is_refused_others_kept(schema: Schema) -> None:
+    """Two stores (two 'processes') both think they own run-1 and race to record step a.
+
+    The database accepts exactly one success; the loser's store raises, and the events of
+    another run committed in the same transaction as the refused ones are kept."""
+
+    async def main() -> None:
+        a, b = PostgresStore(schema.url), PostgresStore(schema.url)
+        wa = await a.create_run(new_run("run-1"), OWNER)
+        await wa.flush()
+        # b takes the run over as if a's lease had lapsed (a does not know)
+        schema.sql("UPDATE runs SET lease_until = 0, owner = 'elsewhere:1:x' WHERE run_id='run-1'")
+        wb = await b.claim_run("run-1", OTHER)
+        other = await b.create_run(new_run("run-2"), OTHER)  # b's other run, same buffer
+        wa.append("step_started", "a", 1)
+        wa.append("step_succeeded", "a", 1, payload='"from a"')
+        wb.append("step_started", "a", 1)
+        wb.append("step_succeeded", "a", 1, payload='"from b"')
+        other.append("step_succeeded", "x", 1, payload='"kept"')
+        results = await asyncio.gather(wa.flush(), wb.flush(), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1, results
+        assert isinstance(errors[0], StoreError) and "refused" in str(errors[0])
+        await other.flush()
+        events = await a.events("run-1")
+        assert [e.kind for e in events].count("step_succeeded") == 1
+        assert_valid_chain(events, "run-1")
+        kept = await b.events("run-2")
+        assert [e.payload for e in kept][-1] == '"kept"'
+        assert_valid_chain(kept, "run-2")
+        for s in (a, b):
+            s._pending.clear()  # what the loser still holds can never be written
+            await s.close()
+
+    run(main())
+
+
+def test_claim_uses_the_lease_of_the_runs_row(schema: Schema) -> None:
+    async def main() -> None:
+        a, b = PostgresStore(schema.url), PostgresStore(schema.url)
+        w = await a.create_run(new_run("run-1"), OWNER)
+        w.append("step_succeeded", "a", 1, payload="1")
+        await w.flush()
+        with pytest.raises(StoreError, match="being run by"):
+            await b.claim_run("run-1", OTHER)
+        schema.sql("UPDATE runs SET lease_until = 0 WHERE run_id = 'run-1'")  # lease lapsed
+        w2 = await b.claim_run("run-1", OTHER)
+        w2.append("run_resumed")
+        await w2.release()
+        info = await b.get_run("run-1")
+        assert info is not None and info.owner is None and info.head_seq == 3
+        assert_valid_chain(await b.events("run-1"), "run-1")
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+def test_concurrent_claims_of_one_run_give_it_to_one_owner(schema: Schema) -> None:
+    _one_run(schema)
+
+    async def main() -> None:
+        stores = [PostgresStore(schema.url) for _ in range(4)]
+        results = await asyncio.gather(
+            *(s.claim_run("run-1", f"elsewhere:{i}:claimer") for i, s in enumerate(stores)),
+            return_exceptions=True,
+        )
+        won = [r for r in results if not isinstance(r, BaseException)]
+        assert len(won) == 1, results
+        for s in stores:
+            s._owned.clear()
+            await s.close()
+
+    run(main())
+
+
+# --- many writers ---------------------------------------------------------------------------------
+def test_eight_concurrent_writers_on_eight_runs_keep_every_chain(schema: Schema) -> None:
+    from erpoz.audit import verify
+
+    steps = 40
+
+    async def writer(i: int) -> None:
+        s = PostgresStore(schema.url, durability="batch" if i % 2 else "sync")
+        w = await s.create_run(new_run(f"run-{i}"), f"elsewhere:{i}:writer")
+        for k in range(steps):
+            w.append("step_started", f"s{k}", 1)
+            w.append("step_succeeded", f"s{k}", 1, {"ms": 0.1}, f'"{i}-{k}"')
+            await w.flush()
+            await asyncio.sleep(0)
+        w.append("run_succeeded", payload='"ok"')
+        await w.release()
+        await s.close()
+
+    async def main() -> None:
+        await asyncio.gather(*(writer(i) for i in range(8)))
+        s = PostgresStore(schema.url)
+        report = await verify(s)
+        assert report.ok, report.problems
+        assert (report.runs, report.events) == (8, 8 * (2 * steps + 2))
+        for i in range(8):
+            assert_valid_chain(await s.events(f"run-{i}"), f"run-{i}")
+        await s.close()
+
+    run(main())
+
+
+def test_writers_in_separate_threads_share_one_database(schema: Schema) -> None:
+    """Each thread is its own event loop and store, like separate worker processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from erpoz.audit import verify
+
+    def work(i: int) -> None:
+        async def main() -> None:
+            s = PostgresStore(schema.url)
+            for r in range(3):
+                w = await s.create_run(new_run(f"t{i}-r{r}"), f"elsewhere:{i}:t")
+                for k in range(10):
+                    w.append("step_succeeded", f"s{k}", 1, payload=str(k))
+                    await w.flush()
+                w.append("run_succeeded", payload='"ok"')
+                await w.release()
+            await s.close()
+
+        asyncio.run(main())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    s = PostgresStore(schema.url)
+    report = run(verify(s))
+    assert report.ok, report.problems
+    assert report.runs == 24
+    run(s.close())
+
+
+def test_batch_durability_has_every_event_after_release(schema: Schema) -> None:
+    async def main() -> None:
+        s = PostgresStore(schema.url, durability="batch")
+        w = await s.create_run(new_run("run-1"), OWNER)
+        for k in range(700):  # more than one batch
+            w.append("note", data={"k": k})
+            await w.flush()
+        await w.release()
+        assert len(await s.events("run-1")) == 701
+        await s.close()
+
+    run(main())
+
+
+def test_close_commits_what_is_pending(schema: Schema) -> None:
+    async def main() -> None:
+        s = PostgresStore(schema.url, durability="batch")
+        w = await s.create_run(new_run("run-1"), OWNER)
+        w.append("note", data={"k": 1})
+        await s.close()
+        s2 = PostgresStore(schema.url)
+        assert [e.kind for e in await s2.events("run-1")] == ["run_started", "note"]
+        await s2.close()
+
+    run(main())
+
+
+def test_a_store_survives_a_new_event_loop_per_call(schema: Schema) -> None:
+    s = PostgresStore(schema.url)
+    w = run(s.create_run(new_run("run-1"), OWNER))
+    w.append("step_succeeded", "a", 1, payload="1")
+    run(w.flush())
+    assert len(run(s.events("run-1"))) == 2
+    run(s.close())
+
+
+def test_a_dropped_connection_is_reopened(schema: Schema) -> None:
+    async def main() -> None:
+        s = PostgresStore(schema.url)
+        w = await s.create_run(new_run("run-1"), OWNER)
+        await w.flush()
+        for conn in (s._write, s._read):
+            if conn is not None:
+                schema.sql("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        w.append("step_succeeded", "a", 1, payload="1")
+        with pytest.raises(StoreError, match="cannot"):
+            await w.flush()  # the commit in flight fails: kept in the buffer, not lost
+        await w.flush()  # a new connection records it
+        assert [e.kind for e in await s.events("run-1")] == ["run_started", "step_succeeded"]
+        await s.close()
+
+    run(main())
+
+
+# --- a real flow, end to end ---------------------------------------------------------------------
+def test_a_flow_runs_end_to_end_on_postgres(schema: Schema) -> None:
+    import erpoz
+    from erpoz import Engine, RetryPolicy
+    from erpoz.audit import verify
+
+    calls = {"flaky": 0}
+
+    @erpoz.step
+    def double(x: int) -> int:
+        return x * 2
+
+    @erpoz.step(retry=RetryPolicy(attempts=2, backoff=0))
+    def flaky(n: int) -> int:
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            raise ConnectionError("once")
+        return n + 1
+
+    flow = erpoz.Flow("pg_e2e", inputs={"x": int})
+    flow.output(flow.add(flaky, n=flow.add(double, x=flow.input("x"))))
+
+    async def main() -> None:
+        s = open_store(schema.url)
+        engine = Engine(s)
+        results = await asyncio.gather(*(engine.run(flow, {"x": i}) for i in range(5)))
+        assert [r.output for r in results] == [i * 2 + 1 for i in range(5)]
+        for r in results:
+            info = await s.get_run(r.run_id)
+            assert info is not None and info.status == "succeeded" and info.owner is None
+            kinds = [e.kind for e in await s.events(r.run_id)]
+            assert kinds.count("step_succeeded") == 2 and kinds[-1] == "run_succeeded"
+        report = await verify(s)
+        assert report.ok, report.problems
+        assert report.runs == 5
+        await s.close()
+
+    run(main())
