@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ._auth import TenantError
@@ -36,35 +36,68 @@ _STATUS_TYPES = {
 }
 
 
-class _BodyLimit(BaseHTTPMiddleware):
-    """Refuse a request body over the limit with 413 before it is read (Content-Length), or
-    while it is read (chunked bodies)."""
+class _BodyLimit:
+    """Refuse a request body over the limit with 413: before it is read when it declares a
+    Content-Length, while it is read when it is chunked. A plain ASGI middleware (a
+    ``BaseHTTPMiddleware`` cost about 0.3 ms of CPU per request)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
         self.limit = limit
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.limit
-            except ValueError:
-                return _error(400, "invalid Content-Length header", "invalid_request_error")
-            if too_big:
-                return _error(
-                    413, f"request body over the limit of {self.limit} bytes", "too_large"
-                )
-        elif request.method in ("POST", "PUT", "PATCH"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > self.limit:
-                    return _error(
-                        413, f"request body over the limit of {self.limit} bytes", "too_large"
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    await _error(400, "invalid Content-Length header", "invalid_request_error")(
+                        scope, receive, send
                     )
-            request._body = body  # read once; the route reads it from here
-        return await call_next(request)
+                    return
+                if too_big:
+                    await _too_large(limit)(scope, receive, send)
+                    return
+                await self.app(scope, receive, send)
+                return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        # no Content-Length (a chunked body): read it here, within the limit, then hand it on
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # the client left: let the app see it
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, f"request body over the limit of {limit} bytes", "too_large")
 
 
 def _error(status: int, message: str, kind: str, **extra: Any) -> JSONResponse:
