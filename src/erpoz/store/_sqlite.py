@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import sqlite3
 import time
@@ -19,24 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ._buffer import buffer_event
 from ._model import (
     GENESIS,
-    RUN_FAILED,
     RUN_STARTED,
-    RUN_SUCCEEDED,
-    RUN_WAITING,
-    STATUS_OF,
     ChainRow,
     Event,
     NewRun,
     RecordedHead,
     RunInfo,
-    chain_hash,
-    dumps,
 )
 from ._owner import owner_is_dead
 
-BLOB_THRESHOLD = 64 * 1024
 """Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
 
 LEASE_S = 30.0
@@ -101,31 +94,9 @@ class _SQLiteWriter:
         data: dict[str, Any] | None = None,
         payload: str | None = None,
     ) -> None:
-        seq = self.seq = self.seq + 1
-        ts = time.time()
-        dj = dumps(data) if data else "{}"
-        h = chain_hash(self.head, self.run_id, seq, ts, kind, step, attempt, dj, payload)
-        store = self._store
-        blob = None
-        stored = payload
-        if payload is not None and len(payload) > BLOB_THRESHOLD:
-            blob = hashlib.sha256(payload.encode()).hexdigest()
-            store._pending_blobs[blob] = payload
-            stored = None
-        store._pending.append(
-            (self.run_id, seq, ts, kind, step, attempt, dj, stored, blob, self.head, h)
-        )
-        self.head = h
-        status = STATUS_OF.get(kind)
-        if status is not None:
-            self.status = status
-            if kind == RUN_SUCCEEDED:
-                self.output = payload
-            elif kind == RUN_FAILED:
-                self.error = (data or {}).get("error")
-            self.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
+        if buffer_event(self, self._store, kind, step, attempt, data, payload):
             # the runs row is a projection: refresh it when the status moves, not per event
-            store._dirty[self.run_id] = self
+            self._store._dirty[self.run_id] = self
 
     async def flush(self) -> None:
         store = self._store
