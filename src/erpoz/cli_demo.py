@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,6 +88,9 @@ def demo(
     waiting = [r for r in report.runs if r.status == "waiting"]
     rel = directory
     out.print(f"\n[bold]go on[/] (the demo is a project: cd {escape(str(rel))})")
+    here = Path(sys.argv[0]).resolve().parent
+    if shutil.which("erpoz") is None and (here / "erpoz").exists():
+        out.print(f'  export PATH="{escape(str(here))}:$PATH"   # erpoz is not on your PATH yet')
     first = report.runs[0].run_id if report.runs else "RUN"
     lines = [
         "erpoz runs ls                          # the runs, newest first",
