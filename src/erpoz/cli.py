@@ -113,30 +113,14 @@ def _call(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _services(store: Store) -> dict[type, object]:
-    """What steps reach through ctx: the project's models (erpoz.yaml, else the offline
-    default) and its guardrails (guards and policy). Nothing is loaded until a step uses it.
-    A project budget starts from what the store's runs have already spent."""
-    from .guards import Guardrails, guardrails_from_config
-    from .models import ModelHub
-    from .models._config import build_hub, load_config
-    from .models._meter import spent_in_store
-    from .tools import ToolRegistry, registry_from_config
+    """What steps reach through ctx (see :func:`erpoz._project.project_services`); a broken
+    project file exits 2 with its file and line."""
+    from ._project import project_services
 
     try:
-        config = load_config()
-        hub = build_hub(config)
-        rails = guardrails_from_config(config)
-        tools = registry_from_config(config)
+        return _call(project_services(store))
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
-    if hub.budget is not None and hub.budget.per_project_usd is not None:
-        hub.budget.project_spent_usd = _call(spent_in_store(store))
-    services: dict[type, object] = {ModelHub: hub}
-    if rails is not None:
-        services[Guardrails] = rails
-    if tools is not None:
-        services[ToolRegistry] = tools
-    return services
 
 
 def _parse_tags(pairs: list[str]) -> dict[str, str]:

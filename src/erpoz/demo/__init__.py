@@ -103,21 +103,16 @@ async def run_demo(
     """Prepare the workspace under ``root`` and run the demo questions (title, question,
     whether to read the demo's scanned invoice; ``image`` reads another image instead);
     ``on_run`` is called with each run as it finishes (the CLI prints it then)."""
+    from .._project import project_services
     from ..audit import verify
     from ..engine import Engine
-    from ..guards import Guardrails, guardrails_from_config
-    from ..memory import Memory, open_memory
-    from ..models import ModelHub
-    from ..models._config import build_hub, load_config
+    from ..memory import open_memory
     from ..models.local_ocr import RapidOCRReader
     from ..store import open_store
     from .flow import flow
 
     t0 = time.perf_counter()
     paths = prepare(root)
-    config = load_config(paths["config"])
-    hub = build_hub(config)
-    rails = guardrails_from_config(config)
     memory = open_memory(paths["memory"], ocr=RapidOCRReader())
     report = await memory.ingest(paths["corpus"], prune=True, root=paths["corpus"])
     ingest = {
@@ -131,12 +126,9 @@ async def run_demo(
     if on_ingest is not None:
         on_ingest(ingest)
     store = open_store(paths["store"])
-    services: dict[type, object] = {ModelHub: hub, Memory: memory}
-    if rails is not None:
-        services[Guardrails] = rails
-    engine = Engine(store, services=services)
     runs: list[DemoRun] = []
     try:
+        engine = Engine(store, services=await project_services(store, paths["config"], memory))
         for title, question, with_scan in questions:
             t1 = time.perf_counter()
             scan = str(paths["scan"]) if with_scan else ""

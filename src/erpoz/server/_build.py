@@ -8,11 +8,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._project import project_services
 from ..engine import Engine
 from ..errors import ConfigError
 from ..flow import Plan
 from ..flow._load import load_flow
-from ..store import Store, open_store
+from ..store import open_store
 from ._state import DEFAULT_MAX_BODY, ServerState, Tenants
 
 
@@ -41,37 +42,6 @@ def load_keys(keys_file: str | os.PathLike[str] | None = None) -> Tenants | None
             raise ConfigError(f"the keys file {keys_file} holds no KEY=tenant line")
         return tenants
     return Tenants.from_env()
-
-
-async def project_services(
-    store: Store, config: str | os.PathLike[str] | None = None, memory: str | None = None
-) -> dict[type, object]:
-    """What steps reach through ``ctx``, as the CLI builds it: the project's models (else
-    the offline default), guardrails and tools, and the memory database named by ``memory``
-    (without one, ``ctx.memory`` opens the project's when a step first uses it). A project
-    budget starts from what the store's runs have already spent."""
-    from ..guards import Guardrails, guardrails_from_config
-    from ..models import ModelHub
-    from ..models._config import build_hub, load_config
-    from ..models._meter import spent_in_store
-    from ..tools import ToolRegistry, registry_from_config
-
-    cfg = load_config(config)
-    hub = build_hub(cfg)
-    rails = guardrails_from_config(cfg)
-    tools = registry_from_config(cfg)
-    if hub.budget is not None and hub.budget.per_project_usd is not None:
-        hub.budget.project_spent_usd = await spent_in_store(store)
-    services: dict[type, object] = {ModelHub: hub}
-    if rails is not None:
-        services[Guardrails] = rails
-    if tools is not None:
-        services[ToolRegistry] = tools
-    if memory is not None:
-        from ..memory import Memory, open_memory
-
-        services[Memory] = open_memory(memory)
-    return services
 
 
 async def build_state(
