@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.markup import escape
 
 from ._console import EXIT_INVALID, JsonOpt, fail, out
 from .errors import ConfigError
-from .policy import CHECKPOINTS, DATA_DEFAULT, Policy, Subject, load_policy
+from .policy import CHECKPOINTS, DATA_DEFAULT, Policy, Subject, policy_from_doc
 
 policy_app = typer.Typer(
     help="Policies: who may call which tool or model, and what happens to which data."
@@ -21,20 +20,25 @@ policy_app = typer.Typer(
 
 
 def _read(file: str) -> Policy:
-    """A policy file (``rules:``), or a project file whose ``policy`` section is read."""
+    """A policy file (``rules:``), or a project file whose ``policy`` section is read; the
+    file is read and parsed once."""
+    from .flow._yaml import _Map, load_config_yaml
+    from .guards import guardrails_from_config
+    from .models._config import parse_config
+
     try:
-        head = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        text = Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc.strerror}", file=file) from None
-    except yaml.YAMLError:
-        head = None  # let the real parser name the line
-    if isinstance(head, dict) and "rules" not in head:
-        from .guards import guardrails_from_config
-        from .models._config import load_config
-
-        rails = guardrails_from_config(load_config(file))
-        return rails.policy if rails is not None else Policy()
-    return load_policy(file)
+    doc = load_config_yaml(text, file)
+    if isinstance(doc, _Map) and "rules" in doc:
+        if set(doc) != {"rules"}:
+            raise ConfigError(
+                "a policy file is a mapping with one key, 'rules' (a list)", file=file, line=1
+            )
+        return policy_from_doc(doc, file=file)
+    rails = guardrails_from_config(parse_config(text, file=file, base=Path(file).parent))
+    return rails.policy if rails is not None else Policy()
 
 
 @policy_app.command("check")

@@ -161,13 +161,18 @@ def _glob(value: str, pattern: str) -> bool:
 class Policy:
     """Rules in order; the first that matches decides."""
 
-    __slots__ = ("_data", "_models", "_tools", "rules")
+    __slots__ = ("_by_name", "_data", "_models", "_tools", "rules")
 
     def __init__(self, rules: Sequence[Rule] = ()) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._tools = tuple(r for r in self.rules if r.resource == "tool")
         self._models = tuple(r for r in self.rules if r.resource == "model")
         self._data = tuple(r for r in self.rules if r.resource == "data")
+        self._by_name = {r.name: r for r in self.rules}
+
+    def rule(self, name: str) -> Rule | None:
+        """The rule called ``name``, if there is one."""
+        return self._by_name.get(name)
 
     def __repr__(self) -> str:
         return f"Policy({len(self.rules)} rules)"

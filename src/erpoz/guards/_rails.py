@@ -268,10 +268,10 @@ class Guardrails:
             if STRENGTH[d.action] > STRENGTH[action]:
                 action, rule = d.action, d.rule
         max_reasks, to = 1, None
-        if action in ("reask", "escalate"):
-            for r in self.policy.rules:
-                if r.name == rule:
-                    max_reasks, to = r.max_reasks, r.to
+        if action in ("reask", "escalate") and rule is not None:
+            deciding = self.policy.rule(rule)
+            if deciding is not None:
+                max_reasks, to = deciding.max_reasks, deciding.to
         mapping: dict[str, str] = {}
         masked = ""
         if action in ("redact", "pseudonymize") and text:
