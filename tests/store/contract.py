@@ -486,3 +486,170 @@ class StoreContract:
             assert await store.cache_get("k3") == big
 
         run(main())
+
+
+def dead_owner() -> str:
+    """An owner id naming a process of this host that has exited."""
+    import socket
+    import subprocess
+
+    proc = subprocess.run(["true"], check=True)
+    del proc
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid}:gone"
+
+
+class QueueContract:
+    """Behaviour every store that keeps a queue of runs (:class:`erpoz.store.RunQueue`) must
+    have: what workers rely on."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("a store test class overrides the `store` fixture")
+
+    def test_a_submitted_run_is_queued_owned_by_nobody_and_on_record(self, store: Any) -> None:
+        async def main() -> None:
+            await store.submit_run(new_run("q-1", tags={"tenant": "acme"}), "default")
+            info = await store.get_run("q-1")
+            assert info is not None
+            assert (info.status, info.owner, info.queue, info.claims) == (
+                "queued",
+                None,
+                "default",
+                0,
+            )
+            assert info.tenant == "acme"
+            events = await store.events("q-1")
+            assert [e.kind for e in events] == ["run_started", "run_queued"]
+            assert events[1].data == {"queue": "default"}
+            assert_valid_chain(events, "q-1")
+            assert [r.run_id for r in await store.list_runs(status="queued")] == ["q-1"]
+            with pytest.raises(StoreError, match="already exists"):
+                await store.submit_run(new_run("q-1"), "default")
+
+        run(main())
+
+    def test_claim_next_takes_the_oldest_run_of_its_queues_only(self, store: Any) -> None:
+        async def main() -> None:
+            w = await store.create_run(new_run("mine"), OWNER)  # not submitted: never claimed
+            await w.release()
+            for rid, queue in (("q-1", "default"), ("g-1", "gpu"), ("q-2", "default")):
+                await store.submit_run(new_run(rid), queue)
+                time.sleep(0.002)  # created timestamps apart
+            got = [await store.claim_next(OWNER, ["default"]) for _ in range(3)]
+            assert [c.info.run_id if c else None for c in got] == ["q-1", "q-2", None]
+            first = got[0]
+            assert first.info.status == "queued" and first.info.claims == 1
+            assert first.previous_owner is None
+            info = await store.get_run("q-1")
+            assert info is not None and info.owner == OWNER
+            gpu = await store.claim_next(OTHER, ["gpu", "default"])
+            assert gpu is not None and gpu.info.run_id == "g-1"
+            assert await store.claim_next(OTHER, []) is None
+
+        run(main())
+
+    def test_the_claimer_continues_the_chain(self, store: Any) -> None:
+        async def main() -> None:
+            await store.submit_run(new_run("q-1"), "default")
+            claim = await store.claim_next(OWNER, ["default"])
+            w = claim.writer
+            w.append("run_resumed", data={"worker": OWNER})
+            w.append("step_succeeded", "a", 1, payload="1")
+            w.append("run_succeeded", payload="1")
+            await w.release()
+            events = await store.events("q-1")
+            assert [e.kind for e in events][-3:] == [
+                "run_resumed",
+                "step_succeeded",
+                "run_succeeded",
+            ]
+            assert_valid_chain(events, "q-1")
+            info = await store.get_run("q-1")
+            assert info is not None and (info.status, info.owner) == ("succeeded", None)
+            assert await store.claim_next(OTHER, ["default"]) is None  # finished runs stay put
+
+        run(main())
+
+    def test_concurrent_claimers_never_get_the_same_run(self, store: Any) -> None:
+        async def main() -> None:
+            for i in range(20):
+                await store.submit_run(new_run(f"q-{i:02d}"), "default")
+            owners = [f"{OWNER}-{k}" for k in range(4)]
+
+            async def drain(owner: str) -> list[str]:
+                got = []
+                while (c := await store.claim_next(owner, ["default"])) is not None:
+                    got.append(c.info.run_id)
+                return got
+
+            lists = await asyncio.gather(*(drain(o) for o in owners))
+            claimed = [r for lst in lists for r in lst]
+            assert sorted(claimed) == [f"q-{i:02d}" for i in range(20)]
+            assert len(set(claimed)) == 20
+
+        run(main())
+
+    def test_a_run_handed_back_unfinished_is_claimable_again(self, store: Any) -> None:
+        async def main() -> None:
+            await store.submit_run(new_run("q-1"), "default")
+            first = await store.claim_next(OWNER, ["default"])
+            first.writer.append("run_resumed")
+            first.writer.append("step_succeeded", "a", 1, payload="1")
+            assert await store.claim_next(OTHER, ["default"]) is None  # held by a live owner
+            await first.writer.release()  # handed back while running
+            again = await store.claim_next(OTHER, ["default"])
+            assert again is not None and again.info.run_id == "q-1"
+            assert again.info.claims == 2 and again.info.status == "running"
+            again.writer.append("run_resumed")
+            await again.writer.release()
+            assert_valid_chain(await store.events("q-1"), "q-1")
+
+        run(main())
+
+    def test_a_run_whose_lease_lapsed_is_taken_over(self, store: Any) -> None:
+        store.lease_s = 0.3
+
+        async def first() -> None:
+            claim = await store.claim_next(OWNER, ["default"])
+            claim.writer.append("run_resumed")
+            await claim.writer.flush()  # and then this owner is never heard of again
+
+        async def second() -> None:
+            assert await store.claim_next(OTHER, ["default"]) is None  # the lease still holds
+            await asyncio.sleep(0.6)
+            claim = await store.claim_next(OTHER, ["default"])
+            assert claim is not None and claim.previous_owner == OWNER
+            assert claim.info.claims == 2
+            claim.writer.append("run_resumed")
+            claim.writer.append("run_succeeded", payload="1")
+            await claim.writer.release()
+            assert_valid_chain(await store.events("q-1"), "q-1")
+
+        run(store.submit_run(new_run("q-1"), "default"))
+        run(first())
+        run(second())
+
+    def test_a_run_of_a_dead_process_is_taken_at_once(self, store: Any) -> None:
+        async def main() -> None:
+            await store.submit_run(new_run("q-1"), "default")
+            gone = dead_owner()
+            claim = await store.claim_next(gone, ["default"])
+            assert claim is not None
+            await claim.writer.flush()
+            again = await store.claim_next(OTHER, ["default"])  # its lease has 30 s to go
+            assert again is not None and again.previous_owner == gone
+
+        run(main())
+
+    def test_a_submission_wakes_a_waiting_worker(self, store: Any) -> None:
+        async def main() -> None:
+            waiting = asyncio.ensure_future(store.wait_for_runs(["default"], 30.0))
+            await asyncio.sleep(0.1)
+            await store.submit_run(new_run("q-1"), "default")
+            # well before its 30 s: PostgreSQL and memory are told, SQLite looks again soon
+            await asyncio.wait_for(waiting, 10.0)
+            await store.wait_for_runs(["default"], 0.01)  # nothing new: returns after timeout
+
+        run(main())

@@ -4,10 +4,10 @@ import pytest
 
 from erpoz import open_store
 from erpoz.store import MemoryStore, Store
-from store.contract import StoreContract
+from store.contract import QueueContract, StoreContract
 
 
-class TestMemory(StoreContract):
+class TestMemory(StoreContract, QueueContract):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()

@@ -19,7 +19,7 @@ import pytest
 
 from erpoz import StoreError, open_store
 from erpoz.store import Store
-from store.contract import OTHER, OWNER, StoreContract, assert_valid_chain, new_run
+from store.contract import OTHER, OWNER, QueueContract, StoreContract, assert_valid_chain, new_run
 
 URL = os.environ.get("ERPOZ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = os.environ.get("ERPOZ_TEST_POSTGRES", "").lower() == "required"
@@ -85,7 +85,7 @@ def schema() -> Iterator[Schema]:
             db.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
-class TestPostgres(StoreContract):
+class TestPostgres(StoreContract, QueueContract):
     @pytest.fixture
     def store(self, schema: Schema) -> Iterator[Store]:
         s = open_store(schema.url)
@@ -429,10 +429,52 @@ def test_a_dropped_connection_is_reopened(schema: Schema) -> None:
             if conn is not None:
                 schema.sql("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
         w.append("step_succeeded", "a", 1, payload="1")
-        with pytest.raises(StoreError, match="cannot"):
-            await w.flush()  # the commit in flight fails: kept in the buffer, not lost
-        await w.flush()  # a new connection records it
+        await w.flush()  # the broken connection is replaced and the commit goes through
         assert [e.kind for e in await s.events("run-1")] == ["run_started", "step_succeeded"]
+        await s.close()
+
+    run(main())
+
+
+def test_a_server_that_stays_away_is_an_error_and_loses_nothing(schema: Schema) -> None:
+    async def main() -> None:
+        s = PostgresStore(schema.url)
+        s.reconnect_s = 0.3
+        w = await s.create_run(new_run("run-1"), OWNER)
+        await w.flush()
+        w.append("step_succeeded", "a", 1, payload="1")
+        s._conninfo = "postgresql://postgres@127.0.0.1:1/nothing"  # the server is gone
+        if s._write is not None:
+            schema.sql("SELECT pg_terminate_backend(%s)", (s._write.info.backend_pid,))
+        with pytest.raises(StoreError, match="cannot reach PostgreSQL"):
+            await w.flush()  # it gave up after reconnect_s; the events stay in the buffer
+        s._conninfo = schema.url  # back
+        await w.flush()
+        assert [e.kind for e in await s.events("run-1")] == ["run_started", "step_succeeded"]
+        await s.close()
+
+    run(main())
+
+
+def test_a_commit_whose_answer_was_lost_is_not_written_twice(schema: Schema) -> None:
+    """When the connection breaks during a commit, the commit may or may not have gone
+    through; the retry asks the table and writes only what is not there."""
+    from erpoz.store._postgres import _not_yet_recorded
+
+    async def main() -> None:
+        s = PostgresStore(schema.url)
+        w = await s.create_run(new_run("run-1"), OWNER)
+        w.append("step_succeeded", "a", 1, payload="1")
+        rows = list(s._pending)
+        await w.flush()  # recorded; suppose the client never heard so
+        w.append("step_succeeded", "b", 1, payload="2")
+        later = list(s._pending)
+        conn = await s._writer_conn()
+        assert await _not_yet_recorded(conn, rows + later) == later
+        forged = [(*rows[0][:10], "0" * 64)]  # same place, other content: not "already there"
+        assert await _not_yet_recorded(conn, forged) == forged
+        await w.flush()
+        assert_valid_chain(await s.events("run-1"), "run-1")
         await s.close()
 
     run(main())

@@ -14,10 +14,10 @@ import pytest
 
 from erpoz import StoreError, open_store
 from erpoz.store import SQLiteStore, Store
-from store.contract import OWNER, StoreContract, assert_valid_chain, new_run
+from store.contract import OWNER, QueueContract, StoreContract, assert_valid_chain, new_run
 
 
-class TestSQLite(StoreContract):
+class TestSQLite(StoreContract, QueueContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
         s = SQLiteStore(tmp_path / "runs.db")
@@ -435,7 +435,10 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
 
     asyncio.run(make())
     with sqlite3.connect(path) as db:  # make it a version-1 file, as 0.1 wrote it
-        db.execute("DROP INDEX runs_by_tenant")
+        db.execute("DROP INDEX runs_claimable")  # migration 3
+        db.execute("ALTER TABLE runs DROP COLUMN queue")
+        db.execute("ALTER TABLE runs DROP COLUMN claims")
+        db.execute("DROP INDEX runs_by_tenant")  # migration 2
         db.execute("ALTER TABLE runs DROP COLUMN tenant")
         db.execute("PRAGMA user_version=1")
 
@@ -445,6 +448,7 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
         assert [r.run_id for r in await store.list_runs(tenant="acme")] == ["a"]
         b = await store.get_run("b")
         assert b is not None and b.tenant == "-"
+        assert (b.queue, b.claims) == (None, 0)  # migration 3: no old run belongs to a queue
         await store.close()
 
     asyncio.run(check())

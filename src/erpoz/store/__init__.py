@@ -18,7 +18,7 @@ from ._model import (
     RunInfo,
     chain_hash,
 )
-from ._protocol import RunWriter, Store
+from ._protocol import Claim, RunQueue, RunWriter, Store
 from ._sqlite import SQLiteStore
 
 __all__ = [
@@ -26,11 +26,13 @@ __all__ = [
     "ENGINE_KINDS",
     "GENESIS",
     "TERMINAL",
+    "Claim",
     "Event",
     "MemoryStore",
     "NewRun",
     "PostgresStore",
     "RunInfo",
+    "RunQueue",
     "RunWriter",
     "SQLiteStore",
     "Store",

@@ -6,13 +6,16 @@ same hashes as a durable store would have written.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StoreError
 from ._model import (
     GENESIS,
     RUN_FAILED,
+    RUN_QUEUED,
     RUN_STARTED,
     RUN_SUCCEEDED,
     RUN_WAITING,
@@ -25,27 +28,35 @@ from ._model import (
     chain_hash,
     dumps,
 )
+from ._owner import owner_is_dead
+from ._protocol import Claim
 
 
 class _MemoryRun:
     __slots__ = (
         "cancel_requested",
+        "claims",
         "created",
         "error",
         "events",
         "hashed",
         "heads",
+        "lease_until",
         "new",
         "output",
         "owner",
+        "queue",
         "status",
         "updated",
         "waiting_step",
     )
 
-    def __init__(self, new: NewRun, owner: str) -> None:
+    def __init__(self, new: NewRun, owner: str | None, queue: str | None = None) -> None:
         self.new = new
         self.owner: str | None = owner
+        self.queue = queue
+        self.claims = 0
+        self.lease_until = 0.0
         self.status = "running"
         self.created = self.updated = time.time()
         self.output: str | None = None
@@ -68,6 +79,10 @@ class _MemoryWriter:
     @property
     def cancel_requested(self) -> bool:
         return self._run.cancel_requested
+
+    @property
+    def lost(self) -> bool:
+        return False  # one process: nobody else can take a run over
 
     def append(
         self,
@@ -105,6 +120,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._runs: dict[str, _MemoryRun] = {}
         self._cache: dict[str, str] = {}
+        self.lease_s = 30.0
+        self._submitted: asyncio.Event | None = None
 
     async def create_run(self, run: NewRun, owner: str) -> _MemoryWriter:
         if run.run_id in self._runs:
@@ -122,6 +139,39 @@ class MemoryStore:
             raise StoreError(f"run {run_id} is being run by {r.owner}")
         r.owner = owner
         return _MemoryWriter(r)
+
+    async def submit_run(self, run: NewRun, queue: str) -> None:
+        if run.run_id in self._runs:
+            raise StoreError(f"run id {run.run_id!r} already exists")
+        r = self._runs[run.run_id] = _MemoryRun(run, None, queue)
+        w = _MemoryWriter(r)
+        w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
+        w.append(RUN_QUEUED, data={"queue": queue})
+        if self._submitted is not None:
+            self._submitted.set()
+
+    async def claim_next(self, owner: str, queues: Sequence[str]) -> Claim | None:
+        now = time.time()
+        for r in sorted(self._runs.values(), key=lambda r: r.created):
+            if (
+                r.queue in queues
+                and r.status in ("queued", "running")
+                and (r.owner is None or r.lease_until < now or owner_is_dead(r.owner))
+            ):
+                prev = r.owner
+                r.owner, r.lease_until = owner, now + self.lease_s
+                r.claims += 1
+                return Claim(self._info(r), _MemoryWriter(r), prev)
+        return None
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        if self._submitted is None:
+            self._submitted = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._submitted.wait(), timeout)
+        except TimeoutError:
+            return
+        self._submitted.clear()
 
     def _hashed(self, r: _MemoryRun) -> list[Event]:
         done = r.hashed
@@ -159,6 +209,8 @@ class MemoryStore:
             r.owner,
             r.cancel_requested,
             n.tenant,
+            r.queue,
+            r.claims,
         )
 
     async def get_run(self, run_id: str) -> RunInfo | None:

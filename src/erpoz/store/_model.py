@@ -16,6 +16,7 @@ RUN_FAILED = "run_failed"
 RUN_WAITING = "run_waiting"
 RUN_RESUMED = "run_resumed"
 RUN_CANCELLED = "run_cancelled"
+RUN_QUEUED = "run_queued"
 STEP_STARTED = "step_started"
 STEP_SUCCEEDED = "step_succeeded"
 STEP_FAILED = "step_failed"
@@ -32,6 +33,7 @@ ENGINE_KINDS = frozenset(
         RUN_WAITING,
         RUN_RESUMED,
         RUN_CANCELLED,
+        RUN_QUEUED,
         STEP_STARTED,
         STEP_SUCCEEDED,
         STEP_FAILED,
@@ -50,6 +52,7 @@ STATUS_OF = {
     RUN_FAILED: "failed",
     RUN_WAITING: "waiting",
     RUN_CANCELLED: "cancelled",
+    RUN_QUEUED: "queued",
 }
 """The run status each run-level event leads to."""
 
@@ -169,6 +172,10 @@ class RunInfo:
     owner: str | None
     cancel_requested: bool
     tenant: str = "-"
+    queue: str | None = None
+    """The queue a worker takes the run from (``None``: a process started it for itself)."""
+    claims: int = 0
+    """How often a worker took the run (more than once: a worker died or handed it back)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,4 +195,6 @@ class RunInfo:
             "events": self.head_seq,
             "head_hash": self.head_hash,
             "fingerprint": self.fingerprint,
+            "queue": self.queue,
+            "claims": self.claims,
         }

@@ -32,9 +32,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -44,6 +44,7 @@ from ..errors import StoreError
 from ._buffer import buffer_event
 from ._model import (
     GENESIS,
+    RUN_QUEUED,
     RUN_STARTED,
     ChainRow,
     Event,
@@ -51,11 +52,18 @@ from ._model import (
     RecordedHead,
     RunInfo,
 )
-from ._owner import owner_is_dead
+from ._owner import HOST, owner_is_dead
+from ._protocol import Claim
+
+T = TypeVar("T")
 
 """Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
 
 LEASE_S = 30.0
+RECONNECT_S = 30.0
+"""How long an operation keeps trying to reach a server that went away (a restart) before it
+fails with a ``StoreError``."""
+NOTIFY_CHANNEL = "erpoz_runs"
 CANCEL_POLL_S = 1.0
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
@@ -70,23 +78,43 @@ _ONE_STATEMENT_ROWS = 16
 """Up to this many rows go in one multi-row INSERT; more (batch commits) in a pipeline."""
 
 
-async def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+_FENCED_INSERT = (
+    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, "
+    "hash) SELECT * FROM (VALUES {rows}) AS v "
+    "WHERE (SELECT erpoz_fence(%s::text[], %s::text[]))"
+)
+_FENCE = "SELECT erpoz_fence(%s::text[], %s::text[])"
+FENCED = "EZ001"
+"""The SQLSTATE ``erpoz_fence`` raises when another owner holds a run (DETAIL names them)."""
+
+Fence = tuple[list[str], list[str]]
+"""Run ids and the owner this process writes them as."""
+
+
+async def _insert_events(conn: Conn, rows: list[tuple[Any, ...]], fence: Fence | None) -> None:
     """A few rows (a step's events) in one multi-row INSERT: one round trip, atomic on its own,
     faster on the server than ``executemany`` or ``unnest``. Many rows (``batch`` durability)
-    through ``executemany``, which pipelines them — callers hold a transaction then."""
+    through ``executemany``, which pipelines them — callers hold a transaction then. With a
+    ``fence``, nothing is inserted unless this process still holds every run named."""
     if len(rows) <= _ONE_STATEMENT_ROWS:
-        await conn.execute(
-            _INSERT_EVENT + ",".join([_ROW_MARKS] * len(rows)), [v for row in rows for v in row]
-        )
+        params = [v for row in rows for v in row]
+        marks = ",".join([_ROW_MARKS] * len(rows))
+        if fence is None:
+            await conn.execute(_INSERT_EVENT + marks, params)
+        else:
+            await conn.execute(_FENCED_INSERT.format(rows=marks), [*params, *fence])
     else:
         async with conn.cursor() as cur:
+            if fence is not None:
+                await cur.execute(_FENCE, fence)
             await cur.executemany(_INSERT_EVENT + _ROW_MARKS, rows)
 
 
 _RUN_COLS = (
     "r.run_id, r.flow, r.source, r.fingerprint, r.status, r.created, r.updated, "
     "r.parent_run_id, r.replay_from, r.inputs, r.output, r.error, r.waiting_step, "
-    "coalesce(h.seq, 0), coalesce(h.hash, r.head_hash), r.owner, r.cancel_requested, r.tenant"
+    "coalesce(h.seq, 0), coalesce(h.hash, r.head_hash), r.owner, r.cancel_requested, r.tenant, "
+    "r.queue, r.claims"
 )
 _RUN_FROM = (
     "runs r LEFT JOIN LATERAL (SELECT e.seq, e.hash FROM events e WHERE e.run_id = r.run_id "
@@ -132,6 +160,7 @@ class _PostgresWriter:
         "cancel_requested",
         "error",
         "head",
+        "lost",
         "output",
         "owner",
         "run_id",
@@ -153,6 +182,7 @@ class _PostgresWriter:
         self.error: str | None = None
         self.waiting_step: str | None = None
         self.cancel_requested = False
+        self.lost = False
 
     def _snapshot(self) -> _Snapshot:
         return (self.status, self.seq, self.head, self.output, self.error, self.waiting_step)
@@ -165,6 +195,8 @@ class _PostgresWriter:
         data: dict[str, Any] | None = None,
         payload: str | None = None,
     ) -> None:
+        if self.lost:
+            return  # another process runs it now: nothing of this one's is recorded
         if buffer_event(self, self._store, kind, step, attempt, data, payload):
             # the runs row is a projection: refresh it when the status moves, not per event
             self._store._dirty[self.run_id] = self._snapshot()
@@ -177,14 +209,40 @@ class _PostgresWriter:
         ):
             await store._commit()
         store._check_refused(self.run_id)
+        if self.lost:
+            raise store._lost_error(self.run_id)
 
     async def release(self) -> None:
         store = self._store
         store._owned.pop(self.run_id, None)
+        if self.lost:
+            raise store._lost_error(self.run_id)
         store._releasing.append((self.run_id, self.owner))
         store._dirty[self.run_id] = self._snapshot()
         await store._commit()
         store._check_refused(self.run_id)
+
+
+class _Rows:
+    """A private buffer for rows that are written outside the store's shared one."""
+
+    __slots__ = ("_pending", "_pending_blobs")
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Any, ...]] = []
+        self._pending_blobs: dict[str, str] = {}
+
+
+async def _not_yet_recorded(conn: Conn, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` without those already in the table with the same hash: after a connection
+    broke during a commit, whether that commit went through is unknown until asked."""
+    cur = await conn.execute(
+        "SELECT e.run_id, e.seq, e.hash FROM events e JOIN unnest(%s::text[], %s::bigint[]) "
+        "AS k(run_id, seq) ON e.run_id = k.run_id AND e.seq = k.seq",
+        ([r[0] for r in rows], [r[1] for r in rows]),
+    )
+    there = {(r[0], int(r[1])): r[2] for r in await cur.fetchall()}
+    return [r for r in rows if there.get((r[0], r[1])) != r[10]]
 
 
 class PostgresStore:
@@ -209,6 +267,8 @@ class PostgresStore:
         self._conninfo = url
         self.url = redact(url)
         self.durability = durability
+        self.lease_s = LEASE_S
+        self.reconnect_s = RECONNECT_S
         self.fsync = fsync
         self.schema = schema
         self._pending: list[tuple[Any, ...]] = []
@@ -217,11 +277,15 @@ class PostgresStore:
         self._owned: dict[str, _PostgresWriter] = {}
         self._releasing: list[tuple[str, str]] = []
         self._refused: dict[str, str] = {}
+        self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
         self._last_commit = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._write: Conn | None = None
         self._read: Conn | None = None
+        self._listen: Conn | None = None
+        self._wake: asyncio.Event | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._closed = False
@@ -329,8 +393,10 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         if loop is self._loop:
             return
-        old = [c for c in (self._write, self._read) if c is not None]
-        self._write = self._read = None
+        old = [c for c in (self._write, self._read, self._listen) if c is not None]
+        self._write = self._read = self._listen = None
+        self._listener = None
+        self._wake = None
         for c in old:
             await c.close()  # closing only ends the socket: safe from another loop
         self._write_lock, self._read_lock = asyncio.Lock(), asyncio.Lock()
@@ -346,6 +412,34 @@ class PostgresStore:
             self._read = await self._connect()
         return self._read
 
+    async def _retrying(
+        self,
+        doing: str,
+        get_conn: Callable[[], Awaitable[Conn]],
+        op: Callable[[Conn], Awaitable[T]],
+    ) -> T:
+        """Run ``op`` on a connection; while the server cannot be reached (it restarts, the
+        network drops) reconnect and try again, for up to ``reconnect_s`` seconds. Errors the
+        server answers with are not retried. Callers hold the connection's lock."""
+        deadline = time.monotonic() + self.reconnect_s
+        delay = 0.05
+        while True:
+            conn: Conn | None = None
+            try:
+                conn = await get_conn()
+                return await op(conn)
+            except psycopg.Error as exc:
+                lost = isinstance(exc, psycopg.OperationalError) and (
+                    conn is None or conn.broken or conn.closed
+                )
+                if not lost or time.monotonic() + delay > deadline:
+                    raise self._translate(exc, doing) from exc
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
     # --- writing ----------------------------------------------------------------------------
     async def _commit(self) -> None:
         await self._same_loop()
@@ -358,29 +452,61 @@ class PostgresStore:
         rows, blobs, dirty = self._pending, self._pending_blobs, self._dirty
         releasing = self._releasing
         self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
-        refused: dict[str, str] = {}
+        tries = 0
+        fenced_out: dict[str, str] = {}
+
+        async def write(conn: Conn) -> dict[str, str]:
+            nonlocal rows, dirty, releasing, tries
+            tries += 1
+            if tries > 1 and rows:
+                # the connection broke: the last try may have committed before it did
+                rows = await _not_yet_recorded(conn, rows)
+            while True:
+                try:
+                    if 0 < len(rows) <= _ONE_STATEMENT_ROWS and not (blobs or dirty or releasing):
+                        # the common case (a step's events): one statement, one round trip
+                        await _insert_events(conn, rows, self._fence_of(rows))
+                        return {}
+                    return await self._write_all(conn, rows, blobs, dirty, releasing, per_run=False)
+                except psycopg.errors.IntegrityError:
+                    # nothing was written: redo it run by run, keeping the runs accepted
+                    return await self._write_all(conn, rows, blobs, dirty, releasing, per_run=True)
+                except psycopg.Error as exc:
+                    if exc.sqlstate != FENCED:
+                        raise
+                    # nothing was written: leave out the runs another owner holds now
+                    lost = set((exc.diag.message_detail or "").split(","))
+                    for run_id in lost:
+                        fenced_out[run_id] = "another owner holds the run now"
+                    rows = [r for r in rows if r[0] not in lost]
+                    dirty = {k: v for k, v in dirty.items() if k not in lost}
+                    releasing = [r for r in releasing if r[0] not in lost]
+
         try:
-            conn = await self._writer_conn()
-            try:
-                if 0 < len(rows) <= _ONE_STATEMENT_ROWS and not (blobs or dirty or releasing):
-                    # the common case (a step's events): one statement, one round trip
-                    await _insert_events(conn, rows)
-                else:
-                    await self._write_all(conn, rows, blobs, dirty, releasing, per_run=False)
-            except psycopg.errors.IntegrityError:
-                # nothing was written: redo it run by run, keeping the runs that are accepted
-                refused = await self._write_all(conn, rows, blobs, dirty, releasing, per_run=True)
-        except psycopg.Error as exc:
+            refused = await self._retrying("cannot record events", self._writer_conn, write)
+            refused.update(fenced_out)
+        except StoreError:
             # nothing was written; keep the buffer so a later commit can still record it
             self._pending = rows + self._pending
             self._pending_blobs = {**blobs, **self._pending_blobs}
             self._dirty = {**dirty, **self._dirty}
             self._releasing = releasing + self._releasing
-            raise self._translate(exc, "cannot record events") from exc
+            raise
         self._last_commit = time.monotonic()
+        for run_id, owner in releasing:
+            if self._fence.get(run_id) == owner:
+                del self._fence[run_id]
         for run_id, why in refused.items():
             self._refused[run_id] = why
-            self._owned.pop(run_id, None)
+            self._fence.pop(run_id, None)
+            w = self._owned.pop(run_id, None)
+            if w is not None and run_id in fenced_out:
+                w.lost = True
+
+    def _fence_of(self, rows: list[tuple[Any, ...]]) -> Fence | None:
+        """The runs ``rows`` belong to, with the owner this process holds each as."""
+        ids = [r for r in dict.fromkeys(row[0] for row in rows) if r in self._fence]
+        return (ids, [self._fence[r] for r in ids]) if ids else None
 
     async def _write_all(
         self,
@@ -401,8 +527,14 @@ class PostgresStore:
                     list(blobs.items()),
                 )
             if not per_run:
+                fence = self._fence_of(rows) if rows else None
+                if fence is None and releasing:
+                    ids = [r for r, _ in releasing if r in self._fence]
+                    fence = (ids, [self._fence[r] for r in ids]) if ids else None
                 if rows:
-                    await _insert_events(conn, rows)
+                    await _insert_events(conn, rows, fence)
+                elif fence is not None:
+                    await cur.execute(_FENCE, fence)
             else:
                 by_run: dict[str, list[tuple[Any, ...]]] = {}
                 for row in rows:
@@ -410,9 +542,13 @@ class PostgresStore:
                 for run_id, run_rows in by_run.items():
                     try:
                         async with conn.transaction():  # a savepoint
-                            await _insert_events(conn, run_rows)
+                            await _insert_events(conn, run_rows, self._fence_of(run_rows))
                     except psycopg.errors.IntegrityError as exc:
                         refused[run_id] = str(exc).strip().splitlines()[0]
+                    except psycopg.Error as exc:
+                        if exc.sqlstate != FENCED:
+                            raise
+                        refused[run_id] = "another owner holds the run now"
             updates = [
                 (s[0], now, s[1], s[2], s[3], s[4], s[5], run_id)
                 for run_id, s in dirty.items()
@@ -425,13 +561,24 @@ class PostgresStore:
                     updates,
                 )
             if releasing:
+                # a queued run handed back unfinished wakes the workers waiting for runs
                 await cur.execute(
-                    "UPDATE runs SET owner=NULL, lease_until=NULL FROM "
+                    "WITH freed AS (UPDATE runs SET owner=NULL, lease_until=NULL FROM "
                     "unnest(%s::text[], %s::text[]) AS o(run_id, owner) "
-                    "WHERE runs.run_id = o.run_id AND runs.owner = o.owner",
+                    "WHERE runs.run_id = o.run_id AND runs.owner = o.owner "
+                    "RETURNING runs.queue, runs.status) "
+                    f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM freed "
+                    "WHERE queue IS NOT NULL AND status IN ('queued', 'running')",
                     ([r for r, _ in releasing], [o for _, o in releasing]),
                 )
         return refused
+
+    def _lost_error(self, run_id: str) -> StoreError:
+        return StoreError(
+            f"run {run_id} was taken over by another process (this one held it past its "
+            f"{self.lease_s:g} s lease); what this process did since is not recorded",
+            path=self.url,
+        )
 
     def _check_refused(self, run_id: str) -> None:
         why = self._refused.pop(run_id, None)
@@ -449,8 +596,10 @@ class PostgresStore:
 
     async def _beat(self) -> None:
         """While this process owns runs: commit what ``batch`` mode holds back (every 50 ms),
-        notice cancel requests (every second) and renew the leases (every 10 s)."""
+        notice cancel requests (every second) and renew the leases (every third of a lease);
+        a run whose lease another process took over is marked lost."""
         tick = BATCH_SECONDS if self.durability == "batch" else CANCEL_POLL_S
+        tick = min(tick, self.lease_s / 6)
         last_poll = last_lease = time.monotonic()
         while self._owned:
             await asyncio.sleep(tick)
@@ -459,39 +608,48 @@ class PostgresStore:
                 if self._pending and now - self._last_commit >= BATCH_SECONDS:
                     await self._commit()
                 owned = list(self._owned.values())
-                if not owned or now - last_poll < CANCEL_POLL_S:
+                if not owned or now - last_poll < min(CANCEL_POLL_S, self.lease_s / 3):
                     continue
                 last_poll = now
                 ids = [w.run_id for w in owned]
                 async with self._write_lock:
                     conn = await self._writer_conn()
-                    if now - last_lease >= LEASE_S / 3:
+                    if now - last_lease >= self.lease_s / 3:
                         last_lease = now
-                        await conn.execute(
+                        cur = await conn.execute(
                             "UPDATE runs SET lease_until=%s FROM "
                             "unnest(%s::text[], %s::text[]) AS o(run_id, owner) "
-                            "WHERE runs.run_id = o.run_id AND runs.owner = o.owner",
-                            (time.time() + LEASE_S, ids, [w.owner for w in owned]),
+                            "WHERE runs.run_id = o.run_id AND runs.owner = o.owner "
+                            "RETURNING runs.run_id",
+                            (time.time() + self.lease_s, ids, [w.owner for w in owned]),
                         )
+                        held = {r[0] for r in await cur.fetchall()}
+                        for w in owned:
+                            if w.run_id not in held and self._owned.get(w.run_id) is w:
+                                w.lost = True
+                                self._owned.pop(w.run_id, None)
                     cur = await conn.execute(
                         "SELECT run_id FROM runs WHERE cancel_requested AND run_id = ANY(%s)",
                         (ids,),
                     )
                     cancelled = [r[0] for r in await cur.fetchall()]
                 for run_id in cancelled:
-                    w = self._owned.get(run_id)
-                    if w is not None:
-                        w.cancel_requested = True
+                    writer = self._owned.get(run_id)
+                    if writer is not None:
+                        writer.cancel_requested = True
             except (psycopg.Error, StoreError):
                 continue  # an unreachable server delays a beat; the lease is long enough
 
     async def create_run(self, run: NewRun, owner: str) -> _PostgresWriter:
         await self._same_loop()
         now = time.time()
-        async with self._write_lock:
-            await self._commit_locked()
+
+        tries = 0
+
+        async def insert(conn: Conn) -> None:
+            nonlocal tries
+            tries += 1
             try:
-                conn = await self._writer_conn()
                 await conn.execute(
                     "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, "
                     "updated, parent_run_id, replay_from, inputs, head_seq, head_hash, owner, "
@@ -509,15 +667,24 @@ class PostgresStore:
                         run.inputs,
                         GENESIS,
                         owner,
-                        now + LEASE_S,
+                        now + self.lease_s,
                         run.tenant,
                     ),
                 )
             except psycopg.errors.UniqueViolation as exc:
-                raise StoreError(f"run id {run.run_id!r} already exists", path=self.url) from exc
-            except psycopg.Error as exc:
-                raise self._translate(exc, "cannot create the run") from exc
+                # after a reconnect the first try may have gone through: then it is ours
+                cur = await conn.execute("SELECT owner FROM runs WHERE run_id=%s", (run.run_id,))
+                row = await cur.fetchone()
+                if tries == 1 or row is None or row[0] != owner:
+                    raise StoreError(
+                        f"run id {run.run_id!r} already exists", path=self.url
+                    ) from exc
+
+        async with self._write_lock:
+            await self._commit_locked()
+            await self._retrying("cannot create the run", self._writer_conn, insert)
             w = _PostgresWriter(self, run.run_id, owner, 0, GENESIS, "running")
+            self._fence[run.run_id] = owner
             w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
             if self.durability == "sync":
                 await self._commit_locked()  # a run that dies in its first step is on record
@@ -527,59 +694,216 @@ class PostgresStore:
 
     async def claim_run(self, run_id: str, owner: str) -> _PostgresWriter:
         await self._same_loop()
+
+        async def claim(conn: Conn) -> tuple[int, str, str]:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT owner, lease_until, status FROM runs WHERE run_id=%s FOR UPDATE",
+                    (run_id,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise StoreError(f"no run {run_id!r} in this store", path=self.url)
+                prev_owner, lease_until, status = row
+                if (
+                    prev_owner is not None
+                    and prev_owner != owner
+                    and (lease_until or 0) > time.time()
+                    and not owner_is_dead(prev_owner)
+                ):
+                    until = time.strftime("%H:%M:%S", time.localtime(lease_until))
+                    raise StoreError(
+                        f"run {run_id} is being run by {prev_owner} (lease until {until}); "
+                        "wait for it, or cancel it with `erpoz runs cancel`",
+                        path=self.url,
+                    )
+                cur = await conn.execute(
+                    "SELECT seq, hash FROM events WHERE run_id=%s ORDER BY seq DESC LIMIT 1",
+                    (run_id,),
+                )
+                last = await cur.fetchone()
+                await conn.execute(
+                    "UPDATE runs SET owner=%s, lease_until=%s WHERE run_id=%s",
+                    (owner, time.time() + self.lease_s, run_id),
+                )
+            seq, head = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+            return seq, head, str(status)
+
         async with self._write_lock:
             await self._commit_locked()
-            try:
-                conn = await self._writer_conn()
-                async with conn.transaction():
-                    cur = await conn.execute(
-                        "SELECT owner, lease_until, status FROM runs WHERE run_id=%s FOR UPDATE",
-                        (run_id,),
-                    )
-                    row = await cur.fetchone()
-                    if row is None:
-                        raise StoreError(f"no run {run_id!r} in this store", path=self.url)
-                    prev_owner, lease_until, status = row
-                    if (
-                        prev_owner is not None
-                        and prev_owner != owner
-                        and (lease_until or 0) > time.time()
-                        and not owner_is_dead(prev_owner)
-                    ):
-                        until = time.strftime("%H:%M:%S", time.localtime(lease_until))
-                        raise StoreError(
-                            f"run {run_id} is being run by {prev_owner} (lease until {until}); "
-                            "wait for it, or cancel it with `erpoz runs cancel`",
-                            path=self.url,
-                        )
-                    cur = await conn.execute(
-                        "SELECT seq, hash FROM events WHERE run_id=%s ORDER BY seq DESC LIMIT 1",
-                        (run_id,),
-                    )
-                    last = await cur.fetchone()
-                    seq, head = (int(last[0]), str(last[1])) if last else (0, GENESIS)
-                    await conn.execute(
-                        "UPDATE runs SET owner=%s, lease_until=%s WHERE run_id=%s",
-                        (owner, time.time() + LEASE_S, run_id),
-                    )
-            except psycopg.Error as exc:
-                raise self._translate(exc, f"cannot claim run {run_id}") from exc
+            seq, head, status = await self._retrying(
+                f"cannot claim run {run_id}", self._writer_conn, claim
+            )
         w = _PostgresWriter(self, run_id, owner, seq, head, status)
+        self._fence[run_id] = owner
         self._owned[run_id] = w
         self._start_heartbeat()
         return w
 
+    # --- the queue of submitted runs ------------------------------------------------------
+    async def submit_run(self, run: NewRun, queue: str) -> None:
+        await self._same_loop()
+        now = time.time()
+        w = _PostgresWriter(self, run.run_id, "", 0, GENESIS, "running")
+        buf = _Rows()  # chained like any run's events, written in the submit's transaction
+        buffer_event(w, buf, RUN_STARTED, None, 0, run.started_data(), run.inputs)
+        buffer_event(w, buf, RUN_QUEUED, None, 0, {"queue": queue}, None)
+        rows, blobs = buf._pending, buf._pending_blobs
+
+        tries = 0
+
+        async def insert(conn: Conn) -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                async with conn.transaction(), conn.cursor() as cur:
+                    if blobs:
+                        await cur.executemany(
+                            "INSERT INTO blobs (sha256, data) VALUES (%s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            list(blobs.items()),
+                        )
+                    await cur.execute(
+                        "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, "
+                        "updated, parent_run_id, replay_from, inputs, head_seq, head_hash, "
+                        "tenant, queue) VALUES (%s,%s,%s,%s,'queued',%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        (
+                            run.run_id,
+                            run.flow,
+                            run.source,
+                            run.fingerprint,
+                            now,
+                            now,
+                            run.parent_run_id,
+                            run.replay_from,
+                            run.inputs,
+                            w.seq,
+                            w.head,
+                            run.tenant,
+                            queue,
+                        ),
+                    )
+                    await _insert_events(conn, rows, None)
+                    await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, queue))
+            except psycopg.errors.UniqueViolation as exc:
+                # after a reconnect the first try may have gone through
+                cur2 = await conn.execute(
+                    "SELECT queue, inputs FROM runs WHERE run_id=%s", (run.run_id,)
+                )
+                row = await cur2.fetchone()
+                if tries == 1 or row is None or (row[0], row[1]) != (queue, run.inputs):
+                    raise StoreError(
+                        f"run id {run.run_id!r} already exists", path=self.url
+                    ) from exc
+
+        async with self._write_lock:
+            await self._retrying("cannot submit the run", self._writer_conn, insert)
+
+    async def claim_next(self, owner: str, queues: Sequence[str]) -> Claim | None:
+        if not queues:
+            return None
+        await self._same_loop()
+        qs = list(queues)
+
+        async def claim(conn: Conn) -> tuple[Any, ...] | None:
+            # one statement: take the oldest claimable row no other worker has locked
+            cur = await conn.execute(
+                "WITH c AS (SELECT run_id, owner FROM runs WHERE queue = ANY(%s) "
+                "AND status IN ('queued', 'running') AND (owner IS NULL OR lease_until < %s) "
+                "ORDER BY created LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "UPDATE runs r SET owner=%s, lease_until=%s, claims=r.claims+1 FROM c "
+                "WHERE r.run_id = c.run_id RETURNING r.run_id, c.owner",
+                (qs, time.time(), owner, time.time() + self.lease_s),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                row = await self._take_dead_owned(conn, qs, owner)
+            return row
+
+        async with self._write_lock:
+            await self._commit_locked()
+            row = await self._retrying("cannot claim a queued run", self._writer_conn, claim)
+        if row is None:
+            return None
+        run_id, prev_owner = row
+        rows = await self._query(
+            f"SELECT {_RUN_COLS} FROM {_RUN_FROM} WHERE r.run_id=%s", (run_id,)
+        )
+        info = _run_info(rows[0])
+        w = _PostgresWriter(self, run_id, owner, info.head_seq, info.head_hash, info.status)
+        self._fence[run_id] = owner
+        self._owned[run_id] = w
+        self._start_heartbeat()
+        return Claim(info, w, prev_owner)
+
+    async def _take_dead_owned(
+        self, conn: Conn, queues: list[str], owner: str
+    ) -> tuple[Any, ...] | None:
+        """A run of the queues held by a process of this host that no longer exists (killed
+        before its lease lapsed): taken at once instead of after the lease."""
+        cur = await conn.execute(
+            "SELECT run_id, owner FROM runs WHERE queue = ANY(%s) AND status IN "
+            "('queued', 'running') AND owner IS NOT NULL AND lease_until >= %s "
+            "AND starts_with(owner, %s) ORDER BY created LIMIT 64",
+            (queues, time.time(), HOST + ":"),
+        )
+        for run_id, prev in await cur.fetchall():
+            if not owner_is_dead(prev):
+                continue
+            cur = await conn.execute(
+                "UPDATE runs SET owner=%s, lease_until=%s, claims=claims+1 "
+                "WHERE run_id=%s AND owner=%s RETURNING run_id",
+                (owner, time.time() + self.lease_s, run_id, prev),
+            )
+            if await cur.fetchone() is not None:
+                return run_id, prev
+        return None
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        """Woken by ``NOTIFY`` when a run is submitted or handed back (LISTEN on a connection
+        of its own); polling after ``timeout`` covers lapsed leases and a lost listener."""
+        await self._same_loop()
+        if self._listener is None or self._listener.done():
+            self._wake = asyncio.Event()
+            self._listener = asyncio.get_running_loop().create_task(self._listen_loop())
+        wake = self._wake
+        assert wake is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout)
+        wake.clear()
+
+    async def _listen_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn = self._listen = await self._connect()
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                async for _ in conn.notifies():
+                    if self._wake is not None:
+                        self._wake.set()
+            except psycopg.Error:
+                await asyncio.sleep(0.5)  # the server went away: listen again when it is back
+
     # --- reading ----------------------------------------------------------------------------
     async def _query(self, query: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         await self._same_loop()
+
+        async def read(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(query, args)
+            rows: list[tuple[Any, ...]] = await cur.fetchall()
+            return rows
+
         async with self._read_lock:
-            try:
-                conn = await self._reader_conn()
-                cur = await conn.execute(query, args)
-                rows: list[tuple[Any, ...]] = await cur.fetchall()
-                return rows
-            except psycopg.Error as exc:
-                raise self._translate(exc, "cannot read the run store") from exc
+            return await self._retrying("cannot read the run store", self._reader_conn, read)
+
+    async def _execute(self, doing: str, query: str, args: Sequence[Any]) -> None:
+        """One statement on the reading connection (what needs no ordering with the log)."""
+        await self._same_loop()
+
+        async def run(conn: Conn) -> None:
+            await conn.execute(query, args)
+
+        async with self._read_lock:
+            await self._retrying(doing, self._reader_conn, run)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = await self._query(
@@ -654,15 +978,11 @@ class PostgresStore:
         return rows
 
     async def request_cancel(self, run_id: str) -> None:
-        await self._same_loop()
-        async with self._read_lock:
-            try:
-                conn = await self._reader_conn()
-                await conn.execute(
-                    "UPDATE runs SET cancel_requested=true WHERE run_id=%s", (run_id,)
-                )
-            except psycopg.Error as exc:
-                raise self._translate(exc, "cannot request cancellation") from exc
+        await self._execute(
+            "cannot request cancellation",
+            "UPDATE runs SET cancel_requested=true WHERE run_id=%s",
+            (run_id,),
+        )
         w = self._owned.get(run_id)
         if w is not None:
             w.cancel_requested = True
@@ -672,30 +992,26 @@ class PostgresStore:
         return str(rows[0][0]) if rows else None
 
     async def cache_put(self, key: str, step: str, output: str) -> None:
-        await self._same_loop()
-        async with self._read_lock:
-            try:
-                conn = await self._reader_conn()
-                await conn.execute(
-                    "INSERT INTO cache (key, step, output, created) VALUES (%s,%s,%s,%s) "
-                    "ON CONFLICT (key) DO UPDATE SET step=excluded.step, "
-                    "output=excluded.output, created=excluded.created",
-                    (key, step, output, time.time()),
-                )
-            except psycopg.Error as exc:
-                raise self._translate(exc, "cannot write the output cache") from exc
+        await self._execute(
+            "cannot write the output cache",
+            "INSERT INTO cache (key, step, output, created) VALUES (%s,%s,%s,%s) "
+            "ON CONFLICT (key) DO UPDATE SET step=excluded.step, "
+            "output=excluded.output, created=excluded.created",
+            (key, step, output, time.time()),
+        )
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self._closed = True
+        for task in (self._heartbeat, self._listener):
+            if task is not None:
+                task.cancel()
         try:
             await self._commit()
         finally:
-            for c in (self._write, self._read):
+            for c in (self._write, self._read, self._listen):
                 if c is not None:
                     await c.close()
-            self._write = self._read = None
-            self._closed = True
+            self._write = self._read = self._listen = None
 
 
 def _run_info(r: Sequence[Any]) -> RunInfo:
@@ -718,4 +1034,6 @@ def _run_info(r: Sequence[Any]) -> RunInfo:
         r[15],
         bool(r[16]),
         r[17],
+        r[18],
+        int(r[19]),
     )

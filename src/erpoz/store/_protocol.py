@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
 
@@ -21,6 +23,12 @@ class RunWriter(Protocol):
     @property
     def cancel_requested(self) -> bool:
         """Set when someone asked to cancel the run (``erpoz runs cancel``)."""
+        ...
+
+    @property
+    def lost(self) -> bool:
+        """Set when another process took the run over (this one's lease lapsed): nothing more
+        this writer appends will be recorded."""
         ...
 
     def append(
@@ -89,3 +97,41 @@ class Store(Protocol):
     async def cache_put(self, key: str, step: str, output: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run a worker took from a queue: the run as it was when taken (``info.claims`` already
+    counts this claim), its writer, and who held it before (``None``: nobody did)."""
+
+    info: RunInfo
+    writer: RunWriter
+    previous_owner: str | None = None
+
+
+@runtime_checkable
+class RunQueue(Protocol):
+    """Runs submitted for workers, in a store that many processes may share.
+
+    A submitted run is recorded at once (``run_started`` and ``run_queued``) and owned by
+    nobody. A worker claims the oldest claimable run of its queues: one that is queued, or one
+    that is running but whose owner let go (handed it back) or is gone (its lease lapsed, or it
+    is a dead process on this host). Two workers never get the same run at the same time.
+    """
+
+    lease_s: float
+    """How long a claim lasts without a heartbeat (the owner renews it every third of it)."""
+
+    async def submit_run(self, run: NewRun, queue: str) -> None:
+        """Record ``run`` as queued on ``queue``, committed before this returns."""
+        ...
+
+    async def claim_next(self, owner: str, queues: Sequence[str]) -> Claim | None:
+        """Take the oldest claimable run of ``queues`` for ``owner``; ``None`` when there is
+        none."""
+        ...
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a run may have been submitted to ``queues``, at the latest after
+        ``timeout`` seconds (a hint: callers claim again either way)."""
+        ...

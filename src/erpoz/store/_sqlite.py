@@ -13,6 +13,7 @@ import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ..errors import StoreError
 from ._buffer import buffer_event
 from ._model import (
     GENESIS,
+    RUN_QUEUED,
     RUN_STARTED,
     ChainRow,
     Event,
@@ -29,10 +31,13 @@ from ._model import (
     RunInfo,
 )
 from ._owner import owner_is_dead
+from ._protocol import Claim
 
 """Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
 
 LEASE_S = 30.0
+SUBMIT_POLL_S = 0.25
+_TAKEN_OVER = "another owner holds the run now"
 CANCEL_POLL_S = 1.0
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
@@ -46,7 +51,7 @@ _RUN_COLS = (
     "inputs, output, error, waiting_step, "
     "coalesce((SELECT max(e.seq) FROM events e WHERE e.run_id = runs.run_id), 0), "
     "coalesce((SELECT e.hash FROM events e WHERE e.run_id = runs.run_id "
-    "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested, tenant"
+    "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested, tenant, queue, claims"
 )
 """The runs row is refreshed on status changes; the head always comes from the log itself."""
 
@@ -68,15 +73,21 @@ class _SQLiteWriter:
         "cancel_requested",
         "error",
         "head",
+        "lost",
         "output",
+        "owner",
         "run_id",
         "seq",
         "status",
         "waiting_step",
     )
 
-    def __init__(self, store: SQLiteStore, run_id: str, seq: int, head: str, status: str) -> None:
+    def __init__(
+        self, store: SQLiteStore, run_id: str, seq: int, head: str, status: str, owner: str | None
+    ) -> None:
         self._store = store
+        self.owner = owner
+        self.lost = False
         self.run_id = run_id
         self.seq = seq
         self.head = head
@@ -94,6 +105,8 @@ class _SQLiteWriter:
         data: dict[str, Any] | None = None,
         payload: str | None = None,
     ) -> None:
+        if self.lost:
+            return  # another process runs it now: nothing of this one's is recorded
         if buffer_event(self, self._store, kind, step, attempt, data, payload):
             # the runs row is a projection: refresh it when the status moves, not per event
             self._store._dirty[self.run_id] = self
@@ -106,11 +119,15 @@ class _SQLiteWriter:
         ):
             store._commit()
         store._check_refused(self.run_id)
+        if self.lost:
+            raise store._lost_error(self.run_id)
 
     async def release(self) -> None:
         store = self._store
         store._owned.pop(self.run_id, None)
-        store._releasing.append(self.run_id)
+        if self.lost:
+            raise store._lost_error(self.run_id)
+        store._releasing.append((self.run_id, self.owner))
         store._dirty[self.run_id] = self
         store._commit()
         store._check_refused(self.run_id)
@@ -125,12 +142,14 @@ class SQLiteStore:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.durability = durability
+        self.lease_s = LEASE_S
         self._pending: list[tuple[Any, ...]] = []
         self._pending_blobs: dict[str, str] = {}
         self._dirty: dict[str, _SQLiteWriter] = {}
         self._owned: dict[str, _SQLiteWriter] = {}
-        self._releasing: list[str] = []
+        self._releasing: list[tuple[str, str | None]] = []
         self._refused: dict[str, str] = {}
+        self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
         self._last_commit = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         try:
@@ -207,6 +226,10 @@ class SQLiteStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                refused = self._fenced_out(rows, releasing)
+                if refused:  # another owner took these runs over: nothing of theirs is written
+                    rows = [r for r in rows if r[0] not in refused]
+                    releasing = [r for r in releasing if r[0] not in refused]
                 if blobs:
                     db.executemany(
                         "INSERT OR IGNORE INTO blobs (sha256, data) VALUES (?, ?)",
@@ -217,7 +240,7 @@ class SQLiteStore:
                     db.executemany(_INSERT_EVENT, rows)
                 except sqlite3.IntegrityError:
                     db.execute("ROLLBACK TO all_events")
-                    refused = self._insert_per_run(rows)
+                    refused.update(self._insert_per_run(rows))
                 db.execute("RELEASE all_events")
                 db.executemany(
                     "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
@@ -230,8 +253,9 @@ class SQLiteStore:
                 )
                 if releasing:
                     db.executemany(
-                        "UPDATE runs SET owner=NULL, lease_until=NULL WHERE run_id=?",
-                        [(r,) for r in releasing],
+                        "UPDATE runs SET owner=NULL, lease_until=NULL "
+                        "WHERE run_id=? AND owner IS ?",
+                        releasing,
                     )
                 db.execute("COMMIT")
             except BaseException:
@@ -242,9 +266,30 @@ class SQLiteStore:
             raise self._translate(exc, "cannot record events") from exc
         self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
         self._last_commit = time.monotonic()
+        for run_id, owner in releasing:
+            if self._fence.get(run_id) == owner:
+                del self._fence[run_id]
         for run_id, why in refused.items():
             self._refused[run_id] = why
-            self._owned.pop(run_id, None)
+            self._fence.pop(run_id, None)
+            w = self._owned.pop(run_id, None)
+            if w is not None and why == _TAKEN_OVER:
+                w.lost = True
+
+    def _fenced_out(
+        self, rows: list[tuple[Any, ...]], releasing: list[tuple[str, str | None]]
+    ) -> dict[str, str]:
+        """The runs of this commit that another owner holds now (checked inside the commit's
+        write transaction, so no claim can slip in between)."""
+        runs = {row[0] for row in rows} | {r for r, _ in releasing}
+        fence = {r: o for r in runs if (o := self._fence.get(r)) is not None}
+        if not fence:
+            return {}
+        marks = ",".join("?" * len(fence))
+        holders = dict(
+            self._db.execute(f"SELECT run_id, owner FROM runs WHERE run_id IN ({marks})", [*fence])
+        )
+        return {r: _TAKEN_OVER for r, o in fence.items() if holders.get(r) != o}
 
     def _insert_per_run(self, rows: list[tuple[Any, ...]]) -> dict[str, str]:
         """Insert run by run so that one refused run does not lose the others' events."""
@@ -261,6 +306,13 @@ class SQLiteStore:
                 refused[run_id] = str(exc)
             self._db.execute("RELEASE run_events")
         return refused
+
+    def _lost_error(self, run_id: str) -> StoreError:
+        return StoreError(
+            f"run {run_id} was taken over by another process (this one held it past its "
+            f"{self.lease_s:g} s lease); what this process did since is not recorded",
+            path=str(self.path),
+        )
 
     def _check_refused(self, run_id: str) -> None:
         why = self._refused.pop(run_id, None)
@@ -280,6 +332,7 @@ class SQLiteStore:
         """While this process owns runs: commit what ``batch`` mode holds back (every 50 ms),
         notice cancel requests (every second) and renew the leases (every 10 s)."""
         tick = BATCH_SECONDS if self.durability == "batch" else CANCEL_POLL_S
+        tick = min(tick, self.lease_s / 6)
         last_poll = last_lease = time.monotonic()
         while self._owned:
             await asyncio.sleep(tick)
@@ -288,16 +341,13 @@ class SQLiteStore:
             try:
                 if self._pending and now - self._last_commit >= BATCH_SECONDS:
                     self._commit()
-                if not owned or now - last_poll < CANCEL_POLL_S:
+                if not owned or now - last_poll < min(CANCEL_POLL_S, self.lease_s / 3):
                     continue
                 last_poll = now
                 marks = ",".join("?" * len(owned))
-                if now - last_lease >= LEASE_S / 3:
+                if now - last_lease >= self.lease_s / 3:
                     last_lease = now
-                    self._db.execute(
-                        f"UPDATE runs SET lease_until=? WHERE run_id IN ({marks})",
-                        [time.time() + LEASE_S, *owned],
-                    )
+                    self._renew(owned)
                 for (run_id,) in self._db.execute(
                     f"SELECT run_id FROM runs WHERE cancel_requested=1 AND run_id IN ({marks})",
                     owned,
@@ -307,6 +357,29 @@ class SQLiteStore:
                         w.cancel_requested = True
             except (sqlite3.Error, StoreError):
                 continue  # a busy database delays a beat; the lease is long enough
+
+    def _renew(self, owned: list[str]) -> None:
+        """Extend the leases this process still holds; a run whose row names another owner was
+        taken over (this process stalled past its lease): its writer is lost."""
+        marks = ",".join("?" * len(owned))
+        holders = dict(
+            self._db.execute(f"SELECT run_id, owner FROM runs WHERE run_id IN ({marks})", owned)
+        )
+        mine = []
+        for run_id in owned:
+            w = self._owned.get(run_id)
+            if w is None:
+                continue
+            if w.owner is not None and holders.get(run_id) != w.owner:
+                w.lost = True
+                self._owned.pop(run_id, None)
+            else:
+                mine.append(run_id)
+        if mine:
+            self._db.execute(
+                f"UPDATE runs SET lease_until=? WHERE run_id IN ({','.join('?' * len(mine))})",
+                [time.time() + self.lease_s, *mine],
+            )
 
     async def create_run(self, run: NewRun, owner: str) -> _SQLiteWriter:
         now = time.time()
@@ -329,7 +402,7 @@ class SQLiteStore:
                     run.inputs,
                     GENESIS,
                     owner,
-                    now + LEASE_S,
+                    now + self.lease_s,
                     run.tenant,
                 ),
             )
@@ -337,7 +410,8 @@ class SQLiteStore:
             raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot create the run") from exc
-        w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running")
+        w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", owner)
+        self._fence[run.run_id] = owner
         w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         if self.durability == "sync":
             self._commit()  # a run that dies in its first step is still on record, resumable
@@ -374,7 +448,7 @@ class SQLiteStore:
                 )
             cur = self._db.execute(
                 "UPDATE runs SET owner=?, lease_until=? WHERE run_id=? AND owner IS ?",
-                (owner, time.time() + LEASE_S, run_id, prev_owner),
+                (owner, time.time() + self.lease_s, run_id, prev_owner),
             )
             if cur.rowcount != 1:
                 raise StoreError(
@@ -382,10 +456,104 @@ class SQLiteStore:
                 )
         except sqlite3.Error as exc:
             raise self._translate(exc, f"cannot claim run {run_id}") from exc
-        w = _SQLiteWriter(self, run_id, seq, head, status)
+        w = _SQLiteWriter(self, run_id, seq, head, status, owner)
+        self._fence[run_id] = owner
         self._owned[run_id] = w
         self._start_heartbeat()
         return w
+
+    # --- the queue of submitted runs ------------------------------------------------------
+    async def submit_run(self, run: NewRun, queue: str) -> None:
+        now = time.time()
+        try:
+            self._commit()
+            self._db.execute(
+                "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, updated, "
+                "parent_run_id, replay_from, inputs, head_seq, head_hash, tenant, queue) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
+                (
+                    run.run_id,
+                    run.flow,
+                    run.source,
+                    run.fingerprint,
+                    "queued",
+                    now,
+                    now,
+                    run.parent_run_id,
+                    run.replay_from,
+                    run.inputs,
+                    GENESIS,
+                    run.tenant,
+                    queue,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot submit the run") from exc
+        w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", None)
+        w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
+        w.append(RUN_QUEUED, data={"queue": queue})
+        self._commit()  # a worker in another process must see it now, whatever the durability
+        self._check_refused(run.run_id)
+
+    async def claim_next(self, owner: str, queues: Sequence[str]) -> Claim | None:
+        if not queues:
+            return None
+        marks = ",".join("?" * len(queues))
+        try:
+            self._commit()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                row = self._db.execute(
+                    f"SELECT run_id, owner FROM runs WHERE queue IN ({marks}) AND status IN "
+                    "('queued', 'running') AND (owner IS NULL OR lease_until < ?) "
+                    "ORDER BY created LIMIT 1",
+                    [*queues, now],
+                ).fetchone()
+                if row is None:
+                    row = self._dead_owned(marks, queues)
+                if row is None:
+                    self._db.execute("COMMIT")
+                    return None
+                run_id, prev_owner = row
+                self._db.execute(
+                    "UPDATE runs SET owner=?, lease_until=?, claims=claims+1 WHERE run_id=?",
+                    (owner, now + self.lease_s, run_id),
+                )
+                info = _run_info(
+                    self._db.execute(
+                        f"SELECT {_RUN_COLS} FROM runs WHERE run_id=?", (run_id,)
+                    ).fetchone()
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot claim a queued run") from exc
+        w = _SQLiteWriter(self, info.run_id, info.head_seq, info.head_hash, info.status, owner)
+        self._fence[info.run_id] = owner
+        self._owned[info.run_id] = w
+        self._start_heartbeat()
+        return Claim(info, w, prev_owner)
+
+    def _dead_owned(self, marks: str, queues: Sequence[str]) -> tuple[str, str] | None:
+        """A run of the queues whose owner is a process of this host that no longer exists
+        (killed before its lease lapsed): no need to wait for the lease."""
+        for run_id, prev in self._db.execute(
+            f"SELECT run_id, owner FROM runs WHERE queue IN ({marks}) AND status IN "
+            "('queued', 'running') AND owner IS NOT NULL ORDER BY created",
+            list(queues),
+        ):
+            if owner_is_dead(prev):
+                return run_id, prev
+        return None
+
+    async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
+        # another process may submit, and SQLite tells nobody: look again soon
+        await asyncio.sleep(min(timeout, SUBMIT_POLL_S))
 
     # --- reading ----------------------------------------------------------------------------
     def _query(self, sql: str, args: tuple[Any, ...] | list[Any]) -> list[Any]:
@@ -512,6 +680,8 @@ def _run_info(r: Any) -> RunInfo:
         r[15],
         bool(r[16]),
         r[17],
+        r[18],
+        r[19],
     )
 
 
