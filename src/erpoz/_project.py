@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from .store import Store
 
 if TYPE_CHECKING:
+    from .engine import Executor
     from .memory import Memory
 
 
@@ -44,3 +45,34 @@ async def project_services(
 
         services[Memory] = memory if isinstance(memory, Memory) else open_memory(memory)
     return services
+
+
+def project_executor(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    kind: str | None = None,
+    address: str | None = None,
+) -> Executor | None:
+    """The executor a project's steps run on: ``kind`` / ``address`` when given (the
+    command line), else ``executor:`` in ``erpoz.yaml``; ``None`` means this process's threads.
+    """
+    from .errors import ConfigError
+    from .models._config import ExecutorConfig, load_config
+
+    setting = load_config(config).executor if kind is None and address is None else None
+    if isinstance(setting, str):
+        setting = ExecutorConfig(kind=setting)
+    chosen = kind or (setting.kind if setting is not None else "local")
+    if chosen == "local":
+        if address is not None:
+            raise ConfigError("--ray-address needs --executor ray")
+        return None
+    if chosen != "ray":
+        raise ConfigError(f"unknown executor {chosen!r}: local or ray")
+    from .engine import RayExecutor
+
+    return RayExecutor(
+        address or (setting.address if setting is not None else None),
+        num_cpus=setting.num_cpus if setting is not None else None,
+        num_gpus=setting.num_gpus if setting is not None else None,
+    )

@@ -10,10 +10,12 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "ErpozError",
+    "ExecutorError",
     "FlowError",
     "GuardBlocked",
     "ModelError",
     "PolicyViolation",
+    "ResourcesUnavailable",
     "ReviewRequired",
     "RunError",
     "StepFailed",
@@ -76,6 +78,16 @@ class StepFailed(RunError):
     def __init__(self, message: str, *, run_id: str, step: str) -> None:
         self.step = step
         super().__init__(message, run_id=run_id)
+
+
+class ExecutorError(RunError):
+    """The executor could not carry out a step: the process that ran it died, or its cluster
+    went away. Retried like any step error when the step's retry policy allows."""
+
+
+class ResourcesUnavailable(ExecutorError):
+    """No node of the executor's cluster has what a step declares it needs (CPUs, GPUs,
+    memory): waiting would never end, so the step fails at once, without retries."""
 
 
 class ReviewRequired(ErpozError):

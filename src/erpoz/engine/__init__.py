@@ -1,4 +1,5 @@
-"""Run plans: the scheduler, retries, timeouts, caching, review pauses, resume and replay."""
+"""Run plans: the scheduler, retries, timeouts, caching, review pauses, resume and replay;
+executors (threads, Ray) and workers that take runs from a shared store's queues."""
 
 from ._context import StepContext
 from ._engine import (
@@ -7,11 +8,15 @@ from ._engine import (
     Listener,
     Observer,
     RunResult,
+    check_queue_name,
     new_run_id,
     pending_reviews,
     top_step,
 )
 from ._executor import Executor, ThreadExecutor
+from ._ray import RayExecutor
+from ._remote import RemoteContext
+from ._worker import Worker, WorkerStats
 
 __all__ = [
     "Decision",
@@ -19,9 +24,14 @@ __all__ = [
     "Executor",
     "Listener",
     "Observer",
+    "RayExecutor",
+    "RemoteContext",
     "RunResult",
     "StepContext",
     "ThreadExecutor",
+    "Worker",
+    "WorkerStats",
+    "check_queue_name",
     "new_run_id",
     "pending_reviews",
     "top_step",

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
-from ..store import ENGINE_KINDS, RunWriter
+from ..store import RunWriter
+from ._remote import check_kind
 
 if TYPE_CHECKING:
     from ..guards._checkpoints import Governed
@@ -83,10 +84,7 @@ class StepContext:
         return hashlib.sha256(f"{self.run_id}/{self.step_id}".encode()).hexdigest()[:32]
 
     def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
-        if kind in ENGINE_KINDS:
-            raise RunError(f"event kind '{kind}' is reserved for the engine; pick another name")
-        if not kind.replace("_", "").replace(".", "").isalnum():
-            raise RunError(f"event kind {kind!r} must be letters, digits, '_' or '.'")
+        check_kind(kind)
         if threading.get_ident() == self._thread:
             self._writer.append(kind, self.step_id, self.attempt, data)
         else:  # a sync step in a worker thread: the log is only ever appended on the loop

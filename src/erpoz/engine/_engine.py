@@ -9,9 +9,11 @@ with ``sync`` durability a step's success is committed before any dependent star
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -22,6 +24,7 @@ from ..errors import (
     FlowError,
     GuardBlocked,
     PolicyViolation,
+    ResourcesUnavailable,
     ReviewRequired,
     RunError,
     StepFailed,
@@ -29,12 +32,13 @@ from ..errors import (
 )
 from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode
 from ..flow._types import get_field, type_name
-from ..store import TERMINAL, Event, NewRun, RunWriter, Store, open_store
+from ..store import TERMINAL, Claim, Event, NewRun, RunQueue, RunWriter, Store, open_store
 from ..store import _model as ev
 from ..store._owner import new_owner
 from ._codec import EncodeError, check_type, decode, encode, validate
 from ._context import StepContext
 from ._executor import Executor, ThreadExecutor
+from ._remote import RemoteContext
 
 if TYPE_CHECKING:
     from ..guards import Guardrails
@@ -120,6 +124,7 @@ class _Run:
         "failure",
         "flow",
         "grants",
+        "lost",
         "paused",
         "rails",
         "recorded",
@@ -144,6 +149,7 @@ class _Run:
         self.paused: list[str] = []
         self.stopping = False
         self.cancelled = False
+        self.lost = False  # another process took the run over (this one's lease lapsed)
         self.tasks: set[asyncio.Task[None]] = set()
         self.done_steps = 0
 
@@ -174,6 +180,13 @@ class Engine:
 
     ``services`` are what steps reach through ``ctx.service(Type)`` (models, tools, memory);
     ``observers`` see every event as it is appended (the CLI's live view uses this).
+
+    ``executor`` runs step functions off the event loop: the thread pool of this process by
+    default. With a remote one (:class:`~erpoz.engine.RayExecutor`) the steps that go there
+    are the pure ones (sync, no ``ctx``) and every step that declares ``resources`` (its
+    ``ctx`` is then a :class:`RemoteContext`); steps that take ``ctx`` to call models, tools or
+    memory stay in this process, where those calls are governed and recorded. Async steps run
+    on the event loop unless they declare ``resources``. This process records every event.
     """
 
     def __init__(
@@ -192,12 +205,22 @@ class Engine:
         self.listeners = list(listeners or [])
         self.owner = new_owner()
         self._driving: set[str] = set()
+        self._threads: ThreadExecutor | None = None
+        self._plans: dict[str, Plan] = {}
 
     @property
     def executor(self) -> Executor:
         if self._executor is None:
             self._executor = ThreadExecutor()
         return self._executor
+
+    def _local_threads(self) -> Executor:
+        """Where sync steps that stay in this process run (with a remote executor)."""
+        if not self.executor.remote:
+            return self.executor
+        if self._threads is None:
+            self._threads = ThreadExecutor()
+        return self._threads
 
     # --- public API -------------------------------------------------------------------------
     async def run(
@@ -225,16 +248,106 @@ class Engine:
         )
         return await self._drive_run(plan, bound, _Run(self._observed(writer), tags))
 
+    async def submit(
+        self,
+        flow: Flow | Plan,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Record a run of ``flow`` on ``queue`` for a worker (``erpoz worker``) and return its
+        id at once. Inputs are checked now; the flow needs a ``source`` (a flow file or
+        ``module:attr``) so that a worker in another process can load it."""
+        plan = flow.compile() if isinstance(flow, Flow) else flow
+        if not plan.source:
+            raise FlowError(
+                f"flow '{plan.name}' has no source, so a worker could not load it: submit a "
+                "flow file or 'module:attr' (erpoz submit FLOW), or give "
+                "Flow(..., source='package.module:attr')"
+            )
+        check_queue_name(queue)
+        store = self._queue()
+        bound = plan.bind_inputs(inputs or {})
+        rid = run_id or new_run_id()
+        await store.submit_run(
+            NewRun(
+                rid,
+                plan.name,
+                plan.fingerprint,
+                _encode_inputs(plan, bound),
+                source=plan.source,
+                tags=dict(tags or {}),
+            ),
+            queue,
+        )
+        return rid
+
+    def _queue(self) -> RunQueue:
+        store = self.store
+        if not isinstance(store, RunQueue):
+            raise StoreError(
+                f"the store {store.url} keeps no queue of runs; use a SQLite file or PostgreSQL",
+                path=store.url,
+            )
+        return store
+
+    async def run_claimed(self, claim: Claim, flow: Flow | Plan | None = None) -> RunResult:
+        """Drive a run a worker took from a queue (``RunQueue.claim_next``) on from where its
+        log stands: recorded steps keep their outputs, the rest run (again)."""
+        info = claim.info
+        writer = self._observed(claim.writer)
+        try:
+            plan = self._plan_for(info.source, flow, info.run_id, cache=True)
+            bound = plan.bind_inputs(json.loads(info.inputs or "{}"))
+        except (FlowError, RunError) as exc:
+            # no worker running this code can run it: say why, once, instead of handing it on
+            writer.append(
+                ev.RUN_FAILED,
+                data={"error": f"worker {self.owner} cannot load the flow: {exc}"},
+            )
+            await writer.release()
+            return RunResult(info.run_id, "failed", error=str(exc))
+        events = await self.store.events(info.run_id)
+        run = self._restored(writer, events)
+        waiting = pending_reviews(events)
+        if waiting:  # its last owner died between asking for review and pausing
+            writer.append(ev.RUN_WAITING, data={"step": next(iter(waiting)), "steps": [*waiting]})
+            await writer.release()
+            return RunResult(info.run_id, "waiting", waiting_steps=tuple(waiting))
+        data: dict[str, Any] = {
+            "worker": self.owner,
+            "queue": info.queue,
+            "claims": info.claims,
+            "fingerprint_changed": plan.fingerprint != info.fingerprint,
+        }
+        if claim.previous_owner:
+            data["previous_owner"] = claim.previous_owner
+        writer.append(ev.RUN_RESUMED, data=data)
+        return await self._drive_run(plan, bound, run)
+
+    def _restored(self, writer: RunWriter, events: list[Event]) -> _Run:
+        """A run's in-memory state rebuilt from its log."""
+        run = _Run(writer, _tags_of(events))
+        run.recorded.update(_recorded_outputs(events))
+        run.grants.update(_granted(events))
+        run.calls.update(_calls_done(events))
+        return run
+
     async def resume(
         self,
         run_id: str,
         flow: Flow | Plan | None = None,
         *,
         decision: Decision | None = None,
+        requeue: bool | None = None,
     ) -> RunResult:
         """Continue a run that paused for review, crashed, or was interrupted.
 
         Steps whose success is in the log are not run again; their recorded outputs are used.
+        A run of a queue (submitted for workers) that a decision lets go on goes back to its
+        queue, for a worker, with status ``queued`` (``requeue=False`` runs it here instead).
         """
         info = await self.store.get_run(run_id)
         if info is None:
@@ -246,6 +359,10 @@ class Engine:
                 "`erpoz runs replay` to run it again)",
                 run_id=run_id,
             )
+        if requeue is None:
+            requeue = decision is not None and info.queue is not None
+        if requeue and info.queue is None:
+            raise RunError(f"run {run_id} was not submitted to a queue", run_id=run_id)
         plan = self._plan_for(info.source, flow, run_id)
         events = await self.store.events(run_id)
         waiting = pending_reviews(events)
@@ -261,10 +378,7 @@ class Engine:
         # check the decision before touching the run: a bad edit leaves it waiting, unchanged
         checked = _check_decision(plan, waiting, decision) if decision is not None else None
         writer = self._observed(await self.store.claim_run(run_id, self.owner))
-        run = _Run(writer, _tags_of(events))
-        run.recorded.update(_recorded_outputs(events))
-        run.grants.update(_granted(events))
-        run.calls.update(_calls_done(events))
+        run = self._restored(writer, events)
         writer.append(
             ev.RUN_RESUMED,
             data={
@@ -274,6 +388,10 @@ class Engine:
         )
         if decision is not None and checked is not None:
             _apply_decision(run, waiting[checked[0]], decision, *checked)
+        if requeue and run.failure is None:
+            writer.append(ev.RUN_QUEUED, data={"queue": info.queue, "after": "review"})
+            await writer.release()
+            return RunResult(run_id, "queued")
         return await self._drive_run(plan, bound, run)
 
     async def replay(
@@ -339,9 +457,13 @@ class Engine:
             return writer
         return _ObservedWriter(writer, self.observers, self.listeners)
 
-    def _plan_for(self, source: str | None, flow: Flow | Plan | None, run_id: str) -> Plan:
+    def _plan_for(
+        self, source: str | None, flow: Flow | Plan | None, run_id: str, *, cache: bool = False
+    ) -> Plan:
         if flow is not None:
             return flow.compile() if isinstance(flow, Flow) else flow
+        if cache and source in self._plans:
+            return self._plans[source]
         if not source:
             raise RunError(
                 f"run {run_id} was started from a flow object with no source; pass the flow "
@@ -350,7 +472,10 @@ class Engine:
             )
         from ..flow._load import load_flow
 
-        return load_flow(source).compile()
+        plan = load_flow(source).compile()
+        if cache:
+            self._plans[source] = plan
+        return plan
 
     async def _drive_run(self, plan: Plan, inputs: Mapping[str, Any], run: _Run) -> RunResult:
         writer = run.writer
@@ -371,6 +496,14 @@ class Engine:
         finally:
             self._driving.discard(writer.run_id)
         run_id = writer.run_id
+        if run.lost:
+            with contextlib.suppress(StoreError):
+                await writer.release()
+            raise StoreError(
+                f"run {run_id} was taken over by another process (this one held it past its "
+                "lease); it goes on there, from its log",
+                path=self.store.url,
+            )
         if run.cancelled:
             writer.append(ev.RUN_CANCELLED, data={"by": "request"})
             await writer.release()
@@ -423,8 +556,10 @@ class Engine:
         outs, pending = scope.outs, scope.pending
         try:
             while True:
-                if run.stopping or run.writer.cancel_requested:
-                    if run.writer.cancel_requested:
+                if run.stopping or run.writer.cancel_requested or run.writer.lost:
+                    if run.writer.lost:
+                        run.lost = run.stopping = True
+                    elif run.writer.cancel_requested:
                         run.cancelled = run.stopping = True
                     break
                 node = nodes[idx]
@@ -591,34 +726,47 @@ class Engine:
                     run.done_steps += 1
                     return decode(hit, node.unit_type)
         retry, timeout, fn = node.retry, node.timeout, spec.fn
+        ex = self.executor
+        remote = ex.remote and (
+            node.resources is not None
+            or not (spec.is_async or spec.inline or spec.context_param is not None)
+        )
         attempt = 1
         while True:
             writer.append(ev.STEP_STARTED, sid, attempt)
+            rctx: RemoteContext | None = None
             if spec.context_param is not None:
-                kwargs[spec.context_param] = StepContext(
-                    writer,
-                    sid,
-                    attempt,
-                    self.services,
-                    scope.plan.name,
-                    run.tags,
-                    run.grants,
-                    run.calls,
-                )
+                if remote:
+                    rctx = RemoteContext(writer.run_id, sid, attempt, scope.plan.name, run.tags)
+                    kwargs[spec.context_param] = rctx
+                else:
+                    kwargs[spec.context_param] = StepContext(
+                        writer,
+                        sid,
+                        attempt,
+                        self.services,
+                        scope.plan.name,
+                        run.tags,
+                        run.grants,
+                        run.calls,
+                    )
             t0 = time.perf_counter()
             try:
-                if spec.is_async:
+                if remote:
+                    call = ex.call(fn, kwargs, node.resources)
+                    out = await (call if timeout is None else asyncio.wait_for(call, timeout))
+                elif spec.is_async:
                     if timeout is None:
                         out = await fn(**kwargs)
                     else:
                         out = await asyncio.wait_for(fn(**kwargs), timeout)
                 elif spec.inline:
                     out = fn(**kwargs)
-                elif timeout is None:
-                    out = await self.executor.call(fn, kwargs)
                 else:
-                    out = await asyncio.wait_for(self.executor.call(fn, kwargs), timeout)
+                    call = self._local_threads().call(fn, kwargs)
+                    out = await (call if timeout is None else asyncio.wait_for(call, timeout))
             except ReviewRequired as rr:
+                _record_emitted(writer, rctx, sid, attempt)
                 proposal = rr.output
                 if rr.grant is None and run.rails is not None and sid in run.delivery:
                     # what the reviewer sees and approves is what may be delivered
@@ -629,6 +777,7 @@ class Engine:
                     run, node, sid, attempt, proposal, rr.reason, rr.evidence, grant=rr.grant
                 )
             except Exception as exc:
+                _record_emitted(writer, rctx, sid, attempt)
                 if isinstance(exc, TimeoutError):
                     exc = TimeoutError(f"timed out after {timeout} s")
                 message = f"{type(exc).__name__}: {exc}"
@@ -655,6 +804,7 @@ class Engine:
                     },
                 )
                 raise _Failed(sid, message, attempt) from exc
+            _record_emitted(writer, rctx, sid, attempt)
             break
         if node.review:
             if run.rails is not None and sid in run.delivery:
@@ -821,8 +971,29 @@ def _granted(events: list[Event]) -> set[str]:
     }
 
 
-#: Decisions of policy: trying again gives the same answer (and may pay for it again).
-_NEVER_RETRIED = (GuardBlocked, PolicyViolation)
+#: Decisions of policy, and a cluster that can never run the step: trying again gives the same
+#: answer (and may pay for it again).
+_NEVER_RETRIED = (GuardBlocked, PolicyViolation, ResourcesUnavailable)
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+def check_queue_name(queue: str) -> None:
+    """A queue is named like ``default``, ``gpu``, ``team-a.batch`` (≤ 64 characters)."""
+    if not _QUEUE_NAME.match(queue):
+        raise RunError(
+            f"queue name {queue!r}: use letters, digits, '_', '-', '.' or ':' "
+            "(at most 64, starting with a letter or digit)"
+        )
+
+
+def _record_emitted(writer: RunWriter, ctx: RemoteContext | None, sid: str, attempt: int) -> None:
+    """The events a remotely run step emitted, recorded here in the order it emitted them."""
+    if ctx is not None and ctx.emitted:
+        for kind, data in ctx.emitted:
+            writer.append(kind, sid, attempt, data)
+        ctx.emitted = []
+
 
 _GRANTED = "\x00granted"
 
@@ -911,6 +1082,10 @@ class _ObservedWriter:
     @property
     def cancel_requested(self) -> bool:
         return self._inner.cancel_requested
+
+    @property
+    def lost(self) -> bool:
+        return self._inner.lost
 
     def append(
         self,

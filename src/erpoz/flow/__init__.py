@@ -4,7 +4,7 @@ from ._context import Context
 from ._flow import Flow, InputSpec
 from ._plan import LOOP, MAP, SKIPPED, TASK, Plan, PlanNode
 from ._refs import Cond, Ref, first_of
-from ._step import RetryPolicy, StepSpec, spec_of, step
+from ._step import Resources, RetryPolicy, StepSpec, spec_of, step
 
 __all__ = [
     "LOOP",
@@ -18,6 +18,7 @@ __all__ = [
     "Plan",
     "PlanNode",
     "Ref",
+    "Resources",
     "RetryPolicy",
     "StepSpec",
     "first_of",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowError
 from ._refs import Cond, InputRef, NodeRef, Ref
-from ._step import RetryPolicy, StepSpec, spec_of
+from ._step import Resources, RetryPolicy, StepSpec, spec_of
 
 if TYPE_CHECKING:
     from ._plan import Plan
@@ -49,6 +49,7 @@ class NodeDef:
     timeout: float | None = None
     review: bool | None = None
     cache: bool | None = None
+    resources: Resources | None = None
     line: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +123,7 @@ class Flow:
         timeout: float | None = None,
         review: bool | None = None,
         cache: bool | None = None,
+        resources: Resources | Mapping[str, object] | None = None,
         bind: Mapping[str, Any] | None = None,
         **inputs: Any,
     ) -> NodeRef:
@@ -140,6 +142,7 @@ class Flow:
             timeout=timeout,
             review=review,
             cache=cache,
+            resources=None if resources is None else Resources.of(resources),
         )
 
     def map(
@@ -156,6 +159,7 @@ class Flow:
         timeout: float | None = None,
         review: bool | None = None,
         cache: bool | None = None,
+        resources: Resources | Mapping[str, object] | None = None,
         bind: Mapping[str, Any] | None = None,
         **inputs: Any,
     ) -> NodeRef:
@@ -174,6 +178,7 @@ class Flow:
             timeout=timeout,
             review=review,
             cache=cache,
+            resources=None if resources is None else Resources.of(resources),
         )
 
     def loop(
@@ -191,6 +196,7 @@ class Flow:
         timeout: float | None = None,
         review: bool | None = None,
         cache: bool | None = None,
+        resources: Resources | Mapping[str, object] | None = None,
         bind: Mapping[str, Any] | None = None,
         **inputs: Any,
     ) -> NodeRef:
@@ -212,6 +218,7 @@ class Flow:
             timeout=timeout,
             review=review,
             cache=cache,
+            resources=None if resources is None else Resources.of(resources),
         )
 
     def output(self, ref: Ref) -> None:

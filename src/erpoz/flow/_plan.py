@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..errors import FlowError
 from ._flow import Flow, InputSpec, NodeDef
 from ._refs import Coalesce, Cond, FieldRef, InputRef, NodeRef, Ref
-from ._step import NO_RETRY, RetryPolicy, StepSpec
+from ._step import NO_RETRY, Resources, RetryPolicy, StepSpec
 from ._types import admits_none, field_type, get_field, is_compatible, item_type, type_name
 
 TASK, MAP, LOOP = 0, 1, 2
@@ -54,6 +54,7 @@ class PlanNode:
     timeout: float | None
     review: bool
     cache: bool
+    resources: Resources | None = None
     over: Getter | None = None
     item: str | None = None
     concurrency: int = 1
@@ -500,6 +501,7 @@ class _Compiler:
                     else (spec.timeout if spec else None),
                     review=d.review if d.review is not None else (spec.review if spec else False),
                     cache=d.cache if d.cache is not None else (spec.cache if spec else False),
+                    resources=d.resources or (spec.resources if spec else None),
                     line=d.line,
                     label=target.ref if isinstance(target, StepSpec) else f"flow:{target.name}",
                     **c["extra"],

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -49,6 +50,77 @@ class RetryPolicy:
 
 NO_RETRY = RetryPolicy()
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from ``2147483648``, ``"2GiB"``, ``"512 MB"``."""
+    if isinstance(value, bool):
+        raise FlowError(f"a size is a number of bytes or like '2GiB', got {value!r}")
+    if isinstance(value, int | float):
+        return int(value)
+    m = _SIZE.match(str(value))
+    if not m:
+        raise FlowError(f"a size is a number of bytes or like '2GiB' / '512MB', got {value!r}")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one execution of a step needs from the executor that runs it: on Ray, a node with
+    this many CPUs, GPUs and bytes of memory free (and any custom resources by name). The local
+    thread executor runs every step in this process and does not reserve anything."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory: int | None = None
+    custom: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.cpus < 0 or self.gpus < 0 or (self.memory is not None and self.memory < 0):
+            raise FlowError(f"resources cannot be negative: {self}")
+        if any(amount < 0 for _, amount in self.custom):
+            raise FlowError(f"custom resources cannot be negative: {dict(self.custom)}")
+
+    @classmethod
+    def of(cls, value: Resources | Mapping[str, object]) -> Resources:
+        """From a ``Resources`` or a mapping like ``{"cpus": 2, "gpus": 1, "memory": "4GiB"}``
+        (other keys are custom resources: ``{"accelerator_tpu": 1}``)."""
+        if isinstance(value, Resources):
+            return value
+        if not isinstance(value, Mapping):
+            raise FlowError(
+                f"resources are a mapping like {{cpus: 2, gpus: 1, memory: 4GiB}}, got {value!r}"
+            )
+        known: dict[str, object] = dict(value)
+        custom: list[tuple[str, float]] = []
+        for key in [k for k in known if k not in ("cpus", "gpus", "memory")]:
+            amount = known.pop(key)
+            if not isinstance(amount, int | float) or isinstance(amount, bool):
+                raise FlowError(f"resource {key!r} must be a number, got {amount!r}")
+            custom.append((str(key), float(amount)))
+        try:
+            cpus = float(known.get("cpus", 1.0))  # type: ignore[arg-type]
+            gpus = float(known.get("gpus", 0.0))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise FlowError(f"cpus and gpus are numbers, got {dict(value)!r}") from None
+        memory = known.get("memory")
+        return cls(
+            cpus=cpus,
+            gpus=gpus,
+            memory=None if memory is None else parse_size(memory),  # type: ignore[arg-type]
+            custom=tuple(sorted(custom)),
+        )
+
+    def describe(self) -> str:
+        parts = [f"{self.cpus:g} CPU", f"{self.gpus:g} GPU"]
+        if self.memory is not None:
+            parts.append(f"{self.memory / 2**30:.1f} GiB memory")
+        parts += [f"{amount:g} {name}" for name, amount in self.custom]
+        return ", ".join(parts)
+
 
 @dataclass(frozen=True, slots=True)
 class Param:
@@ -75,6 +147,7 @@ class StepSpec:
     cache: bool = False
     review: bool = False
     inline: bool = False
+    resources: Resources | None = None
     param_map: dict[str, Param] = field(default_factory=dict, compare=False)
 
 
@@ -109,6 +182,7 @@ def make_spec(
     cache: bool = False,
     review: bool = False,
     inline: bool = False,
+    resources: Resources | Mapping[str, object] | None = None,
 ) -> StepSpec:
     """Introspect ``fn`` once: its typed parameters, return type and whether it is async."""
     if not callable(fn):
@@ -161,6 +235,7 @@ def make_spec(
         cache=cache,
         review=review,
         inline=inline,
+        resources=None if resources is None else Resources.of(resources),
         param_map={p.name: p for p in ptuple},
     )
 
@@ -177,6 +252,7 @@ def step(
     cache: bool = False,
     review: bool = False,
     inline: bool = False,
+    resources: Resources | Mapping[str, object] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     """Declare a function as a step, optionally with how it runs.
@@ -184,7 +260,9 @@ def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     The function stays a plain function (callable and testable as before); erpoz reads its
     annotations once here. ``version`` keys the output cache (default: a hash of the code);
     ``review=True`` makes a human approve each output; ``inline=True`` runs a *cheap* sync step
-    on the event loop instead of a worker thread. Every step has a stable
+    on the event loop instead of a worker thread; ``resources`` (``Resources`` or
+    ``{"cpus": 2, "gpus": 1, "memory": "4GiB"}``) is what the step needs on a distributed
+    executor (Ray), which then runs it where that is free. Every step has a stable
     ``ctx.idempotency_key`` for deduplicating side effects that a retry or resume repeats.
     """
 

@@ -33,7 +33,7 @@ import yaml
 from ..errors import FlowError
 from ._flow import Flow
 from ._refs import Coalesce, Cond, FieldRef, InputRef, NodeRef, Ref
-from ._step import RetryPolicy
+from ._step import Resources, RetryPolicy
 
 _REF = re.compile(r"^\$\{\s*(.+?)\s*\}$")
 _WHEN = re.compile(r"^(not\s+)?\$\{\s*([^}]+?)\s*\}\s*(?:(==|!=)\s*(.+))?$")
@@ -48,6 +48,7 @@ _STEP_KEYS = {
     "timeout",
     "cache",
     "review",
+    "resources",
     "map",
     "item",
     "concurrency",
@@ -443,6 +444,11 @@ class _Builder:
                     )
                     raise self.err(f"'{key}' must be {expected}", raw.lines[key], sid)
                 opts[key] = raw[key]
+        if "resources" in raw:
+            try:
+                opts["resources"] = Resources.of(raw["resources"])
+            except FlowError as exc:
+                raise self.err(f"resources: {exc}", raw.lines["resources"], sid) from None
         try:
             if "map" in raw and "loop" in raw:
                 raise self.err("a step is either a map or a loop, not both", raw.line, sid)

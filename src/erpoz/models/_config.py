@@ -87,6 +87,7 @@ from ._types import (
 
 __all__ = [
     "DEFAULT_FILE",
+    "ExecutorConfig",
     "ModelConfig",
     "ProjectConfig",
     "build_hub",
@@ -192,12 +193,24 @@ class BudgetConfig(_Strict):
     per_project_usd: float | None = Field(None, ge=0)
 
 
+class ExecutorConfig(_Strict):
+    """Where step functions run: ``local`` (this process's threads) or ``ray``
+    (``address`` of a cluster; without one, a Ray started for the process, or the one
+    ``$RAY_ADDRESS`` names)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    num_gpus: int | None = Field(None, ge=0)
+
+
 class ProjectConfig(_Strict):
     """A parsed ``erpoz.yaml`` (checked; secrets are read when the hub is built)."""
 
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routers: dict[str, RouterConfig] = Field(default_factory=dict)
     budget: BudgetConfig | None = None
+    executor: ExecutorConfig | Literal["local", "ray"] | None = None
     # checked by erpoz.guards.guardrails_from_config (they keep their YAML lines there)
     guards: Any = None
     policy: Any = None
