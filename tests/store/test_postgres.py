@@ -248,11 +248,16 @@ def test_a_second_success_of_a_step_is_refused_by_the_unique_index(schema: Schem
         )
 
 
-def test_two_writers_recording_the_same_step_one_is_refused_others_kept(schema: Schema) -> None:
+@pytest.mark.parametrize("fenced", [True, False], ids=["fenced", "constraint-only"])
+def test_two_writers_recording_the_same_step_one_is_refused_others_kept(
+    schema: Schema, fenced: bool
+) -> None:
     """Two stores (two 'processes') both think they own run-1 and race to record step a.
 
     The database accepts exactly one success; the loser's store raises, and the events of
-    another run committed in the same transaction as the refused ones are kept."""
+    another run committed in the same transaction as the refused ones are kept. With fencing
+    (what the stores do) the stale owner is the loser; without it (``fenced=False`` takes
+    the fences away) the unique constraint alone still lets only one success in."""
 
     async def main() -> None:
         a, b = PostgresStore(schema.url), PostgresStore(schema.url)
@@ -262,6 +267,9 @@ def test_two_writers_recording_the_same_step_one_is_refused_others_kept(schema: 
         schema.sql("UPDATE runs SET lease_until = 0, owner = 'elsewhere:1:x' WHERE run_id='run-1'")
         wb = await b.claim_run("run-1", OTHER)
         other = await b.create_run(new_run("run-2"), OTHER)  # b's other run, same buffer
+        if not fenced:
+            a._fence.clear()
+            b._fence.clear()
         wa.append("step_started", "a", 1)
         wa.append("step_succeeded", "a", 1, payload='"from a"')
         wb.append("step_started", "a", 1)
@@ -270,7 +278,11 @@ def test_two_writers_recording_the_same_step_one_is_refused_others_kept(schema: 
         results = await asyncio.gather(wa.flush(), wb.flush(), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         assert len(errors) == 1, results
-        assert isinstance(errors[0], StoreError) and "refused" in str(errors[0])
+        assert isinstance(errors[0], StoreError)
+        if fenced:
+            assert isinstance(results[0], StoreError) and "taken over" in str(results[0])
+        else:
+            assert "refused" in str(errors[0])
         await other.flush()
         events = await a.events("run-1")
         assert [e.kind for e in events].count("step_succeeded") == 1

@@ -452,3 +452,36 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
         await store.close()
 
     asyncio.run(check())
+
+
+def test_a_writer_whose_run_was_taken_over_cannot_write_to_it(tmp_path: Path) -> None:
+    """Two processes on one file: the first stalled past its lease, the second took the run
+    over; the first one's next commit records nothing of that run (and says so)."""
+    path = tmp_path / "runs.db"
+
+    async def main() -> None:
+        a, b = SQLiteStore(path), SQLiteStore(path)
+        a.lease_s = 0.2
+        await b.submit_run(new_run("run-1"), "default")
+        claim = await a.claim_next(f"{socket.gethostname()}:{os.getpid()}:a", ["default"])
+        assert claim is not None
+        stale = claim.writer
+        stale.append("run_resumed")
+        await stale.flush()
+        a._heartbeat.cancel()  # type: ignore[union-attr]  # the process stalls …
+        await asyncio.sleep(0.4)
+        took = await b.claim_next(f"{socket.gethostname()}:{os.getpid()}:b", ["default"])
+        assert took is not None and took.previous_owner is not None
+        took.writer.append("step_succeeded", "s1", 1, payload='"b"')
+        await took.writer.flush()
+        stale.append("step_succeeded", "s1", 1, payload='"a"')  # … and comes back
+        with pytest.raises(StoreError, match="taken over"):
+            await stale.flush()
+        assert stale.lost
+        events = await b.events("run-1")
+        assert [e.payload for e in events if e.kind == "step_succeeded"] == ['"b"']
+        assert_valid_chain(events, "run-1")
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ConfigError, ExecutorError, ResourcesUnavailable
 from ..flow import Resources
+from ..flow._load import LOADED_PREFIX
 from ._remote import RemoteContext
 
 #: How long the cluster's node list is trusted before it is read again.
@@ -86,6 +87,7 @@ class RayExecutor:
         self._capacity: list[dict[str, float]] = []
         self._capacity_at = 0.0
         self._remembered: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
+        self._by_value: set[str] = set()
 
     # --- set-up ---------------------------------------------------------------------------
     def _ensure(self) -> Any:
@@ -181,6 +183,7 @@ class RayExecutor:
                 options["memory"] = resources.memory
             if resources.custom:
                 options["resources"] = dict(resources.custom)
+        self._ship_module_of(fn, ray)
         args = {k: self._by_reference(v) for k, v in kwargs.items()}
         out_ref, emitted_ref = self._task.options(**options).remote(fn, **args)
         ctx = next((v for v in kwargs.values() if isinstance(v, RemoteContext)), None)
@@ -198,6 +201,17 @@ class RayExecutor:
         if not isinstance(out, _SCALARS):
             self._remember(out, out_ref)
         return out
+
+    def _ship_module_of(self, fn: Callable[..., Any], ray: Any) -> None:
+        """Steps of a flow file (``erpoz run flows.py:flow``) live in a module that Ray's
+        workers cannot import by name: send that module's functions and classes by value."""
+        name = getattr(fn, "__module__", None)
+        if not name or name in self._by_value or not name.startswith(LOADED_PREFIX):
+            return
+        module = sys.modules.get(name)
+        if module is not None:
+            ray.cloudpickle.register_pickle_by_value(module)
+            self._by_value.add(name)
 
     def _remember(self, out: Any, ref: Any) -> None:
         held = self._remembered

@@ -10,6 +10,10 @@ from ..errors import FlowError
 from ._flow import Flow
 from ._yaml import import_object, load_yaml_flow
 
+#: Modules imported from a ``file.py:attr`` flow are named with this prefix (they are not on
+#: any import path, so a remote executor must ship their code by value).
+LOADED_PREFIX = "_erpoz_flow_"
+
 
 def load_flow(ref: str) -> Flow:
     """Load the flow named by ``ref``; its ``source`` is set so runs can be resumed from the CLI."""
@@ -20,7 +24,7 @@ def load_flow(ref: str) -> Flow:
         path = Path(path_part).resolve()
         if not path.exists():
             raise FlowError(f"no such file: {path_part}")
-        name = f"_erpoz_flow_{path.stem}"
+        name = f"{LOADED_PREFIX}{path.stem}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise FlowError(f"cannot import {path_part}")

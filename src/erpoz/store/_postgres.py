@@ -121,6 +121,15 @@ _RUN_FROM = (
     "ORDER BY e.seq DESC LIMIT 1) h ON true"
 )
 """The runs row is refreshed on status changes; the head always comes from the log itself."""
+_CLAIMED_COLS = (
+    "r.run_id, r.flow, r.source, r.fingerprint, r.status, r.created, r.updated, "
+    "r.parent_run_id, r.replay_from, r.inputs, r.output, r.error, r.waiting_step, "
+    "coalesce((SELECT e.seq FROM events e WHERE e.run_id = r.run_id ORDER BY e.seq DESC "
+    "LIMIT 1), 0), coalesce((SELECT e.hash FROM events e WHERE e.run_id = r.run_id "
+    "ORDER BY e.seq DESC LIMIT 1), r.head_hash), r.owner, r.cancel_requested, r.tenant, "
+    "r.queue, r.claims"
+)
+"""``_RUN_COLS`` for ``UPDATE … RETURNING`` (no lateral join there)."""
 
 _MIGRATION_KEY = "hashtext('erpoz.migrate.' || coalesce(current_schema(), ''))"
 _MIGRATION_LOCK = f"SELECT pg_advisory_lock({_MIGRATION_KEY})"
@@ -208,9 +217,10 @@ class _PostgresWriter:
             or time.monotonic() - store._last_commit >= BATCH_SECONDS
         ):
             await store._commit()
-        store._check_refused(self.run_id)
         if self.lost:
+            store._refused.pop(self.run_id, None)
             raise store._lost_error(self.run_id)
+        store._check_refused(self.run_id)
 
     async def release(self) -> None:
         store = self._store
@@ -518,6 +528,23 @@ class PostgresStore:
         *,
         per_run: bool,
     ) -> dict[str, str]:
+        if not per_run:
+            # one round trip for BEGIN … COMMIT: the statements are sent without waiting, and
+            # an error surfaces when the pipeline syncs at the commit (nothing is written then)
+            async with conn.pipeline():
+                return await self._write_tx(conn, rows, blobs, dirty, releasing, per_run=False)
+        return await self._write_tx(conn, rows, blobs, dirty, releasing, per_run=True)
+
+    async def _write_tx(
+        self,
+        conn: Conn,
+        rows: list[tuple[Any, ...]],
+        blobs: dict[str, str],
+        dirty: dict[str, _Snapshot],
+        releasing: list[tuple[str, str]],
+        *,
+        per_run: bool,
+    ) -> dict[str, str]:
         refused: dict[str, str] = {}
         now = time.time()
         async with conn.transaction(), conn.cursor() as cur:
@@ -806,30 +833,34 @@ class PostgresStore:
         qs = list(queues)
 
         async def claim(conn: Conn) -> tuple[Any, ...] | None:
-            # one statement: take the oldest claimable row no other worker has locked
+            # one statement, one round trip: take the oldest claimable row no other worker has
+            # locked, and return it as the run's info (its head read from the log)
             cur = await conn.execute(
                 "WITH c AS (SELECT run_id, owner FROM runs WHERE queue = ANY(%s) "
                 "AND status IN ('queued', 'running') AND (owner IS NULL OR lease_until < %s) "
                 "ORDER BY created LIMIT 1 FOR UPDATE SKIP LOCKED) "
                 "UPDATE runs r SET owner=%s, lease_until=%s, claims=r.claims+1 FROM c "
-                "WHERE r.run_id = c.run_id RETURNING r.run_id, c.owner",
+                f"WHERE r.run_id = c.run_id RETURNING {_CLAIMED_COLS}, c.owner",
                 (qs, time.time(), owner, time.time() + self.lease_s),
             )
             row = await cur.fetchone()
-            if row is None:
-                row = await self._take_dead_owned(conn, qs, owner)
-            return row
+            if row is not None:
+                return row
+            dead = await self._take_dead_owned(conn, qs, owner)
+            if dead is None:
+                return None
+            cur = await conn.execute(
+                f"SELECT {_RUN_COLS}, %s FROM {_RUN_FROM} WHERE r.run_id=%s", (dead[1], dead[0])
+            )
+            return await cur.fetchone()
 
         async with self._write_lock:
             await self._commit_locked()
             row = await self._retrying("cannot claim a queued run", self._writer_conn, claim)
         if row is None:
             return None
-        run_id, prev_owner = row
-        rows = await self._query(
-            f"SELECT {_RUN_COLS} FROM {_RUN_FROM} WHERE r.run_id=%s", (run_id,)
-        )
-        info = _run_info(rows[0])
+        info, prev_owner = _run_info(row), row[-1]
+        run_id = info.run_id
         w = _PostgresWriter(self, run_id, owner, info.head_seq, info.head_hash, info.status)
         self._fence[run_id] = owner
         self._owned[run_id] = w

@@ -118,9 +118,10 @@ class _SQLiteWriter:
             or time.monotonic() - store._last_commit >= BATCH_SECONDS
         ):
             store._commit()
-        store._check_refused(self.run_id)
         if self.lost:
+            store._refused.pop(self.run_id, None)
             raise store._lost_error(self.run_id)
+        store._check_refused(self.run_id)
 
     async def release(self) -> None:
         store = self._store
