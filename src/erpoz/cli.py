@@ -40,10 +40,12 @@ from .cli_audit import audit_app
 from .cli_demo import demo
 from .cli_eval import eval_app
 from .cli_memory import register as register_memory_commands
+from .cli_migrate import migrate_command
 from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
 from .cli_serve import serve
 from .cli_trace import trace
+from .cli_worker import ExecutorOpt, RayAddressOpt, build_engine, submit, worker
 from .engine import Decision, Engine, RunResult, pending_reviews, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
@@ -51,6 +53,7 @@ from .flow._load import load_flow
 from .store import Event, RunInfo, Store
 
 _STATUS_EXIT = {
+    "queued": EXIT_OK,
     "succeeded": EXIT_OK,
     "failed": EXIT_FAILED,
     "waiting": EXIT_WAITING,
@@ -61,6 +64,7 @@ _STYLE = {
     "failed": "red",
     "waiting": "yellow",
     "running": "cyan",
+    "queued": "blue",
     "cancelled": "magenta",
     "skipped": "dim",
     "retrying": "yellow",
@@ -265,6 +269,11 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
                 f"{top_step(result.failed_step) if result.failed_step else 'STEP'}",
                 highlight=False,
             )
+        elif result.status == "queued":
+            out.print(
+                f"back in its queue: a worker goes on with it (erpoz runs show {result.run_id})",
+                highlight=False,
+            )
         elif result.status == "waiting":
             steps = ", ".join(result.waiting_steps)
             out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
@@ -313,6 +322,8 @@ def run(
             "policy rules match.",
         ),
     ] = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a flow and wait for it to succeed, fail or pause for review.
@@ -324,8 +335,16 @@ def run(
     tags = _parse_tags(tag or [])
     st = open_or_fail(store, durability, fsync)
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
-    engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
-    result = _call(_drive(engine, engine.run(plan, values, tags=tags), view))
+    engine = build_engine(
+        st,
+        executor=executor,
+        ray_address=ray_address,
+        observers=[view.observe] if view else None,
+    )
+    try:
+        result = _call(_drive(engine, engine.run(plan, values, tags=tags), view))
+    finally:
+        engine.executor.shutdown()
     _report(result, as_json, st)
 
 
@@ -562,8 +581,11 @@ def _resume(
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
-    engine = Engine(st, services=_services(st), observers=[view.observe] if view else None)
-    result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
+    engine = build_engine(st, observers=[view.observe] if view else None)
+    try:
+        result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
+    finally:
+        engine.executor.shutdown()
     _report(result, as_json, st)
 
 
@@ -849,6 +871,9 @@ app.add_typer(eval_app, name="eval")
 app.command("demo")(demo)
 app.command("trace")(trace)
 app.command("serve")(serve)
+app.command("submit")(submit)
+app.command("worker")(worker)
+app.command("migrate")(migrate_command)
 register_memory_commands(app)
 
 

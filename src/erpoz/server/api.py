@@ -96,6 +96,13 @@ class StartRun(BaseModel):
     )
     wait: bool = Field(True, description="Wait for the run to succeed, fail or wait for review.")
     timeout_s: Timeout = None
+    queue: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Submit the run to this queue for a worker (erpoz worker) instead of "
+        "running it in the server: answers 202 at once, with status 'queued'.",
+    )
 
 
 class Drive(BaseModel):
@@ -433,7 +440,7 @@ async def follow_run(state: ServerState, run_id: str, after: int) -> AsyncIterat
 # --- the router ------------------------------------------------------------------------------
 
 RunId = Annotated[str, Path(min_length=1, max_length=200, description="A run id or unique prefix")]
-Status = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+Status = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 CallerDep = Annotated[Caller, Depends(caller_of)]
 
 
@@ -526,6 +533,20 @@ def router(state: ServerState) -> APIRouter:
             ) from None
         tags = {**body.tags, "tenant": caller.tenant}
         run_id = new_run_id()
+        if body.queue is not None:
+            try:
+                await state.engine.submit(
+                    plan, body.inputs, queue=body.queue, run_id=run_id, tags=tags
+                )
+            except RunError as exc:  # a queue name that is not one
+                raise ApiError(422, str(exc), "invalid_request_error", param="queue") from None
+            except (FlowError, StoreError) as exc:
+                raise _erpoz_error(exc) from exc
+            return JSONResponse(
+                {"run_id": run_id, "status": "queued", "queue": body.queue},
+                status_code=202,
+                headers={"Location": f"/api/runs/{run_id}"},
+            )
         return await drive(
             run_id,
             lambda: state.engine.run(plan, body.inputs, run_id=run_id, tags=tags),

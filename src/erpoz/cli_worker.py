@@ -1,0 +1,317 @@
+"""``erpoz submit`` and ``erpoz worker``: runs queued in a shared store, and the processes that
+run them (mounted in ``cli.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+
+from ._console import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_RUN,
+    EXIT_STORE,
+    JsonOpt,
+    StoreOpt,
+    err,
+    fail,
+    open_or_fail,
+    out,
+)
+from .engine import Engine, RunResult, Worker
+from .engine._worker import DEFAULT_MAX_CLAIMS
+from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
+from .store import TERMINAL, Store
+
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        "-x",
+        help="Where step functions run: local (threads of this process) or ray "
+        "\\[default: executor: in erpoz.yaml, else local]",
+        show_default=False,
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster (ray://host:10001 or host:6379) for --executor ray "
+        "\\[default: $RAY_ADDRESS, else a Ray started for this process]",
+        show_default=False,
+    ),
+]
+QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="The queue workers take it from.")]
+
+
+def build_engine(
+    st: Store,
+    *,
+    config: str | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    observers: list[Any] | None = None,
+) -> Engine:
+    """An engine with the project's services and executor; a broken project file or a bad
+    executor choice exits 2 saying why."""
+    from ._project import project_executor, project_services
+
+    try:
+        services = asyncio.run(project_services(st, config))
+        chosen = project_executor(config, kind=executor, address=ray_address)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    return Engine(st, executor=chosen, services=services, observers=observers)
+
+
+def submit(
+    flow: Annotated[str, typer.Argument(help="A flow file (.yaml), module:attr or file.py:attr.")],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="key=value (repeatable); values are JSON when they parse, else strings.",
+        ),
+    ] = None,
+    input_json: Annotated[
+        Path | None, typer.Option("--input-json", help="A JSON object file of inputs.")
+    ] = None,
+    queue: QueueOpt = "default",
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", help="key=value (repeatable), e.g. tenant=acme."),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait until a worker finishes it; exit as `erpoz run` does."),
+    ] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a run of a flow for a worker (`erpoz worker`) and print its id.
+
+    Inputs are checked now; the run is on record at once, with status queued.
+
+    [dim]Example:[/] erpoz submit examples/triage.yaml -i ticket="refund INV-1" -q default
+    """
+    from .cli import _load, _parse_inputs, _parse_tags, _report
+
+    plan = _load(flow)
+    values = _parse_inputs(plan, inputs or [], input_json)
+    tags = _parse_tags(tag or [])
+    st = open_or_fail(store)
+    engine = Engine(st)
+
+    async def go() -> tuple[str, RunResult | None]:
+        try:
+            run_id = await engine.submit(plan, values, queue=queue, tags=tags)
+            return run_id, (await _until_done(st, run_id) if wait else None)
+        finally:
+            await st.close()
+
+    try:
+        run_id, result = asyncio.run(go())
+    except FlowError as exc:
+        fail(str(exc), EXIT_INVALID)
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    except RunError as exc:
+        fail(str(exc), EXIT_INVALID)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if result is not None:
+        _report(result, as_json, st)
+    if as_json:
+        out.print_json(data={"run_id": run_id, "status": "queued", "queue": queue})
+    else:
+        out.print(f"run [bold]{run_id}[/] queued on [bold]{escape(queue)}[/]", highlight=False)
+        err.print(
+            f"follow it: erpoz runs show {run_id}   ·   run it: erpoz worker -q {queue}",
+            highlight=False,
+        )
+
+
+async def _until_done(st: Store, run_id: str) -> RunResult:
+    """Poll the store until the run ends or pauses."""
+    delay = 0.05
+    while True:
+        info = await st.get_run(run_id)
+        if info is not None and (info.status in TERMINAL or info.status == "waiting"):
+            import json
+
+            output = json.loads(info.output) if info.output else None
+            events = await st.events(run_id) if info.status != "succeeded" else []
+            failed = next((e.step for e in reversed(events) if e.kind == "step_failed"), None)
+            return RunResult(
+                run_id,
+                info.status,
+                output=output,
+                error=info.error,
+                failed_step=failed,
+                waiting_steps=(info.waiting_step,) if info.waiting_step else (),
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+def worker(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="A queue to take runs from (repeatable)."),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-n", min=1, help="Runs in flight at once.")
+    ] = 8,
+    store: StoreOpt = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Project file \\[default: erpoz.yaml]"),
+    ] = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    durability: Annotated[str, typer.Option(help="sync | batch")] = "sync",
+    lease: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            help="Seconds a claim lasts without a heartbeat; a worker that dies is replaced "
+            "after this long (on this host: at once).",
+        ),
+    ] = 30.0,
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="On SIGTERM / Ctrl-C: seconds runs in flight get to finish before they are "
+            "handed back to another worker.",
+        ),
+    ] = 30.0,
+    poll: Annotated[
+        float, typer.Option(min=0.01, help="Seconds an idle worker waits before looking again.")
+    ] = 1.0,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Exit once no run is left to claim.")
+    ] = False,
+    max_claims: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="A run taken this many times without finishing (its steps keep killing "
+            "their workers) is failed instead of taken again.",
+        ),
+    ] = DEFAULT_MAX_CLAIMS,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No line per finished run.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take runs from the queues of a shared store and run them until stopped.
+
+    Start as many as you like, on any machine that reaches the store (PostgreSQL; a SQLite
+    file for workers on one machine). A worker that dies leaves its runs to the others, which
+    go on from the log: recorded steps never run again. SIGTERM or Ctrl-C stops claiming,
+    lets runs in flight finish for --grace seconds, then hands them back.
+
+    [dim]Example:[/] erpoz worker --store postgresql://erpoz@db/erpoz -q default -n 16
+    """
+    if durability not in ("sync", "batch"):
+        fail(f"--durability {durability!r}: sync or batch", EXIT_INVALID)
+    st = open_or_fail(store, durability)
+    st.lease_s = lease  # type: ignore[attr-defined]
+    engine = build_engine(st, config=config, executor=executor, ray_address=ray_address)
+    queues = queue or ["default"]
+    verbose = not quiet and not as_json
+
+    def finished(result: RunResult) -> None:
+        if verbose and not err.is_terminal:
+            err.print(f"run {result.run_id} {result.status}", highlight=False)
+
+    try:
+        w = Worker(
+            engine,
+            queues=queues,
+            concurrency=concurrency,
+            poll_s=poll,
+            burst=burst,
+            max_claims=max_claims,
+            on_result=finished,
+        )
+    except (ValueError, RunError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    if not as_json:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        err.print(
+            f"worker {engine.owner} · store {st.url} · queues {', '.join(queues)} · "
+            f"{concurrency} at a time · executor "
+            f"{'ray' if engine.executor.remote else 'local'}",
+            highlight=False,
+        )
+    try:
+        stats = asyncio.run(_work(w, st, grace, live=verbose and err.is_terminal))
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    except ErpozError as exc:
+        fail(str(exc), EXIT_RUN)
+    finally:
+        engine.executor.shutdown()
+    if as_json:
+        out.print_json(data=stats)
+    else:
+        err.print(_summary(stats), highlight=False)
+    if stats["errors"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+async def _work(w: Worker, st: Store, grace: float, *, live: bool) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    stopping = {"n": 0}
+
+    def on_signal() -> None:
+        stopping["n"] += 1
+        # a second signal: hand back at once
+        w.stop(grace if stopping["n"] == 1 else 0.0)
+        err.print(
+            "stopping: no new runs; "
+            + (f"runs in flight get {grace:g} s" if stopping["n"] == 1 else "handing runs back"),
+            highlight=False,
+        )
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    task = asyncio.ensure_future(w.run())
+    try:
+        if live:
+            with Live(_summary(w.stats.to_json(), w.in_flight), console=err, transient=True) as lv:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=0.5)
+                    lv.update(_summary(w.stats.to_json(), w.in_flight))
+        stats = await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await st.close()
+    return stats.to_json()
+
+
+def _summary(stats: dict[str, Any], in_flight: int | None = None) -> str:
+    parts = [
+        f"{stats['claimed']} claimed",
+        f"{stats['succeeded']} succeeded",
+        f"{stats['failed']} failed",
+        f"{stats['waiting']} waiting",
+    ]
+    for key in ("cancelled", "handed_back", "lost", "abandoned", "errors"):
+        if stats[key]:
+            parts.append(f"{stats[key]} {key.replace('_', ' ')}")
+    if in_flight is not None:
+        parts.append(f"{in_flight} in flight")
+    rate = stats["succeeded"] / stats["seconds"] if stats["seconds"] else 0.0
+    return " · ".join(parts) + f" · {rate:.1f} runs/s · {time.strftime('%H:%M:%S')}"
