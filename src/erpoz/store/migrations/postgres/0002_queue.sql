@@ -11,18 +11,20 @@ CREATE INDEX runs_claimable ON runs (queue, created)
 -- transaction) that inserts them, it locks the runs rows (FOR SHARE: a claim skips them until
 -- the insert commits) and raises EZ001, naming the runs in DETAIL, when another owner holds
 -- one: a worker that stalled past its lease cannot write after its successor took over.
+-- (A loop of indexed lookups: about 20 µs a call, where one set-based query cost 100.)
 CREATE FUNCTION erpoz_fence(ids TEXT[], owners TEXT[]) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
 DECLARE
-    lost TEXT;
+    lost TEXT[] := '{}';
 BEGIN
-    SELECT string_agg(o.run_id, ',') INTO lost
-    FROM unnest(ids, owners) AS o(run_id, owner)
-    LEFT JOIN (SELECT r.run_id, r.owner FROM runs r WHERE r.run_id = ANY(ids) FOR SHARE) h
-        ON h.run_id = o.run_id AND h.owner = o.owner
-    WHERE h.run_id IS NULL;
-    IF lost IS NOT NULL THEN
-        RAISE EXCEPTION 'erpoz: run(s) % held by another owner', lost
-            USING ERRCODE = 'EZ001', DETAIL = lost;
+    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+        PERFORM 1 FROM runs WHERE run_id = ids[i] AND owner = owners[i] FOR SHARE;
+        IF NOT FOUND THEN
+            lost := lost || ids[i];
+        END IF;
+    END LOOP;
+    IF cardinality(lost) > 0 THEN
+        RAISE EXCEPTION 'erpoz: run(s) % held by another owner', array_to_string(lost, ', ')
+            USING ERRCODE = 'EZ001', DETAIL = array_to_string(lost, ',');
     END IF;
     RETURN true;
 END;
