@@ -294,6 +294,8 @@ class PostgresStore:
         self._write: Conn | None = None
         self._read: Conn | None = None
         self._listen: Conn | None = None
+        self._claim: Conn | None = None  # claims do not queue behind commits
+        self._claim_lock = asyncio.Lock()
         self._wake: asyncio.Event | None = None
         self._listener: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
@@ -403,19 +405,25 @@ class PostgresStore:
         loop = asyncio.get_running_loop()
         if loop is self._loop:
             return
-        old = [c for c in (self._write, self._read, self._listen) if c is not None]
-        self._write = self._read = self._listen = None
+        old = [c for c in (self._write, self._read, self._listen, self._claim) if c is not None]
+        self._write = self._read = self._listen = self._claim = None
         self._listener = None
         self._wake = None
         for c in old:
             await c.close()  # closing only ends the socket: safe from another loop
         self._write_lock, self._read_lock = asyncio.Lock(), asyncio.Lock()
+        self._claim_lock = asyncio.Lock()
         self._loop = loop
 
     async def _writer_conn(self) -> Conn:
         if self._write is None or self._write.closed or self._write.broken:
             self._write = await self._connect()
         return self._write
+
+    async def _claimer_conn(self) -> Conn:
+        if self._claim is None or self._claim.closed or self._claim.broken:
+            self._claim = await self._connect()
+        return self._claim
 
     async def _reader_conn(self) -> Conn:
         if self._read is None or self._read.closed or self._read.broken:
@@ -854,9 +862,8 @@ class PostgresStore:
             )
             return await cur.fetchone()
 
-        async with self._write_lock:
-            await self._commit_locked()
-            row = await self._retrying("cannot claim a queued run", self._writer_conn, claim)
+        async with self._claim_lock:
+            row = await self._retrying("cannot claim a queued run", self._claimer_conn, claim)
         if row is None:
             return None
         info, prev_owner = _run_info(row), row[-1]
@@ -1039,10 +1046,10 @@ class PostgresStore:
         try:
             await self._commit()
         finally:
-            for c in (self._write, self._read, self._listen):
+            for c in (self._write, self._read, self._listen, self._claim):
                 if c is not None:
                     await c.close()
-            self._write = self._read = self._listen = None
+            self._write = self._read = self._listen = self._claim = None
 
 
 def _run_info(r: Sequence[Any]) -> RunInfo:
