@@ -300,3 +300,30 @@ def test_the_backfill_runs_when_the_app_starts() -> None:
         assert collector.value("erpoz_review_queue_depth") == 1
         text = client.get("/metrics").text
     assert 'erpoz_runs_total{flow="doomed",status="failed"} 1.0' in text
+
+
+def test_queued_runs_show_as_queue_depth_until_a_worker_takes_them() -> None:
+    from pathlib import Path
+
+    from erpoz.engine import Worker
+    from erpoz.flow._load import load_flow
+
+    chain = load_flow(f"{Path(__file__).parents[1] / 'engine' / 'queue_flows.py'}:chain5")
+
+    async def main() -> tuple[Samples, Samples]:
+        store = MemoryStore()
+        state = ServerState(store=store, engine=engine(store))
+        for i in range(3):
+            await state.engine.submit(chain, {"x": i}, queue="batch" if i else "default")
+        queued = parse((await scrape(state)).text)
+        await Worker(engine(store), queues=["batch", "default"], burst=True, poll_s=0.01).run()
+        return queued, parse((await scrape(state)).text)
+
+    queued, drained = asyncio.run(main())
+    assert value(queued, "erpoz_runs_current", status="queued") == 3
+    assert value(queued, "erpoz_run_queue_depth", queue="batch") == 2
+    assert value(queued, "erpoz_run_queue_depth", queue="default") == 1
+    assert value(queued, "erpoz_run_queue_oldest_age_seconds", queue="batch") > 0
+    assert value(drained, "erpoz_runs_current", status="queued") == 0
+    assert ("erpoz_run_queue_depth", frozenset({("queue", "batch")})) not in drained
+    assert value(drained, "erpoz_runs_total", flow="chain5", status="succeeded") == 3

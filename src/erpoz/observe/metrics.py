@@ -15,8 +15,10 @@ not share counts):
 - ``erpoz_guard_decisions_total{checkpoint,action}``,
   ``erpoz_guard_findings_total{checkpoint,data_class,action}``;
 - ``erpoz_reviews_total{decision}``;
-- gauges read from the store at each scrape: ``erpoz_runs_current{status}`` (running,
-  waiting), ``erpoz_review_queue_depth``, ``erpoz_review_oldest_age_seconds``.
+- gauges read from the store at each scrape: ``erpoz_runs_current{status}`` (queued,
+  running, waiting), ``erpoz_run_queue_depth{queue}`` and
+  ``erpoz_run_queue_oldest_age_seconds{queue}`` (runs submitted for workers, not yet taken),
+  ``erpoz_review_queue_depth``, ``erpoz_review_oldest_age_seconds``.
 
 ``step`` is the step id with map items and loop iterations folded together (``shout[*]``,
 ``revise#*``) so the number of series stays bounded; sub-flow steps keep their path.
@@ -172,8 +174,20 @@ _METRICS = (
     _Metric(
         "erpoz_runs_current",
         "gauge",
-        "Runs in the store now with this status (running, waiting).",
+        "Runs in the store now with this status (queued, running, waiting).",
         ("status",),
+    ),
+    _Metric(
+        "erpoz_run_queue_depth",
+        "gauge",
+        "Runs submitted to a queue that no worker has taken yet.",
+        ("queue",),
+    ),
+    _Metric(
+        "erpoz_run_queue_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest run of a queue that no worker has taken yet (since it was created).",
+        ("queue",),
     ),
     _Metric(
         "erpoz_review_queue_depth",
@@ -219,7 +233,9 @@ class MetricsCollector:
         }
         """Per label values: a count per bucket (not cumulative), then ``+Inf``, then the sum."""
         self.gauges: dict[str, dict[Labels, float]] = {
-            "erpoz_runs_current": {("running",): 0.0, ("waiting",): 0.0},
+            "erpoz_runs_current": {("queued",): 0.0, ("running",): 0.0, ("waiting",): 0.0},
+            "erpoz_run_queue_depth": {},
+            "erpoz_run_queue_oldest_age_seconds": {},
             "erpoz_review_queue_depth": {(): 0.0},
             "erpoz_review_oldest_age_seconds": {(): 0.0},
         }
@@ -325,7 +341,8 @@ class MetricsCollector:
             todo.update(r for r in self._runs if r not in heads)
             for run_id in sorted(todo):
                 await self._read(run_id)
-            await self._gauges(running, waiting)
+            queued = await self.store.list_runs(status="queued", limit=_ALL)
+            await self._gauges(running, waiting, queued)
 
     async def scrape(self) -> bytes:
         """``update()``, then the registry in the Prometheus text format."""
@@ -419,9 +436,24 @@ class MetricsCollector:
             self._inc("erpoz_model_cost_usd", (model,), float(cost))
 
     # --- gauges --------------------------------------------------------------------------
-    async def _gauges(self, running: Sequence[RunInfo], waiting: Sequence[RunInfo]) -> None:
+    async def _gauges(
+        self, running: Sequence[RunInfo], waiting: Sequence[RunInfo], queued: Sequence[RunInfo]
+    ) -> None:
         g = self.gauges
-        g["erpoz_runs_current"] = {("running",): len(running), ("waiting",): len(waiting)}
+        g["erpoz_runs_current"] = {
+            ("queued",): len(queued),
+            ("running",): len(running),
+            ("waiting",): len(waiting),
+        }
+        depth: dict[Labels, float] = {}
+        oldest: dict[Labels, float] = {}
+        now = time.time()
+        for info in queued:
+            key = (info.queue or "-",)
+            depth[key] = depth.get(key, 0.0) + 1
+            oldest[key] = max(oldest.get(key, 0.0), now - info.created)
+        g["erpoz_run_queue_depth"] = depth
+        g["erpoz_run_queue_oldest_age_seconds"] = oldest
         asked: list[float] = []
         known: dict[str, tuple[int, list[float]]] = {}
         for info in waiting:

@@ -198,6 +198,7 @@ export function fmtPct(v) {
 // --- small components ------------------------------------------------------------------------
 
 const STATUS_CLASSES = new Set([
+  "queued",
   "running",
   "waiting",
   "succeeded",

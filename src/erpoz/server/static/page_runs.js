@@ -3,7 +3,7 @@
 import { api, path } from "./api.js";
 import { asList, badge, errorBox, fill, fmtAgo, fmtDuration, fmtTime, h, jsonLine, toMs } from "./dom.js";
 
-const STATUSES = ["running", "waiting", "succeeded", "failed", "cancelled"];
+const STATUSES = ["queued", "running", "waiting", "succeeded", "failed", "cancelled"];
 
 export function runLink(id) {
   return h("a", { href: `#/runs/${encodeURIComponent(id)}`, class: "mono" }, String(id));
