@@ -64,3 +64,30 @@ def test_a_run_submitted_through_the_api_is_run_by_a_worker(
             headers=auth(),
         )  # fmt: skip
         assert sourceless.status_code == 422 and "no source" in sourceless.text
+
+
+def test_approving_a_queued_run_from_the_api_sends_it_back_to_the_workers(
+    make_state: Callable[..., ServerState], auth: Auth, tmp_path: Path
+) -> None:
+    flows = {"reviewed": load_flow(f"{CHAIN}:reviewed").compile()}
+    state = make_state(flows=flows)
+
+    async def work() -> None:
+        store = open_store(tmp_path / "runs.db")
+        await Worker(Engine(store), burst=True, poll_s=0.05).run()
+        await store.close()
+
+    with TestClient(create_app(state)) as client:
+        r = client.post(
+            "/api/runs", json={"flow": "reviewed", "inputs": {"x": 2}, "queue": "default"},
+            headers=auth(),
+        )  # fmt: skip
+        run_id = r.json()["run_id"]
+        asyncio.run(work())
+        assert client.get(f"/api/runs/{run_id}", headers=auth()).json()["status"] == "waiting"
+        decided = client.post(f"/api/reviews/{run_id}/approve", json={}, headers=auth())
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["status"] == "queued"  # the server did not run the flow itself
+        asyncio.run(work())
+        done = wait_status(client, run_id, auth(), ["succeeded"])
+        assert done["output"] == "published 20"
