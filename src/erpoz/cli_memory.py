@@ -29,8 +29,8 @@ MemoryOpt = Annotated[
     typer.Option(
         "--memory",
         "-m",
-        help="Memory database: a SQLite path or 'memory' \\[default: $ERPOZ_MEMORY or "
-        ".erpoz/memory.db]",
+        help="Memory database: a SQLite path, postgresql://… or 'memory' \\[default: "
+        "$ERPOZ_MEMORY or .erpoz/memory.db]",
         show_default=False,
     ),
 ]

@@ -91,8 +91,10 @@ def test_usage_and_store_errors_have_their_exit_codes(tmp_path: Path) -> None:
     empty = runner.invoke(memory_cli, ["search", "anything", "--memory", "e.db"])
     assert empty.exit_code == 1
     assert "holds no documents; add some with `erpoz ingest PATH`" in empty.output
-    pg = runner.invoke(memory_cli, ["search", "x", "--memory", "postgresql://h/db"])
-    assert pg.exit_code == 4 and "not implemented yet" in pg.output
+    unreachable = "postgresql://postgres:s3cret@127.0.0.1:1/db"  # nothing listens on port 1
+    pg = runner.invoke(memory_cli, ["search", "x", "--memory", unreachable])
+    assert pg.exit_code == 4 and "cannot reach PostgreSQL" in pg.output
+    assert "postgres:***@127.0.0.1:1/db" in pg.output and "s3cret" not in pg.output
     bad_mode = runner.invoke(memory_cli, ["search", "x", "--mode", "fuzzy"])
     assert bad_mode.exit_code == 2
     nothing = runner.invoke(memory_cli, ["ingest", str(tmp_path / "missing.md")])

@@ -1,12 +1,12 @@
-"""Reading files, chunking that follows their structure, and ingestion into a real SQLite
-memory: changed files replaced atomically, unchanged ones skipped, bad ones reported."""
+"""Reading files, chunking that follows their structure, and what ingestion reports about bad
+files and images (in a SQLite memory). How a store keeps what is ingested (replaced atomically,
+unchanged files skipped, pruned) is checked for every store by ``memory.vector_contract``."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,15 +14,12 @@ from erpoz.memory import (
     Chunk,
     IngestReport,
     Memory,
-    MemoryStoreError,
     chunk_document,
     open_memory,
 )
-from erpoz.memory import _sqlite as sqlite_store
 from erpoz.memory._loaders import parse_html, parse_markdown, parse_pdf, parse_text
 from erpoz.models import OCRLine, OCRResult
 from memory.helpers import HashEmbed, encrypt_pdf, make_pdf, make_png, words_count, write
-from models.local_fixtures import WordsEmbed
 
 
 @pytest.fixture
@@ -39,10 +36,6 @@ def texts(memory: Memory) -> list[tuple[str, str]]:
             "ORDER BY d.source, c.ord"
         )
     )
-
-
-def fts_rows(memory: Memory) -> int:
-    return int(memory.db.conn.execute("SELECT count(*) FROM mem_fts").fetchone()[0])
 
 
 # --- parsing and chunking -----------------------------------------------------------------------
@@ -153,87 +146,6 @@ def test_pdf_pages_are_kept_and_pages_without_text_noted() -> None:
 
 
 # --- ingestion ----------------------------------------------------------------------------------
-def test_ingest_stores_chunks_with_positions_and_skips_unchanged_files(
-    mem: Memory, tmp_path: Path
-) -> None:
-    docs = tmp_path / "docs"
-    write(docs / "a.md", "# Refunds\n\nRefunds take five business days.\n")
-    write(docs / "b.txt", "Shipping takes two days.\n")
-    write(docs / "notes.json", "{}")
-    write(docs / ".hidden.md", "# secret\n\nnot ingested")
-    report = mem.ingest_sync(docs, root=docs)
-    assert [(f.source, f.status) for f in report.files] == [
-        ("a.md", "ingested"),
-        ("b.txt", "ingested"),
-        ("notes.json", "ignored"),
-    ]
-    assert report.ok and report.chunks == 2 and report.chunks_per_s > 0
-    assert texts(mem) == [
-        ("a.md", "Refunds take five business days."),
-        ("b.txt", "Shipping takes two days."),
-    ]
-    info = mem.store.get_document("a.md")
-    assert info is not None and info.kind == "markdown" and info.metadata["title"] == "Refunds"
-
-    embedder = mem.embedder
-    embedded = len(embedder.texts)
-    again = mem.ingest_sync(docs, root=docs)
-    assert [f.status for f in again.files] == ["unchanged", "unchanged", "ignored"]
-    assert again.chunks == 0 and len(embedder.texts) == embedded  # nothing embedded again
-
-
-def test_a_changed_file_replaces_its_chunks(mem: Memory, tmp_path: Path) -> None:
-    path = write(tmp_path / "policy.md", "# Policy\n\nRefunds take five days.\n")
-    mem.ingest_sync([path], root=tmp_path)
-    write(path, "# Policy\n\nRefunds take ten days.\n\n## New\n\nGift cards are final.\n")
-    report = mem.ingest_sync([path], root=tmp_path)
-    assert [(f.status, f.chunks) for f in report.files] == [("ingested", 2)]
-    assert texts(mem) == [
-        ("policy.md", "Refunds take ten days."),
-        ("policy.md", "Gift cards are final."),
-    ]
-    assert fts_rows(mem) == 2
-    assert not mem.search_sync("five", mode="keyword")
-    assert [h.text for h in mem.search_sync("ten", mode="keyword")] == ["Refunds take ten days."]
-
-
-def test_a_failure_while_writing_a_file_leaves_its_old_chunks_whole(
-    mem: Memory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    old = "# Policy\n\n" + "\n\n".join(f"Old paragraph {i}." for i in range(5)) + "\n"
-    path = write(tmp_path / "policy.md", old)
-    other = write(tmp_path / "other.md", "# Other\n\nOther text.\n")
-    mem.ingest_sync([path], root=tmp_path)
-    before = texts(mem)
-    write(path, "# Policy\n\n" + "\n\n".join(f"New paragraph {i}." for i in range(5)) + "\n")
-
-    real_rows = sqlite_store._chunk_rows
-
-    def two_rows_then_crash(doc: int, chunks: Any, vectors: Any) -> Iterator[tuple[Any, ...]]:
-        rows = real_rows(doc, chunks, vectors)
-        yield next(rows)
-        yield next(rows)
-        raise OSError("disk pulled out mid-file")
-
-    monkeypatch.setattr(sqlite_store, "_chunk_rows", two_rows_then_crash)
-    report = mem.ingest_sync([path, other], root=tmp_path, target_tokens=8, overlap_tokens=0)
-    monkeypatch.undo()
-    assert [(f.source, f.status) for f in report.files] == [
-        ("policy.md", "failed"),
-        ("other.md", "failed"),
-    ]
-    assert report.files[0].reason == "disk pulled out mid-file"
-    assert texts(mem) == before  # the old chunks, all of them; nothing of the new ones
-    assert fts_rows(mem) == len(before)
-    info = mem.store.get_document("policy.md")
-    assert info is not None and info.chunks == len(before)
-    assert mem.store.get_document("other.md") is None
-    # and with the disk back, the same ingestion goes through
-    report = mem.ingest_sync([path, other], root=tmp_path, target_tokens=8, overlap_tokens=0)
-    assert [f.status for f in report.files] == ["ingested", "ingested"]
-    assert all("New" in t for s, t in texts(mem) if s == "policy.md")
-
-
 def test_bad_inputs_each_get_a_clear_reason_and_the_rest_is_ingested(
     mem: Memory, tmp_path: Path
 ) -> None:
@@ -276,25 +188,6 @@ def test_bad_inputs_each_get_a_clear_reason_and_the_rest_is_ingested(
     assert "12 failed" in report.summary()
 
 
-def test_prune_and_forget_remove_documents_of_deleted_files(mem: Memory, tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    keep = write(docs / "keep.md", "# Keep\n\nStays.\n")
-    gone = write(docs / "gone.md", "# Gone\n\nWill be deleted.\n")
-    mem.ingest_sync(docs, root=docs)
-    gone.unlink()
-    report = mem.ingest_sync(docs, root=docs, prune=True)
-    assert [(f.source, f.status) for f in report.files] == [
-        ("keep.md", "unchanged"),
-        ("gone.md", "forgotten"),
-    ]
-    assert [s for s, _ in texts(mem)] == ["keep.md"]
-    assert mem.forget_sync("keep.md") is True
-    assert mem.forget_sync("keep.md") is False
-    assert texts(mem) == [] and fts_rows(mem) == 0
-    assert mem.store.embedding() is None  # an empty memory takes any embedder again
-    assert keep.exists()
-
-
 def test_images_are_read_through_the_ocr_given(tmp_path: Path) -> None:
     png = tmp_path / "notice.png"
     png.write_bytes(make_png())
@@ -333,25 +226,6 @@ def test_images_are_read_through_the_ocr_given(tmp_path: Path) -> None:
     with open_memory("memory", embedder=HashEmbed(), ocr=lambda image: "  ") as memory:
         (result,) = memory.ingest_sync([blank]).files
         assert result.reason == "OCR found no text in the image"
-
-
-def test_an_async_only_embed_model_works_and_another_embedder_is_refused(
-    tmp_path: Path,
-) -> None:
-    path = write(tmp_path / "a.md", "# Cats\n\nCats purr and sleep.\n")
-    db = tmp_path / "m.db"
-    with open_memory(db, embedder=WordsEmbed()) as memory:  # only `async embed`
-        assert memory.ingest_sync([path], root=tmp_path).ok
-        (hit,) = memory.search_sync("cats sleep", k=1, mode="vector")
-        assert hit.source == "a.md" and hit.score > 0.5
-    write(tmp_path / "b.md", "# Dogs\n\nDogs bark.\n")
-    with open_memory(db, embedder=HashEmbed()) as memory:
-        report = memory.ingest_sync([tmp_path / "b.md"], root=tmp_path)
-        (failed,) = report.failed
-        assert "holds 256-d vectors from 'words'" in (failed.reason or "")
-        with pytest.raises(MemoryStoreError, match="embedded with 'words'"):
-            memory.search_sync("dogs", mode="vector")
-        assert memory.search_sync("purr", mode="keyword")[0].source == "a.md"
 
 
 def test_chunks_are_plain_values() -> None:

@@ -1,26 +1,42 @@
 """Conversation memory: the turns of a session, kept durably in the memory database.
 
-The table is append-only: a turn, once written, is never changed. Summarising folds old turns
+The log is append-only: a turn, once written, is never changed. Summarising folds old turns
 into a *summary turn*, appended like any other, that says which turns it covers (up to which
 ``seq``); the window a model sees starts from the latest summary. The turns it covers stay in
-the table (for audit; :meth:`Conversation.turns` lists them all).
+the log (for audit; :meth:`Conversation.turns` lists them all).
+
+:class:`Conversation` works windows and summaries out over any
+:class:`~erpoz.memory.TurnStore`; :class:`SQLiteTurns` is the embedded one (table
+``mem_turns``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..models._types import Message
-from ._db import MemoryDB
 from ._errors import QueryError
 from ._models import estimate_tokens
+from ._protocol import TurnStore
 
-__all__ = ["Conversation", "Summarizer", "Turn"]
+if TYPE_CHECKING:
+    from ._db import MemoryDB
+
+__all__ = [
+    "TURN_COLS",
+    "Conversation",
+    "SQLiteTurns",
+    "Summarizer",
+    "Turn",
+    "metadata_json",
+    "turn_from_row",
+]
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -64,23 +80,94 @@ class Turn:
 Summarizer = Callable[[Sequence[Turn]], str]
 """Folds turns (the previous summary first, when there is one) into the text of a summary."""
 
-_COLS = "session, seq, role, text, kind, tokens, ts, covers, metadata"
+TURN_COLS = "session, seq, role, text, kind, tokens, ts, covers, metadata"
+"""The columns :func:`turn_from_row` reads, in its order (both stores name them alike)."""
 
 
-def _turn(row: Sequence[Any]) -> Turn:
+def turn_from_row(row: Sequence[Any]) -> Turn:
     return Turn(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], json.loads(row[8]))
 
 
+def metadata_json(turn: Turn) -> str:
+    return json.dumps(dict(turn.metadata), ensure_ascii=False, default=str)
+
+
+class SQLiteTurns:
+    """The embedded :class:`~erpoz.memory.TurnStore`: table ``mem_turns`` of a
+    :class:`MemoryDB`."""
+
+    def __init__(self, db: MemoryDB) -> None:
+        self.db = db
+
+    def append(self, turn: Turn) -> Turn:
+        try:
+            with self.db.transaction() as conn:
+                row = conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM mem_turns WHERE session=?",
+                    (turn.session,),
+                ).fetchone()
+                seq = int(row[0]) + 1
+                conn.execute(
+                    f"INSERT INTO mem_turns ({TURN_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        turn.session,
+                        seq,
+                        turn.role,
+                        turn.text,
+                        turn.kind,
+                        turn.tokens,
+                        turn.ts,
+                        turn.covers,
+                        metadata_json(turn),
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise self.db.translate(exc, f"cannot append to session {turn.session!r}") from exc
+        return dataclasses.replace(turn, seq=seq)
+
+    def turns(self, session: str) -> list[Turn]:
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                f"SELECT {TURN_COLS} FROM mem_turns WHERE session=? ORDER BY seq", (session,)
+            ).fetchall()
+        return [turn_from_row(r) for r in rows]
+
+    def active(self, session: str) -> tuple[Turn | None, list[Turn]]:
+        with self.db.lock:
+            row = self.db.conn.execute(
+                f"SELECT {TURN_COLS} FROM mem_turns WHERE session=? AND kind='summary' "
+                "ORDER BY seq DESC LIMIT 1",
+                (session,),
+            ).fetchone()
+            summary = None if row is None else turn_from_row(row)
+            after = summary.covers or 0 if summary is not None else 0
+            rows = self.db.conn.execute(
+                f"SELECT {TURN_COLS} FROM mem_turns WHERE session=? AND kind='turn' AND seq>? "
+                "ORDER BY seq",
+                (session, after),
+            ).fetchall()
+        return summary, [turn_from_row(r) for r in rows]
+
+    def delete(self, session: str) -> int:
+        try:
+            with self.db.transaction() as conn:
+                cur = conn.execute("DELETE FROM mem_turns WHERE session=?", (session,))
+                return int(cur.rowcount)
+        except sqlite3.Error as exc:
+            raise self.db.translate(exc, f"cannot delete session {session!r}") from exc
+
+
 class Conversation:
-    """The turns of one session (blocking; :class:`~erpoz.memory.Memory` has the async
-    handle). ``count_tokens`` sizes turns for windows by tokens."""
+    """The turns of one session in a :class:`~erpoz.memory.TurnStore` (blocking;
+    :class:`~erpoz.memory.Memory` has the async handle). ``count_tokens`` sizes turns for
+    windows by tokens."""
 
     def __init__(
-        self, db: MemoryDB, session: str, count_tokens: Callable[[str], int] | None = None
+        self, store: TurnStore, session: str, count_tokens: Callable[[str], int] | None = None
     ) -> None:
         if not isinstance(session, str) or not session:
             raise QueryError("a conversation needs a session id (a non-empty string)")
-        self.db = db
+        self.store = store
         self.session = session
         self.count = count_tokens or estimate_tokens
 
@@ -88,29 +175,17 @@ class Conversation:
         self,
         role: str,
         text: str,
-        kind: str,
+        kind: Literal["turn", "summary"],
         covers: int | None,
         metadata: Mapping[str, Any] | None,
     ) -> Turn:
         if not isinstance(text, str):
             raise QueryError(f"a turn's text is a str, not {type(text).__name__}")
         tokens = self.count(text) if text else 0
-        meta = json.dumps(dict(metadata or {}), ensure_ascii=False, default=str)
-        now = time.time()
-        try:
-            with self.db.transaction() as conn:
-                row = conn.execute(
-                    "SELECT coalesce(max(seq), 0) FROM mem_turns WHERE session=?",
-                    (self.session,),
-                ).fetchone()
-                seq = int(row[0]) + 1
-                conn.execute(
-                    f"INSERT INTO mem_turns ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (self.session, seq, role, text, kind, tokens, now, covers, meta),
-                )
-        except sqlite3.Error as exc:
-            raise self.db.translate(exc, f"cannot append to session {self.session!r}") from exc
-        return Turn(self.session, seq, role, text, kind, tokens, now, covers, dict(metadata or {}))  # type: ignore[arg-type]
+        turn = Turn(
+            self.session, 0, role, text, kind, tokens, time.time(), covers, dict(metadata or {})
+        )
+        return self.store.append(turn)
 
     def append(self, role: str, text: str, metadata: Mapping[str, Any] | None = None) -> Turn:
         """Add a turn (``role`` is ``user``, ``assistant``, ``system`` or ``tool``)."""
@@ -120,28 +195,7 @@ class Conversation:
 
     def turns(self) -> list[Turn]:
         """Every turn and summary of the session, oldest first."""
-        with self.db.lock:
-            rows = self.db.conn.execute(
-                f"SELECT {_COLS} FROM mem_turns WHERE session=? ORDER BY seq", (self.session,)
-            ).fetchall()
-        return [_turn(r) for r in rows]
-
-    def _active(self) -> tuple[Turn | None, list[Turn]]:
-        """The latest summary, and the turns after what it covers."""
-        with self.db.lock:
-            row = self.db.conn.execute(
-                f"SELECT {_COLS} FROM mem_turns WHERE session=? AND kind='summary' "
-                "ORDER BY seq DESC LIMIT 1",
-                (self.session,),
-            ).fetchone()
-            summary = None if row is None else _turn(row)
-            after = summary.covers or 0 if summary is not None else 0
-            rows = self.db.conn.execute(
-                f"SELECT {_COLS} FROM mem_turns WHERE session=? AND kind='turn' AND seq>? "
-                "ORDER BY seq",
-                (self.session, after),
-            ).fetchall()
-        return summary, [_turn(r) for r in rows]
+        return self.store.turns(self.session)
 
     def window(self, last: int | None = None, max_tokens: int | None = None) -> list[Turn]:
         """What a model should see, oldest first: the latest summary (when there is one and it
@@ -151,7 +205,7 @@ class Conversation:
             raise QueryError(f"last must be ≥ 0 turns, not {last}")
         if max_tokens is not None and max_tokens < 0:
             raise QueryError(f"max_tokens must be ≥ 0, not {max_tokens}")
-        summary, turns = self._active()
+        summary, turns = self.store.active(self.session)
         if last is not None:
             turns = turns[-last:] if last else []
         kept: list[Turn] = []
@@ -172,7 +226,7 @@ class Conversation:
 
     def tokens(self) -> int:
         """Tokens of the active conversation (the latest summary and the turns after it)."""
-        summary, turns = self._active()
+        summary, turns = self.store.active(self.session)
         return (summary.tokens if summary else 0) + sum(t.tokens for t in turns)
 
     def to_fold(self, keep_last: int = 4) -> list[Turn]:
@@ -180,7 +234,7 @@ class Conversation:
         active turns but the last ``keep_last``; empty when there are no such turns."""
         if keep_last < 0:
             raise QueryError(f"keep_last must be ≥ 0, not {keep_last}")
-        summary, turns = self._active()
+        summary, turns = self.store.active(self.session)
         older = turns[: len(turns) - keep_last] if keep_last else turns
         if not older:
             return []
@@ -205,9 +259,4 @@ class Conversation:
 
     def delete(self) -> int:
         """Erase the session's turns (say, on a data-deletion request); how many there were."""
-        try:
-            with self.db.transaction() as conn:
-                cur = conn.execute("DELETE FROM mem_turns WHERE session=?", (self.session,))
-                return int(cur.rowcount)
-        except sqlite3.Error as exc:
-            raise self.db.translate(exc, f"cannot delete session {self.session!r}") from exc
+        return self.store.delete(self.session)

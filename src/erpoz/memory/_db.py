@@ -14,7 +14,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ._conversation import SQLiteTurns
 from ._errors import MemoryStoreError
+from ._sqlite import SQLiteVectorStore
 
 __all__ = ["SCHEMA_VERSION", "MemoryDB"]
 
@@ -73,7 +75,8 @@ _SCHEMA = (
 
 
 class MemoryDB:
-    """A connection to the memory database, its lock and its transactions.
+    """A connection to the memory database, its lock and its transactions: the embedded
+    :class:`~erpoz.memory.MemoryDatabase`.
 
     ``path`` is a file (created with its folder if missing) or ``":memory:"``.
     """
@@ -162,10 +165,11 @@ class MemoryDB:
             row = self.conn.execute("SELECT value FROM mem_meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def data_version(self) -> int:
-        """Changes whenever another connection commits (SQLite's ``PRAGMA data_version``)."""
-        with self.lock:
-            return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+    def vector_store(self) -> SQLiteVectorStore:
+        return SQLiteVectorStore(self)
+
+    def turn_store(self) -> SQLiteTurns:
+        return SQLiteTurns(self)
 
     def close(self) -> None:
         with self.lock:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..errors import ErpozError, StoreError
+from ..store._url import redact
 
-__all__ = ["ContextBudgetError", "IngestError", "MemoryStoreError", "QueryError"]
+__all__ = ["ContextBudgetError", "IngestError", "MemoryStoreError", "QueryError", "redact"]
 
 INSTALL_HINT = "pip install 'erpoz[local]'"
 
@@ -21,8 +22,9 @@ class IngestError(ErpozError):
 
 
 class MemoryStoreError(StoreError):
-    """The memory database cannot be used: locked, corrupt, not implemented (PostgreSQL yet),
-    or it holds vectors of another embedding model than the one given."""
+    """The memory database cannot be used: locked, corrupt, unreachable, or it holds vectors
+    of another embedding model than the one given. ``path`` is the file or the URL (its
+    password hidden)."""
 
 
 class QueryError(ErpozError):

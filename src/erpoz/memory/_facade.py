@@ -1,5 +1,6 @@
 """``Memory``: what a step reaches through ``ctx.memory``: documents to search, conversations
-to keep, and context budgeting, over one memory database.
+to keep, and context budgeting, over one memory database (SQLite, or PostgreSQL to share it
+between processes and machines).
 
 Every method has an async form for steps (the blocking work runs on a worker thread; MiniLM
 runs on its own model thread) and a ``*_sync`` form for scripts and the CLI.
@@ -19,18 +20,18 @@ from typing import Any
 from ._budget import ContextFit, fit_context
 from ._conversation import Conversation, Turn
 from ._db import MemoryDB
-from ._errors import MemoryStoreError
+from ._errors import MemoryStoreError, redact
 from ._ingest import FileResult, Ingestor, IngestReport
 from ._models import default_embedder, embed_texts, estimate_tokens, model_name, token_counter
-from ._protocol import VectorStore
+from ._protocol import MemoryDatabase, TurnStore, VectorStore
 from ._search import check_filters, check_search
-from ._sqlite import SQLiteVectorStore
 from ._types import DocumentInfo, Hit, SearchMode
 
 __all__ = [
     "DEFAULT_MEMORY_PATH",
     "Memory",
     "SessionMemory",
+    "open_database",
     "open_memory",
     "project_memory",
     "resolve_memory_url",
@@ -41,24 +42,43 @@ DEFAULT_MEMORY_PATH = Path(".erpoz") / "memory.db"
 AnySummarizer = Callable[[Sequence[Turn]], str | Awaitable[str]]
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 def resolve_memory_url(url: str | os.PathLike[str] | None) -> str:
-    """The SQLite path (or ``:memory:``) that ``url`` names: a path, ``sqlite:///PATH`` or
-    ``memory``; default ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db``."""
+    """What ``url`` names: a SQLite path (a path, ``sqlite:///PATH``), ``:memory:`` (for
+    ``memory``) or a PostgreSQL URL (``postgresql://…``, as given); default
+    ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db``."""
     raw = os.fspath(url) if url is not None else os.environ.get("ERPOZ_MEMORY", "")
     if raw in ("memory", ":memory:", "memory://"):
         return ":memory:"
-    if raw.startswith(("postgresql://", "postgres://")):
-        raise MemoryStoreError(
-            "a PostgreSQL (pgvector) memory is not implemented yet (it comes with the "
-            "scale-out work); use a SQLite path such as .erpoz/memory.db"
-        )
+    if raw.startswith(POSTGRES_SCHEMES):
+        return raw
     if raw.startswith("sqlite:///"):
         return raw[len("sqlite:///") :]
     if "://" in raw:
         raise MemoryStoreError(
-            f"unknown memory URL {raw!r}: use a file path, sqlite:///PATH or memory"
+            f"unknown memory URL {redact(raw)!r}: use a file path, sqlite:///PATH, "
+            "postgresql://… or memory"
         )
     return raw or str(DEFAULT_MEMORY_PATH)
+
+
+def open_database(url: str | os.PathLike[str] | None = None) -> MemoryDatabase:
+    """The memory database ``url`` names (as :func:`resolve_memory_url` reads it), opened and
+    brought to the current schema."""
+    target = resolve_memory_url(url)
+    if not target.startswith(POSTGRES_SCHEMES):
+        return MemoryDB(target)
+    try:
+        from ._postgres_db import PostgresMemoryDB
+    except ImportError as exc:
+        raise MemoryStoreError(
+            f"a PostgreSQL memory needs psycopg 3 ({exc}): pip install 'erpoz[postgres]' "
+            "(or 'psycopg[binary]>=3.1')",
+            path=redact(target),
+        ) from exc
+    return PostgresMemoryDB(target)
 
 
 class SessionMemory:
@@ -126,17 +146,18 @@ class SessionMemory:
 
 
 class Memory:
-    """Documents, conversations and context budgeting over one memory database.
+    """Documents, conversations and context budgeting over one memory database (a
+    :class:`MemoryDB` or a PostgreSQL one: see :func:`open_memory`).
 
     ``embedder`` embeds documents and queries (default: the local MiniLM, loaded on first
     use); ``ocr`` reads images (default: the local RapidOCR); ``count_tokens`` counts the
     tokens of conversation turns and budgets (default: erpoz's estimate). ``store`` replaces
-    the SQLite vector store (a PostgreSQL one, later).
+    the database's own vector store.
     """
 
     def __init__(
         self,
-        db: MemoryDB,
+        db: MemoryDatabase,
         *,
         embedder: Any = None,
         ocr: Any = None,
@@ -145,7 +166,8 @@ class Memory:
     ) -> None:
         self.db = db
         self.path = db.path
-        self.store: VectorStore = store if store is not None else SQLiteVectorStore(db)
+        self.store: VectorStore = store if store is not None else db.vector_store()
+        self.turns: TurnStore = db.turn_store()
         self._embedder = embedder
         self.ocr = ocr
         self.count_tokens = count_tokens or estimate_tokens
@@ -249,7 +271,7 @@ class Memory:
     ) -> SessionMemory:
         """The conversation of ``session`` (created by its first turn)."""
         return SessionMemory(
-            Conversation(self.db, session, self.count_tokens),
+            Conversation(self.turns, session, self.count_tokens),
             summarizer=summarizer,
             summarize_after=summarize_after,
             keep_last=keep_last,
@@ -281,8 +303,7 @@ class Memory:
     # --- life -------------------------------------------------------------------------------
     def close(self) -> None:
         self.store.close()
-        if not isinstance(self.store, SQLiteVectorStore):
-            self.db.close()
+        self.db.close()
 
     def __enter__(self) -> Memory:
         return self
@@ -315,10 +336,11 @@ def open_memory(
     count_tokens: Callable[[str], int] | None = None,
 ) -> Memory:
     """Open (creating if missing) the memory database ``path_or_url``: a SQLite path,
-    ``sqlite:///PATH`` or ``memory`` (nothing kept); default ``$ERPOZ_MEMORY``, else
-    ``.erpoz/memory.db``. ``postgresql://`` is not implemented yet."""
+    ``sqlite:///PATH``, ``memory`` (nothing kept) or ``postgresql://…`` (shared by every
+    process that opens it; needs ``erpoz[postgres]``); default ``$ERPOZ_MEMORY``, else
+    ``.erpoz/memory.db``."""
     return Memory(
-        MemoryDB(resolve_memory_url(path_or_url)),
+        open_database(path_or_url),
         embedder=embedder,
         ocr=ocr,
         count_tokens=count_tokens,
@@ -331,10 +353,11 @@ _project_lock = threading.Lock()
 
 def project_memory() -> Memory:
     """The project's memory (``$ERPOZ_MEMORY``, else ``.erpoz/memory.db`` under the current
-    directory) with the default models, opened once per process and per path: what a step's
+    directory) with the default models, opened once per process and per path or URL: what a step's
     ``ctx.memory`` is when the engine was given no :class:`Memory` service."""
     path = resolve_memory_url(None)
-    key = path if path == ":memory:" else os.path.abspath(path)
+    same = path == ":memory:" or path.startswith(POSTGRES_SCHEMES)
+    key = path if same else os.path.abspath(path)
     with _project_lock:
         memory = _project.get(key)
         if memory is None:

@@ -1,5 +1,7 @@
-"""The narrow protocol a vector store implements: the embedded SQLite one today, PostgreSQL
-with pgvector later. Vectors are unit-length float32 rows; the store never embeds anything."""
+"""The narrow protocols of memory's storage: a vector store (documents' chunks and their
+vectors), a turn store (conversations) and the database that holds both. SQLite (embedded) and
+PostgreSQL (shared) implement them; vectors are unit-length float32 rows, and no store ever
+embeds anything."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["VectorStore"]
+    from ._conversation import Turn
+
+__all__ = ["MemoryDatabase", "TurnStore", "VectorStore"]
 
 
 @runtime_checkable
@@ -66,3 +70,42 @@ class VectorStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TurnStore(Protocol):
+    """The turns of every session, append-only. Windows and summaries are worked out above it
+    (:class:`~erpoz.memory.Conversation`), so every store gives them alike."""
+
+    def append(self, turn: Turn) -> Turn:
+        """Store ``turn`` as its session's next one; it comes back with its ``seq``
+        (1, 2, … per session, never two alike, even with writers in several processes)."""
+        ...
+
+    def turns(self, session: str) -> list[Turn]:
+        """Every turn and summary of the session, oldest first."""
+        ...
+
+    def active(self, session: str) -> tuple[Turn | None, list[Turn]]:
+        """The session's latest summary, and the turns (not summaries) after those it covers,
+        oldest first, read at one moment."""
+        ...
+
+    def delete(self, session: str) -> int:
+        """Erase the session's turns; how many there were."""
+        ...
+
+
+class MemoryDatabase(Protocol):
+    """The one database a :class:`~erpoz.memory.Memory` keeps documents and conversations in.
+    ``path`` says where, in messages (a PostgreSQL URL without its password)."""
+
+    path: str
+
+    def vector_store(self) -> VectorStore: ...
+
+    def turn_store(self) -> TurnStore: ...
+
+    def close(self) -> None:
+        """Release the connections; closing twice is harmless."""
+        ...

@@ -1,89 +1,31 @@
 """The embedded vector store: chunks in SQLite, vectors as float32 blobs searched exactly with
-numpy, words with FTS5 (BM25).
+numpy (:class:`~erpoz.memory._exact.ExactSearch`), words with FTS5 (BM25).
 
-The vectors are read once into one in-memory matrix (with the chunk ids, documents and pages
-that filters need) and read again only after the chunks changed, in this process or another
-(a version number in ``mem_meta`` moves with every write). A search is then one matrix-vector
-product; the rows of the ``k`` best are fetched from SQLite.
+The version that tells a search its matrix is stale is ``chunks_version`` in ``mem_meta``,
+moved by every write in the same transaction.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._db import MemoryDB
-from ._errors import MemoryStoreError, QueryError
+from ._errors import MemoryStoreError
+from ._exact import DOC_COLS, Doc, ExactSearch, HitRow, Matrix, document_info
 from ._models import numpy
-from ._search import check_filters, check_search, fts_all, fts_any, matches, query_terms, rrf
-from ._search import mmr as mmr_select
-from ._types import Chunk, DocumentInfo, Hit, SearchMode
+from ._search import fts_all, fts_any
+from ._types import Chunk, DocumentInfo
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from ._db import MemoryDB
+
 __all__ = ["SQLiteVectorStore"]
-
-KEYWORD_BUDGET = 10_000
-"""About how many matching chunks a keyword search ranks with BM25 (ranking costs 0.5-1.5 µs
-a match). In a large store the query's commonest words are left out of the match while the
-rarer ones already match this many chunks; if even the rarest matches more, all words must
-match. A small store (≤ this many chunks) always ranks every chunk with any query word."""
-
-_DOC_COLS = "source, sha256, kind, chunks, bytes, ingested_at, fingerprint, metadata"
-_CITE_UNSAFE = re.compile(r"[\[\]\r\n]")
-_MISSING = object()
-
-
-@dataclass(frozen=True, slots=True)
-class _Doc:
-    source: str
-    kind: str
-    metadata: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Matrix:
-    """Everything a vector search and a filter need, in memory: row ``i`` is chunk ``ids[i]``."""
-
-    version: str
-    ids: npt.NDArray[np.int64]
-    vectors: npt.NDArray[np.float32]
-    doc: npt.NDArray[np.int32]
-    page: npt.NDArray[np.int32]  # -1: no page
-    headings: list[str]
-    docs: list[_Doc]
-
-    def rows_of(self, ids: Sequence[int]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-        """The rows of chunk ``ids``, and which of them the matrix has (a chunk written after
-        it was read has no row: its entry in the first array is then meaningless)."""
-        np = numpy()
-        wanted = np.asarray(ids, dtype=np.int64)
-        if not len(self.ids):
-            return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
-        rows = np.minimum(np.searchsorted(self.ids, wanted), len(self.ids) - 1)
-        return rows, self.ids[rows] == wanted
-
-
-def _info(row: Sequence[Any]) -> DocumentInfo:
-    return DocumentInfo(
-        source=row[0],
-        sha256=row[1],
-        kind=row[2],
-        chunks=int(row[3]),
-        bytes=int(row[4]),
-        ingested_at=float(row[5]),
-        fingerprint=row[6],
-        metadata=json.loads(row[7]),
-    )
 
 
 def _chunk_rows(
@@ -104,18 +46,14 @@ def _chunk_rows(
         )
 
 
-class SQLiteVectorStore:
+class SQLiteVectorStore(ExactSearch):
     """A :class:`~erpoz.memory.VectorStore` in a :class:`MemoryDB` (its own SQLite file,
     ``.erpoz/memory.db`` by default)."""
 
     def __init__(self, db: MemoryDB) -> None:
+        super().__init__()
         self.db = db
-        self._matrix: _Matrix | None = None
-        self._matrix_lock = threading.Lock()
-        self._df: dict[str, int] = {}  # how many chunks have each word, at _df_version
-        self._df_version = ""
-        self._chunk_count = 0
-        self._executor: ThreadPoolExecutor | None = None  # hybrid: keyword beside vector
+        self.where = db.path
 
     # --- writing ----------------------------------------------------------------------------
     def replace_document(
@@ -222,50 +160,43 @@ class SQLiteVectorStore:
     def get_document(self, source: str) -> DocumentInfo | None:
         with self.db.lock:
             row = self.db.conn.execute(
-                f"SELECT {_DOC_COLS} FROM mem_documents WHERE source=?", (source,)
+                f"SELECT {DOC_COLS} FROM mem_documents WHERE source=?", (source,)
             ).fetchone()
-        return None if row is None else _info(row)
+        return None if row is None else document_info(row)
 
     def documents(self) -> list[DocumentInfo]:
         with self.db.lock:
             rows = self.db.conn.execute(
-                f"SELECT {_DOC_COLS} FROM mem_documents ORDER BY source"
+                f"SELECT {DOC_COLS} FROM mem_documents ORDER BY source"
             ).fetchall()
-        return [_info(r) for r in rows]
+        return [document_info(r) for r in rows]
 
     def embedding(self) -> tuple[str, int] | None:
         name, dim = self.db.meta("embedder"), self.db.meta("dim")
         return None if name is None or dim is None else (name, int(dim))
 
+    # --- the database's part of a search ----------------------------------------------------
+    def version(self) -> str:
+        return self.db.meta("chunks_version") or "0"
+
     def count(self) -> int:
-        """How many chunks the store holds."""
         with self.db.lock:
             return int(self.db.conn.execute("SELECT count(*) FROM mem_chunks").fetchone()[0])
 
-    def matrix(self) -> _Matrix:
-        """The in-memory matrix, read again when the chunks changed since it was read."""
-        version = self.db.meta("chunks_version") or "0"
-        with self._matrix_lock:
-            current = self._matrix
-            if current is not None and current.version == version:
-                return current
-            self._matrix = current = self._load(version)
-            return current
-
-    def _load(self, version: str) -> _Matrix:
+    def _load(self) -> Matrix:
         np = numpy()
         with self.db.lock:
             conn = self.db.conn
             docs_rows = conn.execute("SELECT id, source, kind, metadata FROM mem_documents")
             index: dict[int, int] = {}
-            docs: list[_Doc] = []
+            docs: list[Doc] = []
             for doc_id, source, kind, meta in docs_rows:
                 index[doc_id] = len(docs)
-                docs.append(_Doc(source, kind, json.loads(meta)))
+                docs.append(Doc(source, kind, json.loads(meta)))
             rows = conn.execute(
                 "SELECT id, doc, page, heading, vector FROM mem_chunks ORDER BY id"
             ).fetchall()
-            version = self.db.meta("chunks_version") or "0"  # as read under the lock
+            version = self.version()  # as read under the lock
         dim = int(self.db.meta("dim") or 0)
         n = len(rows)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
@@ -277,245 +208,46 @@ class SQLiteVectorStore:
             vectors = vectors.reshape(n, dim)
         else:
             vectors = np.empty((0, dim), dtype=np.float32)
-        return _Matrix(version, ids, vectors, doc, page, headings, docs)
+        return Matrix(version, ids, vectors, doc, page, headings, docs)
 
-    # --- searching --------------------------------------------------------------------------
-    def search(
-        self,
-        query: str,
-        vector: npt.NDArray[np.float32] | None,
-        *,
-        k: int = 10,
-        mode: SearchMode = "hybrid",
-        filters: Mapping[str, Any] | None = None,
-        mmr: float | None = None,
-    ) -> list[Hit]:
-        check_search(query, k, mode, mmr)
-        wanted = check_filters(filters)
-        if mode != "keyword" and vector is None:
-            raise QueryError(f"a {mode} search needs the query's vector")
-        pool = max(4 * k, 40) if (mmr is not None or mode == "hybrid") else k
-        needs_matrix = mode != "keyword" or bool(wanted) or mmr is not None
-        m = self.matrix() if needs_matrix else None
-        mask = self._mask(m, wanted) if m is not None and wanted else None
+    def _any(self, terms: Sequence[str]) -> str:
+        return fts_any(terms)
 
-        vec_scores: dict[int, float] = {}
-        kw_scores: dict[int, float] = {}
-        if mode == "hybrid":  # the full-text query runs in SQLite while numpy multiplies
-            assert m is not None and vector is not None
-            keyword = self._pool().submit(self._keyword, query, pool, m, mask)
-            vec_scores = self._vector(m, vector, pool, mask)
-            kw_scores = keyword.result()
-        elif mode == "vector":
-            assert m is not None and vector is not None
-            vec_scores = self._vector(m, vector, pool, mask)
-        else:
-            kw_scores = self._keyword(query, pool, m, mask)
-        if mode == "vector":
-            ranked = list(vec_scores.items())
-        elif mode == "keyword":
-            ranked = list(kw_scores.items())
-        else:
-            ranked = rrf([list(vec_scores), list(kw_scores)])
-        if not ranked:
-            return []
-        if mmr is not None and len(ranked) > 1:
-            assert m is not None
-            np = numpy()
-            at, known = m.rows_of([cid for cid, _ in ranked])
-            ranked = [r for r, ok in zip(ranked, known.tolist(), strict=True) if ok]
-            rel = np.asarray([s for _, s in ranked], dtype=np.float32)
-            picked = mmr_select(rel, m.vectors[at[known]], k, float(mmr))
-            ranked = [ranked[i] for i in picked]
-        ranked = ranked[:k]
-        return self._hits(ranked, mode, vec_scores, kw_scores)
+    def _all(self, terms: Sequence[str]) -> str:
+        return fts_all(terms)
 
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._matrix_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, "erpoz-memory-fts")
-            return self._executor
-
-    def _vector(
-        self,
-        m: _Matrix,
-        vector: npt.NDArray[np.float32],
-        pool: int,
-        mask: npt.NDArray[np.bool_] | None,
-    ) -> dict[int, float]:
-        np = numpy()
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if len(m.ids) == 0:
-            return {}
-        if q.shape[0] != m.vectors.shape[1]:
-            raise MemoryStoreError(
-                f"the query vector has {q.shape[0]} dimensions, the stored vectors "
-                f"{m.vectors.shape[1]}; embed the query with the embedder the documents were "
-                "embedded with",
-                path=self.db.path,
-            )
-        scores = m.vectors @ q
-        if mask is not None:
-            scores = np.where(mask, scores, -np.inf)
-        top = min(pool, len(scores))
-        idx = np.argpartition(-scores, top - 1)[:top] if top < len(scores) else np.arange(top)
-        idx = idx[np.argsort(-scores[idx], kind="stable")]
-        return {int(m.ids[i]): float(scores[i]) for i in idx if np.isfinite(scores[i])}
-
-    def _keyword(
-        self,
-        query: str,
-        pool: int,
-        m: _Matrix | None,
-        mask: npt.NDArray[np.bool_] | None,
-    ) -> dict[int, float]:
-        terms = query_terms(query)
-        if not terms:
-            return {}
+    def _doc_freq(self, terms: Sequence[str]) -> dict[str, int]:
+        sql = "SELECT count(*) FROM mem_fts WHERE mem_fts MATCH ?"
         try:
-            exprs = self._keyword_plan(terms)
-            limit: int | None = pool if mask is None else max(10 * pool, 200)
-            found: dict[int, float] = {}
-            for expr in exprs:  # the next plan only when one finds nothing
-                found = self._rank(expr, pool, limit, m, mask)
-                if found:
-                    break
-            return found
+            with self.db.lock:
+                return {t: int(self.db.conn.execute(sql, (f'"{t}"',)).fetchone()[0]) for t in terms}
         except sqlite3.Error as exc:
             raise self.db.translate(exc, "keyword search failed") from exc
 
-    def _rank(
-        self,
-        expr: str,
-        pool: int,
-        limit: int | None,
-        m: _Matrix | None,
-        mask: npt.NDArray[np.bool_] | None,
-    ) -> dict[int, float]:
-        """The best ``pool`` chunks matching ``expr`` by BM25 (negated: higher is better)."""
+    def _match(self, expr: str, limit: int | None) -> list[tuple[int, float]]:
+        """By BM25, negated (FTS5's rank is lower for better matches)."""
         sql = "SELECT rowid, rank FROM mem_fts WHERE mem_fts MATCH ? ORDER BY rank"
-        while True:
+        try:
             with self.db.lock:
                 if limit is None:
                     rows = self.db.conn.execute(sql, (expr,)).fetchall()
                 else:
                     rows = self.db.conn.execute(sql + " LIMIT ?", (expr, limit)).fetchall()
-            if mask is None or m is None:
-                return {int(r[0]): -float(r[1]) for r in rows}
-            ids = [int(r[0]) for r in rows]
-            at, known = m.rows_of(ids)
-            keep: Sequence[bool] = (known & mask[at]).tolist()
-            found = {cid: -float(r[1]) for cid, r, ok in zip(ids, rows, keep, strict=True) if ok}
-            if len(found) >= pool or limit is None or len(rows) < limit:
-                return dict(list(found.items())[:pool])
-            limit = None  # the filter kept too few: rank every match
+        except sqlite3.Error as exc:
+            raise self.db.translate(exc, "keyword search failed") from exc
+        return [(int(r[0]), -float(r[1])) for r in rows]
 
-    def _keyword_plan(self, terms: Sequence[str]) -> list[str]:
-        """The FTS5 expressions to try, in order (see :data:`KEYWORD_BUDGET`)."""
-        version = self.db.meta("chunks_version") or "0"
-        if self._df_version != version:
-            self._df_version, self._df = version, {}
-            self._chunk_count = self.count()
-        if self._chunk_count <= KEYWORD_BUDGET:
-            return [fts_any(terms)]
-        df = self._df
-        with self.db.lock:
-            for term in terms:
-                if term not in df:
-                    row = self.db.conn.execute(
-                        "SELECT count(*) FROM mem_fts WHERE mem_fts MATCH ?", (f'"{term}"',)
-                    ).fetchone()
-                    df[term] = int(row[0])
-        present = sorted((t for t in terms if df[t] > 0), key=lambda t: df[t])
-        if not present:
-            return []
-        kept: list[str] = []
-        total = 0
-        for term in present:
-            if kept and total + df[term] > KEYWORD_BUDGET:
-                break
-            kept.append(term)
-            total += df[term]
-        if total <= KEYWORD_BUDGET:
-            return [fts_any(kept)]
-        return [fts_all(present), fts_any(present[:1])]
-
-    def _mask(self, m: _Matrix, filters: Mapping[str, Any]) -> npt.NDArray[np.bool_]:
-        np = numpy()
-        doc_ok = np.ones(len(m.docs), dtype=bool)
-        chunk_ok = np.ones(len(m.ids), dtype=bool)
-        for key, want in filters.items():
-            if key == "source":
-                doc_ok &= np.fromiter(
-                    (matches(d.source, want, glob=True) for d in m.docs), bool, len(m.docs)
-                )
-            elif key == "kind":
-                doc_ok &= np.fromiter((matches(d.kind, want) for d in m.docs), bool, len(m.docs))
-            elif key == "page":
-                pages = list(want) if isinstance(want, list | tuple | set) else [want]
-                chunk_ok &= np.isin(m.page, [p for p in pages if isinstance(p, int)])
-            elif key == "heading":
-                chunk_ok &= np.fromiter(
-                    (matches(h, want, glob=True) for h in m.headings), bool, len(m.headings)
-                )
-            else:
-                doc_ok &= np.fromiter(
-                    (matches(d.metadata.get(key, _MISSING), want) for d in m.docs),
-                    bool,
-                    len(m.docs),
-                )
-        return doc_ok[m.doc] & chunk_ok  # type: ignore[no-any-return]
-
-    def _hits(
-        self,
-        ranked: Sequence[tuple[int, float]],
-        mode: SearchMode,
-        vec: Mapping[int, float],
-        kw: Mapping[int, float],
-    ) -> list[Hit]:
-        ids = [cid for cid, _ in ranked]
+    def _rows(self, ids: Sequence[int]) -> dict[int, HitRow]:
         marks = ",".join("?" * len(ids))
         with self.db.lock:
             rows = self.db.conn.execute(
                 "SELECT c.id, c.ord, c.heading, c.text, c.page, c.start, c.stop, d.source, "
                 f"d.kind, d.metadata FROM mem_chunks c JOIN mem_documents d ON d.id = c.doc "
                 f"WHERE c.id IN ({marks})",
-                ids,
+                list(ids),
             ).fetchall()
-        by_id = {r[0]: r for r in rows}
-        hits = []
-        for cid, score in ranked:
-            r = by_id.get(cid)
-            if r is None:  # deleted between ranking and fetching
-                continue
-            parts: dict[str, float] = {}
-            if cid in vec:
-                parts["vector"] = vec[cid]
-            if cid in kw:
-                parts["keyword"] = kw[cid]
-            if mode == "hybrid":
-                parts["rrf"] = score
-            source = r[7]
-            metadata = {"kind": r[8], **json.loads(r[9])}
-            hits.append(
-                Hit(
-                    id=_CITE_UNSAFE.sub("_", f"{source}#{r[1]}"),
-                    text=r[3],
-                    source=source,
-                    heading=tuple(json.loads(r[2])),
-                    page=r[4],
-                    start=r[5],
-                    end=r[6],
-                    score=score,
-                    mode=mode,
-                    chunk=r[1],
-                    scores=parts,
-                    metadata=metadata,
-                )
-            )
-        return hits
+        return {r[0]: tuple(r[1:]) for r in rows}
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        self._stop_pool()
         self.db.close()

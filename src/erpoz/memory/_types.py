@@ -88,9 +88,10 @@ class DocumentInfo:
 class Hit:
     """One search result: the chunk's text, where it comes from, and how well it matched.
 
-    ``score`` is the ranking score of the search mode (cosine similarity for ``vector``,
-    the negated BM25 for ``keyword`` (higher is better), the reciprocal-rank-fusion score for
-    ``hybrid``); ``scores`` has the parts (``vector``, ``keyword``, ``rrf``) that were computed.
+    ``score`` is the ranking score of the search mode (cosine similarity for ``vector``; for
+    ``keyword`` the store's own, higher is better: the negated BM25 in SQLite, ``ts_rank`` in
+    PostgreSQL; the reciprocal-rank-fusion score for ``hybrid``); ``scores`` has the parts
+    (``vector``, ``keyword``, ``rrf``) that were computed.
     ``id`` (``source#n``) cites it: it has no brackets or line breaks.
     """
 

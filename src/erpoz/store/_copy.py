@@ -501,7 +501,7 @@ class _PostgresSide:
     async def open(cls, url: str, *, readonly: bool, snapshot: bool) -> _PostgresSide:
         import psycopg
 
-        from ._postgres import redact
+        from ._url import redact
 
         shown = redact(url)
         try:

@@ -35,7 +35,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -54,6 +53,7 @@ from ._model import (
 )
 from ._owner import HOST, owner_is_dead
 from ._protocol import Claim
+from ._url import redact
 
 T = TypeVar("T")
 
@@ -149,18 +149,6 @@ def migrations() -> list[tuple[int, str]]:
         if name.endswith(".sql") and name[:4].isdigit():
             out.append((int(name[:4]), entry.read_text()))
     return sorted(out)
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (it is shown in messages and ``store.url``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class _PostgresWriter:
