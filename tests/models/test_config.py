@@ -495,3 +495,22 @@ def test_a_typo_in_a_builtin_providers_params_is_a_config_error_with_its_line(
     with pytest.raises(ConfigError, match="unknown params modle") as err:
         load_hub(path)
     assert err.value.file == str(path) and err.value.line == 2
+
+
+def test_the_executor_setting_chooses_where_steps_run(tmp_path: Path) -> None:
+    from erpoz._project import project_executor
+    from erpoz.engine import RayExecutor
+
+    assert parse_config("executor: ray\n").executor == "ray"
+    with pytest.raises(ConfigError, match=r"erpoz.yaml:2: executor.kind: input should be"):
+        parse_config("models: {}\nexecutor: {kind: spark}\n")
+    with pytest.raises(ConfigError, match="unknown key 'cpus' in executor"):
+        parse_config("executor: {kind: ray, cpus: 2}\n")
+    project = tmp_path / "erpoz.yaml"
+    project.write_text("executor: {kind: ray, address: 'ray://head:10001', num_cpus: 4}\n")
+    chosen = project_executor(project)
+    assert isinstance(chosen, RayExecutor)
+    assert (chosen.address, chosen.num_cpus) == ("ray://head:10001", 4)  # not started yet
+    assert project_executor(project, kind="local") is None  # the command line wins
+    with pytest.raises(ConfigError, match="--ray-address needs --executor ray"):
+        project_executor(project, kind="local", address="ray://other:1")
