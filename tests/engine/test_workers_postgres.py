@@ -20,11 +20,9 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
@@ -32,52 +30,26 @@ from erpoz import Engine, open_store
 from erpoz.audit import verify
 from erpoz.errors import StoreError
 from erpoz.flow._load import load_flow
+from pgtest import REQUIRED, throwaway_schema
 from store.contract import assert_valid_chain, new_run
 
-URL = os.environ.get("ERPOZ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRED = os.environ.get("ERPOZ_TEST_POSTGRES", "").lower() == "required"
 if REQUIRED:
     import psycopg
 else:
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (erpoz[postgres])")
 
-from erpoz.store._postgres import PostgresStore  # noqa: E402
+from erpoz.store._postgres import PostgresStore
 
 ERPOZ = Path(sys.executable).parent / "erpoz"
 FLOWS = Path(__file__).resolve().parent / "queue_flows.py"
 pytestmark = pytest.mark.slow
 
 
-def _why_not() -> str | None:
-    try:
-        with psycopg.connect(URL, connect_timeout=3) as db:
-            db.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0] or type(exc).__name__
-    return None
-
-
 @pytest.fixture
 def pg() -> Iterator[str]:
     """The URL of a throw-away schema."""
-    why = _why_not()
-    if why is not None:
-        msg = f"PostgreSQL at {URL} is unreachable ({why})"
-        if REQUIRED:
-            pytest.fail(f"{msg}, and ERPOZ_TEST_POSTGRES=required", pytrace=False)
-        pytest.skip(msg)
-    name = f"erpoz_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(URL, autocommit=True) as db:
-        db.execute(f'CREATE SCHEMA "{name}"')
-    sep = "&" if "?" in URL else "?"
-    yield f"{URL}{sep}options={quote(f'-csearch_path={name}')}"
-    for _ in range(50):  # a restarted server may still be coming up
-        try:
-            with psycopg.connect(URL, autocommit=True) as db:
-                db.execute(f'DROP SCHEMA "{name}" CASCADE')
-            break
-        except psycopg.OperationalError:
-            time.sleep(0.2)
+    with throwaway_schema() as schema:
+        yield schema.url
 
 
 def sql(url: str, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -13,13 +13,11 @@ the test. When the server cannot be reached they skip, naming the URL — or fai
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
@@ -35,42 +33,7 @@ from erpoz.store._copy import (
     migrate,
 )
 from erpoz.store._owner import new_owner
-
-URL = os.environ.get("ERPOZ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRED = os.environ.get("ERPOZ_TEST_POSTGRES", "").lower() == "required"
-
-
-def _postgres_missing() -> str | None:
-    """None when the server answers, else why not."""
-    try:
-        import psycopg
-    except ImportError as exc:
-        if REQUIRED:
-            raise
-        return f"psycopg is not installed ({exc})"
-    try:
-        with psycopg.connect(URL, connect_timeout=3) as db:
-            db.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return None
-
-
-_WHY_NOT = _postgres_missing()
-
-
-def need_postgres() -> None:
-    if _WHY_NOT is None:
-        return
-    msg = f"PostgreSQL at {URL} is unreachable ({_WHY_NOT})"
-    if REQUIRED:
-        pytest.fail(f"{msg}, and ERPOZ_TEST_POSTGRES=required", pytrace=False)
-    pytest.skip(f"{msg}; set ERPOZ_TEST_POSTGRES_URL, or ERPOZ_TEST_POSTGRES=required to fail")
-
-
-def with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+from pgtest import URL, need_postgres, with_search_path
 
 
 @dataclass

@@ -8,81 +8,33 @@ URL — or fail, when ``ERPOZ_TEST_POSTGRES=required`` (what a CI run that wants
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
 from erpoz import StoreError, open_store
 from erpoz.store import Store
+from pgtest import REQUIRED, URL, Schema, need_postgres, throwaway_schema
 from store.contract import OTHER, OWNER, QueueContract, StoreContract, assert_valid_chain, new_run
-
-URL = os.environ.get("ERPOZ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRED = os.environ.get("ERPOZ_TEST_POSTGRES", "").lower() == "required"
 
 if REQUIRED:
     import psycopg  # without it, a run that requires PostgreSQL fails here
 else:
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (erpoz[postgres])")
 
-from erpoz.store._postgres import PostgresStore, migrations  # noqa: E402
-
-
-def _reachable() -> str | None:
-    """None when the server answers, else why not."""
-    try:
-        with psycopg.connect(URL, connect_timeout=3) as db:
-            db.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return None
-
-
-_WHY_NOT = _reachable()
+from erpoz.store._postgres import PostgresStore, migrations
 
 
 @pytest.fixture(autouse=True)
 def _need_postgres() -> None:
-    if _WHY_NOT is None:
-        return
-    msg = f"PostgreSQL at {URL} is unreachable ({_WHY_NOT})"
-    if REQUIRED:
-        pytest.fail(f"{msg}, and ERPOZ_TEST_POSTGRES=required", pytrace=False)
-    pytest.skip(f"{msg}; set ERPOZ_TEST_POSTGRES_URL, or ERPOZ_TEST_POSTGRES=required to fail")
-
-
-@dataclass
-class Schema:
-    name: str
-    url: str
-
-    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement in this schema on a fresh connection (autocommit)."""
-        with psycopg.connect(self.url, autocommit=True) as db:
-            cur = db.execute(query, args)
-            return cur.fetchall() if cur.description else []
-
-
-def _with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+    need_postgres()
 
 
 @pytest.fixture
 def schema() -> Iterator[Schema]:
-    """A throw-away schema, dropped after the test."""
-    name = f"erpoz_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(URL, autocommit=True) as db:
-        db.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield Schema(name, _with_search_path(URL, name))
-    finally:
-        with psycopg.connect(URL, autocommit=True) as db:
-            db.execute(f'DROP SCHEMA "{name}" CASCADE')
+    with throwaway_schema() as s:
+        yield s
 
 
 class TestPostgres(StoreContract, QueueContract):
