@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
 from ..store import RunWriter
-from ._remote import check_kind
+from ._remote import StepIdentity, check_kind
 
 if TYPE_CHECKING:
     from ..guards._checkpoints import Governed
@@ -25,7 +24,7 @@ T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
 
 
-class StepContext:
+class StepContext(StepIdentity):
     """Run id, step id, attempt, a logger, event emission and the services of later parts."""
 
     __slots__ = (
@@ -77,12 +76,6 @@ class StepContext:
             )
         return self._log
 
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across retries and resumes of this step in this run: the outside world can
-        deduplicate a side effect that erpoz had to repeat."""
-        return hashlib.sha256(f"{self.run_id}/{self.step_id}".encode()).hexdigest()[:32]
-
     def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
         check_kind(kind)
         if threading.get_ident() == self._thread:
@@ -91,16 +84,6 @@ class StepContext:
             self._loop.call_soon_threadsafe(
                 self._writer.append, kind, self.step_id, self.attempt, data
             )
-
-    @property
-    def tenant(self) -> str:
-        """The run's ``tenant`` tag (``"-"`` when it has none): policy rules may name it."""
-        return self.tags.get("tenant", "-")
-
-    @property
-    def user(self) -> str:
-        """The run's ``user`` tag (``"-"`` when it has none)."""
-        return self.tags.get("user", "-")
 
     @property
     def journal(self) -> CallJournal:

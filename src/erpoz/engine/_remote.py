@@ -29,7 +29,33 @@ def check_kind(kind: str) -> None:
         raise RunError(f"event kind {kind!r} must be letters, digits, '_' or '.'")
 
 
-class RemoteContext:
+class StepIdentity:
+    """Who a step execution is, for both kinds of context: its idempotency key and the tags
+    that policy rules match (``run_id``, ``step_id`` and ``tags`` come from the subclass)."""
+
+    __slots__ = ()
+    run_id: str
+    step_id: str
+    tags: Mapping[str, str]
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and resumes of this step in this run, wherever it runs: the
+        outside world can deduplicate a side effect that erpoz had to repeat."""
+        return hashlib.sha256(f"{self.run_id}/{self.step_id}".encode()).hexdigest()[:32]
+
+    @property
+    def tenant(self) -> str:
+        """The run's ``tenant`` tag (``"-"`` when it has none): policy rules may name it."""
+        return self.tags.get("tenant", "-")
+
+    @property
+    def user(self) -> str:
+        """The run's ``user`` tag (``"-"`` when it has none)."""
+        return self.tags.get("user", "-")
+
+
+class RemoteContext(StepIdentity):
     """What a step running on a remote executor sees of its run (pickled to the worker)."""
 
     __slots__ = ("attempt", "emitted", "flow", "run_id", "step_id", "tags")
@@ -41,7 +67,7 @@ class RemoteContext:
         self.step_id = step_id
         self.attempt = attempt
         self.flow = flow
-        self.tags = dict(tags)
+        self.tags: Mapping[str, str] = dict(tags)
         self.emitted: list[tuple[str, dict[str, Any] | None]] = []
 
     def __getstate__(self) -> dict[str, Any]:
@@ -56,19 +82,6 @@ class RemoteContext:
         return logging.LoggerAdapter(
             _log, {"run_id": self.run_id, "step_id": self.step_id, "attempt": self.attempt}
         )
-
-    @property
-    def idempotency_key(self) -> str:
-        """The same key the step has in process: stable across retries and resumes."""
-        return hashlib.sha256(f"{self.run_id}/{self.step_id}".encode()).hexdigest()[:32]
-
-    @property
-    def tenant(self) -> str:
-        return self.tags.get("tenant", "-")
-
-    @property
-    def user(self) -> str:
-        return self.tags.get("user", "-")
 
     def emit(self, kind: str, data: dict[str, Any] | None = None) -> None:
         """Record an event of the step's own; it reaches the log when the step returns."""

@@ -119,6 +119,13 @@ RecordedHead = tuple[str, float, int, str, str]
 """``(run_id, created, head_seq, head_hash, status)`` as the runs row holds them."""
 
 
+RUN_ROW_COLUMNS = (
+    "run_id, flow, source, fingerprint, status, created, updated, parent_run_id, replay_from, "
+    "inputs, head_seq, head_hash, owner, lease_until, tenant, queue"
+)
+"""The columns a new run's row is inserted with (:meth:`NewRun.row`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """What the engine knows when it starts a run."""
@@ -136,6 +143,36 @@ class NewRun:
     def tenant(self) -> str:
         """The run's tenant: its ``tenant`` tag, ``"-"`` without one."""
         return self.tags.get("tenant", "-")
+
+    def row(
+        self,
+        status: str,
+        now: float,
+        *,
+        owner: str | None = None,
+        lease_until: float | None = None,
+        queue: str | None = None,
+        head: tuple[int, str] = (0, GENESIS),
+    ) -> tuple[Any, ...]:
+        """The run's new ``runs`` row, in the order of :data:`RUN_ROW_COLUMNS`."""
+        return (
+            self.run_id,
+            self.flow,
+            self.source,
+            self.fingerprint,
+            status,
+            now,
+            now,
+            self.parent_run_id,
+            self.replay_from,
+            self.inputs,
+            head[0],
+            head[1],
+            owner,
+            lease_until,
+            self.tenant,
+            queue,
+        )
 
     def started_data(self) -> dict[str, Any]:
         """The data of this run's ``run_started`` event (the same in every store)."""

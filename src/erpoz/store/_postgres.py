@@ -44,6 +44,7 @@ from ._buffer import buffer_event
 from ._model import (
     GENESIS,
     RUN_QUEUED,
+    RUN_ROW_COLUMNS,
     RUN_STARTED,
     ChainRow,
     Event,
@@ -130,6 +131,7 @@ _CLAIMED_COLS = (
     "r.queue, r.claims"
 )
 """``_RUN_COLS`` for ``UPDATE … RETURNING`` (no lateral join there)."""
+_INSERT_RUN = f"INSERT INTO runs ({RUN_ROW_COLUMNS}) VALUES ({','.join(['%s'] * 16)})"
 
 _MIGRATION_KEY = "hashtext('erpoz.migrate.' || coalesce(current_schema(), ''))"
 _MIGRATION_LOCK = f"SELECT pg_advisory_lock({_MIGRATION_KEY})"
@@ -524,26 +526,13 @@ class PostgresStore:
         *,
         per_run: bool,
     ) -> dict[str, str]:
-        if not per_run:
-            # one round trip for BEGIN … COMMIT: the statements are sent without waiting, and
-            # an error surfaces when the pipeline syncs at the commit (nothing is written then)
-            async with conn.pipeline():
-                return await self._write_tx(conn, rows, blobs, dirty, releasing, per_run=False)
-        return await self._write_tx(conn, rows, blobs, dirty, releasing, per_run=True)
-
-    async def _write_tx(
-        self,
-        conn: Conn,
-        rows: list[tuple[Any, ...]],
-        blobs: dict[str, str],
-        dirty: dict[str, _Snapshot],
-        releasing: list[tuple[str, str]],
-        *,
-        per_run: bool,
-    ) -> dict[str, str]:
         refused: dict[str, str] = {}
         now = time.time()
-        async with conn.transaction(), conn.cursor() as cur:
+        # Not run by run: one round trip for BEGIN … COMMIT (statements are sent without
+        # waiting; an error surfaces when the pipeline syncs at the commit, and then nothing
+        # is written). Run by run, each run's savepoint must answer before the next.
+        pipeline = conn.pipeline() if not per_run else contextlib.nullcontext()
+        async with pipeline, conn.transaction(), conn.cursor() as cur:
             if blobs:
                 await cur.executemany(
                     "INSERT INTO blobs (sha256, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -674,25 +663,8 @@ class PostgresStore:
             tries += 1
             try:
                 await conn.execute(
-                    "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, "
-                    "updated, parent_run_id, replay_from, inputs, head_seq, head_hash, owner, "
-                    "lease_until, tenant) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s,%s,%s,%s)",
-                    (
-                        run.run_id,
-                        run.flow,
-                        run.source,
-                        run.fingerprint,
-                        "running",
-                        now,
-                        now,
-                        run.parent_run_id,
-                        run.replay_from,
-                        run.inputs,
-                        GENESIS,
-                        owner,
-                        now + self.lease_s,
-                        run.tenant,
-                    ),
+                    _INSERT_RUN,
+                    run.row("running", now, owner=owner, lease_until=now + self.lease_s),
                 )
             except psycopg.errors.UniqueViolation as exc:
                 # after a reconnect the first try may have gone through: then it is ours
@@ -787,24 +759,7 @@ class PostgresStore:
                             list(blobs.items()),
                         )
                     await cur.execute(
-                        "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, "
-                        "updated, parent_run_id, replay_from, inputs, head_seq, head_hash, "
-                        "tenant, queue) VALUES (%s,%s,%s,%s,'queued',%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (
-                            run.run_id,
-                            run.flow,
-                            run.source,
-                            run.fingerprint,
-                            now,
-                            now,
-                            run.parent_run_id,
-                            run.replay_from,
-                            run.inputs,
-                            w.seq,
-                            w.head,
-                            run.tenant,
-                            queue,
-                        ),
+                        _INSERT_RUN, run.row("queued", now, queue=queue, head=(w.seq, w.head))
                     )
                     await _insert_events(conn, rows, None)
                     await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, queue))

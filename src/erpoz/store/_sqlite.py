@@ -23,6 +23,7 @@ from ._buffer import buffer_event
 from ._model import (
     GENESIS,
     RUN_QUEUED,
+    RUN_ROW_COLUMNS,
     RUN_STARTED,
     ChainRow,
     Event,
@@ -54,6 +55,7 @@ _RUN_COLS = (
     "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested, tenant, queue, claims"
 )
 """The runs row is refreshed on status changes; the head always comes from the log itself."""
+_INSERT_RUN = f"INSERT INTO runs ({RUN_ROW_COLUMNS}) VALUES ({','.join('?' * 16)})"
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -387,25 +389,7 @@ class SQLiteStore:
         try:
             self._commit()
             self._db.execute(
-                "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, updated, "
-                "parent_run_id, replay_from, inputs, head_seq, head_hash, owner, lease_until, "
-                "tenant) VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?,?)",
-                (
-                    run.run_id,
-                    run.flow,
-                    run.source,
-                    run.fingerprint,
-                    "running",
-                    now,
-                    now,
-                    run.parent_run_id,
-                    run.replay_from,
-                    run.inputs,
-                    GENESIS,
-                    owner,
-                    now + self.lease_s,
-                    run.tenant,
-                ),
+                _INSERT_RUN, run.row("running", now, owner=owner, lease_until=now + self.lease_s)
             )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
@@ -468,26 +452,7 @@ class SQLiteStore:
         now = time.time()
         try:
             self._commit()
-            self._db.execute(
-                "INSERT INTO runs (run_id, flow, source, fingerprint, status, created, updated, "
-                "parent_run_id, replay_from, inputs, head_seq, head_hash, tenant, queue) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
-                (
-                    run.run_id,
-                    run.flow,
-                    run.source,
-                    run.fingerprint,
-                    "queued",
-                    now,
-                    now,
-                    run.parent_run_id,
-                    run.replay_from,
-                    run.inputs,
-                    GENESIS,
-                    run.tenant,
-                    queue,
-                ),
-            )
+            self._db.execute(_INSERT_RUN, run.row("queued", now, queue=queue))
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
         except sqlite3.Error as exc:
