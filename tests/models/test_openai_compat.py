@@ -2,8 +2,12 @@
 what comes back, retries and errors, and the whole path from a flow step to the run's log."""
 
 import asyncio
+import contextlib
 import gc
+import gzip
 import json
+import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -377,7 +381,7 @@ def test_an_unreachable_server_is_a_retryable_error() -> None:
     err = failure(model)
     assert err.retryable
     assert "could not reach" in str(err)
-    assert isinstance(err.__cause__, httpx.ConnectError)
+    assert isinstance(err.__cause__, ConnectionRefusedError)  # the socket's error, kept
 
 
 # --- garbage ------------------------------------------------------------------------------------
@@ -626,3 +630,224 @@ def test_a_stopped_stub_answers_nothing_even_on_kept_alive_connections() -> None
         err = run(main(server, model))
     assert err.retryable
     assert "could not reach" in str(err)
+
+
+# --- the provider's own HTTP/1.1 client, against a raw socket server ---------------------------
+COMPLETION = json.dumps(
+    {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {}}
+).encode()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 (asyncio, in a thread) that answers each request with the next
+    scripted bytes; ``close`` after an answer closes that connection. It records each request's
+    head and counts connections."""
+
+    def __init__(self, *answers: bytes | tuple[bytes, str]) -> None:
+        self.answers = list(answers)
+        self.heads: list[bytes] = []
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+        server.close()
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                length = re.search(rb"content-length: *(\d+)", head, re.I)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                answer = self.answers.pop(0)
+                action = ""
+                if isinstance(answer, tuple):
+                    answer, action = answer
+                if action == "stall":
+                    writer.write(answer)
+                    await asyncio.sleep(5)
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if action == "close":
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def __enter__(self) -> "RawServer":
+        self.thread.start()
+        self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def raw_model(server: RawServer, **params: Any) -> OpenAICompatChat:
+    base = {"base_url": server.base_url, "timeout": 2.0, "max_retries": 0, "api_key": ""}
+    return OpenAICompatChat(ModelSpec("raw", "openai", params={**base, **params}))
+
+
+def _chunked(body: bytes, pieces: int = 3) -> bytes:
+    size = -(-len(body) // pieces)
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in parts)
+    return chunks + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s"
+        % (len(COMPLETION), COMPLETION),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(COMPLETION),
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(gzip.compress(COMPLETION)), gzip.compress(COMPLETION)),
+        (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + COMPLETION, "close"),
+    ],
+    ids=["content-length", "interim-100", "chunked", "gzip", "until-close"],
+)
+def test_every_framing_of_an_answer_is_read(answer: bytes | tuple[bytes, str]) -> None:
+    with RawServer(answer, answer) as server:
+        model = raw_model(server)
+        assert run(generate(model, ask())).text == "ok"
+        assert run(generate(model, ask())).text == "ok"
+    head = server.heads[0].decode()
+    assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{server.port}\r\n" in head
+    assert "Content-Type: application/json\r\n" in head
+
+
+def test_a_kept_alive_connection_is_reused_and_one_the_server_closed_is_not() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION)
+    with RawServer(ok, ok, ok, (ok, "close"), ok, ok) as server:
+        model = raw_model(server)  # max_retries=0: a stale connection must not fail a call
+
+        async def calls() -> list[str]:
+            texts = []
+            for _ in range(6):
+                texts.append((await model.generate(ask())).text)
+                await asyncio.sleep(0.05)  # the server's close reaches the client meanwhile
+            await model.aclose()
+            return texts
+
+        assert run(calls()) == ["ok"] * 6
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP/1.x response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{", "before the answer was complete"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "a bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "response head over"),
+    ],
+)
+def test_a_broken_answer_is_a_retryable_error_that_says_what_broke(
+    answer: bytes, said: str
+) -> None:
+    with RawServer((answer, "close")) as server:
+        err = failure(raw_model(server))
+    assert err.retryable
+    assert said in str(err)
+    assert isinstance(err.__cause__, ConnectionError)
+
+
+def test_a_stream_that_stalls_times_out() -> None:
+    first = b'data: {"choices": [{"delta": {"content": "he"}}]}\n\n'
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with RawServer((head + b"%x\r\n%s\r\n" % (len(first), first), "stall")) as server:
+        model = raw_model(server, timeout=0.2)
+        with pytest.raises(ModelError, match="timed out while streaming") as info:
+            run(collect(model, ask()))
+    assert info.value.retryable
+
+
+def test_a_proxy_named_by_the_environment_is_used_and_no_proxy_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION)
+    with RawServer(ok) as proxy, RawServer(ok) as direct:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("NO_PROXY", "localhost")
+        remote = OpenAICompatChat(
+            ModelSpec("p", "openai", params={"base_url": "http://api.example.test/v1"})
+        )
+        assert run(generate(remote, ask())).text == "ok"
+        assert proxy.heads[0].startswith(b"POST http://api.example.test/v1/chat/completions")
+        model = OpenAICompatChat(
+            ModelSpec("d", "openai", params={"base_url": f"http://localhost:{direct.port}/v1"})
+        )
+        assert run(generate(model, ask())).text == "ok"
+        assert direct.heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1")
+
+
+def test_the_lean_stub_answers_chat_streams_embeddings_and_models() -> None:
+    from erpoz.models._stub_server import serve_lean
+
+    loop = asyncio.new_event_loop()
+    started: list[str] = []
+    ready = threading.Event()
+
+    def serve() -> None:
+        task = loop.create_task(serve_lean(started=lambda url: (started.append(url), ready.set())))
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(5)
+    url = started[0]
+    try:
+        params = {"base_url": url, "max_retries": 0, "api_key": ""}
+        chat = OpenAICompatChat(ModelSpec("c", "openai", params=params))
+        emb = OpenAICompatEmbed(ModelSpec("e", "openai", kind="embed", params=params))
+
+        async def main() -> tuple[Any, list[Any], Any]:
+            try:
+                one = await chat.generate(ask("hello lean"))
+                chunks = [c async for c in chat.stream(ask("hello lean"))]
+                return one, chunks, await emb.embed(["a", "b"])
+            finally:
+                await chat.aclose()
+                await emb.aclose()
+
+        one, chunks, vectors = run(main())
+        assert one.text == "echo: hello lean"
+        assert one.usage.input_tokens == 2
+        assert "".join(c.text for c in chunks[:-1]) == "echo: hello lean"
+        assert chunks[-1].result.text == "echo: hello lean"
+        assert len(vectors.vectors) == 2 and len(vectors.vectors[0]) == 8
+        with httpx.Client(base_url=url) as client:
+            assert client.get("/models").json()["data"][0]["id"] == "stub-model"
+            assert client.post("/completions", json={}).status_code == 404
+    finally:
+        for task in asyncio.all_tasks(loop):
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join(5)
+        loop.close()
