@@ -3,54 +3,60 @@ under load, over real sockets on loopback.
 
 Three kinds of processes:
 
-* the **upstream**: the OpenAI stub server (``erpoz.models._stub_server``), answering every
-  chat completion with an echo; run by this module with a listen backlog of 1024 instead of
-  ``socketserver``'s 5, which resets connections when a loaded gateway opens many at once;
+* the **upstream**: the OpenAI stub server (``erpoz.models._stub_server``) answering every chat
+  completion with an echo; by default in its ``--lean`` mode (one asyncio loop, uvloop when
+  installed, no recording), so that the upstream is not what saturates first;
+  ``--threaded-upstream`` uses the thread-per-connection server the tests use;
 * the **server under test**, run by uvicorn in its own process (one per configuration, started
-  and stopped here; ``asyncio`` + ``h11``, what ``pip install 'erpoz[server]'`` gives, or
-  ``uvloop`` + ``httptools`` with ``--fast``):
+  and stopped here), with the event loop and HTTP parser ``erpoz serve`` gets: uvloop +
+  httptools when installed (the ``server`` extra), else asyncio + h11 (``--stack asyncio``
+  forces the latter):
 
-  - ``proxy``: no erpoz at all, a do-nothing FastAPI route that posts the body on to the
-    upstream with httpx and returns the answer: the floor of "one more HTTP hop in Python";
-  - ``memory``: the erpoz app (``create_app``), each request recorded as a run in the
-    in-memory store;
-  - ``batch``: the same on a SQLite store with ``durability="batch"``;
-  - ``sync``: the same on a SQLite store with ``durability="sync"`` (``erpoz serve``'s
-    default);
+  - ``floor``: no erpoz run: a plain ASGI app that parses the body, calls the model through
+    erpoz's ``openai`` provider (``OpenAICompatChat.generate``) and answers: one more HTTP hop in
+    Python with the same HTTP client, the floor of any gateway written in Python;
+  - ``proxy``: a do-nothing FastAPI route forwarding the body with httpx (the floor measured
+    before the provider had its own HTTP client);
+  - ``memory``: the erpoz app (``create_app``), each request a run in the in-memory store;
+  - ``batch``: the same on a SQLite store with ``durability="batch"`` (group commit);
+  - ``sync``: the same on a SQLite store with ``durability="sync"`` (``erpoz serve``'s default);
+  - ``sync-routed``: ``sync`` with the gateway's plain ASGI route taken off, so that the
+    request goes through FastAPI's routing and middleware: what the hot route saves;
   - ``sync+guards``: ``sync`` with PII and injection guards at ``model_input``;
-  - ``sync-bare``: ``sync`` with the app's middleware (the request-body limit, a Starlette
-    ``BaseHTTPMiddleware``) taken off: what that middleware costs;
 
 * **load generators** (``--clients`` processes, default 1): open loop, each sends its share of
-  the rate at fixed intervals (without waiting for answers, so a slow server cannot slow the
-  load down) through one ``httpx.AsyncClient`` with keep-alive. Past 256 requests in flight a
-  generator stops sending and counts the requests it did not send as ``shed`` (an overloaded
-  server would otherwise make the queue, and the run, grow without bound).
+  the rate at fixed intervals, without waiting for answers (a slow server cannot slow the load
+  down), over kept-alive connections of a minimal HTTP/1.1 client on asyncio (uvloop when
+  installed): httpx cost ~0.6 ms of CPU per request, enough to make the generator the
+  bottleneck from ~400 requests/s on 2 cores. Past 256 requests in flight a generator stops
+  sending and counts the requests it did not send as ``shed``.
 
-For each configuration and each rate of ``--rate`` (e.g. ``100,200,500``), ``--rounds`` rounds
+For each configuration and each rate of ``--rate`` (e.g. ``200,300,500``), ``--rounds`` rounds
 alternate a **direct** phase (the same body posted straight to the upstream) and a **gateway**
 phase (posted to the server under test), ``--seconds`` each; every phase starts with 0.3 s of
-unmeasured warm-up. Latency is measured per request from just before ``client.post`` until the
-body is read; ``added`` is the gateway's p50 / p99 minus the direct p50 / p99 (the extra hop,
-including the gateway's own call to the upstream). ``achieved`` is answered requests over the
-phase's wall time; ``server CPU/req`` the server's CPU time (user + system, from ``/proc``) per
-gateway request.
+unmeasured warm-up. Latency is measured per request from just before it is written until its
+whole answer is read; ``added`` is the gateway's p50 / p99 minus the direct p50 / p99 (the extra
+hop, including the gateway's own call to the upstream). ``achieved`` is answered requests over
+the phase's wall time; ``CPU/req`` is the server's CPU time (user + system, from ``/proc``) per
+gateway request, and the upstream's in brackets; ``late p99`` how late the generator sent
+(a generator that falls behind measures less load than it claims).
 
-Before that, ``client capacity`` is what the load generators and the upstream manage together,
-closed loop, 32 requests in flight per generator, for 2 s; and the **CPU breakdown** measures in
-one process, without sockets (a ``FunctionModel`` answers), the CPU time per request of
-``engine.run`` of the gateway's flow and of the whole app, with and without its middleware, on
-each kind of store.
+Before that, the **CPU breakdown** measures in one process, without sockets (a ``FunctionModel``
+answers), the CPU time per request of ``engine.run`` of the gateway's flow and of the whole
+app (its plain ASGI route, and FastAPI's route), on each kind of store.
 
-Options: ``--rate`` (default 500), ``--seconds`` (3), ``--rounds`` (3), ``--clients`` (1),
-``--configs`` (comma-separated, default all), ``--fast``, ``--no-breakdown``, ``--json PATH``.
-A missed target (p50 added ≤ 1 ms at ≥ 500 requests/s) does not change the exit status.
+Options: ``--rate`` (default 200,300,500), ``--seconds`` (3), ``--rounds`` (2), ``--clients``
+(1), ``--configs`` (comma-separated, default all), ``--stack auto|asyncio``,
+``--threaded-upstream``, ``--no-breakdown``, ``--json PATH``. A missed target (p50 added ≤ 1 ms
+at ≥ 500 requests/s) does not change the exit status. The load average is printed before and
+after: the machine has 2 cores, shared with whatever else runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -61,22 +67,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-import httpx
-from fastapi import Request
+from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
 from fastapi.responses import Response
 
-CONFIGS = ("proxy", "memory", "batch", "sync", "sync+guards", "sync-bare")
+CONFIGS = ("floor", "proxy", "memory", "batch", "sync", "sync-routed", "sync+guards")
 TARGET_ADDED_P50_MS = 1.0
 TARGET_RATE = 500
 SYSTEM = "You answer in one short sentence."
 PROMPT = "What is the capital of France?"
+T = TypeVar("T")
 
 
 def body_for(model: str) -> bytes:
@@ -92,16 +98,19 @@ def body_for(model: str) -> bytes:
     ).encode()
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 # --- the server under test (a child process) --------------------------------------------------
-def build_app(config: str, upstream: str, workdir: str) -> Any:
-    if config == "proxy":
-        return proxy_app(upstream)
-    from erpoz import Engine, open_store
-    from erpoz.guards import Check, Guardrails, InjectionDetector, PIIDetector
+def _hub(upstream: str) -> Any:
     from erpoz.models import ModelHub, ModelSpec
     from erpoz.models.openai_compat import create
-    from erpoz.policy import parse_policy
-    from erpoz.server import ServerState, create_app
 
     spec = ModelSpec(
         "gpt-mini",
@@ -113,10 +122,25 @@ def build_app(config: str, upstream: str, workdir: str) -> Any:
     )
     hub = ModelHub()
     hub.add(create(spec), spec)
+    return hub
+
+
+def build_app(config: str, upstream: str, workdir: str) -> Any:
+    if config == "proxy":
+        return proxy_app(upstream)
+    if config == "floor":
+        return floor_app(upstream)
+    from erpoz import Engine, open_store
+    from erpoz.guards import Check, Guardrails, InjectionDetector, PIIDetector
+    from erpoz.models import ModelHub
+    from erpoz.policy import parse_policy
+    from erpoz.server import ServerState, create_app
+
+    hub = _hub(upstream)
     if config == "memory":
         store = open_store("memory")
     else:
-        durability = "batch" if config == "batch" else "sync"  # sync, sync+guards, sync-bare
+        durability = "batch" if config == "batch" else "sync"
         store = open_store(Path(workdir) / f"{config}.db", durability=durability)
     rails = Guardrails()
     if config.endswith("+guards"):
@@ -134,14 +158,63 @@ def build_app(config: str, upstream: str, workdir: str) -> Any:
         )
     engine = Engine(store, services={ModelHub: hub, Guardrails: rails})
     app = create_app(ServerState(store=store, engine=engine))
-    if config.endswith("-bare"):  # what the app costs without its middleware (body limit)
-        app.user_middleware = []
-        app.middleware_stack = None
+    if config.endswith("-routed"):  # through FastAPI's routing and middleware
+        app.hot_routes = {}
+    return app
+
+
+def floor_app(upstream: str) -> Any:
+    """No erpoz run: parse the request, call the provider, answer (a plain ASGI app)."""
+    from erpoz.models import ChatRequest, Message
+
+    model = _hub(upstream).get("gpt-mini")
+    headers = [(b"content-type", b"application/json")]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        if scope["method"] == "GET":
+            body = b'{"object": "list", "data": []}'
+        else:
+            data = json.loads(b"".join(chunks))
+            messages = tuple(Message(m["role"], m["content"]) for m in data["messages"])
+            result = await model.generate(ChatRequest(messages, max_tokens=data.get("max_tokens")))
+            body = json.dumps(
+                {
+                    "object": "chat.completion",
+                    "model": data["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": result.text},
+                            "finish_reason": result.finish_reason,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": result.usage.input_tokens,
+                        "completion_tokens": result.usage.output_tokens,
+                    },
+                }
+            ).encode()
+        length = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers + length})
+        await send({"type": "http.response.body", "body": body})
+
     return app
 
 
 def proxy_app(upstream: str) -> Any:
-    """The floor: FastAPI + uvicorn + httpx, forwarding the body as it is."""
+    """FastAPI + httpx, forwarding the body as it is."""
+    import httpx
     from fastapi import FastAPI
 
     app = FastAPI()
@@ -166,19 +239,37 @@ def proxy_app(upstream: str) -> Any:
     return app
 
 
-def serve(config: str, upstream: str, port: int, workdir: str, fast: bool) -> None:
+def serve(config: str, upstream: str, port: int, workdir: str, stack: str) -> None:
     import uvicorn
 
-    app = build_app(config, upstream, workdir)
     uvicorn.run(
-        app,
+        build_app(config, upstream, workdir),
         host="127.0.0.1",
         port=port,
         log_level="warning",
         access_log=False,
-        loop="uvloop" if fast else "asyncio",
-        http="httptools" if fast else "h11",
+        loop="asyncio" if stack == "asyncio" else "auto",
+        http="h11" if stack == "asyncio" else "auto",
     )
+
+
+def uvicorn_stack(stack: str) -> str:
+    """What uvicorn runs on with ``loop``/``http`` ``auto``: uvloop and httptools if installed."""
+    if stack == "asyncio":
+        return "asyncio + h11"
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    try:
+        import httptools  # noqa: F401
+
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    return f"{loop} + {http}"
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -188,89 +279,72 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_upstream() -> None:
-    """The stub server with a listen backlog of 1024 (``socketserver``'s default of 5 resets
-    connections when a loaded gateway opens many at once), until interrupted."""
-    import threading
-
-    from erpoz.models._stub_server import OpenAIStubServer, _HTTPServer
-
-    _HTTPServer.request_queue_size = 1024
-    server = OpenAIStubServer().start()
-    print(server.base_url, flush=True)
+@contextmanager
+def child(argv: list[str], what: str) -> Iterator[subprocess.Popen[str]]:
+    """A child process, interrupted (then killed) on the way out."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        yield proc
     finally:
-        server.stop()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @contextmanager
-def upstream_server() -> Iterator[str]:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.gateway_bench", "--serve-upstream"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        url = child.stdout.readline().strip()
+def upstream_server(threaded: bool = False) -> Iterator[tuple[str, int]]:
+    """The stub server in a child process: (base URL, pid)."""
+    argv = [sys.executable, "-m", "erpoz.models._stub_server", *([] if threaded else ["--lean"])]
+    with child(argv, "upstream") as proc:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
         if not url.startswith("http://"):
             raise RuntimeError(f"the stub server did not start (said {url!r})")
-        yield url
-    finally:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        yield url, proc.pid
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[str], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            host, _, port = url.removeprefix("http://").partition(":")
+            with socket.create_connection((host, int(port.split("/")[0])), timeout=1):
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start in 30 s")
+        time.sleep(0.1)
 
 
 @contextmanager
 def server_under_test(
-    config: str, upstream: str, workdir: str, fast: bool
+    config: str, upstream: str, workdir: str, stack: str
 ) -> Iterator[tuple[str, int]]:
     port = free_port()
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.gateway_bench",
-            "--serve",
-            config,
-            "--upstream",
-            upstream,
-            "--port",
-            str(port),
-            "--workdir",
-            workdir,
-            *(["--fast"] if fast else []),
-        ]
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.gateway_bench",
+        "--serve",
+        config,
+        "--upstream",
+        upstream,
+        "--port",
+        str(port),
+        "--workdir",
+        workdir,
+        "--stack",
+        stack,
+    ]
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"server {config!r} exited with {child.returncode}")
-            try:
-                if httpx.get(base + "/v1/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server {config!r} did not start in 30 s")
-            time.sleep(0.1)
-        yield base, child.pid
-    finally:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    with child(argv, config) as proc:
+        wait_until_up(base, proc, f"server {config!r}")
+        time.sleep(0.3)  # the app's startup (lifespan) runs after the socket listens
+        yield base, proc.pid
 
 
 def cpu_seconds(pid: int) -> float:
@@ -278,6 +352,96 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# --- a minimal HTTP/1.1 client for the load ---------------------------------------------------
+class _Conn(asyncio.Protocol):
+    """One kept-alive connection of a load generator: one request at a time, answers framed by
+    Content-Length (what the servers measured here send)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.need = -1
+        self.status = 0
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if self.need < 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).lower()
+            self.status = int(head[9:12])
+            at = head.find(b"content-length:")
+            if at < 0:
+                self._fail(ConnectionError("an answer without Content-Length"))
+                return
+            line_end = head.find(b"\r\n", at)
+            length = int(head[at + 15 : line_end if line_end >= 0 else len(head)])
+            self.need = end + 4 + length
+        if len(buf) >= self.need:
+            del buf[: self.need]
+            self.need = -1
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(ConnectionError("the server closed the connection"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+
+class LoadClient:
+    """POSTs one body to one URL over a pool of kept-alive connections."""
+
+    def __init__(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        rest = url.removeprefix("http://")
+        hostport, _, path = rest.partition("/")
+        self.host, _, port = hostport.partition(":")
+        self.port = int(port or 80)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.request = (
+            f"POST /{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"
+            f"{extra}Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self.idle: list[_Conn] = []
+
+    async def post(self) -> int:
+        """One request; its HTTP status."""
+        loop = asyncio.get_running_loop()
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed:
+                break
+        else:
+            _, conn = await loop.create_connection(_Conn, self.host, self.port)
+        conn.waiter = loop.create_future()
+        assert conn.transport is not None
+        conn.transport.write(self.request)
+        try:
+            status = await conn.waiter
+        except BaseException:
+            if conn.transport is not None:
+                conn.transport.close()
+            raise
+        self.idle.append(conn)
+        return status
+
+    def close(self) -> None:
+        for conn in self.idle:
+            if conn.transport is not None:
+                conn.transport.close()
+        self.idle = []
 
 
 # --- load generation (in worker processes) ----------------------------------------------------
@@ -295,94 +459,76 @@ class PhaseResult:
     first_error: str = ""
 
 
-async def _open_loop(url: str, body: bytes, rate: float, seconds: float) -> PhaseResult:
+async def open_loop(
+    post: Callable[[], Coroutine[Any, Any, int]], rate: float, seconds: float
+) -> PhaseResult:
+    """``post`` at ``rate`` per second for ``seconds`` (after 0.3 s of warm-up), open loop."""
     out = PhaseResult()
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        inflight = 0
+    inflight = 0
 
-        async def one(measured: bool) -> None:
-            nonlocal inflight
-            inflight += 1
-            t0 = time.perf_counter()
-            try:
-                reply = await client.post(url, content=body, headers=headers)
-                ok = reply.status_code == 200
-                if not ok and not out.first_error:
-                    out.first_error = f"HTTP {reply.status_code}: {reply.text[:200]}"
-            except httpx.HTTPError as exc:
-                ok = False
-                if not out.first_error:
-                    out.first_error = f"{type(exc).__name__}: {exc}"
-            dt = time.perf_counter() - t0
-            inflight -= 1
-            if measured:
-                if ok:
-                    out.latencies_s.append(dt)
-                else:
-                    out.errors += 1
+    async def one(measured: bool) -> None:
+        nonlocal inflight
+        inflight += 1
+        t0 = time.perf_counter()
+        try:
+            status = await post()
+            ok = status == 200
+            if not ok and not out.first_error:
+                out.first_error = f"HTTP {status}"
+        except OSError as exc:
+            ok = False
+            if not out.first_error:
+                out.first_error = f"{type(exc).__name__}: {exc}"
+        dt = time.perf_counter() - t0
+        inflight -= 1
+        if measured:
+            if ok:
+                out.latencies_s.append(dt)
+            else:
+                out.errors += 1
 
-        async def schedule(n: int, measured: bool) -> float:
-            interval = 1.0 / rate
-            tasks = []
-            start = time.perf_counter()
-            for i in range(n):
-                due = start + i * interval
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                elif measured:
-                    out.late_s.append(-delay)
-                if inflight >= MAX_INFLIGHT:  # overloaded: do not let the queue grow forever
-                    out.shed += measured
-                    continue
-                tasks.append(asyncio.create_task(one(measured)))
-            await asyncio.gather(*tasks)
-            return time.perf_counter() - start
+    async def schedule(n: int, measured: bool) -> float:
+        interval = 1.0 / rate
+        tasks = []
+        start = time.perf_counter()
+        for i in range(n):
+            due = start + i * interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif measured:
+                out.late_s.append(-delay)
+            if inflight >= MAX_INFLIGHT:  # overloaded: do not let the queue grow forever
+                out.shed += measured
+                continue
+            tasks.append(asyncio.create_task(one(measured)))
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - start
 
-        await schedule(max(1, int(rate * 0.3)), measured=False)  # warm-up: connections, caches
-        n = int(rate * seconds)
-        out.sent = n
-        out.wall_s = await schedule(n, measured=True)
+    await schedule(max(1, int(rate * 0.3)), measured=False)  # warm-up: connections, caches
+    n = int(rate * seconds)
+    out.sent = n
+    out.wall_s = await schedule(n, measured=True)
     return out
 
 
+async def _phase(url: str, body: bytes, rate: float, seconds: float) -> PhaseResult:
+    client = LoadClient(url, body, {"Authorization": "Bearer sk-bench"})
+    try:
+        return await open_loop(client.post, rate, seconds)
+    finally:
+        client.close()
+
+
 def run_phase(url: str, body: bytes, rate: float, seconds: float) -> PhaseResult:
-    return asyncio.run(_open_loop(url, body, rate, seconds))
-
-
-async def _closed_loop(url: str, body: bytes, seconds: float, inflight: int) -> int:
-    done = 0
-    stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def worker(k: int) -> None:
-            nonlocal done
-            await asyncio.sleep(k * 0.01)  # the stub's listen backlog is small: ramp up
-            while time.perf_counter() < stop:
-                try:
-                    await client.post(
-                        url, content=body, headers={"content-type": "application/json"}
-                    )
-                except httpx.HTTPError:
-                    continue
-                done += 1
-
-        await asyncio.gather(*(worker(k) for k in range(inflight)))
-    return done
-
-
-def run_capacity(url: str, body: bytes, seconds: float) -> int:
-    return asyncio.run(_closed_loop(url, body, seconds, 32))
+    return run_loop(_phase(url, body, rate, seconds))
 
 
 # --- where the CPU goes: in process, no sockets ----------------------------------------------
 _ASGI_BODY = body_for("gpt-mini")
 
 
-def _inproc_app(store: Any, strip: bool) -> Any:
+def _inproc_app(store: Any, routed: bool) -> Any:
     from erpoz import Engine
     from erpoz.guards import Guardrails
     from erpoz.models import ModelHub, ModelSpec
@@ -396,9 +542,8 @@ def _inproc_app(store: Any, strip: bool) -> Any:
     )
     engine = Engine(store, services={ModelHub: hub, Guardrails: Guardrails()})
     app = create_app(ServerState(store=store, engine=engine))
-    if strip:  # the app without its middleware (the request body limit)
-        app.user_middleware = []
-        app.middleware_stack = None
+    if routed:
+        app.hot_routes = {}
     return app
 
 
@@ -481,11 +626,11 @@ def breakdown(n: int = 2000) -> list[tuple[str, float]]:
 
     out: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as d:
-        for i, (label, app_kind) in enumerate(
+        for i, (label, kind) in enumerate(
             (
                 ("engine.run of the gateway flow", "run"),
-                ("the app: POST /v1/chat/completions", "app"),
-                ("the app without its middleware", "bare"),
+                ("the app, plain ASGI route", "app"),
+                ("the app, FastAPI route", "routed"),
             )
         ):
             for store_label, store in (
@@ -493,10 +638,10 @@ def breakdown(n: int = 2000) -> list[tuple[str, float]]:
                 ("sqlite sync", open_store(Path(d) / f"s{i}.db")),
                 ("sqlite batch", open_store(Path(d) / f"b{i}.db", durability="batch")),
             ):
-                if app_kind == "run":
-                    us = asyncio.run(_run_cpu_us(store, n))
+                if kind == "run":
+                    us = run_loop(_run_cpu_us(store, n))
                 else:
-                    us = asyncio.run(_asgi_cpu_us(_inproc_app(store, app_kind == "bare"), n))
+                    us = run_loop(_asgi_cpu_us(_inproc_app(store, kind == "routed"), n))
                 out.append((f"{label} ({store_label} store)", us))
     return out
 
@@ -522,6 +667,7 @@ class Row:
     errors: int
     shed: int
     server_cpu_ms_per_request: float
+    upstream_cpu_ms_per_request: float
     requests_measured: int
     first_error: str = ""
 
@@ -547,24 +693,25 @@ def measure_config(
     pool: ProcessPoolExecutor,
     config: str,
     rates: list[float],
-    upstream: str,
+    upstream: tuple[str, int],
     workdir: str,
     args: Any,
 ) -> list[Row]:
+    up_url, up_pid = upstream
     direct_body = body_for("stub-model")
     gateway_body = body_for("gpt-mini")
     rows = []
-    with server_under_test(config, upstream, workdir, args.fast) as (base, pid):
+    with server_under_test(config, up_url, workdir, args.stack) as (base, pid):
         for rate in rates:
             direct = PhaseResult()
             through = PhaseResult()
-            cpu = 0.0
+            cpu = up_cpu = 0.0
             achieved: list[float] = []
             for _ in range(args.rounds):
                 d = phase(
                     pool,
                     args.clients,
-                    upstream + "/chat/completions",
+                    up_url + "/chat/completions",
                     direct_body,
                     rate,
                     args.seconds,
@@ -572,7 +719,7 @@ def measure_config(
                 direct.latencies_s += d.latencies_s
                 direct.errors += d.errors
                 direct.shed += d.shed
-                c0 = cpu_seconds(pid)
+                c0, u0 = cpu_seconds(pid), cpu_seconds(up_pid)
                 g = phase(
                     pool,
                     args.clients,
@@ -582,6 +729,7 @@ def measure_config(
                     args.seconds,
                 )
                 cpu += cpu_seconds(pid) - c0
+                up_cpu += cpu_seconds(up_pid) - u0
                 through.latencies_s += g.latencies_s
                 through.late_s += g.late_s
                 through.errors += g.errors
@@ -606,6 +754,7 @@ def measure_config(
                     through.errors + direct.errors,
                     through.shed + direct.shed,
                     cpu * 1000 / max(1, through.sent),
+                    up_cpu * 1000 / max(1, through.sent),
                     len(through.latencies_s),
                     through.first_error,
                 )
@@ -613,15 +762,15 @@ def measure_config(
     return rows
 
 
-def print_table(rows: list[Row], capacity: float, args: Any) -> None:
+def print_table(rows: list[Row], args: Any, load: list[tuple[float, float, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    stack = "uvloop + httptools" if args.fast else "asyncio + h11"
     table = Table(
         title=f"what the gateway adds, open loop ({args.clients} load process"
         f"{'es' if args.clients > 1 else ''}, {args.rounds}×{args.seconds:g} s per path and "
-        f"rate, uvicorn on {stack})"
+        f"rate, uvicorn on {uvicorn_stack(args.stack)}, "
+        f"{'threaded' if args.threaded_upstream else 'lean'} upstream)"
     )
     for col in (
         "server",
@@ -633,7 +782,8 @@ def print_table(rows: list[Row], capacity: float, args: Any) -> None:
         "added p50",
         "added p99",
         "achieved",
-        "server CPU/req",
+        "CPU/req (upstream)",
+        "late p99",
         "errors/shed",
     ):
         table.add_column(col, justify="left" if col == "server" else "right")
@@ -648,15 +798,16 @@ def print_table(rows: list[Row], capacity: float, args: Any) -> None:
             f"{r.added_p50_ms:+.2f} ms",
             f"{r.added_p99_ms:+.2f} ms",
             f"{r.achieved_rps:.0f}/s",
-            f"{r.server_cpu_ms_per_request:.2f} ms",
+            f"{r.server_cpu_ms_per_request:.2f} ({r.upstream_cpu_ms_per_request:.2f}) ms",
+            f"{r.late_p99_ms:.2f} ms",
             f"{r.errors}/{r.shed}",
         )
-    console = Console(width=160)
+    console = Console(width=180)
     console.print(table)
     console.print(
-        f"client capacity (closed loop against the upstream, {args.clients} process(es) × 32 in "
-        f"flight): {capacity:.0f} req/s. Target: added p50 ≤ {TARGET_ADDED_P50_MS} ms at ≥ "
-        f"{TARGET_RATE} req/s. Load average now: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        f"Target: added p50 ≤ {TARGET_ADDED_P50_MS} ms at ≥ {TARGET_RATE} req/s. Load average "
+        f"(1, 5, 15 min) before: {' '.join(f'{x:.2f}' for x in load[0])}, after: "
+        f"{' '.join(f'{x:.2f}' for x in load[-1])} ({os.cpu_count()} cores)"
     )
     for r in rows:
         if r.first_error:
@@ -679,27 +830,27 @@ def print_breakdown(parts: list[tuple[str, float]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gateway_bench", description=__doc__)
-    parser.add_argument("--rate", default="500", help="requests/s; several: 100,200,500")
+    parser.add_argument("--rate", default="200,300,500", help="requests/s; several: 200,500")
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--json", type=Path)
     parser.add_argument(
-        "--fast", action="store_true", help="serve with uvloop + httptools (must be installed)"
+        "--stack",
+        choices=("auto", "asyncio"),
+        default="auto",
+        help="auto: uvloop + httptools when installed (as erpoz serve); asyncio: asyncio + h11",
     )
+    parser.add_argument("--threaded-upstream", action="store_true")
     parser.add_argument("--no-breakdown", action="store_true")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_upstream:
-        serve_upstream()
-        return 0
     if args.serve:
-        serve(args.serve, args.upstream, args.port, args.workdir, args.fast)
+        serve(args.serve, args.upstream, args.port, args.workdir, args.stack)
         return 0
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(configs) - set(CONFIGS)
@@ -707,21 +858,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown configs {sorted(unknown)}; known: {', '.join(CONFIGS)}")
     rates = [float(r) for r in str(args.rate).split(",") if r.strip()]
     rows: list[Row] = []
+    load = [os.getloadavg()]
     with (
         tempfile.TemporaryDirectory() as workdir,
-        upstream_server() as upstream,
+        upstream_server(args.threaded_upstream) as upstream,
         ProcessPoolExecutor(max_workers=args.clients) as pool,
     ):
-        caps = [
-            pool.submit(run_capacity, upstream + "/chat/completions", body_for("stub-model"), 2.0)
-            for _ in range(args.clients)
-        ]
-        capacity = sum(f.result() for f in caps) / 2.0
         parts = [] if args.no_breakdown else pool.submit(breakdown).result()
         for config in configs:
             print(f"measuring {config} ...", file=sys.stderr, flush=True)
             rows += measure_config(pool, config, rates, upstream, workdir, args)
-    print_table(rows, capacity, args)
+            load.append(os.getloadavg())
+    print_table(rows, args, load)
     if parts:
         print_breakdown(parts)
     if args.json:
@@ -732,14 +880,14 @@ def main(argv: list[str] | None = None) -> int:
                         "python": platform.python_version(),
                         "platform": platform.platform(),
                         "cpus": os.cpu_count(),
-                        "load_avg": os.getloadavg(),
+                        "load_avg": load,
                     },
                     "options": {
-                        k: getattr(args, k) for k in ("rate", "seconds", "rounds", "clients")
+                        k: getattr(args, k)
+                        for k in ("rate", "seconds", "rounds", "clients", "threaded_upstream")
                     },
-                    "client_capacity_rps": capacity,
+                    "uvicorn": uvicorn_stack(args.stack),
                     "cpu_breakdown_us": dict(parts),
-                    "uvicorn": "uvloop + httptools" if args.fast else "asyncio + h11",
                     "rows": [asdict(r) for r in rows],
                 },
                 indent=2,

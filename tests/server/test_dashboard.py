@@ -597,3 +597,58 @@ def test_the_scripts_never_parse_markup() -> None:
     assert not re.search(r"\son[a-z]+=", html)  # no inline handlers
     everything = "".join(p.read_text() for p in STATIC.glob("*"))
     assert not re.search(r"https?://", everything.replace("http://www.w3.org/2000/svg", ""))
+
+
+def test_the_api_docs_load_from_loopback_only_and_list_every_operation(
+    site: Site, watched: Watched, shot: Callable
+) -> None:
+    """``/docs`` (Swagger UI) comes with its script and style from this server, no CDN, and
+    lists every operation of the OpenAPI document."""
+    from playwright.sync_api import expect
+
+    spec = site.http.get("/openapi.json").json()
+    methods = {"get", "post", "put", "patch", "delete"}
+    operations = [m for item in spec["paths"].values() for m in item if m in methods]
+    assert len(operations) > 20
+    page = watched.page
+    page.goto(site.url + "/redoc")  # redirects to /docs
+    assert urlsplit(page.url).path == "/docs"
+    expect(page.locator(".opblock")).to_have_count(len(operations))
+    expect(page.locator(".opblock-summary-path", has_text="/v1/chat/completions")).to_have_count(1)
+    page.locator(".opblock-summary", has_text="/api/health").first.click()
+    page.locator("button.try-out__btn").click()
+    page.locator("button.execute").click()  # "Try it out" calls this server
+    status = page.locator(".live-responses-table tbody td.response-col_status")
+    expect(status).to_contain_text("200")
+    shot(page, "docs")
+    loaded = {urlsplit(u).path for u in watched.requests}
+    assert {
+        "/docs",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/swagger-init.js",
+        "/openapi.json",
+        "/api/health",
+    } <= loaded
+
+
+def test_the_api_docs_page_holds_no_inline_script_and_a_strict_policy(site: Site) -> None:
+    r = site.http.get("/docs")
+    assert r.status_code == 200
+    assert "script-src 'self';" in r.headers["content-security-policy"]
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert not re.search(r"<script(?![^>]*\bsrc=)", r.text)
+    assert not re.search(r"https?://", r.text)
+    js = site.http.get("/docs/swagger-ui-bundle.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert site.http.get("/docs/swagger-ui.css").headers["content-type"].startswith("text/css")
+    again = site.http.get(
+        "/docs/swagger-ui-bundle.js", headers={"If-None-Match": js.headers["etag"]}
+    )
+    assert again.status_code == 304
+    for missing in ("/docs/nope.js", "/docs/..%2f_docs.py", "/docs/redoc.standalone.js"):
+        assert site.http.get(missing).status_code == 404, missing
+    assert site.http.get("/redoc", follow_redirects=False).headers["location"] == "/docs"
+    assert not any(
+        p.startswith(("/docs", "/redoc")) for p in site.http.get("/openapi.json").json()["paths"]
+    )

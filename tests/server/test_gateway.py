@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -823,3 +823,79 @@ def test_schemathesis_finds_no_server_errors_in_the_gateway(
     finally:
         asgi.shutdown_lifespans()
     assert len(tried) == len(operations)
+
+
+# --- the hot path and the FastAPI route answer alike -----------------------------------------
+def test_the_hot_path_and_the_fastapi_route_give_the_same_answers(
+    tmp_path: Path, upstream: OpenAIStubServer
+) -> None:
+    """``POST /v1/chat/completions`` is a plain ASGI route in front of FastAPI; with it taken
+    off, FastAPI's route answers: both must say the same, record the same, refuse the same."""
+    state = make_state(tmp_path, upstream, tenants=Tenants({KEY: "acme"}))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    cases: list[tuple[dict[str, str], bytes]] = [
+        (auth, json.dumps({"model": "gpt-mini", "messages": USER}).encode()),
+        ({}, json.dumps({"model": "gpt-mini", "messages": USER}).encode()),
+        ({"Authorization": "Bearer sk-wrong-0123456789abcdef"}, b"{}"),
+        ({"X-API-Key": KEY}, json.dumps({"model": "nope", "messages": USER}).encode()),
+        (auth, b'{"model": "gpt-mini", "messages": ['),
+        (auth, json.dumps({"model": "gpt-mini", "messages": USER, "n": 2}).encode()),
+        (auth, json.dumps({"model": "loud", "messages": USER}).encode()),
+    ]
+
+    def comparable(r: httpx.Response) -> tuple[int, Any]:
+        body = r.json()
+        if r.status_code == 200:
+            body.pop("id")
+            body.pop("created")
+        return r.status_code, body
+
+    async def answers(hot: bool) -> list[tuple[int, Any]]:
+        app = create_app(state)
+        if not hot:
+            app.hot_routes = {}  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw"
+        ) as http:
+            out = []
+            for headers, body in cases:
+                r = await http.post(
+                    "/v1/chat/completions",
+                    content=body,
+                    headers={**headers, "content-type": "application/json"},
+                )
+                out.append(comparable(r))
+                if r.status_code == 200:
+                    info = await state.store.get_run(r.headers["x-erpoz-run-id"])
+                    assert info is not None and info.tenant == "acme"
+            return out
+
+    hot, routed = run(lambda: answers(True)), run(lambda: answers(False))
+    assert hot == routed
+    assert [status for status, _ in hot] == [200, 401, 403, 404, 422, 400, 200]
+    assert len(upstream.requests_to("chat")) == 2
+
+
+def test_the_hot_path_keeps_the_body_limit(tmp_path: Path, upstream: OpenAIStubServer) -> None:
+    state = make_state(tmp_path, upstream)
+    state.max_body = 2048
+    big = json.dumps({"model": "gpt-mini", "messages": [{"role": "user", "content": "x" * 4096}]})
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused while it is read
+        for i in range(0, len(big), 512):
+            yield big[i : i + 512].encode()
+
+    async def go() -> None:
+        async with raw_http(state) as http:
+            for content in (big.encode(), chunks()):
+                r = await http.post("/v1/chat/completions", content=content)
+                assert r.status_code == 413
+                assert r.json()["error"]["type"] == "too_large"
+            assert await state.store.list_runs() == []
+            ok = await http.post(
+                "/v1/chat/completions", json={"model": "gpt-mini", "messages": USER}
+            )
+            assert ok.status_code == 200
+
+    run(go)
+    assert len(upstream.requests_to("chat")) == 1

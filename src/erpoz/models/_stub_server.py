@@ -15,26 +15,30 @@ Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE when the body has ``"stre
 :class:`RecordedRequest` (parsed JSON body and headers) before it is answered.
 
 ``python -m erpoz.models._stub_server [--port N]`` runs one in the foreground and prints its
-base URL (benchmarks run it in a separate process this way).
+base URL (benchmarks run it in a separate process this way). With ``--lean`` it answers the echo
+only, without scripts or recording, from one asyncio event loop instead of a thread per
+connection (:func:`serve_lean`): an upstream that a load test does not saturate first.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import itertools
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 __all__ = ["Behaviour", "Endpoint", "OpenAIStubServer", "RecordedRequest"]
 
@@ -307,6 +311,7 @@ class _HTTPServer(ThreadingHTTPServer):
     """Keeps its open connections, so that stopping also cuts the keep-alive ones."""
 
     daemon_threads = True
+    request_queue_size = 1024  # socketserver's 5 resets connections when many open at once
     stub: OpenAIStubServer
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
@@ -323,6 +328,11 @@ class _HTTPServer(ThreadingHTTPServer):
         with self.connections_lock:
             self.connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about clients that went away (a client timing out closes its connection)."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def cut_connections(self) -> None:
         with self.connections_lock:
@@ -404,85 +414,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(
         self, stub: OpenAIStubServer, body: dict[str, Any], b: Behaviour, streaming: bool
     ) -> None:
-        messages: list[Any] = body.get("messages") or []
-        calls: tuple[tuple[str, str], ...] = ()
-        if b.kind == "reply":
-            text, calls, finish = b.text, b.calls, b.finish_reason or "stop"
+        answer = _chat_answer(body, b, streaming, stub._next_id(), stub.models[0])
+        if isinstance(answer, list):
+            self._send_sse(answer)
         else:
-            users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-            text, finish = f"echo: {_text_of(users[-1]) if users else ''}", "stop"
-        if b.usage is not None:
-            prompt_tokens, completion_tokens = b.usage
-        else:
-            prompt_tokens = max(1, sum(_word_count(_text_of(m)) for m in messages))
-            completion_tokens = _word_count(text) + sum(_word_count(a) for _, a in calls)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        ident = f"chatcmpl-stub-{stub._next_id()}"
-        model = body.get("model", stub.models[0])
-        head = {"id": ident, "created": int(time.time()), "model": model}
-        call_ids = [f"call_{ident[-6:]}_{i}" for i in range(len(calls))]
-        tool_calls = [
-            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
-            for cid, (name, args) in zip(call_ids, calls, strict=True)
-        ]
-        if not streaming:
-            message: dict[str, Any] = {"role": "assistant", "content": text or None}
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            choice = {"index": 0, "message": message, "finish_reason": finish}
-            reply = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
-            self._send_json(200, reply)
-            return
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-            return _sse({**head, "object": "chat.completion.chunk", "choices": [choice]})
-
-        events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": piece}) for piece in _WORDS.findall(text)]
-        for i, (cid, (name, args)) in enumerate(zip(call_ids, calls, strict=True)):
-            opening = {
-                "index": i,
-                "id": cid,
-                "type": "function",
-                "function": {"name": name, "arguments": ""},
-            }
-            events.append(chunk({"tool_calls": [opening]}))
-            half = len(args) // 2
-            for piece in (args[:half], args[half:]):
-                events.append(
-                    chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-                )
-        events.append(chunk({}, finish))
-        options = body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
-            events.append(
-                _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
-            )
-        events.append(b"data: [DONE]\n\n")
-        self._send_sse(events)
+            self._send(200, answer, "application/json")
 
     # --- embeddings ---------------------------------------------------------------------------
     def _embeddings(self, stub: OpenAIStubServer, body: dict[str, Any], b: Behaviour) -> None:
-        raw_input = body.get("input", [])
-        texts = [raw_input] if isinstance(raw_input, str) else [str(t) for t in raw_input]
-        if b.kind == "embedding":
-            vectors = [list(v) for v in b.vectors]
-        else:
-            vectors = [_hash_vector(t, stub.dimensions) for t in texts]
-        tokens = max(1, sum(_word_count(t) for t in texts))
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-        reply = {
-            "object": "list",
-            "data": data,
-            "model": body.get("model", stub.models[0]),
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-        self._send_json(200, reply)
+        reply = _embeddings_answer(body, b, stub.dimensions, stub.models[0])
+        self._send(200, reply, "application/json")
 
     # --- writing ------------------------------------------------------------------------------
     def _send_json(self, status: int, value: Any, headers: Mapping[str, str] | None = None) -> None:
@@ -512,6 +453,91 @@ class _Handler(BaseHTTPRequestHandler):
         for event in events:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
         self.wfile.write(b"0\r\n\r\n")
+
+
+def _chat_answer(
+    body: Mapping[str, Any], b: Behaviour, streaming: bool, number: int, default_model: str
+) -> bytes | list[bytes]:
+    """A chat completion answering ``body`` as behaviour ``b`` says (``reply`` or the echo): the
+    JSON body, or the SSE events of a stream."""
+    messages: list[Any] = body.get("messages") or []
+    calls: tuple[tuple[str, str], ...] = ()
+    if b.kind == "reply":
+        text, calls, finish = b.text, b.calls, b.finish_reason or "stop"
+    else:
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        text, finish = f"echo: {_text_of(users[-1]) if users else ''}", "stop"
+    if b.usage is not None:
+        prompt_tokens, completion_tokens = b.usage
+    else:
+        prompt_tokens = max(1, sum(_word_count(_text_of(m)) for m in messages))
+        completion_tokens = _word_count(text) + sum(_word_count(a) for _, a in calls)
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    ident = f"chatcmpl-stub-{number}"
+    model = body.get("model", default_model)
+    head = {"id": ident, "created": int(time.time()), "model": model}
+    call_ids = [f"call_{ident[-6:]}_{i}" for i in range(len(calls))]
+    tool_calls = [
+        {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+        for cid, (name, args) in zip(call_ids, calls, strict=True)
+    ]
+    if not streaming:
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        choice = {"index": 0, "message": message, "finish_reason": finish}
+        reply = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return json.dumps(reply).encode()
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return _sse({**head, "object": "chat.completion.chunk", "choices": [choice]})
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"content": piece}) for piece in _WORDS.findall(text)]
+    for i, (cid, (name, args)) in enumerate(zip(call_ids, calls, strict=True)):
+        opening = {
+            "index": i,
+            "id": cid,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        events.append(chunk({"tool_calls": [opening]}))
+        half = len(args) // 2
+        for piece in (args[:half], args[half:]):
+            events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+    events.append(chunk({}, finish))
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        events.append(
+            _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+        )
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def _embeddings_answer(
+    body: Mapping[str, Any], b: Behaviour, dimensions: int, default_model: str
+) -> bytes:
+    raw_input = body.get("input", [])
+    texts = [raw_input] if isinstance(raw_input, str) else [str(t) for t in raw_input]
+    if b.kind == "embedding":
+        vectors = [list(v) for v in b.vectors]
+    else:
+        vectors = [_hash_vector(t, dimensions) for t in texts]
+    tokens = max(1, sum(_word_count(t) for t in texts))
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    reply = {
+        "object": "list",
+        "data": data,
+        "model": body.get("model", default_model),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return json.dumps(reply).encode()
 
 
 def _sse(value: Any) -> bytes:
@@ -545,6 +571,119 @@ def _hash_vector(text: str, dimensions: int) -> list[float]:
     return [v / norm for v in values]
 
 
+# --- the lean mode: echo only, on asyncio ---------------------------------------------------
+class _Lean(asyncio.Protocol):
+    """One connection of :func:`serve_lean`: HTTP/1.1 requests with a Content-Length body (or
+    none), answered in order as the echo fallback answers them."""
+
+    def __init__(self, numbers: Iterator[int], models: tuple[str, ...], dimensions: int) -> None:
+        self.numbers = numbers
+        self.models = models
+        self.dimensions = dimensions
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while (end := buf.find(b"\r\n\r\n")) >= 0:
+            lines = buf[:end].decode("latin-1").split("\r\n")
+            method, _, rest = lines[0].partition(" ")
+            path = rest.partition(" ")[0].split("?", 1)[0]
+            length, close = 0, False
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "connection":
+                    close = "close" in value.lower()
+                elif name == "transfer-encoding":
+                    self._write(411, b'{"error": {"message": "send a Content-Length"}}', True)
+                    return
+            if len(buf) < end + 4 + length:
+                return
+            raw = bytes(buf[end + 4 : end + 4 + length])
+            del buf[: end + 4 + length]
+            self._answer(method, path, raw, close)
+            if close:
+                return
+
+    def _answer(self, method: str, path: str, raw: bytes, close: bool) -> None:
+        endpoint = _ROUTES.get((method, path))
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        if endpoint == "chat":
+            answer = _chat_answer(
+                body, Behaviour(), body.get("stream") is True, next(self.numbers), self.models[0]
+            )
+            if isinstance(answer, list):
+                assert self.transport is not None
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in answer)
+                    + b"0\r\n\r\n"
+                )
+                if close:
+                    self.transport.close()
+                return
+            self._write(200, answer, close)
+        elif endpoint == "embeddings":
+            self._write(
+                200, _embeddings_answer(body, Behaviour(), self.dimensions, self.models[0]), close
+            )
+        elif endpoint == "models":
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "erpoz-stub"}
+                for m in self.models
+            ]
+            self._write(200, json.dumps({"object": "list", "data": data}).encode(), close)
+        else:
+            error = {"error": {"message": f"no route for {method} {path}", "code": 404}}
+            self._write(404, json.dumps(error).encode(), close)
+
+    def _write(self, status: int, payload: bytes, close: bool) -> None:
+        assert self.transport is not None
+        reason = {200: "OK", 404: "Not Found", 411: "Length Required"}[status]
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, reason.encode(), len(payload), payload)
+        )
+        if close or status == 411:
+            self.transport.close()
+
+
+async def serve_lean(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    models: Sequence[str] = ("stub-model",),
+    dimensions: int = 8,
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the echo answers of :class:`OpenAIStubServer` (chat, streamed or not, embeddings,
+    models) from the running event loop until cancelled: no scripts, no recording, no threads,
+    so that a benchmark's upstream is not its bottleneck. ``started`` gets the base URL."""
+    loop = asyncio.get_running_loop()
+    numbers = itertools.count(1)
+    names = tuple(models)
+    server = await loop.create_server(
+        lambda: _Lean(numbers, names, dimensions), host, port, backlog=1024
+    )
+    bound = server.sockets[0].getsockname()
+    if started is not None:
+        started(f"http://{host}:{bound[1]}/v1")
+    async with server:
+        await server.serve_forever()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m erpoz.models._stub_server",
@@ -553,7 +692,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="echo only, on one asyncio loop (uvloop when installed): for benchmarks",
+    )
     args = parser.parse_args(argv)
+    if args.lean:
+        run = asyncio.run
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            run = uvloop.run
+        with contextlib.suppress(KeyboardInterrupt):
+            run(serve_lean(args.host, args.port, started=lambda url: print(url, flush=True)))
+        return 0
     server = OpenAIStubServer(host=args.host, port=args.port).start()
     print(server.base_url, flush=True)
     try:

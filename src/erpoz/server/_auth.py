@@ -22,11 +22,33 @@ class TenantError(Exception):
         super().__init__(message)
 
 
+def _key(authorization: str, api_key: str) -> str:
+    key = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    return key or api_key.strip()
+
+
 def presented_key(request: Request) -> str:
     """The API key a request carries ('' when none)."""
-    header = request.headers.get("authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    return key or request.headers.get("x-api-key", "").strip()
+    return _key(request.headers.get("authorization", ""), request.headers.get("x-api-key", ""))
+
+
+def caller_for(state: ServerState, authorization: str, api_key: str) -> Caller:
+    """Who calls, from the ``Authorization`` and ``X-API-Key`` headers ('' when absent), or
+    ``TenantError`` (401 / 403)."""
+    if state.tenants is None:
+        return ANONYMOUS
+    key = _key(authorization, api_key)
+    if not key:
+        raise TenantError(401, "an API key is required (Authorization: Bearer KEY)")
+    caller = state.tenants.identify(key)
+    if caller is None:
+        raise TenantError(403, "this API key is not valid")
+    return caller
+
+
+def tenant_for(state: ServerState, authorization: str, api_key: str) -> str:
+    """The caller's tenant, from the two headers (see :func:`caller_for`)."""
+    return caller_for(state, authorization, api_key).tenant
 
 
 def caller_of(
@@ -38,13 +60,8 @@ def caller_of(
     state: ServerState = request.app.state.erpoz
     if state.tenants is None:
         return ANONYMOUS
-    key = presented_key(request)
-    if not key:
-        raise TenantError(401, "an API key is required (Authorization: Bearer KEY)")
-    caller = state.tenants.identify(key)
-    if caller is None:
-        raise TenantError(403, "this API key is not valid")
-    return caller
+    headers = request.headers
+    return caller_for(state, headers.get("authorization", ""), headers.get("x-api-key", ""))
 
 
 def tenant_of(

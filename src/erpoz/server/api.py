@@ -418,7 +418,8 @@ async def follow_run(state: ServerState, run_id: str, after: int) -> AsyncIterat
                 yield _sse("end", {"run_id": run_id, "status": info.status})
                 return
             try:
-                item = await asyncio.wait_for(q.get(), timeout=_POLL_S)
+                async with asyncio.timeout(_POLL_S):  # no task per wait, unlike wait_for
+                    item = await q.get()
             except TimeoutError:
                 if time.monotonic() - last_sent >= state.ping_s:
                     yield ": ping\n\n"

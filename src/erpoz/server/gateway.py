@@ -8,6 +8,11 @@ model policy and the budgets apply exactly as inside any flow, and every model c
 decision and guard finding lands in the run's event log. The run id comes back in the
 ``x-erpoz-run-id`` header (on errors too, once the run exists).
 
+``POST /v1/chat/completions``, the hot path, is served by :func:`hot_routes`: a plain ASGI
+route the app calls before FastAPI's routing and middleware (which cost more CPU than the rest
+of the request); the FastAPI route stays for the OpenAPI document and answers alike. Both go
+through :class:`_Gateway`, so nothing differs but the plumbing.
+
 The ``model`` of a request is, in this order: a configured model or router of the project's
 :class:`ModelHub`, or a flow the server exposes (``ServerState.flows``). A flow runs as its own
 run; its inputs come from the last user message: a flow with a single ``str`` input gets the
@@ -43,7 +48,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -58,10 +63,10 @@ from ..flow import Context, Flow, Plan, step
 from ..models import ChatModel, ChatRequest, ChatResult, EmbedModel, EmbedResult, ModelHub
 from ..models._meter import count_tokens
 from . import _openai_types as oa
-from ._auth import TenantError, tenant_of
+from ._auth import TenantError, tenant_for, tenant_of
 from ._state import ServerState
 
-__all__ = ["CHAT_FLOW", "EMBED_FLOW", "router"]
+__all__ = ["CHAT_FLOW", "EMBED_FLOW", "hot_routes", "router"]
 
 RUN_HEADER = "x-erpoz-run-id"
 JSON = "application/json"
@@ -447,37 +452,34 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def router(state: ServerState) -> APIRouter:
-    """The gateway's routes over ``state`` (its engine, hub, guards and flows)."""
-    r = APIRouter(tags=["gateway"])
-    engine = state.engine
-    chat_plan = CHAT_FLOW.compile()
-    embed_plan = EMBED_FLOW.compile()
+class _Gateway:
+    """What the gateway does with a request, over one :class:`ServerState`: shared by the
+    FastAPI routes (which also give the OpenAPI document) and by :func:`hot_routes`."""
 
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.engine = state.engine
+        self.chat_plan = CHAT_FLOW.compile()
+        self.embed_plan = EMBED_FLOW.compile()
+
+    @staticmethod
     def tags_for(tenant: str, user: str | None) -> dict[str, str]:
         tags = {"tenant": tenant, "via": "gateway"}
         if user:
             tags["end_user"] = user
         return tags
 
-    @r.post(
-        "/v1/chat/completions",
-        openapi_extra=_body_doc(oa.ChatCompletionRequest),
-        responses=_ERRORS,
-        summary="Create a chat completion (OpenAI-compatible)",
-    )
-    async def chat_completions(request: Request) -> Response:
+    async def chat(self, raw: bytes, tenant: str) -> Response:
+        """``POST /v1/chat/completions`` once the caller's tenant is known."""
         run_id: str | None = None
         try:
-            tenant = tenant_of(request)
-            raw = await request.body()
             body: oa.ChatCompletionRequest = oa.parse(oa.ChatCompletionRequest, raw)
             name = body.model
-            hub = _hub(state)
+            hub = _hub(self.state)
             if not hub.is_kind(name, ChatModel):
-                plan = state.flows.get(name)
+                plan = self.state.flows.get(name)
                 if plan is not None:
-                    return await flow_completion(plan, body, tenant)
+                    return await self.flow_completion(plan, body, tenant)
                 if name in hub.names():
                     raise oa.GatewayError(
                         400,
@@ -489,18 +491,18 @@ def router(state: ServerState) -> APIRouter:
             chat = oa.chat_request(body)
             text = raw.decode()
             run_id = new_run_id()
-            tags = tags_for(tenant, body.user)
+            tags = self.tags_for(tenant, body.user)
             inputs = {"model": name, "request": text}
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                live = not (chat.tools or chat.response_schema or _answers_guarded(state))
-                return await stream_completion(
+                live = not (chat.tools or chat.response_schema or _answers_guarded(self.state))
+                return await self.stream_completion(
                     _Call(text, chat), name, inputs, tags, run_id, live, include_usage
                 )
             call = _Call(text, chat)
             token = _CALL.set(call)
             try:
-                result = await engine.run(chat_plan, inputs, run_id=run_id, tags=tags)
+                result = await self.engine.run(self.chat_plan, inputs, run_id=run_id, tags=tags)
             finally:
                 _CALL.reset(token)
             if result.status != "succeeded":
@@ -512,14 +514,13 @@ def router(state: ServerState) -> APIRouter:
             )
         except oa.GatewayError as exc:
             return _error_response(exc, run_id)
-        except TenantError as exc:
-            return _error_response(_tenant_error(exc))
         except Exception as exc:  # a bug or the store failing: still an OpenAI error
             return _error_response(
                 oa.GatewayError(500, f"{type(exc).__name__}: {exc}", "server_error"), run_id
             )
 
     async def stream_completion(
+        self,
         call: _Call,
         name: str,
         inputs: dict[str, str],
@@ -536,7 +537,9 @@ def router(state: ServerState) -> APIRouter:
         token = _CALL.set(call)
         try:
             # a task of the server's: the run goes on (and is recorded) if the client goes away
-            task = state.spawn(run_id, engine.run(chat_plan, inputs, run_id=run_id, tags=tags))
+            task = self.state.spawn(
+                run_id, self.engine.run(self.chat_plan, inputs, run_id=run_id, tags=tags)
+            )
         finally:
             _CALL.reset(token)
         task.add_done_callback(lambda t: queue.put_nowait(None))
@@ -577,16 +580,20 @@ def router(state: ServerState) -> APIRouter:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    async def flow_completion(plan: Plan, body: oa.ChatCompletionRequest, tenant: str) -> Response:
+    async def flow_completion(
+        self, plan: Plan, body: oa.ChatCompletionRequest, tenant: str
+    ) -> Response:
         inputs = _flow_inputs(plan, body)
         run_id = new_run_id()
-        result = await engine.run(plan, inputs, run_id=run_id, tags=tags_for(tenant, body.user))
+        result = await self.engine.run(
+            plan, inputs, run_id=run_id, tags=self.tags_for(tenant, body.user)
+        )
         if result.status != "succeeded":
             return _error_response(_run_error(result, None), run_id)
         output = result.output
         text = output if isinstance(output, str) else encode(output, plan.output_type)
         usage = {"input_tokens": 0, "output_tokens": 0}
-        for event in await state.store.events(run_id):
+        for event in await self.state.store.events(run_id):
             if event.kind == "model_called" and event.data.get("status") == "ok":
                 usage["input_tokens"] += int(event.data.get("input_tokens") or 0)
                 usage["output_tokens"] += int(event.data.get("output_tokens") or 0)
@@ -613,22 +620,15 @@ def router(state: ServerState) -> APIRouter:
             headers={**headers, "cache-control": "no-cache"},
         )
 
-    @r.post(
-        "/v1/embeddings",
-        openapi_extra=_body_doc(oa.EmbeddingRequest),
-        responses=_ERRORS,
-        summary="Create embeddings (OpenAI-compatible)",
-    )
-    async def embeddings(request: Request) -> Response:
+    async def embeddings(self, raw: bytes, tenant: str) -> Response:
+        """``POST /v1/embeddings`` once the caller's tenant is known."""
         run_id: str | None = None
         try:
-            tenant = tenant_of(request)
-            raw = await request.body()
             body: oa.EmbeddingRequest = oa.parse(oa.EmbeddingRequest, raw)
             name = body.model
-            hub = _hub(state)
+            hub = _hub(self.state)
             if not hub.is_kind(name, EmbedModel):
-                if name in hub.names() or name in state.flows:
+                if name in hub.names() or name in self.state.flows:
                     raise oa.GatewayError(
                         400,
                         f"model: {name!r} is not an embedding model",
@@ -641,11 +641,11 @@ def router(state: ServerState) -> APIRouter:
             run_id = new_run_id()
             token = _CALL.set(call)
             try:
-                result = await engine.run(
-                    embed_plan,
+                result = await self.engine.run(
+                    self.embed_plan,
                     {"model": name, "request": text},
                     run_id=run_id,
-                    tags=tags_for(tenant, body.user),
+                    tags=self.tags_for(tenant, body.user),
                 )
             finally:
                 _CALL.reset(token)
@@ -660,24 +660,54 @@ def router(state: ServerState) -> APIRouter:
             )
         except oa.GatewayError as exc:
             return _error_response(exc, run_id)
-        except TenantError as exc:
-            return _error_response(_tenant_error(exc))
         except Exception as exc:
             return _error_response(
                 oa.GatewayError(500, f"{type(exc).__name__}: {exc}", "server_error"), run_id
             )
 
-    def listing() -> list[dict[str, Any]]:
-        hub = _hub(state)
+    def listing(self) -> list[dict[str, Any]]:
+        hub = _hub(self.state)
         out = []
         for name in hub.names():
             kind = _kind(hub, name)
             if kind is not None:
                 out.append(_model_entry(name, kind))
-        for name in state.flows:
+        for name in self.state.flows:
             if not hub.is_kind(name, ChatModel):
                 out.append(_model_entry(name, "flow"))
         return out
+
+
+def router(state: ServerState) -> APIRouter:
+    """The gateway's routes over ``state`` (its engine, hub, guards and flows)."""
+    r = APIRouter(tags=["gateway"])
+    gw = _Gateway(state)
+
+    @r.post(
+        "/v1/chat/completions",
+        openapi_extra=_body_doc(oa.ChatCompletionRequest),
+        responses=_ERRORS,
+        summary="Create a chat completion (OpenAI-compatible)",
+    )
+    async def chat_completions(request: Request) -> Response:
+        try:
+            tenant = tenant_of(request)
+        except TenantError as exc:
+            return _error_response(_tenant_error(exc))
+        return await gw.chat(await request.body(), tenant)
+
+    @r.post(
+        "/v1/embeddings",
+        openapi_extra=_body_doc(oa.EmbeddingRequest),
+        responses=_ERRORS,
+        summary="Create embeddings (OpenAI-compatible)",
+    )
+    async def embeddings(request: Request) -> Response:
+        try:
+            tenant = tenant_of(request)
+        except TenantError as exc:
+            return _error_response(_tenant_error(exc))
+        return await gw.embeddings(await request.body(), tenant)
 
     @r.get(
         "/v1/models",
@@ -687,7 +717,7 @@ def router(state: ServerState) -> APIRouter:
     async def models(request: Request) -> Response:
         try:
             tenant_of(request)
-            return _json(200, {"object": "list", "data": listing()})
+            return _json(200, {"object": "list", "data": gw.listing()})
         except TenantError as exc:
             return _error_response(_tenant_error(exc))
         except Exception as exc:
@@ -703,7 +733,7 @@ def router(state: ServerState) -> APIRouter:
     async def model(model_id: str, request: Request) -> Response:
         try:
             tenant_of(request)
-            for entry in listing():
+            for entry in gw.listing():
                 if entry["id"] == model_id:
                     return _json(200, entry)
             return _error_response(_not_found(model_id))
@@ -715,6 +745,34 @@ def router(state: ServerState) -> APIRouter:
             )
 
     return r
+
+
+#: a plain ASGI route: the request's headers (as in the ASGI scope) and its whole body in,
+#: the response out
+HotRoute = Callable[[Sequence[tuple[bytes, bytes]], bytes], Awaitable[Response]]
+
+
+def hot_routes(state: ServerState) -> dict[tuple[str, str], HotRoute]:
+    """The gateway's hot path, ``POST /v1/chat/completions``, as a plain ASGI route (the app
+    calls it before FastAPI's routing, middleware and request objects, which cost more CPU than
+    the rest of a request): the same handling as the FastAPI route above, tenants, guards,
+    policy, routing, budgets and recording included."""
+    gw = _Gateway(state)
+
+    async def chat_completions(headers: Sequence[tuple[bytes, bytes]], raw: bytes) -> Response:
+        authorization = api_key = ""
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = authorization or value.decode("latin-1")
+            elif name == b"x-api-key":
+                api_key = api_key or value.decode("latin-1")
+        try:
+            tenant = tenant_for(state, authorization, api_key)
+        except TenantError as exc:
+            return _error_response(_tenant_error(exc))
+        return await gw.chat(raw, tenant)
+
+    return {("POST", "/v1/chat/completions"): chat_completions}
 
 
 def _model_entry(name: str, kind: str) -> dict[str, Any]:
