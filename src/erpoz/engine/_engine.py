@@ -819,8 +819,11 @@ class Engine:
                 None,
                 time.perf_counter() - t0,
             )
+        # The run's last step: its success is committed with the run's end, a moment later
+        # (release), not on its own. Nothing depends on it, so nothing starts in between.
+        last = not scope.prefix and not node.dependents and scope.active == 1 and sid == node.id
         result = await self._succeed(
-            run, node, sid, attempt, out, node.unit_type, time.perf_counter() - t0
+            run, node, sid, attempt, out, node.unit_type, time.perf_counter() - t0, flush=not last
         )
         if cache_key is not None:
             await self.store.cache_put(cache_key, spec.ref, encode(out, node.unit_type))
@@ -838,6 +841,7 @@ class Engine:
         extra: dict[str, Any] | None = None,
         *,
         deliver: bool = True,
+        flush: bool = True,
     ) -> Any:
         writer = run.writer
         if deliver and run.rails is not None and sid == node.id and sid in run.delivery:
@@ -858,7 +862,8 @@ class Engine:
         if extra:
             data.update(extra)
         writer.append(ev.STEP_SUCCEEDED, sid, attempt, data, payload)
-        await writer.flush()
+        if flush:
+            await writer.flush()
         run.done_steps += 1
         return out
 

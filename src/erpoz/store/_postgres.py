@@ -655,34 +655,45 @@ class PostgresStore:
     async def create_run(self, run: NewRun, owner: str) -> _PostgresWriter:
         await self._same_loop()
         now = time.time()
-
+        w = _PostgresWriter(self, run.run_id, owner, 0, GENESIS, "running")
+        buf = _Rows()
+        if self.durability == "sync":
+            # the row and run_started in one pipelined transaction (one round trip): a run
+            # that dies in its first step is on record
+            buffer_event(w, buf, RUN_STARTED, None, 0, run.started_data(), run.inputs)
+        row = run.row(
+            "running", now, owner=owner, lease_until=now + self.lease_s, head=(w.seq, w.head)
+        )
         tries = 0
 
         async def insert(conn: Conn) -> None:
             nonlocal tries
             tries += 1
             try:
-                await conn.execute(
-                    _INSERT_RUN,
-                    run.row("running", now, owner=owner, lease_until=now + self.lease_s),
-                )
+                async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+                    if buf._pending_blobs:
+                        await cur.executemany(
+                            "INSERT INTO blobs (sha256, data) VALUES (%s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            list(buf._pending_blobs.items()),
+                        )
+                    await cur.execute(_INSERT_RUN, row)
+                    if buf._pending:
+                        await _insert_events(conn, buf._pending, None)
             except psycopg.errors.UniqueViolation as exc:
                 # after a reconnect the first try may have gone through: then it is ours
                 cur = await conn.execute("SELECT owner FROM runs WHERE run_id=%s", (run.run_id,))
-                row = await cur.fetchone()
-                if tries == 1 or row is None or row[0] != owner:
+                found = await cur.fetchone()
+                if tries == 1 or found is None or found[0] != owner:
                     raise StoreError(
                         f"run id {run.run_id!r} already exists", path=self.url
                     ) from exc
 
         async with self._write_lock:
-            await self._commit_locked()
             await self._retrying("cannot create the run", self._writer_conn, insert)
-            w = _PostgresWriter(self, run.run_id, owner, 0, GENESIS, "running")
-            self._fence[run.run_id] = owner
+        self._fence[run.run_id] = owner
+        if self.durability != "sync":  # batch: run_started goes with the next group commit
             w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
-            if self.durability == "sync":
-                await self._commit_locked()  # a run that dies in its first step is on record
         self._owned[run.run_id] = w
         self._start_heartbeat()
         return w

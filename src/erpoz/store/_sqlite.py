@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -38,6 +39,7 @@ from ._protocol import Claim
 
 LEASE_S = 30.0
 SUBMIT_POLL_S = 0.25
+CHECKPOINT_S = 0.5
 _TAKEN_OVER = "another owner holds the run now"
 CANCEL_POLL_S = 1.0
 BATCH_ROWS = 512
@@ -152,7 +154,11 @@ class SQLiteStore:
         self._owned: dict[str, _SQLiteWriter] = {}
         self._releasing: list[tuple[str, str | None]] = []
         self._refused: dict[str, str] = {}
+        self._new_runs: list[tuple[Any, ...]] = []  # rows of runs created, for the next commit
         self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
+        self._written = False
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
         self._last_commit = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         try:
@@ -163,6 +169,9 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute("PRAGMA busy_timeout=5000")
+            # checkpoints move the WAL into the database file: a thread of the store's does them
+            # (see _checkpoints), not the commit that happens to cross the threshold on the loop
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc, "cannot open the run store") from exc
@@ -223,13 +232,14 @@ class SQLiteStore:
             return
         db = self._db
         rows, blobs, dirty = self._pending, self._pending_blobs, self._dirty
-        releasing = self._releasing
+        releasing, new_runs = self._releasing, self._new_runs
         now = time.time()
         refused: dict[str, str] = {}
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                refused = self._fenced_out(rows, releasing)
+                refused = self._insert_new_runs(new_runs) if new_runs else {}
+                refused.update(self._fenced_out(rows, releasing))
                 if refused:  # another owner took these runs over: nothing of theirs is written
                     rows = [r for r in rows if r[0] not in refused]
                     releasing = [r for r in releasing if r[0] not in refused]
@@ -268,7 +278,14 @@ class SQLiteStore:
             # nothing was written; keep the buffer so a later commit can still record it
             raise self._translate(exc, "cannot record events") from exc
         self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
+        self._new_runs = []
         self._last_commit = time.monotonic()
+        self._written = True
+        if self._checkpointer is None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoints, name="erpoz-sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
         for run_id, owner in releasing:
             if self._fence.get(run_id) == owner:
                 del self._fence[run_id]
@@ -278,6 +295,26 @@ class SQLiteStore:
             w = self._owned.pop(run_id, None)
             if w is not None and why == _TAKEN_OVER:
                 w.lost = True
+
+    def _insert_new_runs(self, new_runs: list[tuple[Any, ...]]) -> dict[str, str]:
+        """The rows of runs created since the last commit; a run whose id is taken already is
+        refused (its events with it), the others go in."""
+        db = self._db
+        db.execute("SAVEPOINT new_runs")
+        try:
+            db.executemany(_INSERT_RUN, new_runs)
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK TO new_runs")
+            refused = {}
+            for row in new_runs:
+                try:
+                    db.execute(_INSERT_RUN, row)
+                except sqlite3.IntegrityError:
+                    refused[row[0]] = f"run id {row[0]!r} already exists"
+            db.execute("RELEASE new_runs")
+            return refused
+        db.execute("RELEASE new_runs")
+        return {}
 
     def _fenced_out(
         self, rows: list[tuple[Any, ...]], releasing: list[tuple[str, str | None]]
@@ -325,6 +362,23 @@ class SQLiteStore:
                 "the same step or sequence number; the run is owned elsewhere",
                 path=str(self.path),
             )
+
+    def _checkpoints(self) -> None:
+        """Copy the WAL into the database file twice a second, on a connection of this
+        thread's, while the store writes: a commit never stalls on a checkpoint (SQLite's
+        automatic one ran inside the commit that crossed 1,000 pages, on the event loop)."""
+        try:
+            db = sqlite3.connect(str(self.path), timeout=5.0)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._closing.wait(CHECKPOINT_S):
+                if self._written:
+                    self._written = False
+                    with contextlib.suppress(sqlite3.Error):  # busy: the next round does it
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -386,20 +440,33 @@ class SQLiteStore:
 
     async def create_run(self, run: NewRun, owner: str) -> _SQLiteWriter:
         now = time.time()
-        try:
-            self._commit()
-            self._db.execute(
-                _INSERT_RUN, run.row("running", now, owner=owner, lease_until=now + self.lease_s)
-            )
-        except sqlite3.IntegrityError as exc:
-            raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
-        except sqlite3.Error as exc:
-            raise self._translate(exc, "cannot create the run") from exc
         w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", owner)
-        self._fence[run.run_id] = owner
-        w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         if self.durability == "sync":
-            self._commit()  # a run that dies in its first step is still on record, resumable
+            # the row and run_started in one transaction: a run that dies in its first step is
+            # on record (resumable), for one commit instead of two
+            w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
+            self._dirty.pop(run.run_id, None)  # inserted whole, with its head
+            lease = now + self.lease_s
+            self._new_runs.append(
+                run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
+            )
+            self._fence[run.run_id] = owner
+            self._commit()
+            self._check_refused(run.run_id)
+        else:
+            try:
+                self._db.execute(
+                    _INSERT_RUN,
+                    run.row("running", now, owner=owner, lease_until=now + self.lease_s),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(
+                    f"run id {run.run_id!r} already exists", path=str(self.path)
+                ) from exc
+            except sqlite3.Error as exc:
+                raise self._translate(exc, "cannot create the run") from exc
+            self._fence[run.run_id] = owner
+            w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         self._owned[run.run_id] = w
         self._start_heartbeat()
         return w
@@ -620,8 +687,13 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=5)
         try:
             self._commit()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             self._db.close()
 
