@@ -50,6 +50,7 @@ class WorkerStats:
     abandoned: int = 0
     errors: int = 0
     started: float = field(default_factory=time.monotonic)
+    cpu_started: float = field(default_factory=time.process_time)
     claim_s: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class WorkerStats:
             "abandoned": self.abandoned,
             "errors": self.errors,
             "seconds": round(time.monotonic() - self.started, 3),
+            "cpu_seconds": round(time.process_time() - self.cpu_started, 3),
             "claim_ms_p50": pct(0.5),
             "claim_ms_p99": pct(0.99),
         }
