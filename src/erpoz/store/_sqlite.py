@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from importlib import resources
@@ -39,7 +38,6 @@ from ._protocol import Claim
 
 LEASE_S = 30.0
 SUBMIT_POLL_S = 0.25
-CHECKPOINT_S = 0.5
 _TAKEN_OVER = "another owner holds the run now"
 CANCEL_POLL_S = 1.0
 BATCH_ROWS = 512
@@ -156,9 +154,7 @@ class SQLiteStore:
         self._refused: dict[str, str] = {}
         self._new_runs: list[tuple[Any, ...]] = []  # rows of runs created, for the next commit
         self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
-        self._written = False
-        self._checkpointer: threading.Thread | None = None
-        self._closing = threading.Event()
+
         self._last_commit = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         try:
@@ -169,9 +165,6 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute("PRAGMA busy_timeout=5000")
-            # checkpoints move the WAL into the database file: a thread of the store's does them
-            # (see _checkpoints), not the commit that happens to cross the threshold on the loop
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc, "cannot open the run store") from exc
@@ -280,12 +273,6 @@ class SQLiteStore:
         self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
         self._new_runs = []
         self._last_commit = time.monotonic()
-        self._written = True
-        if self._checkpointer is None:
-            self._checkpointer = threading.Thread(
-                target=self._checkpoints, name="erpoz-sqlite-checkpoint", daemon=True
-            )
-            self._checkpointer.start()
         for run_id, owner in releasing:
             if self._fence.get(run_id) == owner:
                 del self._fence[run_id]
@@ -362,23 +349,6 @@ class SQLiteStore:
                 "the same step or sequence number; the run is owned elsewhere",
                 path=str(self.path),
             )
-
-    def _checkpoints(self) -> None:
-        """Copy the WAL into the database file twice a second, on a connection of this
-        thread's, while the store writes: a commit never stalls on a checkpoint (SQLite's
-        automatic one ran inside the commit that crossed 1,000 pages, on the event loop)."""
-        try:
-            db = sqlite3.connect(str(self.path), timeout=5.0)
-        except sqlite3.Error:
-            return
-        try:
-            while not self._closing.wait(CHECKPOINT_S):
-                if self._written:
-                    self._written = False
-                    with contextlib.suppress(sqlite3.Error):  # busy: the next round does it
-                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -687,13 +657,8 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        self._closing.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join(timeout=5)
         try:
             self._commit()
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             self._db.close()
 
