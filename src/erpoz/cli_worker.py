@@ -115,7 +115,14 @@ def submit(
     async def go() -> tuple[str, RunResult | None]:
         try:
             run_id = await engine.submit(plan, values, queue=queue, tags=tags)
-            return run_id, (await _until_done(st, run_id) if wait else None)
+            if not wait:
+                return run_id, None
+            err.print(
+                f"run {run_id} queued on {queue}; waiting for a worker to run it "
+                f"(erpoz worker -q {queue}) …",
+                highlight=False,
+            )
+            return run_id, await _until_done(st, run_id)
         finally:
             await st.close()
 
@@ -225,6 +232,12 @@ def worker(
     if durability not in ("sync", "batch"):
         fail(f"--durability {durability!r}: sync or batch", EXIT_INVALID)
     st = open_or_fail(store, durability)
+    if st.url == "memory":
+        fail(
+            "a worker takes runs from a store other processes submit to: a SQLite file or "
+            "PostgreSQL (--store), not 'memory', which lives and dies with this process",
+            EXIT_INVALID,
+        )
     st.lease_s = lease  # type: ignore[attr-defined]
     engine = build_engine(st, config=config, executor=executor, ray_address=ray_address)
     queues = queue or ["default"]
