@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -23,11 +24,32 @@ StoreOpt = Annotated[
     typer.Option(
         "--store",
         "-s",
-        help="Run store: a SQLite path or 'memory' \\[default: $ERPOZ_STORE or .erpoz/erpoz.db]",
+        help="Run store: a SQLite path, postgresql://… or 'memory' "
+        "\\[default: $ERPOZ_STORE or .erpoz/erpoz.db]",
         show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+InputsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="key=value (repeatable); values are JSON when they parse, else strings.",
+    ),
+]
+InputJsonOpt = Annotated[
+    Path | None, typer.Option("--input-json", help="A JSON object file of inputs.")
+]
+TagsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        "-t",
+        help="key=value (repeatable): recorded with the run; 'tenant' and 'user' are what "
+        "policy rules match.",
+    ),
+]
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -29,8 +29,11 @@ from ._console import (
     EXIT_RUN,
     EXIT_STORE,
     EXIT_WAITING,
+    InputJsonOpt,
+    InputsOpt,
     JsonOpt,
     StoreOpt,
+    TagsOpt,
     err,
     fail,
     open_or_fail,
@@ -294,17 +297,8 @@ def _jsonable(value: Any) -> Any:
 @app.command()
 def run(
     flow: Annotated[str, typer.Argument(help="A flow file (.yaml), module:attr or file.py:attr.")],
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="key=value (repeatable); values are JSON when they parse, else strings.",
-        ),
-    ] = None,
-    input_json: Annotated[
-        Path | None, typer.Option("--input-json", help="A JSON object file of inputs.")
-    ] = None,
+    inputs: InputsOpt = None,
+    input_json: InputJsonOpt = None,
     store: StoreOpt = None,
     durability: Annotated[str, typer.Option(help="sync | batch | memory")] = "sync",
     fsync: Annotated[
@@ -313,15 +307,7 @@ def run(
     progress: Annotated[
         bool, typer.Option(help="Show a live table of steps (on a terminal).")
     ] = True,
-    tag: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tag",
-            "-t",
-            help="key=value (repeatable): recorded with the run; 'tenant' and 'user' are what "
-            "policy rules match.",
-        ),
-    ] = None,
+    tag: TagsOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import signal
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,8 +18,11 @@ from ._console import (
     EXIT_INVALID,
     EXIT_RUN,
     EXIT_STORE,
+    InputJsonOpt,
+    InputsOpt,
     JsonOpt,
     StoreOpt,
+    TagsOpt,
     err,
     fail,
     open_or_fail,
@@ -75,22 +77,10 @@ def build_engine(
 
 def submit(
     flow: Annotated[str, typer.Argument(help="A flow file (.yaml), module:attr or file.py:attr.")],
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="key=value (repeatable); values are JSON when they parse, else strings.",
-        ),
-    ] = None,
-    input_json: Annotated[
-        Path | None, typer.Option("--input-json", help="A JSON object file of inputs.")
-    ] = None,
+    inputs: InputsOpt = None,
+    input_json: InputJsonOpt = None,
     queue: QueueOpt = "default",
-    tag: Annotated[
-        list[str] | None,
-        typer.Option("--tag", "-t", help="key=value (repeatable), e.g. tenant=acme."),
-    ] = None,
+    tag: TagsOpt = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Wait until a worker finishes it; exit as `erpoz run` does."),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, Literal, TypeVar
@@ -25,6 +24,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from psycopg import pq
 
+from ..store._pg_schema import apply_migrations, schema_version
 from ._errors import MemoryStoreError, redact
 from ._postgres import PostgresVectorStore
 from ._postgres_conversation import PostgresTurns
@@ -60,11 +60,7 @@ def migrations() -> list[tuple[int, str]]:
 
 def read_version(db: Conn) -> int:
     """The memory's schema version in the connection's schema (0: none yet)."""
-    row = db.execute("SELECT to_regclass('memory_schema_version') IS NOT NULL").fetchone()
-    if not row or not row[0]:
-        return 0
-    row = db.execute("SELECT coalesce(max(version), 0) FROM memory_schema_version").fetchone()
-    return int(row[0]) if row else 0
+    return schema_version(db, "memory_schema_version")
 
 
 class PostgresMemoryDB:
@@ -202,26 +198,16 @@ class PostgresMemoryDB:
         self._give_back(db)
 
     def _apply(self, db: Conn, known: list[tuple[int, str]]) -> None:
-        current = read_version(db)
-        latest = known[-1][0]
-        if current > latest:
-            raise MemoryStoreError(
+        apply_migrations(
+            db,
+            known,
+            "memory_schema_version",
+            too_new=lambda current, latest: MemoryStoreError(
                 f"the memory database has schema version {current}, newer than this erpoz "
                 f"knows ({latest}); upgrade erpoz",
                 path=self.path,
-            )
-        if current == 0:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS memory_schema_version (version INTEGER PRIMARY KEY, "
-                "applied DOUBLE PRECISION NOT NULL)"
-            )
-        for number, text in known:
-            if number > current:
-                db.execute(text)  # several statements: sent as one simple query
-                db.execute(
-                    "INSERT INTO memory_schema_version (version, applied) VALUES (%s, %s)",
-                    (number, time.time()),
-                )
+            ),
+        )
 
     @property
     def schema_version(self) -> int:

@@ -53,6 +53,7 @@ from ._model import (
     RunInfo,
 )
 from ._owner import HOST, owner_is_dead
+from ._pg_schema import apply_migrations, schema_version
 from ._protocol import Claim
 from ._url import redact
 
@@ -336,26 +337,16 @@ class PostgresStore:
                 db.execute(_MIGRATION_LOCK)
                 try:
                     with db.transaction():
-                        current = self._version(db)
-                        if current > latest:
-                            raise StoreError(
+                        apply_migrations(
+                            db,
+                            known,
+                            "erpoz_schema_version",
+                            too_new=lambda current, latest: StoreError(
                                 f"the run store has schema version {current}, newer than this "
                                 f"erpoz knows ({latest}); upgrade erpoz",
                                 path=self.url,
-                            )
-                        if current == 0:
-                            db.execute(
-                                "CREATE TABLE IF NOT EXISTS erpoz_schema_version (version "
-                                "INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"
-                            )
-                        for number, text in known:
-                            if number > current:
-                                db.execute(text)
-                                db.execute(
-                                    "INSERT INTO erpoz_schema_version (version, applied) "
-                                    "VALUES (%s, %s)",
-                                    (number, time.time()),
-                                )
+                            ),
+                        )
                 finally:
                     db.execute(_MIGRATION_UNLOCK)
         except psycopg.Error as exc:
@@ -363,11 +354,7 @@ class PostgresStore:
 
     @staticmethod
     def _version(db: psycopg.Connection[tuple[Any, ...]]) -> int:
-        row = db.execute("SELECT to_regclass('erpoz_schema_version') IS NOT NULL").fetchone()
-        if not row or not row[0]:
-            return 0
-        row = db.execute("SELECT coalesce(max(version), 0) FROM erpoz_schema_version").fetchone()
-        return int(row[0]) if row else 0
+        return schema_version(db, "erpoz_schema_version")
 
     @property
     def schema_version(self) -> int:
