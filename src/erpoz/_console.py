@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING = 0, 1, 2, 3
 EXIT_STORE, EXIT_RUN, EXIT_CANCELLED, EXIT_INTERRUPTED = 4, 5, 6, 130
@@ -52,6 +56,27 @@ TagsOpt = Annotated[
 ]
 
 
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        "-x",
+        help="Where step functions run: local (threads of this process) or ray "
+        "\\[default: executor: in erpoz.yaml, else local]",
+        show_default=False,
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster (ray://host:10001 or host:6379) for --executor ray "
+        "\\[default: $RAY_ADDRESS, else a Ray started for this process]",
+        show_default=False,
+    ),
+]
+
+
 def fail(message: str, code: int) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
@@ -75,3 +100,26 @@ def parse_since(text: str) -> float:
     if not m:
         raise ValueError(f"--since {text!r}: write a span like 30m, 24h or 7d")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def build_engine(
+    st: Store,
+    *,
+    config: str | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    observers: list[Any] | None = None,
+) -> Engine:
+    """An engine with the project's services and executor (``--executor``, else erpoz.yaml's);
+    a broken project file or a bad executor choice exits 2 saying why."""
+    from ._project import project_executor, project_services
+    from .engine import Engine
+
+    try:
+        services = asyncio.run(project_services(st, config))
+        chosen = project_executor(config, kind=executor, address=ray_address)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    except StoreError as exc:  # reading what the project has spent
+        fail(str(exc), EXIT_STORE)
+    return Engine(st, executor=chosen, services=services, observers=observers)

@@ -29,11 +29,14 @@ from ._console import (
     EXIT_RUN,
     EXIT_STORE,
     EXIT_WAITING,
+    ExecutorOpt,
     InputJsonOpt,
     InputsOpt,
     JsonOpt,
+    RayAddressOpt,
     StoreOpt,
     TagsOpt,
+    build_engine,
     err,
     fail,
     open_or_fail,
@@ -48,7 +51,7 @@ from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
 from .cli_serve import serve
 from .cli_trace import trace
-from .cli_worker import ExecutorOpt, RayAddressOpt, build_engine, submit, worker
+from .cli_worker import submit, worker
 from .engine import Decision, Engine, RunResult, pending_reviews, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .flow import Plan
@@ -117,17 +120,6 @@ def _call(coro: Coroutine[Any, Any, T]) -> T:
     except KeyboardInterrupt:
         err.print("interrupted; the run can be continued with `erpoz runs resume RUN`")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def _services(store: Store) -> dict[type, object]:
-    """What steps reach through ctx (see :func:`erpoz._project.project_services`); a broken
-    project file exits 2 with its file and line."""
-    from ._project import project_services
-
-    try:
-        return _call(project_services(store))
-    except ConfigError as exc:
-        fail(str(exc), EXIT_INVALID)
 
 
 def _parse_tags(pairs: list[str]) -> dict[str, str]:
@@ -766,8 +758,11 @@ def runs_replay(
     """
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
-    engine = Engine(st, services=_services(st))
-    result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
+    engine = build_engine(st)
+    try:
+        result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
+    finally:
+        engine.executor.shutdown()
     if not as_json:
         out.print(f"replayed {run_id} from {from_step} as a new run:")
     _report(result, as_json, st)

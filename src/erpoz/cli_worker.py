@@ -4,6 +4,7 @@ run them (mounted in ``cli.py``)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
@@ -18,11 +19,14 @@ from ._console import (
     EXIT_INVALID,
     EXIT_RUN,
     EXIT_STORE,
+    ExecutorOpt,
     InputJsonOpt,
     InputsOpt,
     JsonOpt,
+    RayAddressOpt,
     StoreOpt,
     TagsOpt,
+    build_engine,
     err,
     fail,
     open_or_fail,
@@ -30,49 +34,10 @@ from ._console import (
 )
 from .engine import Engine, RunResult, Worker
 from .engine._worker import DEFAULT_MAX_CLAIMS
-from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
+from .errors import ErpozError, FlowError, RunError, StoreError
 from .store import TERMINAL, Store
 
-ExecutorOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--executor",
-        "-x",
-        help="Where step functions run: local (threads of this process) or ray "
-        "\\[default: executor: in erpoz.yaml, else local]",
-        show_default=False,
-    ),
-]
-RayAddressOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--ray-address",
-        help="The Ray cluster (ray://host:10001 or host:6379) for --executor ray "
-        "\\[default: $RAY_ADDRESS, else a Ray started for this process]",
-        show_default=False,
-    ),
-]
 QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="The queue workers take it from.")]
-
-
-def build_engine(
-    st: Store,
-    *,
-    config: str | None = None,
-    executor: str | None = None,
-    ray_address: str | None = None,
-    observers: list[Any] | None = None,
-) -> Engine:
-    """An engine with the project's services and executor; a broken project file or a bad
-    executor choice exits 2 saying why."""
-    from ._project import project_executor, project_services
-
-    try:
-        services = asyncio.run(project_services(st, config))
-        chosen = project_executor(config, kind=executor, address=ray_address)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_INVALID)
-    return Engine(st, executor=chosen, services=services, observers=observers)
 
 
 def submit(
@@ -144,8 +109,6 @@ async def _until_done(st: Store, run_id: str) -> RunResult:
     while True:
         info = await st.get_run(run_id)
         if info is not None and (info.status in TERMINAL or info.status == "waiting"):
-            import json
-
             output = json.loads(info.output) if info.output else None
             events = await st.events(run_id) if info.status != "succeeded" else []
             failed = next((e.step for e in reversed(events) if e.kind == "step_failed"), None)
@@ -292,10 +255,10 @@ async def _work(w: Worker, st: Store, grace: float, *, live: bool) -> dict[str, 
     task = asyncio.ensure_future(w.run())
     try:
         if live:
-            with Live(_summary(w.stats.to_json(), w.in_flight), console=err, transient=True) as lv:
+            with Live(_summary(w.stats.counts(), w.in_flight), console=err, transient=True) as lv:
                 while not task.done():
                     await asyncio.wait({task}, timeout=0.5)
-                    lv.update(_summary(w.stats.to_json(), w.in_flight))
+                    lv.update(_summary(w.stats.counts(), w.in_flight))
         stats = await task
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,17 +40,21 @@ _STATUS_TYPES = {
 }
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | Response | None:
-    """A request's whole body within ``limit`` bytes; the error response when it declares or
-    sends more (413) or declares nonsense (400); ``None`` when the client left."""
+def _declared_length(scope: Scope, limit: int) -> Response | bool:
+    """Whether the request declares a Content-Length within ``limit``; the error response when
+    it declares more (413) or nonsense (400)."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                if int(value) > limit:
-                    return _too_large(limit)
+                return _too_large(limit) if int(value) > limit else True
             except ValueError:
                 return _error(400, "invalid Content-Length header", "invalid_request_error")
-            break
+    return False
+
+
+async def _read_within(receive: Receive, limit: int) -> bytes | Response | None:
+    """The body, read to its end; 413 as soon as it passes ``limit``; ``None`` when the client
+    left before sending it all."""
     chunks: list[bytes] = []
     seen = 0
     while True:
@@ -64,6 +68,15 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | Resp
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | Response | None:
+    """A request's whole body within ``limit`` bytes; the error response when it declares or
+    sends more (413) or declares nonsense (400); ``None`` when the client left."""
+    declared = _declared_length(scope, limit)
+    if isinstance(declared, Response):
+        return declared
+    return await _read_within(receive, limit)
 
 
 class _App(FastAPI):
@@ -117,40 +130,21 @@ class _BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > limit
-                except ValueError:
-                    await _error(400, "invalid Content-Length header", "invalid_request_error")(
-                        scope, receive, send
-                    )
-                    return
-                if too_big:
-                    await _too_large(limit)(scope, receive, send)
-                    return
-                await self.app(scope, receive, send)
-                return
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
+        declared = _declared_length(scope, limit)
+        if isinstance(declared, Response):
+            await declared(scope, receive, send)
+            return
+        if declared or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)  # a declared body streams on, unread
             return
         # no Content-Length (a chunked body): read it here, within the limit, then hand it on
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, receive, send)  # the client left: let the app see it
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > limit:
-                await _too_large(limit)(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await _read_within(receive, limit)
+        if body is None:
+            await self.app(scope, receive, send)  # the client left: let the app see it
+            return
+        if isinstance(body, Response):
+            await body(scope, receive, send)
+            return
         sent = False
 
         async def replay() -> Message:

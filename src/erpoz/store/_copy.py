@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from ..audit import Problem, heads_digest, verify
 from ..errors import StoreError
 from . import open_store
-from ._model import GENESIS, RecordedHead, chain_hash
+from ._model import EVENT_COLUMNS, GENESIS, RecordedHead, chain_hash
 from ._owner import owner_is_dead
 from ._protocol import Store
 from ._sqlite import SQLiteStore
@@ -63,8 +63,6 @@ VERIFY_ONE_BY_ONE = 20
 Row = tuple[Any, ...]
 Segment = tuple[str, int, int]
 """``(run_id, lo, hi)``: a run's events with ``lo < seq <= hi``."""
-EVENT_COLUMNS = "run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, hash"
-"""The columns of an event row, in this order everywhere below (the chain hashes these)."""
 _E_COLUMNS = ", ".join("e." + c for c in EVENT_COLUMNS.split(", "))
 KeyTable = Literal["blobs", "cache"]
 _KEY_OF: dict[KeyTable, str] = {"blobs": "sha256", "cache": "key"}

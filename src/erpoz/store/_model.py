@@ -119,6 +119,9 @@ RecordedHead = tuple[str, float, int, str, str]
 """``(run_id, created, head_seq, head_hash, status)`` as the runs row holds them."""
 
 
+EVENT_COLUMNS = "run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, hash"
+"""The columns of an event row, in the order a store's buffer holds them (and the chain hashes)."""
+
 RUN_ROW_COLUMNS = (
     "run_id, flow, source, fingerprint, status, created, updated, parent_run_id, replay_from, "
     "inputs, head_seq, head_hash, owner, lease_until, tenant, queue"

@@ -13,9 +13,11 @@ The same tables, chain and guarantees as the SQLite store, for many processes at
   is pending (group commit). When the database refuses one run's events, the transaction is
   redone run by run (savepoints) so that the other runs' events are not lost.
 
-Connections: a small pool of two per event loop — one for writes (commits, claims, heartbeat),
-one for reads — each behind an ``asyncio.Lock``. They are opened on first use in the running
-loop and reopened when the loop changes (``asyncio.run`` per call) or the connection broke.
+Connections, per event loop, each behind an ``asyncio.Lock`` and opened on first use: one for
+commits (and the heartbeat), one for reads, one for claims (so that a worker's claims never
+wait behind its commits) and, in workers, one that LISTENs for submissions. They are reopened
+when the loop changes (``asyncio.run`` per call) or broke; operations retry while the server
+cannot be reached (``reconnect_s``).
 Migrations run when the store is opened, on a short-lived connection, under a session-level
 advisory lock (per schema) so that two processes opening a blank database do not race.
 
@@ -32,7 +34,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -42,6 +44,7 @@ from psycopg import sql
 from ..errors import StoreError
 from ._buffer import buffer_event
 from ._model import (
+    EVENT_COLUMNS,
     GENESIS,
     RUN_QUEUED,
     RUN_ROW_COLUMNS,
@@ -59,8 +62,6 @@ from ._url import redact
 
 T = TypeVar("T")
 
-"""Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
-
 LEASE_S = 30.0
 RECONNECT_S = 30.0
 """How long an operation keeps trying to reach a server that went away (a restart) before it
@@ -71,18 +72,14 @@ BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
 CONNECT_TIMEOUT_S = 5
 
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, "
-    "hash) VALUES "
-)
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES "
 _ROW_MARKS = "(" + ",".join(["%s"] * 11) + ")"
 _ONE_STATEMENT_ROWS = 16
 """Up to this many rows go in one multi-row INSERT; more (batch commits) in a pipeline."""
 
 
 _FENCED_INSERT = (
-    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, "
-    "hash) SELECT * FROM (VALUES {rows}) AS v "
+    f"INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {{rows}}) AS v "
     "WHERE (SELECT erpoz_fence(%s::text[], %s::text[]))"
 )
 _FENCE = "SELECT erpoz_fence(%s::text[], %s::text[])"
@@ -112,26 +109,27 @@ async def _insert_events(conn: Conn, rows: list[tuple[Any, ...]], fence: Fence |
             await cur.executemany(_INSERT_EVENT + _ROW_MARKS, rows)
 
 
-_RUN_COLS = (
-    "r.run_id, r.flow, r.source, r.fingerprint, r.status, r.created, r.updated, "
-    "r.parent_run_id, r.replay_from, r.inputs, r.output, r.error, r.waiting_step, "
-    "coalesce(h.seq, 0), coalesce(h.hash, r.head_hash), r.owner, r.cancel_requested, r.tenant, "
-    "r.queue, r.claims"
-)
+def _run_cols(head_seq: str, head_hash: str) -> str:
+    """The columns of a :class:`RunInfo`, the head given as SQL expressions."""
+    return (
+        "r.run_id, r.flow, r.source, r.fingerprint, r.status, r.created, r.updated, "
+        "r.parent_run_id, r.replay_from, r.inputs, r.output, r.error, r.waiting_step, "
+        f"{head_seq}, {head_hash}, r.owner, r.cancel_requested, r.tenant, r.queue, r.claims"
+    )
+
+
+_RUN_COLS = _run_cols("coalesce(h.seq, 0)", "coalesce(h.hash, r.head_hash)")
 _RUN_FROM = (
     "runs r LEFT JOIN LATERAL (SELECT e.seq, e.hash FROM events e WHERE e.run_id = r.run_id "
     "ORDER BY e.seq DESC LIMIT 1) h ON true"
 )
 """The runs row is refreshed on status changes; the head always comes from the log itself."""
-_CLAIMED_COLS = (
-    "r.run_id, r.flow, r.source, r.fingerprint, r.status, r.created, r.updated, "
-    "r.parent_run_id, r.replay_from, r.inputs, r.output, r.error, r.waiting_step, "
-    "coalesce((SELECT e.seq FROM events e WHERE e.run_id = r.run_id ORDER BY e.seq DESC "
-    "LIMIT 1), 0), coalesce((SELECT e.hash FROM events e WHERE e.run_id = r.run_id "
-    "ORDER BY e.seq DESC LIMIT 1), r.head_hash), r.owner, r.cancel_requested, r.tenant, "
-    "r.queue, r.claims"
+_LAST = "(SELECT e.{} FROM events e WHERE e.run_id = r.run_id ORDER BY e.seq DESC LIMIT 1)"
+_CLAIMED_COLS = _run_cols(
+    f"coalesce({_LAST.format('seq')}, 0)", f"coalesce({_LAST.format('hash')}, r.head_hash)"
 )
 """``_RUN_COLS`` for ``UPDATE … RETURNING`` (no lateral join there)."""
+_INSERT_BLOBS = "INSERT INTO blobs (sha256, data) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 _INSERT_RUN = f"INSERT INTO runs ({RUN_ROW_COLUMNS}) VALUES ({','.join(['%s'] * 16)})"
 
 _MIGRATION_KEY = "hashtext('erpoz.migrate.' || coalesce(current_schema(), ''))"
@@ -460,7 +458,7 @@ class PostgresStore:
                 try:
                     if 0 < len(rows) <= _ONE_STATEMENT_ROWS and not (blobs or dirty or releasing):
                         # the common case (a step's events): one statement, one round trip
-                        await _insert_events(conn, rows, self._fence_of(rows))
+                        await _insert_events(conn, rows, self._fence_of(r[0] for r in rows))
                         return {}
                     return await self._write_all(conn, rows, blobs, dirty, releasing, per_run=False)
                 except psycopg.errors.IntegrityError:
@@ -498,9 +496,10 @@ class PostgresStore:
             if w is not None and run_id in fenced_out:
                 w.lost = True
 
-    def _fence_of(self, rows: list[tuple[Any, ...]]) -> Fence | None:
-        """The runs ``rows`` belong to, with the owner this process holds each as."""
-        ids = [r for r in dict.fromkeys(row[0] for row in rows) if r in self._fence]
+    def _fence_of(self, run_ids: Iterable[str]) -> Fence | None:
+        """The runs named (once each) that this process writes, with the owner it holds each
+        as; ``None`` when there is none."""
+        ids = [r for r in dict.fromkeys(run_ids) if r in self._fence]
         return (ids, [self._fence[r] for r in ids]) if ids else None
 
     async def _write_all(
@@ -521,15 +520,10 @@ class PostgresStore:
         pipeline = conn.pipeline() if not per_run else contextlib.nullcontext()
         async with pipeline, conn.transaction(), conn.cursor() as cur:
             if blobs:
-                await cur.executemany(
-                    "INSERT INTO blobs (sha256, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    list(blobs.items()),
-                )
+                await cur.executemany(_INSERT_BLOBS, list(blobs.items()))
             if not per_run:
-                fence = self._fence_of(rows) if rows else None
-                if fence is None and releasing:
-                    ids = [r for r, _ in releasing if r in self._fence]
-                    fence = (ids, [self._fence[r] for r in ids]) if ids else None
+                # the runs written, or (a release alone) the runs let go
+                fence = self._fence_of(r[0] for r in (rows or releasing))
                 if rows:
                     await _insert_events(conn, rows, fence)
                 elif fence is not None:
@@ -541,7 +535,7 @@ class PostgresStore:
                 for run_id, run_rows in by_run.items():
                     try:
                         async with conn.transaction():  # a savepoint
-                            await _insert_events(conn, run_rows, self._fence_of(run_rows))
+                            await _insert_events(conn, run_rows, self._fence_of([run_id]))
                     except psycopg.errors.IntegrityError as exc:
                         refused[run_id] = str(exc).strip().splitlines()[0]
                     except psycopg.Error as exc:
@@ -639,18 +633,11 @@ class PostgresStore:
             except (psycopg.Error, StoreError):
                 continue  # an unreachable server delays a beat; the lease is long enough
 
-    async def create_run(self, run: NewRun, owner: str) -> _PostgresWriter:
-        await self._same_loop()
-        now = time.time()
-        w = _PostgresWriter(self, run.run_id, owner, 0, GENESIS, "running")
-        buf = _Rows()
-        if self.durability == "sync":
-            # the row and run_started in one pipelined transaction (one round trip): a run
-            # that dies in its first step is on record
-            buffer_event(w, buf, RUN_STARTED, None, 0, run.started_data(), run.inputs)
-        row = run.row(
-            "running", now, owner=owner, lease_until=now + self.lease_s, head=(w.seq, w.head)
-        )
+    async def _insert_run(
+        self, row: tuple[Any, ...], buf: _Rows, doing: str, *, notify: bool = False
+    ) -> None:
+        """A new run's row and the events of ``buf`` in one pipelined transaction (one round
+        trip); with ``notify``, idle workers of its queue are woken when it commits."""
         tries = 0
 
         async def insert(conn: Conn) -> None:
@@ -659,25 +646,36 @@ class PostgresStore:
             try:
                 async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                     if buf._pending_blobs:
-                        await cur.executemany(
-                            "INSERT INTO blobs (sha256, data) VALUES (%s, %s) "
-                            "ON CONFLICT DO NOTHING",
-                            list(buf._pending_blobs.items()),
-                        )
+                        await cur.executemany(_INSERT_BLOBS, list(buf._pending_blobs.items()))
                     await cur.execute(_INSERT_RUN, row)
                     if buf._pending:
                         await _insert_events(conn, buf._pending, None)
+                    if notify:
+                        queue = row[15]  # the row is in the order of RUN_ROW_COLUMNS
+                        await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, queue))
             except psycopg.errors.UniqueViolation as exc:
-                # after a reconnect the first try may have gone through: then it is ours
-                cur = await conn.execute("SELECT owner FROM runs WHERE run_id=%s", (run.run_id,))
+                # after a reconnect the first try may have gone through: then it is this row
+                cur = await conn.execute(
+                    "SELECT owner, queue, inputs FROM runs WHERE run_id=%s", (row[0],)
+                )
                 found = await cur.fetchone()
-                if tries == 1 or found is None or found[0] != owner:
-                    raise StoreError(
-                        f"run id {run.run_id!r} already exists", path=self.url
-                    ) from exc
+                if tries == 1 or found != (row[12], row[15], row[9]):  # owner, queue, inputs
+                    raise StoreError(f"run id {row[0]!r} already exists", path=self.url) from exc
 
         async with self._write_lock:
-            await self._retrying("cannot create the run", self._writer_conn, insert)
+            await self._retrying(doing, self._writer_conn, insert)
+
+    async def create_run(self, run: NewRun, owner: str) -> _PostgresWriter:
+        await self._same_loop()
+        now = time.time()
+        w = _PostgresWriter(self, run.run_id, owner, 0, GENESIS, "running")
+        buf = _Rows()
+        if self.durability == "sync":  # a run that dies in its first step is on record
+            buffer_event(w, buf, RUN_STARTED, None, 0, run.started_data(), run.inputs)
+        row = run.row(
+            "running", now, owner=owner, lease_until=now + self.lease_s, head=(w.seq, w.head)
+        )
+        await self._insert_run(row, buf, "cannot create the run")
         self._fence[run.run_id] = owner
         if self.durability != "sync":  # batch: run_started goes with the next group commit
             w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
@@ -736,44 +734,12 @@ class PostgresStore:
     # --- the queue of submitted runs ------------------------------------------------------
     async def submit_run(self, run: NewRun, queue: str) -> None:
         await self._same_loop()
-        now = time.time()
         w = _PostgresWriter(self, run.run_id, "", 0, GENESIS, "running")
         buf = _Rows()  # chained like any run's events, written in the submit's transaction
         buffer_event(w, buf, RUN_STARTED, None, 0, run.started_data(), run.inputs)
         buffer_event(w, buf, RUN_QUEUED, None, 0, {"queue": queue}, None)
-        rows, blobs = buf._pending, buf._pending_blobs
-
-        tries = 0
-
-        async def insert(conn: Conn) -> None:
-            nonlocal tries
-            tries += 1
-            try:
-                async with conn.transaction(), conn.cursor() as cur:
-                    if blobs:
-                        await cur.executemany(
-                            "INSERT INTO blobs (sha256, data) VALUES (%s, %s) "
-                            "ON CONFLICT DO NOTHING",
-                            list(blobs.items()),
-                        )
-                    await cur.execute(
-                        _INSERT_RUN, run.row("queued", now, queue=queue, head=(w.seq, w.head))
-                    )
-                    await _insert_events(conn, rows, None)
-                    await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, queue))
-            except psycopg.errors.UniqueViolation as exc:
-                # after a reconnect the first try may have gone through
-                cur2 = await conn.execute(
-                    "SELECT queue, inputs FROM runs WHERE run_id=%s", (run.run_id,)
-                )
-                row = await cur2.fetchone()
-                if tries == 1 or row is None or (row[0], row[1]) != (queue, run.inputs):
-                    raise StoreError(
-                        f"run id {run.run_id!r} already exists", path=self.url
-                    ) from exc
-
-        async with self._write_lock:
-            await self._retrying("cannot submit the run", self._writer_conn, insert)
+        row = run.row("queued", time.time(), queue=queue, head=(w.seq, w.head))
+        await self._insert_run(row, buf, "cannot submit the run", notify=True)
 
     async def claim_next(self, owner: str, queues: Sequence[str]) -> Claim | None:
         if not queues:

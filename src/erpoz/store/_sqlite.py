@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import StoreError
 from ._buffer import buffer_event
 from ._model import (
+    EVENT_COLUMNS,
     GENESIS,
     RUN_QUEUED,
     RUN_ROW_COLUMNS,
@@ -34,19 +35,15 @@ from ._model import (
 from ._owner import owner_is_dead
 from ._protocol import Claim
 
-"""Payloads larger than this (characters) are stored once, content-addressed, in ``blobs``."""
-
 LEASE_S = 30.0
 SUBMIT_POLL_S = 0.25
 _TAKEN_OVER = "another owner holds the run now"
+_ID_TAKEN = "the run id is taken"
 CANCEL_POLL_S = 1.0
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
 
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, "
-    "hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _RUN_COLS = (
     "run_id, flow, source, fingerprint, status, created, updated, parent_run_id, replay_from, "
     "inputs, output, error, waiting_step, "
@@ -154,7 +151,6 @@ class SQLiteStore:
         self._refused: dict[str, str] = {}
         self._new_runs: list[tuple[Any, ...]] = []  # rows of runs created, for the next commit
         self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
-
         self._last_commit = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
         try:
@@ -297,7 +293,7 @@ class SQLiteStore:
                 try:
                     db.execute(_INSERT_RUN, row)
                 except sqlite3.IntegrityError:
-                    refused[row[0]] = f"run id {row[0]!r} already exists"
+                    refused[row[0]] = _ID_TAKEN
             db.execute("RELEASE new_runs")
             return refused
         db.execute("RELEASE new_runs")
@@ -312,11 +308,15 @@ class SQLiteStore:
         fence = {r: o for r in runs if (o := self._fence.get(r)) is not None}
         if not fence:
             return {}
-        marks = ",".join("?" * len(fence))
-        holders = dict(
-            self._db.execute(f"SELECT run_id, owner FROM runs WHERE run_id IN ({marks})", [*fence])
-        )
+        holders = self._holders(list(fence))
         return {r: _TAKEN_OVER for r, o in fence.items() if holders.get(r) != o}
+
+    def _holders(self, run_ids: list[str]) -> dict[str, str | None]:
+        """Who holds each of the runs now, as their rows say."""
+        marks = ",".join("?" * len(run_ids))
+        return dict(
+            self._db.execute(f"SELECT run_id, owner FROM runs WHERE run_id IN ({marks})", run_ids)
+        )
 
     def _insert_per_run(self, rows: list[tuple[Any, ...]]) -> dict[str, str]:
         """Insert run by run so that one refused run does not lose the others' events."""
@@ -343,6 +343,8 @@ class SQLiteStore:
 
     def _check_refused(self, run_id: str) -> None:
         why = self._refused.pop(run_id, None)
+        if why == _ID_TAKEN:
+            raise StoreError(f"run id {run_id!r} already exists", path=str(self.path))
         if why is not None:
             raise StoreError(
                 f"refused to record events of run {run_id} ({why}): another process recorded "
@@ -388,10 +390,7 @@ class SQLiteStore:
     def _renew(self, owned: list[str]) -> None:
         """Extend the leases this process still holds; a run whose row names another owner was
         taken over (this process stalled past its lease): its writer is lost."""
-        marks = ",".join("?" * len(owned))
-        holders = dict(
-            self._db.execute(f"SELECT run_id, owner FROM runs WHERE run_id IN ({marks})", owned)
-        )
+        holders = self._holders(owned)
         mine = []
         for run_id in owned:
             w = self._owned.get(run_id)
@@ -486,17 +485,11 @@ class SQLiteStore:
 
     # --- the queue of submitted runs ------------------------------------------------------
     async def submit_run(self, run: NewRun, queue: str) -> None:
-        now = time.time()
-        try:
-            self._commit()
-            self._db.execute(_INSERT_RUN, run.row("queued", now, queue=queue))
-        except sqlite3.IntegrityError as exc:
-            raise StoreError(f"run id {run.run_id!r} already exists", path=str(self.path)) from exc
-        except sqlite3.Error as exc:
-            raise self._translate(exc, "cannot submit the run") from exc
         w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", None)
         w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         w.append(RUN_QUEUED, data={"queue": queue})
+        self._dirty.pop(run.run_id, None)  # inserted whole, with its head
+        self._new_runs.append(run.row("queued", time.time(), queue=queue, head=(w.seq, w.head)))
         self._commit()  # a worker in another process must see it now, whatever the durability
         self._check_refused(run.run_id)
 
@@ -505,7 +498,6 @@ class SQLiteStore:
             return None
         marks = ",".join("?" * len(queues))
         try:
-            self._commit()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 now = time.time()
