@@ -20,6 +20,7 @@ __all__ = [
     "RunError",
     "StepFailed",
     "StoreError",
+    "WaitingForReview",
 ]
 
 
@@ -77,6 +78,18 @@ class StepFailed(RunError):
 
     def __init__(self, message: str, *, run_id: str, step: str) -> None:
         self.step = step
+        super().__init__(message, run_id=run_id)
+
+
+class WaitingForReview(RunError):
+    """A run stopped to wait for a person's decision on ``steps`` (a step with ``review``, or a
+    guard or policy that asked for one): it goes on once a reviewer approves or edits
+    (``erpoz review approve RUN``, ``POST /api/reviews/RUN/approve``). Raised where a caller
+    wants the run's output now: ``RunOutcome.unwrap()`` of the client, the LangChain
+    runnable."""
+
+    def __init__(self, message: str, *, run_id: str, steps: tuple[str, ...] = ()) -> None:
+        self.steps = steps
         super().__init__(message, run_id=run_id)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ..tools import Tools
 
 _NO_TAGS: Mapping[str, str] = {}
+#: ``(run_id, step, attempt, text)``: see ``engine.TokenListener``
+_TokenListener = Callable[[str, str, int, str], None]
 
 T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
@@ -35,6 +37,7 @@ class StepContext(StepIdentity):
         "_loop",
         "_services",
         "_thread",
+        "_token_listeners",
         "_writer",
         "attempt",
         "flow",
@@ -53,8 +56,10 @@ class StepContext(StepIdentity):
         tags: Mapping[str, str] = _NO_TAGS,
         grants: frozenset[str] | set[str] = frozenset(),
         calls: dict[str, str] | None = None,
+        token_listeners: Sequence[_TokenListener] = (),
     ) -> None:
         self._writer = writer
+        self._token_listeners = token_listeners
         self._calls = calls if calls is not None else {}
         self._journal: CallJournal | None = None
         self.tags = tags
@@ -132,7 +137,35 @@ class StepContext(StepIdentity):
         from ..models import ModelHub, project_hub
 
         hub = self._services.get(ModelHub)
-        return (hub if isinstance(hub, ModelHub) else project_hub()).bind(self, self.governed())
+        governed = self.governed()
+        return (hub if isinstance(hub, ModelHub) else project_hub()).bind(
+            self, governed, tokens=self._token_sink(governed)
+        )
+
+    def _token_sink(self, governed: Governed | None) -> Callable[[str], None] | None:
+        """Where ``ctx.models.stream`` hands each piece of text, for the engine's token
+        listeners; ``None`` when nobody listens, or when guards check answers (at
+        ``model_output`` or ``delivery``): text cannot be taken back once it is sent."""
+        listeners = self._token_listeners
+        if not listeners:
+            return None
+        if governed is not None and (
+            governed.rails.active("model_output") or governed.rails.active("delivery")
+        ):
+            return None
+        run_id, step, attempt = self.run_id, self.step_id, self.attempt
+
+        def tell(text: str) -> None:
+            for listen in listeners:
+                listen(run_id, step, attempt, text)
+
+        def sink(text: str) -> None:
+            if threading.get_ident() == self._thread:
+                tell(text)
+            else:  # listeners run on the engine's loop, like its event listeners
+                self._loop.call_soon_threadsafe(tell, text)
+
+        return sink
 
     @property
     def memory(self) -> Memory:

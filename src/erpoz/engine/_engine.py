@@ -48,6 +48,9 @@ Observer = Callable[[str, str | None, int, Mapping[str, Any] | None], None]
 #: (a server that follows many runs uses this).
 Listener = Callable[[str, str, str | None, int, Mapping[str, Any] | None], None]
 """Called for every event a run appends: ``(kind, step, attempt, data)``."""
+#: ``token_listener(run_id, step, attempt, text)``: a piece of model output a step streams
+#: (``ctx.models.stream``) as it arrives. Tokens are not events: the log records the output.
+TokenListener = Callable[[str, str, int, str], None]
 
 _PENDING: Any = object()
 
@@ -180,6 +183,8 @@ class Engine:
 
     ``services`` are what steps reach through ``ctx.service(Type)`` (models, tools, memory);
     ``observers`` see every event as it is appended (the CLI's live view uses this).
+    ``token_listeners`` get the model tokens steps stream, as they come (the server's streams
+    and the LangChain runnable use this); none leave a run whose answers guards check.
 
     ``executor`` runs step functions off the event loop: the thread pool of this process by
     default. With a remote one (:class:`~erpoz.engine.RayExecutor`) the steps that go there
@@ -203,6 +208,7 @@ class Engine:
         self.services: Mapping[type, object] = dict(services or {})
         self.observers = list(observers or [])
         self.listeners = list(listeners or [])
+        self.token_listeners: list[TokenListener] = []
         self.owner = new_owner()
         self._driving: set[str] = set()
         self._threads: ThreadExecutor | None = None
@@ -749,6 +755,7 @@ class Engine:
                         run.tags,
                         run.grants,
                         run.calls,
+                        self.token_listeners,
                     )
             t0 = time.perf_counter()
             try:

@@ -78,13 +78,20 @@ class ModelHub:
     def names(self) -> list[str]:
         return list(self._models)
 
-    def bind(self, ctx: Context, governed: Governed | None = None) -> Models:
+    def bind(
+        self,
+        ctx: Context,
+        governed: Governed | None = None,
+        *,
+        tokens: Callable[[str], None] | None = None,
+    ) -> Models:
         """``ctx.models`` for one step; ``governed`` adds the guard checkpoints and model
-        policy."""
+        policy; ``tokens`` gets each piece of text :meth:`Models.stream` passes on."""
         return Models(
             self,
             Recorder(lambda k, d: ctx.emit(k, dict(d)), ctx.run_id, budget=self.budget),
             governed,
+            tokens,
         )
 
     def unbound(self) -> Models:
@@ -109,12 +116,19 @@ def _schema_of(output: Any) -> Mapping[str, Any]:
 class Models:
     """What a step sees as ``ctx.models``."""
 
-    __slots__ = ("_gov", "_hub", "_rec")
+    __slots__ = ("_gov", "_hub", "_rec", "_tokens")
 
-    def __init__(self, hub: ModelHub, recorder: Recorder, governed: Governed | None = None) -> None:
+    def __init__(
+        self,
+        hub: ModelHub,
+        recorder: Recorder,
+        governed: Governed | None = None,
+        tokens: Callable[[str], None] | None = None,
+    ) -> None:
         self._hub = hub
         self._rec = recorder
         self._gov = governed
+        self._tokens = tokens
 
     def _chat_model(self, name: str) -> ChatModel:
         model = self._hub.get(name)
@@ -278,15 +292,23 @@ class Models:
     ) -> AsyncIterator[StreamChunk]:
         """Stream the answer; the last chunk carries the full ``ChatResult``. The model-input
         guards apply; the output guards do not (what was streamed cannot be taken back): guard
-        the collected text yourself, or use :meth:`chat`."""
+        the collected text yourself, or use :meth:`chat`.
+
+        Each piece of text also goes to the run's token listeners (a caller following the run:
+        ``POST /api/runs`` with ``stream``, the gateway, the LangChain runnable), unless guards
+        check answers (``model_output`` or ``delivery``): then nothing leaves before the output
+        has passed them."""
         messages = _messages(prompt)
         if self._gov is not None:
             messages, _ = await self._gov.model_input(model, messages)
         request = ChatRequest(messages, max_tokens=max_tokens, temperature=temperature)
         chat = self._chat_model(model)
+        tokens = self._tokens
         token = bind(self._rec)
         try:
             async for chunk in chat.stream(request):
+                if tokens is not None and chunk.text and chunk.result is None:
+                    tokens(chunk.text)
                 yield chunk
         finally:
             unbind(token)

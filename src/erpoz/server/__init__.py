@@ -1,9 +1,19 @@
-"""The HTTP server (``erpoz serve``): runs API, OpenAI-compatible gateway, dashboard, metrics."""
+"""The HTTP server (``erpoz serve``): runs API, OpenAI-compatible gateway, dashboard, metrics.
 
-from ._auth import TenantError, caller_of, tenant_of
-from ._build import build_state
-from ._state import DEFAULT_MAX_BODY, Caller, EventBus, ServerState, Tenants
-from .app import create_app
+Its names are loaded on first use, so that :mod:`erpoz.server.wire` (the runs API's request
+and answer shapes, shared with :mod:`erpoz.client`) imports without the ``server`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._auth import TenantError, caller_of, tenant_of
+    from ._build import build_state
+    from ._state import DEFAULT_MAX_BODY, Caller, EventBus, ServerState, Tenants
+    from .app import create_app
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -17,3 +27,23 @@ __all__ = [
     "create_app",
     "tenant_of",
 ]
+
+_WHERE = {
+    "TenantError": "._auth",
+    "caller_of": "._auth",
+    "tenant_of": "._auth",
+    "build_state": "._build",
+    "DEFAULT_MAX_BODY": "._state",
+    "Caller": "._state",
+    "EventBus": "._state",
+    "ServerState": "._state",
+    "Tenants": "._state",
+    "create_app": ".app",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(where, __name__), name)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..engine import Engine, RunResult
 from ..errors import ConfigError
@@ -132,16 +132,27 @@ class Tenants:
         return cls.parse(text, source=str(path))
 
 
+class Token(NamedTuple):
+    """A piece of model output a step of ``run_id`` streamed (not an event of the log)."""
+
+    run_id: str
+    step: str
+    attempt: int
+    text: str
+
+
 class EventBus:
     """Fans each appended event out to the queues of those following its run (or all runs).
 
-    Register :meth:`listen` as an engine listener; followers call :meth:`follow` and read
-    ``(run_id, kind, step, attempt, data)`` tuples from the queue they get. Call it from the
-    event loop the followers run on (the engine's listeners run there)."""
+    Register :meth:`listen` as an engine listener (and :meth:`token` as a token listener);
+    followers call :meth:`follow` and read ``(run_id, kind, step, attempt, data)`` tuples from
+    the queue they get, and :class:`Token` tuples when they follow with ``tokens``. Call it
+    from the event loop the followers run on (the engine's listeners run there)."""
 
     def __init__(self) -> None:
         self._by_run: dict[str, set[asyncio.Queue[tuple[Any, ...]]]] = {}
         self._all: set[asyncio.Queue[tuple[Any, ...]]] = set()
+        self._tokens: dict[str, set[asyncio.Queue[tuple[Any, ...]]]] = {}
 
     def listen(
         self,
@@ -157,18 +168,36 @@ class EventBus:
         for q in self._all:
             q.put_nowait(item)
 
-    def follow(self, run_id: str | None = None) -> asyncio.Queue[tuple[Any, ...]]:
+    def token(self, run_id: str, step: str, attempt: int, text: str) -> None:
+        qs = self._tokens.get(run_id)
+        if qs:
+            item = Token(run_id, step, attempt, text)
+            for q in qs:
+                q.put_nowait(item)
+
+    def follow(
+        self, run_id: str | None = None, *, tokens: bool = False
+    ) -> asyncio.Queue[tuple[Any, ...]]:
+        """A queue of the events of ``run_id`` (of every run when ``None``), and with
+        ``tokens`` of the model tokens its steps stream too."""
         q: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         if run_id is None:
             self._all.add(q)
         else:
             self._by_run.setdefault(run_id, set()).add(q)
+            if tokens:
+                self._tokens.setdefault(run_id, set()).add(q)
         return q
 
     def unfollow(self, q: asyncio.Queue[tuple[Any, ...]], run_id: str | None = None) -> None:
         if run_id is None:
             self._all.discard(q)
             return
+        tq = self._tokens.get(run_id)
+        if tq is not None:
+            tq.discard(q)
+            if not tq:
+                del self._tokens[run_id]
         qs = self._by_run.get(run_id)
         if qs is not None:
             qs.discard(q)
@@ -215,6 +244,8 @@ class ServerState:
     def __post_init__(self) -> None:
         if self.bus.listen not in self.engine.listeners:
             self.engine.listeners.append(self.bus.listen)
+        if self.bus.token not in self.engine.token_listeners:
+            self.engine.token_listeners.append(self.bus.token)
 
     def services(self) -> Mapping[type, object]:
         return self.engine.services

@@ -13,12 +13,11 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from .._console import parse_since
@@ -29,7 +28,8 @@ from ..flow._types import type_name
 from ..store import TERMINAL, Event, RunInfo
 from ._auth import caller_of
 from ._scope import TenantView, as_store, jsonable
-from ._state import Caller, ServerState
+from ._state import Caller, ServerState, Token
+from .wire import Drive, ReviewDecision, StartRun
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -76,56 +76,7 @@ def _erpoz_error(exc: BaseException) -> ApiError:
     return ApiError(500, f"{type(exc).__name__}: {exc}", "server_error")
 
 
-# --- request bodies --------------------------------------------------------------------------
-
-Timeout = Annotated[
-    float | None,
-    Field(gt=0, le=86_400, description="With wait: answer 202 after this many seconds."),
-]
-
-
-class StartRun(BaseModel):
-    """``POST /api/runs``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    flow: str = Field(min_length=1, max_length=200, description="An exposed flow's name.")
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    tags: dict[str, str] = Field(
-        default_factory=dict, description="Recorded with the run; 'tenant' is the key's."
-    )
-    wait: bool = Field(True, description="Wait for the run to succeed, fail or wait for review.")
-    timeout_s: Timeout = None
-    queue: str | None = Field(
-        None,
-        min_length=1,
-        max_length=64,
-        description="Submit the run to this queue for a worker (erpoz worker) instead of "
-        "running it in the server: answers 202 at once, with status 'queued'.",
-    )
-
-
-class Drive(BaseModel):
-    """``POST /api/runs/{id}/resume``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    wait: bool = True
-    timeout_s: Timeout = None
-
-
-class ReviewDecision(BaseModel):
-    """``POST /api/reviews/{run_id}/approve|reject|edit``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    step: str | None = Field(None, max_length=500, description="Which step, when several wait.")
-    reviewer: str | None = Field(None, max_length=200, description="Default: the key's name.")
-    comment: str = Field("", max_length=10_000)
-    output: Any = Field(None, description="edit: the corrected output (checked against the type)")
-    wait: bool = True
-    timeout_s: Timeout = None
-
+# --- request bodies: erpoz.server.wire (shared with the Python client) -------------------------
 
 # --- JSON shapes -----------------------------------------------------------------------------
 
@@ -390,15 +341,29 @@ def _sse(event: str, data: Any, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {body}\n\n"
 
 
-async def follow_run(state: ServerState, run_id: str, after: int) -> AsyncIterator[str]:
+async def follow_run(
+    state: ServerState,
+    run_id: str,
+    after: int,
+    *,
+    tokens: bool = False,
+    queue: asyncio.Queue[tuple[Any, ...]] | None = None,
+    starting: asyncio.Task[Any] | None = None,
+) -> AsyncIterator[str]:
     """Server-sent events of one run: the recorded events after ``after`` (``event: event``,
     ``id`` = sequence number), then each new one as it is recorded, until the run ends or
     waits (``event: end``). ``event: live`` tells of an event the moment it is appended, before
-    it is durable (progress); the same event follows as ``event: event``. A comment line
-    (``: ping``) goes out after ``state.ping_s`` of silence."""
+    it is durable (progress); the same event follows as ``event: event``. With ``tokens``,
+    ``event: token`` carries each piece of model output a step streams. A comment line
+    (``: ping``) goes out after ``state.ping_s`` of silence.
+
+    ``queue`` is a follower's queue of the bus made before the run started (so that no token
+    is missed) and ``starting`` the task starting it: until the run is recorded, its absence
+    from the store does not end the stream."""
     store = state.store
-    q = state.bus.follow(run_id)
+    q = queue if queue is not None else state.bus.follow(run_id, tokens=tokens)
     last_sent = time.monotonic()
+    delivery: frozenset[str] | None = None
     try:
         yield ": following run " + run_id + "\n\n"
         while True:
@@ -412,11 +377,16 @@ async def follow_run(state: ServerState, run_id: str, after: int) -> AsyncIterat
                     return
             info = await store.get_run(run_id)
             if info is None:
-                return
-            if info.status != "running" and after >= info.head_seq:
+                if starting is None or starting.done():
+                    return
+            elif info.status != "running" and after >= info.head_seq:
                 # waiting, or final with every event sent: this turn of the run is over
                 yield _sse("end", {"run_id": run_id, "status": info.status})
                 return
+            elif tokens and delivery is None:
+                plan = state.flows.get(info.flow)
+                if plan is not None and plan.fingerprint == info.fingerprint:
+                    delivery = plan.delivery
             try:
                 async with asyncio.timeout(_POLL_S):  # no task per wait, unlike wait_for
                     item = await q.get()
@@ -428,15 +398,44 @@ async def follow_run(state: ServerState, run_id: str, after: int) -> AsyncIterat
             items = [item]
             while not q.empty():
                 items.append(q.get_nowait())
-            for rid, kind, step, attempt, data in items:
-                yield _sse(
-                    "live",
-                    {"run_id": rid, "kind": kind, "step": step, "attempt": attempt, "data": data},
-                )
+            for it in items:
+                yield _live(it, delivery)
             last_sent = time.monotonic()
     finally:
         state.bus.unfollow(q, run_id)
 
+
+def _live(item: tuple[Any, ...], delivery: frozenset[str] | None) -> str:
+    """A bus item as a server-sent event: ``token`` for a streamed token, else ``live``."""
+    if isinstance(item, Token):
+        return _sse(
+            "token",
+            {
+                "run_id": item.run_id,
+                "step": item.step,
+                "attempt": item.attempt,
+                "text": item.text,
+                "delivery": None if delivery is None else top_step(item.step) in delivery,
+            },
+        )
+    rid, kind, step, attempt, data = item
+    return _sse(
+        "live", {"run_id": rid, "kind": kind, "step": step, "attempt": attempt, "data": data}
+    )
+
+
+def _event_stream(
+    body: AsyncIterator[str], headers: Mapping[str, str] | None = None
+) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+    )
+
+
+#: the header that names the run a streamed start answers about (as the gateway's)
+RUN_HEADER = "x-erpoz-run-id"
 
 # --- the router ------------------------------------------------------------------------------
 
@@ -503,6 +502,22 @@ def router(state: ServerState) -> APIRouter:
             headers={"Location": f"/api/runs/{run_id}"},
         )
 
+    def streamed(run_id: str, make: Callable[[], Coroutine[Any, Any, RunResult]]) -> Response:
+        """Start a run in a task of its own and answer with its events as they are recorded
+        and the tokens its steps stream (server-sent events, as GET .../follow?tokens=true),
+        following from before it starts so that no token is missed."""
+        q = state.bus.follow(run_id, tokens=True)
+        task = state.spawn(run_id, make())
+
+        async def events() -> AsyncIterator[str]:
+            async for chunk in follow_run(state, run_id, 0, tokens=True, queue=q, starting=task):
+                yield chunk
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                err = _erpoz_error(exc)
+                yield _sse("error", {"error": {"message": err.message, "type": err.kind}})
+
+        return _event_stream(events(), {RUN_HEADER: run_id, "Location": f"/api/runs/{run_id}"})
+
     # --- runs ---------------------------------------------------------------------------------
     @api.post("/runs", summary="Start a run of an exposed flow")
     async def start_run(body: StartRun, caller: CallerDep) -> Response:
@@ -534,6 +549,18 @@ def router(state: ServerState) -> APIRouter:
             ) from None
         tags = {**body.tags, "tenant": caller.tenant}
         run_id = new_run_id()
+        if body.stream:
+            if body.queue is not None:
+                raise ApiError(
+                    422,
+                    "stream: a queued run is driven by a worker, whose tokens do not reach this "
+                    "server; follow it with GET /api/runs/RUN/follow",
+                    "invalid_request_error",
+                    param="stream",
+                )
+            return streamed(
+                run_id, lambda: state.engine.run(plan, body.inputs, run_id=run_id, tags=tags)
+            )
         if body.queue is not None:
             try:
                 await state.engine.submit(
@@ -629,17 +656,16 @@ def router(state: ServerState) -> APIRouter:
         run_id: RunId,
         caller: CallerDep,
         after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        tokens: Annotated[
+            bool, Query(description="Also the model tokens its steps stream (event: token).")
+        ] = False,
         last_event_id: Annotated[str | None, Header(max_length=30)] = None,
     ) -> StreamingResponse:
         info = await find(view(caller), run_id)
         start = after
         if start is None and last_event_id is not None and last_event_id.strip().isdigit():
             start = int(last_event_id.strip())
-        return StreamingResponse(
-            follow_run(state, info.run_id, start or 0),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _event_stream(follow_run(state, info.run_id, start or 0, tokens=tokens))
 
     @api.post("/runs/{run_id}/resume", summary="Continue a crashed or interrupted run")
     async def resume(run_id: RunId, caller: CallerDep, body: Drive | None = None) -> Response:

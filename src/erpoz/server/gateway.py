@@ -56,7 +56,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from ..engine import RunResult, new_run_id
+from ..engine import RunResult, new_run_id, top_step
 from ..engine._codec import encode
 from ..errors import BudgetExceeded, FlowError, GuardBlocked, ModelError, PolicyViolation
 from ..flow import Context, Flow, Plan, step
@@ -64,7 +64,7 @@ from ..models import ChatModel, ChatRequest, ChatResult, EmbedModel, EmbedResult
 from ..models._meter import count_tokens
 from . import _openai_types as oa
 from ._auth import TenantError, tenant_for, tenant_of
-from ._state import ServerState
+from ._state import ServerState, Token
 
 __all__ = ["CHAT_FLOW", "EMBED_FLOW", "hot_routes", "router"]
 
@@ -585,25 +585,22 @@ class _Gateway:
     ) -> Response:
         inputs = _flow_inputs(plan, body)
         run_id = new_run_id()
-        result = await self.engine.run(
-            plan, inputs, run_id=run_id, tags=self.tags_for(tenant, body.user)
+        tags = self.tags_for(tenant, body.user)
+        include_usage = bool(
+            body.stream and body.stream_options and body.stream_options.include_usage
         )
+        if body.stream and not _answers_guarded(self.state):
+            return await self.flow_stream(plan, inputs, tags, run_id, include_usage)
+        result = await self.engine.run(plan, inputs, run_id=run_id, tags=tags)
         if result.status != "succeeded":
             return _error_response(_run_error(result, None), run_id)
-        output = result.output
-        text = output if isinstance(output, str) else encode(output, plan.output_type)
-        usage = {"input_tokens": 0, "output_tokens": 0}
-        for event in await self.state.store.events(run_id):
-            if event.kind == "model_called" and event.data.get("status") == "ok":
-                usage["input_tokens"] += int(event.data.get("input_tokens") or 0)
-                usage["output_tokens"] += int(event.data.get("output_tokens") or 0)
+        text, usage = await self.flow_answer(plan, run_id, result.output)
         answer = {"text": text, "model": plan.name, "finish_reason": "stop", "usage": usage}
         ident = f"chatcmpl-{run_id}"
         created = int(time.time())
         headers = {RUN_HEADER: run_id}
         if not body.stream:
             return _json(200, oa.completion_body(ident, created, answer), headers)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         async def events() -> AsyncIterator[bytes]:
             yield oa.chunk_bytes(ident, created, plan.name, {"role": "assistant", "content": ""})
@@ -618,6 +615,95 @@ class _Gateway:
             events(),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
+        )
+
+    async def flow_answer(self, plan: Plan, run_id: str, output: Any) -> tuple[str, dict[str, int]]:
+        """A flow's output as the answer's text, and the tokens its model calls used."""
+        text = output if isinstance(output, str) else encode(output, plan.output_type)
+        usage = {"input_tokens": 0, "output_tokens": 0}
+        for event in await self.state.store.events(run_id):
+            if event.kind == "model_called" and event.data.get("status") == "ok":
+                usage["input_tokens"] += int(event.data.get("input_tokens") or 0)
+                usage["output_tokens"] += int(event.data.get("output_tokens") or 0)
+        return text, usage
+
+    async def flow_stream(
+        self,
+        plan: Plan,
+        inputs: dict[str, Any],
+        tags: dict[str, str],
+        run_id: str,
+        include_usage: bool,
+    ) -> Response:
+        """A flow's answer streamed as its delivery steps stream model tokens
+        (``ctx.models.stream``): each token is passed on as it comes, the run records the
+        output. What the output adds after the streamed text (all of it when nothing was
+        streamed) follows in one chunk when the run has succeeded."""
+        bus = self.state.bus
+        queue = bus.follow(run_id, tokens=True)  # before the run starts: no token is missed
+        try:
+            task = self.state.spawn(run_id, self.engine.run(plan, inputs, run_id=run_id, tags=tags))
+        except BaseException:
+            bus.unfollow(queue, run_id)
+            raise
+        task.add_done_callback(lambda t: queue.put_nowait(()))
+        delivery = plan.delivery
+
+        async def next_text() -> str | None:
+            while True:
+                item = await queue.get()
+                if not item:
+                    return None
+                if isinstance(item, Token) and top_step(item.step) in delivery:
+                    return item.text
+
+        first = await next_text()
+        if first is None:  # the run ended before any token: an error, or one piece
+            bus.unfollow(queue, run_id)
+            result = await task
+            if result.status != "succeeded":
+                return _error_response(_run_error(result, None), run_id)
+        ident = f"chatcmpl-{run_id}"
+        created = int(time.time())
+        name = plan.name
+
+        def chunk(delta: Mapping[str, Any] | None, finish: str | None = None) -> bytes:
+            return oa.chunk_bytes(ident, created, name, delta, finish)
+
+        async def events() -> AsyncIterator[bytes]:
+            sent: list[str] = []
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                text = first
+                while text is not None:
+                    sent.append(text)
+                    yield chunk({"content": text})
+                    text = await next_text()
+            finally:
+                bus.unfollow(queue, run_id)
+            try:
+                result = await task
+                if result.status != "succeeded":
+                    yield oa.error_event(_run_error(result, None))
+                    return
+                answer, usage = await self.flow_answer(plan, run_id, result.output)
+            except Exception as exc:  # the store failed: the stream ends with an error event
+                yield oa.error_event(
+                    oa.GatewayError(500, f"{type(exc).__name__}: {exc}", "server_error")
+                )
+                return
+            streamed = "".join(sent)
+            if answer.startswith(streamed) and len(answer) > len(streamed):
+                yield chunk({"content": answer[len(streamed) :]})
+            yield chunk({}, "stop")
+            if include_usage:
+                yield oa.chunk_bytes(ident, created, name, None, usage=usage)
+            yield oa.DONE
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={RUN_HEADER: run_id, "cache-control": "no-cache"},
         )
 
     async def embeddings(self, raw: bytes, tenant: str) -> Response:
