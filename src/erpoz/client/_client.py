@@ -431,6 +431,11 @@ class Client(_Base):
         """One run: status, inputs, output, step timeline, waiting steps."""
         return self._send(_Calls.get(run_id))
 
+    def outcome(self, run_id: str) -> RunOutcome:
+        """How the run stands, as :meth:`run` answers it (status, output, error, failed or
+        waiting steps), read now, without waiting."""
+        return _outcome_of(self.get(run_id))
+
     def runs(
         self,
         *,
@@ -753,6 +758,9 @@ class AsyncClient(_Base):
 
     async def get(self, run_id: str) -> RunDetail:
         return await self._send(_Calls.get(run_id))
+
+    async def outcome(self, run_id: str) -> RunOutcome:
+        return _outcome_of(await self.get(run_id))
 
     async def runs(
         self,
