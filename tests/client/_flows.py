@@ -85,3 +85,17 @@ def outline(topic: str) -> str:
 
 story = Flow("story", inputs={"topic": str})
 story.add(tell, topic=story.add(outline, topic=story.input("topic")))
+
+
+@step
+async def tell_lc(topic: str, ctx: Context) -> str:
+    """The same through a LangChain chat model (``provider: langchain`` in erpoz.yaml)."""
+    parts: list[str] = []
+    async for chunk in ctx.models.stream("lc-writer", f"Tell a story about {topic}"):
+        if chunk.result is None:
+            parts.append(chunk.text)
+    return "".join(parts)
+
+
+lcstory = Flow("lcstory", inputs={"topic": str})
+lcstory.add(tell_lc, topic=lcstory.input("topic"))

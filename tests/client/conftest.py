@@ -26,7 +26,7 @@ from erpoz.testing import OpenAIStubServer
 HERE = Path(__file__).resolve().parent
 KEY = "acme-key-0123456789abcdef"
 OTHER_KEY = "globex-key-0123456789abcdef"
-FLOWS = ("echo", "review", "gated", "fail", "story")
+FLOWS = ("echo", "review", "gated", "fail", "story", "lcstory")
 
 
 @dataclass
@@ -116,6 +116,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             f"    params: {{base_url: '{stub.base_url}', model: stub, api_key: '',"
             " max_retries: 0}\n"
             "    price: {input: 1.0, output: 2.0}\n"
+            "  lc-writer:\n"
+            "    provider: langchain\n"
+            "    params:\n"
+            "      factory: langchain_openai:ChatOpenAI\n"
+            f"      kwargs: {{base_url: '{stub.base_url}', api_key: sk-local, model: stub,"
+            " max_retries: 0}\n"
         )
         url, proc = serve(
             workdir,

@@ -572,6 +572,12 @@ class _FlowRunnableBase(Runnable[Any, Any]):
     def _streams_text(self) -> bool:
         raise NotImplementedError
 
+    def _ready(self) -> None:
+        """Learn what streaming needs (the flow's delivery steps, output type)."""
+
+    async def _aready(self) -> None:
+        """:meth:`_ready`, awaited."""
+
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         def go(value: Any, run_manager: Any) -> Any:
             return self._run_sync(value, self._tags(run_manager), None)
@@ -603,6 +609,7 @@ class _FlowRunnableBase(Runnable[Any, Any]):
 
     def _pieces(self, inputs: Iterator[Any], run_manager: Any) -> Iterator[Any]:
         value = next(inputs)
+        self._ready()
         texts: queue.SimpleQueue[Any] = queue.SimpleQueue()
         done = object()
         box: dict[str, Any] = {}
@@ -634,6 +641,7 @@ class _FlowRunnableBase(Runnable[Any, Any]):
 
     async def _apieces(self, inputs: AsyncIterator[Any], run_manager: Any) -> AsyncIterator[Any]:
         value = await anext(inputs)
+        await self._aready()
         loop = asyncio.get_running_loop()
         texts: asyncio.Queue[str] = asyncio.Queue()
 
@@ -806,6 +814,20 @@ class RemoteFlowRunnable(_FlowRunnableBase):
             f"(flows: {', '.join(i.name for i in infos) or 'none'})"
         )
 
+    def _ready(self) -> None:
+        if self._info is None:
+            self._flow_info(self._sync_client().flows())
+
+    async def _aready(self) -> None:
+        from ..client import AsyncClient
+
+        if self._info is None:
+            c = self.client
+            if isinstance(c, AsyncClient):
+                self._flow_info(await c.flows())
+            else:
+                await asyncio.to_thread(self._ready)
+
     def _inputs(self, value: Any) -> dict[str, Any]:
         info = self._info
         names = [i.name for i in info.inputs]
@@ -843,8 +865,7 @@ class RemoteFlowRunnable(_FlowRunnableBase):
         from ..client import EndOfTurn, TokenChunk
 
         c = self._sync_client()
-        if self._info is None:
-            self._flow_info(c.flows())
+        self._ready()
         inputs = self._inputs(value)
         if on_token is None:
             return self._finish(c.run(self.flow, inputs, tags=tags))
@@ -864,8 +885,7 @@ class RemoteFlowRunnable(_FlowRunnableBase):
         c = self.client
         if not isinstance(c, AsyncClient):
             return await asyncio.to_thread(self._run_sync, value, tags, on_token)
-        if self._info is None:
-            self._flow_info(await c.flows())
+        await self._aready()
         inputs = self._inputs(value)
         if on_token is None:
             return self._finish(await c.run(self.flow, inputs, tags=tags))
