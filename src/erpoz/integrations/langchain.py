@@ -49,8 +49,8 @@ from ..models import (
     TextPart,
     ToolCall,
     Usage,
+    ensure_allowed,
 )
-from ..models._guard import ensure_allowed
 from ..models.openai_compat import is_loopback
 from ..tools import Tool
 

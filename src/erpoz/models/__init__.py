@@ -2,7 +2,7 @@
 models with prices and limits, and ``ctx.models``: every call metered, budgeted and recorded."""
 
 from ._config import ProjectConfig, build_hub, load_config, load_hub, project_hub
-from ._guard import block_real_providers
+from ._guard import block_real_providers, ensure_allowed
 from ._hub import ModelHub, Models
 from ._meter import Budget, Metered, count_tokens, record, spent_in_store
 from ._plugins import create, providers
@@ -52,6 +52,7 @@ __all__ = [
     "build_hub",
     "count_tokens",
     "create",
+    "ensure_allowed",
     "load_config",
     "load_hub",
     "project_hub",
