@@ -11,6 +11,8 @@ from .store import Store
 if TYPE_CHECKING:
     from .engine import Executor
     from .memory import Memory
+    from .models import ProjectConfig
+    from .tools import ToolRegistry
 
 
 async def project_services(
@@ -33,6 +35,8 @@ async def project_services(
     hub = build_hub(cfg)
     rails = guardrails_from_config(cfg)
     tools = registry_from_config(cfg)
+    if cfg.mcp is not None:  # MCP servers' tools join the project's (the mcp extra)
+        tools = await _with_mcp_tools(cfg, tools)
     if hub.budget is not None and hub.budget.per_project_usd is not None:
         hub.budget.project_spent_usd = await spent_in_store(store)
     services: dict[type, object] = {ModelHub: hub}
@@ -45,6 +49,25 @@ async def project_services(
 
         services[Memory] = memory if isinstance(memory, Memory) else open_memory(memory)
     return services
+
+
+async def _with_mcp_tools(cfg: ProjectConfig, tools: ToolRegistry | None) -> ToolRegistry:
+    from .errors import ConfigError
+    from .tools import ToolError, ToolRegistry
+
+    try:
+        from .integrations.mcp import project_tools
+    except ImportError as exc:
+        raise cfg.error(
+            f"the 'mcp' section needs the mcp extra (pip install 'erpoz[mcp]'): {exc}", "mcp"
+        ) from None
+    registry = tools if tools is not None else ToolRegistry()
+    try:
+        for t in await project_tools(cfg):
+            registry.add(t)
+    except ToolError as exc:  # an MCP tool named like one of the project's own
+        raise ConfigError(str(exc), file=cfg.file, line=cfg.line("mcp")) from None
+    return registry
 
 
 def project_executor(
