@@ -13,9 +13,10 @@ import os
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
-server = MCPServer("calc", version="1.0")
+server = MCPServer("calc", version="1.0", log_level="ERROR")
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True))
@@ -44,7 +45,7 @@ def lookup(invoice: str) -> str:
 def divide(a: float, b: float) -> float:
     """Divide a by b."""
     if b == 0:
-        raise ValueError("division by zero")
+        raise ToolError("division by zero")
     return a / b
 
 
@@ -62,6 +63,6 @@ def crash() -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--http":
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]), log_level="WARNING")
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
     else:
         server.run()

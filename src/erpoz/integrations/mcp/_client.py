@@ -452,8 +452,19 @@ class _Arguments:
             ) from exc
         self._validator = cls(schema)
         self._tool = tool
+        props = schema.get("properties")
+        # unknown arguments are refused, as for erpoz's own tools (a model's typo is an error),
+        # unless the schema says what extra ones may be
+        self._known: frozenset[str] | None = None
+        if isinstance(props, dict) and "additionalProperties" not in schema:
+            self._known = frozenset(props)
 
     def __call__(self, **arguments: Any) -> _Checked:
+        if self._known is not None:
+            extra = [k for k in arguments if k not in self._known]
+            if extra:
+                known = ", ".join(sorted(self._known)) or "none"
+                raise _invalid(self._tool, (extra[0],), f"unknown argument (arguments: {known})")
         error = jsonschema.exceptions.best_match(self._validator.iter_errors(arguments))
         if error is not None:
             loc = tuple(error.absolute_path)
@@ -464,17 +475,21 @@ class _Arguments:
                 allowed = set(self._validator.schema.get("properties", {}))
                 extra = [k for k in arguments if k not in allowed]
                 loc = (extra[0],) if extra else ()
-            raise ValidationError.from_exception_data(
-                self._tool,
-                [
-                    {
-                        "type": PydanticCustomError("json_schema", "{msg}", {"msg": error.message}),
-                        "loc": loc or ("arguments",),
-                        "input": arguments,
-                    }
-                ],
-            )
+            raise _invalid(self._tool, loc or ("arguments",), error.message)
         return _Checked(arguments)
+
+
+def _invalid(tool: str, loc: tuple[Any, ...], message: str) -> ValidationError:
+    return ValidationError.from_exception_data(
+        tool,
+        [
+            {
+                "type": PydanticCustomError("json_schema", "{msg}", {"msg": message}),
+                "loc": loc,
+                "input": None,
+            }
+        ],
+    )
 
 
 class _Checked:

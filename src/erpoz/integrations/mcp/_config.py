@@ -123,13 +123,18 @@ def servers_from_config(config: ProjectConfig) -> list[ServerSpec]:
         raise config.error(
             "'mcp' maps server names to servers (each with 'command' or 'url')", "mcp"
         )
-    base = Path(config.file).resolve().parent if config.file else Path.cwd()
+    base: Path | None = config._base  # the project file's folder
+    if base is None:
+        base = Path(config.file).resolve().parent if config.file else Path.cwd()
     return [_server(config, str(name), raw, base) for name, raw in section.items()]
 
 
 def _server(config: ProjectConfig, name: str, raw: Any, base: Path) -> ServerSpec:
     def err(message: str, *path: str | int, key: bool = False) -> ConfigError:
-        return config.error(f"mcp server '{name}': {message}", "mcp", name, *path, key=key)
+        # without a path: the line of the server's name
+        return config.error(
+            f"mcp server '{name}': {message}", "mcp", name, *path, key=key or not path
+        )
 
     if not _NAME.match(name):
         raise config.error(
