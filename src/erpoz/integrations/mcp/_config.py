@@ -68,7 +68,7 @@ class ServerSpec:
     url: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     tools: tuple[str, ...] | None = None  # None: every tool the server lists
-    prefix: str = ""
+    prefix: str = ""  # the tools' names in erpoz start with this (from erpoz.yaml: "<name>__")
     read_only: bool | frozenset[str] | None = None  # None: the server's readOnlyHint
     secret: frozenset[str] = frozenset()
     timeout_s: float = 60.0
