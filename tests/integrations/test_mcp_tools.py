@@ -92,7 +92,9 @@ def test_mcp_tools_are_denied_unless_granted_and_the_server_never_sees_the_call(
     tmp_path: Path,
 ) -> None:
     sent = tmp_path / "sent.jsonl"
-    config = project(tmp_path, stdio_yaml(sent), rest="")
+    # a policy that names another tool (without any policy the process-wide one would decide)
+    rest = "policy:\n  rules:\n    - {name: other, tool: other_tool, action: allow}\n"
+    config = project(tmp_path, stdio_yaml(sent), rest=rest)
     result, events, _ = asyncio.run(run_flow(config, flow_of(add_and_send)))
     assert result.status == "failed" and "PolicyViolation" in (result.error or "")
     assert "calc__add" in (result.error or "")
