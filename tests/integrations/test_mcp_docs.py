@@ -1,5 +1,5 @@
 """docs/integrations/mcp.md: its example runs and prints what the page shows; its project
-files are the ones in examples/mcp and parse."""
+files are the ones in examples/mcp_calc and parse."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from test_docs import fenced_blocks, run_printing
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "integrations" / "mcp.md"
-EXAMPLE = ROOT / "examples" / "mcp"
+EXAMPLE = ROOT / "examples" / "mcp_calc"
 
 
 def blocks(lang: str) -> list[str]:
@@ -28,7 +28,7 @@ def blocks(lang: str) -> list[str]:
 def test_the_python_example_runs_as_written_and_prints_what_the_page_shows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run in a copy of examples/mcp whose erpoz.yaml starts the server with this Python (the
+    """Run in a copy of examples/mcp_calc whose erpoz.yaml starts the server with this Python (the
     page's `command: python` means a Python that has mcp; here that is sys.executable)."""
     for name in ("calc_server.py", "erpoz.yaml"):
         shutil.copy(EXAMPLE / name, tmp_path / name)

@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import json
+import os
 import sys
 import threading
 import time
@@ -184,7 +185,7 @@ class McpSession:
                         env=dict(spec.env),
                         cwd=spec.cwd,
                     )
-                    transport: Any = stdio_client(params, errlog=sys.stderr)
+                    transport: Any = stdio_client(params, errlog=_errlog())
                 else:
                     http = await stack.enter_async_context(
                         httpx2.AsyncClient(
@@ -272,6 +273,19 @@ class McpSession:
         """Call ``tool`` as it is named on the server; ``McpToolError`` when the server cannot
         be reached or the call is cut off (an error the tool reports is in the result)."""
         return await _on_mcp_loop(self._call(tool, arguments, meta))
+
+
+def _errlog() -> Any:
+    """Where a stdio server's stderr goes: ours, when it is a real file (not in a notebook or
+    a test runner that captures it), else the process's original stderr, else nowhere."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return open(os.devnull, "w")  # kept open for the server process's life
 
 
 def _reason(exc: BaseException) -> str:
