@@ -159,3 +159,28 @@ def test_a_run_waiting_for_review_defers_the_task_until_a_reviewer_decides(
         assert dag_run.state == "failed" and ti.state == "failed"
         logged = capfd.readouterr()
         assert "rejected" in logged.out + logged.err
+
+
+def test_a_task_run_again_takes_its_runs_recorded_output_instead_of_running_it_again(
+    tmp_path: Path,
+) -> None:
+    """The same task instance (same DAG run, cleared and run again): one erpoz run."""
+    from datetime import UTC, datetime
+
+    store = tmp_path / "runs.db"
+    dag = operator_dag("erpoz_quote_again", "quoting", store, params="{'order': {'item': 'cap'}}")
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    first = dag.test(run_after=when, logical_date=when)
+    second = dag.test(run_after=when, logical_date=when)
+    assert first.run_id == second.run_id
+    assert task_instance(second).xcom_pull(task_ids="flow") == {"item": "cap", "total": 12.5}
+
+    async def runs() -> list[Any]:
+        st = open_store(str(store))
+        try:
+            return await st.list_runs(limit=10)
+        finally:
+            await st.close()
+
+    (only,) = asyncio.run(runs())
+    assert only.status == "succeeded"
