@@ -419,3 +419,29 @@ def test_an_mcp_tool_object_can_join_a_registry_by_hand(tmp_path: Path) -> None:
     out = asyncio.run(t.fn(a=2, b=3))
     assert out == {"result": 5}  # no output schema given here: the structured content as is
     assert json.loads(json.dumps(t.spec.parameters))["required"] == ["a", "b"]
+
+
+def test_closing_the_sessions_stops_the_stdio_servers(tmp_path: Path) -> None:
+    import time
+
+    from erpoz.integrations.mcp import close_sessions
+
+    config = project(tmp_path, stdio_yaml(tmp_path / "sent.jsonl"))
+
+    @step
+    async def server_pid(ctx: Context) -> int:
+        return int(await ctx.tools.call("calc__pid"))
+
+    result, _, _ = asyncio.run(run_flow(config, flow_of(server_pid)))
+    pid = result.output
+    os.kill(pid, 0)  # running while the session is open
+    close_sessions()  # what happens at the process's exit
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the server (pid {pid}) still runs after close_sessions()")
