@@ -163,13 +163,21 @@ def tools(
 @mcp_app.command("serve")
 def serve(
     flows: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             metavar="FLOW",
             help="Flows to serve as tools: .yaml files, module:attr or file.py:attr.",
             show_default=False,
         ),
-    ],
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Also serve this project model as a tool ask_NAME (repeatable).",
+        ),
+    ] = None,
     transport: Annotated[
         str, typer.Option(help="stdio (a client starts this command) or http (streamable HTTP).")
     ] = "stdio",
@@ -190,13 +198,16 @@ def serve(
     at once with status 'waiting', and the 'erpoz_run' tool tells later how it ended. Runs
     are tagged via=mcp (and with --tag).
 
+    With --model NAME a project model is a tool too (ask_NAME: one governed call).
+
     [dim]Examples:[/] erpoz mcp serve examples/triage.yaml ·
-    erpoz mcp serve flows/support.yaml --transport http --port 8765 -t tenant=ide
+    erpoz mcp serve flows/support.yaml --model default --transport http -t tenant=ide
     """
     _needs_mcp()
     from .cli_serve import is_loopback
     from .flow._load import load_flow
-    from .integrations.mcp.server import build_server
+    from .integrations.mcp.server import build_server, model_tool_name
+    from .models import ModelHub
 
     if transport not in ("stdio", "http"):
         fail(f"--transport {transport!r}: stdio or http", EXIT_INVALID)
@@ -212,19 +223,26 @@ def serve(
         if not sep or not key.strip():
             fail(f"--tag {pair!r}: expected key=value", EXIT_INVALID)
         tags[key.strip()] = value
+    if not flows and not model:
+        fail("name at least one FLOW or --model to serve", EXIT_INVALID)
     try:
-        loaded = [load_flow(f) for f in flows]
+        loaded = [load_flow(f) for f in flows or []]
         for f in loaded:
             f.compile()
     except FlowError as exc:
         fail(str(exc), EXIT_INVALID)
     st = open_or_fail(store)
     engine = build_engine(st, config=config)
+    hub = engine.services.get(ModelHub)
+    known = hub.names() if isinstance(hub, ModelHub) else []
+    for name in model or []:
+        if name not in known:
+            fail(f"--model {name}: no such model (models: {', '.join(known)})", EXIT_INVALID)
     try:
-        server = build_server(loaded, engine, tags=tags)
+        server = build_server(loaded, engine, models=model or [], tags=tags)
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
-    names = ", ".join(f.name for f in loaded)
+    names = ", ".join([*(f.name for f in loaded), *(model_tool_name(m) for m in model or [])])
     try:
         if transport == "stdio":
             err.print(f"erpoz mcp serve (stdio): tools {names}, store {st.url}", highlight=False)

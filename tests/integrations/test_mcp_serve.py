@@ -195,3 +195,47 @@ def test_serve_refuses_other_hosts_and_bad_flows(tmp_path: Path) -> None:
         cwd=str(tmp_path),
     )
     assert missing.returncode == 2 and "nowhere.yaml" in missing.stderr
+
+
+def test_a_project_model_as_a_tool(tmp_path: Path) -> None:
+    """--model: one governed, recorded call of a project model (here an OpenAI-compatible
+    stub server in the test, which echoes)."""
+    from erpoz.models._stub_server import OpenAIStubServer
+
+    with OpenAIStubServer() as upstream:
+        (tmp_path / "erpoz.yaml").write_text(
+            "models:\n  stub:\n    provider: openai\n"
+            f"    params: {{base_url: '{upstream.base_url}', model: stub-model, api_key: sk-x}}\n"
+            "    price: {input: 1, output: 2}\n",
+            encoding="utf-8",
+        )
+        store = tmp_path / "runs.db"
+        params = StdioServerParameters(
+            command=ERPOZ[0],
+            args=[*ERPOZ[1:], "mcp", "serve", "--model", "stub", "--store", str(store)],
+            env=serve_env(tmp_path),
+            cwd=str(tmp_path),
+        )
+
+        async def main() -> tuple[Any, Any, Any]:
+            async with Client(params) as client:
+                listed = await client.list_tools()
+                answer = await client.call_tool("ask_stub", {"prompt": "hello there"})
+                wrong = await client.call_tool("ask_stub", {"prompt": "x", "temperature": 2})
+                return listed, answer, wrong
+
+        listed, answer, wrong = asyncio.run(main())
+        sent = upstream.requests_to("chat")
+    assert {t.name for t in listed.tools} == {"ask_stub", "erpoz_run"}
+    assert not answer.is_error and "hello there" in structured(answer)["output"]
+    assert sent and sent[-1].body["messages"][-1]["content"] == "hello there"
+    assert wrong.is_error and "unknown argument(s) temperature" in wrong.content[0].text
+
+    async def recorded() -> list[Any]:
+        st = open_store(str(store))
+        events = await st.events(structured(answer)["run_id"])
+        await st.close()
+        return events
+
+    called = [e.data for e in asyncio.run(recorded()) if e.kind == "model_called"]
+    assert len(called) == 1 and called[0]["model"] == "stub"

@@ -2,9 +2,12 @@
 
 Each flow is a tool named like the flow, whose input schema is the flow's inputs. A call runs
 the flow to its end on the engine (policy, guards, budgets and the event log as for any run)
-and answers with the run id and the output. A run that waits for a person answers at once,
-not after the review: ``status: waiting``, the steps that wait and how to decide; the client
-asks again later with the ``erpoz_run`` tool (``run_id``), which tells how any run stands.
+and answers with the run id and the output. A project model can be a tool too (``ask_NAME``:
+one governed call, a run of the built-in flow :data:`ask_flow`).
+
+A run that waits for a person answers at once, not after the review: ``status: waiting``, the
+steps that wait and how to decide; the client asks again later with the ``erpoz_run`` tool
+(``run_id``), which tells how any run stands.
 """
 
 from __future__ import annotations
@@ -21,13 +24,52 @@ from pydantic import ConfigDict, TypeAdapter, create_model
 from ... import __version__
 from ...engine import Engine, RunResult, pending_reviews
 from ...errors import ConfigError, ErpozError, FlowError
-from ...flow import Flow, Plan
+from ...flow import Context, Flow, Plan, step
 
-__all__ = ["STATUS_TOOL", "FlowTool", "build_server", "flow_tool", "input_schema"]
+__all__ = [
+    "STATUS_TOOL",
+    "FlowTool",
+    "ask_flow",
+    "build_server",
+    "flow_tool",
+    "input_schema",
+    "model_tool_name",
+]
 
 #: The tool that tells how a run stands (a run that waited for review, later).
 STATUS_TOOL = "erpoz_run"
 _ANY = TypeAdapter(Any)
+
+
+@step
+async def ask(model: str, prompt: str, max_tokens: int, ctx: Context) -> str:
+    """One call of a project model, through ``ctx.models``: routing, budgets, guards and the
+    ``model_called`` event as for any call from a flow."""
+    result = await ctx.models.chat(model, prompt, max_tokens=max_tokens)
+    return result.text
+
+
+#: The flow a model tool runs (importable, so that a run waiting for review resumes anywhere).
+ask_flow = Flow(
+    "mcp_ask",
+    inputs={"model": str, "prompt": str, "max_tokens": int},
+    defaults={"max_tokens": 512},
+    description="Ask a project model, governed and recorded.",
+    source="erpoz.integrations.mcp.server:ask_flow",
+)
+ask_flow.output(
+    ask_flow.add(
+        ask,
+        model=ask_flow.input("model"),
+        prompt=ask_flow.input("prompt"),
+        max_tokens=ask_flow.input("max_tokens"),
+    )
+)
+
+
+def model_tool_name(model: str) -> str:
+    """``ask_<model>``, with what a tool name may not hold replaced by ``_``."""
+    return "ask_" + "".join(c if c.isalnum() or c in "_-" else "_" for c in model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +113,26 @@ def build_server(
     flows: Sequence[Flow | Plan],
     engine: Engine,
     *,
+    models: Sequence[str] = (),
     name: str = "erpoz",
     tags: Mapping[str, str] | None = None,
 ) -> Server[Any]:
     """An MCP server (the SDK's low-level ``Server``) whose tools run ``flows`` on
-    ``engine``, plus :data:`STATUS_TOOL`. Every run gets ``tags`` (and ``via: mcp``)."""
+    ``engine``, ask each of ``models`` (``ask_NAME``), and tell how a run stands
+    (:data:`STATUS_TOOL`). Every run gets ``tags`` (and ``via: mcp``)."""
     tools: dict[str, FlowTool] = {}
+    asks: dict[str, str] = {}  # tool name -> model
+    ask_plan = ask_flow.compile()
     for f in flows:
         t = flow_tool(f)
         if t.name in tools or t.name == STATUS_TOOL:
             raise ConfigError(f"two tools would be named {t.name!r}; each flow needs its own name")
         tools[t.name] = t
+    for model in models:
+        tool_name = model_tool_name(model)
+        if tool_name in tools or tool_name in asks:
+            raise ConfigError(f"two tools would be named {tool_name!r}")
+        asks[tool_name] = model
     run_tags = {"via": "mcp", **(tags or {})}
     listed = [
         mcp_types.Tool(
@@ -94,6 +145,24 @@ def build_server(
         )
         for t in tools.values()
     ]
+    for tool_name, model in asks.items():
+        listed.append(
+            mcp_types.Tool(
+                name=tool_name,
+                description=f"Ask the model '{model}' (an erpoz project model: routed, "
+                "budgeted, guarded and recorded like any call from a flow).",
+                input_schema={
+                    "type": "object",
+                    "properties": {
+                        "prompt": {"type": "string"},
+                        "max_tokens": {"type": "integer", "minimum": 1, "default": 512},
+                    },
+                    "required": ["prompt"],
+                    "additionalProperties": False,
+                },
+                annotations=mcp_types.ToolAnnotations(read_only_hint=True, open_world_hint=True),
+            )
+        )
     listed.append(
         mcp_types.Tool(
             name=STATUS_TOOL,
@@ -121,15 +190,22 @@ def build_server(
         if params.name == STATUS_TOOL:
             return await _status(engine, arguments)
         t = tools.get(params.name)
+        plan = t.plan if t is not None else ask_plan
         if t is None:
-            known = ", ".join([*tools, STATUS_TOOL])
-            return _error(f"no tool {params.name!r} (tools: {known})")
+            model = asks.get(params.name)
+            if model is None:
+                known = ", ".join([*tools, *asks, STATUS_TOOL])
+                return _error(f"no tool {params.name!r} (tools: {known})")
+            unknown = set(arguments) - {"prompt", "max_tokens"}
+            if unknown:
+                return _error(f"{params.name}: unknown argument(s) {', '.join(sorted(unknown))}")
+            arguments = {"model": model, **arguments}
         try:
-            result = await engine.run(t.plan, arguments, tags=run_tags)
+            result = await engine.run(plan, arguments, tags=run_tags)
         except FlowError as exc:  # the inputs do not fit the flow
-            return _error(f"flow '{t.name}': {exc}")
+            return _error(f"{params.name}: {exc}")
         except ErpozError as exc:
-            return _error(f"flow '{t.name}' could not run: {exc}")
+            return _error(f"{params.name} could not run: {exc}")
         return _answer(result)
 
     return Server(
