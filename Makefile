@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo triage test venv dev lint bench clean
+.PHONY: demo triage test test-airflow test-kfp venv dev lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,9 +31,32 @@ lint: dev
 test: lint
 	$(BIN)/pytest -q
 
+# Airflow and kfp pin much of what they need (kfp: protobuf 6, older requests), so each has a venv
+# of its own with erpoz installed editable; `make test` never touches them. Versions tested:
+AIRFLOW_VERSION ?= 3.3.2
+KFP_VERSION ?= 2.17.3
+
+.venv-airflow/bin/python:
+	$(PY) -m venv .venv-airflow
+	.venv-airflow/bin/python -m pip install -q --upgrade pip
+	.venv-airflow/bin/python -m pip install -q 'apache-airflow==$(AIRFLOW_VERSION)' pytest
+	.venv-airflow/bin/python -m pip install -q -e '.[airflow]'
+
+test-airflow: .venv-airflow/bin/python
+	ERPOZ_TEST_AIRFLOW=required .venv-airflow/bin/python -m pytest -q -p no:cacheprovider tests/integrations/airflow
+
+.venv-kfp/bin/python:
+	$(PY) -m venv .venv-kfp
+	.venv-kfp/bin/python -m pip install -q --upgrade pip
+	.venv-kfp/bin/python -m pip install -q 'kfp==$(KFP_VERSION)' pytest
+	.venv-kfp/bin/python -m pip install -q -e '.[kfp]'
+
+test-kfp: .venv-kfp/bin/python
+	ERPOZ_TEST_KFP=required .venv-kfp/bin/python -m pytest -q -p no:cacheprovider tests/integrations/kubeflow
+
 bench: dev
 	$(BIN)/pip install -q -r bench/requirements.txt
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .erpoz .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-airflow .venv-kfp .erpoz .mypy_cache .ruff_cache .pytest_cache

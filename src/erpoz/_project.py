@@ -11,6 +11,8 @@ from .store import Store
 if TYPE_CHECKING:
     from .engine import Executor
     from .memory import Memory
+    from .models import ProjectConfig
+    from .tools import ToolRegistry
 
 
 async def project_services(
@@ -33,6 +35,8 @@ async def project_services(
     hub = build_hub(cfg)
     rails = guardrails_from_config(cfg)
     tools = registry_from_config(cfg)
+    if cfg.mcp is not None:  # MCP servers' tools join the project's (the mcp extra)
+        tools = await _with_tool_source(cfg, "mcp", tools)
     if hub.budget is not None and hub.budget.per_project_usd is not None:
         hub.budget.project_spent_usd = await spent_in_store(store)
     services: dict[type, object] = {ModelHub: hub}
@@ -45,6 +49,40 @@ async def project_services(
 
         services[Memory] = memory if isinstance(memory, Memory) else open_memory(memory)
     return services
+
+
+async def _with_tool_source(
+    cfg: ProjectConfig, section: str, tools: ToolRegistry | None
+) -> ToolRegistry:
+    """Add the tools of a section of ``erpoz.yaml`` that a plug-in reads: the entry point of
+    that name in the group ``erpoz.tool_sources`` (``mcp``: erpoz.integrations.mcp), an async
+    function of the project config returning tools."""
+    from importlib.metadata import entry_points
+
+    from .errors import ConfigError
+    from .tools import ToolError, ToolRegistry
+
+    found = [ep for ep in entry_points(group="erpoz.tool_sources") if ep.name == section]
+    try:
+        source = found[0].load() if found else None
+    except ImportError as exc:
+        source, reason = None, str(exc)
+    else:
+        reason = "no plug-in reads it"
+    if source is None:
+        raise cfg.error(
+            f"the '{section}' section needs the {section} extra (pip install "
+            f"'erpoz[{section}]'): {reason}",
+            section,
+            key=True,
+        )
+    registry = tools if tools is not None else ToolRegistry()
+    try:
+        for t in await source(cfg):
+            registry.add(t)
+    except ToolError as exc:  # a tool named like one of the project's own
+        raise ConfigError(str(exc), file=cfg.file, line=cfg.line(section, key=True)) from None
+    return registry
 
 
 def project_executor(

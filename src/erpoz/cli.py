@@ -45,6 +45,7 @@ from ._console import (
 from .cli_audit import audit_app
 from .cli_demo import demo
 from .cli_eval import eval_app
+from .cli_mcp import mcp_app
 from .cli_memory import register as register_memory_commands
 from .cli_migrate import migrate_command
 from .cli_models import models_app, stats_app
@@ -849,6 +850,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
 app.add_typer(policy_app, name="policy")
 app.add_typer(eval_app, name="eval")
+app.add_typer(mcp_app, name="mcp")
 app.command("demo")(demo)
 app.command("trace")(trace)
 app.command("serve")(serve)

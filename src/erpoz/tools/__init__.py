@@ -16,6 +16,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Rule",
     "Tool",
+    "ToolCall",
     "ToolError",
     "ToolPolicy",
     "ToolRegistry",
     "Tools",
+    "current_call",
     "load_policy",
     "parse_policy",
     "registry_from_config",
@@ -77,6 +80,27 @@ class Tool:
     def spec(self) -> ToolSpec:
         """What a model is offered."""
         return ToolSpec(self.name, self.description, self.parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The call a tool function is carrying out (see :func:`current_call`): which run and
+    step, the idempotency key to hand to the outside world (tools with side effects), and
+    ``emit`` to record an event of the tool's own in the run."""
+
+    tool: str
+    run_id: str
+    step_id: str
+    idempotency_key: str | None
+    emit: Callable[[str, dict[str, Any]], None]
+
+
+_CURRENT: ContextVar[ToolCall | None] = ContextVar("erpoz_tool_call", default=None)
+
+
+def current_call() -> ToolCall | None:
+    """Inside a tool function called through ``ctx.tools``: the call; elsewhere ``None``."""
+    return _CURRENT.get()
 
 
 def tool(
@@ -238,6 +262,7 @@ class Tools:
                         result = await gov.tool_result(name, result)
                     return result
         t0 = time.perf_counter()
+        token = _CURRENT.set(ToolCall(name, ctx.run_id, step, call_key, ctx.emit))
         try:
             if inspect.iscoroutinefunction(t.fn):
                 result = await t.fn(**args)
@@ -254,6 +279,8 @@ class Tools:
                 },
             )
             raise ToolError(f"tool '{name}' raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            _CURRENT.reset(token)
         done_data = {
             **data,
             "status": "ok",
