@@ -149,6 +149,7 @@ class Metered:
                 f"cannot take {', '.join(sorted(missing))} input (modalities: "
                 f"{', '.join(sorted(self.spec.modalities))})",
                 model=self.name,
+                code="unsupported_modality",
             )
         prompt_tokens = self._count(request.prompt_text)
         if prompt_tokens > self.spec.context_window:
@@ -156,6 +157,7 @@ class Metered:
                 f"the prompt has ~{prompt_tokens} tokens, more than the context window "
                 f"({self.spec.context_window}); shorten it or route to a larger model",
                 model=self.name,
+                code="context_length_exceeded",
             )
         budget = self.budget or (rec.budget if rec else None)
         if budget is not None:
