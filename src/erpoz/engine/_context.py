@@ -151,7 +151,7 @@ class StepContext(StepIdentity):
         from ..memory import Memory, project_memory
 
         memory = self._services.get(Memory)
-        return memory if isinstance(memory, Memory) else project_memory()
+        return (memory if isinstance(memory, Memory) else project_memory()).bound(self.journal)
 
     async def guard(self, text: str, *, at: str = "model_input") -> str:
         """Run the guards of checkpoint ``at`` over ``text`` here, in the step (for text that

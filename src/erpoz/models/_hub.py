@@ -389,6 +389,7 @@ class Models:
                     "kind": kind,
                     "status": "error",
                     "error": f"{type(exc).__name__}: {exc}",
+                    "type": type(exc).__name__,
                     "retryable": bool(getattr(exc, "retryable", False)),
                     "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
                     "cost_usd": 0.0,

@@ -193,7 +193,8 @@ def _items(value: Any) -> list[Any]:
 
 
 def _error_type(error: Any) -> str:
-    """``"ModelError: down"`` → ``"ModelError"``."""
+    """``"ModelError: down"`` → ``"ModelError"``: for logs recorded before events carried the
+    error's ``type`` (newer ones do, and that is read first)."""
     text = str(error or "")
     head, sep, _ = text.partition(":")
     return head.strip() if sep and head.strip().isidentifier() else "error"
@@ -519,7 +520,7 @@ class _Builder:
         )
         if status != "ok":
             error = str(data.get("error") or status)
-            a["error.type"] = _error_type(error)
+            a["error.type"] = str(data.get("type") or _error_type(error))
             self.close(span, e.ts, error)
         self.calls += 1
         self.cost += cost
@@ -592,7 +593,7 @@ class _Builder:
         )
         if status != "ok":
             error = str(data.get("error") or status)
-            span.attributes["error.type"] = _error_type(error)
+            span.attributes["error.type"] = str(data.get("type") or _error_type(error))
             self.close(span, e.ts, error)
 
     def on_guard_decided(self, e: Event, data: Mapping[str, Any], sid: Any, run: SpanData) -> None:

@@ -56,7 +56,7 @@ def _no_run(ref: str) -> ApiError:
 
 def _store_error(exc: StoreError) -> ApiError:
     if isinstance(exc, RunClaimed):  # another process holds the run: a conflict, not an outage
-        return ApiError(409, str(exc), "conflict")
+        return ApiError(409, str(exc), "conflict", owner=exc.owner)
     return ApiError(503, f"the run store is not available: {exc}", "store_error")
 
 
