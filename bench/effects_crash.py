@@ -5,9 +5,10 @@ For each store (SQLite ``sync``, SQLite ``batch``, PostgreSQL), ``runs`` runs of
 ``bench/effects_flow.py`` are submitted and two workers (four runs at a time each) drain them.
 A killer watches the store and SIGKILLs the worker that owns a run when either
 
-- a run's log holds a tool call's intent without its result (the tool is under way), or
-- the store holds a number of events more than at the last kill, drawn at random (anywhere in a
-  step: between a model's reply and the tool calls, between a step's success and the next …),
+- the run's last event on record is a tool call's intent (the tool is under way), or
+- the run, picked at random, has recorded 1 to 15 events more than when it was picked (anywhere
+  in a step: between a model's reply and the tool calls, between a step's success and the
+  next …),
 
 alternately, until ``kills`` kills are done; a new worker replaces each killed one. Nothing is
 timed by sleeps: the killer polls the store, the workers go at their own pace.
@@ -55,7 +56,6 @@ REPO = Path(__file__).resolve().parents[1]
 MODES = ("sqlite-sync", "sqlite-batch", "postgres")
 WORKERS = 2
 CONCURRENCY = 4
-EVENTS_PER_RUN = 40  # about: what the pacing of kills plans with
 
 
 @dataclass
@@ -133,27 +133,29 @@ class _Reader:
         if self._pg is not None:
             self._pg.close()
 
-    def events(self) -> int:
-        rows = self.rows("SELECT count(*) FROM events")
-        return int(rows[0][0]) if rows else 0
-
     def succeeded(self) -> int:
         rows = self.rows("SELECT count(*) FROM runs WHERE status = 'succeeded'")
         return int(rows[0][0]) if rows else 0
 
-    def tool_in_flight(self) -> str | None:
-        """A run with a tool call's intent on record and no result yet."""
-        recent = self.rows(
-            "SELECT run_id, kind, data FROM events WHERE kind IN ('tool_intent', 'tool_called') "
-            "ORDER BY ts DESC LIMIT 24"
-        )
-        done: set[str] = set()
-        for run_id, kind, data in recent:  # newest first
-            key = json.loads(data).get("idempotency_key")
-            if kind == "tool_called":
-                done.add(key)
-            elif key not in done:
-                return str(run_id)
+    def running(self) -> list[str]:
+        """The runs a worker holds now."""
+        rows = self.rows("SELECT run_id FROM runs WHERE status = 'running' AND owner IS NOT NULL")
+        return [str(r[0]) for r in rows]
+
+    def recorded(self, run_id: str) -> int:
+        """How many events the run has on record."""
+        rows = self.rows("SELECT count(*) FROM events WHERE run_id = ?", (run_id,))
+        return int(rows[0][0]) if rows else 0
+
+    def tool_in_flight(self, runs: list[str]) -> str | None:
+        """One of ``runs`` whose last event on record is a tool call's intent: the tool is
+        under way (or about to be called), its result not on record."""
+        for run_id in runs:
+            last = self.rows(
+                "SELECT kind FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+            )
+            if last and last[0][0] == "tool_intent":
+                return run_id
         return None
 
     def owner_pid(self, run_id: str) -> int | None:
@@ -187,11 +189,24 @@ def _cli_child(argv: list[str], cwd: str, env: dict[str, str], log: str) -> None
     os._exit(code if isinstance(code, int) else 1)
 
 
+_PRELOAD = [
+    # what `erpoz worker` imports before it takes a run: a replacement starts without it
+    "erpoz.cli",
+    "erpoz.cli_worker",
+    "erpoz._project",
+    "erpoz.guards",
+    "erpoz.engine",
+    "erpoz.models.openai_compat",
+    "erpoz.store._postgres",
+    "bench.effects_flow",
+    "httpx",
+    "psycopg",
+]
+
+
 def _forkserver() -> Any:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        ["erpoz.cli", "erpoz.models.openai_compat", "bench.effects_flow", "psycopg"]
-    )
+    ctx.set_forkserver_preload(_PRELOAD)
     return ctx
 
 
@@ -341,12 +356,13 @@ def _drain(
     progress: Callable[[str], None] | None,
     url: str,
 ) -> None:
-    """Kill until ``kills`` are done, and wait until every run succeeded. Should the runs be
-    done before the kills, a few more are submitted (``ids`` grows)."""
+    """Kill until ``kills`` are done, and wait until every run succeeded. Kills alternate:
+    when a run's last event is a tool call's intent, and when a run picked at random has
+    recorded a number of events more (1 to 15, at random) than when it was picked. Should the
+    runs be done before the kills, a few more are submitted (``ids`` grows)."""
     deadline = time.monotonic() + max(180.0, (len(ids) + kills) * 1.5)
-    last = reader.events()
-    gap = _gap(rng, len(ids), 0, kills)
     in_tool = False
+    watched: tuple[str, int] | None = None  # the run picked, and the events it must reach
     while True:
         succeeded = reader.succeeded()
         if succeeded >= len(ids):
@@ -363,10 +379,17 @@ def _drain(
         if report.kills >= kills:
             time.sleep(0.05)
             continue
-        events = reader.events()
+        running = reader.running()
         target: str | None = None
-        if events - last >= gap:
-            target = reader.tool_in_flight() if in_tool else _any_running(reader)
+        if in_tool:
+            target = reader.tool_in_flight(rng.sample(running, len(running)))
+        elif watched is None or watched[0] not in running:
+            watched = None
+            if running:
+                run_id = rng.choice(running)
+                watched = (run_id, reader.recorded(run_id) + rng.randint(1, 15))
+        elif reader.recorded(watched[0]) >= watched[1]:
+            target, watched = watched[0], None
         if target is None:
             time.sleep(0.002)
             continue
@@ -374,23 +397,9 @@ def _drain(
             report.kills += 1
             report.kills_in_tool += int(in_tool)
             in_tool = not in_tool
-            last = reader.events()
-            gap = _gap(rng, len(ids) - succeeded, report.kills, kills)
             workers.start()
             if progress is not None and report.kills % 10 == 0:
                 progress(f"{report.mode}: {report.kills} kills, {succeeded}/{len(ids)} runs done")
-
-
-def _gap(rng: random.Random, runs_left: int, done: int, kills: int) -> int:
-    """How many events to let pass before the next kill: the kills left spread over the events
-    the runs left will write, at random."""
-    mean = runs_left * EVENTS_PER_RUN / max(1, kills - done)
-    return max(1, int(rng.uniform(0.1, 1.1) * mean))
-
-
-def _any_running(reader: _Reader) -> str | None:
-    rows = reader.rows("SELECT run_id FROM runs WHERE status = 'running' AND owner IS NOT NULL")
-    return str(rows[0][0]) if rows else None
 
 
 def _count(
@@ -528,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--json", type=Path, help="write the reports to this file")
     args = parser.parse_args(argv)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # so that the workers are stopped on the way out
+
+    signal.signal(signal.SIGTERM, stop)
     reports = []
     for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory(prefix=f"erpoz-crash-{mode}-") as tmp:

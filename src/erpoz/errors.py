@@ -246,11 +246,11 @@ class PolicyViolation(ErpozError):
 
 
 def _json_value(value: Any) -> Any:
+    """``value`` as the log will read it back (a tuple becomes a list), or its repr."""
     try:
-        json.dumps(value)
+        return json.loads(json.dumps(value))
     except (TypeError, ValueError):
         return repr(value)
-    return value
 
 
 def error_info(exc: BaseException, *, retryable: bool | None = None) -> dict[str, Any]:
