@@ -306,6 +306,23 @@ def test_a_pydantic_result_comes_back_typed_from_the_journal() -> None:
     assert run(main()).output == 3 and len(made) == 1
 
 
+def test_a_sync_step_on_a_thread_of_its_own_journals_its_calls_too(
+    sqlite_store: SQLiteStore,
+) -> None:
+    ledger = Ledger()
+
+    @step
+    def act(ctx: Context) -> Any:  # runs in a worker thread, with an event loop of its own
+        return asyncio.run(ctx.tools.call("charge", amount=2))
+
+    flow = Flow("threaded")
+    flow.add(act)
+    result = run(engine(sqlite_store, charge_tool(ledger)).run(flow))
+    assert result.output == {"charged": 2, "receipt": "rc-1"}
+    kinds = [e.kind for e in run(sqlite_store.events(result.run_id))]
+    assert kinds[2:5] == ["policy_decided", "tool_intent", "tool_called"]
+
+
 # --- model replies -------------------------------------------------------------------------------
 def test_a_retry_of_a_later_failure_gets_the_recorded_reply() -> None:
     model = ScriptedModel(["first draft", "second draft"], name="m")
