@@ -256,7 +256,20 @@ def _add_records(node: Tree, s: StepLineage) -> None:
             text += f" {escape(str(t['status']))}"
         if "result_bytes" in t:
             text += f" · {t['result_bytes']} B result"
+        if t.get("repeat"):
+            text += f" · repeated after a crash or error ({t['repeat']}×, same key)"
         node.add(text + _at(t, s))
+    for w in s.memory:
+        text = f"memory {escape(str(w.get('op')))}"
+        if w.get("session"):
+            text += f" session {escape(str(w['session']))}"
+        if "seq" in w:
+            text += f" turn {w['seq']}"
+        if w.get("source"):
+            text += f" {escape(str(w['source']))}"
+        if isinstance(w.get("files"), list):
+            text += f" · {len(w['files'])} file(s)"
+        node.add(text + _at(w, s))
     for p in s.policy:
         node.add(
             f"policy {escape(str(p.get('resource')))}: {p.get('action')} "

@@ -6,6 +6,9 @@ translated at the border (``raise StoreError(...) from exc``) and keep their use
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 __all__ = [
     "BudgetExceeded",
     "ConfigError",
@@ -13,19 +16,43 @@ __all__ = [
     "ExecutorError",
     "FlowError",
     "GuardBlocked",
+    "InvalidOutput",
     "ModelError",
     "PolicyViolation",
     "ResourcesUnavailable",
     "ReviewRequired",
+    "RunClaimed",
     "RunError",
     "StepFailed",
     "StoreError",
     "WaitingForReview",
+    "error_info",
 ]
 
 
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """An error of class ``cls`` with ``args``, its fields set by pickle afterwards (its
+    ``__init__`` is not called again: it takes other arguments than the message it made)."""
+    return cls.__new__(cls, *args)
+
+
 class ErpozError(Exception):
-    """Root of every error raised by erpoz."""
+    """Root of every error raised by erpoz.
+
+    ``retryable`` says whether trying again may help (a class's default; some errors set it
+    per instance). Every error keeps its fields through pickle (process executors, Ray) and
+    into the log (:func:`error_info`).
+    """
+
+    retryable: bool = True
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The error's own fields (``status``, ``checkpoint``, ``rule`` …) by name."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
 
 class FlowError(ErpozError):
@@ -33,6 +60,8 @@ class FlowError(ErpozError):
 
     ``step`` names the step at fault; ``file`` and ``line`` point into a YAML flow file.
     """
+
+    retryable = False
 
     def __init__(
         self,
@@ -68,6 +97,8 @@ class FlowError(ErpozError):
 class RunError(ErpozError):
     """A run cannot proceed (unknown run, wrong state, bad resume request)."""
 
+    retryable = False
+
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         self.run_id = run_id
         super().__init__(message)
@@ -93,14 +124,27 @@ class WaitingForReview(RunError):
         super().__init__(message, run_id=run_id)
 
 
+class InvalidOutput(RunError):
+    """An output given for a step from outside (a reviewer's edit) does not fit the step's
+    declared type; ``step`` names it. The run is left as it was."""
+
+    def __init__(self, message: str, *, step: str, run_id: str | None = None) -> None:
+        self.step = step
+        super().__init__(message, run_id=run_id)
+
+
 class ExecutorError(RunError):
     """The executor could not carry out a step: the process that ran it died, or its cluster
     went away. Retried like any step error when the step's retry policy allows."""
+
+    retryable = True
 
 
 class ResourcesUnavailable(ExecutorError):
     """No node of the executor's cluster has what a step declares it needs (CPUs, GPUs,
     memory): waiting would never end, so the step fails at once, without retries."""
+
+    retryable = False
 
 
 class ReviewRequired(ErpozError):
@@ -112,6 +156,8 @@ class ReviewRequired(ErpozError):
     guard flagged): approving records the grant and runs the step again, and this time the
     call goes through (``ctx.approved(grant)`` is true); rejecting fails the step.
     """
+
+    retryable = False
 
     def __init__(
         self,
@@ -132,6 +178,8 @@ class GuardBlocked(ErpozError):
     """A guard's finding was mapped by policy to ``block`` (or a re-ask / escalation ran out):
     names the checkpoint and the rule. Not retried."""
 
+    retryable = False
+
     def __init__(self, message: str, *, checkpoint: str, rule: str | None) -> None:
         self.checkpoint = checkpoint
         self.rule = rule
@@ -146,9 +194,23 @@ class StoreError(ErpozError):
         super().__init__(f"{message} ({path})" if path else message)
 
 
+class RunClaimed(StoreError):
+    """Another live process holds the run (its lease has not lapsed) or claimed it a moment
+    ago: wait for it, or cancel the run. ``owner`` names the holder when it is known."""
+
+    def __init__(
+        self, message: str, *, run_id: str, owner: str | None = None, path: str | None = None
+    ) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        super().__init__(message, path=path)
+
+
 class ConfigError(ErpozError):
     """The project file (``erpoz.yaml``) or a setting is wrong; names file, line and what was
     expected."""
+
+    retryable = False
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
         self.message = message
@@ -160,7 +222,8 @@ class ConfigError(ErpozError):
 
 class ModelError(ErpozError):
     """A model call failed. ``retryable`` says whether trying again (or another model) may help;
-    ``status`` is the provider's HTTP status when there is one."""
+    ``status`` is the provider's HTTP status when there is one; ``code`` a reason for machines
+    when erpoz refused the call itself (``unsupported_modality``, ``context_length_exceeded``)."""
 
     def __init__(
         self,
@@ -169,10 +232,12 @@ class ModelError(ErpozError):
         model: str | None = None,
         retryable: bool = False,
         status: int | None = None,
+        code: str | None = None,
     ) -> None:
         self.model = model
         self.retryable = retryable
         self.status = status
+        self.code = code
         super().__init__(f"model '{model}': {message}" if model else message)
 
 
@@ -186,6 +251,35 @@ class BudgetExceeded(ModelError):
 class PolicyViolation(ErpozError):
     """A policy denied an action (a tool call, …); ``rule`` names the rule that decided."""
 
+    retryable = False
+
     def __init__(self, message: str, *, rule: str | None = None) -> None:
         self.rule = rule
         super().__init__(message)
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as the log will read it back (a tuple becomes a list), or its repr."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def error_info(exc: BaseException, *, retryable: bool | None = None) -> dict[str, Any]:
+    """What the log records of an error, for consumers to read instead of parsing its text:
+    ``type`` (its class), ``types`` (its classes up to ``Exception``, most specific first),
+    ``message``, ``retryable`` (as given, else the error's own, else true) and ``fields``
+    (the error's attributes, each a JSON value; values that are not JSON become their repr)."""
+    types = [c.__name__ for c in type(exc).__mro__ if c not in (Exception, BaseException, object)]
+    fields = exc.fields if isinstance(exc, ErpozError) else {}
+    if retryable is None:
+        flag = getattr(exc, "retryable", True)
+        retryable = flag if isinstance(flag, bool) else True
+    return {
+        "type": type(exc).__name__,
+        "types": types,
+        "message": str(exc),
+        "retryable": retryable,
+        "fields": {k: _json_value(v) for k, v in fields.items()},
+    }

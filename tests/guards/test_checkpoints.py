@@ -586,19 +586,34 @@ def test_approving_a_tool_review_runs_the_tool_exactly_once(store: Store) -> Non
         ]
         assert decisions[1]["rule"] == "mail needs a person"
         assert [d["status"] for d in of_kind(events, "tool_called")] == ["ok"]
+        # the step ran again after the approval and got the reply recorded the first time
+        assert len(model.calls) == 1
+        assert len(of_kind(events, "model_reused")) == 1
 
     run(main())
 
 
+TONE = {"tone": "polite"}
+
+
+@step
+async def mail_in_tone(q: str, ctx: Context) -> str:
+    draft = await ctx.models.chat("m", f"Draft a {TONE['tone']} payment reminder.")
+    return str(await ctx.tools.call("send_email", to=q, body=draft.text))
+
+
 def test_an_approval_does_not_grant_a_call_with_other_arguments(store: Store) -> None:
     send_email, sent = mailer()
-    # the step runs again after the approval, and this time the model drafts another text
+    # the step runs again after the approval, and this time it asks for (and the model
+    # drafts) another text: the recorded reply is for the first request only
     model = ScriptedModel(["Please pay.", "PAY NOW OR ELSE."], name="m")
 
     async def main() -> None:
         eng = engine(store, mail_review_rails(), model, tools=[send_email])
-        flow = one_step(mail_customer)
+        flow = one_step(mail_in_tone)
+        TONE["tone"] = "polite"
         paused = await eng.run(flow, {"q": "bob@example.org"})
+        TONE["tone"] = "stern"
         again = await eng.resume(paused.run_id, flow, decision=Decision("approve"))
         assert again.status == "waiting"
         assert sent == []

@@ -47,6 +47,27 @@ class ConversationContract:
             assert memory.conversation("s2").sync.delete() == 0
             assert len(memory.conversation("s1").sync.turns()) == 2
 
+    def test_a_keyed_turn_is_written_once_per_session(self, url: str) -> None:
+        # a step that runs again writes under the same key: the turn stored first comes back
+        with open_memory(url, count_tokens=words_count) as memory:
+            c = memory.conversation("s1").sync
+            first = c.append("user", "refund INV-1", key="k-1")
+            again = c.append("user", "refund INV-1", key="k-1")
+            other = memory.conversation("s2").sync.append("user", "refund INV-1", key="k-1")
+            summary = c.add_summary("asked for a refund", [first], key="k-2")
+            assert c.add_summary("asked for a refund", [first], key="k-2") == summary
+            unkeyed = [c.append("user", "same text"), c.append("user", "same text")]
+        assert again == first and first.seq == 1 and other.seq == 1
+        assert [t.seq for t in unkeyed] == [3, 4]
+        with open_memory(url, count_tokens=words_count) as memory:
+            turns = memory.conversation("s1").sync.turns()
+            assert [(t.seq, t.kind, t.text) for t in turns] == [
+                (1, "turn", "refund INV-1"),
+                (2, "summary", "asked for a refund"),
+                (3, "turn", "same text"),
+                (4, "turn", "same text"),
+            ]
+
     def test_window_by_last_turns_and_by_tokens(self, url: str) -> None:
         with open_memory(url, count_tokens=words_count) as memory:
             c = memory.conversation("s").sync

@@ -3,6 +3,7 @@ SQLite file has to get right."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from erpoz.memory import (
     open_memory,
 )
 from erpoz.memory import _sqlite as sqlite_store
+from erpoz.memory._db import _SCHEMA
 from erpoz.memory._search import query_terms
 from memory.conversation_contract import ConversationContract
 from memory.vector_contract import VectorStoreContract
@@ -73,3 +75,23 @@ def test_a_file_that_is_not_a_memory_database_is_refused(tmp_path: Path) -> None
     with open_memory(f"sqlite:///{tmp_path / 'u.db'}") as memory:
         assert memory.path == str(tmp_path / "u.db")
         assert isinstance(memory.store, SQLiteVectorStore)
+
+
+def test_a_memory_of_schema_1_gains_turn_keys_and_keeps_its_turns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for statement in _SCHEMA:  # the tables as schema 1 made them
+        db.execute(statement)
+    db.execute("INSERT INTO mem_meta (key, value) VALUES ('schema', '1')")
+    db.execute(
+        "INSERT INTO mem_turns (session, seq, role, kind, text, tokens, ts) "
+        "VALUES ('s', 1, 'user', 'turn', 'kept', 1, 0)"
+    )
+    db.commit()
+    db.close()
+    with open_memory(path) as memory:
+        c = memory.conversation("s").sync
+        assert [t.text for t in c.turns()] == ["kept"]
+        assert c.append("assistant", "new", key="k").seq == 2
+        assert c.append("assistant", "new", key="k").seq == 2
+        assert memory.db.meta("schema") == "2"  # type: ignore[attr-defined]

@@ -354,6 +354,27 @@ def test_resume_refuses_a_waiting_run_and_one_this_server_drives(
     wait_status(client, busy, auth())
 
 
+def test_resume_of_a_run_another_process_holds_is_a_conflict_naming_it(
+    client: TestClient, auth: Auth, state: ServerState
+) -> None:
+    holder = f"{socket.gethostname()}:{os.getpid()}:another-process"  # alive, lease live
+
+    async def held() -> str:
+        store = open_store(Path(state.store.url.removeprefix("sqlite:///")))
+        plan = slow.compile()
+        run = NewRun(
+            "r-held-1", plan.name, plan.fingerprint, '{"seconds": 0.1}', tags={"tenant": "acme"}
+        )
+        await store.create_run(run, holder)
+        await store.close()
+        return run.run_id
+
+    run_id = asyncio.run(held())
+    r = client.post(f"/api/runs/{run_id}/resume", headers=auth())
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["type"] == "conflict" and r.json()["error"]["owner"] == holder
+
+
 def test_cancel(client: TestClient, auth: Auth) -> None:
     run_id = start(client, auth(), "slow", inputs={"seconds": 0.3}, wait=False).json()["run_id"]
     r = client.post(f"/api/runs/{run_id}/cancel", headers=auth())

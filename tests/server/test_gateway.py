@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from erpoz import Context, Engine, Flow, open_store, step
+from erpoz.errors import GuardBlocked, ModelError, PolicyViolation
 from erpoz.guards import Check, Guardrails, InjectionDetector, PIIDetector
 from erpoz.models import Budget, ModelHub, ModelSpec
 from erpoz.models.openai_compat import create as create_model
@@ -627,6 +628,47 @@ def test_errors_come_in_openai_format(tmp_path: Path, upstream: OpenAIStubServer
                 assert set(error) >= {"message", "type", "param", "code"}
                 assert (error["param"], error["code"]) == (param, code), body
                 assert "x-erpoz-run-id" not in reply.headers  # refused before any run
+
+    run(go)
+
+
+@step
+def refuse(text: str) -> str:
+    # errors whose messages name neither rule nor checkpoint: the gateway reads their fields
+    if text == "guard":
+        raise GuardBlocked("not here", checkpoint="tool_result", rule="no secrets out")
+    if text == "policy":
+        raise PolicyViolation("not for you", rule="billing only")
+    raise ModelError("too much for me", model="small", code="context_length_exceeded")
+
+
+def test_a_flows_error_reaches_the_client_from_its_fields(
+    tmp_path: Path, upstream: OpenAIStubServer
+) -> None:
+    state = make_state(tmp_path, upstream)
+    flow = Flow("refuser", inputs={"text": str})
+    flow.add(refuse, text=flow.input("text"))
+    state.flows["refuser"] = flow.compile()
+
+    async def go() -> None:
+        client = sdk(state)
+
+        def ask(text: str) -> Awaitable[Any]:
+            return client.chat.completions.create(
+                model="refuser", messages=[{"role": "user", "content": text}]
+            )
+
+        with pytest.raises(openai.BadRequestError) as guard:
+            await ask("guard")
+        assert guard.value.code == "guard_blocked"
+        assert guard.value.body["rule"] == "no secrets out"  # type: ignore[index]
+        assert guard.value.body["checkpoint"] == "tool_result"  # type: ignore[index]
+        with pytest.raises(openai.PermissionDeniedError) as policy:
+            await ask("policy")
+        assert policy.value.body["rule"] == "billing only"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError) as long:
+            await ask("long")
+        assert long.value.code == "context_length_exceeded"
 
     run(go)
 

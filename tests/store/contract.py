@@ -109,7 +109,32 @@ class StoreContract:
 
         run(main())
 
+    @pytest.fixture
+    def batching(self, store: Store) -> tuple[Store, Store]:
+        """A store that groups commits (``batch`` durability, where the backend has it) and
+        another handle on the same data to read it back; a backend without such a mode
+        returns its one store twice."""
+        return store, store
+
     # --- writing and reading events -----------------------------------------------------------
+    def test_commit_records_at_once_even_when_commits_are_grouped(
+        self, batching: tuple[Store, Store]
+    ) -> None:
+        # the effects journal: an intent must be on record before the side effect is sent
+        writer_store, reader = batching
+
+        async def main() -> None:
+            w = await writer_store.create_run(new_run("run-j"), OWNER)
+            await w.commit()
+            for i in range(1, 4):
+                w.append("tool_intent", "s1", 1, {"n": i})
+                await w.commit()
+                kinds = [e.kind for e in await reader.events("run-j")]
+                assert kinds == ["run_started"] + ["tool_intent"] * i
+            await w.release()
+
+        run(main())
+
     def test_create_run_returns_a_writer_for_the_run(self, store: Store) -> None:
         async def main() -> None:
             w = await store.create_run(new_run("run-1"), OWNER)

@@ -45,6 +45,13 @@ class TestPostgres(StoreContract, QueueContract):
         yield s
         asyncio.run(s.close())
 
+    @pytest.fixture
+    def batching(self, schema: Schema) -> Iterator[tuple[Store, Store]]:
+        writer, reader = open_store(schema.url, durability="batch"), open_store(schema.url)
+        yield writer, reader
+        asyncio.run(writer.close())
+        asyncio.run(reader.close())
+
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)

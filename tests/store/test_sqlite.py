@@ -24,6 +24,14 @@ class TestSQLite(StoreContract, QueueContract):
         yield s
         asyncio.run(s.close())
 
+    @pytest.fixture
+    def batching(self, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+        writer = SQLiteStore(tmp_path / "batch.db", durability="batch")
+        reader = SQLiteStore(tmp_path / "batch.db")
+        yield writer, reader
+        asyncio.run(writer.close())
+        asyncio.run(reader.close())
+
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)

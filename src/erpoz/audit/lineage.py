@@ -66,6 +66,7 @@ class StepLineage:
     guards: tuple[dict[str, Any], ...] = ()
     escalations: tuple[dict[str, Any], ...] = ()
     reviews: tuple[dict[str, Any], ...] = ()
+    memory: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class StepLineage:
             "guards": [dict(x) for x in self.guards],
             "escalations": [dict(x) for x in self.escalations],
             "reviews": [dict(x) for x in self.reviews],
+            "memory": [dict(x) for x in self.memory],
         }
 
 
@@ -382,6 +384,7 @@ def _records(events: Sequence[Event]) -> dict[str, tuple[dict[str, Any], ...]]:
         "guards": [],
         "escalations": [],
         "reviews": [],
+        "memory": [],
     }
     for e in events:
         d = e.data or {}
@@ -403,7 +406,9 @@ def _records(events: Sequence[Event]) -> dict[str, tuple[dict[str, Any], ...]]:
         elif e.kind == "route_decided":
             out["routes"].append(_pick(d, where, "router", "winner", "reason"))
         elif e.kind == "tool_called":
-            row = _pick(d, where, "tool", "status", "result_bytes", "ms", "idempotency_key")
+            row = _pick(
+                d, where, "tool", "status", "result_bytes", "ms", "idempotency_key", "repeat"
+            )
             args = d.get("arguments")
             if isinstance(args, Mapping):
                 row["arguments"] = sorted(str(k) for k in args)
@@ -427,6 +432,23 @@ def _records(events: Sequence[Event]) -> dict[str, tuple[dict[str, Any], ...]]:
             if isinstance(scores, Mapping):
                 row["scores"] = {str(k): v for k, v in scores.items()}
             out["guards"].append(row)
+        elif e.kind == "memory_written":
+            out["memory"].append(
+                _pick(
+                    d,
+                    where,
+                    "op",
+                    "session",
+                    "seq",
+                    "role",
+                    "covers",
+                    "turns",
+                    "source",
+                    "found",
+                    "files",
+                    "idempotency_key",
+                )
+            )
         elif e.kind == "guard_escalated":
             out["escalations"].append(_pick(d, where, "from", "to", "rule", "reasks"))
         elif e.kind == ev.REVIEW_REQUESTED:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
-from ..store import RunWriter
-from ._remote import StepIdentity, check_kind
+from ..store import Event, RunWriter
+from ._remote import (
+    MEMORY_WRITTEN,
+    MODEL_REPLIED,
+    TOOL_CALLED,
+    TOOL_INTENT,
+    StepIdentity,
+    check_kind,
+)
 
 if TYPE_CHECKING:
     from ..guards._checkpoints import Governed
@@ -21,6 +29,7 @@ if TYPE_CHECKING:
 _NO_TAGS: Mapping[str, str] = {}
 #: ``(run_id, step, attempt, text)``: see ``engine.TokenListener``
 _TokenListener = Callable[[str, str, int, str], None]
+_JOURNALED = frozenset({TOOL_INTENT, TOOL_CALLED, MODEL_REPLIED, MEMORY_WRITTEN})
 
 T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
@@ -30,7 +39,7 @@ class StepContext(StepIdentity):
     """Run id, step id, attempt, a logger, event emission and the services of later parts."""
 
     __slots__ = (
-        "_calls",
+        "_effects",
         "_grants",
         "_journal",
         "_log",
@@ -55,13 +64,13 @@ class StepContext(StepIdentity):
         flow: str = "",
         tags: Mapping[str, str] = _NO_TAGS,
         grants: frozenset[str] | set[str] = frozenset(),
-        calls: dict[str, str] | None = None,
+        effects: RunJournal | None = None,
         token_listeners: Sequence[_TokenListener] = (),
     ) -> None:
         self._writer = writer
         self._token_listeners = token_listeners
-        self._calls = calls if calls is not None else {}
-        self._journal: CallJournal | None = None
+        self._effects = effects if effects is not None else RunJournal()
+        self._journal: StepJournal | None = None
         self.tags = tags
         self._grants = grants
         self.flow = flow
@@ -91,19 +100,20 @@ class StepContext(StepIdentity):
             )
 
     @property
-    def journal(self) -> CallJournal:
-        """The side-effecting tool calls this run has carried out (see ``ctx.tools``)."""
+    def journal(self) -> StepJournal:
+        """The effects journal of this step execution: what its tool, model and memory calls
+        carried out, so that running the step again does not do it twice."""
         if self._journal is None:
-            self._journal = CallJournal(self)
+            self._journal = StepJournal(self, self._effects)
         return self._journal
 
-    def _append(self, kind: str, data: dict[str, Any], payload: str | None) -> None:
+    async def _on_loop(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Await ``fn(*args)`` on the run's event loop (where its log is written), also when
+        the step calls from a thread of its own (a sync step running its own event loop)."""
         if threading.get_ident() == self._thread:
-            self._writer.append(kind, self.step_id, self.attempt, data, payload)
+            await fn(*args)
         else:
-            self._loop.call_soon_threadsafe(
-                self._writer.append, kind, self.step_id, self.attempt, data, payload
-            )
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), self._loop))
 
     def approved(self, grant: str) -> bool:
         """Whether a reviewer approved ``grant`` in this run (see ``ReviewRequired.grant``)."""
@@ -174,7 +184,7 @@ class StepContext(StepIdentity):
         from ..memory import Memory, project_memory
 
         memory = self._services.get(Memory)
-        return memory if isinstance(memory, Memory) else project_memory()
+        return (memory if isinstance(memory, Memory) else project_memory()).bound(self.journal)
 
     async def guard(self, text: str, *, at: str = "model_input") -> str:
         """Run the guards of checkpoint ``at`` over ``text`` here, in the step (for text that
@@ -205,26 +215,71 @@ class StepContext(StepIdentity):
             ) from None
 
 
-class CallJournal:
-    """Side effects a step carried out, by idempotency key, with their recorded results: a
-    step that runs again (resumed after a crash, retried, re-run after an approval) gets the
-    result back instead of repeating the call."""
+class RunJournal:
+    """What a run's log says its effects did: each key's recorded result (JSON), and how many
+    calls under a key were begun without a result. Shared by every step execution of the run;
+    rebuilt from the log when the run is resumed."""
 
-    __slots__ = ("_counts", "_ctx")
+    __slots__ = ("begun", "results")
 
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self) -> None:
+        self.results: dict[str, str] = {}
+        self.begun: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, events: Iterable[Event]) -> RunJournal:
+        journal = cls()
+        for e in events:
+            if e.kind not in _JOURNALED or not e.data:
+                continue
+            key = e.data.get("idempotency_key")
+            if not isinstance(key, str):
+                continue
+            if e.kind == TOOL_INTENT:
+                journal.begun[key] = journal.begun.get(key, 0) + 1
+            elif e.payload is not None and (e.kind != TOOL_CALLED or e.data.get("status") == "ok"):
+                journal.results[key] = e.payload
+        return journal
+
+
+class StepJournal:
+    """The :class:`~erpoz.flow.Journal` of one step execution (``ctx.journal``)."""
+
+    __slots__ = ("_counts", "_ctx", "_run")
+
+    def __init__(self, ctx: StepContext, run: RunJournal) -> None:
         self._ctx = ctx
+        self._run = run
         self._counts: dict[str, int] = {}
 
-    def count(self, base: str) -> int:
-        """The how-many-th call of ``base`` (tool + arguments) this is in this execution."""
+    def key(self, what: str) -> str:
+        ctx = self._ctx
+        base = f"{ctx.run_id}/{ctx.step_id}/{what}"
         n = self._counts[base] = self._counts.get(base, 0) + 1
-        return n
+        return hashlib.sha256(f"{base}#{n}".encode()).hexdigest()[:32]
 
-    def get(self, key: str) -> str | None:
-        return self._ctx._calls.get(key)
+    def result(self, key: str) -> str | None:
+        return self._run.results.get(key)
 
-    def record(self, key: str, data: dict[str, Any], result_json: str) -> None:
-        """Record the ``tool_called`` event with the result as its payload."""
-        self._ctx._append("tool_called", data, result_json)
-        self._ctx._calls[key] = result_json
+    def begun(self, key: str) -> int:
+        return self._run.begun.get(key, 0)
+
+    async def begin(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        run = self._run
+        run.begun[key] = run.begun.get(key, 0) + 1
+        await self._ctx._on_loop(self._write, kind, data, None, True)
+
+    async def finish(
+        self, kind: str, key: str, data: dict[str, Any], result: str | None, *, commit: bool
+    ) -> None:
+        if result is not None:
+            self._run.results[key] = result
+        await self._ctx._on_loop(self._write, kind, data, result, commit)
+
+    async def _write(
+        self, kind: str, data: dict[str, Any], payload: str | None, commit: bool
+    ) -> None:
+        ctx = self._ctx
+        writer = ctx._writer
+        writer.append(kind, ctx.step_id, ctx.attempt, data, payload)
+        await (writer.commit() if commit else writer.flush())

@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     FlowError,
     GuardBlocked,
-    PolicyViolation,
-    ResourcesUnavailable,
+    InvalidOutput,
     ReviewRequired,
     RunError,
     StepFailed,
     StoreError,
+    error_info,
 )
-from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode
+from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode, is_retryable
 from ..flow._types import get_field, type_name
 from ..store import TERMINAL, Claim, Event, NewRun, RunQueue, RunWriter, Store, open_store
 from ..store import _model as ev
 from ..store._owner import new_owner
 from ._codec import EncodeError, check_type, decode, encode, validate
-from ._context import StepContext
+from ._context import RunJournal, StepContext
 from ._executor import Executor, ThreadExecutor
 from ._remote import RemoteContext
 
@@ -80,6 +80,9 @@ class RunResult:
     error: str | None = None
     failed_step: str | None = None
     waiting_steps: tuple[str, ...] = ()
+    error_info: Mapping[str, Any] | None = None
+    """The failed step's error as recorded: ``type``, ``types``, ``message``, ``retryable``
+    and ``fields`` (see :func:`erpoz.errors.error_info`)."""
 
     @property
     def ok(self) -> bool:
@@ -110,20 +113,39 @@ class _Pause(Exception):
 
 
 class _Failed(Exception):
-    def __init__(self, step_id: str, message: str, attempts: int) -> None:
+    def __init__(
+        self, step_id: str, message: str, attempts: int, info: dict[str, Any] | None = None
+    ) -> None:
         self.step_id = step_id
         self.message = message
         self.attempts = attempts
+        self.info = info or _info("StepFailed", message)
+
+
+def _info(kind: str, message: str, **fields: Any) -> dict[str, Any]:
+    """The structured record of a failure that is not an exception (a wrong output type, a
+    reviewer's rejection), shaped like :func:`~erpoz.errors.error_info`."""
+    return {"type": kind, "types": [kind], "message": message, "retryable": False, "fields": fields}
+
+
+def _failed(
+    writer: RunWriter, sid: str, attempt: int, info: dict[str, Any], **extra: Any
+) -> _Failed:
+    """Record a step's failure (``step_failed``: ``error`` as text for people, and the error's
+    type, message and fields for programs) and return what ends the step."""
+    message = f"{info['type']}: {info['message']}"
+    writer.append(ev.STEP_FAILED, sid, attempt, {"error": message, **info, **extra})
+    return _Failed(sid, message, attempt, info)
 
 
 class _Run:
     """State shared by every scope (top level and sub-flows) of one run."""
 
     __slots__ = (
-        "calls",
         "cancelled",
         "delivery",
         "done_steps",
+        "effects",
         "failure",
         "flow",
         "grants",
@@ -142,7 +164,7 @@ class _Run:
         self.writer = writer
         self.tags: dict[str, str] = dict(tags or {})
         self.grants: set[str] = set()  # approvals recorded in this run (ReviewRequired.grant)
-        self.calls: dict[str, str] = {}  # idempotency key -> result JSON of side effects done
+        self.effects = RunJournal()  # what tool, model and memory calls of the run did
         self.rails: Guardrails | None = None  # set when the delivery checkpoint has guards
         self.delivery: frozenset[str] = frozenset()
         self.flow = "-"
@@ -309,12 +331,13 @@ class Engine:
             bound = plan.bind_inputs(json.loads(info.inputs or "{}"))
         except (FlowError, RunError) as exc:
             # no worker running this code can run it: say why, once, instead of handing it on
+            failure = error_info(exc)
             writer.append(
                 ev.RUN_FAILED,
-                data={"error": f"worker {self.owner} cannot load the flow: {exc}"},
+                data={"error": f"worker {self.owner} cannot load the flow: {exc}", **failure},
             )
             await writer.release()
-            return RunResult(info.run_id, "failed", error=str(exc))
+            return RunResult(info.run_id, "failed", error=str(exc), error_info=failure)
         events = await self.store.events(info.run_id)
         run = self._restored(writer, events)
         waiting = pending_reviews(events)
@@ -338,7 +361,7 @@ class Engine:
         run = _Run(writer, _tags_of(events))
         run.recorded.update(_recorded_outputs(events))
         run.grants.update(_granted(events))
-        run.calls.update(_calls_done(events))
+        run.effects = RunJournal.of(events)
         return run
 
     async def resume(
@@ -518,10 +541,16 @@ class Engine:
             f = run.failure
             writer.append(
                 ev.RUN_FAILED,
-                data={"error": f"step '{f.step_id}' failed: {f.message}", "step": f.step_id},
+                data={
+                    "error": f"step '{f.step_id}' failed: {f.message}",
+                    "step": f.step_id,
+                    **f.info,
+                },
             )
             await writer.release()
-            return RunResult(run_id, "failed", error=f.message, failed_step=f.step_id)
+            return RunResult(
+                run_id, "failed", error=f.message, failed_step=f.step_id, error_info=f.info
+            )
         if run.paused:
             writer.append(ev.RUN_WAITING, data={"step": run.paused[0], "steps": run.paused})
             await writer.release()
@@ -532,9 +561,10 @@ class Engine:
         try:
             payload = encode(output, plan.output_type)
         except EncodeError as exc:
-            writer.append(ev.RUN_FAILED, data={"error": f"flow output: {exc}"})
+            failure = _info("EncodeError", f"flow output: {exc}")
+            writer.append(ev.RUN_FAILED, data={"error": f"flow output: {exc}", **failure})
             await writer.release()
-            return RunResult(run_id, "failed", error=f"flow output: {exc}")
+            return RunResult(run_id, "failed", error=f"flow output: {exc}", error_info=failure)
         writer.append(ev.RUN_SUCCEEDED, data={"steps_run": run.done_steps}, payload=payload)
         await writer.release()
         return RunResult(run_id, "succeeded", output=output)
@@ -703,7 +733,10 @@ class Engine:
             await self._execute(sub)
             if run.failure is not None:
                 raise _Failed(
-                    sid, f"sub-flow step '{run.failure.step_id}' failed: {run.failure.message}", 1
+                    sid,
+                    f"sub-flow step '{run.failure.step_id}' failed: {run.failure.message}",
+                    1,
+                    run.failure.info,
                 )
             if run.paused or run.stopping:
                 raise _Pause(sid) if run.paused else _Failed(sid, "stopped", 1)
@@ -754,7 +787,7 @@ class Engine:
                         scope.plan.name,
                         run.tags,
                         run.grants,
-                        run.calls,
+                        run.effects,
                         self.token_listeners,
                     )
             t0 = time.perf_counter()
@@ -787,30 +820,21 @@ class Engine:
                 _record_emitted(writer, rctx, sid, attempt)
                 if isinstance(exc, TimeoutError):
                     exc = TimeoutError(f"timed out after {timeout} s")
-                message = f"{type(exc).__name__}: {exc}"
-                if (
-                    attempt < retry.attempts
-                    and not isinstance(exc, _NEVER_RETRIED)
-                    and retry.retries(exc)
-                ):
+                retried = attempt < retry.attempts and retry.retries(exc)
+                info = error_info(exc, retryable=is_retryable(exc))
+                if retried:
                     delay = retry.delay(attempt)
                     writer.append(
-                        ev.STEP_RETRIED, sid, attempt, {"error": message, "delay_s": delay}
+                        ev.STEP_RETRIED,
+                        sid,
+                        attempt,
+                        {"error": f"{type(exc).__name__}: {exc}", **info, "delay_s": delay},
                     )
                     await asyncio.sleep(delay)
                     attempt += 1
                     continue
-                writer.append(
-                    ev.STEP_FAILED,
-                    sid,
-                    attempt,
-                    {
-                        "error": message,
-                        "type": type(exc).__name__,
-                        "traceback": "".join(traceback.format_exception(exc, limit=-8)),
-                    },
-                )
-                raise _Failed(sid, message, attempt) from exc
+                tb = "".join(traceback.format_exception(exc, limit=-8))
+                raise _failed(writer, sid, attempt, info, traceback=tb) from exc
             _record_emitted(writer, rctx, sid, attempt)
             break
         if node.review:
@@ -858,13 +882,12 @@ class Engine:
                 f"returned {type(out).__name__} {out!r:.80}, but its declared output type is "
                 f"{type_name(tp)}"
             )
-            writer.append(ev.STEP_FAILED, sid, attempt, {"error": msg, "type": "TypeError"})
-            raise _Failed(sid, msg, attempt)
+            info = _info("TypeError", msg, expected=type_name(tp), got=type(out).__name__)
+            raise _failed(writer, sid, attempt, info)
         try:
             payload = encode(out, tp)
         except EncodeError as exc:
-            writer.append(ev.STEP_FAILED, sid, attempt, {"error": str(exc), "type": "EncodeError"})
-            raise _Failed(sid, str(exc), attempt) from None
+            raise _failed(writer, sid, attempt, _info("EncodeError", str(exc))) from None
         data = {"ms": round(seconds * 1000.0, 3)}
         if extra:
             data.update(extra)
@@ -897,8 +920,7 @@ class Engine:
             try:
                 payload = encode(proposal, node.unit_type)
             except EncodeError as exc:
-                run.writer.append(ev.STEP_FAILED, sid, attempt, {"error": str(exc)})
-                raise _Failed(sid, str(exc), attempt) from None
+                raise _failed(run.writer, sid, attempt, _info("EncodeError", str(exc))) from None
         data: dict[str, Any] = {"reason": reason}
         if grant is not None:
             data["grant"] = grant
@@ -937,9 +959,12 @@ class Engine:
                 verdict.evidence(),
                 seconds,
             )
-        message = f"GuardBlocked: delivery blocked by rule {verdict.rule!r} ({kinds})"
-        writer.append(ev.STEP_FAILED, sid, attempt, {"error": message, "type": "GuardBlocked"})
-        raise _Failed(sid, message, attempt)
+        blocked = GuardBlocked(
+            f"delivery blocked by rule {verdict.rule!r} ({kinds})",
+            checkpoint="delivery",
+            rule=verdict.rule,
+        )
+        raise _failed(writer, sid, attempt, error_info(blocked))
 
     def _guardrails(self) -> Guardrails | None:
         from ..guards import Guardrails, project_guardrails
@@ -958,19 +983,6 @@ def _tags_of(events: list[Event]) -> dict[str, str]:
     return {}
 
 
-def _calls_done(events: list[Event]) -> dict[str, str]:
-    """Side-effecting tool calls a run carried out: idempotency key -> result JSON."""
-    return {
-        e.data["idempotency_key"]: e.payload
-        for e in events
-        if e.kind == "tool_called"
-        and e.payload is not None
-        and e.data
-        and e.data.get("status") == "ok"
-        and e.data.get("idempotency_key")
-    }
-
-
 def _granted(events: list[Event]) -> set[str]:
     """The approvals reviewers granted in a run."""
     return {
@@ -982,10 +994,6 @@ def _granted(events: list[Event]) -> set[str]:
         and e.data.get("decision") == "approve"
     }
 
-
-#: Decisions of policy, and a cluster that can never run the step: trying again gives the same
-#: answer (and may pay for it again).
-_NEVER_RETRIED = (GuardBlocked, PolicyViolation, ResourcesUnavailable)
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
@@ -1039,9 +1047,10 @@ def _check_decision(
     try:
         value = validate(decision.output, tp)
     except ValueError as exc:
-        raise RunError(
+        raise InvalidOutput(
             f"the edited output for step {sid} does not fit its type {type_name(tp)}: {exc}; "
-            "the run still waits for review"
+            "the run still waits for review",
+            step=sid,
         ) from None
     return sid, encode(value, tp)
 
@@ -1058,14 +1067,14 @@ def _apply_decision(
     }
     if payload is None:
         writer.append(ev.REVIEW_RESOLVED, sid, request.attempt, meta)
+        info = _info(
+            "Rejected", "rejected by reviewer", reviewer=meta["reviewer"], comment=meta["comment"]
+        )
         writer.append(
-            ev.STEP_FAILED,
-            sid,
-            request.attempt,
-            {"error": "rejected by reviewer", "type": "Rejected"},
+            ev.STEP_FAILED, sid, request.attempt, {"error": "rejected by reviewer", **info}
         )
         why = f": {decision.comment}" if decision.comment else ""
-        run.failure = _Failed(sid, f"rejected by reviewer {meta['reviewer']}{why}", 1)
+        run.failure = _Failed(sid, f"rejected by reviewer {meta['reviewer']}{why}", 1, info)
         run.stopping = True  # nothing more runs in a rejected run
         return
     if payload == _GRANTED:  # a permission: the step runs again and may now go ahead
@@ -1115,6 +1124,9 @@ class _ObservedWriter:
 
     async def flush(self) -> None:
         await self._inner.flush()
+
+    async def commit(self) -> None:
+        await self._inner.commit()
 
     async def release(self) -> None:
         await self._inner.release()

@@ -21,9 +21,18 @@ T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
 
 
+TOOL_INTENT = "tool_intent"
+TOOL_CALLED = "tool_called"
+MODEL_REPLIED = "model_replied"
+MEMORY_WRITTEN = "memory_written"
+#: What only the effects journal writes: a step's own event of these kinds could make a resumed
+#: run skip a call that was never made.
+JOURNAL_KINDS = frozenset({TOOL_INTENT, MODEL_REPLIED, MEMORY_WRITTEN})
+
+
 def check_kind(kind: str) -> None:
     """The rules for an event kind a step emits (shared with the in-process context)."""
-    if kind in ENGINE_KINDS:
+    if kind in ENGINE_KINDS or kind in JOURNAL_KINDS:
         raise RunError(f"event kind '{kind}' is reserved for the engine; pick another name")
     if not kind.replace("_", "").replace(".", "").isalnum():
         raise RunError(f"event kind {kind!r} must be letters, digits, '_' or '.'")

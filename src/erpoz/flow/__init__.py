@@ -1,10 +1,10 @@
 """Define flows: typed steps, wiring, branches, fan-out, map, loops, sub-flows; compile."""
 
-from ._context import Context
+from ._context import Context, Journal
 from ._flow import Flow, InputSpec
 from ._plan import LOOP, MAP, SKIPPED, TASK, Plan, PlanNode
 from ._refs import Cond, Ref, first_of
-from ._step import Resources, RetryPolicy, StepSpec, spec_of, step
+from ._step import Resources, RetryPolicy, StepSpec, is_retryable, spec_of, step
 
 __all__ = [
     "LOOP",
@@ -15,6 +15,7 @@ __all__ = [
     "Context",
     "Flow",
     "InputSpec",
+    "Journal",
     "Plan",
     "PlanNode",
     "Ref",
@@ -22,6 +23,7 @@ __all__ = [
     "RetryPolicy",
     "StepSpec",
     "first_of",
+    "is_retryable",
     "spec_of",
     "step",
 ]

@@ -67,3 +67,43 @@ class Context(Protocol):
     def service(self, key: type[T]) -> T:
         """The service registered under ``key`` (models, tools, memory: later parts plug in)."""
         ...
+
+
+class Journal(Protocol):
+    """The effects journal of one step execution (``ctx.journal`` of an in-process step): how
+    ``ctx.tools``, ``ctx.models`` and ``ctx.memory`` make what a step does survive a crash, a
+    retry or an approval that runs the step again.
+
+    A call is keyed by what it is and by its position in the step execution, so that the
+    n-th call of the same thing gets the same key every time the step runs again; what a key's
+    call returned is recorded in the run's log, and a call whose result was recorded is never
+    made again.
+    """
+
+    def key(self, what: str) -> str:
+        """The idempotency key of the next call described by ``what`` (say, a tool's name and
+        canonical arguments) in this step execution: 32 hex characters, derived from the run,
+        the step execution, ``what`` and how many calls of ``what`` came before in it."""
+        ...
+
+    def result(self, key: str) -> str | None:
+        """The result (JSON) recorded under ``key`` in this run; ``None`` if there is none."""
+        ...
+
+    def begun(self, key: str) -> int:
+        """How many times a call under ``key`` was begun in this run without a result being
+        recorded (each was cut off by a crash or raised)."""
+        ...
+
+    async def begin(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        """Record that the call under ``key`` is about to be made (event ``kind`` with
+        ``data``), committed to the store before this returns, whatever its durability."""
+        ...
+
+    async def finish(
+        self, kind: str, key: str, data: dict[str, Any], result: str | None, *, commit: bool
+    ) -> None:
+        """Record the call's outcome (event ``kind``; ``result`` its JSON when it returned,
+        kept under ``key``), committed before this returns when ``commit``, else flushed as
+        the run's durability says (``sync``: committed too; ``batch``: grouped)."""
+        ...

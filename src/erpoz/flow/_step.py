@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar, overload
 
+from pydantic import ValidationError
+
 from ..errors import FlowError
 from ._context import Context
 
@@ -18,13 +20,29 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Whether trying again may help: the error's own ``retryable`` when it has one (erpoz's
+    errors all do: a model error says so per call; budgets, guard blocks, policy denials,
+    definition and configuration errors never are); a validation error never is; anything
+    else is."""
+    flag = getattr(exc, "retryable", None)
+    if isinstance(flag, bool):
+        return flag
+    return not isinstance(exc, ValidationError)
+
+
+_CATCH_ALL = (BaseException, Exception)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently a failing step is tried again.
 
     ``attempts`` counts the first try; delays grow ``backoff * multiplier**n`` up to
-    ``max_backoff``. Only exceptions that are instances of ``retry_on`` and not of ``give_up_on``
-    are retried.
+    ``max_backoff``. An exception is retried when it is an instance of ``retry_on`` and not of
+    ``give_up_on``, and either trying again may help (:func:`is_retryable`) or ``retry_on``
+    names its class (or a base of it) explicitly, rather than through ``Exception``: so
+    ``retry_on=(ModelError,)`` retries even model errors that say they are not retryable.
     """
 
     attempts: int = 1
@@ -45,7 +63,11 @@ class RetryPolicy:
         return float(min(self.max_backoff, self.backoff * self.multiplier ** (attempt - 1)))
 
     def retries(self, exc: BaseException) -> bool:
-        return isinstance(exc, self.retry_on) and not isinstance(exc, self.give_up_on)
+        if not isinstance(exc, self.retry_on) or isinstance(exc, self.give_up_on):
+            return False
+        if is_retryable(exc):
+            return True
+        return any(isinstance(exc, c) for c in self.retry_on if c not in _CATCH_ALL)
 
 
 NO_RETRY = RetryPolicy()

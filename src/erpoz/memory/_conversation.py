@@ -99,16 +99,23 @@ class SQLiteTurns:
     def __init__(self, db: MemoryDB) -> None:
         self.db = db
 
-    def append(self, turn: Turn) -> Turn:
+    def append(self, turn: Turn, key: str | None = None) -> Turn:
         try:
             with self.db.transaction() as conn:
+                if key is not None:
+                    stored = conn.execute(
+                        f"SELECT {TURN_COLS} FROM mem_turns WHERE session=? AND key=?",
+                        (turn.session, key),
+                    ).fetchone()
+                    if stored is not None:
+                        return turn_from_row(stored)
                 row = conn.execute(
                     "SELECT coalesce(max(seq), 0) FROM mem_turns WHERE session=?",
                     (turn.session,),
                 ).fetchone()
                 seq = int(row[0]) + 1
                 conn.execute(
-                    f"INSERT INTO mem_turns ({TURN_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO mem_turns ({TURN_COLS}, key) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
                         turn.session,
                         seq,
@@ -119,6 +126,7 @@ class SQLiteTurns:
                         turn.ts,
                         turn.covers,
                         metadata_json(turn),
+                        key,
                     ),
                 )
         except sqlite3.Error as exc:
@@ -178,6 +186,7 @@ class Conversation:
         kind: Literal["turn", "summary"],
         covers: int | None,
         metadata: Mapping[str, Any] | None,
+        key: str | None = None,
     ) -> Turn:
         if not isinstance(text, str):
             raise QueryError(f"a turn's text is a str, not {type(text).__name__}")
@@ -185,13 +194,21 @@ class Conversation:
         turn = Turn(
             self.session, 0, role, text, kind, tokens, time.time(), covers, dict(metadata or {})
         )
-        return self.store.append(turn)
+        return self.store.append(turn, key)
 
-    def append(self, role: str, text: str, metadata: Mapping[str, Any] | None = None) -> Turn:
-        """Add a turn (``role`` is ``user``, ``assistant``, ``system`` or ``tool``)."""
+    def append(
+        self,
+        role: str,
+        text: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+    ) -> Turn:
+        """Add a turn (``role`` is ``user``, ``assistant``, ``system`` or ``tool``); with a
+        ``key``, once per key (see :meth:`TurnStore.append`)."""
         if role not in ROLES:
             raise QueryError(f"unknown role {role!r}: use {', '.join(ROLES)}")
-        return self._insert(role, text, "turn", None, metadata)
+        return self._insert(role, text, "turn", None, metadata, key)
 
     def turns(self) -> list[Turn]:
         """Every turn and summary of the session, oldest first."""
@@ -240,14 +257,15 @@ class Conversation:
             return []
         return [summary, *older] if summary is not None else older
 
-    def add_summary(self, text: str, folded: Sequence[Turn]) -> Turn:
-        """Append the summary of ``folded`` (as :meth:`to_fold` gave them)."""
+    def add_summary(self, text: str, folded: Sequence[Turn], *, key: str | None = None) -> Turn:
+        """Append the summary of ``folded`` (as :meth:`to_fold` gave them); with a ``key``,
+        once per key."""
         if not isinstance(text, str):
             raise QueryError(f"the summarizer returned {type(text).__name__}, not text")
         turns = [t for t in folded if t.kind == "turn"]
         if not turns:
             raise QueryError("a summary must fold at least one turn")
-        return self._insert("system", text, "summary", turns[-1].seq, {"folded": len(turns)})
+        return self._insert("system", text, "summary", turns[-1].seq, {"folded": len(turns)}, key)
 
     def summarize(self, fold: Summarizer, keep_last: int = 4) -> Turn | None:
         """Fold the active turns but the last ``keep_last`` (with the previous summary, first)

@@ -20,7 +20,7 @@ from ._sqlite import SQLiteVectorStore
 
 __all__ = ["SCHEMA_VERSION", "MemoryDB"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS mem_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -72,6 +72,14 @@ _SCHEMA = (
         UNIQUE (session, seq)
     )""",
 )
+
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    # 2: a turn written from a step carries the step's idempotency key, once per session
+    2: (
+        "ALTER TABLE mem_turns ADD COLUMN key TEXT",
+        "CREATE UNIQUE INDEX mem_turns_key ON mem_turns (session, key) WHERE key IS NOT NULL",
+    ),
+}
 
 
 class MemoryDB:
@@ -141,8 +149,13 @@ class MemoryDB:
                     path=self.path,
                 )
             if version < SCHEMA_VERSION:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+                if version == 0:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    version = 1
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _UPGRADES[number]:
+                        conn.execute(statement)
                 conn.execute(
                     "INSERT OR REPLACE INTO mem_meta (key, value) VALUES ('schema', ?)",
                     (str(SCHEMA_VERSION),),

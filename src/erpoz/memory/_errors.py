@@ -31,7 +31,11 @@ class QueryError(ErpozError):
     """A search was asked for wrongly (unknown mode, k < 1, a bad filter, an MMR weight outside
     [0, 1], an empty query)."""
 
+    retryable = False
+
 
 class ContextBudgetError(ErpozError):
     """Nothing sensible fits the context window: the system prompt alone is larger than the
     window less the reserve."""
+
+    retryable = False

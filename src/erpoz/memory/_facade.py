@@ -4,18 +4,27 @@ between processes and machines).
 
 Every method has an async form for steps (the blocking work runs on a worker thread; MiniLM
 runs on its own model thread) and a ``*_sync`` form for scripts and the CLI.
+
+A step's ``ctx.memory`` is bound to the step's effects journal: the async writes (turns,
+summaries, ingestion, forgetting, deleting a session) are recorded in the run's log as
+``memory_written`` events, and turns and summaries are written under the step's idempotency
+key for them, so that a step that runs again (retried, resumed after a crash) does not write
+them twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
+import hashlib
 import inspect
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._budget import ContextFit, fit_context
 from ._conversation import Conversation, Turn
@@ -26,6 +35,9 @@ from ._models import default_embedder, embed_texts, estimate_tokens, model_name,
 from ._protocol import MemoryDatabase, TurnStore, VectorStore
 from ._search import check_filters, check_search
 from ._types import DocumentInfo, Hit, SearchMode
+
+if TYPE_CHECKING:
+    from ..flow import Journal
 
 __all__ = [
     "DEFAULT_MEMORY_PATH",
@@ -97,16 +109,26 @@ class SessionMemory:
         summarizer: AnySummarizer | None = None,
         summarize_after: int | None = None,
         keep_last: int = 4,
+        journal: Journal | None = None,
     ) -> None:
         self.sync = conversation
         self.session = conversation.session
         self.summarizer = summarizer
         self.summarize_after = summarize_after
         self.keep_last = keep_last
+        self._journal = journal
 
     async def append(self, role: str, text: str, metadata: Mapping[str, Any] | None = None) -> Turn:
-        """Add a turn; summarise first if the conversation has grown past its limit."""
-        turn = await asyncio.to_thread(self.sync.append, role, text, metadata)
+        """Add a turn; summarise first if the conversation has grown past its limit. From a
+        step: once per step execution, however often the step runs (see the module)."""
+        journal = self._journal
+        if journal is None:
+            turn = await asyncio.to_thread(self.sync.append, role, text, metadata)
+        else:
+            key = journal.key(f"memory:turn/{self.session}/{role}/{_digest(text)}")
+            write = functools.partial(self.sync.append, role, text, metadata, key=key)
+            turn = await asyncio.to_thread(write)
+            await _wrote(journal, key, "turn", self.session, seq=turn.seq, role=role)
         limit = self.summarize_after
         if self.summarizer is not None and limit is not None and await self._over(limit):
             await self.summarize()
@@ -139,10 +161,36 @@ class SessionMemory:
         text = fold(older)
         if inspect.isawaitable(text):
             text = await text
-        return await asyncio.to_thread(self.sync.add_summary, str(text), older)
+        journal = self._journal
+        if journal is None:
+            return await asyncio.to_thread(self.sync.add_summary, str(text), older)
+        covers = [t.seq for t in older if t.kind == "turn"][-1]
+        key = journal.key(f"memory:summary/{self.session}/{covers}")
+        write = functools.partial(self.sync.add_summary, str(text), older, key=key)
+        summary = await asyncio.to_thread(write)
+        await _wrote(journal, key, "summary", self.session, seq=summary.seq, covers=covers)
+        return summary
 
     async def delete(self) -> int:
-        return await asyncio.to_thread(self.sync.delete)
+        deleted = await asyncio.to_thread(self.sync.delete)
+        if self._journal is not None:
+            key = self._journal.key(f"memory:delete/{self.session}")
+            await _wrote(self._journal, key, "delete", self.session, turns=deleted)
+        return deleted
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def _wrote(journal: Journal, key: str, op: str, session: str, **detail: Any) -> None:
+    """Record a memory write in the run's log (once per key: a write the log holds already is
+    not recorded again). Names and numbers only: the text stays in the memory database, where
+    a deletion can reach it."""
+    if journal.result(key) is not None:
+        return
+    data = {"op": op, "session": session, **detail, "idempotency_key": key}
+    await journal.finish("memory_written", key, data, f'{{"op":"{op}"}}', commit=False)
 
 
 class Memory:
@@ -171,12 +219,22 @@ class Memory:
         self._embedder = embedder
         self.ocr = ocr
         self.count_tokens = count_tokens or estimate_tokens
+        self._journal: Journal | None = None
+        self._base = self  # the memory a step's view shares its lazily loaded models with
 
     @property
     def embedder(self) -> Any:
-        if self._embedder is None:
-            self._embedder = default_embedder()
-        return self._embedder
+        base = self._base
+        if base._embedder is None:
+            base._embedder = default_embedder()
+        return base._embedder
+
+    def bound(self, journal: Journal) -> Memory:
+        """This memory as a step sees it (``ctx.memory``): the same database and models, its
+        writes recorded in the run's log and keyed by the step's ``journal``."""
+        view = copy.copy(self)
+        view._journal = journal
+        return view
 
     # --- documents --------------------------------------------------------------------------
     def ingestor(self, **options: Any) -> Ingestor:
@@ -202,7 +260,15 @@ class Memory:
         prune: bool = False,
         **options: Any,
     ) -> IngestReport:
-        return await asyncio.to_thread(self.ingest_sync, paths, prune=prune, **options)
+        report = await asyncio.to_thread(self.ingest_sync, paths, prune=prune, **options)
+        journal = self._journal
+        if journal is not None:  # ingestion is idempotent by content: recorded, not keyed
+            files = [
+                {"source": f.source, "status": f.status, "chunks": f.chunks} for f in report.files
+            ]
+            key = journal.key(f"memory:ingest/{_digest(repr(files))}")
+            await _wrote(journal, key, "ingest", "", files=files)
+        return report
 
     def search_sync(
         self,
@@ -252,7 +318,11 @@ class Memory:
         return self.store.delete_document(source)
 
     async def forget(self, source: str) -> bool:
-        return await asyncio.to_thread(self.forget_sync, source)
+        found = await asyncio.to_thread(self.forget_sync, source)
+        if self._journal is not None:
+            key = self._journal.key(f"memory:forget/{source}")
+            await _wrote(self._journal, key, "forget", "", source=source, found=found)
+        return found
 
     def documents_sync(self) -> list[DocumentInfo]:
         return self.store.documents()
@@ -275,6 +345,7 @@ class Memory:
             summarizer=summarizer,
             summarize_after=summarize_after,
             keep_last=keep_last,
+            journal=self._journal,
         )
 
     # --- budgeting --------------------------------------------------------------------------

@@ -24,10 +24,11 @@ _LOCK_SESSION = (
     "coalesce(current_schema(), '')), hashtext(%s))"
 )
 _APPEND = (
-    f"INSERT INTO memory_turns ({TURN_COLS}) "
+    f"INSERT INTO memory_turns ({TURN_COLS}, key) "
     "SELECT %s, coalesce(max(seq), 0) + 1, %s, %s, %s, %s::integer, %s::double precision, "
-    "%s::integer, %s FROM memory_turns WHERE session = %s RETURNING seq"
+    "%s::integer, %s, %s FROM memory_turns WHERE session = %s RETURNING seq"
 )
+_KEYED = f"SELECT {TURN_COLS} FROM memory_turns WHERE session = %s AND key = %s"
 _ACTIVE = (
     "WITH s AS (SELECT seq, covers FROM memory_turns WHERE session = %s AND kind = 'summary' "
     f"ORDER BY seq DESC LIMIT 1) SELECT {TURN_COLS} FROM memory_turns WHERE session = %s AND "
@@ -42,11 +43,15 @@ class PostgresTurns:
     def __init__(self, db: PostgresMemoryDB) -> None:
         self.db = db
 
-    def append(self, turn: Turn) -> Turn:
+    def append(self, turn: Turn, key: str | None = None) -> Turn:
         text = _text(turn.text)
 
-        def write(conn: Conn) -> int:
+        def write(conn: Conn) -> int | Turn:
             conn.execute(_LOCK_SESSION, (turn.session,))
+            if key is not None:
+                stored = conn.execute(_KEYED, (turn.session, key)).fetchone()
+                if stored is not None:
+                    return turn_from_row(stored)
             row = conn.execute(
                 _APPEND,
                 (
@@ -58,14 +63,17 @@ class PostgresTurns:
                     turn.ts,
                     turn.covers,
                     metadata_json(turn),
+                    key,
                     turn.session,
                 ),
             ).fetchone()
             assert row is not None
             return int(row[0])
 
-        seq = self.db.run(f"cannot append to session {turn.session!r}", write, "write")
-        return dataclasses.replace(turn, seq=seq, text=text)
+        done = self.db.run(f"cannot append to session {turn.session!r}", write, "write")
+        if isinstance(done, Turn):
+            return done
+        return dataclasses.replace(turn, seq=done, text=text)
 
     def turns(self, session: str) -> list[Turn]:
         rows = self.db.run(

@@ -77,9 +77,13 @@ class TurnStore(Protocol):
     """The turns of every session, append-only. Windows and summaries are worked out above it
     (:class:`~erpoz.memory.Conversation`), so every store gives them alike."""
 
-    def append(self, turn: Turn) -> Turn:
+    def append(self, turn: Turn, key: str | None = None) -> Turn:
         """Store ``turn`` as its session's next one; it comes back with its ``seq``
-        (1, 2, … per session, never two alike, even with writers in several processes)."""
+        (1, 2, … per session, never two alike, even with writers in several processes).
+
+        With a ``key`` (a step's idempotency key for this write), a turn stored under the same
+        key in the session before is returned as it was stored, and nothing is added: a step
+        that runs again after a crash or a retry does not write the turn twice."""
         ...
 
     def turns(self, session: str) -> list[Turn]:

@@ -1,7 +1,14 @@
-"""The models a flow can reach, and ``ctx.models``: every call metered and recorded."""
+"""The models a flow can reach, and ``ctx.models``: every call metered and recorded.
+
+Chat calls from a step are journaled: each reply is recorded (``model_replied``, keyed by the
+request and how many identical requests came before it in the step execution), so a step that
+runs again — resumed after a crash, retried after a later failure, re-run after an approval —
+gets the recorded reply (``model_reused``) instead of paying for the call again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -22,11 +29,14 @@ from ._types import (
     ModelSpec,
     OCRResult,
     StreamChunk,
+    ToolCall,
     ToolSpec,
+    Usage,
 )
+from .replay import request_json
 
 if TYPE_CHECKING:
-    from ..flow import Context
+    from ..flow import Context, Journal
     from ..guards._checkpoints import Governed
 
 T = TypeVar("T")
@@ -92,6 +102,7 @@ class ModelHub:
             Recorder(lambda k, d: ctx.emit(k, dict(d)), ctx.run_id, budget=self.budget),
             governed,
             tokens,
+            getattr(ctx, "journal", None),
         )
 
     def unbound(self) -> Models:
@@ -116,7 +127,7 @@ def _schema_of(output: Any) -> Mapping[str, Any]:
 class Models:
     """What a step sees as ``ctx.models``."""
 
-    __slots__ = ("_gov", "_hub", "_rec", "_tokens")
+    __slots__ = ("_gov", "_hub", "_journal", "_rec", "_tokens")
 
     def __init__(
         self,
@@ -124,11 +135,13 @@ class Models:
         recorder: Recorder,
         governed: Governed | None = None,
         tokens: Callable[[str], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._hub = hub
         self._rec = recorder
         self._gov = governed
         self._tokens = tokens
+        self._journal = journal
 
     def _chat_model(self, name: str) -> ChatModel:
         model = self._hub.get(name)
@@ -171,9 +184,26 @@ class Models:
             timeout,
             frozenset(tags),
         )
+        journal = self._journal
+        if journal is None:
+            return await self._answer(model, request, mapping)
+        # the reply as the step gets it (after the output guards: what they redact is never
+        # recorded) is journaled under the request as sent
+        key = journal.key(_request_what(model, request))
+        recorded = journal.result(key)
+        if recorded is not None:
+            self._rec.emit("model_reused", {"model": model, "idempotency_key": key})
+            return _reply_from(recorded)
+        result = await self._answer(model, request, mapping)
+        await _record_reply(journal, key, model, result)
+        return result
+
+    async def _answer(
+        self, model: str, request: ChatRequest, mapping: Mapping[str, str]
+    ) -> ChatResult:
         result = await self._generate(model, request)
-        if gov is not None:
-            result = await gov.model_output(model, request, result, mapping, self._generate)
+        if self._gov is not None:
+            result = await self._gov.model_output(model, request, result, mapping, self._generate)
         return result
 
     async def _generate(self, model: str, request: ChatRequest) -> ChatResult:
@@ -229,6 +259,7 @@ class Models:
                     f"the prompt (~{before} tokens) does not fit the context window ({window}) "
                     "and has no plain text message to cut",
                     model=model,
+                    code="context_length_exceeded",
                 )
             longest = max(plain, key=lambda j: len(kept[j].text))
             text = kept[longest].text
@@ -292,7 +323,8 @@ class Models:
     ) -> AsyncIterator[StreamChunk]:
         """Stream the answer; the last chunk carries the full ``ChatResult``. The model-input
         guards apply; the output guards do not (what was streamed cannot be taken back): guard
-        the collected text yourself, or use :meth:`chat`.
+        the collected text yourself, or use :meth:`chat`. The reply is journaled as for
+        :meth:`chat`; a recorded one comes back in one chunk.
 
         Each piece of text also goes to the run's token listeners (a caller following the run:
         ``POST /api/runs`` with ``stream``, the gateway, the LangChain runnable), unless guards
@@ -302,16 +334,34 @@ class Models:
         if self._gov is not None:
             messages, _ = await self._gov.model_input(model, messages)
         request = ChatRequest(messages, max_tokens=max_tokens, temperature=temperature)
+        journal = self._journal
+        key = None
+        if journal is not None:
+            key = journal.key(_request_what(model, request))
+            recorded = journal.result(key)
+            if recorded is not None:  # the whole recorded reply, in one piece
+                self._rec.emit("model_reused", {"model": model, "idempotency_key": key})
+                result = _reply_from(recorded)
+                if self._tokens is not None and result.text:
+                    self._tokens(result.text)
+                yield StreamChunk(result.text)
+                yield StreamChunk("", result)
+                return
         chat = self._chat_model(model)
         tokens = self._tokens
         token = bind(self._rec)
+        final: ChatResult | None = None
         try:
             async for chunk in chat.stream(request):
-                if tokens is not None and chunk.text and chunk.result is None:
+                if chunk.result is not None:
+                    final = chunk.result
+                elif tokens is not None and chunk.text:
                     tokens(chunk.text)
                 yield chunk
         finally:
             unbind(token)
+        if journal is not None and key is not None and final is not None:
+            await _record_reply(journal, key, model, final)
 
     async def embed(self, model: str, texts: Sequence[str] | str) -> EmbedResult:
         batch = [texts] if isinstance(texts, str) else list(texts)
@@ -358,6 +408,7 @@ class Models:
                     "kind": kind,
                     "status": "error",
                     "error": f"{type(exc).__name__}: {exc}",
+                    "type": type(exc).__name__,
                     "retryable": bool(getattr(exc, "retryable", False)),
                     "latency_ms": round((time.perf_counter() - t0) * 1000, 3),
                     "cost_usd": 0.0,
@@ -376,3 +427,55 @@ class Models:
             },
         )
         return result
+
+
+# --- the journal of replies --------------------------------------------------------------------
+def _request_what(model: str, request: ChatRequest) -> str:
+    """What identifies a chat call in a step's journal: the model (or router) asked and the
+    request (messages, tools, schema, and the sampling settings that change the answer)."""
+    doc = request_json(request)
+    doc["temperature"] = request.temperature
+    doc["max_tokens"] = request.max_tokens
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"model:{model}/{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+async def _record_reply(journal: Journal, key: str, model: str, result: ChatResult) -> None:
+    data = {"model": model, "answered_by": result.model, "idempotency_key": key}
+    await journal.finish("model_replied", key, data, _reply_json(result), commit=False)
+
+
+def _reply_json(result: ChatResult) -> str:
+    return json.dumps(
+        {
+            "text": result.text,
+            "model": result.model,
+            "usage": [result.usage.input_tokens, result.usage.output_tokens],
+            "latency_s": result.latency_s,
+            "tool_calls": [[c.id, c.name, dict(c.arguments)] for c in result.tool_calls],
+            "finish_reason": result.finish_reason,
+            "confidence": result.confidence,
+            "cost_usd": result.cost_usd,
+            "route": list(result.route),
+            "citations": list(result.citations),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _reply_from(payload: str) -> ChatResult:
+    """A recorded reply, as the step got it the first time."""
+    d = json.loads(payload)
+    return ChatResult(
+        d["text"],
+        d["model"],
+        Usage(*d["usage"]),
+        d["latency_s"],
+        tuple(ToolCall(i, n, a) for i, n, a in d["tool_calls"]),
+        d["finish_reason"],
+        d["confidence"],
+        d["cost_usd"],
+        tuple(d["route"]),
+        tuple(d["citations"]),
+    )

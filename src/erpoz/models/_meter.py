@@ -134,6 +134,7 @@ class Metered:
                         "provider": self.spec.provider,
                         "status": "refused",
                         "error": f"{type(exc).__name__}: {exc}",
+                        "type": type(exc).__name__,
                         "retryable": False,
                         "cost_usd": 0.0,
                     },
@@ -149,6 +150,7 @@ class Metered:
                 f"cannot take {', '.join(sorted(missing))} input (modalities: "
                 f"{', '.join(sorted(self.spec.modalities))})",
                 model=self.name,
+                code="unsupported_modality",
             )
         prompt_tokens = self._count(request.prompt_text)
         if prompt_tokens > self.spec.context_window:
@@ -156,6 +158,7 @@ class Metered:
                 f"the prompt has ~{prompt_tokens} tokens, more than the context window "
                 f"({self.spec.context_window}); shorten it or route to a larger model",
                 model=self.name,
+                code="context_length_exceeded",
             )
         budget = self.budget or (rec.budget if rec else None)
         if budget is not None:
@@ -200,6 +203,7 @@ class Metered:
                 "provider": self.spec.provider,
                 "status": "error",
                 "error": f"{type(exc).__name__}: {exc}",
+                "type": type(exc).__name__,
                 "retryable": bool(err and err.retryable),
                 "http_status": err.status if err else None,
                 "latency_ms": round((time.perf_counter() - t0) * 1000, 3),

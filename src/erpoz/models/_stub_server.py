@@ -152,7 +152,7 @@ class Behaviour:
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """A request the server received: ``body`` is the parsed JSON (None when the body was
-    empty or not JSON), ``headers`` have lower-case names."""
+    empty or not JSON), ``headers`` have lower-case names, ``at`` when it arrived (epoch s)."""
 
     method: str
     path: str
@@ -160,6 +160,7 @@ class RecordedRequest:
     headers: Mapping[str, str]
     body: Any
     raw: bytes = field(repr=False)
+    at: float = 0.0
 
 
 class OpenAIStubServer:
@@ -372,6 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
             {k.lower(): v for k, v in self.headers.items()},
             body,
             raw,
+            time.time(),
         )
         behaviour = stub._take(request)
         if behaviour.delay > 0 and stub._stopping.wait(behaviour.delay):

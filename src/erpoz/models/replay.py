@@ -22,7 +22,8 @@ Several records under one key answer in turn, in the order recorded (then from t
 again), so a flow that asks the same thing twice gets the two answers it got then.
 
 The run store cannot be replayed: its ``model_called`` events record who answered, the tokens
-and the cost, not the prompt or the answer. Record with :class:`Recording` to replay.
+and the cost, and its ``model_replied`` events the answers a step got, keyed for that step
+only, not the prompts. Record with :class:`Recording` to replay.
 """
 
 from __future__ import annotations

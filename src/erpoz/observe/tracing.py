@@ -17,7 +17,9 @@ span per
 with the OpenTelemetry GenAI semantic conventions' attributes (``gen_ai.operation.name``,
 ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``, …) and
 ``erpoz.*`` ones (run id, step, cost, route, guard action). Other events (route and policy
-decisions, retries, truncations, your own ``ctx.emit`` kinds) are span events.
+decisions, retries, truncations, reused replies and results, memory writes, your own
+``ctx.emit`` kinds) are span events; the effects journal's intents and recorded replies are
+left out (the calls have their spans).
 
 Ids are derived from the run id, so exporting a run again gives the same trace: the trace id is
 the first 16 bytes of the SHA-256 of the run id, a span id the first 8 bytes of the SHA-256 of
@@ -193,7 +195,8 @@ def _items(value: Any) -> list[Any]:
 
 
 def _error_type(error: Any) -> str:
-    """``"ModelError: down"`` → ``"ModelError"``."""
+    """``"ModelError: down"`` → ``"ModelError"``: for logs recorded before events carried the
+    error's ``type`` (newer ones do, and that is read first)."""
     text = str(error or "")
     head, sep, _ = text.partition(":")
     return head.strip() if sep and head.strip().isidentifier() else "error"
@@ -321,6 +324,8 @@ class _Builder:
         kind, data, sid = e.kind, e.data or {}, e.step
         if kind in _HANDLED:  # the kinds that open or close spans
             getattr(self, "on_" + kind)(e, data, sid, run)
+        elif kind in _JOURNAL:
+            pass
         elif sid is not None:
             self.owner(sid).events.append(SpanEvent(kind, e.ts, _attrs(data)))
         else:
@@ -519,7 +524,7 @@ class _Builder:
         )
         if status != "ok":
             error = str(data.get("error") or status)
-            a["error.type"] = _error_type(error)
+            a["error.type"] = str(data.get("type") or _error_type(error))
             self.close(span, e.ts, error)
         self.calls += 1
         self.cost += cost
@@ -592,7 +597,7 @@ class _Builder:
         )
         if status != "ok":
             error = str(data.get("error") or status)
-            span.attributes["error.type"] = _error_type(error)
+            span.attributes["error.type"] = str(data.get("type") or _error_type(error))
             self.close(span, e.ts, error)
 
     def on_guard_decided(self, e: Event, data: Mapping[str, Any], sid: Any, run: SpanData) -> None:
@@ -646,6 +651,10 @@ class _Builder:
 _HANDLED = frozenset(
     name[3:] for name in vars(_Builder) if name.startswith("on_") and callable(vars(_Builder)[name])
 )
+
+#: The effects journal's own records: the model and tool spans already show those calls (a tool
+#: call made again after a crash carries ``erpoz.tool.repeat``).
+_JOURNAL = frozenset({"tool_intent", "model_replied"})
 
 
 def _route_head(span: SpanData) -> str:

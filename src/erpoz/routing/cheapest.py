@@ -12,6 +12,8 @@ from ..models._protocol import ChatModel
 from ..models._types import ChatRequest, ChatResult, StreamChunk
 from ._decision import Member, cost_field, decided, members_of, recording, routed, routed_chunk
 
+_MODALITY, _LENGTH = "unsupported_modality", "context_length_exceeded"
+
 
 class CheapestCapableRouter:
     """A chat model that picks, per request, the model with the lowest expected cost among
@@ -35,26 +37,27 @@ class CheapestCapableRouter:
     @staticmethod
     def _exclusion(
         member: Member, request: ChatRequest, tokens: int, modalities: frozenset[str]
-    ) -> str | None:
+    ) -> tuple[str, str] | None:
+        """Why ``member`` cannot take the request: a code for machines and a reason."""
         spec = member.spec
         if spec is None:
             return None
         missing = modalities - spec.modalities
         if missing:
-            return (
+            return _MODALITY, (
                 f"cannot take {', '.join(sorted(missing))} input "
                 f"(modalities: {', '.join(sorted(spec.modalities))})"
             )
         needed = tokens + (request.max_tokens or 0)
         if needed > spec.context_window:
             out = f" + {request.max_tokens} to generate" if request.max_tokens else ""
-            return (
+            return _LENGTH, (
                 f"the prompt (~{tokens} tokens{out}) does not fit its context window "
                 f"({spec.context_window})"
             )
         if request.tags and not request.tags <= spec.tags:
             lacking = ", ".join(sorted(request.tags - spec.tags))
-            return f"lacks required tag(s) {lacking}"
+            return "missing_tags", f"lacks required tag(s) {lacking}"
         return None
 
     def choose(self, request: ChatRequest) -> Member:
@@ -65,11 +68,13 @@ class CheapestCapableRouter:
         best: Member | None = None
         best_cost = math.inf
         excluded: dict[str, str] = {}
+        codes: set[str] = set()
         costs: dict[str, float | None] = {}
         for m in self._members:
-            why = self._exclusion(m, request, tokens, modalities)
-            if why is not None:
-                excluded[m.name] = why
+            exclusion = self._exclusion(m, request, tokens, modalities)
+            if exclusion is not None:
+                codes.add(exclusion[0])
+                excluded[m.name] = exclusion[1]
                 continue
             cost = m.cost(request, tokens)
             costs[m.name] = cost
@@ -80,7 +85,11 @@ class CheapestCapableRouter:
             self._record(excluded, costs, best, tokens)
         if best is None:
             what = "; ".join(f"{name}: {why}" for name, why in excluded.items())
-            raise ModelError(f"no model can take this request: {what}", model=self.name)
+            raise ModelError(
+                f"no model can take this request: {what}",
+                model=self.name,
+                code=next(iter(codes)) if len(codes) == 1 else None,
+            )
         return best
 
     def estimate(self, request: ChatRequest) -> float | None:

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from .. import __version__
 from .._console import parse_since
 from ..engine import Decision, RunResult, pending_reviews, top_step
-from ..errors import ErpozError, FlowError, RunError, StoreError
+from ..errors import ErpozError, FlowError, InvalidOutput, RunClaimed, RunError, StoreError
 from ..flow import LOOP, MAP, Plan
 from ..flow._types import type_name
 from ..store import TERMINAL, Event, RunInfo
@@ -55,10 +55,9 @@ def _no_run(ref: str) -> ApiError:
 
 
 def _store_error(exc: StoreError) -> ApiError:
-    text = str(exc)
-    if "being run by" in text or "claimed by another process" in text:
-        return ApiError(409, text, "conflict")
-    return ApiError(503, f"the run store is not available: {text}", "store_error")
+    if isinstance(exc, RunClaimed):  # another process holds the run: a conflict, not an outage
+        return ApiError(409, str(exc), "conflict", owner=exc.owner)
+    return ApiError(503, f"the run store is not available: {exc}", "store_error")
 
 
 def _erpoz_error(exc: BaseException) -> ApiError:
@@ -779,12 +778,10 @@ def router(state: ServerState) -> APIRouter:
         async def resume() -> RunResult:
             try:
                 return await state.engine.resume(info.run_id, plan, decision=decision)
-            except RunError as exc:
-                if action == "edit" and "does not fit" in str(exc):
-                    raise ApiError(
-                        422, f"output: {exc}", "invalid_request_error", param="output"
-                    ) from None
-                raise
+            except InvalidOutput as exc:
+                raise ApiError(
+                    422, f"output: {exc}", "invalid_request_error", param="output"
+                ) from None
 
         return await drive(info.run_id, resume, body.wait, body.timeout_s, new=False)
 

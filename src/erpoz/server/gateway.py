@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -58,7 +57,7 @@ from pydantic import BaseModel
 
 from ..engine import RunResult, new_run_id, top_step
 from ..engine._codec import encode
-from ..errors import BudgetExceeded, FlowError, GuardBlocked, ModelError, PolicyViolation
+from ..errors import FlowError, error_info
 from ..flow import Context, Flow, Plan, step
 from ..models import ChatModel, ChatRequest, ChatResult, EmbedModel, EmbedResult, ModelHub
 from ..models._meter import count_tokens
@@ -204,44 +203,32 @@ EMBED_FLOW.add(embed, model=EMBED_FLOW.input("model"), request=EMBED_FLOW.input(
 
 
 # --- errors ---------------------------------------------------------------------------------
-_RULE = re.compile(r"rule (['\"])(?P<rule>.*?)\1")
-_AT = re.compile(r"blocked at (?P<at>\w+)")
-_REFUSED = (
-    (re.compile(r"cannot take [\w, ]+ input"), "unsupported_modality"),
-    (re.compile(r"more than the context window"), "context_length_exceeded"),
-)
+_REFUSED_CODES = frozenset({"unsupported_modality", "context_length_exceeded"})
 
 
-def _classify(kind: str, message: str, exc: BaseException | None) -> oa.GatewayError:
-    """The OpenAI error for an exception (by its type name and message: a failed run only
-    keeps ``Type: message``)."""
-    rule_m = _RULE.search(message)
-    rule = rule_m.group("rule") if rule_m else None
-    if kind == "GuardBlocked":
-        at = exc.checkpoint if isinstance(exc, GuardBlocked) else None
-        if at is None:
-            at_m = _AT.search(message)
-            at = at_m.group("at") if at_m else ("delivery" if "delivery" in message else None)
-        if isinstance(exc, GuardBlocked) and exc.rule:
-            rule = exc.rule
+def _classify(info: Mapping[str, Any]) -> oa.GatewayError:
+    """The OpenAI error for an error recorded as :func:`~erpoz.errors.error_info` (read from
+    its type and fields, never from its text)."""
+    types = info.get("types") or [info.get("type")]
+    message = str(info.get("message", ""))
+    fields: Mapping[str, Any] = info.get("fields") or {}
+    if "GuardBlocked" in types:
         return oa.GatewayError(
             400,
             message,  # names the checkpoint and the rule
             "guard_blocked",
             code="guard_blocked",
-            extra={"rule": rule, "checkpoint": at},
+            extra={"rule": fields.get("rule"), "checkpoint": fields.get("checkpoint")},
         )
-    if kind == "PolicyViolation":
-        if isinstance(exc, PolicyViolation) and exc.rule:
-            rule = exc.rule
+    if "PolicyViolation" in types:
         return oa.GatewayError(
             403,
             message,
             "policy_violation",
             code="policy_denied",
-            extra={"rule": rule},
+            extra={"rule": fields.get("rule")},
         )
-    if kind == "BudgetExceeded":
+    if "BudgetExceeded" in types:
         return oa.GatewayError(
             429,
             message,
@@ -249,30 +236,21 @@ def _classify(kind: str, message: str, exc: BaseException | None) -> oa.GatewayE
             code="budget_exceeded",
             headers={"x-should-retry": "false"},
         )
-    if kind == "ModelError":
-        for pattern, code in _REFUSED:
-            if pattern.search(message):
-                return oa.GatewayError(400, message, param="messages", code=code)
-        retryable = exc.retryable if isinstance(exc, ModelError) else True
-        status = exc.status if isinstance(exc, ModelError) else None
+    if "ModelError" in types:
+        if fields.get("code") in _REFUSED_CODES:
+            return oa.GatewayError(400, message, param="messages", code=str(fields["code"]))
+        retryable = bool(fields.get("retryable", info.get("retryable", True)))
         return oa.GatewayError(
             502,
             f"the upstream model failed: {message}",
             "upstream_error",
             code="upstream_error",
-            extra={"upstream_status": status, "retryable": retryable},
+            extra={"upstream_status": fields.get("status"), "retryable": retryable},
             headers={} if retryable else {"x-should-retry": "false"},
         )
-    return oa.GatewayError(500, f"{kind}: {message}", "server_error", code="server_error")
-
-
-def _exc_error(exc: BaseException) -> oa.GatewayError:
-    kind = type(exc).__name__
-    if isinstance(exc, BudgetExceeded):
-        kind = "BudgetExceeded"
-    elif isinstance(exc, ModelError):
-        kind = "ModelError"
-    return _classify(kind, str(exc), exc)
+    return oa.GatewayError(
+        500, f"{info.get('type', 'Error')}: {message}", "server_error", code="server_error"
+    )
 
 
 def _run_error(result: RunResult, exc: BaseException | None) -> oa.GatewayError:
@@ -290,19 +268,17 @@ def _run_error(result: RunResult, exc: BaseException | None) -> oa.GatewayError:
     if result.status == "cancelled":
         return oa.GatewayError(409, "the run was cancelled", "cancelled", code="cancelled")
     if exc is not None:
-        return _exc_error(exc)
-    error = result.error or "the run failed"
-    kind, sep, rest = error.partition(": ")
-    if not sep or not kind.isidentifier():
-        return _classify("", error, None)
-    if kind not in ("GuardBlocked", "PolicyViolation", "BudgetExceeded", "ModelError"):
+        return _classify(error_info(exc))
+    info = result.error_info or {"type": "RunError", "message": result.error or "the run failed"}
+    known = ("GuardBlocked", "PolicyViolation", "BudgetExceeded", "ModelError")
+    if not any(t in known for t in info.get("types") or [info.get("type")]):
         return oa.GatewayError(
             500,
-            f"flow step '{result.failed_step}' failed: {error}",
+            f"flow step '{result.failed_step}' failed: {result.error or 'the run failed'}",
             "server_error",
             code="flow_failed",
         )
-    return _classify(kind, rest, None)
+    return _classify(info)
 
 
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:

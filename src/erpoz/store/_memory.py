@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import RunClaimed, StoreError
 from ._model import (
     GENESIS,
     RUN_FAILED,
@@ -107,6 +107,9 @@ class _MemoryWriter:
     async def flush(self) -> None:
         return None
 
+    async def commit(self) -> None:
+        return None
+
     async def release(self) -> None:
         self._run.owner = None
 
@@ -136,7 +139,9 @@ class MemoryStore:
         if r is None:
             raise StoreError(f"no run {run_id!r} in this store")
         if r.owner is not None and r.owner != owner:
-            raise StoreError(f"run {run_id} is being run by {r.owner}")
+            raise RunClaimed(
+                f"run {run_id} is being run by {r.owner}", run_id=run_id, owner=r.owner
+            )
         r.owner = owner
         return _MemoryWriter(r)
 

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from ..errors import StoreError
+from ..errors import RunClaimed, StoreError
 from ._buffer import buffer_event
 from ._model import (
     EVENT_COLUMNS,
@@ -206,6 +206,14 @@ class _PostgresWriter:
             or time.monotonic() - store._last_commit >= BATCH_SECONDS
         ):
             await store._commit()
+        if self.lost:
+            store._refused.pop(self.run_id, None)
+            raise store._lost_error(self.run_id)
+        store._check_refused(self.run_id)
+
+    async def commit(self) -> None:
+        store = self._store
+        await store._commit()
         if self.lost:
             store._refused.pop(self.run_id, None)
             raise store._lost_error(self.run_id)
@@ -703,9 +711,11 @@ class PostgresStore:
                     and not owner_is_dead(prev_owner)
                 ):
                     until = time.strftime("%H:%M:%S", time.localtime(lease_until))
-                    raise StoreError(
+                    raise RunClaimed(
                         f"run {run_id} is being run by {prev_owner} (lease until {until}); "
                         "wait for it, or cancel it with `erpoz runs cancel`",
+                        run_id=run_id,
+                        owner=prev_owner,
                         path=self.url,
                     )
                 cur = await conn.execute(

@@ -15,7 +15,7 @@ class RunWriter(Protocol):
     ``append`` assigns the next sequence number and chain hash and buffers the event; ``flush``
     makes everything appended so far durable (a no-op in memory). The engine flushes a step's
     success before any dependent starts (``sync`` durability) or lets the store group commits
-    (``batch``).
+    (``batch``); ``commit`` is the flush that never waits for a group.
     """
 
     run_id: str
@@ -41,6 +41,12 @@ class RunWriter(Protocol):
     ) -> None: ...
 
     async def flush(self) -> None: ...
+
+    async def commit(self) -> None:
+        """Make everything appended so far durable now, whatever the durability mode: the
+        effects journal commits a side effect's intent before it is carried out and its result
+        right after (``flush`` may hold events back in ``batch`` mode; this never does)."""
+        ...
 
     async def release(self) -> None:
         """Flush and give up ownership (the run ended or paused)."""

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import RunClaimed, StoreError
 from ._buffer import buffer_event
 from ._model import (
     EVENT_COLUMNS,
@@ -117,6 +117,14 @@ class _SQLiteWriter:
             or time.monotonic() - store._last_commit >= BATCH_SECONDS
         ):
             store._commit()
+        if self.lost:
+            store._refused.pop(self.run_id, None)
+            raise store._lost_error(self.run_id)
+        store._check_refused(self.run_id)
+
+    async def commit(self) -> None:
+        store = self._store
+        store._commit()
         if self.lost:
             store._refused.pop(self.run_id, None)
             raise store._lost_error(self.run_id)
@@ -461,10 +469,12 @@ class SQLiteStore:
                 and (lease_until or 0) > time.time()
                 and not owner_is_dead(prev_owner)
             ):
-                raise StoreError(
+                raise RunClaimed(
                     f"run {run_id} is being run by {prev_owner} (lease until "
                     f"{time.strftime('%H:%M:%S', time.localtime(lease_until))}); wait for it, "
                     "or cancel it with `erpoz runs cancel`",
+                    run_id=run_id,
+                    owner=prev_owner,
                     path=str(self.path),
                 )
             cur = self._db.execute(
@@ -472,8 +482,10 @@ class SQLiteStore:
                 (owner, time.time() + self.lease_s, run_id, prev_owner),
             )
             if cur.rowcount != 1:
-                raise StoreError(
-                    f"run {run_id} was claimed by another process just now", path=str(self.path)
+                raise RunClaimed(
+                    f"run {run_id} was claimed by another process just now",
+                    run_id=run_id,
+                    path=str(self.path),
                 )
         except sqlite3.Error as exc:
             raise self._translate(exc, f"cannot claim run {run_id}") from exc

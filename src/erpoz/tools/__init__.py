@@ -6,6 +6,12 @@ calls ``await ctx.tools.call("name", **arguments)``. Tools are denied unless a r
 every decision is a ``policy_decided`` event naming the rule, every call a ``tool_called`` event
 (arguments with secret ones redacted, result size, duration, and an idempotency key for tools
 with side effects).
+
+A tool with side effects is journaled: its intent (``tool_intent``) is committed to the store
+before it is called and its result right after, so a step that runs again (resumed after a
+crash, retried, re-run after an approval) gets the recorded result instead of calling it again,
+and a call cut off by a crash is made again with the same idempotency key, which the tool
+receives when it declares a parameter ``idempotency_key: str``.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic_core import to_jsonable_python
 
 from ..errors import ErpozError, GuardBlocked, PolicyViolation, ReviewRequired
+from ..flow import is_retryable
 from ..models import ChatResult, Message, ToolSpec
 from ..policy import Policy, Subject
 from ._policy import Rule, ToolPolicy, load_policy, parse_policy
 
 if TYPE_CHECKING:
-    from ..flow import Context
+    from ..flow import Context, Journal
     from ..guards._checkpoints import Governed
     from ..models._config import ProjectConfig
 
 __all__ = [
+    "KEY_PARAM",
     "Rule",
     "Tool",
     "ToolCall",
@@ -50,7 +59,18 @@ __all__ = [
 
 
 class ToolError(ErpozError):
-    """A tool was called wrongly (unknown, bad arguments) or raised; names the tool."""
+    """A tool was called wrongly (unknown, bad arguments: not retryable) or raised
+    (``retryable`` as the tool's own error was); ``tool`` names the tool."""
+
+    def __init__(self, message: str, *, tool: str | None = None, retryable: bool = False) -> None:
+        self.tool = tool
+        self.retryable = retryable
+        super().__init__(message)
+
+
+KEY_PARAM = "idempotency_key"
+"""A side-effecting tool that declares a parameter of this name gets the call's idempotency key
+in it (the parameter is not part of the schema a model or a step fills in)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +84,8 @@ class Tool:
     side_effects: bool
     secret_params: frozenset[str]
     validator: Any = field(repr=False, compare=False)
+    takes_key: bool = False
+    """Whether the function declares ``idempotency_key`` (it is then passed the call's key)."""
 
     def decode(self, payload: str) -> Any:
         """A result recorded as JSON, read back as the tool's declared return type."""
@@ -112,14 +134,25 @@ def tool(
     side_effects: bool = False,
     secret: Sequence[str] = (),
 ) -> Any:
-    """Declare a function as a tool. ``side_effects=True`` gives each call an idempotency key;
+    """Declare a function as a tool. ``side_effects=True`` journals each call under an
+    idempotency key, which the function gets when it declares ``idempotency_key: str``;
     parameters named in ``secret`` are redacted in the log."""
 
     def make(f: Callable[..., Any]) -> Tool:
         sig = inspect.signature(f)
         hints = {k: v for k, v in inspect.get_annotations(f, eval_str=True).items()}
         fields: dict[str, Any] = {}
+        takes_key = KEY_PARAM in sig.parameters
+        if takes_key and not side_effects:
+            raise ToolError(
+                f"tool {f.__name__}: only tools with side_effects=True get an idempotency key; "
+                f"declare it so, or rename the parameter '{KEY_PARAM}'"
+            )
+        if takes_key and hints.get(KEY_PARAM) is not str:
+            raise ToolError(f"tool {f.__name__}: declare the key as '{KEY_PARAM}: str'")
         for p in sig.parameters.values():
+            if p.name == KEY_PARAM:
+                continue
             if p.name not in hints:
                 raise ToolError(f"tool {f.__name__}: parameter '{p.name}' needs a type hint")
             fields[p.name] = (hints[p.name], ... if p.default is p.empty else p.default)
@@ -137,6 +170,7 @@ def tool(
             side_effects=side_effects,
             secret_params=frozenset(secret),
             validator=model,
+            takes_key=takes_key,
         )
 
     return make(fn) if fn is not None else make
@@ -166,7 +200,7 @@ class ToolRegistry:
             return self._tools[name]
         except KeyError:
             known = ", ".join(sorted(self._tools)) or "none registered"
-            raise ToolError(f"unknown tool '{name}' (tools: {known})") from None
+            raise ToolError(f"unknown tool '{name}' (tools: {known})", tool=name) from None
 
     def specs(self, names: Sequence[str] | None = None) -> list[ToolSpec]:
         return [self.get(n).spec for n in (names if names is not None else self._tools)]
@@ -243,66 +277,84 @@ class Tools:
         except ValidationError as exc:
             err = exc.errors()[0]
             raise ToolError(
-                f"tool '{name}': argument {'.'.join(map(str, err['loc']))}: {err['msg']}"
+                f"tool '{name}': argument {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                tool=name,
             ) from None
         data: dict[str, Any] = {"tool": name, "arguments": _jsonable(shown)}
-        journal = getattr(ctx, "journal", None) if t.side_effects else None
-        call_key = None
         if t.side_effects:
-            call_key = self._call_key(name, args, journal)
-            data["idempotency_key"] = call_key
-            # a side effect already carried out in this run (before a crash, a retry or the
-            # approval that re-ran this step) is not carried out again: its result is reused
-            if journal is not None:
-                done = journal.get(call_key)
-                if done is not None:
-                    ctx.emit("tool_reused", {"tool": name, "idempotency_key": call_key})
-                    result = t.decode(done)
-                    if gov is not None:
-                        result = await gov.tool_result(name, result)
-                    return result
+            result = await self._journaled(t, args, data)
+        else:
+            result = await self._run(t, args, data, None)
+        if gov is not None:
+            result = await gov.tool_result(name, result)
+        return result
+
+    async def _journaled(self, t: Tool, args: dict[str, Any], data: dict[str, Any]) -> Any:
+        """A side effect under the run's journal: its recorded result when there is one, else
+        the call, its intent committed first."""
+        ctx = self._ctx
+        canonical = json.dumps(args, sort_keys=True, default=repr)
+        journal: Journal | None = getattr(ctx, "journal", None)
+        if journal is None:  # a context of a user's own: a key, nothing journaled
+            base = f"{ctx.run_id}/{ctx.step_id}/{t.name}/{canonical}#1"
+            data[KEY_PARAM] = hashlib.sha256(base.encode()).hexdigest()[:32]
+            return await self._run(t, args, data, None)
+        key = data[KEY_PARAM] = journal.key(f"{t.name}/{canonical}")
+        done = journal.result(key)
+        if done is not None:
+            ctx.emit("tool_reused", {"tool": t.name, KEY_PARAM: key})
+            return t.decode(done)
+        repeat = journal.begun(key)
+        if repeat:
+            data["repeat"] = repeat  # cut off before (a crash) or raised: made again, same key
+        intent = {**data, "arguments_sha256": hashlib.sha256(canonical.encode()).hexdigest()}
+        await journal.begin("tool_intent", key, intent)
+        return await self._run(t, args, data, journal)
+
+    async def _run(
+        self, t: Tool, args: dict[str, Any], data: dict[str, Any], journal: Journal | None
+    ) -> Any:
+        """Call the tool's function and record the call (journaled: committed at once)."""
+        if t.takes_key:
+            args = {**args, KEY_PARAM: data[KEY_PARAM]}
         t0 = time.perf_counter()
-        token = _CURRENT.set(ToolCall(name, ctx.run_id, step, call_key, ctx.emit))
+        ctx = self._ctx
+        token = _CURRENT.set(
+            ToolCall(t.name, ctx.run_id, ctx.step_id, data.get(KEY_PARAM), ctx.emit)
+        )
         try:
             if inspect.iscoroutinefunction(t.fn):
                 result = await t.fn(**args)
             else:
                 result = await asyncio.to_thread(t.fn, **args)
         except Exception as exc:
-            ctx.emit(
-                "tool_called",
-                {
-                    **data,
-                    "status": "error",
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "ms": round((time.perf_counter() - t0) * 1000, 3),
-                },
-            )
-            raise ToolError(f"tool '{name}' raised {type(exc).__name__}: {exc}") from exc
+            failed = {
+                **data,
+                "status": "error",
+                "error": f"{type(exc).__name__}: {exc}",
+                "type": type(exc).__name__,
+                "ms": round((time.perf_counter() - t0) * 1000, 3),
+            }
+            if journal is not None:
+                await journal.finish("tool_called", data[KEY_PARAM], failed, None, commit=True)
+            else:
+                self._ctx.emit("tool_called", failed)
+            raise ToolError(
+                f"tool '{t.name}' raised {type(exc).__name__}: {exc}",
+                tool=t.name,
+                retryable=is_retryable(exc),
+            ) from exc
         finally:
             _CURRENT.reset(token)
-        done_data = {
-            **data,
-            "status": "ok",
-            "result_bytes": len(json.dumps(_jsonable(result))),
-            "ms": round((time.perf_counter() - t0) * 1000, 3),
-        }
-        if journal is not None and call_key is not None and _is_json(result):
-            journal.record(call_key, done_data, json.dumps(result))
-        else:
-            ctx.emit("tool_called", done_data)
-        if gov is not None:
-            result = await gov.tool_result(name, result)
+        ms = round((time.perf_counter() - t0) * 1000, 3)
+        if journal is None:
+            size = len(json.dumps(_jsonable(result)))
+            self._ctx.emit("tool_called", {**data, "status": "ok", "result_bytes": size, "ms": ms})
+            return result
+        payload = json.dumps(to_jsonable_python(result, fallback=repr))
+        done = {**data, "status": "ok", "result_bytes": len(payload), "ms": ms}
+        await journal.finish("tool_called", data[KEY_PARAM], done, payload, commit=True)
         return result
-
-    def _call_key(self, name: str, args: Mapping[str, Any], journal: Any) -> str:
-        """Stable across re-executions of the step, different for each call in it (the n-th
-        call of a tool with the same arguments gets its own key)."""
-        ctx = self._ctx
-        canonical = json.dumps(args, sort_keys=True, default=repr)
-        base = f"{ctx.run_id}/{ctx.step_id}/{name}/{canonical}"
-        n = journal.count(base) if journal is not None else 1
-        return hashlib.sha256(f"{base}#{n}".encode()).hexdigest()[:32]
 
     async def agent(
         self,
@@ -318,7 +370,7 @@ class Tools:
         recorded like :meth:`call`; a denied or failing tool is told to the model as the tool's
         result, so it can answer without it. Running out of turns is a ``ToolError``."""
         if max_turns < 1:
-            raise ToolError("max_turns must be >= 1")
+            raise ToolError("max_turns must be >= 1", retryable=False)
         specs = self._reg.specs(tools)
         messages = [Message.user(prompt)] if isinstance(prompt, str) else list(prompt)
         models = self._ctx.models
@@ -338,7 +390,10 @@ class Tools:
                 "agent_turn",
                 {"model": model, "turn": turn, "tool_calls": [c.name for c in result.tool_calls]},
             )
-        raise ToolError(f"agent with model '{model}' still calling tools after {max_turns} turns")
+        raise ToolError(
+            f"agent with model '{model}' still calling tools after {max_turns} turns",
+            retryable=True,
+        )
 
 
 def registry_from_config(config: ProjectConfig) -> ToolRegistry | None:
@@ -372,14 +427,6 @@ def registry_from_config(config: ProjectConfig) -> ToolRegistry | None:
         except (ValueError, ToolError) as exc:
             raise ConfigError(str(exc), file=file, line=line) from None
     return registry
-
-
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _jsonable(value: Any) -> Any:
