@@ -10,12 +10,17 @@ from typing import Any
 import pytest
 
 import erpoz.audit
+import erpoz.client
+import erpoz.integrations.langchain
+import erpoz.integrations.mcp
 import erpoz.memory
 import erpoz.store._copy
 import erpoz.tools
-from erpoz import errors
+from erpoz import client, errors
 from erpoz.audit import UnknownStep
 from erpoz.errors import ErpozError, error_info
+from erpoz.integrations.langchain import LangChainMissing
+from erpoz.integrations.mcp._client import McpToolError
 from erpoz.memory import ContextBudgetError, IngestError, MemoryStoreError, QueryError
 from erpoz.store._copy import MigrationError, MigrationReport
 from erpoz.tools import ToolError
@@ -28,6 +33,15 @@ EXAMPLES: list[tuple[ErpozError, bool]] = [
     (errors.RunError("no run 'x'", run_id="x"), False),
     (errors.StepFailed("run r failed at step 's'", run_id="r", step="s"), False),
     (errors.InvalidOutput("does not fit", step="s", run_id="r"), False),
+    (errors.WaitingForReview("run r waits", run_id="r", steps=("check",)), False),
+    (client.ApiError("teapot", status=418, kind="teapot", param="p", body={"a": 1}), False),
+    (client.AuthenticationFailed("no key", status=401, kind="invalid_api_key"), False),
+    (client.NotFound("no run", status=404, kind="not_found"), False),
+    (client.Conflict("finished", status=409, kind="conflict"), False),
+    (client.InvalidRequest("bad", status=422, kind="invalid_request_error", param="x"), False),
+    (client.ServerUnavailable("locked", status=503, kind="store_unavailable"), True),
+    (client.ConnectionFailed("refused", status=None, kind="connection_error"), True),
+    (client.WaitTimedOut("still running", run_id="r"), False),
     (errors.ExecutorError("the worker died", run_id="r"), True),
     (errors.ResourcesUnavailable("no GPU node", run_id="r"), False),
     (errors.ReviewRequired("look", output={"a": 1}, evidence=["e"], grant="g"), False),
@@ -41,6 +55,9 @@ EXAMPLES: list[tuple[ErpozError, bool]] = [
     (errors.PolicyViolation("denied", rule="r"), False),
     (ToolError("tool 't' raised OSError", tool="t", retryable=True), True),
     (ToolError("unknown tool 'u'", tool="u"), False),
+    (McpToolError("server gone", server="calc", tool="add"), True),
+    (McpToolError("tool said no", server="calc", tool="add", retryable=False), False),
+    (LangChainMissing("pip install 'erpoz[langchain]'", file="erpoz.yaml", line=4), False),
     (UnknownStep("no step 'z'", steps=["a", "b"]), True),
     (IngestError("/tmp/a.pdf", "encrypted"), True),
     (MemoryStoreError("locked", path="/tmp/m.db"), True),
@@ -71,7 +88,8 @@ def _public_error_classes() -> set[type[ErpozError]]:
 
 
 def test_every_public_error_class_has_an_example() -> None:
-    assert {erpoz.audit, erpoz.memory, erpoz.store._copy, erpoz.tools}  # imported: classes known
+    imported = (erpoz.audit, erpoz.client, erpoz.integrations.mcp, erpoz.memory, erpoz.tools)
+    assert imported and erpoz.store._copy  # imported: their classes are known
     missing = _public_error_classes() - {type(e) for e, _ in EXAMPLES}
     assert not missing, f"add an example of {sorted(c.__name__ for c in missing)} to EXAMPLES"
 

@@ -271,7 +271,11 @@ def error_info(exc: BaseException, *, retryable: bool | None = None) -> dict[str
     ``type`` (its class), ``types`` (its classes up to ``Exception``, most specific first),
     ``message``, ``retryable`` (as given, else the error's own, else true) and ``fields``
     (the error's attributes, each a JSON value; values that are not JSON become their repr)."""
-    types = [c.__name__ for c in type(exc).__mro__ if c not in (Exception, BaseException, object)]
+    mro = type(exc).__mro__
+    if isinstance(exc, ErpozError):  # erpoz's own lineage (not a builtin mixed in for callers)
+        types = [c.__name__ for c in mro if issubclass(c, ErpozError)]
+    else:
+        types = [c.__name__ for c in mro if c not in (Exception, BaseException, object)]
     fields = exc.fields if isinstance(exc, ErpozError) else {}
     if retryable is None:
         flag = getattr(exc, "retryable", True)

@@ -149,7 +149,7 @@ def test_wait_times_out_and_the_run_goes_on(served: Served, client: Client) -> N
     started = client.start("gated", {"gate": str(gate)})
     with pytest.raises(WaitTimedOut) as err:
         client.wait(started.run_id, timeout=0.5)
-    assert err.value.run_id == started.run_id and isinstance(err.value, TimeoutError)
+    assert err.value.run_id == started.run_id and isinstance(err.value, RunError)
     gate.touch()
     assert client.wait(started.run_id, timeout=30).output == "opened and done"
 

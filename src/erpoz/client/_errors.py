@@ -44,6 +44,8 @@ class ApiError(ErpozError):
         self.kind = kind
         self.param = param
         self.body = body or {}
+        # no answer, a server that is down or overloaded, a rate limit: worth trying again
+        self.retryable = status is None or status in (408, 429) or status >= 500
 
     def __str__(self) -> str:
         where = f"HTTP {self.status}" if self.status is not None else "no answer"
@@ -76,7 +78,7 @@ class ConnectionFailed(ApiError):
     client's own reconnection attempts, when following)."""
 
 
-class WaitTimedOut(RunError, TimeoutError):
+class WaitTimedOut(RunError):
     """A run did not end its turn within the time the caller was willing to wait; it goes on
     in the server."""
 

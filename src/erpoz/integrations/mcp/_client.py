@@ -54,10 +54,11 @@ class McpToolError(ToolError):
     """An MCP server could not be reached, went away, or answered a call with an error;
     names the server and where it is declared."""
 
-    def __init__(self, message: str, *, server: str, tool: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, server: str, tool: str | None = None, retryable: bool = True
+    ) -> None:
+        super().__init__(message, tool=tool, retryable=retryable)
         self.server = server
-        self.tool = tool
-        super().__init__(message)
 
 
 # --- the loop that owns the sessions --------------------------------------------------------
@@ -401,6 +402,7 @@ def _caller(
                     f"MCP server '{spec.name}': tool '{remote}' answered with an error: {detail}",
                     server=spec.name,
                     tool=remote,
+                    retryable=False,  # the tool itself said no: asking again says it again
                 )
             return _value(result, wrapped)
         except McpToolError as exc:
