@@ -416,10 +416,10 @@ async def _with_close(store: Store, coro: Coroutine[Any, Any, T]) -> T:
 
 async def _run_and_events(store: Store, run_id: str) -> tuple[RunInfo, list[Event]]:
     try:
-        info = await store.get_run(run_id)
+        info, events = await store.run_with_events(run_id)  # one snapshot of both
         if info is None:
             raise RunError(f"no run {run_id!r} in {store.url}")
-        return info, await store.events(info.run_id)
+        return info, events
     finally:
         await store.close()
 

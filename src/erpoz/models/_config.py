@@ -45,7 +45,11 @@ routers:                              # each is a chat model too; members are mo
     min_score: 0.3
     scoring: max                      # max (default) | top3
 
-budget: {per_run_usd: 0.50, per_project_usd: 20}
+budget:                               # USD; every ceiling is optional
+  per_run_usd: 0.50
+  per_project_usd: 20                 # every process sharing the run store, together
+  per_tenant_usd: 5                   # each tenant (a run's "tenant" tag), unless listed:
+  tenants: {acme: 50, free-trial: 0.10}
 ```
 
 Every mistake is a :class:`~erpoz.errors.ConfigError` naming the file, the line and what was
@@ -191,6 +195,8 @@ ROUTER_TYPES = ("fallback", "cheapest", "cascade", "balance", "semantic")
 class BudgetConfig(_Strict):
     per_run_usd: float | None = Field(None, ge=0)
     per_project_usd: float | None = Field(None, ge=0)
+    per_tenant_usd: float | None = Field(None, ge=0)
+    tenants: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class ExecutorConfig(_Strict):
@@ -625,7 +631,9 @@ def build_hub(
     ``lazy=False``) and metered, then the routers, each after those it uses."""
     budget = None
     if config.budget is not None:
-        budget = Budget(config.budget.per_run_usd, config.budget.per_project_usd)
+        b = config.budget
+        budget = Budget(b.per_run_usd, b.per_project_usd)
+        budget.per_tenant_usd, budget.tenants = b.per_tenant_usd, dict(b.tenants)
     hub = ModelHub(budget=budget)
     extra = dict(extra_providers or {})
     for name in config.models:

@@ -83,7 +83,12 @@ class ModelHub:
         policy."""
         return Models(
             self,
-            Recorder(lambda k, d: ctx.emit(k, dict(d)), ctx.run_id, budget=self.budget),
+            Recorder(
+                lambda k, d: ctx.emit(k, dict(d)),
+                ctx.run_id,
+                budget=self.budget,
+                tenant=ctx.tags.get("tenant", "-"),
+            ),
             governed,
         )
 
