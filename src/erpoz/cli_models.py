@@ -176,8 +176,10 @@ def models_ping(
     name: Annotated[str, typer.Argument(metavar="NAME", help="A model or router name.")],
     config: ConfigOpt = None,
     prompt: Annotated[str, typer.Option(help="What to send.")] = "Reply with one word: pong",
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 30.0,
-    max_tokens: Annotated[int, typer.Option(help="Cap on the reply's length.")] = 16,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Give up after this many seconds.")
+    ] = 30.0,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Cap on the reply's length.")] = 16,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a tiny request to a model (or through a router) and show latency, tokens and the

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
-from .flow._yaml import _Map, _Seq, load_config_yaml
+from .flow._yaml import _Map, _Seq, load_config_yaml, read_text_file
 
 Action = Literal[
     "allow", "deny", "review", "log", "redact", "pseudonymize", "block", "reask", "escalate"
@@ -243,9 +243,9 @@ def load_policy(path: str | Path, *, detectors: Collection[str] | None = None) -
     """Read a policy file; ``ConfigError`` naming file, line and what was expected."""
     fname = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the policy file: {exc.strerror}", file=fname) from None
+        text = read_text_file(Path(path), "the policy file")
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=fname) from None
     return parse_policy(text, file=fname, detectors=detectors)
 
 
@@ -263,9 +263,7 @@ def parse_policy(
     return policy_from_doc(doc, file=file, detectors=detectors)
 
 
-def policy_from_doc(
-    doc: _Map, *, file: str, detectors: Collection[str] | None = None
-) -> Policy:
+def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None = None) -> Policy:
     """The rules of a parsed ``{rules: [...]}`` mapping (a policy file, or the ``policy``
     section of ``erpoz.yaml``). With ``detectors`` (the guards that are configured), a data
     rule naming another detector is an error: it could never apply."""
@@ -288,9 +286,7 @@ def policy_from_doc(
     return Policy(tuple(rules))
 
 
-def _rule(
-    raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None
-) -> Rule:
+def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:
     if not isinstance(raw, _Map):
         raise ConfigError(
             "each rule is a mapping with name, action and what it applies to", file=file, line=line

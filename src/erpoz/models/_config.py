@@ -72,7 +72,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..errors import ConfigError, ModelError
-from ..flow._yaml import _Map, _Seq, import_object, load_config_yaml
+from ..flow._yaml import _Map, _Seq, import_object, load_config_yaml, read_text_file
 from ._hub import ModelHub
 from ._meter import Budget
 from ._plugins import check as check_params
@@ -331,9 +331,9 @@ def load_config(
         return default_config()
     fname = str(path) if path is not None else str(p)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the project file: {exc.strerror}", file=fname) from None
+        text = read_text_file(p, "the project file")
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=fname) from None
     return parse_config(text, file=fname, base=p.resolve().parent, extra_providers=extra_providers)
 
 

@@ -56,6 +56,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from .._input import loads_json
 from ..engine import RunResult, new_run_id
 from ..engine._codec import encode
 from ..errors import BudgetExceeded, FlowError, GuardBlocked, ModelError, PolicyViolation
@@ -387,7 +388,7 @@ def _flow_inputs(plan: Plan, body: oa.ChatCompletionRequest) -> dict[str, Any]:
         given = {}
     else:
         try:
-            given = json.loads(text)
+            given = loads_json(text)  # bounded: a deep bomb is a 400 like any bad JSON
         except ValueError:
             given = None
         if not isinstance(given, dict):

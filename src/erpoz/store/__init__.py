@@ -46,6 +46,8 @@ __all__ = [
 
 DEFAULT_PATH = Path(".erpoz") / "erpoz.db"
 DURABILITY = ("sync", "batch", "memory")
+SCHEMES = ("postgresql://", "postgres://", "sqlite:///", "memory://")
+"""The URL schemes :func:`open_store` takes (besides a plain path and ``memory``)."""
 
 
 def open_store(
