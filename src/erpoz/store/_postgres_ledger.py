@@ -23,13 +23,17 @@ _TENANT_SPEND = (
 )
 
 
-async def _locked_states(conn: Conn, scopes: list[str], now: float) -> dict[str, BudgetScope]:
-    """Lock each scope's row (creating it from the log the first time) and read it."""
-    cur = await conn.execute("SELECT scope FROM budget_spent WHERE scope = ANY(%s)", (scopes,))
-    known = {r[0] for r in await cur.fetchall()}
+_LOCK = "SELECT scope, spent FROM budget_spent WHERE scope = ANY(%s) ORDER BY scope FOR UPDATE"
+_HOLDS = (
+    "SELECT hold_id, scope, amount, owner, expires FROM budget_holds "
+    "WHERE scope = ANY(%s) AND NOT charged"
+)
+
+
+async def _create(conn: Conn, scopes: list[str], now: float) -> None:
+    """Rows for scopes used for the first time, starting from what the log says they spent
+    (two processes may race here: the first row stays)."""
     for scope in scopes:
-        if scope in known:
-            continue
         if scope.startswith(TENANT_PREFIX):
             cur = await conn.execute(_TENANT_SPEND, (scope[len(TENANT_PREFIX) :],))
         else:
@@ -40,37 +44,40 @@ async def _locked_states(conn: Conn, scopes: list[str], now: float) -> dict[str,
             "ON CONFLICT (scope) DO NOTHING",
             (scope, float(row[0] if row else 0.0), now),
         )
-    cur = await conn.execute(
-        "SELECT scope, spent FROM budget_spent WHERE scope = ANY(%s) ORDER BY scope FOR UPDATE",
-        (scopes,),
-    )
+
+
+async def _states(
+    conn: Conn, scopes: list[str], owner: str, now: float
+) -> dict[str, BudgetScope] | None:
+    """Lock the scopes' rows (sorted) and read them with the holds in flight; ``None`` when a
+    scope has no row yet. Expired holds, and holds of dead processes of this host, are charged
+    at their estimate on the way."""
+    cur = await conn.execute(_LOCK, (scopes,))
     spent = {r[0]: float(r[1]) for r in await cur.fetchall()}
-    await _expire(conn, scopes, now, spent)
-    cur = await conn.execute(
-        "SELECT scope, sum(amount) FROM budget_holds WHERE scope = ANY(%s) AND NOT charged "
-        "GROUP BY scope",
-        (scopes,),
-    )
-    held = {r[0]: float(r[1]) for r in await cur.fetchall()}
-    return {s: BudgetScope(s, spent[s], held.get(s, 0.0)) for s in scopes}
+    cur = await conn.execute(_HOLDS, (scopes,))  # after the lock: sees what it waited for
+    in_flight = await cur.fetchall()
+    if len(spent) < len(scopes):
+        return None
+    held = dict.fromkeys(scopes, 0.0)
+    gone: list[tuple[str, str, float]] = []
+    for hold_id, scope, amount, holder, expires in in_flight:
+        if expires < now or (
+            holder != owner and holder.startswith(HOST + ":") and owner_is_dead(holder)
+        ):
+            gone.append((hold_id, scope, float(amount)))
+        else:
+            held[scope] += float(amount)
+    if gone:
+        await _charge(conn, gone, now, spent)
+    return {s: BudgetScope(s, spent[s], held[s]) for s in scopes}
 
 
-async def _expire(conn: Conn, scopes: list[str], now: float, spent: dict[str, float]) -> None:
-    """Charge the holds of ``scopes`` that expired, or whose owner is a dead process of this
-    host, at their estimate (the caller holds the scopes' row locks); drop charged holds
-    nobody settled within a day."""
-    await conn.execute(
-        "DELETE FROM budget_holds WHERE charged AND expires < %s AND scope = ANY(%s)",
-        (now - FORGET_S, scopes),
-    )
-    cur = await conn.execute(
-        "SELECT hold_id, scope, amount, owner, expires FROM budget_holds "
-        "WHERE scope = ANY(%s) AND NOT charged AND (expires < %s OR starts_with(owner, %s))",
-        (scopes, now, HOST + ":"),
-    )
-    for hold_id, scope, amount, owner, expires in await cur.fetchall():
-        if expires >= now and not owner_is_dead(owner):
-            continue
+async def _charge(
+    conn: Conn, gone: list[tuple[str, str, float]], now: float, spent: dict[str, float]
+) -> None:
+    """Charge holds nobody will settle at their estimate (the caller holds the scopes' row
+    locks); drop charged holds nobody settled within a day."""
+    for hold_id, scope, amount in gone:
         await conn.execute(
             "UPDATE budget_holds SET charged = true WHERE hold_id = %s AND scope = %s",
             (hold_id, scope),
@@ -79,7 +86,8 @@ async def _expire(conn: Conn, scopes: list[str], now: float, spent: dict[str, fl
             "UPDATE budget_spent SET spent = spent + %s, updated = %s WHERE scope = %s",
             (amount, now, scope),
         )
-        spent[scope] += float(amount)
+        spent[scope] += amount
+    await conn.execute("DELETE FROM budget_holds WHERE charged AND expires < %s", (now - FORGET_S,))
 
 
 async def reserve(
@@ -88,37 +96,36 @@ async def reserve(
     scopes = sorted(limits)
     now = time.time()
     async with conn.transaction():
-        states = await _locked_states(conn, scopes, now)
+        states = await _states(conn, scopes, owner, now)
+        if states is None:  # first use of a scope
+            await _create(conn, scopes, now)
+            states = await _states(conn, scopes, owner, now)
+            assert states is not None
         refused = over(states, limits, amount)
         if refused is not None:
             return Hold("", amount, tuple(scopes), refused)
         hold = Hold(new_hold_id(), amount, tuple(scopes))
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO budget_holds (hold_id, scope, amount, owner, expires) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                [(hold.id, s, amount, owner, now + ttl_s) for s in scopes],
-            )
+        marks = ",".join(["(%s, %s, %s, %s, %s)"] * len(scopes))
+        await conn.execute(
+            f"INSERT INTO budget_holds (hold_id, scope, amount, owner, expires) VALUES {marks}",
+            [v for s in scopes for v in (hold.id, s, amount, owner, now + ttl_s)],
+        )
     return hold
 
 
 async def settle(conn: Conn, hold: Hold, cost: float) -> None:
-    """Replace the hold by ``cost``; settling twice (an answer lost and retried) is a no-op."""
+    """Replace the hold by ``cost``; settling twice (an answer lost and retried) is a no-op:
+    the scopes' rows locked in sorted order, then the hold dropped and its cost added (less its
+    estimate where an expired hold was charged at it), in one statement."""
     now = time.time()
     async with conn.transaction():
-        cur = await conn.execute(
-            "SELECT scope FROM budget_spent WHERE scope = ANY(%s) ORDER BY scope FOR UPDATE",
-            (list(hold.scopes),),
+        await conn.execute(_LOCK, (list(hold.scopes),))
+        await conn.execute(
+            "WITH d AS (DELETE FROM budget_holds WHERE hold_id = %s RETURNING scope, charged) "
+            "UPDATE budget_spent s SET spent = s.spent + CASE WHEN d.charged THEN %s ELSE %s "
+            "END, updated = %s FROM d WHERE s.scope = d.scope",
+            (hold.id, settled(hold, cost, True), settled(hold, cost, False), now),
         )
-        await cur.fetchall()
-        cur = await conn.execute(
-            "DELETE FROM budget_holds WHERE hold_id = %s RETURNING scope, charged", (hold.id,)
-        )
-        for scope, charged in sorted(await cur.fetchall()):
-            await conn.execute(
-                "UPDATE budget_spent SET spent = spent + %s, updated = %s WHERE scope = %s",
-                (settled(hold, cost, bool(charged)), now, scope),
-            )
 
 
 async def scopes(conn: Conn, names: Sequence[str] | None) -> list[BudgetScope]:
