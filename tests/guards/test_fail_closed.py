@@ -102,7 +102,9 @@ def test_a_data_rule_for_a_detector_no_guard_reports_is_an_error(tmp_path: Path)
 
 def test_the_policy_file_of_a_project_is_checked_against_its_guards(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text(
-        "rules:\n  - {name: r, tool: x, action: allow}\n  - {name: t, data: toxicity, action: log}\n"
+        "rules:\n"
+        "  - {name: r, tool: x, action: allow}\n"
+        "  - {name: t, data: toxicity, action: log}\n"
     )
     exc = project("guards: {checks: {pii: {}}}\npolicy: policy.yaml\n", tmp_path)
     assert exc.file == str(tmp_path / "policy.yaml") and exc.line == 3
