@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .errors import ConfigError, StoreError
-from .store import Store, open_store
+from .store import DURABILITY, SCHEMES, Store, open_store
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -78,12 +78,31 @@ RayAddressOpt = Annotated[
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    """Say what went wrong on one line of stderr (never wrapped: machines read it) and exit."""
+    err.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
+def check_store_options(
+    store: str | None, durability: str = "sync", choices: tuple[str, ...] = DURABILITY
+) -> None:
+    """Exit 2 when ``--durability`` or the scheme of ``--store`` is not one erpoz knows."""
+    if durability not in choices:
+        fail(f"--durability {durability!r}: expected one of {', '.join(choices)}", EXIT_INVALID)
+    if store and "://" in store and not store.startswith(SCHEMES):
+        fail(
+            f"--store {store!r}: unknown URL; give a file path, sqlite:///PATH, "
+            "postgresql://… or memory",
+            EXIT_INVALID,
+        )
+
+
 def open_or_fail(store: str | None, durability: str = "sync", fsync: bool = False) -> Store:
-    """The run store named on the command line, or exit 4 saying why it cannot be opened."""
+    """The run store named on the command line, or exit 4 saying why it cannot be opened (2
+    when the option itself is wrong: an unknown durability or URL scheme)."""
+    check_store_options(store, durability)
     try:
         return open_store(store, durability=durability, fsync=fsync)
     except StoreError as exc:

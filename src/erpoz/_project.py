@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .store import Store
+from .store import BudgetLedger, Store
 
 if TYPE_CHECKING:
     from .engine import Executor
@@ -23,8 +23,9 @@ async def project_services(
     """What steps reach through ``ctx``: the project's models (else the offline default),
     guardrails and tools from ``config`` (default: ``erpoz.yaml`` / ``$ERPOZ_CONFIG``), and
     ``memory`` (a memory database path, or an open one; without it, ``ctx.memory`` opens the
-    project's when a step first uses it). A project budget starts from what the store's runs
-    have already spent. Nothing is loaded until a step uses it."""
+    project's when a step first uses it). Project and tenant budgets are kept in the store's
+    budget ledger (starting from what its runs have spent), so they hold across every process
+    that shares it. Nothing is loaded until a step uses it."""
     from .guards import Guardrails, guardrails_from_config
     from .models import ModelHub
     from .models._config import build_hub, load_config
@@ -37,8 +38,11 @@ async def project_services(
     tools = registry_from_config(cfg)
     if cfg.mcp is not None:  # MCP servers' tools join the project's (the mcp extra)
         tools = await _with_tool_source(cfg, "mcp", tools)
-    if hub.budget is not None and hub.budget.per_project_usd is not None:
-        hub.budget.project_spent_usd = await spent_in_store(store)
+    if hub.budget is not None:
+        if isinstance(store, BudgetLedger):  # project and tenant budgets across processes
+            hub.budget.ledger = store
+        elif hub.budget.per_project_usd is not None:
+            hub.budget.project_spent_usd = await spent_in_store(store)
     services: dict[type, object] = {ModelHub: hub}
     if rails is not None:
         services[Guardrails] = rails

@@ -42,6 +42,7 @@ from ._console import (
     open_or_fail,
     out,
 )
+from ._input import MAX_JSON_DEPTH, check_depth, read_json_file
 from .cli_audit import audit_app
 from .cli_demo import demo
 from .cli_eval import eval_app
@@ -76,6 +77,8 @@ _STYLE = {
     "skipped": "dim",
     "retrying": "yellow",
 }
+
+_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
 
 _STEP_STATUS = {
     "step_started": "running",
@@ -144,8 +147,8 @@ def _parse_inputs(plan: Plan, pairs: list[str], json_file: Path | None) -> dict[
     values: dict[str, Any] = {}
     if json_file is not None:
         try:
-            loaded = json.loads(json_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            loaded = read_json_file(json_file)
+        except ValueError as exc:
             fail(f"--input-json {json_file}: {exc}", EXIT_INVALID)
         if not isinstance(loaded, dict):
             fail(f"--input-json {json_file}: expected a JSON object of inputs", EXIT_INVALID)
@@ -161,7 +164,14 @@ def _parse_inputs(plan: Plan, pairs: list[str], json_file: Path | None) -> dict[
         try:
             values[key] = json.loads(raw)
         except ValueError:
-            values[key] = raw
+            values[key] = raw  # not JSON: the text itself
+        except RecursionError:
+            fail(f"-i {key}: the value is nested more than {MAX_JSON_DEPTH} levels deep", 2)
+        else:
+            try:
+                check_depth(values[key])
+            except ValueError as exc:
+                fail(f"-i {key}: the value is {exc}", EXIT_INVALID)
     return values
 
 
@@ -371,9 +381,15 @@ def validate(
 @runs_app.command("ls")
 def runs_ls(
     store: StoreOpt = None,
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs with this status: queued, running, waiting, succeeded, failed, "
+            "cancelled."
+        ),
+    ] = None,
     flow: Annotated[str | None, typer.Option(help="Only runs of this flow (by name).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 20,
     tenant: Annotated[
         str | None, typer.Option(help="Only runs of this tenant ('-': runs without one).")
     ] = None,
@@ -383,6 +399,8 @@ def runs_ls(
 
     [dim]Example:[/] erpoz runs ls --status waiting --tenant acme
     """
+    if status is not None and status not in _STATUSES:
+        fail(f"--status {status!r}: expected one of {', '.join(_STATUSES)}", EXIT_INVALID)
     st = open_or_fail(store)
     infos = _call(
         _with_close(st, st.list_runs(status=status, flow=flow, limit=limit, tenant=tenant))
@@ -417,10 +435,10 @@ async def _with_close(store: Store, coro: Coroutine[Any, Any, T]) -> T:
 
 async def _run_and_events(store: Store, run_id: str) -> tuple[RunInfo, list[Event]]:
     try:
-        info = await store.get_run(run_id)
+        info, events = await store.run_with_events(run_id)  # one snapshot of both
         if info is None:
             raise RunError(f"no run {run_id!r} in {store.url}")
-        return info, await store.events(info.run_id)
+        return info, events
     finally:
         await store.close()
 
@@ -540,8 +558,8 @@ def runs_resume(
         output = None
         if edit is not None:
             try:
-                output = json.loads(edit.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+                output = read_json_file(edit)
+            except ValueError as exc:
                 fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
@@ -733,8 +751,8 @@ def review_edit(
     [dim]Example:[/] erpoz review edit RUN -f fixed.json
     """
     try:
-        output = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        output = read_json_file(file)
+    except ValueError as exc:
         fail(f"--file {file}: {exc}", EXIT_INVALID)
     decision = Decision("edit", output=output, reviewer=reviewer, comment=comment, step=step)
     _resume(run_id, decision, None, store, False, as_json)

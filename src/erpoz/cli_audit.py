@@ -111,6 +111,8 @@ def export_cmd(
     """
     if fmt != "jsonl":
         fail(f"--format {fmt!r}: only jsonl is supported", EXIT_INVALID)
+    if output is not None and output.is_dir():
+        fail(f"--output {output}: is a folder; give a file to write", EXIT_INVALID)
     try:
         cutoff = time.time() - parse_since(since)
     except ValueError as exc:
@@ -131,7 +133,10 @@ def export_cmd(
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"--output {output}: cannot write it: {exc.strerror or exc}", EXIT_INVALID)
         err.print(f"{len(lines)} records written to {output}")
 
 

@@ -34,7 +34,7 @@ from .errors import ConfigError, ErpozError, ModelError, StoreError
 from .models import ModelHub, Models
 from .models._config import ProjectConfig, build_hub, load_config
 from .models._meter import Recorder
-from .store import Event, Store
+from .store import BudgetLedger, BudgetScope, Event, Store
 
 __all__ = ["models_app", "stats_app"]
 
@@ -176,8 +176,10 @@ def models_ping(
     name: Annotated[str, typer.Argument(metavar="NAME", help="A model or router name.")],
     config: ConfigOpt = None,
     prompt: Annotated[str, typer.Option(help="What to send.")] = "Reply with one word: pong",
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 30.0,
-    max_tokens: Annotated[int, typer.Option(help="Cap on the reply's length.")] = 16,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Give up after this many seconds.")
+    ] = 30.0,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Cap on the reply's length.")] = 16,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a tiny request to a model (or through a router) and show latency, tokens and the
@@ -357,6 +359,68 @@ def stats_models(
             f"{r['cost_usd']:.6f}",
             "–" if r["p50_ms"] is None else f"{r['p50_ms']:.1f}",
             "–" if r["p95_ms"] is None else f"{r['p95_ms']:.1f}",
+        )
+    out.print(table)
+
+
+# --- erpoz stats budget -------------------------------------------------------------------------
+async def _ledger(store: Store) -> list[BudgetScope]:
+    try:
+        if not isinstance(store, BudgetLedger):
+            return []
+        return await store.budget_scopes()
+    finally:
+        await store.close()
+
+
+@stats_app.command("budget")
+def stats_budget(
+    store: StoreOpt = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="Project file \\[default: erpoz.yaml]")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The budget ledger every process of the store shares: per scope (the project, each
+    tenant), the ceiling from erpoz.yaml, what was spent, what calls in flight hold, and what
+    is left. A scope appears once a paid call was made against it.
+
+    [dim]Example:[/] erpoz stats budget --store postgresql://erpoz@db/erpoz --json
+    """
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    st = open_or_fail(store)
+    try:
+        scopes = asyncio.run(_ledger(st))
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    budget = cfg.budget
+    rows = []
+    for s in scopes:
+        if budget is None:
+            ceiling = None
+        elif s.tenant is None:
+            ceiling = budget.per_project_usd
+        else:
+            ceiling = budget.tenants.get(s.tenant, budget.per_tenant_usd)
+        left = None if ceiling is None else ceiling - s.spent_usd - s.reserved_usd
+        rows.append({**s.to_json(), "ceiling_usd": ceiling, "left_usd": left})
+    if as_json:
+        out.print_json(data={"store": st.url, "scopes": rows})
+        return
+    if not rows:
+        out.print("no paid call has been made against a budget in this store", highlight=False)
+        return
+    table = Table("scope", "ceiling $", "spent $", "held $", "left $")
+    for r in rows:
+        table.add_row(
+            str(r["scope"]),
+            "–" if r["ceiling_usd"] is None else f"{r['ceiling_usd']:.6f}",
+            f"{r['spent_usd']:.6f}",
+            f"{r['reserved_usd']:.6f}",
+            "–" if r["left_usd"] is None else f"{r['left_usd']:.6f}",
         )
     out.print(table)
 

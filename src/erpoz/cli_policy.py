@@ -22,14 +22,14 @@ policy_app = typer.Typer(
 def _read(file: str) -> Policy:
     """A policy file (``rules:``), or a project file whose ``policy`` section is read; the
     file is read and parsed once."""
-    from .flow._yaml import _Map, load_config_yaml
+    from .flow._yaml import _Map, load_config_yaml, read_text_file
     from .guards import guardrails_from_config
     from .models._config import parse_config
 
     try:
-        text = Path(file).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", file=file) from None
+        text = read_text_file(Path(file), "the file")
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=file) from None
     doc = load_config_yaml(text, file)
     if isinstance(doc, _Map) and "rules" in doc:
         if set(doc) != {"rules"}:
@@ -53,7 +53,9 @@ def check(
         typer.Option(help="… for a finding of this data class (detector.kind: pii.email)."),
     ] = None,
     at: Annotated[str, typer.Option(help="… at this checkpoint (with --data).")] = "model_input",
-    score: Annotated[float, typer.Option(help="… with this score (with --data).")] = 1.0,
+    score: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="… with this score, 0 to 1 (with --data).")
+    ] = 1.0,
     flow: Annotated[str, typer.Option(help="… in this flow.")] = "-",
     step: Annotated[str, typer.Option(help="… in this step.")] = "-",
     tenant: Annotated[str, typer.Option(help="… for this tenant.")] = "-",

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ._console import EXIT_INVALID, EXIT_STORE, StoreOpt, err, fail
+from ._console import EXIT_INVALID, EXIT_STORE, StoreOpt, check_store_options, err, fail
 from .errors import ConfigError, FlowError, StoreError
 
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
@@ -28,6 +28,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def serve(
@@ -95,8 +98,9 @@ def serve(
         from .server._build import build_state, load_keys
     except ImportError as exc:
         fail(f"erpoz serve needs the server extra (pip install 'erpoz[server]'): {exc}", 2)
-    if durability not in ("sync", "batch"):
-        fail(f"--durability {durability!r}: sync or batch", EXIT_INVALID)
+    check_store_options(store, durability, ("sync", "batch"))
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}", EXIT_INVALID)
     try:
         tenants = load_keys(keys)
     except ConfigError as exc:

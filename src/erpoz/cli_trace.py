@@ -138,6 +138,8 @@ def trace(
 
     [dim]Example:[/] erpoz trace RUN --otlp http://localhost:4318
     """
+    if otlp is not None and not otlp.startswith(("http://", "https://")):
+        fail(f"--otlp {otlp!r}: give the collector's http:// or https:// URL", EXIT_INVALID)
     st = open_or_fail(store)
     try:
         info, spans = asyncio.run(_read(st, run_id))

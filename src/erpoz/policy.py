@@ -7,7 +7,7 @@ whose subject and resource match decides.
 ```yaml
 rules:
   - name: billing may read invoices      # names the rule in every policy_decided event
-    tool: lookup_*                       # a tool rule (the default resource: tool "*")
+    tool: lookup_*                       # a tool rule ("*": every tool); a rule names one
     flow: billing
     action: allow                        # tools: allow | deny | review | log
   - name: mail needs a person
@@ -30,19 +30,21 @@ rules:
 ```
 
 Defaults when no rule matches: a tool is **denied** (tools are denied unless granted), a model
-is allowed, a finding is logged (recorded, nothing else happens).
+is allowed, a finding is logged (recorded, nothing else happens). Configuration fails closed: a
+rule that names no resource, an empty one, or (in ``erpoz.yaml``) a data rule whose detector no
+configured guard reports is an error with file and line, never "allow all".
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
-from .flow._yaml import _Map, _Seq, load_config_yaml
+from .flow._yaml import _Map, _Seq, load_config_yaml, read_text_file
 
 Action = Literal[
     "allow", "deny", "review", "log", "redact", "pseudonymize", "block", "reask", "escalate"
@@ -94,11 +96,13 @@ class Subject:
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One rule. ``tool`` / ``flow`` / ``step`` are positional for short tool rules:
-    ``Rule("reads", "allow", "lookup_*")``. Set ``model`` or ``data`` for the other resources."""
+    ``Rule("reads", "allow", "lookup_*")``. Set ``model`` or ``data`` for the other resources.
+    A rule names its resource: ``Rule("r", "allow")`` is an error, not "every tool" (say
+    ``tool="*"`` for that)."""
 
     name: str
     action: Action
-    tool: str = "*"
+    tool: str | None = None
     flow: str = "*"
     step: str = "*"
     tenant: str = "*"
@@ -111,6 +115,14 @@ class Rule:
     to: str | None = None  # escalate: the model to ask instead
 
     def __post_init__(self) -> None:
+        if self.tool is None and self.model is None and self.data is None:
+            raise ValueError(
+                f"rule {self.name!r} names no resource: give tool=, model= or data= "
+                "('*' for every tool); a rule that names nothing is not 'allow all'"
+            )
+        for what in ("name", "tool", "model", "data"):
+            if getattr(self, what) == "":
+                raise ValueError(f"rule {self.name!r}: {what} is empty")
         allowed = {"tool": TOOL_ACTIONS, "model": MODEL_ACTIONS, "data": DATA_ACTIONS}[
             self.resource
         ]
@@ -191,7 +203,7 @@ class Policy:
         """Whether ``tool_name`` may be called: ``(action, rule name)``; no rule: denied."""
         s = subject if subject is not None else Subject(flow, step)
         for rule in self._tools:
-            if _glob(tool_name, rule.tool) and rule._subject(s):
+            if _glob(tool_name, rule.tool or "") and rule._subject(s):
                 return rule.action, rule.name
         return "deny", TOOL_DEFAULT
 
@@ -227,17 +239,19 @@ _GLOBS = ("tool", "flow", "step", "tenant", "user", "model", "data")
 _KEYS = {"name", "action", "at", "min_score", "max_reasks", "to", *_GLOBS}
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | Path, *, detectors: Collection[str] | None = None) -> Policy:
     """Read a policy file; ``ConfigError`` naming file, line and what was expected."""
     fname = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the policy file: {exc.strerror}", file=fname) from None
-    return parse_policy(text, file=fname)
+        text = read_text_file(Path(path), "the policy file")
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=fname) from None
+    return parse_policy(text, file=fname, detectors=detectors)
 
 
-def parse_policy(text: str, *, file: str = "policy.yaml") -> Policy:
+def parse_policy(
+    text: str, *, file: str = "policy.yaml", detectors: Collection[str] | None = None
+) -> Policy:
     """Check the text of a policy file (a mapping with one key, ``rules``)."""
     doc: Any = load_config_yaml(text, file)
     if not isinstance(doc, _Map) or set(doc) != {"rules"}:
@@ -246,12 +260,13 @@ def parse_policy(text: str, *, file: str = "policy.yaml") -> Policy:
             file=file,
             line=getattr(doc, "line", 1),
         )
-    return policy_from_doc(doc, file=file)
+    return policy_from_doc(doc, file=file, detectors=detectors)
 
 
-def policy_from_doc(doc: _Map, *, file: str) -> Policy:
+def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None = None) -> Policy:
     """The rules of a parsed ``{rules: [...]}`` mapping (a policy file, or the ``policy``
-    section of ``erpoz.yaml``)."""
+    section of ``erpoz.yaml``). With ``detectors`` (the guards that are configured), a data
+    rule naming another detector is an error: it could never apply."""
     rules_doc = doc.get("rules")
     if not isinstance(rules_doc, _Seq):
         raise ConfigError(
@@ -260,7 +275,7 @@ def policy_from_doc(doc: _Map, *, file: str) -> Policy:
     rules: list[Rule] = []
     names: set[str] = set()
     for i, raw in enumerate(rules_doc):
-        rule = _rule(raw, i, rules_doc.lines[i], file)
+        rule = _rule(raw, i, rules_doc.lines[i], file, detectors)
         if rule.name in names:
             assert isinstance(raw, _Map)
             raise ConfigError(
@@ -271,7 +286,7 @@ def policy_from_doc(doc: _Map, *, file: str) -> Policy:
     return Policy(tuple(rules))
 
 
-def _rule(raw: Any, i: int, line: int, file: str) -> Rule:
+def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:
     if not isinstance(raw, _Map):
         raise ConfigError(
             "each rule is a mapping with name, action and what it applies to", file=file, line=line
@@ -296,6 +311,8 @@ def _rule(raw: Any, i: int, line: int, file: str) -> Rule:
     for key in ("name", "action", "to", *_GLOBS):
         if key in raw and not isinstance(raw[key], str):
             raise err(f"'{key}' must be a string", key)
+        if key in raw and not raw[key].strip():
+            raise err(f"'{key}' is empty: name something, or '*' for anything", key)
     resources = [k for k in ("tool", "model", "data") if k in raw]
     if len(resources) > 1 and not (set(resources) == {"data", "model"}):
         raise err(
@@ -310,6 +327,11 @@ def _rule(raw: Any, i: int, line: int, file: str) -> Rule:
             f"action {action!r}: expected one of {', '.join(sorted(allowed))} for a "
             f"{resource} rule",
             "action",
+        )
+    if not resources:
+        raise err(
+            f"rule {raw['name']!r} names no resource: give 'tool', 'model' or 'data' "
+            "(tool: '*' for every tool); a rule that names nothing is not 'allow all'"
         )
     at: frozenset[str] = frozenset(CHECKPOINTS)
     if "at" in raw:
@@ -344,10 +366,19 @@ def _rule(raw: Any, i: int, line: int, file: str) -> Rule:
     if isinstance(max_reasks, bool) or not isinstance(max_reasks, int) or max_reasks < 1:
         raise err("'max_reasks' must be a whole number >= 1", "max_reasks")
     globs: Mapping[str, str] = {k: raw[k] for k in ("flow", "step", "tenant", "user") if k in raw}
+    if detectors is not None and "data" in raw:
+        detector = raw["data"].split(".", 1)[0]
+        if not any(c in detector for c in "*?[") and detector not in detectors:
+            known = ", ".join(sorted(detectors)) or "none configured"
+            raise err(
+                f"rule {raw['name']!r}: data {raw['data']!r} names detector {detector!r}, "
+                f"which no guard in guards.checks reports (detectors: {known})",
+                "data",
+            )
     return Rule(
         name=raw["name"],
         action=action,
-        tool=raw.get("tool", "*"),
+        tool=raw.get("tool"),
         model=raw.get("model"),
         data=raw.get("data"),
         at=at,

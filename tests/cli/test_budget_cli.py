@@ -1,5 +1,6 @@
 """`erpoz run` gives steps the project's models from erpoz.yaml, and a project budget holds
-across processes: the second run is refused before anything is sent."""
+across processes: the second run is refused before anything is sent; `erpoz stats budget`
+shows the ledger."""
 
 import json
 import subprocess
@@ -65,7 +66,20 @@ def test_project_budget_spans_processes(tmp_path: Path) -> None:
 
         first, second = run(), run()
         calls = len(server.requests_to("chat"))
+        ledger = subprocess.run(
+            [str(ERPOZ), "stats", "budget", "--json", "--store", store],
+            cwd=tmp_path,
+            env=cli_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert first["status"] == "succeeded" and first["output"] == "fine"
     assert second["status"] == "failed"
     assert "BudgetExceeded" in str(second["error"]) and "project" in str(second["error"])
     assert calls == 1  # the refused call never reached the server
+    assert ledger.returncode == 0, ledger.stderr
+    (project,) = json.loads(ledger.stdout)["scopes"]
+    assert project["scope"] == "project" and project["ceiling_usd"] == 0.014
+    assert project["reserved_usd"] == 0.0 and 0 < project["spent_usd"] <= 0.013
+    assert project["left_usd"] == pytest.approx(0.014 - project["spent_usd"])

@@ -118,7 +118,12 @@ def test_models_ls_json_lists_models_and_routers_without_loading_any(tmp_path: P
     assert data["routers"] == [
         {"name": "default", "type": "fallback", "members": ["flaky", "echo"]}
     ]
-    assert data["budget"] == {"per_run_usd": 1.0, "per_project_usd": None}
+    assert data["budget"] == {
+        "per_run_usd": 1.0,
+        "per_project_usd": None,
+        "per_tenant_usd": None,
+        "tenants": {},
+    }
 
 
 def test_models_ls_prints_tables(tmp_path: Path) -> None:

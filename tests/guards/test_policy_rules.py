@@ -411,7 +411,7 @@ def test_tools_are_denied_unless_a_rule_grants_them_first_match_wins() -> None:
     policy = Policy(
         [
             Rule("no deletes", "deny", "delete_*"),
-            Rule("everything else", "allow"),
+            Rule("everything else", "allow", "*"),
             Rule("never reached", "review", "delete_account"),
         ]
     )

@@ -116,6 +116,28 @@ class StoreContract:
         returns its one store twice."""
         return store, store
 
+    def test_snapshot_reads_give_what_the_separate_reads_give(self, store: Store) -> None:
+        async def main() -> None:
+            for rid in ("run-a", "run-b"):
+                w = await store.create_run(new_run(rid), OWNER)
+                w.append("step_succeeded", "s", 1, {"ms": 1.0}, '"x"')
+                w.append("run_succeeded", payload='"done"')
+                await w.release()
+            assert await store.chain_and_heads() == (
+                await store.chain_rows(),
+                await store.recorded_heads(),
+            )
+            rows, heads = await store.chain_and_heads("run-b")
+            assert rows == await store.chain_rows("run-b")
+            assert heads == await store.recorded_heads()
+            info, events = await store.run_with_events("run-a")
+            assert info == await store.get_run("run-a")
+            assert events == await store.events("run-a")
+            assert info is not None and info.head_seq == len(events) == 3
+            assert await store.run_with_events("nope") == (None, [])
+
+        run(main())
+
     # --- writing and reading events -----------------------------------------------------------
     def test_commit_records_at_once_even_when_commits_are_grouped(
         self, batching: tuple[Store, Store]
@@ -676,5 +698,120 @@ class QueueContract:
             # well before its 30 s: PostgreSQL and memory are told, SQLite looks again soon
             await asyncio.wait_for(waiting, 10.0)
             await store.wait_for_runs(["default"], 0.01)  # nothing new: returns after timeout
+
+        run(main())
+
+
+class LedgerContract:
+    """Behaviour every store that keeps a budget ledger (:class:`erpoz.store.BudgetLedger`)
+    must have: what project and tenant budgets across processes rely on."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("a store test class overrides the `store` fixture")
+
+    @staticmethod
+    async def reserve(store: Any, amount: float, tenant: str = "-", **kw: Any) -> Any:
+        kw.setdefault("project_usd", 1.0)
+        kw.setdefault("tenant_usd", None)
+        kw.setdefault("ttl_s", 60.0)
+        return await store.reserve(amount, tenant=tenant, **kw)
+
+    @staticmethod
+    async def scopes(store: Any) -> dict[str, tuple[float, float]]:
+        return {
+            s.scope: (round(s.spent_usd, 9), round(s.reserved_usd, 9))
+            for s in await store.budget_scopes()
+        }
+
+    def test_a_hold_counts_until_it_is_settled_to_the_actual_cost(self, store: Any) -> None:
+        async def main() -> None:
+            hold = await self.reserve(store, 0.4)
+            assert hold.refused is None and hold.id and hold.amount_usd == 0.4
+            assert await self.scopes(store) == {"project": (0.0, 0.4)}
+            await store.settle(hold, 0.25)
+            assert await self.scopes(store) == {"project": (0.25, 0.0)}
+            await store.settle(hold, 0.25)  # an answer lost, the settle sent again: no-op
+            assert await self.scopes(store) == {"project": (0.25, 0.0)}
+
+        run(main())
+
+    def test_a_call_that_would_pass_a_ceiling_is_refused_and_holds_nothing(
+        self, store: Any
+    ) -> None:
+        async def main() -> None:
+            first = await self.reserve(store, 0.6)
+            second = await self.reserve(store, 0.5)  # 0.6 held + 0.5 > 1.0
+            assert second.refused is not None and not second.id
+            assert second.refused.scope == "project" and second.refused.tenant is None
+            assert second.refused.limit_usd == 1.0
+            assert (second.refused.spent_usd, second.refused.reserved_usd) == (0.0, 0.6)
+            assert await self.scopes(store) == {"project": (0.0, 0.6)}
+            assert (await self.reserve(store, 0.4)).refused is None  # exactly the ceiling fits
+            await store.settle(first, 0.1)
+            assert (await self.reserve(store, 0.5)).refused is None  # the settle freed 0.5
+
+        run(main())
+
+    def test_tenants_have_their_own_ceilings_inside_the_projects(self, store: Any) -> None:
+        async def main() -> None:
+            acme = await self.reserve(store, 0.3, "acme", tenant_usd=0.5)
+            assert acme.refused is None
+            refused = await self.reserve(store, 0.3, "acme", tenant_usd=0.5)
+            assert refused.refused is not None and refused.refused.tenant == "acme"
+            assert refused.refused.limit_usd == 0.5
+            other = await self.reserve(store, 0.3, "beta", tenant_usd=0.5)
+            assert other.refused is None  # beta's budget is its own
+            # the project's ceiling (1.0) binds both: 0.6 held, 0.5 more would pass it
+            over = await self.reserve(store, 0.5, "gamma", tenant_usd=0.5)
+            assert over.refused is not None and over.refused.scope == "project"
+            await store.settle(acme, 0.3)
+            assert await self.scopes(store) == {
+                "project": (0.3, 0.3),
+                "tenant:acme": (0.3, 0.0),
+                "tenant:beta": (0.0, 0.3),
+                "tenant:gamma": (0.0, 0.0),
+            }
+            only_tenant = await self.reserve(store, 0.1, "acme", project_usd=None, tenant_usd=0.5)
+            assert only_tenant.refused is None and only_tenant.scopes == ("tenant:acme",)
+
+        run(main())
+
+    def test_a_scope_starts_from_what_the_log_says_was_spent(self, store: Any) -> None:
+        async def main() -> None:
+            for rid, tenant, costs in (("a", "acme", [0.2, 0.1]), ("b", "beta", [0.3])):
+                w = await store.create_run(new_run(rid, tags={"tenant": tenant}), OWNER)
+                for cost in costs:
+                    w.append("model_called", "s", 1, {"model": "m", "cost_usd": cost})
+                w.append("model_called", "s", 1, {"model": "m", "status": "refused"})
+                await w.release()
+            refused = await self.reserve(store, 0.5, "acme", tenant_usd=0.7)
+            assert refused.refused is not None and refused.refused.scope == "project"
+            assert round(refused.refused.spent_usd, 9) == 0.6  # every run's model_called
+            hold = await self.reserve(store, 0.3, "acme", tenant_usd=0.7)
+            assert hold.refused is None
+            assert (await self.scopes(store))["tenant:acme"] == (0.3, 0.3)  # acme's runs only
+
+        run(main())
+
+    def test_a_hold_never_settled_expires_charged_at_its_estimate(self, store: Any) -> None:
+        async def main() -> None:
+            lost = await self.reserve(store, 0.3, ttl_s=0.05)  # its process died mid-call
+            await asyncio.sleep(0.1)
+            # the next reservation finds it expired: charged at the estimate, no longer held
+            assert (await self.reserve(store, 0.7)).refused is None
+            assert await self.scopes(store) == {"project": (0.3, 0.7)}
+            await store.settle(lost, 0.1)  # it came back after all: corrected to its cost
+            assert await self.scopes(store) == {"project": (0.1, 0.7)}
+
+        run(main())
+
+    def test_concurrent_reservations_never_pass_the_ceiling(self, store: Any) -> None:
+        async def main() -> None:
+            holds = await asyncio.gather(*(self.reserve(store, 0.15) for _ in range(20)))
+            granted = [h for h in holds if h.refused is None]
+            assert len(granted) == 6  # 6 x 0.15 = 0.9; a seventh would pass 1.0
+            await asyncio.gather(*(store.settle(h, 0.15) for h in granted))
+            assert await self.scopes(store) == {"project": (0.9, 0.0)}
 
         run(main())

@@ -16,7 +16,15 @@ import pytest
 from erpoz import StoreError, open_store
 from erpoz.store import Store
 from pgtest import REQUIRED, URL, Schema, need_postgres, throwaway_schema
-from store.contract import OTHER, OWNER, QueueContract, StoreContract, assert_valid_chain, new_run
+from store.contract import (
+    OTHER,
+    OWNER,
+    LedgerContract,
+    QueueContract,
+    StoreContract,
+    assert_valid_chain,
+    new_run,
+)
 
 if REQUIRED:
     import psycopg  # without it, a run that requires PostgreSQL fails here
@@ -37,7 +45,7 @@ def schema() -> Iterator[Schema]:
         yield s
 
 
-class TestPostgres(StoreContract, QueueContract):
+class TestPostgres(StoreContract, QueueContract, LedgerContract):
     @pytest.fixture
     def store(self, schema: Schema) -> Iterator[Store]:
         s = open_store(schema.url)

@@ -14,10 +14,17 @@ import pytest
 
 from erpoz import StoreError, open_store
 from erpoz.store import SQLiteStore, Store
-from store.contract import OWNER, QueueContract, StoreContract, assert_valid_chain, new_run
+from store.contract import (
+    OWNER,
+    LedgerContract,
+    QueueContract,
+    StoreContract,
+    assert_valid_chain,
+    new_run,
+)
 
 
-class TestSQLite(StoreContract, QueueContract):
+class TestSQLite(StoreContract, QueueContract, LedgerContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
         s = SQLiteStore(tmp_path / "runs.db")
@@ -443,6 +450,8 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
 
     asyncio.run(make())
     with sqlite3.connect(path) as db:  # make it a version-1 file, as 0.1 wrote it
+        db.execute("DROP TABLE budget_holds")  # migration 4
+        db.execute("DROP TABLE budget_spent")
         db.execute("DROP INDEX runs_claimable")  # migration 3
         db.execute("ALTER TABLE runs DROP COLUMN queue")
         db.execute("ALTER TABLE runs DROP COLUMN claims")

@@ -20,6 +20,7 @@ rules:
     tool: send_email
     action: review
   - name: audit everything else in billing
+    tool: "*"
     flow: billing
     action: log
 """
@@ -42,7 +43,7 @@ def test_rules_apply_in_order_and_nothing_matching_is_denied(tmp_path: Path) -> 
         ("rules:\n  - name: a\n    action: allow\n    tools: x\n", 4, "unknown key 'tools'"),
         ("rules:\n  - action: allow\n", 2, "rule 1 has no 'name'"),
         (
-            "rules:\n  - {name: a, action: allow}\n  - {name: a, action: deny}\n",
+            "rules:\n  - {name: a, tool: x, action: allow}\n  - {name: a, tool: y, action: deny}\n",
             3,
             "two rules are named 'a'",
         ),
@@ -86,6 +87,9 @@ def test_cli_check_explains_the_decision(tmp_path: Path) -> None:
 PROJECT = """\
 models:
   reader: {provider: extractive}
+guards:
+  checks:
+    pii: {at: [delivery]}
 policy:
   rules:
     - name: free tier stays local

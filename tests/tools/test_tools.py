@@ -86,7 +86,7 @@ def test_review_rule_pauses_the_run_before_the_call() -> None:
 
 
 def test_bad_arguments_and_unknown_tools_are_clear_errors() -> None:
-    registry = ToolRegistry([lookup], ToolPolicy((Rule("all", "allow"),)))
+    registry = ToolRegistry([lookup], ToolPolicy((Rule("all", "allow", "*"),)))
 
     @step
     async def wrong(target: str, ctx: Context) -> str:

@@ -141,8 +141,7 @@ def heads_digest(heads: list[RecordedHead]) -> str:
 async def verify(store: Store, run_id: str | None = None) -> AuditReport:
     """Recompute the chain of one run (or of every run) and check it against recorded heads."""
     t0 = time.perf_counter()
-    rows = await store.chain_rows(run_id)
-    heads = await store.recorded_heads()
+    rows, heads = await store.chain_and_heads(run_id)  # one snapshot: no false "truncated"
     report = AuditReport()
     recorded = {h[0]: h for h in heads}
     seen: set[str] = set()

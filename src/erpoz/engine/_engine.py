@@ -362,6 +362,11 @@ class Engine:
         run.recorded.update(_recorded_outputs(events))
         run.grants.update(_granted(events))
         run.effects = RunJournal.of(events)
+        from ..models import ModelHub
+
+        hub = self.services.get(ModelHub)
+        if isinstance(hub, ModelHub) and hub.budget is not None:
+            hub.budget.restore(writer.run_id, events)  # the run's spend goes on from its log
         return run
 
     async def resume(

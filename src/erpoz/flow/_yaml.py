@@ -86,7 +86,37 @@ class _Seq(list[Any]):
     lines: list[int]
 
 
+#: Bounds on any YAML erpoz reads (flow files, erpoz.yaml, policies): a file bigger, deeper or
+#: whose aliases expand to more is an error naming the file, not a process that grows without
+#: bound ("billion laughs") or dies of recursion.
+MAX_YAML_CHARS = 4 * 1024 * 1024
+MAX_YAML_DEPTH = 100
+MAX_ALIAS_VALUES = 100_000
+
+
 class _LineLoader(yaml.SafeLoader):
+    """Safe YAML with line numbers kept, bounded in depth and in what aliases expand to."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise FlowError(
+                    f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep",
+                    line=mark.line + 1,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Map:  # type: ignore[override]
         out = _Map()
         out.line = node.start_mark.line + 1
@@ -110,6 +140,91 @@ class _LineLoader(yaml.SafeLoader):
         out.line = node.start_mark.line + 1
         out.lines = [n.start_mark.line + 1 for n in node.value]
         return out
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Refuse a document whose aliases add more than ``MAX_ALIAS_VALUES`` values, make it
+    deeper than ``MAX_YAML_DEPTH`` once expanded, or refer to themselves. Counted over the
+    node graph (an alias is the node it names), never by expanding it."""
+    size: dict[int, int] = {}  # node -> values it stands for, expanded
+    depth: dict[int, int] = {}
+    distinct: set[int] = set()
+    open_: set[int] = set()
+
+    def visit(node: yaml.Node) -> None:
+        key = id(node)
+        if key in size:
+            return
+        if key in open_:
+            raise FlowError(
+                "an alias refers to the value that contains it (a recursive anchor)",
+                line=node.start_mark.line + 1,
+            )
+        open_.add(key)
+        distinct.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        for child in children:
+            visit(child)
+        size[key] = 1 + sum(size[id(c)] for c in children)
+        depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+        open_.discard(key)
+        if depth[key] > MAX_YAML_DEPTH:
+            raise FlowError(
+                f"aliases make the YAML more than {MAX_YAML_DEPTH} levels deep",
+                line=node.start_mark.line + 1,
+            )
+        if size[key] - len(distinct) > MAX_ALIAS_VALUES:
+            raise FlowError(
+                f"aliases expand the YAML by more than {MAX_ALIAS_VALUES:,} values (a "
+                '"billion laughs"?); write the values out instead',
+                line=node.start_mark.line + 1,
+            )
+
+    if root is not None:
+        visit(root)
+
+
+def load_bounded_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`_LineLoader` within the bounds above; ``FlowError`` (with
+    the line when there is one) for malformed or oversized YAML."""
+    if len(text) > MAX_YAML_CHARS:
+        raise FlowError(
+            f"the YAML is {len(text):,} characters long, more than the "
+            f"{MAX_YAML_CHARS:,} a file may have"
+        )
+    try:
+        return yaml.load(text, Loader=_LineLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise FlowError(
+            f"malformed YAML: {exc.problem or exc.context}", line=mark.line + 1 if mark else None
+        ) from None
+    except yaml.YAMLError as exc:
+        raise FlowError(f"malformed YAML: {exc}") from None
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A text file's contents as UTF-8; ``ValueError`` saying what is wrong (unreadable, not
+    UTF-8, too big) in words that name no path (callers add it)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_YAML_CHARS * 4 + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > MAX_YAML_CHARS * 4:
+        raise ValueError(f"{what} is larger than {MAX_YAML_CHARS * 4:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "save it as UTF-8"
+        ) from None
 
 
 _LineLoader.add_constructor(
@@ -208,21 +323,13 @@ def load_yaml_flow(path: str | Path, *, _stack: tuple[Path, ...] = ()) -> Flow:
             "sub-flows include each other: " + " -> ".join(str(s) for s in (*_stack, p)), file=fname
         )
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowError(f"cannot read flow file: {exc.strerror}", file=fname) from None
+        text = read_text_file(p, "the flow file")
+    except ValueError as exc:
+        raise FlowError(str(exc), file=fname) from None
     try:
-        doc = yaml.load(text, Loader=_LineLoader)
+        doc = load_bounded_yaml(text)
     except FlowError as exc:
         raise exc.at(file=fname) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise FlowError(
-            f"malformed YAML: {exc.problem or exc.context}", file=fname, line=line
-        ) from None
-    except yaml.YAMLError as exc:
-        raise FlowError(f"malformed YAML: {exc}", file=fname) from None
     return _Builder(fname, p, _stack).build(doc)
 
 
@@ -513,15 +620,6 @@ def load_config_yaml(text: str, file: str) -> Any:
     from ..errors import ConfigError
 
     try:
-        return yaml.load(text, Loader=_LineLoader)
-    except FlowError as exc:  # duplicate or non-string keys, found by the loader
+        return load_bounded_yaml(text)
+    except FlowError as exc:  # malformed, too big or too deep; duplicate or non-string keys
         raise ConfigError(exc.message, file=file, line=exc.line) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(
-            f"malformed YAML: {exc.problem or exc.context}",
-            file=file,
-            line=mark.line + 1 if mark else None,
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"malformed YAML: {exc}", file=file) from None

@@ -39,7 +39,6 @@ def guardrails_from_config(config: ProjectConfig) -> Guardrails | None:
     if not isinstance(doc, _Map) or ("guards" not in doc and "policy" not in doc):
         return None
     file = config.file or "erpoz.yaml"
-    policy = _policy(doc, file, config._base)
     checks: list[Check] = []
     fail_closed = True
     alert: QualityAlert | None = None
@@ -70,10 +69,12 @@ def guardrails_from_config(config: ProjectConfig) -> Guardrails | None:
             )
         for name in raw_checks:
             checks.append(_check(name, raw_checks, file))
+    # a data rule names a detector that a configured guard reports, or it could never apply
+    policy = _policy(doc, file, config._base, {c.guard.name for c in checks})
     return Guardrails(checks, policy, fail_closed=fail_closed, alert=alert)
 
 
-def _policy(doc: _Map, file: str, base: Path | None) -> Policy:
+def _policy(doc: _Map, file: str, base: Path | None, detectors: set[str]) -> Policy:
     section = doc.get("policy")
     if section is None:
         return Policy()
@@ -81,14 +82,14 @@ def _policy(doc: _Map, file: str, base: Path | None) -> Policy:
         path = Path(section)
         if not path.is_absolute():
             path = (base or Path(file).parent) / path
-        return load_policy(path)
+        return load_policy(path, detectors=detectors)
     if not isinstance(section, _Map) or set(section) != {"rules"}:
         raise ConfigError(
             "'policy' is a mapping with one key, 'rules', or the path of a policy file",
             file=file,
             line=doc.lines["policy"],
         )
-    return policy_from_doc(section, file=file)
+    return policy_from_doc(section, file=file, detectors=detectors)
 
 
 def _known_keys(section: _Map, known: set[str], where: str, file: str) -> None:

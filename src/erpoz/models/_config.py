@@ -45,7 +45,11 @@ routers:                              # each is a chat model too; members are mo
     min_score: 0.3
     scoring: max                      # max (default) | top3
 
-budget: {per_run_usd: 0.50, per_project_usd: 20}
+budget:                               # USD; every ceiling is optional
+  per_run_usd: 0.50
+  per_project_usd: 20                 # every process sharing the run store, together
+  per_tenant_usd: 5                   # each tenant (a run's "tenant" tag), unless listed:
+  tenants: {acme: 50, free-trial: 0.10}
 ```
 
 Every mistake is a :class:`~erpoz.errors.ConfigError` naming the file, the line and what was
@@ -68,7 +72,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..errors import ConfigError, ModelError
-from ..flow._yaml import _Map, _Seq, import_object, load_config_yaml
+from ..flow._yaml import _Map, _Seq, import_object, load_config_yaml, read_text_file
 from ._hub import ModelHub
 from ._meter import Budget
 from ._plugins import check as check_params
@@ -191,6 +195,8 @@ ROUTER_TYPES = ("fallback", "cheapest", "cascade", "balance", "semantic")
 class BudgetConfig(_Strict):
     per_run_usd: float | None = Field(None, ge=0)
     per_project_usd: float | None = Field(None, ge=0)
+    per_tenant_usd: float | None = Field(None, ge=0)
+    tenants: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
 
 class ExecutorConfig(_Strict):
@@ -326,9 +332,9 @@ def load_config(
         return default_config()
     fname = str(path) if path is not None else str(p)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the project file: {exc.strerror}", file=fname) from None
+        text = read_text_file(p, "the project file")
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=fname) from None
     return parse_config(text, file=fname, base=p.resolve().parent, extra_providers=extra_providers)
 
 
@@ -626,7 +632,9 @@ def build_hub(
     ``lazy=False``) and metered, then the routers, each after those it uses."""
     budget = None
     if config.budget is not None:
-        budget = Budget(config.budget.per_run_usd, config.budget.per_project_usd)
+        b = config.budget
+        budget = Budget(b.per_run_usd, b.per_project_usd)
+        budget.per_tenant_usd, budget.tenants = b.per_tenant_usd, dict(b.tenants)
     hub = ModelHub(budget=budget)
     extra = dict(extra_providers or {})
     for name in config.models:

@@ -99,7 +99,12 @@ class ModelHub:
         policy; ``tokens`` gets each piece of text :meth:`Models.stream` passes on."""
         return Models(
             self,
-            Recorder(lambda k, d: ctx.emit(k, dict(d)), ctx.run_id, budget=self.budget),
+            Recorder(
+                lambda k, d: ctx.emit(k, dict(d)),
+                ctx.run_id,
+                budget=self.budget,
+                tenant=ctx.tags.get("tenant", "-"),
+            ),
             governed,
             tokens,
             getattr(ctx, "journal", None),

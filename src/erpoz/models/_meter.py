@@ -9,25 +9,30 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BudgetExceeded, ModelError
 from ._protocol import ChatModel
 from ._types import ChatRequest, ChatResult, ModelSpec, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from ..store import BudgetLedger, Hold
 
 Emit = Callable[[str, Mapping[str, Any]], None]
 
 
 @dataclass(slots=True)
 class Recorder:
-    """Where a call's events go (a step's ``ctx.emit``), for which run, under which budget."""
+    """Where a call's events go (a step's ``ctx.emit``), for which run and tenant, under which
+    budget."""
 
     emit: Emit
     run_id: str = ""
     budget: Budget | None = None
+    tenant: str = "-"
 
 
 _RUNS_KEPT = 10_000
@@ -48,8 +53,13 @@ def record(kind: str, data: Mapping[str, Any]) -> None:
 
 @dataclass(slots=True)
 class Budget:
-    """Cost ceilings in USD: per run, and for the whole project (this process's spend plus what
-    the store had recorded when the budget was made)."""
+    """Cost ceilings in USD: per run, for the whole project and per tenant.
+
+    With a ``ledger`` (the run store, set by ``erpoz run``, ``erpoz worker`` and ``erpoz
+    serve``) the project and tenant ceilings hold across every process of the store: each call
+    reserves its estimate there before it is sent and settles to its cost after. Without one
+    they count this process's spend (plus ``project_spent_usd`` set at start). A run's own
+    spend continues from its log when it is resumed (:meth:`restore`)."""
 
     per_run_usd: float | None = None
     per_project_usd: float | None = None
@@ -58,11 +68,36 @@ class Budget:
     run_spent: OrderedDict[str, float] = field(default_factory=OrderedDict)
     """Spend per run id in this process (every step, retry and ``ctx.models`` of a run share
     it); the most recent runs are kept."""
+    per_tenant_usd: float | None = None
+    """Every tenant's ceiling (a run's ``tenant`` tag; a run without one is tenant ``-``)."""
+    tenants: dict[str, float] = field(default_factory=dict)
+    """Ceilings of named tenants, in place of ``per_tenant_usd``."""
+    tenant_spent: dict[str, float] = field(default_factory=dict)
+    ledger: BudgetLedger | None = None
+    hold_s: float = 900.0
+    """How long a reservation lasts without being settled (a process killed mid-call): then it
+    is charged at its estimate. Holds of a dead process on this host go at once."""
 
     def spent_by(self, run_id: str) -> float:
         return self.run_spent.get(run_id, 0.0)
 
+    def tenant_limit(self, tenant: str) -> float | None:
+        return self.tenants.get(tenant, self.per_tenant_usd)
+
+    def restore(self, run_id: str, events: Iterable[Any]) -> None:
+        """Continue run ``run_id``'s count from what its log (``events``) says it spent: the
+        ``cost_usd`` of its ``model_called`` events (a resumed run, a run a worker took
+        over)."""
+        spent = sum(
+            float(e.data.get("cost_usd") or 0.0) for e in events if e.kind == "model_called"
+        )
+        if spent > self.run_spent.get(run_id, 0.0):
+            self.run_spent[run_id] = spent
+            self._trim()
+
     def check(self, rec: Recorder | None, model: str, estimate: float) -> None:
+        """Refuse a call that would go over a ceiling this process keeps: the run's, and,
+        without a ledger, the project's and the tenant's."""
         if (
             self.per_run_usd is not None
             and rec is not None
@@ -74,6 +109,8 @@ class Budget:
                 "nothing was sent",
                 model=model,
             )
+        if self.ledger is not None:
+            return
         if (
             self.per_project_usd is not None
             and self.project_spent_usd + estimate > self.per_project_usd
@@ -84,14 +121,58 @@ class Budget:
                 "nothing was sent",
                 model=model,
             )
+        tenant = rec.tenant if rec is not None else "-"
+        limit = self.tenant_limit(tenant)
+        spent = self.tenant_spent.get(tenant, 0.0)
+        if limit is not None and spent + estimate > limit:
+            raise BudgetExceeded(
+                f"this call (est. ${estimate:.6f}) would take tenant {tenant} over its budget "
+                f"of ${limit:.6f} (spent ${spent:.6f}); nothing was sent",
+                model=model,
+            )
 
-    def add(self, model: str, cost: float, run_id: str = "") -> None:
+    async def reserve(self, rec: Recorder | None, model: str, estimate: float) -> Hold | None:
+        """Hold ``estimate`` in the ledger against the project's and the tenant's ceilings;
+        ``BudgetExceeded`` when either would be passed. ``None``: nothing to hold."""
+        tenant = rec.tenant if rec is not None else "-"
+        tenant_usd = self.tenant_limit(tenant)
+        if self.ledger is None or estimate <= 0:
+            return None
+        if self.per_project_usd is None and tenant_usd is None:
+            return None
+        hold = await self.ledger.reserve(
+            estimate,
+            project_usd=self.per_project_usd,
+            tenant=tenant,
+            tenant_usd=tenant_usd,
+            ttl_s=self.hold_s,
+        )
+        over = hold.refused
+        if over is None:
+            return hold
+        what = "the project" if over.tenant is None else f"tenant {over.tenant}"
+        raise BudgetExceeded(
+            f"this call (est. ${estimate:.6f}) would take {what} over its budget of "
+            f"${over.limit_usd or 0.0:.6f} (spent ${over.spent_usd:.6f}, "
+            f"${over.reserved_usd:.6f} held by calls in flight); nothing was sent",
+            model=model,
+        )
+
+    async def settle(self, hold: Hold | None, cost: float) -> None:
+        if hold is not None and self.ledger is not None:
+            await self.ledger.settle(hold, cost)
+
+    def add(self, model: str, cost: float, run_id: str = "", tenant: str = "-") -> None:
         self.project_spent_usd += cost
         self.per_model_spent[model] = self.per_model_spent.get(model, 0.0) + cost
+        self.tenant_spent[tenant] = self.tenant_spent.get(tenant, 0.0) + cost
         if run_id:
             self.run_spent[run_id] = self.run_spent.pop(run_id, 0.0) + cost
-            if len(self.run_spent) > _RUNS_KEPT:
-                self.run_spent.popitem(last=False)
+            self._trim()
+
+    def _trim(self) -> None:
+        if len(self.run_spent) > _RUNS_KEPT:
+            self.run_spent.popitem(last=False)
 
 
 def count_tokens(text: str) -> int:
@@ -121,10 +202,12 @@ class Metered:
         out = request.max_tokens if request.max_tokens is not None else 256
         return self.spec.cost(Usage(self._count(request.prompt_text), out))
 
-    def _check(self, request: ChatRequest) -> Recorder | None:
+    async def _check(self, request: ChatRequest) -> tuple[Recorder | None, Hold | None]:
+        """Admit the call (or record why not, and raise): the run's recorder, and the budget
+        hold to settle once the call is over."""
         rec = _current.get()
         try:
-            self._admit(rec, request)
+            hold = await self._admit(rec, request)
         except ModelError as exc:
             if rec is not None:
                 rec.emit(
@@ -140,9 +223,9 @@ class Metered:
                     },
                 )
             raise
-        return rec
+        return rec, hold
 
-    def _admit(self, rec: Recorder | None, request: ChatRequest) -> None:
+    async def _admit(self, rec: Recorder | None, request: ChatRequest) -> Hold | None:
         """Refuse before sending: wrong input kinds, too long a prompt, over budget."""
         missing = request.modalities - self.spec.modalities
         if missing:
@@ -161,8 +244,17 @@ class Metered:
                 code="context_length_exceeded",
             )
         budget = self.budget or (rec.budget if rec else None)
-        if budget is not None:
-            budget.check(rec, self.name, self.estimate(request))
+        if budget is None:
+            return None
+        estimate = self.estimate(request)
+        budget.check(rec, self.name, estimate)
+        return await budget.reserve(rec, self.name, estimate)
+
+    async def _settle(self, rec: Recorder | None, hold: Hold | None, cost: float) -> None:
+        if hold is not None:
+            budget = self.budget or (rec.budget if rec else None)
+            assert budget is not None
+            await budget.settle(hold, cost)
 
     def _account(
         self, rec: Recorder | None, request: ChatRequest, result: ChatResult, t0: float
@@ -189,7 +281,7 @@ class Metered:
             )
         budget = self.budget or (rec.budget if rec else None)
         if budget is not None:
-            budget.add(self.name, cost, rec.run_id if rec else "")
+            budget.add(self.name, cost, rec.run_id if rec else "", rec.tenant if rec else "-")
         return replace(result, usage=usage, cost_usd=cost, latency_s=latency)
 
     def _failed(self, rec: Recorder | None, exc: BaseException, t0: float) -> None:
@@ -212,33 +304,49 @@ class Metered:
         )
 
     async def generate(self, request: ChatRequest) -> ChatResult:
-        rec = self._check(request)
+        rec, hold = await self._check(request)
         t0 = time.perf_counter()
+        # settled at: the cost; 0 for a call that failed; the estimate for one cut off (a
+        # timeout, a cancel), which may have been paid for
+        cost = hold.amount_usd if hold is not None else 0.0
         try:
-            result = await self.inner.generate(request)
-        except Exception as exc:
-            self._failed(rec, exc, t0)
-            raise
-        return self._account(rec, request, result, t0)
+            try:
+                result = await self.inner.generate(request)
+            except Exception as exc:
+                cost = 0.0
+                self._failed(rec, exc, t0)
+                raise
+            result = self._account(rec, request, result, t0)
+            cost = result.cost_usd
+            return result
+        finally:
+            await self._settle(rec, hold, cost)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        rec = self._check(request)
+        rec, hold = await self._check(request)
         t0 = time.perf_counter()
         parts: list[str] = []
         final: ChatResult | None = None
+        cost = hold.amount_usd if hold is not None else 0.0  # as in generate
         try:
-            async for chunk in self.inner.stream(request):
-                if chunk.result is not None:
-                    final = chunk.result
-                    continue
-                parts.append(chunk.text)
-                yield chunk
-        except Exception as exc:
-            self._failed(rec, exc, t0)
-            raise
-        if final is None:
-            final = ChatResult("".join(parts), self.name)
-        yield StreamChunk("", self._account(rec, request, final, t0))
+            try:
+                async for chunk in self.inner.stream(request):
+                    if chunk.result is not None:
+                        final = chunk.result
+                        continue
+                    parts.append(chunk.text)
+                    yield chunk
+            except Exception as exc:
+                cost = 0.0
+                self._failed(rec, exc, t0)
+                raise
+            if final is None:
+                final = ChatResult("".join(parts), self.name)
+            result = self._account(rec, request, final, t0)
+            cost = result.cost_usd
+            yield StreamChunk("", result)
+        finally:
+            await self._settle(rec, hold, cost)
 
 
 def bind(recorder: Recorder) -> Any:

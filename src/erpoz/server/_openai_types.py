@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .._input import loads_json
 from ..models import ChatRequest, ImagePart, Message, TextPart, ToolCall, ToolSpec
 
 __all__ = [
@@ -270,7 +271,7 @@ def _arguments(call: ToolCallIn, where: str) -> dict[str, Any]:
     if isinstance(args, dict):
         return args
     try:
-        value = json.loads(args or "{}")
+        value = loads_json(args or "{}")
     except ValueError:
         value = None
     if not isinstance(value, dict):

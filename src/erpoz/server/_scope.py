@@ -85,6 +85,23 @@ class TenantView:
         ids = await self.run_ids()
         return [h for h in await self._store.recorded_heads() if h[0] in ids]
 
+    async def chain_and_heads(
+        self, run_id: str | None = None
+    ) -> tuple[list[ChainRow], list[RecordedHead]]:
+        """The tenant's runs' rows and heads, read in one snapshot of the store."""
+        ids = await self.run_ids()
+        if run_id is not None and run_id not in ids:
+            return [], [h for h in await self._store.recorded_heads() if h[0] in ids]
+        rows, heads = await self._store.chain_and_heads(run_id)
+        return [r for r in rows if r[0] in ids], [h for h in heads if h[0] in ids]
+
+    async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
+        info = await self.get_run(run_id)
+        if info is None:
+            return None, []
+        info, events = await self._store.run_with_events(info.run_id)
+        return (info, events) if info is not None and info.tenant == self.tenant else (None, [])
+
     async def cache_get(self, key: str) -> str | None:
         return None
 

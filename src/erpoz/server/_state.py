@@ -129,6 +129,12 @@ class Tenants:
             raise ConfigError(
                 f"cannot read the keys file: {exc.strerror}", file=str(path)
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the keys file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                "save it as UTF-8",
+                file=str(path),
+            ) from None
         return cls.parse(text, source=str(path))
 
 

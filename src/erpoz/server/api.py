@@ -613,8 +613,13 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/runs/{run_id}", summary="One run: status, inputs, output, step timeline")
     async def get_run(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
         v = view(caller)
-        info = await find(v, run_id)
-        events = await v.events(info.run_id)
+        found = await find(v, run_id)
+        try:  # the run and its events in one snapshot
+            info, events = await v.run_with_events(found.run_id)
+        except StoreError as exc:
+            raise _store_error(exc) from exc
+        if info is None:
+            raise _no_run(run_id)
         return {
             **info.to_json(),
             "steps": timeline(events),

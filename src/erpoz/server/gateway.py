@@ -55,6 +55,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
+from .._input import loads_json
 from ..engine import RunResult, new_run_id, top_step
 from ..engine._codec import encode
 from ..errors import FlowError, error_info
@@ -363,7 +364,7 @@ def _flow_inputs(plan: Plan, body: oa.ChatCompletionRequest) -> dict[str, Any]:
         given = {}
     else:
         try:
-            given = json.loads(text)
+            given = loads_json(text)  # bounded: a deep bomb is a 400 like any bad JSON
         except ValueError:
             given = None
         if not isinstance(given, dict):

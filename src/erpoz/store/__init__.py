@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ._ledger import BudgetScope, Hold
 from ._memory import MemoryStore
 from ._model import (
     ENGINE_KINDS,
@@ -18,7 +19,7 @@ from ._model import (
     RunInfo,
     chain_hash,
 )
-from ._protocol import Claim, RunQueue, RunWriter, Store
+from ._protocol import BudgetLedger, Claim, RunQueue, RunWriter, Store
 from ._sqlite import SQLiteStore
 
 __all__ = [
@@ -26,8 +27,11 @@ __all__ = [
     "ENGINE_KINDS",
     "GENESIS",
     "TERMINAL",
+    "BudgetLedger",
+    "BudgetScope",
     "Claim",
     "Event",
+    "Hold",
     "MemoryStore",
     "NewRun",
     "PostgresStore",
@@ -42,6 +46,8 @@ __all__ = [
 
 DEFAULT_PATH = Path(".erpoz") / "erpoz.db"
 DURABILITY = ("sync", "batch", "memory")
+SCHEMES = ("postgresql://", "postgres://", "sqlite:///", "memory://")
+"""The URL schemes :func:`open_store` takes (besides a plain path and ``memory``)."""
 
 
 def open_store(

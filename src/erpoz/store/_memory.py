@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import RunClaimed, StoreError
+from ._ledger import BudgetScope, Hold, MemoryLedger, limits_of
 from ._model import (
     GENESIS,
     RUN_FAILED,
@@ -125,6 +126,7 @@ class MemoryStore:
         self._cache: dict[str, str] = {}
         self.lease_s = 30.0
         self._submitted: asyncio.Event | None = None
+        self._ledger = MemoryLedger(self._log_spend)
 
     async def create_run(self, run: NewRun, owner: str) -> _MemoryWriter:
         if run.run_id in self._runs:
@@ -269,6 +271,43 @@ class MemoryStore:
             info = self._info(r)
             out.append((info.run_id, info.created, info.head_seq, info.head_hash, info.status))
         return out
+
+    async def chain_and_heads(
+        self, run_id: str | None = None
+    ) -> tuple[list[ChainRow], list[RecordedHead]]:
+        return await self.chain_rows(run_id), await self.recorded_heads()  # nothing in between
+
+    async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
+        info = await self.get_run(run_id)
+        return info, [] if info is None else await self.events(info.run_id)
+
+    # --- the budget ledger ------------------------------------------------------------------
+    def _log_spend(self, tenant: str | None) -> float:
+        return sum(
+            float((data or {}).get("cost_usd") or 0.0)
+            for r in self._runs.values()
+            if tenant is None or r.new.tenant == tenant
+            for _, kind, _, _, data, _ in r.events
+            if kind == "model_called"
+        )
+
+    async def reserve(
+        self,
+        amount_usd: float,
+        *,
+        project_usd: float | None,
+        tenant: str,
+        tenant_usd: float | None,
+        ttl_s: float,
+    ) -> Hold:
+        limits = limits_of(project_usd, tenant, tenant_usd)
+        return self._ledger.reserve(amount_usd, limits, ttl_s)
+
+    async def settle(self, hold: Hold, cost_usd: float) -> None:
+        self._ledger.settle(hold, cost_usd)
+
+    async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
+        return self._ledger.scopes(scopes)
 
     async def request_cancel(self, run_id: str) -> None:
         r = self._runs.get(run_id)

@@ -42,7 +42,9 @@ import psycopg
 from psycopg import sql
 
 from ..errors import RunClaimed, StoreError
+from . import _postgres_ledger as ledger
 from ._buffer import buffer_event
+from ._ledger import BudgetScope, Hold, limits_of
 from ._model import (
     EVENT_COLUMNS,
     GENESIS,
@@ -55,7 +57,7 @@ from ._model import (
     RecordedHead,
     RunInfo,
 )
-from ._owner import HOST, owner_is_dead
+from ._owner import HOST, new_owner, owner_is_dead
 from ._pg_schema import apply_migrations, schema_version
 from ._protocol import Claim
 from ._url import redact
@@ -298,6 +300,7 @@ class PostgresStore:
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._closed = False
+        self._budget_owner = new_owner()  # who holds budget reservations made here
         self._migrate()
 
     # --- set-up -----------------------------------------------------------------------------
@@ -931,6 +934,97 @@ class PostgresStore:
             "SELECT run_id, created, head_seq, head_hash, status FROM runs ORDER BY created, run_id"
         )
         return rows
+
+    async def _in_snapshot(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """``op``'s reads in one REPEATABLE READ transaction: one snapshot of the database."""
+        await self._same_loop()
+
+        async def read(conn: Conn) -> T:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                return await op(conn)
+
+        async with self._read_lock:
+            return await self._retrying("cannot read the run store", self._reader_conn, read)
+
+    async def chain_and_heads(
+        self, run_id: str | None = None
+    ) -> tuple[list[ChainRow], list[RecordedHead]]:
+        where, args = ("WHERE e.run_id = %s", (run_id,)) if run_id is not None else ("", ())
+
+        async def both(conn: Conn) -> tuple[list[ChainRow], list[RecordedHead]]:
+            cur = await conn.execute(
+                "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
+                args,
+            )
+            rows: list[ChainRow] = await cur.fetchall()
+            cur = await conn.execute(
+                "SELECT run_id, created, head_seq, head_hash, status FROM runs "
+                "ORDER BY created, run_id"
+            )
+            heads: list[RecordedHead] = await cur.fetchall()
+            return rows, heads
+
+        return await self._in_snapshot(both)
+
+    async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
+        async def both(conn: Conn) -> tuple[RunInfo | None, list[Event]]:
+            cur = await conn.execute(
+                f"SELECT {_RUN_COLS} FROM {_RUN_FROM} WHERE r.run_id=%s OR "
+                "(length(%s) >= 6 AND starts_with(r.run_id, %s)) "
+                "ORDER BY r.run_id = %s DESC LIMIT 2",
+                (run_id, run_id, run_id, run_id),
+            )
+            rows = await cur.fetchall()
+            if not rows or (len(rows) == 2 and rows[0][0] != run_id):
+                return None, []
+            info = _run_info(rows[0])
+            cur = await conn.execute(
+                "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                "LEFT JOIN blobs b ON b.sha256 = e.blob WHERE e.run_id=%s ORDER BY e.seq",
+                (info.run_id,),
+            )
+            events = [
+                Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+                for r in await cur.fetchall()
+            ]
+            return info, events
+
+        return await self._in_snapshot(both)
+
+    # --- the budget ledger (on the claims' connection: short transactions) --------------------
+    async def _on_ledger(self, doing: str, op: Callable[[Conn], Awaitable[T]]) -> T:
+        await self._same_loop()
+        async with self._claim_lock:
+            return await self._retrying(doing, self._claimer_conn, op)
+
+    async def reserve(
+        self,
+        amount_usd: float,
+        *,
+        project_usd: float | None,
+        tenant: str,
+        tenant_usd: float | None,
+        ttl_s: float,
+    ) -> Hold:
+        limits = limits_of(project_usd, tenant, tenant_usd)
+        return await self._on_ledger(
+            "cannot reserve budget",
+            lambda c: ledger.reserve(c, self._budget_owner, amount_usd, limits, ttl_s),
+        )
+
+    async def settle(self, hold: Hold, cost_usd: float) -> None:
+        await self._on_ledger(
+            "cannot settle a budget hold", lambda c: ledger.settle(c, hold, cost_usd)
+        )
+
+    async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
+        return await self._on_ledger(
+            "cannot read the budget ledger", lambda c: ledger.scopes(c, scopes)
+        )
 
     async def request_cancel(self, run_id: str) -> None:
         await self._execute(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ._ledger import BudgetScope, Hold
 from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
 
 
@@ -96,6 +97,17 @@ class Store(Protocol):
         """Each run's head as its runs row recorded it (the chain over run heads)."""
         ...
 
+    async def chain_and_heads(
+        self, run_id: str | None = None
+    ) -> tuple[list[ChainRow], list[RecordedHead]]:
+        """``chain_rows(run_id)`` and ``recorded_heads()`` read in one snapshot (one read
+        transaction), so that runs written meanwhile never look truncated to the audit."""
+        ...
+
+    async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
+        """``get_run(run_id)`` and the events of that run, read in one snapshot."""
+        ...
+
     async def request_cancel(self, run_id: str) -> None: ...
 
     async def cache_get(self, key: str) -> str | None: ...
@@ -140,4 +152,34 @@ class RunQueue(Protocol):
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         """Return when a run may have been submitted to ``queues``, at the latest after
         ``timeout`` seconds (a hint: callers claim again either way)."""
+        ...
+
+
+@runtime_checkable
+class BudgetLedger(Protocol):
+    """Budgets shared by every process of a store (see ``erpoz.store._ledger``): a paid call
+    reserves its estimated cost before it is sent and settles to its actual cost after, so
+    concurrent processes cannot spend past a ceiling between them."""
+
+    async def reserve(
+        self,
+        amount_usd: float,
+        *,
+        project_usd: float | None,
+        tenant: str,
+        tenant_usd: float | None,
+        ttl_s: float,
+    ) -> Hold:
+        """Hold ``amount_usd`` against the project's ceiling ``project_usd`` and ``tenant``'s
+        ceiling ``tenant_usd`` (``None``: none), both or neither: the hold, or one whose
+        ``refused`` names the scope it would take past its ceiling (nothing is held then). A
+        hold not settled within ``ttl_s`` seconds is charged at its amount."""
+        ...
+
+    async def settle(self, hold: Hold, cost_usd: float) -> None:
+        """Replace ``hold`` by the call's actual cost."""
+        ...
+
+    async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
+        """The scopes as they stand (every scope used so far when ``scopes`` is None)."""
         ...

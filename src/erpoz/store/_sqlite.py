@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import RunClaimed, StoreError
 from ._buffer import buffer_event
+from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
 from ._model import (
     EVENT_COLUMNS,
     GENESIS,
@@ -32,7 +33,7 @@ from ._model import (
     RecordedHead,
     RunInfo,
 )
-from ._owner import owner_is_dead
+from ._owner import new_owner, owner_is_dead
 from ._protocol import Claim
 
 LEASE_S = 30.0
@@ -161,6 +162,7 @@ class SQLiteStore:
         self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
         self._last_commit = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._budget_owner = new_owner()  # who holds budget reservations made here
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -635,6 +637,77 @@ class SQLiteStore:
             "ORDER BY created, run_id",
             (),
         )
+
+    def _snapshot(self, *reads: tuple[str, tuple[Any, ...] | list[Any]]) -> list[list[Any]]:
+        """Several reads in one read transaction: one snapshot of the file (WAL)."""
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            try:
+                return [db.execute(sql, args).fetchall() for sql, args in reads]
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the run store") from exc
+
+    async def chain_and_heads(
+        self, run_id: str | None = None
+    ) -> tuple[list[ChainRow], list[RecordedHead]]:
+        where, args = ("WHERE e.run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        rows, heads = self._snapshot(
+            (
+                "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
+                args,
+            ),
+            (
+                "SELECT run_id, created, head_seq, head_hash, status FROM runs "
+                "ORDER BY created, run_id",
+                (),
+            ),
+        )
+        return rows, heads
+
+    async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the run store") from exc
+        try:
+            info = await self.get_run(run_id)
+            events = await self.events(info.run_id) if info is not None else []
+        finally:
+            self._db.execute("COMMIT")
+        return info, events
+
+    # --- the budget ledger ------------------------------------------------------------------
+    async def reserve(
+        self,
+        amount_usd: float,
+        *,
+        project_usd: float | None,
+        tenant: str,
+        tenant_usd: float | None,
+        ttl_s: float,
+    ) -> Hold:
+        limits = limits_of(project_usd, tenant, tenant_usd)
+        try:
+            return sqlite_reserve(self._db, self._budget_owner, amount_usd, limits, ttl_s)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot reserve budget") from exc
+
+    async def settle(self, hold: Hold, cost_usd: float) -> None:
+        try:
+            sqlite_settle(self._db, hold, cost_usd)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot settle a budget hold") from exc
+
+    async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
+        try:
+            return sqlite_scopes(self._db, scopes)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the budget ledger") from exc
 
     async def request_cancel(self, run_id: str) -> None:
         try:

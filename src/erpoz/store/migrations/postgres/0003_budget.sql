@@ -1,0 +1,22 @@
+-- The budget ledger, shared by every process of the store (erpoz.store._ledger): what each scope
+-- ("project", "tenant:NAME") has spent, and the holds of paid calls in flight. A call reserves
+-- its estimate before it is sent (under a row lock of each scope: SELECT … FOR UPDATE) and
+-- settles to its actual cost after; an expired hold (its process died mid-call) is charged at
+-- its estimate (`charged`; a late settle corrects it to the actual cost, and charged holds are
+-- dropped after a day).
+CREATE TABLE budget_spent (
+    scope   TEXT PRIMARY KEY,
+    spent   DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE budget_holds (
+    hold_id TEXT NOT NULL,
+    scope   TEXT NOT NULL,
+    amount  DOUBLE PRECISION NOT NULL,
+    owner   TEXT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL,
+    charged BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (hold_id, scope)
+);
+CREATE INDEX budget_holds_by_scope ON budget_holds (scope);
