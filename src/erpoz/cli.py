@@ -660,6 +660,10 @@ def review_show(
                 "asks permission: approving lets the step run again and go ahead with exactly "
                 f"this ({escape(str(i['grant']))}); rejecting fails it"
             )
+            evidence = i["evidence"] if isinstance(i["evidence"], dict) else {}
+            if evidence.get("masked"):
+                out.print("would be sent (what the guards found masked):")
+                out.print(escape(str(evidence["masked"])), highlight=False)
             continue
         out.print("proposed output:")
         out.print_json(data=i["proposal"])
