@@ -17,7 +17,7 @@ from erpoz.server import ServerState, create_app
 from erpoz.store import open_store
 
 Auth = Callable[..., dict[str, str]]
-LATIN1 = "{\"flow\": \"echo\", \"inputs\": {\"text\": \"caf\u00e9\"}}".encode("latin-1")
+LATIN1 = '{"flow": "echo", "inputs": {"text": "caf\u00e9"}}'.encode("latin-1")
 
 
 def test_allow_lists_every_method_of_the_path(client: TestClient, auth: Auth) -> None:

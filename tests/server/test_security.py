@@ -1,6 +1,6 @@
-"""Bad input and security: keys (401 for a missing or wrong key, the same answer for every wrong key, a resolve that
-walks every key in constant time), bodies too large (413), malformed JSON (422 naming the
-field), and schemathesis against the OpenAPI document: no 5xx."""
+"""Bad input and security: keys (401 for a missing or a wrong key, the same answer for every
+wrong key, a resolve that walks every key in constant time), bodies too large (413), malformed
+JSON (422 naming the field), and schemathesis against the OpenAPI document: no 5xx."""
 
 from __future__ import annotations
 
