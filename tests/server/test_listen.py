@@ -182,3 +182,27 @@ def test_a_port_in_use_exits_2_and_claims_nothing(tmp_path: Path) -> None:
     assert "erpoz serve on" not in text  # nothing claims it serves
     assert as_json.returncode == 2 and as_json.stdout == ""
     assert not (tmp_path / "x.db").exists()  # refused before the store was opened
+
+
+def test_the_server_doc_gateway_example_against_a_fresh_erpoz_serve(tmp_path: Path) -> None:
+    """docs/server.md's OpenAI SDK example, as written but for the port, against `erpoz serve`
+    in an empty directory (no erpoz.yaml, no keys, no OPENAI_BASE_URL): the offline default
+    answers, saying what it can do."""
+    import re
+
+    from erpoz.models.extractive import ABOUT
+
+    doc = (HERE.parents[1] / "docs" / "server.md").read_text(encoding="utf-8")
+    fence = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+    [example] = [b for b in fence.findall(doc) if "OpenAI(base_url=" in b]
+    assert 'base_url="http://127.0.0.1:8000/v1"' in example
+    served = Served(tmp_path, "--store", str(tmp_path / "fresh.db"))
+    try:
+        code = example.replace("127.0.0.1:8000", f"127.0.0.1:{served.port}")
+        namespace: dict[str, object] = {"__name__": "docs_server"}
+        exec(compile(code, "docs/server.md (gateway example)", "exec"), namespace)
+        reply = namespace["reply"]
+        assert reply.choices[0].message.content == ABOUT  # type: ignore[attr-defined]
+        assert reply.model == "reader"  # type: ignore[attr-defined]
+    finally:
+        served.stop()
