@@ -11,10 +11,12 @@ import json
 import sys
 import time
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich import box
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -41,9 +43,11 @@ from ._console import (
     fail,
     open_or_fail,
     out,
+    reviewer_for,
 )
 from .cli_audit import audit_app
 from .cli_demo import demo
+from .cli_diff import runs_diff
 from .cli_eval import eval_app
 from .cli_memory import register as register_memory_commands
 from .cli_migrate import migrate_command
@@ -278,10 +282,12 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
 
 
 def _jsonable(value: Any) -> Any:
-    from pydantic import TypeAdapter
+    """A value as JSON data, as the store records it (bytes as base64)."""
+    from pydantic import ConfigDict, TypeAdapter
 
     try:
-        return json.loads(TypeAdapter(Any).dump_json(value))
+        as_json = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
+        return json.loads(as_json.dump_json(value))
     except Exception:
         return repr(value)
 
@@ -389,7 +395,15 @@ def runs_ls(
     if as_json:
         out.print_json(data=[i.to_json() for i in infos])
         return
-    table = Table("run", "flow", "status", "started", "events", "note")
+    # run ids and times are never cut: at 80 columns a simple box leaves room for them, and a
+    # narrow terminal folds the flow and the note instead
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("run", no_wrap=True, min_width=max((len(i.run_id) for i in infos), default=3))
+    table.add_column("flow", overflow="fold", min_width=6)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold", ratio=1)
     for i in infos:
         note = i.error or (f"review: {i.waiting_step}" if i.waiting_step else "")
         if i.parent_run_id:
@@ -400,11 +414,19 @@ def runs_ls(
             i.run_id,
             i.flow,
             f"[{_STYLE.get(i.status, 'white')}]{i.status}[/]",
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)),
+            _when(i.created),
             str(i.head_seq),
             note[:60],
         )
     out.print(table)
+
+
+def _when(ts: float) -> str:
+    """``11:41:21`` today, ``12-07 11:41:21`` this year, else ``2025-12-07 11:41``."""
+    t, now = time.localtime(ts), time.localtime()
+    if t[:3] == now[:3]:
+        return time.strftime("%H:%M:%S", t)
+    return time.strftime("%m-%d %H:%M:%S" if t[0] == now[0] else "%Y-%m-%d %H:%M", t)
 
 
 async def _with_close(store: Store, coro: Coroutine[Any, Any, T]) -> T:
@@ -514,7 +536,11 @@ def runs_resume(
     ] = None,
     step: Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")] = None,
     reviewer: Annotated[
-        str, typer.Option(help="Who decides \\[default: $ERPOZ_REVIEWER or $USER].")
+        str,
+        typer.Option(
+            help="Who decides \\[default: $ERPOZ_REVIEWER, else reviewer: in erpoz.yaml, "
+            "else the OS user]."
+        ),
     ] = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     flow: Annotated[
@@ -556,6 +582,8 @@ def _resume(
     as_json: bool,
 ) -> NoReturn:
     """Resume a run (with a reviewer's decision, if any) in this process and report."""
+    if decision is not None:
+        decision = replace(decision, reviewer=reviewer_for(decision.reviewer))
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
@@ -669,8 +697,21 @@ def review_show(
         out.print_json(data=i["proposal"])
 
 
+_ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Project file (models, guards, tools) \\[default: $ERPOZ_CONFIG or ./erpoz.yaml]",
+        show_default=False,
+    ),
+]
 _ReviewerOpt = Annotated[
-    str, typer.Option(help="Who decides \\[default: $ERPOZ_REVIEWER or $USER].")
+    str,
+    typer.Option(
+        help="Who decides \\[default: $ERPOZ_REVIEWER, else reviewer: in erpoz.yaml, "
+        "else the OS user]."
+    ),
 ]
 _StepOpt = Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")]
 
@@ -754,15 +795,18 @@ def runs_replay(
         ),
     ] = None,
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run a run from a step, with the recorded inputs, as a new linked run.
 
-    [dim]Example:[/] erpoz runs replay RUN --from answer
+    Compare the two with erpoz runs diff RUN NEW.
+
+    [dim]Example:[/] erpoz runs replay RUN --from answer --config erpoz.yaml
     """
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
-    engine = build_engine(st)
+    engine = build_engine(st, config=config)
     try:
         result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
     finally:
@@ -847,6 +891,7 @@ def _root(
     """
 
 
+runs_app.command("diff")(runs_diff)
 app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")
 app.add_typer(audit_app, name="audit")

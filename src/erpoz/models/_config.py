@@ -215,6 +215,8 @@ class ProjectConfig(_Strict):
     guards: Any = None
     policy: Any = None
     tools: Any = None  # checked by erpoz.tools.registry_from_config
+    #: who decides reviews from the command line when --reviewer and $ERPOZ_REVIEWER are unset
+    reviewer: str | None = Field(None, min_length=1, max_length=200)
 
     _file: str | None = PrivateAttr(default=None)
     _doc: Any = PrivateAttr(default=None)

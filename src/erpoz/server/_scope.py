@@ -113,10 +113,11 @@ def as_store(view: TenantView) -> Store:
 
 def jsonable(value: Any) -> Any:
     """A value as JSON data (pydantic models, dataclasses, …); its ``repr`` when it has none."""
-    from pydantic import TypeAdapter
+    from pydantic import ConfigDict, TypeAdapter
 
-    try:
-        return TypeAdapter(Any).dump_python(value, mode="json")
+    try:  # bytes as base64, as the store records them
+        adapter = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
+        return adapter.dump_python(value, mode="json")
     except Exception:
         return repr(value)
 
