@@ -92,6 +92,16 @@ _STEP_STATUS = {
 
 T = TypeVar("T")
 
+_ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Project file (models, guards, tools) \\[default: $ERPOZ_CONFIG or ./erpoz.yaml]",
+        show_default=False,
+    ),
+]
+
 app = typer.Typer(
     name="erpoz",
     help="erpoz: typed AI flows on a durable, hash-chained event log.\n\n"
@@ -239,7 +249,10 @@ async def _drive(
         await engine.store.close()
 
 
-def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
+def _report(result: RunResult, as_json: bool, store: Store, config: str | None = None) -> NoReturn:
+    """Print a run's result and exit with its code; the commands it suggests name the same
+    project file (``config``) when one was given."""
+    again = f" --config {config}" if config else ""
     if as_json:
         out.print_json(
             data={
@@ -265,7 +278,7 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             out.print(
                 f"inspect: erpoz runs show {result.run_id}   ·   "
                 f"retry: erpoz runs replay {result.run_id} --from "
-                f"{top_step(result.failed_step) if result.failed_step else 'STEP'}",
+                f"{top_step(result.failed_step) if result.failed_step else 'STEP'}{again}",
                 highlight=False,
             )
         elif result.status == "queued":
@@ -277,7 +290,7 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             steps = ", ".join(result.waiting_steps)
             out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
             for flag in ("--approve", "--reject", "--edit FILE"):
-                out.print(f"  erpoz runs resume {result.run_id} {flag}", highlight=False)
+                out.print(f"  erpoz runs resume {result.run_id} {flag}{again}", highlight=False)
     raise typer.Exit(_STATUS_EXIT.get(result.status, EXIT_FAILED))
 
 
@@ -308,6 +321,7 @@ def run(
     tag: TagsOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a flow and wait for it to succeed, fail or pause for review.
@@ -321,6 +335,7 @@ def run(
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
     engine = build_engine(
         st,
+        config=config,
         executor=executor,
         ray_address=ray_address,
         observers=[view.observe] if view else None,
@@ -329,7 +344,7 @@ def run(
         result = _call(_drive(engine, engine.run(plan, values, tags=tags), view))
     finally:
         engine.executor.shutdown()
-    _report(result, as_json, st)
+    _report(result, as_json, st, config)
 
 
 @app.command()
@@ -549,6 +564,7 @@ def runs_resume(
     ] = None,
     store: StoreOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a live table of steps.")] = True,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a run that waits for review, crashed or was interrupted.
@@ -570,7 +586,7 @@ def runs_resume(
                 fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
-    _resume(run_id, decision, flow, store, progress, as_json)
+    _resume(run_id, decision, flow, store, progress, as_json, config)
 
 
 def _resume(
@@ -580,19 +596,20 @@ def _resume(
     store: str | None,
     progress: bool,
     as_json: bool,
+    config: str | None = None,
 ) -> NoReturn:
     """Resume a run (with a reviewer's decision, if any) in this process and report."""
     if decision is not None:
-        decision = replace(decision, reviewer=reviewer_for(decision.reviewer))
+        decision = replace(decision, reviewer=reviewer_for(decision.reviewer, config))
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
-    engine = build_engine(st, observers=[view.observe] if view else None)
+    engine = build_engine(st, config=config, observers=[view.observe] if view else None)
     try:
         result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
     finally:
         engine.executor.shutdown()
-    _report(result, as_json, st)
+    _report(result, as_json, st, config)
 
 
 # --- erpoz review -----------------------------------------------------------------------------
@@ -697,15 +714,6 @@ def review_show(
         out.print_json(data=i["proposal"])
 
 
-_ConfigOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Project file (models, guards, tools) \\[default: $ERPOZ_CONFIG or ./erpoz.yaml]",
-        show_default=False,
-    ),
-]
 _ReviewerOpt = Annotated[
     str,
     typer.Option(
@@ -723,6 +731,7 @@ def review_approve(
     reviewer: _ReviewerOpt = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve the proposal; the run goes on (in this process) from there.
@@ -736,6 +745,7 @@ def review_approve(
         store,
         False,
         as_json,
+        config,
     )
 
 
@@ -746,6 +756,7 @@ def review_reject(
     reviewer: _ReviewerOpt = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Reject the proposal; the run fails, naming the reviewer and the reason.
@@ -759,6 +770,7 @@ def review_reject(
         store,
         False,
         as_json,
+        config,
     )
 
 
@@ -770,6 +782,7 @@ def review_edit(
     reviewer: _ReviewerOpt = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace the proposal with a corrected output (checked against the step's type) and go on.
@@ -781,7 +794,7 @@ def review_edit(
     except (OSError, ValueError) as exc:
         fail(f"--file {file}: {exc}", EXIT_INVALID)
     decision = Decision("edit", output=output, reviewer=reviewer, comment=comment, step=step)
-    _resume(run_id, decision, None, store, False, as_json)
+    _resume(run_id, decision, None, store, False, as_json, config)
 
 
 @runs_app.command("replay")
@@ -813,7 +826,7 @@ def runs_replay(
         engine.executor.shutdown()
     if not as_json:
         out.print(f"replayed {run_id} from {from_step} as a new run:")
-    _report(result, as_json, st)
+    _report(result, as_json, st, config)
 
 
 @runs_app.command("cancel")
