@@ -57,8 +57,11 @@ SKIP: dict[tuple[str, str], str] = {
     "event (tests/audit/test_verify.py tampers with stores)",
     ("cli.md", "erpoz audit lineage r1a212aa2b6e answer"): "a run of a flow of the tests "
     "(tests/cli/test_lineage_cli.py)",
-    ("cli.md", "erpoz submit examples/triage.yaml -i ticket=refund INV-1042 --store "
-     "postgresql://erpoz@db/erpoz"): "a PostgreSQL server named db",
+    (
+        "cli.md",
+        "erpoz submit examples/triage.yaml -i ticket=refund INV-1042 --store "
+        "postgresql://erpoz@db/erpoz",
+    ): "a PostgreSQL server named db",
     ("cli.md", "erpoz worker --store postgresql://erpoz@db/erpoz -q default -n 16"): "a "
     "PostgreSQL server named db, and a worker runs until stopped",
     ("cli.md", "erpoz migrate .erpoz/erpoz.db postgresql://erpoz@db.internal:5432/erpoz"): "a "
@@ -73,13 +76,18 @@ SKIP: dict[tuple[str, str], str] = {
     ("scale-out.md", "erpoz submit examples/triage.yaml -i ticket=refund INV-1042"): "that "
     "PostgreSQL server (tests/engine/test_workers_postgres.py runs workers on a local one)",
     ("scale-out.md", "erpoz runs show r1a2430dc6bb26d1a2f0"): "a run on that server",
-    ("scale-out.md", "erpoz worker --store $ERPOZ_STORE -q default -q gpu -n 16 --config "
-     "erpoz.yaml"): "a worker on that PostgreSQL server",
-    ("scale-out.md", "erpoz migrate .erpoz/erpoz.db "
-     "postgresql://erpoz@db.internal:5432/erpoz --dry-run"): "a PostgreSQL server named "
-    "db.internal",
-    ("scale-out.md", "erpoz migrate .erpoz/erpoz.db "
-     "postgresql://erpoz@db.internal:5432/erpoz"): "a PostgreSQL server named db.internal",
+    (
+        "scale-out.md",
+        "erpoz worker --store $ERPOZ_STORE -q default -q gpu -n 16 --config erpoz.yaml",
+    ): "a worker on that PostgreSQL server",
+    (
+        "scale-out.md",
+        "erpoz migrate .erpoz/erpoz.db postgresql://erpoz@db.internal:5432/erpoz --dry-run",
+    ): "a PostgreSQL server named db.internal",
+    (
+        "scale-out.md",
+        "erpoz migrate .erpoz/erpoz.db postgresql://erpoz@db.internal:5432/erpoz",
+    ): "a PostgreSQL server named db.internal",
 }
 
 #: page -> run id shown but made by no command on the page -> the commands that make one like
@@ -167,8 +175,9 @@ def commands(page: Path) -> list[Command | tuple[str, list[str], int]]:
                 continue
             env, words = parsed
             if words[0] == "erpoz":
-                current = Command(page.name, start + i, raw.split("  #")[0].strip(), words[1:],
-                                  env, session)
+                current = Command(
+                    page.name, start + i, raw.split("  #")[0].strip(), words[1:], env, session
+                )
                 out.append(current)
             elif session:
                 out.append((words[0], words, start + i))
@@ -190,15 +199,27 @@ def parse(argv: list[str]) -> dict[str, object]:
 
 
 _FILE = re.compile(r"\.(ya?ml|py|json|jsonl|db|pdf|md|html|txt|png)$")
-_INPUT_OPTIONS = ("--edit", "--input-json", "-c", "--config", "--keys", "--flow", "-f",
-                  "--file", "--image")
+_INPUT_OPTIONS = (
+    "--edit",
+    "--input-json",
+    "-c",
+    "--config",
+    "--keys",
+    "--flow",
+    "-f",
+    "--file",
+    "--image",
+)
 
 
 def read_files(c: Command) -> list[str]:
     """The files a command reads (they must exist)."""
     words, found = c.argv, []
-    positional = [w for i, w in enumerate(words) if not w.startswith("-")
-                  and (i == 0 or not words[i - 1].startswith("-"))]
+    positional = [
+        w
+        for i, w in enumerate(words)
+        if not w.startswith("-") and (i == 0 or not words[i - 1].startswith("-"))
+    ]
     if words[:1] == ["migrate"]:
         positional = positional[1:2]  # the source; the destination is written
     for w in positional:
@@ -316,8 +337,9 @@ class Session:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "examples", tmp_path / "examples",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return tmp_path
 
 
@@ -337,7 +359,7 @@ def test_documented_sessions_run_as_written(page: Path, workspace: Path) -> None
     problems = []
     for c in commands(page):
         if isinstance(c, tuple):
-            kind, words, line = c
+            kind, words, _line = c
             if kind == "echo" and ">" in words:
                 target = workspace / words[words.index(">") + 1]
                 target.write_text(" ".join(words[1 : words.index(">")]) + "\n")
