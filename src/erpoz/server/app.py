@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
@@ -279,8 +280,6 @@ def create_app(state: ServerState) -> FastAPI:
 def _allowed(app: FastAPI, scope: Scope) -> str:
     """Every method some route of ``scope``'s path answers (``Allow`` of a 405): Starlette's
     own names only the methods of the first route that matched the path."""
-    from starlette.routing import Match
-
     allowed = []
     for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
         probe = {**scope, "method": method}

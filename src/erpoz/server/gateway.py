@@ -262,7 +262,7 @@ def _classify(kind: str, message: str, exc: BaseException | None) -> oa.GatewayE
         status = exc.status if isinstance(exc, ModelError) else None
         return oa.GatewayError(
             502,
-            f"the upstream model failed: {message}",  # the log's; the tenant gets a request id
+            f"the upstream model failed: {message}",  # logged; _for_tenant answers neutrally
             "upstream_error",
             code="upstream_error",
             extra={"upstream_status": status, "retryable": retryable},
