@@ -142,7 +142,7 @@ def reviewer_for(given: str, config: str | None = None) -> str:
     else ``reviewer:`` in the project file, else the OS user."""
     import os
 
-    from .models._config import load_config
+    from .models import load_config
 
     if given.strip():
         return given.strip()

@@ -117,9 +117,8 @@ def serve(
     try:
         import uvicorn
 
-        from .server import create_app
+        from .server import bind_socket, bounded_http, create_app
         from .server._build import build_state, load_keys
-        from .server._http import bind_socket, bounded_http
     except ImportError as exc:
         fail(f"erpoz serve needs the server extra (pip install 'erpoz[server]'): {exc}", 2)
     if durability not in ("sync", "batch"):
