@@ -208,3 +208,13 @@ def test_audit_export_json_summary(cli: Cli, tmp_path: Path) -> None:
     summary = cli.ok("audit", "export", "--since", "1h", "-o", target, "--json").json()
     lines = target.read_text().splitlines()
     assert summary["records"] == len(lines) > 0 and summary["output"] == str(target)
+
+
+def test_models_ping_default_answers_offline_without_a_project(cli: Cli) -> None:
+    """The README's `erpoz models ping default`, in a checkout without erpoz.yaml and without
+    OPENAI_BASE_URL: the offline default answers what it can do (no passages, no error)."""
+    cli.env.pop("OPENAI_BASE_URL", None)
+    res = cli.ok("models", "ping", "default", "--json", store=False)
+    data = res.json()
+    assert data["ok"] is True and data["answered_by"] == "reader"
+    assert "offline reader" in data["reply"] and "OPENAI_BASE_URL" in data["reply"]
