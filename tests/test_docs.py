@@ -159,8 +159,40 @@ def test_scale_out_python_example_runs(tmp_path: Path, monkeypatch: pytest.Monke
     text = (ROOT / "docs" / "scale-out.md").read_text(encoding="utf-8")
     [code] = [body for lang, body in fenced_blocks(text) if lang == "python" and "submit" in body]
     url = "postgresql://erpoz@db.internal:5432/erpoz"
-    assert url in code and "flows/triage.yaml" in code
+    assert url in code and "examples/triage.yaml" in code  # a file the repository ships
     code = code.replace(url, str(tmp_path / "runs.db"))
-    code = code.replace("flows/triage.yaml", str(ROOT / "examples" / "triage.yaml"))
-    monkeypatch.chdir(ROOT / "examples")
+    monkeypatch.chdir(ROOT)
     assert run_printing(code, "docs/scale-out.md").strip() == "succeeded 1"
+
+
+def test_tools_examples_run_and_print_what_the_page_shows() -> None:
+    """docs/tools.md's Python blocks run in order, in one session, and print the text block
+    after each; its project file is the one examples/ ships."""
+    blocks = fenced_blocks((ROOT / "docs" / "tools.md").read_text(encoding="utf-8"))
+    namespace: dict[str, object] = {"__name__": "docs_tools"}
+    ran = 0
+    for i, (lang, body) in enumerate(blocks):
+        if lang != "python":
+            continue
+        printed = run_printing(body, f"docs/tools.md (python block {i})", namespace)
+        ran += 1
+        if i + 1 < len(blocks) and blocks[i + 1][0] == "text":
+            assert printed.strip() == blocks[i + 1][1].strip(), f"python block {i}"
+    assert ran >= 4
+    [project] = [body for lang, body in blocks if lang == "yaml"]
+    assert project == (ROOT / "examples" / "tools.yaml").read_text(encoding="utf-8")
+
+
+def test_memory_examples_run() -> None:
+    """docs/memory.md's Python blocks run as written, in order, in one session (offline:
+    MiniLM ships in a package); the search finds what the page says."""
+    pytest.importorskip("sentence_transformers", reason="the memory needs erpoz[local]")
+    blocks = fenced_blocks((ROOT / "docs" / "memory.md").read_text(encoding="utf-8"))
+    python = [body for lang, body in blocks if lang == "python"]
+    namespace: dict[str, object] = {"__name__": "docs_memory"}
+    printed = [
+        run_printing(block, f"docs/memory.md (python block {i})", namespace)
+        for i, block in enumerate(python, start=1)
+    ]
+    assert printed[1].strip() == "kettle-manual.md#7"
+    assert printed[2].strip() == "['user', 'assistant']"

@@ -142,3 +142,33 @@ def build_engine(
     except StoreError as exc:  # reading what the project has spent
         fail(str(exc), EXIT_STORE)
     return Engine(st, executor=chosen, services=services, observers=observers)
+
+
+def os_user() -> str:
+    """Who runs this process: the login name ($LOGNAME, $USER, … else the password database),
+    else ``uid N``."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no such variable and no entry in the password database
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def reviewer_for(given: str, config: str | None = None) -> str:
+    """Who decides a review from the command line: ``--reviewer``, else ``$ERPOZ_REVIEWER``,
+    else ``reviewer:`` in the project file, else the OS user."""
+    import os
+
+    from .models import load_config
+
+    if given.strip():
+        return given.strip()
+    if os.environ.get("ERPOZ_REVIEWER", "").strip():
+        return os.environ["ERPOZ_REVIEWER"].strip()
+    try:
+        named = load_config(config).reviewer
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    return named or os_user()

@@ -11,10 +11,12 @@ import json
 import sys
 import time
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich import box
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -41,10 +43,12 @@ from ._console import (
     fail,
     open_or_fail,
     out,
+    reviewer_for,
 )
 from ._input import MAX_JSON_DEPTH, check_depth, read_json_file
 from .cli_audit import audit_app
 from .cli_demo import demo
+from .cli_diff import runs_diff
 from .cli_eval import eval_app
 from .cli_mcp import mcp_app
 from .cli_memory import register as register_memory_commands
@@ -91,6 +95,16 @@ _STEP_STATUS = {
 """The status a step shows after each kind of event (live view and `runs show` alike)."""
 
 T = TypeVar("T")
+
+_ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Project file (models, guards, tools) \\[default: $ERPOZ_CONFIG or ./erpoz.yaml]",
+        show_default=False,
+    ),
+]
 
 app = typer.Typer(
     name="erpoz",
@@ -246,7 +260,10 @@ async def _drive(
         await engine.store.close()
 
 
-def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
+def _report(result: RunResult, as_json: bool, store: Store, config: str | None = None) -> NoReturn:
+    """Print a run's result and exit with its code; the commands it suggests name the same
+    project file (``config``) when one was given."""
+    again = f" --config {config}" if config else ""
     if as_json:
         out.print_json(
             data={
@@ -272,7 +289,7 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             out.print(
                 f"inspect: erpoz runs show {result.run_id}   ·   "
                 f"retry: erpoz runs replay {result.run_id} --from "
-                f"{top_step(result.failed_step) if result.failed_step else 'STEP'}",
+                f"{top_step(result.failed_step) if result.failed_step else 'STEP'}{again}",
                 highlight=False,
             )
         elif result.status == "queued":
@@ -284,15 +301,17 @@ def _report(result: RunResult, as_json: bool, store: Store) -> NoReturn:
             steps = ", ".join(result.waiting_steps)
             out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
             for flag in ("--approve", "--reject", "--edit FILE"):
-                out.print(f"  erpoz runs resume {result.run_id} {flag}", highlight=False)
+                out.print(f"  erpoz runs resume {result.run_id} {flag}{again}", highlight=False)
     raise typer.Exit(_STATUS_EXIT.get(result.status, EXIT_FAILED))
 
 
 def _jsonable(value: Any) -> Any:
-    from pydantic import TypeAdapter
+    """A value as JSON data, as the store records it (bytes as base64)."""
+    from pydantic import ConfigDict, TypeAdapter
 
     try:
-        return json.loads(TypeAdapter(Any).dump_json(value))
+        as_json = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
+        return json.loads(as_json.dump_json(value))
     except Exception:
         return repr(value)
 
@@ -313,6 +332,7 @@ def run(
     tag: TagsOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a flow and wait for it to succeed, fail or pause for review.
@@ -326,6 +346,7 @@ def run(
     view = _LiveView(plan) if progress and not as_json and err.is_terminal else None
     engine = build_engine(
         st,
+        config=config,
         executor=executor,
         ray_address=ray_address,
         observers=[view.observe] if view else None,
@@ -334,7 +355,7 @@ def run(
         result = _call(_drive(engine, engine.run(plan, values, tags=tags), view))
     finally:
         engine.executor.shutdown()
-    _report(result, as_json, st)
+    _report(result, as_json, st, config)
 
 
 @app.command()
@@ -408,7 +429,15 @@ def runs_ls(
     if as_json:
         out.print_json(data=[i.to_json() for i in infos])
         return
-    table = Table("run", "flow", "status", "started", "events", "note")
+    # run ids and times are never cut: at 80 columns a simple box leaves room for them, and a
+    # narrow terminal folds the flow and the note instead
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("run", no_wrap=True, min_width=max((len(i.run_id) for i in infos), default=3))
+    table.add_column("flow", overflow="fold", min_width=6)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold", ratio=1)
     for i in infos:
         note = i.error or (f"review: {i.waiting_step}" if i.waiting_step else "")
         if i.parent_run_id:
@@ -419,11 +448,19 @@ def runs_ls(
             i.run_id,
             i.flow,
             f"[{_STYLE.get(i.status, 'white')}]{i.status}[/]",
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created)),
+            _when(i.created),
             str(i.head_seq),
             note[:60],
         )
     out.print(table)
+
+
+def _when(ts: float) -> str:
+    """``11:41:21`` today, ``12-07 11:41:21`` this year, else ``2025-12-07 11:41``."""
+    t, now = time.localtime(ts), time.localtime()
+    if t[:3] == now[:3]:
+        return time.strftime("%H:%M:%S", t)
+    return time.strftime("%m-%d %H:%M:%S" if t[0] == now[0] else "%Y-%m-%d %H:%M", t)
 
 
 async def _with_close(store: Store, coro: Coroutine[Any, Any, T]) -> T:
@@ -533,7 +570,11 @@ def runs_resume(
     ] = None,
     step: Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")] = None,
     reviewer: Annotated[
-        str, typer.Option(help="Who decides \\[default: $ERPOZ_REVIEWER or $USER].")
+        str,
+        typer.Option(
+            help="Who decides \\[default: $ERPOZ_REVIEWER, else reviewer: in erpoz.yaml, "
+            "else the OS user]."
+        ),
     ] = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     flow: Annotated[
@@ -542,6 +583,7 @@ def runs_resume(
     ] = None,
     store: StoreOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a live table of steps.")] = True,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a run that waits for review, crashed or was interrupted.
@@ -563,7 +605,7 @@ def runs_resume(
                 fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
-    _resume(run_id, decision, flow, store, progress, as_json)
+    _resume(run_id, decision, flow, store, progress, as_json, config)
 
 
 def _resume(
@@ -573,17 +615,20 @@ def _resume(
     store: str | None,
     progress: bool,
     as_json: bool,
+    config: str | None = None,
 ) -> NoReturn:
     """Resume a run (with a reviewer's decision, if any) in this process and report."""
+    if decision is not None:
+        decision = replace(decision, reviewer=reviewer_for(decision.reviewer, config))
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
-    engine = build_engine(st, observers=[view.observe] if view else None)
+    engine = build_engine(st, config=config, observers=[view.observe] if view else None)
     try:
         result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
     finally:
         engine.executor.shutdown()
-    _report(result, as_json, st)
+    _report(result, as_json, st, config)
 
 
 # --- erpoz review -----------------------------------------------------------------------------
@@ -679,13 +724,21 @@ def review_show(
                 "asks permission: approving lets the step run again and go ahead with exactly "
                 f"this ({escape(str(i['grant']))}); rejecting fails it"
             )
+            evidence = i["evidence"] if isinstance(i["evidence"], dict) else {}
+            if evidence.get("masked"):
+                out.print("would be sent (what the guards found masked):")
+                out.print(escape(str(evidence["masked"])), highlight=False)
             continue
         out.print("proposed output:")
         out.print_json(data=i["proposal"])
 
 
 _ReviewerOpt = Annotated[
-    str, typer.Option(help="Who decides \\[default: $ERPOZ_REVIEWER or $USER].")
+    str,
+    typer.Option(
+        help="Who decides \\[default: $ERPOZ_REVIEWER, else reviewer: in erpoz.yaml, "
+        "else the OS user]."
+    ),
 ]
 _StepOpt = Annotated[str | None, typer.Option(help="Which waiting step, when several wait.")]
 
@@ -697,6 +750,7 @@ def review_approve(
     reviewer: _ReviewerOpt = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve the proposal; the run goes on (in this process) from there.
@@ -710,6 +764,7 @@ def review_approve(
         store,
         False,
         as_json,
+        config,
     )
 
 
@@ -720,6 +775,7 @@ def review_reject(
     reviewer: _ReviewerOpt = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Reject the proposal; the run fails, naming the reviewer and the reason.
@@ -733,6 +789,7 @@ def review_reject(
         store,
         False,
         as_json,
+        config,
     )
 
 
@@ -744,6 +801,7 @@ def review_edit(
     reviewer: _ReviewerOpt = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace the proposal with a corrected output (checked against the step's type) and go on.
@@ -755,7 +813,7 @@ def review_edit(
     except ValueError as exc:
         fail(f"--file {file}: {exc}", EXIT_INVALID)
     decision = Decision("edit", output=output, reviewer=reviewer, comment=comment, step=step)
-    _resume(run_id, decision, None, store, False, as_json)
+    _resume(run_id, decision, None, store, False, as_json, config)
 
 
 @runs_app.command("replay")
@@ -769,22 +827,25 @@ def runs_replay(
         ),
     ] = None,
     store: StoreOpt = None,
+    config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-run a run from a step, with the recorded inputs, as a new linked run.
 
-    [dim]Example:[/] erpoz runs replay RUN --from answer
+    Compare the two with erpoz runs diff RUN NEW.
+
+    [dim]Example:[/] erpoz runs replay RUN --from answer --config erpoz.yaml
     """
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
-    engine = build_engine(st)
+    engine = build_engine(st, config=config)
     try:
         result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
     finally:
         engine.executor.shutdown()
     if not as_json:
         out.print(f"replayed {run_id} from {from_step} as a new run:")
-    _report(result, as_json, st)
+    _report(result, as_json, st, config)
 
 
 @runs_app.command("cancel")
@@ -862,6 +923,7 @@ def _root(
     """
 
 
+runs_app.command("diff")(runs_diff)
 app.add_typer(models_app, name="models")
 app.add_typer(stats_app, name="stats")
 app.add_typer(audit_app, name="audit")

@@ -103,11 +103,19 @@ def export_cmd(
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
     store: StoreOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="With --output: print a JSON summary (records, output, since) instead of a "
+            "line of text. The records themselves are JSON lines either way.",
+        ),
+    ] = False,
 ) -> None:
     """Export what record-keeping for an AI system needs: timestamps, flow and inputs, model
     calls, decisions, reviewers, outputs, and each event's hash.
 
-    [dim]Example:[/] erpoz audit export --since 7d -o audit.jsonl
+    [dim]Example:[/] erpoz audit export --since 7d -o audit.jsonl --json
     """
     if fmt != "jsonl":
         fail(f"--format {fmt!r}: only jsonl is supported", EXIT_INVALID)
@@ -137,7 +145,11 @@ def export_cmd(
             output.write_text(text, encoding="utf-8")
         except OSError as exc:
             fail(f"--output {output}: cannot write it: {exc.strerror or exc}", EXIT_INVALID)
-        err.print(f"{len(lines)} records written to {output}")
+        if as_json:
+            summary = {"records": len(lines), "output": str(output), "since": since}
+            out.print_json(data={**summary, "cutoff_ts": cutoff})
+        else:
+            err.print(f"{len(lines)} records written to {output}")
 
 
 # --- erpoz audit lineage ------------------------------------------------------------------------

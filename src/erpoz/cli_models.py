@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
@@ -345,9 +346,12 @@ def stats_models(
     out.print(f"{len(found)} model calls {window} ({n_runs} runs)", highlight=False)
     if not rows:
         return
-    table = Table(
-        "model", "calls", "errors", "error %", "in tok", "out tok", "cost $", "p50 ms", "p95 ms"
-    )
+    # numbers are never cut or wrapped: at 80 columns a simple box leaves room for all of
+    # them, and a narrow terminal folds the model names instead
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("model", overflow="fold", min_width=8)
+    for name in ("calls", "errors", "error %", "in tok", "out tok", "cost $", "p50 ms", "p95 ms"):
+        table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             r["model"],

@@ -1,5 +1,7 @@
-"""The ``erpoz`` command end to end, as a subprocess: help, validate, run, review, replay, cancel,
-events, exit codes and error messages. Every command gets ``--store <tmp>/x.db``."""
+"""The ``erpoz`` command end to end: help, validate, run, review, replay, cancel, events, exit
+codes and error messages. Every command gets ``--store <tmp>/x.db``. Most run in this process
+(Typer's runner); a few as real subprocesses, as a user runs them (``real_cli``, ``finished``):
+the example's run, help and version, and what must hold across processes."""
 
 from __future__ import annotations
 
@@ -14,8 +16,6 @@ from typing import Any
 import pytest
 
 from ._helpers import TICKET, TRIAGE, URGENT, Cli
-
-pytestmark = pytest.mark.slow  # every test here spawns `erpoz` subprocesses
 
 TRIAGE_STEPS = ["classify", "mood", "billing", "policy", "draft", "revise", "reply"]
 
@@ -86,9 +86,10 @@ def start(cli: Cli, ticket: str = TICKET, code: int = 0) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, dict[str, Any]]:
     """One store with one succeeded run of the example, shared by tests that only read it
-    (or add runs of their own)."""
-    cli = Cli(tmp_path_factory.mktemp("finished"))
-    return cli, start(cli)
+    (or add runs of their own). The run is made by a real `erpoz` process."""
+    where = tmp_path_factory.mktemp("finished")
+    made = start(Cli(where, real=True))
+    return Cli(where), made  # what the tests do next runs in this process
 
 
 def waiting_run(cli: Cli) -> str:
@@ -121,9 +122,11 @@ def test_help_exits_0_and_shows_an_example(cli: Cli, command: list[str]) -> None
     assert "Example" in res.stdout, f"no example in `erpoz {' '.join(command)} --help`"
 
 
-def test_short_help_flag_and_version(cli: Cli) -> None:
-    assert "Usage: erpoz run" in cli.ok("run", "-h", store=False).text
-    assert re.fullmatch(r"erpoz \d+\.\d+\.\d+\S*", cli.ok("--version", store=False).stdout.strip())
+@pytest.mark.slow
+def test_short_help_flag_and_version(real_cli: Cli) -> None:
+    assert "Usage: erpoz run" in real_cli.ok("run", "-h", store=False).text
+    version = real_cli.ok("--version", store=False).stdout.strip()
+    assert re.fullmatch(r"erpoz \d+\.\d+\.\d+\S*", version)
 
 
 def test_unknown_command_is_a_usage_error(cli: Cli) -> None:
@@ -147,11 +150,13 @@ def test_validate_example(cli: Cli) -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", data["fingerprint"])
 
 
-def test_validate_fingerprint_is_stable_across_processes(cli: Cli) -> None:
+@pytest.mark.slow
+def test_validate_fingerprint_is_stable_across_processes(real_cli: Cli) -> None:
     """The same, unchanged flow file must have the same fingerprint in every process (it keys
     the output cache and tells `runs resume` whether the flow changed)."""
     prints = {
-        cli.ok("validate", TRIAGE, "--json", store=False).json()["fingerprint"] for _ in range(2)
+        real_cli.ok("validate", TRIAGE, "--json", store=False).json()["fingerprint"]
+        for _ in range(2)
     }
     assert len(prints) == 1, f"fingerprint differs between processes: {sorted(prints)}"
 

@@ -225,3 +225,42 @@ def test_extractive_reader_errors_name_the_missing_piece() -> None:
         passages_prompt("q", [("bad]id", "text")])
     with pytest.raises(ValueError, match="top_k"):
         ExtractiveReader(embedder=WordsEmbed(), top_k=0)
+
+
+def test_the_offline_default_says_what_it_does_when_asked_without_passages() -> None:
+    from erpoz.models import Models
+    from erpoz.models._config import build_hub, default_config
+    from erpoz.models._meter import Recorder
+    from erpoz.models.extractive import ABOUT
+
+    embedder = WordsEmbed()
+    explaining = ExtractiveReader(embedder=embedder, without_passages="explain")
+    result = run(explaining.generate(ChatRequest((Message.user("Reply with one word: pong"),))))
+    assert result.text == ABOUT and result.confidence == 0.0 and result.citations == ()
+    assert "OPENAI_BASE_URL" in result.text and "erpoz.yaml" in result.text
+    assert embedder.calls == []  # nothing to embed: answered at once, no weights needed
+    # with passages it reads them as before
+    assert run(explaining.generate(ask("how long do refunds take"))).text != ABOUT
+    assert embedder.calls  # the passages were read
+    # the built-in default hub's `default` is such a reader: it answers, it does not fail
+    hub = build_hub(default_config())
+    models = Models(hub, Recorder(lambda kind, data: None, ""))
+    with real_models_blocked():  # and it loads no weights for that answer
+        answer = run(models.chat("default", "What is the capital of France?"))
+    assert answer.text == ABOUT and answer.model == "reader"
+
+
+def test_extractive_params_are_checked_when_the_project_is_read(tmp_path: Path) -> None:
+    from erpoz.errors import ConfigError
+    from erpoz.models._config import build_hub, load_config
+
+    path = tmp_path / "erpoz.yaml"
+    path.write_text(
+        "models:\n  reader:\n    provider: extractive\n    params: {without_passages: shout}\n"
+    )
+    with pytest.raises(ConfigError, match="without_passages is error or explain") as bad:
+        build_hub(load_config(path))
+    assert bad.value.line == 2
+    path.write_text("models:\n  reader:\n    provider: extractive\n    params: {topk: 3}\n")
+    with pytest.raises(ConfigError, match="unknown params topk"):
+        build_hub(load_config(path))

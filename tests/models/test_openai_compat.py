@@ -792,6 +792,8 @@ def test_a_proxy_named_by_the_environment_is_used_and_no_proxy_honoured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(COMPLETION), COMPLETION)
+    # the remote host is reached only through the local proxy: this test opts in
+    monkeypatch.delenv("ERPOZ_BLOCK_REAL_MODELS", raising=False)
     with RawServer(ok) as proxy, RawServer(ok) as direct:
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
         monkeypatch.setenv("NO_PROXY", "localhost")

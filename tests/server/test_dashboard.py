@@ -36,6 +36,7 @@ from .browser_helpers import CHROMIUM, LiveServer, chromium_missing, save_screen
 XSS_OUTPUT = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 XSS_INPUT = "<svg onload=alert(3)>hello</svg>"
 XSS_ERROR = "<img src=x onerror=alert(4)>"
+CARD_QUESTION = "Charge card 4111 1111 1111 1111 for the order"
 STATIC = Path(__file__).resolve().parents[2] / "src" / "erpoz" / "server" / "static"
 
 # --- the flows the server exposes ------------------------------------------------------------
@@ -135,6 +136,8 @@ def _rails() -> Guardrails:
     policy = parse_policy(
         "rules:\n"
         "  - {name: no mail to models, data: pii.email, at: [model_input], action: redact}\n"
+        "  - {name: cards need a look, data: pii.credit_card, at: [model_input],"
+        " action: review}\n"
     )
     return Guardrails([Check(PIIDetector(), frozenset({"model_input"}))], policy)
 
@@ -203,6 +206,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert s.start("edit", "refund", amount=900)["status"] == "waiting"
         assert s.start("xss", "xss", text=XSS_INPUT)["status"] == "succeeded"
         assert s.start("boom", "boom", text="x")["status"] == "failed"
+        assert s.start("card", "ask", question=CARD_QUESTION)["status"] == "waiting"
         yield s
         s.http.close()
 
@@ -355,6 +359,8 @@ def test_run_page_shows_gantt_graph_models_guards_and_events(
     expect(guards).to_contain_text("pii.email")
     expect(guards).to_contain_text("redact")
     expect(guards).to_contain_text("no mail to models")
+    # what a check's score and a finding's score mean, said where both are shown
+    expect(page.locator("#guard-scores-note")).to_contain_text("1 − the score of the strongest")
 
     # the event log, and its kind filter
     log = page.locator("#run-events tbody tr")
@@ -404,6 +410,30 @@ def test_review_approved_from_the_page(site: Site, watched: Watched, shot: Calla
     page.goto(f"{site.url}/#/runs/{run_id}")
     expect(page.locator(".page-head .badge")).to_have_text("succeeded")
     expect(page.locator("#run-reviews")).to_contain_text("checked the invoice")
+
+
+def test_a_guard_review_shows_what_would_be_sent(
+    site: Site, watched: Watched, shot: Callable
+) -> None:
+    from playwright.sync_api import expect
+
+    page = watched.page
+    run_id = site.runs["card"]
+    page.goto(site.url + "/#/reviews")
+    card = page.locator(f'article.review[data-run="{run_id}"]')
+    expect(card).to_contain_text("cards need a look")
+    # what would be sent, with the card number masked (the log never holds it): not a hash
+    # and a null proposal
+    would = card.locator(".would-send")
+    expect(would).to_contain_text("Charge card ")
+    expect(would).to_contain_text(" for the order")
+    expect(would).not_to_contain_text("4111")
+    expect(card).not_to_contain_text("Proposal")
+    expect(card.locator("button.edit")).to_have_count(0)  # a permission has nothing to edit
+    expect(card.locator("button.approve")).to_have_count(1)
+    shot(page, "guard-review")
+    [item] = site.http.get(f"/api/reviews/{run_id}").json()["reviews"]
+    assert item["grant"].startswith("model_input:") and item["proposal"] is None
 
 
 def test_review_edited_on_the_run_page(site: Site, watched: Watched, shot: Callable) -> None:
@@ -509,6 +539,10 @@ def test_every_page_loads_from_loopback_only(site: Site, watched: Watched, shot:
     expect(page.locator("#model-totals")).to_contain_text("gpt-down")
     expect(page.locator("#model-quality")).to_contain_text("pii")
     expect(page.locator("#chart-source")).to_contain_text("/api/stats/models")
+    expect(page.locator("#quality-scores-note")).to_contain_text("how sure the detector is")
+    # every call falls in one bucket of the last 24 hours: the axis still spans those 24 hours
+    ticks = charts.nth(0).locator("svg text.xtick").all_text_contents()
+    assert len(ticks) == 5 and len(set(ticks)) == 5, ticks
     shot(page, "models")
 
     page.goto(site.url + "/#/flows")

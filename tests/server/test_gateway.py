@@ -21,6 +21,7 @@ from erpoz.errors import GuardBlocked, ModelError, PolicyViolation
 from erpoz.guards import Check, Guardrails, InjectionDetector, PIIDetector
 from erpoz.models import Budget, ModelHub, ModelSpec
 from erpoz.models.openai_compat import create as create_model
+from erpoz.observe import spans_of
 from erpoz.policy import parse_policy
 from erpoz.routing import FallbackRouter
 from erpoz.server import ServerState, Tenants, create_app
@@ -445,8 +446,15 @@ def test_embeddings_float_and_base64(tmp_path: Path, upstream: OpenAIStubServer)
         run_id = raw.headers["x-erpoz-run-id"]
         info = await state.store.get_run(run_id)
         assert info is not None and info.flow == "gateway-embed" and info.status == "succeeded"
-        called = [e.data for e in await events_of(state, run_id) if e.kind == "model_called"]
+        events = await events_of(state, run_id)
+        called = [e.data for e in events if e.kind == "model_called"]
         assert called[0]["kind"] == "embed" and called[0]["texts"] == 2
+        # the provider is recorded, so the call's span names it as the GenAI conventions say
+        assert called[0]["provider"] == "openai" and called[0]["answered_by"]
+        [span] = [sp for sp in spans_of(events) if sp.name == "embeddings emb"]
+        assert span.attributes["gen_ai.provider.name"] == "openai"
+        assert span.attributes["gen_ai.system"] == "openai"
+        assert span.attributes["gen_ai.response.model"] == called[0]["answered_by"]
         # the SDK's default asks for base64 (float32) and decodes it
         packed = await client.embeddings.create(model="emb", input=["alpha", "beta"])
         assert [d.embedding for d in packed.data] == [[0.5, -0.25, 1.0], [0.0, 0.125, -1.0]]
@@ -472,7 +480,12 @@ def test_embedding_inputs_pass_the_model_input_guards(
             )
         assert blocked.value.code == "guard_blocked"
         assert blocked.value.body["rule"] == "injections stop"  # type: ignore[index]
-        await client.embeddings.create(model="emb", input="mail jane.doe@example.com")
+        raw = await client.embeddings.with_raw_response.create(
+            model="emb", input="mail jane.doe@example.com"
+        )
+        events = await events_of(state, raw.headers["x-erpoz-run-id"])
+        checks = [e.data for e in events if e.kind == "guard_decided"]
+        assert checks and all(c["model"] == "emb" for c in checks), checks  # not "-"
 
     run(go)
     sent = upstream.requests_to("embeddings")
@@ -559,7 +572,9 @@ def test_a_flow_is_a_model(tmp_path: Path, upstream: OpenAIStubServer) -> None:
 
 
 # --- errors ---------------------------------------------------------------------------------
-def test_errors_come_in_openai_format(tmp_path: Path, upstream: OpenAIStubServer) -> None:
+def test_errors_come_in_openai_format(
+    tmp_path: Path, upstream: OpenAIStubServer, caplog: pytest.LogCaptureFixture
+) -> None:
     state = make_state(tmp_path, upstream)
     upstream.script(
         "chat",
@@ -583,8 +598,15 @@ def test_errors_come_in_openai_format(tmp_path: Path, upstream: OpenAIStubServer
         with pytest.raises(openai.InternalServerError) as up:
             await client.chat.completions.create(model="gpt-mini", messages=USER)
         assert up.value.status_code == 502 and up.value.code == "upstream_error"
-        assert "upstream exploded" in up.value.message
         run_id = up.value.response.headers["x-erpoz-run-id"]
+        # the tenant gets a neutral message and a request id; the upstream's address and
+        # error text go to the server's log under that id
+        assert up.value.body["request_id"] == run_id  # type: ignore[index]
+        assert run_id in up.value.message and "the upstream model failed" in up.value.message
+        assert "upstream exploded" not in up.value.response.text
+        assert upstream.base_url not in up.value.response.text
+        logged = [r.getMessage() for r in caplog.records if r.name == "erpoz.server"]
+        assert any(run_id in m and "upstream exploded" in m for m in logged), logged
         info = await state.store.get_run(run_id)
         assert info is not None and info.status == "failed"
 
@@ -595,7 +617,8 @@ def test_errors_come_in_openai_format(tmp_path: Path, upstream: OpenAIStubServer
 
         with pytest.raises(openai.InternalServerError) as early:  # before any chunk: a status
             await client.chat.completions.create(model="gpt-mini", messages=USER, stream=True)
-        assert early.value.status_code == 502 and "overloaded" in early.value.message
+        assert early.value.status_code == 502 and "overloaded" not in early.value.message
+        assert early.value.body["request_id"] == early.value.response.headers["x-erpoz-run-id"]  # type: ignore[index]
 
         with pytest.raises(openai.BadRequestError) as n:
             await client.chat.completions.create(model="gpt-mini", messages=USER, n=2)
@@ -682,10 +705,25 @@ def test_api_keys_map_to_tenants(tmp_path: Path, upstream: OpenAIStubServer) -> 
                 "/v1/chat/completions", json={"model": "gpt-mini", "messages": USER}
             )
             assert missing.status_code == 401
-            assert missing.json()["error"]["type"] == "authentication_error"
-            wrong = await http.get("/v1/models", headers={"authorization": "Bearer " + "x" * 24})
-            assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "invalid_api_key"
-        with pytest.raises(openai.PermissionDeniedError) as denied:
+            assert missing.json()["error"]["code"] == "missing_api_key"
+            assert missing.headers["www-authenticate"] == "Bearer"
+            # a wrong key is 401 invalid_api_key, as OpenAI answers it
+            for path in ("/v1/models", "/v1/chat/completions"):
+                wrong = await http.request(
+                    "GET" if path == "/v1/models" else "POST",
+                    path,
+                    json={"model": "gpt-mini", "messages": USER},
+                    headers={"authorization": "Bearer " + "x" * 24},
+                )
+                assert wrong.status_code == 401, path
+                assert wrong.json()["error"] == {
+                    "message": "this API key is not valid",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+        # so the OpenAI SDK raises its AuthenticationError, as against OpenAI itself
+        with pytest.raises(openai.AuthenticationError) as denied:
             await sdk(state, "sk-" + "y" * 24).models.list()
         assert denied.value.code == "invalid_api_key"
 
@@ -914,7 +952,7 @@ def test_the_hot_path_and_the_fastapi_route_give_the_same_answers(
 
     hot, routed = run(lambda: answers(True)), run(lambda: answers(False))
     assert hot == routed
-    assert [status for status, _ in hot] == [200, 401, 403, 404, 422, 400, 200]
+    assert [status for status, _ in hot] == [200, 401, 401, 404, 422, 400, 200]
     assert len(upstream.requests_to("chat")) == 2
 
 

@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None), Any))
 
@@ -15,9 +15,18 @@ class EncodeError(ValueError):
     pass
 
 
+#: bytes travel as base64 text in JSON (pydantic's default, UTF-8, fails on most binary data)
+_BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+
 @lru_cache(maxsize=1024)
 def adapter(tp: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(tp)
+    """The pydantic adapter of a declared type; ``bytes`` in it are base64 in JSON (a pydantic
+    model or dataclass with a config of its own keeps its settings)."""
+    try:
+        return TypeAdapter(tp, config=_BYTES_AS_BASE64)
+    except PydanticUserError:  # a type with its own config (BaseModel, configured dataclass)
+        return TypeAdapter(tp)
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)

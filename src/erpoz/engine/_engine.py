@@ -1222,4 +1222,12 @@ def _encode_inputs(plan: Plan, bound: Mapping[str, Any]) -> str:
 
 
 def _whoami() -> str:
-    return os.environ.get("ERPOZ_REVIEWER") or os.environ.get("USER") or "unknown"
+    """The reviewer of a decision that names none: ``$ERPOZ_REVIEWER``, else the OS user."""
+    import getpass
+
+    if os.environ.get("ERPOZ_REVIEWER"):
+        return os.environ["ERPOZ_REVIEWER"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login variable and no password database entry
+        return f"uid {os.getuid()}"

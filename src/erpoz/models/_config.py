@@ -222,6 +222,8 @@ class ProjectConfig(_Strict):
     policy: Any = None
     tools: Any = None  # checked by erpoz.tools.registry_from_config
     mcp: Any = None  # MCP servers: checked by erpoz.integrations.mcp (the mcp extra)
+    #: who decides reviews from the command line when --reviewer and $ERPOZ_REVIEWER are unset
+    reviewer: str | None = Field(None, min_length=1, max_length=200)
 
     _file: str | None = PrivateAttr(default=None)
     _doc: Any = PrivateAttr(default=None)
@@ -598,14 +600,20 @@ def _dotted(doc: Any, loc: Sequence[str | int]) -> str:
 # --- the offline default ----------------------------------------------------------------------
 def default_config() -> ProjectConfig:
     """The models a project has without ``erpoz.yaml``: ``reader`` (the extractive reader,
-    offline), ``minilm`` (embeddings, offline), ``ocr`` (RapidOCR, offline) and ``default``,
+    offline; asked without passages, it says what it does and how to configure a chat
+    model), ``minilm`` (embeddings, offline), ``ocr`` (RapidOCR, offline) and ``default``,
     a router over ``reader``.
     With ``OPENAI_BASE_URL`` set, also ``openai`` (that endpoint, its key from
     ``OPENAI_API_KEY``, the upstream model id from ``OPENAI_MODEL``, default ``gpt-4o-mini``)
     and ``default`` falls back from ``openai`` to ``reader``.
     """
     models: dict[str, ModelConfig] = {
-        "reader": ModelConfig(provider="extractive", context_window=32768, tags=["offline"]),
+        "reader": ModelConfig(
+            provider="extractive",
+            context_window=32768,
+            tags=["offline"],
+            params={"without_passages": "explain"},  # says what it does, without passages
+        ),
         "minilm": ModelConfig(provider="minilm", kind="embed", tags=["offline"]),
         "ocr": ModelConfig(provider="rapidocr", kind="ocr", modalities=["image"], tags=["offline"]),
     }

@@ -369,13 +369,23 @@ class Models:
             await _record_reply(journal, key, model, final)
 
     async def embed(self, model: str, texts: Sequence[str] | str) -> EmbedResult:
+        """Embed ``texts``; like a chat's messages, each passes the ``model_input`` guards and
+        the model policy first (when guardrails are configured), the vectors are of the texts
+        as they may be sent."""
         batch = [texts] if isinstance(texts, str) else list(texts)
         m: EmbedModel = self._of_kind(model, EmbedModel, "an embedding model")
+        if self._gov is not None:
+            guarded, _ = await self._gov.model_input(model, tuple(Message.user(t) for t in batch))
+            batch = [g.text for g in guarded]
         return await self._recorded(
             model,
             "embed",
             m.embed(batch),
-            lambda r: {"texts": len(batch), "input_tokens": r.usage.input_tokens},
+            lambda r: {
+                "texts": len(batch),
+                "input_tokens": r.usage.input_tokens,
+                "answered_by": r.model,
+            },
         )
 
     async def ocr(self, model: str, image: bytes) -> OCRResult:
@@ -401,7 +411,10 @@ class Models:
         call: Awaitable[R],
         detail: Callable[[R], Mapping[str, Any]],
     ) -> R:
-        """Await a non-chat model call and record it as ``model_called`` (ok or error)."""
+        """Await a non-chat model call and record it as ``model_called`` (ok or error), with
+        the provider of a configured model (traces name it: ``gen_ai.provider.name``)."""
+        spec = self._hub.specs.get(model)
+        provider = {"provider": spec.provider} if spec is not None else {}
         t0 = time.perf_counter()
         try:
             result = await call
@@ -410,6 +423,7 @@ class Models:
                 "model_called",
                 {
                     "model": model,
+                    **provider,
                     "kind": kind,
                     "status": "error",
                     "error": f"{type(exc).__name__}: {exc}",
@@ -424,6 +438,7 @@ class Models:
             "model_called",
             {
                 "model": model,
+                **provider,
                 "kind": kind,
                 "status": "ok",
                 **detail(result),

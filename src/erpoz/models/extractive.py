@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ._meter import count_tokens
 from ._protocol import EmbedModel
 from ._types import ChatRequest, ChatResult, Message, ModelSpec, StreamChunk, Usage
@@ -32,10 +32,22 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["ExtractiveReader", "create", "passages_prompt"]
+__all__ = ["ABOUT", "ExtractiveReader", "create", "passages_prompt"]
 
 NO_ANSWER = "I cannot answer that from the given passages."
 INSTRUCTION = "Answer the question from these passages only, citing each by its [id]:"
+#: What a reader set to ``without_passages: explain`` (the offline ``default``) answers to a
+#: request that brings no passages: what it can do, and how to get a generative model.
+ABOUT = (
+    "I am erpoz's offline reader, the model 'default' stands for while no chat model is "
+    "configured. I do not write text of my own: I answer a question from passages sent with "
+    "it, one per line as '[source-id] text', by quoting the sentences that answer it "
+    "(erpoz.models.extractive.passages_prompt builds such messages). This request had no "
+    "passages, so I have nothing to quote. To talk to a generative model, set OPENAI_BASE_URL "
+    "(and OPENAI_API_KEY) to any OpenAI-compatible endpoint, or name a chat model in "
+    "erpoz.yaml (docs/models.md)."
+)
+WITHOUT_PASSAGES = ("error", "explain")
 
 _PASSAGE = re.compile(r"^\s*\[([^\[\]\n]+)\]\s+(\S.*?)\s*$")
 # A sentence ends at . ! or ? followed by space and what looks like the next sentence's start
@@ -98,6 +110,11 @@ class ExtractiveReader:
     ``min_score``, best first, each followed by ``[source-id]``. ``citations`` lists those
     sources; ``confidence`` is the best similarity. When no sentence reaches ``min_score`` it
     says it cannot answer from the passages (``confidence`` then shows how far off it was).
+
+    A request without passages is a :class:`ModelError` (a router then tries its next model);
+    with ``without_passages="explain"`` (the offline ``default`` hub's reader) the answer says
+    instead what the reader does and how to configure a generative model (:data:`ABOUT`), with
+    ``confidence`` 0, at once: no weights are loaded for it.
     """
 
     def __init__(
@@ -107,13 +124,17 @@ class ExtractiveReader:
         embedder: EmbedModel | None = None,
         top_k: int = 2,
         min_score: float = 0.35,
+        without_passages: str = "error",
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, not {top_k}")
+        if without_passages not in WITHOUT_PASSAGES:
+            raise ValueError(f"without_passages: error or explain, not {without_passages!r}")
         self.name = name
         self.embedder: EmbedModel = embedder if embedder is not None else MiniLMEmbed()
         self.top_k = top_k
         self.min_score = min_score
+        self.without_passages = without_passages
 
     async def _answer(self, request: ChatRequest) -> tuple[list[str], ChatResult]:
         t0 = time.perf_counter()
@@ -129,6 +150,8 @@ class ExtractiveReader:
                 "no question: the last user message has only passages", model=self.name
             )
         if not sentences:
+            if self.without_passages == "explain":
+                return [ABOUT], self._about(request, t0)
             raise ModelError(
                 "no passages: give them as lines '[source-id] text' in a system or user "
                 "message (erpoz.models.extractive.passages_prompt builds them)",
@@ -155,6 +178,16 @@ class ExtractiveReader:
         )
         return (pieces or [NO_ANSWER]), result
 
+    def _about(self, request: ChatRequest, t0: float) -> ChatResult:
+        return ChatResult(
+            ABOUT,
+            self.name,
+            Usage(count_tokens(request.prompt_text), count_tokens(ABOUT)),
+            time.perf_counter() - t0,
+            finish_reason="stop",
+            confidence=0.0,
+        )
+
     async def generate(self, request: ChatRequest) -> ChatResult:
         return (await self._answer(request))[1]
 
@@ -176,11 +209,42 @@ def _cosines(vectors: Sequence[Sequence[float]]) -> npt.NDArray[np.float32]:
 
 
 def create(spec: ModelSpec) -> ExtractiveReader:
-    """Provider ``extractive``: ``params`` may set ``top_k`` and ``min_score``; embeddings
-    always come from MiniLM (a ``params.embed`` model name is ignored)."""
+    """Provider ``extractive``: ``params`` may set ``top_k``, ``min_score`` and
+    ``without_passages`` (``error``, the default, or ``explain``); embeddings always come from
+    MiniLM (a ``params.embed`` model name is ignored)."""
+    check_params(spec)
     params = spec.params
     return ExtractiveReader(
         spec.name,
         top_k=int(params.get("top_k", 2)),
         min_score=float(params.get("min_score", 0.35)),
+        without_passages=str(params.get("without_passages", "error")),
     )
+
+
+_PARAMS = frozenset({"top_k", "min_score", "without_passages", "embed"})
+
+
+def check_params(spec: ModelSpec) -> None:
+    """``ConfigError`` when a param is unknown or out of range (nothing is built)."""
+    params = spec.params
+    unknown = sorted(set(params) - _PARAMS)
+    if unknown:
+        raise ConfigError(
+            f"model '{spec.name}': unknown params {', '.join(unknown)} for the extractive "
+            f"provider (params: {', '.join(sorted(_PARAMS - {'embed'}))})"
+        )
+    try:
+        top_k = int(params.get("top_k", 2))
+        float(params.get("min_score", 0.35))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"model '{spec.name}': top_k is a whole number and min_score a number"
+        ) from None
+    if top_k < 1:
+        raise ConfigError(f"model '{spec.name}': top_k must be at least 1, not {top_k}")
+    mode = params.get("without_passages", "error")
+    if mode not in WITHOUT_PASSAGES:
+        raise ConfigError(
+            f"model '{spec.name}': without_passages is error or explain, not {mode!r}"
+        )

@@ -214,7 +214,7 @@ class _Endpoint:
         whole (``content``), or still open when ``stream`` (the caller closes it)."""
         url = self.base_url + path
         if not self.local:
-            ensure_allowed(self.name, f"HTTP to {self.base_url}")
+            ensure_allowed(self.name, f"HTTP to {self.base_url}", network=True)
         content = json.dumps(body).encode()
         attempt = 0
         while True:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._auth import TenantError, caller_of, tenant_of
     from ._build import build_state
+    from ._http import bind_socket, bounded_http
     from ._state import DEFAULT_MAX_BODY, Caller, EventBus, ServerState, Tenants
     from .app import create_app
 
@@ -22,6 +23,8 @@ __all__ = [
     "ServerState",
     "TenantError",
     "Tenants",
+    "bind_socket",
+    "bounded_http",
     "build_state",
     "caller_of",
     "create_app",
@@ -33,6 +36,8 @@ _WHERE = {
     "caller_of": "._auth",
     "tenant_of": "._auth",
     "build_state": "._build",
+    "bind_socket": "._http",
+    "bounded_http": "._http",
     "DEFAULT_MAX_BODY": "._state",
     "Caller": "._state",
     "EventBus": "._state",

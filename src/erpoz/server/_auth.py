@@ -1,7 +1,9 @@
 """Who is calling: the tenant of the presented API key (``Authorization: Bearer KEY`` or
-``X-API-Key: KEY``). Missing key: 401; a key that is not configured: 403 (the same answer for
-every wrong key). Without configured keys, every caller is the tenant ``"-"`` (the server then
-listens on loopback only)."""
+``X-API-Key: KEY``). Missing key: 401 ``missing_api_key``; a key that is not configured: 401
+``invalid_api_key`` (the same answer for every wrong key; OpenAI's SDKs raise their
+``AuthenticationError`` on a 401). 403 is kept for a valid key that may not do something.
+Without configured keys, every caller is the tenant ``"-"`` (the server then listens on
+loopback only)."""
 
 from __future__ import annotations
 
@@ -16,9 +18,13 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Ke
 
 
 class TenantError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """The caller is not known (401) or may not do this (403); ``code`` says which case."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         self.status = status
         self.message = message
+        self.code = code
+        self.kind = "authentication_error" if status == 401 else "permission_error"
         super().__init__(message)
 
 
@@ -34,15 +40,17 @@ def presented_key(request: Request) -> str:
 
 def caller_for(state: ServerState, authorization: str, api_key: str) -> Caller:
     """Who calls, from the ``Authorization`` and ``X-API-Key`` headers ('' when absent), or
-    ``TenantError`` (401 / 403)."""
+    ``TenantError`` (401)."""
     if state.tenants is None:
         return ANONYMOUS
     key = _key(authorization, api_key)
     if not key:
-        raise TenantError(401, "an API key is required (Authorization: Bearer KEY)")
+        raise TenantError(
+            401, "an API key is required (Authorization: Bearer KEY)", "missing_api_key"
+        )
     caller = state.tenants.identify(key)
     if caller is None:
-        raise TenantError(403, "this API key is not valid")
+        raise TenantError(401, "this API key is not valid", "invalid_api_key")
     return caller
 
 
@@ -56,7 +64,7 @@ def caller_of(
     _b: HTTPAuthorizationCredentials | None = Security(_bearer),
     _k: str | None = Security(_header),
 ) -> Caller:
-    """A FastAPI dependency: who calls (tenant and key name), or ``TenantError`` (401 / 403)."""
+    """A FastAPI dependency: who calls (tenant and key name), or ``TenantError`` (401)."""
     state: ServerState = request.app.state.erpoz
     if state.tenants is None:
         return ANONYMOUS
@@ -69,5 +77,5 @@ def tenant_of(
     _b: HTTPAuthorizationCredentials | None = Security(_bearer),
     _k: str | None = Security(_header),
 ) -> str:
-    """A FastAPI dependency: the caller's tenant, or ``TenantError`` (401 / 403)."""
+    """A FastAPI dependency: the caller's tenant, or ``TenantError`` (401)."""
     return caller_of(request, _b, _k).tenant

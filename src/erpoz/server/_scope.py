@@ -130,9 +130,42 @@ def as_store(view: TenantView) -> Store:
 
 def jsonable(value: Any) -> Any:
     """A value as JSON data (pydantic models, dataclasses, …); its ``repr`` when it has none."""
-    from pydantic import TypeAdapter
+    from pydantic import ConfigDict, TypeAdapter
 
-    try:
-        return TypeAdapter(Any).dump_python(value, mode="json")
+    try:  # bytes as base64, as the store records them
+        adapter = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
+        return adapter.dump_python(value, mode="json")
     except Exception:
         return repr(value)
+
+
+def public_source(source: str | None) -> str | None:
+    """Where a flow came from, as a tenant may see it: a file's name without the server's
+    directories (``/srv/app/flows/triage.yaml`` -> ``triage.yaml``, ``/srv/app/f.py:flow`` ->
+    ``f.py:flow``); a module path (``pkg.flows:triage``) as it is."""
+    if not source:
+        return source
+    head, sep, attr = source.rpartition(":")
+    if sep and attr.isidentifier() and head:
+        where, suffix = head, sep + attr
+    else:
+        where, suffix = source, ""
+    name = where.replace("\\", "/").rsplit("/", 1)[-1]
+    return name + suffix
+
+
+def run_json(info: RunInfo) -> dict[str, Any]:
+    """A run's row as the API shows it to its tenant (the flow's source without its path)."""
+    data = info.to_json()
+    data["source"] = public_source(info.source)
+    return data
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the API shows it (``run_started``'s source without its path); the audit
+    export keeps events exactly as recorded, so that their hashes verify."""
+    data = event.to_json()
+    recorded = data.get("data")
+    if event.kind == "run_started" and isinstance(recorded, dict) and "source" in recorded:
+        data["data"] = {**recorded, "source": public_source(recorded["source"])}
+    return data

@@ -27,7 +27,7 @@ from ..flow import LOOP, MAP, Plan
 from ..flow._types import type_name
 from ..store import TERMINAL, Event, RunInfo
 from ._auth import caller_of
-from ._scope import TenantView, as_store, jsonable
+from ._scope import TenantView, as_store, event_json, jsonable, public_source, run_json
 from ._state import Caller, ServerState, Token
 from .wire import Drive, ReviewDecision, StartRun
 
@@ -204,7 +204,7 @@ def flow_json(name: str, plan: Plan) -> dict[str, Any]:
         edges.extend({"from": plan.nodes[d].id, "to": n.id} for d in n.deps)
     return {
         "name": name,
-        "source": plan.source,
+        "source": public_source(plan.source),
         "fingerprint": plan.fingerprint,
         "inputs": [
             {
@@ -368,7 +368,7 @@ async def follow_run(
         while True:
             events = await store.events(run_id, after)
             for e in events:
-                yield _sse("event", e.to_json(), e.seq)
+                yield _sse("event", event_json(e), e.seq)
                 after = e.seq
                 last_sent = time.monotonic()
                 if e.kind in TERMINAL_KINDS:
@@ -439,6 +439,24 @@ RUN_HEADER = "x-erpoz-run-id"
 # --- the router ------------------------------------------------------------------------------
 
 RunId = Annotated[str, Path(min_length=1, max_length=200, description="A run id or unique prefix")]
+#: a span back from now (``30m``, ``24h``, ``7d``: s, m, h, d, w) or epoch seconds
+Since = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        pattern=r"^\s*(\d+(\.\d+)?\s*[smhdw]?)?\s*$",
+        description="A span back from now (30m, 24h, 7d; units s m h d w) or epoch seconds",
+    ),
+]
+#: the width of a series' buckets (``5m``, ``1h``, ``1d``)
+Bucket = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        pattern=r"^\s*(\d+(\.\d+)?\s*[smhdw])?\s*$",
+        description="The width of a series' buckets: 5m, 1h, 1d (units s m h d w)",
+    ),
+]
 Status = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 CallerDep = Annotated[Caller, Depends(caller_of)]
 
@@ -608,7 +626,7 @@ def router(state: ServerState) -> APIRouter:
                 or needle in i.flow.lower()
                 or needle in (i.error or "").lower()
             ][:limit]
-        return {"runs": [i.to_json() for i in infos]}
+        return {"runs": [run_json(i) for i in infos]}
 
     @api.get("/runs/{run_id}", summary="One run: status, inputs, output, step timeline")
     async def get_run(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
@@ -621,7 +639,7 @@ def router(state: ServerState) -> APIRouter:
         if info is None:
             raise _no_run(run_id)
         return {
-            **info.to_json(),
+            **run_json(info),
             "steps": timeline(events),
             "waiting_steps": list(pending_reviews(events)),
             "driven_here": state.driving(info.run_id),
@@ -646,7 +664,7 @@ def router(state: ServerState) -> APIRouter:
         return {
             "run_id": info.run_id,
             "status": info.status,
-            "events": [e.to_json() for e in events],
+            "events": [event_json(e) for e in events],
             "more": more,
         }
 
@@ -722,7 +740,7 @@ def router(state: ServerState) -> APIRouter:
             raise ApiError(404, str(exc), "not_found", steps=list(exc.steps)) from None
         except RunError as exc:
             raise _no_run(run_id) from exc
-        return lin.to_json()
+        return {**lin.to_json(), "source": public_source(lin.source)}
 
     # --- reviews ------------------------------------------------------------------------------
     @api.get("/reviews", summary="The steps waiting for review, oldest first")
@@ -827,9 +845,7 @@ def router(state: ServerState) -> APIRouter:
     )
     async def audit_export(
         caller: CallerDep,
-        since: Annotated[
-            str | None, Query(max_length=40, description="24h, 7d … or epoch seconds")
-        ] = None,
+        since: Since = None,
     ) -> StreamingResponse:
         from ..audit import export
 
@@ -854,8 +870,8 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/stats/models", summary="Per model: calls, errors, tokens, cost, latency")
     async def stats_models(
         caller: CallerDep,
-        since: Annotated[str | None, Query(max_length=40)] = None,
-        bucket: Annotated[str | None, Query(max_length=40)] = None,
+        since: Since = None,
+        bucket: Bucket = None,
     ) -> dict[str, Any]:
         from ..cli_models import model_stats
 
@@ -887,12 +903,12 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/stats/quality", summary="Guard pass rates per model, step and guard")
     async def stats_quality(
         caller: CallerDep,
-        since: Annotated[str | None, Query(max_length=40)] = None,
+        since: Since = None,
         window: Annotated[int, Query(ge=1, le=100_000)] = 50,
         threshold: Annotated[float, Query(ge=0.0, le=1.0)] = 0.8,
         min_samples: Annotated[int | None, Query(ge=1, le=100_000)] = None,
         by: Annotated[str, Query(max_length=40)] = "model,step,guard",
-        bucket: Annotated[str | None, Query(max_length=40)] = None,
+        bucket: Bucket = None,
     ) -> dict[str, Any]:
         from ..observe import DIMENSIONS, guard_checks, quality_events, quality_stats
 

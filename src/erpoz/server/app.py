@@ -17,10 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ._auth import TenantError
+from ._incident import neutral_message, new_request_id
 from ._state import ServerState
 
 if TYPE_CHECKING:
@@ -173,7 +175,7 @@ def _where(loc: tuple[Any, ...] | list[Any]) -> str:
 def create_app(state: ServerState) -> FastAPI:
     """The app over ``state``: ``/api/...`` (runs, reviews, audit, models, stats),
     ``/v1/...`` (the OpenAI-compatible gateway), ``/metrics`` and the dashboard at ``/``."""
-    from . import _docs, api, dashboard, gateway, metrics
+    from . import _docs, _openapi, api, dashboard, gateway, metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -196,10 +198,17 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(TenantError)
     async def _tenant_error(request: Request, exc: TenantError) -> JSONResponse:
-        return _error(exc.status, exc.message, "authentication_error")
+        response = _error(exc.status, exc.message, exc.kind, code=exc.code)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(api.ApiError)
     async def _api_error(request: Request, exc: api.ApiError) -> JSONResponse:
+        if exc.status >= 500:  # the details are the operator's: the log has them
+            rid = new_request_id()
+            message = neutral_message(exc.status, exc.message, rid)
+            return _error(exc.status, message, exc.kind, request_id=rid)
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
@@ -226,6 +235,18 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI reads a JSON body as UTF-8; any other bytes are malformed JSON (422)
+            cause = exc.__cause__
+            return _error(
+                422,
+                f"body: invalid JSON: not UTF-8 (byte {cause.start})",
+                "invalid_request_error",
+                param="body",
+                code="json_invalid",
+            )
+        if exc.status_code == 405:
+            exc.headers = {**(exc.headers or {}), "Allow": _allowed(request.app, request.scope)}
         detail = exc.detail
         if isinstance(detail, dict) and "error" in detail:
             return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
@@ -239,8 +260,12 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, f"internal error: {type(exc).__name__}", "server_error")
+        rid = new_request_id()
+        log.exception(
+            "request %s: unexpected error on %s %s", rid, request.method, request.url.path
+        )
+        message = f"internal error; the operator can look it up under request id {rid}"
+        return _error(500, message, "server_error", request_id=rid)
 
     app.include_router(api.router(state))
     app.include_router(gateway.router(state))
@@ -248,4 +273,16 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(metrics.router(state))
     app.include_router(_docs.router(app.title, app.openapi_url or "/openapi.json"))
     app.include_router(dashboard.router(state))
+    _openapi.document(app)
     return app
+
+
+def _allowed(app: FastAPI, scope: Scope) -> str:
+    """Every method some route of ``scope``'s path answers (``Allow`` of a 405): Starlette's
+    own names only the methods of the first route that matched the path."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)

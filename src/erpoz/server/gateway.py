@@ -29,14 +29,18 @@ body not JSON / a field wrong or missing    422     invalid_request_error  inval
                                                                            names the field)
 a value erpoz cannot honour (n > 1, ...)    400     invalid_request_error  (param names it)
 no such model, router or flow               404     invalid_request_error  model_not_found
-missing / unknown API key                   401/403 authentication_error / invalid_api_key
-                                                    permission_error
+missing / unknown API key                   401     invalid_request_error  missing_api_key /
+                                                                           invalid_api_key
 a guard blocked (rule, checkpoint given)    400     guard_blocked          guard_blocked
 the policy denies the model                 403     policy_violation       policy_denied
 a guard or policy wants a person's review   403     review_required        review_required
 a budget would be exceeded                  429     insufficient_quota     budget_exceeded
 the upstream model failed                   502     upstream_error         upstream_error
 ==========================================  ======  =====================  ======================
+
+A 5xx body is neutral: what failed in general words and a ``request_id`` (the run id when the
+request became a run); the upstream's address and error text, or the exception, go to the
+server's log under that id (``erpoz.server`` logger), never to the tenant.
 
 429 and non-retryable 502 carry ``x-should-retry: false`` (the OpenAI SDKs honour it: a
 budget does not refill in a second).
@@ -64,6 +68,7 @@ from ..models import ChatModel, ChatRequest, ChatResult, EmbedModel, EmbedResult
 from ..models._meter import count_tokens
 from . import _openai_types as oa
 from ._auth import TenantError, tenant_for, tenant_of
+from ._incident import neutral_message, new_request_id
 from ._state import ServerState, Token
 
 __all__ = ["CHAT_FLOW", "EMBED_FLOW", "hot_routes", "router"]
@@ -167,13 +172,13 @@ def _answer(result: ChatResult) -> dict[str, Any]:
 
 @step(name="embed")
 async def embed(model: str, request: str, ctx: Context) -> dict[str, Any]:
-    """Embed the texts of one embeddings request; the ``model_input`` guards see each text."""
+    """Embed the texts of one embeddings request (``ctx.models.embed`` passes each text through
+    the ``model_input`` guards, naming the model)."""
     call = _call_for(request)
     if call is None:
         call = _Call(request, texts=oa.embedding_texts(oa.parse(oa.EmbeddingRequest, request)))
     texts = call.texts or []
     try:
-        texts = [await ctx.guard(t, at="model_input") for t in texts]
         result = await ctx.models.embed(model, texts)
     except BaseException as exc:
         call.error = exc
@@ -243,7 +248,7 @@ def _classify(info: Mapping[str, Any]) -> oa.GatewayError:
         retryable = bool(fields.get("retryable", info.get("retryable", True)))
         return oa.GatewayError(
             502,
-            f"the upstream model failed: {message}",
+            f"the upstream model failed: {message}",  # logged; _for_tenant answers neutrally
             "upstream_error",
             code="upstream_error",
             extra={"upstream_status": fields.get("status"), "retryable": retryable},
@@ -291,7 +296,27 @@ def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> R
     )
 
 
+def _for_tenant(error: oa.GatewayError, run_id: str | None) -> oa.GatewayError:
+    """``error`` as the tenant sees it: an upstream's or the server's failure says what failed
+    in general words and gives a request id (the run's, when there is one); its details go to
+    the server's log. A flow that failed (``flow_failed``) says why, as its run records it."""
+    if error.status < 500 or error.code == "flow_failed":
+        return error
+    rid = run_id or new_request_id()
+    message = neutral_message(error.status, error.message, rid)
+    return oa.GatewayError(
+        error.status,
+        message,
+        error.kind,
+        param=error.param,
+        code=error.code,
+        extra={**error.extra, "request_id": rid},
+        headers=error.headers,
+    )
+
+
 def _error_response(error: oa.GatewayError, run_id: str | None = None) -> Response:
+    error = _for_tenant(error, run_id)
     headers = dict(error.headers)
     if run_id is not None:
         headers[RUN_HEADER] = run_id
@@ -299,9 +324,11 @@ def _error_response(error: oa.GatewayError, run_id: str | None = None) -> Respon
 
 
 def _tenant_error(exc: TenantError) -> oa.GatewayError:
-    if exc.status == 401:
-        return oa.GatewayError(401, exc.message, "authentication_error", code="missing_api_key")
-    return oa.GatewayError(exc.status, exc.message, "permission_error", code="invalid_api_key")
+    """OpenAI's answers: 401 ``invalid_request_error`` (``missing_api_key`` /
+    ``invalid_api_key``), which the SDKs raise as ``AuthenticationError``."""
+    headers = {"www-authenticate": "Bearer"} if exc.status == 401 else {}
+    kind = "invalid_request_error" if exc.status == 401 else exc.kind
+    return oa.GatewayError(exc.status, exc.message, kind, code=exc.code, headers=headers)
 
 
 # --- what a name is -------------------------------------------------------------------------
@@ -538,12 +565,11 @@ class _Gateway:
             try:
                 result = await task
             except Exception as exc:  # the store failed: the stream ends with an error event
-                yield oa.error_event(
-                    oa.GatewayError(500, f"{type(exc).__name__}: {exc}", "server_error")
-                )
+                error = oa.GatewayError(500, f"{type(exc).__name__}: {exc}", "server_error")
+                yield oa.error_event(_for_tenant(error, run_id))
                 return
             if result.status != "succeeded":
-                yield oa.error_event(_run_error(result, call.error))
+                yield oa.error_event(_for_tenant(_run_error(result, call.error), run_id))
                 return
             answer = result.output
             if first is None and answer.get("text"):

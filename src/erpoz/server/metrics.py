@@ -2,7 +2,7 @@
 endpoint is configured, the traces of the runs this server drives.
 
 Metrics are operator-level, not tenant-scoped: the counts cover every tenant's runs. So when
-API keys are configured (``ERPOZ_API_KEYS``), ``/metrics`` needs one (401 without, 403 for a
+API keys are configured (``ERPOZ_API_KEYS``), ``/metrics`` needs one (401 without, or for a
 key that is not valid), and ``ERPOZ_METRICS_TENANTS`` (tenants separated by commas), when set,
 narrows it to the keys of those tenants (403 for others). Without configured keys the server
 listens on loopback only and ``/metrics`` is open, like every other route.
@@ -85,8 +85,8 @@ def router(state: ServerState) -> APIRouter:
         summary="Prometheus metrics",
         responses={
             200: {"content": {CONTENT_TYPE: {}}, "description": "The Prometheus text format."},
-            401: {"description": "No API key (when keys are configured)."},
-            403: {"description": "The key is not valid, or its tenant may not read metrics."},
+            401: {"description": "No API key, or one that is not valid (when keys are set)."},
+            403: {"description": "The key's tenant may not read metrics."},
         },
     )
     async def metrics(request: Request, tenant: str = Depends(tenant_of)) -> Response:
@@ -95,7 +95,7 @@ def router(state: ServerState) -> APIRouter:
         tenant-scoped: with API keys configured it needs one, of a tenant in
         ``ERPOZ_METRICS_TENANTS`` when that is set."""
         if state.tenants is not None and allowed is not None and tenant not in allowed:
-            raise TenantError(403, "this API key may not read /metrics")
+            raise TenantError(403, "this API key may not read /metrics", "metrics_not_allowed")
         await collector.update()
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encode(collector.registry), headers={"content-type": content_type})

@@ -240,9 +240,11 @@ export function flowGraph(nodes, edges, { status = new Map(), onSelect } = {}) {
 // --- line chart ------------------------------------------------------------------------------
 
 /**
- * series: [{name, points: [[t_ms, value]]}]; one line per series with a legend.
+ * series: [{name, points: [[t_ms, value]]}]; one line per series with a legend. `from` and `to`
+ * (epoch ms) fix the time axis to a window (the span the user chose), so that points that all
+ * fall in one bucket are drawn where they are in it, not on an axis of their own.
  */
-export function lineChart(series, { yFormat = (v) => String(v), title = "", empty = "No data yet.", yMin = 0, yMax } = {}) {
+export function lineChart(series, { yFormat = (v) => String(v), title = "", empty = "No data yet.", yMin = 0, yMax, from, to } = {}) {
   const all = series.flatMap((sr) => sr.points);
   if (!all.length) return h("div", { class: "chart" }, h("h3", null, title), h("p", { class: "muted empty" }, empty));
   const W = 560;
@@ -250,8 +252,8 @@ export function lineChart(series, { yFormat = (v) => String(v), title = "", empt
   const R = 12;
   const T = 12;
   const B = 34;
-  let tMin = Math.min(...all.map((p) => p[0]));
-  let tMax = Math.max(...all.map((p) => p[0]));
+  let tMin = Math.min(...all.map((p) => p[0]), ...(Number.isFinite(from) ? [from] : []));
+  let tMax = Math.max(...all.map((p) => p[0]), ...(Number.isFinite(to) ? [to] : []));
   if (tMax === tMin) {
     tMin -= 30000;
     tMax += 30000;
@@ -280,7 +282,7 @@ export function lineChart(series, { yFormat = (v) => String(v), title = "", empt
     svg.append(
       s(
         "text",
-        { class: "tick", x: x(t), y: H - 12, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
+        { class: "tick xtick", x: x(t), y: H - 12, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
         sameDay ? label.slice(11, 16) : label.slice(5, 16),
       ),
     );

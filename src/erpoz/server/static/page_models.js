@@ -54,6 +54,12 @@ export function seriesByModel(rows, value) {
 
 const sum = (rs, k) => rs.reduce((a, r) => a + (Number(r[k]) || 0), 0);
 
+/** What the two kinds of guard score mean (the run page shows both). */
+export const SCORES_NOTE =
+  "A check's score is 1 − the score of the strongest finding of its guard: 1.000 means the guard " +
+  "found nothing and the check passed; a finding's own score is how sure the detector is of it " +
+  "(0.93 = fairly sure), so a finding of 0.93 leaves its check a score of 0.07.";
+
 export async function render(main, ctx) {
   const wanted = ctx.query.get("since") || "24h";
   const sinceSel = h(
@@ -124,6 +130,7 @@ export async function render(main, ctx) {
         `${qual.checks ?? 0} checks over ${qual.runs ?? "?"} runs; rolling window ${qual.window ?? "?"}, ` +
           `alert below ${fmtPct(qual.threshold)}; ${qual.alerts_recorded ?? 0} alerts recorded.`,
       ),
+      h("p", { class: "small muted", id: "quality-scores-note" }, SCORES_NOTE),
       table(
         rows,
         [
@@ -133,7 +140,7 @@ export async function render(main, ctx) {
           { label: "checkpoints", get: (r) => asList(r.checkpoints).join(", ") },
           { label: "checks", class: "num", get: (r) => fmtNum(r.checks) },
           { label: "passed", class: "num", get: (r) => fmtPct(r.pass_rate) },
-          { label: "mean score", class: "num", get: (r) => fmtNum(r.mean_score, 3) },
+          { label: "mean check score", class: "num", get: (r) => fmtNum(r.mean_score, 3) },
           { label: "rolling", class: "num", get: (r) => fmtPct(r.rolling_pass_rate) },
           { label: "alert", get: (r) => (r.below_threshold ? h("span", { class: "err-text" }, "below threshold") : "") },
           { label: "alerts", class: "num", get: (r) => fmtNum(r.alerts_recorded ?? 0) },
@@ -147,23 +154,26 @@ export async function render(main, ctx) {
       `From the series of /api/stats/models and /api/stats/quality (since=${since}, ` +
       `bucket=${bucket}${bucketS ? `, ${fmtDuration(bucketS * 1000)} per point` : ""}); each point is one bucket.`;
     const ms = stats.series;
+    // the axis spans the window chosen, whatever the points: from the cutoff to now
+    const from = toMs(stats.cutoff_ts ?? qual.cutoff_ts);
+    const window = { from: from ?? undefined, to: from === null ? undefined : Date.now() };
     fill(
       charts,
-      lineChart(seriesByModel(ms, (rs) => sum(rs, "cost_usd")), { title: "Cost per model (USD per bucket)", yFormat: (v) => fmtUsd(v) }),
+      lineChart(seriesByModel(ms, (rs) => sum(rs, "cost_usd")), { ...window, title: "Cost per model (USD per bucket)", yFormat: (v) => fmtUsd(v) }),
       lineChart(
         seriesByModel(ms, (rs) => {
           const v = rs.map((r) => r.p50_ms).filter((x) => typeof x === "number");
           return v.length ? Math.max(...v) : null;
         }),
-        { title: "Latency per model (p50 of successful calls)", yFormat: (v) => fmtDuration(v) },
+        { ...window, title: "Latency per model (p50 of successful calls)", yFormat: (v) => fmtDuration(v) },
       ),
-      lineChart(seriesByModel(ms, (rs) => sum(rs, "calls")), { title: "Calls per model", yFormat: (v) => fmtNum(v, 2) }),
+      lineChart(seriesByModel(ms, (rs) => sum(rs, "calls")), { ...window, title: "Calls per model", yFormat: (v) => fmtNum(v, 2) }),
       lineChart(
         seriesByModel(qual.series, (rs) => {
           const n = sum(rs, "checks");
           return n ? sum(rs, "passes") / n : null;
         }),
-        { title: "Quality: guard pass rate per model", yFormat: (v) => fmtPct(v), yMax: 1, empty: "No guard checks in this span." },
+        { ...window, title: "Quality: guard pass rate per model", yFormat: (v) => fmtPct(v), yMax: 1, empty: "No guard checks in this span." },
       ),
     );
   }

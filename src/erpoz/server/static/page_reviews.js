@@ -20,6 +20,41 @@ export function normalizeReview(r, runId) {
   };
 }
 
+/**
+ * A permission a guard or the policy asks for (a text to a model, an answer, a tool call):
+ * what approving lets through, as the log keeps it — a guard's text with what it found masked
+ * (the finding itself is never recorded), a tool call with its arguments. Approving runs the
+ * step again and lets exactly that pass; rejecting fails it (there is no output to edit).
+ */
+function permissionView(item) {
+  const ev = item.evidence && typeof item.evidence === "object" ? item.evidence : {};
+  let shown = null;
+  let label = "Would be sent";
+  if (typeof ev.masked === "string" && ev.masked) {
+    shown = ev.masked;
+    label = `Would be sent${ev.checkpoint ? ` (at ${ev.checkpoint})` : ""}, with what the guards found masked`;
+  } else if (ev.tool !== undefined) {
+    shown = { tool: ev.tool, arguments: ev.arguments };
+    label = "Would be called";
+  } else if (item.proposal !== null && item.proposal !== undefined) {
+    shown = item.proposal;
+  }
+  return [
+    h("div", { class: "label" }, label),
+    shown === null
+      ? h("p", { class: "would-send muted" }, "The request did not record it: see the evidence below.")
+      : typeof shown === "string"
+        ? h("pre", { class: "json would-send" }, shown)
+        : h("div", { class: "would-send" }, jsonBlock(shown)),
+    h(
+      "p",
+      { class: "small muted" },
+      "Approving lets exactly this through (the step runs again and goes ahead); rejecting fails the step. ",
+      h("span", { class: "mono", title: "the approval is kept under this key" }, String(item.grant)),
+    ),
+  ];
+}
+
 /** The card of one waiting review, with its decision form. onDone(result) after a decision. */
 export function reviewCard(item, { onDone } = {}) {
   const reviewer = h("input", {
@@ -122,13 +157,11 @@ export function reviewCard(item, { onDone } = {}) {
         : null,
     ),
     h("p", { class: "reason" }, h("span", { class: "label" }, "Reason: "), String(item.reason || "—")),
-    item.grant ? h("p", null, h("span", { class: "label" }, "Permission asked: "), h("code", null, String(item.grant))) : null,
-    h("div", { class: "label" }, "Proposal"),
-    jsonBlock(item.proposal),
+    item.grant ? permissionView(item) : [h("div", { class: "label" }, "Proposal"), jsonBlock(item.proposal)],
     item.evidence !== null && item.evidence !== undefined ? [h("div", { class: "label" }, "Evidence"), jsonBlock(item.evidence)] : null,
     editBox,
     h("div", { class: "decision" }, reviewer, comment),
-    h("div", { class: "actions" }, buttons),
+    h("div", { class: "actions" }, item.grant ? buttons.slice(0, 2) : buttons),
     status,
   );
   return card;

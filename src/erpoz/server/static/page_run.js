@@ -24,6 +24,7 @@ import {
   topStep,
 } from "./dom.js";
 import { graphOf } from "./page_flows.js";
+import { SCORES_NOTE } from "./page_models.js";
 import { normalizeReview, reviewCard } from "./page_reviews.js";
 import { runLink } from "./page_runs.js";
 
@@ -615,11 +616,12 @@ export async function render(main, runId, ctx) {
           { label: "action", get: (e) => h("span", { class: `act act-${String(e.data?.action ?? "").replace(/[^a-z_]/g, "")}` }, String(e.data?.action ?? "")) },
           { label: "rule", get: (e) => String(e.data?.rule ?? "") },
           { label: "passed", get: (e) => (e.data?.passed === undefined ? "" : e.data.passed ? "✓" : "✗") },
-          { label: "scores", get: (e) => scoresView(e.data?.scores) },
-          { label: "findings", get: (e) => findingsView(e.data?.findings) },
+          { label: "check scores (1 = clean)", get: (e) => scoresView(e.data?.scores) },
+          { label: "findings (score = detector's certainty)", get: (e) => findingsView(e.data?.findings) },
         ],
         { empty: "No guard decisions." },
       ),
+      guards.length ? h("p", { class: "small muted", id: "guard-scores-note" }, SCORES_NOTE) : null,
       h("h3", null, "Policy decisions"),
       table(
         policies,
