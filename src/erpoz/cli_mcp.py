@@ -6,6 +6,8 @@ Needs the mcp extra (``pip install 'erpoz[mcp]'``); the rest of the CLI works wi
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -190,6 +192,14 @@ def serve(
     config: ConfigOpt = None,
     tag: TagsOpt = None,
     log_level: Annotated[str, typer.Option(help="With http: uvicorn's log level.")] = "warning",
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Say what is served as one JSON line (stdout with http; stderr with stdio, "
+            "where stdout carries the protocol).",
+        ),
+    ] = False,
 ) -> None:
     """Serve flows as MCP tools, over stdio or streamable HTTP.
 
@@ -242,19 +252,30 @@ def serve(
         server = build_server(loaded, engine, models=model or [], tags=tags)
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
-    names = ", ".join([*(f.name for f in loaded), *(model_tool_name(m) for m in model or [])])
+    tools = [*(f.name for f in loaded), *(model_tool_name(m) for m in model or [])]
+    names = ", ".join(tools)
+    served = {"transport": transport, "tools": tools, "store": st.url}
     try:
         if transport == "stdio":
-            err.print(f"erpoz mcp serve (stdio): tools {names}, store {st.url}", highlight=False)
+            if as_json:
+                sys.stderr.write(json.dumps(served) + "\n")
+            else:
+                err.print(
+                    f"erpoz mcp serve (stdio): tools {names}, store {st.url}", highlight=False
+                )
             asyncio.run(_serve_stdio(server, st))
         else:
             import uvicorn
 
             app = server.streamable_http_app(streamable_http_path=path, host=host)
-            err.print(
-                f"erpoz mcp serve on http://{host}:{port}{path}: tools {names}, store {st.url}",
-                highlight=False,
-            )
+            url = f"http://{host}:{port}{path}"
+            if as_json:
+                sys.stdout.write(json.dumps({**served, "url": url}) + "\n")
+                sys.stdout.flush()
+            else:
+                err.print(
+                    f"erpoz mcp serve on {url}: tools {names}, store {st.url}", highlight=False
+                )
             uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
             asyncio.run(st.close())
     except OSError as exc:

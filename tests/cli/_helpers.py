@@ -112,6 +112,7 @@ class Cli:
         bytecode = sys.dont_write_bytecode
         sys.dont_write_bytecode = True
         sys.path[:0] = added  # what PYTHONPATH would give a subprocess
+        modules = set(sys.modules)
         try:
             with contextlib.chdir(REPO):
                 res = CliRunner().invoke(app, argv, env=env, catch_exceptions=True)
@@ -119,6 +120,7 @@ class Cli:
             sys.dont_write_bytecode = bytecode
             for p in added:
                 sys.path.remove(p)
+            _forget_modules_of(set(sys.modules) - modules, [self.tmp_path, *map(Path, added)])
         stderr = res.stderr
         if res.exception is not None and not isinstance(res.exception, SystemExit):
             # what a subprocess would print on an uncaught exception (exit 1)
@@ -138,3 +140,13 @@ class Cli:
     def events(self, run_id: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = self.ok("events", run_id, "--json").json()
         return data
+
+
+def _forget_modules_of(names: set[str], folders: list[Path]) -> None:
+    """Unload the modules a call imported from a test's own folders (its flow and tool files),
+    as a subprocess would: the next test's file of the same name is imported afresh."""
+    roots = [str(f.resolve()) for f in folders]
+    for name in names:
+        where = getattr(sys.modules.get(name), "__file__", None)
+        if where and any(str(Path(where).resolve()).startswith(r) for r in roots):
+            del sys.modules[name]

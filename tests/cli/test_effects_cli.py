@@ -53,7 +53,7 @@ def _setup(tmp_path: Path) -> Cli:
         "policy:\n  rules:\n    - {name: billing may charge, tool: charge, action: allow}\n",
         encoding="utf-8",
     )
-    cli = Cli(tmp_path)
+    cli = Cli(tmp_path, real=True)  # each command a process of its own, as a user runs it
     cli.env["ERPOZ_CONFIG"] = str(config)
     return cli
 

@@ -326,7 +326,7 @@ def test_tools_named_in_the_config_must_exist_and_filter_the_list(tmp_path: Path
 def test_prefix_read_only_and_secret_settings(tmp_path: Path) -> None:
     sent = tmp_path / "sent.jsonl"
     extra = "    prefix: ''\n    read_only: [send]\n    secret: [body]\n"
-    rest = "policy: {rules: [{name: all, action: allow}]}\n"
+    rest = "policy: {rules: [{name: all, tool: '*', action: allow}]}\n"
     config = project(tmp_path, stdio_yaml(sent, extra=extra), rest=rest)
 
     @step

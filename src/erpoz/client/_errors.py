@@ -53,7 +53,7 @@ class ApiError(ErpozError):
 
 
 class AuthenticationFailed(ApiError):
-    """401 (no API key) or 403 (a key the server does not know)."""
+    """401 (no API key, or one the server does not know) or 403 (a key not allowed this)."""
 
 
 class NotFound(ApiError, RunError):
