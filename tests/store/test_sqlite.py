@@ -435,6 +435,8 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
 
     asyncio.run(make())
     with sqlite3.connect(path) as db:  # make it a version-1 file, as 0.1 wrote it
+        for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):  # migration 5
+            db.execute(f"DROP TABLE {table}")
         db.execute("DROP INDEX runs_claimable")  # migration 3
         db.execute("ALTER TABLE runs DROP COLUMN queue")
         db.execute("ALTER TABLE runs DROP COLUMN claims")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ._merkle import Leaf, TreeHead
 from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
 
 
@@ -134,4 +135,29 @@ class RunQueue(Protocol):
     async def wait_for_runs(self, queues: Sequence[str], timeout: float) -> None:
         """Return when a run may have been submitted to ``queues``, at the latest after
         ``timeout`` seconds (a hint: callers claim again either way)."""
+        ...
+
+
+@runtime_checkable
+class MerkleLog(Protocol):
+    """The Merkle tree over a store's log (RFC 9162 hashing, see :mod:`erpoz.store._merkle`):
+    one leaf per event, in the order events were committed, kept by every commit.
+
+    Reads are consistent with the log read after them: the tree never shrinks, and an event and
+    its leaf commit together.
+    """
+
+    async def tree_head(self) -> TreeHead:
+        """The tree's origin, size and compact range (its root) as stored now."""
+        ...
+
+    async def tree_leaves(self, run_id: str | None = None) -> list[Leaf]:
+        """``(run_id, seq, position, leaf_hash)`` of every event (of one run), ordered by run
+        and sequence like :meth:`Store.chain_rows`."""
+        ...
+
+    async def tree_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """Stored hashes with index in ``[start, end)``: leaf hashes by position at level 0,
+        roots of complete subtrees of ``2**level`` leaves at the stored levels (multiples of
+        ``NODE_STRIDE``); a ``StoreError`` for another level."""
         ...

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ._buffer import buffer_event
+from ._merkle import Leaf, TreeHead, sqlite_append, sqlite_backfill, sqlite_hashes, sqlite_head
 from ._model import (
     EVENT_COLUMNS,
     GENESIS,
@@ -192,6 +193,7 @@ class SQLiteStore:
         self._db.execute("BEGIN IMMEDIATE")  # one process migrates; others wait, then see it
         try:
             current = self.schema_version
+            had_tree = self._has_table("merkle_state")
             if current > latest:
                 raise StoreError(
                     f"the run store has schema version {current}, newer than this erpoz knows "
@@ -201,6 +203,8 @@ class SQLiteStore:
             for number, sql in known:
                 if number > current:
                     self._apply(sql, number)
+            if not had_tree and self._has_table("merkle_state"):
+                sqlite_backfill(self._db)  # the events recorded before the tree existed
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -210,6 +214,10 @@ class SQLiteStore:
         for statement in _split_sql(sql):
             self._db.execute(statement)
         self._db.execute(f"PRAGMA user_version={number}")
+
+    def _has_table(self, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._db.execute(sql, (name,)).fetchone() is not None
 
     @property
     def schema_version(self) -> int:
@@ -244,6 +252,7 @@ class SQLiteStore:
                     db.execute("ROLLBACK TO all_events")
                     refused.update(self._insert_per_run(rows))
                 db.execute("RELEASE all_events")
+                sqlite_append(db, [r for r in rows if r[0] not in refused] if refused else rows)
                 db.executemany(
                     "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
                     "output=coalesce(?, output), error=?, waiting_step=? WHERE run_id=?",
@@ -623,6 +632,26 @@ class SQLiteStore:
             "ORDER BY created, run_id",
             (),
         )
+
+    # --- the Merkle tree ----------------------------------------------------------------------
+    async def tree_head(self) -> TreeHead:
+        try:
+            return sqlite_head(self._db)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the Merkle tree") from exc
+
+    async def tree_leaves(self, run_id: str | None = None) -> list[Leaf]:
+        where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        rows = self._query(
+            f"SELECT run_id, seq, pos, leaf FROM merkle_leaves {where} ORDER BY run_id, seq", args
+        )
+        return rows
+
+    async def tree_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        try:
+            return sqlite_hashes(self._db, level, start, end)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the Merkle tree") from exc
 
     async def request_cancel(self, run_id: str) -> None:
         try:
