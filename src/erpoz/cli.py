@@ -36,11 +36,13 @@ from ._console import (
     RayAddressOpt,
     StoreOpt,
     TagsOpt,
+    auto_checkpoints,
     build_engine,
     err,
     fail,
     open_or_fail,
     out,
+    with_checkpoints,
 )
 from .cli_audit import audit_app
 from .cli_demo import demo
@@ -319,8 +321,9 @@ def run(
         ray_address=ray_address,
         observers=[view.observe] if view else None,
     )
+    running = with_checkpoints(auto_checkpoints(st), engine.run(plan, values, tags=tags))
     try:
-        result = _call(_drive(engine, engine.run(plan, values, tags=tags), view))
+        result = _call(_drive(engine, running, view))
     finally:
         engine.executor.shutdown()
     _report(result, as_json, st)

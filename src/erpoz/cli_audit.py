@@ -31,7 +31,6 @@ from ._console import (
     parse_since,
 )
 from .audit import AuditReport, Lineage, StepLineage, UnknownStep, export, lineage, verify
-from .audit._config import AuditSettings, audit_settings
 from .audit.bundle import BundleError, check_bundle, load_bundle, prove
 from .audit.checkpoints import (
     Checkpoint,
@@ -44,6 +43,7 @@ from .audit.checkpoints import (
     sign_checkpoint,
     write_checkpoint,
 )
+from .audit.settings import AuditSettings, audit_settings
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .store import Store
 

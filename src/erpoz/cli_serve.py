@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ._console import EXIT_INVALID, EXIT_STORE, StoreOpt, err, fail
+from ._console import EXIT_INVALID, EXIT_STORE, StoreOpt, auto_checkpoints, err, fail
 from .errors import ConfigError, FlowError, StoreError
 
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
@@ -123,6 +123,10 @@ def serve(
         fail(str(exc), EXIT_INVALID)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
+    checkpoints = auto_checkpoints(state.store, config)
+    if checkpoints is not None:  # the last checkpoint is made before the store closes
+        state.on_startup.append(checkpoints.start)
+        state.on_shutdown.append(checkpoints.stop)
     shown = f"[{host}]" if ":" in host else host
     names = ", ".join(sorted(state.flows)) or "none (the gateway's models only)"
     err.print(f"erpoz serve on http://{shown}:{port} (API docs at /docs)", highlight=False)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ErpozError
-from ..store import NODE_STRIDE, MerkleLog, node_hash
-from ..store._merkle import fold_right
+from ..store import NODE_STRIDE, MerkleLog, fold_right, node_hash
 
 Range = tuple[int, int]
 """``[start, end)``: leaves of a subtree."""

@@ -27,8 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store import GENESIS, Leaf, MerkleLog, Store, TreeHead, chain_hash
-from ..store._merkle import NODE_STRIDE, fold_right
+from ..store import GENESIS, NODE_STRIDE, Leaf, MerkleLog, Store, TreeHead, chain_hash, fold_right
 from ..store._model import ChainRow, RecordedHead
 from ._proofs import (
     ProofError,

@@ -416,18 +416,27 @@ class AutoCheckpointer:
         self._last_time = time.monotonic()
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> AutoCheckpointer:
+    async def start(self) -> None:
+        """Start watching the tree (from its size now)."""
         if isinstance(self.store, MerkleLog):
             self._last_size = (await self.store.tree_head()).size
         self._task = asyncio.get_running_loop().create_task(self._loop())
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop(self) -> None:
+        """Stop watching; a last checkpoint when the tree grew since the last one."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
         await self.checkpoint_if_grown()
+
+    async def __aenter__(self) -> AutoCheckpointer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     def _due(self, size: int) -> bool:
         grown = size - self._last_size

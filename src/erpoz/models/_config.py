@@ -215,7 +215,7 @@ class ProjectConfig(_Strict):
     guards: Any = None
     policy: Any = None
     tools: Any = None  # checked by erpoz.tools.registry_from_config
-    audit: Any = None  # checked by erpoz.audit._config.audit_settings
+    audit: Any = None  # checked by erpoz.audit.settings.audit_settings
 
     _file: str | None = PrivateAttr(default=None)
     _doc: Any = PrivateAttr(default=None)

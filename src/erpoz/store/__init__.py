@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ._memory import MemoryStore
-from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, leaf_hash, node_hash
+from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
 from ._model import (
     ENGINE_KINDS,
     GENESIS,
@@ -44,6 +44,7 @@ __all__ = [
     "Store",
     "TreeHead",
     "chain_hash",
+    "fold_right",
     "leaf_hash",
     "node_hash",
     "open_store",

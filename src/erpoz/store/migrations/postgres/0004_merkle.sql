@@ -101,7 +101,8 @@ CREATE TRIGGER merkle_state_no_truncate BEFORE TRUNCATE ON merkle_state
     FOR EACH STATEMENT EXECUTE FUNCTION erpoz_merkle_append_only();
 CREATE FUNCTION erpoz_merkle_grows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.size < OLD.size OR NEW.origin IS DISTINCT FROM OLD.origin THEN
+    -- an empty tree may take another origin: `erpoz migrate` gives a new store its source's
+    IF NEW.size < OLD.size OR (NEW.origin IS DISTINCT FROM OLD.origin AND OLD.size > 0) THEN
         RAISE EXCEPTION 'the erpoz Merkle tree only grows';
     END IF;
     RETURN NEW;

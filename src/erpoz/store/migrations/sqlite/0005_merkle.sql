@@ -37,8 +37,9 @@ CREATE TRIGGER merkle_nodes_no_update BEFORE UPDATE ON merkle_nodes
 BEGIN SELECT RAISE(ABORT, 'erpoz Merkle nodes are append-only'); END;
 CREATE TRIGGER merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes
 BEGIN SELECT RAISE(ABORT, 'erpoz Merkle nodes are append-only'); END;
+-- (An empty tree may take another origin: `erpoz migrate` gives a new store its source's.)
 CREATE TRIGGER merkle_state_grows BEFORE UPDATE ON merkle_state
-WHEN NEW.size < OLD.size OR NEW.origin IS NOT OLD.origin
+WHEN NEW.size < OLD.size OR (NEW.origin IS NOT OLD.origin AND OLD.size > 0)
 BEGIN SELECT RAISE(ABORT, 'the erpoz Merkle tree only grows'); END;
 CREATE TRIGGER merkle_state_no_delete BEFORE DELETE ON merkle_state
 BEGIN SELECT RAISE(ABORT, 'the erpoz Merkle tree only grows'); END;

@@ -18,13 +18,15 @@ Relative paths are relative to the project file's folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..flow._yaml import _Map
-from .checkpoints import CheckpointError, CheckpointLog, PublicKey, SigningKey
+from ..store import MerkleLog, Store
+from .checkpoints import AutoCheckpointer, CheckpointError, CheckpointLog, PublicKey, SigningKey
 
 if TYPE_CHECKING:
     from ..models._config import ProjectConfig
@@ -193,3 +195,30 @@ def audit_settings(config: ProjectConfig) -> AuditSettings | None:
             line=section.key_lines[where],
         )
     return settings
+
+
+def project_checkpointer(
+    store: Store,
+    config: str | os.PathLike[str] | None = None,
+    *,
+    on_error: Callable[[Exception], None] | None = None,
+) -> AutoCheckpointer | None:
+    """The automatic checkpoints ``audit.every_events`` / ``audit.every_seconds`` ask for, for
+    a process that records runs into ``store``; ``None`` when there are none to make (or the
+    store keeps nothing: ``memory``). ``ConfigError`` for a bad ``audit`` section."""
+    from ..models._config import load_config
+
+    settings = audit_settings(load_config(config))
+    if settings is None or not settings.automatic:
+        return None
+    if not isinstance(store, MerkleLog) or store.url == "memory":
+        return None
+    return AutoCheckpointer(
+        store,
+        settings.signing_key(),
+        settings.sink(),
+        witness=settings.witness,
+        every_events=settings.every_events,
+        every_seconds=settings.every_seconds,
+        on_error=on_error,
+    )
