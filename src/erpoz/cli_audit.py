@@ -281,11 +281,11 @@ def keygen_cmd(
 @audit_app.command("checkpoint")
 def checkpoint_cmd(
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--out",
             "-o",
-            help="Append it to this file (or a directory: one file each) instead of "
+            help="Append it to this file (or a directory, DIR/: one file each) instead of "
             "audit.checkpoints (and no witness).",
         ),
     ] = None,

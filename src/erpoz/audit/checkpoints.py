@@ -342,13 +342,13 @@ def _read_file(path: Path) -> Iterator[Checkpoint]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"cannot read the checkpoints in {path}: {exc}") from exc
-    stripped = text.strip()
-    if stripped.startswith("{") and "\n{" not in stripped:
-        try:
-            yield Checkpoint.from_json(json.loads(stripped), str(path))
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and not all(line.lstrip().startswith("{") for line in lines):
+        try:  # one checkpoint, pretty-printed
+            yield Checkpoint.from_json(json.loads(text), str(path))
             return
         except json.JSONDecodeError:
-            pass  # perhaps JSON lines after all
+            pass  # JSON lines after all: say which line is wrong
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

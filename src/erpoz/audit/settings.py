@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +48,12 @@ class AuditSettings:
     witness: str | None = None
     every_events: int | None = None
     every_seconds: float | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+    """The line of each setting."""
 
-    def _error(self, message: str) -> ConfigError:
-        return ConfigError(message, file=self.file, line=self.line)
+    def _error(self, message: str, *names: str) -> ConfigError:
+        line = next((self.lines[n] for n in names if n in self.lines), self.line)
+        return ConfigError(message, file=self.file, line=line)
 
     @property
     def signs(self) -> bool:
@@ -68,7 +71,7 @@ class AuditSettings:
             if self.key_env is not None:
                 return SigningKey.from_env(self.key_env)
         except CheckpointError as exc:
-            raise self._error(f"audit: {exc}") from exc
+            raise self._error(f"audit: {exc}", "key", "key_env") from exc
         raise self._error(
             "audit: no signing key: set audit.key (a key file, outside the store) or "
             "audit.key_env (an environment variable holding it); make one with "
@@ -81,7 +84,7 @@ class AuditSettings:
             if self.public_key is not None:
                 return PublicKey.load(self.public_key)
         except CheckpointError as exc:
-            raise self._error(f"audit: {exc}") from exc
+            raise self._error(f"audit: {exc}", "public_key") from exc
         if self.signs:
             return self.signing_key().public_key
         raise self._error(
@@ -102,7 +105,7 @@ def audit_settings(config: ProjectConfig) -> AuditSettings | None:
     if not isinstance(doc, _Map) or "audit" not in doc:
         return None
     file = config.file or "erpoz.yaml"
-    line = doc.lines["audit"]
+    line = doc.key_lines["audit"]
     section = doc["audit"]
     if not isinstance(section, _Map) or not section:
         raise ConfigError(
@@ -178,6 +181,7 @@ def audit_settings(config: ProjectConfig) -> AuditSettings | None:
         witness=witness,
         every_events=positive("every_events", int),
         every_seconds=positive("every_seconds", float),
+        lines=dict(section.lines),
     )
     if settings.automatic and not settings.signs:
         where = "every_events" if "every_events" in section else "every_seconds"
