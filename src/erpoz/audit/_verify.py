@@ -23,11 +23,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store import GENESIS, NODE_STRIDE, Leaf, MerkleLog, Store, TreeHead, chain_hash, fold_right
+from ..store import (
+    GENESIS,
+    NODE_STRIDE,
+    AuditShards,
+    Leaf,
+    MerkleLog,
+    Store,
+    TreeHead,
+    chain_hash,
+    fold_right,
+)
 from ..store._model import ChainRow, RecordedHead
 from ._proofs import (
     ProofError,
@@ -272,26 +282,33 @@ class _Findings:
 
 class _Paired:
     """Every leaf with its event: positions, the leaf recomputed from the event (or the stored
-    one, when the event is gone), the stored leaf, and which event each is."""
+    one, when the event is gone), the stored leaf, and (``key``) which event each is."""
 
-    __slots__ = ("_keys", "_rows", "ours", "positions", "stored")
+    __slots__ = ("key", "ours", "positions", "stored")
 
     def __init__(
         self,
         positions: list[int],
         ours: list[bytes],
         stored: list[bytes],
-        rows: Sequence[ChainRow] | None,
-        keys: list[tuple[str, int]] | None = None,
+        key: Callable[[int], tuple[str, int]],
     ) -> None:
-        self.positions, self.ours, self.stored = positions, ours, stored
-        self._rows, self._keys = rows, keys
+        self.positions, self.ours, self.stored, self.key = positions, ours, stored, key
 
-    def key(self, i: int) -> tuple[str, int]:
-        if self._keys is not None:
-            return self._keys[i]
-        assert self._rows is not None
-        return self._rows[i][0], self._rows[i][1]
+
+def _row_key(rows: Sequence[ChainRow]) -> Callable[[int], tuple[str, int]]:
+    return lambda i: (rows[i][0], rows[i][1])
+
+
+def _pair_fast(rows: Sequence[ChainRow], placed: Sequence[tuple[int, bytes]]) -> _Paired | None:
+    """Events and ``(position, leaf)`` pairs read in the same order: when every leaf is the one
+    its event hashes to (the leaf covers the run id and sequence number, so this also shows
+    they belong together), the pairing; else ``None`` (read the leaves with their keys)."""
+    sha = hashlib.sha256  # leaf_hash, inlined: one per event
+    computed = [sha(f"\x00{r[0]}\x1f{r[1]}\x1f{r[9]}".encode()).digest() for r in rows]
+    if len(rows) != len(placed) or computed != [p[1] for p in placed]:
+        return None
+    return _Paired([p[0] for p in placed], computed, computed, _row_key(rows))
 
 
 def _pair(rows: Sequence[ChainRow], leaves: Sequence[Leaf], size: int, found: _Findings) -> _Paired:
@@ -304,10 +321,11 @@ def _pair(rows: Sequence[ChainRow], leaves: Sequence[Leaf], size: int, found: _F
         and [r[1] for r in rows] == [leaf[1] for leaf in leaves]
         and [r[0] for r in rows] == [leaf[0] for leaf in leaves]
     ):
-        return _Paired([leaf[2] for leaf in leaves], computed, [leaf[3] for leaf in leaves], rows)
+        positions = [leaf[2] for leaf in leaves]
+        return _Paired(positions, computed, [leaf[3] for leaf in leaves], _row_key(rows))
     by_key = {(leaf[0], leaf[1]): leaf for leaf in leaves}
     keys: list[tuple[str, int]] = []
-    out = _Paired([], [], [], None, keys)
+    out = _Paired([], [], [], keys.__getitem__)
     for r, mine in zip(rows, computed, strict=True):
         leaf = by_key.pop((r[0], r[1]), None)
         if leaf is None:
@@ -391,18 +409,13 @@ def _root(levels: list[list[bytes]], size: int) -> bytes:
 
 
 async def _check_tree(
-    store: MerkleLog,
-    head: TreeHead,
-    rows: Sequence[ChainRow],
-    leaves: Sequence[Leaf],
-    found: _Findings,
+    store: MerkleLog, head: TreeHead, paired: _Paired, differ: bool, found: _Findings
 ) -> list[list[bytes]] | None:
-    """The whole tree against the events and against its stored state. Returns the complete
-    subtrees of the leaves recomputed from the events (what checkpoints are checked against),
-    ``None`` when leaves are missing and no root can be computed."""
+    """The whole tree against the events (``paired``: every leaf, recomputed and stored) and
+    against its stored state. Returns the complete subtrees of the leaves recomputed from the
+    events (what checkpoints are checked against), ``None`` when leaves are missing and no root
+    can be computed."""
     size = head.size
-    paired = _pair(rows, leaves, size, found)
-    differ = _rewritten(paired, found)
     stored = _placed(paired.positions, paired.stored, size, found)
     if stored is None:
         return None
@@ -510,17 +523,14 @@ async def _cached(
 async def _check_run_leaves(
     store: MerkleLog,
     head: TreeHead,
-    rows: Sequence[ChainRow],
-    leaves: Sequence[Leaf],
+    paired: _Paired,
     checkpoints: Sequence[Checkpoint],
     key: PublicKey | None,
     found: _Findings,
     report: AuditReport,
 ) -> None:
-    """One run: its leaves match its events and are in the stored tree (inclusion proofs);
-    with checkpoints, the tree extends each and the run's older leaves are in it."""
-    paired = _pair(rows, leaves, head.size, found)
-    _rewritten(paired, found)
+    """One run: its leaves are in the stored tree (inclusion proofs); with checkpoints, the
+    tree extends each and the run's older leaves are in it."""
     cache: dict[tuple[int, int], bytes] = {}
     pairs = list(enumerate(zip(paired.positions, paired.ours, strict=True)))
     try:
@@ -562,27 +572,36 @@ async def _included(
 
 
 # --- verify --------------------------------------------------------------------------------------
-async def verify(
-    store: Store,
-    run_id: str | None = None,
-    *,
-    checkpoints: Sequence[Checkpoint] = (),
-    public_key: PublicKey | None = None,
-) -> AuditReport:
-    """Check one run (or every run): chains, recorded heads, seals, the Merkle tree (the whole
-    tree for every run; a run's own leaves and their inclusion for one) and, given
-    ``checkpoints`` and the ``public_key`` they must be signed with, that the log extends them.
-    """
-    if checkpoints and public_key is None:
-        raise ValueError("checkpoints are checked against a trusted public key: pass public_key")
-    t0 = time.perf_counter()
-    tree = store if isinstance(store, MerkleLog) else None
-    head = await tree.tree_head() if tree is not None else None
-    heads = await store.recorded_heads()
-    rows = await store.chain_rows(run_id)
-    leaves = await tree.tree_leaves(run_id) if tree is not None else []
+@dataclass(slots=True)
+class Shard:
+    """What the check of a part of the log (a range of runs) found: its counts, its runs'
+    problems, the runs it saw, and every leaf with its position (recomputed from its event,
+    and as stored)."""
+
+    runs: int
+    events: int
+    problems: list[Problem]
+    seen: set[str]
+    paired: _Paired
+    differ: bool
+
+
+def check_shard(
+    rows: Sequence[ChainRow],
+    leaves: Sequence[Leaf] | Sequence[tuple[int, bytes]] | None,
+    recorded: dict[str, RecordedHead],
+    size: int,
+) -> Shard | None:
+    """Chains, heads and seals of the runs in ``rows``, and their events against their
+    leaves: ``Leaf`` rows, or (quicker) ``(position, leaf)`` pairs in the events' order, for
+    which ``None`` means they do not match one to one (check again with ``Leaf`` rows to name
+    what differs); ``None`` leaves: the store keeps no tree."""
+    paired: _Paired | None = None
+    if leaves and len(leaves[0]) == 2:
+        paired = _pair_fast(rows, leaves)  # type: ignore[arg-type]
+        if paired is None:
+            return None
     report = AuditReport()
-    recorded = {h[0]: h for h in heads}
     named: set[str] = set()
     hashes = _recompute(rows)
     for rid, start, end in _by_run(rows):
@@ -598,19 +617,90 @@ async def verify(
         if problem is not None:
             report.problems.append(problem)
             named.add(rid)
-    seen = {r[0] for r in rows} if run_id is None else {run_id} if rows else set()
+    seen = {r[0] for r in rows}
+    found = _Findings(report, named)
+    if paired is None:
+        if leaves is None:
+            paired = _Paired([], [], [], _row_key(rows))
+        else:
+            paired = _pair(rows, leaves, size, found)  # type: ignore[arg-type]
+    differ = _rewritten(paired, found)
+    found.close()
+    return Shard(report.runs, report.events, report.problems, seen, paired, differ)
+
+
+async def _check_all(store: AuditShards, recorded: dict[str, RecordedHead], size: int) -> Shard:
+    """The whole log in this process: events and leaves read together, quickly when they
+    match, with their keys when they do not."""
+    rows, placed = await store.audit_rows(keys=False)
+    shard = check_shard(rows, placed, recorded, size)
+    if shard is None:
+        rows, leaves = await store.audit_rows()
+        shard = check_shard(rows, leaves, recorded, size)
+    assert shard is not None
+    return shard
+
+
+async def verify(
+    store: Store,
+    run_id: str | None = None,
+    *,
+    checkpoints: Sequence[Checkpoint] = (),
+    public_key: PublicKey | None = None,
+    workers: int | None = None,
+) -> AuditReport:
+    """Check one run (or every run): chains, recorded heads, seals, the Merkle tree (the whole
+    tree for every run; a run's own leaves and their inclusion for one) and, given
+    ``checkpoints`` and the ``public_key`` they must be signed with, that the log extends them.
+
+    ``workers``: how many processes check a large store in parts (default: one per CPU, up
+    to 4, for stores of 100,000 events or more on SQLite or PostgreSQL; 1: this process only).
+    """
+    if checkpoints and public_key is None:
+        raise ValueError("checkpoints are checked against a trusted public key: pass public_key")
+    t0 = time.perf_counter()
+    tree = store if isinstance(store, MerkleLog) else None
+    head = await tree.tree_head() if tree is not None else None
+    size = head.size if head is not None else 0
+    heads = await store.recorded_heads()
+    recorded = {h[0]: h for h in heads}
+    if run_id is None and tree is not None and isinstance(store, AuditShards):
+        from . import _shards  # it checks parts of the log with check_shard
+
+        parts = _shards.workers_for(workers, size)
+        if parts > 1:
+            shards = await _shards.in_parallel(store, parts, recorded, size)
+        else:
+            shards = [await _check_all(store, recorded, size)]
+    else:
+        rows = await store.chain_rows(run_id)
+        some = await tree.tree_leaves(run_id) if tree is not None else None
+        one = check_shard(rows, some, recorded, size)
+        assert one is not None
+        shards = [one]
+    report = AuditReport()
+    named: set[str] = set()
+    for shard in shards:
+        report.runs += shard.runs
+        report.events += shard.events
+        report.problems += shard.problems
+        named.update(p.run_id for p in shard.problems)
+    seen = set().union(*(s.seen for s in shards))
     for h in heads:
         if (run_id is None or h[0] == run_id) and h[0] not in seen and h[2] > 0:
             report.runs += 1
-            named.add(h[0])
-            report.problems.append(
-                Problem(h[0], 1, "removed", f"the run recorded {h[2]} events; none are left")
-            )
+            if h[0] not in named:
+                named.add(h[0])
+                report.problems.append(
+                    Problem(h[0], 1, "removed", f"the run recorded {h[2]} events; none are left")
+                )
     if tree is not None and head is not None:
         report.origin, report.tree_size, report.root = head.origin, head.size, head.root.hex()
         found = _Findings(report, named)
+        paired = _merged([s.paired for s in shards])
         if run_id is None:
-            levels = await _check_tree(tree, head, rows, leaves, found)
+            differ = any(s.differ for s in shards)
+            levels = await _check_tree(tree, head, paired, differ, found)
             if public_key is not None:
                 await _check_checkpoints(tree, head, checkpoints, public_key, levels, report)
                 if levels is None:
@@ -619,10 +709,19 @@ async def verify(
                             c.ok = False
                             c.detail = "cannot be checked: the tree's leaves are not all there"
         else:
-            await _check_run_leaves(
-                tree, head, rows, leaves, checkpoints, public_key, found, report
-            )
+            await _check_run_leaves(tree, head, paired, checkpoints, public_key, found, report)
         found.close()
     report.heads_digest = heads_digest(heads)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _merged(parts: list[_Paired]) -> _Paired:
+    if len(parts) == 1:
+        return parts[0]
+    out = _Paired([], [], [], lambda i: ("", 0))  # the parts named their problems themselves
+    for p in parts:
+        out.positions += p.positions
+        out.ours += p.ours
+        out.stored += p.stored
+    return out

@@ -20,7 +20,7 @@ from ._model import (
     RunInfo,
     chain_hash,
 )
-from ._protocol import Claim, MerkleLog, RunQueue, RunWriter, Store
+from ._protocol import AuditShards, Claim, MerkleLog, RunQueue, RunWriter, Store
 from ._sqlite import SQLiteStore
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "GENESIS",
     "NODE_STRIDE",
     "TERMINAL",
+    "AuditShards",
     "Claim",
     "Event",
     "Leaf",

@@ -138,6 +138,21 @@ class CompactRange:
         return fold_right(self.hashes)
 
 
+def split_runs(runs: Sequence[tuple[Any, ...]], parts: int) -> list[str]:
+    """Run ids (from ``(run_id, events)`` rows in the store's order) that cut the runs into
+    ``parts`` ranges of about as many events each."""
+    total = sum(int(r[1]) for r in runs)
+    cuts: list[str] = []
+    done = 0
+    for run_id, events in runs:
+        if len(cuts) + 1 >= parts:
+            break
+        if done >= total * (len(cuts) + 1) / parts:
+            cuts.append(run_id)
+        done += int(events)
+    return cuts
+
+
 # --- SQLite ------------------------------------------------------------------------------------
 _SQLITE_STATE = "SELECT origin, size, frontier FROM merkle_state WHERE id = 1"
 _SQLITE_LEAF = "INSERT INTO merkle_leaves (run_id, seq, pos, leaf) VALUES (?,?,?,?)"

@@ -43,7 +43,15 @@ from psycopg import sql
 
 from ..errors import StoreError
 from ._buffer import buffer_event
-from ._merkle import PG_APPEND, PG_WITH_APPEND, Leaf, TreeHead, check_level, pg_leaves
+from ._merkle import (
+    PG_APPEND,
+    PG_WITH_APPEND,
+    Leaf,
+    TreeHead,
+    check_level,
+    pg_leaves,
+    split_runs,
+)
 from ._model import (
     EVENT_COLUMNS,
     GENESIS,
@@ -959,6 +967,55 @@ class PostgresStore:
                 (level, start, end),
             )
         return [bytes(r[0]) for r in rows]
+
+    async def audit_rows(
+        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+    ) -> tuple[list[ChainRow], list[Any]]:
+        await self._same_loop()
+        conds: list[str] = []
+        args: list[str] = []
+        if first is not None:
+            conds.append("{t}run_id >= %s")
+            args.append(first)
+        if last is not None:
+            conds.append("{t}run_id < %s")
+            args.append(last)
+        where = "WHERE " + " AND ".join(conds) if conds else ""
+
+        async def read(conn: Conn) -> tuple[list[ChainRow], list[Any]]:
+            async with conn.transaction():  # one snapshot for both
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = await conn.execute(
+                    "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                    "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                    f"LEFT JOIN blobs b ON b.sha256 = e.blob {where.format(t='e.')} "
+                    "ORDER BY e.run_id, e.seq",
+                    args,
+                )
+                rows: list[ChainRow] = await cur.fetchall()
+                cur = await conn.execute(
+                    f"SELECT {'run_id, seq, ' if keys else ''}pos, leaf FROM merkle_leaves "
+                    f"{where.format(t='')} "
+                    "ORDER BY run_id, seq",
+                    args,
+                )
+                got = await cur.fetchall()
+                if not keys:
+                    return rows, [(int(r[0]), bytes(r[1])) for r in got]
+                leaves = [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in got]
+            return rows, leaves
+
+        async with self._read_lock:
+            return await self._retrying("cannot read the run store", self._reader_conn, read)
+
+    async def run_split(self, parts: int) -> list[str]:
+        runs = await self._query("SELECT run_id, head_seq FROM runs ORDER BY run_id")
+        return split_runs(runs, parts)
+
+    def reopened(self) -> PostgresStore:
+        return PostgresStore(
+            self._conninfo, durability=self.durability, fsync=self.fsync, schema=self.schema
+        )
 
     async def request_cancel(self, run_id: str) -> None:
         await self._execute(

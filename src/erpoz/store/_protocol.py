@@ -161,3 +161,26 @@ class MerkleLog(Protocol):
         roots of complete subtrees of ``2**level`` leaves at the stored levels (multiples of
         ``NODE_STRIDE``); a ``StoreError`` for another level."""
         ...
+
+
+@runtime_checkable
+class AuditShards(Protocol):
+    """What lets ``verify`` read a durable store in parts, each in a process of its own."""
+
+    async def audit_rows(
+        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+    ) -> tuple[list[ChainRow], list[Any]]:
+        """The events exactly as stored (:meth:`Store.chain_rows`) and their leaves
+        (:meth:`MerkleLog.tree_leaves`; without ``keys``, only ``(position, leaf)``) of the runs
+        with ``first <= run_id < last`` (``None``: no bound), both ordered by run and sequence,
+        read in one transaction."""
+        ...
+
+    async def run_split(self, parts: int) -> list[str]:
+        """Up to ``parts - 1`` run ids, ascending in the store's own order, that cut its runs
+        into ranges of about as many events each."""
+        ...
+
+    def reopened(self) -> Store:
+        """A new store object on the same database (for another process, after a fork)."""
+        ...

@@ -20,7 +20,15 @@ from typing import Any
 
 from ..errors import StoreError
 from ._buffer import buffer_event
-from ._merkle import Leaf, TreeHead, sqlite_append, sqlite_backfill, sqlite_hashes, sqlite_head
+from ._merkle import (
+    Leaf,
+    TreeHead,
+    split_runs,
+    sqlite_append,
+    sqlite_backfill,
+    sqlite_hashes,
+    sqlite_head,
+)
 from ._model import (
     EVENT_COLUMNS,
     GENESIS,
@@ -252,7 +260,7 @@ class SQLiteStore:
                     db.execute("ROLLBACK TO all_events")
                     refused.update(self._insert_per_run(rows))
                 db.execute("RELEASE all_events")
-                sqlite_append(db, [r for r in rows if r[0] not in refused] if refused else rows)
+                self._append_tree([r for r in rows if r[0] not in refused] if refused else rows)
                 db.executemany(
                     "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
                     "output=coalesce(?, output), error=?, waiting_step=? WHERE run_id=?",
@@ -287,6 +295,10 @@ class SQLiteStore:
             w = self._owned.pop(run_id, None)
             if w is not None and why == _TAKEN_OVER:
                 w.lost = True
+
+    def _append_tree(self, rows: list[tuple[Any, ...]]) -> None:
+        """The events just inserted join the Merkle tree (inside the commit's transaction)."""
+        sqlite_append(self._db, rows)
 
     def _insert_new_runs(self, new_runs: list[tuple[Any, ...]]) -> dict[str, str]:
         """The rows of runs created since the last commit; a run whose id is taken already is
@@ -653,6 +665,40 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot read the Merkle tree") from exc
 
+    async def audit_rows(
+        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+    ) -> tuple[list[ChainRow], list[Any]]:
+        where, args = _run_range(first, last, "?")
+        db = self._db
+        try:
+            db.execute("BEGIN")  # one snapshot for both (WAL)
+            try:
+                rows = db.execute(
+                    "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                    "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                    f"LEFT JOIN blobs b ON b.sha256 = e.blob {where.format(t='e.')} "
+                    "ORDER BY e.run_id, e.seq",
+                    args,
+                ).fetchall()
+                leaves = db.execute(
+                    f"SELECT {'run_id, seq, ' if keys else ''}pos, leaf FROM merkle_leaves "
+                    f"{where.format(t='')} "
+                    "ORDER BY run_id, seq",
+                    args,
+                ).fetchall()
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the run store") from exc
+        return rows, leaves
+
+    async def run_split(self, parts: int) -> list[str]:
+        runs = self._query("SELECT run_id, head_seq FROM runs ORDER BY run_id", ())
+        return split_runs(runs, parts)
+
+    def reopened(self) -> SQLiteStore:
+        return SQLiteStore(self.path, durability=self.durability)
+
     async def request_cancel(self, run_id: str) -> None:
         try:
             self._db.execute("UPDATE runs SET cancel_requested=1 WHERE run_id=?", (run_id,))
@@ -707,6 +753,18 @@ def _run_info(r: Any) -> RunInfo:
         r[18],
         r[19],
     )
+
+
+def _run_range(first: str | None, last: str | None, mark: str) -> tuple[str, list[str]]:
+    """A WHERE clause (``{t}`` for the table's prefix) for ``first <= run_id < last``."""
+    conds, args = [], []
+    if first is not None:
+        conds.append(f"{{t}}run_id >= {mark}")
+        args.append(first)
+    if last is not None:
+        conds.append(f"{{t}}run_id < {mark}")
+        args.append(last)
+    return ("WHERE " + " AND ".join(conds) if conds else ""), args
 
 
 def _split_sql(sql: str) -> list[str]:
