@@ -59,7 +59,7 @@ def test_a_checkpoint_signs_origin_size_root_and_time(tmp_path: Path) -> None:
     assert cp.signed_by(key.public_key)
     text = Checkpoint.message(cp.origin, cp.size, cp.root, cp.timestamp_ms).decode()
     assert text.splitlines() == [
-        "erpoz checkpoint v1",
+        "erpoz-checkpoint/1",
         cp.origin,
         "4",
         cp.root.hex(),

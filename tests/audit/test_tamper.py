@@ -465,3 +465,40 @@ def test_one_runs_verify_uses_inclusion_and_consistency_proofs(victim: Victim) -
     report = asyncio.run(one(victim.runs[0]))
     assert not report.ok and "rewritten" in {p.what for p in report.problems}
     assert not report.checkpoints[0].ok
+
+
+@pytest.mark.parametrize(
+    "name", ["payload byte", "deleted run (+ tree)", "rewrite + re-chain + head + tree"]
+)
+def test_verify_in_parallel_processes_finds_the_same(victim: Victim, name: str) -> None:
+    """A large store is checked in ranges of runs by forked children: the same findings."""
+    from erpoz.audit import _shards
+
+    assert _shards.workers_for(3, 0) == 3, "this test must fork (one thread, fork available)"
+    KINDS[name].change(victim)
+
+    async def both() -> tuple[AuditReport, AuditReport]:
+        store = open_store(victim.url)
+        try:
+            kw: dict[str, Any] = {"checkpoints": [victim.checkpoint], "public_key": KEY.public_key}
+            return await verify(store, workers=1, **kw), await verify(store, workers=3, **kw)
+        finally:
+            await store.close()
+
+    one, three = asyncio.run(both())
+    assert not one.ok and three.problems == one.problems
+    assert (three.runs, three.events, three.root) == (one.runs, one.events, one.root)
+
+
+def test_a_clean_store_verifies_in_parallel_processes(victim: Victim) -> None:
+    async def main() -> AuditReport:
+        store = open_store(victim.url)
+        try:
+            return await verify(
+                store, workers=4, checkpoints=[victim.checkpoint], public_key=KEY.public_key
+            )
+        finally:
+            await store.close()
+
+    report = asyncio.run(main())
+    assert report.ok and report.runs == 4 and all(c.ok for c in report.checkpoints)

@@ -8,7 +8,7 @@ back, even by someone who can write to the database, as long as they cannot sign
 
 The signed text is five lines::
 
-    erpoz checkpoint v1
+    erpoz-checkpoint/1
     <origin>
     <size>
     <root, hex>
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 FORMAT = "erpoz-checkpoint/1"
-_PREFIX = "erpoz checkpoint v1"
+_PREFIX = "erpoz-checkpoint/1"
 
 
 class CheckpointError(ErpozError):
