@@ -15,8 +15,11 @@ then D. The changes touch what was recorded before the checkpoint.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,38 +470,69 @@ def test_one_runs_verify_uses_inclusion_and_consistency_proofs(victim: Victim) -
     assert not report.checkpoints[0].ok
 
 
+_PARALLEL = """
+import asyncio, json, sys
+from erpoz.audit import _shards, verify
+from erpoz.audit.checkpoints import Checkpoint, PublicKey
+from erpoz.store import open_store
+
+url, workers, cp, pem = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+assert _shards.workers_for(workers, 0) == workers, "this process must be able to fork"
+
+
+async def main():
+    store = open_store(url)
+    try:
+        report = await verify(
+            store,
+            workers=workers,
+            checkpoints=[Checkpoint.from_json(cp, "argv")],
+            public_key=PublicKey.from_pem(pem.encode(), "argv"),
+        )
+    finally:
+        await store.close()
+    print(json.dumps(report.to_json()))
+
+
+asyncio.run(main())
+"""
+
+
+def in_parallel(v: Victim, workers: int) -> dict[str, Any]:
+    """``verify`` with ``workers`` forked processes, run from a fresh (one-thread) process."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PARALLEL,
+            v.url,
+            str(workers),
+            json.dumps(v.checkpoint.to_json()),
+            KEY.public_key.pem().decode(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
 @pytest.mark.parametrize(
     "name", ["payload byte", "deleted run (+ tree)", "rewrite + re-chain + head + tree"]
 )
 def test_verify_in_parallel_processes_finds_the_same(victim: Victim, name: str) -> None:
     """A large store is checked in ranges of runs by forked children: the same findings."""
-    from erpoz.audit import _shards
-
-    assert _shards.workers_for(3, 0) == 3, "this test must fork (one thread, fork available)"
     KINDS[name].change(victim)
-
-    async def both() -> tuple[AuditReport, AuditReport]:
-        store = open_store(victim.url)
-        try:
-            kw: dict[str, Any] = {"checkpoints": [victim.checkpoint], "public_key": KEY.public_key}
-            return await verify(store, workers=1, **kw), await verify(store, workers=3, **kw)
-        finally:
-            await store.close()
-
-    one, three = asyncio.run(both())
-    assert not one.ok and three.problems == one.problems
-    assert (three.runs, three.events, three.root) == (one.runs, one.events, one.root)
+    one = check(victim, victim.checkpoint).to_json()
+    three = in_parallel(victim, 3)
+    assert not one["ok"] and three["problems"] == one["problems"]
+    for key in ("runs", "events", "tree", "checkpoints"):
+        assert three[key] == one[key], key
 
 
 def test_a_clean_store_verifies_in_parallel_processes(victim: Victim) -> None:
-    async def main() -> AuditReport:
-        store = open_store(victim.url)
-        try:
-            return await verify(
-                store, workers=4, checkpoints=[victim.checkpoint], public_key=KEY.public_key
-            )
-        finally:
-            await store.close()
-
-    report = asyncio.run(main())
-    assert report.ok and report.runs == 4 and all(c.ok for c in report.checkpoints)
+    report = in_parallel(victim, 4)
+    assert report["ok"] and report["runs"] == 4 and all(c["ok"] for c in report["checkpoints"])
