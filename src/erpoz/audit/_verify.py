@@ -15,8 +15,10 @@ What each check catches (docs/governance.md has the whole threat model):
   reordered, removed or rolled back, even when everything in the database was made to agree.
 
 Reads are ordered so that a store being written meanwhile does not look tampered with: the
-tree's head first, then the recorded heads, then the events, then the leaves (each read sees
-at least what the one before it saw; events and their leaves commit together).
+tree's head first, then the recorded heads, then the events with their leaves (in one
+transaction on SQLite and PostgreSQL; each read sees at least what the one before it saw, and
+events and their leaves commit together). A large store is checked in parts by forked
+processes (:mod:`._shards`).
 """
 
 from __future__ import annotations
