@@ -51,6 +51,8 @@ def _ships(relative: str) -> bool:
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: what is there
         return (ROOT / relative).exists()
     return bool(out.strip())
+
+
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 RUN_ID = re.compile(r"\br1[0-9a-f]{10,18}\b")

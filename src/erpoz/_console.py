@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,7 +16,10 @@ from .errors import ConfigError, StoreError
 from .store import DURABILITY, SCHEMES, Store, open_store
 
 if TYPE_CHECKING:
+    from .audit.checkpoints import AutoCheckpointer
     from .engine import Engine
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING = 0, 1, 2, 3
 EXIT_STORE, EXIT_RUN, EXIT_CANCELLED, EXIT_INTERRUPTED = 4, 5, 6, 130
@@ -172,3 +176,25 @@ def reviewer_for(given: str, config: str | None = None) -> str:
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
     return named or os_user()
+
+
+def auto_checkpoints(st: Store, config: str | None = None) -> AutoCheckpointer | None:
+    """The project's automatic checkpoints (``audit.every_events`` / ``every_seconds`` in
+    erpoz.yaml) for a process that records runs; a bad ``audit`` section exits 2."""
+    from .audit.settings import project_checkpointer
+
+    def warn(exc: Exception) -> None:
+        err.print(f"[yellow]audit checkpoint not written:[/] {escape(str(exc))}", highlight=False)
+
+    try:
+        return project_checkpointer(st, config, on_error=warn)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+
+
+async def with_checkpoints(checkpoints: AutoCheckpointer | None, work: Awaitable[T]) -> T:
+    """Await ``work`` while ``checkpoints`` are made (and a last one after it)."""
+    if checkpoints is None:
+        return await work
+    async with checkpoints:
+        return await work

@@ -38,12 +38,14 @@ from ._console import (
     RayAddressOpt,
     StoreOpt,
     TagsOpt,
+    auto_checkpoints,
     build_engine,
     err,
     fail,
     open_or_fail,
     out,
     reviewer_for,
+    with_checkpoints,
 )
 from ._input import MAX_JSON_DEPTH, check_depth, read_json_file
 from .cli_audit import audit_app
@@ -351,8 +353,9 @@ def run(
         ray_address=ray_address,
         observers=[view.observe] if view else None,
     )
+    running = with_checkpoints(auto_checkpoints(st, config), engine.run(plan, values, tags=tags))
     try:
-        result = _call(_drive(engine, engine.run(plan, values, tags=tags), view))
+        result = _call(_drive(engine, running, view))
     finally:
         engine.executor.shutdown()
     _report(result, as_json, st, config)

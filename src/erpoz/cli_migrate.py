@@ -202,6 +202,21 @@ def _print(r: MigrationReport) -> None:
             f"the {in_both:,} runs in both stores record the same heads, digest {r.heads_digest}",
             highlight=False,
         )
+    if r.tree is not None:
+        t = r.tree
+        if t.mirrors:
+            out.print(
+                f"  merkle tree: the source's ({t.size:,} events, log {t.origin}, root "
+                f"{t.root[:16]}…): checkpoints signed for the source verify against the copy",
+                highlight=False,
+            )
+        else:
+            err.print(
+                f"[yellow]merkle tree:[/] the destination's own ({t.size:,} events; "
+                f"{t.appended:,} added): {escape(t.why_not)}; checkpoints of the source do not "
+                "carry over: sign a new one (`erpoz audit checkpoint`)",
+                highlight=False,
+            )
     for p in r.source_problems:
         err.print(
             f"[yellow]copied with the source's problem (--force):[/] {escape(str(p))}",

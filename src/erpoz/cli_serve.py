@@ -22,6 +22,7 @@ from ._console import (
     EXIT_INVALID,
     EXIT_STORE,
     StoreOpt,
+    auto_checkpoints,
     check_store_options,
     err,
     fail,
@@ -177,6 +178,10 @@ def serve(
         sock.close()
         fail(str(exc), EXIT_STORE)
     bound = sock.getsockname()[1]
+    checkpoints = auto_checkpoints(state.store, config)
+    if checkpoints is not None:  # the last checkpoint is made before the store closes
+        state.on_startup.append(checkpoints.start)
+        state.on_shutdown.append(checkpoints.stop)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{bound}"
 

@@ -8,7 +8,7 @@ import json
 import logging
 import signal
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
@@ -26,16 +26,21 @@ from ._console import (
     RayAddressOpt,
     StoreOpt,
     TagsOpt,
+    auto_checkpoints,
     build_engine,
     err,
     fail,
     open_or_fail,
     out,
+    with_checkpoints,
 )
 from .engine import Engine, RunResult, Worker
 from .engine._worker import DEFAULT_MAX_CLAIMS
 from .errors import ErpozError, FlowError, RunError, StoreError
 from .store import TERMINAL, Store
+
+if TYPE_CHECKING:
+    from .audit.checkpoints import AutoCheckpointer
 
 QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="The queue workers take it from.")]
 
@@ -221,7 +226,8 @@ def worker(
             highlight=False,
         )
     try:
-        stats = asyncio.run(_work(w, st, grace, live=verbose and err.is_terminal))
+        checkpoints = auto_checkpoints(st, config)
+        stats = asyncio.run(_work(w, st, grace, live=verbose and err.is_terminal, cp=checkpoints))
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
     except ErpozError as exc:
@@ -236,7 +242,9 @@ def worker(
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _work(w: Worker, st: Store, grace: float, *, live: bool) -> dict[str, Any]:
+async def _work(
+    w: Worker, st: Store, grace: float, *, live: bool, cp: AutoCheckpointer | None = None
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     stopping = {"n": 0}
 
@@ -252,7 +260,7 @@ async def _work(w: Worker, st: Store, grace: float, *, live: bool) -> dict[str, 
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    task = asyncio.ensure_future(w.run())
+    task = asyncio.ensure_future(with_checkpoints(cp, w.run()))
     try:
         if live:
             with Live(_summary(w.stats.counts(), w.in_flight), console=err, transient=True) as lv:

@@ -12,6 +12,7 @@ a durable store when the writer is flushed or released, so tests flush before re
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from erpoz import StoreError
-from erpoz.store import GENESIS, Event, NewRun, Store, chain_hash
+from erpoz.store import EMPTY_ROOT, GENESIS, Event, MerkleLog, NewRun, Store, chain_hash
 
 OWNER = f"contract-host:{os.getpid()}:owner-a"
 OTHER = f"contract-host:{os.getpid()}:owner-b"
@@ -534,6 +535,101 @@ class StoreContract:
 
         run(main())
 
+    # --- the Merkle tree (erpoz.store.MerkleLog) --------------------------------------------------
+    def test_every_event_is_a_leaf_in_the_order_committed(self, store: Store) -> None:
+        async def main() -> None:
+            assert isinstance(store, MerkleLog)
+            empty = await store.tree_head()
+            assert (empty.size, empty.root) == (0, EMPTY_ROOT) and len(empty.origin) >= 16
+            w1 = await store.create_run(new_run("run-1"), OWNER)
+            w2 = await store.create_run(new_run("run-2"), OWNER)
+            await w1.flush()
+            for i in range(3):  # interleaved, committed together
+                w1.append("note", data={"i": i})
+                w2.append("note", data={"i": i})
+            await w1.flush()
+            await w2.release()
+            await w1.release()
+            leaves = await store.tree_leaves()
+            assert [(leaf[0], leaf[1]) for leaf in leaves] == sorted(
+                (leaf[0], leaf[1]) for leaf in leaves
+            ), "ordered by run and sequence, like chain_rows"
+            by_pos = sorted(leaves, key=lambda leaf: leaf[2])
+            assert [leaf[2] for leaf in by_pos] == list(range(8))
+            assert [(leaf[0], leaf[1]) for leaf in by_pos[2:]] == [
+                ("run-1", 2),
+                ("run-2", 2),
+                ("run-1", 3),
+                ("run-2", 3),
+                ("run-1", 4),
+                ("run-2", 4),
+            ], "events committed together go in the order they were appended"
+            hashes = {(r[0], r[1]): r[9] for r in await store.chain_rows()}
+            for run_id, seq, _pos, leaf in leaves:
+                expected = hashlib.sha256(
+                    b"\x00" + f"{run_id}\x1f{seq}\x1f{hashes[(run_id, seq)]}".encode()
+                ).digest()
+                assert leaf == expected
+            head = await store.tree_head()
+            assert head.size == 8 and head.origin == empty.origin
+            assert head.root == mth([leaf[3] for leaf in by_pos])
+            assert [leaf[:3] for leaf in await store.tree_leaves("run-2")] == [
+                ("run-2", s, p) for _r, s, p, _l in leaves if _r == "run-2"
+            ]
+
+        run(main())
+
+    def test_the_root_is_rfc_9162s_after_every_commit(self, store: Store) -> None:
+        async def main() -> None:
+            assert isinstance(store, MerkleLog)
+            w = await store.create_run(new_run("run-1"), OWNER)
+            for n in range(2, 40):
+                w.append("note", data={"n": n})
+                if n % 3:
+                    await w.flush()
+                else:
+                    w.append("note", data={"n": -n})
+                    await w.flush()
+                head = await store.tree_head()
+                leaves = sorted(await store.tree_leaves(), key=lambda leaf: leaf[2])
+                assert head.size == len(leaves)
+                assert head.root == mth([leaf[3] for leaf in leaves]), head.size
+            await w.release()
+
+        run(main())
+
+    def test_stored_nodes_are_the_roots_of_complete_subtrees(self, store: Store) -> None:
+        async def main() -> None:
+            assert isinstance(store, MerkleLog)
+            w = await store.create_run(new_run("run-1"), OWNER)
+            for i in range(300):
+                w.append("note", data={"i": i})
+                if i % 64 == 0:
+                    await w.flush()
+            await w.release()
+            leaves = [leaf[3] for leaf in sorted(await store.tree_leaves(), key=lambda x: x[2])]
+            n = len(leaves)
+            assert n == 301
+            assert await store.tree_hashes(0, 10, 14) == leaves[10:14]
+            level4 = await store.tree_hashes(4, 0, n)
+            assert level4 == [mth(leaves[i * 16 : (i + 1) * 16]) for i in range(n // 16)]
+            assert await store.tree_hashes(8, 0, 9) == [mth(leaves[:256])]
+            assert await store.tree_hashes(4, 5, 7) == level4[5:7]
+            with pytest.raises(StoreError, match="level 3"):
+                await store.tree_hashes(3, 0, 1)
+
+        run(main())
+
+
+def mth(leaves: list[bytes]) -> bytes:
+    """RFC 9162's Merkle Tree Hash of leaf hashes, as the RFC defines it (recursively)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
 
 def dead_owner() -> str:
     """An owner id naming a process of this host that has exited."""
@@ -687,6 +783,21 @@ class QueueContract:
             await claim.writer.flush()
             again = await store.claim_next(OTHER, ["default"])  # its lease has 30 s to go
             assert again is not None and again.previous_owner == gone
+
+        run(main())
+
+    def test_submitted_and_claimed_runs_are_in_the_tree(self, store: Any) -> None:
+        async def main() -> None:
+            await store.submit_run(new_run("q-1"), "default")
+            claim = await store.claim_next(OWNER, ["default"])
+            assert claim is not None
+            claim.writer.append("run_resumed")
+            claim.writer.append("run_succeeded", payload="1")
+            await claim.writer.release()
+            rows = await store.chain_rows("q-1")
+            leaves = await store.tree_leaves("q-1")
+            assert [(leaf[0], leaf[1]) for leaf in leaves] == [(r[0], r[1]) for r in rows]
+            assert len(rows) == 4 and (await store.tree_head()).size == 4
 
         run(main())
 

@@ -623,3 +623,66 @@ def test_an_empty_postgres_schema_is_not_a_source(stores: Stores) -> None:
 def rows_of(path: Path, query: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as db:
         return db.execute(query).fetchall()
+
+
+# --- the Merkle tree --------------------------------------------------------------------------
+async def _checkpoint_verifies(url: str, cps: list[Any], key: Any) -> AuditReport:
+    store = open_store(url)
+    try:
+        return await verify(store, checkpoints=cps, public_key=key)
+    finally:
+        await store.close()
+
+
+async def _sign(url: str, key: Any) -> Any:
+    from erpoz.audit.checkpoints import sign_checkpoint
+
+    store = open_store(url)
+    try:
+        return await sign_checkpoint(store, key)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(("src_kind", "dst_kind"), PAIRS, ids=lambda k: k)
+def test_the_tree_is_carried_so_the_sources_checkpoints_verify_against_the_copy(
+    stores: Stores, src_kind: str, dst_kind: str
+) -> None:
+    from erpoz.audit.checkpoints import generate_key
+
+    key = generate_key()
+    src = make_source(stores, src_kind)
+    early = run(_sign(src, key))
+    add_run(src, "run-7-later")
+    late = run(_sign(src, key))
+    dst = stores.new(dst_kind, "destination")
+    report = copy(src, dst, batch_events=5)  # many batches: the tree still follows the source
+    assert report.tree is not None and report.tree.mirrors, report.tree
+    assert (report.tree.size, report.tree.root) == (late.size, late.root.hex())
+    checked = run(_checkpoint_verifies(dst, [early, late], key.public_key))
+    assert checked.ok, checked.problems
+    assert checked.origin == early.origin and all(c.ok for c in checked.checkpoints)
+
+    add_run(src, "run-8-after")  # a top-up keeps it the source's
+    newest = run(_sign(src, key))
+    again = copy(src, dst)
+    assert again.tree is not None and again.tree.mirrors and again.tree.appended > 0
+    assert run(_checkpoint_verifies(dst, [early, late, newest], key.public_key)).ok
+
+
+def test_a_destination_with_events_of_its_own_keeps_its_own_tree(stores: Stores) -> None:
+    from erpoz.audit.checkpoints import generate_key
+
+    key = generate_key()
+    src = make_source(stores)
+    dst = stores.new("sqlite", "destination")
+    copy(src, dst)
+    add_run(dst, "run-7-there")  # the destination goes on with a run of its own
+    add_run(src, "run-8-here")
+    newest = run(_sign(src, key))
+    report = copy(src, dst)
+    assert report.tree is not None and not report.tree.mirrors
+    assert "leaves the source's does not" in report.tree.why_not
+    assert audit(dst).ok, "every event is in the destination's tree"
+    checked = run(_checkpoint_verifies(dst, [newest], key.public_key))
+    assert not checked.ok and checked.problems[0].what == "rewritten"

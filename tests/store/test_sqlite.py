@@ -450,6 +450,8 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
 
     asyncio.run(make())
     with sqlite3.connect(path) as db:  # make it a version-1 file, as 0.1 wrote it
+        for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):  # migration 5
+            db.execute(f"DROP TABLE {table}")
         db.execute("DROP TABLE budget_holds")  # migration 4
         db.execute("DROP TABLE budget_spent")
         db.execute("DROP INDEX runs_claimable")  # migration 3
@@ -502,3 +504,91 @@ def test_a_writer_whose_run_was_taken_over_cannot_write_to_it(tmp_path: Path) ->
         await b.close()
 
     asyncio.run(main())
+
+
+# --- the Merkle tree ------------------------------------------------------------------------------
+def test_events_recorded_before_the_tree_existed_enter_it_run_by_run(tmp_path: Path) -> None:
+    from erpoz.audit import verify
+
+    path = tmp_path / "old.db"
+
+    async def make() -> None:
+        store = SQLiteStore(path)
+        for run_id in ("b-second", "a-first"):
+            w = await store.create_run(new_run(run_id), OWNER)
+            w.append("note", data={"run": run_id})
+            await w.release()
+        await store.close()
+
+    asyncio.run(make())
+    with sqlite3.connect(path) as db:  # as erpoz 0.1 left it: no tree
+        for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("PRAGMA user_version=3")
+
+    async def check() -> None:
+        store = SQLiteStore(path)
+        leaves = sorted(await store.tree_leaves(), key=lambda leaf: leaf[2])
+        assert [(leaf[0], leaf[1]) for leaf in leaves] == [
+            ("b-second", 1),  # created first
+            ("b-second", 2),
+            ("a-first", 1),
+            ("a-first", 2),
+        ]
+        assert (await verify(store)).ok
+        w = await store.claim_run("a-first", OWNER)
+        w.append("note")
+        await w.release()
+        assert (await store.tree_head()).size == 5
+        assert (await verify(store)).ok
+        await store.close()
+
+    asyncio.run(check())
+
+
+def test_two_stores_on_one_file_share_one_tree(tmp_path: Path) -> None:
+    """Two processes' stores on one file (here two connections): their commits enter the tree
+    one after another, each taking the tree as the other left it."""
+    from erpoz.audit import verify
+
+    path = tmp_path / "shared.db"
+
+    async def main() -> None:
+        a, b = SQLiteStore(path), SQLiteStore(path)
+        wa = await a.create_run(new_run("run-a"), OWNER)
+        wb = await b.create_run(new_run("run-b"), OWNER)
+        for i in range(40):
+            (wa if i % 3 else wb).append("note", data={"i": i})
+            await (wa if i % 2 else wb).flush()
+        await wa.release()
+        await wb.release()
+        head = await a.tree_head()
+        assert head.size == len(await b.chain_rows()) == 42
+        assert sorted(leaf[2] for leaf in await b.tree_leaves()) == list(range(42))
+        assert (await verify(b)).ok
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_the_tree_refuses_to_shrink_or_change_its_past(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "runs.db")
+
+    async def write() -> None:
+        w = await s.create_run(new_run("run-1"), OWNER)
+        await w.release()
+
+    asyncio.run(write())
+    db = raw(tmp_path / "runs.db")
+    for statement in (
+        "DELETE FROM merkle_leaves",
+        "UPDATE merkle_leaves SET leaf = x'00'",
+        "UPDATE merkle_state SET size = 0",
+        "UPDATE merkle_state SET origin = 'another'",
+        "DELETE FROM merkle_state",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match=r"append-only|only grows"):
+            db.execute(statement)
+    db.close()
+    asyncio.run(s.close())

@@ -1,5 +1,6 @@
-"""The run store: append-only, hash-chained events; SQLite (default), PostgreSQL and in-memory
-backends (``PostgresStore`` is imported on first use: it needs psycopg)."""
+"""The run store: append-only, hash-chained events and the Merkle tree over them; SQLite
+(default), PostgreSQL and in-memory backends (``PostgresStore`` is imported on first use: it
+needs psycopg)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from ..errors import StoreError
 from ._ledger import BudgetScope, Hold
 from ._memory import MemoryStore
+from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
 from ._model import (
     ENGINE_KINDS,
     GENESIS,
@@ -19,20 +21,25 @@ from ._model import (
     RunInfo,
     chain_hash,
 )
-from ._protocol import BudgetLedger, Claim, RunQueue, RunWriter, Store
+from ._protocol import AuditShards, BudgetLedger, Claim, MerkleLog, RunQueue, RunWriter, Store
 from ._sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_PATH",
+    "EMPTY_ROOT",
     "ENGINE_KINDS",
     "GENESIS",
+    "NODE_STRIDE",
     "TERMINAL",
+    "AuditShards",
     "BudgetLedger",
     "BudgetScope",
     "Claim",
     "Event",
     "Hold",
+    "Leaf",
     "MemoryStore",
+    "MerkleLog",
     "NewRun",
     "PostgresStore",
     "RunInfo",
@@ -40,7 +47,11 @@ __all__ = [
     "RunWriter",
     "SQLiteStore",
     "Store",
+    "TreeHead",
     "chain_hash",
+    "fold_right",
+    "leaf_hash",
+    "node_hash",
     "open_store",
 ]
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from ..audit import Problem, heads_digest, verify
 from ..errors import StoreError
 from . import open_store
+from ._merkle import PG_APPEND, TreeHead, leaf_hash, pg_leaves, sqlite_append
 from ._model import EVENT_COLUMNS, GENESIS, RecordedHead, chain_hash
 from ._owner import owner_is_dead
 from ._protocol import Store
@@ -73,6 +74,13 @@ _HEADS = (
 )
 """Each run's recorded head and its log's last sequence number (the same SQL on both backends)."""
 _ORPHAN_BLOBS = "SELECT sha256 FROM blobs EXCEPT SELECT blob FROM events WHERE blob IS NOT NULL"
+_UNTREED = (
+    "SELECT e.run_id, e.seq, e.hash FROM events e LEFT JOIN merkle_leaves l "
+    "ON l.run_id = e.run_id AND l.seq = e.seq WHERE l.pos IS NULL"
+)
+"""Events without a leaf: copied, not yet in the Merkle tree (the same SQL on both backends)."""
+TREE_CHUNK = 50_000
+"""Leaves per call of the PostgreSQL append function."""
 _CACHE_PAGE = "SELECT key, step, output, created FROM cache WHERE key > {m} ORDER BY key LIMIT {m}"
 
 OnProgress = Callable[[str, int, "int | None"], None]
@@ -118,6 +126,7 @@ class MigrationReport:
     heads_digest: str = ""  # over every run in both stores (written or already there)
     source_problems: list[Problem] = field(default_factory=list)
     columns_left_out: list[str] = field(default_factory=list)
+    tree: TreeCopy | None = None
 
     @property
     def events_per_second(self) -> float | None:
@@ -167,6 +176,31 @@ class MigrationReport:
             ],
             "source_problems": [_problem_json(p) for p in self.source_problems],
             "columns_left_out": self.columns_left_out,
+            "merkle_tree": None if self.tree is None else self.tree.to_json(),
+        }
+
+
+@dataclass(slots=True)
+class TreeCopy:
+    """What became of the Merkle tree: ``mirrors`` when the destination's tree is the source's
+    (same origin, same leaves in the same order, so checkpoints signed for the source verify
+    against the destination); else the copied events were added to the destination's own."""
+
+    mirrors: bool
+    appended: int
+    size: int = 0
+    root: str = ""
+    origin: str = ""
+    why_not: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mirrors_source": self.mirrors,
+            "appended": self.appended,
+            "size": self.size,
+            "root": self.root,
+            "origin": self.origin,
+            "why_not": self.why_not or None,
         }
 
 
@@ -308,7 +342,31 @@ class _Side(Protocol):
 
     async def insert_cache(self, rows: Sequence[Row]) -> None: ...
 
+    async def tree_state(self) -> tuple[str, int, bytes]:
+        """The Merkle tree's origin, size and root."""
+        ...
+
+    async def tree_leaves(self) -> list[Row]:
+        """``(run_id, seq, pos, leaf)`` of every leaf, in the order of the tree."""
+        ...
+
+    async def untreed(self) -> list[Row]:
+        """``(run_id, seq, hash)`` of the events that have no leaf (copied, not yet in the
+        tree)."""
+        ...
+
+    async def append_tree(self, events: Sequence[Row], origin: str | None) -> None:
+        """Put ``(run_id, seq, hash)`` events into the tree in this order (inside a
+        transaction); with ``origin``, the empty tree takes that name first."""
+        ...
+
     async def close(self) -> None: ...
+
+
+def _as_event_row(event: Row) -> Row:
+    """``(run_id, seq, hash)`` where the tree's append wants an event row (EVENT_COLUMNS)."""
+    run_id, seq, digest = event
+    return (run_id, seq, None, None, None, None, None, None, None, None, digest)
 
 
 def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
@@ -477,6 +535,24 @@ class _SQLiteSide:
         self._many(
             "INSERT OR IGNORE INTO cache (key, step, output, created) VALUES (?,?,?,?)", rows
         )
+
+    async def tree_state(self) -> tuple[str, int, bytes]:
+        (row,) = self._all("SELECT origin, size, frontier FROM merkle_state")
+        return str(row[0]), int(row[1]), TreeHead(row[0], row[1], bytes(row[2])).root
+
+    async def tree_leaves(self) -> list[Row]:
+        return self._all("SELECT run_id, seq, pos, leaf FROM merkle_leaves ORDER BY pos")
+
+    async def untreed(self) -> list[Row]:
+        return self._all(_UNTREED)
+
+    async def append_tree(self, events: Sequence[Row], origin: str | None) -> None:
+        try:
+            if origin is not None:
+                self._db.execute("UPDATE merkle_state SET origin = ? WHERE size = 0", (origin,))
+            sqlite_append(self._db, [_as_event_row(e) for e in events])
+        except sqlite3.Error as exc:
+            raise self._error(exc, f"cannot write the Merkle tree of {self.url}") from exc
 
     async def close(self) -> None:
         if self._db.in_transaction:
@@ -674,6 +750,26 @@ class _PostgresSide:
             rows,
         )
 
+    async def tree_state(self) -> tuple[str, int, bytes]:
+        (row,) = await self._all("SELECT origin, size, frontier FROM merkle_state")
+        return str(row[0]), int(row[1]), TreeHead(row[0], row[1], bytes(row[2])).root
+
+    async def tree_leaves(self) -> list[Row]:
+        rows = await self._all("SELECT run_id, seq, pos, leaf FROM merkle_leaves ORDER BY pos")
+        return [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+
+    async def untreed(self) -> list[Row]:
+        return [(r[0], int(r[1]), r[2]) for r in await self._all(_UNTREED)]
+
+    async def append_tree(self, events: Sequence[Row], origin: str | None) -> None:
+        async with self._translated(f"cannot write the Merkle tree of {self.url}"):
+            if origin is not None:
+                await self._conn.execute(
+                    "UPDATE merkle_state SET origin = %s WHERE size = 0", (origin,)
+                )
+            for part in _chunks(events, TREE_CHUNK):
+                await self._conn.execute(PG_APPEND, pg_leaves([_as_event_row(e) for e in part]))
+
     async def close(self) -> None:
         await self._conn.close()  # an open snapshot transaction is rolled back
 
@@ -843,8 +939,7 @@ async def migrate(
 
         t_copy = time.perf_counter()
         try:
-            await _copy_runs(src, dst, plan.tasks, columns, report, batch_events, note)
-            await _copy_rest(src, dst, report, note)
+            await _copy_all(src, dst, plan, columns, report, batch_events, note)
         except MigrationError as exc:
             exc.report = exc.report or report  # what was written before it stopped
             raise
@@ -856,6 +951,29 @@ async def migrate(
             await _check_copy(plan, broken, dst, dst_store, report)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+async def _copy_all(
+    src: _Side,
+    dst: _Side,
+    plan: _Plan,
+    columns: list[str],
+    report: MigrationReport,
+    batch_events: int,
+    note: OnProgress,
+) -> None:
+    """The runs (in batches of whole runs), the cache and orphan blobs, then the tree."""
+    try:
+        await _copy_runs(src, dst, plan.tasks, columns, report, batch_events, note)
+        await _copy_rest(src, dst, report, note)
+    except MigrationError:
+        if report.events and not report.dry_run:
+            # what was written goes into the destination's tree (then its own, not the
+            # source's): no event of it is left outside the tree
+            with contextlib.suppress(StoreError):
+                await _copy_tree(src, dst, report, note)
+        raise
+    await _copy_tree(src, dst, report, note)
 
 
 async def _plan(
@@ -1056,6 +1174,61 @@ async def _copy_rest(src: _Side, dst: _Side, report: MigrationReport, note: OnPr
         report.blobs += len(blobs)
 
 
+async def _copy_tree(src: _Side, dst: _Side, report: MigrationReport, note: OnProgress) -> None:
+    """Put the copied events into the destination's Merkle tree, in the source's order.
+
+    When the destination's tree is empty, or holds exactly the source's first leaves (an
+    earlier migration), and every source event after them was copied, the destination's tree
+    becomes the source's: same origin, same leaves, same roots, so checkpoints signed for the
+    source go on verifying. Otherwise the copied events are appended to the destination's own
+    tree (in the source's order) and the report says why it is not the source's.
+    """
+    note("copying the Merkle tree", 0, None)
+    origin, src_size, src_root = await src.tree_state()
+    theirs, size, _ = await dst.tree_state()
+    leaves = await src.tree_leaves()
+    waiting = {(r[0], int(r[1])): r[2] for r in await dst.untreed()}
+    order = [(r[0], int(r[1])) for r in leaves]
+    prefix = [(r[0], int(r[1]), bytes(r[3])) for r in await dst.tree_leaves()]
+    why_not = ""
+    if prefix != [(r[0], int(r[1]), bytes(r[3])) for r in leaves[: len(prefix)]]:
+        why_not = "the destination's tree holds leaves the source's does not (events of its own)"
+    elif size and theirs != origin:
+        why_not = f"the destination's tree is another log's ({theirs})"
+    else:
+        missing = next((k for k in order[size:] if k not in waiting), None)
+        if missing is not None:
+            why_not = (
+                f"not every event of the source was copied (the first left out: run "
+                f"{missing[0]}, event {missing[1]}); migrate again when it can be"
+            )
+    events = [(k[0], k[1], waiting.pop(k)) for k in order if k in waiting]
+    events += [(k[0], k[1], h) for k, h in sorted(waiting.items())]  # not from this source
+    mirrors = not why_not
+    if mirrors and any(
+        leaf_hash(e[0], e[1], e[2]) != bytes(leaves[size + i][3]) for i, e in enumerate(events)
+    ):
+        why_not, mirrors = "copied events hash to other leaves than the source's", False
+    tree = report.tree = TreeCopy(mirrors, len(events), why_not=why_not)
+    if report.dry_run:
+        tree.size, tree.origin = size + len(events), origin if mirrors else theirs
+        return
+    if events:
+        async with dst.transaction():
+            await dst.append_tree(events, origin if mirrors and size == 0 else None)
+    tree.origin, tree.size, root = await dst.tree_state()
+    tree.root = root.hex()
+    if mirrors and (tree.origin, tree.size, root) != (origin, src_size, src_root):
+        raise MigrationError(
+            "mismatch",
+            f"the destination's Merkle tree ({tree.size} events, log {tree.origin}, root "
+            f"{tree.root[:12]}…) is not the source's ({src_size} events, log {origin}, root "
+            f"{src_root.hex()[:12]}…) after copying",
+            report=report,
+        )
+    note("copying the Merkle tree", len(events), len(events))
+
+
 async def _check_copy(
     plan: _Plan,
     broken: dict[str, Problem],
@@ -1070,6 +1243,8 @@ async def _check_copy(
     theirs = await dst.heads()
     found = await _problems(dst_store, written)
     bad: list[tuple[str, str]] = []
+    if "" in found:  # the log as a whole: its Merkle tree
+        bad.append(("", str(found[""])))
     for rid in covered:
         s, d = plan.source[rid], theirs.get(rid)
         if d is None or (d.head_seq, d.head_hash) != (s.head_seq, s.head_hash):

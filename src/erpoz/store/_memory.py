@@ -1,18 +1,20 @@
 """A store that keeps everything in the process (durability ``memory``): tests and benchmarks.
 
-Appending is a list append; the hash chain is computed when events are read, which gives the
-same hashes as a durable store would have written.
+Appending is a list append; the hash chain and the Merkle tree are computed when they are read,
+which gives the same hashes as a durable store would have written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import RunClaimed, StoreError
 from ._ledger import BudgetScope, Hold, MemoryLedger, limits_of
+from ._merkle import CompactRange, Leaf, StoredNode, TreeHead, check_level, leaf_hash
 from ._model import (
     GENESIS,
     RUN_FAILED,
@@ -44,6 +46,7 @@ class _MemoryRun:
         "heads",
         "lease_until",
         "new",
+        "order",
         "output",
         "owner",
         "queue",
@@ -52,8 +55,15 @@ class _MemoryRun:
         "waiting_step",
     )
 
-    def __init__(self, new: NewRun, owner: str | None, queue: str | None = None) -> None:
+    def __init__(
+        self,
+        new: NewRun,
+        owner: str | None,
+        order: list[tuple[_MemoryRun, int]],
+        queue: str | None = None,
+    ) -> None:
         self.new = new
+        self.order = order  # the store's: every event of every run, in the order appended
         self.owner: str | None = owner
         self.queue = queue
         self.claims = 0
@@ -95,6 +105,7 @@ class _MemoryWriter:
     ) -> None:
         run = self._run
         run.events.append((time.time(), kind, step, attempt, data, payload))
+        run.order.append((run, len(run.events)))
         status = STATUS_OF.get(kind)
         if status is not None:
             run.status = status
@@ -127,11 +138,16 @@ class MemoryStore:
         self.lease_s = 30.0
         self._submitted: asyncio.Event | None = None
         self._ledger = MemoryLedger(self._log_spend)
+        self._order: list[tuple[_MemoryRun, int]] = []
+        self._origin = uuid.uuid4().hex
+        self._tree = CompactRange()
+        self._leaves: list[Leaf] = []
+        self._nodes: dict[int, list[bytes]] = {}
 
     async def create_run(self, run: NewRun, owner: str) -> _MemoryWriter:
         if run.run_id in self._runs:
             raise StoreError(f"run id {run.run_id!r} already exists")
-        r = self._runs[run.run_id] = _MemoryRun(run, owner)
+        r = self._runs[run.run_id] = _MemoryRun(run, owner, self._order)
         w = _MemoryWriter(r)
         w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         return w
@@ -150,7 +166,7 @@ class MemoryStore:
     async def submit_run(self, run: NewRun, queue: str) -> None:
         if run.run_id in self._runs:
             raise StoreError(f"run id {run.run_id!r} already exists")
-        r = self._runs[run.run_id] = _MemoryRun(run, None, queue)
+        r = self._runs[run.run_id] = _MemoryRun(run, None, self._order, queue)
         w = _MemoryWriter(r)
         w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         w.append(RUN_QUEUED, data={"queue": queue})
@@ -308,6 +324,38 @@ class MemoryStore:
 
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         return self._ledger.scopes(scopes)
+
+    # --- the Merkle tree ----------------------------------------------------------------------
+    def _grown(self) -> CompactRange:
+        """The tree, with the events appended since it was last read added to it."""
+        tree = self._tree
+        fresh: list[Leaf] = []
+        for run, seq in self._order[tree.size :]:
+            e = self._hashed(run)[seq - 1]
+            fresh.append((e.run_id, seq, tree.size + len(fresh), leaf_hash(e.run_id, seq, e.hash)))
+        nodes: list[StoredNode] = []
+        tree.append((leaf[3] for leaf in fresh), nodes)
+        self._leaves += fresh
+        for level, _index, digest in nodes:
+            self._nodes.setdefault(level, []).append(digest)
+        return tree
+
+    async def tree_head(self) -> TreeHead:
+        tree = self._grown()
+        return TreeHead(self._origin, tree.size, tree.frontier)
+
+    async def tree_leaves(self, run_id: str | None = None) -> list[Leaf]:
+        self._grown()
+        if run_id is None:
+            return sorted(self._leaves)
+        return sorted(leaf for leaf in self._leaves if leaf[0] == run_id)
+
+    async def tree_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        self._grown()
+        if level == 0:
+            return [leaf[3] for leaf in self._leaves[max(start, 0) : max(end, 0)]]
+        check_level(level)
+        return self._nodes.get(level, [])[max(start, 0) : max(end, 0)]
 
     async def request_cancel(self, run_id: str) -> None:
         r = self._runs.get(run_id)

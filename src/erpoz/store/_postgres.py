@@ -45,6 +45,15 @@ from ..errors import RunClaimed, StoreError
 from . import _postgres_ledger as ledger
 from ._buffer import buffer_event
 from ._ledger import BudgetScope, Hold, limits_of
+from ._merkle import (
+    PG_APPEND,
+    PG_WITH_APPEND,
+    Leaf,
+    TreeHead,
+    check_level,
+    pg_leaves,
+    split_runs,
+)
 from ._model import (
     EVENT_COLUMNS,
     GENESIS,
@@ -96,19 +105,23 @@ async def _insert_events(conn: Conn, rows: list[tuple[Any, ...]], fence: Fence |
     """A few rows (a step's events) in one multi-row INSERT: one round trip, atomic on its own,
     faster on the server than ``executemany`` or ``unnest``. Many rows (``batch`` durability)
     through ``executemany``, which pipelines them — callers hold a transaction then. With a
-    ``fence``, nothing is inserted unless this process still holds every run named."""
+    ``fence``, nothing is inserted unless this process still holds every run named. Their
+    leaves join the Merkle tree in the same statement or transaction."""
+    tree = pg_leaves(rows)  # the events' leaves go into the Merkle tree in the same statement
     if len(rows) <= _ONE_STATEMENT_ROWS:
         params = [v for row in rows for v in row]
         marks = ",".join([_ROW_MARKS] * len(rows))
         if fence is None:
-            await conn.execute(_INSERT_EVENT + marks, params)
+            insert, args = _INSERT_EVENT + marks, [*params, *tree]
         else:
-            await conn.execute(_FENCED_INSERT.format(rows=marks), [*params, *fence])
+            insert, args = _FENCED_INSERT.format(rows=marks), [*params, *fence, *tree]
+        await conn.execute(PG_WITH_APPEND.format(insert=insert), args)
     else:
         async with conn.cursor() as cur:
             if fence is not None:
                 await cur.execute(_FENCE, fence)
             await cur.executemany(_INSERT_EVENT + _ROW_MARKS, rows)
+            await cur.execute(PG_APPEND, tree)
 
 
 def _run_cols(head_seq: str, head_hash: str) -> str:
@@ -1024,6 +1037,88 @@ class PostgresStore:
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         return await self._on_ledger(
             "cannot read the budget ledger", lambda c: ledger.scopes(c, scopes)
+        )
+
+    # --- the Merkle tree ----------------------------------------------------------------------
+    async def tree_head(self) -> TreeHead:
+        rows = await self._query("SELECT origin, size, frontier FROM merkle_state")
+        if not rows:
+            raise StoreError(
+                "the Merkle tree's state row (merkle_state) is missing: the store was damaged or "
+                "tampered with; see `erpoz audit verify --all`",
+                path=self.url,
+            )
+        return TreeHead(str(rows[0][0]), int(rows[0][1]), bytes(rows[0][2]))
+
+    async def tree_leaves(self, run_id: str | None = None) -> list[Leaf]:
+        where, args = ("WHERE run_id = %s", (run_id,)) if run_id is not None else ("", ())
+        rows = await self._query(
+            f"SELECT run_id, seq, pos, leaf FROM merkle_leaves {where} ORDER BY run_id, seq", args
+        )
+        return [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in rows]
+
+    async def tree_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        if level == 0:
+            rows = await self._query(
+                "SELECT leaf FROM merkle_leaves WHERE pos >= %s AND pos < %s ORDER BY pos",
+                (start, end),
+            )
+        else:
+            check_level(level)
+            rows = await self._query(
+                "SELECT hash FROM merkle_nodes WHERE level = %s AND idx >= %s AND idx < %s "
+                "ORDER BY idx",
+                (level, start, end),
+            )
+        return [bytes(r[0]) for r in rows]
+
+    async def audit_rows(
+        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+    ) -> tuple[list[ChainRow], list[Any]]:
+        await self._same_loop()
+        conds: list[str] = []
+        args: list[str] = []
+        if first is not None:
+            conds.append("{t}run_id >= %s")
+            args.append(first)
+        if last is not None:
+            conds.append("{t}run_id < %s")
+            args.append(last)
+        where = "WHERE " + " AND ".join(conds) if conds else ""
+
+        async def read(conn: Conn) -> tuple[list[ChainRow], list[Any]]:
+            async with conn.transaction():  # one snapshot for both
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = await conn.execute(
+                    "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                    "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                    f"LEFT JOIN blobs b ON b.sha256 = e.blob {where.format(t='e.')} "
+                    "ORDER BY e.run_id, e.seq",
+                    args,
+                )
+                rows: list[ChainRow] = await cur.fetchall()
+                cur = await conn.execute(
+                    f"SELECT {'run_id, seq, ' if keys else ''}pos, leaf FROM merkle_leaves "
+                    f"{where.format(t='')} "
+                    "ORDER BY run_id, seq",
+                    args,
+                )
+                got = await cur.fetchall()
+                if not keys:
+                    return rows, [(int(r[0]), bytes(r[1])) for r in got]
+                leaves = [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in got]
+            return rows, leaves
+
+        async with self._read_lock:
+            return await self._retrying("cannot read the run store", self._reader_conn, read)
+
+    async def run_split(self, parts: int) -> list[str]:
+        runs = await self._query("SELECT run_id, head_seq FROM runs ORDER BY run_id")
+        return split_runs(runs, parts)
+
+    def reopened(self) -> PostgresStore:
+        return PostgresStore(
+            self._conninfo, durability=self.durability, fsync=self.fsync, schema=self.schema
         )
 
     async def request_cancel(self, run_id: str) -> None:

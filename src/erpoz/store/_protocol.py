@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ._ledger import BudgetScope, Hold
+from ._merkle import Leaf, TreeHead
 from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
 
 
@@ -182,4 +183,52 @@ class BudgetLedger(Protocol):
 
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         """The scopes as they stand (every scope used so far when ``scopes`` is None)."""
+        ...
+
+
+@runtime_checkable
+class MerkleLog(Protocol):
+    """The Merkle tree over a store's log (RFC 9162 hashing, see :mod:`erpoz.store._merkle`):
+    one leaf per event, in the order events were committed, kept by every commit.
+
+    Reads are consistent with the log read after them: the tree never shrinks, and an event and
+    its leaf commit together.
+    """
+
+    async def tree_head(self) -> TreeHead:
+        """The tree's origin, size and compact range (its root) as stored now."""
+        ...
+
+    async def tree_leaves(self, run_id: str | None = None) -> list[Leaf]:
+        """``(run_id, seq, position, leaf_hash)`` of every event (of one run), ordered by run
+        and sequence like :meth:`Store.chain_rows`."""
+        ...
+
+    async def tree_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """Stored hashes with index in ``[start, end)``: leaf hashes by position at level 0,
+        roots of complete subtrees of ``2**level`` leaves at the stored levels (multiples of
+        ``NODE_STRIDE``); a ``StoreError`` for another level."""
+        ...
+
+
+@runtime_checkable
+class AuditShards(Protocol):
+    """What lets ``verify`` read a durable store in parts, each in a process of its own."""
+
+    async def audit_rows(
+        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+    ) -> tuple[list[ChainRow], list[Any]]:
+        """The events exactly as stored (:meth:`Store.chain_rows`) and their leaves
+        (:meth:`MerkleLog.tree_leaves`; without ``keys``, only ``(position, leaf)``) of the runs
+        with ``first <= run_id < last`` (``None``: no bound), both ordered by run and sequence,
+        read in one transaction."""
+        ...
+
+    async def run_split(self, parts: int) -> list[str]:
+        """Up to ``parts - 1`` run ids, ascending in the store's own order, that cut its runs
+        into ranges of about as many events each."""
+        ...
+
+    def reopened(self) -> Store:
+        """A new store object on the same database (for another process, after a fork)."""
         ...

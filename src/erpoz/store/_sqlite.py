@@ -21,6 +21,15 @@ from typing import Any
 from ..errors import RunClaimed, StoreError
 from ._buffer import buffer_event
 from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
+from ._merkle import (
+    Leaf,
+    TreeHead,
+    split_runs,
+    sqlite_append,
+    sqlite_backfill,
+    sqlite_hashes,
+    sqlite_head,
+)
 from ._model import (
     EVENT_COLUMNS,
     GENESIS,
@@ -202,6 +211,7 @@ class SQLiteStore:
         self._db.execute("BEGIN IMMEDIATE")  # one process migrates; others wait, then see it
         try:
             current = self.schema_version
+            had_tree = self._has_table("merkle_state")
             if current > latest:
                 raise StoreError(
                     f"the run store has schema version {current}, newer than this erpoz knows "
@@ -211,6 +221,8 @@ class SQLiteStore:
             for number, sql in known:
                 if number > current:
                     self._apply(sql, number)
+            if not had_tree and self._has_table("merkle_state"):
+                sqlite_backfill(self._db)  # the events recorded before the tree existed
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -220,6 +232,10 @@ class SQLiteStore:
         for statement in _split_sql(sql):
             self._db.execute(statement)
         self._db.execute(f"PRAGMA user_version={number}")
+
+    def _has_table(self, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._db.execute(sql, (name,)).fetchone() is not None
 
     @property
     def schema_version(self) -> int:
@@ -254,6 +270,7 @@ class SQLiteStore:
                     db.execute("ROLLBACK TO all_events")
                     refused.update(self._insert_per_run(rows))
                 db.execute("RELEASE all_events")
+                self._append_tree([r for r in rows if r[0] not in refused] if refused else rows)
                 db.executemany(
                     "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
                     "output=coalesce(?, output), error=?, waiting_step=? WHERE run_id=?",
@@ -288,6 +305,10 @@ class SQLiteStore:
             w = self._owned.pop(run_id, None)
             if w is not None and why == _TAKEN_OVER:
                 w.lost = True
+
+    def _append_tree(self, rows: list[tuple[Any, ...]]) -> None:
+        """The events just inserted join the Merkle tree (inside the commit's transaction)."""
+        sqlite_append(self._db, rows)
 
     def _insert_new_runs(self, new_runs: list[tuple[Any, ...]]) -> dict[str, str]:
         """The rows of runs created since the last commit; a run whose id is taken already is
@@ -709,6 +730,60 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot read the budget ledger") from exc
 
+    # --- the Merkle tree ----------------------------------------------------------------------
+    async def tree_head(self) -> TreeHead:
+        try:
+            return sqlite_head(self._db)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the Merkle tree") from exc
+
+    async def tree_leaves(self, run_id: str | None = None) -> list[Leaf]:
+        where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        rows = self._query(
+            f"SELECT run_id, seq, pos, leaf FROM merkle_leaves {where} ORDER BY run_id, seq", args
+        )
+        return rows
+
+    async def tree_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        try:
+            return sqlite_hashes(self._db, level, start, end)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the Merkle tree") from exc
+
+    async def audit_rows(
+        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+    ) -> tuple[list[ChainRow], list[Any]]:
+        where, args = _run_range(first, last, "?")
+        db = self._db
+        try:
+            db.execute("BEGIN")  # one snapshot for both (WAL)
+            try:
+                rows = db.execute(
+                    "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                    "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                    f"LEFT JOIN blobs b ON b.sha256 = e.blob {where.format(t='e.')} "
+                    "ORDER BY e.run_id, e.seq",
+                    args,
+                ).fetchall()
+                leaves = db.execute(
+                    f"SELECT {'run_id, seq, ' if keys else ''}pos, leaf FROM merkle_leaves "
+                    f"{where.format(t='')} "
+                    "ORDER BY run_id, seq",
+                    args,
+                ).fetchall()
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the run store") from exc
+        return rows, leaves
+
+    async def run_split(self, parts: int) -> list[str]:
+        runs = self._query("SELECT run_id, head_seq FROM runs ORDER BY run_id", ())
+        return split_runs(runs, parts)
+
+    def reopened(self) -> SQLiteStore:
+        return SQLiteStore(self.path, durability=self.durability)
+
     async def request_cancel(self, run_id: str) -> None:
         try:
             self._db.execute("UPDATE runs SET cancel_requested=1 WHERE run_id=?", (run_id,))
@@ -763,6 +838,18 @@ def _run_info(r: Any) -> RunInfo:
         r[18],
         r[19],
     )
+
+
+def _run_range(first: str | None, last: str | None, mark: str) -> tuple[str, list[str]]:
+    """A WHERE clause (``{t}`` for the table's prefix) for ``first <= run_id < last``."""
+    conds, args = [], []
+    if first is not None:
+        conds.append(f"{{t}}run_id >= {mark}")
+        args.append(first)
+    if last is not None:
+        conds.append(f"{{t}}run_id < {mark}")
+        args.append(last)
+    return ("WHERE " + " AND ".join(conds) if conds else ""), args
 
 
 def _split_sql(sql: str) -> list[str]:

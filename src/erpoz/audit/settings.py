@@ -1,0 +1,228 @@
+"""The ``audit`` section of ``erpoz.yaml``: the checkpoint signing key (kept outside the
+store), the key verifications trust, where checkpoints go and how often.
+
+```yaml
+audit:
+  key: /etc/erpoz/audit.key        # the Ed25519 signing key (PEM), or:
+  # key_env: ERPOZ_AUDIT_KEY       # an environment variable holding it
+  public_key: audit.pub            # the key checkpoints must be signed with (default: key's)
+  checkpoints: audit/checkpoints.jsonl   # a JSON-lines file, or a directory (ends with /)
+  witness: https://witness.example/erpoz   # optional: POST each checkpoint there too
+  every_events: 10000              # automatic checkpoints: every N new events …
+  every_seconds: 300               # … or every S seconds when there are new events
+```
+
+Relative paths are relative to the project file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..flow._yaml import _Map
+from ..store import MerkleLog, Store
+from .checkpoints import AutoCheckpointer, CheckpointError, CheckpointLog, PublicKey, SigningKey
+
+if TYPE_CHECKING:
+    from ..models._config import ProjectConfig
+
+_KEYS = {"key", "key_env", "public_key", "checkpoints", "witness", "every_events", "every_seconds"}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """What ``audit:`` configures; paths are resolved. ``file`` / ``line`` say where."""
+
+    file: str
+    line: int
+    key: Path | None = None
+    key_env: str | None = None
+    public_key: Path | None = None
+    checkpoints: Path | None = None
+    checkpoints_raw: str | None = None
+    witness: str | None = None
+    every_events: int | None = None
+    every_seconds: float | None = None
+    lines: dict[str, int] = field(default_factory=dict)
+    """The line of each setting."""
+
+    def _error(self, message: str, *names: str) -> ConfigError:
+        line = next((self.lines[n] for n in names if n in self.lines), self.line)
+        return ConfigError(message, file=self.file, line=line)
+
+    @property
+    def signs(self) -> bool:
+        return self.key is not None or self.key_env is not None
+
+    @property
+    def automatic(self) -> bool:
+        return self.every_events is not None or self.every_seconds is not None
+
+    def signing_key(self) -> SigningKey:
+        """The signing key; ``ConfigError`` naming the file when there is none or it is bad."""
+        try:
+            if self.key is not None:
+                return SigningKey.load(self.key)
+            if self.key_env is not None:
+                return SigningKey.from_env(self.key_env)
+        except CheckpointError as exc:
+            raise self._error(f"audit: {exc}", "key", "key_env") from exc
+        raise self._error(
+            "audit: no signing key: set audit.key (a key file, outside the store) or "
+            "audit.key_env (an environment variable holding it); make one with "
+            "`erpoz audit keygen`"
+        )
+
+    def trusted_key(self) -> PublicKey:
+        """The key checkpoints must be signed with: ``public_key``, else the signing key's."""
+        try:
+            if self.public_key is not None:
+                return PublicKey.load(self.public_key)
+        except CheckpointError as exc:
+            raise self._error(f"audit: {exc}", "public_key") from exc
+        if self.signs:
+            return self.signing_key().public_key
+        raise self._error(
+            "audit: no key to trust: set audit.public_key (or audit.key), or pass --public-key"
+        )
+
+    def sink(self) -> CheckpointLog | None:
+        if self.checkpoints is None:
+            return None
+        raw = self.checkpoints_raw or ""
+        trailing = "/" if raw.endswith(("/", os.sep)) else ""
+        return CheckpointLog(str(self.checkpoints) + trailing)
+
+
+def audit_settings(config: ProjectConfig) -> AuditSettings | None:
+    """The project's ``audit`` section, checked; ``None`` when there is none."""
+    doc = config._doc
+    if not isinstance(doc, _Map) or "audit" not in doc:
+        return None
+    file = config.file or "erpoz.yaml"
+    line = doc.key_lines["audit"]
+    section = doc["audit"]
+    if not isinstance(section, _Map) or not section:
+        raise ConfigError(
+            "'audit' is a mapping naming at least a key, a public_key or where checkpoints "
+            f"go ({', '.join(sorted(_KEYS))})",
+            file=file,
+            line=line,
+        )
+    for name in section:
+        if name not in _KEYS:
+            raise ConfigError(
+                f"audit: unknown key '{name}' (expected one of {', '.join(sorted(_KEYS))})",
+                file=file,
+                line=section.key_lines[name],
+            )
+    base = config._base or Path.cwd()
+
+    def text(name: str) -> str | None:
+        value = section.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(
+                f"audit.{name}: expected a non-empty string, got {value!r}",
+                file=file,
+                line=section.lines[name],
+            )
+        return value
+
+    def path(name: str) -> Path | None:
+        value = text(name)
+        return None if value is None else base / Path(value).expanduser()
+
+    def positive(name: str, kind: type) -> Any:
+        value = section.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(
+                f"audit.{name}: expected a number above 0, got {value!r}",
+                file=file,
+                line=section.lines[name],
+            )
+        if kind is int and not isinstance(value, int):
+            raise ConfigError(
+                f"audit.{name}: expected a whole number, got {value!r}",
+                file=file,
+                line=section.lines[name],
+            )
+        return kind(value)
+
+    if "key" in section and "key_env" in section:
+        raise ConfigError(
+            "audit: give key (a file) or key_env (an environment variable), not both",
+            file=file,
+            line=section.key_lines["key_env"],
+        )
+    witness = text("witness")
+    if witness is not None and not witness.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"audit.witness: expected an http:// or https:// URL, got {witness!r}",
+            file=file,
+            line=section.lines["witness"],
+        )
+    settings = AuditSettings(
+        file=file,
+        line=line,
+        key=path("key"),
+        key_env=text("key_env"),
+        public_key=path("public_key"),
+        checkpoints=path("checkpoints"),
+        checkpoints_raw=text("checkpoints"),
+        witness=witness,
+        every_events=positive("every_events", int),
+        every_seconds=positive("every_seconds", float),
+        lines=dict(section.lines),
+    )
+    if settings.automatic and not settings.signs:
+        where = "every_events" if "every_events" in section else "every_seconds"
+        raise ConfigError(
+            f"audit.{where}: automatic checkpoints need a signing key (audit.key or audit.key_env)",
+            file=file,
+            line=section.key_lines[where],
+        )
+    if settings.automatic and settings.checkpoints is None and witness is None:
+        where = "every_events" if "every_events" in section else "every_seconds"
+        raise ConfigError(
+            f"audit.{where}: automatic checkpoints need somewhere to go (audit.checkpoints: a "
+            "file or directory outside the store, and/or audit.witness)",
+            file=file,
+            line=section.key_lines[where],
+        )
+    return settings
+
+
+def project_checkpointer(
+    store: Store,
+    config: str | os.PathLike[str] | None = None,
+    *,
+    on_error: Callable[[Exception], None] | None = None,
+) -> AutoCheckpointer | None:
+    """The automatic checkpoints ``audit.every_events`` / ``audit.every_seconds`` ask for, for
+    a process that records runs into ``store``; ``None`` when there are none to make (or the
+    store keeps nothing: ``memory``). ``ConfigError`` for a bad ``audit`` section."""
+    from ..models._config import load_config
+
+    settings = audit_settings(load_config(config))
+    if settings is None or not settings.automatic:
+        return None
+    if not isinstance(store, MerkleLog) or store.url == "memory":
+        return None
+    return AutoCheckpointer(
+        store,
+        settings.signing_key(),
+        settings.sink(),
+        witness=settings.witness,
+        every_events=settings.every_events,
+        every_seconds=settings.every_seconds,
+        on_error=on_error,
+    )
