@@ -74,6 +74,15 @@ SKIP: dict[tuple[str, str], str] = {
     ("cli.md", "erpoz models ping vllm"): "the erpoz.yaml the page describes above it",
     ("cli.md", "erpoz audit verify --all"): "the second of two: after someone deleted an "
     "event (tests/audit/test_verify.py tampers with stores)",
+    ("cli.md", "erpoz audit verify --all --checkpoint audit/checkpoints.jsonl"): "the "
+    "project's audit key and checkpoints (tests/cli/test_audit_cli.py runs keygen, checkpoint, "
+    "verify --checkpoint, prove and check as a user does)",
+    ("governance.md", "erpoz audit keygen -o /etc/erpoz/audit.key"): "writes the machine's "
+    "/etc (tests/cli/test_audit_cli.py makes keys in a temporary folder)",
+    ("cli.md", "erpoz audit checkpoint"): "the audit section of erpoz.yaml and its key "
+    "(tests/cli/test_audit_cli.py)",
+    ("cli.md", "erpoz audit check r1a250472ed3ff43c202.proof.json --public-key audit.pub"): "a "
+    "bundle an auditor received (tests/cli/test_audit_cli.py proves and checks one)",
     ("cli.md", "erpoz audit lineage r1a212aa2b6e answer"): "a run of a flow of the tests "
     "(tests/cli/test_lineage_cli.py)",
     (
@@ -127,6 +136,7 @@ ELSEWHERE = {
     "erpoz.yaml": "the reader's own project file (the pages show its content)",
     ".erpoz/erpoz.db": "the project's default store, which the reader's own runs make",
     "tampered.db": "the reader's store that someone tampered with (what the example is about)",
+    "r1a250472ed3ff43c202.proof.json": "a proof bundle an auditor received (audit prove -o)",
 }
 
 
@@ -388,6 +398,10 @@ def test_documented_sessions_run_as_written(page: Path, workspace: Path) -> None
                 session.env[name] = value
             continue
         if not c.session or c.key in SKIP:
+            continue
+        outside = [f for f in written_files(c) if Path(f).is_absolute()]
+        if outside:  # a test never writes to the machine's own folders (/etc …)
+            problems.append(f"{c}: writes {outside[0]}, outside the session (add to SKIP)")
             continue
         try:
             argv = [session.real(w) for w in c.argv]

@@ -18,6 +18,9 @@ import erpoz.store._copy
 import erpoz.tools
 from erpoz import client, errors
 from erpoz.audit import UnknownStep
+from erpoz.audit._proofs import ProofError
+from erpoz.audit.bundle import BundleError
+from erpoz.audit.checkpoints import CheckpointError
 from erpoz.errors import ErpozError, error_info
 from erpoz.integrations.langchain import LangChainMissing
 from erpoz.integrations.mcp._client import McpToolError
@@ -58,6 +61,9 @@ EXAMPLES: list[tuple[ErpozError, bool]] = [
     (McpToolError("server gone", server="calc", tool="add"), True),
     (McpToolError("tool said no", server="calc", tool="add", retryable=False), False),
     (LangChainMissing("pip install 'erpoz[langchain]'", file="erpoz.yaml", line=4), False),
+    (ProofError("no tree of 12 leaves in a store of 9"), False),
+    (BundleError("the store no longer matches the checkpoint"), False),
+    (CheckpointError("cannot append to /var/audit/checkpoints.jsonl"), True),
     (UnknownStep("no step 'z'", steps=["a", "b"]), True),
     (IngestError("/tmp/a.pdf", "encrypted"), True),
     (MemoryStoreError("locked", path="/tmp/m.db"), True),

@@ -378,6 +378,14 @@ def prove_cmd(
     key: KeyOpt = None,
     config: ConfigOpt = None,
     store: StoreOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="With --out: print a JSON summary (run, events, checkpoint, output) instead of "
+            "a line of text. The bundle itself is JSON either way.",
+        ),
+    ] = False,
 ) -> None:
     """Write a proof bundle of a run for an auditor: its events (their exact content), each
     with its inclusion proof in the Merkle tree, and the signed checkpoint they lead to. The
@@ -414,6 +422,11 @@ def prove_cmd(
         fail(f"cannot write {output}: {exc.strerror}", EXIT_FAILED)
     events = bundle["events"]
     assert isinstance(events, list)
+    if as_json:
+        summary = {"run_id": bundle["run_id"], "events": len(events), "output": str(output)}
+        checkpoint_of = {"time": cp.time, "size": cp.size, "root": cp.root.hex()}
+        out.print_json(data={**summary, "checkpoint": checkpoint_of})
+        return
     err.print(
         f"{len(events)} events of run {bundle['run_id']} proved against the checkpoint of "
         f"{cp.time} ({cp.size} events) → {output}",
@@ -499,7 +512,7 @@ def export_cmd(
     calls, decisions, reviewers, outputs, and each event's hash; with --proofs, each event's
     inclusion proof and the signed checkpoint it leads to.
 
-    [dim]Examples:[/] erpoz audit export --since 7d -o audit.jsonl --json ·
+    [dim]Example:[/] erpoz audit export --since 7d -o audit.jsonl --json ·
     erpoz audit export --since 7d --proofs -o audit.jsonl
     """
     if fmt != "jsonl":

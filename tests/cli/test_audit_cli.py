@@ -63,7 +63,7 @@ def test_a_user_checkpoints_proves_and_an_auditor_checks_offline(cli: Cli) -> No
     assert report["ok"] and report["checkpoints"][0]["ok"]
 
     bundle = cli.tmp_path / "run.proof.json"
-    cli.ok("audit", "prove", first["run_id"][:10], "-o", bundle)
+    cli.ok("audit", "prove", first["run_id"][:16], "-o", bundle)  # a unique prefix
     doc = json.loads(bundle.read_text())
     assert doc["run_id"] == first["run_id"] and doc["events"][-1]["kind"] == "run_succeeded"
     auditor = Cli(cli.tmp_path / "auditor")  # no project, no store: the bundle and a key

@@ -524,7 +524,7 @@ def test_events_recorded_before_the_tree_existed_enter_it_run_by_run(tmp_path: P
     with sqlite3.connect(path) as db:  # as erpoz 0.1 left it: no tree
         for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):
             db.execute(f"DROP TABLE {table}")
-        db.execute("PRAGMA user_version=3")
+        db.execute("PRAGMA user_version=4")  # the migration before the tree's
 
     async def check() -> None:
         store = SQLiteStore(path)

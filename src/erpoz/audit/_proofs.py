@@ -22,6 +22,8 @@ Range = tuple[int, int]
 class ProofError(ErpozError):
     """A proof cannot be made: the sizes do not fit, or the stored tree lacks a hash."""
 
+    retryable = False
+
 
 def _split(size: int) -> int:
     """The largest power of two smaller than ``size`` (> 1): where RFC 9162 splits a tree."""

@@ -63,7 +63,7 @@ def _check_part(first: str | None, last: str | None, size: int) -> Packed:
         store = _STORE.reopened()
         try:
             assert isinstance(store, AuditShards)
-            return await store.audit_rows(first, last, keys=keys)
+            return await store.audit_rows(first, last, keys=keys, as_of=size)
         finally:
             await store.close()
 

@@ -631,13 +631,19 @@ def check_shard(
     return Shard(report.runs, report.events, report.problems, seen, paired, differ)
 
 
-async def _check_all(store: AuditShards, recorded: dict[str, RecordedHead], size: int) -> Shard:
-    """The whole log in this process: events and leaves read together, quickly when they
-    match, with their keys when they do not."""
-    rows, placed = await store.audit_rows(keys=False)
+async def _check_all(
+    store: AuditShards,
+    recorded: dict[str, RecordedHead],
+    size: int,
+    run_id: str | None = None,
+) -> Shard:
+    """The whole log (or one run) in this process: events and leaves read together, as the
+    log stood at the tree size the heads were read with; quickly when they match, with their
+    keys when they do not."""
+    rows, placed = await store.audit_rows(keys=False, as_of=size, run_id=run_id)
     shard = check_shard(rows, placed, recorded, size)
     if shard is None:
-        rows, leaves = await store.audit_rows()
+        rows, leaves = await store.audit_rows(as_of=size, run_id=run_id)
         shard = check_shard(rows, leaves, recorded, size)
     assert shard is not None
     return shard
@@ -662,11 +668,21 @@ async def verify(
         raise ValueError("checkpoints are checked against a trusted public key: pass public_key")
     t0 = time.perf_counter()
     tree = store if isinstance(store, MerkleLog) else None
-    head = await tree.tree_head() if tree is not None else None
+    sharded = tree is not None and isinstance(store, AuditShards)
+    head: TreeHead | None
+    if sharded:  # the tree and the run heads in one snapshot; the log is read as of then
+        assert isinstance(store, AuditShards)
+        head, heads = await store.audit_head()
+    else:
+        head = await tree.tree_head() if tree is not None else None
+        heads = await store.recorded_heads()
     size = head.size if head is not None else 0
-    heads = await store.recorded_heads()
     recorded = {h[0]: h for h in heads}
-    if run_id is None and tree is not None and isinstance(store, AuditShards):
+    if sharded and run_id is not None:
+        assert isinstance(store, AuditShards)
+        shards = [await _check_all(store, recorded, size, run_id)]
+    elif sharded:
+        assert isinstance(store, AuditShards)
         from . import _shards  # it checks parts of the log with check_shard
 
         parts = _shards.workers_for(workers, size)

@@ -29,6 +29,8 @@ FORMAT = "erpoz-proof-bundle/1"
 class BundleError(ErpozError):
     """A bundle cannot be made (the store does not match the checkpoint) or read."""
 
+    retryable = False
+
 
 async def prove(store: Store, run_id: str, checkpoint: Checkpoint) -> dict[str, Any]:
     """The bundle of ``run_id``'s events that ``checkpoint`` covers (each with its RFC 9162

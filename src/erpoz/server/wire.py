@@ -239,6 +239,26 @@ class VerifyProblem(_Out):
     detail: str = ""
 
 
+class TreeHeadOut(_Out):
+    """The Merkle tree over the log as verify found it (``None`` in a tenant's view)."""
+
+    origin: str | None = None
+    size: int
+    root: str | None = None
+
+
+class CheckpointCheck(_Out):
+    """How one signed checkpoint fared: signed by the trusted key, and the log extends it."""
+
+    ok: bool
+    size: int
+    root: str
+    time: str
+    key_id: str
+    detail: str
+    consistency_proof: list[str] = Field(default_factory=list)
+
+
 class VerifyReport(_Out):
     """``GET /api/audit/verify``: the hash chains recomputed."""
 
@@ -249,6 +269,8 @@ class VerifyReport(_Out):
     seconds: float
     events_per_second: float | None = None
     heads_digest: str | None = None
+    tree: TreeHeadOut | None = None
+    checkpoints: list[CheckpointCheck] = Field(default_factory=list)
     problems: list[VerifyProblem] = Field(default_factory=list)
 
 

@@ -138,6 +138,46 @@ class CompactRange:
         return fold_right(self.hashes)
 
 
+def as_of_tree(
+    rows: list[Any],
+    leaves: list[Any],
+    late: Sequence[tuple[str, int]],
+    size: int | None,
+    *,
+    keys: bool,
+) -> tuple[list[Any], list[Any]]:
+    """The events and leaves read in one transaction, as the log stood when the tree had
+    ``size`` leaves: what was committed after that (every event with a leaf at ``size`` or
+    later, ``late``) is left out, so that an audit compares them with the run heads read with
+    that tree size, not with events written since. Events without a leaf stay (an audit names
+    them: written behind the store's back)."""
+    if size is None or not late:
+        return rows, leaves
+    after = set(late)
+    kept = [r for r in rows if (r[0], r[1]) not in after]
+    if keys:
+        return kept, [leaf for leaf in leaves if leaf[2] < size]
+    return kept, [placed for placed in leaves if placed[0] < size]
+
+
+def run_range(
+    first: str | None, last: str | None, mark: str, run_id: str | None = None
+) -> tuple[str, list[str]]:
+    """A WHERE clause (``{t}`` for the table's prefix, ``mark`` the driver's placeholder) for
+    ``first <= run_id < last``, or for one run."""
+    conds, args = [], []
+    if run_id is not None:
+        conds.append(f"{{t}}run_id = {mark}")
+        args.append(run_id)
+    if first is not None:
+        conds.append(f"{{t}}run_id >= {mark}")
+        args.append(first)
+    if last is not None:
+        conds.append(f"{{t}}run_id < {mark}")
+        args.append(last)
+    return ("WHERE " + " AND ".join(conds) if conds else ""), args
+
+
 def split_runs(runs: Sequence[tuple[Any, ...]], parts: int) -> list[str]:
     """Run ids (from ``(run_id, events)`` rows in the store's order) that cut the runs into
     ``parts`` ranges of about as many events each."""

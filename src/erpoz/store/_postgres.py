@@ -50,8 +50,10 @@ from ._merkle import (
     PG_WITH_APPEND,
     Leaf,
     TreeHead,
+    as_of_tree,
     check_level,
     pg_leaves,
+    run_range,
     split_runs,
 )
 from ._model import (
@@ -1072,23 +1074,46 @@ class PostgresStore:
             )
         return [bytes(r[0]) for r in rows]
 
+    async def audit_head(self) -> tuple[TreeHead, list[RecordedHead]]:
+        async def both(conn: Conn) -> tuple[TreeHead, list[RecordedHead]]:
+            cur = await conn.execute("SELECT origin, size, frontier FROM merkle_state")
+            state = await cur.fetchall()
+            cur = await conn.execute(
+                "SELECT run_id, created, head_seq, head_hash, status FROM runs "
+                "ORDER BY created, run_id"
+            )
+            heads: list[RecordedHead] = await cur.fetchall()
+            if not state:
+                raise StoreError(
+                    "the Merkle tree's state row (merkle_state) is missing: the store was "
+                    "damaged or tampered with; see `erpoz audit verify --all`",
+                    path=self.url,
+                )
+            return TreeHead(str(state[0][0]), int(state[0][1]), bytes(state[0][2])), heads
+
+        return await self._in_snapshot(both)
+
     async def audit_rows(
-        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+        self,
+        first: str | None = None,
+        last: str | None = None,
+        *,
+        keys: bool = True,
+        as_of: int | None = None,
+        run_id: str | None = None,
     ) -> tuple[list[ChainRow], list[Any]]:
         await self._same_loop()
-        conds: list[str] = []
-        args: list[str] = []
-        if first is not None:
-            conds.append("{t}run_id >= %s")
-            args.append(first)
-        if last is not None:
-            conds.append("{t}run_id < %s")
-            args.append(last)
-        where = "WHERE " + " AND ".join(conds) if conds else ""
+        where, args = run_range(first, last, "%s", run_id)
 
         async def read(conn: Conn) -> tuple[list[ChainRow], list[Any]]:
             async with conn.transaction():  # one snapshot for both
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                late: list[tuple[str, int]] = []
+                if as_of is not None:
+                    cur = await conn.execute(
+                        "SELECT run_id, seq FROM merkle_leaves WHERE pos >= %s", (as_of,)
+                    )
+                    late = await cur.fetchall()
                 cur = await conn.execute(
                     "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
                     "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
@@ -1104,10 +1129,11 @@ class PostgresStore:
                     args,
                 )
                 got = await cur.fetchall()
-                if not keys:
-                    return rows, [(int(r[0]), bytes(r[1])) for r in got]
-                leaves = [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in got]
-            return rows, leaves
+            if not keys:
+                placed = [(int(r[0]), bytes(r[1])) for r in got]
+                return as_of_tree(rows, placed, late, as_of, keys=False)
+            leaves = [(r[0], int(r[1]), int(r[2]), bytes(r[3])) for r in got]
+            return as_of_tree(rows, leaves, late, as_of, keys=True)
 
         async with self._read_lock:
             return await self._retrying("cannot read the run store", self._reader_conn, read)

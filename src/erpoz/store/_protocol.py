@@ -215,13 +215,25 @@ class MerkleLog(Protocol):
 class AuditShards(Protocol):
     """What lets ``verify`` read a durable store in parts, each in a process of its own."""
 
+    async def audit_head(self) -> tuple[TreeHead, list[RecordedHead]]:
+        """The tree's head and every run's recorded head (:meth:`Store.recorded_heads`), read
+        in one transaction: the state of the log an audit checks."""
+        ...
+
     async def audit_rows(
-        self, first: str | None = None, last: str | None = None, *, keys: bool = True
+        self,
+        first: str | None = None,
+        last: str | None = None,
+        *,
+        keys: bool = True,
+        as_of: int | None = None,
+        run_id: str | None = None,
     ) -> tuple[list[ChainRow], list[Any]]:
         """The events exactly as stored (:meth:`Store.chain_rows`) and their leaves
         (:meth:`MerkleLog.tree_leaves`; without ``keys``, only ``(position, leaf)``) of the runs
-        with ``first <= run_id < last`` (``None``: no bound), both ordered by run and sequence,
-        read in one transaction."""
+        with ``first <= run_id < last`` (``None``: no bound; or the one ``run_id``), both
+        ordered by run and sequence, read in one transaction; with ``as_of``, as the log stood
+        when the tree had that many leaves (what was committed since is left out)."""
         ...
 
     async def run_split(self, parts: int) -> list[str]:

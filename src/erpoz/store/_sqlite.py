@@ -24,6 +24,8 @@ from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes
 from ._merkle import (
     Leaf,
     TreeHead,
+    as_of_tree,
+    run_range,
     split_runs,
     sqlite_append,
     sqlite_backfill,
@@ -750,14 +752,43 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot read the Merkle tree") from exc
 
-    async def audit_rows(
-        self, first: str | None = None, last: str | None = None, *, keys: bool = True
-    ) -> tuple[list[ChainRow], list[Any]]:
-        where, args = _run_range(first, last, "?")
+    async def audit_head(self) -> tuple[TreeHead, list[RecordedHead]]:
         db = self._db
         try:
             db.execute("BEGIN")  # one snapshot for both (WAL)
             try:
+                head = sqlite_head(db)
+                heads = db.execute(
+                    "SELECT run_id, created, head_seq, head_hash, status FROM runs "
+                    "ORDER BY created, run_id"
+                ).fetchall()
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the run store") from exc
+        return head, heads
+
+    async def audit_rows(
+        self,
+        first: str | None = None,
+        last: str | None = None,
+        *,
+        keys: bool = True,
+        as_of: int | None = None,
+        run_id: str | None = None,
+    ) -> tuple[list[ChainRow], list[Any]]:
+        where, args = run_range(first, last, "?", run_id)
+        db = self._db
+        try:
+            db.execute("BEGIN")  # one snapshot for both (WAL)
+            try:
+                late = (
+                    db.execute(
+                        "SELECT run_id, seq FROM merkle_leaves WHERE pos >= ?", (as_of,)
+                    ).fetchall()
+                    if as_of is not None
+                    else []
+                )
                 rows = db.execute(
                     "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
                     "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
@@ -775,7 +806,7 @@ class SQLiteStore:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot read the run store") from exc
-        return rows, leaves
+        return as_of_tree(rows, leaves, late, as_of, keys=keys)
 
     async def run_split(self, parts: int) -> list[str]:
         runs = self._query("SELECT run_id, head_seq FROM runs ORDER BY run_id", ())
@@ -838,18 +869,6 @@ def _run_info(r: Any) -> RunInfo:
         r[18],
         r[19],
     )
-
-
-def _run_range(first: str | None, last: str | None, mark: str) -> tuple[str, list[str]]:
-    """A WHERE clause (``{t}`` for the table's prefix) for ``first <= run_id < last``."""
-    conds, args = [], []
-    if first is not None:
-        conds.append(f"{{t}}run_id >= {mark}")
-        args.append(first)
-    if last is not None:
-        conds.append(f"{{t}}run_id < {mark}")
-        args.append(last)
-    return ("WHERE " + " AND ".join(conds) if conds else ""), args
 
 
 def _split_sql(sql: str) -> list[str]:
