@@ -241,84 +241,128 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "^": 3}
 _CANON = {"x": "*", "×": "*", "÷": "/", "−": "-"}
 
 
-def _evaluate(tokens: Sequence[str]) -> float | None:
-    """The value of an arithmetic expression (numbers, + - * / ^, parentheses, a leading or
-    bracketed unary minus); ``None`` when it is not one, or divides by zero."""
-    output: list[float | str] = []
-    ops: list[str] = []
-    prev: str | None = None
-    numbers = 0
-    binary = 0
-    for raw in tokens:
-        tok = _CANON.get(raw, raw)
-        if tok in _PRECEDENCE:
-            if prev is None or prev in _PRECEDENCE or prev == "(":
-                if tok != "-":
-                    return None
-                output.append(0.0)  # unary minus: 0 - x
-            else:
-                binary += 1
-            while (
-                ops
-                and ops[-1] in _PRECEDENCE
-                and tok != "^"
-                and _PRECEDENCE[ops[-1]] >= _PRECEDENCE[tok]
-            ):
-                output.append(ops.pop())
-            ops.append(tok)
-        elif tok == "(":
-            if prev is not None and prev not in _PRECEDENCE and prev != "(":
-                return None  # "2 (3)" is not arithmetic we read
-            ops.append(tok)
-        elif tok == ")":
-            if prev is None or prev in _PRECEDENCE or prev == "(":
-                return None
-            while ops and ops[-1] != "(":
-                output.append(ops.pop())
-            if not ops:
-                return None
-            ops.pop()
+class _Postfix:
+    """Shunting-yard: arithmetic tokens in reading order to postfix, refusing what is not
+    arithmetic (two numbers in a row, an operator where a number belongs, open brackets)."""
+
+    __slots__ = ("binary", "numbers", "ops", "output", "prev")
+
+    def __init__(self) -> None:
+        self.output: list[float | str] = []
+        self.ops: list[str] = []
+        self.prev: str | None = None
+        self.numbers = 0
+        self.binary = 0
+
+    def _after_operand(self) -> bool:
+        """Whether the previous token ends an operand (a number or a closing bracket)."""
+        return self.prev is not None and self.prev not in _PRECEDENCE and self.prev != "("
+
+    def operator(self, tok: str) -> bool:
+        if self._after_operand():
+            self.binary += 1
+        elif tok == "-":
+            self.output.append(0.0)  # unary minus: 0 - x
         else:
-            if prev is not None and prev not in _PRECEDENCE and prev != "(":
-                return None  # two numbers in a row
-            value = parse_number(tok)
-            if value is None:
-                return None
-            output.append(value)
-            numbers += 1
-        prev = tok
-    if prev is None or prev in _PRECEDENCE or prev == "(" or numbers < 2 or binary < 1:
-        return None
-    while ops:
-        op = ops.pop()
-        if op == "(":
+            return False
+        ops = self.ops
+        while ops and ops[-1] in _PRECEDENCE and tok != "^":
+            if _PRECEDENCE[ops[-1]] < _PRECEDENCE[tok]:
+                break
+            self.output.append(ops.pop())
+        ops.append(tok)
+        return True
+
+    def open(self) -> bool:
+        if self._after_operand():
+            return False  # "2 (3)" is not arithmetic we read
+        self.ops.append("(")
+        return True
+
+    def close(self) -> bool:
+        if not self._after_operand():
+            return False
+        while self.ops and self.ops[-1] != "(":
+            self.output.append(self.ops.pop())
+        if not self.ops:
+            return False
+        self.ops.pop()
+        return True
+
+    def number(self, tok: str) -> bool:
+        if self._after_operand():
+            return False  # two numbers in a row
+        value = parse_number(tok)
+        if value is None:
+            return False
+        self.output.append(value)
+        self.numbers += 1
+        return True
+
+    def add(self, tok: str) -> bool:
+        if tok in _PRECEDENCE:
+            ok = self.operator(tok)
+        elif tok == "(":
+            ok = self.open()
+        elif tok == ")":
+            ok = self.close()
+        else:
+            ok = self.number(tok)
+        self.prev = tok
+        return ok
+
+    def finish(self) -> list[float | str] | None:
+        """The postfix form, or ``None`` unless it is a whole calculation (two numbers and an
+        operation at least)."""
+        if not self._after_operand() or self.numbers < 2 or self.binary < 1:
             return None
-        output.append(op)
+        while self.ops:
+            op = self.ops.pop()
+            if op == "(":
+                return None
+            self.output.append(op)
+        return self.output
+
+
+def _apply(op: str, a: float, b: float) -> float | None:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return None if b == 0 else a / b
+    if abs(b) > 12 or (a < 0 and b != int(b)):  # "^": small powers of what has one
+        return None
+    return float(a**b)
+
+
+def _run_postfix(postfix: Sequence[float | str]) -> float | None:
     stack: list[float] = []
-    for item in output:
+    for item in postfix:
         if isinstance(item, float):
             stack.append(item)
             continue
         if len(stack) < 2:
             return None
         b = stack.pop()
-        a = stack.pop()
-        if item == "/" and b == 0:
+        value = _apply(item, stack.pop(), b)
+        if value is None:
             return None
-        if item == "^" and (abs(b) > 12 or (a < 0 and b != int(b))):
-            return None
-        stack.append(
-            a + b
-            if item == "+"
-            else a - b
-            if item == "-"
-            else a * b
-            if item == "*"
-            else a / b
-            if item == "/"
-            else float(a**b)
-        )
+        stack.append(value)
     return stack[0] if len(stack) == 1 else None
+
+
+def _evaluate(tokens: Sequence[str]) -> float | None:
+    """The value of an arithmetic expression (numbers, + - * / ^, parentheses, a leading or
+    bracketed unary minus); ``None`` when it is not one, or divides by zero."""
+    reader = _Postfix()
+    for raw in tokens:
+        if not reader.add(_CANON.get(raw, raw)):
+            return None
+    postfix = reader.finish()
+    return None if postfix is None else _run_postfix(postfix)
 
 
 def _tail_expression(text: str) -> str | None:
