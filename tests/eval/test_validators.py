@@ -198,7 +198,7 @@ def test_validators_in_a_cascade_escalate_a_wrong_calculation() -> None:
     assert asyncio.run(cascade.generate(REQUEST)).model == "fine"
 
 
-# --- answer forms: a validator abstains on what it cannot judge ------------------------------------
+# --- answer forms: a validator abstains on what it cannot judge -----------------------------
 MCQ = ChatRequest(
     (Message.user("Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Mercury\nAnswer:"),)
 )

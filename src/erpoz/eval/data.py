@@ -361,7 +361,7 @@ def _need(
     doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: Path, line: int
 ) -> Any:
     value = doc.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(
             f"key {key!r}: expected {names}, got {json.dumps(value)[:40]}",
@@ -545,7 +545,8 @@ def _grade(rec: Mapping[str, Any], model: str, path: Path, line: int) -> tuple[M
         value = rec["correct"]
         if not isinstance(value, bool):
             raise ConfigError(
-                f"key 'models.{model}.correct': expected true or false, got {json.dumps(value)[:40]}",
+                f"key 'models.{model}.correct': expected true or false, got "
+                f"{json.dumps(value)[:40]}",
                 file=str(path),
                 line=line,
             )

@@ -690,7 +690,9 @@ _CHOICE_STATED = re.compile(
 # a calculation written out: "= 42", "Q = 700 / 5", "= $1,200" (not "==", "<=", "=>"), a
 # calculator note "<<15+2", or "15 + 25 =" cut off before its result
 _CALCULATION = re.compile(
-    r"(?<![=<>!])=(?![=>])[ \t]*\$?-?\(?\d|<<[^>\n]*\d|\d[ \t]*[-+*/×÷^x][ \t]*\$?\d[^=\n]{0,40}=(?!=)"
+    r"(?<![=<>!])=(?![=>])[ \t]*\$?-?\(?\d"
+    r"|<<[^>\n]*\d"
+    r"|\d[ \t]*[-+*/×÷^x][ \t]*\$?\d[^=\n]{0,40}=(?!=)"
 )
 _SHORT = 400  # characters: an answer this short may state its option anywhere in it
 
