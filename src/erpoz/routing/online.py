@@ -1,0 +1,663 @@
+"""Routing from observed quality: a contextual bandit that learns from the run log.
+
+:class:`OnlineRouter` sends each request to one of its models. It learns, per model and per
+*kind of prompt*, how good the answers were -- from the quality signals the log already holds:
+
+- its own validators' verdicts on the answer (abstentions teach nothing);
+- ``guard_decided`` events at the ``model_output`` checkpoint of its calls (passed or not);
+- ``review_resolved`` events of the step that called it (approve 1, edit 0.5, reject 0);
+- ``feedback`` events a step emits (``ctx.emit("feedback", {"score": 0.0})`` after the call,
+  or later and elsewhere with ``{"decision": <id>, "router": <name>, "score": s}``; ``s`` in
+  [0, 1]);
+
+and what each model cost (the ``model_called`` costs of its calls). It sends traffic to the
+cheapest mix of models whose *pessimistic* estimate of quality (a lower confidence bound) keeps
+the expected quality over the traffic seen at or above ``target``, and spends at most
+``explore`` of its decisions trying a model that might do as well for less (or better).
+
+**Kinds of prompt.** The prompt's embedding (MiniLM, or any embedding model; a
+:class:`HashingEmbed` of its words where none is wanted) is hashed by ``depth`` seeded random
+hyperplanes: prompts alike fall in the same leaf, and the leaves' prefixes form a tree of
+coarser kinds. A leaf with little evidence borrows its parent's estimate (hierarchical
+shrinkage), so the router is as specific as its data allows.
+
+**State is a view over the log.** Every decision is a ``route_decided`` event (kind
+``online``) carrying its id, its leaf, the model, what it cost and its validators' score; the
+state is a sum over such events and the signals that refer to them, the same in whatever order
+they are read. :meth:`OnlineRouter.sync` reads the store's new events (every ``refresh_s``
+seconds on its own, when given a store), so a restarted process, or several workers sharing a
+PostgreSQL store, route from the same evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import inspect
+import math
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import BudgetExceeded, ConfigError, ModelError
+from ..models._meter import Recorder, bind, current_recorder, unbind
+from ..models._protocol import ChatModel, EmbedModel
+from ..models._types import ChatRequest, ChatResult, EmbedResult, StreamChunk
+from ..store import Event
+from ._decision import FALL_THROUGH, Verdict, cost_field, decided, members_of, routed
+from .cascade import Validator
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from ..store import Store
+
+__all__ = [
+    "BanditState",
+    "Choice",
+    "ContextHash",
+    "HashingEmbed",
+    "OnlineRouter",
+    "feedback",
+]
+
+KIND = "online"
+#: How many decisions (and signals) the state remembers by id, to attach late signals.
+MEMORY = 200_000
+_REVIEW_SCORES = {"approve": 1.0, "edit": 0.5, "reject": 0.0}
+
+
+# --- features ---------------------------------------------------------------------------------
+class HashingEmbed:
+    """An :class:`~erpoz.models.EmbedModel` without weights: each word and pair of words adds
+    +1 or -1 (by hash) to one of ``dims`` dimensions. Instant and offline; prompts that share
+    words land near each other. The cheap stand-in for MiniLM (tests, tiny deployments)."""
+
+    _WORD = re.compile(r"[a-z0-9]+")
+
+    def __init__(self, dims: int = 256, name: str = "hashing") -> None:
+        if dims < 8:
+            raise ConfigError(f"hashing embedding: dims >= 8, not {dims}")
+        self.dims = dims
+        self.name = name
+
+    def vector(self, text: str) -> tuple[float, ...]:
+        v = [0.0] * self.dims
+        words = self._WORD.findall(text.lower())
+        for token in (*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))):
+            h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "big")
+            v[h % self.dims] += 1.0 if (h >> 63) else -1.0
+        norm = math.sqrt(sum(x * x for x in v)) or 1.0
+        return tuple(x / norm for x in v)
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        return EmbedResult(tuple(self.vector(t) for t in texts), self.name)
+
+
+class ContextHash:
+    """The kind of a prompt: the signs of its embedding against ``depth`` random hyperplanes
+    (seeded, so every process draws the same), as an integer leaf ``0 .. 2**depth - 1``; the
+    ancestors of a leaf are its prefixes."""
+
+    def __init__(self, depth: int = 6, seed: int = 0) -> None:
+        if not 0 <= depth <= 16:
+            raise ConfigError(f"online router: depth is 0 to 16, not {depth}")
+        self.depth = depth
+        self.seed = seed
+        self._planes: npt.NDArray[np.float64] | None = None
+
+    def leaf(self, vector: Sequence[float]) -> int:
+        import numpy as np
+
+        if self.depth == 0:
+            return 0
+        x = np.asarray(vector, dtype=np.float64)
+        planes = self._planes
+        if planes is None or planes.shape[1] != x.shape[0]:
+            planes = np.random.default_rng(self.seed).standard_normal((self.depth, x.shape[0]))
+            self._planes = planes
+        bits = (planes @ x) > 0
+        out = 0
+        for b in bits:
+            out = (out << 1) | int(b)
+        return out
+
+
+# --- the state --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A decision: the model's index, whether it explored, why, and each model's estimate."""
+
+    arm: int
+    explored: bool
+    reason: str
+    estimates: tuple[tuple[float, float], ...]  # (pessimistic quality, evidence) per model
+
+
+class BanditState:
+    """Sums over decisions and signals -- what the log says -- and the allocation they imply.
+
+    Per model and per node of the context tree: the weight of the quality signals and their
+    sum; per leaf, how many decisions fell in it (the traffic); per model, calls and cost.
+    Every update is a sum, so the state is the same whatever order events are read in.
+    """
+
+    def __init__(
+        self,
+        arms: int,
+        depth: int,
+        *,
+        shrink: float = 8.0,
+        prior: float = 2.0,
+        confidence: float = 1.0,
+        memory: int = MEMORY,
+    ) -> None:
+        self.arms = arms
+        self.depth = depth
+        self.shrink = shrink
+        self.prior = prior
+        self.z = confidence
+        self.memory = memory
+        self.stats: dict[tuple[int, int, int], list[float]] = {}
+        self.traffic: dict[int, int] = {}
+        self.calls = [0] * arms
+        self.cost = [0.0] * arms
+        self.estimated = [0.0] * arms
+        self.estimates = [0] * arms
+        self.decisions = 0
+        self.explored = 0
+        self.signals = 0
+        self._decided: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._signalled: OrderedDict[str, None] = OrderedDict()
+        self._mu: float | None = None
+        self._mu_target = -1.0
+        self._dirty = 0
+        self.lock = threading.Lock()
+
+    # --- updates --------------------------------------------------------------------------
+    def add_decision(
+        self,
+        decision: str,
+        arm: int,
+        leaf: int,
+        cost: float | None,
+        estimate: float | None,
+        explored: bool,
+    ) -> bool:
+        """Count a decision once (by id); ``False`` when it was already counted."""
+        if decision in self._decided or not 0 <= arm < self.arms:
+            return False
+        self._decided[decision] = (arm, leaf)
+        if len(self._decided) > self.memory:
+            self._decided.popitem(last=False)
+        self.traffic[leaf] = self.traffic.get(leaf, 0) + 1
+        self.decisions += 1
+        self.explored += explored
+        if cost is not None:
+            self.calls[arm] += 1
+            self.cost[arm] += cost
+        if estimate is not None:
+            self.estimated[arm] += estimate
+            self.estimates[arm] += 1
+        self._dirty += 1
+        return True
+
+    def add_signal(self, decision: str, score: float, weight: float, signal: str) -> bool:
+        """A quality signal (``score`` in [0, 1]) about a decision, once (by ``signal`` id);
+        ``False`` when the decision is unknown (too old, or another router's) or seen."""
+        where = self._decided.get(decision)
+        if where is None or signal in self._signalled or weight <= 0:
+            return False
+        self._signalled[signal] = None
+        if len(self._signalled) > self.memory:
+            self._signalled.popitem(last=False)
+        arm, leaf = where
+        score = min(1.0, max(0.0, float(score)))
+        for level in range(self.depth + 1):
+            key = (arm, level, leaf >> (self.depth - level))
+            cell = self.stats.get(key)
+            if cell is None:
+                self.stats[key] = [weight, weight * score]
+            else:
+                cell[0] += weight
+                cell[1] += weight * score
+        self.signals += 1
+        self._dirty += 1
+        return True
+
+    def known(self, decision: str) -> bool:
+        return decision in self._decided
+
+    # --- estimates ------------------------------------------------------------------------
+    def estimate(self, arm: int, leaf: int) -> tuple[float, float, float]:
+        """Quality of ``arm`` on prompts of ``leaf``: (mean, pessimistic bound, evidence).
+        Each level of the tree shrinks towards its parent by up to ``shrink`` signals."""
+        cell = self.stats.get((arm, 0, 0))
+        n, s = (cell[0], cell[1]) if cell else (0.0, 0.0)
+        mean = (s + self.prior * 0.5) / (n + self.prior)
+        evidence = n + self.prior
+        for level in range(1, self.depth + 1):
+            cell = self.stats.get((arm, level, leaf >> (self.depth - level)))
+            n, s = (cell[0], cell[1]) if cell else (0.0, 0.0)
+            w = min(self.shrink, evidence)
+            mean = (s + w * mean) / (n + w)
+            evidence = n + w
+        spread = math.sqrt(max(mean * (1.0 - mean), 0.01) / evidence)
+        return mean, mean - self.z * spread, evidence
+
+    def unit_costs(self) -> list[float]:
+        """What a call of each model costs: its mean observed cost, else its mean estimate,
+        else its rank times the cheapest known (models are listed cheap to strong)."""
+        out: list[float | None] = []
+        for a in range(self.arms):
+            if self.calls[a]:
+                out.append(self.cost[a] / self.calls[a])
+            elif self.estimates[a]:
+                out.append(self.estimated[a] / self.estimates[a])
+            else:
+                out.append(None)
+        known = [c for c in out if c is not None]
+        base = min(known) if known else 1.0
+        return [base * (a + 1) if c is None else c for a, c in enumerate(out)]
+
+    def price(self, target: float) -> float:
+        """The Lagrange price of quality: the largest ``mu`` (quality per USD given up) at
+        which choosing ``argmax quality - mu * cost`` on every leaf seen keeps the expected
+        pessimistic quality at ``target``; 0 when even the best choice everywhere falls short.
+        Cached until the state has moved."""
+        if self._mu is not None and self._dirty < 8 and self._mu_target == target:
+            return self._mu
+        leaves = list(self.traffic.items())
+        costs = self.unit_costs()
+        table = [[self.estimate(a, leaf)[1] for a in range(self.arms)] for leaf, _ in leaves]
+        weights = [t for _, t in leaves]
+        total = sum(weights)
+
+        def quality(mu: float) -> float:
+            got = 0.0
+            for row, w in zip(table, weights, strict=True):
+                got += w * row[_best(row, costs, mu)]
+            return got / total
+
+        mu = 0.0
+        if total and quality(0.0) >= target:
+            spread = max(costs) - min(costs)
+            hi = 1.0 / max(spread, 1e-12) * 4.0
+            while quality(hi) >= target and hi < 1e15:
+                hi *= 4.0
+            lo = 0.0
+            for _ in range(48):
+                mid = (lo + hi) / 2
+                if quality(mid) >= target:
+                    lo = mid
+                else:
+                    hi = mid
+            mu = lo
+        self._mu, self._mu_target = mu, target
+        self._dirty = 0
+        return mu
+
+    def choose(self, leaf: int, target: float, explore: float, rng: random.Random) -> Choice:
+        """The model for a prompt of ``leaf``: the best by ``quality - mu * cost`` with
+        pessimistic quality; or, within the exploration budget, the one an optimistic bound
+        prefers when that differs."""
+        costs = self.unit_costs()
+        est = [self.estimate(a, leaf) for a in range(self.arms)]
+        mu = self.price(target)
+        pessimistic = [lo for _, lo, _ in est]
+        arm = _best(pessimistic, costs, mu)
+        table = tuple((lo, ev) for _, lo, ev in est)
+        if explore > 0 and self.explored < explore * (self.decisions + 1):
+            optimistic = [2 * mean - lo for mean, lo, _ in est]
+            other = _best(optimistic, costs, mu)
+            if other != arm and rng.random() < 0.5:
+                return Choice(other, True, "explored: an optimistic bound prefers it", table)
+        reason = (
+            f"best quality - {mu:.3g}/USD × cost for target {target:g}"
+            if mu > 0
+            else f"target {target:g} not reached by the evidence: the best estimate"
+        )
+        return Choice(arm, False, reason, table)
+
+
+def _best(quality: Sequence[float], costs: Sequence[float], mu: float) -> int:
+    """``argmax quality - mu * cost``; ties to the stronger (later) model at ``mu == 0`` and
+    to the cheaper one otherwise."""
+    best = 0
+    value = -math.inf
+    for a, (q, c) in enumerate(zip(quality, costs, strict=True)):
+        v = q - mu * c
+        if v > value + 1e-12 or (mu == 0 and v >= value - 1e-12):
+            best, value = a, v
+    return best
+
+
+# --- feedback -------------------------------------------------------------------------------
+def feedback(
+    score: float, *, decision: str | None = None, router: str | None = None
+) -> dict[str, Any]:
+    """The data of a ``feedback`` event: ``ctx.emit("feedback", feedback(0.0))`` after a call
+    in the same step, or with the ``decision`` id (and ``router``) from anywhere later."""
+    if not 0.0 <= score <= 1.0 or math.isnan(score):
+        raise ValueError(f"a feedback score is between 0 and 1, not {score}")
+    data: dict[str, Any] = {"score": float(score)}
+    if decision is not None:
+        data["decision"] = decision
+    if router is not None:
+        data["router"] = router
+    return data
+
+
+# --- the router -------------------------------------------------------------------------------
+class OnlineRouter:
+    """A chat model that routes to the cheapest mix of ``models`` (listed cheap to strong)
+    keeping the observed quality at ``target``, learning from the log (see the module).
+
+    ``embedder`` embeds prompts (MiniLM; :class:`HashingEmbed` offline); ``depth`` is the
+    number of hyperplanes of the context tree; ``explore`` the share of decisions that may try
+    another model; ``confidence`` the width (in standard errors) of the pessimistic bound;
+    ``shrink`` how many signals a leaf borrows from its parent; ``validators`` judge each
+    answer (their verdict is a signal of weight ``validator_weight``); ``store`` the run store
+    to learn from (an object, or a URL opened on first use), read again every ``refresh_s``.
+    """
+
+    kind: ClassVar[str] = KIND
+
+    def __init__(
+        self,
+        name: str,
+        models: Sequence[ChatModel],
+        embedder: EmbedModel,
+        *,
+        target: float = 0.9,
+        explore: float = 0.05,
+        depth: int = 6,
+        confidence: float = 1.0,
+        shrink: float = 8.0,
+        validators: Sequence[Validator] = (),
+        validator_weight: float = 1.0,
+        store: Store | str | None = None,
+        refresh_s: float = 30.0,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(embedder, EmbedModel):
+            raise ConfigError(
+                f"router '{name}' needs an embedding model, not {type(embedder).__name__}"
+            )
+        if not 0.0 <= target <= 1.0:
+            raise ConfigError(f"router '{name}': target is between 0 and 1, not {target}")
+        if not 0.0 <= explore <= 1.0:
+            raise ConfigError(f"router '{name}': explore is between 0 and 1, not {explore}")
+        self.name = name
+        self._members = members_of(name, models)
+        self.models = tuple(m.model for m in self._members)
+        self.embedder = embedder
+        self.target = target
+        self.explore = explore
+        self.contexts = ContextHash(depth, seed)
+        self.state = BanditState(len(self.models), depth, shrink=shrink, confidence=confidence)
+        self.validators = tuple(validators)
+        self.validator_weight = validator_weight
+        self.space = _space(embedder.name, depth, seed, [m.name for m in self._members])
+        self._store_ref = store
+        self._store: Store | None = (
+            store if store is not None and not isinstance(store, str) else None
+        )
+        self.refresh_s = refresh_s
+        self._synced = -math.inf
+        self._sync_lock: asyncio.Lock | None = None
+        self._cursor: dict[str, int] = {}
+        self._last: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._rng = random.Random(seed)
+        self._index = {m.name: i for i, m in enumerate(self._members)}
+
+    # --- routing --------------------------------------------------------------------------
+    def estimate(self, request: ChatRequest) -> float | None:
+        """What the cheapest model would cost (others cost more)."""
+        return self._members[0].cost(request)
+
+    async def leaf(self, request: ChatRequest) -> int:
+        vectors = (await self.embedder.embed([_query_text(request)])).vectors
+        if not vectors:
+            raise ModelError("the embedding model returned no vector", model=self.name)
+        return self.contexts.leaf(vectors[0])
+
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        await self._maybe_sync()
+        leaf = await self.leaf(request)
+        with self.state.lock:
+            choice = self.state.choose(leaf, self.target, self.explore, self._rng)
+        member = self._members[choice.arm]
+        decision = uuid.uuid4().hex
+        spent: list[float] = []
+        token = _tally(spent)
+        try:
+            result = await member.model.generate(request)
+        except BudgetExceeded:
+            raise
+        except FALL_THROUGH as exc:
+            self._decided(request, decision, leaf, choice, None, None, error=str(exc))
+            raise
+        finally:
+            if token is not None:
+                unbind(token)
+        cost = sum(spent) if token is not None else result.cost_usd
+        quality = await self._validate(request, result)
+        self._decided(request, decision, leaf, choice, cost, quality)
+        return routed(result, self.name)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        """The answer in one chunk: it is judged (and costed) whole."""
+        result = await self.generate(request)
+        yield StreamChunk(result.text)
+        yield StreamChunk("", result)
+
+    async def _validate(self, request: ChatRequest, result: ChatResult) -> float | None:
+        """The validators' score of the answer: the least of the verdicts that judged it
+        (``None`` when all abstained, or there are none)."""
+        scores = []
+        for v in self.validators:
+            out: Any = v(request, result)
+            if inspect.isawaitable(out):
+                out = await out
+            if isinstance(out, Verdict):
+                if out.abstained:
+                    continue
+                scores.append(out.score if out.score is not None else float(out.ok))
+                if not out.ok:
+                    scores[-1] = min(scores[-1], 0.0)
+            elif isinstance(out, bool):
+                scores.append(float(out))
+            elif isinstance(out, int | float):
+                scores.append(float(out))
+        return min(scores) if scores else None
+
+    def _decided(
+        self,
+        request: ChatRequest,
+        decision: str,
+        leaf: int,
+        choice: Choice,
+        cost: float | None,
+        quality: float | None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        member = self._members[choice.arm]
+        estimate = member.cost(request)
+        with self.state.lock:
+            self.state.add_decision(decision, choice.arm, leaf, cost, estimate, choice.explored)
+            if quality is not None:
+                self.state.add_signal(decision, quality, self.validator_weight, decision + ":v")
+        candidates = [
+            {
+                "model": m.name,
+                "quality_lcb": round(lo, 4),
+                "evidence": round(ev, 1),
+                "estimate_usd": cost_field(m.cost(request)),
+            }
+            for m, (lo, ev) in zip(self._members, choice.estimates, strict=True)
+        ]
+        extra: dict[str, Any] = {
+            "decision": decision,
+            "context": leaf,
+            "space": self.space,
+            "explored": choice.explored,
+            "cost_usd": cost_field(cost),
+            "estimate_usd": cost_field(estimate),
+            "target": self.target,
+        }
+        if quality is not None:
+            extra["quality"] = round(quality, 4)
+        if error is not None:
+            extra["error"] = error
+        decided(self.name, KIND, candidates, member.name, choice.reason, **extra)
+
+    # --- learning from the log --------------------------------------------------------------
+    def learn(self, events: Iterable[Event]) -> int:
+        """Take in events of one run, in order (the router's decisions and the signals about
+        them); returns how many changed the state. Events already counted count once."""
+        changed = 0
+        for e in events:
+            changed += self._learn_one(e)
+        return changed
+
+    def _learn_one(self, e: Event) -> bool:
+        data = e.data or {}
+        key = (e.run_id, e.step or "")
+        if e.kind == "route_decided":
+            return self._learn_decision(e, data, key)
+        decision = self._last.get(key)
+        if e.kind == "guard_decided":
+            if data.get("checkpoint") != "model_output" or data.get("model") != self.name:
+                return False
+            score, weight = (1.0 if data.get("passed") else 0.0), 1.0
+        elif e.kind == "review_resolved":
+            score, weight = _REVIEW_SCORES.get(str(data.get("decision")), -1.0), 1.0
+        elif e.kind == "feedback":
+            if data.get("router") not in (None, self.name):
+                return False
+            decision = str(data.get("decision") or "") or decision
+            score, weight = _number(data.get("score"), -1.0), _number(data.get("weight"), 1.0)
+        else:
+            return False
+        if decision is None or not 0.0 <= score <= 1.0:
+            return False
+        with self.state.lock:
+            return self.state.add_signal(decision, score, weight, f"{e.run_id}:{e.seq}")
+
+    def _learn_decision(self, e: Event, data: Mapping[str, Any], key: tuple[str, str]) -> bool:
+        if data.get("router") != self.name or data.get("kind") != KIND:
+            return False
+        if data.get("space") != self.space:
+            return False  # made with other settings (embedding, depth, models): not comparable
+        decision = str(data.get("decision") or "")
+        arm = self._index.get(str(data.get("winner")))
+        leaf = data.get("context")
+        if not decision or arm is None or not isinstance(leaf, int):
+            return False
+        self._last[key] = decision
+        self._last.move_to_end(key)
+        if len(self._last) > MEMORY:
+            self._last.popitem(last=False)
+        cost = data.get("cost_usd")
+        with self.state.lock:
+            new = self.state.add_decision(
+                decision,
+                arm,
+                leaf,
+                float(cost) if isinstance(cost, int | float) else None,
+                _number(data.get("estimate_usd"), None),
+                bool(data.get("explored")),
+            )
+            quality = data.get("quality")
+            if isinstance(quality, int | float):
+                new |= self.state.add_signal(
+                    decision, float(quality), self.validator_weight, decision + ":v"
+                )
+        return new
+
+    async def sync(self, store: Store | None = None) -> int:
+        """Read what the store recorded since the last sync (every run's new events) and
+        learn from it; returns how many events changed the state."""
+        store = store or self._open_store()
+        if store is None:
+            return 0
+        changed = 0
+        since = self._synced
+        self._synced = time.time()
+        for info in await store.list_runs(limit=1_000_000):
+            if info.run_id in self._cursor and info.updated < since - 5.0:
+                continue
+            events = await store.events(info.run_id, after=self._cursor.get(info.run_id, 0))
+            if events:
+                self._cursor[info.run_id] = events[-1].seq
+                changed += self.learn(events)
+        return changed
+
+    def _open_store(self) -> Store | None:
+        if self._store is not None or self._store_ref is None:
+            return self._store
+        url = str(self._store_ref)
+        if url == "default":
+            url = os.environ.get("ERPOZ_STORE", "") or ".erpoz/erpoz.db"
+        path = url.removeprefix("sqlite:///")
+        if "://" not in path and not os.path.exists(path):
+            return None  # nothing recorded yet; look again next time
+        from ..store import open_store
+
+        self._store = open_store(url)
+        return self._store
+
+    async def _maybe_sync(self) -> None:
+        if self._store_ref is None or time.time() - self._synced < self.refresh_s:
+            return
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        if self._sync_lock.locked():
+            return
+        async with self._sync_lock:
+            await self.sync()
+
+
+def _number(value: Any, default: Any) -> Any:
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    )
+
+
+def _space(embedder: str, depth: int, seed: int, models: Sequence[str]) -> str:
+    """A short fingerprint of what makes contexts and arms comparable across processes."""
+    text = "|".join([embedder, str(depth), str(seed), *models])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _tally(spent: list[float]) -> Any:
+    """While the member answers, add up the ``model_called`` costs it causes (nested routers
+    included) and pass every event on to the run; ``None`` outside a run."""
+    parent = current_recorder()
+    if parent is None:
+        return None
+
+    def emit(kind: str, data: Mapping[str, Any]) -> None:
+        if kind == "model_called":
+            spent.append(float(data.get("cost_usd") or 0.0))
+        parent.emit(kind, data)
+
+    return bind(Recorder(emit, parent.run_id, parent.budget))
+
+
+def _query_text(request: ChatRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.text
+    return request.prompt_text
