@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import inspect
+import itertools
 import math
 import os
 import random
@@ -475,9 +475,7 @@ class OnlineRouter:
                 scores.append(out.score if out.score is not None else float(out.ok))
                 if not out.ok:
                     scores[-1] = min(scores[-1], 0.0)
-            elif isinstance(out, bool):
-                scores.append(float(out))
-            elif isinstance(out, int | float):
+            elif isinstance(out, int | float):  # bool included
                 scores.append(float(out))
         return min(scores) if scores else None
 
