@@ -254,6 +254,15 @@ class BanditState:
         spread = math.sqrt(max(mean * (1.0 - mean), 0.01) / evidence)
         return mean, mean - self.z * spread, evidence
 
+    def relative_target(self, share: float) -> float:
+        """``share`` of the best model's observed quality (overall, not per kind)."""
+        return share * max(self._root(a) for a in range(self.arms))
+
+    def _root(self, arm: int) -> float:
+        cell = self.stats.get((arm, 0, 0))
+        n, s = (cell[0], cell[1]) if cell else (0.0, 0.0)
+        return (s + self.prior * 0.5) / (n + self.prior)
+
     def unit_costs(self) -> list[float]:
         """What a call of each model costs: its mean observed cost, else its mean estimate,
         else its rank times the cheapest known (models are listed cheap to strong)."""
@@ -379,6 +388,7 @@ class OnlineRouter:
         embedder: EmbedModel,
         *,
         target: float = 0.9,
+        relative: bool = False,
         explore: float = 0.05,
         depth: int = 6,
         confidence: float = 1.0,
@@ -402,6 +412,7 @@ class OnlineRouter:
         self.models = tuple(m.model for m in self._members)
         self.embedder = embedder
         self.target = target
+        self.relative = relative
         self.explore = explore
         self.contexts = ContextHash(depth, seed)
         self.state = BanditState(len(self.models), depth, shrink=shrink, confidence=confidence)
@@ -435,7 +446,8 @@ class OnlineRouter:
         await self._maybe_sync()
         leaf = await self.leaf(request)
         with self.state.lock:
-            choice = self.state.choose(leaf, self.target, self.explore, self._rng)
+            target = self.state.relative_target(self.target) if self.relative else self.target
+            choice = self.state.choose(leaf, target, self.explore, self._rng)
         member = self._members[choice.arm]
         decision = uuid.uuid4().hex
         spent: list[float] = []
