@@ -567,7 +567,7 @@ def _learned_router(
 
 
 #: The online router's targets swept: shares of the best model's observed quality.
-ONLINE_TARGETS = tuple(round(0.60 + 0.01 * i, 2) for i in range(41))
+ONLINE_TARGETS = tuple(round(0.60 + 0.02 * i, 2) for i in range(21))
 
 
 def _online_models(h: _Harness, with_cascade: bool) -> list[ChatModel]:

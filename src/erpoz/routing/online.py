@@ -16,17 +16,17 @@ the expected quality over the traffic seen at or above ``target``, and spends at
 ``explore`` of its decisions trying a model that might do as well for less (or better).
 
 **Kinds of prompt.** The prompt's embedding (MiniLM, or any embedding model; a
-:class:`HashingEmbed` of its words where none is wanted) is hashed by ``depth`` seeded random
-hyperplanes: prompts alike fall in the same leaf, and the leaves' prefixes form a tree of
-coarser kinds. A leaf with little evidence borrows its parent's estimate (hierarchical
-shrinkage), so the router is as specific as its data allows.
+:class:`HashingEmbed` of its words where none is wanted) is hashed by ``bits`` seeded random
+hyperplanes into a code: prompts alike share most bits. Per model, a ridge regression of
+quality on the bits (and a constant) says how good that model is on prompts of that kind; with
+little evidence it says the model's overall quality, and its uncertainty is wide.
 
 **State is a view over the log.** Every decision is a ``route_decided`` event (kind
-``online``) carrying its id, its leaf, the model, what it cost and its validators' score; the
-state is a sum over such events and the signals that refer to them, the same in whatever order
-they are read. :meth:`OnlineRouter.sync` reads the store's new events (every ``refresh_s``
-seconds on its own, when given a store), so a restarted process, or several workers sharing a
-PostgreSQL store, route from the same evidence.
+``online``) carrying its id, the prompt's code, the model, what it cost and its validators'
+score; the state is a sum over such events and the signals that refer to them, the same in
+whatever order they are read. :meth:`OnlineRouter.sync` reads the store's new events (every
+``refresh_s`` seconds on its own, when given a store), so a restarted process, or several
+workers sharing a PostgreSQL store, route from the same evidence.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -104,32 +104,42 @@ class HashingEmbed:
 
 
 class ContextHash:
-    """The kind of a prompt: the signs of its embedding against ``depth`` random hyperplanes
-    (seeded, so every process draws the same), as an integer leaf ``0 .. 2**depth - 1``; the
-    ancestors of a leaf are its prefixes."""
+    """The kind of a prompt: the signs of its embedding against ``bits`` random hyperplanes
+    (seeded, so every process draws the same), as an integer code. Prompts alike share most
+    bits; the code is what the log records of a prompt."""
 
-    def __init__(self, depth: int = 6, seed: int = 0) -> None:
-        if not 0 <= depth <= 16:
-            raise ConfigError(f"online router: depth is 0 to 16, not {depth}")
-        self.depth = depth
+    def __init__(self, bits: int = 32, seed: int = 0) -> None:
+        if not 0 <= bits <= 62:
+            raise ConfigError(f"online router: bits is 0 to 62, not {bits}")
+        self.bits = bits
         self.seed = seed
         self._planes: npt.NDArray[np.float64] | None = None
 
-    def leaf(self, vector: Sequence[float]) -> int:
+    def code(self, vector: Sequence[float]) -> int:
         import numpy as np
 
-        if self.depth == 0:
+        if self.bits == 0:
             return 0
         x = np.asarray(vector, dtype=np.float64)
         planes = self._planes
         if planes is None or planes.shape[1] != x.shape[0]:
-            planes = np.random.default_rng(self.seed).standard_normal((self.depth, x.shape[0]))
+            planes = np.random.default_rng(self.seed).standard_normal((self.bits, x.shape[0]))
             self._planes = planes
-        bits = (planes @ x) > 0
         out = 0
-        for b in bits:
+        for b in (planes @ x) > 0:
             out = (out << 1) | int(b)
         return out
+
+
+def features(codes: Sequence[int], bits: int) -> npt.NDArray[np.float64]:
+    """Codes as feature rows: one column per bit (+1 / -1), and a constant 1."""
+    import numpy as np
+
+    c = np.asarray(codes, dtype=np.int64)[:, None]
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)[None, :]
+    x = np.ones((len(codes), bits + 1))
+    x[:, :bits] = ((c >> shifts) & 1) * 2.0 - 1.0
+    return x
 
 
 # --- the state --------------------------------------------------------------------------------
@@ -144,31 +154,38 @@ class Choice:
 
 
 class BanditState:
-    """Sums over decisions and signals -- what the log says -- and the allocation they imply.
+    """Sums over decisions and signals -- what the log says -- and the routing they imply.
 
-    Per model and per node of the context tree: the weight of the quality signals and their
-    sum; per leaf, how many decisions fell in it (the traffic); per model, calls and cost.
-    Every update is a sum, so the state is the same whatever order events are read in.
+    Per model, a ridge regression of quality on the prompt's code (its bits, and a constant):
+    the sums ``A = ridge * I + sum(w x x')`` and ``b = ridge * prior + sum(w s x)``; per model,
+    calls and cost. Every update is a sum, so the state is the same whatever order events are
+    read in. The codes of the last ``window`` decisions stand for the traffic when the price of
+    quality is set.
     """
 
     def __init__(
         self,
         arms: int,
-        depth: int,
+        bits: int,
         *,
-        shrink: float = 8.0,
-        prior: float = 2.0,
+        ridge: float = 4.0,
         confidence: float = 1.0,
+        window: int = 1024,
         memory: int = MEMORY,
     ) -> None:
+        import numpy as np
+
         self.arms = arms
-        self.depth = depth
-        self.shrink = shrink
-        self.prior = prior
+        self.bits = bits
         self.z = confidence
         self.memory = memory
-        self.stats: dict[tuple[int, int, int], list[float]] = {}
-        self.traffic: dict[int, int] = {}
+        d = bits + 1
+        self.a = [np.eye(d) * ridge for _ in range(arms)]
+        self.b = [np.zeros(d) for _ in range(arms)]
+        for b in self.b:
+            b[bits] = ridge * 0.5  # a prior of 0.5 on the constant
+        self.weight = [0.0] * arms
+        self.total = [0.0] * arms
         self.calls = [0] * arms
         self.cost = [0.0] * arms
         self.estimated = [0.0] * arms
@@ -176,8 +193,10 @@ class BanditState:
         self.decisions = 0
         self.explored = 0
         self.signals = 0
+        self.recent: deque[int] = deque(maxlen=window)
         self._decided: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._signalled: OrderedDict[str, None] = OrderedDict()
+        self._solved: list[tuple[Any, Any]] | None = None
         self._mu: float | None = None
         self._mu_target = -1.0
         self._dirty = 0
@@ -188,7 +207,7 @@ class BanditState:
         self,
         decision: str,
         arm: int,
-        leaf: int,
+        code: int,
         cost: float | None,
         estimate: float | None,
         explored: bool,
@@ -196,10 +215,10 @@ class BanditState:
         """Count a decision once (by id); ``False`` when it was already counted."""
         if decision in self._decided or not 0 <= arm < self.arms:
             return False
-        self._decided[decision] = (arm, leaf)
+        self._decided[decision] = (arm, code)
         if len(self._decided) > self.memory:
             self._decided.popitem(last=False)
-        self.traffic[leaf] = self.traffic.get(leaf, 0) + 1
+        self.recent.append(code)
         self.decisions += 1
         self.explored += explored
         if cost is not None:
@@ -220,17 +239,15 @@ class BanditState:
         self._signalled[signal] = None
         if len(self._signalled) > self.memory:
             self._signalled.popitem(last=False)
-        arm, leaf = where
+        arm, code = where
         score = min(1.0, max(0.0, float(score)))
-        for level in range(self.depth + 1):
-            key = (arm, level, leaf >> (self.depth - level))
-            cell = self.stats.get(key)
-            if cell is None:
-                self.stats[key] = [weight, weight * score]
-            else:
-                cell[0] += weight
-                cell[1] += weight * score
+        x = features([code], self.bits)[0]
+        self.a[arm] += weight * (x[:, None] * x[None, :])
+        self.b[arm] += weight * score * x
+        self.weight[arm] += weight
+        self.total[arm] += weight * score
         self.signals += 1
+        self._solved = None
         self._dirty += 1
         return True
 
@@ -238,30 +255,38 @@ class BanditState:
         return decision in self._decided
 
     # --- estimates ------------------------------------------------------------------------
-    def estimate(self, arm: int, leaf: int) -> tuple[float, float, float]:
-        """Quality of ``arm`` on prompts of ``leaf``: (mean, pessimistic bound, evidence).
-        Each level of the tree shrinks towards its parent by up to ``shrink`` signals."""
-        cell = self.stats.get((arm, 0, 0))
-        n, s = (cell[0], cell[1]) if cell else (0.0, 0.0)
-        mean = (s + self.prior * 0.5) / (n + self.prior)
-        evidence = n + self.prior
-        for level in range(1, self.depth + 1):
-            cell = self.stats.get((arm, level, leaf >> (self.depth - level)))
-            n, s = (cell[0], cell[1]) if cell else (0.0, 0.0)
-            w = min(self.shrink, evidence)
-            mean = (s + w * mean) / (n + w)
-            evidence = n + w
-        spread = math.sqrt(max(mean * (1.0 - mean), 0.01) / evidence)
-        return mean, mean - self.z * spread, evidence
+    def _solve(self) -> list[tuple[Any, Any]]:
+        import numpy as np
+
+        if self._solved is None:
+            self._solved = []
+            for a, b in zip(self.a, self.b, strict=True):
+                inv = np.linalg.inv(a)
+                self._solved.append((inv @ b, inv))
+        return self._solved
+
+    def estimates_of(self, codes: Sequence[int]) -> tuple[Any, Any]:
+        """Mean and pessimistic quality of every model on prompts of ``codes``
+        (two arrays, codes × models)."""
+        import numpy as np
+
+        x = features(codes, self.bits)
+        means, lows = [], []
+        for arm, (theta, inv) in enumerate(self._solve()):
+            mean = np.clip(x @ theta, 0.0, 1.0)
+            var = ((x @ inv) * x).sum(axis=1)
+            noise = max(self.overall(arm) * (1 - self.overall(arm)), 0.01)
+            means.append(mean)
+            lows.append(mean - self.z * np.sqrt(noise * var))
+        return np.stack(means, axis=1), np.stack(lows, axis=1)
+
+    def overall(self, arm: int) -> float:
+        """The model's mean observed quality over all prompts (0.5 before any signal)."""
+        return (self.total[arm] + 1.0) / (self.weight[arm] + 2.0)
 
     def relative_target(self, share: float) -> float:
-        """``share`` of the best model's observed quality (overall, not per kind)."""
-        return share * max(self._root(a) for a in range(self.arms))
-
-    def _root(self, arm: int) -> float:
-        cell = self.stats.get((arm, 0, 0))
-        n, s = (cell[0], cell[1]) if cell else (0.0, 0.0)
-        return (s + self.prior * 0.5) / (n + self.prior)
+        """``share`` of the best model's observed quality (over all prompts)."""
+        return share * max(self.overall(a) for a in range(self.arms))
 
     def unit_costs(self) -> list[float]:
         """What a call of each model costs: its mean observed cost, else its mean estimate,
@@ -279,75 +304,69 @@ class BanditState:
         return [base * (a + 1) if c is None else c for a, c in enumerate(out)]
 
     def price(self, target: float) -> float:
-        """The Lagrange price of quality: the largest ``mu`` (quality per USD given up) at
-        which choosing ``argmax quality - mu * cost`` on every leaf seen keeps the expected
-        pessimistic quality at ``target``; 0 when even the best choice everywhere falls short.
-        Cached until the state has moved."""
-        if self._mu is not None and self._dirty < 8 and self._mu_target == target:
+        """The price of quality: the largest ``mu`` (quality per USD given up) at which
+        choosing ``argmax pessimistic quality - mu * cost`` for the recent prompts keeps their
+        mean pessimistic quality at ``target``; 0 when even the best choice falls short."""
+        import numpy as np
+
+        if self._mu is not None and self._dirty < 32 and self._mu_target == target:
             return self._mu
-        leaves = list(self.traffic.items())
-        costs = self.unit_costs()
-        table = [[self.estimate(a, leaf)[1] for a in range(self.arms)] for leaf, _ in leaves]
-        weights = [t for _, t in leaves]
-        total = sum(weights)
-
-        def quality(mu: float) -> float:
-            got = 0.0
-            for row, w in zip(table, weights, strict=True):
-                got += w * row[_best(row, costs, mu)]
-            return got / total
-
         mu = 0.0
-        if total and quality(0.0) >= target:
-            spread = max(costs) - min(costs)
-            hi = 1.0 / max(spread, 1e-12) * 4.0
-            while quality(hi) >= target and hi < 1e15:
-                hi *= 4.0
-            lo = 0.0
-            for _ in range(48):
-                mid = (lo + hi) / 2
-                if quality(mid) >= target:
-                    lo = mid
-                else:
-                    hi = mid
-            mu = lo
+        if self.recent:
+            _, low = self.estimates_of(list(self.recent))
+            costs = np.asarray(self.unit_costs())
+            rows = np.arange(len(low))
+
+            def quality(m: float) -> float:
+                return float(low[rows, _argbest(low, costs, m)].mean())
+
+            if quality(0.0) >= target:
+                hi = 4.0 / max(float(costs.max() - costs.min()), 1e-12)
+                while quality(hi) >= target and hi < 1e15:
+                    hi *= 4.0
+                lo = 0.0
+                for _ in range(40):
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if quality(mid) >= target else (lo, mid)
+                mu = lo
         self._mu, self._mu_target = mu, target
         self._dirty = 0
         return mu
 
-    def choose(self, leaf: int, target: float, explore: float, rng: random.Random) -> Choice:
-        """The model for a prompt of ``leaf``: the best by ``quality - mu * cost`` with
+    def choose(self, code: int, target: float, explore: float, rng: random.Random) -> Choice:
+        """The model for a prompt of ``code``: the best by ``quality - mu * cost`` with
         pessimistic quality; or, within the exploration budget, the one an optimistic bound
         prefers when that differs."""
-        costs = self.unit_costs()
-        est = [self.estimate(a, leaf) for a in range(self.arms)]
+        import numpy as np
+
         mu = self.price(target)
-        pessimistic = [lo for _, lo, _ in est]
-        arm = _best(pessimistic, costs, mu)
-        table = tuple((lo, ev) for _, lo, ev in est)
+        means, lows = self.estimates_of([code])
+        costs = np.asarray(self.unit_costs())
+        arm = int(_argbest(lows, costs, mu)[0])
+        evidence = [self.weight[a] for a in range(self.arms)]
+        table = tuple((float(lows[0, a]), evidence[a]) for a in range(self.arms))
         if explore > 0 and self.explored < explore * (self.decisions + 1):
-            optimistic = [2 * mean - lo for mean, lo, _ in est]
-            other = _best(optimistic, costs, mu)
-            if other != arm and rng.random() < 0.5:
+            optimistic = 2 * means - lows
+            other = int(_argbest(optimistic, costs, mu)[0])
+            if other != arm:
                 return Choice(other, True, "explored: an optimistic bound prefers it", table)
         reason = (
-            f"best quality - {mu:.3g}/USD × cost for target {target:g}"
+            f"best quality - {mu:.3g}/USD × cost for target {target:.3g}"
             if mu > 0
-            else f"target {target:g} not reached by the evidence: the best estimate"
+            else f"target {target:.3g} not reached by the evidence: the best estimate"
         )
         return Choice(arm, False, reason, table)
 
 
-def _best(quality: Sequence[float], costs: Sequence[float], mu: float) -> int:
-    """``argmax quality - mu * cost``; ties to the stronger (later) model at ``mu == 0`` and
-    to the cheaper one otherwise."""
-    best = 0
-    value = -math.inf
-    for a, (q, c) in enumerate(zip(quality, costs, strict=True)):
-        v = q - mu * c
-        if v > value + 1e-12 or (mu == 0 and v >= value - 1e-12):
-            best, value = a, v
-    return best
+def _argbest(quality: Any, costs: Any, mu: float) -> Any:
+    """Per row, ``argmax quality - mu * cost``; ties to the stronger (later) model at
+    ``mu == 0`` and to the cheaper one otherwise."""
+    import numpy as np
+
+    value = quality - mu * costs[None, :]
+    if mu == 0:
+        return value.shape[1] - 1 - np.argmax(value[:, ::-1], axis=1)
+    return np.argmax(value, axis=1)
 
 
 # --- feedback -------------------------------------------------------------------------------
@@ -371,10 +390,10 @@ class OnlineRouter:
     """A chat model that routes to the cheapest mix of ``models`` (listed cheap to strong)
     keeping the observed quality at ``target``, learning from the log (see the module).
 
-    ``embedder`` embeds prompts (MiniLM; :class:`HashingEmbed` offline); ``depth`` is the
-    number of hyperplanes of the context tree; ``explore`` the share of decisions that may try
+    ``embedder`` embeds prompts (MiniLM; :class:`HashingEmbed` offline); ``bits`` is the
+    number of hyperplanes of a prompt's code; ``explore`` the share of decisions that may try
     another model; ``confidence`` the width (in standard errors) of the pessimistic bound;
-    ``shrink`` how many signals a leaf borrows from its parent; ``validators`` judge each
+    ``ridge`` how many signals' worth the prior (quality 0.5) weighs; ``validators`` judge each
     answer (their verdict is a signal of weight ``validator_weight``); ``store`` the run store
     to learn from (an object, or a URL opened on first use), read again every ``refresh_s``.
     """
@@ -390,9 +409,9 @@ class OnlineRouter:
         target: float = 0.9,
         relative: bool = False,
         explore: float = 0.05,
-        depth: int = 6,
+        bits: int = 32,
         confidence: float = 1.0,
-        shrink: float = 8.0,
+        ridge: float = 4.0,
         validators: Sequence[Validator] = (),
         validator_weight: float = 1.0,
         store: Store | str | None = None,
@@ -414,11 +433,11 @@ class OnlineRouter:
         self.target = target
         self.relative = relative
         self.explore = explore
-        self.contexts = ContextHash(depth, seed)
-        self.state = BanditState(len(self.models), depth, shrink=shrink, confidence=confidence)
+        self.contexts = ContextHash(bits, seed)
+        self.state = BanditState(len(self.models), bits, ridge=ridge, confidence=confidence)
         self.validators = tuple(validators)
         self.validator_weight = validator_weight
-        self.space = _space(embedder.name, depth, seed, [m.name for m in self._members])
+        self.space = _space(embedder.name, bits, seed, [m.name for m in self._members])
         self._store_ref = store
         self._store: Store | None = (
             store if store is not None and not isinstance(store, str) else None
@@ -436,18 +455,19 @@ class OnlineRouter:
         """What the cheapest model would cost (others cost more)."""
         return self._members[0].cost(request)
 
-    async def leaf(self, request: ChatRequest) -> int:
+    async def code(self, request: ChatRequest) -> int:
+        """The kind of this prompt (see :class:`ContextHash`)."""
         vectors = (await self.embedder.embed([_query_text(request)])).vectors
         if not vectors:
             raise ModelError("the embedding model returned no vector", model=self.name)
-        return self.contexts.leaf(vectors[0])
+        return self.contexts.code(vectors[0])
 
     async def generate(self, request: ChatRequest) -> ChatResult:
         await self._maybe_sync()
-        leaf = await self.leaf(request)
+        code = await self.code(request)
         with self.state.lock:
             target = self.state.relative_target(self.target) if self.relative else self.target
-            choice = self.state.choose(leaf, target, self.explore, self._rng)
+            choice = self.state.choose(code, target, self.explore, self._rng)
         member = self._members[choice.arm]
         decision = uuid.uuid4().hex
         spent: list[float] = []
@@ -457,14 +477,14 @@ class OnlineRouter:
         except BudgetExceeded:
             raise
         except FALL_THROUGH as exc:
-            self._decided(request, decision, leaf, choice, None, None, error=str(exc))
+            self._decided(request, decision, code, choice, None, None, error=str(exc))
             raise
         finally:
             if token is not None:
                 unbind(token)
         cost = sum(spent) if token is not None else result.cost_usd
         quality = await self._validate(request, result)
-        self._decided(request, decision, leaf, choice, cost, quality)
+        self._decided(request, decision, code, choice, cost, quality)
         return routed(result, self.name)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
@@ -495,7 +515,7 @@ class OnlineRouter:
         self,
         request: ChatRequest,
         decision: str,
-        leaf: int,
+        code: int,
         choice: Choice,
         cost: float | None,
         quality: float | None,
@@ -505,7 +525,7 @@ class OnlineRouter:
         member = self._members[choice.arm]
         estimate = member.cost(request)
         with self.state.lock:
-            self.state.add_decision(decision, choice.arm, leaf, cost, estimate, choice.explored)
+            self.state.add_decision(decision, choice.arm, code, cost, estimate, choice.explored)
             if quality is not None:
                 self.state.add_signal(decision, quality, self.validator_weight, decision + ":v")
         candidates = [
@@ -519,7 +539,7 @@ class OnlineRouter:
         ]
         extra: dict[str, Any] = {
             "decision": decision,
-            "context": leaf,
+            "context": code,
             "space": self.space,
             "explored": choice.explored,
             "cost_usd": cost_field(cost),
@@ -569,11 +589,11 @@ class OnlineRouter:
         if data.get("router") != self.name or data.get("kind") != KIND:
             return False
         if data.get("space") != self.space:
-            return False  # made with other settings (embedding, depth, models): not comparable
+            return False  # made with other settings (embedding, bits, models): not comparable
         decision = str(data.get("decision") or "")
         arm = self._index.get(str(data.get("winner")))
-        leaf = data.get("context")
-        if not decision or arm is None or not isinstance(leaf, int):
+        code = data.get("context")
+        if not decision or arm is None or not isinstance(code, int):
             return False
         self._last[key] = decision
         self._last.move_to_end(key)
@@ -584,7 +604,7 @@ class OnlineRouter:
             new = self.state.add_decision(
                 decision,
                 arm,
-                leaf,
+                code,
                 float(cost) if isinstance(cost, int | float) else None,
                 _number(data.get("estimate_usd"), None),
                 bool(data.get("explored")),
@@ -645,9 +665,9 @@ def _number(value: Any, default: Any) -> Any:
     )
 
 
-def _space(embedder: str, depth: int, seed: int, models: Sequence[str]) -> str:
-    """A short fingerprint of what makes contexts and arms comparable across processes."""
-    text = "|".join([embedder, str(depth), str(seed), *models])
+def _space(embedder: str, bits: int, seed: int, models: Sequence[str]) -> str:
+    """A short fingerprint of what makes codes and models comparable across processes."""
+    text = "|".join([embedder, str(bits), str(seed), *models])
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
