@@ -17,9 +17,9 @@ the expected quality over the traffic seen at or above ``target``, and spends at
 
 **Kinds of prompt.** The prompt's embedding (MiniLM, or any embedding model; a
 :class:`HashingEmbed` of its words where none is wanted) is hashed by ``bits`` seeded random
-hyperplanes into a code: prompts alike share most bits. Per model, a ridge regression of
-quality on the bits (and a constant) says how good that model is on prompts of that kind; with
-little evidence it says the model's overall quality, and its uncertainty is wide.
+hyperplanes into a code: prompts alike share most bits. A model's quality on a prompt is the
+mean of the signals it got on the prompts of nearest codes (weighted by closeness: a soft
+cluster), shrunk towards 0.5; with little evidence nearby, its uncertainty is wide.
 
 **State is a view over the log.** Every decision is a ``route_decided`` event (kind
 ``online``) carrying its id, the prompt's code, the model, what it cost and its validators'
@@ -74,6 +74,11 @@ KIND = "online"
 #: How many decisions (and signals) the state remembers by id, to attach late signals.
 MEMORY = 200_000
 _REVIEW_SCORES = {"approve": 1.0, "edit": 0.5, "reject": 0.0}
+#: How many signals' worth the uninformed prior (quality 0.5) weighs.
+PRIOR_WEIGHT = 0.5
+#: A model's quality on a prompt is read from (at most about) this many nearest signals, so
+#: that plenty of evidence on other kinds of prompt does not drown the little on this kind.
+NEIGHBOURS = 32
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -131,15 +136,18 @@ class ContextHash:
         return out
 
 
-def features(codes: Sequence[int], bits: int) -> npt.NDArray[np.float64]:
-    """Codes as feature rows: one column per bit (+1 / -1), and a constant 1."""
+def hamming(a: Any, b: Any) -> Any:
+    """Bits that differ between each code of ``a`` and each of ``b`` (a matrix)."""
     import numpy as np
 
-    c = np.asarray(codes, dtype=np.int64)[:, None]
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)[None, :]
-    x = np.ones((len(codes), bits + 1))
-    x[:, :bits] = ((c >> shifts) & 1) * 2.0 - 1.0
-    return x
+    x = np.bitwise_xor(a[:, None], b[None, :])
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    out = np.zeros(x.shape, dtype=np.uint8)  # numpy < 2: byte by byte
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    for shift in range(0, 64, 8):
+        out += table[(x >> np.uint64(shift)) & np.uint64(255)]
+    return out
 
 
 # --- the state --------------------------------------------------------------------------------
@@ -156,11 +164,13 @@ class Choice:
 class BanditState:
     """Sums over decisions and signals -- what the log says -- and the routing they imply.
 
-    Per model, a ridge regression of quality on the prompt's code (its bits, and a constant):
-    the sums ``A = ridge * I + sum(w x x')`` and ``b = ridge * prior + sum(w s x)``; per model,
-    calls and cost. Every update is a sum, so the state is the same whatever order events are
-    read in. The codes of the last ``window`` decisions stand for the traffic when the price of
-    quality is set.
+    Per model, the quality signals it received with the code of their prompt; its quality on a
+    prompt is the mean of them weighted by closeness of code (``exp(-differing bits /
+    bandwidth)``: the prompts of its kind), shrunk towards 0.5 by half a signal's weight. Per
+    model, calls and cost. Every update adds to a multiset, so the state is the same whatever
+    order events are read in (as long as fewer than ``kept`` signals per model are kept). The
+    codes of the last ``window`` decisions stand for the traffic when the price of quality is
+    set.
     """
 
     def __init__(
@@ -168,22 +178,20 @@ class BanditState:
         arms: int,
         bits: int,
         *,
-        ridge: float = 4.0,
+        bandwidth: float = 3.0,
         confidence: float = 1.0,
-        window: int = 1024,
+        window: int = 256,
+        kept: int = 20_000,
         memory: int = MEMORY,
     ) -> None:
-        import numpy as np
-
         self.arms = arms
         self.bits = bits
+        self.bandwidth = bandwidth
         self.z = confidence
         self.memory = memory
-        d = bits + 1
-        self.a = [np.eye(d) * ridge for _ in range(arms)]
-        self.b = [np.zeros(d) for _ in range(arms)]
-        for b in self.b:
-            b[bits] = ridge * 0.5  # a prior of 0.5 on the constant
+        self.kept = kept
+        self.obs: list[list[tuple[int, float, float]]] = [[] for _ in range(arms)]
+        self._arrays: list[tuple[Any, Any, Any] | None] = [None] * arms
         self.weight = [0.0] * arms
         self.total = [0.0] * arms
         self.calls = [0] * arms
@@ -196,7 +204,6 @@ class BanditState:
         self.recent: deque[int] = deque(maxlen=window)
         self._decided: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._signalled: OrderedDict[str, None] = OrderedDict()
-        self._solved: list[tuple[Any, Any]] | None = None
         self._mu: float | None = None
         self._mu_target = -1.0
         self._dirty = 0
@@ -241,13 +248,14 @@ class BanditState:
             self._signalled.popitem(last=False)
         arm, code = where
         score = min(1.0, max(0.0, float(score)))
-        x = features([code], self.bits)[0]
-        self.a[arm] += weight * (x[:, None] * x[None, :])
-        self.b[arm] += weight * score * x
+        obs = self.obs[arm]
+        obs.append((code, score, weight))
+        if len(obs) > self.kept:
+            del obs[: len(obs) - self.kept]
+        self._arrays[arm] = None
         self.weight[arm] += weight
         self.total[arm] += weight * score
         self.signals += 1
-        self._solved = None
         self._dirty += 1
         return True
 
@@ -255,29 +263,49 @@ class BanditState:
         return decision in self._decided
 
     # --- estimates ------------------------------------------------------------------------
-    def _solve(self) -> list[tuple[Any, Any]]:
+    def _observed(self, arm: int) -> tuple[Any, Any, Any]:
         import numpy as np
 
-        if self._solved is None:
-            self._solved = []
-            for a, b in zip(self.a, self.b, strict=True):
-                inv = np.linalg.inv(a)
-                self._solved.append((inv @ b, inv))
-        return self._solved
+        arrays = self._arrays[arm]
+        if arrays is None:
+            obs = self.obs[arm]
+            arrays = (
+                np.asarray([c for c, _, _ in obs], dtype=np.uint64),
+                np.asarray([s for _, s, _ in obs], dtype=np.float64),
+                np.asarray([w for _, _, w in obs], dtype=np.float64),
+            )
+            self._arrays[arm] = arrays
+        return arrays
 
     def estimates_of(self, codes: Sequence[int]) -> tuple[Any, Any]:
-        """Mean and pessimistic quality of every model on prompts of ``codes``
-        (two arrays, codes × models)."""
+        """Mean and pessimistic quality of every model on prompts of ``codes`` (two arrays,
+        codes × models). The strongest model (listed last) is the safe default: its bound is
+        its mean; a cheaper one must show with confidence that it is good enough."""
         import numpy as np
 
-        x = features(codes, self.bits)
+        c = np.asarray(codes, dtype=np.uint64)
         means, lows = [], []
-        for arm, (theta, inv) in enumerate(self._solve()):
-            mean = np.clip(x @ theta, 0.0, 1.0)
-            var = ((x @ inv) * x).sum(axis=1)
-            noise = max(self.overall(arm) * (1 - self.overall(arm)), 0.01)
+        for arm in range(self.arms):
+            # where a model has no evidence near, it is not assumed to do as well as it does
+            # elsewhere: the prior is uninformed (0.5, half a signal's weight)
+            prior = 0.5
+            near, scores, weights = self._observed(arm)
+            if len(near):
+                distance = hamming(c, near).astype(np.float64)
+                if distance.shape[1] > NEIGHBOURS:  # only the nearest signals speak
+                    cut = np.partition(distance, NEIGHBOURS - 1, axis=1)[:, NEIGHBOURS - 1]
+                    distance = np.where(distance <= cut[:, None], distance, np.inf)
+                k = np.exp(-distance / self.bandwidth) * weights[None, :]
+                mass = k.sum(axis=1) + PRIOR_WEIGHT
+                mean = (k @ scores + PRIOR_WEIGHT * prior) / mass
+            else:
+                mass = np.full(len(c), PRIOR_WEIGHT)
+                mean = np.full(len(c), prior)
             means.append(mean)
-            lows.append(mean - self.z * np.sqrt(noise * var))
+            if arm == self.arms - 1:
+                lows.append(mean)
+            else:
+                lows.append(mean - self.z * np.sqrt(np.maximum(mean * (1 - mean), 0.01) / mass))
         return np.stack(means, axis=1), np.stack(lows, axis=1)
 
     def overall(self, arm: int) -> float:
@@ -335,8 +363,8 @@ class BanditState:
 
     def choose(self, code: int, target: float, explore: float, rng: random.Random) -> Choice:
         """The model for a prompt of ``code``: the best by ``quality - mu * cost`` with
-        pessimistic quality; or, within the exploration budget, the one an optimistic bound
-        prefers when that differs."""
+        pessimistic quality; or, within the exploration budget, a cheaper model whose
+        optimistic bound still reaches the target here (the least tried of them)."""
         import numpy as np
 
         mu = self.price(target)
@@ -346,10 +374,17 @@ class BanditState:
         evidence = [self.weight[a] for a in range(self.arms)]
         table = tuple((float(lows[0, a]), evidence[a]) for a in range(self.arms))
         if explore > 0 and self.explored < explore * (self.decisions + 1):
-            optimistic = 2 * means - lows
-            other = int(_argbest(optimistic, costs, mu)[0])
-            if other != arm:
-                return Choice(other, True, "explored: an optimistic bound prefers it", table)
+            # safe exploration: only a cheaper model that might be good enough here
+            upper = 2 * means[0] - lows[0]
+            cheaper = [a for a in range(self.arms) if costs[a] < costs[arm] and upper[a] >= target]
+            if cheaper:
+                other = min(cheaper, key=lambda a: (self.weight[a], costs[a]))
+                return Choice(
+                    other,
+                    True,
+                    f"explored: {upper[other]:.3f} upper bound ≥ target {target:.3g}",
+                    table,
+                )
         reason = (
             f"best quality - {mu:.3g}/USD × cost for target {target:.3g}"
             if mu > 0
@@ -393,7 +428,8 @@ class OnlineRouter:
     ``embedder`` embeds prompts (MiniLM; :class:`HashingEmbed` offline); ``bits`` is the
     number of hyperplanes of a prompt's code; ``explore`` the share of decisions that may try
     another model; ``confidence`` the width (in standard errors) of the pessimistic bound;
-    ``ridge`` how many signals' worth the prior (quality 0.5) weighs; ``validators`` judge each
+    ``bandwidth`` how fast a signal's weight falls with the bits its prompt's code differs by
+    (the width of a "kind"); ``validators`` judge each
     answer (their verdict is a signal of weight ``validator_weight``); ``store`` the run store
     to learn from (an object, or a URL opened on first use), read again every ``refresh_s``.
     """
@@ -408,10 +444,10 @@ class OnlineRouter:
         *,
         target: float = 0.9,
         relative: bool = False,
-        explore: float = 0.05,
+        explore: float = 0.1,
         bits: int = 32,
         confidence: float = 1.0,
-        ridge: float = 4.0,
+        bandwidth: float = 3.0,
         validators: Sequence[Validator] = (),
         validator_weight: float = 1.0,
         store: Store | str | None = None,
@@ -434,7 +470,7 @@ class OnlineRouter:
         self.relative = relative
         self.explore = explore
         self.contexts = ContextHash(bits, seed)
-        self.state = BanditState(len(self.models), bits, ridge=ridge, confidence=confidence)
+        self.state = BanditState(len(self.models), bits, bandwidth=bandwidth, confidence=confidence)
         self.validators = tuple(validators)
         self.validator_weight = validator_weight
         self.space = _space(embedder.name, bits, seed, [m.name for m in self._members])
