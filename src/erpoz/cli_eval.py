@@ -286,6 +286,20 @@ def _tuned(curve: Curve) -> str:
     )
 
 
+def _match(curve: Curve) -> str:
+    p, t = curve.online_match, curve.tuned
+    if t is None:
+        return "–"
+    if p is None:
+        return "online never as good"
+    return (
+        f"{p.setting}: {p.quality:.4f}, cost {p.cost_vs_strong * 100:.1f}% "
+        f"({(p.cost_usd / t.cost_usd - 1) * 100:+.0f}% vs tuned)"
+        if t.cost_usd
+        else f"{p.setting}: {p.quality:.4f}"
+    )
+
+
 def _header(report: Report) -> str:
     grade = "accuracy" if report.metric == "correct" else "mean score"
     return (
@@ -342,7 +356,10 @@ def _print(report: Report, seconds: float) -> None:
     out.print(summary)
     for curve in report.curves:
         if curve.tuned is not None:
-            out.print(f"{curve.router}, tuned on {curve.trained_on}: {_tuned(curve)}")
+            out.print(
+                f"{escape(curve.router)}, tuned on {escape(str(curve.trained_on))}: "
+                f"{escape(_tuned(curve))}; online at that quality: {escape(_match(curve))}"
+            )
     for w in report.warnings:
         out.print(f"[yellow]warning:[/] {escape(w)}")
 
@@ -357,14 +374,14 @@ def render_markdown(report: Report) -> str:
         _header(report) + ".",
         "",
         "| router | split | strong calls span | APGR | CPT(50%) | CPT(80%) | fewest strong calls "
-        "at the target | tuned on the other task |",
-        "|---|---|---|---|---|---|---|---|",
+        "at the target | tuned on the other task | online at that quality |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.curves:
         lines.append(
             f"| {c.router} | {c.split} | {_span(c)} | {_num(c.apgr)}{_ci(c, 'apgr', False)} | "
             f"{_pct(c.cpt50)}{_ci(c, 'cpt50', True)} | {_pct(c.cpt80)}{_ci(c, 'cpt80', True)} | "
-            f"{_at_target(c)}{_ci(c, 'at_target', True)} | {_tuned(c)} |"
+            f"{_at_target(c)}{_ci(c, 'at_target', True)} | {_tuned(c)} | {_match(c)} |"
         )
     if report.warnings:
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in report.warnings]

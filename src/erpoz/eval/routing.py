@@ -146,6 +146,8 @@ class Curve:
     tuned: Point | None = None
     """Across tasks: the point whose setting was tuned on ``trained_on`` to reach its target."""
     ci: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    online_match: Point | None = None
+    """The online router's cheapest point at least as good as ``tuned`` (same task)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,6 +160,7 @@ class Curve:
             "cpt80": self.cpt80,
             "at_target": None if self.at_target is None else self.at_target.to_json(),
             "tuned": None if self.tuned is None else self.tuned.to_json(),
+            "online_match": None if self.online_match is None else self.online_match.to_json(),
             "ci95": {k: list(v) for k, v in self.ci.items()},
             "points": [p.to_json() for p in self.points],
         }
@@ -762,7 +765,9 @@ async def _cross_task(
         label = f"{name}@{train.name}"
         if name == "online":
             tuned_share = await _online_tuned(source, feedback)
-            points = await _online_curve(ctx, h, label, feedback)
+            # it learns here either way: only its setting comes from the other task
+            same = next((c for c in report.curves if c.router == "online"), None)
+            points = same.points if same else await _online_curve(ctx, h, label, feedback)
             curve = Curve(
                 label,
                 "the online router; its target tuned on " + train.name,
@@ -789,6 +794,11 @@ async def _cross_task(
                 )
         summarize(curve, report)
         report.curves.append(curve)
+    online = next((c for c in report.curves if c.router == "online"), None)
+    for curve in report.curves:
+        if online is not None and curve.tuned is not None:
+            good = [p for p in online.points if p.quality >= curve.tuned.quality - 1e-12]
+            curve.online_match = min(good, key=lambda p: p.cost_usd) if good else None
 
 
 async def _tuned_threshold(source: _Context, combined: bool) -> float | None:
