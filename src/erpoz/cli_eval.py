@@ -73,12 +73,13 @@ def eval_routing(
         ),
     ] = None,
     data: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             "--data",
             help="Recorded answers: RouteLLM's folder or CSV (right/wrong columns, answers "
-            "optional), MT-Bench's folder, or a generic JSONL \\[default: $ERPOZ_ROUTELLM_DATA, "
-            "else shared/data/routellm-gsm8k here or in a parent folder]",
+            "optional), MT-Bench's folder, or a generic JSONL; repeated: one task mixing them "
+            "(grades on [0, 1], shuffled) \\[default: $ERPOZ_ROUTELLM_DATA, else "
+            "shared/data/routellm-gsm8k here or in a parent folder]",
             show_default=False,
         ),
     ] = None,
@@ -142,7 +143,7 @@ def eval_routing(
     [dim]Example:[/] erpoz eval routing --data shared/data/routellm-mtbench --train
     shared/data/routellm-gsm8k -r learned,online --out eval-mt
     """
-    from .eval.data import find_data, load_dataset
+    from .eval.data import find_data, load_dataset, mix
     from .eval.routing import DEFAULT_ROUTERS, NEEDS_EMBEDDINGS, ROUTERS, evaluate_routing
 
     names = [n.strip() for r in (router or list(DEFAULT_ROUTERS)) for n in r.split(",")]
@@ -153,8 +154,9 @@ def eval_routing(
             f"unknown router(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROUTERS)}",
             EXIT_INVALID,
         )
-    folder = data if data is not None else find_data()
-    if folder is None:
+    found = find_data() if not data else None
+    folders = list(data) if data else ([found] if found is not None else [])
+    if not folders:
         fail(
             "no recorded answers found: give --data PATH (a RouteLLM folder or CSV, MT-Bench's "
             "folder, or a JSONL) or set ERPOZ_ROUTELLM_DATA",
@@ -162,7 +164,10 @@ def eval_routing(
         )
     prices = _prices(price)
     try:
-        dataset = load_dataset(folder, limit=limit)
+        sets = [load_dataset(f) for f in folders]
+        dataset = sets[0] if len(sets) == 1 else mix(sets, seed=seed)
+        if limit is not None:
+            dataset = dataset.take(range(min(limit, len(dataset.items))))
         source = load_dataset(train) if train is not None else None
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)

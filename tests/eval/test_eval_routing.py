@@ -302,3 +302,21 @@ def test_real_mtbench(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     check_consistent(doc)
     assert doc["metric"] == "score" and doc["strong"] == "gpt-4-1106-preview"
+
+
+def test_two_tasks_mixed_into_one(tmp_path: Path, synthetic: Path) -> None:
+    from erpoz.eval.data import mix
+
+    gsm, mt = load_dataset(synthetic), load_dataset(write_mtbench(tmp_path / "mt"))
+    both = mix([gsm, mt], seed=3)
+    assert len(both.items) == len(gsm.items) + len(mt.items)
+    assert both.metric == "score" and both.score_range == (0.0, 1.0)
+    assert {i.group for i in both.items} == {"gsm8k", "mt-bench"}
+    assert all(0.0 <= q <= 1.0 for i in both.items for q in i.quality)
+    assert [i.group for i in both.items[:20]] != ["gsm8k"] * 20  # shuffled together
+    result = run_cli(
+        "--data", str(synthetic), "--data", str(tmp_path / "mt"), "-r", "random",
+        "--points", "3", "--out", str(tmp_path / "o"), "--json", "--no-plot", "--bootstrap", "0",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["task"] == "gsm8k+mt-bench"

@@ -43,6 +43,7 @@ __all__ = [
     "load_jsonl",
     "load_mtbench",
     "load_routellm_csv",
+    "mix",
 ]
 
 Metric = Literal["correct", "score"]
@@ -639,3 +640,51 @@ def _score_range(
             "key 'dataset.score_range': expected [lowest, highest]", file=str(path), line=1
         )
     return (float(given[0]), float(given[1]))
+
+
+def mix(datasets: Sequence[Dataset], *, seed: int = 0) -> Dataset:
+    """One task of several: their items shuffled together (seeded), each grade put on [0, 1]
+    by its own set's range, so that a right answer of one and a judge's 10 of another weigh
+    alike. The sets must record the same models."""
+    import random
+
+    if len(datasets) < 2:
+        raise ConfigError("mixing needs at least two data sets")
+    models = datasets[0].models
+    for d in datasets[1:]:
+        if set(d.models) != set(models):
+            raise ConfigError(
+                f"cannot mix {d.name} ({', '.join(d.models)}) with {datasets[0].name} "
+                f"({', '.join(models)}): not the same models",
+                file=d.source,
+            )
+    items: list[Item] = []
+    for d in datasets:
+        order = [d.models.index(m) for m in models]
+        for item in d.items:
+            items.append(
+                Item(
+                    item.prompt,
+                    tuple(d.normalised(item.quality[k]) for k in order),
+                    tuple(item.answers[k] for k in order),
+                    tuple(item.usage[k] for k in order) if item.usage else (),
+                    tuple(item.cost[k] for k in order) if item.cost else (),
+                    f"{d.name}:{item.id}",
+                    d.name,
+                )
+            )
+    random.Random(seed).shuffle(items)
+    prices: dict[str, tuple[float, float]] = {}
+    for d in datasets:
+        prices.update(d.prices)
+    return Dataset(
+        "+".join(d.name for d in datasets),
+        tuple(items),
+        models,
+        " + ".join(d.source for d in datasets),
+        "score",
+        (0.0, 1.0),
+        sum(d.rows for d in datasets),
+        sum(d.contaminated_removed for d in datasets),
+        prices,
+    )
