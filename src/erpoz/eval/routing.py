@@ -720,7 +720,11 @@ async def evaluate_routing(
     if bootstrap:
         _bootstrap(report, h, bootstrap, seed)
     for curve in report.curves:
-        for p in curve.points:
+        for extra in (curve.tuned, curve.online_match):
+            if extra is not None and report.strong_only_cost_usd:
+                extra.cost_vs_strong = extra.cost_usd / report.strong_only_cost_usd
+        tuned = [curve.tuned] if curve.tuned is not None and curve.tuned not in curve.points else []
+        for p in [*curve.points, *tuned]:
             p.cost_vs_strong = (
                 p.cost_usd / report.strong_only_cost_usd if report.strong_only_cost_usd else 0.0
             )
