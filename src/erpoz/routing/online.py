@@ -51,7 +51,6 @@ from ..errors import BudgetExceeded, ConfigError, ModelError
 from ..models._meter import Recorder, bind, current_recorder, unbind
 from ..models._protocol import ChatModel, EmbedModel
 from ..models._types import ChatRequest, ChatResult, EmbedResult, StreamChunk
-from ..store import Event
 from ._decision import FALL_THROUGH, Verdict, cost_field, decided, members_of, routed
 from .cascade import Validator
 
@@ -59,7 +58,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from ..store import Store
+    from ..store import Event, Store
 
 __all__ = [
     "BanditState",
