@@ -100,7 +100,7 @@ class HashingEmbed:
         for token in (*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))):
             h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "big")
             v[h % self.dims] += 1.0 if (h >> 63) else -1.0
-        norm = math.sqrt(sum(x * x for x in v)) or 1.0
+        norm = math.hypot(*v) or 1.0
         return tuple(x / norm for x in v)
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
@@ -179,7 +179,7 @@ class BanditState:
         *,
         bandwidth: float = 3.0,
         confidence: float = 1.0,
-        window: int = 256,
+        window: int = 64,
         kept: int = 20_000,
         memory: int = MEMORY,
     ) -> None:
@@ -336,7 +336,7 @@ class BanditState:
         mean pessimistic quality at ``target``; 0 when even the best choice falls short."""
         import numpy as np
 
-        if self._mu is not None and self._dirty < 32 and self._mu_target == target:
+        if self._mu is not None and self._dirty < 64 and self._mu_target == target:
             return self._mu
         mu = 0.0
         if self.recent:
