@@ -23,9 +23,6 @@ Three kinds of processes:
   - ``sync-routed``: ``sync`` with the gateway's plain ASGI route taken off, so that the
     request goes through FastAPI's routing and middleware: what the hot route saves;
   - ``sync+guards``: ``sync`` with PII and injection guards at ``model_input``;
-  - ``sync+otlp``: ``sync`` exporting every run's trace live over OTLP/HTTP
-    (``OTEL_EXPORTER_OTLP_ENDPOINT``) to a receiver the bench starts in a process of its own
-    (it answers 200 to every export and counts them): the cost of live tracing;
 
 * **load generators** (``--clients`` processes, default 1): open loop, each sends its share of
   the rate at fixed intervals, without waiting for answers (a slow server cannot slow the load
@@ -75,12 +72,12 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
 from fastapi.responses import Response
 
-CONFIGS = ("floor", "proxy", "memory", "batch", "sync", "sync-routed", "sync+guards", "sync+otlp")
+CONFIGS = ("floor", "proxy", "memory", "batch", "sync", "sync-routed", "sync+guards")
 TARGET_ADDED_P50_MS = 1.0
 TARGET_RATE = 500
 SYSTEM = "You answer in one short sentence."
@@ -144,7 +141,7 @@ def build_app(config: str, upstream: str, workdir: str) -> Any:
         store = open_store("memory")
     else:
         durability = "batch" if config == "batch" else "sync"
-        store = open_store(Path(workdir) / f"{config.replace('+', '-')}.db", durability=durability)
+        store = open_store(Path(workdir) / f"{config}.db", durability=durability)
     rails = Guardrails()
     if config.endswith("+guards"):
         rails = Guardrails(
@@ -275,74 +272,6 @@ def uvicorn_stack(stack: str) -> str:
     return f"{loop} + {http}"
 
 
-# --- an OTLP/HTTP receiver (a child process) -------------------------------------------------
-class _Receiver(asyncio.Protocol):
-    """Answers 200 to every POST (an empty ExportTraceServiceResponse) and counts them."""
-
-    counts: ClassVar[dict[str, int]] = {"exports": 0, "bytes": 0}
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            head, sep, rest = self.buf.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(rest) < length:
-                return
-            self.buf = rest[length:]
-            _Receiver.counts["exports"] += 1
-            _Receiver.counts["bytes"] += length
-            assert self.transport is not None
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n"
-                b"content-length: 0\r\n\r\n"
-            )
-
-
-def otlp_receiver() -> None:
-    """Serve on a free loopback port; print its URL, then, on SIGINT, the counts (JSON)."""
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Receiver, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        print(f"http://127.0.0.1:{port}", flush=True)
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        await stop.wait()
-        print(json.dumps(_Receiver.counts), flush=True)
-
-    run_loop(main())
-
-
-@contextmanager
-def receiver_server() -> Iterator[tuple[str, dict[str, int]]]:
-    """The OTLP receiver in a child process: (base URL, its counts, filled in on the way out)."""
-    argv = [sys.executable, "-m", "bench.gateway_bench", "--otlp-receiver"]
-    counts: dict[str, int] = {}
-    with child(argv, "otlp receiver") as proc:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http://"):
-            raise RuntimeError(f"the OTLP receiver did not start (said {url!r})")
-        yield url, counts
-        proc.send_signal(signal.SIGINT)
-        line = proc.stdout.readline().strip()
-        counts.update(json.loads(line) if line else {})
-
-
 # --- processes --------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -351,16 +280,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def child(
-    argv: list[str], what: str, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[str]]:
+def child(argv: list[str], what: str) -> Iterator[subprocess.Popen[str]]:
     """A child process, interrupted (then killed) on the way out."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -396,7 +322,7 @@ def wait_until_up(url: str, proc: subprocess.Popen[str], what: str) -> None:
 
 @contextmanager
 def server_under_test(
-    config: str, upstream: str, workdir: str, stack: str, otlp: str | None = None
+    config: str, upstream: str, workdir: str, stack: str
 ) -> Iterator[tuple[str, int]]:
     port = free_port()
     argv = [
@@ -415,12 +341,7 @@ def server_under_test(
         stack,
     ]
     base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")}
-    if config.endswith("+otlp"):
-        if otlp is None:
-            raise RuntimeError("the +otlp configurations need the OTLP receiver")
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
-    with child(argv, config, env) as proc:
+    with child(argv, config) as proc:
         wait_until_up(base, proc, f"server {config!r}")
         time.sleep(0.3)  # the app's startup (lifespan) runs after the socket listens
         yield base, proc.pid
@@ -780,7 +701,7 @@ def measure_config(
     direct_body = body_for("stub-model")
     gateway_body = body_for("gpt-mini")
     rows = []
-    with server_under_test(config, up_url, workdir, args.stack, args.otlp_url) as (base, pid):
+    with server_under_test(config, up_url, workdir, args.stack) as (base, pid):
         for rate in rates:
             direct = PhaseResult()
             through = PhaseResult()
@@ -927,11 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    parser.add_argument("--otlp-receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.otlp_receiver:
-        otlp_receiver()
-        return 0
     if args.serve:
         serve(args.serve, args.upstream, args.port, args.workdir, args.stack)
         return 0
@@ -945,7 +862,6 @@ def main(argv: list[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory() as workdir,
         upstream_server(args.threaded_upstream) as upstream,
-        receiver_server() as (args.otlp_url, received),
         ProcessPoolExecutor(max_workers=args.clients) as pool,
     ):
         parts = [] if args.no_breakdown else pool.submit(breakdown).result()
@@ -954,11 +870,6 @@ def main(argv: list[str] | None = None) -> int:
             rows += measure_config(pool, config, rates, upstream, workdir, args)
             load.append(os.getloadavg())
     print_table(rows, args, load)
-    if any(c.endswith("+otlp") for c in configs):
-        print(
-            f"OTLP receiver: {received.get('exports', 0)} export requests, "
-            f"{received.get('bytes', 0):,} bytes"
-        )
     if parts:
         print_breakdown(parts)
     if args.json:

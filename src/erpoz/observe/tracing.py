@@ -809,46 +809,26 @@ _RUNS_KEPT = 10_000
 
 
 class RunTraceExporter:
-    """Exports runs' spans as their turns end (succeed, fail, wait, are cancelled), in batches,
-    off the request path.
+    """Exports a run's spans each time it ends a turn (succeeds, fails, waits, is cancelled).
 
     Register :meth:`listen` as an engine listener (``Engine(listeners=[t.listen])`` or
     ``engine.listeners.append(t.listen)``). A span is exported once, when it has ended: a run
     that waits for review exports what has ended so far; when it is resumed and ends, the
-    rest (the run's root span is exported when the run is over).
+    rest (the run's root span is exported when the run is over). Exports run as tasks on the
+    event loop, the exporter itself in a worker thread; failures are logged, never raised
+    into the run; the exporter runs in a thread of its own, one export at a time, so a slow
+    collector never holds up runs or other work. At most ``max_pending`` exports wait; beyond
+    that a turn's export is dropped (and counted in ``dropped``). ``await drain()`` waits for
+    the exports under way; ``close()`` shuts the exporter down."""
 
-    :meth:`listen` only notes the run (no task, no I/O, no span built on the request's path);
-    one worker task, every ``delay_s`` seconds or as soon as ``max_batch`` runs wait, reads
-    those runs' events and hands their spans to a worker thread, which builds the OTLP spans
-    and exports all of them in one call (one request to the collector), as OpenTelemetry's
-    ``BatchSpanProcessor`` does. Failures are logged and counted, never raised into a run. At
-    most ``max_pending`` runs wait; beyond that a run's turn is dropped (counted in
-    ``dropped``). ``await drain()`` exports what waits now; ``close()`` shuts the exporter
-    down."""
-
-    def __init__(
-        self,
-        store: Store,
-        exporter: SpanExporter,
-        *,
-        max_pending: int = 10_000,
-        max_batch: int = 256,
-        delay_s: float = 1.0,
-    ) -> None:
+    def __init__(self, store: Store, exporter: SpanExporter, *, max_pending: int = 1000) -> None:
         self.store = store
         self.exporter = exporter
         self.max_pending = max_pending
-        self.max_batch = max_batch
-        self.delay_s = delay_s
-        self._pending: OrderedDict[str, tuple[str, int]] = OrderedDict()  # run: (kind, tries)
         self._sent: OrderedDict[str, set[int]] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="erpoz-otlp")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
         self.exported = 0
-        self.exports = 0
         self.failures = 0
         self.dropped = 0
 
@@ -867,109 +847,50 @@ class RunTraceExporter:
         except RuntimeError:
             log.warning("run %s: no event loop to export its trace from", run_id)
             return
-        if run_id not in self._pending and len(self._pending) >= self.max_pending:
+        if len(self._tasks) >= self.max_pending:
             self.dropped += 1
             log.warning(
-                "run %s: trace export dropped (%d runs waiting)", run_id, len(self._pending)
+                "run %s: trace export dropped (%d exports waiting)", run_id, len(self._tasks)
             )
             return
-        self._pending[run_id] = (kind, 0)
-        wake, idle = self._started(loop)
-        idle.clear()
-        if len(self._pending) >= self.max_batch:
-            wake.set()
+        task = loop.create_task(self._export(run_id, kind))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _started(self, loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Event, asyncio.Event]:
-        """The worker of ``loop`` (started on first use, again on another loop)."""
-        if self._loop is not loop or self._worker is None or self._worker.done():
-            self._loop = loop
-            self._wake, self._idle = asyncio.Event(), asyncio.Event()
-            self._worker = loop.create_task(self._work(), name="erpoz-otlp-batches")
-        assert self._wake is not None and self._idle is not None
-        return self._wake, self._idle
-
-    async def _work(self) -> None:
-        assert self._wake is not None and self._idle is not None
-        wake, idle = self._wake, self._idle
-        while True:
-            if not self._pending:
-                idle.set()
-            try:
-                async with asyncio.timeout(self.delay_s):
-                    await wake.wait()
-            except TimeoutError:
-                pass
-            wake.clear()
-            due = len(self._pending)  # what waits now; a run put back waits for the next round
-            while due > 0 and self._pending:
-                batch: list[tuple[str, str, int]] = []
-                while self._pending and len(batch) < min(due, self.max_batch):
-                    run_id, (kind, tries) = self._pending.popitem(last=False)
-                    batch.append((run_id, kind, tries))
-                due -= len(batch)
-                await self._export(batch)
-
-    async def _export(self, batch: list[tuple[str, str, int]]) -> None:
-        turns: list[tuple[str, str, list[Event], set[int]]] = []
-        for run_id, kind, tries in batch:
-            try:
-                events = await self.store.events(run_id)
-            except Exception as exc:
-                self.failures += 1
-                log.warning("run %s: trace export failed: %s", run_id, exc)
-                continue
-            ended = any(e.kind == kind for e in reversed(events))
-            if not ended and tries < 3 and run_id not in self._pending:
-                self._pending[run_id] = (kind, tries + 1)  # not committed yet: next round
-                continue
-            turns.append((run_id, kind, events, self._sent.pop(run_id, set())))
-        if not turns:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            sent = await loop.run_in_executor(self._pool, self._send, turns)
-        except Exception as exc:
-            self.failures += 1
-            log.warning("trace export of %d runs failed: %s", len(turns), exc or type(exc).__name__)
-            sent = {run_id: done for run_id, _, _, done in turns}
-        for run_id, kind, _, _ in turns:
-            if kind == "run_waiting":  # more spans come when the run goes on
-                self._sent[run_id] = sent[run_id]
-        while len(self._sent) > _RUNS_KEPT:
-            self._sent.popitem(last=False)
-
-    def _send(self, turns: list[tuple[str, str, list[Event], set[int]]]) -> dict[str, set[int]]:
-        """In the worker thread: the spans of every turn that ended and were not sent yet,
-        exported in one call; the span ids now sent, by run."""
+    async def _export(self, run_id: str, kind: str) -> None:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        fresh: list[SpanData] = []
-        sent: dict[str, set[int]] = {}
-        for run_id, _, events, done in turns:
-            new = [s for s in spans_of(events) if not s.open and s.span_id not in done]
-            fresh.extend(new)
-            sent[run_id] = done | {s.span_id for s in new}
-        if fresh:
-            result = self.exporter.export(to_readable(fresh))
-            if result is not SpanExportResult.SUCCESS:
-                raise RuntimeError("the exporter reported a failure")
-            self.exports += 1
-            self.exported += len(fresh)
-        return sent
+        sent = self._sent.pop(run_id, set())
+        try:
+            events: list[Event] = []
+            for _ in range(50):  # the event that ended the turn is committed as the turn ends
+                events = await self.store.events(run_id)
+                if any(e.kind == kind for e in reversed(events)):
+                    break
+                await asyncio.sleep(0.02)
+            fresh = [s for s in spans_of(events) if not s.open and s.span_id not in sent]
+            if fresh:
+                loop = asyncio.get_running_loop()
+                batch = to_readable(fresh)
+                result = await loop.run_in_executor(self._pool, self.exporter.export, batch)
+                if result is not SpanExportResult.SUCCESS:
+                    raise RuntimeError("the exporter reported a failure")
+                sent.update(s.span_id for s in fresh)
+                self.exported += len(fresh)
+        except Exception as exc:
+            self.failures += 1
+            log.warning("run %s: trace export failed: %s", run_id, exc)
+        if kind == "run_waiting":  # more spans come when the run goes on
+            self._sent[run_id] = sent
+            while len(self._sent) > _RUNS_KEPT:
+                self._sent.popitem(last=False)
 
     async def drain(self) -> None:
-        """Export the runs that wait now (and wait for exports under way)."""
-        if self._worker is None or self._wake is None or self._idle is None:
-            return
-        if self._loop is not asyncio.get_running_loop():
-            return
-        while self._pending or not self._idle.is_set():
-            self._wake.set()
-            await self._idle.wait()
+        """Wait until the exports started so far are done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def close(self) -> None:
-        """Stop the worker and shut the exporter down (runs still waiting are abandoned)."""
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
+        """Shut the exporter down (exports still waiting are abandoned)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.exporter.shutdown()
