@@ -147,7 +147,7 @@ class Curve:
     """Across tasks: the point whose setting was tuned on ``trained_on`` to reach its target."""
     ci: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     online_match: Point | None = None
-    """The online router's cheapest point at least as good as ``tuned`` (same task)."""
+    """The online routers' cheapest point at least as good as ``tuned`` (same task)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -798,10 +798,10 @@ async def _cross_task(
                 )
         summarize(curve, report)
         report.curves.append(curve)
-    online = next((c for c in report.curves if c.router == "online"), None)
+    online = [p for c in report.curves if c.split == "online" for p in c.points]
     for curve in report.curves:
-        if online is not None and curve.tuned is not None:
-            good = [p for p in online.points if p.quality >= curve.tuned.quality - 1e-12]
+        if online and curve.tuned is not None:
+            good = [p for p in online if p.quality >= curve.tuned.quality - 1e-12]
             curve.online_match = min(good, key=lambda p: p.cost_usd) if good else None
 
 
