@@ -8,7 +8,10 @@ model, same request) is the router's decision: ordering, filtering, cost estimat
 * **fallback**: 5 models, the first answers;
 * **cheapest-capable**: 5 candidates with different prices, all capable, the third cheapest;
 * **cascade**: cheap → strong, one validator that accepts the cheap answer;
-* **balance (weighted)** and **balance (least latency)**: 5 equal models.
+* **balance (weighted)** and **balance (least latency)**: 5 equal models;
+* **online (learned state)**: cheap and strong, 2,000 quality signals already learned (the
+  cheap model good everywhere), the prompt embedded by ``HashingEmbed`` (MiniLM would add its
+  own few milliseconds): the decision reads the nearest signals and the price of quality.
 
 Every case is measured twice: *in a run* (a recorder is bound, as inside a step, so decision
 and ``model_called`` events are built and handed over; the store's own cost is not counted)
@@ -42,6 +45,7 @@ from erpoz.routing import (
     FallbackRouter,
     LoadBalanceRouter,
 )
+from erpoz.routing.online import HashingEmbed, OnlineRouter
 from erpoz.testing import FunctionModel
 
 TARGET_US = 20.0
@@ -97,7 +101,23 @@ def build_cases() -> list[Case]:
             LoadBalanceRouter("ll", five, strategy="least_latency"),
             five[0],
         ),
+        Case("online (2,000 signals learned)", _learned_online(cheap, strong), cheap),
     ]
+
+
+def _learned_online(cheap: ChatModel, strong: ChatModel) -> OnlineRouter:
+    """An online router that has learned, from 2,000 signals, that the cheap model is right."""
+    import random
+
+    router = OnlineRouter("ol", [cheap, strong], HashingEmbed(), target=0.8, explore=0.0)
+    rng = random.Random(0)
+    for k in range(2000):
+        arm = k % 2
+        router.state.add_decision(
+            f"d{k}", arm, rng.getrandbits(32), 1e-6 * (1 + 99 * arm), None, False
+        )
+        router.state.add_signal(f"d{k}", 1.0, 1.0, f"s{k}")
+    return router
 
 
 async def _loop(model: ChatModel, n: int) -> float:

@@ -1,6 +1,7 @@
-"""``erpoz eval routing``: erpoz's routers measured on RouteLLM's recorded GSM8K answers, with
-RouteLLM's metrics, a table, JSON and a plot (see :mod:`erpoz.eval.routing`). Mounted by
-:mod:`erpoz.cli` as ``erpoz eval``.
+"""``erpoz eval routing``: erpoz's routers measured on recorded answers -- RouteLLM's GSM8K and
+MT-Bench data, their right/wrong CSVs, or the generic JSONL -- with RouteLLM's metrics, in-task
+and across tasks, with bootstrap intervals, a table, JSON and a plot (see
+:mod:`erpoz.eval.routing`). Mounted by :mod:`erpoz.cli` as ``erpoz eval``.
 
 Exit codes as for every erpoz command: 0 ok · 1 the evaluation failed (a model could not be
 loaded) · 2 invalid usage or data.
@@ -24,7 +25,7 @@ from ._console import EXIT_FAILED, EXIT_INVALID, JsonOpt, err, fail, out
 from .errors import ConfigError, ErpozError
 
 if TYPE_CHECKING:
-    from .eval.routing import Curve, Point, Prices, Report
+    from .eval.routing import Curve, Point, Report
 
 __all__ = ["eval_app", "render_markdown", "write_plot"]
 
@@ -35,9 +36,7 @@ eval_app = typer.Typer(
 )
 
 
-def _price(text: str | None, what: str) -> tuple[float, float] | None:
-    if text is None:
-        return None
+def _pair(text: str, what: str) -> tuple[float, float]:
     try:
         parts = [float(p) for p in text.split(",")]
     except ValueError:
@@ -49,6 +48,16 @@ def _price(text: str | None, what: str) -> tuple[float, float] | None:
     return parts[0], parts[1]
 
 
+def _prices(given: list[str] | None) -> dict[str, tuple[float, float]]:
+    out = {}
+    for entry in given or []:
+        model, sep, pair = entry.rpartition("=")
+        if not sep or not model:
+            fail(f"--price {entry!r}: write MODEL=IN,OUT (e.g. gpt-4o=2.5,10)", EXIT_INVALID)
+        out[model] = _pair(pair, f"--price {model}")
+    return out
+
+
 @eval_app.command("routing")
 def eval_routing(
     router: Annotated[
@@ -57,18 +66,29 @@ def eval_routing(
             "--router",
             "-r",
             metavar="NAMES",
-            help="Router(s) to evaluate, repeated or comma-separated: random, learned, "
-            "cascade, combined, cascade-whole, combined-whole \\[default: all]",
+            help="Router(s), repeated or comma-separated: random, learned, cascade, combined, "
+            "online, online-cascade, cascade-whole, combined-whole "
+            "\\[default: random,learned,cascade,combined,online]",
             show_default=False,
         ),
     ] = None,
     data: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             "--data",
-            help="RouteLLM's GSM8K folder (gsm8k_responses.csv, contaminated_prompts.jsonl) "
-            "\\[default: $ERPOZ_ROUTELLM_DATA, else shared/data/routellm-gsm8k here or in a "
-            "parent folder]",
+            help="Recorded answers: RouteLLM's folder or CSV (right/wrong columns, answers "
+            "optional), MT-Bench's folder, or a generic JSONL; repeated: one task mixing them "
+            "(grades on [0, 1], shuffled) \\[default: $ERPOZ_ROUTELLM_DATA, else "
+            "shared/data/routellm-gsm8k here or in a parent folder]",
+            show_default=False,
+        ),
+    ] = None,
+    train: Annotated[
+        Path | None,
+        typer.Option(
+            "--train",
+            help="Another task's recorded answers: the learning routers are also fitted and "
+            "tuned there and measured here (cross-task)",
             show_default=False,
         ),
     ] = None,
@@ -78,71 +98,84 @@ def eval_routing(
     ] = Path(".erpoz/eval/routing"),
     limit: Annotated[
         int | None,
-        typer.Option(min=2, help="Only the first N questions (a quick look, or tests)."),
+        typer.Option(min=2, help="Only the first N prompts (a quick look, or tests)."),
     ] = None,
     folds: Annotated[
         int, typer.Option(min=2, help="k of the learned routers' cross-validation.")
     ] = 10,
     points: Annotated[int, typer.Option(min=2, help="Thresholds swept per router.")] = 21,
-    seed: Annotated[int, typer.Option(help="Seed of the random router and the folds.")] = 0,
-    weak_price: Annotated[
-        str | None,
+    seed: Annotated[int, typer.Option(help="Seed of the draws, folds and resamples.")] = 0,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Resamples for the 95% intervals (0: none).")
+    ] = 1000,
+    feedback: Annotated[
+        float,
         typer.Option(
-            help="Mixtral-8x7B's USD per million tokens, IN,OUT \\[default: 0.60,0.60]",
+            min=0.01, max=1.0, help="Share of answers whose grade the online router is told."
+        ),
+    ] = 1.0,
+    price: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--price",
+            metavar="MODEL=IN,OUT",
+            help="A model's USD per million tokens (repeat per model); RouteLLM's two models "
+            "have defaults",
             show_default=False,
         ),
     ] = None,
-    strong_price: Annotated[
-        str | None,
+    hashing: Annotated[
+        bool,
         typer.Option(
-            help="GPT-4's USD per million tokens, IN,OUT \\[default: 10,30]",
-            show_default=False,
+            "--hashing",
+            help="Embed prompts by hashing their words instead of with MiniLM (fast, weaker).",
         ),
-    ] = None,
+    ] = False,
     plot: Annotated[bool, typer.Option(help="Draw routing.png (needs matplotlib).")] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sweep routers over their thresholds on the 1,307 uncontaminated GSM8K questions of
-    RouteLLM's recorded answers (Mixtral-8x7B weak, GPT-4 strong, replayed): accuracy against
-    the share of strong calls, cost of every call, PGR, APGR, CPT(50%), CPT(80%), and a plot
-    with random routing and the oracle. Details: docs/routing.md.
+    """Sweep routers over their settings on recorded answers: quality against the share of
+    strong calls, the cost of every call, PGR, APGR, CPT(50%), CPT(80%), the share of strong
+    calls at 95% of the strong model, bootstrap intervals, and a warning for any setting that
+    costs more than the strong model alone. With --train, the learning routers fitted on
+    another task too. Details: docs/routing.md.
 
-    [dim]Example:[/] erpoz eval routing --router learned,combined --out eval-out
+    [dim]Example:[/] erpoz eval routing --data shared/data/routellm-mtbench --train
+    shared/data/routellm-gsm8k -r learned,online --out eval-mt
     """
-    from .eval.routing import (
-        DEFAULT_PRICES,
-        NEEDS_EMBEDDINGS,
-        ROUTERS,
-        Prices,
-        evaluate_routing,
-        find_data,
-        load_routellm_gsm8k,
-    )
+    from .eval.data import find_data, load_dataset, mix
+    from .eval.routing import DEFAULT_ROUTERS, NEEDS_EMBEDDINGS, ROUTERS, evaluate_routing
 
-    names = [n.strip() for r in (router or list(ROUTERS)) for n in r.split(",") if n.strip()]
+    names = [n.strip() for r in (router or list(DEFAULT_ROUTERS)) for n in r.split(",")]
+    names = [n for n in names if n]
     unknown = [n for n in names if n not in ROUTERS]
     if unknown or not names:
         fail(
             f"unknown router(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROUTERS)}",
             EXIT_INVALID,
         )
-    folder = data if data is not None else find_data()
-    if folder is None:
+    found = find_data() if not data else None
+    folders = list(data) if data else ([found] if found is not None else [])
+    if not folders:
         fail(
-            "no RouteLLM GSM8K data found: give --data DIR (the folder with "
-            "gsm8k_responses.csv) or set ERPOZ_ROUTELLM_DATA",
+            "no recorded answers found: give --data PATH (a RouteLLM folder or CSV, MT-Bench's "
+            "folder, or a JSONL) or set ERPOZ_ROUTELLM_DATA",
             EXIT_INVALID,
         )
-    weak = _price(weak_price, "--weak-price") or (DEFAULT_PRICES.weak_in, DEFAULT_PRICES.weak_out)
-    strong = _price(strong_price, "--strong-price") or (
-        DEFAULT_PRICES.strong_in,
-        DEFAULT_PRICES.strong_out,
-    )
-    prices = Prices(weak[0], weak[1], strong[0], strong[1])
+    prices = _prices(price)
     try:
-        dataset = load_routellm_gsm8k(folder, limit=limit)
+        sets = [load_dataset(f) for f in folders]
+        dataset = sets[0] if len(sets) == 1 else mix(sets, seed=seed)
+        if limit is not None:
+            dataset = dataset.take(range(min(limit, len(dataset.items))))
+        source = load_dataset(train) if train is not None else None
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
+    embedder = None
+    if hashing:
+        from .routing.online import HashingEmbed
+
+        embedder = HashingEmbed()
     show = not as_json and err.is_terminal
     t0 = time.perf_counter()
     with Progress(console=err, transient=True, disable=not show) as progress:
@@ -159,9 +192,14 @@ def eval_routing(
                     dataset,
                     names,
                     prices=prices,
+                    embedder=embedder,
+                    train=source,
+                    train_prices=prices,
                     folds=folds,
                     points=points,
                     seed=seed,
+                    bootstrap=bootstrap,
+                    feedback=feedback,
                     progress=tick,
                 )
             )
@@ -169,10 +207,10 @@ def eval_routing(
             fail(str(exc), EXIT_INVALID)
         except ErpozError as exc:
             hint = ""
-            if NEEDS_EMBEDDINGS & set(names):
+            if (NEEDS_EMBEDDINGS | {"online", "online-cascade"}) & set(names) and not hashing:
                 hint = (
-                    " (the learned routers embed the questions with MiniLM: pip install "
-                    "'erpoz[local]', or evaluate --router random,cascade)"
+                    " (the learning routers embed the prompts with MiniLM: pip install "
+                    "'erpoz[local]', or --hashing, or evaluate --router random,cascade)"
                 )
             fail(f"{exc}{hint}", EXIT_FAILED)
     seconds = time.perf_counter() - t0
@@ -195,7 +233,7 @@ def eval_routing(
         }
         out.print_json(data=_finite(doc))
         return
-    _print(report, prices, seconds)
+    _print(report, seconds)
     files = [str(out_dir / "routing.json"), str(out_dir / "routing.md")]
     if plot:
         files.append(str(png))
@@ -209,7 +247,7 @@ def _finite(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
 
@@ -222,6 +260,14 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _ci(curve: Curve, key: str, pct: bool) -> str:
+    lo, hi = curve.ci.get(key, (None, None)) if curve.ci else (None, None)
+    if not curve.ci:
+        return ""
+    show = _pct if pct else _num
+    return f" [{show(lo)}, {show(hi) if hi is not None else 'never'}]"
+
+
 def _span(curve: Curve) -> str:
     shares = [p.strong_share for p in curve.points]
     return f"{min(shares) * 100:.0f}–{max(shares) * 100:.0f}%"
@@ -230,107 +276,141 @@ def _span(curve: Curve) -> str:
 def _at_target(curve: Curve) -> str:
     p = curve.at_target
     if p is None:
-        return "not reached"
-    return f"{p.strong_share * 100:.1f}% ({p.accuracy:.4f})"
+        best = max(curve.points, key=lambda q: q.quality)
+        return f"never (best {best.quality:.4f} at {best.strong_share * 100:.1f}%)"
+    return f"{p.strong_share * 100:.1f}% ({p.quality:.4f}, cost {p.cost_vs_strong * 100:.1f}%)"
 
 
-def _print(report: Report, prices: Prices, seconds: float) -> None:
-    out.print(
-        f"[bold]{report.questions}[/] questions ({report.contaminated_removed} contaminated "
-        f"removed) · weak (Mixtral-8x7B) {report.weak_accuracy:.4f} · strong (GPT-4) "
-        f"{report.strong_accuracy:.4f} · target 95% of strong = {report.target_accuracy:.4f} · "
-        f"prices $/M in/out: weak {prices.weak_in:g}/{prices.weak_out:g}, strong "
-        f"{prices.strong_in:g}/{prices.strong_out:g} · {seconds:.1f} s",
-        highlight=False,
+def _tuned(curve: Curve) -> str:
+    p = curve.tuned
+    if p is None:
+        return "–"
+    return (
+        f"{p.setting}: {p.quality:.4f} at {p.strong_share * 100:.1f}% strong, cost "
+        f"{p.cost_vs_strong * 100:.1f}%"
     )
+
+
+def _match(curve: Curve) -> str:
+    p, t = curve.online_match, curve.tuned
+    if t is None:
+        return "–"
+    if p is None:
+        return "online never as good"
+    return (
+        f"{p.setting}: {p.quality:.4f}, cost {p.cost_vs_strong * 100:.1f}% "
+        f"({(p.cost_usd / t.cost_usd - 1) * 100:+.0f}% vs tuned)"
+        if t.cost_usd
+        else f"{p.setting}: {p.quality:.4f}"
+    )
+
+
+def _header(report: Report) -> str:
+    grade = "accuracy" if report.metric == "correct" else "mean score"
+    return (
+        f"{report.task}: {report.items} prompts ({report.contaminated_removed} contaminated "
+        f"removed) · {grade}: weak {report.weak} {report.weak_quality:.4f}, strong "
+        f"{report.strong} {report.strong_quality:.4f} · target 95% of strong = "
+        f"{report.target_quality:.4f} · strong alone ${report.strong_only_cost_usd:.4f}, weak "
+        f"alone ${report.weak_only_cost_usd:.4f}"
+    )
+
+
+def _print(report: Report, seconds: float) -> None:
+    out.print(f"{escape(_header(report))} · {seconds:.1f} s", highlight=False)
     for curve in report.curves:
         table = Table(
             "setting",
             "strong calls",
-            "accuracy",
+            "quality",
             "PGR",
             "cost $",
-            "vs GPT-4",
-            title=f"{curve.router}: {curve.description}",
+            "vs strong",
+            title=f"{curve.router} [{curve.split}]: {curve.description}",
             title_justify="left",
         )
-        for p in sorted(curve.points, key=lambda p: (p.strong_share, p.accuracy)):
+        for p in _sorted(curve.points):
             table.add_row(
                 escape(p.setting),
                 _pct(p.strong_share),
-                f"{p.accuracy:.4f}",
+                f"{p.quality:.4f}",
                 f"{p.pgr:.3f}",
                 f"{p.cost_usd:.4f}",
-                _pct(p.cost_usd / report.strong_only_cost_usd)
-                if report.strong_only_cost_usd
-                else "–",
+                ("[yellow]" if p.cost_vs_strong > 1 else "") + _pct(p.cost_vs_strong),
             )
         out.print(table)
     summary = Table(
         "router",
-        "span",
+        "split",
         "APGR",
         "CPT(50%)",
         "CPT(80%)",
-        f"fewest strong calls at ≥ {report.target_accuracy:.4f}",
-        title="summary",
+        f"strong calls at ≥ {report.target_quality:.4f}",
+        title="summary (95% bootstrap intervals in brackets)",
         title_justify="left",
     )
     for curve in report.curves:
         summary.add_row(
             curve.router,
-            _span(curve),
-            _num(curve.apgr),
-            _pct(curve.cpt50),
-            _pct(curve.cpt80),
-            _at_target(curve),
+            curve.split,
+            _num(curve.apgr) + _ci(curve, "apgr", False),
+            _pct(curve.cpt50) + _ci(curve, "cpt50", True),
+            _pct(curve.cpt80) + _ci(curve, "cpt80", True),
+            _at_target(curve) + _ci(curve, "at_target", True),
         )
     out.print(summary)
+    for curve in report.curves:
+        if curve.tuned is not None:
+            out.print(
+                f"{escape(curve.router)}, tuned on {escape(str(curve.trained_on))}: "
+                f"{escape(_tuned(curve))}; online at that quality: {escape(_match(curve))}"
+            )
+    for w in report.warnings:
+        out.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+def _sorted(points: list[Point]) -> list[Point]:
+    return sorted(points, key=lambda p: (p.strong_share, p.quality))
 
 
 def render_markdown(report: Report) -> str:
     """The figures as Markdown tables (what docs/routing.md shows)."""
     lines = [
-        f"{report.questions} questions ({report.contaminated_removed} contaminated removed); "
-        f"weak {report.weak_accuracy:.4f}, strong {report.strong_accuracy:.4f}, target "
-        f"{report.target_accuracy:.4f}; GPT-4 alone costs ${report.strong_only_cost_usd:.4f}, "
-        f"Mixtral alone ${report.weak_only_cost_usd:.4f}.",
+        _header(report) + ".",
         "",
-        "| router | strong calls span | APGR | CPT(50%) | CPT(80%) | fewest strong calls at the "
-        "target |",
-        "|---|---|---|---|---|---|",
+        "| router | split | strong calls span | APGR | CPT(50%) | CPT(80%) | fewest strong calls "
+        "at the target | tuned on the other task | online at that quality |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.curves:
         lines.append(
-            f"| {c.router} | {_span(c)} | {_num(c.apgr)} | {_pct(c.cpt50)} | "
-            f"{_pct(c.cpt80)} | {_at_target(c)} |"
+            f"| {c.router} | {c.split} | {_span(c)} | {_num(c.apgr)}{_ci(c, 'apgr', False)} | "
+            f"{_pct(c.cpt50)}{_ci(c, 'cpt50', True)} | {_pct(c.cpt80)}{_ci(c, 'cpt80', True)} | "
+            f"{_at_target(c)}{_ci(c, 'at_target', True)} | {_tuned(c)} | {_match(c)} |"
         )
+    if report.warnings:
+        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in report.warnings]
     for c in report.curves:
         lines += [
             "",
-            f"**{c.router}**: {c.description}",
+            f"**{c.router}** ({c.split}): {c.description}",
             "",
-            "| setting | strong calls | accuracy | PGR | cost $ | cost vs GPT-4 |",
+            "| setting | strong calls | quality | PGR | cost $ | cost vs strong alone |",
             "|---|---|---|---|---|---|",
         ]
-        for p in sorted(c.points, key=lambda p: (p.strong_share, p.accuracy)):
-            vs = (
-                _pct(p.cost_usd / report.strong_only_cost_usd)
-                if report.strong_only_cost_usd
-                else "–"
-            )
+        for p in _sorted(c.points):
             lines.append(
-                f"| {p.setting} | {_pct(p.strong_share)} | {p.accuracy:.4f} | {p.pgr:.3f} | "
-                f"{p.cost_usd:.4f} | {vs} |"
+                f"| {p.setting} | {_pct(p.strong_share)} | {p.quality:.4f} | {p.pgr:.3f} | "
+                f"{p.cost_usd:.4f} | {_pct(p.cost_vs_strong)} |"
             )
-    lines += ["", "**oracle**", "", "| strong calls | accuracy | PGR |", "|---|---|---|"]
+    lines += ["", "**oracle**", "", "| strong calls | quality | PGR |", "|---|---|---|"]
     for p in report.oracle:
-        lines.append(f"| {_pct(p.strong_share)} | {p.accuracy:.4f} | {p.pgr:.3f} |")
+        lines.append(f"| {_pct(p.strong_share)} | {p.quality:.4f} | {p.pgr:.3f} |")
     return "\n".join(lines) + "\n"
 
 
 def write_plot(report: Report, path: Path) -> None:
-    """Accuracy against the share of strong calls, per router, with random routing, the
+    """Quality against the share of strong calls, per router, with random routing, the
     oracle, both models alone and the target drawn in (matplotlib, Agg backend)."""
     import matplotlib
 
@@ -341,43 +421,45 @@ def write_plot(report: Report, path: Path) -> None:
     try:
         ax.plot(
             [p.strong_share * 100 for p in report.oracle],
-            [p.accuracy for p in report.oracle],
+            [p.quality for p in report.oracle],
             color="black",
             linestyle=":",
             label="oracle",
         )
         ax.plot(
             [0, 100],
-            [report.weak_accuracy, report.strong_accuracy],
+            [report.weak_quality, report.strong_quality],
             color="grey",
             linestyle="--",
             linewidth=1,
             label="random (expected)",
         )
         for curve in report.curves:
-            pts: list[Point] = sorted(curve.points, key=lambda p: (p.strong_share, p.accuracy))
-            style = {"linestyle": "--", "alpha": 0.8} if curve.router == "random" else {}
-            lo, hi = pts[0].strong_share, pts[-1].strong_share
-            span = "" if lo <= 0.005 and hi >= 0.995 else f" on {lo:.0%}–{hi:.0%}"
+            pts = _sorted(curve.points)
+            style: dict[str, Any] = (
+                {"linestyle": "--", "alpha": 0.8} if curve.router == "random" else {}
+            )
+            if curve.split == "cross-task":
+                style = {"linestyle": "-.", "alpha": 0.8}
             ax.plot(
                 [p.strong_share * 100 for p in pts],
-                [p.accuracy for p in pts],
+                [p.quality for p in pts],
                 marker=".",
-                label=f"{curve.router} (APGR {_num(curve.apgr)}{span})",
-                **style,  # type: ignore[arg-type]
+                label=f"{curve.router} (APGR {_num(curve.apgr)})",
+                **style,
             )
-        ax.axhline(report.weak_accuracy, color="tab:grey", linewidth=0.8)
-        ax.axhline(report.strong_accuracy, color="tab:red", linewidth=0.8)
-        ax.axhline(report.target_accuracy, color="tab:red", linewidth=0.8, linestyle=":")
-        ax.text(101, report.weak_accuracy, "Mixtral", va="center", fontsize=8)
-        ax.text(101, report.strong_accuracy, "GPT-4", va="center", fontsize=8)
-        ax.text(101, report.target_accuracy, "95%", va="center", fontsize=8)
+        ax.axhline(report.weak_quality, color="tab:grey", linewidth=0.8)
+        ax.axhline(report.strong_quality, color="tab:red", linewidth=0.8)
+        ax.axhline(report.target_quality, color="tab:red", linewidth=0.8, linestyle=":")
+        ax.text(101, report.weak_quality, "weak", va="center", fontsize=8)
+        ax.text(101, report.strong_quality, "strong", va="center", fontsize=8)
+        ax.text(101, report.target_quality, "95%", va="center", fontsize=8)
         ax.set_xlim(0, 100)
-        ax.set_xlabel("calls to the strong model (% of questions)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"erpoz routers on RouteLLM's GSM8K answers ({report.questions} questions)")
+        ax.set_xlabel("calls to the strong model (% of prompts)")
+        ax.set_ylabel("accuracy" if report.metric == "correct" else "mean score")
+        ax.set_title(f"erpoz routers on {report.task} ({report.items} prompts)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
         fig.savefig(path)
     finally:

@@ -14,7 +14,16 @@ from erpoz.models import EmbedResult
 
 WEAK_COL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG_COL = "gpt-4-1106-preview"
-REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "routellm-gsm8k"
+SHARED = next(
+    (
+        p / "shared" / "data"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared" / "data").is_dir()
+    ),
+    Path(__file__).resolve().parents[3] / "shared" / "data",
+)
+REAL_DATA = SHARED / "routellm-gsm8k"
+REAL_MTBENCH = SHARED / "routellm-mtbench"
 
 
 class HashEmbed:
@@ -88,4 +97,65 @@ def write_routellm(folder: Path, n: int = 60, contaminated: int = 1) -> Path:
         for i, row in enumerate(rows[:contaminated]):
             f.write(json.dumps({"train_prompt": row[0], "eval_prompt": row[0], "eval_idx": i}))
             f.write("\n")
+    return folder
+
+
+def write_mcq_csv(path: Path, n: int = 40, answers: bool = False) -> Path:
+    """A multiple-choice task in RouteLLM's right/wrong form with three models (cheap, mid,
+    dear); answer texts ("The answer is B.") only when ``answers``."""
+    cols = ["prompt", "cheap", "mid", "dear"]
+    if answers:
+        cols += ["cheap_response", "mid_response", "dear_response"]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for k in range(n):
+            hard = k % 4 == 0
+            q = f"Question {k}: which is {'the rarest' if hard else 'a'} metal?\nA. iron\nB. gold"
+            row = [q, not hard and k % 5 != 1, k % 3 != 0, k % 7 != 0]
+            if answers:
+                row += [f"The answer is {'AB'[k % 2]}."] * 3
+            w.writerow(row)
+    return path
+
+
+def write_mtbench(folder: Path, n: int = 12) -> Path:
+    """A folder in the form of RouteLLM's MT-Bench data: questions, two turns each, judged
+    answers of two models (the answers inside the judge's prompts, as there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = ["gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"]
+    with (
+        (folder / "question.jsonl").open("w", encoding="utf-8") as q,
+        (folder / "judgements.jsonl").open("w", encoding="utf-8") as j,
+    ):
+        for k in range(n):
+            turns = [f"Write about topic {k}.", f"Now shorten it ({k})."]
+            q.write(json.dumps({"question_id": 100 + k, "category": "writing", "turns": turns}))
+            q.write("\n")
+            for m, model in enumerate(models):
+                a1, a2 = f"An essay on {k} by {m}.", f"Short {k}."
+                single = (
+                    f"[Question]\n{turns[0]}\n\n[The Start of Assistant's Answer]\n{a1}\n"
+                    "[The End of Assistant's Answer]"
+                )
+                multi = (
+                    "<|The Start of Assistant A's Conversation with User|>\n\n### User:\n"
+                    f"{turns[0]}\n\n### Assistant A:\n{a1}\n\n### User:\n{turns[1]}\n\n"
+                    f"### Assistant A:\n{a2}\n\n<|The End of Assistant A's Conversation with "
+                    "User|>"
+                )
+                for turn, prompt in ((1, single), (2, multi)):
+                    score = 9 if m == 0 else (8 if k % 3 else 3)
+                    j.write(
+                        json.dumps(
+                            {
+                                "question_id": 100 + k,
+                                "model": model,
+                                "turn": turn,
+                                "user_prompt": prompt,
+                                "score": score,
+                            }
+                        )
+                    )
+                    j.write("\n")
     return folder

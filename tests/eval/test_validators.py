@@ -16,17 +16,21 @@ from erpoz.routing.validators import (
     NoHedging,
     SelfConsistency,
     answer_follows,
+    answer_form,
     arithmetic,
+    choice_answer,
     equations,
     final_answer,
     final_answer_text,
     finished,
+    json_answer,
     no_hedging,
+    offered_options,
     parse_number,
 )
 from erpoz.testing import FunctionModel, ScriptedModel
 
-REQUEST = ChatRequest((Message.user("A question with numbers in it?"),))
+REQUEST = ChatRequest((Message.user("Tom has 16 eggs and eats 3 of them. How many are left?"),))
 
 
 def judge(validator: object, text: str, finish_reason: str | None = "stop") -> Verdict:
@@ -66,11 +70,11 @@ def test_final_answer_accepts_a_plain_number_after_a_marker(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("She has 13 eggs left.", "no final answer"),
+        ("She has 16 - 3 = 13 eggs left.", "no final answer"),
         ("#### 84 (corrected)", "not a plain number"),
         ("#### 90 minutes or 1 hour and 30 minutes", "not a plain number"),
         ("#### ", "empty"),
-        ("Total: 130,00", "no final answer"),
+        ("Total: 100 + 30 = 130,00", "no final answer"),
     ],
 )
 def test_final_answer_rejects_missing_or_malformed(text: str, why: str) -> None:
@@ -131,6 +135,7 @@ def test_arithmetic_score_and_options() -> None:
     assert judge(ArithmeticCheck(min_share=0.5), text).ok
     assert judge(ArithmeticCheck(min_share=0.5), text).score == pytest.approx(2 / 3)
     assert not judge(ArithmeticCheck(min_equations=1), "No numbers.").ok
+    assert judge(arithmetic, "No numbers.").abstained
     # "a = b op c = d" runs on: the middle expression is judged against what follows it
     assert equations("12 + 43 = $55 ÷ 5 = $11")[-1].holds
 
@@ -139,7 +144,7 @@ def test_arithmetic_score_and_options() -> None:
 def test_answer_follows() -> None:
     assert judge(answer_follows, "9 * 2 = 18 dollars.\n#### 18").ok
     assert judge(answer_follows, "The share is 20/100 * 40 = 8%.\n#### 8").ok
-    assert judge(answer_follows, "No final answer here").ok  # final_answer judges that
+    assert judge(answer_follows, "No final answer here").abstained  # final_answer judges that
     verdict = judge(answer_follows, "9 * 2 = 18 dollars.\nShe saves some.\n#### 27")
     assert not verdict.ok and "27" in verdict.reason
     assert judge(AnswerFollows(lines=3), "Total 27.\n9 * 2 = 18.\nOk.\n#### 27").ok
@@ -151,7 +156,7 @@ def test_no_hedging() -> None:
     for text in (
         "Assuming the bus was empty, 30 people.\n#### 30",
         "There seems to be a mistake in the question.\n#### 0",
-        "It is approximately 4.3 hours.",
+        "It is 13 / 3 = approximately 4.3 hours.",
     ):
         verdict = judge(no_hedging, text)
         assert not verdict.ok and "hedges" in verdict.reason
@@ -191,3 +196,84 @@ def test_validators_in_a_cascade_escalate_a_wrong_calculation() -> None:
     fine = FunctionModel(lambda r: "5 * 75 + 120 = 495\n#### 495", name="fine")
     cascade = CascadeRouter("checked", [fine, strong], [final_answer, arithmetic, no_hedging])
     assert asyncio.run(cascade.generate(REQUEST)).model == "fine"
+
+
+# --- answer forms: a validator abstains on what it cannot judge -----------------------------
+MCQ = ChatRequest(
+    (Message.user("Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Mercury\nAnswer:"),)
+)
+ESSAY = ChatRequest((Message.user("Write a short poem about the sea."),))
+
+
+def judge_on(validator: object, request: ChatRequest, text: str) -> Verdict:
+    out = validator(request, ChatResult(text, "weak", finish_reason="stop"))  # type: ignore[operator]
+    assert isinstance(out, Verdict)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("request_", "text", "form"),
+    [
+        (MCQ, "B", "choice"),
+        (MCQ, "The answer is B.", "choice"),
+        (ESSAY, "(C)", "choice"),
+        (ESSAY, "Option d", "choice"),
+        (REQUEST, "16 - 3 = 13\n#### 13", "numeric"),
+        (REQUEST, "Q = 700 / 5", "numeric"),
+        (REQUEST, "#### ", "numeric"),
+        (ESSAY, '{"poem": "waves"}', "json"),
+        (ESSAY, "```json\n[1, 2]\n```", "json"),
+        (ESSAY, "The sea, the sea, it sings to me,\nin 1,000 voices.", "text"),
+        (ESSAY, "A gull cries over the water.", "text"),  # "A" is a word, not an option
+        (ESSAY, "```python\nx = 5\n```", "text"),  # code, not a calculation
+    ],
+)
+def test_answer_forms(request_: ChatRequest, text: str, form: str) -> None:
+    assert answer_form(request_, text) == form
+
+
+def test_offered_options_are_a_run_of_letters() -> None:
+    assert offered_options(MCQ) == ("A", "B", "C", "D")
+    assert offered_options(ESSAY) == ()
+    stray = ChatRequest((Message.user("B. is a note\nD. another line"),))
+    assert offered_options(stray) == ()
+
+
+@pytest.mark.parametrize("text", ["B", "The answer is B.", "B. Jupiter", "(B)"])
+def test_numeric_validators_abstain_on_multiple_choice(text: str) -> None:
+    for validator in (final_answer, arithmetic, answer_follows, FinalAnswer(whole=True)):
+        verdict = judge_on(validator, MCQ, text)
+        assert verdict.ok and verdict.abstained, (validator, verdict)
+    assert judge_on(choice_answer, MCQ, text).ok
+    assert not judge_on(choice_answer, MCQ, text).abstained
+
+
+def test_numeric_validators_abstain_on_prose_and_json() -> None:
+    poem = "The sea, the sea, it sings to me,\nassuming the tide is kind."
+    assert judge_on(final_answer, ESSAY, poem).abstained
+    assert judge_on(final_answer, ESSAY, '{"x": 1}').abstained
+    # "assuming" is a hedge in a result, a word in a poem; doubt is a hedge in both
+    assert judge_on(no_hedging, ESSAY, poem).ok
+    assert not judge_on(no_hedging, REQUEST, "Assuming none broke, 13.\n#### 13").ok
+    doubt = judge_on(no_hedging, ESSAY, "I am not sure there is enough information here.")
+    assert not doubt.ok and "not sure" in doubt.reason
+
+
+def test_choice_answer_rejects_what_was_not_offered_or_not_said() -> None:
+    verdict = judge_on(choice_answer, MCQ, "The answer is F.")
+    assert not verdict.ok and "not offered" in verdict.reason
+    verdict = judge_on(choice_answer, MCQ, "Jupiter is the largest planet of all, by far.")
+    assert not verdict.ok and "no option" in verdict.reason
+    assert judge_on(choice_answer, REQUEST, "16 - 3 = 13\n#### 13").abstained
+
+
+def test_json_answer() -> None:
+    schema = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}
+    asks = ChatRequest((Message.user("Give the name as JSON."),), response_schema=schema)
+    assert judge_on(json_answer, asks, '{"name": "Ada"}').ok
+    assert not judge_on(json_answer, asks, "Ada").ok
+    assert not judge_on(json_answer, asks, '{"name": "Ada"').ok
+    pytest.importorskip("jsonschema")
+    verdict = judge_on(json_answer, asks, '{"age": 3}')
+    assert not verdict.ok and "name" in verdict.reason
+    assert judge_on(json_answer, ESSAY, "just prose").abstained

@@ -1,395 +1,399 @@
-"""Routers measured on recorded answers: RouteLLM's GSM8K data, RouteLLM's metrics.
+"""Routers measured on recorded answers, with RouteLLM's metrics, in-task and across tasks.
 
-For each of the GSM8K test questions left after RouteLLM's decontamination, the data holds the
-answer of a weak model (Mixtral-8x7B) and of a strong one (GPT-4) and whether each was right.
-Both models become :class:`~erpoz.models.replay.ReplayChat` models, metered with per-token
-prices like any configured model; each router is a real erpoz router over them, and every
-question goes through ``router.generate`` exactly as a flow's call would. The ``model_called``
-events of each call give the calls made and their cost (a cascade's weak call that was
-escalated included); the answering model's correctness column scores the answer. Routers
-never see the correctness columns; the learned ones are fitted on the other folds' columns
-only (k-fold cross-validation: no question is routed by a classifier that saw it).
+Each model of a :class:`~erpoz.eval.data.Dataset` becomes a
+:class:`~erpoz.models.replay.ReplayChat` model, metered with its prices like any configured
+model; each router is a real erpoz router over them, and every prompt goes through
+``router.generate`` as a flow's call would. The ``model_called`` events of each call give the
+calls made and their cost (a recorded cost replaces the priced one where the data has it); the
+grade of the answering model scores the answer. Routers never see the grades, except:
 
-A router swept over its threshold gives a curve: accuracy against the share of questions
-that called the strong model. From it, as RouteLLM defines them:
+- the learned routers, fitted on other folds' grades (k-fold: no prompt is routed by a
+  classifier that saw it) -- or, across tasks, on another data set's;
+- the online router, told each answer's grade *after* it answered (prequential replay: predict,
+  then learn), as user feedback would tell it.
 
-- PGR (performance gap recovered) of a point: ``(accuracy - weak) / (strong - weak)``;
-- APGR: the area under the curve between its first and last share, less the weak model's,
-  over the strong model's less the weak model's (RouteLLM's ``np.trapz`` formula);
-- CPT(x%): the smallest share of strong calls at which the curve (straight between its
-  points) reaches PGR x%.
-
-The oracle (RouteLLM's "optimal") calls the strong model only where the weak one is wrong and
-the strong one right, up to a given share.
+The *weak* model is the cheapest, the *strong* one the dearest (by price). A router swept over
+its setting gives a curve: quality (accuracy, or mean score) against the share of prompts that
+called the strong model. From it, as RouteLLM defines them: PGR of a point ``(q - weak) /
+(strong - weak)``; APGR, the area under the curve over its span, as a PGR; CPT(x%), the least
+share of strong calls at which the curve reaches PGR x%. Bootstrap confidence intervals resample
+the prompts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import math
-import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ConfigError
-from ..models._meter import Metered, Recorder, bind, unbind
+from ..models._meter import Metered, Recorder, bind, count_tokens, unbind
 from ..models._protocol import ChatModel, EmbedModel
-from ..models._types import ChatRequest, EmbedResult, Message, ModelSpec
-from ..models.replay import (
-    ROUTELLM_MODELS,
-    Recorded,
-    ReplayChat,
-    read_contaminated,
-    read_routellm_rows,
-    request_key,
-    routellm_files,
-)
+from ..models._types import ChatRequest, EmbedResult, Message, ModelSpec, Usage
+from ..models.replay import Recorded, ReplayChat, request_key
 from ..routing.balance import LoadBalanceRouter
 from ..routing.cascade import CascadeRouter, Validator
 from ..routing.learned import ClassifierRouter, LogisticClassifier
+from ..routing.online import OnlineRouter
 from ..routing.validators import (
     FinalAnswer,
     answer_follows,
     arithmetic,
+    choice_answer,
     final_answer,
     finished,
+    json_answer,
     no_hedging,
 )
-
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
+from ..store import Event
+from .data import KNOWN_PRICES, Dataset, find_data, load_dataset
 
 __all__ = [
-    "DEFAULT_PRICES",
+    "CROSS_TASK",
     "ROUTERS",
     "Curve",
-    "Dataset",
-    "Item",
     "Point",
-    "Prices",
     "Report",
+    "apgr",
+    "cpt",
     "evaluate_routing",
     "find_data",
     "load_routellm_gsm8k",
-    "oracle_accuracy",
+    "oracle_quality",
+    "prices_for",
     "summarize",
 ]
 
-DATA_DIR_NAME = "routellm-gsm8k"
-WEAK = "mixtral-8x7b"
-STRONG = "gpt-4"
+#: Where the output of a model with no recorded answer text is assumed to be this long.
+OUTPUT_TOKENS = 256
+TARGET = 0.95
+"""The quality target, as a share of the strong model's: RouteLLM's "95% of GPT-4"."""
 
 
-# --- the data ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One question: both recorded answers and whether each was right (for scoring only)."""
-
-    prompt: str
-    weak_answer: str
-    strong_answer: str
-    weak_correct: bool
-    strong_correct: bool
+def load_routellm_gsm8k(path: str, *, limit: int | None = None) -> Dataset:
+    """RouteLLM's GSM8K folder or CSV (kept for callers of the first version)."""
+    return load_dataset(path, limit=limit)
 
 
-@dataclass(frozen=True, slots=True)
-class Dataset:
-    items: tuple[Item, ...]
-    source: str
-    rows: int
-    contaminated_removed: int
-
-    @property
-    def weak_accuracy(self) -> float:
-        return sum(i.weak_correct for i in self.items) / len(self.items)
-
-    @property
-    def strong_accuracy(self) -> float:
-        return sum(i.strong_correct for i in self.items) / len(self.items)
-
-    def records(self, side: str) -> list[tuple[str, Recorded]]:
-        """Replay records of one side (``weak`` or ``strong``): each question as one user
-        message, keyed as a request for it is."""
-        out = []
-        for item in self.items:
-            text = item.weak_answer if side == "weak" else item.strong_answer
-            key = request_key(ChatRequest((Message.user(item.prompt),)))
-            out.append((key, Recorded(text, None, ROUTELLM_MODELS[side], "stop")))
-        return out
-
-
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("true", "1", "yes")
-
-
-def load_routellm_gsm8k(path: str | os.PathLike[str], *, limit: int | None = None) -> Dataset:
-    """RouteLLM's GSM8K responses (a folder with ``gsm8k_responses.csv`` and
-    ``contaminated_prompts.jsonl``, or the CSV), without the contaminated prompts; the first
-    ``limit`` questions when given."""
-    csv_path, contaminated = routellm_files(path)
-    rows = read_routellm_rows(csv_path)
-    skip = read_contaminated(contaminated) if contaminated is not None else set()
-    weak, strong = ROUTELLM_MODELS["weak"], ROUTELLM_MODELS["strong"]
-    needed = ("prompt", weak, strong, f"{weak}_response", f"{strong}_response")
-    if rows:
-        missing = [c for c in needed if c not in rows[0]]
-        if missing:
+# --- prices -----------------------------------------------------------------------------------
+def prices_for(
+    dataset: Dataset, given: dict[str, tuple[float, float]] | None = None
+) -> dict[str, tuple[float, float]]:
+    """Each model's USD per million tokens (input, output): ``given``, else what the data
+    states, else :data:`~erpoz.eval.data.KNOWN_PRICES`; a model with none is an error."""
+    out = {}
+    for m in dataset.models:
+        found = (given or {}).get(m) or dataset.prices.get(m) or KNOWN_PRICES.get(m)
+        if found is None:
             raise ConfigError(
-                f"not RouteLLM's GSM8K responses: no column {', '.join(missing)}",
-                file=str(csv_path),
+                f"no price for model {m!r}: give it (--price '{m}=IN,OUT', USD per million "
+                "tokens) or in the data's first line",
+                file=dataset.source,
             )
-    items: list[Item] = []
-    removed = 0
-    for row in rows:
-        if row["prompt"] in skip:
-            removed += 1
-            continue
-        items.append(
-            Item(
-                row["prompt"],
-                row[f"{weak}_response"],
-                row[f"{strong}_response"],
-                _truthy(row[weak]),
-                _truthy(row[strong]),
-            )
-        )
-    if limit is not None:
-        items = items[:limit]
-    if not items:
-        raise ConfigError("no questions to evaluate", file=str(csv_path))
-    return Dataset(tuple(items), str(csv_path), len(rows), removed)
+        out[m] = found
+    return out
 
 
-def find_data(start: str | os.PathLike[str] | None = None) -> Path | None:
-    """Where RouteLLM's GSM8K data is, when not given: ``$ERPOZ_ROUTELLM_DATA``, else a
-    ``shared/data/routellm-gsm8k`` folder in the current directory or one of its parents."""
-    named = os.environ.get("ERPOZ_ROUTELLM_DATA")
-    if named:
-        return Path(named)
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / "shared" / "data" / DATA_DIR_NAME
-        if (candidate / "gsm8k_responses.csv").is_file():
-            return candidate
-    return None
-
-
-# --- prices ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """USD per million tokens, input and output, of the two models."""
-
-    weak_in: float = 0.60
-    weak_out: float = 0.60
-    strong_in: float = 10.00
-    strong_out: float = 30.00
-
-
-DEFAULT_PRICES = Prices()
-"""Mixtral-8x7B-Instruct at $0.60 / $0.60 per million tokens (Together AI's serverless price
-when the answers were recorded, 2024) and gpt-4-1106-preview at $10 / $30 (OpenAI's price for
-GPT-4 Turbo). See docs/routing.md."""
-
-
-# --- results -----------------------------------------------------------------------------------
+# --- results ------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Point:
-    """One operating point of a router: its setting, the share of questions that called the
-    strong model, accuracy, PGR, and what every call cost."""
+    """One operating point: its setting, the share of prompts that called the strong model,
+    quality, PGR, what every call cost, calls per model. The per-prompt outcomes are kept
+    (not written out) for the bootstrap."""
 
     setting: str
     threshold: float | None
     strong_share: float
-    accuracy: float
+    quality: float
     pgr: float
     cost_usd: float
-    weak_calls: int
-    strong_calls: int
+    calls: dict[str, int]
+    cost_vs_strong: float = 0.0
+    graded: list[float] = field(default_factory=list, repr=False)
+    strong: list[bool] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "setting": self.setting,
+            "threshold": self.threshold,
+            "strong_share": self.strong_share,
+            "quality": self.quality,
+            "pgr": self.pgr,
+            "cost_usd": self.cost_usd,
+            "cost_vs_strong": self.cost_vs_strong,
+            "calls": self.calls,
+        }
 
 
 @dataclass(slots=True)
 class Curve:
+    """A router's points; ``split`` is ``in-task`` (designed or fitted on this task's other
+    folds), ``cross-task`` (fitted on ``trained_on``) or ``online`` (prequential)."""
+
     router: str
     description: str
     points: list[Point]
+    split: str = "in-task"
+    trained_on: str | None = None
     apgr: float | None = None
     cpt50: float | None = None
     cpt80: float | None = None
     at_target: Point | None = None
-    """The measured point with the fewest strong calls whose accuracy reaches the target."""
+    """The measured point with the fewest strong calls whose quality reaches the target."""
+    tuned: Point | None = None
+    """Across tasks: the point whose setting was tuned on ``trained_on`` to reach its target."""
+    ci: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    online_match: Point | None = None
+    """The online routers' cheapest point at least as good as ``tuned`` (same task)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "router": self.router,
+            "description": self.description,
+            "split": self.split,
+            "trained_on": self.trained_on,
+            "apgr": self.apgr,
+            "cpt50": self.cpt50,
+            "cpt80": self.cpt80,
+            "at_target": None if self.at_target is None else self.at_target.to_json(),
+            "tuned": None if self.tuned is None else self.tuned.to_json(),
+            "online_match": None if self.online_match is None else self.online_match.to_json(),
+            "ci95": {k: list(v) for k, v in self.ci.items()},
+            "points": [p.to_json() for p in self.points],
+        }
 
 
 @dataclass(slots=True)
 class Report:
+    task: str
     source: str
-    questions: int
+    items: int
     contaminated_removed: int
-    weak_accuracy: float
-    strong_accuracy: float
-    target_accuracy: float
-    prices: Prices
-    weak_only_cost_usd: float
-    strong_only_cost_usd: float
+    models: list[str]
+    weak: str
+    strong: str
+    metric: str
+    weak_quality: float
+    strong_quality: float
+    target_quality: float
+    prices: dict[str, tuple[float, float]]
+    alone_cost_usd: dict[str, float]
     curves: list[Curve] = field(default_factory=list)
     oracle: list[Point] = field(default_factory=list)
     folds: int = 10
     seed: int = 0
+    bootstrap: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def strong_only_cost_usd(self) -> float:
+        return self.alone_cost_usd[self.strong]
+
+    @property
+    def weak_only_cost_usd(self) -> float:
+        return self.alone_cost_usd[self.weak]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        doc["curves"] = [c.to_json() for c in self.curves]
+        doc["oracle"] = [p.to_json() for p in self.oracle]
+        doc["prices"] = {m: list(p) for m, p in self.prices.items()}
+        return doc
 
 
-def _pgr(acc: float, weak: float, strong: float) -> float:
+def _pgr(q: float, weak: float, strong: float) -> float:
     gap = strong - weak
-    return (acc - weak) / gap if gap else 0.0
+    return (q - weak) / gap if gap else 0.0
 
 
 def _sorted(points: Sequence[Point]) -> list[Point]:
-    return sorted(points, key=lambda p: (p.strong_share, p.accuracy))
+    return sorted(points, key=lambda p: (p.strong_share, p.quality))
 
 
 def apgr(points: Sequence[Point], weak: float, strong: float) -> float | None:
-    """RouteLLM's APGR: area under accuracy over the curve's own span of strong shares, less
+    """RouteLLM's APGR: area under quality over the curve's own span of strong shares, less
     the weak model's, over the strong model's less the weak model's."""
-    pts = _sorted(points)
-    lo, hi = pts[0].strong_share, pts[-1].strong_share
+    return _apgr([(p.strong_share, p.quality) for p in _sorted(points)], weak, strong)
+
+
+def _apgr(pts: Sequence[tuple[float, float]], weak: float, strong: float) -> float | None:
+    lo, hi = pts[0][0], pts[-1][0]
     if hi <= lo or strong == weak:
         return None
-    area = sum(
-        (b.strong_share - a.strong_share) * (a.accuracy + b.accuracy) / 2
-        for a, b in itertools.pairwise(pts)
-    )
+    area = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in itertools.pairwise(pts))
     return (area - weak * (hi - lo)) / ((strong - weak) * (hi - lo))
 
 
 def cpt(points: Sequence[Point], share_of_gap: float) -> float | None:
     """The smallest share of strong calls at which the curve, straight between its points,
     reaches PGR ``share_of_gap``; ``None`` when it never does."""
-    pts = _sorted(points)
-    if pts[0].pgr >= share_of_gap:
-        return pts[0].strong_share
+    return _cpt([(p.strong_share, p.pgr) for p in _sorted(points)], share_of_gap)
+
+
+def _cpt(pts: Sequence[tuple[float, float]], share_of_gap: float) -> float | None:
+    if pts[0][1] >= share_of_gap:
+        return pts[0][0]
     for a, b in itertools.pairwise(pts):
-        if b.pgr >= share_of_gap > a.pgr:
-            t = (share_of_gap - a.pgr) / (b.pgr - a.pgr)
-            return a.strong_share + t * (b.strong_share - a.strong_share)
+        if b[1] >= share_of_gap > a[1]:
+            t = (share_of_gap - a[1]) / (b[1] - a[1])
+            return a[0] + t * (b[0] - a[0])
     return None
 
 
-def oracle_accuracy(items: Sequence[Item], share: float) -> float:
-    """RouteLLM's optimal router at a share of strong calls: the strong model answers only
-    where the weak one is wrong and the strong one right, as far as the share allows."""
-    n = len(items)
-    right = sum(i.weak_correct for i in items)
-    helps = sum(1 for i in items if not i.weak_correct and i.strong_correct)
-    return (right + min(share * n, helps)) / n
+def oracle_quality(weak: Sequence[float], strong: Sequence[float], share: float) -> float:
+    """RouteLLM's optimal router at a share of strong calls: the strong model answers where
+    it gains most over the weak one, as far as the share allows."""
+    gains = sorted((s - w for w, s in zip(weak, strong, strict=True)), reverse=True)
+    k = int(share * len(weak) + 1e-9)
+    return (sum(weak) + sum(g for g in gains[:k] if g > 0)) / len(weak)
 
 
-# --- routers under test --------------------------------------------------------------------------
+# --- routers under test -----------------------------------------------------------------------
 GENERAL_VALIDATORS: tuple[tuple[str, Validator], ...] = (
     ("finished", finished),
     ("arithmetic", arithmetic),
     ("final_answer", final_answer),
     ("no_hedging", no_hedging),
     ("answer_follows", answer_follows),
+    ("choice_answer", choice_answer),
+    ("json_answer", json_answer),
 )
 """The cascade's validators, in the order its curve switches them on."""
 
 WHOLE_NUMBER = FinalAnswer(whole=True)
 
-
-def _whole_validators() -> tuple[Validator, ...]:
-    return tuple(WHOLE_NUMBER if n == "final_answer" else v for n, v in GENERAL_VALIDATORS)
-
-
 ROUTERS: dict[str, str] = {
-    "random": "LoadBalanceRouter over both models, weighted p : 1-p (seeded draws); p swept",
-    "learned": "ClassifierRouter: logistic regression on MiniLM embeddings of the question "
+    "random": "LoadBalanceRouter over weak and strong, weighted p : 1-p (seeded draws); p swept",
+    "learned": "ClassifierRouter: logistic regression on MiniLM embeddings of the prompt "
     "(k-fold), threshold swept",
-    "cascade": "CascadeRouter weak → strong; the general validators switched on one by one",
+    "cascade": "CascadeRouter cheap → strong; the general validators switched on one by one",
     "combined": "ClassifierRouter (learned, threshold swept) over [the cascade with all "
     "validators, the strong model]",
-    "cascade-whole": "as cascade, with final_answer asking for a whole number (GSM8K's "
-    "answers are)",
+    "cascade-whole": "as cascade, with final_answer asking for a whole number",
     "combined-whole": "as combined, with final_answer asking for a whole number",
+    "online": "OnlineRouter over every model: learns each answer's grade after it answered "
+    "(prequential); its target, a share of the best model's observed quality, swept",
+    "online-cascade": "as online, with the cascade (all validators) as one more model",
 }
 """The routers ``erpoz eval routing`` knows, and what each is."""
 
+DEFAULT_ROUTERS = ("random", "learned", "cascade", "combined", "online")
 NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole"})
+NEEDS_ANSWERS = frozenset(
+    {"cascade", "combined", "cascade-whole", "combined-whole", "online-cascade"}
+)
+CROSS_TASK = ("learned", "combined", "online")
+"""The routers that learn, and so are measured across tasks (fitted on ``train``)."""
 
 
 class _KnownVectors:
-    """An EmbedModel that answers from vectors already computed for known texts (the
-    questions, embedded once in a batch), and asks ``inner`` for any other text."""
+    """An EmbedModel that answers from vectors already computed (the prompts, embedded once
+    in a batch), and asks ``inner`` for any other text."""
 
-    def __init__(self, inner: EmbedModel, texts: Sequence[str], vectors: Any) -> None:
+    def __init__(self, inner: EmbedModel) -> None:
         self.name = inner.name
         self.inner = inner
-        self._rows = {t: tuple(float(x) for x in v) for t, v in zip(texts, vectors, strict=True)}
+        self._rows: dict[str, tuple[float, ...]] = {}
 
     async def embed(self, texts: Sequence[str]) -> EmbedResult:
-        missing = [t for t in texts if t not in self._rows]
+        missing = list(dict.fromkeys(t for t in texts if t not in self._rows))
         if missing:
             fresh = await self.inner.embed(missing)
-            self._rows.update(zip(missing, fresh.vectors, strict=True))
+            for t, v in zip(missing, fresh.vectors, strict=True):
+                self._rows[t] = tuple(float(x) for x in v)
         return EmbedResult(tuple(self._rows[t] for t in texts), self.name)
 
 
 class _Harness:
-    """Both replay models, metered with their prices, and a way to run every question
-    through a router and score it."""
+    """The data set's models, replayed and metered with their prices, and a way to run every
+    prompt through a router and score it."""
 
-    def __init__(self, dataset: Dataset, prices: Prices) -> None:
+    def __init__(self, dataset: Dataset, prices: dict[str, tuple[float, float]]) -> None:
         self.dataset = dataset
         self.items = dataset.items
-        self.weak: ChatModel = Metered(
-            ReplayChat(WEAK, dataset.records("weak"), source=dataset.source),
-            ModelSpec(WEAK, "replay", price_in=prices.weak_in, price_out=prices.weak_out),
-        )
-        self.strong: ChatModel = Metered(
-            ReplayChat(STRONG, dataset.records("strong"), source=dataset.source),
-            ModelSpec(STRONG, "replay", price_in=prices.strong_in, price_out=prices.strong_out),
-        )
         self.requests = [ChatRequest((Message.user(i.prompt),)) for i in self.items]
-        self.weak_acc = dataset.weak_accuracy
-        self.strong_acc = dataset.strong_accuracy
+        self.models: dict[str, ChatModel] = {}
+        for k, name in enumerate(dataset.models):
+            records = [
+                (request_key(req), Recorded(item.answers[k] or "", _usage(item, k), name, "stop"))
+                for item, req in zip(self.items, self.requests, strict=True)
+            ]
+            p_in, p_out = prices[name]
+            self.models[name] = Metered(
+                ReplayChat(name, records, source=dataset.source, repeat="first"),
+                ModelSpec(name, "replay", price_in=p_in, price_out=p_out, context_window=10**9),
+            )
+        by_price = sorted(dataset.models, key=lambda m: (sum(prices[m]), dataset.models.index(m)))
+        self.order = by_price
+        self.weak_name, self.strong_name = by_price[0], by_price[-1]
+        self.weak, self.strong = self.models[self.weak_name], self.models[self.strong_name]
+        self.wi, self.si = dataset.index(self.weak_name), dataset.index(self.strong_name)
+        self.weak_q = dataset.mean_quality(self.wi)
+        self.strong_q = dataset.mean_quality(self.si)
 
     async def run(
-        self, setting: str, threshold: float | None, router_for: Callable[[int], ChatModel]
+        self,
+        setting: str,
+        threshold: float | None,
+        router_for: Callable[[int], ChatModel],
+        after: Callable[[int, ChatModel, str, list[tuple[str, dict[str, Any]]]], None]
+        | None = None,
     ) -> Point:
-        calls: list[dict[str, Any]] = []
-        rec = Recorder(lambda k, d: calls.append(dict(d)) if k == "model_called" else None, "eval")
+        """Every prompt through ``router_for(i)``; ``after(i, router, model, events)`` is told
+        who answered (the online router learns there)."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        rec = Recorder(lambda k, d: events.append((k, dict(d))), "eval")
         token = bind(rec)
-        right = escalated = 0
+        graded: list[float] = []
+        strong: list[bool] = []
+        calls = dict.fromkeys(self.dataset.models, 0)
+        cost = 0.0
         try:
             for i, (item, request) in enumerate(zip(self.items, self.requests, strict=True)):
-                before = len(calls)
-                result = await router_for(i).generate(request)
-                # scoring: the answering model's correctness column, read after the decision
-                right += item.strong_correct if result.model == STRONG else item.weak_correct
-                escalated += any(c["model"] == STRONG for c in calls[before:])
+                events.clear()
+                router = router_for(i)
+                result = await router.generate(request)
+                answered = self.dataset.index(result.model)
+                graded.append(item.quality[answered])
+                made = [d for k, d in events if k == "model_called"]
+                for d in made:
+                    m = str(d["model"])
+                    calls[m] += 1
+                    recorded = item.cost[self.dataset.index(m)] if item.cost else None
+                    cost += recorded if recorded is not None else float(d.get("cost_usd") or 0.0)
+                strong.append(any(d["model"] == self.strong_name for d in made))
+                if after is not None:
+                    after(i, router, result.model, list(events))
         finally:
             unbind(token)
         n = len(self.items)
-        acc = right / n
+        q = sum(graded) / n
         return Point(
             setting,
             threshold,
-            escalated / n,
-            acc,
-            _pgr(acc, self.weak_acc, self.strong_acc),
-            sum(float(c.get("cost_usd") or 0.0) for c in calls),
-            sum(1 for c in calls if c["model"] == WEAK),
-            sum(1 for c in calls if c["model"] == STRONG),
+            sum(strong) / n,
+            q,
+            _pgr(q, self.weak_q, self.strong_q),
+            cost,
+            calls,
+            graded=graded,
+            strong=strong,
         )
 
 
+def _usage(item: Any, k: int) -> Usage:
+    recorded = item.usage[k] if item.usage else None
+    if recorded is not None:
+        return Usage(recorded.input_tokens, recorded.output_tokens)
+    answer = item.answers[k]
+    out = count_tokens(answer) if answer else OUTPUT_TOKENS
+    return Usage(count_tokens(item.prompt), out)
+
+
 def _folds(n: int, k: int, seed: int) -> list[int]:
-    """The fold of each question: a seeded shuffle dealt into ``k`` folds."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
     fold = [0] * n
@@ -399,8 +403,8 @@ def _folds(n: int, k: int, seed: int) -> list[int]:
 
 
 def _quantile_thresholds(scores: Sequence[float], points: int) -> list[float]:
-    """Thresholds at evenly spaced quantiles of the scores (the lowest sends every question
-    to the strong model), and one above the highest (none), as RouteLLM picks them."""
+    """Thresholds at evenly spaced quantiles of the scores (the lowest sends every prompt to
+    the strong model), and one above the highest (none), as RouteLLM picks them."""
     import numpy as np
 
     qs = np.quantile(np.asarray(scores, dtype=np.float64), np.linspace(0.0, 1.0, points))
@@ -416,158 +420,64 @@ def _always(router: ChatModel) -> Callable[[int], ChatModel]:
 
 
 def _by_fold(routers: Sequence[ChatModel], fold_of: Sequence[int]) -> Callable[[int], ChatModel]:
-    """Each question goes to the router of its own fold (whose classifier never saw it)."""
     return lambda i: routers[fold_of[i]]
 
 
-async def evaluate_routing(
-    dataset: Dataset,
-    routers: Iterable[str] = tuple(ROUTERS),
-    *,
-    prices: Prices = DEFAULT_PRICES,
-    embedder: EmbedModel | None = None,
-    folds: int = 10,
-    points: int = 21,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> Report:
-    """Run every question through each router at each of its settings; see the module.
+@dataclass(slots=True)
+class _Learned:
+    """Classifiers for the learned routers of one task: per fold (in-task) or one (across)."""
 
-    ``embedder`` (MiniLM by default) embeds the questions for the learned routers;
-    ``folds`` is k of the cross-validation; ``points`` the number of thresholds swept (the
-    random router's weights and the learned routers' quantiles); ``seed`` fixes the random
-    draws and the folds. ``progress(router, done, total)`` is told after each setting.
-    """
-    names = list(dict.fromkeys(routers))
-    unknown = [r for r in names if r not in ROUTERS]
-    if unknown:
-        raise ConfigError(f"unknown router(s) {', '.join(unknown)} (known: {', '.join(ROUTERS)})")
-    if points < 2:
-        raise ConfigError("points: at least 2")
-    h = _Harness(dataset, prices)
-    n = len(h.items)
-    k = max(2, min(folds, n))
-    report = Report(
-        dataset.source,
-        n,
-        dataset.contaminated_removed,
-        h.weak_acc,
-        h.strong_acc,
-        0.95 * h.strong_acc,
-        prices,
-        0.0,
-        0.0,
-        folds=k,
-        seed=seed,
-    )
-    shares = [i / 20 for i in range(21)]
-    report.oracle = [
-        Point(
-            f"{s:.0%}",
-            s,
-            s,
-            acc := oracle_accuracy(h.items, s),
-            _pgr(acc, h.weak_acc, h.strong_acc),
-            math.nan,
-            0,
-            0,
-        )
-        for s in shares
-    ]
-    weak_only = await h.run("weak only", None, _always(h.weak))
-    strong_only = await h.run("strong only", None, _always(h.strong))
-    report.weak_only_cost_usd = weak_only.cost_usd
-    report.strong_only_cost_usd = strong_only.cost_usd
-
-    classifiers: list[LogisticClassifier] = []
-    fold_of: list[int] = []
-    scores: list[float] = []
-    if NEEDS_EMBEDDINGS & set(names):
-        classifiers, fold_of, scores = await _cross_validated(h, embedder, k, seed)
-
-    def tell(router: str, done: int, total: int) -> None:
-        if progress is not None:
-            progress(router, done, total)
-
-    for name in names:
-        curve = Curve(name, ROUTERS[name], [])
-        if name == "random":
-            grid = [i / (points - 1) for i in range(points)]
-            for j, p in enumerate(grid):
-                router = LoadBalanceRouter(
-                    "random", [h.weak, h.strong], weights=[1 - p, p], seed=seed
-                )
-                curve.points.append(await h.run(f"p={p:.2f}", p, _always(router)))
-                tell(name, j + 1, len(grid))
-        elif name in ("cascade", "cascade-whole"):
-            chosen = list(GENERAL_VALIDATORS)
-            if name == "cascade-whole":
-                chosen = [(n_, WHOLE_NUMBER if n_ == "final_answer" else v) for n_, v in chosen]
-            for j in range(len(chosen) + 1):
-                on = chosen[:j]
-                cascade = CascadeRouter("cascade", [h.weak, h.strong], [v for _, v in on])
-                setting = "+".join(n_ for n_, _ in on) if on else "validators off"
-                curve.points.append(await h.run(setting, None, _always(cascade)))
-                tell(name, j + 1, len(chosen) + 1)
-        elif name == "learned":
-            thresholds = _quantile_thresholds(scores, points)
-            for j, t in enumerate(thresholds):
-                by_fold = [
-                    ClassifierRouter("learned", c, h.weak, h.strong, threshold=t)
-                    for c in classifiers
-                ]
-                curve.points.append(await h.run(f"t={t:.3f}", t, _by_fold(by_fold, fold_of)))
-                tell(name, j + 1, len(thresholds))
-        else:  # combined, combined-whole
-            validators = (
-                _whole_validators()
-                if name == "combined-whole"
-                else tuple(v for _, v in GENERAL_VALIDATORS)
-            )
-            thresholds = _quantile_thresholds(scores, points)
-            off = CascadeRouter("cascade", [h.weak, h.strong])
-            curve.points.append(await h.run("validators off", None, _always(off)))
-            for j, t in enumerate(thresholds):
-                cascade = CascadeRouter("cascade", [h.weak, h.strong], validators)
-                by_fold = [
-                    ClassifierRouter("combined", c, cascade, h.strong, threshold=t)
-                    for c in classifiers
-                ]
-                curve.points.append(await h.run(f"t={t:.3f}", t, _by_fold(by_fold, fold_of)))
-                tell(name, j + 1, len(thresholds))
-        summarize(curve, report)
-        report.curves.append(curve)
-    return report
+    classifiers: list[LogisticClassifier]
+    fold_of: list[int]
+    scores: list[float]
 
 
-def summarize(curve: Curve, report: Report) -> Curve:
-    """Fill in a curve's APGR, CPT(50%), CPT(80%) and its cheapest point at the target."""
-    curve.apgr = apgr(curve.points, report.weak_accuracy, report.strong_accuracy)
-    curve.cpt50 = cpt(curve.points, 0.5)
-    curve.cpt80 = cpt(curve.points, 0.8)
-    reaching = [p for p in curve.points if p.accuracy >= report.target_accuracy - 1e-12]
-    curve.at_target = min(reaching, key=lambda p: p.strong_share) if reaching else None
-    return curve
+def _labels(dataset: Dataset, weak: int, strong: int) -> list[bool]:
+    """Where the strong model did better than the weak one (RouteLLM's label, for right /
+    wrong answers: the weak one wrong and the strong one right)."""
+    return [i.quality[strong] > i.quality[weak] for i in dataset.items]
 
 
-async def _cross_validated(
-    h: _Harness, embedder: EmbedModel | None, k: int, seed: int
-) -> tuple[list[LogisticClassifier], list[int], list[float]]:
-    """One classifier per fold, fitted on the other folds' questions, labelled ``True``
-    where the weak answer was wrong and the strong one right; the fold of each question; and
-    each question's score by the classifier of its own fold (that never saw it)."""
-    import numpy as np
+@dataclass
+class _Context:
+    """What one evaluation shares between routers."""
 
-    if embedder is None:
+    h: _Harness
+    embedder: EmbedModel | None
+    folds: int
+    points: int
+    seed: int
+    progress: Progress | None
+    learned: _Learned | None = None
+    train: _Harness | None = None
+    train_learned: _Learned | None = None
+
+    def tell(self, router: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(router, done, total)
+
+
+async def _embedder(ctx: _Context) -> _KnownVectors:
+    if ctx.embedder is None:
         from ..models.local_embed import MiniLMEmbed
 
-        embedder = MiniLMEmbed()
+        ctx.embedder = MiniLMEmbed()
+    if not isinstance(ctx.embedder, _KnownVectors):
+        ctx.embedder = _KnownVectors(ctx.embedder)
+    return ctx.embedder
+
+
+async def _cross_validated(ctx: _Context, h: _Harness) -> _Learned:
+    """One classifier per fold, fitted on the other folds' prompts; each prompt's score by
+    the classifier of its own fold (that never saw it)."""
+    import numpy as np
+
+    known = await _embedder(ctx)
     prompts = [i.prompt for i in h.items]
-    embedded = await embedder.embed(prompts)
-    x: npt.NDArray[np.float64] = np.asarray(embedded.vectors, dtype=np.float64)
-    known = _KnownVectors(embedder, prompts, embedded.vectors)
-    y = np.asarray([(not i.weak_correct) and i.strong_correct for i in h.items], dtype=bool)
-    fold_of = _folds(len(prompts), k, seed)
+    x = np.asarray((await known.embed(prompts)).vectors, dtype=np.float64)
+    y = np.asarray(_labels(h.dataset, h.wi, h.si), dtype=bool)
+    k = max(2, min(ctx.folds, len(prompts)))
+    fold_of = _folds(len(prompts), k, ctx.seed)
     folds = np.asarray(fold_of)
     classifiers = []
     scores = np.zeros(len(prompts))
@@ -577,5 +487,396 @@ async def _cross_validated(
         clf.fit_vectors(x[train], y[train])
         classifiers.append(clf)
         scores[~train] = clf.probabilities(x[~train])
-    await asyncio.sleep(0)
-    return classifiers, fold_of, [float(s) for s in scores]
+    return _Learned(classifiers, fold_of, [float(s) for s in scores])
+
+
+async def _fitted_on(ctx: _Context, train: _Harness, test: _Harness) -> _Learned:
+    """One classifier fitted on all of ``train``; its scores of ``test``'s prompts."""
+    import numpy as np
+
+    known = await _embedder(ctx)
+    x = np.asarray((await known.embed([i.prompt for i in train.items])).vectors, dtype=np.float64)
+    y = np.asarray(_labels(train.dataset, train.wi, train.si), dtype=bool)
+    clf = LogisticClassifier(f"learned-{train.dataset.name}", known, labels=("strong", "weak"))
+    clf.fit_vectors(x, y)
+    xt = np.asarray((await known.embed([i.prompt for i in test.items])).vectors, dtype=np.float64)
+    scores = [float(s) for s in clf.probabilities(xt)]
+    return _Learned([clf], [0] * len(test.items), scores)
+
+
+def _validators(whole: bool) -> tuple[Validator, ...]:
+    return tuple(
+        WHOLE_NUMBER if whole and n == "final_answer" else v for n, v in GENERAL_VALIDATORS
+    )
+
+
+def _cascade(
+    h: _Harness, whole: bool = False, validators: Sequence[Validator] | None = None
+) -> CascadeRouter:
+    chosen = _validators(whole) if validators is None else tuple(validators)
+    return CascadeRouter("cascade", [h.models[m] for m in h.order], chosen)
+
+
+async def _random_curve(ctx: _Context) -> list[Point]:
+    h, points = ctx.h, ctx.points
+    out = []
+    grid = [i / (points - 1) for i in range(points)]
+    for j, p in enumerate(grid):
+        router = LoadBalanceRouter("random", [h.weak, h.strong], weights=[1 - p, p], seed=ctx.seed)
+        out.append(await h.run(f"p={p:.2f}", p, _always(router)))
+        ctx.tell("random", j + 1, len(grid))
+    return out
+
+
+async def _cascade_curve(ctx: _Context, name: str, whole: bool) -> list[Point]:
+    h = ctx.h
+    chosen = [
+        (n, WHOLE_NUMBER if whole and n == "final_answer" else v) for n, v in GENERAL_VALIDATORS
+    ]
+    out = []
+    for j in range(len(chosen) + 1):
+        on = chosen[:j]
+        cascade = _cascade(h, validators=[v for _, v in on])
+        setting = "+".join(n for n, _ in on) if on else "validators off"
+        out.append(await h.run(setting, None, _always(cascade)))
+        ctx.tell(name, j + 1, len(chosen) + 1)
+    return out
+
+
+async def _learned_curve(
+    ctx: _Context, name: str, learned: _Learned, combined: bool, whole: bool = False
+) -> list[Point]:
+    h = ctx.h
+    thresholds = _quantile_thresholds(learned.scores, ctx.points)
+    out = []
+    if combined:
+        out.append(await h.run("validators off", None, _always(_cascade(h, validators=()))))
+    for j, t in enumerate(thresholds):
+        out.append(await h.run(f"t={t:.3f}", t, _learned_router(h, learned, combined, whole, t)))
+        ctx.tell(name, j + 1, len(thresholds))
+    return out
+
+
+def _learned_router(
+    h: _Harness, learned: _Learned, combined: bool, whole: bool, t: float
+) -> Callable[[int], ChatModel]:
+    by_fold: list[ChatModel] = []
+    for c in learned.classifiers:
+        weak: ChatModel = _cascade(h, whole) if combined else h.weak
+        by_fold.append(
+            ClassifierRouter("combined" if combined else "learned", c, weak, h.strong, threshold=t)
+        )
+    return _by_fold(by_fold, learned.fold_of)
+
+
+#: The online router's targets swept: shares of the best model's observed quality.
+ONLINE_TARGETS = tuple(round(0.60 + 0.02 * i, 2) for i in range(21))
+
+
+def _online_models(h: _Harness, with_cascade: bool) -> list[ChatModel]:
+    models = [h.models[m] for m in h.order]
+    if with_cascade:
+        models.insert(len(models) - 1, _cascade(h))
+    return models
+
+
+async def _online_point(
+    h: _Harness,
+    embedder: EmbedModel,
+    share: float,
+    with_cascade: bool,
+    seed: int,
+    feedback: float,
+) -> Point:
+    """One prequential pass: each prompt routed, then the router told the answer's grade
+    (for a ``feedback`` share of the answers, drawn with ``seed``), in the data's order."""
+    router = OnlineRouter(
+        "online",
+        _online_models(h, with_cascade),
+        embedder,
+        target=share,
+        relative=True,
+        seed=seed,
+    )
+    draw = random.Random(seed)
+    seq = 0
+
+    def learn(
+        i: int, r: ChatModel, answered: str, events: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        nonlocal seq
+        log = []
+        for kind, data in events:
+            if kind == "route_decided" and data.get("router") == "online":
+                seq += 1
+                log.append(_event(seq, kind, data))
+        if draw.random() < feedback:
+            grade = h.items[i].quality[h.dataset.index(answered)]
+            seq += 1
+            log.append(_event(seq, "feedback", {"score": h.dataset.normalised(grade)}))
+        router.learn(log)
+
+    return await h.run(f"target={share:.2f}", share, _always(router), after=learn)
+
+
+def _event(seq: int, kind: str, data: dict[str, Any]) -> Event:
+    return Event("replay", seq, 0.0, kind, "route", 0, data, None, "", "")
+
+
+async def _online_curve(ctx: _Context, h: _Harness, name: str, feedback: float) -> list[Point]:
+    out = []
+    embedder = await _embedder(ctx)
+    for j, share in enumerate(ONLINE_TARGETS):
+        point = await _online_point(
+            h, embedder, share, name.startswith("online-cascade"), ctx.seed, feedback
+        )
+        out.append(point)
+        ctx.tell(name, j + 1, len(ONLINE_TARGETS))
+    return out
+
+
+# --- the evaluation ---------------------------------------------------------------------------
+async def evaluate_routing(
+    dataset: Dataset,
+    routers: Iterable[str] = DEFAULT_ROUTERS,
+    *,
+    prices: dict[str, tuple[float, float]] | None = None,
+    embedder: EmbedModel | None = None,
+    train: Dataset | None = None,
+    train_prices: dict[str, tuple[float, float]] | None = None,
+    folds: int = 10,
+    points: int = 21,
+    seed: int = 0,
+    bootstrap: int = 1000,
+    feedback: float = 1.0,
+    progress: Progress | None = None,
+) -> Report:
+    """Run every prompt through each router at each of its settings; see the module.
+
+    ``embedder`` (MiniLM by default) embeds the prompts for the learned and online routers;
+    ``train``, another task's data, adds each learning router fitted there (``<router>@<task>``,
+    cross-task); ``folds`` is k of the in-task cross-validation; ``points`` the thresholds
+    swept; ``bootstrap`` the resamples of the confidence intervals (0: none); ``feedback`` the
+    share of answers whose grade the online router is told.
+    """
+    names = list(dict.fromkeys(routers))
+    unknown = [r for r in names if r not in ROUTERS]
+    if unknown:
+        raise ConfigError(f"unknown router(s) {', '.join(unknown)} (known: {', '.join(ROUTERS)})")
+    if points < 2:
+        raise ConfigError("points: at least 2")
+    if not 0.0 < feedback <= 1.0:
+        raise ConfigError("feedback: a share of answers in (0, 1]")
+    priced = prices_for(dataset, prices)
+    h = _Harness(dataset, priced)
+    ctx = _Context(h, embedder, folds, points, seed, progress)
+    k = max(2, min(folds, len(h.items)))
+    report = Report(
+        dataset.name,
+        dataset.source,
+        len(h.items),
+        dataset.contaminated_removed,
+        list(dataset.models),
+        h.weak_name,
+        h.strong_name,
+        dataset.metric,
+        h.weak_q,
+        h.strong_q,
+        TARGET * h.strong_q,
+        priced,
+        {},
+        folds=k,
+        seed=seed,
+        bootstrap=bootstrap,
+    )
+    weak_grades = [i.quality[h.wi] for i in h.items]
+    strong_grades = [i.quality[h.si] for i in h.items]
+    for s in [i / 20 for i in range(21)]:
+        q = oracle_quality(weak_grades, strong_grades, s)
+        report.oracle.append(
+            Point(f"{s:.0%}", s, s, q, _pgr(q, h.weak_q, h.strong_q), math.nan, {})
+        )
+    for m in dataset.models:
+        alone = await h.run(f"{m} alone", None, _always(h.models[m]))
+        report.alone_cost_usd[m] = alone.cost_usd
+    if not dataset.has_answers:
+        skipped = [n for n in names if n in NEEDS_ANSWERS]
+        if skipped:
+            report.warnings.append(
+                f"not evaluated: {', '.join(skipped)} (validators read answers, and this data "
+                "records none)"
+            )
+        names = [n for n in names if n not in NEEDS_ANSWERS]
+    if NEEDS_EMBEDDINGS & set(names):
+        ctx.learned = await _cross_validated(ctx, h)
+    for name in names:
+        curve = Curve(name, ROUTERS[name], await _curve(ctx, name, feedback))
+        if name.startswith("online"):
+            curve.split = "online"
+        summarize(curve, report)
+        report.curves.append(curve)
+    if train is not None:
+        await _cross_task(ctx, report, names, train, train_prices, feedback)
+    if bootstrap:
+        _bootstrap(report, h, bootstrap, seed)
+    for curve in report.curves:
+        for extra in (curve.tuned, curve.online_match):
+            if extra is not None and report.strong_only_cost_usd:
+                extra.cost_vs_strong = extra.cost_usd / report.strong_only_cost_usd
+        tuned = [curve.tuned] if curve.tuned is not None and curve.tuned not in curve.points else []
+        for p in [*curve.points, *tuned]:
+            p.cost_vs_strong = (
+                p.cost_usd / report.strong_only_cost_usd if report.strong_only_cost_usd else 0.0
+            )
+            if p.cost_usd > report.strong_only_cost_usd * (1 + 1e-9):
+                report.warnings.append(
+                    f"{curve.router} ({p.setting}) costs {p.cost_vs_strong:.1%} of the strong "
+                    f"model alone, at {p.strong_share:.1%} strong calls: costlier than not "
+                    "routing"
+                )
+    return report
+
+
+async def _curve(ctx: _Context, name: str, feedback: float) -> list[Point]:
+    if name == "random":
+        return await _random_curve(ctx)
+    if name in ("cascade", "cascade-whole"):
+        return await _cascade_curve(ctx, name, name == "cascade-whole")
+    if name.startswith("online"):
+        return await _online_curve(ctx, ctx.h, name, feedback)
+    assert ctx.learned is not None
+    return await _learned_curve(
+        ctx, name, ctx.learned, name != "learned", whole=name == "combined-whole"
+    )
+
+
+async def _cross_task(
+    ctx: _Context,
+    report: Report,
+    names: Sequence[str],
+    train: Dataset,
+    train_prices: dict[str, tuple[float, float]] | None,
+    feedback: float,
+) -> None:
+    """Each learning router fitted on ``train`` and measured here: its whole curve, and the
+    point whose setting reaches the target on ``train`` (tuned there, used here)."""
+    th = _Harness(train, prices_for(train, train_prices))
+    h = ctx.h
+    source = _Context(th, ctx.embedder, ctx.folds, ctx.points, ctx.seed, None)
+    for name in CROSS_TASK:
+        if name not in names:
+            continue
+        label = f"{name}@{train.name}"
+        if name == "online":
+            tuned_share = await _online_tuned(source, feedback)
+            # it learns here either way: only its setting comes from the other task
+            same = next((c for c in report.curves if c.router == "online"), None)
+            points = same.points if same else await _online_curve(ctx, h, label, feedback)
+            curve = Curve(
+                label,
+                "the online router; its target tuned on " + train.name,
+                points,
+                "cross-task",
+                train.name,
+            )
+            curve.tuned = next((p for p in points if p.threshold == tuned_share), None)
+        else:
+            combined = name == "combined"
+            if combined and not (train.has_answers and h.dataset.has_answers):
+                continue
+            fitted = await _fitted_on(ctx, th, h)
+            points = await _learned_curve(ctx, label, fitted, combined)
+            curve = Curve(
+                label, f"{ROUTERS[name]}; fitted on {train.name}", points, "cross-task", train.name
+            )
+            t = await _tuned_threshold(source, combined)
+            if t is not None:
+                curve.tuned = await h.run(
+                    f"t={t:.3f} (tuned on {train.name})",
+                    t,
+                    _learned_router(h, fitted, combined, False, t),
+                )
+        summarize(curve, report)
+        report.curves.append(curve)
+    online = [p for c in report.curves if c.split == "online" for p in c.points]
+    for curve in report.curves:
+        if online and curve.tuned is not None:
+            good = [p for p in online if p.quality >= curve.tuned.quality - 1e-12]
+            curve.online_match = min(good, key=lambda p: p.cost_usd) if good else None
+
+
+async def _tuned_threshold(source: _Context, combined: bool) -> float | None:
+    """The threshold with the fewest strong calls that reaches the target on the source task
+    (cross-validated there)."""
+    learned = await _cross_validated(source, source.h)
+    pts = await _learned_curve(source, "tuning", learned, combined)
+    target = TARGET * source.h.strong_q
+    reaching = [p for p in pts if p.quality >= target - 1e-12 and p.threshold is not None]
+    best = min(reaching, key=lambda p: p.strong_share) if reaching else None
+    return None if best is None else best.threshold
+
+
+async def _online_tuned(source: _Context, feedback: float) -> float:
+    """The least target share whose prequential pass reaches the target on the source task."""
+    goal = TARGET * source.h.strong_q
+    embedder = await _embedder(source)
+    for share in ONLINE_TARGETS:
+        p = await _online_point(source.h, embedder, share, False, source.seed, feedback)
+        if p.quality >= goal - 1e-12:
+            return share
+    return ONLINE_TARGETS[-1]
+
+
+def summarize(curve: Curve, report: Report) -> Curve:
+    """Fill in a curve's APGR, CPT(50%), CPT(80%) and its cheapest point at the target."""
+    curve.apgr = apgr(curve.points, report.weak_quality, report.strong_quality)
+    curve.cpt50 = cpt(curve.points, 0.5)
+    curve.cpt80 = cpt(curve.points, 0.8)
+    reaching = [p for p in curve.points if p.quality >= report.target_quality - 1e-12]
+    curve.at_target = min(reaching, key=lambda p: p.strong_share) if reaching else None
+    return curve
+
+
+# --- confidence intervals -----------------------------------------------------------------------
+def _bootstrap(report: Report, h: _Harness, n: int, seed: int) -> None:
+    """95% intervals of APGR, CPT(50%), CPT(80%) and the share of strong calls at the target,
+    by resampling the prompts ``n`` times (the same resamples for every curve)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    size = len(h.items)
+    counts = rng.multinomial(size, np.full(size, 1.0 / size), size=n).astype(np.float64)
+    weak = counts @ np.asarray([i.quality[h.wi] for i in h.items]) / size
+    strong = counts @ np.asarray([i.quality[h.si] for i in h.items]) / size
+    for curve in report.curves:
+        q = np.asarray([p.graded for p in curve.points], dtype=np.float64)
+        s = np.asarray([p.strong for p in curve.points], dtype=np.float64)
+        quality = q @ counts.T / size  # points × resamples
+        share = s @ counts.T / size
+        stats: dict[str, list[float | None]] = {
+            "apgr": [],
+            "cpt50": [],
+            "cpt80": [],
+            "at_target": [],
+        }
+        for b in range(n):
+            order = np.lexsort((quality[:, b], share[:, b]))
+            pts = [(float(share[i, b]), float(quality[i, b])) for i in order]
+            w, st = float(weak[b]), float(strong[b])
+            pgr = [(x, _pgr(y, w, st)) for x, y in pts]
+            stats["apgr"].append(_apgr(pts, w, st))
+            stats["cpt50"].append(_cpt(pgr, 0.5))
+            stats["cpt80"].append(_cpt(pgr, 0.8))
+            hit = [x for x, y in pts if y >= TARGET * st - 1e-12]
+            stats["at_target"].append(min(hit) if hit else None)
+        curve.ci = {k: _interval(v) for k, v in stats.items()}
+
+
+def _interval(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """The 2.5% and 97.5% quantiles; a resample where the figure is undefined (the curve never
+    reaches the level) counts as beyond any value (an end at infinity is ``None``)."""
+    import numpy as np
+
+    arr = np.asarray([math.inf if v is None else v for v in values], dtype=np.float64)
+    lo, hi = (float(x) for x in np.quantile(arr, [0.025, 0.975], method="inverted_cdf"))
+    return (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)

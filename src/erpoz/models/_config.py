@@ -44,6 +44,13 @@ routers:                              # each is a chat model too; members are mo
     default: reader                   # below min_score: a route's name, or a model's
     min_score: 0.3
     scoring: max                      # max (default) | top3
+  learning:
+    type: online                      # learns from the log which model is good enough
+    models: [reader, gpt-mini]        # cheap to strong
+    embed: minilm                     # kinds of prompt (default: words hashed)
+    target: 0.9                       # observed quality to keep (relative: true → share of best)
+    explore: 0.1                      # share of decisions that may try a cheaper model
+    store: default                    # the run store it learns from ($ERPOZ_STORE, .erpoz/erpoz.db)
 
 budget:                               # USD; every ceiling is optional
   per_run_usd: 0.50
@@ -185,11 +192,29 @@ class SemanticConfig(_Router):
         return list(dict.fromkeys(names))
 
 
+class OnlineConfig(_Router):
+    """A router that learns from the log which model is good enough, per kind of prompt
+    (:class:`erpoz.routing.online.OnlineRouter`)."""
+
+    type: Literal["online"]
+    models: list[str] = Field(min_length=1)
+    embed: str | None = None  # an embed model; without one, words hashed (no weights)
+    target: float = Field(0.9, ge=0, le=1)
+    relative: bool = False  # target as a share of the best model's observed quality
+    explore: float = Field(0.1, ge=0, le=1)
+    bits: int = Field(32, ge=0, le=62)
+    confidence: float = Field(1.0, ge=0)
+    validators: list[str] = Field(default_factory=list)
+    store: str | None = "default"  # the run store to learn from: a URL, "default", or null
+    refresh_s: float = Field(30.0, ge=0)
+    seed: int = 0
+
+
 RouterConfig = Annotated[
-    FallbackConfig | CheapestConfig | CascadeConfig | BalanceConfig | SemanticConfig,
+    FallbackConfig | CheapestConfig | CascadeConfig | BalanceConfig | SemanticConfig | OnlineConfig,
     Field(discriminator="type"),
 ]
-ROUTER_TYPES = ("fallback", "cheapest", "cascade", "balance", "semantic")
+ROUTER_TYPES = ("fallback", "cheapest", "cascade", "balance", "semantic", "online")
 
 
 class BudgetConfig(_Strict):
@@ -460,7 +485,17 @@ def _check_router(config: ProjectConfig, name: str, r: Any) -> None:
                 raise config.error(
                     f"router '{name}': weights must be >= 0", "routers", name, "weights", member
                 )
-    if isinstance(r, CascadeConfig):
+    if isinstance(r, OnlineConfig) and r.embed is not None:
+        embed = config.models.get(r.embed)
+        if embed is None or embed.kind != "embed":
+            what = "is not a model" if embed is None else f"is a {embed.kind} model"
+            raise config.error(
+                f"router '{name}': embed '{r.embed}' {what}; name a model of kind embed",
+                "routers",
+                name,
+                "embed",
+            )
+    if isinstance(r, CascadeConfig | OnlineConfig):
         for i, ref in enumerate(r.validators):
             if ":" not in ref and "." not in ref:
                 raise config.error(
@@ -686,6 +721,8 @@ def _router(config: ProjectConfig, name: str, hub: ModelHub) -> ChatModel:
         if isinstance(r, CascadeConfig):
             validators = [_validator(config, name, ref, i) for i, ref in enumerate(r.validators)]
             return routing.CascadeRouter(name, members, validators, threshold=r.threshold)
+        if isinstance(r, OnlineConfig):
+            return _online(config, name, r, hub, members)
         weights = None
         if r.weights is not None:
             weights = [r.weights.get(m, 1.0) for m in r.models]
@@ -720,6 +757,32 @@ def _validator(config: ProjectConfig, router: str, ref: str, index: int) -> Any:
             index,
         )
     return fn
+
+
+def _online(
+    config: ProjectConfig, name: str, r: OnlineConfig, hub: ModelHub, members: list[ChatModel]
+) -> ChatModel:
+    from ..routing.online import HashingEmbed, OnlineRouter
+
+    embedder: Any = HashingEmbed() if r.embed is None else hub.get(r.embed)
+    validators = [_validator(config, name, ref, i) for i, ref in enumerate(r.validators)]
+    store = r.store
+    if store not in (None, "default", "memory") and "://" not in store and config._base is not None:
+        store = str(config._base / store)  # a path is relative to the project file
+    return OnlineRouter(
+        name,
+        members,
+        embedder,
+        target=r.target,
+        relative=r.relative,
+        explore=r.explore,
+        bits=r.bits,
+        confidence=r.confidence,
+        validators=validators,
+        store=store,
+        refresh_s=r.refresh_s,
+        seed=r.seed,
+    )
 
 
 def _semantic(config: ProjectConfig, name: str, r: SemanticConfig, hub: ModelHub) -> ChatModel:

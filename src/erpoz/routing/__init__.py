@@ -10,6 +10,7 @@ from .balance import LoadBalanceRouter
 from .cascade import CascadeRouter, Validator
 from .cheapest import CheapestCapableRouter
 from .fallback import FallbackRouter
+from .online import OnlineRouter
 from .semantic import SemanticRouter
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "CheapestCapableRouter",
     "FallbackRouter",
     "LoadBalanceRouter",
+    "OnlineRouter",
     "SemanticRouter",
     "Validator",
     "Verdict",

@@ -23,11 +23,20 @@ DEFAULT_OUTPUT_TOKENS = 256
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A validator's judgement of an answer: accepted or not, an optional score, and why."""
+    """A validator's judgement of an answer: accepted or not, an optional score, and why.
+
+    ``abstained`` says that the validator does not judge answers of this form (a numeric
+    check on a multiple-choice answer): the answer passes it, and nothing was learned."""
 
     ok: bool
     score: float | None = None
     reason: str = ""
+    abstained: bool = False
+
+    @classmethod
+    def abstain(cls, reason: str) -> Verdict:
+        """Not judged here: passes, with no score."""
+        return cls(True, None, reason, True)
 
 
 class Member:

@@ -21,18 +21,28 @@ Each is a :data:`~erpoz.routing.Validator` -- ``fn(request, result)`` returning 
 - :class:`SelfConsistency`: asks the same model again (sampled) and accepts when enough of the
   answers reach the same final answer. It costs ``samples`` more calls, each metered.
 
+- :data:`choice_answer` (:class:`ChoiceAnswer`): a multiple-choice answer names one option,
+  one that was offered.
+- :data:`json_answer` (:class:`JsonAnswer`): a JSON answer parses (and fits the request's
+  ``response_schema`` when it has one).
+
 Validators here read only the request and the answer. None of them knows the right answer,
-none has rules for particular prompts.
+none has rules for particular prompts. Each knows which **answer forms** it can judge
+(:func:`answer_form`: ``numeric``, ``choice``, ``json`` or ``text``) and *abstains* on the
+others (``Verdict.abstain``: the answer passes, marked as not judged), so a numeric check never
+rejects ``"The answer is B."``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any, Literal
 
 from ..models._protocol import ChatModel
 from ..models._types import ChatRequest, ChatResult
@@ -40,18 +50,25 @@ from ._decision import Verdict
 
 __all__ = [
     "AnswerFollows",
+    "AnswerForm",
     "ArithmeticCheck",
+    "ChoiceAnswer",
     "Equation",
     "FinalAnswer",
+    "JsonAnswer",
     "NoHedging",
     "SelfConsistency",
     "answer_follows",
+    "answer_form",
     "arithmetic",
+    "choice_answer",
     "equations",
     "final_answer",
     "final_answer_text",
     "finished",
+    "json_answer",
     "no_hedging",
+    "offered_options",
     "parse_number",
 ]
 
@@ -130,9 +147,11 @@ class FinalAnswer:
     ``markers``: regular expressions that introduce the final answer (default
     :data:`DEFAULT_MARKERS`: ``####``, ``\\boxed{}``, ``final answer``, ``the answer is``,
     ``Answer:``); the last one found counts. ``numeric`` (default) asks for a number (``42``,
-    ``-3``, ``1,234.5``, ``$18``, ``15%``) and nothing else on its line; without it any
-    non-empty text passes. ``whole`` asks for a whole number: a setting for tasks whose
-    answers are counts (GSM8K's are), not a default.
+    ``-3``, ``1,234.5``, ``$18``, ``15%``) and nothing else on its line, and judges only
+    answers of the numeric form (:func:`answer_form`), abstaining on multiple-choice, JSON and
+    free-text ones; without it any non-empty text after a marker passes, whatever the form.
+    ``whole`` asks for a whole number: a setting for tasks whose answers are counts (GSM8K's
+    are), not a default.
     """
 
     def __init__(
@@ -149,6 +168,10 @@ class FinalAnswer:
         self.__name__ = "final_answer"
 
     def __call__(self, request: ChatRequest, result: ChatResult) -> Verdict:
+        if self.numeric:
+            form = answer_form(request, result.text)
+            if form != "numeric":
+                return Verdict.abstain(f"a {form} answer; final_answer judges numeric ones")
         answer = final_answer_text(result.text, self._re)
         if answer is None:
             return Verdict(False, 0.0, "no final answer (expected e.g. '#### 42')")
@@ -241,84 +264,128 @@ _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "^": 3}
 _CANON = {"x": "*", "×": "*", "÷": "/", "−": "-"}
 
 
-def _evaluate(tokens: Sequence[str]) -> float | None:
-    """The value of an arithmetic expression (numbers, + - * / ^, parentheses, a leading or
-    bracketed unary minus); ``None`` when it is not one, or divides by zero."""
-    output: list[float | str] = []
-    ops: list[str] = []
-    prev: str | None = None
-    numbers = 0
-    binary = 0
-    for raw in tokens:
-        tok = _CANON.get(raw, raw)
-        if tok in _PRECEDENCE:
-            if prev is None or prev in _PRECEDENCE or prev == "(":
-                if tok != "-":
-                    return None
-                output.append(0.0)  # unary minus: 0 - x
-            else:
-                binary += 1
-            while (
-                ops
-                and ops[-1] in _PRECEDENCE
-                and tok != "^"
-                and _PRECEDENCE[ops[-1]] >= _PRECEDENCE[tok]
-            ):
-                output.append(ops.pop())
-            ops.append(tok)
-        elif tok == "(":
-            if prev is not None and prev not in _PRECEDENCE and prev != "(":
-                return None  # "2 (3)" is not arithmetic we read
-            ops.append(tok)
-        elif tok == ")":
-            if prev is None or prev in _PRECEDENCE or prev == "(":
-                return None
-            while ops and ops[-1] != "(":
-                output.append(ops.pop())
-            if not ops:
-                return None
-            ops.pop()
+class _Postfix:
+    """Shunting-yard: arithmetic tokens in reading order to postfix, refusing what is not
+    arithmetic (two numbers in a row, an operator where a number belongs, open brackets)."""
+
+    __slots__ = ("binary", "numbers", "ops", "output", "prev")
+
+    def __init__(self) -> None:
+        self.output: list[float | str] = []
+        self.ops: list[str] = []
+        self.prev: str | None = None
+        self.numbers = 0
+        self.binary = 0
+
+    def _after_operand(self) -> bool:
+        """Whether the previous token ends an operand (a number or a closing bracket)."""
+        return self.prev is not None and self.prev not in _PRECEDENCE and self.prev != "("
+
+    def operator(self, tok: str) -> bool:
+        if self._after_operand():
+            self.binary += 1
+        elif tok == "-":
+            self.output.append(0.0)  # unary minus: 0 - x
         else:
-            if prev is not None and prev not in _PRECEDENCE and prev != "(":
-                return None  # two numbers in a row
-            value = parse_number(tok)
-            if value is None:
-                return None
-            output.append(value)
-            numbers += 1
-        prev = tok
-    if prev is None or prev in _PRECEDENCE or prev == "(" or numbers < 2 or binary < 1:
-        return None
-    while ops:
-        op = ops.pop()
-        if op == "(":
+            return False
+        ops = self.ops
+        while ops and ops[-1] in _PRECEDENCE and tok != "^":
+            if _PRECEDENCE[ops[-1]] < _PRECEDENCE[tok]:
+                break
+            self.output.append(ops.pop())
+        ops.append(tok)
+        return True
+
+    def open(self) -> bool:
+        if self._after_operand():
+            return False  # "2 (3)" is not arithmetic we read
+        self.ops.append("(")
+        return True
+
+    def close(self) -> bool:
+        if not self._after_operand():
+            return False
+        while self.ops and self.ops[-1] != "(":
+            self.output.append(self.ops.pop())
+        if not self.ops:
+            return False
+        self.ops.pop()
+        return True
+
+    def number(self, tok: str) -> bool:
+        if self._after_operand():
+            return False  # two numbers in a row
+        value = parse_number(tok)
+        if value is None:
+            return False
+        self.output.append(value)
+        self.numbers += 1
+        return True
+
+    def add(self, tok: str) -> bool:
+        if tok in _PRECEDENCE:
+            ok = self.operator(tok)
+        elif tok == "(":
+            ok = self.open()
+        elif tok == ")":
+            ok = self.close()
+        else:
+            ok = self.number(tok)
+        self.prev = tok
+        return ok
+
+    def finish(self) -> list[float | str] | None:
+        """The postfix form, or ``None`` unless it is a whole calculation (two numbers and an
+        operation at least)."""
+        if not self._after_operand() or self.numbers < 2 or self.binary < 1:
             return None
-        output.append(op)
+        while self.ops:
+            op = self.ops.pop()
+            if op == "(":
+                return None
+            self.output.append(op)
+        return self.output
+
+
+def _apply(op: str, a: float, b: float) -> float | None:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return None if b == 0 else a / b
+    if abs(b) > 12 or (a < 0 and b != int(b)):  # "^": small powers of what has one
+        return None
+    return float(a**b)
+
+
+def _run_postfix(postfix: Sequence[float | str]) -> float | None:
     stack: list[float] = []
-    for item in output:
+    for item in postfix:
         if isinstance(item, float):
             stack.append(item)
             continue
         if len(stack) < 2:
             return None
         b = stack.pop()
-        a = stack.pop()
-        if item == "/" and b == 0:
+        value = _apply(item, stack.pop(), b)
+        if value is None:
             return None
-        if item == "^" and (abs(b) > 12 or (a < 0 and b != int(b))):
-            return None
-        stack.append(
-            a + b
-            if item == "+"
-            else a - b
-            if item == "-"
-            else a * b
-            if item == "*"
-            else a / b
-            if item == "/"
-            else float(a**b)
-        )
+        stack.append(value)
     return stack[0] if len(stack) == 1 else None
+
+
+def _evaluate(tokens: Sequence[str]) -> float | None:
+    """The value of an arithmetic expression (numbers, + - * / ^, parentheses, a leading or
+    bracketed unary minus); ``None`` when it is not one, or divides by zero."""
+    reader = _Postfix()
+    for raw in tokens:
+        if not reader.add(_CANON.get(raw, raw)):
+            return None
+    postfix = reader.finish()
+    return None if postfix is None else _run_postfix(postfix)
 
 
 def _tail_expression(text: str) -> str | None:
@@ -442,7 +509,7 @@ class ArithmeticCheck:
     The score is the share of calculations that hold (1.0 when there are none); an answer is
     rejected when the share is below ``min_share`` (default 1.0: any wrong calculation
     rejects). ``min_equations`` rejects answers with fewer calculations than that (default 0:
-    an answer without arithmetic is not judged by this validator).
+    an answer without arithmetic is not judged by this validator: it abstains).
     """
 
     def __init__(self, *, min_share: float = 1.0, min_equations: int = 0) -> None:
@@ -461,7 +528,7 @@ class ArithmeticCheck:
                 f"{len(found)} calculation(s) written out; at least {self.min_equations} expected",
             )
         if not found:
-            return Verdict(True, 1.0)
+            return Verdict.abstain("no calculation written out")
         wrong = [e for e in found if not e.holds]
         share = 1.0 - len(wrong) / len(found)
         if wrong and share < self.min_share:
@@ -484,7 +551,7 @@ class AnswerFollows:
     """Accepts an answer whose final answer (see :class:`FinalAnswer`) is a number the
     working arrived at: the result of one of its calculations, or a number in the last
     ``lines`` lines before the final answer. An answer without a numeric final answer, or
-    without working, is not judged here (accepted): :data:`final_answer` judges that.
+    without working, is not judged here (it abstains): :data:`final_answer` judges that.
     """
 
     def __init__(self, *, lines: int = 2) -> None:
@@ -495,11 +562,11 @@ class AnswerFollows:
         text = result.text
         value = _final_value(text)
         if value is None:
-            return Verdict(True, None)
+            return Verdict.abstain("no numeric final answer")
         cut = _last_marker_start(text)
         working = text[:cut]
         if not working.strip():
-            return Verdict(True, None)
+            return Verdict.abstain("no working before the final answer")
         written = [e.right for e in equations(working)]
         tail = [ln for ln in working.splitlines() if ln.strip()][-self.lines :]
         written += [m.group(0) for m in _NUMBER_RE.finditer(" ".join(tail))]
@@ -527,37 +594,60 @@ answer_follows = AnswerFollows()
 
 
 # --- hedging ---------------------------------------------------------------------------------
-DEFAULT_HEDGES: tuple[str, ...] = (
-    r"\bassum(?:e|es|ed|ing|ption)\b",
+DOUBT_HEDGES: tuple[str, ...] = (
     r"\bmistake in the (?:question|problem)\b",
     r"\berror in the (?:question|problem)\b",
     r"\b(?:question|problem) (?:is|seems) (?:unclear|ambiguous|incorrect|wrong|flawed)\b",
     r"\bnot enough information\b",
     r"\bcannot be (?:determined|calculated|answered)\b",
+    r"\bi(?:'m| am) not sure\b",
+)
+"""Phrases by which an answer of any form says it could not answer as asked (case-blind)."""
+
+DEFINITE_HEDGES: tuple[str, ...] = (
+    r"\bassum(?:e|es|ed|ing|ption)\b",
     r"\bno (?:valid )?solution\b",
     r"\bnot possible\b",
     r"\bit seems\b",
-    r"\bi(?:'m| am) not sure\b",
     r"\bapproximately\b",
     r"\bcorrected\b",
 )
-"""Phrases by which an answer says it is unsure or had to bend the question (case-blind)."""
+"""Phrases that say an answer bent the question or rounded it: hedges where one definite
+result is expected (numeric and multiple-choice answers), ordinary words in prose."""
+
+DEFAULT_HEDGES: tuple[str, ...] = DOUBT_HEDGES + DEFINITE_HEDGES
+"""Both lists: what :data:`no_hedging` looks for in a numeric or multiple-choice answer."""
+
+_DEFINITE_FORMS = frozenset({"numeric", "choice"})
 
 
 class NoHedging:
     """Accepts an answer that does not hedge: no phrase of ``phrases`` (regular expressions,
-    matched case-blind; default :data:`DEFAULT_HEDGES`) appears in it."""
+    matched case-blind) appears in it.
 
-    def __init__(self, phrases: Sequence[str] = DEFAULT_HEDGES) -> None:
-        self.phrases = tuple(phrases)
-        self._re = re.compile("|".join(f"(?:{p})" for p in self.phrases), re.I)
+    By default (``phrases`` not given) a numeric or multiple-choice answer is held to
+    :data:`DEFAULT_HEDGES` and any other answer (prose, JSON) to :data:`DOUBT_HEDGES` only:
+    "assuming" and "approximately" are hedges in a result, not in an essay. ``phrases`` given
+    apply to every answer."""
+
+    def __init__(self, phrases: Sequence[str] | None = None) -> None:
+        self.phrases = DEFAULT_HEDGES if phrases is None else tuple(phrases)
+        self._re = _any_of(self.phrases)
+        self._prose: re.Pattern[str] | None = None if phrases is not None else _any_of(DOUBT_HEDGES)
         self.__name__ = "no_hedging"
 
     def __call__(self, request: ChatRequest, result: ChatResult) -> Verdict:
-        m = self._re.search(result.text)
+        pattern = self._re
+        if self._prose is not None and answer_form(request, result.text) not in _DEFINITE_FORMS:
+            pattern = self._prose
+        m = pattern.search(result.text)
         if m is None:
             return Verdict(True, 1.0)
         return Verdict(False, 0.0, f"the answer hedges: {m.group(0)!r}")
+
+
+def _any_of(phrases: Sequence[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in phrases), re.I)
 
 
 no_hedging = NoHedging()
@@ -579,6 +669,171 @@ def finished(request: ChatRequest, result: ChatResult) -> Verdict:
     if _UNFINISHED_END.search(text) or text.count("<<") > text.count(">>"):
         return Verdict(False, 0.0, f"stops mid-sentence: ...{text[-30:]!r}")
     return Verdict(True, 1.0)
+
+
+# --- answer forms ------------------------------------------------------------------------------
+AnswerForm = Literal["numeric", "choice", "json", "text"]
+"""What kind of answer a text is, as the validators see it."""
+
+# "A. Paris", "(B) 12", "C) none of these", "D: yes" at the start of a line
+_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-J])(?:\)|\.|:|\)\.)[ \t]+\S", re.M)
+# a final answer that is an option: "B", "(B)", "B.", "B) Paris", "option B", "choice (c)"
+_CHOICE = re.compile(
+    r"^\**(?:(?:option|choice)[ \t]+\(?([A-Ja-j])\)?|\(([A-J])\)|([A-J])[.):]|([A-J])(?=\**\.?$))"
+    r"\**\.?(?:\s+\S.*)?$",
+    re.S,
+)
+# "The answer is B", "answer: (C)", "the correct option is D" anywhere in a short answer
+_CHOICE_STATED = re.compile(
+    r"\b(?:answer|option|choice)(?:[ \t]+is)?[ \t]*:?[ \t]*\**\(?([A-J])\)?\**(?![\w'])", re.I
+)
+# a calculation written out: "= 42", "Q = 700 / 5", "= $1,200" (not "==", "<=", "=>"), a
+# calculator note "<<15+2", or "15 + 25 =" cut off before its result
+_CALCULATION = re.compile(
+    r"(?<![=<>!])=(?![=>])[ \t]*\$?-?\(?\d"
+    r"|<<[^>\n]*\d"
+    r"|\d[ \t]*[-+*/×÷^x][ \t]*\$?\d[^=\n]{0,40}=(?!=)"
+)
+_SHORT = 400  # characters: an answer this short may state its option anywhere in it
+
+
+def _asked(request: ChatRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.text
+    return request.prompt_text
+
+
+def offered_options(request: ChatRequest) -> tuple[str, ...]:
+    """The option letters the request offers, in order (``("A", "B", "C", "D")`` for a
+    question with lines ``A. …`` to ``D. …``); empty when it offers fewer than two."""
+    letters = list(dict.fromkeys(m.group(1) for m in _OPTION_LINE.finditer(_asked(request))))
+    # a list of options runs A, B, C …; stray capitals at line starts are not options
+    run = [c for i, c in enumerate(letters) if c == "ABCDEFGHIJ"[i : i + 1]]
+    return tuple(run) if len(run) >= 2 else ()
+
+
+def _stated_choice(text: str) -> str | None:
+    """The option letter an answer gives as its final answer, if it gives one."""
+    answer = final_answer_text(text)
+    if answer is not None:
+        m = _CHOICE.match(answer.strip())
+        return next(g for g in m.groups() if g).upper() if m else None
+    stripped = text.strip()
+    m = _CHOICE.match(stripped)
+    if m is not None and len(stripped) <= _SHORT:
+        return next(g for g in m.groups() if g).upper()
+    found = _CHOICE_STATED.findall(stripped) if len(stripped) <= _SHORT else []
+    return found[-1].upper() if found else None
+
+
+def _json_text(text: str) -> str | None:
+    """The JSON document an answer consists of (inside a ``` fence or bare), else ``None``."""
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[1] if "\n" in t else ""
+        t = t.rsplit("```", 1)[0].strip()
+    if not t or t[0] not in "{[":
+        return None
+    return t
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def answer_form(request: ChatRequest, text: str) -> AnswerForm:
+    """The form of ``text`` as an answer to ``request``: ``json`` (the request has a
+    ``response_schema``, or the answer is a JSON document), ``choice`` (the request offers
+    lettered options, or the answer names one: ``B``, ``(B)``, ``The answer is B.``),
+    ``numeric`` (a final answer with a number in it, or left empty; or calculations written
+    out, outside code), else ``text``."""
+    if request.response_schema is not None:
+        return "json"
+    doc = _json_text(text)
+    if doc is not None and _parses(doc):
+        return "json"
+    if offered_options(request) or _stated_choice(text) is not None:
+        return "choice"
+    answer = final_answer_text(text)
+    if answer is not None and (not answer or _NUMBER_RE.search(answer)):
+        return "numeric"  # "#### 42", "Answer: 84 (corrected)", or a marker left empty
+    if "```" not in text and (equations(text) or _CALCULATION.search(text)):
+        return "numeric"  # worked out: calculations, and not code
+    return "text"
+
+
+class ChoiceAnswer:
+    """Accepts a multiple-choice answer that names one option as its final answer, one that
+    the request offered (when it lists its options). Abstains on answers of other forms."""
+
+    def __init__(self) -> None:
+        self.__name__ = "choice_answer"
+
+    def __call__(self, request: ChatRequest, result: ChatResult) -> Verdict:
+        form = answer_form(request, result.text)
+        if form != "choice":
+            return Verdict.abstain(f"a {form} answer; choice_answer judges multiple-choice ones")
+        offered = offered_options(request)
+        chosen = _stated_choice(result.text)
+        if chosen is None:
+            listed = "/".join(offered) or "a letter"
+            return Verdict(False, 0.0, f"no option named as the final answer (expected {listed})")
+        if offered and chosen not in offered:
+            return Verdict(False, 0.0, f"option {chosen} was not offered ({', '.join(offered)})")
+        return Verdict(True, 1.0)
+
+
+choice_answer = ChoiceAnswer()
+"""A multiple-choice answer names one offered option (:class:`ChoiceAnswer`)."""
+
+
+class JsonAnswer:
+    """Accepts a JSON answer that parses and, when the request has a ``response_schema``,
+    fits it (checked with ``jsonschema`` when it is installed; without it, the parse only).
+    Abstains on answers of other forms."""
+
+    def __init__(self) -> None:
+        self.__name__ = "json_answer"
+
+    def __call__(self, request: ChatRequest, result: ChatResult) -> Verdict:
+        form = answer_form(request, result.text)
+        if form != "json":
+            return Verdict.abstain(f"a {form} answer; json_answer judges JSON ones")
+        doc = _json_text(result.text)
+        if doc is None:
+            return Verdict(False, 0.0, "a JSON answer was expected; this is not JSON")
+        try:
+            value = json.loads(doc)
+        except ValueError as exc:
+            return Verdict(False, 0.0, f"the JSON does not parse: {exc}")
+        if request.response_schema is None:
+            return Verdict(True, 1.0)
+        problem = _schema_problem(dict(request.response_schema), value)
+        if problem:
+            return Verdict(False, 0.0, f"the JSON does not fit the schema: {problem}")
+        return Verdict(True, 1.0)
+
+
+def _schema_problem(schema: dict[str, Any], value: Any) -> str:
+    try:
+        import jsonschema  # type: ignore[import-untyped]
+    except ImportError:  # the parse alone, then
+        return ""
+    cls: Any = jsonschema.validators.validator_for(schema)
+    error = next(iter(cls(schema).iter_errors(value)), None)
+    if error is None:
+        return ""
+    where = "/".join(str(p) for p in error.absolute_path) or "(the document)"
+    return f"{where}: {error.message}"
+
+
+json_answer = JsonAnswer()
+"""A JSON answer parses and fits the request's schema (:class:`JsonAnswer`)."""
 
 
 # --- self-consistency --------------------------------------------------------------------------

@@ -1,0 +1,728 @@
+"""Routing from observed quality: a contextual bandit that learns from the run log.
+
+:class:`OnlineRouter` sends each request to one of its models. It learns, per model and per
+*kind of prompt*, how good the answers were -- from the quality signals the log already holds:
+
+- its own validators' verdicts on the answer (abstentions teach nothing);
+- ``guard_decided`` events at the ``model_output`` checkpoint of its calls (passed or not);
+- ``review_resolved`` events of the step that called it (approve 1, edit 0.5, reject 0);
+- ``feedback`` events a step emits (``ctx.emit("feedback", {"score": 0.0})`` after the call,
+  or later and elsewhere with ``{"decision": <id>, "router": <name>, "score": s}``; ``s`` in
+  [0, 1]);
+
+and what each model cost (the ``model_called`` costs of its calls). It sends traffic to the
+cheapest mix of models whose *pessimistic* estimate of quality (a lower confidence bound) keeps
+the expected quality over the traffic seen at or above ``target``, and spends at most
+``explore`` of its decisions trying a model that might do as well for less (or better).
+
+**Kinds of prompt.** The prompt's embedding (MiniLM, or any embedding model; a
+:class:`HashingEmbed` of its words where none is wanted) is hashed by ``bits`` seeded random
+hyperplanes into a code: prompts alike share most bits. A model's quality on a prompt is the
+mean of the signals it got on the prompts of nearest codes (weighted by closeness: a soft
+cluster), shrunk towards 0.5; with little evidence nearby, its uncertainty is wide.
+
+**State is a view over the log.** Every decision is a ``route_decided`` event (kind
+``online``) carrying its id, the prompt's code, the model, what it cost and its validators'
+score; the state is a sum over such events and the signals that refer to them, the same in
+whatever order they are read. :meth:`OnlineRouter.sync` reads the store's new events (every
+``refresh_s`` seconds on its own, when given a store), so a restarted process, or several
+workers sharing a PostgreSQL store, route from the same evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import itertools
+import math
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import BudgetExceeded, ConfigError, ModelError
+from ..models._meter import Recorder, bind, current_recorder, unbind
+from ..models._protocol import ChatModel, EmbedModel
+from ..models._types import ChatRequest, ChatResult, EmbedResult, StreamChunk
+from ._decision import FALL_THROUGH, Verdict, cost_field, decided, members_of, routed
+from .cascade import Validator
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from ..store import Event, Store
+
+__all__ = [
+    "BanditState",
+    "Choice",
+    "ContextHash",
+    "HashingEmbed",
+    "OnlineRouter",
+    "feedback",
+]
+
+KIND = "online"
+#: How many decisions (and signals) the state remembers by id, to attach late signals.
+MEMORY = 200_000
+_REVIEW_SCORES = {"approve": 1.0, "edit": 0.5, "reject": 0.0}
+#: How many signals' worth the uninformed prior (quality 0.5) weighs.
+PRIOR_WEIGHT = 0.5
+#: A model's quality on a prompt is read from (at most about) this many nearest signals, so
+#: that plenty of evidence on other kinds of prompt does not drown the little on this kind.
+NEIGHBOURS = 32
+
+
+# --- features ---------------------------------------------------------------------------------
+class HashingEmbed:
+    """An :class:`~erpoz.models.EmbedModel` without weights: each word and pair of words adds
+    +1 or -1 (by hash) to one of ``dims`` dimensions. Instant and offline; prompts that share
+    words land near each other. The cheap stand-in for MiniLM (tests, tiny deployments)."""
+
+    _WORD = re.compile(r"[a-z0-9]+")
+
+    def __init__(self, dims: int = 256, name: str = "hashing") -> None:
+        if dims < 8:
+            raise ConfigError(f"hashing embedding: dims >= 8, not {dims}")
+        self.dims = dims
+        self.name = name
+
+    def vector(self, text: str) -> tuple[float, ...]:
+        v = [0.0] * self.dims
+        words = self._WORD.findall(text.lower())
+        for token in (*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))):
+            h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "big")
+            v[h % self.dims] += 1.0 if (h >> 63) else -1.0
+        norm = math.hypot(*v) or 1.0
+        return tuple(x / norm for x in v)
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        return EmbedResult(tuple(self.vector(t) for t in texts), self.name)
+
+
+class ContextHash:
+    """The kind of a prompt: the signs of its embedding against ``bits`` random hyperplanes
+    (seeded, so every process draws the same), as an integer code. Prompts alike share most
+    bits; the code is what the log records of a prompt."""
+
+    def __init__(self, bits: int = 32, seed: int = 0) -> None:
+        if not 0 <= bits <= 62:
+            raise ConfigError(f"online router: bits is 0 to 62, not {bits}")
+        self.bits = bits
+        self.seed = seed
+        self._planes: npt.NDArray[np.float64] | None = None
+
+    def code(self, vector: Sequence[float]) -> int:
+        import numpy as np
+
+        if self.bits == 0:
+            return 0
+        x = np.asarray(vector, dtype=np.float64)
+        planes = self._planes
+        if planes is None or planes.shape[1] != x.shape[0]:
+            planes = np.random.default_rng(self.seed).standard_normal((self.bits, x.shape[0]))
+            self._planes = planes
+        out = 0
+        for b in (planes @ x) > 0:
+            out = (out << 1) | int(b)
+        return out
+
+
+def hamming(a: Any, b: Any) -> Any:
+    """Bits that differ between each code of ``a`` and each of ``b`` (a matrix)."""
+    import numpy as np
+
+    x = np.bitwise_xor(a[:, None], b[None, :])
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    out = np.zeros(x.shape, dtype=np.uint8)  # numpy < 2: byte by byte
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    for shift in range(0, 64, 8):
+        out += table[(x >> np.uint64(shift)) & np.uint64(255)]
+    return out
+
+
+# --- the state --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A decision: the model's index, whether it explored, why, and each model's estimate."""
+
+    arm: int
+    explored: bool
+    reason: str
+    estimates: tuple[tuple[float, float], ...]  # (pessimistic quality, evidence) per model
+
+
+class BanditState:
+    """Sums over decisions and signals -- what the log says -- and the routing they imply.
+
+    Per model, the quality signals it received with the code of their prompt; its quality on a
+    prompt is the mean of them weighted by closeness of code (``exp(-differing bits /
+    bandwidth)``: the prompts of its kind), shrunk towards 0.5 by half a signal's weight. Per
+    model, calls and cost. Every update adds to a multiset, so the state is the same whatever
+    order events are read in (as long as fewer than ``kept`` signals per model are kept). The
+    codes of the last ``window`` decisions stand for the traffic when the price of quality is
+    set.
+    """
+
+    def __init__(
+        self,
+        arms: int,
+        bits: int,
+        *,
+        bandwidth: float = 3.0,
+        confidence: float = 1.0,
+        window: int = 64,
+        kept: int = 20_000,
+        memory: int = MEMORY,
+    ) -> None:
+        self.arms = arms
+        self.bits = bits
+        self.bandwidth = bandwidth
+        self.z = confidence
+        self.memory = memory
+        self.kept = kept
+        self.obs: list[list[tuple[int, float, float]]] = [[] for _ in range(arms)]
+        self._arrays: list[tuple[Any, Any, Any] | None] = [None] * arms
+        self.weight = [0.0] * arms
+        self.total = [0.0] * arms
+        self.calls = [0] * arms
+        self.cost = [0.0] * arms
+        self.estimated = [0.0] * arms
+        self.estimates = [0] * arms
+        self.decisions = 0
+        self.explored = 0
+        self.signals = 0
+        self.recent: deque[int] = deque(maxlen=window)
+        self._decided: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._signalled: OrderedDict[str, None] = OrderedDict()
+        self._mu: float | None = None
+        self._mu_target = -1.0
+        self._dirty = 0
+        self.lock = threading.Lock()
+
+    # --- updates --------------------------------------------------------------------------
+    def add_decision(
+        self,
+        decision: str,
+        arm: int,
+        code: int,
+        cost: float | None,
+        estimate: float | None,
+        explored: bool,
+    ) -> bool:
+        """Count a decision once (by id); ``False`` when it was already counted."""
+        if decision in self._decided or not 0 <= arm < self.arms:
+            return False
+        self._decided[decision] = (arm, code)
+        if len(self._decided) > self.memory:
+            self._decided.popitem(last=False)
+        self.recent.append(code)
+        self.decisions += 1
+        self.explored += explored
+        if cost is not None:
+            self.calls[arm] += 1
+            self.cost[arm] += cost
+        if estimate is not None:
+            self.estimated[arm] += estimate
+            self.estimates[arm] += 1
+        self._dirty += 1
+        return True
+
+    def add_signal(self, decision: str, score: float, weight: float, signal: str) -> bool:
+        """A quality signal (``score`` in [0, 1]) about a decision, once (by ``signal`` id);
+        ``False`` when the decision is unknown (too old, or another router's) or seen."""
+        where = self._decided.get(decision)
+        if where is None or signal in self._signalled or weight <= 0:
+            return False
+        self._signalled[signal] = None
+        if len(self._signalled) > self.memory:
+            self._signalled.popitem(last=False)
+        arm, code = where
+        score = min(1.0, max(0.0, float(score)))
+        obs = self.obs[arm]
+        obs.append((code, score, weight))
+        if len(obs) > self.kept:
+            del obs[: len(obs) - self.kept]
+        self._arrays[arm] = None
+        self.weight[arm] += weight
+        self.total[arm] += weight * score
+        self.signals += 1
+        self._dirty += 1
+        return True
+
+    def known(self, decision: str) -> bool:
+        return decision in self._decided
+
+    # --- estimates ------------------------------------------------------------------------
+    def _observed(self, arm: int) -> tuple[Any, Any, Any]:
+        import numpy as np
+
+        arrays = self._arrays[arm]
+        if arrays is None:
+            obs = self.obs[arm]
+            arrays = (
+                np.asarray([c for c, _, _ in obs], dtype=np.uint64),
+                np.asarray([s for _, s, _ in obs], dtype=np.float64),
+                np.asarray([w for _, _, w in obs], dtype=np.float64),
+            )
+            self._arrays[arm] = arrays
+        return arrays
+
+    def estimates_of(self, codes: Sequence[int]) -> tuple[Any, Any]:
+        """Mean and pessimistic quality of every model on prompts of ``codes`` (two arrays,
+        codes × models). The strongest model (listed last) is the safe default: its bound is
+        its mean; a cheaper one must show with confidence that it is good enough."""
+        import numpy as np
+
+        c = np.asarray(codes, dtype=np.uint64)
+        means, lows = [], []
+        for arm in range(self.arms):
+            # where a model has no evidence near, it is not assumed to do as well as it does
+            # elsewhere: the prior is uninformed (0.5, half a signal's weight)
+            prior = 0.5
+            near, scores, weights = self._observed(arm)
+            if len(near):
+                distance = hamming(c, near).astype(np.float64)
+                if distance.shape[1] > NEIGHBOURS:  # only the nearest signals speak
+                    cut = np.partition(distance, NEIGHBOURS - 1, axis=1)[:, NEIGHBOURS - 1]
+                    distance = np.where(distance <= cut[:, None], distance, np.inf)
+                k = np.exp(-distance / self.bandwidth) * weights[None, :]
+                mass = k.sum(axis=1) + PRIOR_WEIGHT
+                mean = (k @ scores + PRIOR_WEIGHT * prior) / mass
+            else:
+                mass = np.full(len(c), PRIOR_WEIGHT)
+                mean = np.full(len(c), prior)
+            means.append(mean)
+            if arm == self.arms - 1:
+                lows.append(mean)
+            else:
+                lows.append(mean - self.z * np.sqrt(np.maximum(mean * (1 - mean), 0.01) / mass))
+        return np.stack(means, axis=1), np.stack(lows, axis=1)
+
+    def overall(self, arm: int) -> float:
+        """The model's mean observed quality over all prompts (0.5 before any signal)."""
+        return (self.total[arm] + 1.0) / (self.weight[arm] + 2.0)
+
+    def relative_target(self, share: float) -> float:
+        """``share`` of the best model's observed quality (over all prompts)."""
+        return share * max(self.overall(a) for a in range(self.arms))
+
+    def unit_costs(self) -> list[float]:
+        """What a call of each model costs: its mean observed cost, else its mean estimate,
+        else its rank times the cheapest known (models are listed cheap to strong)."""
+        out: list[float | None] = []
+        for a in range(self.arms):
+            if self.calls[a]:
+                out.append(self.cost[a] / self.calls[a])
+            elif self.estimates[a]:
+                out.append(self.estimated[a] / self.estimates[a])
+            else:
+                out.append(None)
+        known = [c for c in out if c is not None]
+        base = min(known) if known else 1.0
+        return [base * (a + 1) if c is None else c for a, c in enumerate(out)]
+
+    def price(self, target: float) -> float:
+        """The price of quality: the largest ``mu`` (quality per USD given up) at which
+        choosing ``argmax pessimistic quality - mu * cost`` for the recent prompts keeps their
+        mean pessimistic quality at ``target``; 0 when even the best choice falls short."""
+        import numpy as np
+
+        if self._mu is not None and self._dirty < 64 and self._mu_target == target:
+            return self._mu
+        mu = 0.0
+        if self.recent:
+            _, low = self.estimates_of(list(self.recent))
+            costs = np.asarray(self.unit_costs())
+            rows = np.arange(len(low))
+
+            def quality(m: float) -> float:
+                return float(low[rows, _argbest(low, costs, m)].mean())
+
+            if quality(0.0) >= target:
+                hi = 4.0 / max(float(costs.max() - costs.min()), 1e-12)
+                while quality(hi) >= target and hi < 1e15:
+                    hi *= 4.0
+                lo = 0.0
+                for _ in range(40):
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if quality(mid) >= target else (lo, mid)
+                mu = lo
+        self._mu, self._mu_target = mu, target
+        self._dirty = 0
+        return mu
+
+    def choose(self, code: int, target: float, explore: float, rng: random.Random) -> Choice:
+        """The model for a prompt of ``code``: the best by ``quality - mu * cost`` with
+        pessimistic quality; or, within the exploration budget, a cheaper model whose
+        optimistic bound still reaches the target here (the least tried of them)."""
+        import numpy as np
+
+        mu = self.price(target)
+        means, lows = self.estimates_of([code])
+        costs = np.asarray(self.unit_costs())
+        arm = int(_argbest(lows, costs, mu)[0])
+        evidence = [self.weight[a] for a in range(self.arms)]
+        table = tuple((float(lows[0, a]), evidence[a]) for a in range(self.arms))
+        if explore > 0 and self.explored < explore * (self.decisions + 1):
+            # safe exploration: only a cheaper model that might be good enough here
+            upper = 2 * means[0] - lows[0]
+            cheaper = [a for a in range(self.arms) if costs[a] < costs[arm] and upper[a] >= target]
+            if cheaper:
+                other = min(cheaper, key=lambda a: (self.weight[a], costs[a]))
+                return Choice(
+                    other,
+                    True,
+                    f"explored: {upper[other]:.3f} upper bound ≥ target {target:.3g}",
+                    table,
+                )
+        reason = (
+            f"best quality - {mu:.3g}/USD × cost for target {target:.3g}"
+            if mu > 0
+            else f"target {target:.3g} not reached by the evidence: the best estimate"
+        )
+        return Choice(arm, False, reason, table)
+
+
+def _argbest(quality: Any, costs: Any, mu: float) -> Any:
+    """Per row, ``argmax quality - mu * cost``; ties to the stronger (later) model at
+    ``mu == 0`` and to the cheaper one otherwise."""
+    import numpy as np
+
+    value = quality - mu * costs[None, :]
+    if mu == 0:
+        return value.shape[1] - 1 - np.argmax(value[:, ::-1], axis=1)
+    return np.argmax(value, axis=1)
+
+
+# --- feedback -------------------------------------------------------------------------------
+def feedback(
+    score: float, *, decision: str | None = None, router: str | None = None
+) -> dict[str, Any]:
+    """The data of a ``feedback`` event: ``ctx.emit("feedback", feedback(0.0))`` after a call
+    in the same step, or with the ``decision`` id (and ``router``) from anywhere later."""
+    if not 0.0 <= score <= 1.0 or math.isnan(score):
+        raise ValueError(f"a feedback score is between 0 and 1, not {score}")
+    data: dict[str, Any] = {"score": float(score)}
+    if decision is not None:
+        data["decision"] = decision
+    if router is not None:
+        data["router"] = router
+    return data
+
+
+# --- the router -------------------------------------------------------------------------------
+class OnlineRouter:
+    """A chat model that routes to the cheapest mix of ``models`` (listed cheap to strong)
+    keeping the observed quality at ``target``, learning from the log (see the module).
+
+    ``embedder`` embeds prompts (MiniLM; :class:`HashingEmbed` offline); ``bits`` is the
+    number of hyperplanes of a prompt's code; ``explore`` the share of decisions that may try
+    another model; ``confidence`` the width (in standard errors) of the pessimistic bound;
+    ``bandwidth`` how fast a signal's weight falls with the bits its prompt's code differs by
+    (the width of a "kind"); ``validators`` judge each
+    answer (their verdict is a signal of weight ``validator_weight``); ``store`` the run store
+    to learn from (an object, or a URL opened on first use), read again every ``refresh_s``.
+    """
+
+    kind: ClassVar[str] = KIND
+
+    def __init__(
+        self,
+        name: str,
+        models: Sequence[ChatModel],
+        embedder: EmbedModel,
+        *,
+        target: float = 0.9,
+        relative: bool = False,
+        explore: float = 0.1,
+        bits: int = 32,
+        confidence: float = 1.0,
+        bandwidth: float = 3.0,
+        validators: Sequence[Validator] = (),
+        validator_weight: float = 1.0,
+        store: Store | str | None = None,
+        refresh_s: float = 30.0,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(embedder, EmbedModel):
+            raise ConfigError(
+                f"router '{name}' needs an embedding model, not {type(embedder).__name__}"
+            )
+        if not 0.0 <= target <= 1.0:
+            raise ConfigError(f"router '{name}': target is between 0 and 1, not {target}")
+        if not 0.0 <= explore <= 1.0:
+            raise ConfigError(f"router '{name}': explore is between 0 and 1, not {explore}")
+        self.name = name
+        self._members = members_of(name, models)
+        self.models = tuple(m.model for m in self._members)
+        self.embedder = embedder
+        self.target = target
+        self.relative = relative
+        self.explore = explore
+        self.contexts = ContextHash(bits, seed)
+        self.state = BanditState(len(self.models), bits, bandwidth=bandwidth, confidence=confidence)
+        self.validators = tuple(validators)
+        self.validator_weight = validator_weight
+        self.space = _space(embedder.name, bits, seed, [m.name for m in self._members])
+        self._store_ref = store
+        self._store: Store | None = (
+            store if store is not None and not isinstance(store, str) else None
+        )
+        self.refresh_s = refresh_s
+        self._synced = -math.inf
+        self._sync_lock: asyncio.Lock | None = None
+        self._cursor: dict[str, int] = {}
+        self._last: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._rng = random.Random(seed)
+        self._index = {m.name: i for i, m in enumerate(self._members)}
+
+    # --- routing --------------------------------------------------------------------------
+    def estimate(self, request: ChatRequest) -> float | None:
+        """What the cheapest model would cost (others cost more)."""
+        return self._members[0].cost(request)
+
+    async def code(self, request: ChatRequest) -> int:
+        """The kind of this prompt (see :class:`ContextHash`)."""
+        vectors = (await self.embedder.embed([_query_text(request)])).vectors
+        if not vectors:
+            raise ModelError("the embedding model returned no vector", model=self.name)
+        return self.contexts.code(vectors[0])
+
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        await self._maybe_sync()
+        code = await self.code(request)
+        with self.state.lock:
+            target = self.state.relative_target(self.target) if self.relative else self.target
+            choice = self.state.choose(code, target, self.explore, self._rng)
+        member = self._members[choice.arm]
+        decision = uuid.uuid4().hex
+        spent: list[float] = []
+        token = _tally(spent)
+        try:
+            result = await member.model.generate(request)
+        except BudgetExceeded:
+            raise
+        except FALL_THROUGH as exc:
+            self._decided(request, decision, code, choice, None, None, error=str(exc))
+            raise
+        finally:
+            if token is not None:
+                unbind(token)
+        cost = sum(spent) if token is not None else result.cost_usd
+        quality = await self._validate(request, result)
+        self._decided(request, decision, code, choice, cost, quality)
+        return routed(result, self.name)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
+        """The answer in one chunk: it is judged (and costed) whole."""
+        result = await self.generate(request)
+        yield StreamChunk(result.text)
+        yield StreamChunk("", result)
+
+    async def _validate(self, request: ChatRequest, result: ChatResult) -> float | None:
+        """The validators' score of the answer: the least of the verdicts that judged it
+        (``None`` when all abstained, or there are none)."""
+        scores = []
+        for v in self.validators:
+            out: Any = v(request, result)
+            if inspect.isawaitable(out):
+                out = await out
+            if isinstance(out, Verdict):
+                if out.abstained:
+                    continue
+                scores.append(out.score if out.score is not None else float(out.ok))
+                if not out.ok:
+                    scores[-1] = min(scores[-1], 0.0)
+            elif isinstance(out, int | float):  # bool included
+                scores.append(float(out))
+        return min(scores) if scores else None
+
+    def _decided(
+        self,
+        request: ChatRequest,
+        decision: str,
+        code: int,
+        choice: Choice,
+        cost: float | None,
+        quality: float | None,
+        *,
+        error: str | None = None,
+    ) -> None:
+        member = self._members[choice.arm]
+        estimate = member.cost(request)
+        with self.state.lock:
+            self.state.add_decision(decision, choice.arm, code, cost, estimate, choice.explored)
+            if quality is not None:
+                self.state.add_signal(decision, quality, self.validator_weight, decision + ":v")
+        candidates = [
+            {
+                "model": m.name,
+                "quality_lcb": round(lo, 4),
+                "evidence": round(ev, 1),
+                "estimate_usd": cost_field(m.cost(request)),
+            }
+            for m, (lo, ev) in zip(self._members, choice.estimates, strict=True)
+        ]
+        extra: dict[str, Any] = {
+            "decision": decision,
+            "context": code,
+            "space": self.space,
+            "explored": choice.explored,
+            "cost_usd": cost_field(cost),
+            "estimate_usd": cost_field(estimate),
+            "target": self.target,
+        }
+        if quality is not None:
+            extra["quality"] = round(quality, 4)
+        if error is not None:
+            extra["error"] = error
+        decided(self.name, KIND, candidates, member.name, choice.reason, **extra)
+
+    # --- learning from the log --------------------------------------------------------------
+    def learn(self, events: Iterable[Event]) -> int:
+        """Take in events of one run, in order (the router's decisions and the signals about
+        them); returns how many changed the state. Events already counted count once."""
+        changed = 0
+        for e in events:
+            changed += self._learn_one(e)
+        return changed
+
+    def _learn_one(self, e: Event) -> bool:
+        data = e.data or {}
+        key = (e.run_id, e.step or "")
+        if e.kind == "route_decided":
+            return self._learn_decision(e, data, key)
+        decision = self._last.get(key)
+        if e.kind == "guard_decided":
+            if data.get("checkpoint") != "model_output" or data.get("model") != self.name:
+                return False
+            score, weight = (1.0 if data.get("passed") else 0.0), 1.0
+        elif e.kind == "review_resolved":
+            score, weight = _REVIEW_SCORES.get(str(data.get("decision")), -1.0), 1.0
+        elif e.kind == "feedback":
+            if data.get("router") not in (None, self.name):
+                return False
+            decision = str(data.get("decision") or "") or decision
+            score, weight = _number(data.get("score"), -1.0), _number(data.get("weight"), 1.0)
+        else:
+            return False
+        if decision is None or not 0.0 <= score <= 1.0:
+            return False
+        with self.state.lock:
+            return self.state.add_signal(decision, score, weight, f"{e.run_id}:{e.seq}")
+
+    def _learn_decision(self, e: Event, data: Mapping[str, Any], key: tuple[str, str]) -> bool:
+        if data.get("router") != self.name or data.get("kind") != KIND:
+            return False
+        if data.get("space") != self.space:
+            return False  # made with other settings (embedding, bits, models): not comparable
+        decision = str(data.get("decision") or "")
+        arm = self._index.get(str(data.get("winner")))
+        code = data.get("context")
+        if not decision or arm is None or not isinstance(code, int):
+            return False
+        self._last[key] = decision
+        self._last.move_to_end(key)
+        if len(self._last) > MEMORY:
+            self._last.popitem(last=False)
+        cost = data.get("cost_usd")
+        with self.state.lock:
+            new = self.state.add_decision(
+                decision,
+                arm,
+                code,
+                float(cost) if isinstance(cost, int | float) else None,
+                _number(data.get("estimate_usd"), None),
+                bool(data.get("explored")),
+            )
+            quality = data.get("quality")
+            if isinstance(quality, int | float):
+                new |= self.state.add_signal(
+                    decision, float(quality), self.validator_weight, decision + ":v"
+                )
+        return new
+
+    async def sync(self, store: Store | None = None) -> int:
+        """Read what the store recorded since the last sync (every run's new events) and
+        learn from it; returns how many events changed the state."""
+        store = store or self._open_store()
+        if store is None:
+            return 0
+        changed = 0
+        since = self._synced
+        self._synced = time.time()
+        for info in await store.list_runs(limit=1_000_000):
+            if info.run_id in self._cursor and info.updated < since - 5.0:
+                continue
+            events = await store.events(info.run_id, after=self._cursor.get(info.run_id, 0))
+            if events:
+                self._cursor[info.run_id] = events[-1].seq
+                changed += self.learn(events)
+        return changed
+
+    def _open_store(self) -> Store | None:
+        if self._store is not None or self._store_ref is None:
+            return self._store
+        url = str(self._store_ref)
+        if url == "default":
+            url = os.environ.get("ERPOZ_STORE", "") or ".erpoz/erpoz.db"
+        path = url.removeprefix("sqlite:///")
+        if "://" not in path and not os.path.exists(path):
+            return None  # nothing recorded yet; look again next time
+        from ..store import open_store
+
+        self._store = open_store(url)
+        return self._store
+
+    async def _maybe_sync(self) -> None:
+        if self._store_ref is None or time.time() - self._synced < self.refresh_s:
+            return
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        if self._sync_lock.locked():
+            return
+        async with self._sync_lock:
+            await self.sync()
+
+
+def _number(value: Any, default: Any) -> Any:
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    )
+
+
+def _space(embedder: str, bits: int, seed: int, models: Sequence[str]) -> str:
+    """A short fingerprint of what makes codes and models comparable across processes."""
+    text = "|".join([embedder, str(bits), str(seed), *models])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _tally(spent: list[float]) -> Any:
+    """While the member answers, add up the ``model_called`` costs it causes (nested routers
+    included) and pass every event on to the run; ``None`` outside a run."""
+    parent = current_recorder()
+    if parent is None:
+        return None
+
+    def emit(kind: str, data: Mapping[str, Any]) -> None:
+        if kind == "model_called":
+            spent.append(float(data.get("cost_usd") or 0.0))
+        parent.emit(kind, data)
+
+    return bind(Recorder(emit, parent.run_id, parent.budget))
+
+
+def _query_text(request: ChatRequest) -> str:
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return message.text
+    return request.prompt_text
