@@ -104,7 +104,7 @@ CARD_ISSUERS = (
     CardIssuer("Diners Club", "300", "305", _r(14, 19)),
     CardIssuer("Diners Club", "3095", "3095", _r(14, 19)),
     CardIssuer("Diners Club", "36", "36", _r(14, 19)),
-    CardIssuer("Diners Club", "38", "39", _r(16, 19)),
+    CardIssuer("Diners Club", "38", "39", _r(14, 19)),  # 14 digits: the older cards
     CardIssuer("Visa", "4", "4", (13, 16, 19)),
     CardIssuer("Mastercard", "51", "55", (16,)),
     CardIssuer("Dankort", "5019", "5019", (16,)),
@@ -265,7 +265,10 @@ _LABEL_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _CURRENCY_AFTER = re.compile(r"^\s*(?:[$€£¥%]|usd|eur|gbp|dollars|euros|km|kg|m\b|units)", re.I)
-_CARD_CONTEXT = re.compile(r"card|visa|mastercard|amex|\bcc\b|kreditkarte|carte|pay|paid", re.I)
+_CARD_CONTEXT = re.compile(
+    r"card|visa|mastercard|amex|\bcc\b|kreditkarte|carte|tarjeta|pay|paid|charge|debit|billed",
+    re.I,
+)
 _SSN_CONTEXT = re.compile(r"(?:ssn|social security|soc\.? ?sec)\W{0,3}(?:\w+\W+){0,3}$", re.I)
 _DE_TAX_CONTEXT = re.compile(
     r"(?:steuer-?id|steueridentifikationsnummer|steuer-?identifikationsnummer|idnr|"
@@ -429,7 +432,7 @@ def _cards(t: str) -> Iterator[tuple[str, int, int, float]]:
         for s, e, d in _card_spans(t, m.start(), m.end()):
             before = t[max(0, s - 40) : s]
             cue = _CARD_CONTEXT.search(before) is not None
-            other = _NOT_PHONE_CONTEXT.search(before) is not None  # "order", "ISBN", "ref"…
+            other = _LABEL_BEFORE.search(before) is not None  # "Order #", "ISBN", "Ref:"…
             issuer = card_issuer(d)
             if (issuer is None or issuer.needs_cue) and (not cue or other):
                 continue  # Luhn-valid, outside the issuers' ranges: only next to "card"
