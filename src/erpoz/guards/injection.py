@@ -26,8 +26,13 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._findings import INVISIBLE, Finding, fold
+from .injection_model import InjectionClassifier
+
+if TYPE_CHECKING:
+    from .grounded import ArrayEmbedder
 
 __all__ = ["InjectionDetector"]
 
@@ -278,26 +283,69 @@ class InjectionDetector:
 
     ``threshold`` (0..1): :meth:`check` returns the findings when :meth:`score` reaches it,
     and nothing otherwise. 0.5 flags one strong signal or two or three weak ones.
+
+    ``learned=True`` adds the learned detector (:class:`~erpoz.guards.InjectionClassifier`,
+    MiniLM and a classifier; ``pip install 'erpoz[local]'``) beside the rules: ``learned``
+    names its head (``True`` or ``"content"`` for what a flow reads, ``"prompt"`` for user
+    input) and ``learned_threshold`` overrides its own threshold. Its windows at or over that
+    threshold are findings of kind ``learned_injection``, whatever the rules say.
+    ``embedder`` (Python only) is the learned detector's (default: the process-wide MiniLM).
     """
 
-    __slots__ = ("name", "threshold")
+    __slots__ = ("_model", "name", "threshold")
 
-    def __init__(self, *, threshold: float = 0.5, name: str = "injection") -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        learned: bool | str = False,
+        learned_threshold: float | None = None,
+        embedder: ArrayEmbedder | None = None,
+        name: str = "injection",
+    ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if learned_threshold is not None and not learned:
+            raise ValueError("learned_threshold is set but learned is not: set learned: true")
         self.name = name
         self.threshold = threshold
+        self._model: InjectionClassifier | None = None
+        if learned:
+            head = "content" if learned is True else str(learned)
+            self._model = InjectionClassifier(
+                head=head, threshold=learned_threshold, name=name, embedder=embedder
+            )
+
+    @property
+    def learned(self) -> InjectionClassifier | None:
+        """The learned detector, when ``learned`` was set."""
+        return self._model
+
+    def load(self) -> None:
+        """Load the learned detector's model now (nothing to do for the rules alone)."""
+        if self._model is not None:
+            self._model.load()
 
     def check(self, text: str) -> tuple[Finding, ...]:
-        """Return every signal found in ``text`` when together they reach the threshold."""
+        """Return every signal found in ``text`` when together they reach the threshold, and
+        the learned detector's findings when it is on."""
         found = self.signals(text)
         if _noisy_or([f.score for f in found]) < self.threshold:
-            return ()
-        return found
+            found = ()
+        if self._model is None:
+            return found
+        learned = self._model.check(text)
+        if not learned:
+            return found
+        return tuple(sorted(found + learned, key=lambda f: (f.start, -f.score)))
 
     def score(self, text: str) -> float:
-        """The text's injection score in 0..1: the noisy-or of its signals' weights."""
-        return _noisy_or([f.score for f in self.signals(text)])
+        """The text's injection score in 0..1: the noisy-or of its signals' weights (or the
+        learned detector's, when it is on and higher)."""
+        rules = _noisy_or([f.score for f in self.signals(text)])
+        if self._model is None:
+            return rules
+        return max(rules, self._model.score(text))
 
     def signals(self, text: str) -> tuple[Finding, ...]:
         """Every signal in ``text``, whatever its weight, ordered by position."""
