@@ -2,12 +2,15 @@
 text and a logistic regression over them, trained on public and hand-written data (the data
 card is in ``docs/guards.md``; the training script is :mod:`erpoz.eval.injection_train`).
 
-The text is cut into windows of whole lines and sentences, up to about :data:`WINDOW_CHARS`
-characters each, so that an instruction hidden in the middle of a long e-mail, table or tool
-result is judged with little of the surrounding text around it; the text's score is the
-highest probability of any window. Windows overlap by half, so an instruction cut by one
-window's edge is whole in the next. Text is folded first (NFKC, look-alike letters,
-invisible characters such as U+FEFF dropped) and spans still point into the original.
+The text is judged piece by piece: windows of whole lines and sentences, up to about
+:data:`WINDOW_CHARS` characters each and overlapping by half (for instructions that run over
+several sentences), and every sentence of four words or more on its own (so that one
+instruction hidden in a long e-mail, table or tool result is not drowned by its neighbours).
+Each piece is read as its embedding, the embedding less the mean direction of the text's
+other pieces, and the cosine of the two (:func:`features`: an instruction is off the subject
+of the document around it); the text's score is the highest probability of any piece. Text
+is folded first (NFKC, look-alike letters, invisible characters such as U+FEFF dropped) and
+spans still point into the original.
 
 The weights (a few KB of numpy in ``injection_model.npz`` beside this file) hold one head
 per use:
