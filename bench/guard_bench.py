@@ -23,6 +23,7 @@ A missed target does not change the exit status.
 import argparse
 import importlib.util
 import json
+import os
 import random
 import statistics
 import time
@@ -33,8 +34,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from erpoz.eval.pii_data import generate, score_by_kind
 from erpoz.guards import (
     GroundednessGuard,
+    InjectionClassifier,
     InjectionDetector,
     LanguageGuard,
     PIIDetector,
@@ -100,19 +103,25 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), statistics.quantiles(values, n=100)[94]
 
 
-def measure_latency(texts: list[str], reps: int) -> dict[str, float]:
-    """Milliseconds per KB, p50/p95, median over repetitions: PII, injection and toxicity
-    alone, PII + injection, and the three together."""
+def measure_latency(
+    texts: list[str], reps: int, learned: InjectionClassifier | None, n_learned: int
+) -> dict[str, float]:
+    """Milliseconds per KB, p50/p95, median over repetitions: PII, injection rules and
+    toxicity alone, PII + injection, the three together; with ``learned``, the learned
+    injection detector on the first ``n_learned`` texts and the four together on those,
+    timed in the same interleaved loop."""
     pii, inj, tox = PIIDetector(), InjectionDetector(), ToxicityGuard()
     tox.load()
-    for t in texts[:20]:  # warm the regex cache and the model
+    for t in texts[:20]:  # warm the regex cache and the models
         pii.check(t)
         inj.check(t)
         tox.check(t)
-    names = ("pii", "injection", "toxicity", "pii+injection", "all three")
+        if learned is not None:
+            learned.check(t)
+    names = ("pii", "injection", "toxicity", "pii+injection", "all three", "learned", "all four")
     per: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(reps):
-        for t in texts:
+        for i, t in enumerate(texts):
             kb = len(t.encode()) / 1024
             a = time.perf_counter()
             pii.check(t)
@@ -126,9 +135,15 @@ def measure_latency(texts: list[str], reps: int) -> dict[str, float]:
             per["toxicity"].append((d - c) * 1e3 / kb)
             per["pii+injection"].append((c - a) * 1e3 / kb)
             per["all three"].append((d - a) * 1e3 / kb)
+            if learned is not None and i < n_learned:
+                learned.check(t)
+                e = time.perf_counter()
+                per["learned"].append((e - d) * 1e3 / kb)
+                per["all four"].append((e - a) * 1e3 / kb)
     out: dict[str, float] = {}
     for name, values in per.items():
-        out[f"{name}_p50"], out[f"{name}_p95"] = _quantiles(values)
+        if values:
+            out[f"{name}_p50"], out[f"{name}_p95"] = _quantiles(values)
     return out
 
 
@@ -187,24 +202,61 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--grounded-checks", type=int, default=50)
-    parser.add_argument("--no-grounded", action="store_true", help="skip MiniLM")
+    parser.add_argument("--no-grounded", action="store_true", help="skip the groundedness check")
+    parser.add_argument("--no-learned", action="store_true", help="skip the learned detector")
+    parser.add_argument("--learned-texts", type=int, default=60)
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--pii-items", type=int, default=2000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     console = Console()
     labelled = load_labelled()
 
     texts = realistic_texts(args.texts, args.seed)
-    latency = measure_latency(texts, args.reps)
+    learned = None
+    load_s = 0.0
+    if not args.no_learned:
+        from erpoz.models.local_embed import MiniLMEmbed
+
+        learned = InjectionClassifier(embedder=MiniLMEmbed(precision=args.precision))
+        began = time.perf_counter()
+        learned.load()
+        load_s = time.perf_counter() - began
+    load_before = os.getloadavg()[0]
+    latency = measure_latency(texts, args.reps, learned, args.learned_texts)
+    load_after = os.getloadavg()[0]
     table = Table(title=f"Guard latency per KB ({args.texts} texts × {args.reps})")
     for col in ("detector", "p50 ms/KB", "p95 ms/KB", "target", "met?"):
         table.add_column(col, justify="right" if col != "detector" else "left")
-    for name in ("pii", "injection", "toxicity", "pii+injection", "all three"):
+    labels = {
+        "all three": "pii + injection + toxicity",
+        "learned": f"learned injection (MiniLM, {args.learned_texts} texts)",
+        "all four": "pii + injection + toxicity + learned",
+    }
+    for name in (
+        "pii",
+        "injection",
+        "toxicity",
+        "pii+injection",
+        "all three",
+        "learned",
+        "all four",
+    ):
+        if f"{name}_p50" not in latency:
+            continue
         p50 = latency[f"{name}_p50"]
         target = f"≤ {TARGET_MS_PER_KB}" if name == "all three" else ""
         met = ("yes" if p50 <= TARGET_MS_PER_KB else "NO") if name == "all three" else ""
-        label = "pii + injection + toxicity" if name == "all three" else name
-        table.add_row(label, f"{p50:.3f}", f"{latency[f'{name}_p95']:.3f}", target, met)
+        table.add_row(
+            labels.get(name, name), f"{p50:.3f}", f"{latency[f'{name}_p95']:.3f}", target, met
+        )
     console.print(table)
+    latency["loadavg_1m_start"], latency["loadavg_1m_end"] = load_before, load_after
+    console.print(
+        f"load average (1 min) {load_before:.2f} at the start, {load_after:.2f} at the end; "
+        f"{os.cpu_count()} cores"
+        + (f"; MiniLM ({learned.embedder.dtype}) loaded in {load_s:.1f} s" if learned else "")
+    )
 
     per_check: dict[str, dict[str, float]] = {}
     per_check["language"] = measure_language(texts, 1)
@@ -266,10 +318,37 @@ def main() -> None:
         f"injection items: {len(labelled.INJECTION)} tuning, "
         f"{len(labelled.HELD_OUT_INJECTION)} held out."
     )
+    quality["pii_generated"] = generated_pii_quality(console, pii, args.pii_items, args.seed)
     quality.update(second_set_quality(console, labelled, grounded=not args.no_grounded))
     if args.json:
         result = {"latency": latency, "per_check": per_check, "quality": quality}
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def generated_pii_quality(
+    console: Console, pii: PIIDetector, n: int, seed: int
+) -> dict[str, dict[str, float]]:
+    """Precision / recall per kind on ``n`` texts made with Faker across locales (seeded)."""
+    items = generate(n, seed)
+    began = time.perf_counter()
+    scores = score_by_kind(pii.check, items)
+    seconds = time.perf_counter() - began
+    table = Table(title=f"PII on {n} generated texts (Faker, 18 locales, seed {seed})")
+    for col in ("kind", "precision", "recall", "found", "false pos.", "missed"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, got in scores.items():
+        table.add_row(
+            kind,
+            f"{got['precision']:.3f}",
+            f"{got['recall']:.3f}",
+            str(int(got["tp"])),
+            str(int(got["fp"])),
+            str(int(got["fn"])),
+        )
+    console.print(table)
+    kb = sum(len(i.text.encode()) for i in items) / 1024
+    console.print(f"({kb:.0f} KB checked in {seconds:.2f} s: {seconds * 1e3 / kb:.2f} ms/KB)")
+    return scores
 
 
 def second_set_quality(console: Console, labelled: ModuleType, *, grounded: bool) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from erpoz.errors import ConfigError
 from erpoz.guards import (
     Finding,
     GroundednessGuard,
+    InjectionClassifier,
     InjectionDetector,
     LanguageGuard,
     LengthGuard,
@@ -24,7 +25,16 @@ from erpoz.guards import (
 )
 from erpoz.guards._registry import GROUP, _entry_points
 
-BUILT_IN = ("grounded", "injection", "language", "length", "pii", "schema", "toxicity")
+BUILT_IN = (
+    "grounded",
+    "injection",
+    "injection_model",
+    "language",
+    "length",
+    "pii",
+    "schema",
+    "toxicity",
+)
 
 
 class ShoutGuard:
@@ -55,6 +65,7 @@ def test_the_built_ins_are_entry_points() -> None:
     classes = {
         "grounded": GroundednessGuard,
         "injection": InjectionDetector,
+        "injection_model": InjectionClassifier,
         "language": LanguageGuard,
         "length": LengthGuard,
         "pii": PIIDetector,
@@ -71,6 +82,7 @@ def test_the_built_ins_are_entry_points() -> None:
     [
         ("pii", {"kinds": ["email"], "min_score": 0.7}, PIIDetector),
         ("injection", {"threshold": 0.6}, InjectionDetector),
+        ("injection_model", {"head": "prompt"}, InjectionClassifier),
         ("toxicity", {"threshold": 0.9}, ToxicityGuard),
         ("language", {"allowed": ["en", "de"], "min_chars": 30}, LanguageGuard),
         ("length", {"max_chars": 2000, "max_tokens": 400}, LengthGuard),

@@ -19,6 +19,7 @@ from ._rails import Check, Decided, Guardrails, QualityAlert, QualityMonitor, Ve
 from ._registry import build_guard, known_guards
 from .grounded import GroundednessGuard
 from .injection import InjectionDetector
+from .injection_model import InjectionClassifier
 from .language import LanguageGuard
 from .length import LengthGuard
 from .pii import PIIDetector, Pseudonymizer, redact
@@ -33,6 +34,7 @@ __all__ = [
     "Guard",
     "GuardReport",
     "Guardrails",
+    "InjectionClassifier",
     "InjectionDetector",
     "LanguageGuard",
     "LengthGuard",

@@ -26,8 +26,13 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._findings import INVISIBLE, Finding, fold
+from .injection_model import InjectionClassifier
+
+if TYPE_CHECKING:
+    from .grounded import ArrayEmbedder
 
 __all__ = ["InjectionDetector"]
 
@@ -50,8 +55,11 @@ class _Rule:
 
 
 _W = r"(?:[\w'’]+\W+)"  # one word and what follows it
+#: "instructions" and its usual misspellings ("iunstructions", "instrucitons", "insructions")
+_INSTRUCTIONS = r"i\w?n\w?s\w?t?r\w{0,2}c\w{0,2}t\w{0,2}i?o?ns?"
+_IGNORE = r"(?:ignore|ingore|igonre|ignroe|ignor|disregard|disreguard|forget|override|bypass|skip|"
 _TARGETS = (
-    r"(?:instructions?|prompts?|rules|directions?|guidelines|context|constraints|"
+    rf"(?:{_INSTRUCTIONS}|instructions?|prompts?|rules|directions?|guidelines|context|constraints|"
     r"guardrails|polic(?:y|ies)|programming|directives?|commands?|orders|restrictions|"
     r"safety|filters?|training|system)"
 )
@@ -61,7 +69,7 @@ _RULES = tuple(
     for kind, pattern, weight in (
         (
             OVERRIDE,
-            rf"\b(?:ignore|disregard|forget|override|bypass|skip|abandon|discard|drop)\W+"
+            rf"\b{_IGNORE}abandon|discard|drop)\W+"
             rf"{_W}{{0,3}}?(?:previous|prior|above|earlier|preceding|all|any|every|your|"
             rf"the|system|original|initial|old|existing|those|these)\W+{_W}{{0,3}}?{_TARGETS}\b",
             0.9,
@@ -125,8 +133,8 @@ _RULES = tuple(
             r"write\s+out|recite|what\s+(?:is|are|was|were))\s+(?:me\s+|us\s+)?(?:all\s+)?"
             r"(?:of\s+)?(?:your|the)\s+(?:\w+\s+)?(?:system\s+prompt|(?:initial|hidden|"
             r"original|secret|system|developer)\s+(?:prompt|instructions|message)|instructions"
-            r"\s+(?:you\s+were\s+given|above)|(?:own\s+)?instructions\b(?=\s*(?:[.?!]|$|verbatim"
-            r"|word)))",
+            r"\s+(?:you\s+were\s+given|above)|(?:own\s+)?instructions\b(?=\s*(?:[.?!:]|$|verbatim"
+            r"|word|to\s+(?:me|us)|in\s+full|exactly|back)))",
             0.8,
         ),
         (
@@ -171,6 +179,47 @@ _RULES = tuple(
             0.45,
         ),
         (ROLE_MARKER, r"<\|?(?:im_start|im_end|system|endoftext)\|?>|\[/?inst\]|<</?sys>>", 0.7),
+        (
+            ROLE_MARKER,
+            r"#{2,}\s*[(\[]?\s*(?:system|admin|developer|assistant)[_\s-]?(?:message|prompt|"
+            r"instructions?|override|note)s?\s*[)\]]?",
+            0.7,
+        ),
+        (ROLE_MARKER, r"</?(?:information|important_?instructions?|system_?message)>", 0.35),
+        (
+            ADDRESSED_TO_AI,
+            r"\bbefore\s+(?:you\s+(?:can\s+)?)?(?:solv|complet|finish|answer|continu|proceed|"
+            r"start|do|work)\w*\s+(?:with\s+|on\s+)?(?:the\s+task\s+(?:that\s+)?i\s+(?:gave|"
+            r"asked|assigned|set)|my\s+(?:original\s+|initial\s+|first\s+)?(?:task|request|"
+            r"question)|the\s+(?:original|user'?s?)\s+(?:task|request|question))",
+            0.55,
+        ),
+        (
+            ADDRESSED_TO_AI,
+            r"\bafter\s+you\s+(?:do|have\s+done|complete|finish)\s+(?:that|this)\W+(?:you\s+can|"
+            r"then)\s+(?:solve|complete|continue|do|answer|go\s+on)",
+            0.55,
+        ),
+        (
+            ADDRESSED_TO_AI,
+            r"\b(?:important|urgent)\s+(?:message|note|instructions?)\s+from\s+(?:me|the\s+user|"
+            r"your\s+user)\b",
+            0.5,
+        ),
+        (
+            ADDRESSED_TO_AI,
+            r"\bmessage\s+from\s+me\b[^.\n]{0,60}\bto\s+you\b",
+            0.5,
+        ),
+        (
+            OVERRIDE,
+            r"(?:^|\n)\s*(?:#|//|\*|-)?\s*todo\s*:\s*(?:please\s+)?(?:send|forward|transfer|pay|"
+            r"wire|delete|remove|invite|share|post|email|e-mail|change|reset|update|create|book|"
+            r"buy|grant|give|add|upload|download|run|execute)\b[^\n]{0,120}?(?:\S\.(?:com|org|"
+            r"net|io|co|dev|example)\b|https?://|www\.|\b[a-z]{2}\d{2}[a-z0-9]{10,}|[$€£]\s?\d|"
+            r"\bpassword\b|\b(?:iban|account)\b)",
+            0.6,
+        ),
         (
             ADDRESSED_TO_AI,
             r"\b(?:note|message|instructions?|attention)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?"
@@ -234,26 +283,69 @@ class InjectionDetector:
 
     ``threshold`` (0..1): :meth:`check` returns the findings when :meth:`score` reaches it,
     and nothing otherwise. 0.5 flags one strong signal or two or three weak ones.
+
+    ``learned=True`` adds the learned detector (:class:`~erpoz.guards.InjectionClassifier`,
+    MiniLM and a classifier; ``pip install 'erpoz[local]'``) beside the rules: ``learned``
+    names its head (``True`` or ``"content"`` for what a flow reads, ``"prompt"`` for user
+    input) and ``learned_threshold`` overrides its own threshold. Its windows at or over that
+    threshold are findings of kind ``learned_injection``, whatever the rules say.
+    ``embedder`` (Python only) is the learned detector's (default: the process-wide MiniLM).
     """
 
-    __slots__ = ("name", "threshold")
+    __slots__ = ("_model", "name", "threshold")
 
-    def __init__(self, *, threshold: float = 0.5, name: str = "injection") -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        learned: bool | str = False,
+        learned_threshold: float | None = None,
+        embedder: ArrayEmbedder | None = None,
+        name: str = "injection",
+    ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if learned_threshold is not None and not learned:
+            raise ValueError("learned_threshold is set but learned is not: set learned: true")
         self.name = name
         self.threshold = threshold
+        self._model: InjectionClassifier | None = None
+        if learned:
+            head = "content" if learned is True else str(learned)
+            self._model = InjectionClassifier(
+                head=head, threshold=learned_threshold, name=name, embedder=embedder
+            )
+
+    @property
+    def learned(self) -> InjectionClassifier | None:
+        """The learned detector, when ``learned`` was set."""
+        return self._model
+
+    def load(self) -> None:
+        """Load the learned detector's model now (nothing to do for the rules alone)."""
+        if self._model is not None:
+            self._model.load()
 
     def check(self, text: str) -> tuple[Finding, ...]:
-        """Return every signal found in ``text`` when together they reach the threshold."""
+        """Return every signal found in ``text`` when together they reach the threshold, and
+        the learned detector's findings when it is on."""
         found = self.signals(text)
         if _noisy_or([f.score for f in found]) < self.threshold:
-            return ()
-        return found
+            found = ()
+        if self._model is None:
+            return found
+        learned = self._model.check(text)
+        if not learned:
+            return found
+        return tuple(sorted(found + learned, key=lambda f: (f.start, -f.score)))
 
     def score(self, text: str) -> float:
-        """The text's injection score in 0..1: the noisy-or of its signals' weights."""
-        return _noisy_or([f.score for f in self.signals(text)])
+        """The text's injection score in 0..1: the noisy-or of its signals' weights (or the
+        learned detector's, when it is on and higher)."""
+        rules = _noisy_or([f.score for f in self.signals(text)])
+        if self._model is None:
+            return rules
+        return max(rules, self._model.score(text))
 
     def signals(self, text: str) -> tuple[Finding, ...]:
         """Every signal in ``text``, whatever its weight, ordered by position."""

@@ -21,12 +21,17 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from ._findings import Finding, Folded, fold
 
 __all__ = [
+    "CARD_ISSUERS",
+    "DEFAULT_PHONE_REGIONS",
+    "CardIssuer",
     "PIIDetector",
     "Pseudonymizer",
+    "card_issuer",
     "iban_valid",
     "luhn_valid",
     "redact",
@@ -67,6 +72,78 @@ def luhn_valid(digits: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+@dataclass(frozen=True, slots=True)
+class CardIssuer:
+    """A range of payment card numbers: the issuer, the prefixes it starts with (inclusive,
+    compared on as many digits as ``low`` has) and the lengths its numbers have."""
+
+    name: str
+    low: str
+    high: str
+    lengths: tuple[int, ...]
+    needs_cue: bool = False  # a range wide enough that a word such as "card" must be near
+
+
+def _r(a: int, b: int) -> tuple[int, ...]:
+    return tuple(range(a, b + 1))
+
+
+#: Issuer identification ranges (ISO/IEC 7812 IINs as the networks publish them), the most
+#: specific first. A number is a card when it starts in one of these ranges, has one of its
+#: lengths and passes Luhn.
+CARD_ISSUERS = (
+    CardIssuer("JCB", "1800", "1800", (15,)),
+    CardIssuer("JCB", "2131", "2131", (15,)),
+    CardIssuer("JCB", "3528", "3589", _r(16, 19)),
+    CardIssuer("Mir", "2200", "2204", _r(16, 19)),
+    CardIssuer("Mastercard", "2221", "2720", (16,)),
+    CardIssuer("American Express", "34", "34", (15,)),
+    CardIssuer("American Express", "37", "37", (15,)),
+    CardIssuer("Diners Club", "300", "305", _r(14, 19)),
+    CardIssuer("Diners Club", "3095", "3095", _r(14, 19)),
+    CardIssuer("Diners Club", "36", "36", _r(14, 19)),
+    CardIssuer("Diners Club", "38", "39", _r(14, 19)),  # 14 digits: the older cards
+    CardIssuer("Visa", "4", "4", (13, 16, 19)),
+    CardIssuer("Mastercard", "51", "55", (16,)),
+    CardIssuer("Dankort", "5019", "5019", (16,)),
+    CardIssuer("Verve", "506099", "506198", (16, 18, 19)),
+    CardIssuer("Verve", "650002", "650027", (16, 18, 19)),
+    CardIssuer("Discover", "6011", "6011", _r(16, 19)),
+    CardIssuer("UnionPay", "622126", "622925", _r(16, 19)),  # co-branded with Discover
+    CardIssuer("Discover", "644", "649", _r(16, 19)),
+    CardIssuer("Discover", "65", "65", _r(16, 19)),
+    CardIssuer("UnionPay", "62", "62", _r(14, 19)),
+    CardIssuer("UnionPay", "81", "81", _r(16, 19)),
+    CardIssuer("RuPay", "60", "60", (16,)),
+    CardIssuer("RuPay", "82", "82", (16,)),
+    CardIssuer("Maestro", "5018", "5018", _r(12, 19)),
+    CardIssuer("Maestro", "5020", "5020", _r(12, 19)),
+    CardIssuer("Maestro", "5038", "5038", _r(12, 19)),
+    CardIssuer("Maestro", "5893", "5893", _r(12, 19)),
+    CardIssuer("Maestro", "6304", "6304", _r(12, 19)),
+    CardIssuer("Maestro", "6759", "6759", _r(12, 19)),
+    CardIssuer("Maestro", "6761", "6763", _r(12, 19)),
+    CardIssuer("Maestro", "0604", "0604", _r(12, 19)),  # an early UK range
+    # the rest of Maestro's and national schemes' space (Iran's Shetab cards, among others)
+    CardIssuer("Maestro", "50", "50", _r(12, 19)),
+    CardIssuer("Maestro", "56", "69", _r(12, 19)),
+    CardIssuer("Troy", "9792", "9792", (16,)),
+    CardIssuer("Prostir", "9", "9", (16,), needs_cue=True),
+    CardIssuer("UATP", "1", "1", (15,), needs_cue=True),
+)
+
+
+def card_issuer(digits: str) -> CardIssuer | None:
+    """The issuer range ``digits`` (a card number, digits only) falls in with a length that
+    range uses, or ``None``. Luhn is not checked here (see :func:`luhn_valid`)."""
+    n = len(digits)
+    for issuer in CARD_ISSUERS:
+        head = digits[: len(issuer.low)]
+        if issuer.low <= head <= issuer.high and n in issuer.lengths:
+            return issuer
+    return None
 
 
 #: IBAN lengths of the countries most often seen; other countries are checked by mod 97 only.
@@ -143,7 +220,7 @@ _EMAIL_SPELLED = re.compile(
 # Cheap tests that decide whether the two slow e-mail patterns are worth running.
 _MARKED_HINT = re.compile(r"[\[\(\{<]\s*(?:at|@)\s*[\]\)\}>]|\s@|@\s", re.IGNORECASE)
 _SPELLED_HINT = re.compile(r"\sdot\s|[\[\(\{<]\s*dot\s*[\]\)\}>]", re.IGNORECASE)
-_CARD = re.compile(r"(?<![\d.,\-])\d(?:[ .\-]{0,2}\d){12,18}(?![\d]|[.,]\d)")
+_CARD = re.compile(r"(?<![\d.,\-])\d(?:(?:[ \-]|\.(?=\d)| - )?\d){11,60}(?![\d]|[.,]\d)")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}")
 _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -158,8 +235,10 @@ _NINO = re.compile(
 )
 _DE_TAX = re.compile(r"(?<![\w\-])[1-9]\d ?\d{3} ?\d{3} ?\d{3}(?![\w\-])")
 _PHONE = re.compile(
-    r"(?<![\w+\-./])(?:(?:\+|00)\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?"
-    r"\d{1,10}(?:[ .\-/]\d{1,10}){0,5}(?![\w\-]|[.,/]\d)"
+    r"(?<![\w+\-./])(?P<number>(?:(?:\+|00)\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?"
+    r"\d{1,12}(?:[ .\-/]\d{1,10}){0,5})"
+    r"(?P<ext>\s*(?:x|ext\.?|extn?|extension|#)\s*\d{1,6})?(?![\w\-]|[.,/]\d)",
+    re.IGNORECASE,
 )
 _DATE_PREFIX = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[./\-]\d{1,2}[./\-]\d{2,4}(?!\d)")
 _SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}")
@@ -167,17 +246,29 @@ _THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:([ .,])\d{3})(?:\1\d{3})*")
 
 _PHONE_CONTEXT = re.compile(
     r"(?:phone|tel|telefon|telephone|mobile|mobil|cell|call|fax|whats ?app|sms|text me|"
-    r"ring|reach|contact|dial|hotline|number|nummer|☎|📞)\W{0,3}(?:\w+\W+){0,3}$",
+    r"ring|reach|contact|dial|hotline|number|nummer|☎|📞)\W{0,3}(?:\w+\W+){0,5}$",
     re.IGNORECASE,
 )
 _NOT_PHONE_CONTEXT = re.compile(
     r"(?:\b(?:invoice|order|ref|reference|tracking|account|acct|customer|no\.|nr\.|#|id|serial|"
-    r"isbn|sku|po|case|ticket|transaction|batch|lot|part|model|version|v\.|build|"
+    r"isbn|ean|upc|gtin|barcode|sku|po|case|ticket|transaction|batch|lot|part|model|version|"
+    r"v\.|build|"
     r"usd|eur|gbp|price|total|amount|population)\b|#|[$€£¥])\W{0,3}(?:\w+\W+){0,2}$",
     re.IGNORECASE,
 )
+#: A label right before a number that says it is something else ("Order #", "ISBN",
+#: "Invoice"): it wins over a phone cue further back.
+_LABEL_BEFORE = re.compile(
+    r"\b(?:invoice|order|ref|reference|tracking|account|acct|customer|serial|isbn|ean|"
+    r"upc|gtin|sku|po|case|ticket|transaction|batch|lot|part|model|version|build|usd|eur|gbp|"
+    r"price|total|amount)(?:\W{1,3}(?:number|no|nr|id|code))?\W{0,4}$|[#$€£¥]\s?$",
+    re.IGNORECASE,
+)
 _CURRENCY_AFTER = re.compile(r"^\s*(?:[$€£¥%]|usd|eur|gbp|dollars|euros|km|kg|m\b|units)", re.I)
-_CARD_CONTEXT = re.compile(r"card|visa|mastercard|amex|\bcc\b|kreditkarte|carte|pay|paid", re.I)
+_CARD_CONTEXT = re.compile(
+    r"card|visa|mastercard|amex|\bcc\b|kreditkarte|carte|tarjeta|pay|paid|charge|debit|billed",
+    re.I,
+)
 _SSN_CONTEXT = re.compile(r"(?:ssn|social security|soc\.? ?sec)\W{0,3}(?:\w+\W+){0,3}$", re.I)
 _DE_TAX_CONTEXT = re.compile(
     r"(?:steuer-?id|steueridentifikationsnummer|steuer-?identifikationsnummer|idnr|"
@@ -191,19 +282,60 @@ def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
 
+#: Regions whose national formats a phone number written without a country code is read
+#: in, when none is given: North America, the largest European ones, India, Brazil, Japan,
+#: Australia. Numbers written with ``+`` or ``00`` need no region.
+DEFAULT_PHONE_REGIONS = (
+    "US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "SE", "CH", "AT", "IE", "IN", "BR", "JP",
+    "AU",
+)  # fmt: skip
+
+
+def _regions(regions: Sequence[str]) -> tuple[str, ...]:
+    """``regions`` checked against libphonenumber's list (``ImportError`` without it)."""
+    try:
+        import phonenumbers
+    except ImportError as exc:
+        raise ImportError(
+            "PII kind 'phone' needs the phonenumbers package: pip install 'erpoz[local]' "
+            "(or leave 'phone' out of kinds)"
+        ) from exc
+    if isinstance(regions, str):
+        regions = (regions,)
+    out = tuple(r.upper() for r in regions)
+    known = phonenumbers.SUPPORTED_REGIONS
+    unknown = [r for r in out if r not in known]
+    if unknown or not out:
+        raise ValueError(
+            f"phone_regions must name regions libphonenumber knows (ISO 3166 codes such as "
+            f"'US', 'GB', 'DE'); unknown: {unknown or 'none given'}"
+        )
+    return out
+
+
 class PIIDetector:
     """Find personal data in a text; implements :class:`~erpoz.guards.Guard`.
 
     ``kinds`` limits the kinds reported (default: all of :attr:`KINDS`); ``min_score`` drops
-    weaker findings (phone numbers without a nearby "phone"/"tel" word score 0.6).
+    weaker findings (a phone number without a nearby "phone"/"tel" word and not valid in any
+    region scores 0.55–0.7). ``phone_regions``: ISO 3166 codes of the countries whose national
+    formats a number without a country code is read in (default
+    :data:`DEFAULT_PHONE_REGIONS`). Phone numbers are checked with ``phonenumbers``
+    (``pip install 'erpoz[local]'``): without it, asking for the ``phone`` kind is an
+    ``ImportError`` that says so.
     """
 
     KINDS = (EMAIL, PHONE, CREDIT_CARD, IBAN, IP_ADDRESS, US_SSN, UK_NINO, DE_TAX_ID)
 
-    __slots__ = ("_scanners", "kinds", "min_score", "name")
+    __slots__ = ("_scanners", "kinds", "min_score", "name", "phone_regions")
 
     def __init__(
-        self, *, kinds: Sequence[str] | None = None, min_score: float = 0.5, name: str = "pii"
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        min_score: float = 0.5,
+        phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+        name: str = "pii",
     ) -> None:
         self.name = name
         self.kinds = frozenset(self.KINDS if kinds is None else kinds)
@@ -211,9 +343,11 @@ class PIIDetector:
         if unknown:
             raise ValueError(f"unknown PII kinds {sorted(unknown)}; known: {list(self.KINDS)}")
         self.min_score = min_score
+        self.phone_regions = _regions(phone_regions) if PHONE in self.kinds else ()
+        regions = self.phone_regions
         every: dict[str, Callable[[str], Iterator[tuple[str, int, int, float]]]] = {
             EMAIL: _emails,
-            PHONE: _phones,
+            PHONE: lambda t: _phones(t, regions),
             CREDIT_CARD: _cards,
             IBAN: _ibans,
             IP_ADDRESS: _ips,
@@ -268,13 +402,41 @@ def _emails(t: str) -> Iterator[tuple[str, int, int, float]]:
             yield EMAIL, m.start(), m.end(), 0.9
 
 
+_CARD_GROUP = re.compile(r"\d+")
+
+
+def _card_spans(t: str, start: int, end: int) -> Iterator[tuple[int, int, str]]:
+    """The card numbers inside a run of digit groups ``t[start:end]``: from the first group,
+    the longest run of whole groups that is one (the run may go on into what follows the
+    card); then the same after it. A card is not looked for inside a group sequence that
+    does not start one ("1234 5678 9012 3456" holds no card), only after a long group of
+    its own ("Reference: 7475248163651760 4111111111111111")."""
+    groups = [(m.start() + start, m.end() + start) for m in _CARD_GROUP.finditer(t[start:end])]
+    i = 0
+    while i < len(groups):
+        for j in range(len(groups) - 1, i - 1, -1):
+            s, e = groups[i][0], groups[j][1]
+            d = _digits(t[s:e])
+            if 12 <= len(d) <= 19 and luhn_valid(d) and len(set(d)) > 1:
+                yield s, e, d
+                i = j
+                break
+        else:
+            if groups[i][1] - groups[i][0] < 7:
+                return
+        i += 1
+
+
 def _cards(t: str) -> Iterator[tuple[str, int, int, float]]:
     for m in _CARD.finditer(t):
-        d = _digits(m.group())
-        if d[0] in "23456" and luhn_valid(d) and len(set(d)) > 1:
-            before = t[max(0, m.start() - 40) : m.start()]
-            other = _NOT_PHONE_CONTEXT.search(before) and not _CARD_CONTEXT.search(before)
-            yield CREDIT_CARD, m.start(), m.end(), 0.45 if other else 0.97
+        for s, e, d in _card_spans(t, m.start(), m.end()):
+            before = t[max(0, s - 40) : s]
+            cue = _CARD_CONTEXT.search(before) is not None
+            other = _LABEL_BEFORE.search(before) is not None  # "Order #", "ISBN", "Ref:"…
+            issuer = card_issuer(d)
+            if (issuer is None or issuer.needs_cue) and (not cue or other):
+                continue  # Luhn-valid, outside the issuers' ranges: only next to "card"
+            yield CREDIT_CARD, s, e, 0.45 if other and not cue else 0.97
 
 
 def _ibans(t: str) -> Iterator[tuple[str, int, int, float]]:
@@ -339,39 +501,85 @@ def _de_tax_ids(t: str) -> Iterator[tuple[str, int, int, float]]:
             yield DE_TAX_ID, m.start(), m.end(), 0.95 if ctx else 0.3
 
 
-def _phones(t: str) -> Iterator[tuple[str, int, int, float]]:
+_VALID, _POSSIBLE, _NO = 2, 1, 0
+
+
+def _phone_status(number: str, regions: Sequence[str], *, valid: bool = False) -> int:
+    """How ``number`` reads with libphonenumber: possible (a length its country uses) in one
+    of ``regions`` -- or, written with a country code, in its country -- or not. With
+    ``valid``, also whether it is a valid number there (an assigned range; slower)."""
+    import phonenumbers
+
+    best = _NO
+    for region in ("ZZ",) if number.startswith("+") else regions:
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if not phonenumbers.is_possible_number(parsed):
+            continue
+        if not valid:
+            return _POSSIBLE
+        if phonenumbers.is_valid_number(parsed):
+            return _VALID
+        best = _POSSIBLE
+    return best
+
+
+def _phones(t: str, regions: Sequence[str]) -> Iterator[tuple[str, int, int, float]]:
     for m in _PHONE.finditer(t):
-        cand = m.group()
+        cand = m.group("number")
         d = _digits(cand)
         intl = cand[0] == "+" or (cand.startswith("00") and cand[2:3] not in ("0", " ", ""))
-        separated = any(c in cand for c in " .-/(")
-        before = t[max(0, m.start() - 40) : m.start()]
+        before = t[max(0, m.start() - 50) : m.start()]
         context = _PHONE_CONTEXT.search(before) is not None
-        if intl:
-            if not 8 <= len(d) <= 15:
-                continue
-        elif not (9 <= len(d) <= 12 or (context and 7 <= len(d) <= 12)):
+        if not 7 <= len(d) <= 17 or _LABEL_BEFORE.search(before):
             continue
         if not context and _NOT_PHONE_CONTEXT.search(before):
             continue
-        if not intl:
-            if _SSN_SHAPE.fullmatch(cand):
-                continue
-            first = re.split(r"[ .\-/]", cand)[0]
-            if cand[0] not in "0(" and len(first) <= 2 and not (first == "1" and len(d) == 11):
-                continue
-            if _DATE_PREFIX.match(cand) or _THOUSANDS.fullmatch(cand):
-                continue
-            if _IPV4.fullmatch(cand):
-                continue
-            if not separated and not context and d[0] != "0":
-                continue
-            if before.rstrip().endswith(("$", "€", "£", "¥")):
-                continue
         if _CURRENCY_AFTER.match(t[m.end() : m.end() + 8]):
             continue
-        score = 0.95 if context else 0.85 if intl else 0.7 if separated else 0.6
+        if intl:
+            status = _phone_status(m.group(), regions, valid=True)
+        else:
+            shape = _not_a_phone(cand, d, before, context)
+            if shape is True:
+                continue
+            status = _phone_status(m.group(), regions, valid=shape is None)
+            if shape is None and status != _VALID:
+                continue
+        if status == _NO:
+            continue
+        if context:
+            score = 0.95
+        elif intl:
+            score = 0.9 if status == _VALID else 0.8
+        else:
+            score = 0.7 if any(c in cand for c in " .-/(") else 0.55
         yield PHONE, m.start(), m.end(), score
+
+
+def _not_a_phone(cand: str, d: str, before: str, context: bool) -> bool | None:
+    """Whether a number written without a country code has the shape of something else: a
+    date, an SSN, an amount, an IP address, a bare run of digits with no cue, a list item or
+    a price (True); or could be a phone number (False); or only when it is a valid one, as
+    "503 940 290" is a Polish number and "184 608 773" an amount (None)."""
+    if len(d) < (7 if context else 9) or len(d) > 15:
+        return True
+    if _SSN_SHAPE.fullmatch(cand) or _DATE_PREFIX.match(cand) or _IPV4.fullmatch(cand):
+        return True
+    if before.rstrip().endswith(("$", "€", "£", "¥")):
+        return True
+    separated = any(c in cand for c in " .-/(")
+    if not separated and not context and d[0] != "0":
+        return True
+    first = re.split(r"[ .\-/]", cand)[0]
+    if cand[0] not in "0(" and len(first) == 1 and not (first == "1" and len(d) == 11):
+        return True
+    thousands = _THOUSANDS.fullmatch(cand)
+    if thousands:
+        return True if thousands.group(1) != " " else None
+    return False
 
 
 # -- redaction and pseudonymisation --------------------------------------------------------
