@@ -179,6 +179,23 @@ def _words(line: str) -> tuple[dict[str, str], list[str]] | None:
     return (env, words) if words else None
 
 
+def _joined(lines: list[str]) -> list[str]:
+    """Lines continued with a trailing backslash joined, as the shell reads them (the joined
+    line keeps the first one's place; the lines it took in become empty)."""
+    out: list[str] = []
+    into: int | None = None  # the line a continuation goes on
+    for line in lines:
+        if into is not None:
+            out[into] = out[into][:-1] + line.lstrip()
+            out.append("")
+        else:
+            out.append(line)
+            into = len(out) - 1
+        if not out[into].endswith("\\"):
+            into = None
+    return out
+
+
 def commands(page: Path) -> list[Command | tuple[str, list[str], int]]:
     """The page's shell lines in order: erpoz commands, and ``(kind, words, line)`` for the
     other lines of a session (``echo … > FILE``, ``export``, ``pip``)."""
@@ -188,7 +205,7 @@ def commands(page: Path) -> list[Command | tuple[str, list[str], int]]:
         if m.group(1) not in SHELLS:
             continue
         start = text[: m.start()].count("\n") + 2
-        lines = m.group(2).splitlines()
+        lines = _joined(m.group(2).splitlines())
         session = any(line.startswith("$ ") for line in lines)
         current: Command | None = None
         for i, line in enumerate(lines):
