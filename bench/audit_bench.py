@@ -8,7 +8,8 @@ then times, interleaved (``--reps`` rounds, median of each):
 * **verify, 1 process**: the same plus the tree: every leaf recomputed and matched, the whole
   tree rebuilt and compared with its stored state and nodes;
 * **verify, N processes**: the store cut into N ranges of runs, each checked by a forked child,
-  the tree built here (the default for stores of 100,000 events or more: one per CPU, up to 4).
+  while this process builds the tree over the stored leaves (the default for stores of 100,000
+  events or more: one per CPU, up to 4).
 
 Wall time and CPU time (this process and its children) are both given: on a shared machine the
 CPU time is the steadier figure; events/s of CPU is what one idle core would do. Target:

@@ -4,8 +4,10 @@ Recomputing hash chains and leaves is CPU work in Python (two or three SHA-256 a
 string operations per event); one core does about 200,000 events a second. A store of 100,000
 events or more is cut into ranges of runs (:meth:`AuditShards.run_split`, about as many events
 each); each range is read and checked by a forked child (:func:`check_shard`) that sends back
-its problems and its leaves (positions and hashes, packed); this process then builds the tree
-over all leaves, compares its root and stored nodes, and checks the checkpoints.
+its problems and its leaves (positions and hashes, packed). Meanwhile this process builds the
+tree over the stored leaves (it needs every leaf, in commit order, so it cannot be cut by runs);
+when the parts' leaves are those, it compares its root and stored nodes and checks the
+checkpoints without building it again.
 
 Children are forked, so they start in milliseconds and inherit the store object, from which
 each opens a store of its own (:meth:`AuditShards.reopened`). Where fork is not available, or
@@ -20,12 +22,15 @@ import itertools
 import multiprocessing
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ..store import AuditShards
 from ..store._model import RecordedHead
 from ._verify import Problem, Shard, _Paired, check_shard
+
+T = TypeVar("T")
 
 PARALLEL_FROM = 100_000
 """Below this many events, one process (forking costs more than it saves)."""
@@ -91,9 +96,15 @@ def _unpacked(packed: Packed) -> Shard:
 
 
 async def in_parallel(
-    store: AuditShards, parts: int, recorded: dict[str, RecordedHead], size: int
-) -> list[Shard]:
-    """The store checked in ``parts`` ranges of runs, each in a forked child."""
+    store: AuditShards,
+    parts: int,
+    recorded: dict[str, RecordedHead],
+    size: int,
+    meanwhile: Callable[[], Awaitable[T]],
+) -> tuple[list[Shard], T]:
+    """The store checked in ``parts`` ranges of runs, each in a forked child; ``meanwhile``
+    runs here while they work (the tree over the stored leaves, which needs every leaf and
+    so cannot be cut by runs), and its result is returned with the parts'."""
     global _STORE, _RECORDED
     cuts = await store.run_split(parts)
     bounds: list[str | None] = [None, *cuts, None]
@@ -104,9 +115,11 @@ async def in_parallel(
         with ProcessPoolExecutor(
             max_workers=len(ranges), mp_context=multiprocessing.get_context("fork")
         ) as pool:
-            done = await asyncio.gather(
-                *(loop.run_in_executor(pool, _check_part, a, b, size) for a, b in ranges)
-            )
+            futures = [loop.run_in_executor(pool, _check_part, a, b, size) for a, b in ranges]
+            try:
+                here = await meanwhile()
+            finally:
+                done = await asyncio.gather(*futures)
     finally:
         _STORE, _RECORDED = None, {}
-    return [_unpacked(p) for p in done]
+    return [_unpacked(p) for p in done], here

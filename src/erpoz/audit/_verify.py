@@ -410,18 +410,30 @@ def _root(levels: list[list[bytes]], size: int) -> bytes:
     return fold_right([levels[lvl][start >> lvl] for start, lvl in perfect_parts(0, size)])
 
 
+async def stored_levels(store: MerkleLog, size: int) -> list[list[bytes]]:
+    """The complete subtrees of the first ``size`` leaves as the store holds them, in position
+    order (what :func:`_check_tree` would compute; built while forked parts check the runs)."""
+    return _levels(await store.tree_hashes(0, 0, size))
+
+
 async def _check_tree(
-    store: MerkleLog, head: TreeHead, paired: _Paired, differ: bool, found: _Findings
+    store: MerkleLog,
+    head: TreeHead,
+    paired: _Paired,
+    differ: bool,
+    found: _Findings,
+    built: list[list[bytes]] | None = None,
 ) -> list[list[bytes]] | None:
     """The whole tree against the events (``paired``: every leaf, recomputed and stored) and
     against its stored state. Returns the complete subtrees of the leaves recomputed from the
     events (what checkpoints are checked against), ``None`` when leaves are missing and no root
-    can be computed."""
+    can be computed. ``built``: the subtrees of the stored leaves read in position order, used
+    when they are exactly the leaves the events were paired with."""
     size = head.size
     stored = _placed(paired.positions, paired.stored, size, found)
     if stored is None:
         return None
-    state = _levels(stored)
+    state = built if built is not None and built[0] == stored else _levels(stored)
     if _root(state, size) != head.root:
         found.log("tree", "the tree's stored state (its frontier) does not match its leaves")
     for level in range(NODE_STRIDE, len(state), NODE_STRIDE):
@@ -678,6 +690,7 @@ async def verify(
         heads = await store.recorded_heads()
     size = head.size if head is not None else 0
     recorded = {h[0]: h for h in heads}
+    built: list[list[bytes]] | None = None
     if sharded and run_id is not None:
         assert isinstance(store, AuditShards)
         shards = [await _check_all(store, recorded, size, run_id)]
@@ -687,7 +700,13 @@ async def verify(
 
         parts = _shards.workers_for(workers, size)
         if parts > 1:
-            shards = await _shards.in_parallel(store, parts, recorded, size)
+            assert tree is not None
+
+            async def tree_here() -> list[list[bytes]]:
+                assert tree is not None
+                return await stored_levels(tree, size)
+
+            shards, built = await _shards.in_parallel(store, parts, recorded, size, tree_here)
         else:
             shards = [await _check_all(store, recorded, size)]
     else:
@@ -718,7 +737,7 @@ async def verify(
         paired = _merged([s.paired for s in shards])
         if run_id is None:
             differ = any(s.differ for s in shards)
-            levels = await _check_tree(tree, head, paired, differ, found)
+            levels = await _check_tree(tree, head, paired, differ, found, built)
             if public_key is not None:
                 await _check_checkpoints(tree, head, checkpoints, public_key, levels, report)
                 if levels is None:
