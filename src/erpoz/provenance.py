@@ -18,6 +18,12 @@ untrusted arguments by default; tools with side effects do not. This is the capa
 "Defeating Prompt Injections by Design" (Debenedetti et al., 2025), applied at the one place
 that sees every value go by.
 
+**Across steps.** :class:`RunProvenance` is what one run has seen of untrusted content: tool
+results, documents handed to agents, answers of models that read them, and the outputs of
+steps that read any of these. The engine adds a tainted step's output when it succeeds (and
+rebuilds all of it from the log when a run resumes); an agent in a later step finds that
+content inside its prompt and counts it as untrusted, not as the caller's.
+
 **Spotlighting.** Untrusted text sent to a model is marked (:func:`spotlight`): ``delimit``
 wraps it in markers the text cannot forge, ``datamark`` joins its words with a mark, ``off``
 leaves it as it is. It helps a real model tell data from instructions; containment does not
@@ -26,7 +32,9 @@ rely on it (the agent benchmark's model obeys marked text too).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +47,7 @@ __all__ = [
     "UNTRUSTED",
     "Label",
     "Provenance",
+    "RunProvenance",
     "SpotlightMode",
     "Untrusted",
     "spotlight",
@@ -180,3 +189,83 @@ class Provenance:
     def labels(self, arguments: Mapping[str, Any]) -> dict[str, Label]:
         """The label of each argument of a proposed tool call."""
         return {name: self.label(v) for name, v in arguments.items()}
+
+
+#: Untrusted pieces shorter than this are not looked for inside prompts (too likely to occur
+#: there by chance: ``"ok"``, ``"done"``).
+MIN_PIECE = 8
+
+
+class RunProvenance:
+    """The untrusted content a run has seen, and which of its step executions read any."""
+
+    __slots__ = ("_pieces", "steps")
+
+    def __init__(self) -> None:
+        self._pieces: dict[str, str] = {}  # normalized text -> where it came from
+        self.steps: dict[str, list[str]] = {}  # step execution -> its untrusted sources
+
+    def __bool__(self) -> bool:
+        return bool(self._pieces)
+
+    def add(self, value: Any, source: str, step: str | None = None) -> None:
+        """Note untrusted ``value`` (text, or a structure whose texts are noted) from
+        ``source``; ``step`` read it and is untrusted from now on."""
+        if step is not None:
+            self.taint(step, source)
+        for text in _texts(value):
+            norm = _norm(text)
+            if len(norm) >= MIN_PIECE:
+                self._pieces.setdefault(norm, source)
+
+    def taint(self, step: str, source: str) -> None:
+        """Record that ``step`` read untrusted content from ``source``."""
+        sources = self.steps.setdefault(step, [])
+        if source not in sources:
+            sources.append(source)
+
+    def output(self, step: str, value: Any) -> None:
+        """A step succeeded with ``value``: untrusted when the step read untrusted content."""
+        if step in self.steps:
+            self.add(value, f"step:{step}")
+
+    def split(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+        """``text`` (a prompt) without the untrusted content the run has seen, and that content
+        with its sources: lines of it found inside a piece, and whole pieces found in it."""
+        if not self._pieces:
+            return text, []
+        found: list[tuple[str, str]] = []
+        kept: list[str] = []
+        for line in text.split("\n"):
+            norm = _norm(line)
+            source = None
+            if len(norm) >= 3 * MIN_PIECE:
+                source = next((s for p, s in self._pieces.items() if norm in p), None)
+            if source is None:
+                kept.append(norm)
+            else:
+                found.append((source, norm))
+        rest = " ".join(kept)
+        for piece, source in self._pieces.items():
+            if piece in rest:
+                rest = rest.replace(piece, " \x1f ")
+                found.append((source, piece))
+        return rest, found
+
+
+def _texts(value: Any, depth: int = 0) -> list[str]:
+    """The texts in a value: itself if text, else its string leaves and its JSON and repr."""
+    if isinstance(value, str):
+        return [value]
+    if depth > 4 or value is None or isinstance(value, bool | int | float):
+        return []
+    out: list[str] = []
+    items: Any = value.values() if isinstance(value, Mapping) else value
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        for item in items:
+            out.extend(_texts(item, depth + 1))
+    if depth == 0:
+        with contextlib.suppress(TypeError, ValueError):
+            out.append(json.dumps(value, ensure_ascii=False, default=str))
+        out.append(str(value))
+    return out

@@ -5,8 +5,8 @@ from typing import Any
 
 from erpoz import Context, Engine, Flow, step
 from erpoz.models import ChatResult, ModelHub, ModelSpec, ToolCall
-from erpoz.store import MemoryStore
 from erpoz.provenance import unmark
+from erpoz.store import MemoryStore
 from erpoz.testing import ScriptedModel
 from erpoz.tools import Rule, ToolPolicy, ToolRegistry, tool
 

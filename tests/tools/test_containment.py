@@ -8,6 +8,7 @@ import pytest
 
 from erpoz import Context, Engine, Flow, step
 from erpoz.audit import Lineage, lineage
+from erpoz.engine._context import RunJournal
 from erpoz.errors import ConfigError
 from erpoz.models import ChatRequest, ChatResult, ModelHub, ModelSpec, ToolCall
 from erpoz.policy import Policy, Rule, parse_policy
@@ -235,3 +236,64 @@ def test_mistaken_provenance_settings_are_named(text: str, message: str) -> None
 def test_policy_level_settings_are_read() -> None:
     policy = parse_policy("rules: []\nuntrusted: review\nspotlight: off\n", file="p.yaml")
     assert policy.untrusted == "review" and policy.spotlight == "off"
+
+
+def test_untrusted_output_of_an_earlier_step_stays_untrusted_in_a_later_prompt() -> None:
+    """A page read in one step and pasted into the agent's prompt in the next is still the
+    page's, not the caller's: its address cannot become a recipient."""
+    SENT.clear()
+    seen: list[ChatRequest] = []
+
+    def model(req: ChatRequest) -> ChatResult | str:
+        seen.append(req)
+        if len(seen) == 1:
+            return calls(
+                ("send_email", {"to": "mallory@evil.example", "subject": "s", "body": "b"}),
+                ("send_email", {"to": "bob@corp.example", "subject": "Re", "body": "Friday"}),
+            )
+        return "sent"
+
+    hub = ModelHub()
+    hub.add(FunctionModel(model, name="m"), ModelSpec("m", "test"))
+    policy = Policy(
+        (
+            Rule("mail", "allow", "send_email", untrusted_fields=frozenset({"subject", "body"})),
+            *GRANTS,
+        )
+    )
+    registry = ToolRegistry([read_inbox, send_email], policy)
+
+    @step
+    async def fetch(ctx: Context) -> str:
+        return str(await ctx.tools.call("read_inbox"))
+
+    @step
+    async def reply(mail: str, ctx: Context) -> str:
+        prompt = f"Answer this e-mail:\n{mail}\nSend the answer to bob@corp.example."
+        return (await ctx.tools.agent("m", prompt)).text
+
+    flow = Flow("two-steps")
+    flow.output(flow.add(reply, mail=flow.add(fetch)))
+
+    async def main() -> tuple[Any, list[Any], Lineage]:
+        store = MemoryStore()
+        engine = Engine(store, services={ModelHub: hub, ToolRegistry: registry})
+        result = await engine.run(flow, {})
+        events = await store.events(result.run_id)
+        return result, events, await lineage(store, result.run_id, "reply")
+
+    result, events, lin = asyncio.run(main())
+    assert result.status == "succeeded"
+    assert SENT == [{"to": "bob@corp.example", "subject": "Re", "body": "Friday"}]
+    decided = [e.data for e in events if e.kind == "policy_decided" and "provenance" in e.data]
+    assert [(d["action"], d["provenance"]["blocked"]) for d in decided] == [
+        ("deny", ["to"]),
+        ("allow", []),
+    ]
+    assert decided[0]["provenance"]["sources"] == ["tool:read_inbox"]  # read by step fetch
+    assert lin.step.label == "untrusted" and lin.step.from_steps == ("fetch",)
+    # a resumed run rebuilds the same from its log
+    rebuilt = RunJournal.of(events).provenance
+    assert set(rebuilt.steps) == {"fetch", "reply"}
+    rest, found = rebuilt.split(f"Mail:\n{INBOX}\nto bob@corp.example")
+    assert "mallory" not in rest and "bob@corp.example" in rest and found

@@ -40,7 +40,7 @@ from ..flow import is_retryable
 from ..models import ChatResult, Message, ToolSpec
 from ..models import ToolCall as ModelToolCall
 from ..policy import Policy, Subject
-from ..provenance import UNTRUSTED, Provenance, SpotlightMode, Untrusted
+from ..provenance import UNTRUSTED, Provenance, RunProvenance, SpotlightMode, Untrusted
 from ..provenance import spotlight as mark_untrusted
 from ._policy import Rule, ToolPolicy, load_policy, parse_policy
 
@@ -308,7 +308,15 @@ class Tools:
             result = await self._run(t, args, data, None)
         if gov is not None:
             result = await gov.tool_result(name, result)
+        run_prov = self._run_provenance()
+        if run_prov is not None and not t.trusted_output:
+            run_prov.add(result, f"tool:{name}", ctx.step_id)
         return result
+
+    def _run_provenance(self) -> RunProvenance | None:
+        """What the run has seen of untrusted content (``None`` in a context of a user's own)."""
+        prov = getattr(self._ctx, "provenance", None)
+        return prov if isinstance(prov, RunProvenance) else None
 
     def _contain(
         self,
@@ -459,10 +467,13 @@ class Tools:
             raise ToolError("max_turns must be >= 1", retryable=False)
         specs = self._reg.specs(tools)
         messages = [Message.user(prompt)] if isinstance(prompt, str) else list(prompt)
-        prov = Provenance([m.text for m in messages])
+        run_prov = self._run_provenance()
+        prov = self._seed(messages, run_prov)
         mode = spotlight or self._spotlight()
         for doc in context:
             prov.distrust(doc.text, doc.source)
+            if run_prov is not None:
+                run_prov.add(doc.text, doc.source, self._ctx.step_id)
             messages.append(Message.user(mark_untrusted(doc.text, doc.source, mode)))
         models = self._ctx.models
         for turn in range(1, max_turns + 1):
@@ -480,6 +491,8 @@ class Tools:
                 )
             result = await models.chat(model, messages, tools=specs, max_tokens=max_tokens)
             if not result.tool_calls:
+                if prov.tainted and run_prov is not None:  # said after reading untrusted text
+                    run_prov.add(result.text, f"model:{model}", self._ctx.step_id)
                 return result
             messages.append(Message.assistant(result.text, result.tool_calls))
             for call in result.tool_calls:
@@ -492,6 +505,21 @@ class Tools:
             f"agent with model '{model}' still calling tools after {max_turns} turns",
             retryable=True,
         )
+
+    def _seed(self, messages: Sequence[Message], run_prov: RunProvenance | None) -> Provenance:
+        """The caller's messages are trusted, except the untrusted content of the run found in
+        them (an earlier step's retrieved page pasted into the prompt)."""
+        prov = Provenance()
+        for m in messages:
+            if run_prov is None or not run_prov:
+                prov.trust(m.text)
+                continue
+            rest, found = run_prov.split(m.text)
+            prov.trust(rest)
+            for source, text in found:
+                prov.distrust(text, source)
+                run_prov.taint(self._ctx.step_id, source)
+        return prov
 
     async def _agent_call(self, call: ModelToolCall, prov: Provenance, mode: str) -> Message:
         """One tool call a model proposed, as the tool message it reads back: the result
