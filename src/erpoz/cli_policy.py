@@ -34,8 +34,8 @@ def _read(file: str) -> Policy:
     if isinstance(doc, _Map) and "rules" in doc:
         if not set(doc) <= POLICY_KEYS:
             raise ConfigError(
-                "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted' "
-                "and 'spotlight'",
+                "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
+                "'spotlight' and 'masked_check'",
                 file=file,
                 line=1,
             )

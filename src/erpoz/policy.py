@@ -34,6 +34,7 @@ rules:
     untrusted_fields: [subject, body]    #   deny | review | allow; these fields may carry it
 untrusted: deny                          # the default for tools with side effects (read-only
 spotlight: delimit                       #   tools: allow); how untrusted text is marked
+masked_check: true                       # re-ask the model without the user's request
 ```
 
 **Provenance** (see :mod:`erpoz.provenance`): when a model whose context held untrusted text
@@ -41,7 +42,9 @@ spotlight: delimit                       #   tools: allow); how untrusted text i
 trusted text (the caller's prompt, configuration) holds its value. A tool rule's ``untrusted``
 says what happens to a call with untrusted arguments outside ``untrusted_fields``; without it,
 tools with side effects get the policy's ``untrusted`` (default ``deny``) and read-only tools
-take them.
+take them. With ``masked_check``, a side effect proposed after untrusted text is also checked
+by asking the model again with the user's request masked: a call it proposes then too comes
+from the untrusted text, whatever its arguments (MELON, Zhu et al., 2025).
 
 Defaults when no rule matches: a tool is **denied** (tools are denied unless granted), a model
 is allowed, a finding is logged (recorded, nothing else happens). Configuration fails closed: a
@@ -215,10 +218,24 @@ class Policy:
     effects do with arguments derived from untrusted content when their rule does not say
     (deny | review | allow); ``spotlight`` how untrusted text sent to a model is marked."""
 
-    __slots__ = ("_by_name", "_data", "_models", "_tools", "rules", "spotlight", "untrusted")
+    __slots__ = (
+        "_by_name",
+        "_data",
+        "_models",
+        "_tools",
+        "masked_check",
+        "rules",
+        "spotlight",
+        "untrusted",
+    )
 
     def __init__(
-        self, rules: Sequence[Rule] = (), *, untrusted: str = "deny", spotlight: str = "delimit"
+        self,
+        rules: Sequence[Rule] = (),
+        *,
+        untrusted: str = "deny",
+        spotlight: str = "delimit",
+        masked_check: bool = False,
     ) -> None:
         if untrusted not in UNTRUSTED_ACTIONS:
             raise ValueError(f"untrusted={untrusted!r}: expected allow, deny or review")
@@ -226,6 +243,7 @@ class Policy:
             raise ValueError(f"spotlight={spotlight!r}: expected {', '.join(SPOTLIGHT_MODES)}")
         self.untrusted = untrusted
         self.spotlight = spotlight
+        self.masked_check = masked_check
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._tools = tuple(r for r in self.rules if r.resource == "tool")
         self._models = tuple(r for r in self.rules if r.resource == "model")
@@ -319,7 +337,7 @@ _KEYS = {
     *_GLOBS,
 }
 #: The keys of a policy file (and of the ``policy`` section of ``erpoz.yaml``).
-POLICY_KEYS = frozenset({"rules", "untrusted", "spotlight"})
+POLICY_KEYS = frozenset({"rules", "untrusted", "spotlight", "masked_check"})
 
 
 def load_policy(path: str | Path, *, detectors: Collection[str] | None = None) -> Policy:
@@ -339,8 +357,8 @@ def parse_policy(
     doc: Any = load_config_yaml(text, file)
     if not isinstance(doc, _Map) or "rules" not in doc or not set(doc) <= POLICY_KEYS:
         raise ConfigError(
-            "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted' "
-            "and 'spotlight'",
+            "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
+            "'spotlight' and 'masked_check'",
             file=file,
             line=getattr(doc, "line", 1),
         )
@@ -367,7 +385,7 @@ def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None =
             )
         names.add(rule.name)
         rules.append(rule)
-    options: dict[str, str] = {}
+    options: dict[str, Any] = {}
     for key, allowed in (("untrusted", UNTRUSTED_ACTIONS), ("spotlight", SPOTLIGHT_MODES)):
         if key in doc:
             value = "off" if key == "spotlight" and doc[key] is False else doc[key]  # YAML 1.1
@@ -378,6 +396,12 @@ def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None =
                     line=doc.lines[key],
                 )
             options[key] = value
+    if "masked_check" in doc:
+        if not isinstance(doc["masked_check"], bool):
+            raise ConfigError(
+                "'masked_check' is true or false", file=file, line=doc.lines["masked_check"]
+            )
+        options["masked_check"] = doc["masked_check"]
     return Policy(tuple(rules), **options)
 
 

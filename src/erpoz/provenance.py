@@ -151,6 +151,10 @@ class Provenance:
         self._untrusted.append(_norm(text))
         self._sources.setdefault(source, None)
 
+    def untrusted_texts(self) -> tuple[str, ...]:
+        """The untrusted text added so far (normalized)."""
+        return tuple(self._untrusted)
+
     @property
     def tainted(self) -> bool:
         """Whether untrusted text has entered the context."""

@@ -85,7 +85,8 @@ def _policy(doc: _Map, file: str, base: Path | None, detectors: set[str]) -> Pol
         return load_policy(path, detectors=detectors)
     if not isinstance(section, _Map) or "rules" not in section or not set(section) <= POLICY_KEYS:
         raise ConfigError(
-            "'policy' is a mapping with 'rules' (and optionally 'untrusted', 'spotlight'), "
+            "'policy' is a mapping with 'rules' (and optionally 'untrusted', 'spotlight', "
+            "'masked_check'), "
             "or the path of a policy file",
             file=file,
             line=doc.lines["policy"],

@@ -470,6 +470,7 @@ class Tools:
         run_prov = self._run_provenance()
         prov = self._seed(messages, run_prov)
         mode = spotlight or self._spotlight()
+        masked = _Masked(model, messages, prov, mode) if self._policy().masked_check else None
         for doc in context:
             prov.distrust(doc.text, doc.source)
             if run_prov is not None:
@@ -494,8 +495,14 @@ class Tools:
                 if prov.tainted and run_prov is not None:  # said after reading untrusted text
                     run_prov.add(result.text, f"model:{model}", self._ctx.step_id)
                 return result
+            vetoed: dict[str, str] = {}
+            if masked is not None and prov.tainted:
+                vetoed = await self._masked_veto(masked, messages, result, specs, max_tokens)
             messages.append(Message.assistant(result.text, result.tool_calls))
             for call in result.tool_calls:
+                if call.id in vetoed:
+                    messages.append(Message.tool(call.id, vetoed[call.id]))
+                    continue
                 messages.append(await self._agent_call(call, prov, mode))
             self._ctx.emit(
                 "agent_turn",
@@ -540,9 +547,95 @@ class Tools:
         prov.distrust(text, source)
         return Message.tool(call.id, mark_untrusted(text, source, mode))
 
+    def _policy(self) -> Policy:
+        return self._reg.policy or (self._gov.rails.policy if self._gov is not None else _NO_POLICY)
+
     def _spotlight(self) -> str:
-        policy = self._reg.policy or (self._gov.rails.policy if self._gov is not None else None)
-        return policy.spotlight if policy is not None else "delimit"
+        return self._policy().spotlight
+
+    async def _masked_veto(
+        self,
+        masked: _Masked,
+        messages: Sequence[Message],
+        result: ChatResult,
+        specs: Sequence[ToolSpec],
+        max_tokens: int | None,
+    ) -> dict[str, str]:
+        """Side effects the model proposes again when the user's request is masked: they come
+        from the untrusted text. Each is denied (a ``policy_decided`` event); returns what the
+        model is told, by call id."""
+        side = [
+            c
+            for c in result.tool_calls
+            if c.name in self._reg._tools and self._reg.get(c.name).side_effects
+        ]
+        if not side:
+            return {}
+        again = await self._ctx.models.chat(
+            masked.model, masked.messages(messages), tools=specs, max_tokens=max_tokens
+        )
+        vetoed: dict[str, str] = {}
+        for call in side:
+            if not masked.same(call, again.tool_calls):
+                continue
+            why = (
+                f"tool '{call.name}': the model proposes this call also when the user's request "
+                f"is masked: it comes from untrusted content ({', '.join(masked.prov.sources)})"
+            )
+            self._ctx.emit(
+                "policy_decided",
+                {
+                    "resource": f"tool:{call.name}",
+                    "action": "deny",
+                    "rule": MASKED_RULE,
+                    "flow": self._flow,
+                    "step": self._ctx.step_id,
+                    "provenance": {
+                        "arguments": masked.prov.labels(call.arguments),
+                        "blocked": [],
+                        "sources": list(masked.prov.sources),
+                        "masked": True,
+                    },
+                },
+            )
+            vetoed[call.id] = f"error: {why}"
+        return vetoed
+
+
+MASKED_RULE = "masked check: proposed without the user's request too"
+#: What the masked re-execution asks in place of the user's request (as MELON does).
+MASK_PROMPT = "Summarize the tool outputs and the documents below."
+
+
+class _Masked:
+    """The conversation of an agent with the caller's request masked: the system messages,
+    :data:`MASK_PROMPT` with the untrusted content the request held, and everything after."""
+
+    def __init__(self, model: str, caller: Sequence[Message], prov: Provenance, mode: str) -> None:
+        self.model = model
+        self.prov = prov
+        self._n = len(caller)
+        untrusted = prov.untrusted_texts()
+        text = "\n\n".join([MASK_PROMPT, *(mark_untrusted(t, "prompt", mode) for t in untrusted)])
+        self._head = [m for m in caller if m.role == "system"] + [Message.user(text)]
+
+    def messages(self, conversation: Sequence[Message]) -> list[Message]:
+        return [*self._head, *conversation[self._n :]]
+
+    def same(self, call: ModelToolCall, proposed: Sequence[ModelToolCall]) -> bool:
+        """Whether ``proposed`` holds the call: the same tool with the same trusted arguments
+        (untrusted ones, a mail's body, are free text a model words anew each time)."""
+        labels = self.prov.labels(call.arguments)
+        keys = [k for k, label in labels.items() if label != UNTRUSTED]
+        return any(
+            p.name == call.name
+            and all(_same_value(p.arguments.get(k), call.arguments.get(k)) for k in keys)
+            for p in proposed
+        )
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return " ".join(str(a).casefold().split()) == " ".join(str(b).casefold().split())
 
 
 def registry_from_config(config: ProjectConfig) -> ToolRegistry | None:
