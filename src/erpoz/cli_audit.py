@@ -654,6 +654,14 @@ def _step_label(s: StepLineage, name: str) -> str:
 
 
 def _add_records(node: Tree, s: StepLineage) -> None:
+    if s.label == "untrusted":
+        whence = [escape(x) for x in s.sources] + [f"step {escape(x)}" for x in s.from_steps]
+        node.add(f"[yellow]provenance untrusted[/] · from {', '.join(whence)}")
+    for c in s.contained:
+        text = f"containment {escape(str(c.get('resource')))}: {c.get('action')}"
+        if c.get("blocked"):
+            text += " · untrusted " + ", ".join(escape(str(b)) for b in c["blocked"])
+        node.add(text + f" (rule {escape(str(c.get('rule')))})" + _at(c, s))
     for m in s.models:
         text = f"model {escape(str(m.get('model')))}"
         if m.get("kind"):

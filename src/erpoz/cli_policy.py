@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ._console import EXIT_INVALID, JsonOpt, fail, out
 from .errors import ConfigError
-from .policy import CHECKPOINTS, DATA_DEFAULT, Policy, Subject, policy_from_doc
+from .policy import CHECKPOINTS, DATA_DEFAULT, POLICY_KEYS, Policy, Subject, policy_from_doc
 
 policy_app = typer.Typer(
     help="Policies: who may call which tool or model, and what happens to which data."
@@ -32,9 +32,12 @@ def _read(file: str) -> Policy:
         raise ConfigError(str(exc), file=file) from None
     doc = load_config_yaml(text, file)
     if isinstance(doc, _Map) and "rules" in doc:
-        if set(doc) != {"rules"}:
+        if not set(doc) <= POLICY_KEYS:
             raise ConfigError(
-                "a policy file is a mapping with one key, 'rules' (a list)", file=file, line=1
+                "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
+                "'spotlight' and 'masked_check'",
+                file=file,
+                line=1,
             )
         return policy_from_doc(doc, file=file)
     rails = guardrails_from_config(parse_config(text, file=file, base=Path(file).parent))

@@ -27,7 +27,24 @@ rules:
     at: [model_output]
     action: reask
     max_reasks: 2
+  - name: mail only to people the user named
+    tool: send_email
+    action: allow
+    untrusted: deny                      # arguments derived from untrusted content:
+    untrusted_fields: [subject, body]    #   deny | review | allow; these fields may carry it
+untrusted: deny                          # the default for tools with side effects (read-only
+spotlight: delimit                       #   tools: allow); how untrusted text is marked
+masked_check: true                       # re-ask the model without the user's request
 ```
+
+**Provenance** (see :mod:`erpoz.provenance`): when a model whose context held untrusted text
+(tool results, retrieved documents) proposes a tool call, each argument is trusted only if
+trusted text (the caller's prompt, configuration) holds its value. A tool rule's ``untrusted``
+says what happens to a call with untrusted arguments outside ``untrusted_fields``; without it,
+tools with side effects get the policy's ``untrusted`` (default ``deny``) and read-only tools
+take them. With ``masked_check``, a side effect proposed after untrusted text is also checked
+by asking the model again with the user's request masked: a call it proposes then too comes
+from the untrusted text, whatever its arguments (MELON, Zhu et al., 2025).
 
 Defaults when no rule matches: a tool is **denied** (tools are denied unless granted), a model
 is allowed, a finding is logged (recorded, nothing else happens). Configuration fails closed: a
@@ -80,6 +97,11 @@ STRENGTH = {
 TOOL_DEFAULT = "default: tools are denied unless granted"
 MODEL_DEFAULT = "default: models are allowed unless denied"
 DATA_DEFAULT = "default: findings are logged"
+UNTRUSTED_DEFAULT = "default: side effects take no arguments from untrusted content"
+READ_ONLY_DEFAULT = "default: read-only tools take untrusted arguments"
+#: What a rule (or the policy) may do with a tool call that has untrusted arguments.
+UNTRUSTED_ACTIONS = frozenset({"allow", "deny", "review"})
+SPOTLIGHT_MODES = ("delimit", "datamark", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +135,17 @@ class Rule:
     min_score: float = 0.0
     max_reasks: int = 1
     to: str | None = None  # escalate: the model to ask instead
+    untrusted: str | None = None  # tools: allow | deny | review for untrusted arguments
+    untrusted_fields: frozenset[str] = frozenset()  # tools: arguments that may be untrusted
 
     def __post_init__(self) -> None:
+        if (self.untrusted is not None or self.untrusted_fields) and self.tool is None:
+            raise ValueError(f"rule {self.name!r}: 'untrusted' is for tool rules")
+        if self.untrusted is not None and self.untrusted not in UNTRUSTED_ACTIONS:
+            raise ValueError(
+                f"rule {self.name!r}: untrusted={self.untrusted!r} is not one of "
+                f"{', '.join(sorted(UNTRUSTED_ACTIONS))}"
+            )
         if self.tool is None and self.model is None and self.data is None:
             raise ValueError(
                 f"rule {self.name!r} names no resource: give tool=, model= or data= "
@@ -170,12 +201,49 @@ def _glob(value: str, pattern: str) -> bool:
     return pattern == "*" or fnmatch.fnmatchcase(value, pattern)
 
 
+@dataclass(frozen=True, slots=True)
+class UntrustedDecision:
+    """What happens to a tool call some of whose arguments derive from untrusted content:
+    ``action`` (allow | deny | review), the rule that said so, the untrusted arguments the
+    rule does not let through (``blocked``) and all untrusted ones."""
+
+    action: str
+    rule: str
+    blocked: tuple[str, ...]
+    untrusted: tuple[str, ...]
+
+
 class Policy:
-    """Rules in order; the first that matches decides."""
+    """Rules in order; the first that matches decides. ``untrusted`` is what tools with side
+    effects do with arguments derived from untrusted content when their rule does not say
+    (deny | review | allow); ``spotlight`` how untrusted text sent to a model is marked."""
 
-    __slots__ = ("_by_name", "_data", "_models", "_tools", "rules")
+    __slots__ = (
+        "_by_name",
+        "_data",
+        "_models",
+        "_tools",
+        "masked_check",
+        "rules",
+        "spotlight",
+        "untrusted",
+    )
 
-    def __init__(self, rules: Sequence[Rule] = ()) -> None:
+    def __init__(
+        self,
+        rules: Sequence[Rule] = (),
+        *,
+        untrusted: str = "deny",
+        spotlight: str = "delimit",
+        masked_check: bool = False,
+    ) -> None:
+        if untrusted not in UNTRUSTED_ACTIONS:
+            raise ValueError(f"untrusted={untrusted!r}: expected allow, deny or review")
+        if spotlight not in SPOTLIGHT_MODES:
+            raise ValueError(f"spotlight={spotlight!r}: expected {', '.join(SPOTLIGHT_MODES)}")
+        self.untrusted = untrusted
+        self.spotlight = spotlight
+        self.masked_check = masked_check
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._tools = tuple(r for r in self.rules if r.resource == "tool")
         self._models = tuple(r for r in self.rules if r.resource == "model")
@@ -207,6 +275,27 @@ class Policy:
                 return rule.action, rule.name
         return "deny", TOOL_DEFAULT
 
+    def decide_untrusted(
+        self, tool_name: str, subject: Subject, side_effects: bool, labels: Mapping[str, str]
+    ) -> UntrustedDecision | None:
+        """Whether a call of ``tool_name`` may take its untrusted arguments (``labels``: each
+        argument's label); ``None`` when none is untrusted."""
+        untrusted = tuple(k for k, label in labels.items() if label == "untrusted")
+        if not untrusted:
+            return None
+        for rule in self._tools:
+            if _glob(tool_name, rule.tool or "") and rule._subject(subject):
+                if rule.untrusted is not None or rule.untrusted_fields:
+                    blocked = tuple(k for k in untrusted if k not in rule.untrusted_fields)
+                    action = rule.untrusted or (self.untrusted if side_effects else "allow")
+                    return UntrustedDecision(
+                        action if blocked else "allow", rule.name, blocked, untrusted
+                    )
+                break
+        if not side_effects:
+            return UntrustedDecision("allow", READ_ONLY_DEFAULT, (), untrusted)
+        return UntrustedDecision(self.untrusted, UNTRUSTED_DEFAULT, untrusted, untrusted)
+
     def decide_model(self, model: str, subject: Subject) -> tuple[Action, str]:
         """Whether ``model`` may be asked: ``(action, rule name)``; no rule: allowed."""
         for rule in self._models:
@@ -236,7 +325,19 @@ ToolPolicy = Policy
 
 # --- reading policies from YAML ----------------------------------------------------------------
 _GLOBS = ("tool", "flow", "step", "tenant", "user", "model", "data")
-_KEYS = {"name", "action", "at", "min_score", "max_reasks", "to", *_GLOBS}
+_KEYS = {
+    "name",
+    "action",
+    "at",
+    "min_score",
+    "max_reasks",
+    "to",
+    "untrusted",
+    "untrusted_fields",
+    *_GLOBS,
+}
+#: The keys of a policy file (and of the ``policy`` section of ``erpoz.yaml``).
+POLICY_KEYS = frozenset({"rules", "untrusted", "spotlight", "masked_check"})
 
 
 def load_policy(path: str | Path, *, detectors: Collection[str] | None = None) -> Policy:
@@ -254,9 +355,10 @@ def parse_policy(
 ) -> Policy:
     """Check the text of a policy file (a mapping with one key, ``rules``)."""
     doc: Any = load_config_yaml(text, file)
-    if not isinstance(doc, _Map) or set(doc) != {"rules"}:
+    if not isinstance(doc, _Map) or "rules" not in doc or not set(doc) <= POLICY_KEYS:
         raise ConfigError(
-            "a policy file is a mapping with one key, 'rules' (a list)",
+            "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
+            "'spotlight' and 'masked_check'",
             file=file,
             line=getattr(doc, "line", 1),
         )
@@ -283,7 +385,24 @@ def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None =
             )
         names.add(rule.name)
         rules.append(rule)
-    return Policy(tuple(rules))
+    options: dict[str, Any] = {}
+    for key, allowed in (("untrusted", UNTRUSTED_ACTIONS), ("spotlight", SPOTLIGHT_MODES)):
+        if key in doc:
+            value = "off" if key == "spotlight" and doc[key] is False else doc[key]  # YAML 1.1
+            if not isinstance(value, str) or value not in allowed:
+                raise ConfigError(
+                    f"'{key}' is one of {', '.join(sorted(allowed))}",
+                    file=file,
+                    line=doc.lines[key],
+                )
+            options[key] = value
+    if "masked_check" in doc:
+        if not isinstance(doc["masked_check"], bool):
+            raise ConfigError(
+                "'masked_check' is true or false", file=file, line=doc.lines["masked_check"]
+            )
+        options["masked_check"] = doc["masked_check"]
+    return Policy(tuple(rules), **options)
 
 
 def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:
@@ -365,6 +484,7 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
     max_reasks = raw.get("max_reasks", 1)
     if isinstance(max_reasks, bool) or not isinstance(max_reasks, int) or max_reasks < 1:
         raise err("'max_reasks' must be a whole number >= 1", "max_reasks")
+    untrusted, fields = _untrusted(raw, resource, err)
     globs: Mapping[str, str] = {k: raw[k] for k in ("flow", "step", "tenant", "user") if k in raw}
     if detectors is not None and "data" in raw:
         detector = raw["data"].split(".", 1)[0]
@@ -385,5 +505,26 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
         min_score=float(min_score),
         max_reasks=max_reasks,
         to=raw.get("to"),
+        untrusted=untrusted,
+        untrusted_fields=fields,
         **globs,
     )
+
+
+def _untrusted(raw: _Map, resource: str, err: Any) -> tuple[str | None, frozenset[str]]:
+    """A tool rule's ``untrusted`` action and ``untrusted_fields``."""
+    for key in ("untrusted", "untrusted_fields"):
+        if key in raw and resource != "tool":
+            raise err(f"'{key}' is for tool rules", key, at_key=True)
+    action = raw.get("untrusted")
+    if action is not None and (not isinstance(action, str) or action not in UNTRUSTED_ACTIONS):
+        raise err(
+            f"'untrusted' is one of {', '.join(sorted(UNTRUSTED_ACTIONS))} (what a call "
+            "with arguments derived from untrusted content gets)",
+            "untrusted",
+        )
+    value = raw.get("untrusted_fields", [])
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or not all(isinstance(f, str) and f for f in items):
+        raise err("'untrusted_fields' is a list of argument names", "untrusted_fields")
+    return action, frozenset(items)

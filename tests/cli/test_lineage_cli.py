@@ -147,3 +147,23 @@ def test_a_yaml_flow_run_from_the_command_line(cli: Cli) -> None:
     assert loops[0] == "revise" and all(x.startswith("revise#") for x in loops[1:])
     item = cli.ok("audit", "lineage", run_id, "mood[0]", "--json").json()
     assert item["execution"] == "mood[0]" and [s["step"] for s in item["upstream"]] == ["classify"]
+
+
+def test_provenance_is_labelled_and_propagates_down_the_graph(
+    cli: Cli, run: tuple[str, Path]
+) -> None:
+    run_id, _ = run
+    data = cli.ok("audit", "lineage", run_id, "answer", "--json").json()
+    parse, fetch = data["upstream"]
+    assert parse["provenance"]["label"] == "trusted"  # it read only the run's input
+    assert fetch["provenance"] == {
+        "label": "untrusted",
+        "sources": ["tool:lookup"],  # a tool's result is untrusted content
+        "from_steps": [],
+        "contained": [],
+    }
+    me = data["step"]["provenance"]
+    assert me["label"] == "untrusted" and me["from_steps"] == ["fetch"] and me["sources"] == []
+    text = cli.ok("audit", "lineage", run_id, "answer").text
+    assert "provenance untrusted · from step fetch" in text
+    assert "provenance untrusted · from tool:lookup" in text

@@ -5,6 +5,7 @@ from typing import Any
 
 from erpoz import Context, Engine, Flow, step
 from erpoz.models import ChatResult, ModelHub, ModelSpec, ToolCall
+from erpoz.provenance import unmark
 from erpoz.store import MemoryStore
 from erpoz.testing import ScriptedModel
 from erpoz.tools import Rule, ToolPolicy, ToolRegistry, tool
@@ -68,7 +69,8 @@ def test_allowed_tools_run_denied_ones_never_do_and_the_model_hears_why() -> Non
     assert CALLED == ["weather:Paris"]  # the denied tool never executed, whatever was asked
     second = model.calls[1].messages
     assert [m.role for m in second] == ["user", "assistant", "tool", "tool"]
-    assert second[2].text == '"sunny in Paris"' and "denied" in second[3].text
+    assert second[2].text.startswith('<<untrusted source="tool:weather"')  # spotlighted
+    assert unmark(second[2].text) == '"sunny in Paris"' and "denied" in second[3].text
     assert {t.name for t in model.calls[0].tools} == {"weather", "delete_account"}
     kinds = [e.kind for e in events]
     assert kinds.count("model_called") == 2 and kinds.count("policy_decided") == 2

@@ -48,7 +48,7 @@ def test_rules_apply_in_order_and_nothing_matching_is_denied(tmp_path: Path) -> 
             "two rules are named 'a'",
         ),
         ("rules: [\n", 2, "malformed YAML"),
-        ("allow: everything\n", 1, "one key, 'rules'"),
+        ("allow: everything\n", 1, "a mapping with 'rules'"),
     ],
 )
 def test_mistakes_are_named_with_their_line(

@@ -13,6 +13,12 @@ so (``graph == "recorded order"`` and ``graph_note``). Values do not appear in a
 outputs and tool arguments are hashed, guard findings named by kind only, model errors and
 reviewers' comments left out (``erpoz events`` and ``erpoz audit export`` have them); a review
 request keeps the reason the step gave.
+
+Each step also carries its **provenance** (see :mod:`erpoz.provenance`): ``untrusted`` when
+untrusted content entered it (a tool's result, a document handed to an agent: ``sources``) or
+when a step it depends on is untrusted (``from_steps``: the label propagates down the graph);
+``trusted`` when it read only the run's inputs and configuration. Calls that containment
+stopped or let through with untrusted arguments are in ``contained``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engine import top_step
@@ -67,6 +73,10 @@ class StepLineage:
     escalations: tuple[dict[str, Any], ...] = ()
     reviews: tuple[dict[str, Any], ...] = ()
     memory: tuple[dict[str, Any], ...] = ()
+    label: str = "trusted"  # trusted | untrusted (provenance)
+    sources: tuple[str, ...] = ()  # where the untrusted content it read came from
+    from_steps: tuple[str, ...] = ()  # untrusted steps upstream that it depends on
+    contained: tuple[dict[str, Any], ...] = ()  # calls checked for untrusted arguments
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +98,12 @@ class StepLineage:
             "escalations": [dict(x) for x in self.escalations],
             "reviews": [dict(x) for x in self.reviews],
             "memory": [dict(x) for x in self.memory],
+            "provenance": {
+                "label": self.label,
+                "sources": list(self.sources),
+                "from_steps": list(self.from_steps),
+                "contained": [dict(x) for x in self.contained],
+            },
         }
 
 
@@ -166,6 +182,7 @@ async def lineage(
         await _step_lineage(loader, info.run_id, sid, groups.get(sid, []), deps.get(sid, ()))
         for sid in upstream_ids
     ]
+    upstream, step_lineage = _propagate(upstream, step_lineage, by_graph=plan is not None)
     inputs, inputs_sha = _inputs(info.inputs)
     return Lineage(
         run_id=info.run_id,
@@ -316,6 +333,8 @@ async def _step_lineage(
         own = [e for e in events if e.step == execution and e.kind == ev.STEP_SUCCEEDED]
         done = own[-1] if own else None
     raw = (done.payload or "null").encode() if done is not None else None
+    sources, contained = _provenance(scoped)
+    rec = _records(scoped)
     return StepLineage(
         step=step,
         status=status,
@@ -326,8 +345,38 @@ async def _step_lineage(
         cached=bool(final is not None and final.data.get("cached")),
         copied_from=copied_from,
         evidence_run=evidence_run if events else None,
-        **_records(scoped),
+        sources=sources,
+        contained=contained,
+        models=rec["models"],
+        routes=rec["routes"],
+        tools=rec["tools"],
+        policy=rec["policy"],
+        guards=rec["guards"],
+        escalations=rec["escalations"],
+        reviews=rec["reviews"],
+        memory=rec["memory"],
     )
+
+
+def _propagate(
+    upstream: list[StepLineage], target: StepLineage, *, by_graph: bool
+) -> tuple[list[StepLineage], StepLineage]:
+    """Labels down the graph: a step that depends on an untrusted step is untrusted (without
+    the graph, the target depends on every step recorded before it)."""
+    untrusted: set[str] = set()
+    done: list[StepLineage] = []
+    for s in upstream:  # dependency order: a step's deps come before it
+        s = _labelled(s, tuple(d for d in s.deps if d in untrusted))
+        if s.label == "untrusted":
+            untrusted.add(s.step)
+        done.append(s)
+    deps = target.deps if by_graph else tuple(s.step for s in done)
+    return done, _labelled(target, tuple(d for d in deps if d in untrusted))
+
+
+def _labelled(s: StepLineage, from_steps: tuple[str, ...]) -> StepLineage:
+    label = "untrusted" if s.sources or from_steps else "trusted"
+    return replace(s, label=label, from_steps=from_steps)
 
 
 def _status(step: str, events: Sequence[Event]) -> tuple[str, Event | None]:
@@ -458,6 +507,28 @@ def _records(events: Sequence[Event]) -> dict[str, tuple[dict[str, Any], ...]]:
                 {"event": "resolved", **_pick(d, where, "decision", "reviewer", "grant")}
             )
     return {k: tuple(v) for k, v in out.items()}
+
+
+def _provenance(events: Sequence[Event]) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]]:
+    """Where untrusted content entered a step, and the calls checked for untrusted arguments."""
+    sources: dict[str, None] = {}
+    contained: list[dict[str, Any]] = []
+    for e in events:
+        d = e.data or {}
+        if e.kind == "tool_called" and d.get("result_label") == "untrusted":
+            sources.setdefault(f"tool:{d.get('tool')}", None)
+        elif e.kind == "provenance_labeled":
+            for src in d.get("sources") or ():
+                sources.setdefault(str(src), None)
+        elif e.kind == "policy_decided" and isinstance(d.get("provenance"), Mapping):
+            prov = d["provenance"]
+            row = _pick(d, {"execution": e.step, "seq": e.seq}, "resource", "action", "rule")
+            row["untrusted"] = sorted(
+                str(k) for k, v in (prov.get("arguments") or {}).items() if v == "untrusted"
+            )
+            row["blocked"] = list(prov.get("blocked") or ())
+            contained.append(row)
+    return tuple(sources), tuple(contained)
 
 
 def _pick(data: Mapping[str, Any], where: dict[str, Any], *keys: str) -> dict[str, Any]:

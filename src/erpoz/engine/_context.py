@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
+from ..provenance import RunProvenance
 from ..store import Event, RunWriter
 from ._remote import (
     MEMORY_WRITTEN,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 _NO_TAGS: Mapping[str, str] = {}
 #: ``(run_id, step, attempt, text)``: see ``engine.TokenListener``
 _TokenListener = Callable[[str, str, int, str], None]
+_STEP_SUCCEEDED = "step_succeeded"
 _JOURNALED = frozenset({TOOL_INTENT, TOOL_CALLED, MODEL_REPLIED, MEMORY_WRITTEN})
 
 T = TypeVar("T")
@@ -197,6 +200,12 @@ class StepContext(StepIdentity):
         return await governed.check_text(at, text)
 
     @property
+    def provenance(self) -> RunProvenance:
+        """The untrusted content this run has seen (shared by its steps; see
+        :mod:`erpoz.provenance`)."""
+        return self._effects.provenance
+
+    @property
     def tools(self) -> Tools:
         """The registered tools, each call checked by policy and recorded (none granted when
         the engine was given no ``ToolRegistry`` and the project's policy grants none)."""
@@ -218,18 +227,21 @@ class StepContext(StepIdentity):
 class RunJournal:
     """What a run's log says its effects did: each key's recorded result (JSON), and how many
     calls under a key were begun without a result. Shared by every step execution of the run;
-    rebuilt from the log when the run is resumed."""
+    rebuilt from the log when the run is resumed. ``provenance``: the untrusted content the
+    run has seen."""
 
-    __slots__ = ("begun", "results")
+    __slots__ = ("begun", "provenance", "results")
 
     def __init__(self) -> None:
         self.results: dict[str, str] = {}
         self.begun: dict[str, int] = {}
+        self.provenance = RunProvenance()
 
     @classmethod
     def of(cls, events: Iterable[Event]) -> RunJournal:
         journal = cls()
         for e in events:
+            _provenance_of(journal.provenance, e)
             if e.kind not in _JOURNALED or not e.data:
                 continue
             key = e.data.get("idempotency_key")
@@ -283,3 +295,21 @@ class StepJournal:
         writer = ctx._writer
         writer.append(kind, ctx.step_id, ctx.attempt, data, payload)
         await (writer.commit() if commit else writer.flush())
+
+
+def _provenance_of(prov: RunProvenance, e: Event) -> None:
+    """Rebuild what a run saw of untrusted content from one event of its log: the steps that
+    read some, and the outputs of those steps (which later steps may have in their prompts)."""
+    if e.step is None:
+        return
+    d = e.data or {}
+    if e.kind == TOOL_CALLED and d.get("result_label") == "untrusted":
+        prov.taint(e.step, f"tool:{d.get('tool')}")
+    elif e.kind == "provenance_labeled":
+        for source in d.get("sources") or ():
+            prov.taint(e.step, str(source))
+    elif e.kind == _STEP_SUCCEEDED and e.step in prov.steps and e.payload is not None:
+        try:
+            prov.output(e.step, json.loads(e.payload))
+        except ValueError:
+            prov.output(e.step, e.payload)

@@ -897,6 +897,7 @@ class Engine:
         if extra:
             data.update(extra)
         writer.append(ev.STEP_SUCCEEDED, sid, attempt, data, payload)
+        run.effects.provenance.output(sid, out)  # a step that read untrusted content
         if flush:
             await writer.flush()
         run.done_steps += 1

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..flow._yaml import _Map, _Seq
-from ..policy import CHECKPOINTS, Policy, load_policy, policy_from_doc
+from ..policy import CHECKPOINTS, POLICY_KEYS, Policy, load_policy, policy_from_doc
 from ._rails import Check, Guardrails, QualityAlert
 
 if TYPE_CHECKING:
@@ -83,9 +83,11 @@ def _policy(doc: _Map, file: str, base: Path | None, detectors: set[str]) -> Pol
         if not path.is_absolute():
             path = (base or Path(file).parent) / path
         return load_policy(path, detectors=detectors)
-    if not isinstance(section, _Map) or set(section) != {"rules"}:
+    if not isinstance(section, _Map) or "rules" not in section or not set(section) <= POLICY_KEYS:
         raise ConfigError(
-            "'policy' is a mapping with one key, 'rules', or the path of a policy file",
+            "'policy' is a mapping with 'rules' (and optionally 'untrusted', 'spotlight', "
+            "'masked_check'), "
+            "or the path of a policy file",
             file=file,
             line=doc.lines["policy"],
         )

@@ -12,6 +12,11 @@ before it is called and its result right after, so a step that runs again (resum
 crash, retried, re-run after an approval) gets the recorded result instead of calling it again,
 and a call cut off by a crash is made again with the same idempotency key, which the tool
 receives when it declares a parameter ``idempotency_key: str``.
+
+Tool results are untrusted content (see :mod:`erpoz.provenance`) unless the tool is declared
+``trusted_output=True``; in :meth:`Tools.agent` a call the model proposes after reading
+untrusted text is checked argument by argument, and the policy decides what a tool may take
+from untrusted content.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from pydantic_core import to_jsonable_python
 from ..errors import ErpozError, GuardBlocked, PolicyViolation, ReviewRequired
 from ..flow import is_retryable
 from ..models import ChatResult, Message, ToolSpec
+from ..models import ToolCall as ModelToolCall
 from ..policy import Policy, Subject
+from ..provenance import UNTRUSTED, Provenance, RunProvenance, SpotlightMode, Untrusted
+from ..provenance import spotlight as mark_untrusted
 from ._policy import Rule, ToolPolicy, load_policy, parse_policy
 
 if TYPE_CHECKING:
@@ -86,6 +94,8 @@ class Tool:
     validator: Any = field(repr=False, compare=False)
     takes_key: bool = False
     """Whether the function declares ``idempotency_key`` (it is then passed the call's key)."""
+    trusted_output: bool = False
+    """Whether its results are trusted content (the tool's own data, not text from outside)."""
 
     def decode(self, payload: str) -> Any:
         """A result recorded as JSON, read back as the tool's declared return type."""
@@ -133,10 +143,12 @@ def tool(
     description: str | None = None,
     side_effects: bool = False,
     secret: Sequence[str] = (),
+    trusted_output: bool = False,
 ) -> Any:
     """Declare a function as a tool. ``side_effects=True`` journals each call under an
     idempotency key, which the function gets when it declares ``idempotency_key: str``;
-    parameters named in ``secret`` are redacted in the log."""
+    parameters named in ``secret`` are redacted in the log. Results are untrusted content
+    unless ``trusted_output=True`` (the tool returns only its own data: a clock, an id)."""
 
     def make(f: Callable[..., Any]) -> Tool:
         sig = inspect.signature(f)
@@ -171,6 +183,7 @@ def tool(
             secret_params=frozenset(secret),
             validator=model,
             takes_key=takes_key,
+            trusted_output=trusted_output,
         )
 
     return make(fn) if fn is not None else make
@@ -228,6 +241,10 @@ class Tools:
     async def call(self, name: str, **arguments: Any) -> Any:
         """Call tool ``name`` if policy allows; ``PolicyViolation`` if denied,
         ``ReviewRequired`` if a person must decide."""
+        return await self._call(name, arguments, None)
+
+    async def _call(self, name: str, arguments: dict[str, Any], prov: Provenance | None) -> Any:
+        """A call; ``prov``: the provenance of the conversation of a model that proposed it."""
         ctx = self._ctx
         gov = self._gov
         t = self._reg.get(name)
@@ -272,6 +289,8 @@ class Tools:
                 evidence={"tool": name, "arguments": _jsonable(shown)},
                 grant=grant,
             )
+        if prov is not None and prov.tainted:
+            self._contain(t, arguments, shown, prov, policy, subject)
         try:
             args = t.validator(**arguments).model_dump()
         except ValidationError as exc:
@@ -281,13 +300,80 @@ class Tools:
                 tool=name,
             ) from None
         data: dict[str, Any] = {"tool": name, "arguments": _jsonable(shown)}
+        if not t.trusted_output:
+            data["result_label"] = UNTRUSTED
         if t.side_effects:
             result = await self._journaled(t, args, data)
         else:
             result = await self._run(t, args, data, None)
         if gov is not None:
             result = await gov.tool_result(name, result)
+        run_prov = self._run_provenance()
+        if run_prov is not None and not t.trusted_output:
+            run_prov.add(result, f"tool:{name}", ctx.step_id)
         return result
+
+    def _run_provenance(self) -> RunProvenance | None:
+        """What the run has seen of untrusted content (``None`` in a context of a user's own)."""
+        prov = getattr(self._ctx, "provenance", None)
+        return prov if isinstance(prov, RunProvenance) else None
+
+    def _contain(
+        self,
+        t: Tool,
+        arguments: dict[str, Any],
+        shown: dict[str, Any],
+        prov: Provenance,
+        policy: Policy,
+        subject: Subject,
+    ) -> None:
+        """Information-flow control: a call proposed by a model that read untrusted text may
+        take untrusted arguments only where the policy lets it. Records a ``policy_decided``
+        event with the labels when any argument is untrusted."""
+        labels = prov.labels(arguments)
+        decision = policy.decide_untrusted(t.name, subject, t.side_effects, labels)
+        if decision is None:
+            return
+        grant = None
+        approved = False
+        if decision.action == "review":
+            canonical = json.dumps(arguments, sort_keys=True, default=repr)
+            grant = f"untrusted:{t.name}:" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
+            approved = self._ctx.approved(grant) if hasattr(self._ctx, "approved") else False
+        decided: dict[str, Any] = {
+            "resource": f"tool:{t.name}",
+            "action": "allow" if approved else decision.action,
+            "rule": decision.rule,
+            "flow": self._flow,
+            "step": self._ctx.step_id,
+            "provenance": {
+                "arguments": labels,
+                "blocked": list(decision.blocked),
+                "sources": list(prov.sources),
+            },
+        }
+        if approved:
+            decided["approved_by_review"] = True
+        self._ctx.emit("policy_decided", decided)
+        if decision.action == "allow" or approved:
+            return
+        fields = ", ".join(f"'{f}'" for f in decision.blocked)
+        why = (
+            f"tool '{t.name}': argument(s) {fields} derive from untrusted content "
+            f"({', '.join(prov.sources)}) and appear nowhere in trusted input ({decision.rule})"
+        )
+        if decision.action == "deny":
+            raise PolicyViolation(why, rule=decision.rule)
+        raise ReviewRequired(
+            why,
+            evidence={
+                "tool": t.name,
+                "arguments": _jsonable(shown),
+                "untrusted": list(decision.blocked),
+                "sources": list(prov.sources),
+            },
+            grant=grant,
+        )
 
     async def _journaled(self, t: Tool, args: dict[str, Any], data: dict[str, Any]) -> Any:
         """A side effect under the run's journal: its recorded result when there is one, else
@@ -364,28 +450,60 @@ class Tools:
         tools: Sequence[str] | None = None,
         max_turns: int = 5,
         max_tokens: int | None = None,
+        context: Sequence[Untrusted] = (),
+        spotlight: SpotlightMode | None = None,
     ) -> ChatResult:
         """Let ``model`` call ``tools`` (default: all registered) until it answers without a
         tool call, at most ``max_turns`` model calls. Each tool call goes through policy and is
         recorded like :meth:`call`; a denied or failing tool is told to the model as the tool's
-        result, so it can answer without it. Running out of turns is a ``ToolError``."""
+        result, so it can answer without it. Running out of turns is a ``ToolError``.
+
+        ``prompt`` is trusted (it comes from the caller); ``context`` is untrusted text for the
+        model to read (retrieved documents, web pages), and so are tool results. Untrusted
+        text reaches the model spotlighted (``spotlight``; default: the policy's), and once the
+        model has read it, the arguments of the calls it proposes are labelled value by value
+        and checked against the policy (see :mod:`erpoz.provenance`)."""
         if max_turns < 1:
             raise ToolError("max_turns must be >= 1", retryable=False)
         specs = self._reg.specs(tools)
         messages = [Message.user(prompt)] if isinstance(prompt, str) else list(prompt)
+        run_prov = self._run_provenance()
+        prov = self._seed(messages, run_prov)
+        mode = spotlight or self._spotlight()
+        masked = _Masked(model, messages, prov, mode) if self._policy().masked_check else None
+        for doc in context:
+            prov.distrust(doc.text, doc.source)
+            if run_prov is not None:
+                run_prov.add(doc.text, doc.source, self._ctx.step_id)
+            messages.append(Message.user(mark_untrusted(doc.text, doc.source, mode)))
         models = self._ctx.models
         for turn in range(1, max_turns + 1):
+            if prov.tainted:
+                self._ctx.emit(
+                    "provenance_labeled",
+                    {
+                        "at": "model_input",
+                        "model": model,
+                        "turn": turn,
+                        "label": UNTRUSTED,
+                        "sources": list(prov.sources),
+                        "spotlight": mode,
+                    },
+                )
             result = await models.chat(model, messages, tools=specs, max_tokens=max_tokens)
             if not result.tool_calls:
+                if prov.tainted and run_prov is not None:  # said after reading untrusted text
+                    run_prov.add(result.text, f"model:{model}", self._ctx.step_id)
                 return result
+            vetoed: dict[str, str] = {}
+            if masked is not None and prov.tainted:
+                vetoed = await self._masked_veto(masked, messages, result, specs, max_tokens)
             messages.append(Message.assistant(result.text, result.tool_calls))
             for call in result.tool_calls:
-                try:
-                    out = await self.call(call.name, **dict(call.arguments))
-                    text = json.dumps(_jsonable(out))
-                except (ToolError, PolicyViolation, GuardBlocked) as exc:
-                    text = f"error: {exc}"
-                messages.append(Message.tool(call.id, text))
+                if call.id in vetoed:
+                    messages.append(Message.tool(call.id, vetoed[call.id]))
+                    continue
+                messages.append(await self._agent_call(call, prov, mode))
             self._ctx.emit(
                 "agent_turn",
                 {"model": model, "turn": turn, "tool_calls": [c.name for c in result.tool_calls]},
@@ -394,6 +512,130 @@ class Tools:
             f"agent with model '{model}' still calling tools after {max_turns} turns",
             retryable=True,
         )
+
+    def _seed(self, messages: Sequence[Message], run_prov: RunProvenance | None) -> Provenance:
+        """The caller's messages are trusted, except the untrusted content of the run found in
+        them (an earlier step's retrieved page pasted into the prompt)."""
+        prov = Provenance()
+        for m in messages:
+            if run_prov is None or not run_prov:
+                prov.trust(m.text)
+                continue
+            rest, found = run_prov.split(m.text)
+            prov.trust(rest)
+            for source, text in found:
+                prov.distrust(text, source)
+                run_prov.taint(self._ctx.step_id, source)
+        return prov
+
+    async def _agent_call(self, call: ModelToolCall, prov: Provenance, mode: str) -> Message:
+        """One tool call a model proposed, as the tool message it reads back: the result
+        (spotlighted unless the tool is trusted) or why there is none."""
+        source = f"tool:{call.name}"
+        try:
+            out = await self._call(call.name, dict(call.arguments), prov)
+        except ToolError as exc:  # a tool's own error may carry text from outside
+            text = f"error: {exc}"
+            prov.distrust(text, source)
+            return Message.tool(call.id, mark_untrusted(text, source, mode))
+        except (PolicyViolation, GuardBlocked) as exc:
+            return Message.tool(call.id, f"error: {exc}")
+        text = json.dumps(_jsonable(out))
+        if self._reg.get(call.name).trusted_output:
+            prov.trust(text)
+            return Message.tool(call.id, text)
+        prov.distrust(text, source)
+        return Message.tool(call.id, mark_untrusted(text, source, mode))
+
+    def _policy(self) -> Policy:
+        return self._reg.policy or (self._gov.rails.policy if self._gov is not None else _NO_POLICY)
+
+    def _spotlight(self) -> str:
+        return self._policy().spotlight
+
+    async def _masked_veto(
+        self,
+        masked: _Masked,
+        messages: Sequence[Message],
+        result: ChatResult,
+        specs: Sequence[ToolSpec],
+        max_tokens: int | None,
+    ) -> dict[str, str]:
+        """Side effects the model proposes again when the user's request is masked: they come
+        from the untrusted text. Each is denied (a ``policy_decided`` event); returns what the
+        model is told, by call id."""
+        side = [
+            c
+            for c in result.tool_calls
+            if c.name in self._reg._tools and self._reg.get(c.name).side_effects
+        ]
+        if not side:
+            return {}
+        again = await self._ctx.models.chat(
+            masked.model, masked.messages(messages), tools=specs, max_tokens=max_tokens
+        )
+        vetoed: dict[str, str] = {}
+        for call in side:
+            if not masked.same(call, again.tool_calls):
+                continue
+            why = (
+                f"tool '{call.name}': the model proposes this call also when the user's request "
+                f"is masked: it comes from untrusted content ({', '.join(masked.prov.sources)})"
+            )
+            self._ctx.emit(
+                "policy_decided",
+                {
+                    "resource": f"tool:{call.name}",
+                    "action": "deny",
+                    "rule": MASKED_RULE,
+                    "flow": self._flow,
+                    "step": self._ctx.step_id,
+                    "provenance": {
+                        "arguments": masked.prov.labels(call.arguments),
+                        "blocked": [],
+                        "sources": list(masked.prov.sources),
+                        "masked": True,
+                    },
+                },
+            )
+            vetoed[call.id] = f"error: {why}"
+        return vetoed
+
+
+MASKED_RULE = "masked check: proposed without the user's request too"
+#: What the masked re-execution asks in place of the user's request (as MELON does).
+MASK_PROMPT = "Summarize the tool outputs and the documents below."
+
+
+class _Masked:
+    """The conversation of an agent with the caller's request masked: the system messages,
+    :data:`MASK_PROMPT` with the untrusted content the request held, and everything after."""
+
+    def __init__(self, model: str, caller: Sequence[Message], prov: Provenance, mode: str) -> None:
+        self.model = model
+        self.prov = prov
+        self._n = len(caller)
+        untrusted = prov.untrusted_texts()
+        text = "\n\n".join([MASK_PROMPT, *(mark_untrusted(t, "prompt", mode) for t in untrusted)])
+        self._head = [m for m in caller if m.role == "system"] + [Message.user(text)]
+
+    def messages(self, conversation: Sequence[Message]) -> list[Message]:
+        return [*self._head, *conversation[self._n :]]
+
+    def same(self, call: ModelToolCall, proposed: Sequence[ModelToolCall]) -> bool:
+        """Whether ``proposed`` holds the call: the same tool with the same trusted arguments
+        (untrusted ones, a mail's body, are free text a model words anew each time)."""
+        labels = self.prov.labels(call.arguments)
+        keys = [k for k, label in labels.items() if label != UNTRUSTED]
+        return any(
+            p.name == call.name
+            and all(_same_value(p.arguments.get(k), call.arguments.get(k)) for k in keys)
+            for p in proposed
+        )
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return " ".join(str(a).casefold().split()) == " ".join(str(b).casefold().split())
 
 
 def registry_from_config(config: ProjectConfig) -> ToolRegistry | None:

@@ -250,6 +250,12 @@ function lineageView(data) {
     if (st.output) parts.push(h("p", { class: "small mono" }, `output sha256 ${st.output.sha256 ?? ""} (${st.output.bytes ?? "?"} bytes)`));
     if (st.cached) parts.push(h("p", { class: "small" }, "output from the cache"));
     if (st.copied_from) parts.push(h("p", { class: "small" }, "copied from run ", String(st.copied_from)));
+    const pv = st.provenance && typeof st.provenance === "object" ? st.provenance : null;
+    if (pv && pv.label === "untrusted") {
+      const whence = [...asList(pv.sources).map(String), ...asList(pv.from_steps).map((x) => `step ${x}`)];
+      parts.push(h("p", { class: "small provenance-untrusted" }, badge("untrusted"), " content from ", whence.join(", ")));
+    }
+    if (pv && asList(pv.contained).length) parts.push(h("h4", null, "containment"), genericTable(asList(pv.contained)));
     for (const k of ["models", "routes", "tools", "policy", "guards", "escalations", "reviews"]) {
       const rows = asList(st[k]);
       if (rows.length) parts.push(h("h4", null, k), genericTable(rows));
