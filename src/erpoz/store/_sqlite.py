@@ -471,33 +471,18 @@ class SQLiteStore:
     async def create_run(self, run: NewRun, owner: str) -> _SQLiteWriter:
         now = time.time()
         w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", owner)
-        if self.durability != "batch":
-            # the row and run_started in one transaction: a run that dies in its first step is
-            # on record (resumable), for one commit instead of two, shared by the runs that
-            # start together
-            w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
-            self._dirty.pop(run.run_id, None)  # inserted whole, with its head
-            lease = now + self.lease_s
-            self._new_runs.append(
-                run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
-            )
-            self._fence[run.run_id] = owner
-            await self._group_commit()
-            self._check_refused(run.run_id)
-        else:
-            try:
-                self._db.execute(
-                    _INSERT_RUN,
-                    run.row("running", now, owner=owner, lease_until=now + self.lease_s),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(
-                    f"run id {run.run_id!r} already exists", path=str(self.path)
-                ) from exc
-            except sqlite3.Error as exc:
-                raise self._translate(exc, "cannot create the run") from exc
-            self._fence[run.run_id] = owner
-            w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
+        # the row and run_started in one transaction: a run that dies in its first step is on
+        # record (resumable), for one commit instead of two, shared by the runs that start
+        # together
+        w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
+        self._dirty.pop(run.run_id, None)  # inserted whole, with its head
+        lease = now + self.lease_s
+        self._new_runs.append(
+            run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
+        )
+        self._fence[run.run_id] = owner
+        await self._group_commit()
+        self._check_refused(run.run_id)
         self._owned[run.run_id] = w
         self._start_heartbeat()
         return w
