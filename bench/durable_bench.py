@@ -22,7 +22,9 @@ Like for like:
 The concurrent rows gather ``--runs`` runs of a 5-step chain whose steps ``await
 asyncio.sleep(0.01)`` (fresh store per gather), against ``--runs`` coroutines doing the same
 sleeps (the floor), rotated the same way. LangGraph and Haystack are optional: without them
-their cells read ``–``.
+their cells read ``–``. A second table gives the CPU seconds of this process for the same
+calls (steadier than the wall clock on a machine that other work loads: what a case costs, not
+what it waits for).
 """
 
 from __future__ import annotations
@@ -157,8 +159,11 @@ async def _chain_cases(stack: AsyncExitStack, tmp: Path, peers: bool) -> dict[st
     return cases
 
 
-async def _rotated(cases: dict[str, Call], reps: int, rep_s: float) -> dict[str, float]:
-    """Median seconds per call of each case over ``reps`` rotated repetitions."""
+async def _rotated(
+    cases: dict[str, Call], reps: int, rep_s: float, cpu: dict[str, float]
+) -> dict[str, float]:
+    """Median seconds per call of each case over ``reps`` rotated repetitions (wall clock;
+    the median CPU seconds of this process per call go to ``cpu``)."""
     inner: dict[str, int] = {}
     for name, fn in cases.items():  # warm up, then calibrate a batch to last ``rep_s``
         await _call(fn)
@@ -167,18 +172,21 @@ async def _rotated(cases: dict[str, Call], reps: int, rep_s: float) -> dict[str,
         inner[name] = max(1, round(rep_s / max(time.perf_counter() - t0, 1e-9)))
     names = list(cases)
     samples: dict[str, list[float]] = {n: [] for n in names}
+    cpus: dict[str, list[float]] = {n: [] for n in names}
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
             fn, n = cases[name], inner[name]
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(n):
                 await _call(fn)
             samples[name].append((time.perf_counter() - t0) / n)
+            cpus[name].append((time.process_time() - c0) / n)
+    cpu.update({n: statistics.median(v) for n, v in cpus.items()})
     return {n: statistics.median(v) for n, v in samples.items()}
 
 
 # --- concurrent runs ------------------------------------------------------------------------------
-async def _concurrent(n_runs: int, reps: int, tmp: Path) -> dict[str, float]:
+async def _concurrent(n_runs: int, reps: int, tmp: Path, cpu: dict[str, float]) -> dict[str, float]:
     plan = build_chain(5, _make_sleep_inc(0.01), name="sleep_chain").compile()
 
     def erpoz(durability: str) -> Callable[[], Awaitable[None]]:
@@ -205,19 +213,24 @@ async def _concurrent(n_runs: int, reps: int, tmp: Path) -> dict[str, float]:
     for d in ("memory", "sync", "batch", "effects"):
         cases[f"erpoz {d}"] = erpoz(d)
     timed: dict[str, list[float]] = {n: [] for n in cases}
+    cpus: dict[str, list[float]] = {n: [] for n in cases}
     names = list(cases)
     for name in names:  # warm-up
         await cases[name]()
     for rep in range(reps):
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             await cases[name]()
             timed[name].append(time.perf_counter() - t0)
+            cpus[name].append(time.process_time() - c0)
+    cpu.update({n: statistics.median(v) for n, v in cpus.items()})
     return {n: statistics.median(v) for n, v in timed.items()}
 
 
 # --- the table ------------------------------------------------------------------------------------
-def _rows(chain: dict[str, float], conc: dict[str, float], n_runs: int) -> list[list[str]]:
+def _rows(
+    chain: dict[str, float], conc: dict[str, float], n_runs: int, unit: str = ""
+) -> list[list[str]]:
     us = {k: v / N_STEPS * 1e6 for k, v in chain.items()}
 
     def cell(d: dict[str, float], key: str, fmt: str = "{:.1f}") -> str:
@@ -228,7 +241,7 @@ def _rows(chain: dict[str, float], conc: dict[str, float], n_runs: int) -> list[
 
     rows = [
         [
-            "chain 100 steps, memory (µs/step)",
+            f"chain 100 steps, memory (µs{unit}/step)",
             cell(us, "erpoz memory"),
             cell(us, "langgraph memory"),
             cell(us, "haystack memory"),
@@ -244,7 +257,7 @@ def _rows(chain: dict[str, float], conc: dict[str, float], n_runs: int) -> list[
             rows.append(
                 [
                     f"chain 100 steps, SQLite synchronous={sync}, erpoz `{d}` vs LangGraph "
-                    f"durability=`{lg}` (µs/step)",
+                    f"durability=`{lg}` (µs{unit}/step)",
                     cell(us, key),
                     cell(us, f"langgraph {lg} {sync}"),
                     "–",
@@ -258,7 +271,7 @@ def _rows(chain: dict[str, float], conc: dict[str, float], n_runs: int) -> list[
         if key in conc and floor:
             rows.append(
                 [
-                    f"{n_runs:,} concurrent runs of 5 × 10 ms steps, {d} (s; × floor)",
+                    f"{n_runs:,} concurrent runs of 5 × 10 ms steps, {d} (s{unit}; × floor)",
                     f"{conc[key]:.3f} ({conc[key] / floor:.2f}×)",
                     "–",
                     "–",
@@ -282,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
+    chain_cpu: dict[str, float] = {}
+    conc_cpu: dict[str, float] = {}
+
     async def run() -> tuple[dict[str, float], dict[str, float]]:
         with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
             chain: dict[str, float] = {}
@@ -289,24 +305,31 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_chain:
                 async with AsyncExitStack() as stack:
                     cases = await _chain_cases(stack, Path(tmp), not args.no_peers)
-                    chain = await _rotated(cases, args.reps, args.rep_s)
+                    chain = await _rotated(cases, args.reps, args.rep_s, chain_cpu)
             if not args.no_concurrent:
-                conc = await _concurrent(args.runs, args.conc_reps, Path(tmp))
+                conc = await _concurrent(args.runs, args.conc_reps, Path(tmp), conc_cpu)
             return chain, conc
 
     chain, conc = asyncio.run(run())
     load_after = os.getloadavg()
     header = ["benchmark", "erpoz", "LangGraph", "Haystack", "floor", "erpoz/LangGraph"]
-    print("| " + " | ".join(header) + " |")
-    print("|:---|" + "---:|" * (len(header) - 1))
-    for row in _rows(chain, conc, args.runs):
-        print("| " + " | ".join(row) + " |")
+    for figures, unit in (((chain, conc), ""), ((chain_cpu, conc_cpu), " CPU")):
+        print("\n| " + " | ".join(header) + " |")
+        print("|:---|" + "---:|" * (len(header) - 1))
+        for row in _rows(*figures, args.runs, unit):
+            print("| " + " | ".join(row) + " |")
     loads = " / ".join(" ".join(f"{x:.2f}" for x in la) for la in (load_before, load_after))
     print(f"\nload average before / after: {loads} ({os.cpu_count()} cores)")
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"chain_s_per_run": chain, "concurrent_s": conc, "load": [load_before, load_after]},
+                {
+                    "chain_s_per_run": chain,
+                    "concurrent_s": conc,
+                    "chain_cpu_s_per_run": chain_cpu,
+                    "concurrent_cpu_s": conc_cpu,
+                    "load": [load_before, load_after],
+                },
                 indent=2,
             )
         )
