@@ -126,7 +126,7 @@ class _SQLiteWriter:
         store = self._store
         mode = store.durability
         if mode == "sync":
-            await store._group_commit()
+            await store._group_commit(self.run_id)
         elif mode == "batch":
             if (
                 len(store._pending) >= BATCH_ROWS
@@ -134,17 +134,17 @@ class _SQLiteWriter:
             ):
                 store._commit()
         elif len(store._pending) >= EFFECTS_ROWS:  # effects: only to bound what is held
-            await store._group_commit()
+            await store._group_commit(self.run_id)
         self._check()
 
     async def settle(self) -> None:
         store = self._store
         if store.durability == "effects" and (store._pending or store._dirty):
-            await store._group_commit()
+            await store._group_commit(self.run_id)
         self._check()
 
     async def commit(self) -> None:
-        await self._store._group_commit()
+        await self._store._group_commit(self.run_id)
         self._check()
 
     def _check(self) -> None:
@@ -161,7 +161,7 @@ class _SQLiteWriter:
             raise store._lost_error(self.run_id)
         store._releasing.append((self.run_id, self.owner))
         store._dirty[self.run_id] = self
-        await store._group_commit()
+        await store._group_commit(self.run_id)
         store._check_refused(self.run_id)
 
 
@@ -260,14 +260,20 @@ class SQLiteStore:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     # --- writing ----------------------------------------------------------------------------
-    async def _group_commit(self) -> None:
+    async def _group_commit(self, run_id: str | None = None) -> None:
         """Make everything appended so far durable, in one commit with every other writer of
         this store that asks in the same turn of the event loop: each yields once, and the
-        first to resume commits for all (the others find their events already committed)."""
-        ticket = self._commits
-        await asyncio.sleep(0)
-        if self._commits == ticket:
-            self._commit()
+        first to resume commits for all (the others find their events already committed).
+        The writer of ``run_id`` commits at once when no other run is in flight here (yielding
+        costs a turn of the loop); a run being created (``None``) always yields, as the runs
+        started together are not in flight yet."""
+        owned = self._owned
+        if run_id is None or len(owned) > (run_id in owned):
+            ticket = self._commits
+            await asyncio.sleep(0)
+            if self._commits != ticket:
+                return
+        self._commit()
 
     def _commit(self) -> None:
         if not self._pending and not self._dirty and not self._pending_blobs:
@@ -481,9 +487,13 @@ class SQLiteStore:
             run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
         )
         self._fence[run.run_id] = owner
-        await self._group_commit()
-        self._check_refused(run.run_id)
-        self._owned[run.run_id] = w
+        self._owned[run.run_id] = w  # in flight from now: others group their commits with it
+        try:
+            await self._group_commit()
+            self._check_refused(run.run_id)
+        except BaseException:
+            self._owned.pop(run.run_id, None)
+            raise
         self._start_heartbeat()
         return w
 
