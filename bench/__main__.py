@@ -119,7 +119,7 @@ def build_jobs(*, run_counts: tuple[int, ...], with_peers: bool, cap_s: float) -
             "floor.chain", chain, "floor", "µs/step", lambda: peers.floor_chain_us_per_step(N_STEPS)
         ),
     ]
-    jobs += [_chain_job(d) for d in ("memory", "sync", "batch")]
+    jobs += [_chain_job(d) for d in ("memory", "sync", "batch", "effects")]
     if with_peers:
         jobs += [
             Job(
@@ -405,6 +405,13 @@ def build_rows(results: dict[str, Measurement], run_counts: tuple[int, ...]) -> 
             floor_chain,
         ),
         Row(
+            f"chain {N_STEPS} steps: overhead, effects SQLite (µs/step)",
+            _minus(c("erpoz.chain.effects"), floor_chain),
+            lg_sqlite,
+            floor_chain,
+            Target(15.0, "≤ 15"),
+        ),
+        Row(
             f"fan-out {WIDTH} → join, memory (ms/run)",
             c("erpoz.fanout.memory"),
             c("langgraph.fanout"),
@@ -513,8 +520,9 @@ def markdown_table(rows: list[Row]) -> str:
 NOTES = (
     "chain overhead = (per-step wall time) − (floor per-step wall time); the floor column "
     "shows the floor's own per-step time.",
-    "LangGraph on SQLite: AsyncSqliteSaver with its default durability='async' (the same "
-    "LangGraph figure appears in the sync and batch rows).",
+    "LangGraph on SQLite: AsyncSqliteSaver with its default durability='async', its "
+    "connection set to synchronous=NORMAL like erpoz's (the same LangGraph figure appears in "
+    "the sync, batch and effects rows; bench/durable_bench.py pairs durabilities).",
     "LangGraph figures are measured here, in this run; they are not the reference numbers "
     "quoted elsewhere.",
     "concurrent runs: 5 steps each awaiting asyncio.sleep(10 ms), all runs in one "

@@ -2,22 +2,24 @@
 
 One OpenAI-compatible stub server (``erpoz.models._stub_server``, in a separate process by
 default so that it does not compete with the client for the GIL) answers every call. The same
-request goes out by four paths:
+request goes out by five paths:
 
-* **direct**: ``await client.post(url, content=json.dumps(body))`` and ``json.loads`` of the
-  answer, with the very ``httpx.AsyncClient`` the provider uses and the body it would send:
-  the floor any hand-written client pays;
+* **openai SDK** (the baseline): ``await AsyncOpenAI(...).chat.completions.create(...)``, the
+  official client, as an application that calls the model without erpoz would;
+* **direct httpx**: ``await client.post(url, content=json.dumps(body))`` and ``json.loads`` of
+  the answer, with the very ``httpx.AsyncClient`` the provider uses and the body it would send:
+  the floor a hand-written client pays (below the SDK, which validates and builds objects);
 * **provider**: ``OpenAICompatChat.generate(request)``, the ``openai`` provider alone;
 * **hub**: ``hub.unbound().chat(...)``, through ``ModelHub`` and ``Metered`` (budget check,
   accounting) as code outside a run calls a model;
 * **ctx.models**: ``await ctx.models.chat(...)`` inside a flow step on a memory store (the
   ``model_called`` event appended to the run's log included).
 
-Calls are sequential and interleaved round-robin (direct, provider, hub, direct, ...), so drift
+Calls are sequential and interleaved round-robin (SDK, direct, provider, hub, SDK, ...), so drift
 in the server or the machine hits every path alike; ``--warmup`` rounds are dropped first.
-The ``ctx.models`` path runs inside one step of one run, interleaved with direct calls of its
+The ``ctx.models`` path runs inside one step of one run, interleaved with SDK calls of its
 own, and is compared with those. Each call is timed on its own (``perf_counter_ns``); the
-table gives p50 / p99 / mean and what each path adds to the direct one at p50 and p99.
+table gives p50 / p99 / mean and what each path adds to the SDK call at p50 and p99.
 Target: ≤ 0.5 ms added at p50.
 
 Options: ``--n`` calls per path (default 2000), ``--warmup`` (default 200), ``--in-process``
@@ -127,7 +129,27 @@ def direct_call(model: OpenAICompatChat) -> Call:
     return call
 
 
+def sdk_call(model: OpenAICompatChat) -> tuple[Call, Any]:
+    """The baseline: the official ``openai`` SDK's client, same server, same request."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=model.base_url, api_key="sk-bench", max_retries=0)
+    messages: Any = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": PROMPT},
+    ]
+
+    async def call() -> Any:
+        answer = await client.chat.completions.create(
+            model=model.model, messages=messages, max_tokens=MAX_TOKENS
+        )
+        return answer.choices[0].message.content
+
+    return call, client
+
+
 MESSAGES = (Message.system(SYSTEM), Message.user(PROMPT))
+BASELINE = "openai SDK"
 
 
 async def interleaved(calls: dict[str, Call], n: int, warmup: int) -> dict[str, list[int]]:
@@ -172,9 +194,11 @@ def summarise(times: dict[str, list[int]], baseline: str) -> list[Stats]:
 async def outside_a_run(base_url: str, n: int, warmup: int) -> list[Stats]:
     hub, model = make_hub(base_url)
     request = ChatRequest(MESSAGES, max_tokens=MAX_TOKENS)
+    sdk, client = sdk_call(model)
     try:
         times = await interleaved(
             {
+                BASELINE: sdk,
                 "direct httpx": direct_call(model),
                 "provider.generate": lambda: model.generate(request),
                 "hub.unbound().chat": lambda: hub.unbound().chat(
@@ -186,12 +210,13 @@ async def outside_a_run(base_url: str, n: int, warmup: int) -> list[Stats]:
         )
     finally:
         await model.aclose()
-    return summarise(times, "direct httpx")
+        await client.close()
+    return summarise(times, BASELINE)
 
 
 async def inside_a_step(base_url: str, n: int, warmup: int) -> list[Stats]:
     hub, model = make_hub(base_url)
-    direct = direct_call(model)
+    sdk, client = sdk_call(model)
 
     @erpoz.step
     async def measure(rounds: int, ctx: erpoz.Context) -> dict[str, list[int]]:
@@ -199,7 +224,7 @@ async def inside_a_step(base_url: str, n: int, warmup: int) -> list[Stats]:
             return await ctx.models.chat("bench", MESSAGES, max_tokens=MAX_TOKENS)
 
         return await interleaved(
-            {"direct httpx (in step)": direct, "ctx.models.chat (in step)": via_ctx},
+            {f"{BASELINE} (in step)": sdk, "ctx.models.chat (in step)": via_ctx},
             rounds,
             warmup,
         )
@@ -215,8 +240,9 @@ async def inside_a_step(base_url: str, n: int, warmup: int) -> list[Stats]:
             raise RuntimeError(f"expected {n + warmup} model_called events, got {len(calls)}")
     finally:
         await model.aclose()
+        await client.close()
         await store.close()
-    return summarise(times, "direct httpx (in step)")
+    return summarise(times, f"{BASELINE} (in step)")
 
 
 def _ms(value: float | None, signed: bool = False) -> str:
@@ -248,7 +274,7 @@ def print_table(rows: list[Stats], title: str, console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.chat_overhead",
-        description="Latency erpoz adds to one chat call, against a direct httpx call.",
+        description="Latency erpoz adds to one chat call, against the official openai SDK.",
         epilog="example: python -m bench.chat_overhead --n 2000 --warmup 200",
     )
     parser.add_argument("--n", type=int, default=2000, help="timed calls per path (2000)")
@@ -273,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         console,
     )
     console.print(
-        "[dim]added = path − the direct httpx call measured in the same interleaved rounds; "
+        "[dim]added = path − the openai SDK call measured in the same interleaved rounds; "
         f"target ≤ {TARGET_MS} ms at p50. total {took:.1f} s[/dim]"
     )
     if args.json is not None:

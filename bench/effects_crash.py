@@ -1,7 +1,8 @@
 """The effects crash test: workers (``erpoz worker``) killed with SIGKILL at moments picked from
 the store, while they drain runs that call side-effecting tools and a model.
 
-For each store (SQLite ``sync``, SQLite ``batch``, PostgreSQL), ``runs`` runs of
+For each store and durability (SQLite ``sync``, ``batch`` and ``effects``, PostgreSQL ``sync``
+and ``effects``), ``runs`` runs of
 ``bench/effects_flow.py`` are submitted and two workers (four runs at a time each) drain them.
 A killer watches the store and SIGKILLs the worker that owns a run when either
 
@@ -53,7 +54,7 @@ from bench.effects_flow import LEDGER_SCHEMA, STAGES
 from bench.effects_flow import flow as crash_flow
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("sqlite-sync", "sqlite-batch", "postgres")
+MODES = ("sqlite-sync", "sqlite-batch", "sqlite-effects", "postgres", "postgres-effects")
 WORKERS = 2
 CONCURRENCY = 4
 
@@ -257,7 +258,7 @@ class _Workers:
 # --- one crash test ------------------------------------------------------------------------------
 @contextmanager
 def _store_url(mode: str, tmp: Path) -> Iterator[str]:
-    if mode != "postgres":
+    if not mode.startswith("postgres"):
         yield str(tmp / "runs.db")
         return
     sys.path.insert(0, str(REPO / "tests"))
@@ -319,7 +320,7 @@ def crash_test(
     with OpenAIStubServer() as model, _store_url(mode, tmp) as url:
         _project(tmp, model.base_url)
         ids = asyncio.run(_submit(url, runs))
-        durability = "batch" if mode == "sqlite-batch" else "sync"
+        durability = mode.partition("-")[2] or "sync"
         argv = ["worker", "--store", url, "--durability", durability, "-n", str(CONCURRENCY)]
         argv += ["--lease", "5", "--poll", "0.05", "--max-claims", "100000", "--quiet"]
         env = {

@@ -59,7 +59,7 @@ __all__ = [
     "erpoz_sqlite_concurrent_runs_s",
 ]
 
-Durability = Literal["memory", "sync", "batch"]
+Durability = Literal["memory", "sync", "batch", "effects"]
 
 #: ``module:function`` names for ``bench.peers.measure_concurrent_in_subprocess``.
 CONCURRENT_IMPLS: dict[Durability, str] = {

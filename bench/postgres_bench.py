@@ -105,6 +105,7 @@ async def main_async(url: str, steps: int, events: int) -> None:
             ("postgres sync (synchronous_commit=off)", lambda: PostgresStore(surl)),
             ("postgres sync, fsync=True", lambda: PostgresStore(surl, fsync=True)),
             ("postgres batch", lambda: PostgresStore(surl, durability="batch")),
+            ("postgres effects", lambda: PostgresStore(surl, durability="effects")),
         ]
         print(f"chain of {steps} steps, µs per step (median of 7 runs):")
         floor = None
@@ -118,6 +119,7 @@ async def main_async(url: str, steps: int, events: int) -> None:
             ("8 stores (8 connections), sync", False, "sync"),
             ("1 shared store (group commit), sync", True, "sync"),
             ("8 stores, batch", False, "batch"),
+            ("1 shared store, effects", True, "effects"),
         ]:
             rate, report = await append_events_per_s(
                 surl, 8, events, shared=shared, durability=durability

@@ -324,7 +324,7 @@ def run(
     inputs: InputsOpt = None,
     input_json: InputJsonOpt = None,
     store: StoreOpt = None,
-    durability: Annotated[str, typer.Option(help="sync | batch | memory")] = "sync",
+    durability: Annotated[str, typer.Option(help="sync | batch | effects | memory")] = "sync",
     fsync: Annotated[
         bool, typer.Option("--fsync", help="Sync each commit to the device (power-loss safe).")
     ] = False,

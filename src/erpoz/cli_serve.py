@@ -105,7 +105,9 @@ def serve(
         str,
         typer.Option(
             help="sync: each step's success is committed before the next step (and before an "
-            "answer); batch: commits grouped every 50 ms (a crash loses up to that much)."
+            "answer); batch: commits grouped every 50 ms (a crash loses up to that much); "
+            "effects: committed before anything leaves the process (a side-effecting tool "
+            "call, a model call, a review pause, an answer)."
         ),
     ] = "sync",
     as_json: Annotated[
@@ -133,7 +135,7 @@ def serve(
         from .server._build import build_state, load_keys
     except ImportError as exc:
         fail(f"erpoz serve needs the server extra (pip install 'erpoz[server]'): {exc}", 2)
-    check_store_options(store, durability, ("sync", "batch"))
+    check_store_options(store, durability, ("sync", "batch", "effects"))
     if log_level.lower() not in LOG_LEVELS:
         fail(f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}", EXIT_INVALID)
     try:

@@ -144,7 +144,7 @@ def worker(
     ] = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
-    durability: Annotated[str, typer.Option(help="sync | batch")] = "sync",
+    durability: Annotated[str, typer.Option(help="sync | batch | effects")] = "sync",
     lease: Annotated[
         float,
         typer.Option(
@@ -187,8 +187,8 @@ def worker(
 
     [dim]Example:[/] erpoz worker --store postgresql://erpoz@db/erpoz -q default -n 16
     """
-    if durability not in ("sync", "batch"):
-        fail(f"--durability {durability!r}: sync or batch", EXIT_INVALID)
+    if durability not in ("sync", "batch", "effects"):
+        fail(f"--durability {durability!r}: sync, batch or effects", EXIT_INVALID)
     st = open_or_fail(store, durability)
     if st.url == "memory":
         fail(

@@ -54,7 +54,7 @@ def committed(db: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         con.close()
 
 
-@pytest.fixture(params=["sync", "batch"])
+@pytest.fixture(params=["sync", "batch", "effects"])
 def sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "runs.db", durability=request.param)
     yield s
@@ -378,6 +378,78 @@ def test_a_resumed_step_does_not_ask_again_and_the_reply_is_durable_before_it_go
     assert run(main()).output == "Dear Ada / Dear Ada"
     assert asked == ["Greet Ada.", "Greet Ada."]  # each position asked once, none after resume
     assert durable[0] == [(2,)]
+
+
+@pytest.mark.parametrize("durability", ["sync", "batch", "effects"])
+def test_what_a_model_call_follows_from_is_on_record_before_the_request_leaves(
+    tmp_path: Path, durability: str
+) -> None:
+    # with ``effects`` durability pure steps do not wait for their commit; a model request is
+    # something leaving the process, so the steps it follows from are committed before it
+    db = tmp_path / "runs.db"
+    store = SQLiteStore(db, durability=durability)
+    on_record: list[Any] = []
+
+    def answer(req: Any) -> str:
+        on_record.append(
+            committed(db, "SELECT step FROM events WHERE kind='step_succeeded' ORDER BY seq")
+        )
+        return "ok"
+
+    @step
+    async def double(x: int) -> int:
+        return x * 2
+
+    @step
+    async def ask(x: int, ctx: Context) -> str:
+        return (await ctx.models.chat("m", f"x is {x}")).text
+
+    flow = Flow("ask", inputs={"x": int})
+    flow.add(ask, x=flow.add(double, id="d2", x=flow.add(double, id="d1", x=flow.input("x"))))
+    eng = Engine(store, services={ModelHub: hub_of(FunctionModel(answer, name="m"))})
+
+    async def main() -> Any:
+        try:
+            return await eng.run(flow, {"x": 3})
+        finally:
+            await store.close()
+
+    result = run(main())
+    assert result.output == "ok"
+    if durability != "batch":  # batch groups by time: it does not promise this
+        assert on_record == [[("d1",), ("d2",)]]
+
+
+def test_effects_durability_commits_pure_steps_only_with_the_runs_end(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    store = SQLiteStore(db, durability="effects")
+    seen: list[Any] = []
+
+    @step
+    async def inc(x: int) -> int:
+        seen.append(committed(db, "SELECT kind FROM events ORDER BY seq"))
+        return x + 1
+
+    flow = Flow("chain", inputs={"x": int})
+    ref: Any = flow.input("x")
+    for i in range(4):
+        ref = flow.add(inc, id=f"s{i}", x=ref)
+    flow.output(ref)
+
+    async def main() -> Any:
+        try:
+            return await Engine(store).run(flow, {"x": 0})
+        finally:
+            await store.close()
+
+    result = run(main())
+    assert result.output == 4
+    # the run is on record from its start (resumable if the process dies) ...
+    assert seen == [[("run_started",)]] * 4
+    # ... and everything else is, once the run has ended
+    kinds = [k for (k,) in committed(db, "SELECT kind FROM events ORDER BY seq")]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_succeeded"
+    assert kinds.count("step_succeeded") == 4
 
 
 # --- retries that respect errors -----------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The effects crash test in the suite: for each store (SQLite ``sync``, SQLite ``batch``,
-PostgreSQL), at least 100 runs of a flow that calls a model and two side-effecting tools, drained
-by ``erpoz worker`` processes of which 50 are killed with SIGKILL at moments picked from the
-store (when a tool call's intent is on record without its result, or after a random number of
-events). 300 runs and 150 kills in all; ``python -m bench.effects_crash`` is the long version.
+"""The effects crash test in the suite: for each store and durability (SQLite ``sync``,
+``batch`` and ``effects``, PostgreSQL ``sync`` and ``effects``), at least 100 runs of a flow
+that calls a model and two side-effecting tools, drained by ``erpoz worker`` processes of which
+50 are killed with SIGKILL at moments picked from the store (when a tool call's intent is on
+record without its result, or after a random number of events). 500 runs and 250 kills in all;
+``python -m bench.effects_crash`` is the long version.
 
 Must hold: no run lost, no step success recorded twice, the key-honouring tool's effect applied
 exactly once per call, every call a tool received journaled first and none received after its
@@ -24,11 +25,13 @@ pytestmark = pytest.mark.slow
 RUNS, KILLS = 100, 50
 
 
-@pytest.mark.parametrize("mode", ["sqlite-sync", "sqlite-batch", "postgres"])
+@pytest.mark.parametrize(
+    "mode", ["sqlite-sync", "sqlite-batch", "sqlite-effects", "postgres", "postgres-effects"]
+)
 def test_effects_survive_sigkill_at_random_moments(
     mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if mode == "postgres":
+    if mode.startswith("postgres"):
         need_postgres()
         pytest.importorskip("psycopg", reason="psycopg is not installed (erpoz[postgres])")
     report = crash_test(mode, RUNS, KILLS, tmp=tmp_path)

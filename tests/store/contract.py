@@ -117,6 +117,69 @@ class StoreContract:
         returns its one store twice."""
         return store, store
 
+    @pytest.fixture
+    def holding(self, store: Store) -> tuple[Store, Store]:
+        """A store with ``effects`` durability (it holds pure steps' events until something
+        leaves the process) and another handle on the same data; a backend without such a
+        mode returns its one store twice."""
+        return store, store
+
+    def test_effects_durability_commits_before_something_leaves_the_process(
+        self, holding: tuple[Store, Store]
+    ) -> None:
+        writer_store, reader = holding
+        apart = writer_store is not reader
+
+        async def kinds() -> list[str]:
+            return [e.kind for e in await reader.events("run-e")]
+
+        async def main() -> None:
+            w = await writer_store.create_run(new_run("run-e"), OWNER)
+            assert await kinds() == ["run_started"]  # on record from the start: resumable
+            w.append("step_succeeded", "s1", 1, {"ms": 1.0}, "1")
+            await w.flush()  # a pure step's success: not waited for
+            if apart:
+                assert await kinds() == ["run_started"]
+            await w.settle()  # a model request is about to leave: its causes go on record
+            assert await kinds() == ["run_started", "step_succeeded"]
+            w.append("tool_intent", "s2", 1, {"n": 1})
+            await w.commit()
+            assert await kinds() == ["run_started", "step_succeeded", "tool_intent"]
+            w.append("step_succeeded", "s2", 1, {"ms": 1.0}, "2")
+            await w.flush()
+            w.append("run_succeeded", payload="2")
+            await w.release()
+            events = await reader.events("run-e")
+            assert [e.kind for e in events][-2:] == ["step_succeeded", "run_succeeded"]
+            assert_valid_chain(events, "run-e")
+            info = await reader.get_run("run-e")
+            assert info is not None and (info.status, info.head_seq) == ("succeeded", 5)
+
+        run(main())
+
+    def test_runs_that_flush_together_are_each_durable_when_flush_returns(
+        self, store: Store
+    ) -> None:
+        # group commit: one transaction may carry many runs' events, and each writer still
+        # returns only once its own are on record
+        async def one(i: int) -> None:
+            w = await store.create_run(new_run(f"run-g{i}"), OWNER)
+            for n in range(3):
+                w.append("step_succeeded", f"s{n}", 1, {"ms": 1.0}, str(n))
+                await w.flush()
+                assert [e.seq for e in await store.events(f"run-g{i}")][-1] == n + 2
+            w.append("run_succeeded", payload="2")
+            await w.release()
+
+        async def main() -> None:
+            await asyncio.gather(*(one(i) for i in range(20)))
+            for i in range(20):
+                events = await store.events(f"run-g{i}")
+                assert len(events) == 5
+                assert_valid_chain(events, f"run-g{i}")
+
+        run(main())
+
     def test_snapshot_reads_give_what_the_separate_reads_give(self, store: Store) -> None:
         async def main() -> None:
             for rid in ("run-a", "run-b"):

@@ -60,6 +60,13 @@ class TestPostgres(StoreContract, QueueContract, LedgerContract):
         asyncio.run(writer.close())
         asyncio.run(reader.close())
 
+    @pytest.fixture
+    def holding(self, schema: Schema) -> Iterator[tuple[Store, Store]]:
+        writer, reader = open_store(schema.url, durability="effects"), open_store(schema.url)
+        yield writer, reader
+        asyncio.run(writer.close())
+        asyncio.run(reader.close())
+
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)

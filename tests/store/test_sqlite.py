@@ -39,6 +39,14 @@ class TestSQLite(StoreContract, QueueContract, LedgerContract):
         asyncio.run(writer.close())
         asyncio.run(reader.close())
 
+    @pytest.fixture
+    def holding(self, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+        writer = SQLiteStore(tmp_path / "effects.db", durability="effects")
+        reader = SQLiteStore(tmp_path / "effects.db")
+        yield writer, reader
+        asyncio.run(writer.close())
+        asyncio.run(reader.close())
+
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
@@ -300,6 +308,36 @@ def test_batch_durability_has_every_event_after_release(tmp_path: Path) -> None:
         await store.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("durability", ["sync", "effects"])
+def test_runs_that_commit_together_share_one_transaction(tmp_path: Path, durability: str) -> None:
+    store = SQLiteStore(tmp_path / "erpoz.db", durability=durability)
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    async def one(i: int) -> None:
+        w = await store.create_run(new_run(f"run-{i}"), OWNER)
+        w.append("tool_intent", "s1", 1, {"n": i})
+        await w.commit()
+        w.append("run_succeeded", payload="null")
+        await w.release()
+
+    async def main() -> None:
+        await asyncio.gather(*(one(i) for i in range(100)))
+        await store.close()
+
+    run(main())
+    # the runs' starts, their intents and their ends: a transaction each, not one per run
+    assert len(commits) == 3
+    other = SQLiteStore(tmp_path / "erpoz.db")
+    for i in range(100):
+        assert [e.kind for e in run(other.events(f"run-{i}"))] == [
+            "run_started",
+            "tool_intent",
+            "run_succeeded",
+        ]
+    run(other.close())
 
 
 def test_data_survives_closing_and_reopening(tmp_path: Path) -> None:

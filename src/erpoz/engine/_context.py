@@ -288,6 +288,9 @@ class StepJournal:
             self._run.results[key] = result
         await self._ctx._on_loop(self._write, kind, data, result, commit)
 
+    async def settle(self) -> None:
+        await self._ctx._on_loop(self._ctx._writer.settle)
+
     async def _write(
         self, kind: str, data: dict[str, Any], payload: str | None, commit: bool
     ) -> None:

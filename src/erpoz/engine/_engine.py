@@ -1131,6 +1131,9 @@ class _ObservedWriter:
     async def flush(self) -> None:
         await self._inner.flush()
 
+    async def settle(self) -> None:
+        await self._inner.settle()
+
     async def commit(self) -> None:
         await self._inner.commit()
 

@@ -105,5 +105,12 @@ class Journal(Protocol):
     ) -> None:
         """Record the call's outcome (event ``kind``; ``result`` its JSON when it returned,
         kept under ``key``), committed before this returns when ``commit``, else flushed as
-        the run's durability says (``sync``: committed too; ``batch``: grouped)."""
+        the run's durability says (``sync``: committed too; ``batch``: grouped; ``effects``:
+        held until something leaves the process)."""
+        ...
+
+    async def settle(self) -> None:
+        """Called right before a call that is not journaled as an intent leaves the process
+        (a model call): with ``effects`` durability, what the run recorded so far is made
+        durable first (the other modes hold what they guarantee already)."""
         ...

@@ -127,6 +127,7 @@ class SessionMemory:
         else:
             key = journal.key(f"memory:turn/{self.session}/{role}/{_digest(text)}")
             write = functools.partial(self.sync.append, role, text, metadata, key=key)
+            await journal.settle()  # others may read the memory: its causes first on record
             turn = await asyncio.to_thread(write)
             await _wrote(journal, key, "turn", self.session, seq=turn.seq, role=role)
         limit = self.summarize_after
@@ -167,11 +168,14 @@ class SessionMemory:
         covers = [t.seq for t in older if t.kind == "turn"][-1]
         key = journal.key(f"memory:summary/{self.session}/{covers}")
         write = functools.partial(self.sync.add_summary, str(text), older, key=key)
+        await journal.settle()
         summary = await asyncio.to_thread(write)
         await _wrote(journal, key, "summary", self.session, seq=summary.seq, covers=covers)
         return summary
 
     async def delete(self) -> int:
+        if self._journal is not None:
+            await self._journal.settle()
         deleted = await asyncio.to_thread(self.sync.delete)
         if self._journal is not None:
             key = self._journal.key(f"memory:delete/{self.session}")

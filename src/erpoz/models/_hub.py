@@ -199,6 +199,7 @@ class Models:
         if recorded is not None:
             self._rec.emit("model_reused", {"model": model, "idempotency_key": key})
             return _reply_from(recorded)
+        await journal.settle()  # the request leaves the process: its causes are on record
         result = await self._answer(model, request, mapping)
         await _record_reply(journal, key, model, result)
         return result
@@ -352,6 +353,7 @@ class Models:
                 yield StreamChunk(result.text)
                 yield StreamChunk("", result)
                 return
+            await journal.settle()  # the request leaves the process: its causes are on record
         chat = self._chat_model(model)
         tokens = self._tokens
         token = bind(self._rec)

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_PATH = Path(".erpoz") / "erpoz.db"
-DURABILITY = ("sync", "batch", "memory")
+DURABILITY = ("sync", "batch", "effects", "memory")
 SCHEMES = ("postgresql://", "postgres://", "sqlite:///", "memory://")
 """The URL schemes :func:`open_store` takes (besides a plain path and ``memory``)."""
 
@@ -69,7 +69,9 @@ def open_store(
 
     Default: ``$ERPOZ_STORE``, else ``.erpoz/erpoz.db`` under the current directory.
     ``durability`` is ``sync`` (a step's success is committed before dependents start),
-    ``batch`` (group commit every 50 ms / 512 events) or ``memory`` (nothing on disk).
+    ``batch`` (group commit every 50 ms / 512 events), ``effects`` (committed before anything
+    leaves the process: a side-effecting tool call, a model call, a review pause, the run's
+    end) or ``memory`` (nothing on disk).
     ``fsync=True`` also syncs every commit to the device (survives power loss, slower).
     """
     if durability not in DURABILITY:

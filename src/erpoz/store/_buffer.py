@@ -12,6 +12,14 @@ from ._model import RUN_FAILED, RUN_SUCCEEDED, RUN_WAITING, STATUS_OF, chain_has
 #: Payloads larger than this are stored once, as content-addressed blobs.
 BLOB_THRESHOLD = 64 * 1024
 
+DURABILITIES = ("sync", "batch", "effects")
+"""What the durable stores take: ``sync`` commits a step's success before any dependent
+starts; ``batch`` every 50 ms / 512 events; ``effects`` before something leaves the process."""
+EFFECTS_ROWS = 4096
+"""``effects`` durability commits when this many events are held, to bound memory..."""
+EFFECTS_SECONDS = 1.0
+"""... and the heartbeat commits what was held this long, to bound what a crash makes redo."""
+
 
 class _Buffers(Protocol):
     _pending: list[tuple[Any, ...]]

@@ -119,6 +119,9 @@ class _MemoryWriter:
     async def flush(self) -> None:
         return None
 
+    async def settle(self) -> None:
+        return None
+
     async def commit(self) -> None:
         return None
 

@@ -43,7 +43,7 @@ from psycopg import sql
 
 from ..errors import RunClaimed, StoreError
 from . import _postgres_ledger as ledger
-from ._buffer import buffer_event
+from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of
 from ._merkle import (
     PG_APPEND,
@@ -218,19 +218,31 @@ class _PostgresWriter:
 
     async def flush(self) -> None:
         store = self._store
-        if store.durability != "batch" or (
-            len(store._pending) >= BATCH_ROWS
-            or time.monotonic() - store._last_commit >= BATCH_SECONDS
-        ):
+        mode = store.durability
+        if mode == "sync":
             await store._commit()
-        if self.lost:
-            store._refused.pop(self.run_id, None)
-            raise store._lost_error(self.run_id)
-        store._check_refused(self.run_id)
+        elif mode == "batch":
+            if (
+                len(store._pending) >= BATCH_ROWS
+                or time.monotonic() - store._last_commit >= BATCH_SECONDS
+            ):
+                await store._commit()
+        elif len(store._pending) >= EFFECTS_ROWS:  # effects: only to bound what is held
+            await store._commit()
+        self._check()
+
+    async def settle(self) -> None:
+        store = self._store
+        if store.durability == "effects" and (store._pending or store._dirty):
+            await store._commit()
+        self._check()
 
     async def commit(self) -> None:
+        await self._store._commit()
+        self._check()
+
+    def _check(self) -> None:
         store = self._store
-        await store._commit()
         if self.lost:
             store._refused.pop(self.run_id, None)
             raise store._lost_error(self.run_id)
@@ -270,7 +282,7 @@ async def _not_yet_recorded(conn: Conn, rows: list[tuple[Any, ...]]) -> list[tup
 
 
 class PostgresStore:
-    """Run store in a PostgreSQL database (``durability``: ``sync`` or ``batch``).
+    """Run store in a PostgreSQL database (``durability``: ``sync``, ``batch`` or ``effects``).
 
     ``url`` is a libpq URL (``postgresql://user@host:5432/db``; ``?options=-csearch_path=s``
     picks a schema). ``schema`` is another way to name the schema (created if missing).
@@ -284,9 +296,10 @@ class PostgresStore:
         fsync: bool = False,
         schema: str | None = None,
     ) -> None:
-        if durability not in ("sync", "batch"):
+        if durability not in DURABILITIES:
             raise StoreError(
-                f"durability must be 'sync' or 'batch' for PostgreSQL, got {durability!r}"
+                f"durability must be one of {', '.join(DURABILITIES)} for PostgreSQL, "
+                f"got {durability!r}"
             )
         self._conninfo = url
         self.url = redact(url)
@@ -617,6 +630,7 @@ class PostgresStore:
         """While this process owns runs: commit what ``batch`` mode holds back (every 50 ms),
         notice cancel requests (every second) and renew the leases (every third of a lease);
         a run whose lease another process took over is marked lost."""
+        hold = EFFECTS_SECONDS if self.durability == "effects" else BATCH_SECONDS
         tick = BATCH_SECONDS if self.durability == "batch" else CANCEL_POLL_S
         tick = min(tick, self.lease_s / 6)
         last_poll = last_lease = time.monotonic()
@@ -624,7 +638,7 @@ class PostgresStore:
             await asyncio.sleep(tick)
             now = time.monotonic()
             try:
-                if self._pending and now - self._last_commit >= BATCH_SECONDS:
+                if self._pending and now - self._last_commit >= hold:
                     await self._commit()
                 owned = list(self._owned.values())
                 if not owned or now - last_poll < min(CANCEL_POLL_S, self.lease_s / 3):
@@ -696,14 +710,14 @@ class PostgresStore:
         now = time.time()
         w = _PostgresWriter(self, run.run_id, owner, 0, GENESIS, "running")
         buf = _Rows()
-        if self.durability == "sync":  # a run that dies in its first step is on record
+        if self.durability != "batch":  # a run that dies in its first step is on record
             buffer_event(w, buf, RUN_STARTED, None, 0, run.started_data(), run.inputs)
         row = run.row(
             "running", now, owner=owner, lease_until=now + self.lease_s, head=(w.seq, w.head)
         )
         await self._insert_run(row, buf, "cannot create the run")
         self._fence[run.run_id] = owner
-        if self.durability != "sync":  # batch: run_started goes with the next group commit
+        if self.durability == "batch":  # run_started goes with the next group commit
             w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         self._owned[run.run_id] = w
         self._start_heartbeat()

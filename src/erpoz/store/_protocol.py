@@ -15,9 +15,11 @@ class RunWriter(Protocol):
     """The single writer of one run's log, held by the process that owns the run.
 
     ``append`` assigns the next sequence number and chain hash and buffers the event; ``flush``
-    makes everything appended so far durable (a no-op in memory). The engine flushes a step's
-    success before any dependent starts (``sync`` durability) or lets the store group commits
-    (``batch``); ``commit`` is the flush that never waits for a group.
+    is called after a step's success, before any dependent starts: with ``sync`` durability it
+    makes everything appended so far durable (one commit shared by the runs that flush in the
+    same turn of the event loop), with ``batch`` it commits every 50 ms / 512 events, with
+    ``effects`` it commits nothing (the store commits before something leaves the process:
+    ``settle``, ``commit``, ``release``); a no-op in memory.
     """
 
     run_id: str
@@ -43,6 +45,12 @@ class RunWriter(Protocol):
     ) -> None: ...
 
     async def flush(self) -> None: ...
+
+    async def settle(self) -> None:
+        """Called before something leaves the process that is not journaled as an intent (a
+        model call): with ``effects`` durability everything appended so far is made durable
+        first; the other modes already hold what they guarantee."""
+        ...
 
     async def commit(self) -> None:
         """Make everything appended so far durable now, whatever the durability mode: the

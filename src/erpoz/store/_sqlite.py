@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunClaimed, StoreError
-from ._buffer import buffer_event
+from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
 from ._merkle import (
     Leaf,
@@ -124,19 +124,31 @@ class _SQLiteWriter:
 
     async def flush(self) -> None:
         store = self._store
-        if store.durability != "batch" or (
-            len(store._pending) >= BATCH_ROWS
-            or time.monotonic() - store._last_commit >= BATCH_SECONDS
-        ):
-            store._commit()
-        if self.lost:
-            store._refused.pop(self.run_id, None)
-            raise store._lost_error(self.run_id)
-        store._check_refused(self.run_id)
+        mode = store.durability
+        if mode == "sync":
+            await store._group_commit(self.run_id)
+        elif mode == "batch":
+            if (
+                len(store._pending) >= BATCH_ROWS
+                or time.monotonic() - store._last_commit >= BATCH_SECONDS
+            ):
+                store._commit()
+        elif len(store._pending) >= EFFECTS_ROWS:  # effects: only to bound what is held
+            await store._group_commit(self.run_id)
+        self._check()
+
+    async def settle(self) -> None:
+        store = self._store
+        if store.durability == "effects" and (store._pending or store._dirty):
+            await store._group_commit(self.run_id)
+        self._check()
 
     async def commit(self) -> None:
+        await self._store._group_commit(self.run_id)
+        self._check()
+
+    def _check(self) -> None:
         store = self._store
-        store._commit()
         if self.lost:
             store._refused.pop(self.run_id, None)
             raise store._lost_error(self.run_id)
@@ -149,16 +161,19 @@ class _SQLiteWriter:
             raise store._lost_error(self.run_id)
         store._releasing.append((self.run_id, self.owner))
         store._dirty[self.run_id] = self
-        store._commit()
+        await store._group_commit(self.run_id)
         store._check_refused(self.run_id)
 
 
 class SQLiteStore:
-    """Run store on a SQLite file (``durability``: ``sync`` or ``batch``)."""
+    """Run store on a SQLite file (``durability``: ``sync``, ``batch`` or ``effects``)."""
 
     def __init__(self, path: str | Path, *, durability: str = "sync", fsync: bool = False) -> None:
-        if durability not in ("sync", "batch"):
-            raise StoreError(f"durability must be 'sync' or 'batch' for SQLite, got {durability!r}")
+        if durability not in DURABILITIES:
+            raise StoreError(
+                f"durability must be one of {', '.join(DURABILITIES)} for SQLite, "
+                f"got {durability!r}"
+            )
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.durability = durability
@@ -172,6 +187,7 @@ class SQLiteStore:
         self._new_runs: list[tuple[Any, ...]] = []  # rows of runs created, for the next commit
         self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
         self._last_commit = time.monotonic()
+        self._commits = 0  # successful commits so far: who waited for a group sees it move
         self._heartbeat: asyncio.Task[None] | None = None
         self._budget_owner = new_owner()  # who holds budget reservations made here
         try:
@@ -244,6 +260,21 @@ class SQLiteStore:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     # --- writing ----------------------------------------------------------------------------
+    async def _group_commit(self, run_id: str | None = None) -> None:
+        """Make everything appended so far durable, in one commit with every other writer of
+        this store that asks in the same turn of the event loop: each yields once, and the
+        first to resume commits for all (the others find their events already committed).
+        The writer of ``run_id`` commits at once when no other run is in flight here (yielding
+        costs a turn of the loop); a run being created (``None``) always yields, as the runs
+        started together are not in flight yet."""
+        owned = self._owned
+        if run_id is None or len(owned) > (run_id in owned):
+            ticket = self._commits
+            await asyncio.sleep(0)
+            if self._commits != ticket:
+                return
+        self._commit()
+
     def _commit(self) -> None:
         if not self._pending and not self._dirty and not self._pending_blobs:
             return
@@ -298,6 +329,7 @@ class SQLiteStore:
         self._pending, self._pending_blobs, self._dirty, self._releasing = [], {}, {}, []
         self._new_runs = []
         self._last_commit = time.monotonic()
+        self._commits += 1
         for run_id, owner in releasing:
             if self._fence.get(run_id) == owner:
                 del self._fence[run_id]
@@ -391,8 +423,10 @@ class SQLiteStore:
                 self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
-        """While this process owns runs: commit what ``batch`` mode holds back (every 50 ms),
-        notice cancel requests (every second) and renew the leases (every 10 s)."""
+        """While this process owns runs: commit what ``batch`` mode holds back (every 50 ms)
+        and what ``effects`` mode held for a second, notice cancel requests (every second) and
+        renew the leases (every 10 s)."""
+        hold = EFFECTS_SECONDS if self.durability == "effects" else BATCH_SECONDS
         tick = BATCH_SECONDS if self.durability == "batch" else CANCEL_POLL_S
         tick = min(tick, self.lease_s / 6)
         last_poll = last_lease = time.monotonic()
@@ -401,7 +435,7 @@ class SQLiteStore:
             owned = list(self._owned)
             now = time.monotonic()
             try:
-                if self._pending and now - self._last_commit >= BATCH_SECONDS:
+                if self._pending and now - self._last_commit >= hold:
                     self._commit()
                 if not owned or now - last_poll < min(CANCEL_POLL_S, self.lease_s / 3):
                     continue
@@ -443,33 +477,23 @@ class SQLiteStore:
     async def create_run(self, run: NewRun, owner: str) -> _SQLiteWriter:
         now = time.time()
         w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", owner)
-        if self.durability == "sync":
-            # the row and run_started in one transaction: a run that dies in its first step is
-            # on record (resumable), for one commit instead of two
-            w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
-            self._dirty.pop(run.run_id, None)  # inserted whole, with its head
-            lease = now + self.lease_s
-            self._new_runs.append(
-                run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
-            )
-            self._fence[run.run_id] = owner
-            self._commit()
+        # the row and run_started in one transaction: a run that dies in its first step is on
+        # record (resumable), for one commit instead of two, shared by the runs that start
+        # together
+        w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
+        self._dirty.pop(run.run_id, None)  # inserted whole, with its head
+        lease = now + self.lease_s
+        self._new_runs.append(
+            run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
+        )
+        self._fence[run.run_id] = owner
+        self._owned[run.run_id] = w  # in flight from now: others group their commits with it
+        try:
+            await self._group_commit()
             self._check_refused(run.run_id)
-        else:
-            try:
-                self._db.execute(
-                    _INSERT_RUN,
-                    run.row("running", now, owner=owner, lease_until=now + self.lease_s),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(
-                    f"run id {run.run_id!r} already exists", path=str(self.path)
-                ) from exc
-            except sqlite3.Error as exc:
-                raise self._translate(exc, "cannot create the run") from exc
-            self._fence[run.run_id] = owner
-            w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
-        self._owned[run.run_id] = w
+        except BaseException:
+            self._owned.pop(run.run_id, None)
+            raise
         self._start_heartbeat()
         return w
 
