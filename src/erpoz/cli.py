@@ -514,21 +514,61 @@ def _timeline(events: list[Event]) -> list[dict[str, Any]]:
     return list(steps.values())
 
 
+STREAM_ROWS = 200
+"""A timeline longer than this is written as plain lines, row by row, instead of a table."""
+
+
+def _print_steps(steps: list[dict[str, Any]]) -> None:
+    if len(steps) <= STREAM_ROWS:
+        table = Table("step", "status", "attempts", "start ms", "ms", "error")
+        for s in steps:
+            table.add_row(
+                s["step"],
+                f"[{_STYLE.get(s['status'].split()[0], 'white')}]{s['status']}[/]",
+                str(s["attempts"]),
+                str(s["start_ms"]),
+                "" if s["ms"] is None else str(s["ms"]),
+                (s["error"] or "")[:70],
+            )
+        out.print(table)
+        return
+    width = max(len(s["step"]) for s in steps)
+    write = out.file.write
+    write(f"{'step':<{width}}  {'status':<18} attempts  start ms        ms  error\n")
+    for s in steps:
+        ms = "" if s["ms"] is None else str(s["ms"])
+        write(
+            f"{s['step']:<{width}}  {s['status']:<18} {s['attempts']:>8}  {s['start_ms']:>8}"
+            f"  {ms:>8}  {(s['error'] or '')[:70]}\n"
+        )
+    out.file.flush()
+
+
 @runs_app.command("show")
 def runs_show(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
     store: StoreOpt = None,
     as_json: JsonOpt = False,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="Show at most this many rows of the timeline."),
+    ] = None,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, help="Skip this many rows of the timeline first.")
+    ] = 0,
 ) -> None:
-    """Show a run: status, inputs, the step timeline and the output.
+    """Show a run: status, inputs, the step timeline and the output. A long timeline is
+    written row by row as plain lines; --limit and --offset page through it.
 
-    [dim]Example:[/] erpoz runs show r0193a…
+    [dim]Example:[/] erpoz runs show r0193a… --limit 50 --offset 100
     """
     st = open_or_fail(store)
     info, events = _call(_run_and_events(st, run_id))
-    steps = _timeline(events)
+    everything = _timeline(events)
+    end = None if limit is None else offset + limit
+    steps = everything[offset:end]
     if as_json:
-        out.print_json(data={**info.to_json(), "steps": steps})
+        out.print_json(data={**info.to_json(), "steps": steps, "steps_total": len(everything)})
         return
     colour = _STYLE.get(info.status, "white")
     out.print(
@@ -538,17 +578,15 @@ def runs_show(
     if info.parent_run_id:
         out.print(f"replay of {info.parent_run_id} from step {info.replay_from}")
     out.print("inputs:", json.loads(info.inputs))
-    table = Table("step", "status", "attempts", "start ms", "ms", "error")
-    for s in steps:
-        table.add_row(
-            s["step"],
-            f"[{_STYLE.get(s['status'].split()[0], 'white')}]{s['status']}[/]",
-            str(s["attempts"]),
-            str(s["start_ms"]),
-            "" if s["ms"] is None else str(s["ms"]),
-            (s["error"] or "")[:70],
+    _print_steps(steps)
+    if len(steps) < len(everything):
+        shown = f"rows {offset + 1}–{offset + len(steps)}" if steps else "no rows"
+        more = (
+            f"; next: --offset {offset + len(steps)}"
+            if offset + len(steps) < len(everything)
+            else ""
         )
-    out.print(table)
+        out.print(f"{shown} of {len(everything)} in the timeline{more}", highlight=False)
     if info.output is not None:
         out.print("output:")
         out.print_json(info.output)
