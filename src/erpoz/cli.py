@@ -13,7 +13,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich import box
@@ -48,23 +48,13 @@ from ._console import (
     with_checkpoints,
 )
 from ._input import MAX_JSON_DEPTH, check_depth, read_json_file
-from .cli_audit import audit_app
-from .cli_demo import demo
-from .cli_diff import runs_diff
-from .cli_eval import eval_app
-from .cli_mcp import mcp_app
-from .cli_memory import register as register_memory_commands
-from .cli_migrate import migrate_command
-from .cli_models import models_app, stats_app
-from .cli_policy import policy_app
-from .cli_serve import serve
-from .cli_trace import trace
-from .cli_worker import submit, worker
-from .engine import Decision, Engine, RunResult, pending_reviews, top_step
+from .cli_lazy import LazyGroup
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from .flow import Plan
-from .flow._load import load_flow
 from .store import Event, RunInfo, Store
+
+if TYPE_CHECKING:  # the engine, flows and pydantic are imported by the commands that use them
+    from .engine import Decision, Engine, RunResult
+    from .flow import Plan
 
 _STATUS_EXIT = {
     "queued": EXIT_OK,
@@ -116,11 +106,13 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=LazyGroup,  # the commands of the other cli_* modules: imported when used (cli_lazy.py)
 )
 runs_app = typer.Typer(
     help="List, inspect, resume, replay and cancel runs.\n\n"
     "[dim]Example:[/] erpoz runs ls --status waiting",
     no_args_is_help=True,
+    cls=LazyGroup,
 )
 app.add_typer(runs_app, name="runs")
 
@@ -153,6 +145,8 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
 
 
 def _load(flow: str) -> Plan:
+    from .flow._load import load_flow
+
     try:
         return load_flow(flow).compile()
     except FlowError as exc:
@@ -195,6 +189,9 @@ class _LiveView:
     """A table of top-level steps that follows the run's events."""
 
     def __init__(self, plan: Plan) -> None:
+        from .engine import top_step
+
+        self.top_step = top_step
         self.plan = plan
         self.rows: dict[str, dict[str, Any]] = {
             n.id: {"status": "pending", "attempt": 0, "ms": None, "items": ""} for n in plan.nodes
@@ -207,7 +204,7 @@ class _LiveView:
     ) -> None:
         if step is None:
             return
-        top = top_step(step)
+        top = self.top_step(step)
         row = self.rows.get(top)
         if row is None:
             return
@@ -265,6 +262,8 @@ async def _drive(
 def _report(result: RunResult, as_json: bool, store: Store, config: str | None = None) -> NoReturn:
     """Print a run's result and exit with its code; the commands it suggests name the same
     project file (``config``) when one was given."""
+    from .engine import top_step
+
     again = f" --config {config}" if config else ""
     if as_json:
         out.print_json(
@@ -370,6 +369,8 @@ def validate(
 
     [dim]Example:[/] erpoz validate examples/triage.yaml
     """
+    from .flow._load import load_flow
+
     try:
         plan = load_flow(flow).compile()
     except FlowError as exc:
@@ -645,6 +646,8 @@ def runs_resume(
             except ValueError as exc:
                 fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
+        from .engine import Decision
+
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
     _resume(run_id, decision, flow, store, progress, as_json, config)
 
@@ -681,6 +684,8 @@ review_app = typer.Typer(
 
 
 async def _queue(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
+    from .engine import pending_reviews
+
     try:
         if run_id is not None:
             info = await store.get_run(run_id)
@@ -798,6 +803,8 @@ def review_approve(
 
     [dim]Example:[/] erpoz review approve RUN --comment "checked the amount"
     """
+    from .engine import Decision
+
     _resume(
         run_id,
         Decision("approve", reviewer=reviewer, comment=comment, step=step),
@@ -823,6 +830,8 @@ def review_reject(
 
     [dim]Example:[/] erpoz review reject RUN --comment "wrong customer"
     """
+    from .engine import Decision
+
     _resume(
         run_id,
         Decision("reject", reviewer=reviewer, comment=comment, step=step),
@@ -853,6 +862,8 @@ def review_edit(
         output = read_json_file(file)
     except ValueError as exc:
         fail(f"--file {file}: {exc}", EXIT_INVALID)
+    from .engine import Decision
+
     decision = Decision("edit", output=output, reviewer=reviewer, comment=comment, step=step)
     _resume(run_id, decision, None, store, False, as_json, config)
 
@@ -899,6 +910,8 @@ def runs_cancel(
 
     [dim]Example:[/] erpoz runs cancel RUN
     """
+    from .engine import Engine
+
     st = open_or_fail(store)
     engine = Engine(st)
     outcome = _call(_with_close(st, engine.cancel(run_id)))
@@ -964,21 +977,7 @@ def _root(
     """
 
 
-runs_app.command("diff")(runs_diff)
-app.add_typer(models_app, name="models")
-app.add_typer(stats_app, name="stats")
-app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
-app.add_typer(policy_app, name="policy")
-app.add_typer(eval_app, name="eval")
-app.add_typer(mcp_app, name="mcp")
-app.command("demo")(demo)
-app.command("trace")(trace)
-app.command("serve")(serve)
-app.command("submit")(submit)
-app.command("worker")(worker)
-app.command("migrate")(migrate_command)
-register_memory_commands(app)
 
 
 def main() -> None:
