@@ -145,7 +145,7 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
 
 
 def _load(flow: str) -> Plan:
-    from .flow._load import load_flow
+    from . import load_flow
 
     try:
         return load_flow(flow).compile()
@@ -369,7 +369,7 @@ def validate(
 
     [dim]Example:[/] erpoz validate examples/triage.yaml
     """
-    from .flow._load import load_flow
+    from . import load_flow
 
     try:
         plan = load_flow(flow).compile()
