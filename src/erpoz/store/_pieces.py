@@ -42,6 +42,9 @@ CHUNK = 512
 BIG = 4096
 """An item at least this long is a piece of its own (its chunk refers to it)."""
 
+RUN_FROM = 64
+"""A container of more items than this writes its small items in runs (see ``_list_items``)."""
+
 KEY_CHARS = 32
 """A piece's key: the first 128 bits of its SHA-256, in hex. Shorter than a blob's (a piece is
 about a kilobyte, and its key is stored three times: in the table, its index and the next
@@ -61,22 +64,71 @@ def split_payload(text: str, pieces: dict[str, str]) -> str:
         value = json.loads(text)
     except ValueError:
         return text
-    if _DUMPS(value) != text:  # written another way (e.g. pydantic's float format): keep whole
+    new: dict[str, str] = {}
+    stored = _container(value, new)
+    asm = Assembler("")
+    asm.add(set(new), new)
+    if asm.expand(stored) != text:  # written another way (e.g. pydantic's float format)
         return text
-    return _container(value, pieces)
+    pieces.update(new)
+    return stored
 
 
 def _container(value: dict[str, Any] | list[Any], pieces: dict[str, str]) -> str:
     if isinstance(value, list):
-        return "[" + _chain([_item(v, pieces) for v in value], pieces) + "]"
-    items = [_DUMPS(k) + ":" + _item(v, pieces) for k, v in value.items()]
-    return "{" + _chain(items, pieces) + "}"
+        return "[" + _chain(_list_items(value, pieces), pieces) + "]"
+    return "{" + _chain(_dict_items(value, pieces), pieces) + "}"
+
+
+def _list_items(value: list[Any], pieces: dict[str, str]) -> list[str]:
+    """The texts of the list's items, or, for many small items, of runs of them written by one
+    :func:`json.dumps` call each (fewer Python calls; each run is about a chunk long)."""
+    run = _run_length(value[0], len(value))
+    if run == 1:
+        return [_item(v, pieces) for v in value]
+    out: list[str] = []
+    for i in range(0, len(value), run):
+        part = value[i : i + run]
+        text = _DUMPS(part)[1:-1]
+        if len(text) >= SPLIT:  # some of them are large: one by one
+            out.extend(_item(v, pieces) for v in part)
+        else:
+            out.append(text)
+    return out
+
+
+def _dict_items(value: dict[str, Any], pieces: dict[str, str]) -> list[str]:
+    """:func:`_list_items` for a dict's ``"key":value`` items."""
+    items = list(value.items())
+    run = _run_length(items[0][1], len(items))
+    if run == 1:
+        return [_DUMPS(k) + ":" + _item(v, pieces) for k, v in items]
+    out: list[str] = []
+    for i in range(0, len(items), run):
+        part = items[i : i + run]
+        text = _DUMPS(dict(part))[1:-1]
+        if len(text) >= SPLIT:
+            out.extend(_DUMPS(k) + ":" + _item(v, pieces) for k, v in part)
+        else:
+            out.append(text)
+    return out
+
+
+def _run_length(first: Any, count: int) -> int:
+    """How many items to write at once: about a chunk's worth, judged by the first item (so
+    that the runs stay where they were when the container grows at its end)."""
+    if count <= RUN_FROM:
+        return 1
+    return max(1, CHUNK // (len(_DUMPS(first)) + 1))
 
 
 def _item(value: Any, pieces: dict[str, str]) -> str:
-    text = _DUMPS(value)
-    if len(text) >= SPLIT and isinstance(value, (dict, list)) and value:
-        text = _container(value, pieces)
+    if isinstance(value, (dict, list)) and len(value) > RUN_FROM:
+        text = _container(value, pieces)  # surely large: no need to write it whole first
+    else:
+        text = _DUMPS(value)
+        if len(text) >= SPLIT and isinstance(value, (dict, list)) and value:
+            text = _container(value, pieces)
     if len(text) >= BIG:
         return _ref(_put(text, pieces))
     return text
@@ -123,16 +175,16 @@ def refs(text: str | None) -> list[str]:
 
 class Assembler:
     """Puts split payloads back together from pieces fetched in rounds (one query per level of
-    references not yet known); remembers what it assembled, so the events of a run, which share
-    most of their pieces, are assembled in time linear in what was stored."""
+    references not yet known); the events of a run, which share
+    most of their pieces, fetch each piece once."""
 
-    __slots__ = ("_full", "_raw", "strict", "where")
+    __slots__ = ("_raw", "_split", "strict", "where")
 
     def __init__(self, where: str, *, strict: bool = True) -> None:
         self.where = where
         self.strict = strict
         self._raw: dict[str, str] = {}
-        self._full: dict[str, str] = {}
+        self._split: dict[str, list[str]] = {}
 
     @property
     def pieces(self) -> dict[str, str]:
@@ -158,41 +210,46 @@ class Assembler:
         return self.wanted(got.values())
 
     def expand(self, text: str | None) -> str | None:
-        """``text`` with every reference replaced by its piece's text, recursively."""
+        """``text`` with every reference replaced by its piece's text, recursively (one pass
+        over the pieces it refers to, one join)."""
         if text is None or SEP not in text:
             return text
-        parts = text.split(SEP)
-        parts[1::2] = [self._whole(k) for k in parts[1::2]]
-        return "".join(parts)
-
-    def _whole(self, key: str) -> str:
-        full, raw = self._full, self._raw
-        if key in full:
-            return full[key]
-        stack, open_ = [(key, False)], set()
+        out: list[str] = []
+        stack: list[tuple[list[str], int, str | None]] = [(text.split(SEP), 0, None)]
+        path: set[str] = set()
         while stack:
-            k, ready = stack.pop()
-            if k in full:
-                continue
-            parts = raw[k].split(SEP)
-            if ready:
-                parts[1::2] = [full[r] for r in parts[1::2]]
-                full[k] = "".join(parts)
-                open_.discard(k)
-                continue
-            if k in open_ and not self.strict:
-                full[k] = f"<piece {k} refers to itself>"
-                continue
-            if k in open_:
-                raise StoreError(
-                    f"piece {k} of a stored value refers to itself: the store was tampered "
-                    "with; see `erpoz audit verify --all`",
-                    path=self.where,
-                )
-            open_.add(k)
-            stack.append((k, True))
-            stack.extend((r, False) for r in set(parts[1::2]) if r not in full)
-        return full[key]
+            parts, i, key = stack.pop()
+            while i < len(parts):
+                if not i % 2:
+                    out.append(parts[i])
+                    i += 1
+                    continue
+                ref = parts[i]
+                if ref in path:
+                    out.append(self._cycle(ref))
+                    i += 1
+                    continue
+                stack.append((parts, i + 1, key))
+                path.add(ref)
+                parts, i, key = self._parts(ref), 0, ref
+            if key is not None:
+                path.discard(key)
+        return "".join(out)
+
+    def _parts(self, key: str) -> list[str]:
+        parts = self._split.get(key)
+        if parts is None:
+            parts = self._split[key] = self._raw[key].split(SEP)
+        return parts
+
+    def _cycle(self, key: str) -> str:
+        if not self.strict:  # the audit's reads: the event's hash will not match
+            return f"<piece {key} refers to itself>"
+        raise StoreError(
+            f"piece {key} of a stored value refers to itself: the store was tampered with; "
+            "see `erpoz audit verify --all`",
+            path=self.where,
+        )
 
 
 Fetch = Callable[[list[str]], dict[str, str]]
