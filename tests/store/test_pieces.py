@@ -228,6 +228,57 @@ def _caught(url: str, run_id: str) -> None:
     asyncio.run(main())
 
 
+GROWN: list[int] = []
+
+
+@step
+def counted_grow(state: State, limit: int) -> State:
+    GROWN.append(state.n)
+    return grow(state, limit)
+
+
+@step(review=True)
+def count_notes(state: State) -> int:
+    return len(state.notes)
+
+
+def _reviewed_loop() -> Flow:
+    flow = Flow("grow-then-review", inputs={"limit": int})
+    last = flow.loop(
+        counted_grow,
+        id="grow",
+        state="state",
+        init=State(),
+        until="done",
+        max_iterations=500,
+        limit=flow.input("limit"),
+    )
+    flow.add(count_notes, state=last)
+    return flow
+
+
+def test_resume_and_replay_use_the_recorded_split_values(store_url: str) -> None:
+    from erpoz import Decision
+
+    GROWN.clear()
+    flow = _reviewed_loop()
+
+    async def main() -> None:
+        store = open_store(store_url)
+        engine = erpoz.Engine(store)
+        paused = await engine.run(flow, {"limit": 15})
+        assert paused.status == "waiting" and len(GROWN) == 15
+        done = await engine.resume(paused.run_id, flow, decision=Decision("approve"))
+        assert done.status == "succeeded" and done.output == 15
+        assert len(GROWN) == 15  # the loop's iterations were not run again
+        again = await engine.replay(paused.run_id, "count_notes", flow)
+        assert again.status in ("waiting", "succeeded") and len(GROWN) == 15
+        assert (await verify(store)).ok
+        await store.close()
+
+    asyncio.run(main())
+
+
 def test_migrate_carries_split_values_between_stores(tmp_path: Path) -> None:
     from erpoz.store._copy import migrate
 
