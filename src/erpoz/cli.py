@@ -13,7 +13,7 @@ import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich import box
@@ -48,23 +48,13 @@ from ._console import (
     with_checkpoints,
 )
 from ._input import MAX_JSON_DEPTH, check_depth, read_json_file
-from .cli_audit import audit_app
-from .cli_demo import demo
-from .cli_diff import runs_diff
-from .cli_eval import eval_app
-from .cli_mcp import mcp_app
-from .cli_memory import register as register_memory_commands
-from .cli_migrate import migrate_command
-from .cli_models import models_app, stats_app
-from .cli_policy import policy_app
-from .cli_serve import serve
-from .cli_trace import trace
-from .cli_worker import submit, worker
-from .engine import Decision, Engine, RunResult, pending_reviews, top_step
+from .cli_lazy import LazyGroup
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from .flow import Plan
-from .flow._load import load_flow
 from .store import Event, RunInfo, Store
+
+if TYPE_CHECKING:  # the engine, flows and pydantic are imported by the commands that use them
+    from .engine import Decision, Engine, RunResult
+    from .flow import Plan
 
 _STATUS_EXIT = {
     "queued": EXIT_OK,
@@ -116,11 +106,13 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=LazyGroup,  # the commands of the other cli_* modules: imported when used (cli_lazy.py)
 )
 runs_app = typer.Typer(
     help="List, inspect, resume, replay and cancel runs.\n\n"
     "[dim]Example:[/] erpoz runs ls --status waiting",
     no_args_is_help=True,
+    cls=LazyGroup,
 )
 app.add_typer(runs_app, name="runs")
 
@@ -153,6 +145,8 @@ def _parse_tags(pairs: list[str]) -> dict[str, str]:
 
 
 def _load(flow: str) -> Plan:
+    from . import load_flow
+
     try:
         return load_flow(flow).compile()
     except FlowError as exc:
@@ -195,6 +189,9 @@ class _LiveView:
     """A table of top-level steps that follows the run's events."""
 
     def __init__(self, plan: Plan) -> None:
+        from .engine import top_step
+
+        self.top_step = top_step
         self.plan = plan
         self.rows: dict[str, dict[str, Any]] = {
             n.id: {"status": "pending", "attempt": 0, "ms": None, "items": ""} for n in plan.nodes
@@ -207,7 +204,7 @@ class _LiveView:
     ) -> None:
         if step is None:
             return
-        top = top_step(step)
+        top = self.top_step(step)
         row = self.rows.get(top)
         if row is None:
             return
@@ -265,6 +262,8 @@ async def _drive(
 def _report(result: RunResult, as_json: bool, store: Store, config: str | None = None) -> NoReturn:
     """Print a run's result and exit with its code; the commands it suggests name the same
     project file (``config``) when one was given."""
+    from .engine import top_step
+
     again = f" --config {config}" if config else ""
     if as_json:
         out.print_json(
@@ -370,6 +369,8 @@ def validate(
 
     [dim]Example:[/] erpoz validate examples/triage.yaml
     """
+    from . import load_flow
+
     try:
         plan = load_flow(flow).compile()
     except FlowError as exc:
@@ -514,21 +515,61 @@ def _timeline(events: list[Event]) -> list[dict[str, Any]]:
     return list(steps.values())
 
 
+STREAM_ROWS = 200
+"""A timeline longer than this is written as plain lines, row by row, instead of a table."""
+
+
+def _print_steps(steps: list[dict[str, Any]]) -> None:
+    if len(steps) <= STREAM_ROWS:
+        table = Table("step", "status", "attempts", "start ms", "ms", "error")
+        for s in steps:
+            table.add_row(
+                s["step"],
+                f"[{_STYLE.get(s['status'].split()[0], 'white')}]{s['status']}[/]",
+                str(s["attempts"]),
+                str(s["start_ms"]),
+                "" if s["ms"] is None else str(s["ms"]),
+                (s["error"] or "")[:70],
+            )
+        out.print(table)
+        return
+    width = max(len(s["step"]) for s in steps)
+    write = out.file.write
+    write(f"{'step':<{width}}  {'status':<18} attempts  start ms        ms  error\n")
+    for s in steps:
+        ms = "" if s["ms"] is None else str(s["ms"])
+        write(
+            f"{s['step']:<{width}}  {s['status']:<18} {s['attempts']:>8}  {s['start_ms']:>8}"
+            f"  {ms:>8}  {(s['error'] or '')[:70]}\n"
+        )
+    out.file.flush()
+
+
 @runs_app.command("show")
 def runs_show(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
     store: StoreOpt = None,
     as_json: JsonOpt = False,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="Show at most this many rows of the timeline."),
+    ] = None,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, help="Skip this many rows of the timeline first.")
+    ] = 0,
 ) -> None:
-    """Show a run: status, inputs, the step timeline and the output.
+    """Show a run: status, inputs, the step timeline and the output. A long timeline is
+    written row by row as plain lines; --limit and --offset page through it.
 
-    [dim]Example:[/] erpoz runs show r0193a…
+    [dim]Example:[/] erpoz runs show r0193a… --limit 50 --offset 100
     """
     st = open_or_fail(store)
     info, events = _call(_run_and_events(st, run_id))
-    steps = _timeline(events)
+    everything = _timeline(events)
+    end = None if limit is None else offset + limit
+    steps = everything[offset:end]
     if as_json:
-        out.print_json(data={**info.to_json(), "steps": steps})
+        out.print_json(data={**info.to_json(), "steps": steps, "steps_total": len(everything)})
         return
     colour = _STYLE.get(info.status, "white")
     out.print(
@@ -538,17 +579,15 @@ def runs_show(
     if info.parent_run_id:
         out.print(f"replay of {info.parent_run_id} from step {info.replay_from}")
     out.print("inputs:", json.loads(info.inputs))
-    table = Table("step", "status", "attempts", "start ms", "ms", "error")
-    for s in steps:
-        table.add_row(
-            s["step"],
-            f"[{_STYLE.get(s['status'].split()[0], 'white')}]{s['status']}[/]",
-            str(s["attempts"]),
-            str(s["start_ms"]),
-            "" if s["ms"] is None else str(s["ms"]),
-            (s["error"] or "")[:70],
+    _print_steps(steps)
+    if len(steps) < len(everything):
+        shown = f"rows {offset + 1}–{offset + len(steps)}" if steps else "no rows"
+        more = (
+            f"; next: --offset {offset + len(steps)}"
+            if offset + len(steps) < len(everything)
+            else ""
         )
-    out.print(table)
+        out.print(f"{shown} of {len(everything)} in the timeline{more}", highlight=False)
     if info.output is not None:
         out.print("output:")
         out.print_json(info.output)
@@ -607,6 +646,8 @@ def runs_resume(
             except ValueError as exc:
                 fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
+        from .engine import Decision
+
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
     _resume(run_id, decision, flow, store, progress, as_json, config)
 
@@ -643,6 +684,8 @@ review_app = typer.Typer(
 
 
 async def _queue(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
+    from .engine import pending_reviews
+
     try:
         if run_id is not None:
             info = await store.get_run(run_id)
@@ -760,6 +803,8 @@ def review_approve(
 
     [dim]Example:[/] erpoz review approve RUN --comment "checked the amount"
     """
+    from .engine import Decision
+
     _resume(
         run_id,
         Decision("approve", reviewer=reviewer, comment=comment, step=step),
@@ -785,6 +830,8 @@ def review_reject(
 
     [dim]Example:[/] erpoz review reject RUN --comment "wrong customer"
     """
+    from .engine import Decision
+
     _resume(
         run_id,
         Decision("reject", reviewer=reviewer, comment=comment, step=step),
@@ -815,6 +862,8 @@ def review_edit(
         output = read_json_file(file)
     except ValueError as exc:
         fail(f"--file {file}: {exc}", EXIT_INVALID)
+    from .engine import Decision
+
     decision = Decision("edit", output=output, reviewer=reviewer, comment=comment, step=step)
     _resume(run_id, decision, None, store, False, as_json, config)
 
@@ -861,6 +910,8 @@ def runs_cancel(
 
     [dim]Example:[/] erpoz runs cancel RUN
     """
+    from .engine import Engine
+
     st = open_or_fail(store)
     engine = Engine(st)
     outcome = _call(_with_close(st, engine.cancel(run_id)))
@@ -926,21 +977,7 @@ def _root(
     """
 
 
-runs_app.command("diff")(runs_diff)
-app.add_typer(models_app, name="models")
-app.add_typer(stats_app, name="stats")
-app.add_typer(audit_app, name="audit")
 app.add_typer(review_app, name="review")
-app.add_typer(policy_app, name="policy")
-app.add_typer(eval_app, name="eval")
-app.add_typer(mcp_app, name="mcp")
-app.command("demo")(demo)
-app.command("trace")(trace)
-app.command("serve")(serve)
-app.command("submit")(submit)
-app.command("worker")(worker)
-app.command("migrate")(migrate_command)
-register_memory_commands(app)
 
 
 def main() -> None:

@@ -606,3 +606,38 @@ def test_cached_steps_hit_the_cache_in_a_later_process(cli: Cli, pyflow: Path) -
     second = {e["step"]: e["data"] for e in cli.events(ids[1]) if e["kind"] == "step_succeeded"}
     assert second["length"].get("cached") is True  # a plain body: hits
     assert second["letters"].get("cached") is True, "the step with a genexpr missed the cache"
+
+
+def test_runs_show_pages_the_timeline_and_streams_a_long_one(cli: Cli, tmp_path: Path) -> None:
+    res = cli.ok("run", TRIAGE, "-i", f"ticket={TICKET}", "--json").json()
+    run_id = res["run_id"]
+    whole = cli.ok("runs", "show", run_id, "--json").json()
+    total = whole["steps_total"]
+    assert total == len(whole["steps"]) > 3
+    page = cli.ok("runs", "show", run_id, "--json", "--limit", "2", "--offset", "1").json()
+    assert page["steps"] == whole["steps"][1:3] and page["steps_total"] == total
+    text = cli.ok("runs", "show", run_id, "--limit", "2", "--offset", "1").text
+    assert f"rows 2–3 of {total} in the timeline; next: --offset 3" in text
+    assert whole["steps"][1]["step"] in text and whole["steps"][0]["step"] + " " not in text
+
+    # a run of more steps than a table takes: one plain line per step, in order
+    import asyncio
+
+    from erpoz.store import NewRun, open_store
+
+    async def long_run() -> None:
+        st = open_store(tmp_path / "long.db")
+        w = await st.create_run(NewRun("r-long-run-01", "long", "f" * 16, "{}"), "host:1:o")
+        for i in range(500):
+            w.append("step_started", f"s{i}", 1)
+            w.append("step_succeeded", f"s{i}", 1, {"ms": 0.5}, "1")
+        w.append("run_succeeded", payload="1")
+        await w.release()
+        await st.close()
+
+    asyncio.run(long_run())
+    shown = cli.ok("runs", "show", "r-long-run-01", "--store", tmp_path / "long.db", store=False)
+    lines = [ln.split() for ln in shown.stdout.splitlines() if ln.startswith("s")][1:]
+    assert [ln[:2] for ln in lines] == [
+        [f"s{i}", "succeeded"] for i in range(500)
+    ]  # after the header

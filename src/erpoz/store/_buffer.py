@@ -8,9 +8,13 @@ import time
 from typing import Any, Protocol
 
 from ._model import RUN_FAILED, RUN_SUCCEEDED, RUN_WAITING, STATUS_OF, chain_hash, dumps
+from ._pieces import MIN_SPLIT, split_payload
 
-#: Payloads larger than this are stored once, as content-addressed blobs.
+#: Payloads larger than this (and not split into pieces) are stored once, as content-addressed
+#: blobs.
 BLOB_THRESHOLD = 64 * 1024
+SEEN_PIECES = 1 << 20
+"""How many piece keys a store remembers having buffered (to skip writing them again)."""
 
 DURABILITIES = ("sync", "batch", "effects")
 """What the durable stores take: ``sync`` commits a step's success before any dependent
@@ -53,10 +57,12 @@ def buffer_event(
     h = chain_hash(w.head, w.run_id, seq, ts, kind, step, attempt, dj, payload)
     blob = None
     stored = payload
-    if payload is not None and len(payload) > BLOB_THRESHOLD:
-        blob = hashlib.sha256(payload.encode()).hexdigest()
-        store._pending_blobs[blob] = payload
-        stored = None
+    if payload is not None and len(payload) >= MIN_SPLIT:
+        stored = _split(store, payload)
+        if stored is payload and len(payload) > BLOB_THRESHOLD:
+            blob = hashlib.sha256(payload.encode()).hexdigest()
+            store._pending_blobs[blob] = payload
+            stored = None
     store._pending.append((w.run_id, seq, ts, kind, step, attempt, dj, stored, blob, w.head, h))
     w.head = h
     status = STATUS_OF.get(kind)
@@ -64,8 +70,27 @@ def buffer_event(
         return False
     w.status = status
     if kind == RUN_SUCCEEDED:
-        w.output = payload
+        w.output = payload if stored is None else stored  # split: the runs row refers too
     elif kind == RUN_FAILED:
         w.error = (data or {}).get("error")
     w.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
     return True
+
+
+def _split(store: _Buffers, payload: str) -> str:
+    """The payload's stored text (:func:`split_payload`); its pieces join the store's pending
+    blobs, but for those this store buffered before (pieces are never deleted)."""
+    pieces: dict[str, str] = {}
+    stored = split_payload(payload, pieces)
+    seen: set[str] | None = getattr(store, "_seen_pieces", None)
+    if seen is None:
+        store._pending_blobs.update(pieces)
+        return stored
+    if len(seen) > SEEN_PIECES:
+        seen.clear()
+    pending = store._pending_blobs
+    for key, text in pieces.items():
+        if key not in seen:
+            pending[key] = text
+            seen.add(key)
+    return stored

@@ -40,6 +40,7 @@ from . import open_store
 from ._merkle import PG_APPEND, TreeHead, leaf_hash, pg_leaves, sqlite_append
 from ._model import EVENT_COLUMNS, GENESIS, RecordedHead, chain_hash
 from ._owner import owner_is_dead
+from ._pieces import Assembler
 from ._protocol import Store
 from ._sqlite import SQLiteStore
 
@@ -1081,9 +1082,13 @@ async def _copy_runs(
                 rows = await src.events(page)
                 refs = sorted({r[8] for r in rows if r[8] is not None})
                 blobs = await src.blobs(refs) if refs else {}
+                asm = await _pieces_of(src, rows)
+                if asm.pieces:  # the pieces of split payloads live in the blobs table too
+                    blobs.update(asm.pieces)
+                    refs = sorted({*refs, *asm.pieces})
                 for row in rows:
                     if by_id[row[0]].check:
-                        chain[row[0]] = _rechain(row, chain[row[0]], blobs)
+                        chain[row[0]] = _rechain(row, chain[row[0]], blobs, asm)
                 fresh = [k for k in refs if k in blobs and k not in seen_blobs]
                 seen_blobs.update(refs)
                 have = await dst.present("blobs", fresh) if fresh else set()
@@ -1126,12 +1131,24 @@ def _pages(batch: Sequence[_Task]) -> Iterator[list[Segment]]:
         yield page
 
 
-def _rechain(row: Row, state: tuple[int, str], blobs: dict[str, str]) -> tuple[int, str]:
+async def _pieces_of(src: _Side, rows: list[Row]) -> Assembler:
+    """The pieces the split payloads of ``rows`` refer to, fetched from the source."""
+    asm = Assembler(src.url)
+    need = asm.wanted(r[7] for r in rows)
+    while need:
+        need = asm.add(need, await src.blobs(sorted(need)))
+    return asm
+
+
+def _rechain(
+    row: Row, state: tuple[int, str], blobs: dict[str, str], asm: Assembler
+) -> tuple[int, str]:
     """Check one event against its predecessor, as the audit does; the next expected state."""
     run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, digest = row
     expected, prev = state
     if payload is None and blob is not None:
         payload = blobs.get(blob)
+    payload = asm.expand(payload)
     if seq != expected or prev_hash != prev:
         raise _changed(run_id, expected, "the events no longer follow each other")
     if chain_hash(prev, run_id, seq, ts, kind, step, attempt, data, payload) != digest:

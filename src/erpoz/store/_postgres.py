@@ -70,6 +70,7 @@ from ._model import (
 )
 from ._owner import HOST, new_owner, owner_is_dead
 from ._pg_schema import apply_migrations, schema_version
+from ._pieces import aexpand_rows
 from ._protocol import Claim
 from ._url import redact
 
@@ -310,6 +311,7 @@ class PostgresStore:
         self.schema = schema
         self._pending: list[tuple[Any, ...]] = []
         self._pending_blobs: dict[str, str] = {}
+        self._seen_pieces: set[str] = set()  # piece keys buffered once (see _buffer._split)
         self._dirty: dict[str, _Snapshot] = {}
         self._owned: dict[str, _PostgresWriter] = {}
         self._releasing: list[tuple[str, str]] = []
@@ -892,6 +894,16 @@ class PostgresStore:
         async with self._read_lock:
             await self._retrying(doing, self._reader_conn, run)
 
+    async def _pieces(self, keys: list[str]) -> dict[str, str]:
+        """The pieces (of split payloads) with these keys."""
+        rows = await self._query("SELECT sha256, data FROM blobs WHERE sha256 = ANY(%s)", (keys,))
+        return dict(rows)
+
+    async def _whole(self, rows: list[Any], col: int = 7, *, strict: bool = True) -> list[Any]:
+        """Rows with the split payloads in column ``col`` put back together (the audit's reads
+        are not ``strict``: see :func:`erpoz.store._pieces.expand_rows`)."""
+        return await aexpand_rows(rows, self._pieces, self.url, col, strict=strict)
+
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = await self._query(
             f"SELECT {_RUN_COLS} FROM {_RUN_FROM} WHERE r.run_id=%s", (run_id,)
@@ -907,7 +919,7 @@ class PostgresStore:
             )
             if len(rows) != 1:
                 return None
-        return _run_info(rows[0])
+        return _run_info((await self._whole(rows, _OUTPUT))[0])
 
     async def list_runs(
         self,
@@ -933,7 +945,7 @@ class PostgresStore:
             f"SELECT {_RUN_COLS} FROM {_RUN_FROM} {clause} ORDER BY r.created DESC LIMIT %s",
             [*args, limit],
         )
-        return [_run_info(r) for r in rows]
+        return [_run_info(r) for r in await self._whole(rows, _OUTPUT)]
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         rows = await self._query(
@@ -943,6 +955,7 @@ class PostgresStore:
             "ORDER BY e.seq",
             (run_id, after),
         )
+        rows = await self._whole(rows)
         return [
             Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
             for r in rows
@@ -956,7 +969,7 @@ class PostgresStore:
             f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
             args,
         )
-        return rows
+        return await self._whole(rows, strict=False)
 
     async def recorded_heads(self) -> list[RecordedHead]:
         rows = await self._query(
@@ -988,7 +1001,9 @@ class PostgresStore:
                 f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
                 args,
             )
-            rows: list[ChainRow] = await cur.fetchall()
+            rows: list[ChainRow] = await _whole_on(
+                conn, await cur.fetchall(), self.url, strict=False
+            )
             cur = await conn.execute(
                 "SELECT run_id, created, head_seq, head_hash, status FROM runs "
                 "ORDER BY created, run_id"
@@ -1009,7 +1024,7 @@ class PostgresStore:
             rows = await cur.fetchall()
             if not rows or (len(rows) == 2 and rows[0][0] != run_id):
                 return None, []
-            info = _run_info(rows[0])
+            info = _run_info((await _whole_on(conn, rows[:1], self.url, _OUTPUT))[0])
             cur = await conn.execute(
                 "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
                 "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
@@ -1018,7 +1033,7 @@ class PostgresStore:
             )
             events = [
                 Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
-                for r in await cur.fetchall()
+                for r in await _whole_on(conn, await cur.fetchall(), self.url)
             ]
             return info, events
 
@@ -1135,7 +1150,9 @@ class PostgresStore:
                     "ORDER BY e.run_id, e.seq",
                     args,
                 )
-                rows: list[ChainRow] = await cur.fetchall()
+                rows: list[ChainRow] = await _whole_on(
+                    conn, await cur.fetchall(), self.url, strict=False
+                )
                 cur = await conn.execute(
                     f"SELECT {'run_id, seq, ' if keys else ''}pos, leaf FROM merkle_leaves "
                     f"{where.format(t='')} "
@@ -1196,6 +1213,23 @@ class PostgresStore:
                 if c is not None:
                     await c.close()
             self._write = self._read = self._listen = self._claim = None
+
+
+_OUTPUT = 10
+"""The column of a runs row (``_RUN_COLS``) that holds the run's output."""
+
+
+async def _whole_on(
+    conn: Conn, rows: list[Any], where: str, col: int = 7, *, strict: bool = True
+) -> list[Any]:
+    """Rows with the split payloads in column ``col`` put back together, read on ``conn`` (in
+    its transaction)."""
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        cur = await conn.execute("SELECT sha256, data FROM blobs WHERE sha256 = ANY(%s)", (keys,))
+        return dict(await cur.fetchall())
+
+    return await aexpand_rows(rows, fetch, where, col, strict=strict)
 
 
 def _run_info(r: Sequence[Any]) -> RunInfo:

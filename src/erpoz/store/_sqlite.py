@@ -45,6 +45,7 @@ from ._model import (
     RunInfo,
 )
 from ._owner import new_owner, owner_is_dead
+from ._pieces import expand_rows
 from ._protocol import Claim
 
 LEASE_S = 30.0
@@ -64,6 +65,8 @@ _RUN_COLS = (
     "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested, tenant, queue, claims"
 )
 """The runs row is refreshed on status changes; the head always comes from the log itself."""
+_OUTPUT = 10
+"""The column of a runs row (``_RUN_COLS``) that holds the run's output."""
 _INSERT_RUN = f"INSERT INTO runs ({RUN_ROW_COLUMNS}) VALUES ({','.join('?' * 16)})"
 
 
@@ -180,6 +183,7 @@ class SQLiteStore:
         self.lease_s = LEASE_S
         self._pending: list[tuple[Any, ...]] = []
         self._pending_blobs: dict[str, str] = {}
+        self._seen_pieces: set[str] = set()  # piece keys buffered once (see _buffer._split)
         self._dirty: dict[str, _SQLiteWriter] = {}
         self._owned: dict[str, _SQLiteWriter] = {}
         self._releasing: list[tuple[str, str | None]] = []
@@ -630,7 +634,7 @@ class SQLiteStore:
             )
             if len(rows) != 1:
                 return None
-        return _run_info(rows[0])
+        return _run_info(self._whole(rows, _OUTPUT)[0])
 
     async def list_runs(
         self,
@@ -655,7 +659,7 @@ class SQLiteStore:
             f"SELECT {_RUN_COLS} FROM runs {clause} ORDER BY created DESC LIMIT ?",
             [*args, limit],
         )
-        return [_run_info(r) for r in rows]
+        return [_run_info(r) for r in self._whole(rows, _OUTPUT)]
 
     async def events(self, run_id: str, after: int = 0) -> list[Event]:
         rows = self._query(
@@ -664,6 +668,7 @@ class SQLiteStore:
             "LEFT JOIN blobs b ON b.sha256 = e.blob WHERE e.run_id=? AND e.seq>? ORDER BY e.seq",
             (run_id, after),
         )
+        rows = self._whole(rows)
         return [
             Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
             for r in rows
@@ -671,11 +676,14 @@ class SQLiteStore:
 
     async def chain_rows(self, run_id: str | None = None) -> list[ChainRow]:
         where, args = ("WHERE e.run_id = ?", (run_id,)) if run_id is not None else ("", ())
-        return self._query(
-            "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
-            "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
-            f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
-            args,
+        return self._whole(
+            strict=False,
+            rows=self._query(
+                "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+                "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+                f"LEFT JOIN blobs b ON b.sha256 = e.blob {where} ORDER BY e.run_id, e.seq",
+                args,
+            ),
         )
 
     async def recorded_heads(self) -> list[RecordedHead]:
@@ -685,13 +693,35 @@ class SQLiteStore:
             (),
         )
 
+    def _pieces(self, keys: list[str]) -> dict[str, str]:
+        """The pieces (of split payloads) with these keys."""
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            out.update(
+                self._db.execute(f"SELECT sha256, data FROM blobs WHERE sha256 IN ({marks})", part)
+            )
+        return out
+
+    def _whole(self, rows: list[Any], col: int = 7, *, strict: bool = True) -> list[Any]:
+        """Rows with the split payloads in column ``col`` put back together (event rows: 7;
+        the audit's reads are not ``strict``: see :func:`expand_rows`)."""
+        try:
+            return expand_rows(rows, self._pieces, str(self.path), col, strict=strict)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot read the run store") from exc
+
     def _snapshot(self, *reads: tuple[str, tuple[Any, ...] | list[Any]]) -> list[list[Any]]:
-        """Several reads in one read transaction: one snapshot of the file (WAL)."""
+        """Several reads in one read transaction: one snapshot of the file (WAL); the first
+        read's rows are events whose split payloads are put back together."""
         db = self._db
         try:
             db.execute("BEGIN")
             try:
-                return [db.execute(sql, args).fetchall() for sql, args in reads]
+                out = [db.execute(sql, args).fetchall() for sql, args in reads]
+                out[0] = expand_rows(out[0], self._pieces, str(self.path), strict=False)
+                return out
             finally:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -826,6 +856,7 @@ class SQLiteStore:
                     "ORDER BY run_id, seq",
                     args,
                 ).fetchall()
+                rows = expand_rows(rows, self._pieces, str(self.path), strict=False)
             finally:
                 db.execute("COMMIT")
         except sqlite3.Error as exc:
