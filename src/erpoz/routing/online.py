@@ -184,12 +184,12 @@ class BanditState:
             raise ConfigError(f"online router: shrink > 0, not {shrink}")
         self.arms = arms
         self.bits = bits
-        self.dim = bits + 1
+        self.dim = bits + 2
         self.z = confidence
         self.memory = memory
         self.kept = kept
         self.obs: list[list[tuple[int, float, float]]] = [[] for _ in range(arms)]
-        prior = np.diag([PRIOR_WEIGHT] + [shrink] * bits)
+        prior = np.diag([PRIOR_WEIGHT] + [shrink] * (bits + 1))
         self._inv = np.repeat(np.linalg.inv(prior)[None], arms, axis=0)  # A⁻¹ per model
         self._b = np.zeros((arms, self.dim))
         self._b[:, 0] = PRIOR_WEIGHT * 0.5
@@ -207,8 +207,8 @@ class BanditState:
         self.decisions = 0
         self.explored = 0
         self.signals = 0
-        self.recent: deque[int] = deque(maxlen=window)
-        self._decided: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self.recent: deque[tuple[int, int | None]] = deque(maxlen=window)
+        self._decided: OrderedDict[str, tuple[int, int, int | None]] = OrderedDict()
         self._signalled: OrderedDict[str, None] = OrderedDict()
         self._mu: float | None = None
         self._mu_target = -1.0
@@ -226,14 +226,16 @@ class BanditState:
         cost: float | None,
         estimate: float | None,
         explored: bool,
+        tokens: int | None = None,
     ) -> bool:
-        """Count a decision once (by id); ``False`` when it was already counted."""
+        """Count a decision once (by id); ``False`` when it was already counted. ``tokens``
+        is the prompt's length (``None``: unknown)."""
         if decision in self._decided or not 0 <= arm < self.arms:
             return False
-        self._decided[decision] = (arm, code)
+        self._decided[decision] = (arm, code, tokens)
         if len(self._decided) > self.memory:
             self._decided.popitem(last=False)
-        self.recent.append(code)
+        self.recent.append((code, tokens))
         self.decisions += 1
         self.explored += explored
         if cost is not None:
@@ -256,13 +258,13 @@ class BanditState:
         self._signalled[signal] = None
         if len(self._signalled) > self.memory:
             self._signalled.popitem(last=False)
-        arm, code = where
+        arm, code, tokens = where
         score = min(1.0, max(0.0, float(score)))
         obs = self.obs[arm]
         obs.append((code, score, weight))
         if len(obs) > self.kept:
             del obs[: len(obs) - self.kept]
-        phi = self.features([code])[0]
+        phi = self.features([code], [tokens])[0]
         inv = self._inv[arm]
         v = inv @ phi  # Sherman-Morrison: (A + w φφᵀ)⁻¹ from A⁻¹
         inv -= (weight / (1.0 + weight * float(phi @ v))) * (v[:, None] * v[None, :])
@@ -279,20 +281,23 @@ class BanditState:
         return decision in self._decided
 
     # --- estimates ------------------------------------------------------------------------
-    def features(self, codes: Sequence[int]) -> Any:
-        """φ of each code: 1, then each bit as ±1/√bits (a matrix, codes × (bits + 1))."""
+    def features(self, codes: Sequence[int], tokens: Sequence[int | None] | None = None) -> Any:
+        """φ of each prompt (a matrix, prompts × (bits + 2)): 1; its length (see
+        :func:`length_feature`; 0 when unknown); each bit of its code as ±1/√bits."""
         import numpy as np
 
+        lengths = [length_feature(t) for t in tokens] if tokens else [0.0] * len(codes)
         if len(codes) == 1 and self.bits:
             bits = self._bits_of[
                 np.frombuffer(int(codes[0]).to_bytes(8, "big"), dtype=np.uint8)
             ].ravel()[64 - self.bits :]
-            return np.concatenate(([1.0], bits * self._scale))[None, :]
+            return np.concatenate(([1.0, lengths[0]], bits * self._scale))[None, :]
         c = np.asarray(codes, dtype=np.uint64)
         phi = np.ones((len(c), self.dim))
+        phi[:, 1] = lengths
         if self.bits:
             on = (c[:, None] >> self._shifts[None, :]) & np.uint64(1)
-            phi[:, 1:] = (on.astype(np.float64) * 2.0 - 1.0) * self._scale
+            phi[:, 2:] = (on.astype(np.float64) * 2.0 - 1.0) * self._scale
         return phi
 
     def _spread(self) -> Any:
@@ -317,11 +322,13 @@ class BanditState:
             var = np.einsum("rj,aij,ri->ra", phi, self._inv, phi)
         return mean, np.sqrt(np.maximum(var, 0.0)) * self._spread()[None, :]
 
-    def estimates_of(self, codes: Sequence[int]) -> tuple[Any, Any]:
+    def estimates_of(
+        self, codes: Sequence[int], tokens: Sequence[int | None] | None = None
+    ) -> tuple[Any, Any]:
         """Mean and pessimistic quality of every model on prompts of ``codes`` (two arrays,
         codes × models). The strongest model (listed last) is the safe default: its bound is
         its mean; a cheaper one must show with confidence that it is good enough."""
-        mean, sd = self.posterior(self.features(codes))
+        mean, sd = self.posterior(self.features(codes, tokens))
         low = mean - self.z * sd
         low[:, -1] = mean[:, -1]
         return mean, low
@@ -367,7 +374,7 @@ class BanditState:
         self._costs = None  # mean costs, refreshed as often as the price
         mu = 0.0
         if self.recent:
-            _, low = self.estimates_of(list(self.recent))
+            _, low = self.estimates_of([c for c, _ in self.recent], [t for _, t in self.recent])
             costs = self._unit_costs()
             rows = np.arange(len(low))
 
@@ -388,15 +395,20 @@ class BanditState:
         return mu
 
     def choose(
-        self, code: int, target: float, explore: float, rng: random.Random, phi: Any = None
+        self,
+        code: int,
+        target: float,
+        explore: float,
+        rng: random.Random,
+        tokens: int | None = None,
     ) -> Choice:
-        """The model for a prompt of ``code`` (``phi``: its features, when already known):
+        """The model for a prompt of ``code`` and ``tokens`` (its length):
         the best by ``quality - mu * cost`` with pessimistic quality; or, within the
-        exploration budget, the model a Thompson draw from the posterior prefers, when it is
-        cheaper and its optimistic bound still reaches the target here (safe exploration)."""
+        exploration budget, the model a Thompson draw from the posterior prefers: a dearer
+        one, or a cheaper one whose optimistic bound still reaches the target here (safe
+        exploration)."""
         mu = self.price(target)
-        if phi is None:
-            phi = self.features([code])[0]
+        phi = self.features([code], [tokens])[0]
         # plain floats from here: a handful of models, so no more array calls
         centre: list[float] = (self._theta @ phi).tolist()
         var: list[float] = ((self._inv @ phi) @ phi).tolist()
@@ -408,16 +420,18 @@ class BanditState:
         low[-1] = mean[-1]
         arm = _best(low, costs, mu)
         table = tuple((low[a], self.weight[a]) for a in range(self.arms))
-        if explore > 0 and arm > 0 and self.explored < explore * (self.decisions + 1):
+        if explore > 0 and self.explored < explore * (self.decisions + 1):
             draw = [m + s * rng.gauss(0.0, 1.0) for m, s in zip(mean, sd, strict=True)]
             other = _best(draw, costs, mu)
             upper = mean[other] + self.z * sd[other]
-            if costs[other] < costs[arm] and upper >= target:
+            # a cheaper model only where it might be good enough; a dearer one may always be
+            # tried (it costs, but risks no quality): no model is written off for good
+            if other != arm and (costs[other] > costs[arm] or upper >= target):
                 return Choice(
                     other,
                     True,
-                    f"explored: a posterior draw prefers it, {upper:.3f} upper bound ≥ "
-                    f"target {target:.3g}",
+                    f"explored: a posterior draw prefers it ({upper:.3f} upper bound, "
+                    f"target {target:.3g})",
                     table,
                 )
         reason = (
@@ -426,6 +440,14 @@ class BanditState:
             else f"target {target:.3g} not reached by the evidence: the best estimate"
         )
         return Choice(arm, False, reason, table)
+
+
+def length_feature(tokens: int | None) -> float:
+    """A prompt's length as a feature: ``ln(tokens / 128) / 2``, within ±2 (0 when
+    unknown). Longer prompts are often harder ones."""
+    if tokens is None or tokens <= 0:
+        return 0.0
+    return max(-2.0, min(2.0, math.log(tokens / 128.0) / 2.0))
 
 
 def _best(quality: Sequence[float], costs: Sequence[float], mu: float) -> int:
@@ -544,9 +566,10 @@ class OnlineRouter:
     async def generate(self, request: ChatRequest) -> ChatResult:
         await self._maybe_sync()
         code = await self.code(request)
+        tokens = prompt_tokens(request)
         with self.state.lock:
             target = self.state.relative_target(self.target) if self.relative else self.target
-            choice = self.state.choose(code, target, self.explore, self._rng)
+            choice = self.state.choose(code, target, self.explore, self._rng, tokens)
         member = self._members[choice.arm]
         decision = _decision_id()
         spent: list[float] = []
@@ -556,14 +579,14 @@ class OnlineRouter:
         except BudgetExceeded:
             raise
         except FALL_THROUGH as exc:
-            self._decided(request, decision, code, choice, None, None, error=str(exc))
+            self._decided(request, decision, (code, tokens), choice, None, None, error=str(exc))
             raise
         finally:
             if token is not None:
                 unbind(token)
         cost = sum(spent) if token is not None else result.cost_usd
         quality = await self._validate(request, result)
-        self._decided(request, decision, code, choice, cost, quality)
+        self._decided(request, decision, (code, tokens), choice, cost, quality)
         return routed(result, self.name)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
@@ -594,19 +617,21 @@ class OnlineRouter:
         self,
         request: ChatRequest,
         decision: str,
-        code: int,
+        context: tuple[int, int],
         choice: Choice,
         cost: float | None,
         quality: float | None,
         *,
         error: str | None = None,
     ) -> None:
+        code, tokens = context
         member = self._members[choice.arm]
-        tokens = prompt_tokens(request)  # counted once for every member's estimate
         estimates = [m.cost(request, tokens) for m in self._members]
         estimate = estimates[choice.arm]
         with self.state.lock:
-            self.state.add_decision(decision, choice.arm, code, cost, estimate, choice.explored)
+            self.state.add_decision(
+                decision, choice.arm, code, cost, estimate, choice.explored, tokens
+            )
             if quality is not None:
                 self.state.add_signal(decision, quality, self.validator_weight, decision + ":v")
         candidates = [
@@ -621,6 +646,7 @@ class OnlineRouter:
         extra: dict[str, Any] = {
             "decision": decision,
             "context": code,
+            "tokens": tokens,
             "space": self.space,
             "explored": choice.explored,
             "cost_usd": cost_field(cost),
@@ -681,6 +707,7 @@ class OnlineRouter:
         if len(self._last) > MEMORY:
             self._last.popitem(last=False)
         cost = data.get("cost_usd")
+        tokens = data.get("tokens")
         with self.state.lock:
             new = self.state.add_decision(
                 decision,
@@ -689,6 +716,7 @@ class OnlineRouter:
                 float(cost) if isinstance(cost, int | float) else None,
                 _number(data.get("estimate_usd"), None),
                 bool(data.get("explored")),
+                tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
             )
             quality = data.get("quality")
             if isinstance(quality, int | float):
