@@ -142,7 +142,8 @@ def test_decisions_are_recorded_with_what_a_rebuild_needs(tmp_path: Path) -> Non
     assert len(decided) == 1
     d = decided[0].data
     assert d["kind"] == "online" and d["router"] == "learning"
-    assert {"decision", "context", "space", "explored", "cost_usd", "target"} <= set(d)
+    assert {"decision", "context", "tokens", "space", "explored", "cost_usd", "target"} <= set(d)
+    assert isinstance(d["tokens"], int) and d["tokens"] > 0
     assert d["cost_usd"] > 0 and d["winner"] in ("cheap", "dear")
     assert [c["model"] for c in d["candidates"]] == ["cheap", "dear"]
     kinds = [e.kind for e in events]
