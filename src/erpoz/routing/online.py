@@ -133,7 +133,11 @@ class ContextHash:
 
         if self.bits == 0:
             return 0
-        x = np.asarray(vector, dtype=np.float64)
+        x = (
+            vector
+            if isinstance(vector, np.ndarray)
+            else np.fromiter(vector, np.float64, len(vector))
+        )
         planes = self._planes
         if planes is None or planes.shape[1] != x.shape[0]:
             planes = np.random.default_rng(self.seed).standard_normal((self.bits, x.shape[0]))
@@ -196,8 +200,10 @@ class BanditState:
         self._theta = np.einsum("aij,aj->ai", self._inv, self._b)
         self._shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)
         self._scale = 1.0 / math.sqrt(bits) if bits else 1.0
-        # ±1 for each bit of each byte value, highest bit first
-        self._bits_of = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1) * 2.0 - 1.0
+        # ±1/√bits for each bit of each byte value, highest bit first
+        self._bits_of = (
+            np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1) * 2.0 - 1.0
+        ) * self._scale
         self.weight = [0.0] * arms
         self.total = [0.0] * arms
         self.calls = [0] * arms
@@ -291,7 +297,7 @@ class BanditState:
             bits = self._bits_of[
                 np.frombuffer(int(codes[0]).to_bytes(8, "big"), dtype=np.uint8)
             ].ravel()[64 - self.bits :]
-            return np.concatenate(([1.0, lengths[0]], bits * self._scale))[None, :]
+            return np.concatenate(([1.0, lengths[0]], bits))[None, :]
         c = np.asarray(codes, dtype=np.uint64)
         phi = np.ones((len(c), self.dim))
         phi[:, 1] = lengths
