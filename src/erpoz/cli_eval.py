@@ -114,6 +114,14 @@ def eval_routing(
             min=0.01, max=1.0, help="Share of answers whose grade the online router is told."
         ),
     ] = 1.0,
+    orders: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Shuffled orders of the prompts the online routers are also replayed in "
+            "(mean ± spread per setting).",
+        ),
+    ] = 0,
     price: Annotated[
         list[str] | None,
         typer.Option(
@@ -200,6 +208,7 @@ def eval_routing(
                     seed=seed,
                     bootstrap=bootstrap,
                     feedback=feedback,
+                    orders=orders,
                     progress=tick,
                 )
             )
@@ -296,13 +305,47 @@ def _match(curve: Curve) -> str:
     if t is None:
         return "–"
     if p is None:
-        return "online never as good"
-    return (
-        f"{p.setting}: {p.quality:.4f}, cost {p.cost_vs_strong * 100:.1f}% "
-        f"({(p.cost_usd / t.cost_usd - 1) * 100:+.0f}% vs tuned)"
-        if t.cost_usd
-        else f"{p.setting}: {p.quality:.4f}"
-    )
+        text = "online never as good"
+    else:
+        text = (
+            f"{p.setting}: {p.quality:.4f}, cost {p.cost_vs_strong * 100:.1f}% "
+            f"({(p.cost_usd / t.cost_usd - 1) * 100:+.0f}% vs tuned)"
+            if t.cost_usd
+            else f"{p.setting}: {p.quality:.4f}"
+        )
+    if curve.match_spread is not None:
+        x = curve.match_spread
+        text += (
+            f"; over {x.orders} orders, {x.router} {x.setting}: {_pm(x.quality, 4)}, cost "
+            f"{_pm(x.cost_vs_strong, 1, pct=True)}"
+        )
+    return text
+
+
+def _pm(value: tuple[float, float], digits: int, pct: bool = False) -> str:
+    """A mean ± standard deviation."""
+    k = 100 if pct else 1
+    return f"{value[0] * k:.{digits}f} ± {value[1] * k:.{digits}f}{'%' if pct else ''}"
+
+
+def _spread_lines(curve: Curve) -> list[str]:
+    """An online router's settings over the recorded and shuffled orders."""
+    if not curve.orders or curve.split != "online":
+        return []
+    lines = [
+        "",
+        f"**{curve.router}** over {len(curve.orders) + 1} orders (recorded, and "
+        f"{len(curve.orders)} shuffled): mean ± standard deviation",
+        "",
+        "| setting | strong calls | quality | cost vs strong alone |",
+        "|---|---|---|---|",
+    ]
+    for x in curve.spread:
+        lines.append(
+            f"| {x.setting} | {_pm(x.strong_share, 1, pct=True)} | {_pm(x.quality, 4)} | "
+            f"{_pm(x.cost_vs_strong, 1, pct=True)} |"
+        )
+    return lines
 
 
 def _header(report: Report) -> str:
@@ -391,6 +434,8 @@ def render_markdown(report: Report) -> str:
     if report.warnings:
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in report.warnings]
     for c in report.curves:
+        lines += _spread_lines(c)
+    for c in report.curves:
         lines += [
             "",
             f"**{c.router}** ({c.split}): {c.description}",
@@ -435,7 +480,21 @@ def write_plot(report: Report, path: Path) -> None:
             label="random (expected)",
         )
         for curve in report.curves:
+            if curve.split == "cross-task" and curve.router.startswith("online@"):
+                continue  # the online curve again (only its setting came from elsewhere)
             pts = _sorted(curve.points)
+            if curve.orders:
+                ms = sorted(curve.spread, key=lambda x: x.strong_share[0])
+                ax.errorbar(
+                    [x.strong_share[0] * 100 for x in ms],
+                    [x.quality[0] for x in ms],
+                    xerr=[x.strong_share[1] * 100 for x in ms],
+                    yerr=[x.quality[1] for x in ms],
+                    fmt="o",
+                    markersize=3,
+                    alpha=0.5,
+                    label=f"{curve.router}, mean ± sd of {len(curve.orders) + 1} orders",
+                )
             style: dict[str, Any] = (
                 {"linestyle": "--", "alpha": 0.8} if curve.router == "random" else {}
             )

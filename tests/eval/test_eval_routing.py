@@ -184,6 +184,74 @@ def test_a_cascade_that_escalates_everything_is_reported(tmp_path: Path) -> None
     assert any("costlier than not routing" in w for w in report.warnings)
 
 
+def test_every_setting_costlier_than_the_strong_model_is_flagged(tmp_path: Path) -> None:
+    """A validator that rejects every answer makes every cascade dearer than the strong model
+    alone; whatever the router, split or order a costlier setting was measured in -- a point
+    of a curve, a setting tuned on another task, an online pass in a shuffled order -- it is
+    named in the warnings, and the Markdown report lists them."""
+    from erpoz.cli_eval import render_markdown
+    from erpoz.eval import routing as r
+
+    data = load_dataset(write_mcq_csv(tmp_path / "mcq.csv", answers=True))
+    other = load_dataset(write_mcq_csv(tmp_path / "other.csv", n=24, answers=True))
+    prices = {"cheap": (0.5, 0.5), "mid": (1.0, 2.0), "dear": (5.0, 15.0)}
+    original = r.GENERAL_VALIDATORS
+    try:
+        r.GENERAL_VALIDATORS = (("never", lambda req, res: False),)
+        report = asyncio.run(
+            evaluate_routing(
+                data,
+                ["cascade", "combined", "online-cascade"],
+                prices=prices,
+                embedder=HashEmbed(),
+                train=other,
+                train_prices=prices,
+                folds=3,
+                points=3,
+                bootstrap=0,
+                orders=2,
+            )
+        )
+    finally:
+        r.GENERAL_VALIDATORS = original
+    check_consistent(report)
+    strong_alone = report.strong_only_cost_usd
+    costly = []
+    for c in report.curves:
+        tuned = [("", c.tuned)] if c.tuned is not None else []
+        measured = [("", p) for p in c.points] + tuned
+        measured += [(f", order {k}", p) for k, ps in enumerate(c.orders, 1) for p in ps]
+        costly += [
+            (c.router, p.setting + where) for where, p in measured if p.cost_usd > strong_alone
+        ]
+    assert ("cascade", "never") in costly  # the case this guards against does occur
+    assert any(router == "combined@other" for router, _ in costly)  # a tuned, cross-task one
+    for router, setting in costly:
+        assert any(w.startswith(f"{router} ({setting})") for w in report.warnings), (
+            router,
+            setting,
+        )
+    markdown = render_markdown(report)
+    assert all(w in markdown for w in report.warnings)
+
+
+def test_online_replayed_in_shuffled_orders(synthetic: Path) -> None:
+    dataset = load_dataset(synthetic)
+    report = asyncio.run(
+        evaluate_routing(dataset, ["online"], embedder=HashEmbed(), points=3, bootstrap=0, orders=2)
+    )
+    (online,) = report.curves
+    assert len(online.orders) == 2 and all(len(o) == len(online.points) for o in online.orders)
+    assert len(online.spread) == len(online.points)
+    for j, x in enumerate(online.spread):
+        qualities = [online.points[j].quality] + [o[j].quality for o in online.orders]
+        assert x.orders == 3 and x.setting == online.points[j].setting
+        assert x.quality[0] == pytest.approx(sum(qualities) / 3)
+        assert min(qualities) <= x.quality[0] <= max(qualities) and x.quality[1] >= 0
+    doc = report.to_json()["curves"][0]
+    assert doc["orders"] == 2 and len(doc["spread"]) == len(online.points)
+
+
 def test_mtbench_folder_and_cross_task(tmp_path: Path, synthetic: Path) -> None:
     mt = load_dataset(write_mtbench(tmp_path / "mt"))
     assert mt.metric == "score" and mt.score_range == (1.0, 10.0)

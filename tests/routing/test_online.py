@@ -142,7 +142,8 @@ def test_decisions_are_recorded_with_what_a_rebuild_needs(tmp_path: Path) -> Non
     assert len(decided) == 1
     d = decided[0].data
     assert d["kind"] == "online" and d["router"] == "learning"
-    assert {"decision", "context", "space", "explored", "cost_usd", "target"} <= set(d)
+    assert {"decision", "context", "tokens", "space", "explored", "cost_usd", "target"} <= set(d)
+    assert isinstance(d["tokens"], int) and d["tokens"] > 0
     assert d["cost_usd"] > 0 and d["winner"] in ("cheap", "dear")
     assert [c["model"] for c in d["candidates"]] == ["cheap", "dear"]
     kinds = [e.kind for e in events]
@@ -265,3 +266,37 @@ def test_cascade_flags_costing_more_than_its_strongest_model() -> None:
     assert a["guard"] == "cascade_cost" and a["subject"] == "c" and a["escalation_rate"] == 1.0
     assert a["cost_ratio"] > 1 and "costs" not in a  # the message says it
     assert "cost" in a["message"] and cascade.costs.ratio is not None and cascade.costs.ratio > 1
+
+
+def test_kinds_depart_from_the_overall_rate_as_far_as_their_evidence_carries() -> None:
+    """The cheap model is right on one kind of prompt and wrong on another: with plenty of
+    evidence each kind gets its own estimate; a kind seen twice stays near the model's
+    overall rate; longer prompts can be learned to differ; and the estimates are sums, the
+    same whatever order the signals come in."""
+    good, bad, rare = 0b1111_0000, 0b0000_1111, 0b1100_0011
+
+    def build(signals: list[tuple[str, int, float, int]]) -> BanditState:
+        state = BanditState(2, 8)
+        for d, code, _, tokens in signals:
+            state.add_decision(d, 0, code, 0.001, None, False, tokens)
+        for d, _, score, _ in signals:
+            state.add_signal(d, score, 1.0, d)
+        return state
+
+    signals = [(f"g{k}", good, 1.0, 50) for k in range(150)]
+    signals += [(f"b{k}", bad, 0.0, 50) for k in range(150)]
+    signals += [("r0", rare, 0.0, 50), ("r1", rare, 0.0, 50)]
+    state = build(signals)
+    mean, low = state.estimates_of([good, bad, rare])
+    assert mean[0, 0] > 0.85 and mean[1, 0] < 0.15  # each kind its own
+    assert 0.25 < mean[2, 0] < 0.75  # two signals do not make a kind
+    assert low[0, 0] < mean[0, 0] and low[0, 1] == mean[0, 1]  # strongest at its mean
+    backwards = build(list(reversed(signals)))
+    assert backwards.estimates_of([good, bad, rare])[0] == pytest.approx(mean)
+    # the same codes, but long prompts are the ones the cheap model gets wrong
+    by_length = build(
+        [(f"s{k}", k % 256, 1.0, 20) for k in range(200)]
+        + [(f"l{k}", k % 256, 0.0, 2000) for k in range(200)]
+    )
+    short, long = by_length.estimates_of([7, 7], [20, 2000])[0][:, 0]
+    assert short > 0.8 and long < 0.2

@@ -128,6 +128,28 @@ class Point:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """One setting of an online router over several orders of the same prompts: mean and
+    standard deviation of its share of strong calls, quality and cost against the strong
+    model alone, and its APGR's (the whole sweep's, in each order)."""
+
+    router: str
+    setting: str
+    threshold: float | None
+    orders: int
+    strong_share: tuple[float, float]
+    quality: tuple[float, float]
+    cost_vs_strong: tuple[float, float]
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return (mean, sd)
+
+
 @dataclass(slots=True)
 class Curve:
     """A router's points; ``split`` is ``in-task`` (designed or fitted on this task's other
@@ -148,6 +170,13 @@ class Curve:
     ci: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     online_match: Point | None = None
     """The online routers' cheapest point at least as good as ``tuned`` (same task)."""
+    orders: list[list[Point]] = field(default_factory=list, repr=False)
+    """Online routers: the same sweep replayed in shuffled orders of the prompts."""
+    spread: list[Spread] = field(default_factory=list)
+    """Online routers: per setting, mean and spread over the recorded and shuffled orders."""
+    match_spread: Spread | None = None
+    """Across tasks: the online setting whose mean quality over the orders is at least
+    ``tuned``'s, at the least mean cost."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -162,6 +191,9 @@ class Curve:
             "tuned": None if self.tuned is None else self.tuned.to_json(),
             "online_match": None if self.online_match is None else self.online_match.to_json(),
             "ci95": {k: list(v) for k, v in self.ci.items()},
+            "orders": len(self.orders),
+            "spread": [asdict(x) for x in self.spread],
+            "match_spread": None if self.match_spread is None else asdict(self.match_spread),
             "points": [p.to_json() for p in self.points],
         }
 
@@ -276,7 +308,9 @@ ROUTERS: dict[str, str] = {
     "combined-whole": "as combined, with final_answer asking for a whole number",
     "online": "OnlineRouter over every model: learns each answer's grade after it answered "
     "(prequential); its target, a share of the best model's observed quality, swept",
-    "online-cascade": "as online, with the cascade (all validators) as one more model",
+    "online-cascade": "as online, over the cascade (all validators) and the strong model: the "
+    "validators' verdicts on each cheap answer decide its escalation, the router which prompts "
+    "skip the cheap model",
 }
 """The routers ``erpoz eval routing`` knows, and what each is."""
 
@@ -327,6 +361,7 @@ class _Harness:
                 ModelSpec(name, "replay", price_in=p_in, price_out=p_out, context_window=10**9),
             )
         by_price = sorted(dataset.models, key=lambda m: (sum(prices[m]), dataset.models.index(m)))
+        self.prices = prices
         self.order = by_price
         self.weak_name, self.strong_name = by_price[0], by_price[-1]
         self.weak, self.strong = self.models[self.weak_name], self.models[self.strong_name]
@@ -448,6 +483,7 @@ class _Context:
     points: int
     seed: int
     progress: Progress | None
+    orders: int = 0
     learned: _Learned | None = None
     train: _Harness | None = None
     train_learned: _Learned | None = None
@@ -574,10 +610,9 @@ ONLINE_TARGETS = tuple(round(0.60 + 0.02 * i, 2) for i in range(21))
 
 
 def _online_models(h: _Harness, with_cascade: bool) -> list[ChatModel]:
-    models = [h.models[m] for m in h.order]
-    if with_cascade:
-        models.insert(len(models) - 1, _cascade(h))
-    return models
+    if with_cascade:  # (chosen on GSM8K over [weak, cascade, strong]: fewer arms to learn)
+        return [_cascade(h), h.strong]
+    return [h.models[m] for m in h.order]
 
 
 async def _online_point(
@@ -623,7 +658,9 @@ def _event(seq: int, kind: str, data: dict[str, Any]) -> Event:
     return Event("replay", seq, 0.0, kind, "route", 0, data, None, "", "")
 
 
-async def _online_curve(ctx: _Context, h: _Harness, name: str, feedback: float) -> list[Point]:
+async def _online_curve(
+    ctx: _Context, h: _Harness, name: str, feedback: float, label: str | None = None
+) -> list[Point]:
     out = []
     embedder = await _embedder(ctx)
     for j, share in enumerate(ONLINE_TARGETS):
@@ -631,7 +668,40 @@ async def _online_curve(ctx: _Context, h: _Harness, name: str, feedback: float) 
             h, embedder, share, name.startswith("online-cascade"), ctx.seed, feedback
         )
         out.append(point)
-        ctx.tell(name, j + 1, len(ONLINE_TARGETS))
+        ctx.tell(label or name, j + 1, len(ONLINE_TARGETS))
+    return out
+
+
+async def _online_orders(ctx: _Context, name: str, feedback: float) -> list[list[Point]]:
+    """The online sweep again in ``ctx.orders`` shuffled orders of the prompts (seeds
+    ``seed + 1``, ``seed + 2``, ...), each pass learning from nothing."""
+    out = []
+    h = ctx.h
+    for k in range(1, ctx.orders + 1):
+        order = list(range(len(h.items)))
+        random.Random(ctx.seed + k).shuffle(order)
+        shuffled = _Harness(h.dataset.take(order), h.prices)
+        out.append(await _online_curve(ctx, shuffled, name, feedback, f"{name}, order {k}"))
+    return out
+
+
+def _spreads(curve: Curve, strong_alone: float) -> list[Spread]:
+    """Per setting, mean and spread over the recorded order and the shuffled ones."""
+    passes = [curve.points, *curve.orders]
+    out = []
+    for j, p in enumerate(curve.points):
+        same = [ps[j] for ps in passes]
+        out.append(
+            Spread(
+                curve.router,
+                p.setting,
+                p.threshold,
+                len(same),
+                _mean_sd([q.strong_share for q in same]),
+                _mean_sd([q.quality for q in same]),
+                _mean_sd([q.cost_usd / strong_alone if strong_alone else 0.0 for q in same]),
+            )
+        )
     return out
 
 
@@ -649,6 +719,7 @@ async def evaluate_routing(
     seed: int = 0,
     bootstrap: int = 1000,
     feedback: float = 1.0,
+    orders: int = 0,
     progress: Progress | None = None,
 ) -> Report:
     """Run every prompt through each router at each of its settings; see the module.
@@ -657,7 +728,9 @@ async def evaluate_routing(
     ``train``, another task's data, adds each learning router fitted there (``<router>@<task>``,
     cross-task); ``folds`` is k of the in-task cross-validation; ``points`` the thresholds
     swept; ``bootstrap`` the resamples of the confidence intervals (0: none); ``feedback`` the
-    share of answers whose grade the online router is told.
+    share of answers whose grade the online router is told; ``orders`` how many shuffled
+    orders of the prompts the online routers are replayed in besides the recorded one (their
+    mean and spread per setting).
     """
     names = list(dict.fromkeys(routers))
     unknown = [r for r in names if r not in ROUTERS]
@@ -667,9 +740,11 @@ async def evaluate_routing(
         raise ConfigError("points: at least 2")
     if not 0.0 < feedback <= 1.0:
         raise ConfigError("feedback: a share of answers in (0, 1]")
+    if orders < 0:
+        raise ConfigError("orders: 0 or more")
     priced = prices_for(dataset, prices)
     h = _Harness(dataset, priced)
-    ctx = _Context(h, embedder, folds, points, seed, progress)
+    ctx = _Context(h, embedder, folds, points, seed, progress, orders)
     k = max(2, min(folds, len(h.items)))
     report = Report(
         dataset.name,
@@ -713,6 +788,8 @@ async def evaluate_routing(
         curve = Curve(name, ROUTERS[name], await _curve(ctx, name, feedback))
         if name.startswith("online"):
             curve.split = "online"
+            curve.orders = await _online_orders(ctx, name, feedback)
+            curve.spread = _spreads(curve, report.strong_only_cost_usd)
         summarize(curve, report)
         report.curves.append(curve)
     if train is not None:
@@ -723,18 +800,26 @@ async def evaluate_routing(
         for extra in (curve.tuned, curve.online_match):
             if extra is not None and report.strong_only_cost_usd:
                 extra.cost_vs_strong = extra.cost_usd / report.strong_only_cost_usd
-        tuned = [curve.tuned] if curve.tuned is not None and curve.tuned not in curve.points else []
-        for p in [*curve.points, *tuned]:
-            p.cost_vs_strong = (
-                p.cost_usd / report.strong_only_cost_usd if report.strong_only_cost_usd else 0.0
-            )
-            if p.cost_usd > report.strong_only_cost_usd * (1 + 1e-9):
-                report.warnings.append(
-                    f"{curve.router} ({p.setting}) costs {p.cost_vs_strong:.1%} of the strong "
-                    f"model alone, at {p.strong_share:.1%} strong calls: costlier than not "
-                    "routing"
-                )
+        _flag_costly(report, curve)
     return report
+
+
+def _flag_costly(report: Report, curve: Curve) -> None:
+    """Every measured setting of ``curve`` -- its points, its tuned point, its points in
+    other orders -- that costs more than the strong model alone goes into the warnings."""
+    strong_alone = report.strong_only_cost_usd
+    tuned = [curve.tuned] if curve.tuned is not None and curve.tuned not in curve.points else []
+    passes = [("", [*curve.points, *tuned])]
+    passes += [(f", order {k}", ps) for k, ps in enumerate(curve.orders, start=1)]
+    for where, points in passes:
+        for p in points:
+            p.cost_vs_strong = p.cost_usd / strong_alone if strong_alone else 0.0
+            if p.cost_usd > strong_alone * (1 + 1e-9):
+                report.warnings.append(
+                    f"{curve.router} ({p.setting}{where}) costs {p.cost_vs_strong:.1%} of the "
+                    f"strong model alone, at {p.strong_share:.1%} strong calls: costlier than "
+                    "not routing"
+                )
 
 
 async def _curve(ctx: _Context, name: str, feedback: float) -> list[Point]:
@@ -779,6 +864,8 @@ async def _cross_task(
                 "cross-task",
                 train.name,
             )
+            if same is not None:
+                curve.orders, curve.spread = same.orders, same.spread
             curve.tuned = next((p for p in points if p.threshold == tuned_share), None)
         else:
             combined = name == "combined"
@@ -799,10 +886,13 @@ async def _cross_task(
         summarize(curve, report)
         report.curves.append(curve)
     online = [p for c in report.curves if c.split == "online" for p in c.points]
+    spread = [x for c in report.curves if c.split == "online" and c.orders for x in c.spread]
     for curve in report.curves:
         if online and curve.tuned is not None:
             good = [p for p in online if p.quality >= curve.tuned.quality - 1e-12]
             curve.online_match = min(good, key=lambda p: p.cost_usd) if good else None
+            fair = [x for x in spread if x.quality[0] >= curve.tuned.quality - 1e-12]
+            curve.match_spread = min(fair, key=lambda x: x.cost_vs_strong[0]) if fair else None
 
 
 async def _tuned_threshold(source: _Context, combined: bool) -> float | None:

@@ -41,7 +41,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +50,15 @@ from ..errors import BudgetExceeded, ConfigError, ModelError
 from ..models._meter import Recorder, bind, current_recorder, unbind
 from ..models._protocol import ChatModel, EmbedModel
 from ..models._types import ChatRequest, ChatResult, EmbedResult, StreamChunk
-from ._decision import FALL_THROUGH, Verdict, cost_field, decided, members_of, routed
+from ._decision import (
+    FALL_THROUGH,
+    Verdict,
+    cost_field,
+    decided,
+    members_of,
+    prompt_tokens,
+    routed,
+)
 from .cascade import Validator
 
 if TYPE_CHECKING:
@@ -73,11 +80,13 @@ KIND = "online"
 #: How many decisions (and signals) the state remembers by id, to attach late signals.
 MEMORY = 200_000
 _REVIEW_SCORES = {"approve": 1.0, "edit": 0.5, "reject": 0.0}
-#: How many signals' worth the uninformed prior (quality 0.5) weighs.
+#: How many signals' worth a model's uninformed prior (overall quality 0.5) weighs.
 PRIOR_WEIGHT = 0.5
-#: A model's quality on a prompt is read from (at most about) this many nearest signals, so
-#: that plenty of evidence on other kinds of prompt does not drown the little on this kind.
-NEIGHBOURS = 32
+#: How many signals' worth the prior that a kind of prompt is like the rest weighs: the
+#: shrinkage of the per-kind estimate towards the model's overall rate.
+SHRINK = 4.0
+#: The price of quality is set again after this many decisions and signals.
+REPRICE = 128
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -124,29 +133,17 @@ class ContextHash:
 
         if self.bits == 0:
             return 0
-        x = np.asarray(vector, dtype=np.float64)
+        x = (
+            vector
+            if isinstance(vector, np.ndarray)
+            else np.fromiter(vector, np.float64, len(vector))
+        )
         planes = self._planes
         if planes is None or planes.shape[1] != x.shape[0]:
             planes = np.random.default_rng(self.seed).standard_normal((self.bits, x.shape[0]))
             self._planes = planes
-        out = 0
-        for b in (planes @ x) > 0:
-            out = (out << 1) | int(b)
-        return out
-
-
-def hamming(a: Any, b: Any) -> Any:
-    """Bits that differ between each code of ``a`` and each of ``b`` (a matrix)."""
-    import numpy as np
-
-    x = np.bitwise_xor(a[:, None], b[None, :])
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    out = np.zeros(x.shape, dtype=np.uint8)  # numpy < 2: byte by byte
-    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    for shift in range(0, 64, 8):
-        out += table[(x >> np.uint64(shift)) & np.uint64(255)]
-    return out
+        packed = np.packbits((planes @ x) > 0).tobytes()  # first plane the highest bit
+        return int.from_bytes(packed, "big") >> (-self.bits % 8)
 
 
 # --- the state --------------------------------------------------------------------------------
@@ -163,13 +160,15 @@ class Choice:
 class BanditState:
     """Sums over decisions and signals -- what the log says -- and the routing they imply.
 
-    Per model, the quality signals it received with the code of their prompt; its quality on a
-    prompt is the mean of them weighted by closeness of code (``exp(-differing bits /
-    bandwidth)``: the prompts of its kind), shrunk towards 0.5 by half a signal's weight. Per
-    model, calls and cost. Every update adds to a multiset, so the state is the same whatever
-    order events are read in (as long as fewer than ``kept`` signals per model are kept). The
-    codes of the last ``window`` decisions stand for the traffic when the price of quality is
-    set.
+    Per model, a Bayesian linear model of the quality signals it received on the features of
+    their prompts' codes: a bias (the model's overall rate, its prior 0.5 weighing
+    :data:`PRIOR_WEIGHT` signals) and one feature per bit (±1, scaled to unit length) whose
+    weights have a prior of 0 weighing ``shrink`` signals -- so a kind of prompt departs from
+    the model's overall rate only as far as its own evidence carries it (shrinkage towards the
+    global rate). Its state is ``A = prior + sum w·φφᵀ`` and ``b = sum w·φ·y``: sums, the same
+    whatever order events are read in. A decision is two small matrix products per model:
+    its cost does not grow with the evidence. Per model, calls and cost too. The codes of the
+    last ``window`` decisions stand for the traffic when the price of quality is set.
     """
 
     def __init__(
@@ -177,20 +176,34 @@ class BanditState:
         arms: int,
         bits: int,
         *,
-        bandwidth: float = 3.0,
+        shrink: float = SHRINK,
         confidence: float = 1.0,
         window: int = 64,
         kept: int = 20_000,
         memory: int = MEMORY,
     ) -> None:
+        import numpy as np
+
+        if shrink <= 0:
+            raise ConfigError(f"online router: shrink > 0, not {shrink}")
         self.arms = arms
         self.bits = bits
-        self.bandwidth = bandwidth
+        self.dim = bits + 2
         self.z = confidence
         self.memory = memory
         self.kept = kept
         self.obs: list[list[tuple[int, float, float]]] = [[] for _ in range(arms)]
-        self._arrays: list[tuple[Any, Any, Any] | None] = [None] * arms
+        prior = np.diag([PRIOR_WEIGHT] + [shrink] * (bits + 1))
+        self._inv = np.repeat(np.linalg.inv(prior)[None], arms, axis=0)  # A⁻¹ per model
+        self._b = np.zeros((arms, self.dim))
+        self._b[:, 0] = PRIOR_WEIGHT * 0.5
+        self._theta = np.einsum("aij,aj->ai", self._inv, self._b)
+        self._shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)
+        self._scale = 1.0 / math.sqrt(bits) if bits else 1.0
+        # ±1/√bits for each bit of each byte value, highest bit first
+        self._bits_of = (
+            np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1) * 2.0 - 1.0
+        ) * self._scale
         self.weight = [0.0] * arms
         self.total = [0.0] * arms
         self.calls = [0] * arms
@@ -200,12 +213,14 @@ class BanditState:
         self.decisions = 0
         self.explored = 0
         self.signals = 0
-        self.recent: deque[int] = deque(maxlen=window)
-        self._decided: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self.recent: deque[tuple[int, int | None]] = deque(maxlen=window)
+        self._decided: OrderedDict[str, tuple[int, int, int | None]] = OrderedDict()
         self._signalled: OrderedDict[str, None] = OrderedDict()
         self._mu: float | None = None
         self._mu_target = -1.0
         self._dirty = 0
+        self._costs: Any = None
+        self._noise: Any = None
         self.lock = threading.Lock()
 
     # --- updates --------------------------------------------------------------------------
@@ -217,14 +232,16 @@ class BanditState:
         cost: float | None,
         estimate: float | None,
         explored: bool,
+        tokens: int | None = None,
     ) -> bool:
-        """Count a decision once (by id); ``False`` when it was already counted."""
+        """Count a decision once (by id); ``False`` when it was already counted. ``tokens``
+        is the prompt's length (``None``: unknown)."""
         if decision in self._decided or not 0 <= arm < self.arms:
             return False
-        self._decided[decision] = (arm, code)
+        self._decided[decision] = (arm, code, tokens)
         if len(self._decided) > self.memory:
             self._decided.popitem(last=False)
-        self.recent.append(code)
+        self.recent.append((code, tokens))
         self.decisions += 1
         self.explored += explored
         if cost is not None:
@@ -234,6 +251,8 @@ class BanditState:
             self.estimated[arm] += estimate
             self.estimates[arm] += 1
         self._dirty += 1
+        if self._costs is not None and self.calls[arm] <= 1:
+            self._costs = None  # a model's first cost: the estimate changes much
         return True
 
     def add_signal(self, decision: str, score: float, weight: float, signal: str) -> bool:
@@ -245,67 +264,80 @@ class BanditState:
         self._signalled[signal] = None
         if len(self._signalled) > self.memory:
             self._signalled.popitem(last=False)
-        arm, code = where
+        arm, code, tokens = where
         score = min(1.0, max(0.0, float(score)))
         obs = self.obs[arm]
         obs.append((code, score, weight))
         if len(obs) > self.kept:
             del obs[: len(obs) - self.kept]
-        self._arrays[arm] = None
+        phi = self.features([code], [tokens])[0]
+        inv = self._inv[arm]
+        v = inv @ phi  # Sherman-Morrison: (A + w φφᵀ)⁻¹ from A⁻¹
+        inv -= (weight / (1.0 + weight * float(phi @ v))) * (v[:, None] * v[None, :])
+        self._b[arm] += weight * score * phi
+        self._theta[arm] = inv @ self._b[arm]
         self.weight[arm] += weight
         self.total[arm] += weight * score
         self.signals += 1
         self._dirty += 1
+        self._noise = None
         return True
 
     def known(self, decision: str) -> bool:
         return decision in self._decided
 
     # --- estimates ------------------------------------------------------------------------
-    def _observed(self, arm: int) -> tuple[Any, Any, Any]:
+    def features(self, codes: Sequence[int], tokens: Sequence[int | None] | None = None) -> Any:
+        """φ of each prompt (a matrix, prompts × (bits + 2)): 1; its length (see
+        :func:`length_feature`; 0 when unknown); each bit of its code as ±1/√bits."""
         import numpy as np
 
-        arrays = self._arrays[arm]
-        if arrays is None:
-            obs = self.obs[arm]
-            arrays = (
-                np.asarray([c for c, _, _ in obs], dtype=np.uint64),
-                np.asarray([s for _, s, _ in obs], dtype=np.float64),
-                np.asarray([w for _, _, w in obs], dtype=np.float64),
-            )
-            self._arrays[arm] = arrays
-        return arrays
+        lengths = [length_feature(t) for t in tokens] if tokens else [0.0] * len(codes)
+        if len(codes) == 1 and self.bits:
+            bits = self._bits_of[
+                np.frombuffer(int(codes[0]).to_bytes(8, "big"), dtype=np.uint8)
+            ].ravel()[64 - self.bits :]
+            return np.concatenate(([1.0, lengths[0]], bits))[None, :]
+        c = np.asarray(codes, dtype=np.uint64)
+        phi = np.ones((len(c), self.dim))
+        phi[:, 1] = lengths
+        if self.bits:
+            on = (c[:, None] >> self._shifts[None, :]) & np.uint64(1)
+            phi[:, 2:] = (on.astype(np.float64) * 2.0 - 1.0) * self._scale
+        return phi
 
-    def estimates_of(self, codes: Sequence[int]) -> tuple[Any, Any]:
+    def _spread(self) -> Any:
+        """Each model's noise (standard deviation of one signal), from its overall rate."""
+        import numpy as np
+
+        if self._noise is None:
+            p = np.asarray([self.overall(a) for a in range(self.arms)])
+            self._noise = np.sqrt(np.clip(p * (1.0 - p), 0.01, 0.25))
+        return self._noise
+
+    def posterior(self, phi: Any) -> tuple[Any, Any]:
+        """Mean and standard deviation of every model's quality at features ``phi``
+        (rows × models each)."""
+        import numpy as np
+
+        mean = np.clip(phi @ self._theta.T, 0.0, 1.0)
+        # φᵀ A⁻¹ φ per row and model
+        if len(phi) == 1:
+            var = ((self._inv @ phi[0]) @ phi[0])[None, :]
+        else:
+            var = np.einsum("rj,aij,ri->ra", phi, self._inv, phi)
+        return mean, np.sqrt(np.maximum(var, 0.0)) * self._spread()[None, :]
+
+    def estimates_of(
+        self, codes: Sequence[int], tokens: Sequence[int | None] | None = None
+    ) -> tuple[Any, Any]:
         """Mean and pessimistic quality of every model on prompts of ``codes`` (two arrays,
         codes × models). The strongest model (listed last) is the safe default: its bound is
         its mean; a cheaper one must show with confidence that it is good enough."""
-        import numpy as np
-
-        c = np.asarray(codes, dtype=np.uint64)
-        means, lows = [], []
-        for arm in range(self.arms):
-            # where a model has no evidence near, it is not assumed to do as well as it does
-            # elsewhere: the prior is uninformed (0.5, half a signal's weight)
-            prior = 0.5
-            near, scores, weights = self._observed(arm)
-            if len(near):
-                distance = hamming(c, near).astype(np.float64)
-                if distance.shape[1] > NEIGHBOURS:  # only the nearest signals speak
-                    cut = np.partition(distance, NEIGHBOURS - 1, axis=1)[:, NEIGHBOURS - 1]
-                    distance = np.where(distance <= cut[:, None], distance, np.inf)
-                k = np.exp(-distance / self.bandwidth) * weights[None, :]
-                mass = k.sum(axis=1) + PRIOR_WEIGHT
-                mean = (k @ scores + PRIOR_WEIGHT * prior) / mass
-            else:
-                mass = np.full(len(c), PRIOR_WEIGHT)
-                mean = np.full(len(c), prior)
-            means.append(mean)
-            if arm == self.arms - 1:
-                lows.append(mean)
-            else:
-                lows.append(mean - self.z * np.sqrt(np.maximum(mean * (1 - mean), 0.01) / mass))
-        return np.stack(means, axis=1), np.stack(lows, axis=1)
+        mean, sd = self.posterior(self.features(codes, tokens))
+        low = mean - self.z * sd
+        low[:, -1] = mean[:, -1]
+        return mean, low
 
     def overall(self, arm: int) -> float:
         """The model's mean observed quality over all prompts (0.5 before any signal)."""
@@ -330,18 +362,26 @@ class BanditState:
         base = min(known) if known else 1.0
         return [base * (a + 1) if c is None else c for a, c in enumerate(out)]
 
+    def _unit_costs(self) -> Any:
+        import numpy as np
+
+        if self._costs is None:
+            self._costs = np.asarray(self.unit_costs())
+        return self._costs
+
     def price(self, target: float) -> float:
         """The price of quality: the largest ``mu`` (quality per USD given up) at which
         choosing ``argmax pessimistic quality - mu * cost`` for the recent prompts keeps their
         mean pessimistic quality at ``target``; 0 when even the best choice falls short."""
         import numpy as np
 
-        if self._mu is not None and self._dirty < 64 and self._mu_target == target:
+        if self._mu is not None and self._dirty < REPRICE and self._mu_target == target:
             return self._mu
+        self._costs = None  # mean costs, refreshed as often as the price
         mu = 0.0
         if self.recent:
-            _, low = self.estimates_of(list(self.recent))
-            costs = np.asarray(self.unit_costs())
+            _, low = self.estimates_of([c for c, _ in self.recent], [t for _, t in self.recent])
+            costs = self._unit_costs()
             rows = np.arange(len(low))
 
             def quality(m: float) -> float:
@@ -352,7 +392,7 @@ class BanditState:
                 while quality(hi) >= target and hi < 1e15:
                     hi *= 4.0
                 lo = 0.0
-                for _ in range(40):
+                for _ in range(30):
                     mid = (lo + hi) / 2
                     lo, hi = (mid, hi) if quality(mid) >= target else (lo, mid)
                 mu = lo
@@ -360,28 +400,44 @@ class BanditState:
         self._dirty = 0
         return mu
 
-    def choose(self, code: int, target: float, explore: float, rng: random.Random) -> Choice:
-        """The model for a prompt of ``code``: the best by ``quality - mu * cost`` with
-        pessimistic quality; or, within the exploration budget, a cheaper model whose
-        optimistic bound still reaches the target here (the least tried of them)."""
-        import numpy as np
-
+    def choose(
+        self,
+        code: int,
+        target: float,
+        explore: float,
+        rng: random.Random,
+        tokens: int | None = None,
+    ) -> Choice:
+        """The model for a prompt of ``code`` and ``tokens`` (its length):
+        the best by ``quality - mu * cost`` with pessimistic quality; or, within the
+        exploration budget, the model a Thompson draw from the posterior prefers: a dearer
+        one, or a cheaper one whose optimistic bound still reaches the target here (safe
+        exploration)."""
         mu = self.price(target)
-        means, lows = self.estimates_of([code])
-        costs = np.asarray(self.unit_costs())
-        arm = int(_argbest(lows, costs, mu)[0])
-        evidence = [self.weight[a] for a in range(self.arms)]
-        table = tuple((float(lows[0, a]), evidence[a]) for a in range(self.arms))
+        phi = self.features([code], [tokens])[0]
+        # plain floats from here: a handful of models, so no more array calls
+        centre: list[float] = (self._theta @ phi).tolist()
+        var: list[float] = ((self._inv @ phi) @ phi).tolist()
+        noise: list[float] = self._spread().tolist()
+        costs: list[float] = self._unit_costs().tolist()
+        mean = [min(1.0, max(0.0, m)) for m in centre]
+        sd = [math.sqrt(max(v, 0.0)) * n for v, n in zip(var, noise, strict=True)]
+        low = [m - self.z * s for m, s in zip(mean, sd, strict=True)]
+        low[-1] = mean[-1]
+        arm = _best(low, costs, mu)
+        table = tuple((low[a], self.weight[a]) for a in range(self.arms))
         if explore > 0 and self.explored < explore * (self.decisions + 1):
-            # safe exploration: only a cheaper model that might be good enough here
-            upper = 2 * means[0] - lows[0]
-            cheaper = [a for a in range(self.arms) if costs[a] < costs[arm] and upper[a] >= target]
-            if cheaper:
-                other = min(cheaper, key=lambda a: (self.weight[a], costs[a]))
+            draw = [m + s * rng.gauss(0.0, 1.0) for m, s in zip(mean, sd, strict=True)]
+            other = _best(draw, costs, mu)
+            upper = mean[other] + self.z * sd[other]
+            # a cheaper model only where it might be good enough; a dearer one may always be
+            # tried (it costs, but risks no quality): no model is written off for good
+            if other != arm and (costs[other] > costs[arm] or upper >= target):
                 return Choice(
                     other,
                     True,
-                    f"explored: {upper[other]:.3f} upper bound ≥ target {target:.3g}",
+                    f"explored: a posterior draw prefers it ({upper:.3f} upper bound, "
+                    f"target {target:.3g})",
                     table,
                 )
         reason = (
@@ -390,6 +446,22 @@ class BanditState:
             else f"target {target:.3g} not reached by the evidence: the best estimate"
         )
         return Choice(arm, False, reason, table)
+
+
+def length_feature(tokens: int | None) -> float:
+    """A prompt's length as a feature: ``ln(tokens / 128) / 2``, within ±2 (0 when
+    unknown). Longer prompts are often harder ones."""
+    if tokens is None or tokens <= 0:
+        return 0.0
+    return max(-2.0, min(2.0, math.log(tokens / 128.0) / 2.0))
+
+
+def _best(quality: Sequence[float], costs: Sequence[float], mu: float) -> int:
+    """:func:`_argbest` of one prompt, in plain floats."""
+    value = [q - mu * c for q, c in zip(quality, costs, strict=True)]
+    top = max(value)
+    hits = [a for a, v in enumerate(value) if v == top]
+    return hits[-1] if mu == 0 else hits[0]
 
 
 def _argbest(quality: Any, costs: Any, mu: float) -> Any:
@@ -427,8 +499,8 @@ class OnlineRouter:
     ``embedder`` embeds prompts (MiniLM; :class:`HashingEmbed` offline); ``bits`` is the
     number of hyperplanes of a prompt's code; ``explore`` the share of decisions that may try
     another model; ``confidence`` the width (in standard errors) of the pessimistic bound;
-    ``bandwidth`` how fast a signal's weight falls with the bits its prompt's code differs by
-    (the width of a "kind"); ``validators`` judge each
+    ``shrink`` how many signals' worth of evidence a kind of prompt needs to depart halfway
+    from the model's overall rate; ``validators`` judge each
     answer (their verdict is a signal of weight ``validator_weight``); ``store`` the run store
     to learn from (an object, or a URL opened on first use), read again every ``refresh_s``.
     """
@@ -446,7 +518,7 @@ class OnlineRouter:
         explore: float = 0.1,
         bits: int = 32,
         confidence: float = 1.0,
-        bandwidth: float = 3.0,
+        shrink: float = SHRINK,
         validators: Sequence[Validator] = (),
         validator_weight: float = 1.0,
         store: Store | str | None = None,
@@ -469,7 +541,7 @@ class OnlineRouter:
         self.relative = relative
         self.explore = explore
         self.contexts = ContextHash(bits, seed)
-        self.state = BanditState(len(self.models), bits, bandwidth=bandwidth, confidence=confidence)
+        self.state = BanditState(len(self.models), bits, shrink=shrink, confidence=confidence)
         self.validators = tuple(validators)
         self.validator_weight = validator_weight
         self.space = _space(embedder.name, bits, seed, [m.name for m in self._members])
@@ -500,11 +572,12 @@ class OnlineRouter:
     async def generate(self, request: ChatRequest) -> ChatResult:
         await self._maybe_sync()
         code = await self.code(request)
+        tokens = prompt_tokens(request)
         with self.state.lock:
             target = self.state.relative_target(self.target) if self.relative else self.target
-            choice = self.state.choose(code, target, self.explore, self._rng)
+            choice = self.state.choose(code, target, self.explore, self._rng, tokens)
         member = self._members[choice.arm]
-        decision = uuid.uuid4().hex
+        decision = _decision_id()
         spent: list[float] = []
         token = _tally(spent)
         try:
@@ -512,14 +585,14 @@ class OnlineRouter:
         except BudgetExceeded:
             raise
         except FALL_THROUGH as exc:
-            self._decided(request, decision, code, choice, None, None, error=str(exc))
+            self._decided(request, decision, (code, tokens), choice, None, None, error=str(exc))
             raise
         finally:
             if token is not None:
                 unbind(token)
         cost = sum(spent) if token is not None else result.cost_usd
         quality = await self._validate(request, result)
-        self._decided(request, decision, code, choice, cost, quality)
+        self._decided(request, decision, (code, tokens), choice, cost, quality)
         return routed(result, self.name)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
@@ -550,17 +623,21 @@ class OnlineRouter:
         self,
         request: ChatRequest,
         decision: str,
-        code: int,
+        context: tuple[int, int],
         choice: Choice,
         cost: float | None,
         quality: float | None,
         *,
         error: str | None = None,
     ) -> None:
+        code, tokens = context
         member = self._members[choice.arm]
-        estimate = member.cost(request)
+        estimates = [m.cost(request, tokens) for m in self._members]
+        estimate = estimates[choice.arm]
         with self.state.lock:
-            self.state.add_decision(decision, choice.arm, code, cost, estimate, choice.explored)
+            self.state.add_decision(
+                decision, choice.arm, code, cost, estimate, choice.explored, tokens
+            )
             if quality is not None:
                 self.state.add_signal(decision, quality, self.validator_weight, decision + ":v")
         candidates = [
@@ -568,13 +645,14 @@ class OnlineRouter:
                 "model": m.name,
                 "quality_lcb": round(lo, 4),
                 "evidence": round(ev, 1),
-                "estimate_usd": cost_field(m.cost(request)),
+                "estimate_usd": cost_field(e),
             }
-            for m, (lo, ev) in zip(self._members, choice.estimates, strict=True)
+            for m, e, (lo, ev) in zip(self._members, estimates, choice.estimates, strict=True)
         ]
         extra: dict[str, Any] = {
             "decision": decision,
             "context": code,
+            "tokens": tokens,
             "space": self.space,
             "explored": choice.explored,
             "cost_usd": cost_field(cost),
@@ -635,6 +713,7 @@ class OnlineRouter:
         if len(self._last) > MEMORY:
             self._last.popitem(last=False)
         cost = data.get("cost_usd")
+        tokens = data.get("tokens")
         with self.state.lock:
             new = self.state.add_decision(
                 decision,
@@ -643,6 +722,7 @@ class OnlineRouter:
                 float(cost) if isinstance(cost, int | float) else None,
                 _number(data.get("estimate_usd"), None),
                 bool(data.get("explored")),
+                tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
             )
             quality = data.get("quality")
             if isinstance(quality, int | float):
@@ -692,6 +772,16 @@ class OnlineRouter:
             return
         async with self._sync_lock:
             await self.sync()
+
+
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNT = itertools.count()
+
+
+def _decision_id() -> str:
+    """A decision's id: unique across processes (a random prefix drawn at start) and cheap
+    (a counter after it), unlike a fresh ``uuid4`` per decision."""
+    return f"{_ID_PREFIX}{next(_ID_COUNT):016x}"
 
 
 def _number(value: Any, default: Any) -> Any:
