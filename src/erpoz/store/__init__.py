@@ -21,7 +21,16 @@ from ._model import (
     RunInfo,
     chain_hash,
 )
-from ._protocol import AuditShards, BudgetLedger, Claim, MerkleLog, RunQueue, RunWriter, Store
+from ._protocol import (
+    AuditShards,
+    BudgetLedger,
+    Claim,
+    Mailbox,
+    MerkleLog,
+    RunQueue,
+    RunWriter,
+    Store,
+)
 from ._sqlite import SQLiteStore
 
 __all__ = [
@@ -38,6 +47,7 @@ __all__ = [
     "Event",
     "Hold",
     "Leaf",
+    "Mailbox",
     "MemoryStore",
     "MerkleLog",
     "NewRun",

@@ -26,6 +26,8 @@ class BufferedWriter(Protocol):
     output: str | None
     error: str | None
     waiting_step: str | None
+    wake_at: float | None
+    wake_on: str | None
 
 
 def buffer_event(
@@ -59,5 +61,12 @@ def buffer_event(
         w.output = payload
     elif kind == RUN_FAILED:
         w.error = (data or {}).get("error")
-    w.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
+    if kind == RUN_WAITING and data:
+        w.waiting_step, w.wake_at, w.wake_on = (
+            data.get("step"),
+            data.get("wake_at"),
+            data.get("wake_on"),
+        )
+    else:
+        w.waiting_step = w.wake_at = w.wake_on = None
     return True
