@@ -32,6 +32,7 @@ from ._console import (
     EXIT_STORE,
     EXIT_WAITING,
     ExecutorOpt,
+    HoldOpt,
     InputJsonOpt,
     InputsOpt,
     JsonOpt,
@@ -59,6 +60,7 @@ from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
 from .cli_serve import serve
 from .cli_trace import trace
+from .cli_waits import register as register_wait_commands
 from .cli_worker import submit, worker
 from .engine import Decision, Engine, RunResult, pending_reviews, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
@@ -123,6 +125,7 @@ runs_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(runs_app, name="runs")
+register_wait_commands(runs_app)
 
 
 def _call(coro: Coroutine[Any, Any, T]) -> T:
@@ -275,6 +278,7 @@ def _report(result: RunResult, as_json: bool, store: Store, config: str | None =
                 "error": result.error,
                 "failed_step": result.failed_step,
                 "waiting_steps": list(result.waiting_steps),
+                "wake_at": result.wake_at,
             }
         )
     else:
@@ -299,6 +303,14 @@ def _report(result: RunResult, as_json: bool, store: Store, config: str | None =
                 f"back in its queue: a worker goes on with it (erpoz runs show {result.run_id})",
                 highlight=False,
             )
+        elif result.status == "waiting" and result.wake_at is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.wake_at))
+            out.print(
+                f"[yellow]{escape(', '.join(result.waiting_steps))}[/] sleeps until {when} "
+                f"(in {max(0.0, result.wake_at - time.time()):.1f} s); no process holds it. "
+                "A worker of its queue wakes it then, or:",
+            )
+            out.print(f"  erpoz runs resume {result.run_id} --wait{again}", highlight=False)
         elif result.status == "waiting":
             steps = ", ".join(result.waiting_steps)
             out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
@@ -335,9 +347,18 @@ def run(
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     config: _ConfigOpt = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Start the run under this id; when a run with it exists, report that run "
+            "instead (an idempotent start; other inputs are an error).",
+        ),
+    ] = None,
+    hold: HoldOpt = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a flow and wait for it to succeed, fail or pause for review.
+    """Run a flow and wait for it to succeed, fail, pause for review or sleep.
 
     [dim]Example:[/] erpoz run examples/triage.yaml -i ticket="refund my invoice" -t tenant=acme
     """
@@ -352,8 +373,10 @@ def run(
         executor=executor,
         ray_address=ray_address,
         observers=[view.observe] if view else None,
+        hold_s=hold,
     )
-    running = with_checkpoints(auto_checkpoints(st, config), engine.run(plan, values, tags=tags))
+    started = engine.run(plan, values, tags=tags, run_id=run_id)
+    running = with_checkpoints(auto_checkpoints(st, config), started)
     try:
         result = _call(_drive(engine, running, view))
     finally:
@@ -587,11 +610,19 @@ def runs_resume(
     store: StoreOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a live table of steps.")] = True,
     config: _ConfigOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="A sleeping run that is not due yet: wait here until it is, then go on."
+        ),
+    ] = False,
+    hold: HoldOpt = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue a run that waits for review, crashed or was interrupted.
+    """Continue a run that waits for review, crashed, was interrupted or sleeps.
 
-    Steps whose success is recorded are not run again.
+    Steps whose success is recorded are not run again. A sleeping run goes on once it is due
+    (before that it is reported as it is, exit 3, unless --wait).
 
     [dim]Examples:[/] erpoz runs resume RUN · erpoz runs resume RUN --approve ·
     erpoz runs resume RUN --edit fixed.json --comment "tone"
@@ -608,7 +639,7 @@ def runs_resume(
                 fail(f"--edit {edit}: {exc}", EXIT_INVALID)
         action = "approve" if approve else "reject" if reject else "edit"
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
-    _resume(run_id, decision, flow, store, progress, as_json, config)
+    _resume(run_id, decision, flow, store, progress, as_json, config, wait=wait, hold=hold)
 
 
 def _resume(
@@ -619,6 +650,9 @@ def _resume(
     progress: bool,
     as_json: bool,
     config: str | None = None,
+    *,
+    wait: bool = False,
+    hold: float = 1.0,
 ) -> NoReturn:
     """Resume a run (with a reviewer's decision, if any) in this process and report."""
     if decision is not None:
@@ -626,9 +660,12 @@ def _resume(
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
-    engine = build_engine(st, config=config, observers=[view.observe] if view else None)
+    engine = build_engine(
+        st, config=config, observers=[view.observe] if view else None, hold_s=hold
+    )
+    resuming = engine.resume(run_id, plan, decision=decision, wait=wait)
     try:
-        result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
+        result = _call(_drive(engine, resuming, view))
     finally:
         engine.executor.shutdown()
     _report(result, as_json, st, config)
