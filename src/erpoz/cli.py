@@ -859,7 +859,11 @@ def review_edit(
 @runs_app.command("replay")
 def runs_replay(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
-    from_step: Annotated[str, typer.Option("--from", help="Re-run from this step on.")],
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Re-run from this step on.")
+    ] = None,
+    inputs: InputsOpt = None,
+    input_json: InputJsonOpt = None,
     flow: Annotated[
         str | None,
         typer.Option(
@@ -870,22 +874,50 @@ def runs_replay(
     config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run a run from a step, with the recorded inputs, as a new linked run.
+    """Fork a run: a new run linked to it, with its recorded inputs (-i changes some) and this
+    project's configuration (--config), that re-runs the step --from and what follows it, and
+    every step reading a changed input; the other steps keep their recorded outputs.
 
     Compare the two with erpoz runs diff RUN NEW.
 
-    [dim]Example:[/] erpoz runs replay RUN --from answer --config erpoz.yaml
+    [dim]Examples:[/] erpoz runs replay RUN --from answer --config erpoz.yaml ·
+    erpoz runs fork RUN -i ticket="refund INV-2"
     """
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
+    if inputs or input_json is not None:
+        base = plan or _call(_recorded_plan(st, run_id))
+        changes = _parse_inputs(base, inputs or [], input_json)
+    else:
+        changes = {}
+    if from_step is None and not changes:
+        fail("say what runs again: --from STEP, or inputs that change (-i name=value)", 2)
     engine = build_engine(st, config=config)
+    forking = engine.fork(run_id, from_step, inputs=changes, flow=plan)
     try:
-        result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
+        result = _call(_drive(engine, forking, None))
     finally:
         engine.executor.shutdown()
     if not as_json:
-        out.print(f"replayed {run_id} from {from_step} as a new run:")
+        what = f"from {from_step}" if from_step else "with new inputs"
+        out.print(f"forked {run_id} {what} as a new run:")
     _report(result, as_json, st, config)
+
+
+runs_app.command("fork")(runs_replay)
+
+
+async def _recorded_plan(st: Store, run_id: str) -> Plan:
+    """The plan of a run's recorded source (to read -i values by its input types)."""
+    info = await st.get_run(run_id)
+    if info is None:
+        raise RunError(f"no run {run_id!r} in {st.url}", run_id=run_id)
+    if not info.source:
+        raise RunError(
+            f"run {info.run_id} was started from a flow object with no source; give --flow",
+            run_id=info.run_id,
+        )
+    return load_flow(info.source).compile()
 
 
 @runs_app.command("cancel")

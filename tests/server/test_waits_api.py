@@ -89,3 +89,36 @@ def test_a_run_waits_for_a_message_sent_through_the_api(
             "/api/runs/ticket-3/messages", json={"topic": "no spaces", "value": 1}, headers=auth()
         )
         assert bad.status_code == 422 and "topic" in bad.text
+
+
+def test_a_fork_through_the_api_changes_inputs_and_keeps_its_parent(
+    make_state: Callable[..., ServerState], auth: Auth
+) -> None:
+    flows = {"replier": load_flow(f"{WAITS}:replier").compile()}
+    with TestClient(create_app(make_state(flows=flows))) as client:
+        client.post(
+            "/api/runs",
+            json={"flow": "replier", "inputs": {"ticket": "T1"}, "run_id": "first"},
+            headers=auth(),
+        )
+        client.post(
+            "/api/runs/first/messages", json={"topic": "reply", "value": "a"}, headers=auth()
+        )
+        done = client.post("/api/runs/first/resume", json={}, headers=auth()).json()
+        assert done["output"] == "T1: a"
+        forked = client.post(
+            "/api/runs/first/fork", json={"inputs": {"ticket": "T2"}}, headers=auth()
+        )
+        assert forked.status_code == 200, forked.text
+        body = forked.json()
+        assert body["status"] == "waiting"  # the fork waits for a reply of its own
+        info = client.get(f"/api/runs/{body['run_id']}", headers=auth()).json()
+        assert info["parent_run_id"] == "first" and info["inputs"] == {"ticket": "T2"}
+        assert info["tenant"] == "acme"
+        assert client.post("/api/runs/first/fork", json={}, headers=auth()).status_code == 409
+        assert (
+            client.post(
+                "/api/runs/first/fork", json={"from_step": "wait_reply"}, headers=auth("globex")
+            ).status_code
+            == 404
+        )

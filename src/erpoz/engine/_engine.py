@@ -579,29 +579,62 @@ class Engine:
         self, run_id: str, from_step: str, flow: Flow | Plan | None = None
     ) -> RunResult:
         """Re-run ``run_id`` from ``from_step`` as a new run linked to it: steps upstream keep
-        their recorded outputs; ``from_step`` and everything after it run again."""
-        info = await self.store.get_run(run_id)
+        their recorded outputs; ``from_step`` and everything after it run again (a
+        :meth:`fork` that changes no input)."""
+        return await self.fork(run_id, from_step, flow=flow)
+
+    async def fork(
+        self,
+        parent: str,
+        from_step: str | None = None,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        flow: Flow | Plan | None = None,
+        tags: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """A new run (``run_id``, else a new id) that starts where run ``parent`` stands, linked
+        to it as its parent: ``inputs`` replace some of its recorded inputs, and the steps that
+        run again are ``from_step`` and everything after it, and every step that reads a changed
+        input and everything after those; the others keep their recorded outputs. This
+        engine's services (models, tools: another ``--config``) and ``flow`` (a changed version)
+        serve the new run."""
+        new_id = run_id or new_run_id()
+        info = await self.store.get_run(parent)
         if info is None:
-            raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+            raise RunError(f"no run {parent!r} in {self.store.url}", run_id=parent)
         plan = self._plan_for(info.source, flow, info.run_id)
-        rerun = plan.downstream(from_step)
+        old_inputs = json.loads(info.inputs or "{}")
+        bound = plan.bind_inputs({**old_inputs, **(inputs or {})})
+        inputs_json = _encode_inputs(plan, bound)
+        new_inputs = json.loads(inputs_json)
+        changed = {k for k in new_inputs if new_inputs[k] != old_inputs.get(k, _PENDING)}
+        rerun = plan.downstream(from_step) if from_step is not None else set()
+        rerun |= plan.affected_by(changed)
+        if not rerun:
+            raise RunError(
+                f"a fork of run {info.run_id} needs a step to run again from (--from STEP) or "
+                "an input that changes (-i name=value)",
+                run_id=info.run_id,
+            )
+        first = from_step or next(n.id for n in plan.nodes if n.id in rerun)
         events = await self.store.events(info.run_id)
-        old_outputs = _recorded_outputs(events)
+        run_tags = {**_tags_of(events), **(tags or {})}
         writer = await self.store.create_run(
             NewRun(
-                new_run_id(),
+                new_id,
                 plan.name,
                 plan.fingerprint,
-                info.inputs,
+                inputs_json,
                 source=plan.source,
                 parent_run_id=info.run_id,
-                replay_from=from_step,
-                tags=_tags_of(events),
+                replay_from=first,
+                tags=run_tags,
             ),
             self.owner,
         )
-        run = _Run(self._observed(writer), _tags_of(events))
-        for step_id, payload in old_outputs.items():
+        run = _Run(self._observed(writer), run_tags)
+        for step_id, payload in _recorded_outputs(events).items():
             if top_step(step_id) in rerun:
                 continue
             run.recorded[step_id] = payload
@@ -611,7 +644,6 @@ class Engine:
                 writer.append(
                     ev.STEP_SUCCEEDED, step_id, data={"copied_from": info.run_id}, payload=payload
                 )
-        bound = plan.bind_inputs(json.loads(info.inputs))
         return await self._drive_run(plan, bound, run)
 
     async def cancel(self, run_id: str) -> str:

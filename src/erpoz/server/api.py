@@ -29,7 +29,7 @@ from ..store import TERMINAL, Event, RunInfo
 from ._auth import caller_of
 from ._scope import TenantView, as_store, event_json, jsonable, public_source, run_json
 from ._state import Caller, ServerState, Token
-from .wire import Drive, ReviewDecision, SendMessage, StartRun
+from .wire import Drive, ForkRun, ReviewDecision, SendMessage, StartRun
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -733,6 +733,26 @@ def router(state: ServerState) -> APIRouter:
             body.timeout_s,
             new=False,
         )
+
+    @api.post("/runs/{run_id}/fork", summary="Fork a run: other inputs, or again from a step")
+    async def fork(run_id: RunId, body: ForkRun, caller: CallerDep) -> Response:
+        from ..engine import new_run_id
+
+        info = await find(view(caller), run_id)
+        plan = _plan_of(state, info)
+        new_id = new_run_id()
+
+        async def go() -> RunResult:
+            return await state.engine.fork(
+                info.run_id,
+                body.from_step,
+                inputs=body.inputs,
+                flow=plan,
+                tags={"tenant": caller.tenant},
+                run_id=new_id,
+            )
+
+        return await drive(new_id, go, body.wait, body.timeout_s, new=True)
 
     @api.post("/runs/{run_id}/messages", summary="Send a message to a run (ctx.recv)")
     async def send_message(run_id: RunId, body: SendMessage, caller: CallerDep) -> dict[str, Any]:

@@ -92,6 +92,21 @@ class Drive(BaseModel):
     timeout_s: Timeout = None
 
 
+class ForkRun(BaseModel):
+    """``POST /api/runs/{id}/fork``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: str | None = Field(
+        None, max_length=500, description="Run this step and what follows it again."
+    )
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Inputs that change (the others are the run's)."
+    )
+    wait: bool = True
+    timeout_s: Timeout = None
+
+
 class SendMessage(BaseModel):
     """``POST /api/runs/{id}/messages``."""
 
