@@ -279,6 +279,7 @@ def _report(result: RunResult, as_json: bool, store: Store, config: str | None =
                 "failed_step": result.failed_step,
                 "waiting_steps": list(result.waiting_steps),
                 "wake_at": result.wake_at,
+                "wake_on": result.wake_on,
             }
         )
     else:
@@ -304,19 +305,35 @@ def _report(result: RunResult, as_json: bool, store: Store, config: str | None =
                 highlight=False,
             )
         elif result.status == "waiting" and result.wake_at is not None:
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.wake_at))
-            out.print(
-                f"[yellow]{escape(', '.join(result.waiting_steps))}[/] sleeps until {when} "
-                f"(in {max(0.0, result.wake_at - time.time()):.1f} s); no process holds it. "
-                "A worker of its queue wakes it then, or:",
-            )
-            out.print(f"  erpoz runs resume {result.run_id} --wait{again}", highlight=False)
+            _report_sleep(result, again)
         elif result.status == "waiting":
             steps = ", ".join(result.waiting_steps)
             out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
             for flag in ("--approve", "--reject", "--edit FILE"):
                 out.print(f"  erpoz runs resume {result.run_id} {flag}{again}", highlight=False)
     raise typer.Exit(_STATUS_EXIT.get(result.status, EXIT_FAILED))
+
+
+def _report_sleep(result: RunResult, again: str) -> None:
+    """What a run that waits durably waits for, and what goes on with it."""
+    assert result.wake_at is not None
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.wake_at))
+    steps = escape(", ".join(result.waiting_steps))
+    left = f"in {max(0.0, result.wake_at - time.time()):.1f} s"
+    kind, _, what = (result.wake_on or "").partition(":")
+    if kind == "msg":
+        out.print(f"[yellow]{steps}[/] waits for a message on {escape(what)} until {when}")
+        out.print(f"  erpoz runs send {result.run_id} {what} VALUE", highlight=False)
+    elif kind == "event":
+        run, _, key = what.partition(":")
+        out.print(f"[yellow]{steps}[/] waits for event {escape(key)} of run {run} until {when}")
+    else:
+        out.print(f"[yellow]{steps}[/] sleeps until {when} ({left})")
+    out.print(
+        "no process holds it: a worker of its queue goes on when it is due, or",
+        highlight=False,
+    )
+    out.print(f"  erpoz runs resume {result.run_id} --wait{again}", highlight=False)
 
 
 def _jsonable(value: Any) -> Any:
@@ -900,7 +917,7 @@ def runs_replay(
         engine.executor.shutdown()
     if not as_json:
         what = f"from {from_step}" if from_step else "with new inputs"
-        out.print(f"forked {run_id} {what} as a new run:")
+        out.print(f"{'forked' if changes else 'replayed'} {run_id} {what} as a new run:")
     _report(result, as_json, st, config)
 
 

@@ -97,6 +97,8 @@ class RunResult:
     and ``fields`` (see :func:`erpoz.errors.error_info`)."""
     wake_at: float | None = None
     """When a run that waits on a timer (``ctx.sleep``, a ``recv`` timeout) is due."""
+    wake_on: str | None = None
+    """What wakes it sooner: ``msg:TOPIC`` (a message) or ``event:RUN:KEY`` (a run event)."""
 
     @property
     def ok(self) -> bool:
@@ -749,6 +751,7 @@ class Engine:
                 "waiting",
                 waiting_steps=tuple(run.paused),
                 wake_at=None if wake is None else wake[0],
+                wake_on=None if wake is None else wake[1],
             )
         output = plan.output(scope.outs, inputs)
         if output is SKIPPED:
@@ -1218,6 +1221,7 @@ def result_of(info: RunInfo) -> RunResult:
         error=info.error,
         waiting_steps=waiting,
         wake_at=info.wake_at if info.status == "waiting" else None,
+        wake_on=info.wake_on if info.status == "waiting" else None,
     )
 
 

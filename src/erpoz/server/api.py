@@ -89,6 +89,7 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "failed_step": result.failed_step,
         "waiting_steps": list(result.waiting_steps),
         "wake_at": result.wake_at,
+        "wake_on": result.wake_on,
     }
 
 

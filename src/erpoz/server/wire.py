@@ -148,6 +148,8 @@ class RunOutcome(_Out):
     queue: str | None = None
     wake_at: float | None = None
     """When a run that sleeps (``ctx.sleep``, a ``recv`` timeout) is due."""
+    wake_on: str | None = None
+    """What wakes it sooner: ``msg:TOPIC`` or ``event:RUN:KEY``."""
 
     @property
     def ok(self) -> bool:
