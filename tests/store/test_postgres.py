@@ -20,6 +20,7 @@ from store.contract import (
     OTHER,
     OWNER,
     LedgerContract,
+    MailboxContract,
     QueueContract,
     StoreContract,
     assert_valid_chain,
@@ -45,7 +46,7 @@ def schema() -> Iterator[Schema]:
         yield s
 
 
-class TestPostgres(StoreContract, QueueContract, LedgerContract):
+class TestPostgres(StoreContract, QueueContract, LedgerContract, MailboxContract):
     @pytest.fixture
     def store(self, schema: Schema) -> Iterator[Store]:
         s = open_store(schema.url)

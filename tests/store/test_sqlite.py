@@ -17,6 +17,7 @@ from erpoz.store import SQLiteStore, Store
 from store.contract import (
     OWNER,
     LedgerContract,
+    MailboxContract,
     QueueContract,
     StoreContract,
     assert_valid_chain,
@@ -24,7 +25,7 @@ from store.contract import (
 )
 
 
-class TestSQLite(StoreContract, QueueContract, LedgerContract):
+class TestSQLite(StoreContract, QueueContract, LedgerContract, MailboxContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
         s = SQLiteStore(tmp_path / "runs.db")
