@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
-from ..store import Event, Mailbox, RunWriter
-from ..store._model import EVENT_SET, MESSAGE_RECEIVED, TIMER_SET
+from ..store import EVENT_SET, MESSAGE_RECEIVED, TIMER_SET, Event, Mailbox, RunWriter
 from ._remote import (
     MEMORY_WRITTEN,
     MODEL_REPLIED,
