@@ -62,6 +62,16 @@ def test_concepts_examples_run() -> None:
         run_printing(block, f"docs/concepts.md (python block {i})", namespace)
 
 
+def test_durable_examples_run_and_print_what_the_page_shows() -> None:
+    """docs/durable.md: its Python block runs and prints the text block after it."""
+    page = ROOT / "docs" / "durable.md"
+    blocks = fenced_blocks(page.read_text(encoding="utf-8"))
+    index = next(i for i, (lang, _) in enumerate(blocks) if lang == "python")
+    printed = run_printing(blocks[index][1], "docs/durable.md (python block 1)")
+    assert blocks[index + 1][0] == "text"
+    assert printed.strip() == blocks[index + 1][1].strip()
+
+
 def test_governance_examples_run() -> None:
     """docs/governance.md's Python blocks run as written, in order, in one session."""
     blocks = fenced_blocks(GOVERNANCE.read_text(encoding="utf-8"))

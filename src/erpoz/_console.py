@@ -38,6 +38,16 @@ StoreOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+HoldOpt = Annotated[
+    float,
+    typer.Option(
+        "--hold",
+        min=0,
+        help="Durable waits (ctx.sleep, recv) up to this many seconds are waited out in this "
+        "process; longer ones leave the run waiting, with its wake time, for a worker or "
+        "`erpoz runs resume`.",
+    ),
+]
 InputsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -132,6 +142,7 @@ def build_engine(
     executor: str | None = None,
     ray_address: str | None = None,
     observers: list[Any] | None = None,
+    hold_s: float = 1.0,
 ) -> Engine:
     """An engine with the project's services and executor (``--executor``, else erpoz.yaml's);
     a broken project file or a bad executor choice exits 2 saying why."""
@@ -145,7 +156,7 @@ def build_engine(
         fail(str(exc), EXIT_INVALID)
     except StoreError as exc:  # reading what the project has spent
         fail(str(exc), EXIT_STORE)
-    return Engine(st, executor=chosen, services=services, observers=observers)
+    return Engine(st, executor=chosen, services=services, observers=observers, hold_s=hold_s)
 
 
 def os_user() -> str:

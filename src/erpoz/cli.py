@@ -32,6 +32,7 @@ from ._console import (
     EXIT_STORE,
     EXIT_WAITING,
     ExecutorOpt,
+    HoldOpt,
     InputJsonOpt,
     InputsOpt,
     JsonOpt,
@@ -274,6 +275,8 @@ def _report(result: RunResult, as_json: bool, store: Store, config: str | None =
                 "error": result.error,
                 "failed_step": result.failed_step,
                 "waiting_steps": list(result.waiting_steps),
+                "wake_at": result.wake_at,
+                "wake_on": result.wake_on,
             }
         )
     else:
@@ -298,12 +301,36 @@ def _report(result: RunResult, as_json: bool, store: Store, config: str | None =
                 f"back in its queue: a worker goes on with it (erpoz runs show {result.run_id})",
                 highlight=False,
             )
+        elif result.status == "waiting" and result.wake_at is not None:
+            _report_sleep(result, again)
         elif result.status == "waiting":
             steps = ", ".join(result.waiting_steps)
             out.print(f"waiting for review of [yellow]{steps}[/]; decide with:")
             for flag in ("--approve", "--reject", "--edit FILE"):
                 out.print(f"  erpoz runs resume {result.run_id} {flag}{again}", highlight=False)
     raise typer.Exit(_STATUS_EXIT.get(result.status, EXIT_FAILED))
+
+
+def _report_sleep(result: RunResult, again: str) -> None:
+    """What a run that waits durably waits for, and what goes on with it."""
+    assert result.wake_at is not None
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.wake_at))
+    steps = escape(", ".join(result.waiting_steps))
+    left = f"in {max(0.0, result.wake_at - time.time()):.1f} s"
+    kind, _, what = (result.wake_on or "").partition(":")
+    if kind == "msg":
+        out.print(f"[yellow]{steps}[/] waits for a message on {escape(what)} until {when}")
+        out.print(f"  erpoz runs send {result.run_id} {what} VALUE", highlight=False)
+    elif kind == "event":
+        run, _, key = what.partition(":")
+        out.print(f"[yellow]{steps}[/] waits for event {escape(key)} of run {run} until {when}")
+    else:
+        out.print(f"[yellow]{steps}[/] sleeps until {when} ({left})")
+    out.print(
+        "no process holds it: a worker of its queue goes on when it is due, or",
+        highlight=False,
+    )
+    out.print(f"  erpoz runs resume {result.run_id} --wait{again}", highlight=False)
 
 
 def _jsonable(value: Any) -> Any:
@@ -334,9 +361,18 @@ def run(
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     config: _ConfigOpt = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Start the run under this id; when a run with it exists, report that run "
+            "instead (an idempotent start; other inputs are an error).",
+        ),
+    ] = None,
+    hold: HoldOpt = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a flow and wait for it to succeed, fail or pause for review.
+    """Run a flow and wait for it to succeed, fail, pause for review or sleep.
 
     [dim]Example:[/] erpoz run examples/triage.yaml -i ticket="refund my invoice" -t tenant=acme
     """
@@ -351,8 +387,10 @@ def run(
         executor=executor,
         ray_address=ray_address,
         observers=[view.observe] if view else None,
+        hold_s=hold,
     )
-    running = with_checkpoints(auto_checkpoints(st, config), engine.run(plan, values, tags=tags))
+    started = engine.run(plan, values, tags=tags, run_id=run_id)
+    running = with_checkpoints(auto_checkpoints(st, config), started)
     try:
         result = _call(_drive(engine, running, view))
     finally:
@@ -626,11 +664,19 @@ def runs_resume(
     store: StoreOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a live table of steps.")] = True,
     config: _ConfigOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="A sleeping run that is not due yet: wait here until it is, then go on."
+        ),
+    ] = False,
+    hold: HoldOpt = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue a run that waits for review, crashed or was interrupted.
+    """Continue a run that waits for review, crashed, was interrupted or sleeps.
 
-    Steps whose success is recorded are not run again.
+    Steps whose success is recorded are not run again. A sleeping run goes on once it is due
+    (before that it is reported as it is, exit 3, unless --wait).
 
     [dim]Examples:[/] erpoz runs resume RUN · erpoz runs resume RUN --approve ·
     erpoz runs resume RUN --edit fixed.json --comment "tone"
@@ -649,7 +695,7 @@ def runs_resume(
         from .engine import Decision
 
         decision = Decision(action, output=output, reviewer=reviewer, comment=comment, step=step)
-    _resume(run_id, decision, flow, store, progress, as_json, config)
+    _resume(run_id, decision, flow, store, progress, as_json, config, wait=wait, hold=hold)
 
 
 def _resume(
@@ -660,6 +706,9 @@ def _resume(
     progress: bool,
     as_json: bool,
     config: str | None = None,
+    *,
+    wait: bool = False,
+    hold: float = 1.0,
 ) -> NoReturn:
     """Resume a run (with a reviewer's decision, if any) in this process and report."""
     if decision is not None:
@@ -667,9 +716,12 @@ def _resume(
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
     view = _LiveView(plan) if plan and progress and not as_json and err.is_terminal else None
-    engine = build_engine(st, config=config, observers=[view.observe] if view else None)
+    engine = build_engine(
+        st, config=config, observers=[view.observe] if view else None, hold_s=hold
+    )
+    resuming = engine.resume(run_id, plan, decision=decision, wait=wait)
     try:
-        result = _call(_drive(engine, engine.resume(run_id, plan, decision=decision), view))
+        result = _call(_drive(engine, resuming, view))
     finally:
         engine.executor.shutdown()
     _report(result, as_json, st, config)
@@ -871,7 +923,11 @@ def review_edit(
 @runs_app.command("replay")
 def runs_replay(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
-    from_step: Annotated[str, typer.Option("--from", help="Re-run from this step on.")],
+    from_step: Annotated[
+        str | None, typer.Option("--from", help="Re-run from this step on.")
+    ] = None,
+    inputs: InputsOpt = None,
+    input_json: InputJsonOpt = None,
     flow: Annotated[
         str | None,
         typer.Option(
@@ -882,22 +938,52 @@ def runs_replay(
     config: _ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run a run from a step, with the recorded inputs, as a new linked run.
+    """Fork a run: a new run linked to it, with its recorded inputs (-i changes some) and this
+    project's configuration (--config), that re-runs the step --from and what follows it, and
+    every step reading a changed input; the other steps keep their recorded outputs.
 
     Compare the two with erpoz runs diff RUN NEW.
 
-    [dim]Example:[/] erpoz runs replay RUN --from answer --config erpoz.yaml
+    [dim]Examples:[/] erpoz runs replay RUN --from answer --config erpoz.yaml ·
+    erpoz runs fork RUN -i ticket="refund INV-2"
     """
     plan = _load(flow) if flow else None
     st = open_or_fail(store)
+    if inputs or input_json is not None:
+        base = plan or _call(_recorded_plan(st, run_id))
+        changes = _parse_inputs(base, inputs or [], input_json)
+    else:
+        changes = {}
+    if from_step is None and not changes:
+        fail("say what runs again: --from STEP, or inputs that change (-i name=value)", 2)
     engine = build_engine(st, config=config)
+    forking = engine.fork(run_id, from_step, inputs=changes, flow=plan)
     try:
-        result = _call(_drive(engine, engine.replay(run_id, from_step, plan), None))
+        result = _call(_drive(engine, forking, None))
     finally:
         engine.executor.shutdown()
     if not as_json:
-        out.print(f"replayed {run_id} from {from_step} as a new run:")
+        what = f"from {from_step}" if from_step else "with new inputs"
+        out.print(f"{'forked' if changes else 'replayed'} {run_id} {what} as a new run:")
     _report(result, as_json, st, config)
+
+
+runs_app.command("fork")(runs_replay)
+
+
+async def _recorded_plan(st: Store, run_id: str) -> Plan:
+    """The plan of a run's recorded source (to read -i values by its input types)."""
+    info = await st.get_run(run_id)
+    if info is None:
+        raise RunError(f"no run {run_id!r} in {st.url}", run_id=run_id)
+    if not info.source:
+        raise RunError(
+            f"run {info.run_id} was started from a flow object with no source; give --flow",
+            run_id=info.run_id,
+        )
+    from . import load_flow
+
+    return load_flow(info.source).compile()
 
 
 @runs_app.command("cancel")

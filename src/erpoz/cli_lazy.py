@@ -123,6 +123,24 @@ LAZY: dict[str, dict[str, Lazy]] = {
         ),
     },
     "runs": {
+        "send": Lazy(
+            ".cli_waits",
+            "runs_send",
+            "Send a message to a run: kept until it takes it with ctx.recv; a run waiting for it\n"
+            "wakes (a worker of its queue goes on at once, else `erpoz runs resume RUN`).",
+        ),
+        "event": Lazy(
+            ".cli_waits",
+            "runs_event",
+            "Print an event a run published (ctx.set_event); exit 3 when it is not set (yet, or\n"
+            "set to null).",
+        ),
+        "wake": Lazy(
+            ".cli_waits",
+            "runs_wake",
+            "Resume, here, the sleeping runs whose wake time has come (runs of no queue: a worker\n"
+            "wakes the runs of its queues itself). Run it from cron, or after a restart.",
+        ),
         "diff": Lazy(
             ".cli_diff",
             "runs_diff",
@@ -156,7 +174,7 @@ ORDER = {
         "eval",
         "mcp",
     ],
-    "runs": ["ls", "show", "resume", "replay", "cancel", "diff"],
+    "runs": ["ls", "show", "resume", "replay", "fork", "cancel", "diff", "send", "event", "wake"],
 }
 """The order ``--help`` lists a group's commands in (others follow, in the order added)."""
 

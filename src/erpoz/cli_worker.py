@@ -20,6 +20,7 @@ from ._console import (
     EXIT_RUN,
     EXIT_STORE,
     ExecutorOpt,
+    HoldOpt,
     InputJsonOpt,
     InputsOpt,
     JsonOpt,
@@ -56,6 +57,14 @@ def submit(
         typer.Option("--wait", help="Wait until a worker finishes it; exit as `erpoz run` does."),
     ] = False,
     store: StoreOpt = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Queue it under this id; when a run with it exists, that run is the answer "
+            "(an idempotent submit; other inputs are an error).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a run of a flow for a worker (`erpoz worker`) and print its id.
@@ -74,20 +83,20 @@ def submit(
 
     async def go() -> tuple[str, RunResult | None]:
         try:
-            run_id = await engine.submit(plan, values, queue=queue, tags=tags)
+            rid = await engine.submit(plan, values, queue=queue, tags=tags, run_id=run_id)
             if not wait:
-                return run_id, None
+                return rid, None
             err.print(
-                f"run {run_id} queued on {queue}; waiting for a worker to run it "
+                f"run {rid} queued on {queue}; waiting for a worker to run it "
                 f"(erpoz worker -q {queue}) …",
                 highlight=False,
             )
-            return run_id, await _until_done(st, run_id)
+            return rid, await _until_done(st, rid)
         finally:
             await st.close()
 
     try:
-        run_id, result = asyncio.run(go())
+        rid, result = asyncio.run(go())
     except FlowError as exc:
         fail(str(exc), EXIT_INVALID)
     except StoreError as exc:
@@ -99,11 +108,11 @@ def submit(
     if result is not None:
         _report(result, as_json, st)
     if as_json:
-        out.print_json(data={"run_id": run_id, "status": "queued", "queue": queue})
+        out.print_json(data={"run_id": rid, "status": "queued", "queue": queue})
     else:
-        out.print(f"run [bold]{run_id}[/] queued on [bold]{escape(queue)}[/]", highlight=False)
+        out.print(f"run [bold]{rid}[/] queued on [bold]{escape(queue)}[/]", highlight=False)
         err.print(
-            f"follow it: erpoz runs show {run_id}   ·   run it: erpoz worker -q {queue}",
+            f"follow it: erpoz runs show {rid}   ·   run it: erpoz worker -q {queue}",
             highlight=False,
         )
 
@@ -176,6 +185,7 @@ def worker(
         ),
     ] = DEFAULT_MAX_CLAIMS,
     quiet: Annotated[bool, typer.Option("--quiet", help="No line per finished run.")] = False,
+    hold: HoldOpt = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Take runs from the queues of a shared store and run them until stopped.
@@ -197,7 +207,9 @@ def worker(
             EXIT_INVALID,
         )
     st.lease_s = lease  # type: ignore[attr-defined]
-    engine = build_engine(st, config=config, executor=executor, ray_address=ray_address)
+    engine = build_engine(
+        st, config=config, executor=executor, ray_address=ray_address, hold_s=hold
+    )
     queues = queue or ["default"]
     verbose = not quiet and not as_json
 

@@ -876,6 +876,93 @@ class QueueContract:
         run(main())
 
 
+class MailboxContract:
+    """What durable waits need of a store (:class:`erpoz.store.Mailbox`): a waiting run's wake
+    time on its row, messages and run events, and waking."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("a store test class overrides the `store` fixture")
+
+    async def _waiting(self, store: Any, run_id: str, wake_in: float, on: str | None) -> None:
+        await store.submit_run(new_run(run_id), "default")
+        claim = await store.claim_next(OWNER, ["default"])
+        assert claim is not None and claim.info.run_id == run_id
+        data = {"step": "s", "steps": ["s"], "wake_at": time.time() + wake_in, "wake_on": on}
+        claim.writer.append("run_waiting", data=data)
+        await claim.writer.release()
+
+    def test_a_waiting_run_is_claimed_when_due_and_not_before(self, store: Any) -> None:
+        async def main() -> None:
+            await self._waiting(store, "w-1", 0.3, None)
+            info = await store.get_run("w-1")
+            assert info is not None and info.status == "waiting" and info.owner is None
+            assert info.wake_at is not None and info.wake_at > time.time()
+            assert info.to_json()["wake_at"] == info.wake_at
+            assert await store.claim_next(OTHER, ["default"]) is None
+            await asyncio.sleep(0.35)
+            assert await store.claim_next(OTHER, ["other-queue"]) is None
+            claim = await store.claim_next(OTHER, ["default"])
+            assert claim is not None and claim.info.run_id == "w-1"
+            assert claim.info.status == "waiting" and claim.info.claims == 2
+            assert await store.claim_next(OWNER, ["default"]) is None  # taken: once
+            claim.writer.append("run_resumed")
+            await claim.writer.flush()
+            info = await store.get_run("w-1")
+            assert info is not None and (info.status, info.wake_at, info.wake_on) == (
+                "running",
+                None,
+                None,
+            )
+
+        run(main())
+
+    def test_a_message_on_the_awaited_topic_makes_the_run_due(self, store: Any) -> None:
+        async def main() -> None:
+            await self._waiting(store, "w-2", 60, "msg:reply")
+            first = await store.send_message("w-2", "other", '"not this"')
+            info = await store.get_run("w-2")
+            assert info is not None and info.wake_at is not None and info.wake_at > time.time()
+            second = await store.send_message("w-2", "reply", '{"a": 1}')
+            assert second > first
+            info = await store.get_run("w-2")
+            assert info is not None and info.wake_at is not None and info.wake_at <= time.time()
+            assert info.wake_on == "msg:reply"
+            assert await store.messages("w-2", "reply") == [(second, '{"a": 1}')]
+            assert await store.messages("w-2", "nothing") == []
+            assert await store.messages("nobody", "reply") == []
+            assert (await store.claim_next(OTHER, ["default"])).info.run_id == "w-2"
+
+        run(main())
+
+    def test_run_events_are_published_and_wake_their_waiters(self, store: Any) -> None:
+        async def main() -> None:
+            await self._waiting(store, "w-3", 60, "event:pub-1:done")
+            assert await store.get_run_event("pub-1", "done") is None
+            await store.set_run_event("pub-1", "done", "1")
+            await store.set_run_event("pub-1", "done", '{"n": 2}')  # the latest value wins
+            assert await store.get_run_event("pub-1", "done") == '{"n": 2}'
+            info = await store.get_run("w-3")
+            assert info is not None and info.wake_at is not None and info.wake_at <= time.time()
+
+        run(main())
+
+    def test_wake_run_and_due_runs(self, store: Any) -> None:
+        async def main() -> None:
+            await self._waiting(store, "w-4", 60, None)
+            w = await store.create_run(new_run("solo"), OWNER)  # of no queue
+            w.append("run_waiting", data={"step": "s", "wake_at": time.time() + 60})
+            await w.release()
+            assert await store.due_runs() == []
+            await store.wake_run("solo")
+            await store.wake_run("w-4")
+            await store.wake_run("nobody")  # nothing to wake: no error
+            assert await store.due_runs() == ["solo"]  # a worker wakes runs of queues
+            assert (await store.claim_next(OTHER, ["default"])).info.run_id == "w-4"
+
+        run(main())
+
+
 class LedgerContract:
     """Behaviour every store that keeps a budget ledger (:class:`erpoz.store.BudgetLedger`)
     must have: what project and tenant budgets across processes rely on."""

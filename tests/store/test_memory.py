@@ -4,10 +4,10 @@ import pytest
 
 from erpoz import open_store
 from erpoz.store import MemoryStore, Store
-from store.contract import LedgerContract, QueueContract, StoreContract
+from store.contract import LedgerContract, MailboxContract, QueueContract, StoreContract
 
 
-class TestMemory(StoreContract, QueueContract, LedgerContract):
+class TestMemory(StoreContract, QueueContract, LedgerContract, MailboxContract):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()

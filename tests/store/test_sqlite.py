@@ -17,6 +17,7 @@ from erpoz.store import SQLiteStore, Store
 from store.contract import (
     OWNER,
     LedgerContract,
+    MailboxContract,
     QueueContract,
     StoreContract,
     assert_valid_chain,
@@ -24,7 +25,7 @@ from store.contract import (
 )
 
 
-class TestSQLite(StoreContract, QueueContract, LedgerContract):
+class TestSQLite(StoreContract, QueueContract, LedgerContract, MailboxContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
         s = SQLiteStore(tmp_path / "runs.db")
@@ -476,6 +477,16 @@ def test_a_run_whose_owner_process_died_can_be_claimed(tmp_path: Path) -> None:
     run(main())
 
 
+def undo_waits(db: sqlite3.Connection) -> None:
+    """Take migration 8 (durable waits) back out of a file, to make it an older one."""
+    for table in ("messages", "run_events"):
+        db.execute(f"DROP TABLE {table}")
+    for index in ("runs_due", "runs_wake_on"):
+        db.execute(f"DROP INDEX {index}")
+    db.execute("ALTER TABLE runs DROP COLUMN wake_at")
+    db.execute("ALTER TABLE runs DROP COLUMN wake_on")
+
+
 def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
 
@@ -488,6 +499,7 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
 
     asyncio.run(make())
     with sqlite3.connect(path) as db:  # make it a version-1 file, as 0.1 wrote it
+        undo_waits(db)  # migration 8
         for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):  # migration 5
             db.execute(f"DROP TABLE {table}")
         db.execute("DROP TABLE budget_holds")  # migration 4
@@ -562,6 +574,7 @@ def test_events_recorded_before_the_tree_existed_enter_it_run_by_run(tmp_path: P
     with sqlite3.connect(path) as db:  # as erpoz 0.1 left it: no tree
         for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):
             db.execute(f"DROP TABLE {table}")
+        undo_waits(db)
         db.execute("PRAGMA user_version=4")  # the migration before the tree's
 
     async def check() -> None:

@@ -33,6 +33,7 @@ from ..server.wire import (
     RunDetail,
     RunInfoOut,
     RunOutcome,
+    SendMessage,
     StartRun,
     TokenChunk,
     VerifyReport,
@@ -198,6 +199,23 @@ class _Calls:
             return str(data.get("cancel")) if isinstance(data, dict) else "?"
 
         return _Call("POST", f"/api/runs/{run_id}/cancel", read)
+
+    @staticmethod
+    def send(run_id: str, topic: str, value: Any) -> _Call[int]:
+        def read(data: Any) -> int:
+            return int(data.get("message_id", 0)) if isinstance(data, dict) else 0
+
+        body = SendMessage(topic=topic, value=value)
+        return _Call("POST", f"/api/runs/{run_id}/messages", read, body=body)
+
+    @staticmethod
+    def published(run_id: str, key: str, timeout_s: float) -> _Call[Any]:
+        def read(data: Any) -> Any:
+            return data.get("value") if isinstance(data, dict) else None
+
+        return _Call(
+            "GET", f"/api/runs/{run_id}/published/{key}", read, params={"timeout_s": timeout_s}
+        )
 
     @staticmethod
     def lineage(run_id: str, step: str) -> _Call[dict[str, Any]]:
@@ -560,6 +578,15 @@ class Client(_Base):
         """Cancel a run: ``cancelled`` at once, or ``requested`` when a process drives it."""
         return self._send(_Calls.cancel(run_id))
 
+    def send(self, run_id: str, topic: str, value: Any) -> int:
+        """Send a message to a run (it takes it with ``ctx.recv(topic, …)``); its id."""
+        return self._send(_Calls.send(run_id, topic, value))
+
+    def published(self, run_id: str, key: str, timeout_s: float = 0.0) -> Any:
+        """An event the run published (``ctx.set_event``), waiting up to ``timeout_s``;
+        ``None`` when it is not set."""
+        return self._send(_Calls.published(run_id, key, timeout_s))
+
     def lineage(self, run_id: str, step: str) -> dict[str, Any]:
         """Where a step's output came from (as ``erpoz audit lineage --json``)."""
         return self._send(_Calls.lineage(run_id, step))
@@ -873,6 +900,12 @@ class AsyncClient(_Base):
 
     async def cancel(self, run_id: str) -> str:
         return await self._send(_Calls.cancel(run_id))
+
+    async def send(self, run_id: str, topic: str, value: Any) -> int:
+        return await self._send(_Calls.send(run_id, topic, value))
+
+    async def published(self, run_id: str, key: str, timeout_s: float = 0.0) -> Any:
+        return await self._send(_Calls.published(run_id, key, timeout_s))
 
     async def lineage(self, run_id: str, step: str) -> dict[str, Any]:
         return await self._send(_Calls.lineage(run_id, step))

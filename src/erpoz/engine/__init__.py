@@ -10,8 +10,10 @@ from ._engine import (
     RunResult,
     TokenListener,
     check_queue_name,
+    check_topic,
     new_run_id,
     pending_reviews,
+    result_of,
     top_step,
 )
 from ._executor import Executor, ThreadExecutor
@@ -34,7 +36,9 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "check_queue_name",
+    "check_topic",
     "new_run_id",
     "pending_reviews",
+    "result_of",
     "top_step",
 ]

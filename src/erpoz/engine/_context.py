@@ -6,13 +6,16 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import RunError
 from ..provenance import RunProvenance
-from ..store import Event, RunWriter
+from ..store import EVENT_SET, MESSAGE_RECEIVED, TIMER_SET, Event, Mailbox, RunWriter
 from ._remote import (
     MEMORY_WRITTEN,
     MODEL_REPLIED,
@@ -32,10 +35,49 @@ _NO_TAGS: Mapping[str, str] = {}
 #: ``(run_id, step, attempt, text)``: see ``engine.TokenListener``
 _TokenListener = Callable[[str, str, int, str], None]
 _STEP_SUCCEEDED = "step_succeeded"
-_JOURNALED = frozenset({TOOL_INTENT, TOOL_CALLED, MODEL_REPLIED, MEMORY_WRITTEN})
+_JOURNALED = frozenset(
+    {
+        TOOL_INTENT,
+        TOOL_CALLED,
+        MODEL_REPLIED,
+        MEMORY_WRITTEN,
+        TIMER_SET,
+        MESSAGE_RECEIVED,
+        EVENT_SET,
+    }
+)
 
 T = TypeVar("T")
 _log = logging.getLogger("erpoz.step")
+
+
+class Suspend(BaseException):
+    """Raised by a durable wait that will not end soon: the step stops here, the run is recorded
+    as waiting until ``wake_at`` (or until what ``wake_on`` names comes), and the process lets
+    it go. When it is due, the step runs again from its start; what it recorded (timers, messages
+    taken, tool and model calls) is replayed, so it comes back to the wait, which now returns.
+    A ``BaseException``, like ``asyncio.CancelledError``: ``except Exception`` in a step does
+    not swallow it."""
+
+    def __init__(self, wake_at: float, wake_on: str | None) -> None:
+        super().__init__(wake_at, wake_on)
+        self.wake_at = wake_at
+        self.wake_on = wake_on
+
+
+@dataclass(frozen=True, slots=True)
+class Waits:
+    """How an engine carries out durable waits: ``store`` keeps messages and run events;
+    a wait due within ``hold_s`` seconds is waited out in the process (durably: its deadline is
+    recorded first), a longer one suspends the run; ``poll_s`` is how often a held wait looks
+    for its message."""
+
+    store: Mailbox | None = None
+    hold_s: float = 1.0
+    poll_s: float = 0.1
+
+
+_NO_WAITS = Waits()
 
 
 class StepContext(StepIdentity):
@@ -50,6 +92,7 @@ class StepContext(StepIdentity):
         "_services",
         "_thread",
         "_token_listeners",
+        "_waits",
         "_writer",
         "attempt",
         "flow",
@@ -69,8 +112,10 @@ class StepContext(StepIdentity):
         grants: frozenset[str] | set[str] = frozenset(),
         effects: RunJournal | None = None,
         token_listeners: Sequence[_TokenListener] = (),
+        waits: Waits = _NO_WAITS,
     ) -> None:
         self._writer = writer
+        self._waits = waits
         self._token_listeners = token_listeners
         self._effects = effects if effects is not None else RunJournal()
         self._journal: StepJournal | None = None
@@ -117,6 +162,151 @@ class StepContext(StepIdentity):
             await fn(*args)
         else:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(*args), self._loop))
+
+    # --- durable waits --------------------------------------------------------------------
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` durably: the wake time is recorded (``timer_set``); a sleep longer
+        than the engine's ``hold_s`` suspends the run (status ``waiting`` until the wake time,
+        no process holds it) and a worker, ``erpoz runs resume`` or ``Engine.wake_due`` goes on
+        when it is due. After a crash only the time left is slept. The step's code before the
+        sleep runs again on waking (recorded calls are not repeated): sleep at a step's start,
+        or in a step of its own."""
+        self._on_loop_only("sleep")
+        wake_at = await self._deadline("sleep", seconds)
+        await self._until(wake_at, None, None)
+
+    async def recv(self, topic: str, *, timeout: float) -> Any:
+        """The next message sent to this run on ``topic`` (``erpoz runs send``,
+        ``Engine.send``) as JSON data, taken once; ``None`` when none came within ``timeout``
+        seconds. Waiting longer than ``hold_s`` suspends the run like :meth:`sleep`; a message
+        wakes it at once."""
+        self._on_loop_only("recv")
+        key = self.journal.key(f"recv:{topic}")
+        recorded = self._effects.results.get(key)
+        if recorded is not None:
+            return _received(recorded)
+        mailbox = self._mailbox()
+        deadline = await self._deadline(f"recv:{topic}:timeout", timeout)
+        got: list[tuple[int, str]] = []
+        taken = self._effects.taken
+
+        async def arrived() -> bool:
+            for mid, payload in await mailbox.messages(self.run_id, topic):
+                if mid not in taken:
+                    taken.add(mid)  # no await since the check: two steps never take one message
+                    got.append((mid, payload))
+                    return True
+            return False
+
+        data: dict[str, Any] = {"idempotency_key": key, "topic": topic}
+        if await self._until(deadline, f"msg:{topic}", arrived):
+            data["message_id"] = got[0][0]
+            record = f'{{"message":{got[0][0]},"value":{got[0][1]}}}'
+        else:
+            data["timed_out"] = True
+            record = '{"timed_out":true}'
+        await self._record(MESSAGE_RECEIVED, key, data, record)
+        return _received(record)
+
+    async def set_event(self, key: str, value: Any) -> None:
+        """Publish this run's event ``key`` (JSON data; the latest value wins) for callers and
+        other runs (``get_event``); recorded in the log (``event_set``)."""
+        self._on_loop_only("set_event")
+        jkey = self.journal.key(f"set_event:{key}")
+        payload = self._effects.results.get(jkey)
+        if payload is None:
+            payload = _to_json(value, f"event {key!r}")
+            await self._record(EVENT_SET, jkey, {"idempotency_key": jkey, "key": key}, payload)
+        # published after it is recorded; again on a re-run (the same value: idempotent)
+        await self._mailbox().set_run_event(self.run_id, key, payload)
+
+    async def get_event(self, run_id: str, key: str, *, timeout: float) -> Any:
+        """Run ``run_id``'s event ``key`` (see :meth:`set_event`); ``None`` when it was not set
+        within ``timeout`` seconds. Waits durably, like :meth:`recv`; the value read is
+        recorded, so a re-run of this step reads the same."""
+        self._on_loop_only("get_event")
+        jkey = self.journal.key(f"get_event:{run_id}:{key}")
+        recorded = self._effects.results.get(jkey)
+        if recorded is not None:
+            return _received(recorded)
+        mailbox = self._mailbox()
+        deadline = await self._deadline(f"get_event:{run_id}:{key}:timeout", timeout)
+        got: list[str] = []
+
+        async def published() -> bool:
+            value = await mailbox.get_run_event(run_id, key)
+            if value is not None:
+                got.append(value)
+            return value is not None
+
+        data: dict[str, Any] = {"idempotency_key": jkey, "event": key, "of_run": run_id}
+        if await self._until(deadline, f"event:{run_id}:{key}", published):
+            record = f'{{"value":{got[0]}}}'
+        else:
+            data["timed_out"] = True
+            record = '{"timed_out":true}'
+        await self._record(MESSAGE_RECEIVED, jkey, data, record)
+        return _received(record)
+
+    def _on_loop_only(self, what: str) -> None:
+        if threading.get_ident() != self._thread:
+            raise RunError(
+                f"ctx.{what} is for async steps (async def): a sync step runs in a thread "
+                f"and cannot let the run wait (step {self.step_id})",
+                run_id=self.run_id,
+            )
+
+    def _mailbox(self) -> Mailbox:
+        if self._waits.store is None:
+            raise RunError(
+                "this engine's store keeps no messages or run events; use a SQLite file, "
+                "PostgreSQL or memory",
+                run_id=self.run_id,
+            )
+        return self._waits.store
+
+    async def _deadline(self, what: str, seconds: float) -> float:
+        """The wake time of this step execution's next wait on ``what``: as recorded when the
+        step ran before, else now + ``seconds`` (recorded: ``timer_set``)."""
+        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+            raise RunError(
+                f"ctx: a wait takes a finite number of seconds >= 0, not {seconds!r} "
+                f"(step {self.step_id})",
+                run_id=self.run_id,
+            )
+        key = self.journal.key(what)
+        recorded = self._effects.results.get(key)
+        if recorded is not None:
+            return float(recorded)
+        wake_at = time.time() + float(seconds)
+        payload = repr(wake_at)
+        self._effects.results[key] = payload
+        data = {"idempotency_key": key, "for": what, "seconds": seconds, "wake_at": wake_at}
+        self._writer.append(TIMER_SET, self.step_id, self.attempt, data, payload)
+        if seconds <= self._waits.hold_s:
+            await self._writer.commit()  # waited out here: a crash must find the deadline
+        return wake_at
+
+    async def _until(
+        self, wake_at: float, on: str | None, ready: Callable[[], Awaitable[bool]] | None
+    ) -> bool:
+        """Wait until ``wake_at`` or until ``ready()``; whether it is ready. Raises
+        :class:`Suspend` when the rest of the wait is longer than ``hold_s``."""
+        waits = self._waits
+        while True:
+            if ready is not None and await ready():
+                return True
+            left = wake_at - time.time()
+            if left <= 0:
+                return False
+            if left > waits.hold_s:
+                raise Suspend(wake_at, on)
+            await asyncio.sleep(left if ready is None else min(left, waits.poll_s))
+
+    async def _record(self, kind: str, key: str, data: dict[str, Any], payload: str) -> None:
+        self._effects.results[key] = payload
+        self._writer.append(kind, self.step_id, self.attempt, data, payload)
+        await self._writer.commit()
 
     def approved(self, grant: str) -> bool:
         """Whether a reviewer approved ``grant`` in this run (see ``ReviewRequired.grant``)."""
@@ -230,12 +420,13 @@ class RunJournal:
     rebuilt from the log when the run is resumed. ``provenance``: the untrusted content the
     run has seen."""
 
-    __slots__ = ("begun", "provenance", "results")
+    __slots__ = ("begun", "provenance", "results", "taken")
 
     def __init__(self) -> None:
         self.results: dict[str, str] = {}
         self.begun: dict[str, int] = {}
         self.provenance = RunProvenance()
+        self.taken: set[int] = set()  # ids of the messages the run took (ctx.recv)
 
     @classmethod
     def of(cls, events: Iterable[Event]) -> RunJournal:
@@ -249,7 +440,10 @@ class RunJournal:
                 continue
             if e.kind == TOOL_INTENT:
                 journal.begun[key] = journal.begun.get(key, 0) + 1
-            elif e.payload is not None and (e.kind != TOOL_CALLED or e.data.get("status") == "ok"):
+                continue
+            if isinstance(mid := e.data.get("message_id"), int):
+                journal.taken.add(mid)
+            if e.payload is not None and (e.kind != TOOL_CALLED or e.data.get("status") == "ok"):
                 journal.results[key] = e.payload
         return journal
 
@@ -316,3 +510,16 @@ def _provenance_of(prov: RunProvenance, e: Event) -> None:
             prov.output(e.step, json.loads(e.payload))
         except ValueError:
             prov.output(e.step, e.payload)
+
+
+def _received(record: str) -> Any:
+    """What a recorded wait returns: the value, ``None`` when it timed out."""
+    data = json.loads(record)
+    return None if data.get("timed_out") else data.get("value")
+
+
+def _to_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{what}: the value must be JSON data ({exc})") from None

@@ -25,6 +25,7 @@ from ..errors import (
     GuardBlocked,
     InvalidOutput,
     ReviewRequired,
+    RunClaimed,
     RunError,
     StepFailed,
     StoreError,
@@ -32,11 +33,22 @@ from ..errors import (
 )
 from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode, is_retryable
 from ..flow._types import get_field, type_name
-from ..store import TERMINAL, Claim, Event, NewRun, RunQueue, RunWriter, Store, open_store
+from ..store import (
+    TERMINAL,
+    Claim,
+    Event,
+    Mailbox,
+    NewRun,
+    RunInfo,
+    RunQueue,
+    RunWriter,
+    Store,
+    open_store,
+)
 from ..store import _model as ev
 from ..store._owner import new_owner
 from ._codec import EncodeError, check_type, decode, encode, validate
-from ._context import RunJournal, StepContext
+from ._context import RunJournal, StepContext, Suspend, Waits
 from ._executor import Executor, ThreadExecutor
 from ._remote import RemoteContext
 
@@ -83,6 +95,10 @@ class RunResult:
     error_info: Mapping[str, Any] | None = None
     """The failed step's error as recorded: ``type``, ``types``, ``message``, ``retryable``
     and ``fields`` (see :func:`erpoz.errors.error_info`)."""
+    wake_at: float | None = None
+    """When a run that waits on a timer (``ctx.sleep``, a ``recv`` timeout) is due."""
+    wake_on: str | None = None
+    """What wakes it sooner: ``msg:TOPIC`` (a message) or ``event:RUN:KEY`` (a run event)."""
 
     @property
     def ok(self) -> bool:
@@ -99,7 +115,9 @@ class RunResult:
             )
         if self.status != "succeeded":
             detail = self.error or (
-                f"waiting for review of {', '.join(self.waiting_steps)}"
+                f"sleeping until {_clock(self.wake_at)}"
+                if self.wake_at is not None
+                else f"waiting for review of {', '.join(self.waiting_steps)}"
                 if self.waiting_steps
                 else self.status
             )
@@ -108,8 +126,12 @@ class RunResult:
 
 
 class _Pause(Exception):
-    def __init__(self, step_id: str) -> None:
+    def __init__(
+        self, step_id: str, wake_at: float | None = None, wake_on: str | None = None
+    ) -> None:
         self.step_id = step_id
+        self.wake_at = wake_at
+        self.wake_on = wake_on
 
 
 class _Failed(Exception):
@@ -157,6 +179,7 @@ class _Run:
         "stopping",
         "tags",
         "tasks",
+        "wakes",
         "writer",
     )
 
@@ -172,11 +195,24 @@ class _Run:
         self.reviews: dict[str, Decision] = {}
         self.failure: _Failed | None = None
         self.paused: list[str] = []
+        self.wakes: list[tuple[float, str | None]] = []  # the timed waits among the pauses
         self.stopping = False
         self.cancelled = False
         self.lost = False  # another process took the run over (this one's lease lapsed)
         self.tasks: set[asyncio.Task[None]] = set()
         self.done_steps = 0
+
+    def pause(self, p: _Pause) -> None:
+        self.paused.append(p.step_id)
+        if p.wake_at is not None:
+            self.wakes.append((p.wake_at, p.wake_on))
+
+    def wake(self) -> tuple[float, str | None] | None:
+        """When the paused run is due, and what wakes it sooner: only when every paused step
+        waits on a timer (a review waits for a person); the earliest wait decides."""
+        if not self.wakes or len(self.wakes) < len(self.paused):
+            return None
+        return min(self.wakes, key=lambda w: w[0])
 
 
 class _Scope:
@@ -214,6 +250,10 @@ class Engine:
     ``ctx`` is then a :class:`RemoteContext`); steps that take ``ctx`` to call models, tools or
     memory stay in this process, where those calls are governed and recorded. Async steps run
     on the event loop unless they declare ``resources``. This process records every event.
+
+    Durable waits (``ctx.sleep``, ``ctx.recv``, ``ctx.get_event``) that end within ``hold_s``
+    seconds are waited out in this process; longer ones suspend the run (status ``waiting``
+    with a wake time) and let it go, so that no process holds a sleeping run.
     """
 
     def __init__(
@@ -224,8 +264,12 @@ class Engine:
         services: Mapping[type, object] | None = None,
         observers: list[Observer] | None = None,
         listeners: list[Listener] | None = None,
+        hold_s: float = 1.0,
     ) -> None:
         self.store: Store = store if store is not None else open_store()
+        self.waits = Waits(
+            self.store if isinstance(self.store, Mailbox) else None, hold_s=max(0.0, hold_s)
+        )
         self._executor = executor
         self.services: Mapping[type, object] = dict(services or {})
         self.observers = list(observers or [])
@@ -263,18 +307,44 @@ class Engine:
         plan = flow.compile() if isinstance(flow, Flow) else flow
         bound = plan.bind_inputs(inputs or {})
         inputs_json = _encode_inputs(plan, bound)
-        writer = await self.store.create_run(
-            NewRun(
-                run_id or new_run_id(),
-                plan.name,
-                plan.fingerprint,
-                inputs_json,
-                source=plan.source,
-                tags=dict(tags or {}),
-            ),
-            self.owner,
-        )
+        if run_id is not None:
+            existing = await self._existing(run_id, plan, inputs_json)
+            if existing is not None:
+                return existing
+        try:
+            writer = await self.store.create_run(
+                NewRun(
+                    run_id or new_run_id(),
+                    plan.name,
+                    plan.fingerprint,
+                    inputs_json,
+                    source=plan.source,
+                    tags=dict(tags or {}),
+                ),
+                self.owner,
+            )
+        except StoreError:
+            # another process started the same run id just now: that run is the answer
+            existing = await self._existing(run_id, plan, inputs_json) if run_id else None
+            if existing is None:
+                raise
+            return existing
         return await self._drive_run(plan, bound, _Run(self._observed(writer), tags))
+
+    async def _existing(self, run_id: str, plan: Plan, inputs_json: str) -> RunResult | None:
+        """An idempotent start: the run ``run_id`` as it stands when it exists already (its
+        result once finished); a ``RunError`` when it is a run of another flow or inputs."""
+        info = await self.store.get_run(run_id)
+        if info is None or info.run_id != run_id:
+            return None
+        if info.flow != plan.name or json.loads(info.inputs or "{}") != json.loads(inputs_json):
+            what = "flow" if info.flow != plan.name else "inputs"
+            raise RunError(
+                f"run {run_id} exists already with other {what} (flow {info.flow!r}, inputs "
+                f"{info.inputs}); a start with the same id must repeat them, or use a new id",
+                run_id=run_id,
+            )
+        return result_of(info)
 
     async def submit(
         self,
@@ -299,17 +369,17 @@ class Engine:
         store = self._queue()
         bound = plan.bind_inputs(inputs or {})
         rid = run_id or new_run_id()
-        await store.submit_run(
-            NewRun(
-                rid,
-                plan.name,
-                plan.fingerprint,
-                _encode_inputs(plan, bound),
-                source=plan.source,
-                tags=dict(tags or {}),
-            ),
-            queue,
+        inputs_json = _encode_inputs(plan, bound)
+        if run_id is not None and await self._existing(run_id, plan, inputs_json) is not None:
+            return run_id  # submitted before: the same run (idempotent)
+        new = NewRun(
+            rid, plan.name, plan.fingerprint, inputs_json, source=plan.source, tags=dict(tags or {})
         )
+        try:
+            await store.submit_run(new, queue)
+        except StoreError:
+            if run_id is None or await self._existing(run_id, plan, inputs_json) is None:
+                raise
         return rid
 
     def _queue(self) -> RunQueue:
@@ -353,6 +423,8 @@ class Engine:
         }
         if claim.previous_owner:
             data["previous_owner"] = claim.previous_owner
+        if info.status == "waiting" and info.wake_at is not None:
+            data["woke"] = info.wake_at  # its timer was due (or its message came)
         writer.append(ev.RUN_RESUMED, data=data)
         return await self._drive_run(plan, bound, run)
 
@@ -376,8 +448,13 @@ class Engine:
         *,
         decision: Decision | None = None,
         requeue: bool | None = None,
+        wait: bool = False,
     ) -> RunResult:
-        """Continue a run that paused for review, crashed, or was interrupted.
+        """Continue a run that paused for review, crashed, was interrupted, or sleeps.
+
+        A run that sleeps (``ctx.sleep``, ``recv`` …) goes on once its wake time has come; before
+        that this returns it as it is (``waiting``, with ``wake_at``), or, with ``wait``, waits
+        here until it is due.
 
         Steps whose success is in the log are not run again; their recorded outputs are used.
         A run of a queue (submitted for workers) that a decision lets go on goes back to its
@@ -393,6 +470,10 @@ class Engine:
                 "`erpoz runs replay` to run it again)",
                 run_id=run_id,
             )
+        if decision is None and info.status == "waiting" and info.wake_at is not None:
+            info = await self._until_due(info, wait)
+            if info.status == "waiting" and (info.wake_at or 0) > time.time():
+                return result_of(info)
         if requeue is None:
             requeue = decision is not None and info.queue is not None
         if requeue and info.queue is None:
@@ -428,33 +509,134 @@ class Engine:
             return RunResult(run_id, "queued")
         return await self._drive_run(plan, bound, run)
 
+    async def _until_due(self, info: RunInfo, wait: bool) -> RunInfo:
+        """The run once its wake time has come (``wait``), or as it is now."""
+        while wait and info.status == "waiting" and info.wake_at is not None:
+            left = info.wake_at - time.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 1.0))  # a message may wake it sooner: look again
+            info = await self.store.get_run(info.run_id) or info
+        return info
+
+    async def wake_due(
+        self, flow: Flow | Plan | None = None, *, limit: int = 100
+    ) -> list[RunResult]:
+        """Resume the sleeping runs (of no queue: workers wake those) whose wake time has come,
+        one after the other, here; what became of each."""
+        mailbox = self._mailbox()
+        results = []
+        for run_id in await mailbox.due_runs(limit=limit):
+            try:
+                results.append(await self.resume(run_id, flow))
+            except RunClaimed:
+                continue  # another process woke it first
+        return results
+
+    async def send(self, run_id: str, topic: str, value: Any) -> int:
+        """Send ``value`` (JSON data) to run ``run_id`` on ``topic``: kept in the store until the
+        run takes it (``ctx.recv(topic, …)``); a run that waits for it wakes. The message's id."""
+        mailbox = self._mailbox()
+        info = await self.store.get_run(run_id)
+        if info is None:
+            raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+        if info.status in TERMINAL:
+            raise RunError(
+                f"run {info.run_id} already {info.status}; nothing would read a message now",
+                run_id=info.run_id,
+            )
+        check_topic(topic)
+        try:
+            payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"a message must be JSON data: {exc}", run_id=info.run_id) from None
+        return await mailbox.send_message(info.run_id, topic, payload)
+
+    async def get_event(self, run_id: str, key: str, *, timeout: float = 0.0) -> Any:
+        """Run ``run_id``'s event ``key`` (``ctx.set_event``), waiting up to ``timeout``
+        seconds for it to be set; ``None`` when it is not."""
+        mailbox = self._mailbox()
+        info = await self.store.get_run(run_id)
+        if info is None:
+            raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            payload = await mailbox.get_run_event(info.run_id, key)
+            if payload is not None:
+                return json.loads(payload)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(left, self.waits.poll_s))
+
+    def _mailbox(self) -> Mailbox:
+        if self.waits.store is None:
+            raise StoreError(
+                f"the store {self.store.url} keeps no messages or run events",
+                path=self.store.url,
+            )
+        return self.waits.store
+
     async def replay(
         self, run_id: str, from_step: str, flow: Flow | Plan | None = None
     ) -> RunResult:
         """Re-run ``run_id`` from ``from_step`` as a new run linked to it: steps upstream keep
-        their recorded outputs; ``from_step`` and everything after it run again."""
-        info = await self.store.get_run(run_id)
+        their recorded outputs; ``from_step`` and everything after it run again (a
+        :meth:`fork` that changes no input)."""
+        return await self.fork(run_id, from_step, flow=flow)
+
+    async def fork(
+        self,
+        parent: str,
+        from_step: str | None = None,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        flow: Flow | Plan | None = None,
+        tags: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """A new run (``run_id``, else a new id) that starts where run ``parent`` stands, linked
+        to it as its parent: ``inputs`` replace some of its recorded inputs, and the steps that
+        run again are ``from_step`` and everything after it, and every step that reads a changed
+        input and everything after those; the others keep their recorded outputs. This
+        engine's services (models, tools: another ``--config``) and ``flow`` (a changed version)
+        serve the new run."""
+        new_id = run_id or new_run_id()
+        info = await self.store.get_run(parent)
         if info is None:
-            raise RunError(f"no run {run_id!r} in {self.store.url}", run_id=run_id)
+            raise RunError(f"no run {parent!r} in {self.store.url}", run_id=parent)
         plan = self._plan_for(info.source, flow, info.run_id)
-        rerun = plan.downstream(from_step)
+        old_inputs = json.loads(info.inputs or "{}")
+        bound = plan.bind_inputs({**old_inputs, **(inputs or {})})
+        inputs_json = _encode_inputs(plan, bound)
+        new_inputs = json.loads(inputs_json)
+        changed = {k for k in new_inputs if new_inputs[k] != old_inputs.get(k, _PENDING)}
+        rerun = plan.downstream(from_step) if from_step is not None else set()
+        rerun |= plan.affected_by(changed)
+        if not rerun:
+            raise RunError(
+                f"a fork of run {info.run_id} needs a step to run again from (--from STEP) or "
+                "an input that changes (-i name=value)",
+                run_id=info.run_id,
+            )
+        first = from_step or next(n.id for n in plan.nodes if n.id in rerun)
         events = await self.store.events(info.run_id)
-        old_outputs = _recorded_outputs(events)
+        run_tags = {**_tags_of(events), **(tags or {})}
         writer = await self.store.create_run(
             NewRun(
-                new_run_id(),
+                new_id,
                 plan.name,
                 plan.fingerprint,
-                info.inputs,
+                inputs_json,
                 source=plan.source,
                 parent_run_id=info.run_id,
-                replay_from=from_step,
-                tags=_tags_of(events),
+                replay_from=first,
+                tags=run_tags,
             ),
             self.owner,
         )
-        run = _Run(self._observed(writer), _tags_of(events))
-        for step_id, payload in old_outputs.items():
+        run = _Run(self._observed(writer), run_tags)
+        for step_id, payload in _recorded_outputs(events).items():
             if top_step(step_id) in rerun:
                 continue
             run.recorded[step_id] = payload
@@ -464,7 +646,6 @@ class Engine:
                 writer.append(
                     ev.STEP_SUCCEEDED, step_id, data={"copied_from": info.run_id}, payload=payload
                 )
-        bound = plan.bind_inputs(json.loads(info.inputs))
         return await self._drive_run(plan, bound, run)
 
     async def cancel(self, run_id: str) -> str:
@@ -557,9 +738,21 @@ class Engine:
                 run_id, "failed", error=f.message, failed_step=f.step_id, error_info=f.info
             )
         if run.paused:
-            writer.append(ev.RUN_WAITING, data={"step": run.paused[0], "steps": run.paused})
+            data: dict[str, Any] = {"step": run.paused[0], "steps": run.paused}
+            wake = run.wake()
+            if wake is not None:
+                data["wake_at"], data["wake_on"] = wake
+            writer.append(ev.RUN_WAITING, data=data)
             await writer.release()
-            return RunResult(run_id, "waiting", waiting_steps=tuple(run.paused))
+            if wake is not None and wake[1] is not None:
+                await self._came_meanwhile(run, wake[1])
+            return RunResult(
+                run_id,
+                "waiting",
+                waiting_steps=tuple(run.paused),
+                wake_at=None if wake is None else wake[0],
+                wake_on=None if wake is None else wake[1],
+            )
         output = plan.output(scope.outs, inputs)
         if output is SKIPPED:
             output = None
@@ -573,6 +766,20 @@ class Engine:
         writer.append(ev.RUN_SUCCEEDED, data={"steps_run": run.done_steps}, payload=payload)
         await writer.release()
         return RunResult(run_id, "succeeded", output=output)
+
+    async def _came_meanwhile(self, run: _Run, on: str) -> None:
+        """Wake a run whose message (or awaited event) came between its step's last look and
+        its going to wait: the sender saw it running, so did not wake it."""
+        mailbox = self._mailbox()
+        run_id = run.writer.run_id
+        kind, _, rest = on.partition(":")
+        if kind == "msg":
+            came = any(m not in run.effects.taken for m, _ in await mailbox.messages(run_id, rest))
+        else:
+            of_run, _, key = rest.partition(":")
+            came = await mailbox.get_run_event(of_run, key) is not None
+        if came:
+            await mailbox.wake_run(run_id)
 
     async def _execute(self, scope: _Scope) -> None:
         """Run every node of the scope's plan; returns when none is running any more."""
@@ -607,7 +814,7 @@ class Engine:
                 try:
                     value = await self._node(scope, node)
                 except _Pause as p:
-                    run.paused.append(p.step_id)
+                    run.pause(p)
                     break
                 except _Failed as f:
                     if run.failure is None:
@@ -695,7 +902,7 @@ class Engine:
                 raise exc
         if errors:
             for exc in errors[1:]:
-                run.paused.append(exc.step_id)  # type: ignore[attr-defined]
+                run.pause(exc)  # type: ignore[arg-type]
             raise errors[0]
         return await self._succeed(
             scope.run, node, sid, 1, results, node.out_type, time.perf_counter() - t0, {"items": n}
@@ -794,6 +1001,7 @@ class Engine:
                         run.grants,
                         run.effects,
                         self.token_listeners,
+                        self.waits,
                     )
             t0 = time.perf_counter()
             try:
@@ -810,6 +1018,8 @@ class Engine:
                 else:
                     call = self._local_threads().call(fn, kwargs)
                     out = await (call if timeout is None else asyncio.wait_for(call, timeout))
+            except Suspend as s:
+                raise _Pause(sid, s.wake_at, s.wake_on) from None
             except ReviewRequired as rr:
                 _record_emitted(writer, rctx, sid, attempt)
                 proposal = rr.output
@@ -999,6 +1209,38 @@ def _granted(events: list[Event]) -> set[str]:
         and e.data.get("grant")
         and e.data.get("decision") == "approve"
     }
+
+
+def result_of(info: RunInfo) -> RunResult:
+    """A run's :class:`RunResult` as its row says (an idempotent start returns this)."""
+    output = None if info.output is None else json.loads(info.output)
+    waiting = (info.waiting_step,) if info.status == "waiting" and info.waiting_step else ()
+    return RunResult(
+        info.run_id,
+        info.status,
+        output=output,
+        error=info.error,
+        waiting_steps=waiting,
+        wake_at=info.wake_at if info.status == "waiting" else None,
+        wake_on=info.wake_on if info.status == "waiting" else None,
+    )
+
+
+def _clock(ts: float | None) -> str:
+    """A wake time for people: UTC, to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts or 0))
+
+
+_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+
+
+def check_topic(topic: str) -> None:
+    """A message topic is named like ``reply``, ``webhook.stripe`` (≤ 128 characters)."""
+    if not _TOPIC.match(topic):
+        raise RunError(
+            f"topic {topic!r}: use letters, digits, '_', '-', '.', ':' or '/' (at most 128, "
+            "starting with a letter or digit)"
+        )
 
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

@@ -118,11 +118,24 @@ class RemoteContext(StepIdentity):
     def service(self, key: type[T]) -> T:
         self._unavailable(f"service({key.__name__})")
 
+    async def sleep(self, seconds: float) -> None:
+        self._unavailable("sleep()")
+
+    async def recv(self, topic: str, *, timeout: float) -> Any:
+        self._unavailable("recv()")
+
+    async def set_event(self, key: str, value: Any) -> None:
+        self._unavailable("set_event()")
+
+    async def get_event(self, run_id: str, key: str, *, timeout: float) -> Any:
+        self._unavailable("get_event()")
+
     def _unavailable(self, what: str) -> NoReturn:
         raise RunError(
             f"ctx.{what} is not available in step '{self.step_id}': it runs on a remote "
-            "executor, and models, tools, memory and guards stay in the orchestrating process "
-            "(where their calls are budgeted, governed and recorded). Split the step: call "
+            "executor, and models, tools, memory, guards and durable waits stay in the "
+            "orchestrating process (where their calls are budgeted, governed and recorded). "
+            "Split the step: call "
             "models in a step without `resources`, and give the heavy, pure work its own step.",
             run_id=self.run_id,
         )

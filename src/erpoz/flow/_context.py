@@ -68,6 +68,26 @@ class Context(Protocol):
         """The service registered under ``key`` (models, tools, memory: later parts plug in)."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Sleep durably: a long sleep suspends the run (no process holds it) until it is due;
+        after a crash only the time left is slept. The step runs again from its start on
+        waking (recorded calls are not repeated)."""
+        ...
+
+    async def recv(self, topic: str, *, timeout: float) -> Any:
+        """The next message sent to this run on ``topic`` (JSON data), or ``None`` after
+        ``timeout`` seconds; waits durably, like :meth:`sleep`."""
+        ...
+
+    async def set_event(self, key: str, value: Any) -> None:
+        """Publish this run's event ``key`` (JSON data) for callers and other runs."""
+        ...
+
+    async def get_event(self, run_id: str, key: str, *, timeout: float) -> Any:
+        """Run ``run_id``'s event ``key``, or ``None`` after ``timeout`` seconds; waits
+        durably."""
+        ...
+
 
 class Journal(Protocol):
     """The effects journal of one step execution (``ctx.journal`` of an in-process step): how

@@ -64,6 +64,8 @@ class PlanNode:
     max_iterations: int = 1
     line: int | None = None
     label: str = ""
+    reads: frozenset[str] = frozenset()
+    """The flow inputs the step reads itself (its bindings, ``when``, ``over``, ``init``)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,6 +133,31 @@ class Plan:
                     seen.add(d)
                     todo.append(d)
         return {self.nodes[i].id for i in seen}
+
+    def affected_by(self, inputs: set[str] | frozenset[str]) -> set[str]:
+        """The steps that read any of ``inputs``, and every step that depends on them."""
+        out: set[str] = set()
+        for n in self.nodes:
+            if n.reads & inputs and n.id not in out:
+                out |= self.downstream(n.id)
+        return out
+
+
+def _inputs_read(ref: Any) -> set[str]:
+    """The names of the flow inputs a binding (or nested structure of bindings) reads."""
+    if isinstance(ref, InputRef):
+        return {ref.name}
+    if isinstance(ref, FieldRef):
+        return _inputs_read(ref.base)
+    if isinstance(ref, Cond):
+        return _inputs_read(ref.ref)
+    if isinstance(ref, Coalesce):
+        ref = ref.refs
+    if isinstance(ref, dict):
+        ref = list(ref.values())
+    if isinstance(ref, list | tuple):
+        return set().union(*(_inputs_read(r) for r in ref)) if ref else set()
+    return set()
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -504,6 +531,7 @@ class _Compiler:
                     resources=d.resources or (spec.resources if spec else None),
                     line=d.line,
                     label=target.ref if isinstance(target, StepSpec) else f"flow:{target.name}",
+                    reads=frozenset(_inputs_read([d.bindings, d.when, d.over, d.init])),
                     **c["extra"],
                 )
             )

@@ -29,7 +29,7 @@ from ..store import TERMINAL, Event, RunInfo
 from ._auth import caller_of
 from ._scope import TenantView, as_store, event_json, jsonable, public_source, run_json
 from ._state import Caller, ServerState, Token
-from .wire import Drive, ReviewDecision, StartRun
+from .wire import Drive, ForkRun, ReviewDecision, SendMessage, StartRun
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -88,6 +88,8 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "error": result.error,
         "failed_step": result.failed_step,
         "waiting_steps": list(result.waiting_steps),
+        "wake_at": result.wake_at,
+        "wake_on": result.wake_on,
     }
 
 
@@ -565,7 +567,28 @@ def router(state: ServerState) -> APIRouter:
                 422, f"inputs: {type(exc).__name__}: {exc}", "invalid_request_error"
             ) from None
         tags = {**body.tags, "tenant": caller.tenant}
-        run_id = new_run_id()
+        run_id = body.run_id or new_run_id()
+        if body.run_id is not None:
+            taken = await state.store.get_run(body.run_id)
+            if taken is not None and taken.run_id == body.run_id:
+                if taken.tenant != caller.tenant:  # says nothing of another tenant's run
+                    raise ApiError(409, f"run id {body.run_id!r} is taken", "conflict")
+                if state.driving(body.run_id):
+                    return JSONResponse(
+                        {"run_id": body.run_id, "status": "running"},
+                        status_code=202,
+                        headers={"Location": f"/api/runs/{body.run_id}"},
+                    )
+                if body.queue is not None:  # submitted before: the same run, as it stands
+                    try:
+                        await state.engine.submit(
+                            plan, body.inputs, queue=body.queue, run_id=run_id, tags=tags
+                        )
+                    except (RunError, FlowError, StoreError) as exc:
+                        raise _erpoz_error(exc) from exc
+                    return JSONResponse(
+                        {"run_id": run_id, "status": taken.status, "queue": taken.queue}
+                    )
         if body.stream:
             if body.queue is not None:
                 raise ApiError(
@@ -711,6 +734,53 @@ def router(state: ServerState) -> APIRouter:
             body.timeout_s,
             new=False,
         )
+
+    @api.post("/runs/{run_id}/fork", summary="Fork a run: other inputs, or again from a step")
+    async def fork(run_id: RunId, body: ForkRun, caller: CallerDep) -> Response:
+        from ..engine import new_run_id
+
+        info = await find(view(caller), run_id)
+        plan = _plan_of(state, info)
+        new_id = new_run_id()
+
+        async def go() -> RunResult:
+            return await state.engine.fork(
+                info.run_id,
+                body.from_step,
+                inputs=body.inputs,
+                flow=plan,
+                tags={"tenant": caller.tenant},
+                run_id=new_id,
+            )
+
+        return await drive(new_id, go, body.wait, body.timeout_s, new=True)
+
+    @api.post("/runs/{run_id}/messages", summary="Send a message to a run (ctx.recv)")
+    async def send_message(run_id: RunId, body: SendMessage, caller: CallerDep) -> dict[str, Any]:
+        info = await find(view(caller), run_id)
+        try:
+            message_id = await state.engine.send(info.run_id, body.topic, body.value)
+        except RunError as exc:
+            if "already" in str(exc):  # the run has ended: nothing would read it
+                raise ApiError(409, str(exc), "conflict") from None
+            raise ApiError(422, str(exc), "invalid_request_error") from None
+        except StoreError as exc:
+            raise _store_error(exc) from exc
+        return {"run_id": info.run_id, "topic": body.topic, "message_id": message_id}
+
+    @api.get("/runs/{run_id}/published/{key}", summary="An event a run published (set_event)")
+    async def published(
+        run_id: RunId,
+        key: Annotated[str, Path(min_length=1, max_length=200)],
+        caller: CallerDep,
+        timeout_s: Annotated[float, Query(ge=0, le=300)] = 0.0,
+    ) -> dict[str, Any]:
+        info = await find(view(caller), run_id)
+        try:
+            value = await state.engine.get_event(info.run_id, key, timeout=timeout_s)
+        except StoreError as exc:
+            raise _store_error(exc) from exc
+        return {"run_id": info.run_id, "key": key, "set": value is not None, "value": value}
 
     @api.post("/runs/{run_id}/cancel", summary="Cancel a run")
     async def cancel(run_id: RunId, caller: CallerDep) -> dict[str, Any]:

@@ -73,6 +73,14 @@ class StartRun(BaseModel):
         description="Answer with server-sent events instead of JSON: the run's events as they "
         "are recorded, the model tokens its steps stream (event: token), then event: end.",
     )
+    run_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description="Start the run under this id; when the tenant has a run with it, answer "
+        "with that run (an idempotent start; other inputs are a 409).",
+    )
 
 
 class Drive(BaseModel):
@@ -82,6 +90,30 @@ class Drive(BaseModel):
 
     wait: bool = True
     timeout_s: Timeout = None
+
+
+class ForkRun(BaseModel):
+    """``POST /api/runs/{id}/fork``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: str | None = Field(
+        None, max_length=500, description="Run this step and what follows it again."
+    )
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Inputs that change (the others are the run's)."
+    )
+    wait: bool = True
+    timeout_s: Timeout = None
+
+
+class SendMessage(BaseModel):
+    """``POST /api/runs/{id}/messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(min_length=1, max_length=128, description="What the run waits for.")
+    value: Any = Field(None, description="The message (JSON data).")
 
 
 class ReviewDecision(BaseModel):
@@ -114,6 +146,10 @@ class RunOutcome(_Out):
     failed_step: str | None = None
     waiting_steps: list[str] = Field(default_factory=list)
     queue: str | None = None
+    wake_at: float | None = None
+    """When a run that sleeps (``ctx.sleep``, a ``recv`` timeout) is due."""
+    wake_on: str | None = None
+    """What wakes it sooner: ``msg:TOPIC`` or ``event:RUN:KEY``."""
 
     @property
     def ok(self) -> bool:
@@ -129,6 +165,12 @@ class RunOutcome(_Out):
         waits for a reviewer) or ``RunError`` (failed otherwise, cancelled, still going)."""
         if self.status == "succeeded":
             return self.output
+        if self.status == "waiting" and self.wake_at is not None:
+            raise RunError(
+                f"run {self.run_id} sleeps until {self.wake_at:.3f} (epoch seconds); it goes on "
+                "then (a worker, or POST /api/runs/RUN/resume)",
+                run_id=self.run_id,
+            )
         if self.status == "waiting":
             raise WaitingForReview(
                 f"run {self.run_id} waits for review of {', '.join(self.waiting_steps) or '?'}; "
@@ -168,6 +210,8 @@ class RunInfoOut(_Out):
     fingerprint: str
     queue: str | None = None
     claims: int = 0
+    wake_at: float | None = None
+    wake_on: str | None = None
 
 
 class StepRow(_Out):

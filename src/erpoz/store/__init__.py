@@ -14,23 +14,38 @@ from ._memory import MemoryStore
 from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
 from ._model import (
     ENGINE_KINDS,
+    EVENT_SET,
     GENESIS,
+    MESSAGE_RECEIVED,
     TERMINAL,
+    TIMER_SET,
     Event,
     NewRun,
     RunInfo,
     chain_hash,
 )
-from ._protocol import AuditShards, BudgetLedger, Claim, MerkleLog, RunQueue, RunWriter, Store
+from ._protocol import (
+    AuditShards,
+    BudgetLedger,
+    Claim,
+    Mailbox,
+    MerkleLog,
+    RunQueue,
+    RunWriter,
+    Store,
+)
 from ._sqlite import SQLiteStore
 
 __all__ = [
     "DEFAULT_PATH",
     "EMPTY_ROOT",
     "ENGINE_KINDS",
+    "EVENT_SET",
     "GENESIS",
+    "MESSAGE_RECEIVED",
     "NODE_STRIDE",
     "TERMINAL",
+    "TIMER_SET",
     "AuditShards",
     "BudgetLedger",
     "BudgetScope",
@@ -38,6 +53,7 @@ __all__ = [
     "Event",
     "Hold",
     "Leaf",
+    "Mailbox",
     "MemoryStore",
     "MerkleLog",
     "NewRun",

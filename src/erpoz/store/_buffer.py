@@ -38,6 +38,8 @@ class BufferedWriter(Protocol):
     output: str | None
     error: str | None
     waiting_step: str | None
+    wake_at: float | None
+    wake_on: str | None
 
 
 def buffer_event(
@@ -73,7 +75,14 @@ def buffer_event(
         w.output = payload if stored is None else stored  # split: the runs row refers too
     elif kind == RUN_FAILED:
         w.error = (data or {}).get("error")
-    w.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
+    if kind == RUN_WAITING and data:
+        w.waiting_step, w.wake_at, w.wake_on = (
+            data.get("step"),
+            data.get("wake_at"),
+            data.get("wake_on"),
+        )
+    else:
+        w.waiting_step = w.wake_at = w.wake_on = None
     return True
 
 

@@ -53,6 +53,8 @@ class _MemoryRun:
         "status",
         "updated",
         "waiting_step",
+        "wake_at",
+        "wake_on",
     )
 
     def __init__(
@@ -73,11 +75,18 @@ class _MemoryRun:
         self.output: str | None = None
         self.error: str | None = None
         self.waiting_step: str | None = None
+        self.wake_at: float | None = None
+        self.wake_on: str | None = None
         self.cancel_requested = False
         self.events: list[
             tuple[float, str, str | None, int, dict[str, Any] | None, str | None]
         ] = []
         self.hashed: list[Event] = []
+
+
+def _due(r: _MemoryRun, now: float) -> bool:
+    """A waiting run whose timer is due (or whose message came), held by nobody."""
+    return r.status == "waiting" and r.wake_at is not None and r.wake_at <= now and not r.owner
 
 
 class _MemoryWriter:
@@ -114,7 +123,12 @@ class _MemoryWriter:
                 run.output = payload
             elif kind == RUN_FAILED:
                 run.error = (data or {}).get("error")
-            run.waiting_step = (data or {}).get("step") if kind == RUN_WAITING else None
+            d = (data or {}) if kind == RUN_WAITING else {}
+            run.waiting_step, run.wake_at, run.wake_on = (
+                d.get("step"),
+                d.get("wake_at"),
+                d.get("wake_on"),
+            )
 
     async def flush(self) -> None:
         return None
@@ -141,6 +155,9 @@ class MemoryStore:
         self.lease_s = 30.0
         self._submitted: asyncio.Event | None = None
         self._ledger = MemoryLedger(self._log_spend)
+        self._messages: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        self._message_ids = 0
+        self._run_events: dict[tuple[str, str], str] = {}
         self._order: list[tuple[_MemoryRun, int]] = []
         self._origin = uuid.uuid4().hex
         self._tree = CompactRange()
@@ -179,10 +196,12 @@ class MemoryStore:
     async def claim_next(self, owner: str, queues: Sequence[str]) -> Claim | None:
         now = time.time()
         for r in sorted(self._runs.values(), key=lambda r: r.created):
-            if (
-                r.queue in queues
-                and r.status in ("queued", "running")
-                and (r.owner is None or r.lease_until < now or owner_is_dead(r.owner))
+            if r.queue in queues and (
+                (
+                    r.status in ("queued", "running")
+                    and (r.owner is None or r.lease_until < now or owner_is_dead(r.owner))
+                )
+                or _due(r, now)
             ):
                 prev = r.owner
                 r.owner, r.lease_until = owner, now + self.lease_s
@@ -237,6 +256,8 @@ class MemoryStore:
             n.tenant,
             r.queue,
             r.claims,
+            r.wake_at,
+            r.wake_on,
         )
 
     async def get_run(self, run_id: str) -> RunInfo | None:
@@ -364,6 +385,47 @@ class MemoryStore:
         r = self._runs.get(run_id)
         if r is not None:
             r.cancel_requested = True
+
+    # --- durable waits: messages, run events, due runs --------------------------------------
+    def _wake(self, r: _MemoryRun | None, on: str | None = None) -> None:
+        now = time.time()
+        if (
+            r is not None
+            and r.status == "waiting"
+            and r.wake_at is not None
+            and r.wake_at > now
+            and (on is None or r.wake_on == on)
+        ):
+            r.wake_at = now
+            if self._submitted is not None:
+                self._submitted.set()
+
+    async def send_message(self, run_id: str, topic: str, payload: str) -> int:
+        self._message_ids += 1
+        self._messages.setdefault((run_id, topic), []).append((self._message_ids, payload))
+        self._wake(self._runs.get(run_id), f"msg:{topic}")
+        return self._message_ids
+
+    async def messages(self, run_id: str, topic: str) -> list[tuple[int, str]]:
+        return list(self._messages.get((run_id, topic), ()))
+
+    async def set_run_event(self, run_id: str, key: str, payload: str) -> None:
+        self._run_events[(run_id, key)] = payload
+        on = f"event:{run_id}:{key}"
+        for r in self._runs.values():
+            self._wake(r, on)
+
+    async def get_run_event(self, run_id: str, key: str) -> str | None:
+        return self._run_events.get((run_id, key))
+
+    async def wake_run(self, run_id: str) -> None:
+        self._wake(self._runs.get(run_id))
+
+    async def due_runs(self, *, limit: int = 100) -> list[str]:
+        now = time.time()
+        due = [r for r in self._runs.values() if r.queue is None and _due(r, now)]
+        due.sort(key=lambda r: r.wake_at or 0.0)
+        return [r.new.run_id for r in due[:limit]]
 
     async def cache_get(self, key: str) -> str | None:
         return self._cache.get(key)

@@ -24,6 +24,9 @@ STEP_RETRIED = "step_retried"
 STEP_SKIPPED = "step_skipped"
 REVIEW_REQUESTED = "review_requested"
 REVIEW_RESOLVED = "review_resolved"
+TIMER_SET = "timer_set"
+MESSAGE_RECEIVED = "message_received"
+EVENT_SET = "event_set"
 
 ENGINE_KINDS = frozenset(
     {
@@ -41,6 +44,9 @@ ENGINE_KINDS = frozenset(
         STEP_SKIPPED,
         REVIEW_REQUESTED,
         REVIEW_RESOLVED,
+        TIMER_SET,
+        MESSAGE_RECEIVED,
+        EVENT_SET,
     }
 )
 """Kinds only the engine writes; steps emit their own kinds (``model_called`` …) via ``ctx``."""
@@ -216,6 +222,12 @@ class RunInfo:
     """The queue a worker takes the run from (``None``: a process started it for itself)."""
     claims: int = 0
     """How often a worker took the run (more than once: a worker died or handed it back)."""
+    wake_at: float | None = None
+    """When a waiting run is due to go on (a timer, or a ``recv`` / ``get_event`` timeout);
+    ``None`` for a run that waits for a person, or does not wait."""
+    wake_on: str | None = None
+    """What else wakes it before then: a message topic (``msg:TOPIC``) or another run's event
+    (``event:RUN:KEY``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -237,4 +249,6 @@ class RunInfo:
             "fingerprint": self.fingerprint,
             "queue": self.queue,
             "claims": self.claims,
+            "wake_at": self.wake_at,
+            "wake_on": self.wake_on,
         }

@@ -86,6 +86,22 @@ BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
 CONNECT_TIMEOUT_S = 5
 
+# a woken run of a queue is claimable at once: the workers waiting for runs hear of it
+_WAKE_ON = (
+    "WITH w AS (UPDATE runs SET wake_at=%s WHERE run_id=%s AND status='waiting' AND wake_on=%s "
+    "AND wake_at > %s RETURNING queue) "
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM w WHERE queue IS NOT NULL"
+)
+_WAKE_WAITERS = (
+    "WITH w AS (UPDATE runs SET wake_at=%s WHERE status='waiting' AND wake_on=%s "
+    "AND wake_at > %s RETURNING queue) "
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM w WHERE queue IS NOT NULL"
+)
+_WAKE = (
+    "WITH w AS (UPDATE runs SET wake_at=%s WHERE run_id=%s AND status='waiting' "
+    "AND wake_at > %s RETURNING queue) "
+    f"SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM w WHERE queue IS NOT NULL"
+)
 _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES "
 _ROW_MARKS = "(" + ",".join(["%s"] * 11) + ")"
 _ONE_STATEMENT_ROWS = 16
@@ -132,7 +148,8 @@ def _run_cols(head_seq: str, head_hash: str) -> str:
     return (
         "r.run_id, r.flow, r.source, r.fingerprint, r.status, r.created, r.updated, "
         "r.parent_run_id, r.replay_from, r.inputs, r.output, r.error, r.waiting_step, "
-        f"{head_seq}, {head_hash}, r.owner, r.cancel_requested, r.tenant, r.queue, r.claims"
+        f"{head_seq}, {head_hash}, r.owner, r.cancel_requested, r.tenant, r.queue, r.claims, "
+        "r.wake_at, r.wake_on"
     )
 
 
@@ -155,8 +172,11 @@ _MIGRATION_LOCK = f"SELECT pg_advisory_lock({_MIGRATION_KEY})"
 _MIGRATION_UNLOCK = f"SELECT pg_advisory_unlock({_MIGRATION_KEY})"
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
-_Snapshot = tuple[str, int, str, "str | None", "str | None", "str | None"]
-"""``(status, seq, head, output, error, waiting_step)`` of a writer when its run row is due."""
+_Snapshot = tuple[
+    str, int, str, "str | None", "str | None", "str | None", "float | None", "str | None"
+]
+"""``(status, seq, head, output, error, waiting_step, wake_at, wake_on)`` of a writer when its
+run row is due."""
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -183,6 +203,8 @@ class _PostgresWriter:
         "seq",
         "status",
         "waiting_step",
+        "wake_at",
+        "wake_on",
     )
 
     def __init__(
@@ -197,11 +219,22 @@ class _PostgresWriter:
         self.output: str | None = None
         self.error: str | None = None
         self.waiting_step: str | None = None
+        self.wake_at: float | None = None
+        self.wake_on: str | None = None
         self.cancel_requested = False
         self.lost = False
 
     def _snapshot(self) -> _Snapshot:
-        return (self.status, self.seq, self.head, self.output, self.error, self.waiting_step)
+        return (
+            self.status,
+            self.seq,
+            self.head,
+            self.output,
+            self.error,
+            self.waiting_step,
+            self.wake_at,
+            self.wake_on,
+        )
 
     def append(
         self,
@@ -584,14 +617,15 @@ class PostgresStore:
                             raise
                         refused[run_id] = "another owner holds the run now"
             updates = [
-                (s[0], now, s[1], s[2], s[3], s[4], s[5], run_id)
+                (s[0], now, s[1], s[2], s[3], s[4], s[5], s[6], s[7], run_id)
                 for run_id, s in dirty.items()
                 if run_id not in refused
             ]
             if updates:
                 await cur.executemany(
                     "UPDATE runs SET status=%s, updated=%s, head_seq=%s, head_hash=%s, "
-                    "output=coalesce(%s, output), error=%s, waiting_step=%s WHERE run_id=%s",
+                    "output=coalesce(%s, output), error=%s, waiting_step=%s, wake_at=%s, "
+                    "wake_on=%s WHERE run_id=%s",
                     updates,
                 )
             if releasing:
@@ -801,6 +835,18 @@ class PostgresStore:
                 "UPDATE runs r SET owner=%s, lease_until=%s, claims=r.claims+1 FROM c "
                 f"WHERE r.run_id = c.run_id RETURNING {_CLAIMED_COLS}, c.owner",
                 (qs, time.time(), owner, time.time() + self.lease_s),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return row
+            # a waiting run whose timer is due (or whose message came)
+            cur = await conn.execute(
+                "WITH c AS (SELECT run_id, owner FROM runs WHERE wake_at <= %s "
+                "AND status = 'waiting' AND owner IS NULL AND queue = ANY(%s) "
+                "ORDER BY wake_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "UPDATE runs r SET owner=%s, lease_until=%s, claims=r.claims+1 FROM c "
+                f"WHERE r.run_id = c.run_id RETURNING {_CLAIMED_COLS}, c.owner",
+                (time.time(), qs, owner, time.time() + self.lease_s),
             )
             row = await cur.fetchone()
             if row is not None:
@@ -1188,6 +1234,78 @@ class PostgresStore:
         if w is not None:
             w.cancel_requested = True
 
+    # --- durable waits: messages, run events, due runs --------------------------------------
+    async def _write_one(self, doing: str, *statements: tuple[str, Sequence[Any]]) -> Any:
+        """Statements in one transaction on the reading connection; the last one's first row."""
+        await self._same_loop()
+
+        async def run(conn: Conn) -> Any:
+            row = None
+            async with conn.transaction():
+                for query, args in statements:
+                    cur = await conn.execute(query, args)
+                    row = await cur.fetchone() if cur.description else None
+            return row
+
+        async with self._read_lock:
+            return await self._retrying(doing, self._reader_conn, run)
+
+    async def send_message(self, run_id: str, topic: str, payload: str) -> int:
+        now = time.time()
+        row = await self._write_one(
+            f"cannot send a message to run {run_id}",
+            (_WAKE_ON, (now, run_id, f"msg:{topic}", now)),
+            (
+                "INSERT INTO messages (run_id, topic, payload, created) VALUES (%s, %s, %s, %s) "
+                "RETURNING id",
+                (run_id, topic, payload, now),
+            ),
+        )
+        return int(row[0])
+
+    async def messages(self, run_id: str, topic: str) -> list[tuple[int, str]]:
+        rows = await self._query(
+            "SELECT id, payload FROM messages WHERE run_id=%s AND topic=%s ORDER BY id",
+            (run_id, topic),
+        )
+        return [(int(i), str(p)) for i, p in rows]
+
+    async def set_run_event(self, run_id: str, key: str, payload: str) -> None:
+        now = time.time()
+        await self._write_one(
+            f"cannot set event {key!r} of run {run_id}",
+            (
+                "INSERT INTO run_events (run_id, key, payload, updated) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (run_id, key) DO UPDATE SET payload=excluded.payload, "
+                "updated=excluded.updated",
+                (run_id, key, payload, now),
+            ),
+            (_WAKE_WAITERS, (now, f"event:{run_id}:{key}", now)),
+        )
+
+    async def get_run_event(self, run_id: str, key: str) -> str | None:
+        rows = await self._query(
+            "SELECT payload FROM run_events WHERE run_id=%s AND key=%s", (run_id, key)
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def wake_run(self, run_id: str) -> None:
+        now = time.time()
+        await self._write_one(
+            f"cannot wake run {run_id}",
+            (_WAKE, (now, run_id, now)),
+        )
+
+    async def due_runs(self, *, limit: int = 100) -> list[str]:
+        now = time.time()
+        rows = await self._query(
+            "SELECT run_id FROM runs WHERE wake_at <= %s AND status='waiting' "
+            "AND queue IS NULL AND (owner IS NULL OR lease_until < %s) "
+            "ORDER BY wake_at LIMIT %s",
+            (now, now, limit),
+        )
+        return [str(r[0]) for r in rows]
+
     async def cache_get(self, key: str) -> str | None:
         rows = await self._query("SELECT output FROM cache WHERE key=%s", (key,))
         return str(rows[0][0]) if rows else None
@@ -1254,4 +1372,6 @@ def _run_info(r: Sequence[Any]) -> RunInfo:
         r[17],
         r[18],
         int(r[19]),
+        r[20],
+        r[21],
     )

@@ -165,6 +165,41 @@ class RunQueue(Protocol):
 
 
 @runtime_checkable
+class Mailbox(Protocol):
+    """What durable waits need from a store: messages sent to runs, events runs publish, and
+    waking a waiting run. A waiting run's row carries ``wake_at`` / ``wake_on`` (from its
+    ``run_waiting`` event); a message to its topic, or the event it waits for, makes it due now.
+    """
+
+    async def send_message(self, run_id: str, topic: str, payload: str) -> int:
+        """Record a message (JSON ``payload``) for ``run_id`` on ``topic``, wake the run if it
+        waits for that topic; the message's id (ids grow)."""
+        ...
+
+    async def messages(self, run_id: str, topic: str) -> list[tuple[int, str]]:
+        """Every message sent to ``run_id`` on ``topic``: ``(id, payload)``, oldest first."""
+        ...
+
+    async def set_run_event(self, run_id: str, key: str, payload: str) -> None:
+        """Publish ``run_id``'s event ``key`` (the latest value wins); wake the runs waiting for
+        it."""
+        ...
+
+    async def get_run_event(self, run_id: str, key: str) -> str | None:
+        """The value of ``run_id``'s event ``key``; ``None`` while it is not set."""
+        ...
+
+    async def wake_run(self, run_id: str) -> None:
+        """Make a waiting run with a wake time due now (a message came while it went waiting)."""
+        ...
+
+    async def due_runs(self, *, limit: int = 100) -> list[str]:
+        """Waiting runs of no queue whose wake time has come, held by nobody, soonest first
+        (a worker claims the due runs of its queues itself)."""
+        ...
+
+
+@runtime_checkable
 class BudgetLedger(Protocol):
     """Budgets shared by every process of a store (see ``erpoz.store._ledger``): a paid call
     reserves its estimated cost before it is sent and settles to its actual cost after, so

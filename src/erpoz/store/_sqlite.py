@@ -56,17 +56,27 @@ CANCEL_POLL_S = 1.0
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.05
 
+_WAKE_ON = (
+    "UPDATE runs SET wake_at=? WHERE run_id=? AND status='waiting' AND wake_on=? AND wake_at > ?"
+)
+_WAKE_WAITERS = "UPDATE runs SET wake_at=? WHERE status='waiting' AND wake_on=? AND wake_at > ?"
 _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _RUN_COLS = (
     "run_id, flow, source, fingerprint, status, created, updated, parent_run_id, replay_from, "
     "inputs, output, error, waiting_step, "
     "coalesce((SELECT max(e.seq) FROM events e WHERE e.run_id = runs.run_id), 0), "
     "coalesce((SELECT e.hash FROM events e WHERE e.run_id = runs.run_id "
-    "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested, tenant, queue, claims"
+    "ORDER BY e.seq DESC LIMIT 1), head_hash), owner, cancel_requested, tenant, queue, claims, "
+    "wake_at, wake_on"
 )
 """The runs row is refreshed on status changes; the head always comes from the log itself."""
 _OUTPUT = 10
 """The column of a runs row (``_RUN_COLS``) that holds the run's output."""
+_DUE = (
+    "SELECT run_id, owner FROM runs WHERE wake_at <= ? AND status = 'waiting' "
+    "AND owner IS NULL AND queue IN ({marks}) ORDER BY wake_at LIMIT 1"
+)
+"""A waiting run of the queues whose timer is due (or whose message came)."""
 _INSERT_RUN = f"INSERT INTO runs ({RUN_ROW_COLUMNS}) VALUES ({','.join('?' * 16)})"
 
 
@@ -94,6 +104,8 @@ class _SQLiteWriter:
         "seq",
         "status",
         "waiting_step",
+        "wake_at",
+        "wake_on",
     )
 
     def __init__(
@@ -109,6 +121,8 @@ class _SQLiteWriter:
         self.output: str | None = None
         self.error: str | None = None
         self.waiting_step: str | None = None
+        self.wake_at: float | None = None
+        self.wake_on: str | None = None
         self.cancel_requested = False
 
     def append(
@@ -310,9 +324,21 @@ class SQLiteStore:
                 self._append_tree([r for r in rows if r[0] not in refused] if refused else rows)
                 db.executemany(
                     "UPDATE runs SET status=?, updated=?, head_seq=?, head_hash=?, "
-                    "output=coalesce(?, output), error=?, waiting_step=? WHERE run_id=?",
+                    "output=coalesce(?, output), error=?, waiting_step=?, wake_at=?, wake_on=? "
+                    "WHERE run_id=?",
                     [
-                        (w.status, now, w.seq, w.head, w.output, w.error, w.waiting_step, w.run_id)
+                        (
+                            w.status,
+                            now,
+                            w.seq,
+                            w.head,
+                            w.output,
+                            w.error,
+                            w.waiting_step,
+                            w.wake_at,
+                            w.wake_on,
+                            w.run_id,
+                        )
                         for w in dirty.values()
                         if w.run_id not in refused
                     ],
@@ -572,6 +598,8 @@ class SQLiteStore:
                     "ORDER BY created LIMIT 1",
                     [*queues, now],
                 ).fetchone()
+                if row is None:
+                    row = self._db.execute(_DUE.format(marks=marks), [now, *queues]).fetchone()
                 if row is None:
                     row = self._dead_owned(marks, queues)
                 if row is None:
@@ -879,6 +907,84 @@ class SQLiteStore:
         if w is not None:
             w.cancel_requested = True
 
+    # --- durable waits: messages, run events, due runs --------------------------------------
+    def _write(self, doing: str, *statements: tuple[str, tuple[Any, ...]]) -> list[Any]:
+        """Statements in one write transaction; the last one's rows."""
+        rows: list[Any] = []
+        try:
+            self._commit()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    rows = self._db.execute(sql, args).fetchall()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._translate(exc, doing) from exc
+        return rows
+
+    async def send_message(self, run_id: str, topic: str, payload: str) -> int:
+        now = time.time()
+        rows = self._write(
+            f"cannot send a message to run {run_id}",
+            (_WAKE_ON, (now, run_id, f"msg:{topic}", now)),
+            (
+                "INSERT INTO messages (run_id, topic, payload, created) VALUES (?, ?, ?, ?) "
+                "RETURNING id",
+                (run_id, topic, payload, now),
+            ),
+        )
+        return int(rows[0][0])
+
+    async def messages(self, run_id: str, topic: str) -> list[tuple[int, str]]:
+        return [
+            (int(i), p)
+            for i, p in self._query(
+                "SELECT id, payload FROM messages WHERE run_id=? AND topic=? ORDER BY id",
+                (run_id, topic),
+            )
+        ]
+
+    async def set_run_event(self, run_id: str, key: str, payload: str) -> None:
+        now = time.time()
+        self._write(
+            f"cannot set event {key!r} of run {run_id}",
+            (
+                "INSERT INTO run_events (run_id, key, payload, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run_id, key) DO UPDATE SET payload=excluded.payload, "
+                "updated=excluded.updated",
+                (run_id, key, payload, now),
+            ),
+            (_WAKE_WAITERS, (now, f"event:{run_id}:{key}", now)),
+        )
+
+    async def get_run_event(self, run_id: str, key: str) -> str | None:
+        rows = self._query("SELECT payload FROM run_events WHERE run_id=? AND key=?", (run_id, key))
+        return str(rows[0][0]) if rows else None
+
+    async def wake_run(self, run_id: str) -> None:
+        now = time.time()
+        self._write(
+            f"cannot wake run {run_id}",
+            (
+                "UPDATE runs SET wake_at=? WHERE run_id=? AND status='waiting' AND wake_at > ?",
+                (now, run_id, now),
+            ),
+        )
+
+    async def due_runs(self, *, limit: int = 100) -> list[str]:
+        return [
+            r[0]
+            for r in self._query(
+                "SELECT run_id FROM runs WHERE wake_at <= ? AND status='waiting' "
+                "AND queue IS NULL AND (owner IS NULL OR lease_until < ?) "
+                "ORDER BY wake_at LIMIT ?",
+                (time.time(), time.time(), limit),
+            )
+        ]
+
     async def cache_get(self, key: str) -> str | None:
         rows = self._query("SELECT output FROM cache WHERE key=?", (key,))
         return rows[0][0] if rows else None
@@ -923,6 +1029,8 @@ def _run_info(r: Any) -> RunInfo:
         r[17],
         r[18],
         r[19],
+        r[20],
+        r[21],
     )
 
 

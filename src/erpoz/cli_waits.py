@@ -1,0 +1,128 @@
+"""``erpoz runs send | event | wake``: messages to running flows, events they publish, and
+waking the sleeping runs that are due (see docs/durable.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from ._console import (
+    EXIT_INVALID,
+    EXIT_WAITING,
+    HoldOpt,
+    JsonOpt,
+    StoreOpt,
+    fail,
+    open_or_fail,
+    out,
+)
+from ._input import MAX_JSON_DEPTH, check_depth
+from .engine import Engine
+
+
+def _value(raw: str) -> Any:
+    """A message as typed: JSON when it parses as JSON, else the text itself."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    except RecursionError:
+        fail(f"VALUE is nested more than {MAX_JSON_DEPTH} levels deep", EXIT_INVALID)
+    try:
+        check_depth(value)
+    except ValueError as exc:
+        fail(f"VALUE is {exc}", EXIT_INVALID)
+    return value
+
+
+def runs_send(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    topic: Annotated[str, typer.Argument(help="What the run waits for (ctx.recv(TOPIC, …)).")],
+    value: Annotated[str, typer.Argument(help="The message: JSON, or text (taken as a string).")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a message to a run: kept until it takes it with ctx.recv; a run waiting for it
+    wakes (a worker of its queue goes on at once, else `erpoz runs resume RUN`).
+
+    [dim]Example:[/] erpoz runs send RUN reply '{"accepted": true}'
+    """
+    from .cli import _call, _with_close
+
+    message = _value(value)
+    st = open_or_fail(store)
+    engine = Engine(st)
+    message_id = _call(_with_close(st, engine.send(run_id, topic, message)))
+    if as_json:
+        out.print_json(data={"run_id": run_id, "topic": topic, "message_id": message_id})
+    else:
+        out.print(f"sent message {message_id} to run {run_id} on {topic}", highlight=False)
+
+
+def runs_event(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    key: Annotated[str, typer.Argument(help="The event's key (ctx.set_event(KEY, …)).")],
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for it to be set.")] = 0.0,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print an event a run published (ctx.set_event); exit 3 when it is not set (yet, or
+    set to null).
+
+    [dim]Example:[/] erpoz runs event RUN answered --timeout 30
+    """
+    from .cli import _call, _with_close
+
+    st = open_or_fail(store)
+    engine = Engine(st)
+    value = _call(_with_close(st, engine.get_event(run_id, key, timeout=timeout)))
+    if as_json:
+        out.print_json(data={"run_id": run_id, "key": key, "value": value})
+    elif value is not None:
+        out.print_json(data=value)
+    else:
+        out.print(f"run {run_id} has not set event {key!r}", highlight=False)
+    if value is None:
+        raise typer.Exit(EXIT_WAITING)
+
+
+def runs_wake(
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 100,
+    hold: HoldOpt = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume, here, the sleeping runs whose wake time has come (runs of no queue: a worker
+    wakes the runs of its queues itself). Run it from cron, or after a restart.
+
+    [dim]Example:[/] erpoz runs wake --json
+    """
+    from .cli import _call, _jsonable, _with_close
+
+    st = open_or_fail(store)
+    engine = Engine(st, hold_s=hold)
+    results = _call(_with_close(st, engine.wake_due(limit=limit)))
+    rows = [
+        {
+            "run_id": r.run_id,
+            "status": r.status,
+            "output": _jsonable(r.output),
+            "wake_at": r.wake_at,
+        }
+        for r in results
+    ]
+    if as_json:
+        out.print_json(data=rows)
+        return
+    if not rows:
+        out.print("no sleeping run is due")
+    for row in rows:
+        out.print(f"run {row['run_id']} {row['status']}", highlight=False)
+
+
+def register(runs_app: typer.Typer) -> None:
+    runs_app.command("send")(runs_send)
+    runs_app.command("event")(runs_event)
+    runs_app.command("wake")(runs_wake)
