@@ -5,9 +5,10 @@ import pytest
 from erpoz import open_store
 from erpoz.store import MemoryStore, Store
 from store.contract import LedgerContract, QueueContract, StoreContract
+from store.schedule_contract import ScheduleContract
 
 
-class TestMemory(StoreContract, QueueContract, LedgerContract):
+class TestMemory(StoreContract, QueueContract, LedgerContract, ScheduleContract):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()

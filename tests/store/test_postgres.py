@@ -25,6 +25,7 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
+from store.schedule_contract import ScheduleContract
 
 if REQUIRED:
     import psycopg  # without it, a run that requires PostgreSQL fails here
@@ -45,7 +46,7 @@ def schema() -> Iterator[Schema]:
         yield s
 
 
-class TestPostgres(StoreContract, QueueContract, LedgerContract):
+class TestPostgres(StoreContract, QueueContract, LedgerContract, ScheduleContract):
     @pytest.fixture
     def store(self, schema: Schema) -> Iterator[Store]:
         s = open_store(schema.url)
@@ -516,6 +517,7 @@ def test_events_recorded_before_the_tree_existed_enter_it_run_by_run(schema: Sch
     for statement in (  # as an erpoz without the tree left it
         "DROP TABLE merkle_state, merkle_leaves, merkle_nodes",
         "DROP FUNCTION erpoz_merkle_append, erpoz_merkle_append_only, erpoz_merkle_grows",
+        "DROP TABLE schedules, schedule_ticks, limit_grants, limit_slots",  # a later migration
         f"DELETE FROM erpoz_schema_version WHERE version >= {number}",
     ):
         schema.sql(statement)

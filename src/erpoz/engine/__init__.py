@@ -17,9 +17,23 @@ from ._engine import (
 from ._executor import Executor, ThreadExecutor
 from ._ray import RayExecutor
 from ._remote import RemoteContext
+from ._schedules import (
+    CATCHUP,
+    Cron,
+    Schedule,
+    Scheduler,
+    Synced,
+    add_schedule,
+    pause_schedule,
+    schedules_from_config,
+    sync_schedules,
+    tick_run_id,
+)
 from ._worker import Worker, WorkerStats
 
 __all__ = [
+    "CATCHUP",
+    "Cron",
     "Decision",
     "Engine",
     "Executor",
@@ -28,13 +42,21 @@ __all__ = [
     "RayExecutor",
     "RemoteContext",
     "RunResult",
+    "Schedule",
+    "Scheduler",
     "StepContext",
+    "Synced",
     "ThreadExecutor",
     "TokenListener",
     "Worker",
     "WorkerStats",
+    "add_schedule",
     "check_queue_name",
     "new_run_id",
+    "pause_schedule",
     "pending_reviews",
+    "schedules_from_config",
+    "sync_schedules",
+    "tick_run_id",
     "top_step",
 ]

@@ -250,6 +250,7 @@ class ProjectConfig(_Strict):
     #: who decides reviews from the command line when --reviewer and $ERPOZ_REVIEWER are unset
     reviewer: str | None = Field(None, min_length=1, max_length=200)
     audit: Any = None  # checked by erpoz.audit.settings.audit_settings
+    schedules: Any = None  # checked by erpoz.engine.schedules_from_config
 
     _file: str | None = PrivateAttr(default=None)
     _doc: Any = PrivateAttr(default=None)

@@ -21,7 +21,17 @@ from ._model import (
     RunInfo,
     chain_hash,
 )
-from ._protocol import AuditShards, BudgetLedger, Claim, MerkleLog, RunQueue, RunWriter, Store
+from ._protocol import (
+    AuditShards,
+    BudgetLedger,
+    Claim,
+    MerkleLog,
+    RunQueue,
+    RunWriter,
+    ScheduleBook,
+    Store,
+)
+from ._schedules import ScheduleRow, Tick, TickClaim
 from ._sqlite import SQLiteStore
 
 __all__ = [
@@ -46,7 +56,11 @@ __all__ = [
     "RunQueue",
     "RunWriter",
     "SQLiteStore",
+    "ScheduleBook",
+    "ScheduleRow",
     "Store",
+    "Tick",
+    "TickClaim",
     "TreeHead",
     "chain_hash",
     "fold_right",

@@ -33,6 +33,7 @@ from ._model import (
 )
 from ._owner import owner_is_dead
 from ._protocol import Claim
+from ._schedules import MemorySchedules, ScheduleRow, Tick, TickClaim
 
 
 class _MemoryRun:
@@ -138,6 +139,7 @@ class MemoryStore:
         self.lease_s = 30.0
         self._submitted: asyncio.Event | None = None
         self._ledger = MemoryLedger(self._log_spend)
+        self._schedules = MemorySchedules()
         self._order: list[tuple[_MemoryRun, int]] = []
         self._origin = uuid.uuid4().hex
         self._tree = CompactRange()
@@ -296,6 +298,33 @@ class MemoryStore:
     async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
         info = await self.get_run(run_id)
         return info, [] if info is None else await self.events(info.run_id)
+
+    # --- schedules ----------------------------------------------------------------------------
+    async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
+        return self._schedules.put(schedule)
+
+    async def list_schedules(self, names: Sequence[str] | None = None) -> list[ScheduleRow]:
+        return self._schedules.listed(names)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return self._schedules.delete(name)
+
+    async def pause_schedule(self, name: str, paused: bool, next_tick: float | None) -> bool:
+        return self._schedules.pause(name, paused, next_tick)
+
+    async def claim_tick(self, claim: TickClaim) -> bool:
+        return self._schedules.claim(claim)
+
+    async def reclaim_tick(self, owner: str, lease_s: float) -> Tick | None:
+        return self._schedules.reclaim(owner, lease_s)
+
+    async def finish_tick(
+        self, schedule: str, tick: float, owner: str, error: str | None = None
+    ) -> bool:
+        return self._schedules.finish(schedule, tick, owner, error)
+
+    async def schedule_ticks(self, schedule: str | None = None, limit: int = 20) -> list[Tick]:
+        return self._schedules.ticks(schedule, limit)
 
     # --- the budget ledger ------------------------------------------------------------------
     def _log_spend(self, tenant: str | None) -> float:

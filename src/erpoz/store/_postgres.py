@@ -43,6 +43,7 @@ from psycopg import sql
 
 from ..errors import RunClaimed, StoreError
 from . import _postgres_ledger as ledger
+from . import _postgres_schedules as pg_sched
 from ._buffer import buffer_event
 from ._ledger import BudgetScope, Hold, limits_of
 from ._merkle import (
@@ -71,6 +72,7 @@ from ._model import (
 from ._owner import HOST, new_owner, owner_is_dead
 from ._pg_schema import apply_migrations, schema_version
 from ._protocol import Claim
+from ._schedules import ScheduleRow, Tick, TickClaim
 from ._url import redact
 
 T = TypeVar("T")
@@ -1039,6 +1041,51 @@ class PostgresStore:
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         return await self._on_ledger(
             "cannot read the budget ledger", lambda c: ledger.scopes(c, scopes)
+        )
+
+    # --- schedules (on the claims' connection: short transactions) ---------------------------
+    async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
+        return await self._on_ledger(
+            "cannot save the schedule", lambda c: pg_sched.put(c, schedule)
+        )
+
+    async def list_schedules(self, names: Sequence[str] | None = None) -> list[ScheduleRow]:
+        return await self._on_ledger(
+            "cannot read the schedules", lambda c: pg_sched.listed(c, names)
+        )
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._on_ledger(
+            "cannot remove the schedule", lambda c: pg_sched.delete(c, name)
+        )
+
+    async def pause_schedule(self, name: str, paused: bool, next_tick: float | None) -> bool:
+        return await self._on_ledger(
+            "cannot pause or resume the schedule",
+            lambda c: pg_sched.pause(c, name, paused, next_tick),
+        )
+
+    async def claim_tick(self, claim: TickClaim) -> bool:
+        return await self._on_ledger(
+            "cannot claim a schedule's tick", lambda c: pg_sched.claim(c, claim)
+        )
+
+    async def reclaim_tick(self, owner: str, lease_s: float) -> Tick | None:
+        return await self._on_ledger(
+            "cannot reclaim a schedule's tick", lambda c: pg_sched.reclaim(c, owner, lease_s)
+        )
+
+    async def finish_tick(
+        self, schedule: str, tick: float, owner: str, error: str | None = None
+    ) -> bool:
+        return await self._on_ledger(
+            "cannot record a fired tick",
+            lambda c: pg_sched.finish(c, schedule, tick, owner, error),
+        )
+
+    async def schedule_ticks(self, schedule: str | None = None, limit: int = 20) -> list[Tick]:
+        return await self._on_ledger(
+            "cannot read the ticks", lambda c: pg_sched.ticks(c, schedule, limit)
         )
 
     # --- the Merkle tree ----------------------------------------------------------------------
