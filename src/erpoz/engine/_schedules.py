@@ -307,7 +307,7 @@ def schedules_from_config(cfg: ProjectConfig) -> list[Schedule]:
 def _from_config(cfg: ProjectConfig, name: str, spec: Any) -> Schedule:
     if not isinstance(spec, Mapping):
         raise cfg.error(
-            f"schedule '{name}': expected a mapping with flow and cron", "schedules", name
+            f"schedule '{name}': expected a mapping with flow and cron", "schedules", name, key=True
         )
     unknown = sorted(set(spec) - _KEYS)
     if unknown:
@@ -320,7 +320,9 @@ def _from_config(cfg: ProjectConfig, name: str, spec: Any) -> Schedule:
         )
     for key in ("flow", "cron"):
         if not isinstance(spec.get(key), str) or not spec[key].strip():
-            raise cfg.error(f"schedule '{name}': '{key}' is required (a string)", "schedules", name)
+            raise cfg.error(
+                f"schedule '{name}': '{key}' is required (a string)", "schedules", name, key=True
+            )
     inputs = spec.get("inputs", {})
     if not isinstance(inputs, Mapping):
         raise cfg.error(
