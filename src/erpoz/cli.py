@@ -57,6 +57,7 @@ from .cli_memory import register as register_memory_commands
 from .cli_migrate import migrate_command
 from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
+from .cli_schedule import schedule_app
 from .cli_serve import serve
 from .cli_trace import trace
 from .cli_worker import submit, worker
@@ -934,6 +935,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(policy_app, name="policy")
 app.add_typer(eval_app, name="eval")
 app.add_typer(mcp_app, name="mcp")
+app.add_typer(schedule_app, name="schedule")
 app.command("demo")(demo)
 app.command("trace")(trace)
 app.command("serve")(serve)

@@ -137,3 +137,17 @@ class ScheduleContract:
             assert (t.state, t.error) == ("failed", "no such flow")
 
         asyncio.run(main())
+
+    def test_a_tick_claimed_before_is_not_claimed_again(self, store: Any) -> None:
+        async def main() -> None:
+            await store.put_schedule(row())
+            assert await store.claim_tick(claim(1_000_000.0, 1_086_400.0, 1_000_000.0))
+            # moved back before it (its timing changed, then changed back): it moves on, but
+            # the tick fired once stays fired once
+            await store.pause_schedule("nightly", False, 1_000_000.0)
+            assert not await store.claim_tick(claim(1_000_000.0, 1_086_400.0, 1_000_000.0))
+            (r,) = await store.list_schedules(["nightly"])
+            assert r.next_tick == 1_086_400.0
+            assert len(await store.schedule_ticks("nightly")) == 1
+
+        asyncio.run(main())

@@ -128,6 +128,25 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
+def schedule_to_json(row: ScheduleRow) -> dict[str, Any]:
+    """A schedule as the CLI's ``--json`` and the HTTP API show it."""
+    return {
+        "name": row.name,
+        "flow": row.flow,
+        "cron": row.cron,
+        "timezone": row.timezone,
+        "inputs": json.loads(row.inputs),
+        "queue": row.queue,
+        "catchup": row.catchup,
+        "paused": row.paused,
+        "origin": row.origin,
+        "next_tick": iso(row.next_tick),
+        "fired": row.fired,
+        "skipped": row.skipped,
+        "created": row.created,
+    }
+
+
 def plan_claim(
     row: ScheduleRow, now: float, owner: str, lease_s: float, late_s: float = DEFAULT_LATE_S
 ) -> TickClaim | None:
@@ -288,7 +307,11 @@ async def pause_schedule(store: Store, name: str, paused: bool = True) -> Schedu
     rows = await book.list_schedules([name])
     if not rows:
         raise ConfigError(f"no schedule named '{name}' (erpoz schedule ls)")
-    nxt = None if paused else Cron(rows[0].cron, rows[0].timezone).next_after(time.time())
+    row = rows[0]
+    # resumed: from the next tick after now, never back before where it stood (a backfill)
+    nxt = (
+        None if paused else max(row.next_tick, Cron(row.cron, row.timezone).next_after(time.time()))
+    )
     await book.pause_schedule(name, paused, nxt)
     return (await book.list_schedules([name]))[0]
 

@@ -85,12 +85,13 @@ async def claim(conn: Conn, c: TickClaim) -> bool:
             (c.next_tick, c.skipped, int(c.tick is not None), c.schedule, c.expect_next),
         )
         won = cur.rowcount == 1
-        if won and c.tick is not None:
-            await conn.execute(
+        if won and c.tick is not None:  # a tick claimed before (a backfill) is not again
+            cur = await conn.execute(
                 f"INSERT INTO schedule_ticks ({TICK_COLS}) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,NULL,1,NULL)",
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,NULL,1,NULL) ON CONFLICT DO NOTHING",
                 (c.schedule, c.tick, c.run_id, CLAIMED, c.owner, c.lease_until, time.time()),
             )
+            won = cur.rowcount == 1
     return won
 
 

@@ -215,7 +215,8 @@ def sqlite_pause(db: sqlite3.Connection, name: str, paused: bool, next_tick: flo
 
 
 def sqlite_claim(db: sqlite3.Connection, c: TickClaim) -> bool:
-    """The compare-and-swap of a claim, with the tick's row, in one write transaction."""
+    """The compare-and-swap of a claim, with the tick's row, in one write transaction; a
+    tick claimed before is not claimed again (the schedule still moves past it)."""
     _immediate(db)
     try:
         cur = db.execute(
@@ -224,10 +225,14 @@ def sqlite_claim(db: sqlite3.Connection, c: TickClaim) -> bool:
             (c.next_tick, c.skipped, int(c.tick is not None), c.schedule, c.expect_next),
         )
         won = cur.rowcount == 1
-        if won and c.tick is not None:
-            db.execute(
-                f"INSERT INTO schedule_ticks ({TICK_COLS}) VALUES (?,?,?,?,?,?,?,NULL,1,NULL)",
-                (c.schedule, c.tick, c.run_id, CLAIMED, c.owner, c.lease_until, time.time()),
+        if won and c.tick is not None:  # a tick claimed before (a backfill) is not again
+            won = (
+                db.execute(
+                    f"INSERT OR IGNORE INTO schedule_ticks ({TICK_COLS}) "
+                    "VALUES (?,?,?,?,?,?,?,NULL,1,NULL)",
+                    (c.schedule, c.tick, c.run_id, CLAIMED, c.owner, c.lease_until, time.time()),
+                ).rowcount
+                == 1
             )
         db.execute("COMMIT")
     except BaseException:
@@ -321,10 +326,13 @@ class MemorySchedules:
             skipped=row.skipped + c.skipped,
             fired=row.fired + int(c.tick is not None),
         )
-        if c.tick is not None and c.run_id is not None:
-            self._ticks[(c.schedule, c.tick)] = Tick(
-                c.schedule, c.tick, c.run_id, CLAIMED, c.owner, c.lease_until, time.time()
-            )
+        if c.tick is None or c.run_id is None:
+            return True
+        if (c.schedule, c.tick) in self._ticks:
+            return False  # claimed before (a backfill): not again
+        self._ticks[(c.schedule, c.tick)] = Tick(
+            c.schedule, c.tick, c.run_id, CLAIMED, c.owner, c.lease_until, time.time()
+        )
         return True
 
     def reclaim(self, owner: str, lease_s: float) -> Tick | None:
