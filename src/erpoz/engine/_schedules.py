@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 from ..errors import ConfigError, FlowError, RunError, StoreError
+from ..flow import Plan
 from ..store import ScheduleBook, ScheduleRow, Store, Tick, TickClaim
 from ._engine import Engine, check_queue_name
 
@@ -219,14 +220,15 @@ def _row(s: Schedule, source: str, inputs: str, origin: str, now: float) -> Sche
     )
 
 
-def _checked_row(s: Schedule, origin: str, now: float) -> ScheduleRow:
-    """The row of ``s``, its flow loaded and its inputs bound (``FlowError`` /
-    ``ConfigError`` when either is wrong): a schedule that could never start a run is refused
-    when it is made, not at its first tick."""
+def _checked_row(s: Schedule, origin: str, now: float, plan: Plan | None = None) -> ScheduleRow:
+    """The row of ``s``, its flow loaded (unless ``plan`` is given: the compiled flow) and its
+    inputs bound (``FlowError`` / ``ConfigError`` when either is wrong): a schedule that could
+    never start a run is refused when it is made, not at its first tick."""
     from ..flow import load_flow
 
     check_schedule(s)
-    plan = load_flow(s.flow).compile()
+    if plan is None:
+        plan = load_flow(s.flow).compile()
     if not plan.source:
         raise FlowError(f"flow '{plan.name}' has no source a worker could load it from")
     try:
@@ -243,12 +245,14 @@ async def add_schedule(
     origin: str = "python",
     replace: bool = False,
     now: float | None = None,
+    plan: Plan | None = None,
 ) -> ScheduleRow:
     """Store ``schedule`` (checked first); it fires from its first tick after ``now``. A
     schedule of that name is an error unless ``replace`` (then it keeps where it stands,
-    unless its cron or time zone changed)."""
+    unless its cron or time zone changed). ``plan``: the flow, compiled already (the server's
+    exposed flows); its ``source`` is what workers load."""
     book = book_of(store)
-    row = _checked_row(schedule, origin, time.time() if now is None else now)
+    row = _checked_row(schedule, origin, time.time() if now is None else now, plan)
     if not replace and await book.list_schedules([schedule.name]):
         raise ConfigError(
             f"a schedule named '{schedule.name}' exists; remove it first (erpoz schedule rm) "
