@@ -262,3 +262,40 @@ def test_a_bad_schedules_section_names_file_and_line(text: str, line: int, messa
         schedules_from_config(parse_config(text, file="erpoz.yaml"))
     assert (info.value.file, info.value.line) == ("erpoz.yaml", line)
     assert message in str(info.value)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "schedules.md"
+
+
+def test_the_docs_python_example_prints_what_the_page_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contextlib
+    import io
+    import re
+
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", DOC.read_text(encoding="utf-8"), re.S | re.M)
+    index = next(i for i, (lang, _) in enumerate(blocks) if lang == "python")
+    monkeypatch.chdir(DOC.parents[1])  # the page's paths are the repository's
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(blocks[index][1], str(DOC), "exec", dont_inherit=True), {"__name__": "doc"})
+    assert blocks[index + 1][0] == "text"
+    assert printed.getvalue().strip() == blocks[index + 1][1].strip()
+
+
+def test_the_docs_project_file_parses_and_its_error_is_erpozs() -> None:
+    import re
+
+    text = DOC.read_text(encoding="utf-8")
+    yaml = re.search(r"^```yaml\n(.*?)^```$", text, re.S | re.M)
+    assert yaml is not None
+    found = schedules_from_config(parse_config(yaml.group(1), file="erpoz.yaml"))
+    assert [(s.name, s.timezone, s.catchup) for s in found] == [
+        ("nightly", "Europe/Paris", "all"),
+        ("digest", "UTC", "latest"),
+    ]
+    broken = yaml.group(1).replace('"0 2 * * *"', '"0 2 * *"')
+    with pytest.raises(ConfigError) as info:
+        schedules_from_config(parse_config(broken, file="erpoz.yaml"))
+    assert f"error: {info.value}" in text  # the page shows the message erpoz gives
