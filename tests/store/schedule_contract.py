@@ -151,3 +151,54 @@ class ScheduleContract:
             assert len(await store.schedule_ticks("nightly")) == 1
 
         asyncio.run(main())
+
+
+class RateContract:
+    """Stores that keep rate limits (:class:`erpoz.store.RateLimits`): at most ``limit`` units
+    in any window, across every caller."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("a store test class overrides the `store` fixture")
+
+    def test_grants_stop_at_the_limit_and_say_when_to_come_back(self, store: Any) -> None:
+        async def main() -> None:
+            grants = [await store.take_rate("k", 3, 60.0) for _ in range(4)]
+            assert [g.granted for g in grants] == [True, True, True, False]
+            assert [g.in_window for g in grants] == [0, 1, 2, 3]
+            assert 59.0 < grants[3].wait_s <= 60.0 and not grants[3].grant_id
+            assert (await store.take_rate("other", 3, 60.0)).granted  # keys are apart
+            too_big = await store.take_rate("t", 100, 60.0, 101)
+            assert not too_big.granted and too_big.wait_s == float("inf")
+            assert len(await store.rate_grants("k")) == 3
+
+        asyncio.run(main())
+
+    def test_a_settled_grant_counts_what_was_used(self, store: Any) -> None:
+        async def main() -> None:
+            first = await store.take_rate("tokens", 1000, 60.0, 800)  # an estimate
+            assert first.granted
+            assert not (await store.take_rate("tokens", 1000, 60.0, 300)).granted
+            await store.settle_rate(first.grant_id, 500)  # it used 500
+            assert (await store.take_rate("tokens", 1000, 60.0, 300)).granted
+            assert [a for _, a in await store.rate_grants("tokens")] == [500, 300]
+
+        asyncio.run(main())
+
+    def test_the_window_slides(self, store: Any) -> None:
+        async def main() -> None:
+            assert (await store.take_rate("k", 2, 0.2)).granted
+            assert (await store.take_rate("k", 2, 0.2)).granted
+            refused = await store.take_rate("k", 2, 0.2)
+            assert not refused.granted and 0 < refused.wait_s <= 0.2
+            await asyncio.sleep(refused.wait_s + 0.01)
+            assert (await store.take_rate("k", 2, 0.2)).granted
+
+        asyncio.run(main())
+
+    def test_concurrent_takes_never_pass_the_limit(self, store: Any) -> None:
+        async def main() -> None:
+            grants = await asyncio.gather(*(store.take_rate("k", 5, 60.0) for _ in range(20)))
+            assert sum(g.granted for g in grants) == 5
+
+        asyncio.run(main())

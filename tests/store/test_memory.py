@@ -5,10 +5,10 @@ import pytest
 from erpoz import open_store
 from erpoz.store import MemoryStore, Store
 from store.contract import LedgerContract, QueueContract, StoreContract
-from store.schedule_contract import ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract
 
 
-class TestMemory(StoreContract, QueueContract, LedgerContract, ScheduleContract):
+class TestMemory(StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()

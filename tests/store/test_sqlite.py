@@ -22,10 +22,10 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
-from store.schedule_contract import ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract
 
 
-class TestSQLite(StoreContract, QueueContract, LedgerContract, ScheduleContract):
+class TestSQLite(StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
         s = SQLiteStore(tmp_path / "runs.db")

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ._ledger import BudgetScope, Hold
+from ._limits import RateGrant
 from ._memory import MemoryStore
 from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
 from ._model import (
@@ -26,6 +27,7 @@ from ._protocol import (
     BudgetLedger,
     Claim,
     MerkleLog,
+    RateLimits,
     RunQueue,
     RunWriter,
     ScheduleBook,
@@ -52,6 +54,8 @@ __all__ = [
     "MerkleLog",
     "NewRun",
     "PostgresStore",
+    "RateGrant",
+    "RateLimits",
     "RunInfo",
     "RunQueue",
     "RunWriter",

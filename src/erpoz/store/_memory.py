@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import RunClaimed, StoreError
 from ._ledger import BudgetScope, Hold, MemoryLedger, limits_of
+from ._limits import MemoryRates, RateGrant
 from ._merkle import CompactRange, Leaf, StoredNode, TreeHead, check_level, leaf_hash
 from ._model import (
     GENESIS,
@@ -140,6 +141,7 @@ class MemoryStore:
         self._submitted: asyncio.Event | None = None
         self._ledger = MemoryLedger(self._log_spend)
         self._schedules = MemorySchedules()
+        self._rates = MemoryRates()
         self._order: list[tuple[_MemoryRun, int]] = []
         self._origin = uuid.uuid4().hex
         self._tree = CompactRange()
@@ -298,6 +300,18 @@ class MemoryStore:
     async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
         info = await self.get_run(run_id)
         return info, [] if info is None else await self.events(info.run_id)
+
+    # --- rate limits --------------------------------------------------------------------------
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0
+    ) -> RateGrant:
+        return self._rates.take(key, limit, window_s, amount)
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        self._rates.settle(grant_id, amount)
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return self._rates.grants(key, since)
 
     # --- schedules ----------------------------------------------------------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:

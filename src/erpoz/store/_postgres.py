@@ -43,9 +43,11 @@ from psycopg import sql
 
 from ..errors import RunClaimed, StoreError
 from . import _postgres_ledger as ledger
+from . import _postgres_limits as pg_limits
 from . import _postgres_schedules as pg_sched
 from ._buffer import buffer_event
 from ._ledger import BudgetScope, Hold, limits_of
+from ._limits import RateGrant
 from ._merkle import (
     PG_APPEND,
     PG_WITH_APPEND,
@@ -1041,6 +1043,25 @@ class PostgresStore:
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         return await self._on_ledger(
             "cannot read the budget ledger", lambda c: ledger.scopes(c, scopes)
+        )
+
+    # --- rate limits (on the claims' connection: short transactions) -------------------------
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0
+    ) -> RateGrant:
+        return await self._on_ledger(
+            "cannot take from a rate limit",
+            lambda c: pg_limits.take(c, key, limit, window_s, amount, self._budget_owner),
+        )
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        await self._on_ledger(
+            "cannot settle a rate grant", lambda c: pg_limits.settle(c, grant_id, amount)
+        )
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return await self._on_ledger(
+            "cannot read rate grants", lambda c: pg_limits.grants(c, key, since)
         )
 
     # --- schedules (on the claims' connection: short transactions) ---------------------------

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ._ledger import BudgetScope, Hold
+from ._limits import RateGrant
 from ._merkle import Leaf, TreeHead
 from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
 from ._schedules import ScheduleRow, Tick, TickClaim
@@ -184,6 +185,28 @@ class BudgetLedger(Protocol):
 
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         """The scopes as they stand (every scope used so far when ``scopes`` is None)."""
+        ...
+
+
+@runtime_checkable
+class RateLimits(Protocol):
+    """Rate limits shared by every process of a store (see ``erpoz.store._limits``): in any
+    window of ``window_s`` seconds, at most ``limit`` units of a key are granted, across all
+    processes."""
+
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0
+    ) -> RateGrant:
+        """Grant ``amount`` units of ``key`` now, or say how long until it could be."""
+        ...
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        """Correct a grant made on an estimate to the amount actually used."""
+        ...
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        """The grants of ``key`` since ``since`` (kept ten windows, at least ten minutes), as
+        ``(time, amount)``, oldest first."""
         ...
 
 

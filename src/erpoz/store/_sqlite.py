@@ -22,6 +22,8 @@ from ..errors import RunClaimed, StoreError
 from . import _schedules as sched
 from ._buffer import buffer_event
 from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
+from ._limits import RateGrant, sqlite_grants, sqlite_take
+from ._limits import sqlite_settle as sqlite_settle_rate
 from ._merkle import (
     Leaf,
     TreeHead,
@@ -735,6 +737,26 @@ class SQLiteStore:
             return sqlite_scopes(self._db, scopes)
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot read the budget ledger") from exc
+
+    # --- rate limits --------------------------------------------------------------------------
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0
+    ) -> RateGrant:
+        return self._on_schedules(
+            "cannot take from a rate limit",
+            sqlite_take,
+            key,
+            limit,
+            window_s,
+            amount,
+            self._budget_owner,
+        )
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        self._on_schedules("cannot settle a rate grant", sqlite_settle_rate, grant_id, amount)
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return self._on_schedules("cannot read rate grants", sqlite_grants, key, since)
 
     # --- schedules ----------------------------------------------------------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
