@@ -202,3 +202,19 @@ class RateContract:
             assert sum(g.granted for g in grants) == 5
 
         asyncio.run(main())
+
+    def test_a_held_grant_counts_until_settled_and_its_window_runs_from_then(
+        self, store: Any
+    ) -> None:
+        async def main() -> None:
+            held = await store.take_rate("m", 1, 0.2, hold_s=60.0)
+            assert held.granted
+            await asyncio.sleep(0.3)  # a window after the grant: still held (not settled)
+            assert not (await store.take_rate("m", 1, 0.2)).granted
+            await store.settle_rate(held.grant_id, 1)
+            refused = await store.take_rate("m", 1, 0.2)  # the window runs from the settle
+            assert not refused.granted and 0 < refused.wait_s <= 0.2
+            await asyncio.sleep(refused.wait_s + 0.01)
+            assert (await store.take_rate("m", 1, 0.2)).granted
+
+        asyncio.run(main())

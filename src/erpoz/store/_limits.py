@@ -9,6 +9,13 @@ stays within the limit — so in any window of that length, across all processes
 out. A grant made on an estimate (the tokens of a model call) is settled to the actual amount
 after.
 
+A grant taken with ``hold_s`` (a model call, which reaches its provider some time after the
+grant) counts as in its window from the grant until it is settled (at the latest ``hold_s``
+later), and its window is counted from the settle: so however long the call took to leave,
+the provider never sees more than ``limit`` requests in any window (the last request of a
+window was granted after all the others of that window had been granted, and each of those
+was counted then).
+
 Grants are kept for ``KEEP_S`` (at least ten of their windows) so that what was granted can be
 read back (``rate_grants``), then dropped. SQLite's functions run in the store's connection
 (``BEGIN IMMEDIATE``); PostgreSQL's serialise per key on a transaction advisory lock; the
@@ -63,7 +70,13 @@ def decide(
 
 # --- SQLite ---------------------------------------------------------------------------------
 def sqlite_take(
-    db: sqlite3.Connection, key: str, limit: float, window_s: float, amount: float, owner: str
+    db: sqlite3.Connection,
+    key: str,
+    limit: float,
+    window_s: float,
+    amount: float,
+    owner: str,
+    hold_s: float = 0.0,
 ) -> RateGrant:
     now = time.time()
     db.execute("BEGIN IMMEDIATE")
@@ -79,7 +92,7 @@ def sqlite_take(
         if grant.granted:
             db.execute(
                 "INSERT INTO limit_grants (grant_id, key, at, amount, owner) VALUES (?,?,?,?,?)",
-                (grant.grant_id, key, now, amount, owner),
+                (grant.grant_id, key, now + hold_s, amount, owner),
             )
         db.execute("COMMIT")
     except BaseException:
@@ -89,7 +102,11 @@ def sqlite_take(
 
 
 def sqlite_settle(db: sqlite3.Connection, grant_id: str, amount: float) -> None:
-    db.execute("UPDATE limit_grants SET amount = ? WHERE grant_id = ?", (amount, grant_id))
+    """The grant used ``amount``; its window runs from now."""
+    db.execute(
+        "UPDATE limit_grants SET amount = ?, at = ? WHERE grant_id = ?",
+        (amount, time.time(), grant_id),
+    )
 
 
 def sqlite_grants(db: sqlite3.Connection, key: str, since: float) -> list[tuple[float, float]]:
@@ -106,7 +123,9 @@ class MemoryRates:
     def __init__(self) -> None:
         self._grants: dict[str, list[tuple[float, float, str]]] = {}
 
-    def take(self, key: str, limit: float, window_s: float, amount: float) -> RateGrant:
+    def take(
+        self, key: str, limit: float, window_s: float, amount: float, hold_s: float = 0.0
+    ) -> RateGrant:
         now = time.time()
         kept = [g for g in self._grants.get(key, []) if g[0] >= now - keep_s(window_s)]
         self._grants[key] = kept
@@ -114,14 +133,15 @@ class MemoryRates:
             [(at, a) for at, a, _ in kept if at > now - window_s], limit, window_s, amount, now
         )
         if grant.granted:
-            kept.append((now, amount, grant.grant_id))
+            kept.append((now + hold_s, amount, grant.grant_id))
         return grant
 
     def settle(self, grant_id: str, amount: float) -> None:
         for grants in self._grants.values():
-            for i, (at, _, gid) in enumerate(grants):
+            for i, (_, _, gid) in enumerate(grants):
                 if gid == grant_id:
-                    grants[i] = (at, amount, gid)
+                    grants[i] = (time.time(), amount, gid)
+                    grants.sort(key=lambda g: g[0])
                     return
 
     def grants(self, key: str, since: float) -> list[tuple[float, float]]:

@@ -303,9 +303,9 @@ class MemoryStore:
 
     # --- rate limits --------------------------------------------------------------------------
     async def take_rate(
-        self, key: str, limit: float, window_s: float, amount: float = 1.0
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
     ) -> RateGrant:
-        return self._rates.take(key, limit, window_s, amount)
+        return self._rates.take(key, limit, window_s, amount, hold_s)
 
     async def settle_rate(self, grant_id: str, amount: float) -> None:
         self._rates.settle(grant_id, amount)

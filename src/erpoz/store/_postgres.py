@@ -1047,11 +1047,11 @@ class PostgresStore:
 
     # --- rate limits (on the claims' connection: short transactions) -------------------------
     async def take_rate(
-        self, key: str, limit: float, window_s: float, amount: float = 1.0
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
     ) -> RateGrant:
         return await self._on_ledger(
             "cannot take from a rate limit",
-            lambda c: pg_limits.take(c, key, limit, window_s, amount, self._budget_owner),
+            lambda c: pg_limits.take(c, key, limit, window_s, amount, self._budget_owner, hold_s),
         )
 
     async def settle_rate(self, grant_id: str, amount: float) -> None:

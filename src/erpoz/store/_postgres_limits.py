@@ -14,7 +14,13 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 async def take(
-    conn: Conn, key: str, limit: float, window_s: float, amount: float, owner: str
+    conn: Conn,
+    key: str,
+    limit: float,
+    window_s: float,
+    amount: float,
+    owner: str,
+    hold_s: float = 0.0,
 ) -> RateGrant:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('erpoz.limit.' || %s))", (key,))
@@ -31,14 +37,15 @@ async def take(
             await conn.execute(
                 "INSERT INTO limit_grants (grant_id, key, at, amount, owner) "
                 "VALUES (%s, %s, %s, %s, %s)",
-                (grant.grant_id, key, now, amount, owner),
+                (grant.grant_id, key, now + hold_s, amount, owner),
             )
     return grant
 
 
 async def settle(conn: Conn, grant_id: str, amount: float) -> None:
     await conn.execute(
-        "UPDATE limit_grants SET amount = %s WHERE grant_id = %s", (amount, grant_id)
+        "UPDATE limit_grants SET amount = %s, at = %s WHERE grant_id = %s",
+        (amount, time.time(), grant_id),
     )
 
 

@@ -195,13 +195,15 @@ class RateLimits(Protocol):
     processes."""
 
     async def take_rate(
-        self, key: str, limit: float, window_s: float, amount: float = 1.0
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
     ) -> RateGrant:
-        """Grant ``amount`` units of ``key`` now, or say how long until it could be."""
+        """Grant ``amount`` units of ``key`` now, or say how long until it could be. With
+        ``hold_s`` the grant counts until it is settled (at most ``hold_s``), its window from
+        then."""
         ...
 
     async def settle_rate(self, grant_id: str, amount: float) -> None:
-        """Correct a grant made on an estimate to the amount actually used."""
+        """Correct a grant to the amount actually used; its window runs from now."""
         ...
 
     async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:

@@ -740,7 +740,7 @@ class SQLiteStore:
 
     # --- rate limits --------------------------------------------------------------------------
     async def take_rate(
-        self, key: str, limit: float, window_s: float, amount: float = 1.0
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
     ) -> RateGrant:
         return self._on_schedules(
             "cannot take from a rate limit",
@@ -750,6 +750,7 @@ class SQLiteStore:
             window_s,
             amount,
             self._budget_owner,
+            hold_s,
         )
 
     async def settle_rate(self, grant_id: str, amount: float) -> None:
