@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ._ledger import BudgetScope, Hold
-from ._limits import RateGrant
+from ._limits import MemoryRates, RateGrant
 from ._memory import MemoryStore
 from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
 from ._model import (
@@ -50,6 +50,7 @@ __all__ = [
     "Event",
     "Hold",
     "Leaf",
+    "MemoryRates",
     "MemoryStore",
     "MerkleLog",
     "NewRun",
