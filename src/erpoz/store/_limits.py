@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 KEEP_S = 600.0
+HELD_POLL_S = 0.1
+"""How soon to look again when the window is full of grants still held by calls in flight."""
 _SLACK = 1e-9
 
 
@@ -64,6 +66,8 @@ def decide(
     for at, a in grants:  # the window frees as its oldest grants age out
         freed += a
         if held - freed + amount <= limit + _SLACK:
+            if at > now:  # held by a call in flight: it frees when settled, look again soon
+                return RateGrant(False, "", min(window_s, HELD_POLL_S), held)
             return RateGrant(False, "", max(0.0, at + window_s - now), held)
     return RateGrant(False, "", window_s, held)  # pragma: no cover - the loop always frees
 
