@@ -34,7 +34,15 @@ from ._console import (
     out,
     with_checkpoints,
 )
-from .engine import Engine, RunResult, Scheduler, Worker, schedules_from_config, sync_schedules
+from .engine import (
+    Engine,
+    RunLimits,
+    RunResult,
+    Scheduler,
+    Worker,
+    schedules_from_config,
+    sync_schedules,
+)
 from .engine._worker import DEFAULT_MAX_CLAIMS
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .store import TERMINAL, Store
@@ -176,6 +184,14 @@ def worker(
         ),
     ] = DEFAULT_MAX_CLAIMS,
     quiet: Annotated[bool, typer.Option("--quiet", help="No line per finished run.")] = False,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate",
+            help="QUEUE=N/S: start at most N runs of QUEUE per S seconds, across every worker "
+            "of the store ('*' for all queues together; repeatable), e.g. default=5/1.",
+        ),
+    ] = None,
     schedules: Annotated[
         bool,
         typer.Option(
@@ -214,8 +230,13 @@ def worker(
             err.print(f"run {result.run_id} {result.status}", highlight=False)
 
     try:
+        limits = RunLimits.parse(rate) if rate else None
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    try:
         w = Worker(
             engine,
+            limits=limits,
             queues=queues,
             concurrency=concurrency,
             poll_s=poll,

@@ -15,6 +15,7 @@ from ._engine import (
     top_step,
 )
 from ._executor import Executor, ThreadExecutor
+from ._limits import Rate, RunLimits
 from ._ray import RayExecutor
 from ._remote import RemoteContext
 from ._schedules import (
@@ -40,8 +41,10 @@ __all__ = [
     "Executor",
     "Listener",
     "Observer",
+    "Rate",
     "RayExecutor",
     "RemoteContext",
+    "RunLimits",
     "RunResult",
     "Schedule",
     "Scheduler",
