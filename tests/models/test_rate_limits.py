@@ -110,3 +110,24 @@ def test_without_a_store_the_limit_holds_in_the_process() -> None:
         ]
 
     assert asyncio.run(main()) == ["from a", "from b"]
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "limits.md"
+
+
+def test_the_docs_example_prints_what_the_page_shows_and_its_yaml_parses() -> None:
+    import contextlib
+    import io
+    import re
+
+    text = DOC.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", text, re.S | re.M)
+    index = next(i for i, (lang, _) in enumerate(blocks) if lang == "python")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(blocks[index][1], str(DOC), "exec", dont_inherit=True), {"__name__": "doc"})
+    assert blocks[index + 1][0] == "text"
+    assert printed.getvalue().strip() == blocks[index + 1][1].strip()
+    yaml = next(body for lang, body in blocks if lang == "yaml")
+    limits = parse_config(yaml, file="erpoz.yaml").spec("gpt-mini").limits
+    assert limits == RateLimit(500, 200_000, 60.0, "skip", 60.0)
