@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .store import BudgetLedger, Store
+from .store import BudgetLedger, RateLimits, Store
 
 if TYPE_CHECKING:
     from .engine import Executor
@@ -43,6 +43,8 @@ async def project_services(
             hub.budget.ledger = store
         elif hub.budget.per_project_usd is not None:
             hub.budget.project_spent_usd = await spent_in_store(store)
+    if isinstance(store, RateLimits):  # models' rate limits across processes
+        hub.rates.book = store
     services: dict[type, object] = {ModelHub: hub}
     if rails is not None:
         services[Guardrails] = rails

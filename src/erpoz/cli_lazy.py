@@ -116,6 +116,12 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "Policies: who may call which tool or model, and what happens to which data.",
         ),
         "eval": Lazy(".cli_eval", "eval_app", "Measure erpoz on public data."),
+        "schedule": Lazy(
+            ".cli_schedule",
+            "schedule_app",
+            "Cron-style schedules that start runs of a flow: workers (erpoz worker) fire each "
+            "tick once, however many share the store.",
+        ),
         "mcp": Lazy(
             ".cli_mcp",
             "mcp_app",
@@ -173,6 +179,7 @@ ORDER = {
         "policy",
         "eval",
         "mcp",
+        "schedule",
     ],
     "runs": ["ls", "show", "resume", "replay", "fork", "cancel", "diff", "send", "event", "wake"],
 }

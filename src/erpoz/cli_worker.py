@@ -35,9 +35,17 @@ from ._console import (
     out,
     with_checkpoints,
 )
-from .engine import Engine, RunResult, Worker
+from .engine import (
+    Engine,
+    RunLimits,
+    RunResult,
+    Scheduler,
+    Worker,
+    schedules_from_config,
+    sync_schedules,
+)
 from .engine._worker import DEFAULT_MAX_CLAIMS
-from .errors import ErpozError, FlowError, RunError, StoreError
+from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .store import TERMINAL, Store
 
 if TYPE_CHECKING:
@@ -186,6 +194,22 @@ def worker(
     ] = DEFAULT_MAX_CLAIMS,
     quiet: Annotated[bool, typer.Option("--quiet", help="No line per finished run.")] = False,
     hold: HoldOpt = 1.0,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate",
+            help="QUEUE=N/S: start at most N runs of QUEUE per S seconds, across every worker "
+            "of the store ('*' for all queues together; repeatable), e.g. default=5/1.",
+        ),
+    ] = None,
+    schedules: Annotated[
+        bool,
+        typer.Option(
+            "--schedules/--no-schedules",
+            help="Fire the store's schedules (erpoz schedule), after making those of "
+            "schedules: in the project file current; each tick fires once across workers.",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Take runs from the queues of a shared store and run them until stopped.
@@ -218,8 +242,13 @@ def worker(
             err.print(f"run {result.run_id} {result.status}", highlight=False)
 
     try:
+        limits = RunLimits.parse(rate) if rate else None
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    try:
         w = Worker(
             engine,
+            limits=limits,
             queues=queues,
             concurrency=concurrency,
             poll_s=poll,
@@ -237,9 +266,12 @@ def worker(
             f"{'ray' if engine.executor.remote else 'local'}",
             highlight=False,
         )
+    scheduler = _scheduler(engine, config) if schedules else None
     try:
         checkpoints = auto_checkpoints(st, config)
-        stats = asyncio.run(_work(w, st, grace, live=verbose and err.is_terminal, cp=checkpoints))
+        stats = asyncio.run(
+            _work(w, st, grace, live=verbose and err.is_terminal, cp=checkpoints, sched=scheduler)
+        )
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
     except ErpozError as exc:
@@ -254,8 +286,30 @@ def worker(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _scheduler(engine: Engine, config: str | None) -> Scheduler:
+    """The worker's scheduler, the project file's schedules made current in the store first
+    (every worker does it; the second changes nothing). A bad section exits 2."""
+    from .models import load_config
+
+    try:
+        specs = schedules_from_config(load_config(config))
+        if specs:
+            asyncio.run(sync_schedules(engine.store, specs))
+    except (ConfigError, FlowError) as exc:
+        fail(str(exc), EXIT_INVALID)
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    return Scheduler(engine)
+
+
 async def _work(
-    w: Worker, st: Store, grace: float, *, live: bool, cp: AutoCheckpointer | None = None
+    w: Worker,
+    st: Store,
+    grace: float,
+    *,
+    live: bool,
+    cp: AutoCheckpointer | None = None,
+    sched: Scheduler | None = None,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     stopping = {"n": 0}
@@ -273,6 +327,7 @@ async def _work(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     task = asyncio.ensure_future(with_checkpoints(cp, w.run()))
+    ticking = asyncio.ensure_future(sched.run()) if sched is not None else None
     try:
         if live:
             with Live(_summary(w.stats.counts(), w.in_flight), console=err, transient=True) as lv:
@@ -281,6 +336,9 @@ async def _work(
                     lv.update(_summary(w.stats.counts(), w.in_flight))
         stats = await task
     finally:
+        if sched is not None and ticking is not None:
+            sched.stop()
+            await asyncio.gather(ticking, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await st.close()

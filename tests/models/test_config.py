@@ -155,7 +155,7 @@ def test_a_missing_secret_is_an_error_at_its_line_when_the_hub_is_built(
             "models: {}\nfoo: 1\n",
             2,
             "unknown key 'foo' (expected: models, routers, budget, executor, guards, policy, "
-            "tools, mcp, reviewer, audit)",
+            "tools, mcp, reviewer, audit, schedules)",
         ),
         (
             "models:\n  a:\n    provider: fake\n    prise: 3\n",

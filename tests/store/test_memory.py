@@ -5,9 +5,12 @@ import pytest
 from erpoz import open_store
 from erpoz.store import MemoryStore, Store
 from store.contract import LedgerContract, MailboxContract, QueueContract, StoreContract
+from store.schedule_contract import RateContract, ScheduleContract
 
 
-class TestMemory(StoreContract, QueueContract, LedgerContract, MailboxContract):
+class TestMemory(
+    StoreContract, QueueContract, LedgerContract, MailboxContract, ScheduleContract, RateContract
+):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()

@@ -26,6 +26,7 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
+from store.schedule_contract import RateContract, ScheduleContract
 
 if REQUIRED:
     import psycopg  # without it, a run that requires PostgreSQL fails here
@@ -46,7 +47,9 @@ def schema() -> Iterator[Schema]:
         yield s
 
 
-class TestPostgres(StoreContract, QueueContract, LedgerContract, MailboxContract):
+class TestPostgres(
+    StoreContract, QueueContract, LedgerContract, MailboxContract, ScheduleContract, RateContract
+):
     @pytest.fixture
     def store(self, schema: Schema) -> Iterator[Store]:
         s = open_store(schema.url)
@@ -526,6 +529,7 @@ def test_events_recorded_before_the_tree_existed_enter_it_run_by_run(schema: Sch
         "DROP FUNCTION erpoz_merkle_append, erpoz_merkle_append_only, erpoz_merkle_grows",
         "DROP TABLE messages, run_events",  # migration 7 (durable waits), applied again
         "ALTER TABLE runs DROP COLUMN wake_at, DROP COLUMN wake_on",
+        "DROP TABLE schedules, schedule_ticks, limit_grants, limit_slots",  # a later migration
         f"DELETE FROM erpoz_schema_version WHERE version >= {number}",
     ):
         schema.sql(statement)

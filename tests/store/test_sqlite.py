@@ -23,9 +23,12 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
+from store.schedule_contract import RateContract, ScheduleContract
 
 
-class TestSQLite(StoreContract, QueueContract, LedgerContract, MailboxContract):
+class TestSQLite(
+    StoreContract, QueueContract, LedgerContract, MailboxContract, ScheduleContract, RateContract
+):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
         s = SQLiteStore(tmp_path / "runs.db")
@@ -500,6 +503,8 @@ def test_migration_2_gives_existing_runs_their_tenant_from_their_tags(tmp_path: 
     asyncio.run(make())
     with sqlite3.connect(path) as db:  # make it a version-1 file, as 0.1 wrote it
         undo_waits(db)  # migration 8
+        for table in ("schedules", "schedule_ticks", "limit_grants", "limit_slots"):  # 9
+            db.execute(f"DROP TABLE {table}")
         for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):  # migration 5
             db.execute(f"DROP TABLE {table}")
         db.execute("DROP TABLE budget_holds")  # migration 4
@@ -575,6 +580,8 @@ def test_events_recorded_before_the_tree_existed_enter_it_run_by_run(tmp_path: P
         for table in ("merkle_state", "merkle_leaves", "merkle_nodes"):
             db.execute(f"DROP TABLE {table}")
         undo_waits(db)
+        for table in ("schedules", "schedule_ticks", "limit_grants", "limit_slots"):
+            db.execute(f"DROP TABLE {table}")  # migration 9, after the tree's
         db.execute("PRAGMA user_version=4")  # the migration before the tree's
 
     async def check() -> None:

@@ -17,28 +17,55 @@ from ._engine import (
     top_step,
 )
 from ._executor import Executor, ThreadExecutor
+from ._limits import Rate, RunLimits
 from ._ray import RayExecutor
 from ._remote import RemoteContext
+from ._schedules import (
+    CATCHUP,
+    Cron,
+    Schedule,
+    Scheduler,
+    Synced,
+    add_schedule,
+    pause_schedule,
+    schedule_to_json,
+    schedules_from_config,
+    sync_schedules,
+    tick_run_id,
+)
 from ._worker import Worker, WorkerStats
 
 __all__ = [
+    "CATCHUP",
+    "Cron",
     "Decision",
     "Engine",
     "Executor",
     "Listener",
     "Observer",
+    "Rate",
     "RayExecutor",
     "RemoteContext",
+    "RunLimits",
     "RunResult",
+    "Schedule",
+    "Scheduler",
     "StepContext",
+    "Synced",
     "ThreadExecutor",
     "TokenListener",
     "Worker",
     "WorkerStats",
+    "add_schedule",
     "check_queue_name",
     "check_topic",
     "new_run_id",
+    "pause_schedule",
     "pending_reviews",
     "result_of",
+    "schedule_to_json",
+    "schedules_from_config",
+    "sync_schedules",
+    "tick_run_id",
     "top_step",
 ]

@@ -89,6 +89,7 @@ class StepContext(StepIdentity):
         "_journal",
         "_log",
         "_loop",
+        "_patches",
         "_services",
         "_thread",
         "_token_listeners",
@@ -113,7 +114,10 @@ class StepContext(StepIdentity):
         effects: RunJournal | None = None,
         token_listeners: Sequence[_TokenListener] = (),
         waits: Waits = _NO_WAITS,
+        *,
+        patches: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     ) -> None:
+        self._patches = patches  # (the run started with, the flow declares)
         self._writer = writer
         self._waits = waits
         self._token_listeners = token_listeners
@@ -129,6 +133,19 @@ class StepContext(StepIdentity):
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+
+    def patched(self, name: str) -> bool:
+        """Whether this run started with patch ``name`` (``Flow(patches=[name])``): new runs
+        take the patched path, runs in flight from before it the old one — the same answer
+        every time the run asks, on any worker."""
+        started, declared = self._patches
+        if name not in declared:
+            raise RunError(
+                f"ctx.patched({name!r}): flow '{self.flow}' declares no such patch "
+                f"(patches: {', '.join(sorted(declared)) or 'none'}); add it to Flow(patches=[…])",
+                run_id=self.run_id,
+            )
+        return name in started
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -51,6 +51,7 @@ from ._codec import EncodeError, check_type, decode, encode, validate
 from ._context import RunJournal, StepContext, Suspend, Waits
 from ._executor import Executor, ThreadExecutor
 from ._remote import RemoteContext
+from ._versions import choose_plan, patches_of
 
 if TYPE_CHECKING:
     from ..guards import Guardrails
@@ -172,6 +173,7 @@ class _Run:
         "flow",
         "grants",
         "lost",
+        "patches",
         "paused",
         "rails",
         "recorded",
@@ -187,6 +189,7 @@ class _Run:
         self.writer = writer
         self.tags: dict[str, str] = dict(tags or {})
         self.grants: set[str] = set()  # approvals recorded in this run (ReviewRequired.grant)
+        self.patches: frozenset[str] = frozenset()  # the patches the run started with
         self.effects = RunJournal()  # what tool, model and memory calls of the run did
         self.rails: Guardrails | None = None  # set when the delivery checkpoint has guards
         self.delivery: frozenset[str] = frozenset()
@@ -320,6 +323,8 @@ class Engine:
                     inputs_json,
                     source=plan.source,
                     tags=dict(tags or {}),
+                    version=plan.version,
+                    patches=tuple(sorted(plan.patches)),
                 ),
                 self.owner,
             )
@@ -329,7 +334,9 @@ class Engine:
             if existing is None:
                 raise
             return existing
-        return await self._drive_run(plan, bound, _Run(self._observed(writer), tags))
+        run = _Run(self._observed(writer), tags)
+        run.patches = plan.patches
+        return await self._drive_run(plan, bound, run)
 
     async def _existing(self, run_id: str, plan: Plan, inputs_json: str) -> RunResult | None:
         """An idempotent start: the run ``run_id`` as it stands when it exists already (its
@@ -373,7 +380,14 @@ class Engine:
         if run_id is not None and await self._existing(run_id, plan, inputs_json) is not None:
             return run_id  # submitted before: the same run (idempotent)
         new = NewRun(
-            rid, plan.name, plan.fingerprint, inputs_json, source=plan.source, tags=dict(tags or {})
+            rid,
+            plan.name,
+            plan.fingerprint,
+            inputs_json,
+            source=plan.source,
+            tags=dict(tags or {}),
+            version=plan.version,
+            patches=tuple(sorted(plan.patches)),
         )
         try:
             await store.submit_run(new, queue)
@@ -409,6 +423,13 @@ class Engine:
             await writer.release()
             return RunResult(info.run_id, "failed", error=str(exc), error_info=failure)
         events = await self.store.events(info.run_id)
+        try:
+            plan, how = choose_plan(plan, events, info.run_id)
+        except RunError as exc:  # this code may not run it: say why, once
+            failure = error_info(exc)
+            writer.append(ev.RUN_FAILED, data={"error": str(exc), **failure})
+            await writer.release()
+            return RunResult(info.run_id, "failed", error=str(exc), error_info=failure)
         run = self._restored(writer, events)
         waiting = pending_reviews(events)
         if waiting:  # its last owner died between asking for review and pausing
@@ -420,6 +441,7 @@ class Engine:
             "queue": info.queue,
             "claims": info.claims,
             "fingerprint_changed": plan.fingerprint != info.fingerprint,
+            "plan": how,
         }
         if claim.previous_owner:
             data["previous_owner"] = claim.previous_owner
@@ -431,6 +453,7 @@ class Engine:
     def _restored(self, writer: RunWriter, events: list[Event]) -> _Run:
         """A run's in-memory state rebuilt from its log."""
         run = _Run(writer, _tags_of(events))
+        run.patches = patches_of(events)
         run.recorded.update(_recorded_outputs(events))
         run.grants.update(_granted(events))
         run.effects = RunJournal.of(events)
@@ -489,6 +512,7 @@ class Engine:
             )
         if decision is not None and not waiting:
             raise RunError(f"run {run_id} has no step waiting for review", run_id=run_id)
+        plan, how = choose_plan(plan, events, run_id)
         bound = plan.bind_inputs(json.loads(info.inputs or "{}"))
         # check the decision before touching the run: a bad edit leaves it waiting, unchanged
         checked = _check_decision(plan, waiting, decision) if decision is not None else None
@@ -498,6 +522,7 @@ class Engine:
             ev.RUN_RESUMED,
             data={
                 "fingerprint_changed": plan.fingerprint != info.fingerprint,
+                "plan": how,
                 **({"decision": decision.action} if decision else {}),
             },
         )
@@ -632,6 +657,8 @@ class Engine:
                 parent_run_id=info.run_id,
                 replay_from=first,
                 tags=run_tags,
+                version=plan.version,
+                patches=tuple(sorted(plan.patches)),
             ),
             self.owner,
         )
@@ -1002,6 +1029,7 @@ class Engine:
                         run.effects,
                         self.token_listeners,
                         self.waits,
+                        patches=(run.patches, scope.plan.patches),
                     )
             t0 = time.perf_counter()
             try:

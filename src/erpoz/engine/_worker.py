@@ -29,6 +29,7 @@ from ..errors import StoreError
 from ..store import Claim
 from ..store import _model as ev
 from ._engine import Engine, RunResult, check_queue_name
+from ._limits import RunLimits
 
 log = logging.getLogger("erpoz.worker")
 
@@ -85,7 +86,8 @@ class Worker:
     ``burst`` ends :meth:`run` once nothing is claimable and nothing is in flight (drain and
     exit); otherwise it runs until :meth:`stop`. ``poll_s`` bounds how long an idle worker
     waits before looking again (PostgreSQL wakes it at once with ``NOTIFY`` on a submission).
-    ``on_result`` sees every run that ended or paused here.
+    ``on_result`` sees every run that ended or paused here. ``limits`` caps the runs started
+    per window, per queue, across every worker of the store (:class:`RunLimits`).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Worker:
         max_claims: int = DEFAULT_MAX_CLAIMS,
         burst: bool = False,
         on_result: Callable[[RunResult], None] | None = None,
+        limits: RunLimits | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -112,6 +115,7 @@ class Worker:
         self.max_claims = max_claims
         self.burst = burst
         self.on_result = on_result
+        self.limits = limits  # runs started per window, shared by every worker of the store
         self.stats = WorkerStats()
         self._stop: asyncio.Event | None = None
         self._grace_s: float | None = 30.0
@@ -139,7 +143,11 @@ class Worker:
             while len(self._tasks) < self.concurrency and not stop.is_set():
                 t0 = time.perf_counter()
                 try:
-                    claim = await store.claim_next(owner, self.queues)
+                    claim = await (
+                        store.claim_next(owner, self.queues)
+                        if self.limits is None
+                        else self.limits.claim(store, owner, self.queues)
+                    )
                 except StoreError as exc:
                     self.stats.errors += 1
                     log.warning("cannot claim a run (trying again in %.1f s): %s", backoff, exc)
@@ -154,7 +162,8 @@ class Worker:
                 task = asyncio.get_running_loop().create_task(self._drive(claim))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if self.burst and not claimed and not self._tasks:
+            limited = self.limits is not None and self.limits.wait_s > 0
+            if self.burst and not claimed and not self._tasks and not limited:
                 break
             await self._wait(store)
         await self._wind_down()
@@ -167,7 +176,8 @@ class Worker:
         if len(self._tasks) >= self.concurrency:
             waiters |= set(self._tasks)
         else:
-            waiters.add(asyncio.ensure_future(store.wait_for_runs(self.queues, self.poll_s)))
+            poll = self.poll_s if self.limits is None else self.limits.next_look(self.poll_s)
+            waiters.add(asyncio.ensure_future(store.wait_for_runs(self.queues, poll)))
             if self.burst and self._tasks:
                 waiters |= set(self._tasks)
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

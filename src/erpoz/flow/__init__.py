@@ -2,6 +2,7 @@
 
 from ._context import Context, Journal
 from ._flow import Flow, InputSpec
+from ._load import load_flow
 from ._plan import LOOP, MAP, SKIPPED, TASK, Plan, PlanNode
 from ._refs import Cond, Ref, first_of
 from ._step import Resources, RetryPolicy, StepSpec, is_retryable, spec_of, step
@@ -24,6 +25,7 @@ __all__ = [
     "StepSpec",
     "first_of",
     "is_retryable",
+    "load_flow",
     "spec_of",
     "step",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,12 +71,23 @@ class Flow:
         defaults: Mapping[str, Any] | None = None,
         description: str = "",
         source: str | None = None,
+        version: str | None = None,
+        compatible: Sequence[str] = (),
+        patches: Sequence[str] = (),
+        previous: Sequence[Flow] = (),
     ) -> None:
         if not _ID.match(name):
             raise FlowError(f"flow name {name!r} must be letters, digits, '_' or '-'")
         self.name = name
         self.description = description
         self.source = source
+        #: Versioning (see erpoz.engine's choose_plan): this code's version of the flow, the
+        #: older versions whose runs may go on on it, the patches steps test with
+        #: ``ctx.patched(name)``, and older versions of the flow kept to finish their runs.
+        self.version = version
+        self.compatible = tuple(compatible)
+        self.patches = tuple(patches)
+        self.previous = tuple(previous)
         self.file: str | None = None
         defaults = dict(defaults or {})
         self.inputs: dict[str, InputSpec] = {}

@@ -84,6 +84,11 @@ class Plan:
     input_adapters: Mapping[str, TypeAdapter[Any]]
     #: The steps whose output becomes the flow's result (the delivery checkpoint's place).
     delivery: frozenset[str] = frozenset()
+    #: Versioning: see ``Flow(version=, compatible=, patches=, previous=)``.
+    version: str | None = None
+    compatible: frozenset[str] = frozenset()
+    patches: frozenset[str] = frozenset()
+    previous: tuple[Plan, ...] = ()
 
     def node(self, step_id: str) -> PlanNode:
         try:
@@ -570,6 +575,10 @@ class _Compiler:
             by_id=MappingProxyType(pos),
             input_adapters=MappingProxyType(adapters),
             delivery=frozenset(_ref_nodes(out_ref)),
+            version=flow.version,
+            compatible=frozenset(flow.compatible),
+            patches=frozenset(flow.patches),
+            previous=tuple(f.compile() for f in flow.previous),
         )
 
     def fingerprint(self, order: list[str]) -> str:

@@ -4,6 +4,7 @@ models with prices and limits, and ``ctx.models``: every call metered, budgeted 
 from ._config import ProjectConfig, build_hub, load_config, load_hub, project_hub
 from ._guard import block_real_providers, ensure_allowed
 from ._hub import ModelHub, Models
+from ._limits import RateGate, RateLimit
 from ._meter import Budget, Metered, count_tokens, record, spent_in_store
 from ._plugins import create, providers
 from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
@@ -43,6 +44,8 @@ __all__ = [
     "OCRModel",
     "OCRResult",
     "ProjectConfig",
+    "RateGate",
+    "RateLimit",
     "StreamChunk",
     "TextPart",
     "ToolCall",

@@ -81,6 +81,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from ..errors import ConfigError, ModelError
 from ..flow._yaml import _Map, _Seq, import_object, load_config_yaml, read_text_file
 from ._hub import ModelHub
+from ._limits import RateLimit
 from ._meter import Budget
 from ._plugins import check as check_params
 from ._plugins import create, providers
@@ -128,6 +129,18 @@ class Price(_Strict):
 _TEXT_ONLY: list[Modality] = ["text"]
 
 
+class LimitsConfig(_Strict):
+    """``limits:`` of a model: requests and tokens per ``per_s`` seconds (default: a minute),
+    shared by every process of the store; over them a call is skipped (a router goes on to
+    its next model) or waits (at most ``max_wait_s``)."""
+
+    requests: int | None = Field(None, gt=0)
+    tokens: int | None = Field(None, gt=0)
+    per_s: float = Field(60.0, gt=0)
+    on_limit: Literal["skip", "wait"] = "skip"
+    max_wait_s: float = Field(60.0, ge=0)
+
+
 class ModelConfig(_Strict):
     provider: str
     kind: Literal["chat", "embed", "ocr", "classify"] = "chat"
@@ -136,6 +149,7 @@ class ModelConfig(_Strict):
     context_window: int = Field(8192, gt=0)
     modalities: list[Modality] = Field(default_factory=lambda: _TEXT_ONLY.copy())
     tags: list[str] = Field(default_factory=list)
+    limits: LimitsConfig | None = None
 
 
 class _Router(_Strict):
@@ -250,6 +264,7 @@ class ProjectConfig(_Strict):
     #: who decides reviews from the command line when --reviewer and $ERPOZ_REVIEWER are unset
     reviewer: str | None = Field(None, min_length=1, max_length=200)
     audit: Any = None  # checked by erpoz.audit.settings.audit_settings
+    schedules: Any = None  # checked by erpoz.engine.schedules_from_config
 
     _file: str | None = PrivateAttr(default=None)
     _doc: Any = PrivateAttr(default=None)
@@ -281,6 +296,7 @@ class ProjectConfig(_Strict):
             context_window=m.context_window,
             modalities=frozenset(m.modalities),
             tags=frozenset(m.tags),
+            limits=_limit_of(m.limits),
         )
 
     def _env(self, model: str, value: Any, path: tuple[str | int, ...]) -> Any:
@@ -330,6 +346,12 @@ class ProjectConfig(_Strict):
         for name in self.routers:
             visit(name)
         return list(done)
+
+
+def _limit_of(c: LimitsConfig | None) -> RateLimit | None:
+    if c is None or (c.requests is None and c.tokens is None):
+        return None
+    return RateLimit(c.requests, c.tokens, c.per_s, c.on_limit, c.max_wait_s)
 
 
 # --- loading ----------------------------------------------------------------------------------

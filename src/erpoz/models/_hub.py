@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import ModelError
+from ._limits import RateGate
 from ._meter import Budget, Metered, Recorder, bind, count_tokens, unbind
 from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
 from ._types import (
@@ -54,6 +55,7 @@ class ModelHub:
 
     def __init__(self, budget: Budget | None = None) -> None:
         self.budget = budget
+        self.rates = RateGate()  # per-model rate limits; the CLI points it at the store
         self._models: dict[str, AnyModel] = {}
         self._kinds: dict[str, frozenset[type]] = {}
         self.specs: dict[str, ModelSpec] = {}
@@ -66,7 +68,7 @@ class ModelHub:
         if spec is not None:
             self.specs[name] = spec
             if isinstance(model, ChatModel) and not isinstance(model, Metered):
-                model = Metered(model, spec, tokenizer=count_tokens)
+                model = Metered(model, spec, tokenizer=count_tokens, rates=self.rates)
         self._models[name] = model
         # protocol checks are slow (runtime_checkable isinstance); do them once, here
         self._kinds[name] = frozenset(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BudgetExceeded, ModelError
+from ._limits import Admitted, RateGate
 from ._protocol import ChatModel
 from ._types import ChatRequest, ChatResult, ModelSpec, StreamChunk, Usage
 
@@ -190,25 +191,40 @@ class Metered:
         spec: ModelSpec,
         budget: Budget | None = None,
         tokenizer: Callable[[str], int] = count_tokens,
+        rates: RateGate | None = None,
     ) -> None:
         self.inner = inner
         self.spec = spec
         self.name = spec.name
         self.budget = budget
         self._count = tokenizer
+        self.rates = rates if spec.limits is not None else None
 
     def estimate(self, request: ChatRequest) -> float:
         """Expected cost of a call before it is made (routers compare models with this)."""
         out = request.max_tokens if request.max_tokens is not None else 256
         return self.spec.cost(Usage(self._count(request.prompt_text), out))
 
-    async def _check(self, request: ChatRequest) -> tuple[Recorder | None, Hold | None]:
-        """Admit the call (or record why not, and raise): the run's recorder, and the budget
-        hold to settle once the call is over."""
+    def _tokens(self, request: ChatRequest) -> int:
+        out = request.max_tokens if request.max_tokens is not None else 256
+        return self._count(request.prompt_text) + out
+
+    async def _check(
+        self, request: ChatRequest
+    ) -> tuple[Recorder | None, Hold | None, Admitted | None]:
+        """Admit the call (or record why not, and raise): the run's recorder, the budget hold
+        and the rate-limit grants to settle once the call is over."""
         rec = _current.get()
+        admitted: Admitted | None = None
         try:
+            if self.rates is not None and self.spec.limits is not None:
+                admitted = await self.rates.admit(
+                    self.name, self.spec.limits, self._tokens(request)
+                )
             hold = await self._admit(rec, request)
         except ModelError as exc:
+            if admitted is not None and self.rates is not None:  # nothing was sent
+                await self.rates.give_back(admitted)
             if rec is not None:
                 rec.emit(
                     "model_called",
@@ -223,7 +239,18 @@ class Metered:
                     },
                 )
             raise
-        return rec, hold
+        return rec, hold, admitted
+
+    async def _release(
+        self, admitted: Admitted | None, request: ChatRequest, result: ChatResult | None
+    ) -> None:
+        """Settle the rate-limit grants to what the call used (its estimate when unknown)."""
+        if admitted is None or self.rates is None:
+            return
+        used = self._tokens(request)
+        if result is not None and (result.usage.input_tokens or result.usage.output_tokens):
+            used = result.usage.input_tokens + result.usage.output_tokens
+        await self.rates.settle(admitted, used)
 
     async def _admit(self, rec: Recorder | None, request: ChatRequest) -> Hold | None:
         """Refuse before sending: wrong input kinds, too long a prompt, over budget."""
@@ -257,7 +284,12 @@ class Metered:
             await budget.settle(hold, cost)
 
     def _account(
-        self, rec: Recorder | None, request: ChatRequest, result: ChatResult, t0: float
+        self,
+        rec: Recorder | None,
+        request: ChatRequest,
+        result: ChatResult,
+        t0: float,
+        admitted: Admitted | None = None,
     ) -> ChatResult:
         usage = result.usage
         if usage.input_tokens == 0 and usage.output_tokens == 0:
@@ -277,6 +309,11 @@ class Metered:
                     "latency_ms": round(latency * 1000, 3),
                     "status": "ok",
                     "tool_calls": len(result.tool_calls),
+                    **(
+                        {"rate_wait_s": round(admitted.waited_s, 3)}
+                        if admitted and admitted.waited_s
+                        else {}
+                    ),
                 },
             )
         budget = self.budget or (rec.budget if rec else None)
@@ -304,11 +341,12 @@ class Metered:
         )
 
     async def generate(self, request: ChatRequest) -> ChatResult:
-        rec, hold = await self._check(request)
+        rec, hold, admitted = await self._check(request)
         t0 = time.perf_counter()
         # settled at: the cost; 0 for a call that failed; the estimate for one cut off (a
         # timeout, a cancel), which may have been paid for
         cost = hold.amount_usd if hold is not None else 0.0
+        result: ChatResult | None = None
         try:
             try:
                 result = await self.inner.generate(request)
@@ -316,14 +354,15 @@ class Metered:
                 cost = 0.0
                 self._failed(rec, exc, t0)
                 raise
-            result = self._account(rec, request, result, t0)
+            result = self._account(rec, request, result, t0, admitted)
             cost = result.cost_usd
             return result
         finally:
             await self._settle(rec, hold, cost)
+            await self._release(admitted, request, result)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        rec, hold = await self._check(request)
+        rec, hold, admitted = await self._check(request)
         t0 = time.perf_counter()
         parts: list[str] = []
         final: ChatResult | None = None
@@ -342,11 +381,12 @@ class Metered:
                 raise
             if final is None:
                 final = ChatResult("".join(parts), self.name)
-            result = self._account(rec, request, final, t0)
+            result = self._account(rec, request, final, t0, admitted)
             cost = result.cost_usd
             yield StreamChunk("", result)
         finally:
             await self._settle(rec, hold, cost)
+            await self._release(admitted, request, final)
 
 
 def bind(recorder: Recorder) -> Any:

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._limits import RateLimit
+
 Role = Literal["system", "user", "assistant", "tool"]
 Modality = Literal["text", "image"]
 
@@ -207,6 +209,8 @@ class ModelSpec:
     context_window: int = 8192
     modalities: frozenset[str] = frozenset({"text"})
     tags: frozenset[str] = frozenset()
+    limits: RateLimit | None = None
+    """Requests and tokens per window, shared by every process of the store (``limits:``)."""
 
     def cost(self, usage: Usage) -> float:
         return (usage.input_tokens * self.price_in + usage.output_tokens * self.price_out) / 1e6

@@ -175,7 +175,9 @@ class FallbackRouter:
             since = self._failed_at.get(index)
             if index in failed:
                 exc = failed[index]
-                row.update(status="failed", error=describe(m.name, exc))
+                limited = isinstance(exc, ModelError) and exc.code == "rate_limited"
+                row.update(status="rate_limited" if limited else "failed")
+                row["error"] = describe(m.name, exc)
                 row["retryable"] = is_retryable(exc)
             elif refused is not None and index == refused[0]:
                 row.update(status="budget_exceeded", error=str(refused[1]))

@@ -175,7 +175,7 @@ def _where(loc: tuple[Any, ...] | list[Any]) -> str:
 def create_app(state: ServerState) -> FastAPI:
     """The app over ``state``: ``/api/...`` (runs, reviews, audit, models, stats),
     ``/v1/...`` (the OpenAI-compatible gateway), ``/metrics`` and the dashboard at ``/``."""
-    from . import _docs, _openapi, api, dashboard, gateway, metrics
+    from . import _docs, _openapi, api, dashboard, gateway, metrics, schedules
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -268,6 +268,7 @@ def create_app(state: ServerState) -> FastAPI:
         return _error(500, message, "server_error", request_id=rid)
 
     app.include_router(api.router(state))
+    app.include_router(schedules.router(state))
     app.include_router(gateway.router(state))
     app.hot_routes = gateway.hot_routes(state)
     app.include_router(metrics.router(state))

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ._ledger import BudgetScope, Hold
+from ._limits import MemoryRates, RateGrant
 from ._memory import MemoryStore
 from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
 from ._model import (
@@ -30,10 +31,13 @@ from ._protocol import (
     Claim,
     Mailbox,
     MerkleLog,
+    RateLimits,
     RunQueue,
     RunWriter,
+    ScheduleBook,
     Store,
 )
+from ._schedules import ScheduleRow, Tick, TickClaim
 from ._sqlite import SQLiteStore
 
 __all__ = [
@@ -54,15 +58,22 @@ __all__ = [
     "Hold",
     "Leaf",
     "Mailbox",
+    "MemoryRates",
     "MemoryStore",
     "MerkleLog",
     "NewRun",
     "PostgresStore",
+    "RateGrant",
+    "RateLimits",
     "RunInfo",
     "RunQueue",
     "RunWriter",
     "SQLiteStore",
+    "ScheduleBook",
+    "ScheduleRow",
     "Store",
+    "Tick",
+    "TickClaim",
     "TreeHead",
     "chain_hash",
     "fold_right",

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import RunClaimed, StoreError
 from ._ledger import BudgetScope, Hold, MemoryLedger, limits_of
+from ._limits import MemoryRates, RateGrant
 from ._merkle import CompactRange, Leaf, StoredNode, TreeHead, check_level, leaf_hash
 from ._model import (
     GENESIS,
@@ -33,6 +34,7 @@ from ._model import (
 )
 from ._owner import owner_is_dead
 from ._protocol import Claim
+from ._schedules import MemorySchedules, ScheduleRow, Tick, TickClaim
 
 
 class _MemoryRun:
@@ -158,6 +160,8 @@ class MemoryStore:
         self._messages: dict[tuple[str, str], list[tuple[int, str]]] = {}
         self._message_ids = 0
         self._run_events: dict[tuple[str, str], str] = {}
+        self._schedules = MemorySchedules()
+        self._rates = MemoryRates()
         self._order: list[tuple[_MemoryRun, int]] = []
         self._origin = uuid.uuid4().hex
         self._tree = CompactRange()
@@ -320,6 +324,45 @@ class MemoryStore:
     async def run_with_events(self, run_id: str) -> tuple[RunInfo | None, list[Event]]:
         info = await self.get_run(run_id)
         return info, [] if info is None else await self.events(info.run_id)
+
+    # --- rate limits --------------------------------------------------------------------------
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
+    ) -> RateGrant:
+        return self._rates.take(key, limit, window_s, amount, hold_s)
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        self._rates.settle(grant_id, amount)
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return self._rates.grants(key, since)
+
+    # --- schedules ----------------------------------------------------------------------------
+    async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
+        return self._schedules.put(schedule)
+
+    async def list_schedules(self, names: Sequence[str] | None = None) -> list[ScheduleRow]:
+        return self._schedules.listed(names)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return self._schedules.delete(name)
+
+    async def pause_schedule(self, name: str, paused: bool, next_tick: float | None) -> bool:
+        return self._schedules.pause(name, paused, next_tick)
+
+    async def claim_tick(self, claim: TickClaim) -> bool:
+        return self._schedules.claim(claim)
+
+    async def reclaim_tick(self, owner: str, lease_s: float) -> Tick | None:
+        return self._schedules.reclaim(owner, lease_s)
+
+    async def finish_tick(
+        self, schedule: str, tick: float, owner: str, error: str | None = None
+    ) -> bool:
+        return self._schedules.finish(schedule, tick, owner, error)
+
+    async def schedule_ticks(self, schedule: str | None = None, limit: int = 20) -> list[Tick]:
+        return self._schedules.ticks(schedule, limit)
 
     # --- the budget ledger ------------------------------------------------------------------
     def _log_spend(self, tenant: str | None) -> float:

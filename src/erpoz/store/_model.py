@@ -147,6 +147,8 @@ class NewRun:
     parent_run_id: str | None = None
     replay_from: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    version: str | None = None
+    patches: tuple[str, ...] = ()
 
     @property
     def tenant(self) -> str:
@@ -193,6 +195,10 @@ class NewRun:
             data["replay_from"] = self.replay_from
         if self.tags:
             data["tags"] = self.tags
+        if self.version is not None:
+            data["version"] = self.version
+        if self.patches:
+            data["patches"] = sorted(self.patches)
         return data
 
 

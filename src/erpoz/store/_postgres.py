@@ -43,8 +43,11 @@ from psycopg import sql
 
 from ..errors import RunClaimed, StoreError
 from . import _postgres_ledger as ledger
+from . import _postgres_limits as pg_limits
+from . import _postgres_schedules as pg_sched
 from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of
+from ._limits import RateGrant
 from ._merkle import (
     PG_APPEND,
     PG_WITH_APPEND,
@@ -72,6 +75,7 @@ from ._owner import HOST, new_owner, owner_is_dead
 from ._pg_schema import apply_migrations, schema_version
 from ._pieces import aexpand_rows
 from ._protocol import Claim
+from ._schedules import ScheduleRow, Tick, TickClaim
 from ._url import redact
 
 T = TypeVar("T")
@@ -1114,6 +1118,70 @@ class PostgresStore:
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         return await self._on_ledger(
             "cannot read the budget ledger", lambda c: ledger.scopes(c, scopes)
+        )
+
+    # --- rate limits (on the claims' connection: short transactions) -------------------------
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
+    ) -> RateGrant:
+        return await self._on_ledger(
+            "cannot take from a rate limit",
+            lambda c: pg_limits.take(c, key, limit, window_s, amount, self._budget_owner, hold_s),
+        )
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        await self._on_ledger(
+            "cannot settle a rate grant", lambda c: pg_limits.settle(c, grant_id, amount)
+        )
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return await self._on_ledger(
+            "cannot read rate grants", lambda c: pg_limits.grants(c, key, since)
+        )
+
+    # --- schedules (on the claims' connection: short transactions) ---------------------------
+    async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
+        return await self._on_ledger(
+            "cannot save the schedule", lambda c: pg_sched.put(c, schedule)
+        )
+
+    async def list_schedules(self, names: Sequence[str] | None = None) -> list[ScheduleRow]:
+        return await self._on_ledger(
+            "cannot read the schedules", lambda c: pg_sched.listed(c, names)
+        )
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._on_ledger(
+            "cannot remove the schedule", lambda c: pg_sched.delete(c, name)
+        )
+
+    async def pause_schedule(self, name: str, paused: bool, next_tick: float | None) -> bool:
+        return await self._on_ledger(
+            "cannot pause or resume the schedule",
+            lambda c: pg_sched.pause(c, name, paused, next_tick),
+        )
+
+    async def claim_tick(self, claim: TickClaim) -> bool:
+        return await self._on_ledger(
+            "cannot claim a schedule's tick", lambda c: pg_sched.claim(c, claim)
+        )
+
+    async def reclaim_tick(self, owner: str, lease_s: float) -> Tick | None:
+        return await self._on_ledger(
+            "cannot reclaim a schedule's tick", lambda c: pg_sched.reclaim(c, owner, lease_s)
+        )
+
+    async def finish_tick(
+        self, schedule: str, tick: float, owner: str, error: str | None = None
+    ) -> bool:
+        return await self._on_ledger(
+            "cannot record a fired tick",
+            lambda c: pg_sched.finish(c, schedule, tick, owner, error),
+        )
+
+    async def schedule_ticks(self, schedule: str | None = None, limit: int = 20) -> list[Tick]:
+        return await self._on_ledger(
+            "cannot read the ticks", lambda c: pg_sched.ticks(c, schedule, limit)
         )
 
     # --- the Merkle tree ----------------------------------------------------------------------

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ._ledger import BudgetScope, Hold
+from ._limits import RateGrant
 from ._merkle import Leaf, TreeHead
 from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
+from ._schedules import ScheduleRow, Tick, TickClaim
 
 
 class RunWriter(Protocol):
@@ -226,6 +228,72 @@ class BudgetLedger(Protocol):
 
     async def budget_scopes(self, scopes: Sequence[str] | None = None) -> list[BudgetScope]:
         """The scopes as they stand (every scope used so far when ``scopes`` is None)."""
+        ...
+
+
+@runtime_checkable
+class RateLimits(Protocol):
+    """Rate limits shared by every process of a store (see ``erpoz.store._limits``): in any
+    window of ``window_s`` seconds, at most ``limit`` units of a key are granted, across all
+    processes."""
+
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
+    ) -> RateGrant:
+        """Grant ``amount`` units of ``key`` now, or say how long until it could be. With
+        ``hold_s`` the grant counts until it is settled (at most ``hold_s``), its window from
+        then."""
+        ...
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        """Correct a grant to the amount actually used; its window runs from now."""
+        ...
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        """The grants of ``key`` since ``since`` (kept ten windows, at least ten minutes), as
+        ``(time, amount)``, oldest first."""
+        ...
+
+
+@runtime_checkable
+class ScheduleBook(Protocol):
+    """Schedules shared by every process of a store (see ``erpoz.store._schedules``): their
+    definitions, where each stands, and the ticks claimed, so that one tick is fired once."""
+
+    async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
+        """Add or change a schedule; an existing one keeps its counts, its pause and (unless
+        its cron or time zone changed) its next tick. Returns what is stored."""
+        ...
+
+    async def list_schedules(self, names: Sequence[str] | None = None) -> list[ScheduleRow]:
+        """The schedules (those of ``names``), by name."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule (its ticks stay on record); ``False`` when there was none."""
+        ...
+
+    async def pause_schedule(self, name: str, paused: bool, next_tick: float | None) -> bool:
+        """Pause or resume; ``next_tick`` (when given) is where it goes on from."""
+        ...
+
+    async def claim_tick(self, claim: TickClaim) -> bool:
+        """Compare-and-swap the schedule's next tick and claim the tick, in one transaction:
+        ``False`` when another process moved it first (or it is paused or gone)."""
+        ...
+
+    async def reclaim_tick(self, owner: str, lease_s: float) -> Tick | None:
+        """Take over a claimed tick whose owner died or whose lease lapsed, if any."""
+        ...
+
+    async def finish_tick(
+        self, schedule: str, tick: float, owner: str, error: str | None = None
+    ) -> bool:
+        """Mark a tick ``owner`` holds fired (or failed, with ``error``)."""
+        ...
+
+    async def schedule_ticks(self, schedule: str | None = None, limit: int = 20) -> list[Tick]:
+        """The ticks claimed so far (of one schedule), newest first."""
         ...
 
 

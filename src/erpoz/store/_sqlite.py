@@ -13,14 +13,17 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import RunClaimed, StoreError
+from . import _schedules as sched
 from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
+from ._limits import RateGrant, sqlite_grants, sqlite_take
+from ._limits import sqlite_settle as sqlite_settle_rate
 from ._merkle import (
     Leaf,
     TreeHead,
@@ -47,6 +50,9 @@ from ._model import (
 from ._owner import new_owner, owner_is_dead
 from ._pieces import expand_rows
 from ._protocol import Claim
+from ._schedules import ScheduleRow, Tick, TickClaim
+
+T = TypeVar("T")
 
 LEASE_S = 30.0
 SUBMIT_POLL_S = 0.25
@@ -813,6 +819,66 @@ class SQLiteStore:
             return sqlite_scopes(self._db, scopes)
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot read the budget ledger") from exc
+
+    # --- rate limits --------------------------------------------------------------------------
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
+    ) -> RateGrant:
+        return self._on_schedules(
+            "cannot take from a rate limit",
+            sqlite_take,
+            key,
+            limit,
+            window_s,
+            amount,
+            self._budget_owner,
+            hold_s,
+        )
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        self._on_schedules("cannot settle a rate grant", sqlite_settle_rate, grant_id, amount)
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return self._on_schedules("cannot read rate grants", sqlite_grants, key, since)
+
+    # --- schedules ----------------------------------------------------------------------------
+    async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
+        return self._on_schedules("cannot save the schedule", sched.sqlite_put, schedule)
+
+    async def list_schedules(self, names: Sequence[str] | None = None) -> list[ScheduleRow]:
+        return self._on_schedules("cannot read the schedules", sched.sqlite_list, names)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return self._on_schedules("cannot remove the schedule", sched.sqlite_delete, name)
+
+    async def pause_schedule(self, name: str, paused: bool, next_tick: float | None) -> bool:
+        return self._on_schedules(
+            "cannot pause or resume the schedule", sched.sqlite_pause, name, paused, next_tick
+        )
+
+    async def claim_tick(self, claim: TickClaim) -> bool:
+        return self._on_schedules("cannot claim a schedule's tick", sched.sqlite_claim, claim)
+
+    async def reclaim_tick(self, owner: str, lease_s: float) -> Tick | None:
+        return self._on_schedules(
+            "cannot reclaim a schedule's tick", sched.sqlite_reclaim, owner, lease_s
+        )
+
+    async def finish_tick(
+        self, schedule: str, tick: float, owner: str, error: str | None = None
+    ) -> bool:
+        return self._on_schedules(
+            "cannot record a fired tick", sched.sqlite_finish, schedule, tick, owner, error
+        )
+
+    async def schedule_ticks(self, schedule: str | None = None, limit: int = 20) -> list[Tick]:
+        return self._on_schedules("cannot read the ticks", sched.sqlite_ticks, schedule, limit)
+
+    def _on_schedules(self, doing: str, op: Callable[..., T], *args: Any) -> T:
+        try:
+            return op(self._db, *args)
+        except sqlite3.Error as exc:
+            raise self._translate(exc, doing) from exc
 
     # --- the Merkle tree ----------------------------------------------------------------------
     async def tree_head(self) -> TreeHead:

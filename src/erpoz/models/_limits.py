@@ -1,0 +1,134 @@
+"""Per-model rate limits: requests and tokens per window (per minute by default), shared by
+every process of the run store, that routers respect.
+
+Before a call is sent, it takes one request and its estimated tokens (prompt + ``max_tokens``,
+else 256) from the model's limits in the store (:class:`erpoz.store.RateLimits`); after, the
+tokens are settled to what the call used. A call over a limit is, by the model's ``on_limit``:
+
+- ``skip`` (default): refused at once with a ``ModelError`` whose ``code`` is ``rate_limited``
+  — a router goes on to its next model, and records why in ``route_decided`` (status
+  ``rate_limited``); a bare model's step fails (or retries by its retry policy);
+- ``wait``: waits until the window has room (at most ``max_wait_s``, then refused as above);
+  the wait is recorded in the call's ``model_called`` event (``rate_wait_s``).
+
+Without a store that keeps rate limits (the memory store, code outside a run), limits hold
+within this process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import ModelError
+from ..store import MemoryRates, RateGrant, RateLimits
+
+#: How long a grant counts before it is settled (a call cut off without a settle).
+HOLD_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A model's limits: ``requests`` and ``tokens`` per ``per_s`` seconds (``None``: no
+    limit), and what a call over them does (``skip`` or ``wait``, at most ``max_wait_s``)."""
+
+    requests: int | None = None
+    tokens: int | None = None
+    per_s: float = 60.0
+    on_limit: Literal["skip", "wait"] = "skip"
+    max_wait_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The grants a call holds (to settle once it is over) and how long it waited for them."""
+
+    requests: str | None
+    tokens: str | None
+    waited_s: float
+
+
+class _LocalRates:
+    """The limits of this process alone (no store that keeps them)."""
+
+    def __init__(self) -> None:
+        self._rates = MemoryRates()
+
+    async def take_rate(
+        self, key: str, limit: float, window_s: float, amount: float = 1.0, hold_s: float = 0.0
+    ) -> RateGrant:
+        return self._rates.take(key, limit, window_s, amount, hold_s)
+
+    async def settle_rate(self, grant_id: str, amount: float) -> None:
+        self._rates.settle(grant_id, amount)
+
+    async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
+        return self._rates.grants(key, since)
+
+
+class RateGate:
+    """Where a hub's model calls take their grants: ``book`` (the run store, set by the CLI,
+    the server and workers) or, until one is set, this process alone."""
+
+    def __init__(self, book: RateLimits | None = None) -> None:
+        self.book: RateLimits = book if book is not None else _LocalRates()
+
+    async def admit(self, model: str, limit: RateLimit, tokens: int) -> Admitted:
+        waited = 0.0
+        while True:
+            got, wait, why = await self._take(model, limit, tokens)
+            if got is not None:
+                return Admitted(got[0], got[1], waited)
+            if limit.on_limit == "wait" and waited + wait <= limit.max_wait_s:
+                await asyncio.sleep(wait + 0.001)
+                waited += wait + 0.001
+                continue
+            raise ModelError(
+                f"rate limited: {why}"
+                + (f" (waited {waited:.1f} s)" if waited else "")
+                + (f"; room again in {wait:.1f} s" if wait != float("inf") else ""),
+                model=model,
+                retryable=True,
+                code="rate_limited",
+            )
+
+    async def _take(
+        self, model: str, limit: RateLimit, tokens: int
+    ) -> tuple[tuple[str | None, str | None] | None, float, str]:
+        """Both grants, or neither (the request's is given back) with the wait and why."""
+        window = f"{limit.per_s:g} s"
+        req: RateGrant | None = None
+        if limit.requests is not None:
+            req = await self.book.take_rate(
+                f"model:{model}:requests", limit.requests, limit.per_s, 1, HOLD_S
+            )
+            if not req.granted:
+                return None, req.wait_s, f"{limit.requests} requests per {window} reached"
+        tok: RateGrant | None = None
+        if limit.tokens is not None:
+            tok = await self.book.take_rate(
+                f"model:{model}:tokens", limit.tokens, limit.per_s, tokens, HOLD_S
+            )
+            if not tok.granted:
+                if req is not None:
+                    await self.book.settle_rate(req.grant_id, 0)
+                what = (
+                    f"the call's ~{tokens} tokens are more than {limit.tokens} per {window}"
+                    if tok.wait_s == float("inf")
+                    else f"{limit.tokens} tokens per {window} reached"
+                )
+                return None, tok.wait_s, what
+        return (req.grant_id if req else None, tok.grant_id if tok else None), 0.0, ""
+
+    async def give_back(self, admitted: Admitted) -> None:
+        """The call was not sent after all (refused by its budget): it used nothing."""
+        for grant in (admitted.requests, admitted.tokens):
+            if grant is not None:
+                await self.book.settle_rate(grant, 0)
+
+    async def settle(self, admitted: Admitted, tokens_used: int) -> None:
+        if admitted.requests is not None:
+            await self.book.settle_rate(admitted.requests, 1)
+        if admitted.tokens is not None:
+            await self.book.settle_rate(admitted.tokens, tokens_used)

@@ -1,0 +1,152 @@
+"""Rate limits shared by every process of a store: a sliding log of grants per key.
+
+A key (``model:gpt-4o:requests``, ``model:gpt-4o:tokens``, ``queue:default``) allows
+``limit`` units (requests, tokens, runs) per ``window_s`` seconds. Taking ``amount`` units is
+one write transaction that every process sharing the store serialises on: it counts the units
+granted in the last ``window_s`` seconds and grants (records a row) only when ``amount`` more
+stays within the limit — so in any window of that length, across all processes, at most
+``limit`` units are granted. A refusal says how long until enough of the window's grants age
+out. A grant made on an estimate (the tokens of a model call) is settled to the actual amount
+after.
+
+A grant taken with ``hold_s`` (a model call, which reaches its provider some time after the
+grant) counts as in its window from the grant until it is settled (at the latest ``hold_s``
+later), and its window is counted from the settle: so however long the call took to leave,
+the provider never sees more than ``limit`` requests in any window (the last request of a
+window was granted after all the others of that window had been granted, and each of those
+was counted then).
+
+Grants are kept for ``KEEP_S`` (at least ten of their windows) so that what was granted can be
+read back (``rate_grants``), then dropped. SQLite's functions run in the store's connection
+(``BEGIN IMMEDIATE``); PostgreSQL's serialise per key on a transaction advisory lock; the
+memory store's are :class:`MemoryRates`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+KEEP_S = 600.0
+HELD_POLL_S = 0.1
+"""How soon to look again when the window is full of grants still held by calls in flight."""
+_SLACK = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class RateGrant:
+    """The answer to a take: granted (with the grant's id, to settle it), or not and how many
+    seconds until it would be (``inf``: never — ``amount`` alone is over the limit)."""
+
+    granted: bool
+    grant_id: str
+    wait_s: float
+    in_window: float
+    """The units the window held before this take."""
+
+
+def keep_s(window_s: float) -> float:
+    return max(KEEP_S, 10 * window_s)
+
+
+def decide(
+    grants: Sequence[tuple[float, float]], limit: float, window_s: float, amount: float, now: float
+) -> RateGrant:
+    """Grant or refuse ``amount`` given the key's grants ``(at, amount)`` of the last window,
+    oldest first."""
+    held = sum(a for _, a in grants)
+    if held + amount <= limit + _SLACK:
+        return RateGrant(True, uuid.uuid4().hex, 0.0, held)
+    if amount > limit + _SLACK:
+        return RateGrant(False, "", float("inf"), held)
+    freed = 0.0
+    for at, a in grants:  # the window frees as its oldest grants age out
+        freed += a
+        if held - freed + amount <= limit + _SLACK:
+            if at > now:  # held by a call in flight: it frees when settled, look again soon
+                return RateGrant(False, "", min(window_s, HELD_POLL_S), held)
+            return RateGrant(False, "", max(0.0, at + window_s - now), held)
+    return RateGrant(False, "", window_s, held)  # pragma: no cover - the loop always frees
+
+
+# --- SQLite ---------------------------------------------------------------------------------
+def sqlite_take(
+    db: sqlite3.Connection,
+    key: str,
+    limit: float,
+    window_s: float,
+    amount: float,
+    owner: str,
+    hold_s: float = 0.0,
+) -> RateGrant:
+    now = time.time()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "DELETE FROM limit_grants WHERE key = ? AND at < ?", (key, now - keep_s(window_s))
+        )
+        rows = db.execute(
+            "SELECT at, amount FROM limit_grants WHERE key = ? AND at > ? ORDER BY at",
+            (key, now - window_s),
+        ).fetchall()
+        grant = decide(rows, limit, window_s, amount, now)
+        if grant.granted:
+            db.execute(
+                "INSERT INTO limit_grants (grant_id, key, at, amount, owner) VALUES (?,?,?,?,?)",
+                (grant.grant_id, key, now + hold_s, amount, owner),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return grant
+
+
+def sqlite_settle(db: sqlite3.Connection, grant_id: str, amount: float) -> None:
+    """The grant used ``amount``; its window runs from now."""
+    db.execute(
+        "UPDATE limit_grants SET amount = ?, at = ? WHERE grant_id = ?",
+        (amount, time.time(), grant_id),
+    )
+
+
+def sqlite_grants(db: sqlite3.Connection, key: str, since: float) -> list[tuple[float, float]]:
+    rows = db.execute(
+        "SELECT at, amount FROM limit_grants WHERE key = ? AND at >= ? ORDER BY at", (key, since)
+    ).fetchall()
+    return [(float(a), float(b)) for a, b in rows]
+
+
+# --- memory ---------------------------------------------------------------------------------
+class MemoryRates:
+    """The grants of one process (the memory store): the same rules, in lists."""
+
+    def __init__(self) -> None:
+        self._grants: dict[str, list[tuple[float, float, str]]] = {}
+
+    def take(
+        self, key: str, limit: float, window_s: float, amount: float, hold_s: float = 0.0
+    ) -> RateGrant:
+        now = time.time()
+        kept = [g for g in self._grants.get(key, []) if g[0] >= now - keep_s(window_s)]
+        self._grants[key] = kept
+        grant = decide(
+            [(at, a) for at, a, _ in kept if at > now - window_s], limit, window_s, amount, now
+        )
+        if grant.granted:
+            kept.append((now + hold_s, amount, grant.grant_id))
+        return grant
+
+    def settle(self, grant_id: str, amount: float) -> None:
+        for grants in self._grants.values():
+            for i, (_, _, gid) in enumerate(grants):
+                if gid == grant_id:
+                    grants[i] = (time.time(), amount, gid)
+                    grants.sort(key=lambda g: g[0])
+                    return
+
+    def grants(self, key: str, since: float) -> list[tuple[float, float]]:
+        return [(at, a) for at, a, _ in self._grants.get(key, []) if at >= since]

@@ -1,0 +1,56 @@
+"""Rate limits on PostgreSQL (see ``_limits.py`` for the rules): a take serialises per key on
+a transaction advisory lock, then reads the window and records the grant."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from ._limits import RateGrant, decide, keep_s
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+async def take(
+    conn: Conn,
+    key: str,
+    limit: float,
+    window_s: float,
+    amount: float,
+    owner: str,
+    hold_s: float = 0.0,
+) -> RateGrant:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('erpoz.limit.' || %s))", (key,))
+        now = time.time()  # after the lock: the window as it stands now
+        await conn.execute(
+            "DELETE FROM limit_grants WHERE key = %s AND at < %s", (key, now - keep_s(window_s))
+        )
+        cur = await conn.execute(
+            "SELECT at, amount FROM limit_grants WHERE key = %s AND at > %s ORDER BY at",
+            (key, now - window_s),
+        )
+        grant = decide(await cur.fetchall(), limit, window_s, amount, now)
+        if grant.granted:
+            await conn.execute(
+                "INSERT INTO limit_grants (grant_id, key, at, amount, owner) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (grant.grant_id, key, now + hold_s, amount, owner),
+            )
+    return grant
+
+
+async def settle(conn: Conn, grant_id: str, amount: float) -> None:
+    await conn.execute(
+        "UPDATE limit_grants SET amount = %s, at = %s WHERE grant_id = %s",
+        (amount, time.time(), grant_id),
+    )
+
+
+async def grants(conn: Conn, key: str, since: float) -> list[tuple[float, float]]:
+    cur = await conn.execute(
+        "SELECT at, amount FROM limit_grants WHERE key = %s AND at >= %s ORDER BY at", (key, since)
+    )
+    return [(float(a), float(b)) for a, b in await cur.fetchall()]
