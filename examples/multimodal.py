@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from erpoz import Context, Engine, Flow, open_store, step
 from erpoz.models import ModelHub
-from erpoz.models._config import load_hub
+from erpoz.models import load_hub
 from erpoz.models.extractive import passages_prompt
 
 DOCUMENTS = {

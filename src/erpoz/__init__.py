@@ -19,11 +19,9 @@ from .errors import (
     StepFailed,
     StoreError,
 )
-from .flow import Context, Flow, Plan, RetryPolicy, first_of, step
-from .flow._load import load_flow
+from .flow import Context, Flow, Plan, RetryPolicy, first_of, load_flow, step
 from .store import Store, open_store
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "Context",

@@ -21,7 +21,6 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
 from ._console import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -47,7 +46,6 @@ from ._console import (
     reviewer_for,
     with_checkpoints,
 )
-from ._input import MAX_JSON_DEPTH, check_depth, read_json_file
 from .cli_audit import audit_app
 from .cli_demo import demo
 from .cli_diff import runs_diff
@@ -62,9 +60,10 @@ from .cli_trace import trace
 from .cli_worker import submit, worker
 from .engine import Decision, Engine, RunResult, pending_reviews, top_step
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from .flow import Plan
-from .flow._load import load_flow
+from .flow import Plan, load_flow
 from .store import Event, RunInfo, Store
+from .user_json import MAX_JSON_DEPTH, check_depth, read_json_file
+from .version import __version__
 
 _STATUS_EXIT = {
     "queued": EXIT_OK,

@@ -82,7 +82,7 @@ KeyOpt = Annotated[
 
 
 def _settings(config: str | None) -> AuditSettings | None:
-    from .models._config import load_config
+    from .models import load_config
 
     try:
         return audit_settings(load_config(config))
@@ -586,7 +586,7 @@ def lineage_cmd(
     """
     given = None
     if flow is not None:
-        from .flow._load import load_flow
+        from .flow import load_flow
 
         try:
             given = load_flow(flow)

@@ -34,8 +34,7 @@ from ._console import (
     out,
     with_checkpoints,
 )
-from .engine import Engine, RunResult, Worker
-from .engine._worker import DEFAULT_MAX_CLAIMS
+from .engine import DEFAULT_MAX_CLAIMS, Engine, RunResult, Worker
 from .errors import ErpozError, FlowError, RunError, StoreError
 from .store import TERMINAL, Store
 

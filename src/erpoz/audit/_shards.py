@@ -23,8 +23,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from ..store import AuditShards
-from ..store._model import RecordedHead
+from ..store import AuditShards, RecordedHead
 from ._verify import Problem, Shard, _Paired, check_shard
 
 PARALLEL_FROM = 100_000

@@ -33,14 +33,16 @@ from ..store import (
     GENESIS,
     NODE_STRIDE,
     AuditShards,
+    ChainRow,
     Leaf,
     MerkleLog,
+    RecordedHead,
     Store,
     TreeHead,
     chain_hash,
     fold_right,
+    heads_digest,
 )
-from ..store._model import ChainRow, RecordedHead
 from ._proofs import (
     ProofError,
     consistency_ranges,
@@ -242,15 +244,6 @@ def _sealing(run_id: str, rows: Sequence[ChainRow], head: RecordedHead | None) -
         detail = f"the recorded head names event {head_seq} with a hash it does not have"
         return Problem(run_id, head_seq, "head moved", detail)
     return None
-
-
-def heads_digest(heads: list[RecordedHead]) -> str:
-    """One SHA-256 over every run's recorded head, in creation order: a fingerprint of the
-    whole store that an auditor can write down and compare later."""
-    h = hashlib.sha256()
-    for run_id, _created, head_seq, head_hash, _status in heads:
-        h.update(f"{run_id}\x1f{head_seq}\x1f{head_hash}\n".encode())
-    return h.hexdigest()
 
 
 # --- the tree ----------------------------------------------------------------------------------

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..flow._yaml import _Map
+from ..flow import LineMap
 from ..store import MerkleLog, Store
 from .checkpoints import AutoCheckpointer, CheckpointError, CheckpointLog, PublicKey, SigningKey
 
 if TYPE_CHECKING:
-    from ..models._config import ProjectConfig
+    from ..models import ProjectConfig
 
 _KEYS = {"key", "key_env", "public_key", "checkpoints", "witness", "every_events", "every_seconds"}
 
@@ -102,12 +102,12 @@ class AuditSettings:
 def audit_settings(config: ProjectConfig) -> AuditSettings | None:
     """The project's ``audit`` section, checked; ``None`` when there is none."""
     doc = config._doc
-    if not isinstance(doc, _Map) or "audit" not in doc:
+    if not isinstance(doc, LineMap) or "audit" not in doc:
         return None
     file = config.file or "erpoz.yaml"
     line = doc.key_lines["audit"]
     section = doc["audit"]
-    if not isinstance(section, _Map) or not section:
+    if not isinstance(section, LineMap) or not section:
         raise ConfigError(
             "'audit' is a mapping naming at least a key, a public_key or where checkpoints "
             f"go ({', '.join(sorted(_KEYS))})",
@@ -210,7 +210,7 @@ def project_checkpointer(
     """The automatic checkpoints ``audit.every_events`` / ``audit.every_seconds`` ask for, for
     a process that records runs into ``store``; ``None`` when there are none to make (or the
     store keeps nothing: ``memory``). ``ConfigError`` for a bad ``audit`` section."""
-    from ..models._config import load_config
+    from ..models import load_config
 
     settings = audit_settings(load_config(config))
     if settings is None or not settings.automatic:

@@ -1,6 +1,7 @@
 """Run plans: the scheduler, retries, timeouts, caching, review pauses, resume and replay;
 executors (threads, Ray) and workers that take runs from a shared store's queues."""
 
+from ._codec import encode as encode_output
 from ._context import StepContext
 from ._engine import (
     Decision,
@@ -17,9 +18,10 @@ from ._engine import (
 from ._executor import Executor, ThreadExecutor
 from ._ray import RayExecutor
 from ._remote import RemoteContext
-from ._worker import Worker, WorkerStats
+from ._worker import DEFAULT_MAX_CLAIMS, Worker, WorkerStats
 
 __all__ = [
+    "DEFAULT_MAX_CLAIMS",
     "Decision",
     "Engine",
     "Executor",
@@ -34,6 +36,7 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "check_queue_name",
+    "encode_output",
     "new_run_id",
     "pending_reviews",
     "top_step",

@@ -30,11 +30,19 @@ from ..errors import (
     StoreError,
     error_info,
 )
-from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode, is_retryable
-from ..flow._types import get_field, type_name
-from ..store import TERMINAL, Claim, Event, NewRun, RunQueue, RunWriter, Store, open_store
-from ..store import _model as ev
-from ..store._owner import new_owner
+from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode, get_field, is_retryable, type_name
+from ..store import (
+    TERMINAL,
+    Claim,
+    Event,
+    NewRun,
+    RunQueue,
+    RunWriter,
+    Store,
+    new_owner,
+    open_store,
+)
+from ..store import kinds as ev
 from ._codec import EncodeError, check_type, decode, encode, validate
 from ._context import RunJournal, StepContext
 from ._executor import Executor, ThreadExecutor
@@ -504,7 +512,7 @@ class Engine:
                 "(Engine.resume(run_id, flow)) or start runs from a flow file / module:attr",
                 run_id=run_id,
             )
-        from ..flow._load import load_flow
+        from ..flow import load_flow
 
         plan = load_flow(source).compile()
         if cache:
@@ -939,7 +947,7 @@ class Engine:
         self, run: _Run, node: PlanNode, sid: str, attempt: int, out: Any, seconds: float
     ) -> Any:
         """The delivery checkpoint: guard the output that becomes the flow's result."""
-        from ..guards._rails import Guardrails
+        from ..guards import Guardrails
         from ..policy import Subject
 
         rails = run.rails

@@ -73,7 +73,7 @@ _TYPE_NAMES: dict[str, Any] = {
 }
 
 
-class _Map(dict[str, Any]):
+class LineMap(dict[str, Any]):
     """A mapping that remembers the line of each key (1-based)."""
 
     line: int = 0
@@ -81,7 +81,7 @@ class _Map(dict[str, Any]):
     key_lines: dict[str, int]  # line of each key
 
 
-class _Seq(list[Any]):
+class LineSeq(list[Any]):
     line: int = 0
     lines: list[int]
 
@@ -117,8 +117,8 @@ class _LineLoader(yaml.SafeLoader):
         _check_expansion(node)
         return node
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Map:  # type: ignore[override]
-        out = _Map()
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineMap:  # type: ignore[override]
+        out = LineMap()
         out.line = node.start_mark.line + 1
         out.lines = {}
         out.key_lines = {}
@@ -135,8 +135,8 @@ class _LineLoader(yaml.SafeLoader):
             out.key_lines[key] = key_node.start_mark.line + 1
         return out
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> _Seq:
-        out = _Seq(self.construct_object(n, deep=True) for n in node.value)
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineSeq:
+        out = LineSeq(self.construct_object(n, deep=True) for n in node.value)
         out.line = node.start_mark.line + 1
         out.lines = [n.start_mark.line + 1 for n in node.value]
         return out
@@ -344,7 +344,7 @@ class _Builder:
         return FlowError(msg, file=self.fname, line=line, step=step)
 
     def build(self, doc: Any) -> Flow:
-        if not isinstance(doc, _Map):
+        if not isinstance(doc, LineMap):
             raise self.err("a flow file is a mapping with 'name', 'inputs', 'steps', 'output'", 1)
         for key in doc:
             if key not in _TOP_KEYS:
@@ -355,11 +355,11 @@ class _Builder:
         name = doc.get("name", self.path.stem)
         inputs: dict[str, Any] = {}
         defaults: dict[str, Any] = {}
-        raw_inputs = doc.get("inputs") or _Map()
+        raw_inputs = doc.get("inputs") or LineMap()
         if not isinstance(raw_inputs, dict):
             raise self.err("'inputs' must map input names to types", doc.lines.get("inputs"))
         for key, spec in raw_inputs.items():
-            line = raw_inputs.lines[key] if isinstance(raw_inputs, _Map) else None
+            line = raw_inputs.lines[key] if isinstance(raw_inputs, LineMap) else None
             if isinstance(spec, dict):
                 unknown = set(spec) - {"type", "default", "description"}
                 if unknown:
@@ -389,7 +389,7 @@ class _Builder:
             raise exc.at(file=self.fname, line=doc.lines.get("name")) from None
         flow.file = self.fname
         steps = doc.get("steps")
-        if not isinstance(steps, _Seq) or not steps:
+        if not isinstance(steps, LineSeq) or not steps:
             raise self.err("'steps' must be a non-empty list", doc.lines.get("steps", doc.line))
         for i, raw in enumerate(steps):
             self.add_step(flow, raw, steps.lines[i])
@@ -475,7 +475,7 @@ class _Builder:
         return ~cond if negate else cond
 
     def add_step(self, flow: Flow, raw: Any, line: int) -> None:
-        if not isinstance(raw, _Map):
+        if not isinstance(raw, LineMap):
             raise self.err("each step is a mapping with at least 'id' and 'uses'", line)
         sid = raw.get("id")
         if sid is None:
@@ -514,11 +514,11 @@ class _Builder:
                 if exc.file == str(sub_path):
                     raise
                 raise self.err(str(exc), raw.lines["flow"], sid) from None
-        with_ = raw.get("with") or _Map()
+        with_ = raw.get("with") or LineMap()
         if not isinstance(with_, dict):
             raise self.err("'with' must map input names to values", raw.lines.get("with"), sid)
         bindings = {
-            k: self.ref(v, with_.lines.get(k) if isinstance(with_, _Map) else line, sid)
+            k: self.ref(v, with_.lines.get(k) if isinstance(with_, LineMap) else line, sid)
             for k, v in with_.items()
         }
         opts: dict[str, Any] = {}
@@ -585,7 +585,7 @@ class _Builder:
             elif "loop" in raw:
                 lp = raw["loop"]
                 lline = raw.lines["loop"]
-                if not isinstance(lp, _Map):
+                if not isinstance(lp, LineMap):
                     raise self.err("'loop' needs {state, init, max_iterations, until}", lline, sid)
                 missing = {"state", "init", "max_iterations"} - set(lp)
                 if missing:

@@ -481,7 +481,7 @@ _IDLE, _HEAD, _BODY, _UNTIL_CLOSE, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILE
 
 def _wire_headers(model: str, headers: Mapping[str, str]) -> bytes:
     """The request's fixed header lines, checked once (no line breaks, latin-1)."""
-    from .. import __version__
+    from ..version import __version__
 
     fixed = {
         "Accept": "*/*",

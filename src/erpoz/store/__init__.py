@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ._copy import BATCH_EVENTS, MigrationError, MigrationReport, Verify, migrate
 from ._ledger import BudgetScope, Hold
 from ._memory import MemoryStore
 from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
@@ -16,15 +17,23 @@ from ._model import (
     ENGINE_KINDS,
     GENESIS,
     TERMINAL,
+    ChainRow,
     Event,
     NewRun,
+    RecordedHead,
     RunInfo,
     chain_hash,
+    heads_digest,
 )
+from ._owner import new_owner
+from ._pg_schema import apply_migrations as apply_pg_migrations
+from ._pg_schema import schema_version as pg_schema_version
 from ._protocol import AuditShards, BudgetLedger, Claim, MerkleLog, RunQueue, RunWriter, Store
 from ._sqlite import SQLiteStore
+from ._url import redact as redact_url
 
 __all__ = [
+    "BATCH_EVENTS",
     "DEFAULT_PATH",
     "EMPTY_ROOT",
     "ENGINE_KINDS",
@@ -34,25 +43,36 @@ __all__ = [
     "AuditShards",
     "BudgetLedger",
     "BudgetScope",
+    "ChainRow",
     "Claim",
     "Event",
     "Hold",
     "Leaf",
     "MemoryStore",
     "MerkleLog",
+    "MigrationError",
+    "MigrationReport",
     "NewRun",
     "PostgresStore",
+    "RecordedHead",
     "RunInfo",
     "RunQueue",
     "RunWriter",
     "SQLiteStore",
     "Store",
     "TreeHead",
+    "Verify",
+    "apply_pg_migrations",
     "chain_hash",
     "fold_right",
+    "heads_digest",
     "leaf_hash",
+    "migrate",
+    "new_owner",
     "node_hash",
     "open_store",
+    "pg_schema_version",
+    "redact_url",
 ]
 
 DEFAULT_PATH = Path(".erpoz") / "erpoz.db"
