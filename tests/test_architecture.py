@@ -3,7 +3,8 @@ importing another part's private modules (``erpoz.x._y`` from outside ``x``).
 
 A *part* is a sub-package of ``erpoz`` (``engine``, ``store`` …) or a top-level module; the
 command line (``cli.py``, ``cli_*.py``, ``_console.py``) counts as one part, ``cli``, and the
-package's ``__init__`` (the public facade) as the part ``erpoz``. Imports are read with ``ast``
+package's ``__init__`` (the public facade) with its private modules (``_run.py``) as the part
+``erpoz``. Imports are read with ``ast``
 (nothing is imported); those inside functions count like module-level ones (they tie parts
 together just the same), those under ``if TYPE_CHECKING:`` count for private reaches only.
 """
@@ -46,6 +47,8 @@ def part_of(module: str) -> str:
     name = bits[1]
     if name == "cli" or name.startswith("cli_") or name == "_console":
         return "cli"
+    if name.startswith("_") and len(bits) == 2:  # a private module of the package itself
+        return PKG
     return name
 
 

@@ -653,7 +653,7 @@ def _step_label(s: StepLineage, name: str) -> str:
     return " · ".join(parts)
 
 
-def _add_records(node: Tree, s: StepLineage) -> None:
+def _add_records(node: Tree, s: StepLineage) -> None:  # noqa: C901 - TODO(issue 16): split
     for m in s.models:
         text = f"model {escape(str(m.get('model')))}"
         if m.get("kind"):

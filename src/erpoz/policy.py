@@ -286,7 +286,7 @@ def policy_from_doc(doc: LineMap, *, file: str, detectors: Collection[str] | Non
     return Policy(tuple(rules))
 
 
-def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:
+def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:  # noqa: C901 - TODO(issue 16): split
     if not isinstance(raw, LineMap):
         raise ConfigError(
             "each rule is a mapping with name, action and what it applies to", file=file, line=line

@@ -642,7 +642,7 @@ async def _check_all(
     return shard
 
 
-async def verify(
+async def verify(  # noqa: C901 - TODO(issue 16): split
     store: Store,
     run_id: str | None = None,
     *,

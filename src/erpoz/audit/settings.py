@@ -99,7 +99,7 @@ class AuditSettings:
         return CheckpointLog(str(self.checkpoints) + trailing)
 
 
-def audit_settings(config: ProjectConfig) -> AuditSettings | None:
+def audit_settings(config: ProjectConfig) -> AuditSettings | None:  # noqa: C901 - TODO(issue 16): split
     """The project's ``audit`` section, checked; ``None`` when there is none."""
     doc = config._doc
     if not isinstance(doc, LineMap) or "audit" not in doc:

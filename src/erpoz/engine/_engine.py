@@ -735,7 +735,7 @@ class Engine:
             {"iterations": k, "converged": converged},
         )
 
-    async def _unit(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
+    async def _unit(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:  # noqa: C901 - TODO(issue 16): split
         """Run one execution of a step (a task, one map item or one loop iteration)."""
         run = scope.run
         writer = run.writer

@@ -647,7 +647,7 @@ async def _online_curve(ctx: _Context, h: _Harness, name: str, feedback: float) 
 
 
 # --- the evaluation ---------------------------------------------------------------------------
-async def evaluate_routing(
+async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
     dataset: Dataset,
     routers: Iterable[str] = DEFAULT_ROUTERS,
     *,

@@ -307,7 +307,7 @@ class _Compiler:
         params = {p.name: (p.type, p.has_default) for p in target.params}
         return params, target.returns
 
-    def compile_node(self, node: NodeDef) -> dict[str, Any]:
+    def compile_node(self, node: NodeDef) -> dict[str, Any]:  # noqa: C901 - TODO(issue 16): split
         params, returns = self.unit_signature(node)
         target = node.target
         what = "sub-flow" if isinstance(target, Flow) else f"step function {target.ref}"

@@ -343,7 +343,7 @@ class _Builder:
     def err(self, msg: str, line: int | None, step: str | None = None) -> FlowError:
         return FlowError(msg, file=self.fname, line=line, step=step)
 
-    def build(self, doc: Any) -> Flow:
+    def build(self, doc: Any) -> Flow:  # noqa: C901 - TODO(issue 16): split
         if not isinstance(doc, LineMap):
             raise self.err("a flow file is a mapping with 'name', 'inputs', 'steps', 'output'", 1)
         for key in doc:
@@ -474,7 +474,7 @@ class _Builder:
             cond = Cond(ref, "truthy")
         return ~cond if negate else cond
 
-    def add_step(self, flow: Flow, raw: Any, line: int) -> None:
+    def add_step(self, flow: Flow, raw: Any, line: int) -> None:  # noqa: C901 - TODO(issue 16): split
         if not isinstance(raw, LineMap):
             raise self.err("each step is a mapping with at least 'id' and 'uses'", line)
         sid = raw.get("id")

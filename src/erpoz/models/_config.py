@@ -425,7 +425,7 @@ def _check(config: ProjectConfig, known_providers: set[str]) -> None:
     config.router_order()  # circles
 
 
-def _check_router(config: ProjectConfig, name: str, r: Any) -> None:
+def _check_router(config: ProjectConfig, name: str, r: Any) -> None:  # noqa: C901 - TODO(issue 16): split
     def chat_member(member: str, *path: str | int) -> None:
         if member in config.routers:
             return

@@ -674,7 +674,7 @@ class _Conn(asyncio.Protocol):
             waiter.set_result(None)
 
     # --- parsing -----------------------------------------------------------------------------
-    def _parse(self) -> None:
+    def _parse(self) -> None:  # noqa: C901 - TODO(issue 16): split
         buf = self.buf
         while True:
             state = self.state

@@ -378,7 +378,7 @@ class MetricsCollector:
                 while len(self._done) > _DONE_KEPT:
                     self._done.popitem(last=False)
 
-    def _event(self, run: _Run, e: Event) -> None:
+    def _event(self, run: _Run, e: Event) -> None:  # noqa: C901 - TODO(issue 16): split
         kind, data = e.kind, e.data or {}
         if kind == "run_started":
             self._inc("erpoz_runs_started", (run.flow,))

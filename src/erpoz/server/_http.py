@@ -59,7 +59,7 @@ def _refusal(message: str) -> bytes:
     )
 
 
-def bounded_http(
+def bounded_http(  # noqa: C901 - TODO(issue 16): split
     max_bytes: int = DEFAULT_MAX_HEADER_BYTES, max_headers: int = DEFAULT_MAX_HEADERS
 ) -> type[asyncio.Protocol] | str:
     """The ``http`` protocol to give uvicorn: httptools with the bounds above; ``"h11"``

@@ -460,7 +460,7 @@ Status = Literal["queued", "running", "waiting", "succeeded", "failed", "cancell
 CallerDep = Annotated[Caller, Depends(caller_of)]
 
 
-def router(state: ServerState) -> APIRouter:
+def router(state: ServerState) -> APIRouter:  # noqa: C901 - TODO(issue 16): split
     api = APIRouter(prefix="/api", tags=["runs API"])
 
     def view(caller: Caller) -> TenantView:

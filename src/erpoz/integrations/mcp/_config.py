@@ -129,7 +129,7 @@ def servers_from_config(config: ProjectConfig) -> list[ServerSpec]:
     return [_server(config, str(name), raw, base) for name, raw in section.items()]
 
 
-def _server(config: ProjectConfig, name: str, raw: Any, base: Path) -> ServerSpec:
+def _server(config: ProjectConfig, name: str, raw: Any, base: Path) -> ServerSpec:  # noqa: C901 - TODO(issue 16): split
     def err(message: str, *path: str | int, key: bool = False) -> ConfigError:
         # without a path: the line of the server's name
         return config.error(
