@@ -55,6 +55,7 @@ from .cli_memory import register as register_memory_commands
 from .cli_migrate import migrate_command
 from .cli_models import models_app, stats_app
 from .cli_policy import policy_app
+from .cli_schema import schema_command
 from .cli_serve import serve
 from .cli_trace import trace
 from .cli_worker import submit, worker
@@ -939,6 +940,7 @@ app.command("serve")(serve)
 app.command("submit")(submit)
 app.command("worker")(worker)
 app.command("migrate")(migrate_command)
+app.command("schema")(schema_command)
 register_memory_commands(app)
 
 
