@@ -59,17 +59,23 @@ def _refusal(message: str) -> bytes:
     )
 
 
-def bounded_http(  # noqa: C901 - TODO(issue 16): split
+def bounded_http(
     max_bytes: int = DEFAULT_MAX_HEADER_BYTES, max_headers: int = DEFAULT_MAX_HEADERS
 ) -> type[asyncio.Protocol] | str:
     """The ``http`` protocol to give uvicorn: httptools with the bounds above; ``"h11"``
     (which bounds a head by ``h11_max_incomplete_event_size``, answering 400) when httptools
     is not installed."""
     try:
-        import httptools
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        import httptools  # noqa: F401 - whether it is installed; _bounded uses it
+        import uvicorn.protocols.http.httptools_impl  # noqa: F401
     except ImportError:
         return "h11"
+    return _bounded(max_bytes, max_headers)
+
+
+def _bounded(max_bytes: int, max_headers: int) -> type[asyncio.Protocol]:
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     too_big = f"the request head is over the limit of {max_bytes} bytes"
     too_many = f"the request has more than {max_headers} header lines"
