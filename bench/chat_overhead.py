@@ -1,6 +1,6 @@
 """``python -m bench.chat_overhead``: what erpoz adds to one chat call, in milliseconds.
 
-One OpenAI-compatible stub server (``erpoz.models._stub_server``, in a separate process by
+One OpenAI-compatible stub server (``erpoz.models.stub_server``, in a separate process by
 default so that it does not compete with the client for the GIL) answers every call. The same
 request goes out by five paths:
 
@@ -47,8 +47,8 @@ from rich.table import Table
 import erpoz
 from erpoz import Engine
 from erpoz.models import ChatRequest, Message, ModelHub, ModelSpec
-from erpoz.models._stub_server import OpenAIStubServer
 from erpoz.models.openai_compat import OpenAICompatChat
+from erpoz.models.stub_server import OpenAIStubServer
 from erpoz.store import MemoryStore
 
 TARGET_MS = 0.5
@@ -79,7 +79,7 @@ def stub_server(in_process: bool) -> Any:
             yield server.base_url
         return
     child = subprocess.Popen(
-        [sys.executable, "-m", "erpoz.models._stub_server"],
+        [sys.executable, "-m", "erpoz.models.stub_server"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -194,7 +194,7 @@ _PRELOAD = [
     # what `erpoz worker` imports before it takes a run: a replacement starts without it
     "erpoz.cli",
     "erpoz.cli_worker",
-    "erpoz._project",
+    "erpoz.project",
     "erpoz.guards",
     "erpoz.engine",
     "erpoz.models.openai_compat",

@@ -3,7 +3,7 @@ under load, over real sockets on loopback.
 
 Three kinds of processes:
 
-* the **upstream**: the OpenAI stub server (``erpoz.models._stub_server``) answering every chat
+* the **upstream**: the OpenAI stub server (``erpoz.models.stub_server``) answering every chat
   completion with an echo; by default in its ``--lean`` mode (one asyncio loop, uvloop when
   installed, no recording), so that the upstream is not what saturates first;
   ``--threaded-upstream`` uses the thread-per-connection server the tests use;
@@ -371,7 +371,7 @@ def child(
 @contextmanager
 def upstream_server(threaded: bool = False) -> Iterator[tuple[str, int]]:
     """The stub server in a child process: (base URL, pid)."""
-    argv = [sys.executable, "-m", "erpoz.models._stub_server", *([] if threaded else ["--lean"])]
+    argv = [sys.executable, "-m", "erpoz.models.stub_server", *([] if threaded else ["--lean"])]
     with child(argv, "upstream") as proc:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

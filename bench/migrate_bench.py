@@ -3,7 +3,7 @@
 Builds a SQLite store of 500 runs of a 100-step chain (~102,000 events, batch durability),
 then, each into a fresh PostgreSQL schema (dropped afterwards):
 
-* ``erpoz migrate`` (:func:`erpoz.store._copy.migrate`): source verified, copied with every
+* ``erpoz migrate`` (:func:`erpoz.store.migrate`): source verified, copied with every
   event re-chained, destination verified — the whole command, end to end;
 * the same again when everything is already there (what a re-run costs);
 * the floor: the same event rows read with sqlite3 and written with one ``COPY`` into the same
@@ -29,8 +29,9 @@ from urllib.parse import quote
 import psycopg
 
 from erpoz import Engine, Flow, step
-from erpoz.store import open_store
-from erpoz.store._copy import EVENT_COLUMNS, migrate
+from erpoz.audit import verify
+from erpoz.store import migrate, open_store
+from erpoz.store._model import EVENT_COLUMNS
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -93,8 +94,8 @@ def main() -> None:
             db.execute(f'CREATE SCHEMA "{s}"')
         try:
             target = _schema_url(args.url, schemas[0])
-            first = asyncio.run(migrate(str(path), target))
-            again = asyncio.run(migrate(str(path), target))
+            first = asyncio.run(migrate(str(path), target, verify=verify))
+            again = asyncio.run(migrate(str(path), target, verify=verify))
             floor_rows, floor_s = _floor(path, _schema_url(args.url, schemas[1]))
         finally:
             for s in schemas:

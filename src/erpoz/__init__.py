@@ -4,11 +4,8 @@ Define typed steps, wire them into a flow, run it; every run is an append-only, 
 event log that makes it durable, resumable, replayable and auditable.
 """
 
-from __future__ import annotations
-
-import importlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from .errors import (
     ErpozError,
@@ -18,14 +15,14 @@ from .errors import (
     StepFailed,
     StoreError,
 )
+from .version import __version__
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
+    from ._run import arun, run
     from .engine import Decision, Engine, RunResult
-    from .flow import Context, Flow, Plan, RetryPolicy, first_of, step
-    from .flow._load import load_flow
+    from .flow import Context, Flow, Plan, RetryPolicy, first_of, load_flow, step
     from .store import Store, open_store
 
-__version__ = "0.1.0"
 
 _LAZY = {
     "Decision": ".engine",
@@ -37,7 +34,9 @@ _LAZY = {
     "RetryPolicy": ".flow",
     "first_of": ".flow",
     "step": ".flow",
-    "load_flow": ".flow._load",
+    "load_flow": ".flow",
+    "arun": "._run",
+    "run": "._run",
     "Store": ".store",
     "open_store": ".store",
 }
@@ -45,11 +44,11 @@ _LAZY = {
 imports it first) does not pay for the engine, pydantic and the stores until it needs them."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 
@@ -81,36 +80,3 @@ __all__ = [
     "run",
     "step",
 ]
-
-
-async def arun(
-    flow: Flow | Plan,
-    inputs: Mapping[str, Any] | None = None,
-    *,
-    store: Store | str | None = "memory",
-    **kw_inputs: Any,
-) -> RunResult:
-    """Run a flow once and return its result (inside an event loop)."""
-    from .engine import Engine
-    from .store import open_store
-
-    st = open_store(store) if store is None or isinstance(store, str) else store
-    try:
-        return await Engine(st).run(flow, {**(inputs or {}), **kw_inputs})
-    finally:
-        if st is not store:
-            await st.close()
-
-
-def run(
-    flow: Flow | Plan,
-    inputs: Mapping[str, Any] | None = None,
-    *,
-    store: Store | str | None = "memory",
-    **kw_inputs: Any,
-) -> RunResult:
-    """Run a flow once from synchronous code. ``store``: ``"memory"`` (default here), a SQLite
-    path, or an open :class:`Store`; ``None`` means the project store ``.erpoz/erpoz.db``."""
-    import asyncio
-
-    return asyncio.run(arun(flow, inputs, store=store, **kw_inputs))

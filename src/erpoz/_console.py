@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -123,18 +122,6 @@ def open_or_fail(store: str | None, durability: str = "sync", fsync: bool = Fals
         fail(str(exc), EXIT_STORE)
 
 
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_since(text: str) -> float:
-    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` → seconds."""
-    m = _SPAN.match(text)
-    if not m:
-        raise ValueError(f"--since {text!r}: write a span like 30m, 24h or 7d")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
-
-
 def build_engine(
     st: Store,
     *,
@@ -146,8 +133,8 @@ def build_engine(
 ) -> Engine:
     """An engine with the project's services and executor (``--executor``, else erpoz.yaml's);
     a broken project file or a bad executor choice exits 2 saying why."""
-    from ._project import project_executor, project_services
     from .engine import Engine
+    from .project import project_executor, project_services
 
     try:
         services = asyncio.run(project_services(st, config))
@@ -209,3 +196,11 @@ async def with_checkpoints(checkpoints: AutoCheckpointer | None, work: Awaitable
         return await work
     async with checkpoints:
         return await work
+
+
+def parse_since(value: str) -> float:
+    """The commands' ``--since`` (see :func:`erpoz.observe.stats.parse_since`); imported when
+    used, so that ``erpoz --help`` does not load the observers and the engine."""
+    from .observe.stats import parse_since as parse
+
+    return parse(value)

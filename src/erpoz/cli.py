@@ -21,7 +21,6 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
 from ._console import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -48,10 +47,11 @@ from ._console import (
     reviewer_for,
     with_checkpoints,
 )
-from ._input import MAX_JSON_DEPTH, check_depth, read_json_file
 from .cli_lazy import LazyGroup
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .store import Event, RunInfo, Store
+from .user_json import MAX_JSON_DEPTH, check_depth, read_json_file
+from .version import __version__
 
 if TYPE_CHECKING:  # the engine, flows and pydantic are imported by the commands that use them
     from .engine import Decision, Engine, RunResult

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -82,7 +82,7 @@ KeyOpt = Annotated[
 
 
 def _settings(config: str | None) -> AuditSettings | None:
-    from .models._config import load_config
+    from .models import load_config
 
     try:
         return audit_settings(load_config(config))
@@ -586,7 +586,7 @@ def lineage_cmd(
     """
     given = None
     if flow is not None:
-        from .flow._load import load_flow
+        from .flow import load_flow
 
         try:
             given = load_flow(flow)
@@ -663,42 +663,16 @@ def _add_records(node: Tree, s: StepLineage) -> None:
             text += " · untrusted " + ", ".join(escape(str(b)) for b in c["blocked"])
         node.add(text + f" (rule {escape(str(c.get('rule')))})" + _at(c, s))
     for m in s.models:
-        text = f"model {escape(str(m.get('model')))}"
-        if m.get("kind"):
-            text += f" ({escape(str(m['kind']))})"
-        if "status" in m:
-            text += f" {escape(str(m['status']))}"
-        if "input_tokens" in m or "output_tokens" in m:
-            text += f" · {m.get('input_tokens', 0)} in / {m.get('output_tokens', 0)} out tok"
-        cost = m.get("cost_usd")
-        if isinstance(cost, int | float):
-            text += f" · ${cost:.6f}"
-        node.add(text + _at(m, s))
+        node.add(_model_line(m) + _at(m, s))
     for r in s.routes:
         node.add(
             f"route {escape(str(r.get('router')))} → {escape(str(r.get('winner')))}: "
             f"{escape(str(r.get('reason', '')))}" + _at(r, s)
         )
     for t in s.tools:
-        text = f"tool {escape(str(t.get('tool')))}"
-        if "status" in t:
-            text += f" {escape(str(t['status']))}"
-        if "result_bytes" in t:
-            text += f" · {t['result_bytes']} B result"
-        if t.get("repeat"):
-            text += f" · repeated after a crash or error ({t['repeat']}×, same key)"
-        node.add(text + _at(t, s))
+        node.add(_tool_line(t) + _at(t, s))
     for w in s.memory:
-        text = f"memory {escape(str(w.get('op')))}"
-        if w.get("session"):
-            text += f" session {escape(str(w['session']))}"
-        if "seq" in w:
-            text += f" turn {w['seq']}"
-        if w.get("source"):
-            text += f" {escape(str(w['source']))}"
-        if isinstance(w.get("files"), list):
-            text += f" · {len(w['files'])} file(s)"
-        node.add(text + _at(w, s))
+        node.add(_memory_line(w) + _at(w, s))
     for p in s.policy:
         node.add(
             f"policy {escape(str(p.get('resource')))}: {p.get('action')} "
@@ -719,6 +693,44 @@ def _add_records(node: Tree, s: StepLineage) -> None:
         else:
             text = f"review {r.get('decision')} by {escape(str(r.get('reviewer')))}"
         node.add(text + _at(r, s))
+
+
+def _model_line(m: dict[str, Any]) -> str:
+    text = f"model {escape(str(m.get('model')))}"
+    if m.get("kind"):
+        text += f" ({escape(str(m['kind']))})"
+    if "status" in m:
+        text += f" {escape(str(m['status']))}"
+    if "input_tokens" in m or "output_tokens" in m:
+        text += f" · {m.get('input_tokens', 0)} in / {m.get('output_tokens', 0)} out tok"
+    cost = m.get("cost_usd")
+    if isinstance(cost, int | float):
+        text += f" · ${cost:.6f}"
+    return text
+
+
+def _tool_line(t: dict[str, Any]) -> str:
+    text = f"tool {escape(str(t.get('tool')))}"
+    if "status" in t:
+        text += f" {escape(str(t['status']))}"
+    if "result_bytes" in t:
+        text += f" · {t['result_bytes']} B result"
+    if t.get("repeat"):
+        text += f" · repeated after a crash or error ({t['repeat']}×, same key)"
+    return text
+
+
+def _memory_line(w: dict[str, Any]) -> str:
+    text = f"memory {escape(str(w.get('op')))}"
+    if w.get("session"):
+        text += f" session {escape(str(w['session']))}"
+    if "seq" in w:
+        text += f" turn {w['seq']}"
+    if w.get("source"):
+        text += f" {escape(str(w['source']))}"
+    if isinstance(w.get("files"), list):
+        text += f" · {len(w['files'])} file(s)"
+    return text
 
 
 def _at(record: dict[str, object], s: StepLineage) -> str:

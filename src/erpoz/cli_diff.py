@@ -17,9 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._console import EXIT_RUN, EXIT_STORE, JsonOpt, StoreOpt, fail, open_or_fail, out
-from .cli_models import model_stats
 from .engine import top_step
 from .errors import RunError, StoreError
+from .observe.stats import model_stats
 from .store import Event, RunInfo, Store
 
 __all__ = ["diff_runs", "runs_diff"]

@@ -116,6 +116,13 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "Policies: who may call which tool or model, and what happens to which data.",
         ),
         "eval": Lazy(".cli_eval", "eval_app", "Measure erpoz on public data."),
+        "schema": Lazy(
+            ".cli_schema",
+            "schema_command",
+            "Print (or write) the JSON Schema of erpoz.yaml, a policy file or a YAML flow, so an\n"
+            "editor can complete and check the file (e.g. the YAML language server's\n"
+            "``# yaml-language-server: $schema=flow.schema.json``).",
+        ),
         "schedule": Lazy(
             ".cli_schedule",
             "schedule_app",
@@ -180,6 +187,7 @@ ORDER = {
         "eval",
         "mcp",
         "schedule",
+        "schema",
     ],
     "runs": ["ls", "show", "resume", "replay", "fork", "cancel", "diff", "send", "event", "wake"],
 }

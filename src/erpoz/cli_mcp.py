@@ -215,7 +215,7 @@ def serve(
     """
     _needs_mcp()
     from .cli_serve import is_loopback
-    from .flow._load import load_flow
+    from .flow import load_flow
     from .integrations.mcp.server import build_server, model_tool_name
     from .models import ModelHub
 

@@ -33,8 +33,9 @@ from ._console import (
     fail,
     out,
 )
+from .audit import verify
 from .errors import StoreError
-from .store._copy import BATCH_EVENTS, MigrationError, MigrationReport, migrate
+from .store import BATCH_EVENTS, MigrationError, MigrationReport, migrate
 
 _MEMORY = ("memory", ":memory:", "memory://")
 
@@ -143,6 +144,7 @@ def migrate_command(
                 migrate(
                     source,
                     destination,
+                    verify=verify,
                     force=force,
                     include_active=include_active,
                     dry_run=dry_run,

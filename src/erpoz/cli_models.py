@@ -8,9 +8,7 @@ usage · 4 store error.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -32,9 +30,8 @@ from ._console import (
     parse_since,
 )
 from .errors import ConfigError, ErpozError, ModelError, StoreError
-from .models import ModelHub, Models
-from .models._config import ProjectConfig, build_hub, load_config
-from .models._meter import Recorder
+from .models import ModelHub, Models, ProjectConfig, Recorder, build_hub, load_config
+from .observe.stats import model_stats
 from .store import BudgetLedger, BudgetScope, Event, Store
 
 __all__ = ["models_app", "stats_app"]
@@ -244,54 +241,6 @@ def models_ping(
 
 
 # --- erpoz stats models -------------------------------------------------------------------------
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def model_stats(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per model, from ``model_called`` event data: calls, errors, tokens, cost and the
-    latency (p50, p95) of its successful calls. Costliest first."""
-    acc: dict[str, dict[str, Any]] = {}
-    for d in events:
-        name = str(d.get("model", "?"))
-        row = acc.setdefault(
-            name,
-            {"calls": 0, "errors": 0, "in": 0, "out": 0, "cost": 0.0, "lat": []},
-        )
-        row["calls"] += 1
-        if d.get("status") == "error":
-            row["errors"] += 1
-        else:
-            latency = d.get("latency_ms")
-            if isinstance(latency, int | float):
-                row["lat"].append(float(latency))
-        row["in"] += int(d.get("input_tokens") or 0)
-        row["out"] += int(d.get("output_tokens") or 0)
-        row["cost"] += float(d.get("cost_usd") or 0.0)
-    out = []
-    for name, r in acc.items():
-        lat = sorted(r["lat"])
-        out.append(
-            {
-                "model": name,
-                "calls": r["calls"],
-                "errors": r["errors"],
-                "error_rate": round(r["errors"] / r["calls"], 4),
-                "input_tokens": r["in"],
-                "output_tokens": r["out"],
-                "cost_usd": round(r["cost"], 9),
-                "p50_ms": _percentile(lat, 50),
-                "p95_ms": _percentile(lat, 95),
-            }
-        )
-    out.sort(key=lambda r: (-r["cost_usd"], -r["calls"], r["model"]))
-    return out
-
-
 async def _model_events(
     store: Store, cutoff: float | None, progress: Progress | None
 ) -> tuple[int, list[dict[str, Any]]]:

@@ -22,16 +22,16 @@ policy_app = typer.Typer(
 def _read(file: str) -> Policy:
     """A policy file (``rules:``), or a project file whose ``policy`` section is read; the
     file is read and parsed once."""
-    from .flow._yaml import _Map, load_config_yaml, read_text_file
+    from .flow import LineMap, load_config_yaml, read_text_file
     from .guards import guardrails_from_config
-    from .models._config import parse_config
+    from .models import parse_config
 
     try:
         text = read_text_file(Path(file), "the file")
     except ValueError as exc:
         raise ConfigError(str(exc), file=file) from None
     doc = load_config_yaml(text, file)
-    if isinstance(doc, _Map) and "rules" in doc:
+    if isinstance(doc, LineMap) and "rules" in doc:
         if not set(doc) <= POLICY_KEYS:
             raise ConfigError(
                 "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "

@@ -131,8 +131,7 @@ def serve(
     try:
         import uvicorn
 
-        from .server import bind_socket, bounded_http, create_app
-        from .server._build import build_state, load_keys
+        from .server import bind_socket, bounded_http, build_state, create_app, load_keys
     except ImportError as exc:
         fail(f"erpoz serve needs the server extra (pip install 'erpoz[server]'): {exc}", 2)
     check_store_options(store, durability, ("sync", "batch", "effects"))

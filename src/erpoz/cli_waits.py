@@ -18,8 +18,8 @@ from ._console import (
     open_or_fail,
     out,
 )
-from ._input import MAX_JSON_DEPTH, check_depth
 from .engine import Engine
+from .user_json import MAX_JSON_DEPTH, check_depth
 
 
 def _value(raw: str) -> Any:

@@ -36,6 +36,7 @@ from ._console import (
     with_checkpoints,
 )
 from .engine import (
+    DEFAULT_MAX_CLAIMS,
     Engine,
     RunLimits,
     RunResult,
@@ -44,7 +45,6 @@ from .engine import (
     schedules_from_config,
     sync_schedules,
 )
-from .engine._worker import DEFAULT_MAX_CLAIMS
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .store import TERMINAL, Store
 

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import ConfigError
-from .flow._yaml import _Map, _Seq, load_config_yaml, read_text_file
+from .flow import LineMap, LineSeq, load_config_yaml, read_text_file
 
 Action = Literal[
     "allow", "deny", "review", "log", "redact", "pseudonymize", "block", "reask", "escalate"
@@ -355,7 +355,7 @@ def parse_policy(
 ) -> Policy:
     """Check the text of a policy file (a mapping with one key, ``rules``)."""
     doc: Any = load_config_yaml(text, file)
-    if not isinstance(doc, _Map) or "rules" not in doc or not set(doc) <= POLICY_KEYS:
+    if not isinstance(doc, LineMap) or "rules" not in doc or not set(doc) <= POLICY_KEYS:
         raise ConfigError(
             "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
             "'spotlight' and 'masked_check'",
@@ -365,12 +365,12 @@ def parse_policy(
     return policy_from_doc(doc, file=file, detectors=detectors)
 
 
-def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None = None) -> Policy:
+def policy_from_doc(doc: LineMap, *, file: str, detectors: Collection[str] | None = None) -> Policy:
     """The rules of a parsed ``{rules: [...]}`` mapping (a policy file, or the ``policy``
     section of ``erpoz.yaml``). With ``detectors`` (the guards that are configured), a data
     rule naming another detector is an error: it could never apply."""
     rules_doc = doc.get("rules")
-    if not isinstance(rules_doc, _Seq):
+    if not isinstance(rules_doc, LineSeq):
         raise ConfigError(
             "'rules' must be a list of rules", file=file, line=doc.lines.get("rules", doc.line)
         )
@@ -379,7 +379,7 @@ def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None =
     for i, raw in enumerate(rules_doc):
         rule = _rule(raw, i, rules_doc.lines[i], file, detectors)
         if rule.name in names:
-            assert isinstance(raw, _Map)
+            assert isinstance(raw, LineMap)
             raise ConfigError(
                 f"two rules are named {rule.name!r}", file=file, line=raw.lines["name"]
             )
@@ -405,8 +405,8 @@ def policy_from_doc(doc: _Map, *, file: str, detectors: Collection[str] | None =
     return Policy(tuple(rules), **options)
 
 
-def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:
-    if not isinstance(raw, _Map):
+def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:  # noqa: C901 - TODO(issue 16): split
+    if not isinstance(raw, LineMap):
         raise ConfigError(
             "each rule is a mapping with name, action and what it applies to", file=file, line=line
         )
@@ -511,7 +511,7 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
     )
 
 
-def _untrusted(raw: _Map, resource: str, err: Any) -> tuple[str | None, frozenset[str]]:
+def _untrusted(raw: LineMap, resource: str, err: Any) -> tuple[str | None, frozenset[str]]:
     """A tool rule's ``untrusted`` action and ``untrusted_fields``."""
     for key in ("untrusted", "untrusted_fields"):
         if key in raw and resource != "tool":

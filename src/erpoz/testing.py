@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from .errors import ModelError
-from .models import ChatRequest, ChatResult, StreamChunk, Usage, block_real_providers
-from .models._meter import count_tokens
-from .models._stub_server import Behaviour, OpenAIStubServer
+from .models import ChatRequest, ChatResult, StreamChunk, Usage, block_real_providers, count_tokens
+from .models.stub_server import Behaviour, OpenAIStubServer
 
 __all__ = [
     "Behaviour",

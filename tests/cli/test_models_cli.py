@@ -17,9 +17,10 @@ import typer
 from typer.testing import CliRunner
 
 from erpoz import Context, Engine, Flow, step
-from erpoz.cli_models import model_stats, models_app, parse_since, stats_app
+from erpoz.cli_models import models_app, stats_app
 from erpoz.errors import ModelError
 from erpoz.models import ChatResult, ModelHub, ModelSpec, Usage, providers
+from erpoz.observe.stats import model_stats, parse_since
 from erpoz.routing import FallbackRouter
 from erpoz.store import SQLiteStore
 from erpoz.testing import FunctionModel, ScriptedModel

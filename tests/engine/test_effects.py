@@ -620,3 +620,23 @@ def test_lineage_shows_memory_writes_and_repeated_tool_calls(memory: Memory) -> 
     assert [(m["op"], m["session"], m["seq"]) for m in lin["memory"]] == [("turn", "s-3", 1)]
     assert [(t["tool"], t.get("repeat")) for t in lin["tools"]] == [("charge", 1)]
     assert Counter(ledger.keys).most_common(1)[0][1] == 2
+
+
+def test_a_step_forgets_a_document_and_the_log_says_whether_there_was_one(
+    memory: Memory,
+) -> None:
+    @step
+    async def tidy(ctx: Context) -> bool:
+        return await ctx.memory.forget("gone.md")
+
+    flow = Flow("forget")
+    flow.add(tidy)
+    store = MemoryStore()
+    result = run(Engine(store, services={Memory: memory}).run(flow))
+    assert result.output is False
+    (written,) = of_kind(run(store.events(result.run_id)), "memory_written")
+    assert (written.data["op"], written.data["source"], written.data["found"]) == (
+        "forget",
+        "gone.md",
+        False,
+    )

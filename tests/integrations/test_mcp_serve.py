@@ -200,7 +200,7 @@ def test_serve_refuses_other_hosts_and_bad_flows(tmp_path: Path) -> None:
 def test_a_project_model_as_a_tool(tmp_path: Path) -> None:
     """--model: one governed, recorded call of a project model (here an OpenAI-compatible
     stub server in the test, which echoes)."""
-    from erpoz.models._stub_server import OpenAIStubServer
+    from erpoz.models.stub_server import OpenAIStubServer
 
     with OpenAIStubServer() as upstream:
         (tmp_path / "erpoz.yaml").write_text(

@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("mcp", reason="the MCP integration needs the mcp extra")
 
 from erpoz import Context, Decision, Engine, Flow, RetryPolicy, step
-from erpoz._project import project_services
 from erpoz.errors import ConfigError
 from erpoz.integrations.mcp import (
     IDEMPOTENCY_META,
@@ -26,6 +25,7 @@ from erpoz.integrations.mcp import (
     session,
 )
 from erpoz.models._config import parse_config
+from erpoz.project import project_services
 from erpoz.store import MemoryStore, Store, open_store
 from erpoz.tools import ToolError, ToolRegistry
 

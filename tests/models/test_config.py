@@ -499,8 +499,8 @@ def test_a_typo_in_a_builtin_providers_params_is_a_config_error_with_its_line(
 
 
 def test_the_executor_setting_chooses_where_steps_run(tmp_path: Path) -> None:
-    from erpoz._project import project_executor
     from erpoz.engine import RayExecutor
+    from erpoz.project import project_executor
 
     assert parse_config("executor: ray\n").executor == "ray"
     with pytest.raises(ConfigError, match=r"erpoz.yaml:2: executor.kind: input should be"):

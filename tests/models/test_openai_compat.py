@@ -29,8 +29,8 @@ from erpoz.models import (
     block_real_providers,
 )
 from erpoz.models import create as create_model
-from erpoz.models._stub_server import Behaviour, OpenAIStubServer
 from erpoz.models.openai_compat import OpenAICompatChat, OpenAICompatEmbed, create, is_loopback
+from erpoz.models.stub_server import Behaviour, OpenAIStubServer
 from erpoz.store import MemoryStore
 
 PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
@@ -810,7 +810,7 @@ def test_a_proxy_named_by_the_environment_is_used_and_no_proxy_honoured(
 
 
 def test_the_lean_stub_answers_chat_streams_embeddings_and_models() -> None:
-    from erpoz.models._stub_server import serve_lean
+    from erpoz.models.stub_server import serve_lean
 
     loop = asyncio.new_event_loop()
     started: list[str] = []

@@ -247,7 +247,7 @@ def tamper(url: str, run_id: str, seq: int) -> None:
 
 
 def copy(src: str, dst: str, **kw: Any) -> MigrationReport:
-    report: MigrationReport = run(migrate(src, dst, **kw))
+    report: MigrationReport = run(migrate(src, dst, verify=verify, **kw))
     return report
 
 

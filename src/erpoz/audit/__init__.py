@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..store import Leaf, MerkleLog, Store
+from ..store import Leaf, MerkleLog, Store, heads_digest
 from ._proofs import ProofError, inclusion_ranges, subtree_hash
-from ._verify import AuditReport, CheckpointResult, Problem, heads_digest, verify
+from ._verify import AuditReport, CheckpointResult, Problem, verify
 from .checkpoints import Checkpoint
 from .lineage import Lineage, StepLineage, UnknownStep, lineage
 

@@ -26,8 +26,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-from ..store import AuditShards
-from ..store._model import RecordedHead
+from ..store import AuditShards, RecordedHead
 from ._verify import Problem, Shard, _Paired, check_shard
 
 T = TypeVar("T")

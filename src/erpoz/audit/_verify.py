@@ -33,14 +33,16 @@ from ..store import (
     GENESIS,
     NODE_STRIDE,
     AuditShards,
+    ChainRow,
     Leaf,
     MerkleLog,
+    RecordedHead,
     Store,
     TreeHead,
     chain_hash,
     fold_right,
+    heads_digest,
 )
-from ..store._model import ChainRow, RecordedHead
 from ._proofs import (
     ProofError,
     consistency_ranges,
@@ -242,15 +244,6 @@ def _sealing(run_id: str, rows: Sequence[ChainRow], head: RecordedHead | None) -
         detail = f"the recorded head names event {head_seq} with a hash it does not have"
         return Problem(run_id, head_seq, "head moved", detail)
     return None
-
-
-def heads_digest(heads: list[RecordedHead]) -> str:
-    """One SHA-256 over every run's recorded head, in creation order: a fingerprint of the
-    whole store that an auditor can write down and compare later."""
-    h = hashlib.sha256()
-    for run_id, _created, head_seq, head_hash, _status in heads:
-        h.update(f"{run_id}\x1f{head_seq}\x1f{head_hash}\n".encode())
-    return h.hexdigest()
 
 
 # --- the tree ----------------------------------------------------------------------------------
@@ -680,42 +673,77 @@ async def verify(
         raise ValueError("checkpoints are checked against a trusted public key: pass public_key")
     t0 = time.perf_counter()
     tree = store if isinstance(store, MerkleLog) else None
-    sharded = tree is not None and isinstance(store, AuditShards)
-    head: TreeHead | None
-    if sharded:  # the tree and the run heads in one snapshot; the log is read as of then
-        assert isinstance(store, AuditShards)
-        head, heads = await store.audit_head()
-    else:
-        head = await tree.tree_head() if tree is not None else None
-        heads = await store.recorded_heads()
+    head, heads = await _heads(store, tree)
     size = head.size if head is not None else 0
     recorded = {h[0]: h for h in heads}
-    built: list[list[bytes]] | None = None
-    if sharded and run_id is not None:
-        assert isinstance(store, AuditShards)
-        shards = [await _check_all(store, recorded, size, run_id)]
-    elif sharded:
-        assert isinstance(store, AuditShards)
+    shards, built = await _shards_of(store, tree, recorded, size, run_id, workers)
+    report = AuditReport()
+    named = _tally(report, shards, heads, run_id)
+    if tree is not None and head is not None:
+        report.origin, report.tree_size, report.root = head.origin, head.size, head.root.hex()
+        found = _Findings(report, named)
+        paired = _merged([s.paired for s in shards])
+        if run_id is None:
+            differ = any(s.differ for s in shards)
+            levels = await _check_tree(tree, head, paired, differ, found, built)
+            if public_key is not None:
+                await _check_checkpoints(tree, head, checkpoints, public_key, levels, report)
+                if levels is None:
+                    _unverifiable(report.checkpoints)
+        else:
+            await _check_run_leaves(tree, head, paired, checkpoints, public_key, found, report)
+        found.close()
+    report.heads_digest = heads_digest(heads)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+async def _heads(
+    store: Store, tree: MerkleLog | None
+) -> tuple[TreeHead | None, list[RecordedHead]]:
+    """The tree's head and the runs' recorded heads (in one snapshot when the store can)."""
+    if tree is not None and isinstance(store, AuditShards):
+        return await store.audit_head()  # the log is read as of then
+    head = await tree.tree_head() if tree is not None else None
+    return head, await store.recorded_heads()
+
+
+async def _shards_of(
+    store: Store,
+    tree: MerkleLog | None,
+    recorded: dict[str, RecordedHead],
+    size: int,
+    run_id: str | None,
+    workers: int | None,
+) -> tuple[list[Shard], list[list[bytes]] | None]:
+    """The chains checked: in parts (processes) for a large store that can be read so; and,
+    when in parts, the tree over the stored leaves, built here meanwhile."""
+    if tree is not None and isinstance(store, AuditShards):
+        if run_id is not None:
+            return [await _check_all(store, recorded, size, run_id)], None
         from . import _shards  # it checks parts of the log with check_shard
 
         parts = _shards.workers_for(workers, size)
         if parts > 1:
-            assert tree is not None
+            log = tree
 
             async def tree_here() -> list[list[bytes]]:
-                assert tree is not None
-                return await stored_levels(tree, size)
+                return await stored_levels(log, size)
 
-            shards, built = await _shards.in_parallel(store, parts, recorded, size, tree_here)
-        else:
-            shards = [await _check_all(store, recorded, size)]
-    else:
-        rows = await store.chain_rows(run_id)
-        some = await tree.tree_leaves(run_id) if tree is not None else None
-        one = check_shard(rows, some, recorded, size)
-        assert one is not None
-        shards = [one]
-    report = AuditReport()
+            return await _shards.in_parallel(store, parts, recorded, size, tree_here)
+        return [await _check_all(store, recorded, size)], None
+    rows = await store.chain_rows(run_id)
+    some = await tree.tree_leaves(run_id) if tree is not None else None
+    one = check_shard(rows, some, recorded, size)
+    assert one is not None
+    return [one], None
+
+
+def _tally(
+    report: AuditReport, shards: list[Shard], heads: list[RecordedHead], run_id: str | None
+) -> set[str]:
+    """Add up the shards, and name the runs whose head is recorded but whose events are gone;
+    the runs named in a problem."""
     named: set[str] = set()
     for shard in shards:
         report.runs += shard.runs
@@ -731,26 +759,14 @@ async def verify(
                 report.problems.append(
                     Problem(h[0], 1, "removed", f"the run recorded {h[2]} events; none are left")
                 )
-    if tree is not None and head is not None:
-        report.origin, report.tree_size, report.root = head.origin, head.size, head.root.hex()
-        found = _Findings(report, named)
-        paired = _merged([s.paired for s in shards])
-        if run_id is None:
-            differ = any(s.differ for s in shards)
-            levels = await _check_tree(tree, head, paired, differ, found, built)
-            if public_key is not None:
-                await _check_checkpoints(tree, head, checkpoints, public_key, levels, report)
-                if levels is None:
-                    for c in report.checkpoints:
-                        if c.ok:
-                            c.ok = False
-                            c.detail = "cannot be checked: the tree's leaves are not all there"
-        else:
-            await _check_run_leaves(tree, head, paired, checkpoints, public_key, found, report)
-        found.close()
-    report.heads_digest = heads_digest(heads)
-    report.seconds = time.perf_counter() - t0
-    return report
+    return named
+
+
+def _unverifiable(results: list[CheckpointResult]) -> None:
+    for c in results:
+        if c.ok:
+            c.ok = False
+            c.detail = "cannot be checked: the tree's leaves are not all there"
 
 
 def _merged(parts: list[_Paired]) -> _Paired:

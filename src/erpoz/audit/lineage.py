@@ -33,7 +33,7 @@ from ..engine import top_step
 from ..errors import ErpozError, RunError
 from ..flow import Flow, Plan
 from ..store import Event, RunInfo, Store
-from ..store import _model as ev
+from ..store import kinds as ev
 
 __all__ = ["GRAPH_FLOW", "GRAPH_RECORDED", "Lineage", "StepLineage", "UnknownStep", "lineage"]
 
@@ -215,7 +215,7 @@ def _graph_for(info: RunInfo, flow: Flow | Plan | None) -> tuple[Plan | None, st
     else:
         where = info.source
         try:
-            from ..flow._load import load_flow
+            from ..flow import load_flow
 
             plan = load_flow(info.source).compile()
         except Exception as exc:  # user code runs on import: anything may go wrong

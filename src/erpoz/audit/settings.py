@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..flow._yaml import _Map
+from ..flow import LineMap
 from ..store import MerkleLog, Store
 from .checkpoints import AutoCheckpointer, CheckpointError, CheckpointLog, PublicKey, SigningKey
 
 if TYPE_CHECKING:
-    from ..models._config import ProjectConfig
+    from ..models import ProjectConfig
 
 _KEYS = {"key", "key_env", "public_key", "checkpoints", "witness", "every_events", "every_seconds"}
 
@@ -102,103 +102,106 @@ class AuditSettings:
 def audit_settings(config: ProjectConfig) -> AuditSettings | None:
     """The project's ``audit`` section, checked; ``None`` when there is none."""
     doc = config._doc
-    if not isinstance(doc, _Map) or "audit" not in doc:
+    if not isinstance(doc, LineMap) or "audit" not in doc:
         return None
     file = config.file or "erpoz.yaml"
     line = doc.key_lines["audit"]
     section = doc["audit"]
-    if not isinstance(section, _Map) or not section:
+    if not isinstance(section, LineMap) or not section:
         raise ConfigError(
             "'audit' is a mapping naming at least a key, a public_key or where checkpoints "
             f"go ({', '.join(sorted(_KEYS))})",
             file=file,
             line=line,
         )
-    for name in section:
-        if name not in _KEYS:
-            raise ConfigError(
-                f"audit: unknown key '{name}' (expected one of {', '.join(sorted(_KEYS))})",
-                file=file,
-                line=section.key_lines[name],
-            )
-    base = config._base or Path.cwd()
-
-    def text(name: str) -> str | None:
-        value = section.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(
-                f"audit.{name}: expected a non-empty string, got {value!r}",
-                file=file,
-                line=section.lines[name],
-            )
-        return value
-
-    def path(name: str) -> Path | None:
-        value = text(name)
-        return None if value is None else base / Path(value).expanduser()
-
-    def positive(name: str, kind: type) -> Any:
-        value = section.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(
-                f"audit.{name}: expected a number above 0, got {value!r}",
-                file=file,
-                line=section.lines[name],
-            )
-        if kind is int and not isinstance(value, int):
-            raise ConfigError(
-                f"audit.{name}: expected a whole number, got {value!r}",
-                file=file,
-                line=section.lines[name],
-            )
-        return kind(value)
-
-    if "key" in section and "key_env" in section:
-        raise ConfigError(
-            "audit: give key (a file) or key_env (an environment variable), not both",
-            file=file,
-            line=section.key_lines["key_env"],
-        )
-    witness = text("witness")
+    r = _Section(section, file, config._base or Path.cwd())
+    r.check_keys()
+    witness = r.text("witness")
     if witness is not None and not witness.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"audit.witness: expected an http:// or https:// URL, got {witness!r}",
-            file=file,
-            line=section.lines["witness"],
-        )
+        raise r.error("witness", f"expected an http:// or https:// URL, got {witness!r}")
     settings = AuditSettings(
         file=file,
         line=line,
-        key=path("key"),
-        key_env=text("key_env"),
-        public_key=path("public_key"),
-        checkpoints=path("checkpoints"),
-        checkpoints_raw=text("checkpoints"),
+        key=r.path("key"),
+        key_env=r.text("key_env"),
+        public_key=r.path("public_key"),
+        checkpoints=r.path("checkpoints"),
+        checkpoints_raw=r.text("checkpoints"),
         witness=witness,
-        every_events=positive("every_events", int),
-        every_seconds=positive("every_seconds", float),
+        every_events=r.positive("every_events", int),
+        every_seconds=r.positive("every_seconds", float),
         lines=dict(section.lines),
     )
-    if settings.automatic and not settings.signs:
-        where = "every_events" if "every_events" in section else "every_seconds"
-        raise ConfigError(
-            f"audit.{where}: automatic checkpoints need a signing key (audit.key or audit.key_env)",
-            file=file,
-            line=section.key_lines[where],
-        )
-    if settings.automatic and settings.checkpoints is None and witness is None:
-        where = "every_events" if "every_events" in section else "every_seconds"
-        raise ConfigError(
-            f"audit.{where}: automatic checkpoints need somewhere to go (audit.checkpoints: a "
-            "file or directory outside the store, and/or audit.witness)",
-            file=file,
-            line=section.key_lines[where],
-        )
+    r.check_automatic(settings)
     return settings
+
+
+class _Section:
+    """Reads the ``audit`` section; every mistake is a ``ConfigError`` at its line."""
+
+    def __init__(self, section: LineMap, file: str, base: Path) -> None:
+        self.section, self.file, self.base = section, file, base
+
+    def error(self, name: str, message: str, *, key: bool = False) -> ConfigError:
+        lines = self.section.key_lines if key else self.section.lines
+        return ConfigError(f"audit.{name}: {message}", file=self.file, line=lines[name])
+
+    def check_keys(self) -> None:
+        section = self.section
+        for name in section:
+            if name not in _KEYS:
+                raise ConfigError(
+                    f"audit: unknown key '{name}' (expected one of {', '.join(sorted(_KEYS))})",
+                    file=self.file,
+                    line=section.key_lines[name],
+                )
+        if "key" in section and "key_env" in section:
+            raise ConfigError(
+                "audit: give key (a file) or key_env (an environment variable), not both",
+                file=self.file,
+                line=section.key_lines["key_env"],
+            )
+
+    def text(self, name: str) -> str | None:
+        value = self.section.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(name, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return None if value is None else self.base / Path(value).expanduser()
+
+    def positive(self, name: str, kind: type) -> Any:
+        value = self.section.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.error(name, f"expected a number above 0, got {value!r}")
+        if kind is int and not isinstance(value, int):
+            raise self.error(name, f"expected a whole number, got {value!r}")
+        return kind(value)
+
+    def check_automatic(self, settings: AuditSettings) -> None:
+        """Automatic checkpoints are signed and go somewhere."""
+        if not settings.automatic:
+            return
+        where = "every_events" if "every_events" in self.section else "every_seconds"
+        if not settings.signs:
+            raise self.error(
+                where,
+                "automatic checkpoints need a signing key (audit.key or audit.key_env)",
+                key=True,
+            )
+        if settings.checkpoints is None and settings.witness is None:
+            raise self.error(
+                where,
+                "automatic checkpoints need somewhere to go (audit.checkpoints: a file or "
+                "directory outside the store, and/or audit.witness)",
+                key=True,
+            )
 
 
 def project_checkpointer(
@@ -210,7 +213,7 @@ def project_checkpointer(
     """The automatic checkpoints ``audit.every_events`` / ``audit.every_seconds`` ask for, for
     a process that records runs into ``store``; ``None`` when there are none to make (or the
     store keeps nothing: ``memory``). ``ConfigError`` for a bad ``audit`` section."""
-    from ..models._config import load_config
+    from ..models import load_config
 
     settings = audit_settings(load_config(config))
     if settings is None or not settings.automatic:

@@ -103,11 +103,11 @@ async def run_demo(
     """Prepare the workspace under ``root`` and run the demo questions (title, question,
     whether to read the demo's scanned invoice; ``image`` reads another image instead);
     ``on_run`` is called with each run as it finishes (the CLI prints it then)."""
-    from .._project import project_services
     from ..audit import verify
     from ..engine import Engine
     from ..memory import open_memory
     from ..models.local_ocr import RapidOCRReader
+    from ..project import project_services
     from ..store import open_store
     from .flow import flow
 

@@ -1,6 +1,7 @@
 """Run plans: the scheduler, retries, timeouts, caching, review pauses, resume and replay;
 executors (threads, Ray) and workers that take runs from a shared store's queues."""
 
+from ._codec import encode as encode_output
 from ._context import StepContext
 from ._engine import (
     Decision,
@@ -27,16 +28,18 @@ from ._schedules import (
     Scheduler,
     Synced,
     add_schedule,
+    iso,
     pause_schedule,
     schedule_to_json,
     schedules_from_config,
     sync_schedules,
     tick_run_id,
 )
-from ._worker import Worker, WorkerStats
+from ._worker import DEFAULT_MAX_CLAIMS, Worker, WorkerStats
 
 __all__ = [
     "CATCHUP",
+    "DEFAULT_MAX_CLAIMS",
     "Cron",
     "Decision",
     "Engine",
@@ -59,6 +62,8 @@ __all__ = [
     "add_schedule",
     "check_queue_name",
     "check_topic",
+    "encode_output",
+    "iso",
     "new_run_id",
     "pause_schedule",
     "pending_reviews",

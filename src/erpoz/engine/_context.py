@@ -26,7 +26,7 @@ from ._remote import (
 )
 
 if TYPE_CHECKING:
-    from ..guards._checkpoints import Governed
+    from ..guards import Governed
     from ..memory import Memory
     from ..models import Models
     from ..tools import Tools
@@ -333,8 +333,7 @@ class StepContext(StepIdentity):
         """The run's guardrails as this step sees them: the engine's ``Guardrails`` service,
         else the project's (``guards`` / ``policy`` in ``erpoz.yaml``); ``None`` when neither
         is configured."""
-        from ..guards import Guardrails, project_guardrails
-        from ..guards._checkpoints import Governed
+        from ..guards import Governed, Guardrails, project_guardrails
         from ..policy import Subject
 
         rails = self._services.get(Guardrails)

@@ -31,8 +31,7 @@ from ..errors import (
     StoreError,
     error_info,
 )
-from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode, is_retryable
-from ..flow._types import get_field, type_name
+from ..flow import LOOP, MAP, SKIPPED, Flow, Plan, PlanNode, get_field, is_retryable, type_name
 from ..store import (
     TERMINAL,
     Claim,
@@ -43,10 +42,10 @@ from ..store import (
     RunQueue,
     RunWriter,
     Store,
+    new_owner,
     open_store,
 )
-from ..store import _model as ev
-from ..store._owner import new_owner
+from ..store import kinds as ev
 from ._codec import EncodeError, check_type, decode, encode, validate
 from ._context import RunJournal, StepContext, Suspend, Waits
 from ._executor import Executor, ThreadExecutor
@@ -712,7 +711,7 @@ class Engine:
                 "(Engine.resume(run_id, flow)) or start runs from a flow file / module:attr",
                 run_id=run_id,
             )
-        from ..flow._load import load_flow
+        from ..flow import load_flow
 
         plan = load_flow(source).compile()
         if cache:
@@ -961,7 +960,7 @@ class Engine:
             {"iterations": k, "converged": converged},
         )
 
-    async def _unit(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:
+    async def _unit(self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]) -> Any:  # noqa: C901 - TODO(issue 16): split
         """Run one execution of a step (a task, one map item or one loop iteration)."""
         run = scope.run
         writer = run.writer
@@ -1178,7 +1177,7 @@ class Engine:
         self, run: _Run, node: PlanNode, sid: str, attempt: int, out: Any, seconds: float
     ) -> Any:
         """The delivery checkpoint: guard the output that becomes the flow's result."""
-        from ..guards._rails import Guardrails
+        from ..guards import Guardrails
         from ..policy import Subject
 
         rails = run.rails

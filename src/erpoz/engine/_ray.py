@@ -28,8 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, ExecutorError, ResourcesUnavailable
-from ..flow import Resources
-from ..flow._load import LOADED_PREFIX
+from ..flow import LOADED_PREFIX, Resources
 from ._remote import RemoteContext
 
 #: How long the cluster's node list is trusted before it is read again.

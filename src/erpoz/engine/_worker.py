@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..store import Claim
-from ..store import _model as ev
+from ..store import kinds as ev
 from ._engine import Engine, RunResult, check_queue_name
 from ._limits import RunLimits
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError
-from ..models._types import Usage
+from ..models import Usage
 
 __all__ = [
     "KNOWN_PRICES",
@@ -444,7 +444,7 @@ def load_mtbench(path: str | os.PathLike[str]) -> Dataset:
 
 
 def _two_turn_usage(turns: Sequence[str], answers: Mapping[int, str]) -> Usage | None:
-    from ..models._meter import count_tokens
+    from ..models import count_tokens
 
     if 1 not in answers:
         return None

@@ -30,9 +30,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..models._meter import Metered, Recorder, bind, count_tokens, unbind
-from ..models._protocol import ChatModel, EmbedModel
-from ..models._types import ChatRequest, EmbedResult, Message, ModelSpec, Usage
+from ..models import (
+    ChatModel,
+    ChatRequest,
+    EmbedModel,
+    EmbedResult,
+    Message,
+    Metered,
+    ModelSpec,
+    Recorder,
+    Usage,
+    bind,
+    count_tokens,
+    unbind,
+)
 from ..models.replay import Recorded, ReplayChat, request_key
 from ..routing.balance import LoadBalanceRouter
 from ..routing.cascade import CascadeRouter, Validator
@@ -706,7 +717,7 @@ def _spreads(curve: Curve, strong_alone: float) -> list[Spread]:
 
 
 # --- the evaluation ---------------------------------------------------------------------------
-async def evaluate_routing(
+async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
     dataset: Dataset,
     routers: Iterable[str] = DEFAULT_ROUTERS,
     *,

@@ -2,12 +2,15 @@
 
 from ._context import Context, Journal
 from ._flow import Flow, InputSpec
-from ._load import load_flow
+from ._load import LOADED_PREFIX, load_flow
 from ._plan import LOOP, MAP, SKIPPED, TASK, Plan, PlanNode
 from ._refs import Cond, Ref, first_of
 from ._step import Resources, RetryPolicy, StepSpec, is_retryable, spec_of, step
+from ._types import get_field, type_name
+from ._yaml import LineMap, LineSeq, import_object, load_config_yaml, read_text_file
 
 __all__ = [
+    "LOADED_PREFIX",
     "LOOP",
     "MAP",
     "SKIPPED",
@@ -17,6 +20,8 @@ __all__ = [
     "Flow",
     "InputSpec",
     "Journal",
+    "LineMap",
+    "LineSeq",
     "Plan",
     "PlanNode",
     "Ref",
@@ -24,8 +29,13 @@ __all__ = [
     "RetryPolicy",
     "StepSpec",
     "first_of",
+    "get_field",
+    "import_object",
     "is_retryable",
+    "load_config_yaml",
     "load_flow",
+    "read_text_file",
     "spec_of",
     "step",
+    "type_name",
 ]

@@ -346,87 +346,16 @@ class _Compiler:
         special: set[str] = set()
         init = node.init
         if node.kind == "map":
-            if node.item not in params:
-                raise self.err(
-                    f"map item={node.item!r} is not an input of {what} "
-                    f"(inputs: {', '.join(params)})",
-                    node,
-                )
-            if not isinstance(node.over, Ref):
-                raise self.err("map over= must be a ref to a list", node)
-            over_t = self.ref_type(node.over, node)
-            it = item_type(over_t)
-            if it is None:
-                raise self.err(f"map over={node.over!r} is {type_name(over_t)}, not a list", node)
-            if not is_compatible(it, params[node.item][0]):
-                raise self.err(
-                    f"map item '{node.item}' expects {type_name(params[node.item][0])} but "
-                    f"{node.over!r} holds {type_name(it)}",
-                    node,
-                )
-            if node.concurrency < 1:
-                raise self.err("map concurrency must be >= 1", node)
-            special.add(node.item)
+            special.add(self.check_map(node, params, what))
         elif node.kind == "loop":
-            if node.max_iterations is None or node.max_iterations < 1:
-                raise self.err(
-                    "a loop needs max_iterations >= 1 (unbounded loops are refused)", node
-                )
-            if node.state not in params:
-                raise self.err(
-                    f"loop state={node.state!r} is not an input of {what} "
-                    f"(inputs: {', '.join(params)})",
-                    node,
-                )
-            st = params[node.state][0]
-            if not is_compatible(returns, st):
-                raise self.err(
-                    f"loop feeds its output ({type_name(returns)}) back into '{node.state}' "
-                    f"({type_name(st)}): the types do not fit",
-                    node,
-                )
-            init = self.check_binding(node, node.state, st, node.init)
-            if node.until is not None:
-                try:
-                    field_type(returns, node.until)
-                except KeyError as exc:
-                    raise self.err(f"loop until={node.until!r}: {exc.args[0]}", node) from None
-            special.add(node.state)
-        for pname in node.bindings:
-            if pname not in params:
-                raise self.err(
-                    f"{what} has no input '{pname}' (inputs: {', '.join(params) or 'none'})",
-                    node,
-                )
-            if pname in special:
-                raise self.err(f"input '{pname}' is set by the {node.kind}; do not bind it", node)
-        args: list[tuple[str, Getter]] = []
-        skippy = False
-        for pname, (ptype, has_default) in params.items():
-            if pname in special:
-                continue
-            if pname not in node.bindings:
-                if not has_default:
-                    raise self.err(
-                        f"input '{pname}' ({type_name(ptype)}) is not bound; bind it "
-                        "to a flow input, a step output or a constant",
-                        node,
-                    )
-                continue
-            value = self.check_binding(node, pname, ptype, node.bindings[pname])
-            g = self.getter(value)
-            if isinstance(value, Ref) and self.ref_may_skip(value):
-                if has_default or admits_none(ptype):
-                    fallback = self._default_of(node, pname)
-                    g = _soft(g, fallback)
-                else:
-                    skippy = True
-            args.append((pname, g))
+            state, init = self.check_loop(node, params, returns, what)
+            special.add(state)
+        self.check_bound_names(node, params, special, what)
+        args, skippy = self.bind_args(node, params, special)
         if node.when is not None:
             self.ref_type(node.when.ref, node)
             if self.ref_may_skip(node.when.ref):
                 skippy = True
-        unit_type = returns
         out_type = list[returns] if node.kind == "map" else returns  # type: ignore[valid-type]
         extra: dict[str, Any] = {}
         if node.kind == "map":
@@ -445,16 +374,105 @@ class _Compiler:
             }
         self.out_types[node.id] = out_type
         self.may_skip[node.id] = node.when is not None or skippy
-        spec = target if isinstance(target, StepSpec) else None
         return {
             "args": tuple(args),
             "may_skip": skippy,
             "out_type": out_type,
-            "unit_type": unit_type,
+            "unit_type": returns,
             "extra": extra,
-            "spec": spec,
+            "spec": target if isinstance(target, StepSpec) else None,
             "sub": target.compile() if isinstance(target, Flow) else None,
         }
+
+    def check_map(self, node: NodeDef, params: dict[str, tuple[Any, bool]], what: str) -> str:
+        """A map's item is an input of what it runs, fed by the elements of a list; the item."""
+        if node.item not in params:
+            raise self.err(
+                f"map item={node.item!r} is not an input of {what} (inputs: {', '.join(params)})",
+                node,
+            )
+        if not isinstance(node.over, Ref):
+            raise self.err("map over= must be a ref to a list", node)
+        over_t = self.ref_type(node.over, node)
+        it = item_type(over_t)
+        if it is None:
+            raise self.err(f"map over={node.over!r} is {type_name(over_t)}, not a list", node)
+        if not is_compatible(it, params[node.item][0]):
+            raise self.err(
+                f"map item '{node.item}' expects {type_name(params[node.item][0])} but "
+                f"{node.over!r} holds {type_name(it)}",
+                node,
+            )
+        if node.concurrency < 1:
+            raise self.err("map concurrency must be >= 1", node)
+        return node.item
+
+    def check_loop(
+        self, node: NodeDef, params: dict[str, tuple[Any, bool]], returns: Any, what: str
+    ) -> tuple[str, Any]:
+        """A loop is bounded and feeds its output back into its state; the state's name and
+        the checked init."""
+        if node.max_iterations is None or node.max_iterations < 1:
+            raise self.err("a loop needs max_iterations >= 1 (unbounded loops are refused)", node)
+        state = node.state
+        if state is None or state not in params:
+            raise self.err(
+                f"loop state={state!r} is not an input of {what} (inputs: {', '.join(params)})",
+                node,
+            )
+        st = params[state][0]
+        if not is_compatible(returns, st):
+            raise self.err(
+                f"loop feeds its output ({type_name(returns)}) back into '{state}' "
+                f"({type_name(st)}): the types do not fit",
+                node,
+            )
+        init = self.check_binding(node, state, st, node.init)
+        if node.until is not None:
+            try:
+                field_type(returns, node.until)
+            except KeyError as exc:
+                raise self.err(f"loop until={node.until!r}: {exc.args[0]}", node) from None
+        return state, init
+
+    def check_bound_names(
+        self, node: NodeDef, params: dict[str, tuple[Any, bool]], special: set[str], what: str
+    ) -> None:
+        for pname in node.bindings:
+            if pname not in params:
+                raise self.err(
+                    f"{what} has no input '{pname}' (inputs: {', '.join(params) or 'none'})",
+                    node,
+                )
+            if pname in special:
+                raise self.err(f"input '{pname}' is set by the {node.kind}; do not bind it", node)
+
+    def bind_args(
+        self, node: NodeDef, params: dict[str, tuple[Any, bool]], special: set[str]
+    ) -> tuple[list[tuple[str, Getter]], bool]:
+        """How each bound input is read, and whether a skipped step upstream skips this one."""
+        args: list[tuple[str, Getter]] = []
+        skippy = False
+        for pname, (ptype, has_default) in params.items():
+            if pname in special:
+                continue
+            if pname not in node.bindings:
+                if not has_default:
+                    raise self.err(
+                        f"input '{pname}' ({type_name(ptype)}) is not bound; bind it "
+                        "to a flow input, a step output or a constant",
+                        node,
+                    )
+                continue
+            value = self.check_binding(node, pname, ptype, node.bindings[pname])
+            g = self.getter(value)
+            if isinstance(value, Ref) and self.ref_may_skip(value):
+                if has_default or admits_none(ptype):
+                    g = _soft(g, self._default_of(node, pname))
+                else:
+                    skippy = True
+            args.append((pname, g))
+        return args, skippy
 
     def _default_of(self, node: NodeDef, pname: str) -> Any:
         if isinstance(node.target, StepSpec):

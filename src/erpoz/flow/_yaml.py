@@ -73,7 +73,7 @@ _TYPE_NAMES: dict[str, Any] = {
 }
 
 
-class _Map(dict[str, Any]):
+class LineMap(dict[str, Any]):
     """A mapping that remembers the line of each key (1-based)."""
 
     line: int = 0
@@ -81,7 +81,7 @@ class _Map(dict[str, Any]):
     key_lines: dict[str, int]  # line of each key
 
 
-class _Seq(list[Any]):
+class LineSeq(list[Any]):
     line: int = 0
     lines: list[int]
 
@@ -117,8 +117,8 @@ class _LineLoader(yaml.SafeLoader):
         _check_expansion(node)
         return node
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Map:  # type: ignore[override]
-        out = _Map()
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> LineMap:  # type: ignore[override]
+        out = LineMap()
         out.line = node.start_mark.line + 1
         out.lines = {}
         out.key_lines = {}
@@ -135,8 +135,8 @@ class _LineLoader(yaml.SafeLoader):
             out.key_lines[key] = key_node.start_mark.line + 1
         return out
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> _Seq:
-        out = _Seq(self.construct_object(n, deep=True) for n in node.value)
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LineSeq:
+        out = LineSeq(self.construct_object(n, deep=True) for n in node.value)
         out.line = node.start_mark.line + 1
         out.lines = [n.start_mark.line + 1 for n in node.value]
         return out
@@ -344,7 +344,7 @@ class _Builder:
         return FlowError(msg, file=self.fname, line=line, step=step)
 
     def build(self, doc: Any) -> Flow:
-        if not isinstance(doc, _Map):
+        if not isinstance(doc, LineMap):
             raise self.err("a flow file is a mapping with 'name', 'inputs', 'steps', 'output'", 1)
         for key in doc:
             if key not in _TOP_KEYS:
@@ -352,14 +352,40 @@ class _Builder:
                     f"unknown key '{key}' (expected: {', '.join(sorted(_TOP_KEYS))})",
                     doc.key_lines[key],
                 )
-        name = doc.get("name", self.path.stem)
+        inputs, defaults = self.inputs(doc)
+        try:
+            flow = Flow(
+                str(doc.get("name", self.path.stem)),
+                inputs,
+                defaults=defaults,
+                description=str(doc.get("description", "")),
+                source=str(self.path),
+            )
+        except FlowError as exc:
+            raise exc.at(file=self.fname, line=doc.lines.get("name")) from None
+        flow.file = self.fname
+        steps = doc.get("steps")
+        if not isinstance(steps, LineSeq) or not steps:
+            raise self.err("'steps' must be a non-empty list", doc.lines.get("steps", doc.line))
+        for i, raw in enumerate(steps):
+            self.add_step(flow, raw, steps.lines[i])
+        if "output" in doc:
+            line = doc.lines["output"]
+            ref = self.ref(doc["output"], line, None)
+            if not isinstance(ref, Ref):
+                raise self.err("'output' must be a reference like ${step} or ${step.field}", line)
+            flow.output(ref)
+        return flow
+
+    def inputs(self, doc: LineMap) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The flow's ``inputs``: their types, and the defaults of those that have one."""
         inputs: dict[str, Any] = {}
         defaults: dict[str, Any] = {}
-        raw_inputs = doc.get("inputs") or _Map()
+        raw_inputs = doc.get("inputs") or LineMap()
         if not isinstance(raw_inputs, dict):
             raise self.err("'inputs' must map input names to types", doc.lines.get("inputs"))
         for key, spec in raw_inputs.items():
-            line = raw_inputs.lines[key] if isinstance(raw_inputs, _Map) else None
+            line = raw_inputs.lines[key] if isinstance(raw_inputs, LineMap) else None
             if isinstance(spec, dict):
                 unknown = set(spec) - {"type", "default", "description"}
                 if unknown:
@@ -377,29 +403,7 @@ class _Builder:
                 inputs[key] = parse_type(spec, base=self.base)
             except ValueError as exc:
                 raise self.err(f"input '{key}': {exc}", line) from None
-        try:
-            flow = Flow(
-                str(name),
-                inputs,
-                defaults=defaults,
-                description=str(doc.get("description", "")),
-                source=str(self.path),
-            )
-        except FlowError as exc:
-            raise exc.at(file=self.fname, line=doc.lines.get("name")) from None
-        flow.file = self.fname
-        steps = doc.get("steps")
-        if not isinstance(steps, _Seq) or not steps:
-            raise self.err("'steps' must be a non-empty list", doc.lines.get("steps", doc.line))
-        for i, raw in enumerate(steps):
-            self.add_step(flow, raw, steps.lines[i])
-        if "output" in doc:
-            line = doc.lines["output"]
-            ref = self.ref(doc["output"], line, None)
-            if not isinstance(ref, Ref):
-                raise self.err("'output' must be a reference like ${step} or ${step.field}", line)
-            flow.output(ref)
-        return flow
+        return inputs, defaults
 
     def ref(self, value: Any, line: int | None, step: str | None) -> Any:
         """Turn ``${...}`` strings (also inside lists) into refs; anything else is a constant."""
@@ -475,7 +479,32 @@ class _Builder:
         return ~cond if negate else cond
 
     def add_step(self, flow: Flow, raw: Any, line: int) -> None:
-        if not isinstance(raw, _Map):
+        sid = self.step_id(raw, line)
+        target = self.target(raw, sid)
+        with_ = raw.get("with") or LineMap()
+        if not isinstance(with_, dict):
+            raise self.err("'with' must map input names to values", raw.lines.get("with"), sid)
+        bindings = {
+            k: self.ref(v, with_.lines.get(k) if isinstance(with_, LineMap) else line, sid)
+            for k, v in with_.items()
+        }
+        opts = self.options(raw, sid)
+        try:
+            if "map" in raw and "loop" in raw:
+                raise self.err("a step is either a map or a loop, not both", raw.line, sid)
+            if "map" in raw:
+                self.add_map(flow, target, raw, sid, bindings, opts)
+            elif "loop" in raw:
+                self.add_loop(flow, target, raw, sid, bindings, opts)
+            else:
+                flow.add(target, id=sid, bind=bindings, **opts)
+        except FlowError as exc:
+            raise exc.at(file=self.fname, line=raw.line) from None
+        flow.nodes[sid].line = raw.line
+
+    def step_id(self, raw: Any, line: int) -> str:
+        """The ``id`` of a step mapping whose keys are all known."""
+        if not isinstance(raw, LineMap):
             raise self.err("each step is a mapping with at least 'id' and 'uses'", line)
         sid = raw.get("id")
         if sid is None:
@@ -492,7 +521,10 @@ class _Builder:
                     raw.key_lines[key],
                     sid,
                 )
-        target: Callable[..., Any] | Flow
+        return sid
+
+    def target(self, raw: LineMap, sid: str) -> Callable[..., Any] | Flow:
+        """What a step runs: the function of ``uses`` or the sub-flow file of ``flow``."""
         if ("uses" in raw) == ("flow" in raw):
             raise self.err(
                 "give exactly one of 'uses' (a step function) or 'flow' (a sub-flow file)",
@@ -501,48 +533,27 @@ class _Builder:
             )
         if "uses" in raw:
             try:
-                target = import_object(str(raw["uses"]), base=self.base)
+                target: Callable[..., Any] = import_object(str(raw["uses"]), base=self.base)
             except ValueError as exc:
                 raise self.err(str(exc), raw.lines["uses"], sid) from None
             if not callable(target):
                 raise self.err(f"'{raw['uses']}' is not a function", raw.lines["uses"], sid)
-        else:
-            sub_path = (self.base / str(raw["flow"])).resolve()
-            try:
-                target = load_yaml_flow(sub_path, _stack=self.stack)
-            except FlowError as exc:
-                if exc.file == str(sub_path):
-                    raise
-                raise self.err(str(exc), raw.lines["flow"], sid) from None
-        with_ = raw.get("with") or _Map()
-        if not isinstance(with_, dict):
-            raise self.err("'with' must map input names to values", raw.lines.get("with"), sid)
-        bindings = {
-            k: self.ref(v, with_.lines.get(k) if isinstance(with_, _Map) else line, sid)
-            for k, v in with_.items()
-        }
+            return target
+        sub_path = (self.base / str(raw["flow"])).resolve()
+        try:
+            return load_yaml_flow(sub_path, _stack=self.stack)
+        except FlowError as exc:
+            if exc.file == str(sub_path):
+                raise
+            raise self.err(str(exc), raw.lines["flow"], sid) from None
+
+    def options(self, raw: LineMap, sid: str) -> dict[str, Any]:
+        """A step's ``when``, ``retry``, ``timeout``, ``cache``, ``review`` and ``resources``."""
         opts: dict[str, Any] = {}
         if "when" in raw:
             opts["when"] = self.when(raw["when"], raw.lines["when"], sid)
         if "retry" in raw:
-            r = raw["retry"]
-            if isinstance(r, int):
-                r = {"attempts": r}
-            if not isinstance(r, dict):
-                raise self.err(
-                    "'retry' is a number of attempts or {attempts, backoff, "
-                    "multiplier, max_backoff}",
-                    raw.lines["retry"],
-                    sid,
-                )
-            try:
-                r = dict(r)
-                for key in ("retry_on", "give_up_on"):
-                    if key in r:
-                        r[key] = self.exceptions(r[key])
-                opts["retry"] = RetryPolicy(**r)
-            except (TypeError, ValueError, FlowError) as exc:
-                raise self.err(f"retry: {exc}", raw.lines["retry"], sid) from None
+            opts["retry"] = self.retry(raw["retry"], raw.lines["retry"], sid)
         for key, kind in (("timeout", (int, float)), ("cache", bool), ("review", bool)):
             if key in raw:
                 if not isinstance(raw[key], kind) or (key == "timeout" and raw[key] <= 0):
@@ -556,62 +567,89 @@ class _Builder:
                 opts["resources"] = Resources.of(raw["resources"])
             except FlowError as exc:
                 raise self.err(f"resources: {exc}", raw.lines["resources"], sid) from None
+        return opts
+
+    def retry(self, r: Any, line: int, sid: str) -> RetryPolicy:
+        if isinstance(r, int):
+            r = {"attempts": r}
+        if not isinstance(r, dict):
+            raise self.err(
+                "'retry' is a number of attempts or {attempts, backoff, multiplier, max_backoff}",
+                line,
+                sid,
+            )
         try:
-            if "map" in raw and "loop" in raw:
-                raise self.err("a step is either a map or a loop, not both", raw.line, sid)
-            if "map" in raw:
-                over = self.ref(raw["map"], raw.lines["map"], sid)
-                if not isinstance(over, Ref):
-                    raise self.err(
-                        "'map' must be a reference to a list, like ${step.items}",
-                        raw.lines["map"],
-                        sid,
-                    )
-                if "item" not in raw:
-                    raise self.err(
-                        "a map step needs 'item': the input that receives each element",
-                        raw.lines["map"],
-                        sid,
-                    )
-                flow.map(
-                    target,
-                    id=sid,
-                    over=over,
-                    item=str(raw["item"]),
-                    concurrency=int(raw.get("concurrency", 8)),
-                    bind=bindings,
-                    **opts,
-                )
-            elif "loop" in raw:
-                lp = raw["loop"]
-                lline = raw.lines["loop"]
-                if not isinstance(lp, _Map):
-                    raise self.err("'loop' needs {state, init, max_iterations, until}", lline, sid)
-                missing = {"state", "init", "max_iterations"} - set(lp)
-                if missing:
-                    raise self.err(
-                        f"loop is missing {', '.join(sorted(missing))} "
-                        "(max_iterations is required: loops are bounded)",
-                        lline,
-                        sid,
-                    )
-                if not isinstance(lp["max_iterations"], int):
-                    raise self.err("loop max_iterations must be an integer", lline, sid)
-                flow.loop(
-                    target,
-                    id=sid,
-                    state=str(lp["state"]),
-                    init=self.ref(lp["init"], lline, sid),
-                    max_iterations=lp["max_iterations"],
-                    until=lp.get("until"),
-                    bind=bindings,
-                    **opts,
-                )
-            else:
-                flow.add(target, id=sid, bind=bindings, **opts)
-        except FlowError as exc:
-            raise exc.at(file=self.fname, line=raw.line) from None
-        flow.nodes[sid].line = raw.line
+            r = dict(r)
+            for key in ("retry_on", "give_up_on"):
+                if key in r:
+                    r[key] = self.exceptions(r[key])
+            return RetryPolicy(**r)
+        except (TypeError, ValueError, FlowError) as exc:
+            raise self.err(f"retry: {exc}", line, sid) from None
+
+    def add_map(
+        self,
+        flow: Flow,
+        target: Callable[..., Any] | Flow,
+        raw: LineMap,
+        sid: str,
+        bindings: dict[str, Any],
+        opts: dict[str, Any],
+    ) -> None:
+        over = self.ref(raw["map"], raw.lines["map"], sid)
+        if not isinstance(over, Ref):
+            raise self.err(
+                "'map' must be a reference to a list, like ${step.items}", raw.lines["map"], sid
+            )
+        if "item" not in raw:
+            raise self.err(
+                "a map step needs 'item': the input that receives each element",
+                raw.lines["map"],
+                sid,
+            )
+        flow.map(
+            target,
+            id=sid,
+            over=over,
+            item=str(raw["item"]),
+            concurrency=int(raw.get("concurrency", 8)),
+            bind=bindings,
+            **opts,
+        )
+
+    def add_loop(
+        self,
+        flow: Flow,
+        target: Callable[..., Any] | Flow,
+        raw: LineMap,
+        sid: str,
+        bindings: dict[str, Any],
+        opts: dict[str, Any],
+    ) -> None:
+        lp = raw["loop"]
+        lline = raw.lines["loop"]
+        if not isinstance(lp, LineMap):
+            raise self.err("'loop' needs {state, init, max_iterations, until}", lline, sid)
+        missing = {"state", "init", "max_iterations"} - set(lp)
+        if missing:
+            raise self.err(
+                f"loop is missing {', '.join(sorted(missing))} "
+                "(max_iterations is required: loops are bounded)",
+                lline,
+                sid,
+            )
+        if not isinstance(lp["max_iterations"], int):
+            raise self.err("loop max_iterations must be an integer", lline, sid)
+        flow.loop(
+            target,
+            id=sid,
+            state=str(lp["state"]),
+            init=self.ref(lp["init"], lline, sid),
+            max_iterations=lp["max_iterations"],
+            until=lp.get("until"),
+            bind=bindings,
+            **opts,
+        )
 
 
 def load_config_yaml(text: str, file: str) -> Any:

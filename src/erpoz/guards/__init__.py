@@ -13,6 +13,7 @@ call and result, delivery) and maps their findings to actions through the policy
 (:mod:`erpoz.policy`); steps meet it through ``ctx.models`` and ``ctx.tools``.
 """
 
+from ._checkpoints import Governed
 from ._config import guardrails_from_config, project_guardrails, reset_project_guardrails
 from ._findings import Finding, Guard, GuardReport, run_guards
 from ._rails import Check, Decided, Guardrails, QualityAlert, QualityMonitor, Verdict
@@ -30,6 +31,7 @@ __all__ = [
     "Check",
     "Decided",
     "Finding",
+    "Governed",
     "GroundednessGuard",
     "Guard",
     "GuardReport",

@@ -146,7 +146,7 @@ class Governed:
         self.model_allowed(model)
         if not self.rails.active("model_input"):
             return messages, {}
-        from ..models._types import TextPart
+        from ..models import TextPart
 
         out = list(messages)
         mapping: dict[str, str] = {}

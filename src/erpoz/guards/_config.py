@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..flow._yaml import _Map, _Seq
+from ..flow import LineMap, LineSeq
 from ..policy import CHECKPOINTS, POLICY_KEYS, Policy, load_policy, policy_from_doc
 from ._rails import Check, Guardrails, QualityAlert
 
 if TYPE_CHECKING:
-    from ..models._config import ProjectConfig
+    from ..models import ProjectConfig
 
 _GUARD_KEYS = {"fail", "alert", "checks"}
 _ALERT_KEYS = {"window", "below", "min_samples"}
@@ -36,7 +36,7 @@ _ALERT_KEYS = {"window", "below", "min_samples"}
 def guardrails_from_config(config: ProjectConfig) -> Guardrails | None:
     """The project's guardrails, or ``None`` when it configures neither guards nor policy."""
     doc = config._doc
-    if not isinstance(doc, _Map) or ("guards" not in doc and "policy" not in doc):
+    if not isinstance(doc, LineMap) or ("guards" not in doc and "policy" not in doc):
         return None
     file = config.file or "erpoz.yaml"
     checks: list[Check] = []
@@ -45,7 +45,7 @@ def guardrails_from_config(config: ProjectConfig) -> Guardrails | None:
     section = doc.get("guards")
     if section is not None:
         line = doc.lines["guards"]
-        if not isinstance(section, _Map):
+        if not isinstance(section, LineMap):
             raise ConfigError(
                 "'guards' is a mapping with fail, alert and checks", file=file, line=line
             )
@@ -60,8 +60,8 @@ def guardrails_from_config(config: ProjectConfig) -> Guardrails | None:
         fail_closed = fail == "closed"
         if "alert" in section:
             alert = _alert(section["alert"], file, section.lines["alert"])
-        raw_checks = section.get("checks", _Map())
-        if not isinstance(raw_checks, _Map):
+        raw_checks = section.get("checks", LineMap())
+        if not isinstance(raw_checks, LineMap):
             raise ConfigError(
                 "guards.checks is a mapping of name: {type, at, params}",
                 file=file,
@@ -74,7 +74,7 @@ def guardrails_from_config(config: ProjectConfig) -> Guardrails | None:
     return Guardrails(checks, policy, fail_closed=fail_closed, alert=alert)
 
 
-def _policy(doc: _Map, file: str, base: Path | None, detectors: set[str]) -> Policy:
+def _policy(doc: LineMap, file: str, base: Path | None, detectors: set[str]) -> Policy:
     section = doc.get("policy")
     if section is None:
         return Policy()
@@ -83,7 +83,11 @@ def _policy(doc: _Map, file: str, base: Path | None, detectors: set[str]) -> Pol
         if not path.is_absolute():
             path = (base or Path(file).parent) / path
         return load_policy(path, detectors=detectors)
-    if not isinstance(section, _Map) or "rules" not in section or not set(section) <= POLICY_KEYS:
+    if (
+        not isinstance(section, LineMap)
+        or "rules" not in section
+        or not set(section) <= POLICY_KEYS
+    ):
         raise ConfigError(
             "'policy' is a mapping with 'rules' (and optionally 'untrusted', 'spotlight', "
             "'masked_check'), "
@@ -94,7 +98,7 @@ def _policy(doc: _Map, file: str, base: Path | None, detectors: set[str]) -> Pol
     return policy_from_doc(section, file=file, detectors=detectors)
 
 
-def _known_keys(section: _Map, known: set[str], where: str, file: str) -> None:
+def _known_keys(section: LineMap, known: set[str], where: str, file: str) -> None:
     for key in section:
         if key not in known:
             raise ConfigError(
@@ -105,7 +109,7 @@ def _known_keys(section: _Map, known: set[str], where: str, file: str) -> None:
 
 
 def _alert(raw: Any, file: str, line: int) -> QualityAlert:
-    if not isinstance(raw, _Map):
+    if not isinstance(raw, LineMap):
         raise ConfigError(
             "guards.alert is a mapping: window, below, min_samples", file=file, line=line
         )
@@ -129,15 +133,15 @@ def _alert(raw: Any, file: str, line: int) -> QualityAlert:
     return QualityAlert(window, float(below), min(min_samples, window))
 
 
-def _check(name: str, checks: _Map, file: str) -> Check:
+def _check(name: str, checks: LineMap, file: str) -> Check:
     from ._registry import build_guard
 
     raw = checks[name]
     line = checks.lines[name]
     if raw is None:
-        raw = _Map()
+        raw = LineMap()
         raw.line, raw.lines, raw.key_lines = line, {}, {}
-    if not isinstance(raw, _Map):
+    if not isinstance(raw, LineMap):
         raise ConfigError(
             f"guard '{name}' is a mapping: type, at and the guard's parameters",
             file=file,
@@ -146,7 +150,7 @@ def _check(name: str, checks: _Map, file: str) -> Check:
     kind = raw.get("type", name)
     at_raw = raw.get("at", list(CHECKPOINTS))
     items = [at_raw] if isinstance(at_raw, str) else at_raw
-    if not isinstance(items, _Seq | list) or not items:
+    if not isinstance(items, LineSeq | list) or not items:
         raise ConfigError(
             f"guard '{name}': 'at' is a checkpoint or a list of them",
             file=file,
@@ -177,7 +181,7 @@ def project_guardrails() -> Guardrails | None:
     engine was given no ``Guardrails`` service."""
     global _project
     if _project is _UNSET:
-        from ..models._config import load_config
+        from ..models import load_config
 
         _project = guardrails_from_config(load_config())
     return _project  # type: ignore[no-any-return]

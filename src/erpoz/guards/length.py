@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..models._meter import count_tokens
+from ..models import count_tokens
 from ._findings import Finding
 
 __all__ = ["LengthGuard"]

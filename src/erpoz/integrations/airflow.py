@@ -117,7 +117,7 @@ class ErpozFlowOperator(BaseOperator):  # type: ignore[misc]
         tags: Mapping[str, str],
         try_number: int,
     ) -> RunResult:
-        from .._project import project_services
+        from ..project import project_services
 
         st = open_store(self.store)
         try:
@@ -169,7 +169,7 @@ class ErpozFlowOperator(BaseOperator):  # type: ignore[misc]
     def _plan(self) -> Plan:
         if isinstance(self.flow, Flow):
             return self.flow.compile()
-        from ..flow._load import load_flow
+        from ..flow import load_flow
 
         try:
             return load_flow(self.flow).compile()

@@ -115,7 +115,7 @@ def compile_flow(flow: str | Flow, path: str | Path, **options: Any) -> Path:
 
 
 def _load(flow: str | Flow) -> tuple[str, Plan]:
-    from ..flow._load import load_flow
+    from ..flow import load_flow
 
     if isinstance(flow, Flow):
         if not flow.source:
@@ -185,9 +185,9 @@ async def _run_component(
     config: str | None,
     review_wait_s: float,
 ) -> ComponentResult:
-    from .._project import project_services
     from ..engine import Engine
-    from ..flow._load import load_flow
+    from ..flow import load_flow
+    from ..project import project_services
 
     plan = load_flow(flow).compile()
     base = "kfp" + hashlib.sha256(f"{kfp_run}\0{kfp_task}".encode()).hexdigest()[:22]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..models._types import Message
+from ..models import Message
 from ._errors import ContextBudgetError
 from ._models import estimate_tokens
 from ._types import Hit

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..models._types import Message
+from ..models import Message
 from ._errors import QueryError
 from ._models import estimate_tokens
 from ._protocol import TurnStore

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ErpozError, StoreError
-from ..store._url import redact
+from ..store import redact_url as redact
 
 __all__ = ["ContextBudgetError", "IngestError", "MemoryStoreError", "QueryError", "redact"]
 

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from ..errors import ModelError
-from ..models._meter import Metered
-from ..models._meter import count_tokens as estimate_tokens
+from ..models import Metered
+from ..models import count_tokens as estimate_tokens
 from ._errors import INSTALL_HINT, MemoryStoreError
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from psycopg import pq
 
-from ..store._pg_schema import apply_migrations, schema_version
+from ..store import apply_pg_migrations, pg_schema_version
 from ._errors import MemoryStoreError, redact
 from ._postgres import PostgresVectorStore
 from ._postgres_conversation import PostgresTurns
@@ -60,7 +60,7 @@ def migrations() -> list[tuple[int, str]]:
 
 def read_version(db: Conn) -> int:
     """The memory's schema version in the connection's schema (0: none yet)."""
-    return schema_version(db, "memory_schema_version")
+    return pg_schema_version(db, "memory_schema_version")
 
 
 class PostgresMemoryDB:
@@ -198,7 +198,7 @@ class PostgresMemoryDB:
         self._give_back(db)
 
     def _apply(self, db: Conn, known: list[tuple[int, str]]) -> None:
-        apply_migrations(
+        apply_pg_migrations(
             db,
             known,
             "memory_schema_version",

@@ -1,11 +1,29 @@
 """Models behind four small protocols (chat, embed, OCR, classify), a registry of configured
 models with prices and limits, and ``ctx.models``: every call metered, budgeted and recorded."""
 
-from ._config import ProjectConfig, build_hub, load_config, load_hub, project_hub
+from ._config import (
+    ExecutorConfig,
+    ProjectConfig,
+    build_hub,
+    load_config,
+    load_hub,
+    parse_config,
+    project_hub,
+)
 from ._guard import block_real_providers, ensure_allowed
 from ._hub import ModelHub, Models
 from ._limits import RateGate, RateLimit
-from ._meter import Budget, Metered, count_tokens, record, spent_in_store
+from ._meter import (
+    Budget,
+    Metered,
+    Recorder,
+    bind,
+    count_tokens,
+    current_recorder,
+    record,
+    spent_in_store,
+    unbind,
+)
 from ._plugins import create, providers
 from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
 from ._types import (
@@ -34,6 +52,7 @@ __all__ = [
     "ClassifyResult",
     "EmbedModel",
     "EmbedResult",
+    "ExecutorConfig",
     "ImagePart",
     "Message",
     "Metered",
@@ -46,20 +65,25 @@ __all__ = [
     "ProjectConfig",
     "RateGate",
     "RateLimit",
+    "Recorder",
     "StreamChunk",
     "TextPart",
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "bind",
     "block_real_providers",
     "build_hub",
     "count_tokens",
     "create",
+    "current_recorder",
     "ensure_allowed",
     "load_config",
     "load_hub",
+    "parse_config",
     "project_hub",
     "providers",
     "record",
     "spent_in_store",
+    "unbind",
 ]

@@ -79,7 +79,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..errors import ConfigError, ModelError
-from ..flow._yaml import _Map, _Seq, import_object, load_config_yaml, read_text_file
+from ..flow import LineMap, LineSeq, import_object, load_config_yaml, read_text_file
 from ._hub import ModelHub
 from ._limits import RateLimit
 from ._meter import Budget
@@ -398,9 +398,9 @@ def parse_config(
     """Check the text of a project file; ``ConfigError`` with file and line when it is wrong."""
     doc = load_config_yaml(text, file)
     if doc is None:
-        doc = _Map()
+        doc = LineMap()
         doc.line, doc.lines, doc.key_lines = 1, {}, {}
-    if not isinstance(doc, _Map):
+    if not isinstance(doc, LineMap):
         raise ConfigError(
             "a project file is a mapping with 'models', 'routers' and 'budget'", file=file, line=1
         )
@@ -447,7 +447,7 @@ def _check(config: ProjectConfig, known_providers: set[str]) -> None:
     config.router_order()  # circles
 
 
-def _check_router(config: ProjectConfig, name: str, r: Any) -> None:
+def _check_router(config: ProjectConfig, name: str, r: Any) -> None:  # noqa: C901 - TODO(issue 16): split
     def chat_member(member: str, *path: str | int) -> None:
         if member in config.routers:
             return
@@ -543,10 +543,10 @@ def _locate(
     key_line = line
     node = doc
     for comp in path:
-        if isinstance(node, _Map) and isinstance(comp, str) and comp in node:
+        if isinstance(node, LineMap) and isinstance(comp, str) and comp in node:
             key_line, line = node.key_lines[comp], node.lines[comp]
             node = node[comp]
-        elif isinstance(node, _Seq) and isinstance(comp, int) and 0 <= comp < len(node):
+        elif isinstance(node, LineSeq) and isinstance(comp, int) and 0 <= comp < len(node):
             key_line = line = node.lines[comp]
             node = node[comp]
     return line if want == "value" else key_line
@@ -601,7 +601,7 @@ def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
-def _translate(exc: ValidationError, doc: _Map, file: str) -> ConfigError:
+def _translate(exc: ValidationError, doc: LineMap, file: str) -> ConfigError:
     """The first schema error, said in the file's terms, at its line."""
     e = exc.errors()[0]
     loc: tuple[str | int, ...] = tuple(e["loc"])
@@ -646,10 +646,10 @@ def _dotted(doc: Any, loc: Sequence[str | int]) -> str:
     out = ""
     node = doc
     for comp in loc:
-        if isinstance(node, _Map) and isinstance(comp, str) and comp in node:
+        if isinstance(node, LineMap) and isinstance(comp, str) and comp in node:
             out += f".{comp}" if out else comp
             node = node[comp]
-        elif isinstance(node, _Seq) and isinstance(comp, int):
+        elif isinstance(node, LineSeq) and isinstance(comp, int):
             out += f"[{comp}]"
             node = node[comp] if 0 <= comp < len(node) else None
     return out

@@ -38,7 +38,7 @@ from .replay import request_json
 
 if TYPE_CHECKING:
     from ..flow import Context, Journal
-    from ..guards._checkpoints import Governed
+    from ..guards import Governed
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -396,10 +396,6 @@ def bind(recorder: Recorder) -> Any:
 
 def unbind(token: Any) -> None:
     _current.reset(token)
-
-
-def texts_of(items: Sequence[str] | str) -> list[str]:
-    return [items] if isinstance(items, str) else list(items)
 
 
 async def spent_in_store(store: Any) -> float:

@@ -481,7 +481,7 @@ _IDLE, _HEAD, _BODY, _UNTIL_CLOSE, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILE
 
 def _wire_headers(model: str, headers: Mapping[str, str]) -> bytes:
     """The request's fixed header lines, checked once (no line breaks, latin-1)."""
-    from .. import __version__
+    from ..version import __version__
 
     fixed = {
         "Accept": "*/*",
@@ -675,64 +675,88 @@ class _Conn(asyncio.Protocol):
 
     # --- parsing -----------------------------------------------------------------------------
     def _parse(self) -> None:
+        """Read what the buffer holds, state by state, until a state waits for more bytes."""
+        while self._advance():
+            pass
+
+    def _advance(self) -> bool:
+        """One step of the response's state machine; whether to go on."""
+        state = self.state
+        if state == _HEAD:
+            return self._parse_head()
+        if state in (_BODY, _CHUNK_DATA):
+            return self._parse_data(state)
+        if state == _UNTIL_CLOSE:
+            if self.buf:
+                self._piece(bytes(self.buf))
+                self.buf.clear()
+            return False
+        if state in (_CHUNK_SIZE, _TRAILERS):
+            return self._parse_line(state)
+        if state == _CHUNK_END:
+            return self._parse_chunk_end()
+        if self.buf:  # _DONE (or _IDLE): bytes past the response: the connection is not reused
+            self.keep_alive = False
+            self.buf.clear()
+        return False
+
+    def _parse_head(self) -> bool:
         buf = self.buf
-        while True:
-            state = self.state
-            if state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise RemoteProtocolError(f"a response head over {_MAX_HEAD} bytes")
-                    return
-                head = buf[:end].decode("latin-1")
-                del buf[: end + 4]
-                self._head(head)
-            elif state in (_BODY, _CHUNK_DATA):
-                if not buf:
-                    return
-                n = min(len(buf), self.remaining)
-                self._piece(bytes(buf[:n]))
-                del buf[:n]
-                self.remaining -= n
-                if self.remaining == 0:
-                    self.state = _DONE if state == _BODY else _CHUNK_END
-            elif state == _UNTIL_CLOSE:
-                if buf:
-                    self._piece(bytes(buf))
-                    buf.clear()
-                return
-            elif state in (_CHUNK_SIZE, _TRAILERS):
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise RemoteProtocolError("a chunk size line or trailer too long")
-                    return
-                line = bytes(buf[:end])
-                del buf[: end + 2]
-                if state == _TRAILERS:
-                    if not line:
-                        self.state = _DONE
-                    continue
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise RemoteProtocolError(f"a bad chunk size {line[:40]!r}") from None
-                if size < 0:
-                    raise RemoteProtocolError(f"a bad chunk size {line[:40]!r}")
-                self.remaining = size
-                self.state = _CHUNK_DATA if size else _TRAILERS
-            elif state == _CHUNK_END:
-                if len(buf) < 2:
-                    return
-                if buf[:2] != b"\r\n":
-                    raise RemoteProtocolError("a chunk without its closing line break")
-                del buf[:2]
-                self.state = _CHUNK_SIZE
-            else:  # _DONE (or _IDLE): bytes past the response: the connection is not reused
-                if buf:
-                    self.keep_alive = False
-                    buf.clear()
-                return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _MAX_HEAD:
+                raise RemoteProtocolError(f"a response head over {_MAX_HEAD} bytes")
+            return False
+        head = buf[:end].decode("latin-1")
+        del buf[: end + 4]
+        self._head(head)
+        return True
+
+    def _parse_data(self, state: int) -> bool:
+        buf = self.buf
+        if not buf:
+            return False
+        n = min(len(buf), self.remaining)
+        self._piece(bytes(buf[:n]))
+        del buf[:n]
+        self.remaining -= n
+        if self.remaining == 0:
+            self.state = _DONE if state == _BODY else _CHUNK_END
+        return True
+
+    def _parse_line(self, state: int) -> bool:
+        """A chunk's size line, or a trailer line (an empty one ends the response)."""
+        buf = self.buf
+        end = buf.find(b"\r\n")
+        if end < 0:
+            if len(buf) > _MAX_HEAD:
+                raise RemoteProtocolError("a chunk size line or trailer too long")
+            return False
+        line = bytes(buf[:end])
+        del buf[: end + 2]
+        if state == _TRAILERS:
+            if not line:
+                self.state = _DONE
+            return True
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise RemoteProtocolError(f"a bad chunk size {line[:40]!r}") from None
+        if size < 0:
+            raise RemoteProtocolError(f"a bad chunk size {line[:40]!r}")
+        self.remaining = size
+        self.state = _CHUNK_DATA if size else _TRAILERS
+        return True
+
+    def _parse_chunk_end(self) -> bool:
+        buf = self.buf
+        if len(buf) < 2:
+            return False
+        if buf[:2] != b"\r\n":
+            raise RemoteProtocolError("a chunk without its closing line break")
+        del buf[:2]
+        self.state = _CHUNK_SIZE
+        return True
 
     def _head(self, head: str) -> None:
         lines = head.split("\r\n")

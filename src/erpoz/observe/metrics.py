@@ -388,19 +388,7 @@ class MetricsCollector:
         elif kind == "run_resumed":
             run.status = "running"
         elif kind == "step_succeeded" and e.step is not None:
-            step = step_label(e.step)
-            if data.get("cached"):
-                outcome = "cached"
-            elif data.get("copied_from"):
-                outcome = "copied"
-            elif data.get("reviewed"):
-                outcome = "reviewed"
-            else:
-                outcome = "succeeded"
-                if isinstance(data.get("ms"), int | float):
-                    seconds = float(data["ms"]) / 1000.0
-                    self._observe("erpoz_step_duration_seconds", (run.flow, step), seconds)
-            self._inc("erpoz_steps", (run.flow, step, outcome))
+            self._step_succeeded(run, step_label(e.step), data)
         elif kind in ("step_failed", "step_retried", "step_skipped") and e.step is not None:
             self._inc("erpoz_steps", (run.flow, step_label(e.step), kind[5:]))
         elif kind == "model_called":
@@ -410,15 +398,32 @@ class MetricsCollector:
                 "erpoz_tool_calls", (str(data.get("tool", "")), str(data.get("status", "ok")))
             )
         elif kind == "guard_decided":
-            checkpoint = str(data.get("checkpoint", ""))
-            self._inc("erpoz_guard_decisions", (checkpoint, str(data.get("action", ""))))
-            findings = data.get("findings")
-            for f in findings if isinstance(findings, list) else ():
-                if isinstance(f, dict):
-                    found = (checkpoint, str(f.get("data", "")), str(f.get("action", "")))
-                    self._inc("erpoz_guard_findings", found)
+            self._guard(data)
         elif kind == "review_resolved":
             self._inc("erpoz_reviews", (str(data.get("decision", "")),))
+
+    def _step_succeeded(self, run: _Run, step: str, data: Mapping[str, Any]) -> None:
+        if data.get("cached"):
+            outcome = "cached"
+        elif data.get("copied_from"):
+            outcome = "copied"
+        elif data.get("reviewed"):
+            outcome = "reviewed"
+        else:
+            outcome = "succeeded"
+            if isinstance(data.get("ms"), int | float):
+                seconds = float(data["ms"]) / 1000.0
+                self._observe("erpoz_step_duration_seconds", (run.flow, step), seconds)
+        self._inc("erpoz_steps", (run.flow, step, outcome))
+
+    def _guard(self, data: Mapping[str, Any]) -> None:
+        checkpoint = str(data.get("checkpoint", ""))
+        self._inc("erpoz_guard_decisions", (checkpoint, str(data.get("action", ""))))
+        findings = data.get("findings")
+        for f in findings if isinstance(findings, list) else ():
+            if isinstance(f, dict):
+                found = (checkpoint, str(f.get("data", "")), str(f.get("action", "")))
+                self._inc("erpoz_guard_findings", found)
 
     def _model(self, data: Mapping[str, Any]) -> None:
         model = str(data.get("model", ""))

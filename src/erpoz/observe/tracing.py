@@ -691,7 +691,7 @@ def spans_of(events: Sequence[Event]) -> list[SpanData]:
 def _resource() -> Resource:
     from opentelemetry.sdk.resources import Resource
 
-    from .. import __version__
+    from ..version import __version__
 
     attributes: dict[str, str] = {"service.version": __version__}
     if not os.environ.get("OTEL_SERVICE_NAME"):
@@ -707,7 +707,7 @@ def to_readable(spans: Iterable[SpanData], resource: Resource | None = None) -> 
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-    from .. import __version__
+    from ..version import __version__
 
     res = resource if resource is not None else _resource()
     scope = InstrumentationScope("erpoz", __version__)

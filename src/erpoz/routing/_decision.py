@@ -8,9 +8,16 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import ConfigError, ModelError
-from ..models._meter import Metered, count_tokens, current_recorder
-from ..models._protocol import ChatModel
-from ..models._types import ChatRequest, ChatResult, ModelSpec, StreamChunk
+from ..models import (
+    ChatModel,
+    ChatRequest,
+    ChatResult,
+    Metered,
+    ModelSpec,
+    StreamChunk,
+    count_tokens,
+    current_recorder,
+)
 
 #: The errors that send a router on to another model: a provider's failure and a timeout.
 #: ``BudgetExceeded`` is a ``ModelError`` too; routers test for it first and re-raise it.

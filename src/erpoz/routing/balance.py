@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 from ..errors import ConfigError
-from ..models._protocol import ChatModel
-from ..models._types import ChatRequest, ChatResult, StreamChunk
+from ..models import ChatModel, ChatRequest, ChatResult, StreamChunk
 from ._decision import (
     FALL_THROUGH,
     cost_field,

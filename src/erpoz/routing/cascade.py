@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeAlias
 
 from ..errors import BudgetExceeded, ConfigError
-from ..models._meter import record
-from ..models._protocol import ChatModel
-from ..models._types import ChatRequest, ChatResult, StreamChunk
+from ..models import ChatModel, ChatRequest, ChatResult, StreamChunk, record
 from ._decision import (
     FALL_THROUGH,
     Member,

@@ -7,9 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 from ..errors import ModelError
-from ..models._meter import count_tokens
-from ..models._protocol import ChatModel
-from ..models._types import ChatRequest, ChatResult, StreamChunk
+from ..models import ChatModel, ChatRequest, ChatResult, StreamChunk, count_tokens
 from ._decision import Member, cost_field, decided, members_of, recording, routed, routed_chunk
 
 _MODALITY, _LENGTH = "unsupported_modality", "context_length_exceeded"

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 from ..errors import BudgetExceeded, ModelError
-from ..models._protocol import ChatModel
-from ..models._types import ChatRequest, ChatResult, StreamChunk
+from ..models import ChatModel, ChatRequest, ChatResult, StreamChunk
 from ._decision import (
     FALL_THROUGH,
     aclose,

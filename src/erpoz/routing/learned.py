@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError, ModelError
-from ..models._protocol import ChatModel, Classifier, EmbedModel
-from ..models._types import ChatRequest, ChatResult, ClassifyResult, StreamChunk
+from ..models import (
+    ChatModel,
+    ChatRequest,
+    ChatResult,
+    Classifier,
+    ClassifyResult,
+    EmbedModel,
+    StreamChunk,
+)
 from ._decision import (
     cost_field,
     decided,

@@ -47,9 +47,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import BudgetExceeded, ConfigError, ModelError
-from ..models._meter import Recorder, bind, current_recorder, unbind
-from ..models._protocol import ChatModel, EmbedModel
-from ..models._types import ChatRequest, ChatResult, EmbedResult, StreamChunk
+from ..models import (
+    ChatModel,
+    ChatRequest,
+    ChatResult,
+    EmbedModel,
+    EmbedResult,
+    Recorder,
+    StreamChunk,
+    bind,
+    current_recorder,
+    unbind,
+)
 from ._decision import (
     FALL_THROUGH,
     Verdict,

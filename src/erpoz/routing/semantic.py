@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ConfigError, ModelError
-from ..models._protocol import ChatModel, EmbedModel
-from ..models._types import ChatRequest, ChatResult, StreamChunk
+from ..models import ChatModel, ChatRequest, ChatResult, EmbedModel, StreamChunk
 from ._decision import decided, recording, routed, routed_chunk
 
 if TYPE_CHECKING:

@@ -44,8 +44,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from ..models._protocol import ChatModel
-from ..models._types import ChatRequest, ChatResult
+from ..models import ChatModel, ChatRequest, ChatResult
 from ._decision import Verdict
 
 __all__ = [

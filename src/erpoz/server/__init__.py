@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._auth import TenantError, caller_of, tenant_of
-    from ._build import build_state
+    from ._build import build_state, load_keys
     from ._http import bind_socket, bounded_http
     from ._state import DEFAULT_MAX_BODY, Caller, EventBus, ServerState, Tenants
     from .app import create_app
@@ -28,6 +28,7 @@ __all__ = [
     "build_state",
     "caller_of",
     "create_app",
+    "load_keys",
     "tenant_of",
 ]
 
@@ -36,6 +37,7 @@ _WHERE = {
     "caller_of": "._auth",
     "tenant_of": "._auth",
     "build_state": "._build",
+    "load_keys": "._build",
     "bind_socket": "._http",
     "bounded_http": "._http",
     "DEFAULT_MAX_BODY": "._state",

@@ -33,11 +33,6 @@ def _key(authorization: str, api_key: str) -> str:
     return key or api_key.strip()
 
 
-def presented_key(request: Request) -> str:
-    """The API key a request carries ('' when none)."""
-    return _key(request.headers.get("authorization", ""), request.headers.get("x-api-key", ""))
-
-
 def caller_for(state: ServerState, authorization: str, api_key: str) -> Caller:
     """Who calls, from the ``Authorization`` and ``X-API-Key`` headers ('' when absent), or
     ``TenantError`` (401)."""

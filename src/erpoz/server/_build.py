@@ -8,11 +8,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._project import project_services
 from ..engine import Engine
 from ..errors import ConfigError
-from ..flow import Plan
-from ..flow._load import load_flow
+from ..flow import Plan, load_flow
+from ..project import project_services
 from ..store import open_store
 from ._state import DEFAULT_MAX_BODY, ServerState, Tenants
 

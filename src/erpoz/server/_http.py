@@ -66,10 +66,16 @@ def bounded_http(
     (which bounds a head by ``h11_max_incomplete_event_size``, answering 400) when httptools
     is not installed."""
     try:
-        import httptools
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        import httptools  # noqa: F401 - whether it is installed; _bounded uses it
+        import uvicorn.protocols.http.httptools_impl  # noqa: F401
     except ImportError:
         return "h11"
+    return _bounded(max_bytes, max_headers)
+
+
+def _bounded(max_bytes: int, max_headers: int) -> type[asyncio.Protocol]:
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     too_big = f"the request head is over the limit of {max_bytes} bytes"
     too_many = f"the request has more than {max_headers} header lines"

@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .._input import loads_json
 from ..models import ChatRequest, ImagePart, Message, TextPart, ToolCall, ToolSpec
+from ..user_json import loads_json
 
 __all__ = [
     "ChatCompletionRequest",

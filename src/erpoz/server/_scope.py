@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RunError
-from ..store import Event, NewRun, RunInfo, RunWriter, Store
-from ..store._model import ChainRow, RecordedHead
+from ..store import ChainRow, Event, NewRun, RecordedHead, RunInfo, RunWriter, Store
 
 #: A prefix shorter than this is never expanded (as on the command line).
 MIN_PREFIX = 6

@@ -59,13 +59,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from .._input import loads_json
-from ..engine import RunResult, new_run_id, top_step
-from ..engine._codec import encode
+from ..engine import RunResult, encode_output, new_run_id, top_step
 from ..errors import FlowError, error_info
 from ..flow import Context, Flow, Plan, step
-from ..models import ChatModel, ChatRequest, ChatResult, EmbedModel, EmbedResult, ModelHub
-from ..models._meter import count_tokens
+from ..models import (
+    ChatModel,
+    ChatRequest,
+    ChatResult,
+    EmbedModel,
+    EmbedResult,
+    ModelHub,
+    count_tokens,
+)
+from ..user_json import loads_json
 from . import _openai_types as oa
 from ._auth import TenantError, tenant_for, tenant_of
 from ._incident import neutral_message, new_request_id
@@ -622,7 +628,7 @@ class _Gateway:
 
     async def flow_answer(self, plan: Plan, run_id: str, output: Any) -> tuple[str, dict[str, int]]:
         """A flow's output as the answer's text, and the tokens its model calls used."""
-        text = output if isinstance(output, str) else encode(output, plan.output_type)
+        text = output if isinstance(output, str) else encode_output(output, plan.output_type)
         usage = {"input_tokens": 0, "output_tokens": 0}
         for event in await self.state.store.events(run_id):
             if event.kind == "model_called" and event.data.get("status") == "ok":

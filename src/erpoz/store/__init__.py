@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ._copy import BATCH_EVENTS, MigrationError, MigrationReport, Verify, migrate
 from ._ledger import BudgetScope, Hold
 from ._limits import MemoryRates, RateGrant
 from ._memory import MemoryStore
@@ -20,11 +21,17 @@ from ._model import (
     MESSAGE_RECEIVED,
     TERMINAL,
     TIMER_SET,
+    ChainRow,
     Event,
     NewRun,
+    RecordedHead,
     RunInfo,
     chain_hash,
+    heads_digest,
 )
+from ._owner import new_owner
+from ._pg_schema import apply_migrations as apply_pg_migrations
+from ._pg_schema import schema_version as pg_schema_version
 from ._protocol import (
     AuditShards,
     BudgetLedger,
@@ -39,8 +46,10 @@ from ._protocol import (
 )
 from ._schedules import ScheduleRow, Tick, TickClaim
 from ._sqlite import SQLiteStore
+from ._url import redact as redact_url
 
 __all__ = [
+    "BATCH_EVENTS",
     "DEFAULT_PATH",
     "EMPTY_ROOT",
     "ENGINE_KINDS",
@@ -53,6 +62,7 @@ __all__ = [
     "AuditShards",
     "BudgetLedger",
     "BudgetScope",
+    "ChainRow",
     "Claim",
     "Event",
     "Hold",
@@ -61,10 +71,13 @@ __all__ = [
     "MemoryRates",
     "MemoryStore",
     "MerkleLog",
+    "MigrationError",
+    "MigrationReport",
     "NewRun",
     "PostgresStore",
     "RateGrant",
     "RateLimits",
+    "RecordedHead",
     "RunInfo",
     "RunQueue",
     "RunWriter",
@@ -75,11 +88,18 @@ __all__ = [
     "Tick",
     "TickClaim",
     "TreeHead",
+    "Verify",
+    "apply_pg_migrations",
     "chain_hash",
     "fold_right",
+    "heads_digest",
     "leaf_hash",
+    "migrate",
+    "new_owner",
     "node_hash",
     "open_store",
+    "pg_schema_version",
+    "redact_url",
 ]
 
 DEFAULT_PATH = Path(".erpoz") / "erpoz.db"

@@ -29,20 +29,21 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ..audit import Problem, heads_digest, verify
 from ..errors import StoreError
-from . import open_store
 from ._merkle import PG_APPEND, TreeHead, leaf_hash, pg_leaves, sqlite_append
-from ._model import EVENT_COLUMNS, GENESIS, RecordedHead, chain_hash
+from ._model import EVENT_COLUMNS, GENESIS, RecordedHead, chain_hash, heads_digest
 from ._owner import owner_is_dead
 from ._pieces import Assembler
 from ._protocol import Store
 from ._sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from ..audit import AuditReport, Problem
 
 if TYPE_CHECKING:
     import psycopg
@@ -101,6 +102,13 @@ class ActiveRun:
     def __str__(self) -> str:
         until = time.strftime("%H:%M:%S", time.localtime(self.lease_until))
         return f"{self.run_id} (owned by {self.owner} in the {self.where}, lease until {until})"
+
+
+class Verify(Protocol):
+    """How a migration checks chains and heads: ``erpoz.audit.verify``, handed in by the caller
+    (the store part does not depend on the audit part, which reads stores)."""
+
+    def __call__(self, store: Store, run_id: str | None = None, /) -> Awaitable[AuditReport]: ...
 
 
 @dataclass(slots=True)
@@ -799,6 +807,8 @@ def _refuse_memory(url: str, role: str) -> None:
 
 def _open_store(url: str, role: str) -> Store:
     _refuse_memory(url, role)
+    from . import open_store  # the package's, which imports this module
+
     return open_store(url)
 
 
@@ -870,6 +880,7 @@ async def migrate(
     source: str,
     destination: str,
     *,
+    verify: Verify,
     force: bool = False,
     include_active: bool = False,
     dry_run: bool = False,
@@ -878,7 +889,8 @@ async def migrate(
 ) -> MigrationReport:
     """Copy every run (events, blobs, runs row) and the output cache from the store at
     ``source`` into the store at ``destination`` (paths, ``sqlite:///…`` or ``postgresql://…``
-    URLs; the destination is created and migrated when needed) and verify the copy.
+    URLs; the destination is created and migrated when needed) and verify the copy with
+    ``verify`` (``erpoz.audit.verify``).
 
     ``force`` copies a source that does not verify, as it is (the destination then reports the
     same problems); ``include_active`` also copies runs a live process owns, as they are now;
@@ -949,7 +961,7 @@ async def migrate(
             report.seconds = time.perf_counter() - t0
         if dst_store is not None:
             note("verifying the destination", 0, None)
-            await _check_copy(plan, broken, dst, dst_store, report)
+            await _check_copy(plan, broken, dst, dst_store, report, verify)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -1252,13 +1264,14 @@ async def _check_copy(
     dst: _Side,
     dst_store: Store,
     report: MigrationReport,
+    verify: Verify,
 ) -> None:
     """The chains of the runs written verify in the destination (or fail exactly as in the
     source, with ``force``), and every run in both stores records the same head in both."""
     written = [t.run_id for t in plan.tasks]
     covered = [*written, *plan.same]
     theirs = await dst.heads()
-    found = await _problems(dst_store, written)
+    found = await _problems(dst_store, written, verify)
     bad: list[tuple[str, str]] = []
     if "" in found:  # the log as a whole: its Merkle tree
         bad.append(("", str(found[""])))
@@ -1294,7 +1307,7 @@ async def _check_copy(
     report.heads_digest = mine
 
 
-async def _problems(store: Store, run_ids: list[str]) -> dict[str, Problem]:
+async def _problems(store: Store, run_ids: list[str], verify: Verify) -> dict[str, Problem]:
     """``verify`` of these runs: one by one when they are few (each call also reads every run's
     head), else the whole store at once."""
     if len(run_ids) > VERIFY_ONE_BY_ONE:

@@ -125,6 +125,15 @@ RecordedHead = tuple[str, float, int, str, str]
 """``(run_id, created, head_seq, head_hash, status)`` as the runs row holds them."""
 
 
+def heads_digest(heads: list[RecordedHead]) -> str:
+    """One SHA-256 over every run's recorded head, in creation order: a fingerprint of the
+    whole store that an auditor can write down and compare later."""
+    h = hashlib.sha256()
+    for run_id, _created, head_seq, head_hash, _status in heads:
+        h.update(f"{run_id}\x1f{head_seq}\x1f{head_hash}\n".encode())
+    return h.hexdigest()
+
+
 EVENT_COLUMNS = "run_id, seq, ts, kind, step, attempt, data, payload, blob, prev_hash, hash"
 """The columns of an event row, in the order a store's buffer holds them (and the chain hashes)."""
 

@@ -46,8 +46,8 @@ from ._policy import Rule, ToolPolicy, load_policy, parse_policy
 
 if TYPE_CHECKING:
     from ..flow import Context, Journal
-    from ..guards._checkpoints import Governed
-    from ..models._config import ProjectConfig
+    from ..guards import Governed
+    from ..models import ProjectConfig
 
 __all__ = [
     "KEY_PARAM",
@@ -643,14 +643,14 @@ def registry_from_config(config: ProjectConfig) -> ToolRegistry | None:
     (``myapp.tools:send_email``), or ``None`` when there is none. Their policy is the
     project's (``policy`` section): without a rule granting them, they stay denied."""
     from ..errors import ConfigError
-    from ..flow._yaml import _Map, _Seq, import_object
+    from ..flow import LineMap, LineSeq, import_object
 
     doc = config._doc
-    if not isinstance(doc, _Map) or "tools" not in doc:
+    if not isinstance(doc, LineMap) or "tools" not in doc:
         return None
     file = config.file or "erpoz.yaml"
     section = doc["tools"]
-    if not isinstance(section, _Seq):
+    if not isinstance(section, LineSeq):
         raise ConfigError(
             "'tools' is a list of import paths of @tool functions",
             file=file,

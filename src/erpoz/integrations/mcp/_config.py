@@ -130,12 +130,6 @@ def servers_from_config(config: ProjectConfig) -> list[ServerSpec]:
 
 
 def _server(config: ProjectConfig, name: str, raw: Any, base: Path) -> ServerSpec:
-    def err(message: str, *path: str | int, key: bool = False) -> ConfigError:
-        # without a path: the line of the server's name
-        return config.error(
-            f"mcp server '{name}': {message}", "mcp", name, *path, key=key or not path
-        )
-
     if not _NAME.match(name):
         raise config.error(
             f"mcp server name {name!r}: letters, digits, '_' and '-' only (it prefixes the "
@@ -144,112 +138,147 @@ def _server(config: ProjectConfig, name: str, raw: Any, base: Path) -> ServerSpe
             name,
             key=True,
         )
-    if not isinstance(raw, Mapping):
-        raise err("expected a mapping with 'command' (stdio) or 'url' (streamable HTTP)")
-    for key in raw:
-        if key not in _KEYS:
-            raise err(f"unknown key '{key}' (expected: {', '.join(_KEYS)})", key, key=True)
-    has_command, has_url = "command" in raw, "url" in raw
-    if has_command == has_url:
-        raise err(
-            "give either 'command' (a program started over stdio) or 'url' (a streamable HTTP "
-            "endpoint), not " + ("both" if has_command else "neither")
-        )
-
-    def text(key: str) -> str:
-        value = raw[key]
-        if not isinstance(value, str) or not value.strip():
-            raise err(f"'{key}' must be a non-empty string", key)
-        return _env(value, lambda var: err(f"environment variable {var} is not set", key))
-
-    def strings(key: str) -> tuple[str, ...]:
-        value = raw[key]
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            raise err(f"'{key}' must be a list of strings", key)
-        if not value:
-            raise err(f"'{key}' is empty; it must name at least one (or leave it out)", key)
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                raise err(f"'{key}' must be a list of non-empty strings", key, i)
-        return tuple(value)
-
-    def table(key: str) -> dict[str, str]:
-        value = raw[key]
-        if not isinstance(value, Mapping):
-            raise err(f"'{key}' must be a mapping of names to strings", key)
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            if not isinstance(v, str | int | float) or isinstance(v, bool):
-                raise err(f"'{key}.{k}' must be a string", key, k)
-            out[str(k)] = _env(
-                str(v), lambda var, k=k: err(f"environment variable {var} is not set", key, k)
-            )
-        return out
-
-    def seconds(key: str, default: float) -> float:
-        if key not in raw:
-            return default
-        value = raw[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise err(f"'{key}' must be a number of seconds > 0", key)
-        return float(value)
-
-    for key in ("env", "cwd", "args") if has_url else ("headers",):
-        if key in raw:
-            raise err(
-                f"'{key}' is for {'stdio servers (command)' if has_url else 'HTTP servers (url)'}",
-                key,
-                key=True,
-            )
+    r = _Reader(config, name, raw)
+    stdio = r.check_shape()
     command = args = cwd = url = None
     env: dict[str, str] = {}
     headers: dict[str, str] = {}
-    if has_command:
-        command = text("command")
-        args = tuple(
-            _env(a, lambda var: err(f"environment variable {var} is not set", "args"))
-            for a in (strings("args") if "args" in raw else ())
-        )
-        env = table("env") if "env" in raw else {}
-        if "cwd" in raw:
-            folder = base / text("cwd")
-            if not folder.is_dir():
-                raise err(f"'cwd': no folder {folder}", "cwd")
-            cwd = str(folder)
-        else:
-            cwd = str(base)
+    if stdio:
+        command, args, env, cwd = r.stdio(base)
     else:
-        url = text("url")
-        if not url.startswith(("http://", "https://")):
-            raise err(f"'url' must be an http:// or https:// URL, got {url!r}", "url")
-        headers = table("headers") if "headers" in raw else {}
-    prefix = f"{name}__"
-    if "prefix" in raw:
-        prefix = raw["prefix"]
-        if not isinstance(prefix, str) or (prefix and not _NAME.match(prefix)):
-            raise err("'prefix' must be a string of letters, digits, '_' and '-'", "prefix")
-    read_only: bool | frozenset[str] | None = None
-    if "read_only" in raw:
-        value = raw["read_only"]
-        read_only = value if isinstance(value, bool) else frozenset(strings("read_only"))
+        url, headers = r.http()
     return ServerSpec(
         name=name,
-        transport="stdio" if has_command else "http",
+        transport="stdio" if stdio else "http",
         command=command,
         args=args or (),
         env=env,
         cwd=cwd,
         url=url,
         headers=headers,
-        tools=strings("tools") if "tools" in raw else None,
-        prefix=prefix,
-        read_only=read_only,
-        secret=frozenset(strings("secret")) if "secret" in raw else frozenset(),
-        timeout_s=seconds("timeout_s", 60.0),
-        connect_timeout_s=seconds("connect_timeout_s", 30.0),
+        tools=r.strings("tools") if "tools" in raw else None,
+        prefix=r.prefix(),
+        read_only=r.read_only(),
+        secret=frozenset(r.strings("secret")) if "secret" in raw else frozenset(),
+        timeout_s=r.seconds("timeout_s", 60.0),
+        connect_timeout_s=r.seconds("connect_timeout_s", 30.0),
         file=config.file,
         line=config.line("mcp", name, key=True),
     )
+
+
+class _Reader:
+    """Reads one server's mapping; every mistake is a ``ConfigError`` at its line."""
+
+    def __init__(self, config: ProjectConfig, name: str, raw: Any) -> None:
+        self.config, self.name, self.raw = config, name, raw
+
+    def err(self, message: str, *path: str | int, key: bool = False) -> ConfigError:
+        # without a path: the line of the server's name
+        return self.config.error(
+            f"mcp server '{self.name}': {message}", "mcp", self.name, *path, key=key or not path
+        )
+
+    def check_shape(self) -> bool:
+        """Known keys, and either ``command`` or ``url`` with the keys of its kind; whether it
+        is a stdio server."""
+        raw, err = self.raw, self.err
+        if not isinstance(raw, Mapping):
+            raise err("expected a mapping with 'command' (stdio) or 'url' (streamable HTTP)")
+        for key in raw:
+            if key not in _KEYS:
+                raise err(f"unknown key '{key}' (expected: {', '.join(_KEYS)})", key, key=True)
+        has_command, has_url = "command" in raw, "url" in raw
+        if has_command == has_url:
+            raise err(
+                "give either 'command' (a program started over stdio) or 'url' (a streamable "
+                "HTTP endpoint), not " + ("both" if has_command else "neither")
+            )
+        for key in ("env", "cwd", "args") if has_url else ("headers",):
+            if key in raw:
+                raise err(
+                    f"'{key}' is for "
+                    f"{'stdio servers (command)' if has_url else 'HTTP servers (url)'}",
+                    key,
+                    key=True,
+                )
+        return has_command
+
+    def stdio(self, base: Path) -> tuple[str, tuple[str, ...], dict[str, str], str]:
+        """``command``, ``args``, ``env`` and ``cwd`` (relative to the project file's folder)."""
+        raw = self.raw
+        command = self.text("command")
+        args = tuple(
+            _env(a, lambda var: self.err(f"environment variable {var} is not set", "args"))
+            for a in (self.strings("args") if "args" in raw else ())
+        )
+        env = self.table("env") if "env" in raw else {}
+        cwd = str(base)
+        if "cwd" in raw:
+            folder = base / self.text("cwd")
+            if not folder.is_dir():
+                raise self.err(f"'cwd': no folder {folder}", "cwd")
+            cwd = str(folder)
+        return command, args, env, cwd
+
+    def http(self) -> tuple[str, dict[str, str]]:
+        url = self.text("url")
+        if not url.startswith(("http://", "https://")):
+            raise self.err(f"'url' must be an http:// or https:// URL, got {url!r}", "url")
+        return url, self.table("headers") if "headers" in self.raw else {}
+
+    def prefix(self) -> str:
+        if "prefix" not in self.raw:
+            return f"{self.name}__"
+        prefix = self.raw["prefix"]
+        if not isinstance(prefix, str) or (prefix and not _NAME.match(prefix)):
+            raise self.err("'prefix' must be a string of letters, digits, '_' and '-'", "prefix")
+        return prefix
+
+    def read_only(self) -> bool | frozenset[str] | None:
+        if "read_only" not in self.raw:
+            return None
+        value = self.raw["read_only"]
+        return value if isinstance(value, bool) else frozenset(self.strings("read_only"))
+
+    def text(self, key: str) -> str:
+        value = self.raw[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.err(f"'{key}' must be a non-empty string", key)
+        return _env(value, lambda var: self.err(f"environment variable {var} is not set", key))
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.raw[key]
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise self.err(f"'{key}' must be a list of strings", key)
+        if not value:
+            raise self.err(f"'{key}' is empty; it must name at least one (or leave it out)", key)
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise self.err(f"'{key}' must be a list of non-empty strings", key, i)
+        return tuple(value)
+
+    def table(self, key: str) -> dict[str, str]:
+        value = self.raw[key]
+        if not isinstance(value, Mapping):
+            raise self.err(f"'{key}' must be a mapping of names to strings", key)
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            if not isinstance(v, str | int | float) or isinstance(v, bool):
+                raise self.err(f"'{key}.{k}' must be a string", key, k)
+            out[str(k)] = _env(
+                str(v),
+                lambda var, k=k: self.err(f"environment variable {var} is not set", key, k),
+            )
+        return out
+
+    def seconds(self, key: str, default: float) -> float:
+        if key not in self.raw:
+            return default
+        value = self.raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.err(f"'{key}' must be a number of seconds > 0", key)
+        return float(value)
 
 
 def _env(value: str, missing: Any) -> str:

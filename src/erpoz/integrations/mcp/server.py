@@ -21,10 +21,10 @@ import mcp_types
 from mcp.server.lowlevel import Server
 from pydantic import ConfigDict, TypeAdapter, create_model
 
-from ... import __version__
 from ...engine import Engine, RunResult, pending_reviews
 from ...errors import ConfigError, ErpozError, FlowError
 from ...flow import Context, Flow, Plan, step
+from ...version import __version__
 
 __all__ = [
     "STATUS_TOOL",

@@ -27,9 +27,7 @@ async def project_services(
     budget ledger (starting from what its runs have spent), so they hold across every process
     that shares it. Nothing is loaded until a step uses it."""
     from .guards import Guardrails, guardrails_from_config
-    from .models import ModelHub
-    from .models._config import build_hub, load_config
-    from .models._meter import spent_in_store
+    from .models import ModelHub, build_hub, load_config, spent_in_store
     from .tools import ToolRegistry, registry_from_config
 
     cfg = load_config(config)
@@ -101,7 +99,7 @@ def project_executor(
     command line), else ``executor:`` in ``erpoz.yaml``; ``None`` means this process's threads.
     """
     from .errors import ConfigError
-    from .models._config import ExecutorConfig, load_config
+    from .models import ExecutorConfig, load_config
 
     setting = load_config(config).executor if kind is None and address is None else None
     if isinstance(setting, str):

@@ -14,7 +14,7 @@ Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE when the body has ``"stre
 ``POST /v1/embeddings`` and ``GET /v1/models``. Every request is recorded as a
 :class:`RecordedRequest` (parsed JSON body and headers) before it is answered.
 
-``python -m erpoz.models._stub_server [--port N]`` runs one in the foreground and prints its
+``python -m erpoz.models.stub_server [--port N]`` runs one in the foreground and prints its
 base URL (benchmarks run it in a separate process this way). With ``--lean`` it answers the echo
 only, without scripts or recording, from one asyncio event loop instead of a thread per
 connection (:func:`serve_lean`): an upstream that a load test does not saturate first.
@@ -688,9 +688,9 @@ async def serve_lean(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m erpoz.models._stub_server",
+        prog="python -m erpoz.models.stub_server",
         description="Run a local OpenAI-compatible stub server (echoes) until interrupted.",
-        epilog="example: python -m erpoz.models._stub_server --port 8411",
+        epilog="example: python -m erpoz.models.stub_server --port 8411",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
