@@ -647,7 +647,7 @@ async def _online_curve(ctx: _Context, h: _Harness, name: str, feedback: float) 
 
 
 # --- the evaluation ---------------------------------------------------------------------------
-async def evaluate_routing(
+async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
     dataset: Dataset,
     routers: Iterable[str] = DEFAULT_ROUTERS,
     *,
@@ -670,7 +670,14 @@ async def evaluate_routing(
     swept; ``bootstrap`` the resamples of the confidence intervals (0: none); ``feedback`` the
     share of answers whose grade the online router is told.
     """
-    names = _router_names(routers, points, feedback)
+    names = list(dict.fromkeys(routers))
+    unknown = [r for r in names if r not in ROUTERS]
+    if unknown:
+        raise ConfigError(f"unknown router(s) {', '.join(unknown)} (known: {', '.join(ROUTERS)})")
+    if points < 2:
+        raise ConfigError("points: at least 2")
+    if not 0.0 < feedback <= 1.0:
+        raise ConfigError("feedback: a share of answers in (0, 1]")
     priced = prices_for(dataset, prices)
     h = _Harness(dataset, priced)
     ctx = _Context(h, embedder, folds, points, seed, progress)
@@ -723,26 +730,6 @@ async def evaluate_routing(
         await _cross_task(ctx, report, names, train, train_prices, feedback)
     if bootstrap:
         _bootstrap(report, h, bootstrap, seed)
-    _compare_with_strong(report)
-    return report
-
-
-def _router_names(routers: Iterable[str], points: int, feedback: float) -> list[str]:
-    """The routers asked for, once each, checked with the other options."""
-    names = list(dict.fromkeys(routers))
-    unknown = [r for r in names if r not in ROUTERS]
-    if unknown:
-        raise ConfigError(f"unknown router(s) {', '.join(unknown)} (known: {', '.join(ROUTERS)})")
-    if points < 2:
-        raise ConfigError("points: at least 2")
-    if not 0.0 < feedback <= 1.0:
-        raise ConfigError("feedback: a share of answers in (0, 1]")
-    return names
-
-
-def _compare_with_strong(report: Report) -> None:
-    """Each point's cost as a share of the strong model's alone, with a warning for a setting
-    that costs more than not routing."""
     for curve in report.curves:
         for extra in (curve.tuned, curve.online_match):
             if extra is not None and report.strong_only_cost_usd:
@@ -758,6 +745,7 @@ def _compare_with_strong(report: Report) -> None:
                     f"model alone, at {p.strong_share:.1%} strong calls: costlier than not "
                     "routing"
                 )
+    return report
 
 
 async def _curve(ctx: _Context, name: str, feedback: float) -> list[Point]:
