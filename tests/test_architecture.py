@@ -14,7 +14,9 @@ from __future__ import annotations
 import ast
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -84,22 +86,36 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_pkg: bool) -> li
     return out
 
 
-def imports() -> list[Import]:
+def _statements(body: list[ast.stmt], type_only: bool = False) -> Iterator[tuple[ast.stmt, bool]]:
+    """Every statement, nested ones too (imports are statements: expressions are skipped),
+    and whether it is under ``if TYPE_CHECKING:``."""
+    for node in body:
+        yield node, type_only
+        checking = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for name in ("body", "orelse", "finalbody", "handlers"):
+            inner = getattr(node, name, None)
+            if not inner:
+                continue
+            if name == "handlers":
+                for handler in inner:
+                    yield from _statements(handler.body, type_only)
+            else:
+                yield from _statements(inner, type_only or (checking and name == "body"))
+
+
+@cache
+def imports() -> tuple[Import, ...]:
     found: list[Import] = []
     for path in sorted((SRC / PKG).rglob("*.py")):
         module = _module_name(path)
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        type_only: set[int] = set()
-        for n in ast.walk(tree):
-            if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
-                type_only.update(id(m) for stmt in n.body for m in ast.walk(stmt))
-        for n in ast.walk(tree):
+        for n, type_only in _statements(tree.body):
             if not isinstance(n, ast.Import | ast.ImportFrom):
                 continue
             for t in _targets(n, module, path.name == "__init__.py"):
                 if t == PKG or t.startswith(PKG + "."):
-                    found.append(Import(module, t, n.lineno, id(n) in type_only))
-    return found
+                    found.append(Import(module, t, n.lineno, type_only))
+    return tuple(found)
 
 
 def private_reaches() -> dict[tuple[str, str], list[str]]:
