@@ -53,6 +53,12 @@ class Rule(_File):
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     max_reasks: int = Field(1, ge=1)
     to: str | None = Field(None, min_length=1, description="The model an 'escalate' rule asks")
+    untrusted: Literal["deny", "review", "allow"] | None = Field(
+        None, description="Tool and model rules: what arguments derived from untrusted content get"
+    )
+    untrusted_fields: list[str] | None = Field(
+        None, description="Tool rules: the arguments that may carry untrusted content"
+    )
 
 
 class PolicyFile(_File):
@@ -60,6 +66,15 @@ class PolicyFile(_File):
 
     model_config = ConfigDict(extra="forbid", title="erpoz policy")
     rules: list[Rule]
+    untrusted: Literal["deny", "review", "allow"] = Field(
+        "deny", description="What tools with side effects get for untrusted arguments"
+    )
+    spotlight: Literal["delimit", "datamark", "off"] = Field(
+        "delimit", description="How untrusted text sent to a model is marked"
+    )
+    masked_check: bool = Field(
+        False, description="Re-ask the model without the user's request before a side effect"
+    )
 
 
 class Input(_File):

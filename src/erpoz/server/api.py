@@ -462,13 +462,17 @@ Status = Literal["queued", "running", "waiting", "succeeded", "failed", "cancell
 CallerDep = Annotated[Caller, Depends(caller_of)]
 
 
-def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): split by area
-    api = APIRouter(prefix="/api", tags=["runs API"])
+class _Api:
+    """What the endpoints share: the server's state, the caller's view of the store, and the
+    ways to find a run and to drive one."""
 
-    def view(caller: Caller) -> TenantView:
-        return TenantView(state.store, caller.tenant)
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
 
-    async def find(v: TenantView, ref: str) -> RunInfo:
+    def view(self, caller: Caller) -> TenantView:
+        return TenantView(self.state.store, caller.tenant)
+
+    async def find(self, v: TenantView, ref: str) -> RunInfo:
         try:
             info = await v.get_run(ref)
         except StoreError as exc:
@@ -478,6 +482,7 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
         return info
 
     async def drive(
+        self,
         run_id: str,
         make: Callable[[], Awaitable[RunResult]],
         wait: bool,
@@ -487,19 +492,19 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
     ) -> Response:
         """Drive a run in a task of its own; answer with its result when it ends its turn in
         time (200), else at once with 202 (the run goes on)."""
-        if state.driving(run_id):
+        if self.state.driving(run_id):
             raise ApiError(409, f"run {run_id} is being run by this server now", "conflict")
 
         async def go() -> RunResult:
             return await make()
 
-        task = state.spawn(run_id, go())
+        task = self.state.spawn(run_id, go())
         if wait:
             await asyncio.wait({task}, timeout=timeout_s)
         else:
             # let it record the run before answering, so GET /api/runs/{id} finds it
             for _ in range(50):
-                if task.done() or (not new or await state.store.get_run(run_id) is not None):
+                if task.done() or (not new or await self.state.store.get_run(run_id) is not None):
                     break
                 await asyncio.sleep(0)
         if task.done():
@@ -520,15 +525,17 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
             headers={"Location": f"/api/runs/{run_id}"},
         )
 
-    def streamed(run_id: str, make: Callable[[], Coroutine[Any, Any, RunResult]]) -> Response:
+    def streamed(self, run_id: str, make: Callable[[], Coroutine[Any, Any, RunResult]]) -> Response:
         """Start a run in a task of its own and answer with its events as they are recorded
         and the tokens its steps stream (server-sent events, as GET .../follow?tokens=true),
         following from before it starts so that no token is missed."""
-        q = state.bus.follow(run_id, tokens=True)
-        task = state.spawn(run_id, make())
+        q = self.state.bus.follow(run_id, tokens=True)
+        task = self.state.spawn(run_id, make())
 
         async def events() -> AsyncIterator[str]:
-            async for chunk in follow_run(state, run_id, 0, tokens=True, queue=q, starting=task):
+            async for chunk in follow_run(
+                self.state, run_id, 0, tokens=True, queue=q, starting=task
+            ):
                 yield chunk
             if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
                 err = _erpoz_error(exc)
@@ -536,499 +543,566 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
 
         return _event_stream(events(), {RUN_HEADER: run_id, "Location": f"/api/runs/{run_id}"})
 
-    # --- runs ---------------------------------------------------------------------------------
-    @api.post("/runs", summary="Start a run of an exposed flow")
-    async def start_run(body: StartRun, caller: CallerDep) -> Response:  # noqa: C901
-        from ..engine import new_run_id
 
-        plan = state.flows.get(body.flow)
-        if plan is None:
-            names = sorted(state.flows)
-            raise ApiError(
-                404,
-                f"no flow {body.flow!r} (flows: {', '.join(names) or 'none exposed'})",
-                "not_found",
-                flows=names,
-            )
-        if body.tags.get("tenant", caller.tenant) != caller.tenant:
-            raise ApiError(
-                422,
-                "tags.tenant: the tenant is the API key's; leave it out",
-                "invalid_request_error",
-                param="tags.tenant",
-            )
-        try:
-            plan.bind_inputs(body.inputs)
-        except FlowError as exc:
-            raise ApiError(422, str(exc), "invalid_request_error", param="inputs") from None
-        except Exception as exc:  # a validator choking on odd input is still bad input
-            raise ApiError(
-                422, f"inputs: {type(exc).__name__}: {exc}", "invalid_request_error"
-            ) from None
-        tags = {**body.tags, "tenant": caller.tenant}
-        run_id = body.run_id or new_run_id()
-        if body.run_id is not None:
-            taken = await state.store.get_run(body.run_id)
-            if taken is not None and taken.run_id == body.run_id:
-                if taken.tenant != caller.tenant:  # says nothing of another tenant's run
-                    raise ApiError(409, f"run id {body.run_id!r} is taken", "conflict")
-                if state.driving(body.run_id):
-                    return JSONResponse(
-                        {"run_id": body.run_id, "status": "running"},
-                        status_code=202,
-                        headers={"Location": f"/api/runs/{body.run_id}"},
-                    )
-                if body.queue is not None:  # submitted before: the same run, as it stands
-                    try:
-                        await state.engine.submit(
-                            plan, body.inputs, queue=body.queue, run_id=run_id, tags=tags
-                        )
-                    except (RunError, FlowError, StoreError) as exc:
-                        raise _erpoz_error(exc) from exc
-                    return JSONResponse(
-                        {"run_id": run_id, "status": taken.status, "queue": taken.queue}
-                    )
-        if body.stream:
-            if body.queue is not None:
-                raise ApiError(
-                    422,
-                    "stream: a queued run is driven by a worker, whose tokens do not reach this "
-                    "server; follow it with GET /api/runs/RUN/follow",
-                    "invalid_request_error",
-                    param="stream",
-                )
-            return streamed(
-                run_id, lambda: state.engine.run(plan, body.inputs, run_id=run_id, tags=tags)
-            )
-        if body.queue is not None:
-            try:
-                await state.engine.submit(
-                    plan, body.inputs, queue=body.queue, run_id=run_id, tags=tags
-                )
-            except RunError as exc:  # a queue name that is not one
-                raise ApiError(422, str(exc), "invalid_request_error", param="queue") from None
-            except (FlowError, StoreError) as exc:
-                raise _erpoz_error(exc) from exc
-            return JSONResponse(
-                {"run_id": run_id, "status": "queued", "queue": body.queue},
-                status_code=202,
-                headers={"Location": f"/api/runs/{run_id}"},
-            )
-        return await drive(
-            run_id,
-            lambda: state.engine.run(plan, body.inputs, run_id=run_id, tags=tags),
-            body.wait,
-            body.timeout_s,
-            new=True,
-        )
+def _api(request: Request) -> _Api:
+    return _Api(request.app.state.erpoz)
 
-    @api.get("/runs", summary="List the tenant's runs, newest first")
-    async def list_runs(
-        caller: CallerDep,
-        status: Status | None = None,
-        flow: Annotated[str | None, Query(max_length=200)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        q: Annotated[
-            str | None, Query(max_length=200, description="In run id, flow or error")
-        ] = None,
-    ) -> dict[str, Any]:
-        v = view(caller)
-        needle = (q or "").strip().lower()
-        try:
-            infos = await v.list_runs(
-                status=status, flow=flow or None, limit=_MAX_RUNS if needle else limit
-            )
-        except StoreError as exc:
-            raise _store_error(exc) from exc
-        if needle:
-            infos = [
-                i
-                for i in infos
-                if needle in i.run_id.lower()
-                or needle in i.flow.lower()
-                or needle in (i.error or "").lower()
-            ][:limit]
-        return {"runs": [run_json(i) for i in infos]}
 
-    @api.get("/runs/{run_id}", summary="One run: status, inputs, output, step timeline")
-    async def get_run(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
-        v = view(caller)
-        found = await find(v, run_id)
-        try:  # the run and its events in one snapshot
-            info, events = await v.run_with_events(found.run_id)
-        except StoreError as exc:
-            raise _store_error(exc) from exc
-        if info is None:
-            raise _no_run(run_id)
-        return {
-            **run_json(info),
-            "steps": timeline(events),
-            "waiting_steps": list(pending_reviews(events)),
-            "driven_here": state.driving(info.run_id),
-        }
+ApiDep = Annotated[_Api, Depends(_api)]
 
-    @api.get("/runs/{run_id}/events", summary="A run's event log")
-    async def run_events(
-        run_id: RunId,
-        caller: CallerDep,
-        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-        kind: Annotated[str | None, Query(max_length=100)] = None,
-        limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    ) -> dict[str, Any]:
-        v = view(caller)
-        info = await find(v, run_id)
-        events = await v.events(info.run_id, after)
-        if kind:
-            events = [e for e in events if e.kind == kind]
-        more = limit is not None and len(events) > limit
-        if more:
-            events = events[:limit]
-        return {
-            "run_id": info.run_id,
-            "status": info.status,
-            "events": [event_json(e) for e in events],
-            "more": more,
-        }
 
-    @api.get(
-        "/runs/{run_id}/follow",
-        summary="Follow a run live (server-sent events)",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
-    )
-    async def follow(
-        run_id: RunId,
-        caller: CallerDep,
-        after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-        tokens: Annotated[
-            bool, Query(description="Also the model tokens its steps stream (event: token).")
-        ] = False,
-        last_event_id: Annotated[str | None, Header(max_length=30)] = None,
-    ) -> StreamingResponse:
-        info = await find(view(caller), run_id)
-        start = after
-        if start is None and last_event_id is not None and last_event_id.strip().isdigit():
-            start = int(last_event_id.strip())
-        return _event_stream(follow_run(state, info.run_id, start or 0, tokens=tokens))
+_runs = APIRouter()
+_reviews = APIRouter()
+_audit = APIRouter()
+_info = APIRouter()
 
-    @api.post("/runs/{run_id}/resume", summary="Continue a crashed or interrupted run")
-    async def resume(run_id: RunId, caller: CallerDep, body: Drive | None = None) -> Response:
-        body = body or Drive()
-        v = view(caller)
-        info = await find(v, run_id)
-        if info.status in TERMINAL:
-            raise ApiError(409, f"run {info.run_id} already {info.status}", "conflict")
-        if pending_reviews(await v.events(info.run_id)):
-            raise ApiError(
-                409,
-                f"run {info.run_id} is waiting for review; decide with POST "
-                f"/api/reviews/{info.run_id}/approve, /reject or /edit",
-                "conflict",
-            )
-        plan = _plan_of(state, info)
-        return await drive(
-            info.run_id,
-            lambda: state.engine.resume(info.run_id, plan),
-            body.wait,
-            body.timeout_s,
-            new=False,
-        )
 
-    @api.post("/runs/{run_id}/fork", summary="Fork a run: other inputs, or again from a step")
-    async def fork(run_id: RunId, body: ForkRun, caller: CallerDep) -> Response:
-        from ..engine import new_run_id
-
-        info = await find(view(caller), run_id)
-        plan = _plan_of(state, info)
-        new_id = new_run_id()
-
-        async def go() -> RunResult:
-            return await state.engine.fork(
-                info.run_id,
-                body.from_step,
-                inputs=body.inputs,
-                flow=plan,
-                tags={"tenant": caller.tenant},
-                run_id=new_id,
-            )
-
-        return await drive(new_id, go, body.wait, body.timeout_s, new=True)
-
-    @api.post("/runs/{run_id}/messages", summary="Send a message to a run (ctx.recv)")
-    async def send_message(run_id: RunId, body: SendMessage, caller: CallerDep) -> dict[str, Any]:
-        info = await find(view(caller), run_id)
-        try:
-            message_id = await state.engine.send(info.run_id, body.topic, body.value)
-        except RunError as exc:
-            if "already" in str(exc):  # the run has ended: nothing would read it
-                raise ApiError(409, str(exc), "conflict") from None
-            raise ApiError(422, str(exc), "invalid_request_error") from None
-        except StoreError as exc:
-            raise _store_error(exc) from exc
-        return {"run_id": info.run_id, "topic": body.topic, "message_id": message_id}
-
-    @api.get("/runs/{run_id}/published/{key}", summary="An event a run published (set_event)")
-    async def published(
-        run_id: RunId,
-        key: Annotated[str, Path(min_length=1, max_length=200)],
-        caller: CallerDep,
-        timeout_s: Annotated[float, Query(ge=0, le=300)] = 0.0,
-    ) -> dict[str, Any]:
-        info = await find(view(caller), run_id)
-        try:
-            value = await state.engine.get_event(info.run_id, key, timeout=timeout_s)
-        except StoreError as exc:
-            raise _store_error(exc) from exc
-        return {"run_id": info.run_id, "key": key, "set": value is not None, "value": value}
-
-    @api.post("/runs/{run_id}/cancel", summary="Cancel a run")
-    async def cancel(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
-        info = await find(view(caller), run_id)
-        try:
-            outcome = await state.engine.cancel(info.run_id)
-        except (RunError, StoreError) as exc:
-            raise _erpoz_error(exc) from None
-        return {"run_id": info.run_id, "cancel": outcome}
-
-    @api.get("/runs/{run_id}/lineage/{step}", summary="Where a step's output came from")
-    async def run_lineage(
-        run_id: RunId,
-        step: Annotated[str, Path(min_length=1, max_length=500)],
-        caller: CallerDep,
-    ) -> dict[str, Any]:
-        from ..audit import UnknownStep, lineage
-
-        v = view(caller)
-        info = await find(v, run_id)
-        try:
-            plan = state.flows.get(info.flow)
-            same = plan is not None and plan.fingerprint == info.fingerprint
-            # the exposed flow when it is the one that ran, else the source the run recorded
-            lin = await lineage(as_store(v), info.run_id, step, flow=plan if same else None)
-        except UnknownStep as exc:
-            raise ApiError(404, str(exc), "not_found", steps=list(exc.steps)) from None
-        except RunError as exc:
-            raise _no_run(run_id) from exc
-        return {**lin.to_json(), "source": public_source(lin.source)}
-
-    # --- reviews ------------------------------------------------------------------------------
-    @api.get("/reviews", summary="The steps waiting for review, oldest first")
-    async def reviews(caller: CallerDep) -> dict[str, Any]:
-        v = view(caller)
-        items: list[dict[str, Any]] = []
-        for info in await v.list_runs(status="waiting", limit=_MAX_RUNS):
-            items.extend(review_items(info, await v.events(info.run_id)))
-        items.sort(key=lambda i: i["requested_at"])
-        return {"reviews": items}
-
-    @api.get("/reviews/{run_id}", summary="What a waiting run asks its reviewers")
-    async def run_reviews(run_id: RunId, caller: CallerDep) -> dict[str, Any]:
-        v = view(caller)
-        info = await find(v, run_id)
-        return {
-            "run_id": info.run_id,
-            "status": info.status,
-            "reviews": review_items(info, await v.events(info.run_id)),
-        }
-
-    async def decide(action: str, run_id: str, body: ReviewDecision, caller: Caller) -> Response:
-        v = view(caller)
-        info = await find(v, run_id)
-        if action == "edit" and "output" not in body.model_fields_set:
-            raise ApiError(
-                422,
-                "body.output: the corrected output is required to edit",
-                "invalid_request_error",
-                param="output",
-            )
-        waiting = pending_reviews(await v.events(info.run_id))
-        if not waiting:
-            raise ApiError(409, f"run {info.run_id} has no step waiting for review", "conflict")
-        if body.step is not None and body.step not in waiting:
-            raise ApiError(
-                422,
-                f"step: {body.step!r} is not waiting for review (waiting: {', '.join(waiting)})",
-                "invalid_request_error",
-                param="step",
-            )
-        if body.step is None and len(waiting) > 1:
-            raise ApiError(
-                422,
-                f"step: several steps wait for review ({', '.join(waiting)}); name one",
-                "invalid_request_error",
-                param="step",
-            )
-        decision = Decision(
-            action,
-            output=body.output if action == "edit" else None,
-            reviewer=(body.reviewer or "").strip() or caller.name,
-            comment=body.comment,
-            step=body.step,
-        )
-        plan = _plan_of(state, info)
-
-        async def resume() -> RunResult:
-            try:
-                return await state.engine.resume(info.run_id, plan, decision=decision)
-            except InvalidOutput as exc:
-                raise ApiError(
-                    422, f"output: {exc}", "invalid_request_error", param="output"
-                ) from None
-
-        return await drive(info.run_id, resume, body.wait, body.timeout_s, new=False)
-
-    @api.post("/reviews/{run_id}/approve", summary="Approve the proposal; the run goes on")
-    async def approve(
-        run_id: RunId, caller: CallerDep, body: ReviewDecision | None = None
-    ) -> Response:
-        return await decide("approve", run_id, body or ReviewDecision(), caller)
-
-    @api.post("/reviews/{run_id}/reject", summary="Reject the proposal; the run fails")
-    async def reject(
-        run_id: RunId, caller: CallerDep, body: ReviewDecision | None = None
-    ) -> Response:
-        return await decide("reject", run_id, body or ReviewDecision(), caller)
-
-    @api.post("/reviews/{run_id}/edit", summary="Replace the proposal with a corrected output")
-    async def edit(run_id: RunId, body: ReviewDecision, caller: CallerDep) -> Response:
-        return await decide("edit", run_id, body, caller)
-
-    # --- audit --------------------------------------------------------------------------------
-    @api.get("/audit/verify", summary="Recompute the hash chains of the tenant's runs")
-    async def audit_verify(
-        caller: CallerDep,
-        run: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    ) -> dict[str, Any]:
-        from ..audit import verify
-
-        v = view(caller)
-        run_id = (await find(v, run)).run_id if run is not None else None
-        report = await verify(as_store(v), run_id)
-        return {"run": run_id, **report.to_json()}
-
-    @api.get(
-        "/audit/export",
-        summary="The tenant's audit records as JSON lines",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"application/x-ndjson": {}}}},
-    )
-    async def audit_export(
-        caller: CallerDep,
-        since: Since = None,
-    ) -> StreamingResponse:
-        from ..audit import export
-
-        cutoff = _since(since) or 0.0
-        records = await export(as_store(view(caller)), since=cutoff)
-
-        async def lines() -> AsyncIterator[str]:
-            for record in records:
-                yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
-
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
-
-    # --- models, flows, statistics ------------------------------------------------------------
-    @api.get("/models", summary="The models and routers of the project")
-    async def models(caller: CallerDep) -> dict[str, Any]:
-        return models_json(state.hub())
-
-    @api.get("/flows", summary="The flows this server runs, with inputs and graph")
-    async def flows(caller: CallerDep) -> dict[str, Any]:
-        return {"flows": [flow_json(name, plan) for name, plan in sorted(state.flows.items())]}
-
-    @api.get("/stats/models", summary="Per model: calls, errors, tokens, cost, latency")
-    async def stats_models(
-        caller: CallerDep,
-        since: Since = None,
-        bucket: Bucket = None,
-    ) -> dict[str, Any]:
-        cutoff = _since(since)
-        v = view(caller)
-        runs = await _runs_since(v, cutoff)
-        found: list[tuple[float, Mapping[str, Any]]] = []
-        for info in runs:
-            for e in await v.events(info.run_id):
-                if e.kind == "model_called" and (cutoff is None or e.ts >= cutoff):
-                    found.append((e.ts, e.data))
-        out: dict[str, Any] = {
-            "since": since,
-            "cutoff_ts": cutoff,
-            "runs": len(runs),
-            "models": model_stats([d for _, d in found]),
-        }
-        size = _bucket(bucket, cutoff, min((t for t, _ in found), default=None))
-        if size is not None:
-            groups: dict[float, list[Mapping[str, Any]]] = {}
-            for ts, d in found:
-                groups.setdefault(math.floor(ts / size) * size, []).append(d)
-            out["bucket_s"] = size
-            out["series"] = [
-                {"ts": ts, **row} for ts in sorted(groups) for row in model_stats(groups[ts])
-            ]
-        return out
-
-    @api.get("/stats/quality", summary="Guard pass rates per model, step and guard")
-    async def stats_quality(
-        caller: CallerDep,
-        since: Since = None,
-        window: Annotated[int, Query(ge=1, le=100_000)] = 50,
-        threshold: Annotated[float, Query(ge=0.0, le=1.0)] = 0.8,
-        min_samples: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-        by: Annotated[str, Query(max_length=40)] = "model,step,guard",
-        bucket: Bucket = None,
-    ) -> dict[str, Any]:
-        from ..observe import DIMENSIONS, guard_checks, quality_events, quality_stats
-
-        dims = tuple(d.strip() for d in by.split(",") if d.strip())
-        if not dims or any(d not in DIMENSIONS for d in dims):
-            raise ApiError(
-                422,
-                f"by: choose from {', '.join(DIMENSIONS)} (comma-separated), not {by!r}",
-                "invalid_request_error",
-                param="by",
-            )
-        cutoff = _since(since)
-        by_run = await quality_events(as_store(view(caller)), since=cutoff, max_runs=_MAX_RUNS)
-        report = quality_stats(
-            by_run, window=window, threshold=threshold, min_samples=min_samples, by=dims
-        )
-        out: dict[str, Any] = {"since": since, "cutoff_ts": cutoff, **report.to_json()}
-        checks = [c for evs in by_run.values() for c in guard_checks(evs)]
-        size = _bucket(bucket, cutoff, min((c.ts for c in checks), default=None))
-        if size is not None:
-            acc: dict[tuple[Any, ...], list[int]] = {}
-            for c in checks:
-                key = (
-                    math.floor(c.ts / size) * size,
-                    *(getattr(c, d) if d in dims else None for d in DIMENSIONS),
-                )
-                tally = acc.setdefault(key, [0, 0])
-                tally[0] += 1
-                tally[1] += c.passed
-            out["bucket_s"] = size
-            out["series"] = [
-                {
-                    "ts": key[0],
-                    **dict(zip(DIMENSIONS, key[1:], strict=True)),
-                    "checks": n,
-                    "passes": p,
-                    "pass_rate": round(p / n, 4),
-                }
-                for key, (n, p) in sorted(
-                    acc.items(), key=lambda kv: (kv[0][0], *(str(x or "") for x in kv[0][1:]))
-                )
-            ]
-        return out
-
-    @api.get("/whoami", summary="The tenant (and key name) of the presented key")
-    async def whoami(caller: CallerDep) -> dict[str, Any]:
-        return {"tenant": caller.tenant, "name": caller.name, "auth": state.tenants is not None}
-
-    @api.get("/health", summary="Is the server up (no key needed)")
-    async def health(request: Request) -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
-
+def router() -> APIRouter:
+    """The runs API: runs, reviews, audit, then models, flows and statistics."""
+    api = APIRouter(prefix="/api", tags=["runs API"])
+    for part in (_runs, _reviews, _audit, _info):
+        api.include_router(part)
     return api
+
+
+# --- runs ---------------------------------------------------------------------------------
+@_runs.post("/runs", summary="Start a run of an exposed flow")
+async def start_run(a: ApiDep, body: StartRun, caller: CallerDep) -> Response:
+    from ..engine import new_run_id
+
+    plan = a.state.flows.get(body.flow)
+    if plan is None:
+        names = sorted(a.state.flows)
+        raise ApiError(
+            404,
+            f"no flow {body.flow!r} (flows: {', '.join(names) or 'none exposed'})",
+            "not_found",
+            flows=names,
+        )
+    if body.tags.get("tenant", caller.tenant) != caller.tenant:
+        raise ApiError(
+            422,
+            "tags.tenant: the tenant is the API key's; leave it out",
+            "invalid_request_error",
+            param="tags.tenant",
+        )
+    try:
+        plan.bind_inputs(body.inputs)
+    except FlowError as exc:
+        raise ApiError(422, str(exc), "invalid_request_error", param="inputs") from None
+    except Exception as exc:  # a validator choking on odd input is still bad input
+        raise ApiError(
+            422, f"inputs: {type(exc).__name__}: {exc}", "invalid_request_error"
+        ) from None
+    tags = {**body.tags, "tenant": caller.tenant}
+    run_id = body.run_id or new_run_id()
+    if body.run_id is not None:
+        again = await _started_before(a, body, plan, tags, caller)
+        if again is not None:
+            return again
+    if body.stream:
+        if body.queue is not None:
+            raise ApiError(
+                422,
+                "stream: a queued run is driven by a worker, whose tokens do not reach this "
+                "server; follow it with GET /api/runs/RUN/follow",
+                "invalid_request_error",
+                param="stream",
+            )
+        return a.streamed(
+            run_id, lambda: a.state.engine.run(plan, body.inputs, run_id=run_id, tags=tags)
+        )
+    if body.queue is not None:
+        try:
+            await a.state.engine.submit(
+                plan, body.inputs, queue=body.queue, run_id=run_id, tags=tags
+            )
+        except RunError as exc:  # a queue name that is not one
+            raise ApiError(422, str(exc), "invalid_request_error", param="queue") from None
+        except (FlowError, StoreError) as exc:
+            raise _erpoz_error(exc) from exc
+        return JSONResponse(
+            {"run_id": run_id, "status": "queued", "queue": body.queue},
+            status_code=202,
+            headers={"Location": f"/api/runs/{run_id}"},
+        )
+    return await a.drive(
+        run_id,
+        lambda: a.state.engine.run(plan, body.inputs, run_id=run_id, tags=tags),
+        body.wait,
+        body.timeout_s,
+        new=True,
+    )
+
+
+async def _started_before(
+    a: _Api, body: StartRun, plan: Plan, tags: dict[str, str], caller: Caller
+) -> Response | None:
+    """A start that names an existing run (an idempotent start): that run as it stands, or
+    ``None`` when there is none yet. Another tenant's run id is simply taken."""
+    assert body.run_id is not None
+    taken = await a.state.store.get_run(body.run_id)
+    if taken is None or taken.run_id != body.run_id:
+        return None
+    if taken.tenant != caller.tenant:  # says nothing of another tenant's run
+        raise ApiError(409, f"run id {body.run_id!r} is taken", "conflict")
+    if a.state.driving(body.run_id):
+        return JSONResponse(
+            {"run_id": body.run_id, "status": "running"},
+            status_code=202,
+            headers={"Location": f"/api/runs/{body.run_id}"},
+        )
+    if body.queue is None:
+        return None  # the engine answers with the run (its result once finished)
+    try:  # submitted before: the same run, as it stands
+        await a.state.engine.submit(
+            plan, body.inputs, queue=body.queue, run_id=body.run_id, tags=tags
+        )
+    except (RunError, FlowError, StoreError) as exc:
+        raise _erpoz_error(exc) from exc
+    return JSONResponse({"run_id": body.run_id, "status": taken.status, "queue": taken.queue})
+
+
+@_runs.get("/runs", summary="List the tenant's runs, newest first")
+async def list_runs(
+    a: ApiDep,
+    caller: CallerDep,
+    status: Status | None = None,
+    flow: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    q: Annotated[str | None, Query(max_length=200, description="In run id, flow or error")] = None,
+) -> dict[str, Any]:
+    v = a.view(caller)
+    needle = (q or "").strip().lower()
+    try:
+        infos = await v.list_runs(
+            status=status, flow=flow or None, limit=_MAX_RUNS if needle else limit
+        )
+    except StoreError as exc:
+        raise _store_error(exc) from exc
+    if needle:
+        infos = [
+            i
+            for i in infos
+            if needle in i.run_id.lower()
+            or needle in i.flow.lower()
+            or needle in (i.error or "").lower()
+        ][:limit]
+    return {"runs": [run_json(i) for i in infos]}
+
+
+@_runs.get("/runs/{run_id}", summary="One run: status, inputs, output, step timeline")
+async def get_run(a: ApiDep, run_id: RunId, caller: CallerDep) -> dict[str, Any]:
+    v = a.view(caller)
+    found = await a.find(v, run_id)
+    try:  # the run and its events in one snapshot
+        info, events = await v.run_with_events(found.run_id)
+    except StoreError as exc:
+        raise _store_error(exc) from exc
+    if info is None:
+        raise _no_run(run_id)
+    return {
+        **run_json(info),
+        "steps": timeline(events),
+        "waiting_steps": list(pending_reviews(events)),
+        "driven_here": a.state.driving(info.run_id),
+    }
+
+
+@_runs.get("/runs/{run_id}/events", summary="A run's event log")
+async def run_events(
+    a: ApiDep,
+    run_id: RunId,
+    caller: CallerDep,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> dict[str, Any]:
+    v = a.view(caller)
+    info = await a.find(v, run_id)
+    events = await v.events(info.run_id, after)
+    if kind:
+        events = [e for e in events if e.kind == kind]
+    more = limit is not None and len(events) > limit
+    if more:
+        events = events[:limit]
+    return {
+        "run_id": info.run_id,
+        "status": info.status,
+        "events": [event_json(e) for e in events],
+        "more": more,
+    }
+
+
+@_runs.get(
+    "/runs/{run_id}/follow",
+    summary="Follow a run live (server-sent events)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def follow(
+    a: ApiDep,
+    run_id: RunId,
+    caller: CallerDep,
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    tokens: Annotated[
+        bool, Query(description="Also the model tokens its steps stream (event: token).")
+    ] = False,
+    last_event_id: Annotated[str | None, Header(max_length=30)] = None,
+) -> StreamingResponse:
+    info = await a.find(a.view(caller), run_id)
+    start = after
+    if start is None and last_event_id is not None and last_event_id.strip().isdigit():
+        start = int(last_event_id.strip())
+    return _event_stream(follow_run(a.state, info.run_id, start or 0, tokens=tokens))
+
+
+@_runs.post("/runs/{run_id}/resume", summary="Continue a crashed or interrupted run")
+async def resume(
+    a: ApiDep, run_id: RunId, caller: CallerDep, body: Drive | None = None
+) -> Response:
+    body = body or Drive()
+    v = a.view(caller)
+    info = await a.find(v, run_id)
+    if info.status in TERMINAL:
+        raise ApiError(409, f"run {info.run_id} already {info.status}", "conflict")
+    if pending_reviews(await v.events(info.run_id)):
+        raise ApiError(
+            409,
+            f"run {info.run_id} is waiting for review; decide with POST "
+            f"/api/reviews/{info.run_id}/approve, /reject or /edit",
+            "conflict",
+        )
+    plan = _plan_of(a.state, info)
+    return await a.drive(
+        info.run_id,
+        lambda: a.state.engine.resume(info.run_id, plan),
+        body.wait,
+        body.timeout_s,
+        new=False,
+    )
+
+
+@_runs.post("/runs/{run_id}/fork", summary="Fork a run: other inputs, or again from a step")
+async def fork(a: ApiDep, run_id: RunId, body: ForkRun, caller: CallerDep) -> Response:
+    from ..engine import new_run_id
+
+    info = await a.find(a.view(caller), run_id)
+    plan = _plan_of(a.state, info)
+    new_id = new_run_id()
+
+    async def go() -> RunResult:
+        return await a.state.engine.fork(
+            info.run_id,
+            body.from_step,
+            inputs=body.inputs,
+            flow=plan,
+            tags={"tenant": caller.tenant},
+            run_id=new_id,
+        )
+
+    return await a.drive(new_id, go, body.wait, body.timeout_s, new=True)
+
+
+@_runs.post("/runs/{run_id}/messages", summary="Send a message to a run (ctx.recv)")
+async def send_message(
+    a: ApiDep, run_id: RunId, body: SendMessage, caller: CallerDep
+) -> dict[str, Any]:
+    info = await a.find(a.view(caller), run_id)
+    try:
+        message_id = await a.state.engine.send(info.run_id, body.topic, body.value)
+    except RunError as exc:
+        if "already" in str(exc):  # the run has ended: nothing would read it
+            raise ApiError(409, str(exc), "conflict") from None
+        raise ApiError(422, str(exc), "invalid_request_error") from None
+    except StoreError as exc:
+        raise _store_error(exc) from exc
+    return {"run_id": info.run_id, "topic": body.topic, "message_id": message_id}
+
+
+@_runs.get("/runs/{run_id}/published/{key}", summary="An event a run published (set_event)")
+async def published(
+    a: ApiDep,
+    run_id: RunId,
+    key: Annotated[str, Path(min_length=1, max_length=200)],
+    caller: CallerDep,
+    timeout_s: Annotated[float, Query(ge=0, le=300)] = 0.0,
+) -> dict[str, Any]:
+    info = await a.find(a.view(caller), run_id)
+    try:
+        value = await a.state.engine.get_event(info.run_id, key, timeout=timeout_s)
+    except StoreError as exc:
+        raise _store_error(exc) from exc
+    return {"run_id": info.run_id, "key": key, "set": value is not None, "value": value}
+
+
+@_runs.post("/runs/{run_id}/cancel", summary="Cancel a run")
+async def cancel(a: ApiDep, run_id: RunId, caller: CallerDep) -> dict[str, Any]:
+    info = await a.find(a.view(caller), run_id)
+    try:
+        outcome = await a.state.engine.cancel(info.run_id)
+    except (RunError, StoreError) as exc:
+        raise _erpoz_error(exc) from None
+    return {"run_id": info.run_id, "cancel": outcome}
+
+
+@_runs.get("/runs/{run_id}/lineage/{step}", summary="Where a step's output came from")
+async def run_lineage(
+    a: ApiDep,
+    run_id: RunId,
+    step: Annotated[str, Path(min_length=1, max_length=500)],
+    caller: CallerDep,
+) -> dict[str, Any]:
+    from ..audit import UnknownStep, lineage
+
+    v = a.view(caller)
+    info = await a.find(v, run_id)
+    try:
+        plan = a.state.flows.get(info.flow)
+        same = plan is not None and plan.fingerprint == info.fingerprint
+        # the exposed flow when it is the one that ran, else the source the run recorded
+        lin = await lineage(as_store(v), info.run_id, step, flow=plan if same else None)
+    except UnknownStep as exc:
+        raise ApiError(404, str(exc), "not_found", steps=list(exc.steps)) from None
+    except RunError as exc:
+        raise _no_run(run_id) from exc
+    return {**lin.to_json(), "source": public_source(lin.source)}
+
+
+# --- reviews ------------------------------------------------------------------------------
+@_reviews.get("/reviews", summary="The steps waiting for review, oldest first")
+async def reviews(a: ApiDep, caller: CallerDep) -> dict[str, Any]:
+    v = a.view(caller)
+    items: list[dict[str, Any]] = []
+    for info in await v.list_runs(status="waiting", limit=_MAX_RUNS):
+        items.extend(review_items(info, await v.events(info.run_id)))
+    items.sort(key=lambda i: i["requested_at"])
+    return {"reviews": items}
+
+
+@_reviews.get("/reviews/{run_id}", summary="What a waiting run asks its reviewers")
+async def run_reviews(a: ApiDep, run_id: RunId, caller: CallerDep) -> dict[str, Any]:
+    v = a.view(caller)
+    info = await a.find(v, run_id)
+    return {
+        "run_id": info.run_id,
+        "status": info.status,
+        "reviews": review_items(info, await v.events(info.run_id)),
+    }
+
+
+async def decide(
+    a: _Api, action: str, run_id: str, body: ReviewDecision, caller: Caller
+) -> Response:
+    v = a.view(caller)
+    info = await a.find(v, run_id)
+    if action == "edit" and "output" not in body.model_fields_set:
+        raise ApiError(
+            422,
+            "body.output: the corrected output is required to edit",
+            "invalid_request_error",
+            param="output",
+        )
+    waiting = pending_reviews(await v.events(info.run_id))
+    if not waiting:
+        raise ApiError(409, f"run {info.run_id} has no step waiting for review", "conflict")
+    if body.step is not None and body.step not in waiting:
+        raise ApiError(
+            422,
+            f"step: {body.step!r} is not waiting for review (waiting: {', '.join(waiting)})",
+            "invalid_request_error",
+            param="step",
+        )
+    if body.step is None and len(waiting) > 1:
+        raise ApiError(
+            422,
+            f"step: several steps wait for review ({', '.join(waiting)}); name one",
+            "invalid_request_error",
+            param="step",
+        )
+    decision = Decision(
+        action,
+        output=body.output if action == "edit" else None,
+        reviewer=(body.reviewer or "").strip() or caller.name,
+        comment=body.comment,
+        step=body.step,
+    )
+    plan = _plan_of(a.state, info)
+
+    async def resume() -> RunResult:
+        try:
+            return await a.state.engine.resume(info.run_id, plan, decision=decision)
+        except InvalidOutput as exc:
+            raise ApiError(422, f"output: {exc}", "invalid_request_error", param="output") from None
+
+    return await a.drive(info.run_id, resume, body.wait, body.timeout_s, new=False)
+
+
+@_reviews.post("/reviews/{run_id}/approve", summary="Approve the proposal; the run goes on")
+async def approve(
+    a: ApiDep, run_id: RunId, caller: CallerDep, body: ReviewDecision | None = None
+) -> Response:
+    return await decide(a, "approve", run_id, body or ReviewDecision(), caller)
+
+
+@_reviews.post("/reviews/{run_id}/reject", summary="Reject the proposal; the run fails")
+async def reject(
+    a: ApiDep, run_id: RunId, caller: CallerDep, body: ReviewDecision | None = None
+) -> Response:
+    return await decide(a, "reject", run_id, body or ReviewDecision(), caller)
+
+
+@_reviews.post("/reviews/{run_id}/edit", summary="Replace the proposal with a corrected output")
+async def edit(a: ApiDep, run_id: RunId, body: ReviewDecision, caller: CallerDep) -> Response:
+    return await decide(a, "edit", run_id, body, caller)
+
+
+# --- audit --------------------------------------------------------------------------------
+@_audit.get("/audit/verify", summary="Recompute the hash chains of the tenant's runs")
+async def audit_verify(
+    a: ApiDep,
+    caller: CallerDep,
+    run: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> dict[str, Any]:
+    from ..audit import verify
+
+    v = a.view(caller)
+    run_id = (await a.find(v, run)).run_id if run is not None else None
+    report = await verify(as_store(v), run_id)
+    return {"run": run_id, **report.to_json()}
+
+
+@_audit.get(
+    "/audit/export",
+    summary="The tenant's audit records as JSON lines",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def audit_export(
+    a: ApiDep,
+    caller: CallerDep,
+    since: Since = None,
+) -> StreamingResponse:
+    from ..audit import export
+
+    cutoff = _since(since) or 0.0
+    records = await export(as_store(a.view(caller)), since=cutoff)
+
+    async def lines() -> AsyncIterator[str]:
+        for record in records:
+            yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# --- models, flows, statistics ------------------------------------------------------------
+@_info.get("/models", summary="The models and routers of the project")
+async def models(a: ApiDep, caller: CallerDep) -> dict[str, Any]:
+    return models_json(a.state.hub())
+
+
+@_info.get("/flows", summary="The flows this server runs, with inputs and graph")
+async def flows(a: ApiDep, caller: CallerDep) -> dict[str, Any]:
+    return {"flows": [flow_json(name, plan) for name, plan in sorted(a.state.flows.items())]}
+
+
+@_info.get("/stats/models", summary="Per model: calls, errors, tokens, cost, latency")
+async def stats_models(
+    a: ApiDep,
+    caller: CallerDep,
+    since: Since = None,
+    bucket: Bucket = None,
+) -> dict[str, Any]:
+
+    cutoff = _since(since)
+    v = a.view(caller)
+    runs = await _runs_since(v, cutoff)
+    found: list[tuple[float, Mapping[str, Any]]] = []
+    for info in runs:
+        for e in await v.events(info.run_id):
+            if e.kind == "model_called" and (cutoff is None or e.ts >= cutoff):
+                found.append((e.ts, e.data))
+    out: dict[str, Any] = {
+        "since": since,
+        "cutoff_ts": cutoff,
+        "runs": len(runs),
+        "models": model_stats([d for _, d in found]),
+    }
+    size = _bucket(bucket, cutoff, min((t for t, _ in found), default=None))
+    if size is not None:
+        groups: dict[float, list[Mapping[str, Any]]] = {}
+        for ts, d in found:
+            groups.setdefault(math.floor(ts / size) * size, []).append(d)
+        out["bucket_s"] = size
+        out["series"] = [
+            {"ts": ts, **row} for ts in sorted(groups) for row in model_stats(groups[ts])
+        ]
+    return out
+
+
+@_info.get("/stats/quality", summary="Guard pass rates per model, step and guard")
+async def stats_quality(
+    a: ApiDep,
+    caller: CallerDep,
+    since: Since = None,
+    window: Annotated[int, Query(ge=1, le=100_000)] = 50,
+    threshold: Annotated[float, Query(ge=0.0, le=1.0)] = 0.8,
+    min_samples: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    by: Annotated[str, Query(max_length=40)] = "model,step,guard",
+    bucket: Bucket = None,
+) -> dict[str, Any]:
+    from ..observe import DIMENSIONS, guard_checks, quality_events, quality_stats
+
+    dims = tuple(d.strip() for d in by.split(",") if d.strip())
+    if not dims or any(d not in DIMENSIONS for d in dims):
+        raise ApiError(
+            422,
+            f"by: choose from {', '.join(DIMENSIONS)} (comma-separated), not {by!r}",
+            "invalid_request_error",
+            param="by",
+        )
+    cutoff = _since(since)
+    by_run = await quality_events(as_store(a.view(caller)), since=cutoff, max_runs=_MAX_RUNS)
+    report = quality_stats(
+        by_run, window=window, threshold=threshold, min_samples=min_samples, by=dims
+    )
+    out: dict[str, Any] = {"since": since, "cutoff_ts": cutoff, **report.to_json()}
+    checks = [c for evs in by_run.values() for c in guard_checks(evs)]
+    size = _bucket(bucket, cutoff, min((c.ts for c in checks), default=None))
+    if size is not None:
+        acc: dict[tuple[Any, ...], list[int]] = {}
+        for c in checks:
+            key = (
+                math.floor(c.ts / size) * size,
+                *(getattr(c, d) if d in dims else None for d in DIMENSIONS),
+            )
+            tally = acc.setdefault(key, [0, 0])
+            tally[0] += 1
+            tally[1] += c.passed
+        out["bucket_s"] = size
+        out["series"] = [
+            {
+                "ts": key[0],
+                **dict(zip(DIMENSIONS, key[1:], strict=True)),
+                "checks": n,
+                "passes": p,
+                "pass_rate": round(p / n, 4),
+            }
+            for key, (n, p) in sorted(
+                acc.items(), key=lambda kv: (kv[0][0], *(str(x or "") for x in kv[0][1:]))
+            )
+        ]
+    return out
+
+
+@_info.get("/whoami", summary="The tenant (and key name) of the presented key")
+async def whoami(a: ApiDep, caller: CallerDep) -> dict[str, Any]:
+    return {"tenant": caller.tenant, "name": caller.name, "auth": a.state.tenants is not None}
+
+
+@_info.get("/health", summary="Is the server up (no key needed)")
+async def health(request: Request) -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
 
 
 def _plan_of(state: ServerState, info: RunInfo) -> Plan | None:

@@ -267,7 +267,7 @@ def create_app(state: ServerState) -> FastAPI:
         message = f"internal error; the operator can look it up under request id {rid}"
         return _error(500, message, "server_error", request_id=rid)
 
-    app.include_router(api.router(state))
+    app.include_router(api.router())
     app.include_router(schedules.router(state))
     app.include_router(gateway.router(state))
     app.hot_routes = gateway.hot_routes(state)
