@@ -188,6 +188,7 @@ class SQLiteStore:
         self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
         self._last_commit = time.monotonic()
         self._commits = 0  # successful commits so far: who waited for a group sees it move
+        self._starting = 0  # runs being created, waiting for their first commit
         self._heartbeat: asyncio.Task[None] | None = None
         self._budget_owner = new_owner()  # who holds budget reservations made here
         try:
@@ -268,7 +269,7 @@ class SQLiteStore:
         costs a turn of the loop); a run being created (``None``) always yields, as the runs
         started together are not in flight yet."""
         owned = self._owned
-        if run_id is None or len(owned) > (run_id in owned):
+        if run_id is None or len(owned) + self._starting > (run_id in owned):
             ticket = self._commits
             await asyncio.sleep(0)
             if self._commits != ticket:
@@ -487,13 +488,13 @@ class SQLiteStore:
             run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
         )
         self._fence[run.run_id] = owner
-        self._owned[run.run_id] = w  # in flight from now: others group their commits with it
+        self._starting += 1  # in flight from now: others group their commits with it
         try:
             await self._group_commit()
-            self._check_refused(run.run_id)
-        except BaseException:
-            self._owned.pop(run.run_id, None)
-            raise
+        finally:
+            self._starting -= 1
+        self._check_refused(run.run_id)
+        self._owned[run.run_id] = w  # (only now: the heartbeat renews the leases of these)
         self._start_heartbeat()
         return w
 
