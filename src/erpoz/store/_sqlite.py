@@ -288,7 +288,8 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 refused = self._insert_new_runs(new_runs) if new_runs else {}
-                refused.update(self._fenced_out(rows, releasing))
+                for run_id, why in self._fenced_out(rows, releasing).items():
+                    refused.setdefault(run_id, why)  # a taken id says so, not "taken over"
                 if refused:  # another owner took these runs over: nothing of theirs is written
                     rows = [r for r in rows if r[0] not in refused]
                     releasing = [r for r in releasing if r[0] not in refused]
