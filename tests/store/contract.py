@@ -180,9 +180,7 @@ class StoreContract:
 
         run(main())
 
-    def test_a_taken_id_among_runs_started_together_fails_that_run_only(
-        self, store: Store
-    ) -> None:
+    def test_a_taken_id_among_runs_started_together_fails_that_run_only(self, store: Store) -> None:
         async def start(run_id: str) -> str:
             try:
                 w = await store.create_run(new_run(run_id), OWNER)
