@@ -640,3 +640,37 @@ def test_a_step_forgets_a_document_and_the_log_says_whether_there_was_one(
         "gone.md",
         False,
     )
+
+
+def test_with_effects_durability_a_memory_write_follows_its_causes_to_disk(
+    memory: Memory, tmp_path: Path
+) -> None:
+    # another process may read the memory database: what a turn was written from is on
+    # record before the turn is
+    db = tmp_path / "runs.db"
+    store = SQLiteStore(db, durability="effects")
+
+    @step
+    async def ask(question: str) -> str:
+        return question.upper()
+
+    @step
+    async def remember(question: str, ctx: Context) -> int:
+        before = committed(db, "SELECT step FROM events WHERE kind='step_succeeded'")
+        turn = await ctx.memory.conversation("s-2").append("user", question)
+        after = committed(db, "SELECT step FROM events WHERE kind='step_succeeded'")
+        assert (before, after) == ([], [("ask",)])
+        return turn.seq
+
+    flow = Flow("mem", inputs={"question": str})
+    flow.add(remember, question=flow.add(ask, question=flow.input("question")))
+
+    async def main() -> Any:
+        try:
+            return await Engine(store, services={Memory: memory}).run(flow, {"question": "hi"})
+        finally:
+            await store.close()
+
+    result = run(main())
+    assert result.status == "succeeded", result.error
+    assert result.output == 1

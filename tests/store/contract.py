@@ -180,6 +180,27 @@ class StoreContract:
 
         run(main())
 
+    def test_a_taken_id_among_runs_started_together_fails_that_run_only(self, store: Store) -> None:
+        async def start(run_id: str) -> str:
+            try:
+                w = await store.create_run(new_run(run_id), OWNER)
+            except StoreError as exc:
+                return str(exc)
+            await w.release()
+            return "ok"
+
+        async def main() -> None:
+            w = await store.create_run(new_run("run-t1"), OWNER)
+            await w.release()
+            got = await asyncio.gather(*(start(f"run-t{i}") for i in range(4)))
+            assert "already exists" in got[1], got
+            assert [got[0], got[2], got[3]] == ["ok", "ok", "ok"]
+            for i in (0, 2, 3):
+                assert [e.kind for e in await store.events(f"run-t{i}")] == ["run_started"]
+            assert len(await store.events("run-t1")) == 1  # the first run's log is untouched
+
+        run(main())
+
     def test_snapshot_reads_give_what_the_separate_reads_give(self, store: Store) -> None:
         async def main() -> None:
             for rid in ("run-a", "run-b"):

@@ -365,6 +365,8 @@ class PostgresStore:
         self._wake: asyncio.Event | None = None
         self._listener: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        self._starts: list[tuple[tuple[Any, ...], _Rows, asyncio.Future[None]]] = []
+        self._starter: asyncio.Task[None] | None = None  # inserts the runs started together
         self._read_lock = asyncio.Lock()
         self._closed = False
         self._budget_owner = new_owner()  # who holds budget reservations made here
@@ -713,12 +715,68 @@ class PostgresStore:
             except (psycopg.Error, StoreError):
                 continue  # an unreachable server delays a beat; the lease is long enough
 
+    async def _start(self, row: tuple[Any, ...], buf: _Rows) -> None:
+        """Insert a new run (its row and the events of ``buf``) in one transaction with the
+        runs created in the same turn of the event loop; returns when it is committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._starts.append((row, buf, fut))
+        if len(self._starts) == 1:  # the first of this turn: the others join until it runs
+            self._starter = asyncio.get_running_loop().create_task(self._insert_starts())
+        await fut
+
+    async def _insert_starts(self) -> None:
+        starts, self._starts = self._starts, []
+        maybe_there = False  # whether the transaction of them all may have committed
+        if len(starts) > 1:
+            try:
+                async with self._write_lock:
+                    await self._insert_together(await self._writer_conn(), starts)
+            except psycopg.IntegrityError:
+                pass  # a taken id (nothing was written): run by run below, to tell which
+            except (psycopg.Error, StoreError):
+                maybe_there = True  # the link broke: run by run below, retrying
+            else:
+                for _, _, fut in starts:
+                    if not fut.done():
+                        fut.set_result(None)
+                return
+        for row, buf, fut in starts:
+            try:
+                await self._insert_run(row, buf, "cannot create the run", maybe_there=maybe_there)
+            except BaseException as exc:  # the creator gets it
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+
+    @staticmethod
+    async def _insert_together(
+        conn: Conn, starts: list[tuple[tuple[Any, ...], _Rows, asyncio.Future[None]]]
+    ) -> None:
+        """Runs' rows and their events in one pipelined transaction, once (no retry)."""
+        blobs = {k: v for _, buf, _ in starts for k, v in buf._pending_blobs.items()}
+        rows = [r for _, buf, _ in starts for r in buf._pending]
+        async with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            if blobs:
+                await cur.executemany(_INSERT_BLOBS, list(blobs.items()))
+            await cur.executemany(_INSERT_RUN, [row for row, _, _ in starts])
+            if rows:
+                await _insert_events(conn, rows, None)
+
     async def _insert_run(
-        self, row: tuple[Any, ...], buf: _Rows, doing: str, *, notify: bool = False
+        self,
+        row: tuple[Any, ...],
+        buf: _Rows,
+        doing: str,
+        *,
+        notify: bool = False,
+        maybe_there: bool = False,
     ) -> None:
         """A new run's row and the events of ``buf`` in one pipelined transaction (one round
-        trip); with ``notify``, idle workers of its queue are woken when it commits."""
-        tries = 0
+        trip); with ``notify``, idle workers of its queue are woken when it commits. With
+        ``maybe_there``, an earlier try may have committed it already (then it is left)."""
+        tries = 1 if maybe_there else 0
 
         async def insert(conn: Conn) -> None:
             nonlocal tries
@@ -755,7 +813,7 @@ class PostgresStore:
         row = run.row(
             "running", now, owner=owner, lease_until=now + self.lease_s, head=(w.seq, w.head)
         )
-        await self._insert_run(row, buf, "cannot create the run")
+        await self._start(row, buf)
         self._fence[run.run_id] = owner
         if self.durability == "batch":  # run_started goes with the next group commit
             w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)

@@ -212,6 +212,7 @@ class SQLiteStore:
         self._fence: dict[str, str] = {}  # run id -> the owner this process writes it as
         self._last_commit = time.monotonic()
         self._commits = 0  # successful commits so far: who waited for a group sees it move
+        self._starting = 0  # runs being created, waiting for their first commit
         self._heartbeat: asyncio.Task[None] | None = None
         self._budget_owner = new_owner()  # who holds budget reservations made here
         try:
@@ -292,7 +293,7 @@ class SQLiteStore:
         costs a turn of the loop); a run being created (``None``) always yields, as the runs
         started together are not in flight yet."""
         owned = self._owned
-        if run_id is None or len(owned) > (run_id in owned):
+        if run_id is None or len(owned) + self._starting > (run_id in owned):
             ticket = self._commits
             await asyncio.sleep(0)
             if self._commits != ticket:
@@ -311,7 +312,8 @@ class SQLiteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 refused = self._insert_new_runs(new_runs) if new_runs else {}
-                refused.update(self._fenced_out(rows, releasing))
+                for run_id, why in self._fenced_out(rows, releasing).items():
+                    refused.setdefault(run_id, why)  # a taken id says so, not "taken over"
                 if refused:  # another owner took these runs over: nothing of theirs is written
                     rows = [r for r in rows if r[0] not in refused]
                     releasing = [r for r in releasing if r[0] not in refused]
@@ -523,13 +525,13 @@ class SQLiteStore:
             run.row("running", now, owner=owner, lease_until=lease, head=(w.seq, w.head))
         )
         self._fence[run.run_id] = owner
-        self._owned[run.run_id] = w  # in flight from now: others group their commits with it
+        self._starting += 1  # in flight from now: others group their commits with it
         try:
             await self._group_commit()
-            self._check_refused(run.run_id)
-        except BaseException:
-            self._owned.pop(run.run_id, None)
-            raise
+        finally:
+            self._starting -= 1
+        self._check_refused(run.run_id)
+        self._owned[run.run_id] = w  # (only now: the heartbeat renews the leases of these)
         self._start_heartbeat()
         return w
 
