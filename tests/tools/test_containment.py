@@ -366,3 +366,17 @@ def test_masked_check_is_read_from_the_policy_file() -> None:
     assert parse_policy("rules: []\nmasked_check: true\n", file="p.yaml").masked_check
     with pytest.raises(ConfigError, match="'masked_check' is true or false"):
         parse_policy("rules: []\nmasked_check: sometimes\n", file="p.yaml")
+
+
+def test_the_policy_in_the_guards_page_reads_as_described() -> None:
+    import textwrap
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs" / "guards.md").read_text(encoding="utf-8")
+    section = page.split("## Containment: provenance instead of detection", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("policy:\n")
+    policy = parse_policy(textwrap.dedent(block.split("\n", 1)[1]), file="guards.md")
+    assert (policy.untrusted, policy.spotlight, policy.masked_check) == ("deny", "delimit", True)
+    mail = policy.rule("mail whom the user names")
+    assert mail is not None and mail.untrusted_fields == {"subject", "body"}
