@@ -380,3 +380,24 @@ def test_the_policy_in_the_guards_page_reads_as_described() -> None:
     assert (policy.untrusted, policy.spotlight, policy.masked_check) == ("deny", "delimit", True)
     mail = policy.rule("mail whom the user names")
     assert mail is not None and mail.untrusted_fields == {"subject", "body"}
+
+
+def test_erpoz_yaml_carries_the_containment_settings(tmp_path: Any) -> None:
+    from erpoz.guards import guardrails_from_config
+    from erpoz.models._config import parse_config
+
+    text = (
+        "policy:\n"
+        "  untrusted: review\n"
+        "  spotlight: datamark\n"
+        "  masked_check: true\n"
+        "  rules:\n"
+        "    - {name: mail, tool: send_email, action: allow, untrusted_fields: [body]}\n"
+    )
+    rails = guardrails_from_config(parse_config(text, file="erpoz.yaml", base=tmp_path))
+    assert rails is not None
+    policy = rails.policy
+    assert (policy.untrusted, policy.spotlight, policy.masked_check) == ("review", "datamark", True)
+    bad = text.replace("masked_check: true", "masked: true")
+    with pytest.raises(ConfigError, match="'policy' is a mapping with 'rules'"):
+        guardrails_from_config(parse_config(bad, file="erpoz.yaml", base=tmp_path))
