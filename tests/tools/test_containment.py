@@ -11,7 +11,7 @@ from erpoz.audit import Lineage, lineage
 from erpoz.engine._context import RunJournal
 from erpoz.errors import ConfigError
 from erpoz.models import ChatRequest, ChatResult, ModelHub, ModelSpec, ToolCall
-from erpoz.policy import Policy, Rule, parse_policy
+from erpoz.policy import Policy, Rule, Subject, parse_policy
 from erpoz.provenance import DATAMARK, Provenance, Untrusted, spotlight, unmark
 from erpoz.store import MemoryStore
 from erpoz.testing import FunctionModel
@@ -218,7 +218,8 @@ def test_delimiters_cannot_be_closed_by_the_text_itself() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("rules:\n  - {name: a, model: m, action: allow, untrusted: deny}\n", "for tool rules"),
+        ("rules:\n  - {name: a, data: pii, action: log, untrusted: deny}\n", "tool and model"),
+        ("rules:\n  - {name: a, model: m, action: allow, untrusted_fields: [x]}\n", "tool rules"),
         ("rules:\n  - {name: a, tool: t, action: allow, untrusted: maybe}\n", "'untrusted' is one"),
         (
             "rules:\n  - {name: a, tool: t, action: allow, untrusted_fields: [1]}\n",
@@ -401,3 +402,18 @@ def test_erpoz_yaml_carries_the_containment_settings(tmp_path: Any) -> None:
     bad = text.replace("masked_check: true", "masked: true")
     with pytest.raises(ConfigError, match="'policy' is a mapping with 'rules'"):
         guardrails_from_config(parse_config(bad, file="erpoz.yaml", base=tmp_path))
+
+
+def test_a_model_rule_keeps_a_privileged_model_from_reading_untrusted_content() -> None:
+    """The dual-LLM pattern: the planner may call tools, but once a tool's result is untrusted
+    it may not read it; the run fails before the poisoned conversation is sent."""
+    SENT.clear()
+    rule = Rule("the planner reads no untrusted text", "allow", model="m", untrusted="deny")
+    result, events, seen = agent_run([], Policy((rule, *GRANTS)), QUESTION)
+    assert result.status == "failed" and "may not read untrusted content" in (result.error or "")
+    assert len(seen) == 1  # the inbox was read; the model never saw it
+    (decided,) = [e.data for e in events if e.kind == "policy_decided" and "provenance" in e.data]
+    assert decided["resource"] == "model:m" and decided["action"] == "deny"
+    assert parse_policy(
+        "rules:\n  - {name: p, model: m, action: allow, untrusted: review}\n", file="p.yaml"
+    ).decide_model_untrusted("m", Subject()) == ("review", "p")
