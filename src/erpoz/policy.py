@@ -99,7 +99,7 @@ STRENGTH = {
 TOOL_DEFAULT = "default: tools are denied unless granted"
 MODEL_DEFAULT = "default: models are allowed unless denied"
 DATA_DEFAULT = "default: findings are logged"
-UNTRUSTED_DEFAULT = "default: side effects take no arguments from untrusted content"
+UNTRUSTED_DEFAULT = "default: side effects get the policy's 'untrusted' (deny unless set)"
 READ_ONLY_DEFAULT = "default: read-only tools take untrusted arguments"
 #: What a rule (or the policy) may do with a tool call that has untrusted arguments.
 UNTRUSTED_ACTIONS = frozenset({"allow", "deny", "review"})
@@ -278,6 +278,27 @@ class Policy:
             if _glob(tool_name, rule.tool or "") and rule._subject(s):
                 return rule.action, rule.name
         return "deny", TOOL_DEFAULT
+
+    def untrusted_of(self, tool_name: str, subject: Subject) -> dict[str, Any]:
+        """What a call of ``tool_name`` gets for untrusted arguments, as ``erpoz policy check``
+        says it: the action for a tool with side effects and for a read-only one, the fields
+        that may carry untrusted content, and the rule (or default) that says so."""
+        for rule in self._tools:
+            if _glob(tool_name, rule.tool or "") and rule._subject(subject):
+                if rule.untrusted is None and not rule.untrusted_fields:
+                    break
+                return {
+                    "side_effects": rule.untrusted or self.untrusted,
+                    "read_only": rule.untrusted or "allow",
+                    "fields": sorted(rule.untrusted_fields),
+                    "rule": rule.name,
+                }
+        return {
+            "side_effects": self.untrusted,
+            "read_only": "allow",
+            "fields": [],
+            "rule": f"{UNTRUSTED_DEFAULT}; {READ_ONLY_DEFAULT}",
+        }
 
     def decide_untrusted(
         self, tool_name: str, subject: Subject, side_effects: bool, labels: Mapping[str, str]

@@ -2,6 +2,7 @@
 side effect only through values that trusted input holds, or fields the policy lets through."""
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -492,3 +493,25 @@ def test_search_hits_are_untrusted_content(tmp_path: Any) -> None:
         result, lin = asyncio.run(main())
     assert result.status == "succeeded" and SENT == []
     assert lin.step.label == "untrusted" and lin.step.sources[0].startswith("memory:")
+
+
+def test_policy_check_says_what_untrusted_arguments_get(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from erpoz.cli import app
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "untrusted: review\nrules:\n"
+        "  - {name: mail, tool: send_email, action: allow, untrusted_fields: [body]}\n"
+        "  - {name: rest, tool: '*', action: allow}\n"
+    )
+    res = CliRunner().invoke(
+        app, ["policy", "check", str(path), "--tool", "send_email"], env={"COLUMNS": "200"}
+    )
+    assert res.exit_code == 0, res.output
+    assert "arguments from untrusted content: review if it has side effects" in res.output
+    assert "fields that may carry them: body (by mail)" in res.output
+    res = CliRunner().invoke(app, ["policy", "check", str(path), "--tool", "rm", "--json"])
+    told = json.loads(res.output)["untrusted"]
+    assert told["side_effects"] == "review" and told["rule"].startswith("default:")
