@@ -86,6 +86,7 @@ def check(
         action, rule = policy.decide(tool, subject=subject)
         asked = f"tool {tool}"
         result.update({"tool": tool, "action": action, "rule": rule})
+        result["untrusted"] = policy.untrusted_of(tool, subject)
     elif model is not None:
         action, rule = policy.decide_model(model, subject)
         asked = f"model {model}"
@@ -112,4 +113,12 @@ def check(
             f"{escape(asked)} (flow {escape(flow)}, step {escape(step)}, tenant "
             f"{escape(tenant)}, user {escape(user)}): [bold]{result['action']}[/] by rule "
             f"{escape(str(result['rule']))}"
+        )
+    untrusted = result.get("untrusted")
+    if isinstance(untrusted, dict):
+        fields = ", ".join(untrusted["fields"]) or "none"
+        out.print(
+            f"arguments from untrusted content: [bold]{untrusted['side_effects']}[/] if it has "
+            f"side effects, {untrusted['read_only']} if read-only; fields that may carry them: "
+            f"{escape(fields)} (by {escape(str(untrusted['rule']))})"
         )

@@ -42,9 +42,11 @@ masked_check: true                       # re-ask the model without the user's r
 trusted text (the caller's prompt, configuration) holds its value. A tool rule's ``untrusted``
 says what happens to a call with untrusted arguments outside ``untrusted_fields``; without it,
 tools with side effects get the policy's ``untrusted`` (default ``deny``) and read-only tools
-take them. With ``masked_check``, a side effect proposed after untrusted text is also checked
-by asking the model again with the user's request masked: a call it proposes then too comes
-from the untrusted text, whatever its arguments (MELON, Zhu et al., 2025).
+take them. A model rule's ``untrusted`` says whether that model may read untrusted content at
+all (``deny``: the dual-LLM pattern's privileged model). With ``masked_check``, a side effect
+proposed after untrusted text is also checked by asking the model again with the user's
+request masked: a call it proposes then too comes from the untrusted text, whatever its
+arguments (MELON, Zhu et al., 2025).
 
 Defaults when no rule matches: a tool is **denied** (tools are denied unless granted), a model
 is allowed, a finding is logged (recorded, nothing else happens). Configuration fails closed: a
@@ -97,7 +99,7 @@ STRENGTH = {
 TOOL_DEFAULT = "default: tools are denied unless granted"
 MODEL_DEFAULT = "default: models are allowed unless denied"
 DATA_DEFAULT = "default: findings are logged"
-UNTRUSTED_DEFAULT = "default: side effects take no arguments from untrusted content"
+UNTRUSTED_DEFAULT = "default: side effects get the policy's 'untrusted' (deny unless set)"
 READ_ONLY_DEFAULT = "default: read-only tools take untrusted arguments"
 #: What a rule (or the policy) may do with a tool call that has untrusted arguments.
 UNTRUSTED_ACTIONS = frozenset({"allow", "deny", "review"})
@@ -139,8 +141,10 @@ class Rule:
     untrusted_fields: frozenset[str] = frozenset()  # tools: arguments that may be untrusted
 
     def __post_init__(self) -> None:
-        if (self.untrusted is not None or self.untrusted_fields) and self.tool is None:
-            raise ValueError(f"rule {self.name!r}: 'untrusted' is for tool rules")
+        if self.untrusted_fields and self.tool is None:
+            raise ValueError(f"rule {self.name!r}: 'untrusted_fields' is for tool rules")
+        if self.untrusted is not None and self.resource == "data":
+            raise ValueError(f"rule {self.name!r}: 'untrusted' is for tool and model rules")
         if self.untrusted is not None and self.untrusted not in UNTRUSTED_ACTIONS:
             raise ValueError(
                 f"rule {self.name!r}: untrusted={self.untrusted!r} is not one of "
@@ -275,6 +279,27 @@ class Policy:
                 return rule.action, rule.name
         return "deny", TOOL_DEFAULT
 
+    def untrusted_of(self, tool_name: str, subject: Subject) -> dict[str, Any]:
+        """What a call of ``tool_name`` gets for untrusted arguments, as ``erpoz policy check``
+        says it: the action for a tool with side effects and for a read-only one, the fields
+        that may carry untrusted content, and the rule (or default) that says so."""
+        for rule in self._tools:
+            if _glob(tool_name, rule.tool or "") and rule._subject(subject):
+                if rule.untrusted is None and not rule.untrusted_fields:
+                    break
+                return {
+                    "side_effects": rule.untrusted or self.untrusted,
+                    "read_only": rule.untrusted or "allow",
+                    "fields": sorted(rule.untrusted_fields),
+                    "rule": rule.name,
+                }
+        return {
+            "side_effects": self.untrusted,
+            "read_only": "allow",
+            "fields": [],
+            "rule": f"{UNTRUSTED_DEFAULT}; {READ_ONLY_DEFAULT}",
+        }
+
     def decide_untrusted(
         self, tool_name: str, subject: Subject, side_effects: bool, labels: Mapping[str, str]
     ) -> UntrustedDecision | None:
@@ -295,6 +320,19 @@ class Policy:
         if not side_effects:
             return UntrustedDecision("allow", READ_ONLY_DEFAULT, (), untrusted)
         return UntrustedDecision(self.untrusted, UNTRUSTED_DEFAULT, untrusted, untrusted)
+
+    def decide_model_untrusted(self, model: str, subject: Subject) -> tuple[str, str] | None:
+        """Whether ``model`` may read untrusted content: ``(action, rule name)`` of the first
+        matching model rule that says (``untrusted``), else ``None`` (it may)."""
+        for rule in self._models:
+            if (
+                rule.untrusted is not None
+                and rule.model is not None
+                and _glob(model, rule.model)
+                and rule._subject(subject)
+            ):
+                return rule.untrusted, rule.name
+        return None
 
     def decide_model(self, model: str, subject: Subject) -> tuple[Action, str]:
         """Whether ``model`` may be asked: ``(action, rule name)``; no rule: allowed."""
@@ -513,9 +551,10 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
 
 def _untrusted(raw: LineMap, resource: str, err: Any) -> tuple[str | None, frozenset[str]]:
     """A tool rule's ``untrusted`` action and ``untrusted_fields``."""
-    for key in ("untrusted", "untrusted_fields"):
-        if key in raw and resource != "tool":
-            raise err(f"'{key}' is for tool rules", key, at_key=True)
+    if "untrusted_fields" in raw and resource != "tool":
+        raise err("'untrusted_fields' is for tool rules", "untrusted_fields", at_key=True)
+    if "untrusted" in raw and resource == "data":
+        raise err("'untrusted' is for tool and model rules", "untrusted", at_key=True)
     action = raw.get("untrusted")
     if action is not None and (not isinstance(action, str) or action not in UNTRUSTED_ACTIONS):
         raise err(

@@ -77,6 +77,13 @@ def test_cli_check_explains_the_decision(tmp_path: Path) -> None:
         "user": "-",
         "action": "review",
         "rule": "mail needs a person",
+        "untrusted": {  # what arguments from untrusted content get: no rule says, defaults
+            "side_effects": "deny",
+            "read_only": "allow",
+            "fields": [],
+            "rule": "default: side effects get the policy's 'untrusted' (deny unless set); "
+            "default: read-only tools take untrusted arguments",
+        },
     }
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - name: a\n    action: maybe\n")

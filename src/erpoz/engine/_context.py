@@ -393,7 +393,19 @@ class StepContext(StepIdentity):
         from ..memory import Memory, project_memory
 
         memory = self._services.get(Memory)
-        return (memory if isinstance(memory, Memory) else project_memory()).bound(self.journal)
+        return (memory if isinstance(memory, Memory) else project_memory()).bound(
+            self.journal, on_read=self._read_untrusted
+        )
+
+    def _read_untrusted(self, text: str, source: str) -> None:
+        """Untrusted text entered the step (a search hit): noted in the run's provenance, and
+        the first time from this source, recorded (a resumed run rebuilds it from the log)."""
+        prov = self.provenance
+        if source not in prov.steps.get(self.step_id, ()):
+            self.emit(
+                "provenance_labeled", {"at": "read", "label": "untrusted", "sources": [source]}
+            )
+        prov.add(text, source, self.step_id)
 
     async def guard(self, text: str, *, at: str = "model_input") -> str:
         """Run the guards of checkpoint ``at`` over ``text`` here, in the step (for text that

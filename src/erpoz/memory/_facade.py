@@ -224,6 +224,7 @@ class Memory:
         self.ocr = ocr
         self.count_tokens = count_tokens or estimate_tokens
         self._journal: Journal | None = None
+        self._on_read: Callable[[str, str], None] | None = None
         self._base = self  # the memory a step's view shares its lazily loaded models with
 
     @property
@@ -233,11 +234,13 @@ class Memory:
             base._embedder = default_embedder()
         return base._embedder
 
-    def bound(self, journal: Journal) -> Memory:
+    def bound(self, journal: Journal, on_read: Callable[[str, str], None] | None = None) -> Memory:
         """This memory as a step sees it (``ctx.memory``): the same database and models, its
-        writes recorded in the run's log and keyed by the step's ``journal``."""
+        writes recorded in the run's log and keyed by the step's ``journal``; ``on_read`` is
+        told each text a search returns and its source (untrusted content, for provenance)."""
         view = copy.copy(self)
         view._journal = journal
+        view._on_read = on_read
         return view
 
     # --- documents --------------------------------------------------------------------------
@@ -313,9 +316,13 @@ class Memory:
         filters: Mapping[str, Any] | None = None,
         mmr: float | None = None,
     ) -> list[Hit]:
-        return await asyncio.to_thread(
+        hits = await asyncio.to_thread(
             self.search_sync, query, k=k, mode=mode, filters=filters, mmr=mmr
         )
+        if self._on_read is not None:
+            for h in hits:
+                self._on_read(h.text, f"memory:{h.source}")
+        return hits
 
     def forget_sync(self, source: str) -> bool:
         """Forget a document (by its source name) and its chunks; whether there was one."""

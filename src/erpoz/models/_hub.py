@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..errors import ModelError
+from ..provenance import RunProvenance
 from ._limits import RateGate
 from ._meter import Budget, Metered, Recorder, bind, count_tokens, unbind
 from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
@@ -110,11 +111,34 @@ class ModelHub:
             governed,
             tokens,
             getattr(ctx, "journal", None),
+            _Taint.of(ctx),
         )
 
     def unbound(self) -> Models:
         """Models for code outside a run (CLI ``models ping``, benchmarks): nothing recorded."""
         return Models(self, Recorder(lambda k, d: None, "", budget=self.budget))
+
+
+class _Taint:
+    """The run's untrusted content, for one step: an answer to a prompt that holds some is
+    untrusted too (see :mod:`erpoz.provenance`)."""
+
+    __slots__ = ("prov", "step")
+
+    def __init__(self, prov: RunProvenance, step: str) -> None:
+        self.prov = prov
+        self.step = step
+
+    @classmethod
+    def of(cls, ctx: Any) -> _Taint | None:
+        prov = getattr(ctx, "provenance", None)
+        return cls(prov, ctx.step_id) if isinstance(prov, RunProvenance) else None
+
+    def answer(self, model: str, messages: Sequence[Message], result: ChatResult) -> ChatResult:
+        prov = self.prov
+        if prov and result.text and any(prov.split(m.text)[1] for m in messages):
+            prov.add(result.text, f"model:{model}", self.step)
+        return result
 
 
 def _messages(prompt: str | Message | Sequence[Message]) -> tuple[Message, ...]:
@@ -134,7 +158,7 @@ def _schema_of(output: Any) -> Mapping[str, Any]:
 class Models:
     """What a step sees as ``ctx.models``."""
 
-    __slots__ = ("_gov", "_hub", "_journal", "_rec", "_tokens")
+    __slots__ = ("_gov", "_hub", "_journal", "_rec", "_taint", "_tokens")
 
     def __init__(
         self,
@@ -143,12 +167,14 @@ class Models:
         governed: Governed | None = None,
         tokens: Callable[[str], None] | None = None,
         journal: Journal | None = None,
+        taint: _Taint | None = None,
     ) -> None:
         self._hub = hub
         self._rec = recorder
         self._gov = governed
         self._tokens = tokens
         self._journal = journal
+        self._taint = taint
 
     def _chat_model(self, name: str) -> ChatModel:
         model = self._hub.get(name)
@@ -191,6 +217,15 @@ class Models:
             timeout,
             frozenset(tags),
         )
+        if self._taint is not None:
+            return self._taint.answer(
+                model, messages, await self._journaled(model, request, mapping)
+            )
+        return await self._journaled(model, request, mapping)
+
+    async def _journaled(
+        self, model: str, request: ChatRequest, mapping: Mapping[str, str]
+    ) -> ChatResult:
         journal = self._journal
         if journal is None:
             return await self._answer(model, request, mapping)
@@ -393,8 +428,14 @@ class Models:
         )
 
     async def ocr(self, model: str, image: bytes) -> OCRResult:
+        """Text read from an image: untrusted content (the image came from outside)."""
         m: OCRModel = self._of_kind(model, OCRModel, "an OCR model")
-        return await self._recorded(model, "ocr", m.read(image), lambda r: {"lines": len(r.lines)})
+        r: OCRResult = await self._recorded(
+            model, "ocr", m.read(image), lambda r: {"lines": len(r.lines)}
+        )
+        if self._taint is not None:
+            self._taint.prov.add(r.text, f"ocr:{model}", self._taint.step)
+        return r
 
     async def classify(self, model: str, text: str) -> ClassifyResult:
         m: Classifier = self._of_kind(model, Classifier, "a classifier")

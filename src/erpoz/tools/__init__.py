@@ -479,6 +479,7 @@ class Tools:
         models = self._ctx.models
         for turn in range(1, max_turns + 1):
             if prov.tainted:
+                self._may_read_untrusted(model, prov)
                 self._ctx.emit(
                     "provenance_labeled",
                     {
@@ -511,6 +512,42 @@ class Tools:
         raise ToolError(
             f"agent with model '{model}' still calling tools after {max_turns} turns",
             retryable=True,
+        )
+
+    def _may_read_untrusted(self, model: str, prov: Provenance) -> None:
+        """A model rule may keep a model from reading untrusted content (the privileged model
+        of the dual-LLM pattern): ``PolicyViolation`` or ``ReviewRequired``."""
+        gov = self._gov
+        subject = gov.subject if gov is not None else Subject(self._flow or "-", self._ctx.step_id)
+        decided = self._policy().decide_model_untrusted(model, subject)
+        if decided is None or decided[0] == "allow":
+            return
+        action, rule = decided
+        grant = (
+            f"untrusted-model:{model}:"
+            + hashlib.sha256("\n".join(prov.sources).encode()).hexdigest()[:24]
+        )
+        approved = action == "review" and bool(
+            getattr(self._ctx, "approved", lambda _k: False)(grant)
+        )
+        self._ctx.emit(
+            "policy_decided",
+            {
+                "resource": f"model:{model}",
+                "action": "allow" if approved else action,
+                "rule": rule,
+                "flow": self._flow,
+                "step": self._ctx.step_id,
+                "provenance": {"sources": list(prov.sources), "blocked": [], "arguments": {}},
+            },
+        )
+        if approved:
+            return
+        why = f"model '{model}' may not read untrusted content ({', '.join(prov.sources)}) ({rule})"
+        if action == "deny":
+            raise PolicyViolation(why, rule=rule)
+        raise ReviewRequired(
+            why, evidence={"model": model, "sources": list(prov.sources)}, grant=grant
         )
 
     def _seed(self, messages: Sequence[Message], run_prov: RunProvenance | None) -> Provenance:
