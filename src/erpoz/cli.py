@@ -528,17 +528,16 @@ def _timeline(events: list[Event]) -> list[dict[str, Any]]:
     for e in events:
         if e.step is None or not e.kind.startswith(("step_", "review_")):
             continue
-        row = steps.setdefault(
-            e.step,
-            {
+        row = steps.get(e.step)
+        if row is None:  # (not setdefault: no row built per event of a long run)
+            row = steps[e.step] = {
                 "step": e.step,
                 "status": "pending",
                 "attempts": 0,
                 "start_ms": round((e.ts - t0) * 1000, 1),
                 "ms": None,
                 "error": None,
-            },
-        )
+            }
         row["status"] = _STEP_STATUS.get(e.kind, row["status"])
         if e.kind == "step_started":
             row["attempts"] = max(row["attempts"], e.attempt)

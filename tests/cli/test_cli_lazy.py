@@ -8,6 +8,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -78,6 +79,22 @@ def test_help_imports_no_model_server_or_other_command(args: tuple[str, ...]) ->
         assert not {m for m in loaded if m.startswith("erpoz.cli_") and m != "erpoz.cli_lazy"}
     if args[0] == "search":  # its own module, not the OCR or the embedding model
         assert "erpoz.cli_memory" in loaded and "erpoz.models.local_ocr" not in loaded
+
+
+def test_a_one_step_run_imports_no_detector_model_or_server(tmp_path: Path) -> None:
+    (tmp_path / "one.py").write_text(
+        "from erpoz import Flow, step\n\n\n@step\ndef inc(x: int) -> int:\n    return x + 1\n\n\n"
+        'flow = Flow("one", inputs={"x": int})\nflow.add(inc, x=flow.input("x"))\n'
+    )
+    code = f"import os\nos.chdir({str(tmp_path)!r})\n" + _cli(
+        "run", "one.py:flow", "-i", "x=1", "--store", "memory"
+    )
+    loaded = _modules_after(code)
+    assert "erpoz.engine" in loaded  # it did run
+    assert not loaded & set(MODELS_AND_SERVERS), sorted(loaded & set(MODELS_AND_SERVERS))
+    detectors = {m for m in loaded if m.startswith("erpoz.guards.") and not m[13:].startswith("_")}
+    assert not detectors, detectors  # no guard is configured: none is imported
+    assert not loaded & {"erpoz.memory", "erpoz.server", "erpoz.eval"}  # (OCR: rapidocr above)
 
 
 def test_lazy_entries_carry_their_commands_own_help() -> None:

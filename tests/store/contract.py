@@ -389,6 +389,33 @@ class StoreContract:
 
         run(main())
 
+    def test_values_that_grow_round_trip_intact_and_chain(self, store: Store) -> None:
+        """A state that grows by appending (stored as shared pieces where the store splits
+        values): every version reads back exactly, in runs that share parts of it."""
+        notes = [f"note {i}: " + 'ab\u001fc"é ' * 100 for i in range(30)]
+        compact = {"separators": (",", ":"), "ensure_ascii": False}
+        versions = [
+            json.dumps({"n": i, "notes": notes[:i], "meta": {"k": [1.5, None, True]}}, **compact)
+            for i in range(30)
+        ] + [json.dumps(notes), json.dumps(notes, **compact)]  # (spaced JSON is kept whole)
+
+        async def main() -> None:
+            for run_id in ("grow-1", "grow-2"):
+                w = await store.create_run(new_run(run_id), OWNER)
+                for i, text in enumerate(versions):
+                    w.append("step_succeeded", f"s#{i}", 1, payload=text)
+                w.append("run_succeeded", payload=versions[-1])
+                await w.release()
+                events = await store.events(run_id)
+                assert [e.payload for e in events[1:]] == [*versions, versions[-1]]
+                assert_valid_chain(events, run_id)
+                info, both = await store.run_with_events(run_id)
+                assert info is not None and info.output == versions[-1]
+                assert [e.payload for e in both] == [e.payload for e in events]
+            assert (await store.list_runs())[0].output == versions[-1]
+
+        run(main())
+
     # --- the run projection -------------------------------------------------------------------
     def test_status_follows_run_events_to_succeeded(self, store: Store) -> None:
         async def main() -> None:

@@ -13,19 +13,49 @@ call and result, delivery) and maps their findings to actions through the policy
 (:mod:`erpoz.policy`); steps meet it through ``ctx.models`` and ``ctx.tools``.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._checkpoints import Governed
 from ._config import guardrails_from_config, project_guardrails, reset_project_guardrails
 from ._findings import Finding, Guard, GuardReport, run_guards
 from ._rails import Check, Decided, Guardrails, QualityAlert, QualityMonitor, Verdict
 from ._registry import build_guard, known_guards
-from .grounded import GroundednessGuard
-from .injection import InjectionDetector
-from .injection_model import InjectionClassifier
-from .language import LanguageGuard
-from .length import LengthGuard
-from .pii import PIIDetector, Pseudonymizer, redact
-from .schema import SchemaGuard
-from .toxicity import ToxicityGuard
+
+if TYPE_CHECKING:
+    from .grounded import GroundednessGuard
+    from .injection import InjectionDetector
+    from .injection_model import InjectionClassifier
+    from .language import LanguageGuard
+    from .length import LengthGuard
+    from .pii import PIIDetector, Pseudonymizer, redact
+    from .schema import SchemaGuard
+    from .toxicity import ToxicityGuard
+
+_DETECTORS = {
+    "GroundednessGuard": ".grounded",
+    "InjectionDetector": ".injection",
+    "InjectionClassifier": ".injection_model",
+    "LanguageGuard": ".language",
+    "LengthGuard": ".length",
+    "PIIDetector": ".pii",
+    "Pseudonymizer": ".pii",
+    "redact": ".pii",
+    "SchemaGuard": ".schema",
+    "ToxicityGuard": ".toxicity",
+}
+"""The detectors, imported on first use (a run whose project configures no guard, or only some,
+does not pay for the others; :func:`build_guard` imports a kind's module by its entry point)."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _DETECTORS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Check",

@@ -1065,8 +1065,7 @@ class PostgresStore:
         )
         rows = await self._whole(rows)
         return [
-            Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
-            for r in rows
+            Event(r[0], r[1], r[2], r[3], r[4], r[5], _data(r[6]), r[7], r[8], r[9]) for r in rows
         ]
 
     async def chain_rows(self, run_id: str | None = None) -> list[ChainRow]:
@@ -1140,7 +1139,7 @@ class PostgresStore:
                 (info.run_id,),
             )
             events = [
-                Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+                Event(r[0], r[1], r[2], r[3], r[4], r[5], _data(r[6]), r[7], r[8], r[9])
                 for r in await _whole_on(conn, await cur.fetchall(), self.url)
             ]
             return info, events
@@ -1461,6 +1460,12 @@ class PostgresStore:
 
 _OUTPUT = 10
 """The column of a runs row (``_RUN_COLS``) that holds the run's output."""
+_DECODE = json.JSONDecoder().decode
+
+
+def _data(text: str) -> Any:
+    """An event's data (``{}``, the data of most events, without the JSON decoder)."""
+    return {} if text == "{}" else _DECODE(text)
 
 
 async def _whole_on(

@@ -706,8 +706,7 @@ class SQLiteStore:
         )
         rows = self._whole(rows)
         return [
-            Event(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
-            for r in rows
+            Event(r[0], r[1], r[2], r[3], r[4], r[5], _data(r[6]), r[7], r[8], r[9]) for r in rows
         ]
 
     async def chain_rows(self, run_id: str | None = None) -> list[ChainRow]:
@@ -1073,6 +1072,14 @@ class SQLiteStore:
             self._commit()
         finally:
             self._db.close()
+
+
+_DECODE = json.JSONDecoder().decode
+
+
+def _data(text: str) -> Any:
+    """An event's data (``{}``, the data of most events, without the JSON decoder)."""
+    return {} if text == "{}" else _DECODE(text)
 
 
 def _run_info(r: Any) -> RunInfo:
