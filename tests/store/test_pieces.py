@@ -292,7 +292,7 @@ def test_migrate_carries_split_values_between_stores(tmp_path: Path) -> None:
 
 
 async def _migrate_and_compare(migrate: Any, src: str, schema: Schema, run_id: str) -> None:
-    report = await migrate(src, schema.url)
+    report = await migrate(src, schema.url, verify=verify)
     assert report.copied == 1 and report.blobs > 0
     a, b = open_store(src), open_store(schema.url)
     try:
@@ -319,6 +319,14 @@ def test_old_blobs_are_carried_into_the_new_table(tmp_path: Path) -> None:
 
     run_id = asyncio.run(make())
     with sqlite3.connect(path) as db:  # the blobs table as schema 6 had it
+        for table in ("schedules", "schedule_ticks", "limit_grants", "limit_slots"):  # 9
+            db.execute(f"DROP TABLE {table}")
+        for table in ("messages", "run_events"):  # 8
+            db.execute(f"DROP TABLE {table}")
+        for index in ("runs_due", "runs_wake_on"):
+            db.execute(f"DROP INDEX {index}")
+        db.execute("ALTER TABLE runs DROP COLUMN wake_at")
+        db.execute("ALTER TABLE runs DROP COLUMN wake_on")
         db.executescript(
             "CREATE TABLE old_blobs (sha256 TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;"
             "INSERT INTO old_blobs SELECT * FROM blobs; DROP TABLE blobs;"
