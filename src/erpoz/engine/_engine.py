@@ -307,10 +307,6 @@ class Engine:
         plan = flow.compile() if isinstance(flow, Flow) else flow
         bound = plan.bind_inputs(inputs or {})
         inputs_json = _encode_inputs(plan, bound)
-        if run_id is not None:
-            existing = await self._existing(run_id, plan, inputs_json)
-            if existing is not None:
-                return existing
         try:
             writer = await self.store.create_run(
                 NewRun(
@@ -324,7 +320,8 @@ class Engine:
                 self.owner,
             )
         except StoreError:
-            # another process started the same run id just now: that run is the answer
+            # the run id is taken (started before, or by another process just now): that run
+            # is the answer — an idempotent start costs nothing until an id is reused
             existing = await self._existing(run_id, plan, inputs_json) if run_id else None
             if existing is None:
                 raise
@@ -370,14 +367,12 @@ class Engine:
         bound = plan.bind_inputs(inputs or {})
         rid = run_id or new_run_id()
         inputs_json = _encode_inputs(plan, bound)
-        if run_id is not None and await self._existing(run_id, plan, inputs_json) is not None:
-            return run_id  # submitted before: the same run (idempotent)
         new = NewRun(
             rid, plan.name, plan.fingerprint, inputs_json, source=plan.source, tags=dict(tags or {})
         )
         try:
             await store.submit_run(new, queue)
-        except StoreError:
+        except StoreError:  # submitted before: the same run (an idempotent submit)
             if run_id is None or await self._existing(run_id, plan, inputs_json) is None:
                 raise
         return rid
