@@ -303,7 +303,10 @@ class Engine:
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> RunResult:
-        """Start a run of ``flow`` and drive it until it succeeds, fails or waits for review."""
+        """Start a run of ``flow`` and drive it until it succeeds, fails, waits for review or
+        sleeps. A ``run_id`` that a run has already is an idempotent start: that run as it
+        stands is the answer (its result once it has finished); a ``RunError`` when its flow
+        or inputs differ."""
         plan = flow.compile() if isinstance(flow, Flow) else flow
         bound = plan.bind_inputs(inputs or {})
         inputs_json = _encode_inputs(plan, bound)
