@@ -25,7 +25,6 @@ from ..errors import (
     GuardBlocked,
     InvalidOutput,
     ReviewRequired,
-    RunClaimed,
     RunError,
     StepFailed,
     StoreError,
@@ -521,14 +520,17 @@ class Engine:
         self, flow: Flow | Plan | None = None, *, limit: int = 100
     ) -> list[RunResult]:
         """Resume the sleeping runs (of no queue: workers wake those) whose wake time has come,
-        one after the other, here; what became of each."""
+        one after the other, here; what became of each. Without ``flow``, the runs whose flow
+        has a recorded source; with it, the runs of that flow."""
         mailbox = self._mailbox()
-        results = []
-        for run_id in await mailbox.due_runs(limit=limit):
-            try:
-                results.append(await self.resume(run_id, flow))
-            except RunClaimed:
-                continue  # another process woke it first
+        plan = None if flow is None else flow.compile() if isinstance(flow, Flow) else flow
+        results: list[RunResult] = []
+        while len(results) < limit:
+            # claimed first, then read: two processes waking runs never take the same one
+            claim = await mailbox.claim_due(self.owner, flow=None if plan is None else plan.name)
+            if claim is None:
+                break
+            results.append(await self.run_claimed(claim, plan))
         return results
 
     async def send(self, run_id: str, topic: str, value: Any) -> int:
