@@ -630,7 +630,18 @@ def runs_show(
         out.print_json(info.output)
     if info.error:
         out.print(f"[red]error: {info.error}[/]", highlight=False)
-    if info.status == "waiting":
+    if info.status == "waiting" and info.wake_at is not None:
+        _report_sleep(
+            RunResult(
+                info.run_id,
+                "waiting",
+                waiting_steps=(info.waiting_step or "?",),
+                wake_at=info.wake_at,
+                wake_on=info.wake_on,
+            ),
+            "",
+        )
+    elif info.status == "waiting":
         out.print(
             f"waiting for review of [yellow]{info.waiting_step}[/]: "
             f"erpoz runs resume {info.run_id} --approve | --reject | --edit FILE",

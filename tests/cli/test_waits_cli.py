@@ -37,6 +37,8 @@ def test_a_sleeping_run_exits_3_and_goes_on_when_due(cli: Cli) -> None:
     assert res["waiting_steps"] == ["nap"]
     text = cli.ok("run", f"{WAITS}:napper", "-i", "x=2", "--hold", "0", code=3).text
     assert "sleeps until" in text and "no process holds it" in text and "--wait" in text
+    shown = cli.ok("runs", "show", res["run_id"]).text
+    assert "nap sleeps until" in shown and "--approve" not in shown
     done = cli.ok("runs", "resume", res["run_id"], "--wait", "--json").json()
     assert (done["status"], done["output"]) == ("succeeded", 2)
     woken = cli.ok("runs", "wake", "--json").json()  # the other one, once due

@@ -1007,6 +1007,12 @@ class MailboxContract:
             await store.wake_run("nobody")  # nothing to wake: no error
             assert await store.due_runs() == ["solo"]  # a worker wakes runs of queues
             assert (await store.claim_next(OTHER, ["default"])).info.run_id == "w-4"
+            assert await store.claim_due(OTHER) is None  # no source to load its flow from
+            assert await store.claim_due(OTHER, flow="another_flow") is None
+            claim = await store.claim_due(OTHER, flow="contract_flow")
+            assert claim is not None and claim.info.run_id == "solo"
+            assert claim.info.status == "waiting" and claim.info.claims == 1
+            assert await store.claim_due(OWNER, flow="contract_flow") is None  # taken: once
 
         run(main())
 

@@ -137,6 +137,9 @@ async def _make_runs(url: str) -> None:
         assert (await engine.run(REPLY, {"text": ticket}, run_id=RUNS[4])).status == "waiting"
         assert (await engine.run(REPLY, {"text": "late"}, run_id=RUNS[5])).status == "waiting"
         await store.request_cancel(RUNS[5])  # a flag on the runs row only: a boolean to carry
+        # durable waits: a message a waiting run has not taken yet, and a published event
+        await engine.send(RUNS[4], "reply", {"text": "yes"})
+        await store.set_run_event(RUNS[0], "answered", '{"ok":true}')  # type: ignore[attr-defined]
     finally:
         await store.close()
 
@@ -189,7 +192,7 @@ def audit(url: str) -> AuditReport:
 
 
 # --- reading the tables as they are stored --------------------------------------------------------
-TABLES = {"runs": 1, "events": 2, "blobs": 1, "cache": 1}
+TABLES = {"runs": 1, "events": 2, "blobs": 1, "cache": 1, "messages": 1, "run_events": 2}
 """Each table and how many of its first columns are its key."""
 
 
@@ -272,6 +275,7 @@ def test_a_store_is_copied_row_for_row_and_verifies(
     assert report.copied == len(RUNS) and not report.topped_up and report.already_there == 0
     assert report.events == len(rows(src, "events"))
     assert report.blobs == 1 and report.cache == 1
+    assert (report.messages, report.run_events) == (1, 1)
     assert report.complete and not report.source_problems and not report.columns_left_out
     assert report.runs_verified == len(RUNS)
     before, after = audit(src), audit(dst)

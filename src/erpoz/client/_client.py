@@ -25,6 +25,7 @@ from ..server.wire import (
     EventOut,
     EventPage,
     FlowInfo,
+    ForkRun,
     Health,
     ModelStats,
     QualityStats,
@@ -199,6 +200,11 @@ class _Calls:
             return str(data.get("cancel")) if isinstance(data, dict) else "?"
 
         return _Call("POST", f"/api/runs/{run_id}/cancel", read)
+
+    @staticmethod
+    def fork(run_id: str, from_step: str | None, inputs: Mapping[str, Any]) -> _Call[RunOutcome]:
+        body = ForkRun(from_step=from_step, inputs=dict(inputs))
+        return _Call("POST", f"/api/runs/{run_id}/fork", _model(RunOutcome, "fork"), body=body)
 
     @staticmethod
     def send(run_id: str, topic: str, value: Any) -> _Call[int]:
@@ -419,10 +425,13 @@ class Client(_Base):
         *,
         tags: Mapping[str, str] | None = None,
         queue: str | None = None,
+        run_id: str | None = None,
     ) -> RunOutcome:
         """Start a run and return at once (``status`` ``running``, or ``queued`` with a queue);
-        follow it with :meth:`follow` or :meth:`wait`."""
-        return self._send(_Calls.start(_start_body(flow, inputs, tags, wait=False, queue=queue)))
+        follow it with :meth:`follow` or :meth:`wait`. With ``run_id``, a run of that id that
+        exists is the answer (an idempotent start)."""
+        body = _start_body(flow, inputs, tags, wait=False, queue=queue, run_id=run_id)
+        return self._send(_Calls.start(body))
 
     def run(
         self,
@@ -431,14 +440,15 @@ class Client(_Base):
         *,
         tags: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        run_id: str | None = None,
     ) -> RunOutcome:
-        """Start a run and wait until it succeeds, fails or waits for review (its outcome, not
-        an error: :meth:`RunOutcome.unwrap` raises for anything but success). ``timeout``
-        (seconds; default: no limit) ends the wait with :class:`WaitTimedOut`, the run going
-        on in the server."""
+        """Start a run and wait until it succeeds, fails, waits for review or sleeps (its
+        outcome, not an error: :meth:`RunOutcome.unwrap` raises for anything but success).
+        ``timeout`` (seconds; default: no limit) ends the wait with :class:`WaitTimedOut`, the
+        run going on in the server. With ``run_id``, an idempotent start (see :meth:`start`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         chunk = _WAIT_CHUNK_S if timeout is None else min(_WAIT_CHUNK_S, timeout)
-        body = _start_body(flow, inputs, tags, wait=True, timeout_s=chunk)
+        body = _start_body(flow, inputs, tags, wait=True, timeout_s=chunk, run_id=run_id)
         outcome = self._send(_Calls.start(body), timeout=chunk + self.timeout)
         if outcome.done:
             return outcome
@@ -577,6 +587,13 @@ class Client(_Base):
     def cancel(self, run_id: str) -> str:
         """Cancel a run: ``cancelled`` at once, or ``requested`` when a process drives it."""
         return self._send(_Calls.cancel(run_id))
+
+    def fork(
+        self, run_id: str, from_step: str | None = None, inputs: Mapping[str, Any] | None = None
+    ) -> RunOutcome:
+        """A new run from ``run_id`` (its parent) with ``inputs`` changed, re-running
+        ``from_step`` on and every step that reads a changed input; waits for its outcome."""
+        return self._send(_Calls.fork(run_id, from_step, inputs or {}))
 
     def send(self, run_id: str, topic: str, value: Any) -> int:
         """Send a message to a run (it takes it with ``ctx.recv(topic, …)``); its id."""
@@ -762,8 +779,9 @@ class AsyncClient(_Base):
         *,
         tags: Mapping[str, str] | None = None,
         queue: str | None = None,
+        run_id: str | None = None,
     ) -> RunOutcome:
-        body = _start_body(flow, inputs, tags, wait=False, queue=queue)
+        body = _start_body(flow, inputs, tags, wait=False, queue=queue, run_id=run_id)
         return await self._send(_Calls.start(body))
 
     async def run(
@@ -773,10 +791,11 @@ class AsyncClient(_Base):
         *,
         tags: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        run_id: str | None = None,
     ) -> RunOutcome:
         deadline = None if timeout is None else time.monotonic() + timeout
         chunk = _WAIT_CHUNK_S if timeout is None else min(_WAIT_CHUNK_S, timeout)
-        body = _start_body(flow, inputs, tags, wait=True, timeout_s=chunk)
+        body = _start_body(flow, inputs, tags, wait=True, timeout_s=chunk, run_id=run_id)
         outcome = await self._send(_Calls.start(body), timeout=chunk + self.timeout)
         if outcome.done:
             return outcome
@@ -900,6 +919,11 @@ class AsyncClient(_Base):
 
     async def cancel(self, run_id: str) -> str:
         return await self._send(_Calls.cancel(run_id))
+
+    async def fork(
+        self, run_id: str, from_step: str | None = None, inputs: Mapping[str, Any] | None = None
+    ) -> RunOutcome:
+        return await self._send(_Calls.fork(run_id, from_step, inputs or {}))
 
     async def send(self, run_id: str, topic: str, value: Any) -> int:
         return await self._send(_Calls.send(run_id, topic, value))

@@ -25,7 +25,6 @@ from ..errors import (
     GuardBlocked,
     InvalidOutput,
     ReviewRequired,
-    RunClaimed,
     RunError,
     StepFailed,
     StoreError,
@@ -305,14 +304,13 @@ class Engine:
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> RunResult:
-        """Start a run of ``flow`` and drive it until it succeeds, fails or waits for review."""
+        """Start a run of ``flow`` and drive it until it succeeds, fails, waits for review or
+        sleeps. A ``run_id`` that a run has already is an idempotent start: that run as it
+        stands is the answer (its result once it has finished); a ``RunError`` when its flow
+        or inputs differ."""
         plan = flow.compile() if isinstance(flow, Flow) else flow
         bound = plan.bind_inputs(inputs or {})
         inputs_json = _encode_inputs(plan, bound)
-        if run_id is not None:
-            existing = await self._existing(run_id, plan, inputs_json)
-            if existing is not None:
-                return existing
         try:
             writer = await self.store.create_run(
                 NewRun(
@@ -328,7 +326,8 @@ class Engine:
                 self.owner,
             )
         except StoreError:
-            # another process started the same run id just now: that run is the answer
+            # the run id is taken (started before, or by another process just now): that run
+            # is the answer — an idempotent start costs nothing until an id is reused
             existing = await self._existing(run_id, plan, inputs_json) if run_id else None
             if existing is None:
                 raise
@@ -376,8 +375,6 @@ class Engine:
         bound = plan.bind_inputs(inputs or {})
         rid = run_id or new_run_id()
         inputs_json = _encode_inputs(plan, bound)
-        if run_id is not None and await self._existing(run_id, plan, inputs_json) is not None:
-            return run_id  # submitted before: the same run (idempotent)
         new = NewRun(
             rid,
             plan.name,
@@ -390,7 +387,7 @@ class Engine:
         )
         try:
             await store.submit_run(new, queue)
-        except StoreError:
+        except StoreError:  # submitted before: the same run (an idempotent submit)
             if run_id is None or await self._existing(run_id, plan, inputs_json) is None:
                 raise
         return rid
@@ -547,14 +544,17 @@ class Engine:
         self, flow: Flow | Plan | None = None, *, limit: int = 100
     ) -> list[RunResult]:
         """Resume the sleeping runs (of no queue: workers wake those) whose wake time has come,
-        one after the other, here; what became of each."""
+        one after the other, here; what became of each. Without ``flow``, the runs whose flow
+        has a recorded source; with it, the runs of that flow."""
         mailbox = self._mailbox()
-        results = []
-        for run_id in await mailbox.due_runs(limit=limit):
-            try:
-                results.append(await self.resume(run_id, flow))
-            except RunClaimed:
-                continue  # another process woke it first
+        plan = None if flow is None else flow.compile() if isinstance(flow, Flow) else flow
+        results: list[RunResult] = []
+        while len(results) < limit:
+            # claimed first, then read: two processes waking runs never take the same one
+            claim = await mailbox.claim_due(self.owner, flow=None if plan is None else plan.name)
+            if claim is None:
+                break
+            results.append(await self.run_claimed(claim, plan))
         return results
 
     async def send(self, run_id: str, topic: str, value: Any) -> int:

@@ -84,6 +84,15 @@ _UNTREED = (
 TREE_CHUNK = 50_000
 """Leaves per call of the PostgreSQL append function."""
 _CACHE_PAGE = "SELECT key, step, output, created FROM cache WHERE key > {m} ORDER BY key LIMIT {m}"
+_MESSAGES_PAGE = (
+    "SELECT id, run_id, topic, payload, created FROM messages WHERE id > {m} ORDER BY id LIMIT {m}"
+)
+_RUN_EVENTS = "SELECT run_id, key, payload, updated FROM run_events ORDER BY run_id, key"
+_UPSERT_RUN_EVENT = (
+    "INSERT INTO run_events (run_id, key, payload, updated) VALUES ({m}, {m}, {m}, {m}) "
+    "ON CONFLICT (run_id, key) DO UPDATE SET payload = excluded.payload, "
+    "updated = excluded.updated WHERE excluded.updated > run_events.updated"
+)
 
 OnProgress = Callable[[str, int, "int | None"], None]
 """``(phase, done, total)``: what the migration is doing; ``total`` is None when unknown."""
@@ -129,6 +138,8 @@ class MigrationReport:
     blobs: int = 0
     cache: int = 0
     cache_present: int = 0
+    messages: int = 0  # messages to runs (ctx.recv) copied (ids the destination has are kept)
+    run_events: int = 0  # events runs published (ctx.set_event)
     seconds: float = 0.0
     copy_seconds: float = 0.0
     runs_verified: int = 0  # runs written, whose chains were verified in the destination
@@ -167,6 +178,8 @@ class MigrationReport:
             "events": self.events,
             "blobs": self.blobs,
             "cache": {"copied": self.cache, "already_there": self.cache_present},
+            "messages": self.messages,
+            "run_events": self.run_events,
             "seconds": round(self.seconds, 3),
             "copy_seconds": round(self.copy_seconds, 3),
             "events_per_second": None if rate is None else round(rate),
@@ -337,6 +350,18 @@ class _Side(Protocol):
 
     async def cache(self, after: str, limit: int) -> list[Row]: ...
 
+    async def mailbox(self) -> bool:
+        """Whether the store keeps messages and run events (schema of durable waits)."""
+        ...
+
+    async def messages(self, after: int, limit: int) -> list[Row]: ...
+
+    async def run_events(self) -> list[Row]: ...
+
+    async def insert_mail(self, messages: Sequence[Row], run_events: Sequence[Row]) -> None:
+        """Messages whose id the store lacks, and run events newer than its own."""
+        ...
+
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]: ...
 
     async def insert_blobs(self, blobs: dict[str, str]) -> None: ...
@@ -499,6 +524,24 @@ class _SQLiteSide:
 
     async def cache(self, after: str, limit: int) -> list[Row]:
         return self._all(_CACHE_PAGE.format(m="?"), (after, limit))
+
+    async def mailbox(self) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
+        return bool(self._all(sql))
+
+    async def messages(self, after: int, limit: int) -> list[Row]:
+        return self._all(_MESSAGES_PAGE.format(m="?"), (after, limit))
+
+    async def run_events(self) -> list[Row]:
+        return self._all(_RUN_EVENTS)
+
+    async def insert_mail(self, messages: Sequence[Row], run_events: Sequence[Row]) -> None:
+        self._many(
+            "INSERT OR IGNORE INTO messages (id, run_id, topic, payload, created) "
+            "VALUES (?,?,?,?,?)",
+            messages,
+        )
+        self._many(_UPSERT_RUN_EVENT.format(m="?"), run_events)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -705,6 +748,31 @@ class _PostgresSide:
 
     async def cache(self, after: str, limit: int) -> list[Row]:
         return await self._all(_CACHE_PAGE.format(m="%s"), (after, limit))
+
+    async def mailbox(self) -> bool:
+        rows = await self._all("SELECT to_regclass('messages') IS NOT NULL")
+        return bool(rows[0][0])
+
+    async def messages(self, after: int, limit: int) -> list[Row]:
+        return await self._all(_MESSAGES_PAGE.format(m="%s"), (after, limit))
+
+    async def run_events(self) -> list[Row]:
+        return await self._all(_RUN_EVENTS)
+
+    async def insert_mail(self, messages: Sequence[Row], run_events: Sequence[Row]) -> None:
+        if messages:
+            await self._many(
+                "INSERT INTO messages (id, run_id, topic, payload, created) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                messages,
+            )
+            # ids given here: the next message sent in this store gets a higher one
+            await self._all(
+                "SELECT setval(pg_get_serial_sequence('messages', 'id'), "
+                "(SELECT max(id) FROM messages))"
+            )
+        if run_events:
+            await self._many(_UPSERT_RUN_EVENT.format(m="%s"), run_events)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -1201,6 +1269,26 @@ async def _copy_rest(src: _Side, dst: _Side, report: MigrationReport, note: OnPr
             async with dst.transaction():
                 await dst.insert_blobs(blobs)
         report.blobs += len(blobs)
+    await _copy_mail(src, dst, report, note)
+
+
+async def _copy_mail(src: _Side, dst: _Side, report: MigrationReport, note: OnProgress) -> None:
+    """Messages sent to runs and the events runs published (stores with durable waits)."""
+    if not (await src.mailbox() and await dst.mailbox()):
+        return
+    note("copying messages", 0, None)
+    after = 0
+    while rows := await src.messages(after, PAGE_ROWS):
+        after = int(rows[-1][0])
+        if not report.dry_run:
+            async with dst.transaction():
+                await dst.insert_mail(rows, [])
+        report.messages += len(rows)
+    published = await src.run_events()
+    if published and not report.dry_run:
+        async with dst.transaction():
+            await dst.insert_mail([], published)
+    report.run_events = len(published)
 
 
 async def _copy_tree(src: _Side, dst: _Side, report: MigrationReport, note: OnProgress) -> None:

@@ -464,6 +464,22 @@ class MemoryStore:
     async def wake_run(self, run_id: str) -> None:
         self._wake(self._runs.get(run_id))
 
+    async def claim_due(self, owner: str, *, flow: str | None = None) -> Claim | None:
+        now = time.time()
+        due = [
+            r
+            for r in self._runs.values()
+            if r.queue is None
+            and _due(r, now)
+            and (r.new.flow == flow if flow is not None else r.new.source is not None)
+        ]
+        if not due:
+            return None
+        r = min(due, key=lambda r: r.wake_at or 0.0)
+        r.owner, r.lease_until = owner, now + self.lease_s
+        r.claims += 1
+        return Claim(self._info(r), _MemoryWriter(r), None)
+
     async def due_runs(self, *, limit: int = 100) -> list[str]:
         now = time.time()
         due = [r for r in self._runs.values() if r.queue is None and _due(r, now)]

@@ -1421,6 +1421,32 @@ class PostgresStore:
             (_WAKE, (now, run_id, now)),
         )
 
+    async def claim_due(self, owner: str, *, flow: str | None = None) -> Claim | None:
+        await self._same_loop()
+
+        async def claim(conn: Conn) -> tuple[Any, ...] | None:
+            cur = await conn.execute(
+                "WITH c AS (SELECT run_id FROM runs WHERE wake_at <= %s AND status = 'waiting' "
+                "AND owner IS NULL AND queue IS NULL AND (flow = %s OR (%s::text IS NULL AND "
+                "source IS NOT NULL)) ORDER BY wake_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "UPDATE runs r SET owner=%s, lease_until=%s, claims=r.claims+1 FROM c "
+                f"WHERE r.run_id = c.run_id RETURNING {_CLAIMED_COLS}",
+                (time.time(), flow, flow, owner, time.time() + self.lease_s),
+            )
+            row: tuple[Any, ...] | None = await cur.fetchone()
+            return row
+
+        async with self._claim_lock:
+            row = await self._retrying("cannot claim a due run", self._claimer_conn, claim)
+        if row is None:
+            return None
+        info = _run_info(row)
+        w = _PostgresWriter(self, info.run_id, owner, info.head_seq, info.head_hash, info.status)
+        self._fence[info.run_id] = owner
+        self._owned[info.run_id] = w
+        self._start_heartbeat()
+        return Claim(info, w, None)
+
     async def due_runs(self, *, limit: int = 100) -> list[str]:
         now = time.time()
         rows = await self._query(

@@ -195,6 +195,13 @@ class Mailbox(Protocol):
         """Make a waiting run with a wake time due now (a message came while it went waiting)."""
         ...
 
+    async def claim_due(self, owner: str, *, flow: str | None = None) -> Claim | None:
+        """Take the waiting run of no queue that is due soonest, as a worker claims a run of
+        its queues (two claimers never get the same run): a run of ``flow`` (by name), or,
+        without one, a run whose flow has a recorded source to load it from; ``None`` when
+        none is due."""
+        ...
+
     async def due_runs(self, *, limit: int = 100) -> list[str]:
         """Waiting runs of no queue whose wake time has come, held by nobody, soonest first
         (a worker claims the due runs of its queues itself)."""

@@ -1041,6 +1041,42 @@ class SQLiteStore:
             ),
         )
 
+    async def claim_due(self, owner: str, *, flow: str | None = None) -> Claim | None:
+        try:
+            self._commit()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                row = self._db.execute(
+                    "SELECT run_id, owner FROM runs WHERE wake_at <= ? AND status = 'waiting' "
+                    "AND owner IS NULL AND queue IS NULL AND (flow = ? OR (? IS NULL AND "
+                    "source IS NOT NULL)) ORDER BY wake_at LIMIT 1",
+                    (now, flow, flow),
+                ).fetchone()
+                if row is None:
+                    self._db.execute("COMMIT")
+                    return None
+                self._db.execute(
+                    "UPDATE runs SET owner=?, lease_until=?, claims=claims+1 WHERE run_id=?",
+                    (owner, now + self.lease_s, row[0]),
+                )
+                info = _run_info(
+                    self._db.execute(
+                        f"SELECT {_RUN_COLS} FROM runs WHERE run_id=?", (row[0],)
+                    ).fetchone()
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "cannot claim a due run") from exc
+        w = _SQLiteWriter(self, info.run_id, info.head_seq, info.head_hash, info.status, owner)
+        self._fence[info.run_id] = owner
+        self._owned[info.run_id] = w
+        self._start_heartbeat()
+        return Claim(info, w, None)
+
     async def due_runs(self, *, limit: int = 100) -> list[str]:
         return [
             r[0]
