@@ -30,6 +30,7 @@ from ._schedules import (
     schedules_from_config,
     sync_schedules,
     tick_run_id,
+    tick_to_json,
 )
 from ._worker import Worker, WorkerStats
 
@@ -63,5 +64,6 @@ __all__ = [
     "schedules_from_config",
     "sync_schedules",
     "tick_run_id",
+    "tick_to_json",
     "top_step",
 ]
