@@ -5,10 +5,12 @@ import pytest
 from erpoz import open_store
 from erpoz.store import MemoryStore, Store
 from store.contract import LedgerContract, QueueContract, StoreContract
-from store.schedule_contract import RateContract, ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract, SlotContract
 
 
-class TestMemory(StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract):
+class TestMemory(
+    StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract, SlotContract
+):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()

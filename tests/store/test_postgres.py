@@ -25,7 +25,7 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
-from store.schedule_contract import RateContract, ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract, SlotContract
 
 if REQUIRED:
     import psycopg  # without it, a run that requires PostgreSQL fails here
@@ -46,7 +46,9 @@ def schema() -> Iterator[Schema]:
         yield s
 
 
-class TestPostgres(StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract):
+class TestPostgres(
+    StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract, SlotContract
+):
     @pytest.fixture
     def store(self, schema: Schema) -> Iterator[Store]:
         s = open_store(schema.url)

@@ -22,10 +22,12 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
-from store.schedule_contract import RateContract, ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract, SlotContract
 
 
-class TestSQLite(StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract):
+class TestSQLite(
+    StoreContract, QueueContract, LedgerContract, ScheduleContract, RateContract, SlotContract
+):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:
         s = SQLiteStore(tmp_path / "runs.db")
