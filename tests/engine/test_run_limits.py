@@ -107,3 +107,30 @@ def test_max_running_flags_are_checked() -> None:
     for bad in ("default", "default=0", "=3", "default=x"):
         with pytest.raises(ConfigError, match="QUEUE=N"):
             RunLimits.parse([], [bad])
+
+
+def test_the_slot_of_a_process_that_died_comes_free_at_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.db"
+    code = (
+        "import asyncio, os, sys\n"
+        "from erpoz.store import SQLiteStore\n"
+        "s = SQLiteStore(sys.argv[1])\n"
+        "assert asyncio.run(s.acquire_slot('running:default', 1, 'run-a', 3600.0))\n"
+        "os._exit(0)  # dies holding it, its lease an hour long\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+
+    async def main() -> tuple[int, bool]:
+        store = SQLiteStore(path)
+        try:
+            return (
+                await store.slots_in_use("running:default"),
+                await store.acquire_slot("running:default", 1, "run-b", 30.0),
+            )
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == (0, True)
