@@ -37,6 +37,7 @@ from .engine import (
     schedule_to_json,
     schedules_from_config,
     sync_schedules,
+    tick_to_json,
 )
 from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
 from .store import ScheduleBook, Store, Tick
@@ -307,4 +308,4 @@ def _at(t: float) -> str:
 
 
 def _tick(t: Tick) -> dict[str, Any]:
-    return {**t.to_json(), "at": _at(t.tick)}
+    return tick_to_json(t)

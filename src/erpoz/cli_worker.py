@@ -202,6 +202,14 @@ def worker(
             "of the store ('*' for all queues together; repeatable), e.g. default=5/1.",
         ),
     ] = None,
+    max_running: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--max-running",
+            help="QUEUE=N: at most N runs of QUEUE in flight across every worker of the store "
+            "('*' for all queues together; repeatable), e.g. default=4.",
+        ),
+    ] = None,
     schedules: Annotated[
         bool,
         typer.Option(
@@ -242,7 +250,7 @@ def worker(
             err.print(f"run {result.run_id} {result.status}", highlight=False)
 
     try:
-        limits = RunLimits.parse(rate) if rate else None
+        limits = RunLimits.parse(rate or [], max_running or []) if rate or max_running else None
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
     try:

@@ -154,3 +154,23 @@ def test_a_worker_whose_code_cannot_run_a_queued_run_fails_it_saying_why(tmp_pat
     failed, ok = asyncio.run(main())
     assert failed.status == "failed" and "started on flow 'mail' version 1" in failed.error
     assert ok.status == "succeeded" and ok.output == '"v3 y"'
+
+
+def test_the_docs_examples_run_and_print_what_the_page_shows() -> None:
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "versioning.md"
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", doc.read_text(encoding="utf-8"), re.S | re.M)
+    namespace: dict[str, Any] = {"__name__": "doc"}
+    python = [i for i, (lang, _) in enumerate(blocks) if lang == "python"]
+    assert len(python) == 2
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for i in python:
+            exec(compile(blocks[i][1], str(doc), "exec", dont_inherit=True), namespace)
+    assert blocks[python[0] + 1][0] == "text"
+    assert printed.getvalue().strip() == blocks[python[0] + 1][1].strip()
+    assert namespace["flow"].compile().patches == frozenset({"polite-reply"})

@@ -131,3 +131,24 @@ def test_the_docs_example_prints_what_the_page_shows_and_its_yaml_parses() -> No
     yaml = next(body for lang, body in blocks if lang == "yaml")
     limits = parse_config(yaml, file="erpoz.yaml").spec("gpt-mini").limits
     assert limits == RateLimit(500, 200_000, 60.0, "skip", 60.0)
+
+
+def test_models_that_share_a_limit_count_against_it_together(tmp_path: Path) -> None:
+    account = RateLimit(requests=2, shared="openai-org")
+    hub = ModelHub()
+    a = hub.add(FunctionModel(lambda r: "from a", name="a"), ModelSpec("a", "t", limits=account))
+    b = hub.add(FunctionModel(lambda r: "from b", name="b"), ModelSpec("b", "t", limits=account))
+    c = hub.add(FunctionModel(lambda r: "from c", name="c"), ModelSpec("c", "t"))
+    hub.add(FallbackRouter("router", [a, b, c]))  # type: ignore[list-item]
+    store = SQLiteStore(tmp_path / "s.db")
+    runs = run_many(store, hub, 3)
+    assert [r.output["model"] for r, _ in runs] == ["a", "a", "c"]  # b shares a's account
+    (decision,) = [e.data for e in runs[2][1] if e.kind == "route_decided"]
+    statuses = {c["model"]: c["status"] for c in decision["candidates"]}
+    assert statuses == {"a": "rate_limited", "b": "rate_limited", "c": "answered"}
+    b_row = next(c for c in decision["candidates"] if c["model"] == "b")
+    assert "(shared: openai-org)" in b_row["error"]
+    cfg = parse_config(
+        "models:\n  m:\n    provider: extractive\n    limits: {requests: 5, shared: acme}\n"
+    )
+    assert cfg.spec("m").limits == RateLimit(5, None, 60.0, "skip", 60.0, "acme")

@@ -218,3 +218,42 @@ class RateContract:
             assert (await store.take_rate("m", 1, 0.2)).granted
 
         asyncio.run(main())
+
+
+class SlotContract:
+    """Stores that keep concurrency slots (:class:`erpoz.store.ConcurrencySlots`)."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("a store test class overrides the `store` fixture")
+
+    def test_at_most_limit_slots_and_a_released_one_is_free(self, store: Any) -> None:
+        async def main() -> None:
+            got = [await store.acquire_slot("q", 2, f"run-{i}", 30.0) for i in range(3)]
+            assert got == [True, True, False] and await store.slots_in_use("q") == 2
+            assert await store.acquire_slot("other", 1, "run-9", 30.0)  # keys are apart
+            await store.release_slot("q", "run-0")
+            assert await store.acquire_slot("q", 2, "run-2", 30.0)
+
+        asyncio.run(main())
+
+    def test_a_lapsed_slot_comes_free_unless_renewed(self, store: Any) -> None:
+        async def main() -> None:
+            assert await store.acquire_slot("q", 1, "a", 0.2)
+            await asyncio.sleep(0.1)
+            await store.renew_slots(0.2)  # the holder is alive: renewed
+            await asyncio.sleep(0.15)
+            assert not await store.acquire_slot("q", 1, "b", 0.2)
+            await asyncio.sleep(0.25)  # not renewed: lapsed
+            assert await store.acquire_slot("q", 1, "b", 30.0)
+
+        asyncio.run(main())
+
+    def test_concurrent_acquires_never_pass_the_limit(self, store: Any) -> None:
+        async def main() -> None:
+            got = await asyncio.gather(
+                *(store.acquire_slot("q", 3, f"r{i}", 30.0) for i in range(10))
+            )
+            assert sum(got) == 3
+
+        asyncio.run(main())

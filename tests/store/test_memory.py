@@ -5,11 +5,17 @@ import pytest
 from erpoz import open_store
 from erpoz.store import MemoryStore, Store
 from store.contract import LedgerContract, MailboxContract, QueueContract, StoreContract
-from store.schedule_contract import RateContract, ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract, SlotContract
 
 
 class TestMemory(
-    StoreContract, QueueContract, LedgerContract, MailboxContract, ScheduleContract, RateContract
+    StoreContract,
+    QueueContract,
+    LedgerContract,
+    MailboxContract,
+    ScheduleContract,
+    RateContract,
+    SlotContract,
 ):
     @pytest.fixture
     def store(self) -> Store:

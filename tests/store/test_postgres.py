@@ -26,7 +26,7 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
-from store.schedule_contract import RateContract, ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract, SlotContract
 
 if REQUIRED:
     import psycopg  # without it, a run that requires PostgreSQL fails here
@@ -48,7 +48,13 @@ def schema() -> Iterator[Schema]:
 
 
 class TestPostgres(
-    StoreContract, QueueContract, LedgerContract, MailboxContract, ScheduleContract, RateContract
+    StoreContract,
+    QueueContract,
+    LedgerContract,
+    MailboxContract,
+    ScheduleContract,
+    RateContract,
+    SlotContract,
 ):
     @pytest.fixture
     def store(self, schema: Schema) -> Iterator[Store]:

@@ -23,11 +23,17 @@ from store.contract import (
     assert_valid_chain,
     new_run,
 )
-from store.schedule_contract import RateContract, ScheduleContract
+from store.schedule_contract import RateContract, ScheduleContract, SlotContract
 
 
 class TestSQLite(
-    StoreContract, QueueContract, LedgerContract, MailboxContract, ScheduleContract, RateContract
+    StoreContract,
+    QueueContract,
+    LedgerContract,
+    MailboxContract,
+    ScheduleContract,
+    RateContract,
+    SlotContract,
 ):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[Store]:

@@ -34,6 +34,7 @@ from ._schedules import (
     schedules_from_config,
     sync_schedules,
     tick_run_id,
+    tick_to_json,
 )
 from ._worker import DEFAULT_MAX_CLAIMS, Worker, WorkerStats
 
@@ -72,5 +73,6 @@ __all__ = [
     "schedules_from_config",
     "sync_schedules",
     "tick_run_id",
+    "tick_to_json",
     "top_step",
 ]

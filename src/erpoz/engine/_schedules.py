@@ -148,6 +148,11 @@ def schedule_to_json(row: ScheduleRow) -> dict[str, Any]:
     }
 
 
+def tick_to_json(t: Tick) -> dict[str, Any]:
+    """A tick as the CLI's ``--json`` and the HTTP API show it (``at``: the tick, ISO 8601)."""
+    return {**t.to_json(), "at": iso(t.tick)}
+
+
 def plan_claim(
     row: ScheduleRow, now: float, owner: str, lease_s: float, late_s: float = DEFAULT_LATE_S
 ) -> TickClaim | None:

@@ -159,7 +159,7 @@ class Worker:
                 if claim is None:
                     break
                 claimed = True
-                task = asyncio.get_running_loop().create_task(self._drive(claim))
+                task = asyncio.get_running_loop().create_task(self._driven(store, claim))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             limited = self.limits is not None and self.limits.wait_s > 0
@@ -203,6 +203,13 @@ class Worker:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _driven(self, store: Any, claim: Claim) -> None:
+        try:
+            await self._drive(claim)
+        finally:
+            if self.limits is not None:  # its concurrency slots come free
+                await self.limits.finished(store, claim.info.run_id)
 
     async def _drive(self, claim: Claim) -> None:
         stats = self.stats

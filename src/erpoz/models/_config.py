@@ -139,6 +139,7 @@ class LimitsConfig(_Strict):
     per_s: float = Field(60.0, gt=0)
     on_limit: Literal["skip", "wait"] = "skip"
     max_wait_s: float = Field(60.0, ge=0)
+    shared: str | None = Field(None, min_length=1, max_length=100)
 
 
 class ModelConfig(_Strict):
@@ -351,7 +352,7 @@ class ProjectConfig(_Strict):
 def _limit_of(c: LimitsConfig | None) -> RateLimit | None:
     if c is None or (c.requests is None and c.tokens is None):
         return None
-    return RateLimit(c.requests, c.tokens, c.per_s, c.on_limit, c.max_wait_s)
+    return RateLimit(c.requests, c.tokens, c.per_s, c.on_limit, c.max_wait_s, c.shared)
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class RateLimit:
     per_s: float = 60.0
     on_limit: Literal["skip", "wait"] = "skip"
     max_wait_s: float = 60.0
+    shared: str | None = None
+    """A name the limit is counted under instead of the model's: models that give the same one
+    share it (a provider account's limit over all its models)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +101,19 @@ class RateGate:
     ) -> tuple[tuple[str | None, str | None] | None, float, str]:
         """Both grants, or neither (the request's is given back) with the wait and why."""
         window = f"{limit.per_s:g} s"
+        key = f"shared:{limit.shared}" if limit.shared else f"model:{model}"
+        over = f" (shared: {limit.shared})" if limit.shared else ""
         req: RateGrant | None = None
         if limit.requests is not None:
             req = await self.book.take_rate(
-                f"model:{model}:requests", limit.requests, limit.per_s, 1, HOLD_S
+                f"{key}:requests", limit.requests, limit.per_s, 1, HOLD_S
             )
             if not req.granted:
-                return None, req.wait_s, f"{limit.requests} requests per {window} reached"
+                return None, req.wait_s, f"{limit.requests} requests per {window}{over} reached"
         tok: RateGrant | None = None
         if limit.tokens is not None:
             tok = await self.book.take_rate(
-                f"model:{model}:tokens", limit.tokens, limit.per_s, tokens, HOLD_S
+                f"{key}:tokens", limit.tokens, limit.per_s, tokens, HOLD_S
             )
             if not tok.granted:
                 if req is not None:
@@ -116,7 +121,7 @@ class RateGate:
                 what = (
                     f"the call's ~{tokens} tokens are more than {limit.tokens} per {window}"
                     if tok.wait_s == float("inf")
-                    else f"{limit.tokens} tokens per {window} reached"
+                    else f"{limit.tokens} tokens per {window}{over} reached"
                 )
                 return None, tok.wait_s, what
         return (req.grant_id if req else None, tok.grant_id if tok else None), 0.0, ""

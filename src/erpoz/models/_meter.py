@@ -198,7 +198,8 @@ class Metered:
         self.name = spec.name
         self.budget = budget
         self._count = tokenizer
-        self.rates = rates if spec.limits is not None else None
+        # a model with limits always has a gate: this process's own unless one is given
+        self.rates = (rates or RateGate()) if spec.limits is not None else None
 
     def estimate(self, request: ChatRequest) -> float:
         """Expected cost of a call before it is made (routers compare models with this)."""

@@ -13,7 +13,14 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine import CATCHUP, Schedule, add_schedule, iso, pause_schedule, schedule_to_json
+from ..engine import (
+    CATCHUP,
+    Schedule,
+    add_schedule,
+    pause_schedule,
+    schedule_to_json,
+    tick_to_json,
+)
 from ..errors import ConfigError, FlowError, StoreError
 from ..store import ScheduleBook
 from ._auth import caller_of
@@ -112,9 +119,7 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
     ) -> JSONResponse:
         row = await one(b, name)
         ticks = await b.schedule_ticks(name, limit)
-        return JSONResponse(
-            {**schedule_to_json(row), "ticks": [{**t.to_json(), "at": iso(t.tick)} for t in ticks]}
-        )
+        return JSONResponse({**schedule_to_json(row), "ticks": [tick_to_json(t) for t in ticks]})
 
     @api.delete("/{name}", summary="Remove a schedule (its runs and ticks stay on record)")
     async def remove(name: str = Name, b: ScheduleBook = Depends(book)) -> JSONResponse:

@@ -30,10 +30,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._owner import owner_is_dead
+
 KEEP_S = 600.0
 HELD_POLL_S = 0.1
 """How soon to look again when the window is full of grants still held by calls in flight."""
-_SLACK = 1e-9
+SLACK = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +60,14 @@ def decide(
     """Grant or refuse ``amount`` given the key's grants ``(at, amount)`` of the last window,
     oldest first."""
     held = sum(a for _, a in grants)
-    if held + amount <= limit + _SLACK:
+    if held + amount <= limit + SLACK:
         return RateGrant(True, uuid.uuid4().hex, 0.0, held)
-    if amount > limit + _SLACK:
+    if amount > limit + SLACK:
         return RateGrant(False, "", float("inf"), held)
     freed = 0.0
     for at, a in grants:  # the window frees as its oldest grants age out
         freed += a
-        if held - freed + amount <= limit + _SLACK:
+        if held - freed + amount <= limit + SLACK:
             if at > now:  # held by a call in flight: it frees when settled, look again soon
                 return RateGrant(False, "", min(window_s, HELD_POLL_S), held)
             return RateGrant(False, "", max(0.0, at + window_s - now), held)
@@ -88,11 +90,18 @@ def sqlite_take(
         db.execute(
             "DELETE FROM limit_grants WHERE key = ? AND at < ?", (key, now - keep_s(window_s))
         )
-        rows = db.execute(
-            "SELECT at, amount FROM limit_grants WHERE key = ? AND at > ? ORDER BY at",
+        held = db.execute(
+            "SELECT coalesce(sum(amount), 0) FROM limit_grants WHERE key = ? AND at > ?",
             (key, now - window_s),
-        ).fetchall()
-        grant = decide(rows, limit, window_s, amount, now)
+        ).fetchone()[0]
+        if held + amount <= limit + SLACK:  # the common case: one aggregate over the index
+            grant = RateGrant(True, uuid.uuid4().hex, 0.0, float(held))
+        else:
+            rows = db.execute(
+                "SELECT at, amount FROM limit_grants WHERE key = ? AND at > ? ORDER BY at",
+                (key, now - window_s),
+            ).fetchall()
+            grant = decide(rows, limit, window_s, amount, now)
         if grant.granted:
             db.execute(
                 "INSERT INTO limit_grants (grant_id, key, at, amount, owner) VALUES (?,?,?,?,?)",
@@ -150,3 +159,77 @@ class MemoryRates:
 
     def grants(self, key: str, since: float) -> list[tuple[float, float]]:
         return [(at, a) for at, a, _ in self._grants.get(key, []) if at >= since]
+
+
+# --- concurrency slots ------------------------------------------------------------------------
+# A concurrency limit is a key with at most ``limit`` slots in use. A slot is held by a holder
+# (a run) of an owner (a process) until released, with a lease the owner renews: a slot whose
+# lease lapsed, or whose owner is a dead process of this host, is free again.
+
+
+def sqlite_acquire_slot(
+    db: sqlite3.Connection, key: str, limit: int, holder: str, owner: str, ttl_s: float
+) -> bool:
+    now = time.time()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute(
+            "SELECT holder, owner, expires FROM limit_slots WHERE key = ?", (key,)
+        ).fetchall()
+        gone = [h for h, o, exp in rows if exp < now or owner_is_dead(o)]
+        db.executemany(
+            "DELETE FROM limit_slots WHERE key = ? AND holder = ?", [(key, h) for h in gone]
+        )
+        got = len(rows) - len(gone) < limit
+        if got:
+            db.execute(
+                "INSERT OR REPLACE INTO limit_slots (key, holder, owner, expires) VALUES (?,?,?,?)",
+                (key, holder, owner, now + ttl_s),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return got
+
+
+def sqlite_release_slot(db: sqlite3.Connection, key: str, holder: str) -> None:
+    db.execute("DELETE FROM limit_slots WHERE key = ? AND holder = ?", (key, holder))
+
+
+def sqlite_renew_slots(db: sqlite3.Connection, owner: str, ttl_s: float) -> None:
+    db.execute("UPDATE limit_slots SET expires = ? WHERE owner = ?", (time.time() + ttl_s, owner))
+
+
+def sqlite_slots(db: sqlite3.Connection, key: str) -> int:
+    now = time.time()
+    rows = db.execute("SELECT owner, expires FROM limit_slots WHERE key = ?", (key,)).fetchall()
+    return sum(1 for o, exp in rows if exp >= now and not owner_is_dead(o))
+
+
+class MemorySlots:
+    """Concurrency slots of one process (the memory store)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, dict[str, float]] = {}
+
+    def acquire(self, key: str, limit: int, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        held = {h: exp for h, exp in self._slots.get(key, {}).items() if exp >= now}
+        self._slots[key] = held
+        if len(held) >= limit:
+            return False
+        held[holder] = now + ttl_s
+        return True
+
+    def release(self, key: str, holder: str) -> None:
+        self._slots.get(key, {}).pop(holder, None)
+
+    def renew(self, ttl_s: float) -> None:
+        for held in self._slots.values():
+            for h in held:
+                held[h] = time.time() + ttl_s
+
+    def count(self, key: str) -> int:
+        now = time.time()
+        return sum(1 for exp in self._slots.get(key, {}).values() if exp >= now)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import RunClaimed, StoreError
 from ._ledger import BudgetScope, Hold, MemoryLedger, limits_of
-from ._limits import MemoryRates, RateGrant
+from ._limits import MemoryRates, MemorySlots, RateGrant
 from ._merkle import CompactRange, Leaf, StoredNode, TreeHead, check_level, leaf_hash
 from ._model import (
     GENESIS,
@@ -162,6 +162,7 @@ class MemoryStore:
         self._run_events: dict[tuple[str, str], str] = {}
         self._schedules = MemorySchedules()
         self._rates = MemoryRates()
+        self._slots = MemorySlots()
         self._order: list[tuple[_MemoryRun, int]] = []
         self._origin = uuid.uuid4().hex
         self._tree = CompactRange()
@@ -336,6 +337,18 @@ class MemoryStore:
 
     async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
         return self._rates.grants(key, since)
+
+    async def acquire_slot(self, key: str, limit: int, holder: str, ttl_s: float) -> bool:
+        return self._slots.acquire(key, limit, holder, ttl_s)
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        self._slots.release(key, holder)
+
+    async def renew_slots(self, ttl_s: float) -> None:
+        self._slots.renew(ttl_s)
+
+    async def slots_in_use(self, key: str) -> int:
+        return self._slots.count(key)
 
     # --- schedules ----------------------------------------------------------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:

@@ -1196,6 +1196,28 @@ class PostgresStore:
             "cannot read rate grants", lambda c: pg_limits.grants(c, key, since)
         )
 
+    async def acquire_slot(self, key: str, limit: int, holder: str, ttl_s: float) -> bool:
+        return await self._on_ledger(
+            "cannot take a concurrency slot",
+            lambda c: pg_limits.acquire_slot(c, key, limit, holder, self._budget_owner, ttl_s),
+        )
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        await self._on_ledger(
+            "cannot release a concurrency slot", lambda c: pg_limits.release_slot(c, key, holder)
+        )
+
+    async def renew_slots(self, ttl_s: float) -> None:
+        await self._on_ledger(
+            "cannot renew concurrency slots",
+            lambda c: pg_limits.renew_slots(c, self._budget_owner, ttl_s),
+        )
+
+    async def slots_in_use(self, key: str) -> int:
+        return await self._on_ledger(
+            "cannot read concurrency slots", lambda c: pg_limits.slots(c, key)
+        )
+
     # --- schedules (on the claims' connection: short transactions) ---------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
         return await self._on_ledger(

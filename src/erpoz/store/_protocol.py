@@ -263,6 +263,25 @@ class RateLimits(Protocol):
 
 
 @runtime_checkable
+class ConcurrencySlots(Protocol):
+    """Concurrency limits shared by every process of a store: at most ``limit`` slots of a
+    key in use; a slot is held until released, on a lease its process renews (a dead
+    process's slots come free)."""
+
+    async def acquire_slot(self, key: str, limit: int, holder: str, ttl_s: float) -> bool:
+        """Take a slot of ``key`` for ``holder`` when fewer than ``limit`` are in use."""
+        ...
+
+    async def release_slot(self, key: str, holder: str) -> None: ...
+
+    async def renew_slots(self, ttl_s: float) -> None:
+        """Extend the lease of every slot this process holds."""
+        ...
+
+    async def slots_in_use(self, key: str) -> int: ...
+
+
+@runtime_checkable
 class ScheduleBook(Protocol):
     """Schedules shared by every process of a store (see ``erpoz.store._schedules``): their
     definitions, where each stands, and the ticks claimed, so that one tick is fired once."""

@@ -22,7 +22,15 @@ from ..errors import RunClaimed, StoreError
 from . import _schedules as sched
 from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
-from ._limits import RateGrant, sqlite_grants, sqlite_take
+from ._limits import (
+    RateGrant,
+    sqlite_acquire_slot,
+    sqlite_grants,
+    sqlite_release_slot,
+    sqlite_renew_slots,
+    sqlite_slots,
+    sqlite_take,
+)
 from ._limits import sqlite_settle as sqlite_settle_rate
 from ._merkle import (
     Leaf,
@@ -841,6 +849,28 @@ class SQLiteStore:
 
     async def rate_grants(self, key: str, since: float = 0.0) -> list[tuple[float, float]]:
         return self._on_schedules("cannot read rate grants", sqlite_grants, key, since)
+
+    async def acquire_slot(self, key: str, limit: int, holder: str, ttl_s: float) -> bool:
+        return self._on_schedules(
+            "cannot take a concurrency slot",
+            sqlite_acquire_slot,
+            key,
+            limit,
+            holder,
+            self._budget_owner,
+            ttl_s,
+        )
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        self._on_schedules("cannot release a concurrency slot", sqlite_release_slot, key, holder)
+
+    async def renew_slots(self, ttl_s: float) -> None:
+        self._on_schedules(
+            "cannot renew concurrency slots", sqlite_renew_slots, self._budget_owner, ttl_s
+        )
+
+    async def slots_in_use(self, key: str) -> int:
+        return self._on_schedules("cannot read concurrency slots", sqlite_slots, key)
 
     # --- schedules ----------------------------------------------------------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
