@@ -631,6 +631,8 @@ def runs_show(
     if info.error:
         out.print(f"[red]error: {info.error}[/]", highlight=False)
     if info.status == "waiting" and info.wake_at is not None:
+        from .engine import RunResult
+
         _report_sleep(
             RunResult(
                 info.run_id,

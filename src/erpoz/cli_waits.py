@@ -120,9 +120,3 @@ def runs_wake(
         out.print("no sleeping run is due")
     for row in rows:
         out.print(f"run {row['run_id']} {row['status']}", highlight=False)
-
-
-def register(runs_app: typer.Typer) -> None:
-    runs_app.command("send")(runs_send)
-    runs_app.command("event")(runs_event)
-    runs_app.command("wake")(runs_wake)
