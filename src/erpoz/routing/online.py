@@ -13,20 +13,22 @@
 and what each model cost (the ``model_called`` costs of its calls). It sends traffic to the
 cheapest mix of models whose *pessimistic* estimate of quality (a lower confidence bound) keeps
 the expected quality over the traffic seen at or above ``target``, and spends at most
-``explore`` of its decisions trying a model that might do as well for less (or better).
+``explore`` of its decisions on the model a Thompson draw from the posteriors prefers (a
+cheaper one only where it might be good enough: safe exploration).
 
 **Kinds of prompt.** The prompt's embedding (MiniLM, or any embedding model; a
 :class:`HashingEmbed` of its words where none is wanted) is hashed by ``bits`` seeded random
-hyperplanes into a code: prompts alike share most bits. A model's quality on a prompt is the
-mean of the signals it got on the prompts of nearest codes (weighted by closeness: a soft
-cluster), shrunk towards 0.5; with little evidence nearby, its uncertainty is wide.
+hyperplanes into a code: prompts alike share most bits. A model's quality on a prompt is a
+Bayesian linear model of its signals on the code's bits and the prompt's length, shrunk
+towards the model's overall rate (see :class:`BanditState`); with little evidence on a kind,
+its estimate stays near that rate and its uncertainty is wide.
 
 **State is a view over the log.** Every decision is a ``route_decided`` event (kind
-``online``) carrying its id, the prompt's code, the model, what it cost and its validators'
-score; the state is a sum over such events and the signals that refer to them, the same in
-whatever order they are read. :meth:`OnlineRouter.sync` reads the store's new events (every
-``refresh_s`` seconds on its own, when given a store), so a restarted process, or several
-workers sharing a PostgreSQL store, route from the same evidence.
+``online``) carrying its id, the prompt's code and length, the model, what it cost and its
+validators' score; the state is a sum over such events and the signals that refer to them,
+the same in whatever order they are read. :meth:`OnlineRouter.sync` reads the store's new
+events (every ``refresh_s`` seconds on its own, when given a store), so a restarted process,
+or several workers sharing a PostgreSQL store, route from the same evidence.
 """
 
 from __future__ import annotations
