@@ -262,7 +262,9 @@ def expand_rows(
     returned as they are); ``fetch`` reads pieces by key. A missing or self-referring piece is a
     ``StoreError``, or, not ``strict`` (what the audit reads), a marker in the text, so that the
     event's hash does not match and the audit names the event."""
-    texts = [r[col] for r in rows]
+    texts = [t for r in rows if (t := r[col]) is not None and SEP in t]  # the split ones
+    if not texts:
+        return rows
     asm = Assembler(where, strict=strict)
     need = asm.wanted(texts)
     if not need:
@@ -281,7 +283,9 @@ async def aexpand_rows(
     strict: bool = True,
 ) -> list[Any]:
     """:func:`expand_rows` with an asynchronous ``fetch``."""
-    texts = [r[col] for r in rows]
+    texts = [t for r in rows if (t := r[col]) is not None and SEP in t]  # the split ones
+    if not texts:
+        return rows
     asm = Assembler(where, strict=strict)
     need = asm.wanted(texts)
     if not need:
