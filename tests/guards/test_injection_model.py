@@ -236,8 +236,9 @@ def test_a_table_with_invisible_characters_is_clean_until_poisoned(
 
 def test_the_cascade_embeds_only_what_its_screen_passes(detector: InjectionClassifier) -> None:
     counting = Counting(detector.embedder)
-    cascade = InjectionClassifier(embedder=counting)  # type: ignore[arg-type]
-    assert cascade.mode == "cascade"
+    cascade = InjectionClassifier(mode="cascade", embedder=counting)  # type: ignore[arg-type]
+    assert InjectionClassifier().mode == "lexical"
+    assert InjectionClassifier(head="prompt", embedder=detector.embedder).mode == "cascade"
     clean = INVOICE + "\n" + TABLE
     assert cascade.check(clean) == ()
     assert counting.texts <= 0.25 * len(views(fold(clean).text))  # most pieces never embedded

@@ -287,8 +287,8 @@ class InjectionDetector:
     ``learned=True`` adds the learned detector (:class:`~erpoz.guards.InjectionClassifier`,
     hashed n-grams and MiniLM; ``pip install 'erpoz[local]'``) beside the rules: ``learned``
     names its head (``True`` or ``"content"`` for what a flow reads, ``"prompt"`` for user
-    input), ``learned_mode`` its mode (``cascade`` by default, ``lexical`` or ``full``) and
-    ``learned_threshold`` overrides its own threshold. Its windows at or over that
+    input), ``learned_mode`` its mode (``lexical``, ``cascade`` or ``full``; by default the
+    head's) and ``learned_threshold`` overrides its own threshold. Its windows at or over that
     threshold are findings of kind ``learned_injection``, whatever the rules say.
     ``embedder`` (Python only) is the learned detector's (default: the process-wide MiniLM).
     """
@@ -301,7 +301,7 @@ class InjectionDetector:
         threshold: float = 0.5,
         learned: bool | str = False,
         learned_threshold: float | None = None,
-        learned_mode: str = "cascade",
+        learned_mode: str | None = None,
         embedder: ArrayEmbedder | None = None,
         name: str = "injection",
     ) -> None:

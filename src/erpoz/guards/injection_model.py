@@ -7,10 +7,10 @@ The text is judged piece by piece: windows of whole lines and sentences, up to a
 :data:`WINDOW_CHARS` characters each and overlapping by half (for instructions that run over
 several sentences), and every sentence of four words or more on its own (so that one
 instruction hidden in a long e-mail, table or tool result is not drowned by its neighbours).
-Each piece gets a lexical probability (hashed n-grams: cheap, no vocabulary to ship); in the
-default ``cascade`` mode only the pieces over the head's ``screen`` are embedded with MiniLM
-and scored by a second model over the lexical logit and the embedding -- on clean text that
-is a few pieces in a hundred, which is what keeps the detector fast. The text's score is the
+Each piece gets a lexical probability (hashed n-grams: cheap, no vocabulary to ship; the
+content head's default ``lexical`` mode stops there); in the ``cascade`` mode (the prompt
+head's default) only the pieces over the head's ``screen`` are embedded with MiniLM and
+scored by a second model over the lexical logit and the embedding. The text's score is the
 highest probability of any piece. Text is folded first (NFKC, look-alike letters, invisible
 characters such as U+FEFF dropped) and spans still point into the original.
 
@@ -175,6 +175,10 @@ def window_text(text: str) -> str:
 #: ``2 ** LEX_BITS`` columns each; the lexical model has twice that many weights.
 LEX_BITS = 17
 MODES = ("cascade", "lexical", "full")
+#: Each head's default mode: documents and tool results are long, and MiniLM adds little to
+#: the content head for a hundred times the cost; user input is short, and MiniLM helps the
+#: prompt head (see the figures in docs/guards.md).
+DEFAULT_MODES = {"content": "lexical", "prompt": "cascade"}
 _DIM = 1 << LEX_BITS
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _CHAR_CACHE: dict[str, Any] = {}
@@ -404,9 +408,10 @@ class InjectionClassifier:
     :class:`~erpoz.guards.Guard`.
 
     ``head``: ``"content"`` for what a flow reads (documents, tool results), ``"prompt"`` for
-    user input (see the module's notes). ``mode``: ``"cascade"`` (default: hashed n-grams
-    on every piece, MiniLM only on the pieces they find suspicious), ``"lexical"`` (n-grams
-    only: no MiniLM, no PyTorch) or ``"full"`` (MiniLM on every piece; slowest).
+    user input (see the module's notes). ``mode``: ``"lexical"`` (n-grams only: no MiniLM,
+    no PyTorch; the content head's default), ``"cascade"`` (n-grams on every piece, MiniLM
+    only on the pieces they find suspicious; the prompt head's default) or ``"full"`` (MiniLM
+    on every piece; slowest).
     ``threshold`` (0..1): a piece whose probability reaches it is a finding (default: the
     head's for that mode, chosen for ≤ 2% false positives on held-out clean texts).
     ``embedder``: anything with ``embed_array(texts) -> (vectors, tokens)``; default, the
@@ -420,7 +425,7 @@ class InjectionClassifier:
         self,
         *,
         head: str = "content",
-        mode: str = "cascade",
+        mode: str | None = None,
         threshold: float | None = None,
         name: str = "injection_model",
         embedder: ArrayEmbedder | None = None,
@@ -428,6 +433,7 @@ class InjectionClassifier:
     ) -> None:
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
+        mode = DEFAULT_MODES[head] if mode is None else mode
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if threshold is not None and not 0.0 < threshold < 1.0:
