@@ -464,10 +464,7 @@ PROMPT_ATTACKS = (
 
 
 #: The prompt head's categories measured held out (the two that issue 15 sets targets for).
-PROMPT_HELD_OUT = {
-    "extraction": ("prompt_extraction", "gen_extraction"),
-    "hijacking": ("output_hijacking", "gen_hijacking"),
-}
+PROMPT_HELD_OUT = ("prompt_extraction", "output_hijacking")
 
 
 def benign_requests(corpus: Corpus) -> dict[str, list[str]]:
@@ -527,20 +524,20 @@ def prompt_head(
         }
 
     report: dict[str, Any] = {"held_out": {}}
-    for held_name, held_cats in PROMPT_HELD_OUT.items():
-        held = set(held_cats)
-        head = fit_head(pieces, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS) - held), c)
+    for held in PROMPT_HELD_OUT:
+        head = fit_head(
+            pieces, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS) - {held}), c
+        )
         head.calibrate(pieces, calib, modes)
-        row: dict[str, Any] = {}
-        for m in modes:
-            row[m] = {"false_positives": false_positives(head, m)}
-            for cat in held_cats:
-                ws = [corpus.alone[a.text] for a in corpus.attacks if a.category == cat]
-                row[m][cat] = {
-                    "detected": _rate([head.flags(pieces, w, m) for w in ws]),
-                    "n": len(ws),
-                }
-        report["held_out"][held_name] = row
+        attacks = [corpus.alone[a.text] for a in corpus.attacks if a.category == held]
+        report["held_out"][held] = {
+            m: {
+                "detected": _rate([head.flags(pieces, w, m) for w in attacks]),
+                "false_positives": false_positives(head, m),
+            }
+            for m in modes
+        }
+        report["held_out"][held]["n"] = len(attacks)
     head = fit_head(pieces, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS)), c)
     head.calibrate(pieces, calib, modes)
     shipped: dict[str, Any] = {"thresholds": head.thresholds, "screen": head.screen}
