@@ -163,6 +163,7 @@ def test_configured_in_erpoz_yaml() -> None:
                 documents: {type: injection, at: tool_result, learned: true}
                 user_input: {type: injection, at: model_input, learned: prompt}
                 retrieved: {type: injection_model, at: tool_result, threshold: 0.9}
+                careful: {type: injection_model, at: tool_result, mode: cascade}
             """
         ),
         file="erpoz.yaml",
@@ -170,7 +171,9 @@ def test_configured_in_erpoz_yaml() -> None:
     rails = guardrails_from_config(config)
     assert rails is not None
     checks = {check.label: check.guard for check in rails.checks}
-    documents, user_input, retrieved = checks.values()
+    documents, user_input, retrieved, careful = checks.values()
+    assert isinstance(careful, InjectionClassifier) and careful.mode == "cascade"
+    assert retrieved.mode == "lexical"  # type: ignore[attr-defined]
     assert isinstance(documents, InjectionDetector) and documents.learned is not None
     assert documents.learned.head == "content"
     assert isinstance(user_input, InjectionDetector) and user_input.learned is not None
