@@ -262,16 +262,20 @@ def expand_rows(
     returned as they are); ``fetch`` reads pieces by key. A missing or self-referring piece is a
     ``StoreError``, or, not ``strict`` (what the audit reads), a marker in the text, so that the
     event's hash does not match and the audit names the event."""
-    texts = [t for r in rows if (t := r[col]) is not None and SEP in t]  # the split ones
-    if not texts:
-        return rows
-    asm = Assembler(where, strict=strict)
-    need = asm.wanted(texts)
+    asm, need = _start(rows, col, where, strict)
     if not need:
         return rows
     while need:
         need = asm.add(need, fetch(sorted(need)))
     return [_with(r, col, asm) for r in rows]
+
+
+def _start(rows: list[Any], col: int, where: str, strict: bool) -> tuple[Assembler, set[str]]:
+    """An assembler for ``rows`` and the piece keys their split payloads refer to (none when no
+    row holds one: then nothing is assembled)."""
+    asm = Assembler(where, strict=strict)
+    texts = [t for r in rows if (t := r[col]) is not None and SEP in t]  # the split ones
+    return asm, asm.wanted(texts) if texts else set()
 
 
 async def aexpand_rows(
@@ -283,11 +287,7 @@ async def aexpand_rows(
     strict: bool = True,
 ) -> list[Any]:
     """:func:`expand_rows` with an asynchronous ``fetch``."""
-    texts = [t for r in rows if (t := r[col]) is not None and SEP in t]  # the split ones
-    if not texts:
-        return rows
-    asm = Assembler(where, strict=strict)
-    need = asm.wanted(texts)
+    asm, need = _start(rows, col, where, strict)
     if not need:
         return rows
     while need:

@@ -637,6 +637,10 @@ class SQLiteStore:
                 raise
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot claim a queued run") from exc
+        return self._own(info, owner, prev_owner)
+
+    def _own(self, info: RunInfo, owner: str, prev_owner: str | None) -> Claim:
+        """Hold a run just claimed: its writer, its fence and the lease's heartbeat."""
         w = _SQLiteWriter(self, info.run_id, info.head_seq, info.head_hash, info.status, owner)
         self._fence[info.run_id] = owner
         self._owned[info.run_id] = w
@@ -1101,11 +1105,7 @@ class SQLiteStore:
                 raise
         except sqlite3.Error as exc:
             raise self._translate(exc, "cannot claim a due run") from exc
-        w = _SQLiteWriter(self, info.run_id, info.head_seq, info.head_hash, info.status, owner)
-        self._fence[info.run_id] = owner
-        self._owned[info.run_id] = w
-        self._start_heartbeat()
-        return Claim(info, w, None)
+        return self._own(info, owner, None)
 
     async def due_runs(self, *, limit: int = 100) -> list[str]:
         return [
