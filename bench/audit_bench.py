@@ -1,19 +1,22 @@
 """``python -m bench.audit_bench``: how fast ``erpoz audit verify --all`` checks a store.
 
-Builds a SQLite store of 1,000 runs of a 100-step chain (~202,000 events, batch durability),
-then times, interleaved (``--reps`` rounds, median of each):
+Builds SQLite stores of runs of a 100-step chain (202 events a run, batch durability) of about
+each size asked for (``--sizes``, default 10⁴, 10⁵ and 10⁶ events), then times, interleaved
+(``--reps`` rounds, median of each):
 
 * **chains only**: what ``verify`` did before the Merkle tree: read the events, recompute every
   chain, check heads and seals (:func:`erpoz.audit._verify.check_shard` without leaves);
-* **verify, 1 process**: the same plus the tree: every leaf recomputed and matched, the whole
-  tree rebuilt and compared with its stored state and nodes;
-* **verify, N processes**: the store cut into N ranges of runs, each checked by a forked child,
-  while this process builds the tree over the stored leaves (the default for stores of 100,000
-  events or more: one per CPU, up to 4).
+* **verify, 1 process**: everything: every event's hash recomputed from its content, the chain
+  links, heads and seals, every leaf recomputed and matched with the stored one, the whole tree
+  rebuilt and compared with its stored state (root) and nodes;
+* **verify, N processes**: the same, the store cut into N ranges of runs, N - 1 checked by
+  forked children while this process checks the first (the smallest) and then builds the tree.
 
-Wall time and CPU time (this process and its children) are both given: on a shared machine the
-CPU time is the steadier figure; events/s of CPU is what one idle core would do. Target:
-≥ 300,000 events/s. Options: ``--runs``, ``--steps``, ``--reps``, ``--workers``.
+Wall time and CPU time (this process and its children; for N processes also apart) are given:
+on a shared machine the CPU time is the steadier figure, and events/s of CPU is what one idle
+core would do. With N processes the wall time on N idle cores is about the larger of the two
+CPU parts. Target: ≥ 300,000 events/s. ``--keep DIR`` keeps the stores there and reuses them
+(outside the repository; they are large: ~360 MB for 10⁶ events).
 """
 
 from __future__ import annotations
@@ -57,71 +60,100 @@ async def build(path: Path, runs: int, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+Sample = tuple[float, float, float]
+"""Wall seconds, CPU seconds of this process, CPU seconds of its children."""
 
 
-async def _timed(fn: Callable[[], Awaitable[int]]) -> tuple[float, float, int]:
-    c0, w0 = _cpu(), time.perf_counter()
+async def _timed(fn: Callable[[], Awaitable[int]]) -> tuple[Sample, int]:
+    t0, w0 = os.times(), time.perf_counter()
     n = await fn()
-    return time.perf_counter() - w0, _cpu() - c0, n
+    t1 = os.times()
+    here = t1.user + t1.system - t0.user - t0.system
+    children = t1.children_user + t1.children_system - t0.children_user - t0.children_system
+    return (time.perf_counter() - w0, here, children), n
 
 
-async def main(runs: int, steps: int, reps: int, workers: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "audit.db"
-        built = await build(path, runs, steps)
-        store = SQLiteStore(path)
+async def measure(path: Path, reps: int, workers: int) -> tuple[int, dict[str, list[Sample]]]:
+    store = SQLiteStore(path)
 
-        async def chains_only() -> int:
-            rows = await store.chain_rows()
-            recorded = {h[0]: h for h in await store.recorded_heads()}
-            shard = check_shard(rows, None, recorded, 0)
-            assert shard is not None and not shard.problems
-            return shard.events
+    async def chains_only() -> int:
+        rows = await store.chain_rows()
+        recorded = {h[0]: h for h in await store.recorded_heads()}
+        shard = check_shard(rows, None, recorded, 0)
+        assert shard is not None and not shard.problems
+        return shard.events
 
-        def verify_with(n: int) -> Callable[[], Awaitable[int]]:
-            async def run() -> int:
-                report = await verify(store, workers=n)
-                assert report.ok, report.problems[:3]
-                return report.events
+    def verify_with(n: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            report = await verify(store, workers=n)
+            assert report.ok, report.problems[:3]
+            return report.events
 
-            return run
+        return run
 
-        cases = {
-            "chains only (no tree)": chains_only,
-            "verify, 1 process": verify_with(1),
-            f"verify, {workers} processes": verify_with(workers),
-        }
-        results: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
-        events = 0
-        for fn in cases.values():  # warm up: page cache, imports
-            await fn()
-        for _ in range(reps):
-            for name, fn in cases.items():
-                wall, cpu, events = await _timed(fn)
-                results[name].append((wall, cpu))
-        await store.close()
+    cases = {
+        "chains only (no tree)": chains_only,
+        "verify, 1 process": verify_with(1),
+        f"verify, {workers} processes": verify_with(workers),
+    }
+    results: dict[str, list[Sample]] = {k: [] for k in cases}
+    events = 0
+    for fn in cases.values():  # warm up: page cache, imports
+        await fn()
+    for _ in range(reps):
+        for name, fn in cases.items():
+            sample, events = await _timed(fn)
+            results[name].append(sample)
+    await store.close()
+    return events, results
+
+
+def report(events: int, built: str, results: dict[str, list[Sample]], reps: int) -> None:
     load = os.getloadavg()
     print(
-        f"store: {runs} runs × {steps} steps = {events:,} events (built in {built:.1f} s); "
-        f"{reps} interleaved rounds, medians; load average {load[0]:.2f} {load[1]:.2f} "
-        f"{load[2]:.2f}; {os.cpu_count()} CPUs"
+        f"\n{events:,} events ({built}); {reps} interleaved rounds, medians; load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs"
     )
-    print(f"{'case':<28}{'wall s':>8}{'events/s (wall)':>18}{'CPU s':>8}{'events/s (CPU)':>17}")
+    print(
+        f"{'case':<24}{'wall s':>8}{'events/s wall':>15}{'CPU s':>8}{'events/s CPU':>14}"
+        f"{'CPU here / children':>22}"
+    )
     for name, samples in results.items():
-        wall = statistics.median(w for w, _ in samples)
-        cpu = statistics.median(c for _, c in samples)
-        print(f"{name:<28}{wall:>8.3f}{events / wall:>18,.0f}{cpu:>8.3f}{events / cpu:>17,.0f}")
-    print("target: verify ≥ 300,000 events/s")
+        wall = statistics.median(s[0] for s in samples)
+        cpu = statistics.median(s[1] + s[2] for s in samples)
+        here = statistics.median(s[1] for s in samples)
+        kids = statistics.median(s[2] for s in samples)
+        split = f"{here:.3f} / {kids:.3f}" if kids else ""
+        print(
+            f"{name:<24}{wall:>8.3f}{events / wall:>15,.0f}{cpu:>8.3f}{events / cpu:>14,.0f}"
+            f"{split:>22}"
+        )
+
+
+async def main(sizes: list[int], steps: int, reps: int, workers: int, keep: Path | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        where = keep or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        for size in sizes:
+            runs = max(1, round(size / (2 * steps + 2)))  # events of a run: 2 a step + 2
+            path = where / f"audit-{runs}x{steps}.db"
+            if path.exists():
+                built = f"{runs} runs × {steps} steps, reused from {path}"
+            else:
+                seconds = await build(path, runs, steps)
+                built = f"{runs} runs × {steps} steps, built in {seconds:.1f} s"
+            events, results = await measure(path, reps, workers)
+            report(events, built, results, reps)
+    print("\ntarget: verify ≥ 300,000 events/s")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=1000)
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="events, comma-separated")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--keep", type=Path, default=None, help="keep and reuse the stores here")
     a = ap.parse_args()
-    asyncio.run(main(a.runs, a.steps, a.reps, a.workers))
+    sizes = [int(s) for s in a.sizes.split(",")]
+    asyncio.run(main(sizes, a.steps, a.reps, a.workers, a.keep))

@@ -1,13 +1,15 @@
 """``verify`` of a large store in parts, each in a process of its own.
 
-Recomputing hash chains and leaves is CPU work in Python (two or three SHA-256 and a few
-string operations per event); one core does about 200,000 events a second. A store of 100,000
-events or more is cut into ranges of runs (:meth:`AuditShards.run_split`, about as many events
-each); each range is read and checked by a forked child (:func:`check_shard`) that sends back
-its problems and its leaves (positions and hashes, packed). Meanwhile this process builds the
-tree over the stored leaves (it needs every leaf, in commit order, so it cannot be cut by runs);
-when the parts' leaves are those, it compares its root and stored nodes and checks the
-checkpoints without building it again.
+Recomputing hash chains and leaves is CPU work in Python (two SHA-256 and an f-string per
+event, after ``sqlite3`` has made a row of ten values of it); one core does about 200,000
+events a second. A store of 100,000 events or more is cut into ranges of runs
+(:meth:`AuditShards.run_split`); each range is read and checked by a forked child
+(:func:`check_shard`) that sends back its problems and its leaves (positions and hashes,
+packed), and this process checks a range of its own meanwhile. Then it builds the tree over
+every leaf (it needs them all, in commit order, so it cannot be cut by runs): its range is the
+smaller by :data:`TREE_SHARE` per child, so that it finishes its range and the tree when the
+children finish theirs, and no core waits (the children's leaves are the stored ones, checked;
+reading them again in commit order costs this process more than the tree itself).
 
 Children are forked, so they start in milliseconds and inherit the store object, from which
 each opens a store of its own (:meth:`AuditShards.reopened`). Where fork is not available, or
@@ -22,18 +24,20 @@ import itertools
 import multiprocessing
 import os
 import threading
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from ..store import AuditShards, RecordedHead
-from ._verify import Problem, Shard, _Paired, check_shard
-
-T = TypeVar("T")
+from ._verify import Problem, Shard, _Paired, check_range, check_shard
 
 PARALLEL_FROM = 100_000
 """Below this many events, one process (forking costs more than it saves)."""
 MAX_WORKERS = 4
+TREE_SHARE = 0.2
+"""What building the tree here costs per leaf, against checking an event (reading it, its
+chain hash and its leaf): measured with ``bench/audit_bench.py`` (≈ 0.9 µs against 4.5 µs)."""
+SLICES = 20
+"""The store is cut into this many ranges of runs per part, which are then dealt out."""
 
 _STORE: AuditShards | None = None  # what forked children inherit
 _RECORDED: dict[str, RecordedHead] = {}
@@ -94,31 +98,42 @@ def _unpacked(packed: Packed) -> Shard:
     return Shard(runs, events, problems, set(seen), paired, differ)
 
 
+def dealt(
+    ranges: list[tuple[str | None, str | None]], parts: int
+) -> list[tuple[str | None, str | None]]:
+    """``ranges`` (consecutive, ordered) joined into ``parts`` ranges, the first (checked here,
+    which also builds the tree) smaller by :data:`TREE_SHARE` of an event per event of each
+    child's: the first gets ``(1 - TREE_SHARE * (parts - 1)) / parts`` of them."""
+    n = len(ranges)
+    here = max(0.0, (1 - TREE_SHARE * (parts - 1)) / parts)
+    ends = [round(here * n)]
+    for k in range(1, parts):
+        ends.append(ends[0] + round((n - ends[0]) * k / (parts - 1)))
+    starts = [0, *ends[:-1]]
+    return [(ranges[a][0], ranges[b - 1][1]) for a, b in zip(starts, ends, strict=True) if b > a]
+
+
 async def in_parallel(
-    store: AuditShards,
-    parts: int,
-    recorded: dict[str, RecordedHead],
-    size: int,
-    meanwhile: Callable[[], Awaitable[T]],
-) -> tuple[list[Shard], T]:
-    """The store checked in ``parts`` ranges of runs, each in a forked child; ``meanwhile``
-    runs here while they work (the tree over the stored leaves, which needs every leaf and
-    so cannot be cut by runs), and its result is returned with the parts'."""
+    store: AuditShards, parts: int, recorded: dict[str, RecordedHead], size: int
+) -> list[Shard]:
+    """The store checked in ``parts`` ranges of runs: the first here, each other in a forked
+    child meanwhile; the parts' results in the ranges' order."""
     global _STORE, _RECORDED
-    cuts = await store.run_split(parts)
+    cuts = await store.run_split(parts * SLICES)
     bounds: list[str | None] = [None, *cuts, None]
-    ranges = list(itertools.pairwise(bounds))
+    ranges = dealt(list(itertools.pairwise(bounds)), parts)
     _STORE, _RECORDED = store, recorded
     loop = asyncio.get_running_loop()
     try:
         with ProcessPoolExecutor(
-            max_workers=len(ranges), mp_context=multiprocessing.get_context("fork")
+            max_workers=max(1, len(ranges) - 1), mp_context=multiprocessing.get_context("fork")
         ) as pool:
-            futures = [loop.run_in_executor(pool, _check_part, a, b, size) for a, b in ranges]
+            futures = [loop.run_in_executor(pool, _check_part, a, b, size) for a, b in ranges[1:]]
             try:
-                here = await meanwhile()
+                first, last = ranges[0]
+                here = await check_range(store, recorded, size, first, last)
             finally:
                 done = await asyncio.gather(*futures)
     finally:
         _STORE, _RECORDED = None, {}
-    return [_unpacked(p) for p in done], here
+    return [here, *(_unpacked(p) for p in done)]
