@@ -605,3 +605,80 @@ def test_the_tree_refuses_to_shrink_or_change_its_past(schema: Schema) -> None:
     ):
         with pytest.raises(psycopg.errors.RaiseException, match=r"append-only|only grows"):
             schema.sql(statement)
+
+
+_VERIFY_IN_PARTS = """
+import asyncio, json, sys
+from erpoz.audit import _shards, verify
+from erpoz.store import open_store
+
+assert _shards.workers_for(3, 0) == 3, "this process must be able to fork"
+
+
+async def main():
+    store = open_store(sys.argv[1])
+    try:
+        one = await verify(store, workers=1)
+        three = await verify(store, workers=3)
+    finally:
+        await store.close()
+    print(json.dumps([one.to_json(), three.to_json()]))
+
+
+asyncio.run(main())
+"""
+
+
+def test_verify_in_forked_parts_on_postgres_finds_what_one_process_finds(schema: Schema) -> None:
+    """A large store is checked in ranges of runs, all but the first by forked children (each
+    with connections of its own), then the tree over all their leaves: on PostgreSQL too, the
+    same report as one process, clean and after an event was changed behind the store's back."""
+    import json
+    import subprocess
+    import sys
+
+    import erpoz
+    from erpoz import Engine
+
+    @erpoz.step
+    def inc(x: int) -> int:
+        return x + 1
+
+    flow = erpoz.Flow("pg_parts", inputs={"x": int})
+    flow.output(flow.add(inc, id="b", x=flow.add(inc, id="a", x=flow.input("x"))))
+
+    async def write() -> list[str]:
+        s = open_store(schema.url)
+        engine = Engine(s)
+        ids = [(await engine.run(flow, {"x": i})).run_id for i in range(12)]
+        await s.close()
+        return ids
+
+    ids = run(write())
+
+    def reports() -> tuple[dict[str, Any], dict[str, Any]]:
+        proc = subprocess.run(
+            [sys.executable, "-c", _VERIFY_IN_PARTS, schema.url],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        one, three = json.loads(proc.stdout)
+        return one, three
+
+    one, three = reports()
+    assert one["ok"] and three["ok"], (one["problems"], three["problems"])
+    assert three["runs"] == one["runs"] == 12 and three["events"] == one["events"]
+    assert three["tree"] == one["tree"] and three["tree"]["size"] == one["events"]
+
+    victim = sorted(ids)[len(ids) // 2]  # a run in a child's range, not the first one's
+    schema.sql("ALTER TABLE events DISABLE TRIGGER USER")
+    schema.sql(f"UPDATE events SET data = '{{\"ms\":1}}' WHERE run_id = '{victim}' AND seq = 3")
+    schema.sql("ALTER TABLE events ENABLE TRIGGER USER")
+    one, three = reports()
+    assert not one["ok"] and three["problems"] == one["problems"]
+    assert [(p["run_id"], p["seq"], p["what"]) for p in three["problems"]] == [
+        (victim, 3, "changed")
+    ]
