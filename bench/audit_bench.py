@@ -15,7 +15,8 @@ each size asked for (``--sizes``, default 10⁴, 10⁵ and 10⁶ events), then t
 Wall time and CPU time (this process and its children; for N processes also apart) are given:
 on a shared machine the CPU time is the steadier figure, and events/s of CPU is what one idle
 core would do. With N processes the wall time on N idle cores is about the larger of the two
-CPU parts. Target: ≥ 300,000 events/s. ``--keep DIR`` keeps the stores there and reuses them
+CPU parts. ``--phases``: then where one process's CPU goes, step by step, per event (the
+largest store). Target: ≥ 300,000 events/s. ``--keep DIR`` keeps the stores there and reuses them
 (outside the repository; they are large: ~360 MB for 10⁶ events).
 """
 
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from erpoz import Engine, Flow, step
+from erpoz.audit import _verify as v
 from erpoz.audit import verify
 from erpoz.audit._verify import check_shard
 from erpoz.store import SQLiteStore, open_store
@@ -140,10 +142,75 @@ def report(events: int, built: str, results: dict[str, list[Sample]], reps: int)
         )
 
 
-async def main(sizes: list[int], steps: int, reps: int, workers: int, keep: Path | None) -> None:
+async def phases(path: Path, reps: int) -> None:
+    """Where one process's CPU goes, per event: each step of ``verify`` timed apart on the
+    same rows (``time.process_time``, median of ``reps``)."""
+    store = SQLiteStore(path)
+    head, heads = await store.audit_head()
+    size = head.size
+    recorded = {h[0]: h for h in heads}
+    rows, placed = await store.audit_rows(keys=False, as_of=size)
+    db = store._db  # the bench reads the two queries apart; verify reads both in one snapshot
+    sql = (
+        "SELECT e.run_id, e.seq, e.ts, e.kind, e.step, e.attempt, e.data, "
+        "coalesce(e.payload, b.data), e.prev_hash, e.hash FROM events e "
+        "LEFT JOIN blobs b ON b.sha256 = e.blob ORDER BY e.run_id, e.seq"
+    )
+    hashes = v._recompute(rows)
+    runs = v._by_run(rows)
+    paired = v._pair_fast(rows, placed)
+    assert paired is not None
+    found = v._Findings(v.AuditReport(), set())
+    leaves = v._placed(paired.positions, paired.stored, size, found)
+    assert leaves is not None
+    steps: dict[str, Callable[[], object]] = {
+        "read the events (10 values a row)": lambda: db.execute(sql).fetchall(),
+        "read the leaves (position, hash)": lambda: db.execute(
+            "SELECT pos, leaf FROM merkle_leaves ORDER BY run_id, seq"
+        ).fetchall(),
+        "  of which: a bare row (SELECT 1)": lambda: db.execute(
+            "SELECT 1 FROM events ORDER BY run_id, seq"
+        ).fetchall(),
+        "chain hash (f-string, SHA-256, hex)": lambda: v._recompute(rows),
+        "  of which: repr(ts)": lambda: [repr(r[2]) for r in rows],
+        "leaf hash and match": lambda: v._pair_fast(rows, placed),
+        "seqs, links, hashes compared": lambda: v._chains_ok(rows, hashes, runs),
+        "runs, heads and seals": lambda: [
+            v._sealing(rid, rows[a:b], recorded.get(rid)) for rid, a, b in runs
+        ],
+        "leaves put in commit order": lambda: v._placed(
+            paired.positions, paired.stored, size, found
+        ),
+        "the tree (n - 1 node hashes)": lambda: v._levels(leaves),
+    }
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(reps):
+        for name, fn in steps.items():
+            t0 = time.process_time()
+            fn()
+            times[name].append(time.process_time() - t0)
+    await store.close()
+    n = len(rows)
+    load = os.getloadavg()
+    print(
+        f"\nwhere the CPU goes, {n:,} events, one process, µs per event (median of {reps}); "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    total = 0.0
+    for name, samples in times.items():
+        us = statistics.median(samples) / n * 1e6
+        total += 0 if name.startswith("  ") else us
+        print(f"{name:<40}{us:>8.3f}")
+    print(f"{'sum (floor of one process)':<40}{total:>8.3f}  = {1e6 / total:,.0f} events/s")
+
+
+async def main(
+    sizes: list[int], steps: int, reps: int, workers: int, keep: Path | None, where_cpu: bool
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         where = keep or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
+        path = where
         for size in sizes:
             runs = max(1, round(size / (2 * steps + 2)))  # events of a run: 2 a step + 2
             path = where / f"audit-{runs}x{steps}.db"
@@ -154,6 +221,8 @@ async def main(sizes: list[int], steps: int, reps: int, workers: int, keep: Path
                 built = f"{runs} runs × {steps} steps, built in {seconds:.1f} s"
             events, results = await measure(path, reps, workers)
             report(events, built, results, reps)
+        if where_cpu:
+            await phases(path, reps)
     print("\ntarget: verify ≥ 300,000 events/s")
 
 
@@ -164,6 +233,9 @@ if __name__ == "__main__":
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="keep and reuse the stores here")
+    ap.add_argument(
+        "--phases", action="store_true", help="then where one process's CPU goes (largest size)"
+    )
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
-    asyncio.run(main(sizes, a.steps, a.reps, a.workers, a.keep))
+    asyncio.run(main(sizes, a.steps, a.reps, a.workers, a.keep, a.phases))
