@@ -38,6 +38,7 @@ from ._schedules import (
     tick_run_id,
     tick_to_json,
 )
+from ._versions import version_report
 from ._worker import DEFAULT_MAX_CLAIMS, Worker, WorkerStats
 
 __all__ = [
@@ -79,4 +80,5 @@ __all__ = [
     "tick_run_id",
     "tick_to_json",
     "top_step",
+    "version_report",
 ]

@@ -1316,7 +1316,12 @@ async def _copy_rest(src: _Side, dst: _Side, report: MigrationReport, note: OnPr
 _STATE: tuple[tuple[str, str, str, str], ...] = (
     ("schedules", SCHEDULE_COLS, "name", "schedules"),
     ("schedule_ticks", TICK_COLS, "schedule, tick", "schedule_ticks"),
-    ("limit_grants", "grant_id, key, at, amount, owner", "grant_id", "limit_grants"),
+    (
+        "limit_grants",
+        "grant_id, key, at, amount, owner, lim, window_s",
+        "grant_id",
+        "limit_grants",
+    ),
 )
 """What :func:`_copy_state` copies: table, columns, key, and the report's count."""
 
