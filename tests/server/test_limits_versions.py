@@ -284,3 +284,21 @@ def test_the_cli_shows_limits_and_a_runs_version(
     shown = json.loads(r.output)
     assert shown["version"] == "1" and shown["goes_on"]["plan"] is None
     assert "keeps no plan of it" in shown["goes_on"]["error"]
+
+
+def test_the_memory_store_keeps_the_state_of_its_limits_too() -> None:
+    from erpoz.models import limits_overview
+
+    async def go() -> list[dict[str, Any]]:
+        store = open_store("memory")
+        assert (await store.take_rate("runs:q", 3, 10.0, 2)).granted  # type: ignore[attr-defined]
+        assert await store.acquire_slot("running:q", 2, "r-1", 30.0)  # type: ignore[attr-defined]
+        assert await store.acquire_slot("running:q", 2, "r-2", 30.0)  # type: ignore[attr-defined]
+        await store.release_slot("running:q", "r-1")  # type: ignore[attr-defined]
+        return await limits_overview(store, {})
+
+    rows = asyncio.run(go())
+    assert [(r["key"], r["kind"], r["limit"], r["used"], r["room"]) for r in rows] == [
+        ("running:q", "concurrency", 2.0, 1.0, 1.0),
+        ("runs:q", "rate", 3.0, 2.0, 1.0),
+    ]
