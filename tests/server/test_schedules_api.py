@@ -4,15 +4,17 @@ the store; refused, saying why, with bad bodies and under API keys."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from erpoz.engine import Engine, Scheduler
 from erpoz.flow import load_flow
-from erpoz.server import ServerState, create_app
+from erpoz.server import ServerState, Tenants, create_app
 from erpoz.store import open_store
+from pgtest import throwaway_schema
 
 Auth = Callable[..., dict[str, str]]
 STAMP = Path(__file__).resolve().parents[1] / "engine" / "schedule_flows.py"
@@ -75,13 +77,25 @@ def test_bad_schedules_are_refused_saying_why(make_state: Callable[..., ServerSt
         assert client.get("/api/schedules").json() == {"schedules": []}
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "runs.db")
+        return
+    with throwaway_schema() as schema:
+        yield schema.url
+
+
 def test_with_api_keys_a_tenant_sees_and_manages_only_its_schedules(
-    make_state: Callable[..., ServerState], auth: Auth, tmp_path: Path
+    store_url: str, keys: dict[str, str], auth: Auth
 ) -> None:
     flows = {"stamp": load_flow(f"{STAMP}:stamp").compile()}
     # catchup latest: one tick each, whichever second each was made in
     body = {"name": "every", "flow": "stamp", "cron": "* * * * * *", "catchup": "latest"}
-    with TestClient(create_app(make_state(flows=flows))) as client:
+    store = open_store(store_url)
+    tenants = Tenants({key: tenant for tenant, key in keys.items()})
+    state = ServerState(store, Engine(store), flows=flows, tenants=tenants, close_store=True)
+    with TestClient(create_app(state)) as client:
         assert client.get("/api/schedules").status_code == 401
         acme = {**body, "inputs": {"who": "acme"}}
         r = client.post("/api/schedules", json=acme, headers=auth("acme"))
@@ -114,7 +128,7 @@ def test_with_api_keys_a_tenant_sees_and_manages_only_its_schedules(
         assert client.get("/api/schedules/mine", headers=auth("globex")).json()["paused"] is False
 
         async def fire() -> list[str]:
-            store = open_store(tmp_path / "runs.db")
+            store = open_store(store_url)
             try:
                 rows = await store.list_schedules()  # type: ignore[attr-defined]
                 assert sorted(r.name for r in rows) == ["acme:every", "globex:every", "globex:mine"]
