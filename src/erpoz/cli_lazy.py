@@ -64,6 +64,12 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "worker",
             "Take runs from the queues of a shared store and run them until stopped.",
         ),
+        "limits": Lazy(
+            ".cli_worker",
+            "limits_command",
+            "Show every limit as it stands: the models' limits of the project file and those the\n"
+            "store keeps (workers' --rate and --max-running), each with its use now and its room.",
+        ),
         "migrate": Lazy(
             ".cli_migrate",
             "migrate_command",
@@ -154,6 +160,12 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "Resume, here, the sleeping runs whose wake time has come (runs of no queue: a worker\n"
             "wakes the runs of its queues itself). Run it from cron, or after a restart.",
         ),
+        "version": Lazy(
+            ".cli_waits",
+            "runs_version",
+            "Show the flow version a run started on (fingerprint, version, patches), the plans it\n"
+            "was resumed on, and the plan it would go on with now — or why it cannot.",
+        ),
         "diff": Lazy(
             ".cli_diff",
             "runs_diff",
@@ -175,6 +187,7 @@ ORDER = {
         "serve",
         "submit",
         "worker",
+        "limits",
         "migrate",
         "ingest",
         "search",
@@ -189,7 +202,19 @@ ORDER = {
         "schedule",
         "schema",
     ],
-    "runs": ["ls", "show", "resume", "replay", "fork", "cancel", "diff", "send", "event", "wake"],
+    "runs": [
+        "ls",
+        "show",
+        "resume",
+        "replay",
+        "fork",
+        "cancel",
+        "diff",
+        "send",
+        "event",
+        "wake",
+        "version",
+    ],
 }
 """The order ``--help`` lists a group's commands in (others follow, in the order added)."""
 

@@ -191,6 +191,10 @@ def _print(r: MigrationReport) -> None:
     )
     if r.topped_up:
         out.print(f"  topped up: {_ids(r.topped_up)}", highlight=False)
+    if r.messages or r.run_events or any(r.state.values()):
+        rest = [f"{_plural(r.messages, 'message')}", f"{_plural(r.run_events, 'run event')}"]
+        rest += [f"{n:,} {table.replace('_', ' ')}" for table, n in r.state.items()]
+        out.print(f"  also {verb}: {', '.join(rest)}", highlight=False)
     skipped = [f"{_plural(r.already_there, 'run')} already there"]
     if r.continued:
         skipped.append(f"{len(r.continued):,} continued in the destination ({_ids(r.continued)})")

@@ -1,5 +1,6 @@
-"""``erpoz runs send | event | wake``: messages to running flows, events they publish, and
-waking the sleeping runs that are due (see docs/durable.md)."""
+"""``erpoz runs send | event | wake | version``: messages to running flows, events they
+publish, waking the sleeping runs that are due (see docs/durable.md), and which flow version a
+run is on (docs/versioning.md)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ._console import (
     EXIT_INVALID,
+    EXIT_RUN,
     EXIT_WAITING,
     HoldOpt,
     JsonOpt,
@@ -120,3 +123,63 @@ def runs_wake(
         out.print("no sleeping run is due")
     for row in rows:
         out.print(f"run {row['run_id']} {row['status']}", highlight=False)
+
+
+def runs_version(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id (a unique prefix works).")],
+    flow: Annotated[
+        str | None,
+        typer.Option(
+            "--flow",
+            help="The code to check it against (a flow file, module:attr or file.py:attr) "
+            "\\[default: the source the run recorded].",
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the flow version a run started on (fingerprint, version, patches), the plans it
+    was resumed on, and the plan it would go on with now — or why it cannot.
+
+    [dim]Example:[/] erpoz runs version RUN --flow flows/mail.py:flow
+    """
+    from . import load_flow
+    from .cli import _call, _run_and_events
+    from .engine import version_report
+    from .errors import ErpozError
+
+    st = open_or_fail(store)
+    info, events = _call(_run_and_events(st, run_id))
+    source = flow or info.source
+    plan, why = None, "the run recorded no source to load its flow from: pass --flow"
+    if source:
+        try:
+            plan = load_flow(source).compile()
+        except (ErpozError, OSError) as exc:
+            why = f"cannot load {source}: {exc}"
+    report = {**version_report(info.run_id, events, plan), "flow": info.flow}
+    if plan is None:
+        report["goes_on"] = {"plan": None, "error": why}
+    here = report["goes_on"]
+    if as_json:
+        out.print_json(data=report)
+        if here["plan"] is None:
+            raise typer.Exit(EXIT_RUN)
+        return
+    out.print(
+        f"run {info.run_id} · flow {info.flow} · version {report['version'] or 'unversioned'} · "
+        f"fingerprint {str(report['fingerprint'])[:12]} · "
+        f"patches: {', '.join(report['patches']) or 'none'}",
+        highlight=False,
+    )
+    for r in report["resumed"]:
+        out.print(f"  resumed (event {r['seq']}) on plan {r['plan']}", highlight=False)
+    if here["plan"] is not None:
+        out.print(
+            f"goes on on plan {here['plan']}: version {here['version'] or 'unversioned'} "
+            f"({here['fingerprint'][:12]}) of {source}",
+            highlight=False,
+        )
+    else:
+        out.print(f"[red]cannot go on here: {escape(here['error'])}[/]", highlight=False)
+        raise typer.Exit(EXIT_RUN)

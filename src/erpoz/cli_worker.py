@@ -367,3 +367,60 @@ def _summary(stats: dict[str, Any], in_flight: int | None = None) -> str:
         parts.append(f"{in_flight} in flight")
     rate = stats["succeeded"] / stats["seconds"] if stats["seconds"] else 0.0
     return " · ".join(parts) + f" · {rate:.1f} runs/s · {time.strftime('%H:%M:%S')}"
+
+
+def limits_command(
+    store: StoreOpt = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Project file \\[default: erpoz.yaml]"),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show every limit as it stands: the models' limits of the project file and those the
+    store keeps (workers' --rate and --max-running), each with its use now and its room.
+
+    [dim]Example:[/] erpoz limits --json
+    """
+    from .models import limits_overview, load_hub
+
+    try:
+        specs = load_hub(config).specs
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
+    st = open_or_fail(store)
+
+    async def read() -> list[dict[str, Any]]:
+        try:
+            return await limits_overview(st, specs)
+        finally:
+            await st.close()
+
+    try:
+        rows = asyncio.run(read())
+    except StoreError as exc:
+        fail(str(exc), EXIT_STORE)
+    if as_json:
+        out.print_json(data={"limits": rows})
+        return
+    if not rows:
+        out.print("no limits: none configured in the project file, none kept in the store")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("limit key", "kind", "allows", "used", "room", "configured"):
+        table.add_column(col)
+    for r in rows:
+        per = f" per {r['per_s']:g} s" if r.get("per_s") else ""
+        allows = "?" if r["limit"] is None else f"{r['limit']:g}{per}"
+        room = "?" if r["room"] is None else f"{r['room']:g}"
+        table.add_row(
+            escape(r["key"]),
+            r["kind"],
+            allows,
+            f"{r['used']:g}",
+            room,
+            "here" if r["configured"] else "store",
+        )
+    out.print(table)

@@ -690,3 +690,75 @@ def test_a_destination_with_events_of_its_own_keeps_its_own_tree(stores: Stores)
     assert audit(dst).ok, "every event is in the destination's tree"
     checked = run(_checkpoint_verifies(dst, [newest], key.public_key))
     assert not checked.ok and checked.problems[0].what == "rewritten"
+
+
+# --- schedules and limit state --------------------------------------------------------------------
+STAMP = Path(__file__).resolve().parents[1] / "engine" / "schedule_flows.py"
+STATE = {"schedules": 1, "schedule_ticks": 2, "limit_grants": 1}
+
+
+async def _schedule_and_limit(url: str) -> float:
+    """A project schedule and a tenant's, one tick fired of each, and a rate limit at its
+    limit; the epoch second the schedules fired at."""
+    from erpoz.engine import Schedule, Scheduler, add_schedule
+
+    store = open_store(url)
+    try:
+        every = Schedule("every", f"{STAMP}:stamp", "* * * * *", {"who": "p"})
+        theirs = Schedule("every", f"{STAMP}:stamp", "* * * * *", {"who": "t"}, tenant="acme")
+        row = await add_schedule(store, every)
+        await add_schedule(store, theirs, origin="api")
+        await store.pause_schedule("acme:every", False, row.next_tick)  # type: ignore[attr-defined]
+        fired = await Scheduler(Engine(store)).run_once(now=row.next_tick + 1)
+        assert sorted(t.state for t in fired) == ["fired", "fired"]
+        for _ in range(2):
+            grant = await store.take_rate("runs:default", 2, 600.0)  # type: ignore[attr-defined]
+            assert grant.granted
+        return row.next_tick
+    finally:
+        await store.close()
+
+
+async def _after_copy(url: str, tick: float) -> tuple[list[str], bool, list[str]]:
+    """What the copy does next: the ticks a scheduler fires now, whether the limit has room,
+    and the tenants of the runs the schedules started."""
+    from erpoz.engine import Scheduler
+
+    store = open_store(url)
+    try:
+        again = await Scheduler(Engine(store)).run_once(now=tick + 1)
+        room = await store.take_rate("runs:default", 2, 600.0)  # type: ignore[attr-defined]
+        runs = await store.list_runs(limit=100)
+        return [t.run_id for t in again], room.granted, sorted(r.tenant for r in runs)
+    finally:
+        await store.close()
+
+
+def test_schedules_their_ticks_and_rate_windows_go_with_the_store_and_back(
+    stores: Stores,
+) -> None:
+    src = stores.new("sqlite", "source")
+    tick = run(_schedule_and_limit(src))
+    pg = stores.new("postgres", "middle")
+    back = stores.new("sqlite", "back")
+    there = copy(src, pg)
+    assert there.state == {"schedules": 2, "schedule_ticks": 2, "limit_grants": 2}
+    assert copy(pg, back).state == there.state
+
+    def state(url: str) -> dict[str, list[tuple[Any, ...]]]:
+        TABLES.update(STATE)
+        try:
+            return {t: rows(url, t) for t in STATE}
+        finally:
+            for t in STATE:
+                TABLES.pop(t)
+
+    original = state(src)
+    assert len(original["schedules"]) == 2 and original["schedules"][0][0] == "acme:every"
+    assert state(pg) == original and state(back) == original
+    assert copy(src, pg).state == {"schedules": 0, "schedule_ticks": 0, "limit_grants": 0}
+    for url in (pg, back):
+        # the copy stands where the source stood: the fired ticks do not fire again, the
+        # window still holds its two grants, and the tenant's run is still the tenant's
+        fired_again, room, tenants = run(_after_copy(url, tick))
+        assert fired_again == [] and room is False and tenants == ["-", "acme"]

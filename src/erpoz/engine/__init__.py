@@ -32,10 +32,13 @@ from ._schedules import (
     pause_schedule,
     schedule_to_json,
     schedules_from_config,
+    shown_name,
+    stored_name,
     sync_schedules,
     tick_run_id,
     tick_to_json,
 )
+from ._versions import version_report
 from ._worker import DEFAULT_MAX_CLAIMS, Worker, WorkerStats
 
 __all__ = [
@@ -71,8 +74,11 @@ __all__ = [
     "result_of",
     "schedule_to_json",
     "schedules_from_config",
+    "shown_name",
+    "stored_name",
     "sync_schedules",
     "tick_run_id",
     "tick_to_json",
     "top_step",
+    "version_report",
 ]

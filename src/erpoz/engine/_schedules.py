@@ -64,6 +64,29 @@ class Schedule:
     queue: str = "default"
     catchup: str = "latest"
     timezone: str = "UTC"
+    tenant: str = "-"
+    """The tenant it belongs to (``-``: the project's). A tenant's schedule is stored as
+    ``TENANT:NAME`` (:func:`stored_name`), so tenants' names never meet, and the runs it starts
+    carry the tenant's tag."""
+
+    @property
+    def key(self) -> str:
+        """The name it is stored under."""
+        return stored_name(self.tenant, self.name)
+
+
+def stored_name(tenant: str, name: str) -> str:
+    """The name a schedule of ``tenant`` is stored under: ``name`` for the project's (``-``),
+    ``TENANT:NAME`` for a tenant's (the ``:`` no project schedule's name has)."""
+    return name if tenant == "-" else f"{tenant}:{name}"
+
+
+def shown_name(row: ScheduleRow) -> str:
+    """A schedule's name as its tenant knows it (without the ``TENANT:`` it is stored under)."""
+    prefix = f"{row.tenant}:"
+    if row.tenant != "-" and row.name.startswith(prefix):
+        return row.name[len(prefix) :]
+    return row.name
 
 
 class Cron:
@@ -145,6 +168,7 @@ def schedule_to_json(row: ScheduleRow) -> dict[str, Any]:
         "fired": row.fired,
         "skipped": row.skipped,
         "created": row.created,
+        "tenant": row.tenant,
     }
 
 
@@ -199,6 +223,11 @@ def check_schedule(s: Schedule) -> None:
             f"schedule name {s.name!r}: use letters, digits, '_', '-' or '.' (at most 64, "
             "starting with a letter or digit)"
         )
+    if s.tenant != "-" and not _NAME.match(s.tenant):
+        raise ConfigError(
+            f"tenant {s.tenant!r}: a tenant's schedules need a tenant name of letters, digits, "
+            "'_', '-' or '.' (it is part of the ids of the runs they start)"
+        )
     Cron(s.cron, s.timezone)
     if s.catchup not in CATCHUP:
         raise ConfigError(f"catchup {s.catchup!r}: expected one of {', '.join(CATCHUP)}")
@@ -210,7 +239,7 @@ def check_schedule(s: Schedule) -> None:
 
 def _row(s: Schedule, source: str, inputs: str, origin: str, now: float) -> ScheduleRow:
     return ScheduleRow(
-        name=s.name,
+        name=s.key,
         flow=source,
         cron=s.cron,
         timezone=s.timezone,
@@ -222,6 +251,7 @@ def _row(s: Schedule, source: str, inputs: str, origin: str, now: float) -> Sche
         created=now,
         updated=now,
         next_tick=Cron(s.cron, s.timezone).next_after(now),
+        tenant=s.tenant,
     )
 
 
@@ -258,7 +288,7 @@ async def add_schedule(
     exposed flows); its ``source`` is what workers load."""
     book = book_of(store)
     row = _checked_row(schedule, origin, time.time() if now is None else now, plan)
-    if not replace and await book.list_schedules([schedule.name]):
+    if not replace and await book.list_schedules([schedule.key]):
         raise ConfigError(
             f"a schedule named '{schedule.name}' exists; remove it first (erpoz schedule rm) "
             "or replace it (--replace)"
@@ -514,6 +544,8 @@ class Scheduler:
     async def _submit(self, row: ScheduleRow, tick: Tick) -> None:
         plan = self.engine._plan_for(row.flow, None, tick.run_id, cache=True)
         tags = {"schedule": row.name, "tick": iso(tick.tick)}
+        if row.tenant != "-":  # the run belongs to the schedule's tenant
+            tags["tenant"] = row.tenant
         try:
             await self.engine.submit(
                 plan, json.loads(row.inputs), queue=row.queue, run_id=tick.run_id, tags=tags

@@ -15,6 +15,8 @@ When it is resumed (after a crash, a review, by another worker), the engine pick
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import RunError
 from ..flow import Plan
 from ..store import Event
@@ -54,3 +56,45 @@ def patches_of(events: list[Event]) -> frozenset[str]:
     if not events:
         return frozenset()
     return frozenset(str(p) for p in events[0].data.get("patches", ()))
+
+
+def version_report(run_id: str, events: list[Event], plan: Plan | None) -> dict[str, Any]:
+    """What a run started on (its flow's fingerprint, version and patches), the plans it was
+    resumed on so far (its ``run_resumed`` events), and — given this code's ``plan`` — the plan
+    it would go on with now and why, or the error that says it cannot (``goes_on``: ``None``
+    without a plan). What ``erpoz runs version`` and ``GET /api/runs/{id}/version`` show."""
+    started = events[0].data if events else {}
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "flow": started.get("flow"),
+        "fingerprint": started.get("fingerprint"),
+        "version": started.get("version"),
+        "patches": sorted(str(p) for p in started.get("patches", ())),
+        "resumed": [
+            {
+                "seq": e.seq,
+                "ts": e.ts,
+                "plan": e.data.get("plan"),
+                "fingerprint_changed": bool(e.data.get("fingerprint_changed")),
+            }
+            for e in events
+            if e.kind == "run_resumed"
+        ],
+        "goes_on": None,
+    }
+    if plan is None:
+        return report
+    here: dict[str, Any] = {
+        "code_version": plan.version,
+        "code_fingerprint": plan.fingerprint,
+        "previous": [p.version or p.fingerprint for p in plan.previous],
+        "compatible": sorted(plan.compatible),
+    }
+    try:
+        chosen, how = choose_plan(plan, events, run_id)
+    except RunError as exc:
+        here.update(plan=None, version=None, fingerprint=None, error=str(exc))
+    else:
+        here.update(plan=how, version=chosen.version, fingerprint=chosen.fingerprint, error=None)
+    report["goes_on"] = here
+    return report

@@ -12,7 +12,7 @@ from ._config import (
 )
 from ._guard import block_real_providers, ensure_allowed
 from ._hub import ModelHub, Models
-from ._limits import RateGate, RateLimit
+from ._limits import RateGate, RateLimit, limits_overview
 from ._meter import (
     Budget,
     Metered,
@@ -78,6 +78,7 @@ __all__ = [
     "create",
     "current_recorder",
     "ensure_allowed",
+    "limits_overview",
     "load_config",
     "load_hub",
     "parse_config",

@@ -18,11 +18,12 @@ within this process only.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import ModelError
-from ..store import MemoryRates, RateGrant, RateLimits
+from ..store import LimitStates, MemoryRates, RateGrant, RateLimits
 
 #: How long a grant counts before it is settled (a call cut off without a settle).
 HOLD_S = 300.0
@@ -101,7 +102,7 @@ class RateGate:
     ) -> tuple[tuple[str | None, str | None] | None, float, str]:
         """Both grants, or neither (the request's is given back) with the wait and why."""
         window = f"{limit.per_s:g} s"
-        key = f"shared:{limit.shared}" if limit.shared else f"model:{model}"
+        key = limit_key(model, limit)
         over = f" (shared: {limit.shared})" if limit.shared else ""
         req: RateGrant | None = None
         if limit.requests is not None:
@@ -137,3 +138,58 @@ class RateGate:
             await self.book.settle_rate(admitted.requests, 1)
         if admitted.tokens is not None:
             await self.book.settle_rate(admitted.tokens, tokens_used)
+
+
+def limit_key(model: str, limit: RateLimit) -> str:
+    """The store key a model's limit counts under (``…:requests`` / ``…:tokens`` after it)."""
+    return f"shared:{limit.shared}" if limit.shared else f"model:{model}"
+
+
+_WHAT = {"runs": "runs started", "running": "runs in flight"}
+
+
+def _describe(key: str) -> dict[str, Any]:
+    """What a key of the store limits: a model's (or shared) requests or tokens, a queue's runs
+    started or in flight (``*``: every queue), or something else."""
+    head, _, rest = key.partition(":")
+    if head in ("model", "shared"):
+        name, _, unit = rest.rpartition(":")
+        return {"what": unit, head: name}
+    if head in _WHAT:
+        return {"what": _WHAT[head], "queue": rest}
+    return {"what": key}
+
+
+async def limits_overview(book: object, specs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every limit, as it stands: the model limits configured here (``specs``: a hub's model
+    specs; ``configured: true``, with ``on_limit``) and every limit the store keeps (a worker's
+    ``--rate`` / ``--max-running``, other processes' model limits), each with its units used in
+    its window now (concurrency: slots in use) and its room. ``book``: the store (a store that
+    keeps no limits: the configured ones only, used 0)."""
+    states = {s.key: s for s in await book.limit_states()} if isinstance(book, LimitStates) else {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in sorted(specs.items()):
+        lim = getattr(spec, "limits", None)
+        if not isinstance(lim, RateLimit):
+            continue
+        for unit, value in (("requests", lim.requests), ("tokens", lim.tokens)):
+            if value is None:
+                continue
+            key = f"{limit_key(name, lim)}:{unit}"
+            row = out.setdefault(key, {"key": key, "kind": "rate", **_describe(key), "models": []})
+            row["models"].append(name)
+            state = states.get(key)
+            used = state.used if state is not None else 0.0
+            row.update(
+                limit=float(value),
+                per_s=float(lim.per_s),
+                used=used,
+                room=max(0.0, value - used),
+                last=None if state is None else state.last,
+                on_limit=lim.on_limit,
+                configured=True,
+            )
+    for key, state in states.items():
+        if key not in out:
+            out[key] = {**state.to_json(), **_describe(key), "configured": False}
+    return [out[k] for k in sorted(out)]

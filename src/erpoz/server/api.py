@@ -869,6 +869,43 @@ async def run_lineage(
     return {**lin.to_json(), "source": public_source(lin.source)}
 
 
+@_runs.get("/runs/{run_id}/version", summary="The flow version a run started on, and goes on on")
+async def run_version(a: ApiDep, run_id: RunId, caller: CallerDep) -> dict[str, Any]:
+    """The fingerprint, version and patches the run started with, the plans it was resumed on,
+    and the plan this server would resume it on now (``goes_on``), or why it cannot."""
+    from ..engine import version_report
+
+    v = a.view(caller)
+    found = await a.find(v, run_id)
+    try:
+        info, events = await v.run_with_events(found.run_id)
+    except StoreError as exc:
+        raise _store_error(exc) from exc
+    if info is None:
+        raise _no_run(run_id)
+    plan, why = _code_plan(a.state, info)
+    report = version_report(info.run_id, events, plan)
+    if plan is None:
+        report["goes_on"] = {"plan": None, "error": why}
+    return {**report, "flow": info.flow, "source": public_source(info.source)}
+
+
+def _code_plan(state: ServerState, info: RunInfo) -> tuple[Plan | None, str]:
+    """The plan this server would resume ``info`` with: the exposed flow of its name when it is
+    the one the run started on, else the source the run recorded, loaded (as a resume does)."""
+    from ..flow import load_flow
+
+    try:
+        plan = _plan_of(state, info)
+        if plan is None and info.source:
+            plan = load_flow(info.source).compile()
+    except ApiError as exc:
+        return None, exc.message
+    except (ErpozError, OSError) as exc:
+        return None, f"cannot load the flow the run recorded: {exc}"
+    return plan, ""
+
+
 # --- reviews ------------------------------------------------------------------------------
 @_reviews.get("/reviews", summary="The steps waiting for review, oldest first")
 async def reviews(a: ApiDep, caller: CallerDep) -> dict[str, Any]:
@@ -999,6 +1036,20 @@ async def audit_export(
 @_info.get("/models", summary="The models and routers of the project")
 async def models(a: ApiDep, caller: CallerDep) -> dict[str, Any]:
     return models_json(a.state.hub())
+
+
+@_info.get("/limits", summary="Every limit, with its use now: models, queues, slots")
+async def limits(a: ApiDep, caller: CallerDep) -> dict[str, Any]:
+    """The project's model limits (erpoz.yaml) and every limit the store keeps (workers'
+    ``--rate`` and ``--max-running``), each with what it allows, its use in its window now and
+    its room. Limits are shared by every tenant: each sees them all."""
+    from ..models import limits_overview
+
+    try:
+        rows = await limits_overview(a.state.store, getattr(a.state.hub(), "specs", {}))
+    except StoreError as exc:
+        raise _store_error(exc) from exc
+    return {"limits": rows}
 
 
 @_info.get("/flows", summary="The flows this server runs, with inputs and graph")

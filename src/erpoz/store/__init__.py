@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import StoreError
 from ._copy import BATCH_EVENTS, MigrationError, MigrationReport, Verify, migrate
 from ._ledger import BudgetScope, Hold
-from ._limits import MemoryRates, RateGrant
+from ._limits import LimitState, MemoryRates, RateGrant
 from ._memory import MemoryStore
 from ._merkle import EMPTY_ROOT, NODE_STRIDE, Leaf, TreeHead, fold_right, leaf_hash, node_hash
 from ._model import (
@@ -37,6 +37,7 @@ from ._protocol import (
     BudgetLedger,
     Claim,
     ConcurrencySlots,
+    LimitStates,
     Mailbox,
     MerkleLog,
     RateLimits,
@@ -69,6 +70,8 @@ __all__ = [
     "Event",
     "Hold",
     "Leaf",
+    "LimitState",
+    "LimitStates",
     "Mailbox",
     "MemoryRates",
     "MemoryStore",

@@ -40,6 +40,7 @@ from ._model import EVENT_COLUMNS, GENESIS, RecordedHead, chain_hash, heads_dige
 from ._owner import owner_is_dead
 from ._pieces import Assembler
 from ._protocol import Store
+from ._schedules import SCHEDULE_COLS, TICK_COLS
 from ._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -140,6 +141,9 @@ class MigrationReport:
     cache_present: int = 0
     messages: int = 0  # messages to runs (ctx.recv) copied (ids the destination has are kept)
     run_events: int = 0  # events runs published (ctx.set_event)
+    state: dict[str, int] = field(default_factory=dict)
+    """Rows of schedules, schedule_ticks and limit_grants copied (those the destination
+    had already are kept)."""
     seconds: float = 0.0
     copy_seconds: float = 0.0
     runs_verified: int = 0  # runs written, whose chains were verified in the destination
@@ -180,6 +184,7 @@ class MigrationReport:
             "cache": {"copied": self.cache, "already_there": self.cache_present},
             "messages": self.messages,
             "run_events": self.run_events,
+            "state": dict(self.state),
             "seconds": round(self.seconds, 3),
             "copy_seconds": round(self.copy_seconds, 3),
             "events_per_second": None if rate is None else round(rate),
@@ -362,6 +367,16 @@ class _Side(Protocol):
         """Messages whose id the store lacks, and run events newer than its own."""
         ...
 
+    async def has_table(self, name: str) -> bool: ...
+
+    async def select(self, query: str) -> list[Row]:
+        """Rows of a query that takes no parameters (the same SQL on both backends)."""
+        ...
+
+    async def insert_ignore(self, table: str, columns: str, rows: Sequence[Row]) -> None:
+        """Insert ``rows``; a row whose key the table holds already is left as it is."""
+        ...
+
     def transaction(self) -> contextlib.AbstractAsyncContextManager[None]: ...
 
     async def insert_blobs(self, blobs: dict[str, str]) -> None: ...
@@ -542,6 +557,17 @@ class _SQLiteSide:
             messages,
         )
         self._many(_UPSERT_RUN_EVENT.format(m="?"), run_events)
+
+    async def has_table(self, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(self._all(sql, (name,)))
+
+    async def select(self, query: str) -> list[Row]:
+        return self._all(query)
+
+    async def insert_ignore(self, table: str, columns: str, rows: Sequence[Row]) -> None:
+        marks = ",".join("?" * len(columns.split(",")))
+        self._many(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", rows)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -773,6 +799,20 @@ class _PostgresSide:
             )
         if run_events:
             await self._many(_UPSERT_RUN_EVENT.format(m="%s"), run_events)
+
+    async def has_table(self, name: str) -> bool:
+        rows = await self._all("SELECT to_regclass(%s) IS NOT NULL", (name,))
+        return bool(rows[0][0])
+
+    async def select(self, query: str) -> list[Row]:
+        return await self._all(query)
+
+    async def insert_ignore(self, table: str, columns: str, rows: Sequence[Row]) -> None:
+        if rows:
+            marks = ",".join(["%s"] * len(columns.split(",")))
+            await self._many(
+                f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
+            )
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -1270,6 +1310,48 @@ async def _copy_rest(src: _Side, dst: _Side, report: MigrationReport, note: OnPr
                 await dst.insert_blobs(blobs)
         report.blobs += len(blobs)
     await _copy_mail(src, dst, report, note)
+    await _copy_state(src, dst, report, note)
+
+
+_STATE: tuple[tuple[str, str, str, str], ...] = (
+    ("schedules", SCHEDULE_COLS, "name", "schedules"),
+    ("schedule_ticks", TICK_COLS, "schedule, tick", "schedule_ticks"),
+    (
+        "limit_grants",
+        "grant_id, key, at, amount, owner, lim, window_s",
+        "grant_id",
+        "limit_grants",
+    ),
+)
+"""What :func:`_copy_state` copies: table, columns, key, and the report's count."""
+
+
+async def _copy_state(src: _Side, dst: _Side, report: MigrationReport, note: OnProgress) -> None:
+    """Schedules (where each stands, its counts and its pause), the ticks they claimed, and the
+    grants of the rate limits' windows (a limit's window goes on counting in the destination).
+    A row the destination has already (by key) is kept as it is there. Concurrency slots are
+    not copied: they are leases of processes working on the source, which come free there."""
+    for table, columns, key, name in _STATE:
+        if not (await src.has_table(table) and await dst.has_table(table)):
+            continue
+        note(f"copying {table}", 0, None)
+        have = {tuple(r) for r in await dst.select(f"SELECT {key} FROM {table}")}
+        width = len(key.split(","))
+        rows = [
+            _state_row(table, r)
+            for r in await src.select(f"SELECT {columns} FROM {table}")
+            if tuple(r[:width]) not in have
+        ]
+        if rows and not report.dry_run:
+            async with dst.transaction():
+                await dst.insert_ignore(table, columns, rows)
+        report.state[name] = len(rows)
+
+
+def _state_row(table: str, row: Row) -> Row:
+    if table == "schedules":  # paused: an integer on SQLite, a boolean on PostgreSQL
+        return (*row[:7], bool(row[7]), *row[8:])
+    return tuple(row)
 
 
 async def _copy_mail(src: _Side, dst: _Side, report: MigrationReport, note: OnProgress) -> None:

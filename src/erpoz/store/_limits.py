@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._owner import owner_is_dead
 
@@ -48,6 +49,37 @@ class RateGrant:
     wait_s: float
     in_window: float
     """The units the window held before this take."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """A limit as it stands in the store: a rate limit (``kind`` ``rate``: ``used`` units
+    granted in its window now, grants of calls in flight included) or a concurrency limit
+    (``concurrency``: ``used`` slots in use). ``limit`` and ``window_s`` are what its users
+    last applied (``None``: not recorded — grants from before erpoz recorded them)."""
+
+    key: str
+    kind: str
+    limit: float | None
+    window_s: float | None
+    used: float
+    last: float | None
+    """When its last grant was taken or settled, or its last slot's lease ends (epoch s)."""
+
+    @property
+    def room(self) -> float | None:
+        return None if self.limit is None else max(0.0, self.limit - self.used)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "limit": self.limit,
+            "per_s": self.window_s,
+            "used": self.used,
+            "room": self.room,
+            "last": self.last,
+        }
 
 
 def keep_s(window_s: float) -> float:
@@ -104,8 +136,9 @@ def sqlite_take(
             grant = decide(rows, limit, window_s, amount, now)
         if grant.granted:
             db.execute(
-                "INSERT INTO limit_grants (grant_id, key, at, amount, owner) VALUES (?,?,?,?,?)",
-                (grant.grant_id, key, now + hold_s, amount, owner),
+                "INSERT INTO limit_grants (grant_id, key, at, amount, owner, lim, window_s) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (grant.grant_id, key, now + hold_s, amount, owner, limit, window_s),
             )
         db.execute("COMMIT")
     except BaseException:
@@ -129,12 +162,72 @@ def sqlite_grants(db: sqlite3.Connection, key: str, since: float) -> list[tuple[
     return [(float(a), float(b)) for a, b in rows]
 
 
+LATEST_GRANTS = (
+    "SELECT g.key, g.lim, g.window_s, g.at FROM limit_grants g "
+    "WHERE g.at = (SELECT max(h.at) FROM limit_grants h WHERE h.key = g.key) ORDER BY g.key"
+)
+"""Each rate limit's latest grant: the limit and window it was last applied with."""
+SLOT_ROWS = "SELECT key, owner, expires, lim FROM limit_slots ORDER BY key"
+
+
+def rate_states(
+    latest: Sequence[tuple[Any, ...]], used: dict[str, float], now: float
+) -> list[LimitState]:
+    """The rate limits of ``latest`` (:data:`LATEST_GRANTS`), with the units of each window
+    (``used``, by key)."""
+    seen: dict[str, LimitState] = {}
+    for key, lim, window, at in latest:
+        if key not in seen:
+            seen[key] = LimitState(
+                key,
+                "rate",
+                None if lim is None else float(lim),
+                None if window is None else float(window),
+                used.get(key, 0.0),
+                float(at),
+            )
+    return list(seen.values())
+
+
+def slot_states(rows: Sequence[tuple[Any, ...]], now: float) -> list[LimitState]:
+    """The concurrency limits of :data:`SLOT_ROWS`: the slots in use (a lapsed lease or a dead
+    holder's slot is free), each with the limit it was last taken under."""
+    found: dict[str, tuple[int, float | None, float | None]] = {}
+    for key, owner, expires, lim in rows:
+        n, limit, last = found.get(key, (0, None, None))
+        live = expires >= now and not owner_is_dead(owner)
+        found[key] = (
+            n + int(live),
+            limit if lim is None else float(lim) if limit is None else max(limit, float(lim)),
+            expires if last is None else max(last, expires),
+        )
+    return [
+        LimitState(key, "concurrency", limit, None, float(n), last)
+        for key, (n, limit, last) in found.items()
+    ]
+
+
+def sqlite_limit_states(db: sqlite3.Connection) -> list[LimitState]:
+    now = time.time()
+    latest = db.execute(LATEST_GRANTS).fetchall()
+    used = {}
+    for key, _, window, _ in latest:
+        if window is not None:
+            (total,) = db.execute(
+                "SELECT coalesce(sum(amount), 0) FROM limit_grants WHERE key = ? AND at > ?",
+                (key, now - float(window)),
+            ).fetchone()
+            used[key] = float(total)
+    return rate_states(latest, used, now) + slot_states(db.execute(SLOT_ROWS).fetchall(), now)
+
+
 # --- memory ---------------------------------------------------------------------------------
 class MemoryRates:
     """The grants of one process (the memory store): the same rules, in lists."""
 
     def __init__(self) -> None:
         self._grants: dict[str, list[tuple[float, float, str]]] = {}
+        self._defs: dict[str, tuple[float, float]] = {}
 
     def take(
         self, key: str, limit: float, window_s: float, amount: float, hold_s: float = 0.0
@@ -147,7 +240,18 @@ class MemoryRates:
         )
         if grant.granted:
             kept.append((now + hold_s, amount, grant.grant_id))
+            self._defs[key] = (limit, window_s)
         return grant
+
+    def states(self) -> list[LimitState]:
+        now = time.time()
+        out: list[LimitState] = []
+        for key, (limit, window) in sorted(self._defs.items()):
+            grants = self._grants.get(key, [])
+            used = sum(a for at, a, _ in grants if at > now - window)
+            last = max((at for at, _, _ in grants), default=None)
+            out.append(LimitState(key, "rate", limit, window, used, last))
+        return out
 
     def settle(self, grant_id: str, amount: float) -> None:
         for grants in self._grants.values():
@@ -183,8 +287,9 @@ def sqlite_acquire_slot(
         got = len(rows) - len(gone) < limit
         if got:
             db.execute(
-                "INSERT OR REPLACE INTO limit_slots (key, holder, owner, expires) VALUES (?,?,?,?)",
-                (key, holder, owner, now + ttl_s),
+                "INSERT OR REPLACE INTO limit_slots (key, holder, owner, expires, lim) "
+                "VALUES (?,?,?,?,?)",
+                (key, holder, owner, now + ttl_s, limit),
             )
         db.execute("COMMIT")
     except BaseException:
@@ -212,11 +317,13 @@ class MemorySlots:
 
     def __init__(self) -> None:
         self._slots: dict[str, dict[str, float]] = {}
+        self._limits: dict[str, int] = {}
 
     def acquire(self, key: str, limit: int, holder: str, ttl_s: float) -> bool:
         now = time.time()
         held = {h: exp for h, exp in self._slots.get(key, {}).items() if exp >= now}
         self._slots[key] = held
+        self._limits[key] = limit
         if len(held) >= limit:
             return False
         held[holder] = now + ttl_s
@@ -233,3 +340,16 @@ class MemorySlots:
     def count(self, key: str) -> int:
         now = time.time()
         return sum(1 for exp in self._slots.get(key, {}).values() if exp >= now)
+
+    def states(self) -> list[LimitState]:
+        return [
+            LimitState(
+                key,
+                "concurrency",
+                float(limit),
+                None,
+                float(self.count(key)),
+                max(self._slots.get(key, {}).values(), default=None),
+            )
+            for key, limit in sorted(self._limits.items())
+        ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import RunClaimed, StoreError
 from ._ledger import BudgetScope, Hold, MemoryLedger, limits_of
-from ._limits import MemoryRates, MemorySlots, RateGrant
+from ._limits import LimitState, MemoryRates, MemorySlots, RateGrant
 from ._merkle import CompactRange, Leaf, StoredNode, TreeHead, check_level, leaf_hash
 from ._model import (
     GENESIS,
@@ -349,6 +349,9 @@ class MemoryStore:
 
     async def slots_in_use(self, key: str) -> int:
         return self._slots.count(key)
+
+    async def limit_states(self) -> list[LimitState]:
+        return self._rates.states() + self._slots.states()
 
     # --- schedules ----------------------------------------------------------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:

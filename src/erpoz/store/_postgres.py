@@ -47,7 +47,7 @@ from . import _postgres_limits as pg_limits
 from . import _postgres_schedules as pg_sched
 from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of
-from ._limits import RateGrant
+from ._limits import LimitState, RateGrant
 from ._merkle import (
     PG_APPEND,
     PG_WITH_APPEND,
@@ -1217,6 +1217,9 @@ class PostgresStore:
         return await self._on_ledger(
             "cannot read concurrency slots", lambda c: pg_limits.slots(c, key)
         )
+
+    async def limit_states(self) -> list[LimitState]:
+        return await self._on_ledger("cannot read the limits", pg_limits.limit_states)
 
     # --- schedules (on the claims' connection: short transactions) ---------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:

@@ -9,7 +9,17 @@ from typing import Any
 
 import psycopg
 
-from ._limits import SLACK, RateGrant, decide, keep_s
+from ._limits import (
+    LATEST_GRANTS,
+    SLACK,
+    SLOT_ROWS,
+    LimitState,
+    RateGrant,
+    decide,
+    keep_s,
+    rate_states,
+    slot_states,
+)
 from ._owner import owner_is_dead
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -46,9 +56,9 @@ async def take(
             grant = decide(await cur.fetchall(), limit, window_s, amount, now)
         if grant.granted:
             await conn.execute(
-                "INSERT INTO limit_grants (grant_id, key, at, amount, owner) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (grant.grant_id, key, now + hold_s, amount, owner),
+                "INSERT INTO limit_grants (grant_id, key, at, amount, owner, lim, window_s) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (grant.grant_id, key, now + hold_s, amount, owner, limit, window_s),
             )
     return grant
 
@@ -85,10 +95,11 @@ async def acquire_slot(
         got = len(rows) - len(gone) < limit
         if got:
             await conn.execute(
-                "INSERT INTO limit_slots (key, holder, owner, expires) VALUES (%s,%s,%s,%s) "
+                "INSERT INTO limit_slots (key, holder, owner, expires, lim) "
+                "VALUES (%s,%s,%s,%s,%s) "
                 "ON CONFLICT (key, holder) DO UPDATE SET owner = excluded.owner, "
-                "expires = excluded.expires",
-                (key, holder, owner, now + ttl_s),
+                "expires = excluded.expires, lim = excluded.lim",
+                (key, holder, owner, now + ttl_s, limit),
             )
     return got
 
@@ -107,3 +118,20 @@ async def slots(conn: Conn, key: str) -> int:
     now = time.time()
     cur = await conn.execute("SELECT owner, expires FROM limit_slots WHERE key = %s", (key,))
     return sum(1 for o, exp in await cur.fetchall() if exp >= now and not owner_is_dead(o))
+
+
+async def limit_states(conn: Conn) -> list[LimitState]:
+    now = time.time()
+    cur = await conn.execute(LATEST_GRANTS)
+    latest = await cur.fetchall()
+    used: dict[str, float] = {}
+    for key, _, window, _ in latest:
+        if window is not None:
+            cur = await conn.execute(
+                "SELECT coalesce(sum(amount), 0) FROM limit_grants WHERE key = %s AND at > %s",
+                (key, now - float(window)),
+            )
+            row = await cur.fetchone()
+            used[key] = float(row[0]) if row else 0.0
+    cur = await conn.execute(SLOT_ROWS)
+    return rate_states(latest, used, now) + slot_states(await cur.fetchall(), now)

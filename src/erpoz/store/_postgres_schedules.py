@@ -38,7 +38,7 @@ async def put(conn: Conn, s: ScheduleRow) -> ScheduleRow:
         )
         row = await cur.fetchone()
         out = merged(schedule_of(row) if row else None, s)
-        marks = ",".join(["%s"] * 14)
+        marks = ",".join(["%s"] * 15)
         await conn.execute(
             f"INSERT INTO schedules ({SCHEDULE_COLS}) VALUES ({marks}) "
             "ON CONFLICT (name) DO UPDATE SET "
@@ -46,7 +46,7 @@ async def put(conn: Conn, s: ScheduleRow) -> ScheduleRow:
             "inputs = excluded.inputs, queue = excluded.queue, catchup = excluded.catchup, "
             "paused = excluded.paused, origin = excluded.origin, created = excluded.created, "
             "updated = excluded.updated, next_tick = excluded.next_tick, "
-            "fired = excluded.fired, skipped = excluded.skipped",
+            "fired = excluded.fired, skipped = excluded.skipped, tenant = excluded.tenant",
             schedule_values(out),
         )
     return out

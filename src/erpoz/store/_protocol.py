@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ._ledger import BudgetScope, Hold
-from ._limits import RateGrant
+from ._limits import LimitState, RateGrant
 from ._merkle import Leaf, TreeHead
 from ._model import ChainRow, Event, NewRun, RecordedHead, RunInfo
 from ._schedules import ScheduleRow, Tick, TickClaim
@@ -279,6 +279,14 @@ class ConcurrencySlots(Protocol):
         ...
 
     async def slots_in_use(self, key: str) -> int: ...
+
+
+@runtime_checkable
+class LimitStates(Protocol):
+    """The limits kept in a store, as they stand: every rate limit (its units in its window
+    now) and concurrency limit (its slots in use), with what its users last applied."""
+
+    async def limit_states(self) -> list[LimitState]: ...
 
 
 @runtime_checkable

@@ -50,6 +50,9 @@ class ScheduleRow:
     """The first tick not fired or skipped yet (epoch seconds)."""
     fired: int = 0
     skipped: int = 0
+    tenant: str = "-"
+    """The tenant it belongs to (made through the HTTP API with a tenant's key; its runs carry
+    the tenant's tag); ``-``: the project's."""
 
     def same_timing(self, other: ScheduleRow) -> bool:
         return self.cron == other.cron and self.timezone == other.timezone
@@ -58,7 +61,15 @@ class ScheduleRow:
         return self.definition() == other.definition()
 
     def definition(self) -> tuple[Any, ...]:
-        return (self.flow, self.cron, self.timezone, self.inputs, self.queue, self.catchup)
+        return (
+            self.flow,
+            self.cron,
+            self.timezone,
+            self.inputs,
+            self.queue,
+            self.catchup,
+            self.tenant,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +119,28 @@ class TickClaim:
 
 SCHEDULE_COLS = (
     "name, flow, cron, timezone, inputs, queue, catchup, paused, origin, created, updated, "
-    "next_tick, fired, skipped"
+    "next_tick, fired, skipped, tenant"
 )
 TICK_COLS = "schedule, tick, run_id, state, owner, lease_until, claimed, fired, claims, error"
 
 
 def schedule_of(r: Sequence[Any]) -> ScheduleRow:
     return ScheduleRow(
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11], r[12], r[13]
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        bool(r[7]),
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        r[13],
+        r[14],
     )
 
 
@@ -139,6 +164,7 @@ def schedule_values(s: ScheduleRow) -> tuple[Any, ...]:
         s.next_tick,
         s.fired,
         s.skipped,
+        s.tenant,
     )
 
 
@@ -179,7 +205,7 @@ def sqlite_put(db: sqlite3.Connection, s: ScheduleRow) -> ScheduleRow:
         ).fetchone()
         out = merged(schedule_of(row) if row else None, s)
         db.execute(
-            f"INSERT OR REPLACE INTO schedules ({SCHEDULE_COLS}) VALUES ({','.join('?' * 14)})",
+            f"INSERT OR REPLACE INTO schedules ({SCHEDULE_COLS}) VALUES ({','.join('?' * 15)})",
             schedule_values(out),
         )
         db.execute("COMMIT")

@@ -23,9 +23,11 @@ from . import _schedules as sched
 from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
 from ._limits import (
+    LimitState,
     RateGrant,
     sqlite_acquire_slot,
     sqlite_grants,
+    sqlite_limit_states,
     sqlite_release_slot,
     sqlite_renew_slots,
     sqlite_slots,
@@ -875,6 +877,9 @@ class SQLiteStore:
 
     async def slots_in_use(self, key: str) -> int:
         return self._on_schedules("cannot read concurrency slots", sqlite_slots, key)
+
+    async def limit_states(self) -> list[LimitState]:
+        return self._on_schedules("cannot read the limits", sqlite_limit_states)
 
     # --- schedules ----------------------------------------------------------------------------
     async def put_schedule(self, schedule: ScheduleRow) -> ScheduleRow:
