@@ -159,18 +159,22 @@ def _failed(
     return _Failed(sid, message, attempt, info)
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class _Run:
     """State shared by every scope (top level and sub-flows) of one run."""
 
     __slots__ = (
+        "_effects",
+        "_grants",
+        "_tasks",
         "cancelled",
         "delivery",
         "done_steps",
-        "effects",
         "failure",
         "flow",
         "flushes",
-        "grants",
         "lost",
         "patches",
         "paused",
@@ -179,7 +183,6 @@ class _Run:
         "reviews",
         "stopping",
         "tags",
-        "tasks",
         "wakes",
         "writer",
     )
@@ -189,11 +192,15 @@ class _Run:
         # False for a writer whose flush does nothing (memory): the fast path skips the await
         self.flushes: bool = getattr(writer, "flushes", True)
         self.tags: dict[str, str] = dict(tags or {})
-        self.grants: set[str] = set()  # approvals recorded in this run (ReviewRequired.grant)
-        self.patches: frozenset[str] = frozenset()  # the patches the run started with
-        self.effects = RunJournal()  # what tool, model and memory calls of the run did
+        # grants, effects and tasks are made when first used: most runs need none of them,
+        # and every container a run holds is one more object the cyclic GC walks while the
+        # run is in flight (10,000 runs at once: that walk was half their CPU)
+        self._grants: set[str] | None = None
+        self._effects: RunJournal | None = None
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self.patches: frozenset[str] = _NONE  # the patches the run started with
         self.rails: Guardrails | None = None  # set when the delivery checkpoint has guards
-        self.delivery: frozenset[str] = frozenset()
+        self.delivery: frozenset[str] = _NONE
         self.flow = "-"
         self.recorded: dict[str, str | None] = {}  # step id -> output JSON (None: skipped)
         self.reviews: dict[str, Decision] = {}
@@ -203,8 +210,32 @@ class _Run:
         self.stopping = False
         self.cancelled = False
         self.lost = False  # another process took the run over (this one's lease lapsed)
-        self.tasks: set[asyncio.Task[None]] = set()
         self.done_steps = 0
+
+    @property
+    def grants(self) -> set[str]:
+        """Approvals recorded in this run (``ReviewRequired.grant``)."""
+        if self._grants is None:
+            self._grants = set()
+        return self._grants
+
+    @property
+    def effects(self) -> RunJournal:
+        """What tool, model and memory calls of the run did."""
+        if self._effects is None:
+            self._effects = RunJournal()
+        return self._effects
+
+    @effects.setter
+    def effects(self, journal: RunJournal) -> None:
+        self._effects = journal
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        """The tasks of the run's parallel branches."""
+        if self._tasks is None:
+            self._tasks = set()
+        return self._tasks
 
     def pause(self, p: _Pause) -> None:
         self.paused.append(p.step_id)
@@ -733,7 +764,7 @@ class Engine:
             await self._execute(scope)
         except BaseException:
             # Interrupted (Ctrl-C, a cancelled task): keep what was recorded, stay resumable.
-            for t in list(run.tasks):
+            for t in list(run._tasks or ()):
                 t.cancel()
             await writer.release()
             raise
@@ -1471,9 +1502,9 @@ def _record_success(
     if extra:
         data.update(extra)
     writer.append(ev.STEP_SUCCEEDED, sid, attempt, data, payload)
-    provenance = run.effects.provenance
-    if provenance.steps:  # a step that read untrusted content (none in most runs)
-        provenance.output(sid, out)
+    effects = run._effects  # None: nothing read untrusted content yet
+    if effects is not None and effects.provenance.steps:  # a step that read untrusted content
+        effects.provenance.output(sid, out)
 
 
 def _checked_payload(writer: RunWriter, sid: str, attempt: int, out: Any, tp: Any) -> str:

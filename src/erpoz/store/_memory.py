@@ -88,7 +88,7 @@ class _MemoryRun:
         # per event, so the events of a finished run hold nothing the cyclic GC must walk
         # (a tuple that holds a dict stays tracked for good; ``data`` holds plain values)
         self.events: list[Any] = []
-        self.hashed: list[Event] = []
+        self.hashed: list[Event] | None = None  # made when first read (most runs: never)
 
 
 def _due(r: _MemoryRun, now: float) -> bool:
@@ -240,6 +240,8 @@ class MemoryStore:
 
     def _hashed(self, r: _MemoryRun) -> list[Event]:
         done = r.hashed
+        if done is None:
+            done = r.hashed = []
         head = done[-1].hash if done else GENESIS
         run_id = r.new.run_id
         events = r.events
