@@ -48,6 +48,7 @@ from ..store import kinds as ev
 from ._codec import EXACT_ENCODERS, EncodeError, check_type, decode, encode, validate
 from ._context import RunJournal, StepContext, Suspend, Waits
 from ._executor import Executor, ThreadExecutor
+from ._gc import IN_FLIGHT
 from ._remote import RemoteContext
 from ._versions import choose_plan, patches_of
 
@@ -760,6 +761,7 @@ class Engine:
             run.rails, run.delivery = rails, plan.delivery
         scope = _Scope(run, plan, inputs, "")
         self._driving.add(writer.run_id)
+        IN_FLIGHT.enter()  # many runs at once: the GC is held back meanwhile (see _gc)
         try:
             await self._execute(scope)
         except BaseException:
@@ -769,6 +771,7 @@ class Engine:
             await writer.release()
             raise
         finally:
+            IN_FLIGHT.leave()
             self._driving.discard(writer.run_id)
         run_id = writer.run_id
         if run.lost:
