@@ -53,6 +53,16 @@ def encode(value: Any, tp: Any) -> str:
         ) from None
 
 
+#: For an output whose type is exactly its declared type, one of these: the check and the
+#: encoding at once, as ``check_type`` + ``encode`` would do them (the engine's fast path).
+EXACT_ENCODERS: dict[Any, Any] = {
+    int: int.__repr__,
+    str: _ENCODER.encode,
+    float: _ENCODER.encode,
+    bool: _LITERALS.__getitem__,
+}
+
+
 def decode(text: str, tp: Any) -> Any:
     """A recorded output back as a value of its declared type."""
     if tp in _PLAIN_TYPES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -66,6 +66,25 @@ class PlanNode:
     label: str = ""
     reads: frozenset[str] = frozenset()
     """The flow inputs the step reads itself (its bindings, ``when``, ``over``, ``init``)."""
+    plain: bool = field(init=False)
+    """A task that uses none of the features that cost the engine work per step (no sub-flow,
+    ``ctx``, cache, review, timeout, resources, ``when``, skipped inputs; async or inline): the
+    engine runs it on its fast path (``Engine._plain``), which writes the same events."""
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        plain = (
+            self.kind == TASK
+            and spec is not None
+            and self.sub is None
+            and (spec.is_async or spec.inline)
+            and spec.context_param is None
+            and not (self.review or self.cache or self.may_skip)
+            and self.timeout is None
+            and self.resources is None
+            and self.when is None
+        )
+        object.__setattr__(self, "plain", plain)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -36,6 +36,8 @@ from ._owner import owner_is_dead
 from ._protocol import Claim
 from ._schedules import MemorySchedules, ScheduleRow, Tick, TickClaim
 
+_now = time.time
+
 
 class _MemoryRun:
     __slots__ = (
@@ -63,11 +65,13 @@ class _MemoryRun:
         self,
         new: NewRun,
         owner: str | None,
-        order: list[tuple[_MemoryRun, int]],
+        order: list[_MemoryRun],
         queue: str | None = None,
     ) -> None:
         self.new = new
-        self.order = order  # the store's: every event of every run, in the order appended
+        # the store's: the run of every event of every run, in the order appended (a
+        # reference per event, no object: the cyclic GC walks nothing more per event)
+        self.order = order
         self.owner: str | None = owner
         self.queue = queue
         self.claims = 0
@@ -80,10 +84,11 @@ class _MemoryRun:
         self.wake_at: float | None = None
         self.wake_on: str | None = None
         self.cancel_requested = False
-        self.events: list[
-            tuple[float, str, str | None, int, dict[str, Any] | None, str | None]
-        ] = []
-        self.hashed: list[Event] = []
+        # every event as 6 items in a row (ts, kind, step, attempt, data, payload): no tuple
+        # per event, so the events of a finished run hold nothing the cyclic GC must walk
+        # (a tuple that holds a dict stays tracked for good; ``data`` holds plain values)
+        self.events: list[Any] = []
+        self.hashed: list[Event] | None = None  # made when first read (most runs: never)
 
 
 def _due(r: _MemoryRun, now: float) -> bool:
@@ -93,6 +98,9 @@ def _due(r: _MemoryRun, now: float) -> bool:
 
 class _MemoryWriter:
     __slots__ = ("_run", "run_id")
+
+    #: flush is a no-op here: the engine's fast path does not even await it
+    flushes = False
 
     def __init__(self, run: _MemoryRun) -> None:
         self._run = run
@@ -115,8 +123,14 @@ class _MemoryWriter:
         payload: str | None = None,
     ) -> None:
         run = self._run
-        run.events.append((time.time(), kind, step, attempt, data, payload))
-        run.order.append((run, len(run.events)))
+        run.events += (_now(), kind, step, attempt, data, payload)
+        run.order.append(run)
+        if kind in STATUS_OF:
+            self._status(kind, data, payload)
+
+    def _status(self, kind: str, data: dict[str, Any] | None, payload: str | None) -> None:
+        """The run's row follows its log: status, output, error, what it waits for."""
+        run = self._run
         status = STATUS_OF.get(kind)
         if status is not None:
             run.status = status
@@ -163,7 +177,8 @@ class MemoryStore:
         self._schedules = MemorySchedules()
         self._rates = MemoryRates()
         self._slots = MemorySlots()
-        self._order: list[tuple[_MemoryRun, int]] = []
+        self._order: list[_MemoryRun] = []
+        self._in_tree: dict[str, int] = {}  # run id -> how many of its events the tree holds
         self._origin = uuid.uuid4().hex
         self._tree = CompactRange()
         self._leaves: list[Leaf] = []
@@ -225,9 +240,13 @@ class MemoryStore:
 
     def _hashed(self, r: _MemoryRun) -> list[Event]:
         done = r.hashed
+        if done is None:
+            done = r.hashed = []
         head = done[-1].hash if done else GENESIS
         run_id = r.new.run_id
-        for ts, kind, step, attempt, data, payload in r.events[len(done) :]:
+        events = r.events
+        for i in range(len(done) * 6, len(events), 6):
+            ts, kind, step, attempt, data, payload = events[i : i + 6]
             seq = len(done) + 1
             dj = dumps(data) if data else "{}"
             h = chain_hash(head, run_id, seq, ts, kind, step, attempt, dj, payload)
@@ -386,7 +405,7 @@ class MemoryStore:
             float((data or {}).get("cost_usd") or 0.0)
             for r in self._runs.values()
             if tenant is None or r.new.tenant == tenant
-            for _, kind, _, _, data, _ in r.events
+            for kind, data in zip(r.events[1::6], r.events[4::6], strict=True)
             if kind == "model_called"
         )
 
@@ -413,7 +432,9 @@ class MemoryStore:
         """The tree, with the events appended since it was last read added to it."""
         tree = self._tree
         fresh: list[Leaf] = []
-        for run, seq in self._order[tree.size :]:
+        in_tree = self._in_tree
+        for run in self._order[tree.size :]:
+            seq = in_tree[run.new.run_id] = in_tree.get(run.new.run_id, 0) + 1
             e = self._hashed(run)[seq - 1]
             fresh.append((e.run_id, seq, tree.size + len(fresh), leaf_hash(e.run_id, seq, e.hash)))
         nodes: list[StoredNode] = []
