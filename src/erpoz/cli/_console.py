@@ -11,12 +11,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import ConfigError, StoreError
-from .store import DURABILITY, SCHEMES, Store, open_store
+from ..errors import ConfigError, StoreError
+from ..store import DURABILITY, SCHEMES, Store, open_store
 
 if TYPE_CHECKING:
-    from .audit.checkpoints import AutoCheckpointer
-    from .engine import Engine
+    from ..audit.checkpoints import AutoCheckpointer
+    from ..engine import Engine
 
 T = TypeVar("T")
 
@@ -133,8 +133,8 @@ def build_engine(
 ) -> Engine:
     """An engine with the project's services and executor (``--executor``, else erpoz.yaml's);
     a broken project file or a bad executor choice exits 2 saying why."""
-    from .engine import Engine
-    from .project import project_executor, project_services
+    from ..engine import Engine
+    from ..project import project_executor, project_services
 
     try:
         services = asyncio.run(project_services(st, config))
@@ -163,7 +163,7 @@ def reviewer_for(given: str, config: str | None = None) -> str:
     else ``reviewer:`` in the project file, else the OS user."""
     import os
 
-    from .models import load_config
+    from ..models import load_config
 
     if given.strip():
         return given.strip()
@@ -179,7 +179,7 @@ def reviewer_for(given: str, config: str | None = None) -> str:
 def auto_checkpoints(st: Store, config: str | None = None) -> AutoCheckpointer | None:
     """The project's automatic checkpoints (``audit.every_events`` / ``every_seconds`` in
     erpoz.yaml) for a process that records runs; a bad ``audit`` section exits 2."""
-    from .audit.settings import project_checkpointer
+    from ..audit.settings import project_checkpointer
 
     def warn(exc: Exception) -> None:
         err.print(f"[yellow]audit checkpoint not written:[/] {escape(str(exc))}", highlight=False)
@@ -201,6 +201,6 @@ async def with_checkpoints(checkpoints: AutoCheckpointer | None, work: Awaitable
 def parse_since(value: str) -> float:
     """The commands' ``--since`` (see :func:`erpoz.observe.stats.parse_since`); imported when
     used, so that ``erpoz --help`` does not load the observers and the engine."""
-    from .observe.stats import parse_since as parse
+    from ..observe.stats import parse_since as parse
 
     return parse(value)
