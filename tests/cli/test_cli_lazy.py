@@ -76,6 +76,7 @@ def test_help_imports_no_model_server_or_other_command(args: tuple[str, ...]) ->
     others = {"erpoz.models", "erpoz.memory", "erpoz.server", "erpoz.audit", "erpoz.eval"}
     if args == ("--help",):
         assert not loaded & {*others, "erpoz.engine", "pydantic"}
+        assert not loaded & {"asyncio", "erpoz.store"}  # nothing runs: no event loop, no store
         lazy_modules = {f"erpoz.cli{e.module}" for group in LAZY.values() for e in group.values()}
         assert not loaded & lazy_modules, sorted(loaded & lazy_modules)
     if args[0] == "search":  # its own module, not the OCR or the embedding model
@@ -96,6 +97,9 @@ def test_a_one_step_run_imports_no_detector_model_or_server(tmp_path: Path) -> N
     detectors = {m for m in loaded if m.startswith("erpoz.guards.") and not m[13:].startswith("_")}
     assert not detectors, detectors  # no guard is configured: none is imported
     assert not loaded & {"erpoz.memory", "erpoz.server", "erpoz.eval"}  # (OCR: rapidocr above)
+    # no project file: its services are built when a step asks (none does), no audit settings
+    # are read for a memory store, and neither SQLite nor the migration is imported
+    assert not loaded & {"erpoz.project", "erpoz.audit", "erpoz.store._sqlite", "erpoz.store._copy"}
 
 
 def test_lazy_entries_carry_their_commands_own_help() -> None:

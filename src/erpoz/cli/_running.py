@@ -3,7 +3,6 @@ live table of its steps, and reporting its result with the exit code it means.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Coroutine, Mapping
@@ -12,12 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from ..store import Event, RunInfo, Store
 from ..user_json import MAX_JSON_DEPTH, check_depth, read_json_file
 from ._console import (
     EXIT_CANCELLED,
@@ -37,8 +34,11 @@ from ._console import (
 )
 
 if TYPE_CHECKING:  # the engine, flows and pydantic are imported by the commands that use them
+    from rich.live import Live
+
     from ..engine import Decision, Engine, RunResult
     from ..flow import Plan
+    from ..store import Event, RunInfo, Store
 
 STATUS_EXIT = {
     "queued": EXIT_OK,
@@ -74,6 +74,8 @@ ConfigOpt = Annotated[
 
 def call(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning erpoz errors into a message and a meaningful exit code."""
+    import asyncio
+
     try:
         return asyncio.run(coro)
     except (FlowError, ConfigError) as exc:
@@ -207,6 +209,8 @@ async def drive(
     try:
         if view is None:
             return await coro
+        from rich.live import Live
+
         with Live(view.render(), console=err, refresh_per_second=8, transient=False) as live:
             view.live = live
             result = await coro

@@ -51,8 +51,6 @@ from ._running import (
     report,
     run_and_events,
 )
-from .review import review_app
-from .runs import runs_app
 
 app = typer.Typer(
     name="erpoz",
@@ -64,7 +62,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     cls=LazyGroup,  # the other command groups: imported when used (lazy.py)
 )
-app.add_typer(runs_app, name="runs")
 
 
 @app.command()
@@ -218,9 +215,6 @@ def _root(
 
     [dim]Example:[/] erpoz run examples/triage.yaml -i ticket='refund INV-1'
     """
-
-
-app.add_typer(review_app, name="review")
 
 
 def main() -> None:

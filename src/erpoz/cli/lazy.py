@@ -98,6 +98,12 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "they come from\n"
             "(source, headings, page, span) and their score.",
         ),
+        "runs": Lazy(".runs", "runs_app", "List, inspect, resume, replay and cancel runs."),
+        "review": Lazy(
+            ".review",
+            "review_app",
+            "The human review queue: runs waiting for a person, and their decisions.",
+        ),
         "models": Lazy(
             ".models",
             "models_app",

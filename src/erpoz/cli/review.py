@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import RunError
-from ..store import Store
 from ..user_json import read_json_file
 from ._console import (
     EXIT_INVALID,
@@ -25,6 +24,8 @@ from ._console import (
 )
 
 if TYPE_CHECKING:  # the engine, flows and pydantic are imported by the commands that use them
+    from ..store import Store
+
     pass
 from ._running import (
     ConfigOpt,

@@ -13,7 +13,6 @@ from rich import box
 from rich.table import Table
 
 from ..errors import RunError
-from ..store import Event, Store
 from ..user_json import read_json_file
 from ._console import (
     EXIT_INVALID,
@@ -31,6 +30,7 @@ from .lazy import LazyGroup
 
 if TYPE_CHECKING:  # the engine, flows and pydantic are imported by the commands that use them
     from ..flow import Plan
+    from ..store import Event, Store
 from ._running import (
     STYLE,
     ConfigOpt,
