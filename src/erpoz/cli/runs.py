@@ -167,13 +167,15 @@ def _print_steps(steps: list[dict[str, Any]]) -> None:
         out.print(table)
         return
     width = max(len(s["step"]) for s in steps)
-    write = out.file.write
-    write(f"{'step':<{width}}  {'status':<18} attempts  start ms        ms  error\n")
-    for s in steps:
-        write(
+    lines = [f"{'step':<{width}}  {'status':<18} attempts  start ms        ms  error\n"]
+    for s in steps:  # (one string per row, written at once: 100,000 rows in a blink)
+        start, ms, error = s["start_ms"], s["ms"], s["error"]
+        lines.append(
             f"{s['step']:<{width}}  {s['status']:<18} {s['attempts']:>8}  "
-            f"{_blank(s['start_ms']):>8}  {_blank(s['ms']):>8}  {(s['error'] or '')[:70]}\n"
+            f"{'' if start is None else start:>8}  {'' if ms is None else ms:>8}  "
+            f"{error[:70] if error else ''}\n"
         )
+    out.file.write("".join(lines))
     out.file.flush()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..engine import top_step
 from ..store import Event
 
 STEP_STATUS = {
@@ -23,19 +22,33 @@ STEP_STATUS = {
 _ENDS_STEP = frozenset({"step_succeeded", "step_failed", "step_skipped"})
 
 
+def top_step(step_id: str) -> str:
+    """The top-level step of an execution id (``answer[3]``, ``revise#2``, ``sub/inner``: their
+    first name), as :func:`erpoz.engine.top_step` says, without importing the engine."""
+    for sep in ("/", "[", "#"):
+        if sep in step_id:
+            step_id = step_id.split(sep, 1)[0]
+    return step_id
+
+
 def timeline(events: Iterable[Event]) -> list[dict[str, Any]]:
     """Each step execution of a run, in the order it first appeared: status, first start and
     end (epoch seconds), duration, attempts, error, and how it ended (cached, copied,
     reviewed)."""
     steps: dict[str, dict[str, Any]] = {}
+    status_after = STEP_STATUS.get
     for e in events:
-        if e.step is None or (e.kind not in STEP_STATUS and e.kind != "review_resolved"):
+        step, kind = e.step, e.kind
+        if step is None:
             continue
-        row = steps.get(e.step)
+        status = status_after(kind)
+        if status is None and kind != "review_resolved":
+            continue
+        row = steps.get(step)
         if row is None:
-            row = steps[e.step] = {
-                "step": e.step,
-                "top": top_step(e.step),
+            row = steps[step] = {
+                "step": step,
+                "top": top_step(step),
                 "status": "pending",
                 "attempts": 0,
                 "started": None,
@@ -46,38 +59,45 @@ def timeline(events: Iterable[Event]) -> list[dict[str, Any]]:
                 "copied_from": None,
                 "review": None,
             }
-        row["status"] = STEP_STATUS.get(e.kind, row["status"])
-        data = e.data or {}
-        if e.kind == "step_started":
-            row["attempts"] = max(row["attempts"], e.attempt)
+        if status is not None:
+            row["status"] = status
+        if kind == "step_started":
+            if e.attempt > row["attempts"]:
+                row["attempts"] = e.attempt
             row["ended"] = row["ms"] = None
             if row["started"] is None:
                 row["started"] = e.ts
-        elif e.kind in _ENDS_STEP:
-            row["ended"] = e.ts
-            if row["started"] is None:
-                row["started"] = e.ts
-            if e.kind == "step_succeeded":
-                ms = data.get("ms")
-                row["ms"] = ms if isinstance(ms, int | float) else None
-                row["cached"] = bool(data.get("cached"))
-                row["copied_from"] = data.get("copied_from")
-                if data.get("reviewed"):
-                    row["review"] = data["reviewed"]
-                row["error"] = None
-            elif e.kind == "step_failed":
-                row["error"] = data.get("error")
-            if row["ms"] is None and row["started"] is not None:
-                row["ms"] = round((e.ts - row["started"]) * 1000.0, 3)
-        elif e.kind == "step_retried":
-            row["error"] = data.get("error")
-        elif e.kind == "review_requested":
+        elif kind in _ENDS_STEP:
+            _ended(row, e)
+        elif kind == "step_retried":
+            row["error"] = (e.data or {}).get("error")
+        elif kind == "review_requested":
             row["ended"] = None
             row["review"] = "requested"
             row["attempts"] = max(row["attempts"], e.attempt)
-        elif e.kind == "review_resolved":
-            row["review"] = data.get("decision")
+        else:  # review_resolved
+            row["review"] = (e.data or {}).get("decision")
     return list(steps.values())
+
+
+def _ended(row: dict[str, Any], e: Event) -> None:
+    """A step execution's end (succeeded, failed or skipped) in its row."""
+    data = e.data or {}
+    row["ended"] = e.ts
+    if row["started"] is None:
+        row["started"] = e.ts
+    if e.kind == "step_succeeded":
+        ms = data.get("ms")
+        row["ms"] = ms if isinstance(ms, int | float) else None
+        row["cached"] = bool(data.get("cached"))
+        row["copied_from"] = data.get("copied_from")
+        if data.get("reviewed"):
+            row["review"] = data["reviewed"]
+        row["error"] = None
+    elif e.kind == "step_failed":
+        row["error"] = data.get("error")
+    if row["ms"] is None and row["started"] is not None:
+        row["ms"] = round((e.ts - row["started"]) * 1000.0, 3)
 
 
 def step_story(events: Iterable[Any]) -> list[dict[str, Any]]:
