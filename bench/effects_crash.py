@@ -193,7 +193,7 @@ def _cli_child(argv: list[str], cwd: str, env: dict[str, str], log: str) -> None
 _PRELOAD = [
     # what `erpoz worker` imports before it takes a run: a replacement starts without it
     "erpoz.cli",
-    "erpoz.cli_worker",
+    "erpoz.cli.worker",
     "erpoz.project",
     "erpoz.guards",
     "erpoz.engine",

@@ -1,12 +1,11 @@
 """The borders of DESIGN.md, checked on the source: no import cycles between parts, and no part
 importing another part's private modules (``erpoz.x._y`` from outside ``x``).
 
-A *part* is a sub-package of ``erpoz`` (``engine``, ``store`` …) or a top-level module; the
-command line (``cli.py``, ``cli_*.py``, ``_console.py``) counts as one part, ``cli``, and the
-package's ``__init__`` (the public facade) with its private modules (``_run.py``) as the part
-``erpoz``. Imports are read with ``ast``
-(nothing is imported); those inside functions count like module-level ones (they tie parts
-together just the same), those under ``if TYPE_CHECKING:`` count for private reaches only.
+A *part* is a sub-package of ``erpoz`` (``engine``, ``store``, ``cli`` …) or a top-level module;
+the package's ``__init__`` (the public facade) with its private modules (``_run.py``) is the part
+``erpoz``. Imports are read with ``ast`` (nothing is imported); those inside functions count like
+module-level ones (they tie parts together just the same), those under ``if TYPE_CHECKING:``
+count for private reaches only.
 """
 
 from __future__ import annotations
@@ -47,8 +46,6 @@ def part_of(module: str) -> str:
     if len(bits) == 1:
         return PKG
     name = bits[1]
-    if name == "cli" or name.startswith("cli_") or name == "_console":
-        return "cli"
     if name.startswith("_") and len(bits) == 2:  # a private module of the package itself
         return PKG
     return name
@@ -200,7 +197,7 @@ def test_the_check_sees_a_cycle_and_a_private_reach() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
     assert cycles({"a": {"b"}, "b": {"c"}}) == []
     assert is_private("erpoz.models._meter") and not is_private("erpoz.models.replay")
-    assert part_of("erpoz.cli_worker") == part_of("erpoz._console") == "cli"
+    assert part_of("erpoz.cli.worker") == part_of("erpoz.cli._console") == "cli"
     assert part_of("erpoz") == "erpoz" and part_of("erpoz.store._sqlite") == "store"
 
 

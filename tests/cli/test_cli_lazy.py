@@ -15,7 +15,7 @@ import typer
 from typer import _click as click
 
 from erpoz.cli import app
-from erpoz.cli_lazy import LAZY, LazyGroup, load
+from erpoz.cli.lazy import LAZY, LazyGroup, load
 
 MODELS_AND_SERVERS = [
     "torch",
@@ -76,9 +76,11 @@ def test_help_imports_no_model_server_or_other_command(args: tuple[str, ...]) ->
     others = {"erpoz.models", "erpoz.memory", "erpoz.server", "erpoz.audit", "erpoz.eval"}
     if args == ("--help",):
         assert not loaded & {*others, "erpoz.engine", "pydantic"}
-        assert not {m for m in loaded if m.startswith("erpoz.cli_") and m != "erpoz.cli_lazy"}
+        assert not loaded & {"asyncio", "erpoz.store"}  # nothing runs: no event loop, no store
+        lazy_modules = {f"erpoz.cli{e.module}" for group in LAZY.values() for e in group.values()}
+        assert not loaded & lazy_modules, sorted(loaded & lazy_modules)
     if args[0] == "search":  # its own module, not the OCR or the embedding model
-        assert "erpoz.cli_memory" in loaded and "erpoz.models.local_ocr" not in loaded
+        assert "erpoz.cli.memory" in loaded and "erpoz.models.local_ocr" not in loaded
 
 
 def test_a_one_step_run_imports_no_detector_model_or_server(tmp_path: Path) -> None:
@@ -95,6 +97,9 @@ def test_a_one_step_run_imports_no_detector_model_or_server(tmp_path: Path) -> N
     detectors = {m for m in loaded if m.startswith("erpoz.guards.") and not m[13:].startswith("_")}
     assert not detectors, detectors  # no guard is configured: none is imported
     assert not loaded & {"erpoz.memory", "erpoz.server", "erpoz.eval"}  # (OCR: rapidocr above)
+    # no project file: its services are built when a step asks (none does), no audit settings
+    # are read for a memory store, and neither SQLite nor the migration is imported
+    assert not loaded & {"erpoz.project", "erpoz.audit", "erpoz.store._sqlite", "erpoz.store._copy"}
 
 
 def test_lazy_entries_carry_their_commands_own_help() -> None:
@@ -102,7 +107,7 @@ def test_lazy_entries_carry_their_commands_own_help() -> None:
         for name, lazy in entries.items():
             cmd = load(name, lazy)
             own = inspect.cleandoc(cmd.help or "").split("\n\n")[0]
-            assert lazy.help == own, f"cli_lazy.LAZY[{group!r}][{name!r}].help is out of date"
+            assert lazy.help == own, f"cli.lazy.LAZY[{group!r}][{name!r}].help is out of date"
 
 
 def _help(group: click.Group) -> str:

@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from erpoz import Context, Engine, Flow, step
-from erpoz.cli_models import models_app, stats_app
+from erpoz.cli.models import models_app, stats_app
 from erpoz.errors import ModelError
 from erpoz.models import ChatResult, ModelHub, ModelSpec, Usage, providers
 from erpoz.observe.stats import model_stats, parse_since

@@ -62,7 +62,7 @@ def serve(
         [
             sys.executable,
             "-m",
-            "erpoz.cli_serve",
+            "erpoz.cli.serve",
             *flows,
             "--port",
             str(port),

@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from erpoz.cli_eval import eval_app
+from erpoz.cli.eval import eval_app
 from erpoz.eval import Report, evaluate_routing, find_data, load_dataset, oracle_quality
 from erpoz.eval.routing import Point, apgr, cpt
 from erpoz.routing.online import HashingEmbed
@@ -189,7 +189,7 @@ def test_every_setting_costlier_than_the_strong_model_is_flagged(tmp_path: Path)
     alone; whatever the router, split or order a costlier setting was measured in -- a point
     of a curve, a setting tuned on another task, an online pass in a shuffled order -- it is
     named in the warnings, and the Markdown report lists them."""
-    from erpoz.cli_eval import render_markdown
+    from erpoz.cli.eval import render_markdown
     from erpoz.eval import routing as r
 
     data = load_dataset(write_mcq_csv(tmp_path / "mcq.csv", answers=True))

@@ -1,4 +1,4 @@
-"""``erpoz ingest`` and ``erpoz search`` (the typer app of ``erpoz.cli_memory``), run in-process
+"""``erpoz ingest`` and ``erpoz search`` (the typer app of ``erpoz.cli.memory``), run in-process
 with the offline embedder in place of MiniLM."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from erpoz import cli_memory
-from erpoz.cli_memory import memory_cli
+from erpoz.cli.memory import memory_cli
 from memory.helpers import HashEmbed, write
 
 runner = CliRunner()

@@ -136,7 +136,7 @@ def test_the_cli_ingests_into_and_searches_a_postgres_memory(
     schema: Schema, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from erpoz import cli_memory
-    from erpoz.cli_memory import memory_cli
+    from erpoz.cli.memory import memory_cli
 
     monkeypatch.setattr(cli_memory, "make_embedder", HashEmbed)
     monkeypatch.chdir(tmp_path)

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from typer.testing import CliRunner
 
-from erpoz.cli_trace import trace
+from erpoz.cli.trace import trace
 from erpoz.engine import Decision
 from erpoz.observe import (
     RunTraceExporter,

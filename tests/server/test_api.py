@@ -500,7 +500,7 @@ def _serve_cmd() -> list[str]:
     probe = subprocess.run([str(erpoz), "serve", "--help"], capture_output=True, check=False)
     if probe.returncode == 0:
         return [str(erpoz), "serve"]
-    return [sys.executable, "-m", "erpoz.cli_serve"]
+    return [sys.executable, "-m", "erpoz.cli.serve"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from erpoz.cli_serve import is_loopback
+from erpoz.cli.serve import is_loopback
 from erpoz.errors import ConfigError
 from erpoz.server import ServerState, Tenants, create_app
 from erpoz.server import _state as state_module

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..observe.timeline import step_story
 from ._workspace import prepare
 
 QUESTIONS: tuple[tuple[str, str, bool], ...] = (
@@ -147,7 +148,7 @@ async def run_demo(
                 result.error,
                 result.waiting_steps,
                 time.perf_counter() - t1,
-                timeline(events),
+                step_story(events),
             )
             runs.append(run)
             if on_run is not None:
@@ -157,59 +158,6 @@ async def run_demo(
         await store.close()
         memory.close()
     return DemoReport(root, ingest, runs, audit, time.perf_counter() - t0)
-
-
-def timeline(events: list[Any]) -> list[dict[str, Any]]:
-    """One row per step, in the order they started: status, duration and what happened in
-    it (model calls and costs, routing decisions and why, guard findings, reviews)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for e in events:
-        step = e.step
-        if step is None:
-            continue
-        row = rows.setdefault(
-            step, {"step": step, "status": "running", "ms": None, "cost_usd": 0.0, "notes": []}
-        )
-        d = e.data or {}
-        notes: list[str] = row["notes"]
-        if e.kind == "step_succeeded":
-            row["status"], row["ms"] = "succeeded", d.get("ms")
-        elif e.kind == "step_failed":
-            row["status"] = "failed"
-            notes.append(f"failed: {d.get('error', '')}")
-        elif e.kind == "review_requested":
-            row["status"] = "waiting for review"
-            notes.append(f"review: {d.get('reason', '')}")
-        elif e.kind == "model_called":
-            row["cost_usd"] += float(d.get("cost_usd") or 0.0)
-            tokens = f", {d['lines']} lines read" if d.get("lines") is not None else ""
-            if d.get("input_tokens") is not None:
-                tokens = f", {d.get('input_tokens')}→{d.get('output_tokens')} tokens"
-            notes.append(
-                f"model {d.get('model')} ({d.get('kind', 'chat')}): {d.get('status')}, "
-                f"{d.get('latency_ms')} ms{tokens}"
-            )
-        elif e.kind == "route_decided":
-            notes.append(
-                f"router {d.get('router')} → {d.get('winner')}: {d.get('reason', '')}".rstrip()
-            )
-        elif e.kind == "guard_decided" and d.get("action") != "allow":
-            acted: dict[str, set[str]] = {}
-            for f in d.get("findings", []):
-                acted.setdefault(f["action"], set()).add(f["data"])
-            said = "; ".join(f"{a} {', '.join(sorted(k))}" for a, k in sorted(acted.items()))
-            rule = f" (rule: {d.get('rule')})" if d.get("action") != "log" else ""
-            notes.append(f"guard at {d.get('checkpoint')}: {said}{rule}")
-        elif e.kind == "retrieved":
-            hits = ", ".join(f"{h['id']} {h['score']:.3f}" for h in d.get("hits", []))
-            notes.append(f"retrieved ({d.get('mode')}): {hits}")
-        elif e.kind == "answer_validated":
-            notes.append(f"grounded {d.get('grounded')}, confidence {_num(d.get('confidence'))}")
-    return list(rows.values())
-
-
-def _num(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.2f}"
 
 
 def main(root: Path) -> DemoReport:

@@ -307,7 +307,8 @@ class Engine:
             self.store if isinstance(self.store, Mailbox) else None, hold_s=max(0.0, hold_s)
         )
         self._executor = executor
-        self.services: Mapping[type, object] = dict(services or {})
+        # not copied: a mapping may build its services when first asked (the CLI's does)
+        self.services: Mapping[type, object] = services if services is not None else {}
         self.observers = list(observers or [])
         self.listeners = list(listeners or [])
         self.token_listeners: list[TokenListener] = []

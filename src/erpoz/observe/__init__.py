@@ -1,29 +1,71 @@
 """Observability as views over the event log: what the recorded runs say about quality, their
 OpenTelemetry traces and their Prometheus metrics."""
 
-from .metrics import DURATION_BUCKETS, MetricsCollector, step_label
-from .quality import (
-    DIMENSIONS,
-    GuardCheck,
-    QualityReport,
-    QualityRow,
-    guard_checks,
-    quality_events,
-    quality_stats,
-    store_quality,
-)
-from .tracing import (
-    RunTraceExporter,
-    SpanData,
-    SpanEvent,
-    export_run,
-    otlp_endpoint,
-    otlp_exporter,
-    span_id_of,
-    spans_of,
-    to_readable,
-    trace_id_of,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .metrics import DURATION_BUCKETS, MetricsCollector, step_label
+    from .quality import (
+        DIMENSIONS,
+        GuardCheck,
+        QualityReport,
+        QualityRow,
+        guard_checks,
+        quality_events,
+        quality_stats,
+        store_quality,
+    )
+    from .tracing import (
+        RunTraceExporter,
+        SpanData,
+        SpanEvent,
+        export_run,
+        otlp_endpoint,
+        otlp_exporter,
+        span_id_of,
+        spans_of,
+        to_readable,
+        trace_id_of,
+    )
+
+_LAZY = {
+    "DURATION_BUCKETS": ".metrics",
+    "MetricsCollector": ".metrics",
+    "step_label": ".metrics",
+    "DIMENSIONS": ".quality",
+    "GuardCheck": ".quality",
+    "QualityReport": ".quality",
+    "QualityRow": ".quality",
+    "guard_checks": ".quality",
+    "quality_events": ".quality",
+    "quality_stats": ".quality",
+    "store_quality": ".quality",
+    "RunTraceExporter": ".tracing",
+    "SpanData": ".tracing",
+    "SpanEvent": ".tracing",
+    "export_run": ".tracing",
+    "otlp_endpoint": ".tracing",
+    "otlp_exporter": ".tracing",
+    "span_id_of": ".tracing",
+    "spans_of": ".tracing",
+    "to_readable": ".tracing",
+    "trace_id_of": ".tracing",
+}
+"""Each name's module, imported on first use: ``erpoz runs show`` reads the timeline
+(``observe.timeline``) without the metrics, quality and tracing modules and the engine."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DIMENSIONS",

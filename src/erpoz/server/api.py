@@ -24,6 +24,7 @@ from ..engine import Decision, RunResult, pending_reviews, top_step
 from ..errors import ErpozError, FlowError, InvalidOutput, RunClaimed, RunError, StoreError
 from ..flow import LOOP, MAP, Plan, type_name
 from ..observe.stats import model_stats, parse_since
+from ..observe.timeline import timeline
 from ..store import TERMINAL, Event, RunInfo
 from ._auth import caller_of
 from ._scope import TenantView, as_store, event_json, jsonable, public_source, run_json
@@ -90,74 +91,6 @@ def result_json(result: RunResult) -> dict[str, Any]:
         "wake_at": result.wake_at,
         "wake_on": result.wake_on,
     }
-
-
-_STEP_STATUS = {
-    "step_started": "running",
-    "step_succeeded": "succeeded",
-    "step_failed": "failed",
-    "step_retried": "retrying",
-    "step_skipped": "skipped",
-    "review_requested": "waiting",
-}
-_ENDS_STEP = frozenset({"step_succeeded", "step_failed", "step_skipped"})
-
-
-def timeline(events: list[Event]) -> list[dict[str, Any]]:
-    """Each step execution of a run, in the order it first appeared: status, first start and
-    end (epoch seconds), duration, attempts, error, and how it ended (cached, copied,
-    reviewed)."""
-    steps: dict[str, dict[str, Any]] = {}
-    for e in events:
-        if e.step is None or (e.kind not in _STEP_STATUS and e.kind != "review_resolved"):
-            continue
-        row = steps.get(e.step)
-        if row is None:
-            row = steps[e.step] = {
-                "step": e.step,
-                "top": top_step(e.step),
-                "status": "pending",
-                "attempts": 0,
-                "started": None,
-                "ended": None,
-                "ms": None,
-                "error": None,
-                "cached": False,
-                "copied_from": None,
-                "review": None,
-            }
-        row["status"] = _STEP_STATUS.get(e.kind, row["status"])
-        data = e.data or {}
-        if e.kind == "step_started":
-            row["attempts"] = max(row["attempts"], e.attempt)
-            row["ended"] = row["ms"] = None
-            if row["started"] is None:
-                row["started"] = e.ts
-        elif e.kind in _ENDS_STEP:
-            row["ended"] = e.ts
-            if row["started"] is None:
-                row["started"] = e.ts
-            if e.kind == "step_succeeded":
-                ms = data.get("ms")
-                row["ms"] = ms if isinstance(ms, int | float) else None
-                row["cached"] = bool(data.get("cached"))
-                row["copied_from"] = data.get("copied_from")
-                if data.get("reviewed"):
-                    row["review"] = data["reviewed"]
-                row["error"] = None
-            elif e.kind == "step_failed":
-                row["error"] = data.get("error")
-            if row["ms"] is None and row["started"] is not None:
-                row["ms"] = round((e.ts - row["started"]) * 1000.0, 3)
-        elif e.kind == "step_retried":
-            row["error"] = data.get("error")
-        elif e.kind == "review_requested":
-            row["ended"] = None
-            row["review"] = "requested"
-            row["attempts"] = max(row["attempts"], e.attempt)
-        elif e.kind == "review_resolved":
-            row["review"] = data.get("decision")
-    return list(steps.values())
 
 
 def review_items(info: RunInfo, events: list[Event]) -> list[dict[str, Any]]:

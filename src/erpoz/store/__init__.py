@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
-from ._copy import BATCH_EVENTS, MigrationError, MigrationReport, Verify, migrate
 from ._ledger import BudgetScope, Hold
 from ._limits import LimitState, MemoryRates, RateGrant
 from ._memory import MemoryStore
@@ -47,8 +46,22 @@ from ._protocol import (
     Store,
 )
 from ._schedules import ScheduleRow, Tick, TickClaim
-from ._sqlite import SQLiteStore
 from ._url import redact as redact_url
+
+if TYPE_CHECKING:  # imported on first use (see __getattr__): a memory store needs neither
+    from ._copy import BATCH_EVENTS, MigrationError, MigrationReport, Verify, migrate
+    from ._sqlite import SQLiteStore
+
+_LAZY = {
+    "SQLiteStore": "._sqlite",
+    "BATCH_EVENTS": "._copy",
+    "MigrationError": "._copy",
+    "MigrationReport": "._copy",
+    "Verify": "._copy",
+    "migrate": "._copy",
+}
+"""Names imported when first used: SQLite and the migration between stores are not needed by
+``--store memory`` (``erpoz run`` of a quick flow, tests)."""
 
 __all__ = [
     "BATCH_EVENTS",
@@ -146,6 +159,8 @@ def open_store(
         raise StoreError(
             f"unknown store URL {raw!r}: use a file path, sqlite:///PATH, postgresql://… or memory"
         )
+    from ._sqlite import SQLiteStore
+
     return SQLiteStore(Path(raw) if raw else DEFAULT_PATH, durability=durability, fsync=fsync)
 
 
@@ -154,4 +169,10 @@ def __getattr__(name: str) -> Any:
         from ._postgres import PostgresStore
 
         return PostgresStore
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

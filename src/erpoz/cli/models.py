@@ -17,6 +17,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from ..errors import ConfigError, ErpozError, ModelError, StoreError
+from ..models import ModelHub, Models, ProjectConfig, Recorder, build_hub, load_config
+from ..observe.stats import model_stats
+from ..store import BudgetLedger, BudgetScope, Event, Store
 from ._console import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -29,10 +33,6 @@ from ._console import (
     out,
     parse_since,
 )
-from .errors import ConfigError, ErpozError, ModelError, StoreError
-from .models import ModelHub, Models, ProjectConfig, Recorder, build_hub, load_config
-from .observe.stats import model_stats
-from .store import BudgetLedger, BudgetScope, Event, Store
 
 __all__ = ["models_app", "stats_app"]
 
@@ -424,7 +424,7 @@ def stats_quality(
 
     [dim]Example:[/] erpoz stats quality --since 7d --by model --json
     """
-    from .observe import DIMENSIONS, quality_events, quality_stats
+    from ..observe import DIMENSIONS, quality_events, quality_stats
 
     cutoff = None
     if since is not None:

@@ -1,7 +1,7 @@
 """``erpoz runs diff A B``: what differs between two runs, read from their event logs: inputs,
 each step (status, attempts, time, output), the models called (calls, tokens, cost), the
 output and the total cost. Made for comparing a run with its replay (``erpoz runs replay``)
-or two runs of a changed flow. Mounted in ``cli.py`` under ``erpoz runs``."""
+or two runs of a changed flow. Mounted through ``lazy.py`` under ``erpoz runs``."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from ..engine import top_step
+from ..errors import RunError, StoreError
+from ..observe.stats import model_stats
+from ..store import Event, RunInfo, Store
 from ._console import EXIT_RUN, EXIT_STORE, JsonOpt, StoreOpt, fail, open_or_fail, out
-from .engine import top_step
-from .errors import RunError, StoreError
-from .observe.stats import model_stats
-from .store import Event, RunInfo, Store
 
 __all__ = ["diff_runs", "runs_diff"]
 

@@ -17,6 +17,22 @@ import typer
 from rich.markup import escape
 from rich.tree import Tree
 
+from ..audit import AuditReport, Lineage, StepLineage, UnknownStep, export, lineage, verify
+from ..audit.bundle import BundleError, check_bundle, load_bundle, prove
+from ..audit.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointLog,
+    PublicKey,
+    SigningKey,
+    generate_key,
+    read_checkpoints,
+    sign_checkpoint,
+    write_checkpoint,
+)
+from ..audit.settings import AuditSettings, audit_settings
+from ..errors import ConfigError, ErpozError, FlowError, RunError, StoreError
+from ..store import Store
 from ._console import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -30,22 +46,6 @@ from ._console import (
     out,
     parse_since,
 )
-from .audit import AuditReport, Lineage, StepLineage, UnknownStep, export, lineage, verify
-from .audit.bundle import BundleError, check_bundle, load_bundle, prove
-from .audit.checkpoints import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointLog,
-    PublicKey,
-    SigningKey,
-    generate_key,
-    read_checkpoints,
-    sign_checkpoint,
-    write_checkpoint,
-)
-from .audit.settings import AuditSettings, audit_settings
-from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from .store import Store
 
 audit_app = typer.Typer(
     help="Tamper evidence: verify the log, sign checkpoints, prove runs to auditors, export "
@@ -82,7 +82,7 @@ KeyOpt = Annotated[
 
 
 def _settings(config: str | None) -> AuditSettings | None:
-    from .models import load_config
+    from ..models import load_config
 
     try:
         return audit_settings(load_config(config))
@@ -586,7 +586,7 @@ def lineage_cmd(
     """
     given = None
     if flow is not None:
-        from .flow import load_flow
+        from ..flow import load_flow
 
         try:
             given = load_flow(flow)

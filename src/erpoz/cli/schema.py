@@ -1,6 +1,6 @@
 """``erpoz schema config|policy|flow``: the JSON Schema of a configuration file, for editors.
 
-Mounted in ``cli.py``. Exit codes: 0 written · 2 wrong usage (an unknown kind, a file that
+Mounted through ``lazy.py``. Exit codes: 0 written · 2 wrong usage (an unknown kind, a file that
 cannot be written).
 """
 
@@ -28,7 +28,7 @@ def schema_command(
 
     [dim]Example:[/] erpoz schema flow -o flow.schema.json
     """
-    from .schema import KINDS, json_schema
+    from ..schema import KINDS, json_schema
 
     if kind not in KINDS:
         fail(f"unknown schema {kind!r}: choose {', '.join(KINDS)}", EXIT_INVALID)

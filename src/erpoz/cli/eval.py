@@ -21,11 +21,11 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from ..errors import ConfigError, ErpozError
 from ._console import EXIT_FAILED, EXIT_INVALID, JsonOpt, err, fail, out
-from .errors import ConfigError, ErpozError
 
 if TYPE_CHECKING:
-    from .eval.routing import Curve, Point, Report
+    from ..eval.routing import Curve, Point, Report
 
 __all__ = ["eval_app", "render_markdown", "write_plot"]
 
@@ -151,8 +151,8 @@ def eval_routing(
     [dim]Example:[/] erpoz eval routing --data shared/data/routellm-mtbench --train
     shared/data/routellm-gsm8k -r learned,online --out eval-mt
     """
-    from .eval.data import find_data, load_dataset, mix
-    from .eval.routing import DEFAULT_ROUTERS, NEEDS_EMBEDDINGS, ROUTERS, evaluate_routing
+    from ..eval.data import find_data, load_dataset, mix
+    from ..eval.routing import DEFAULT_ROUTERS, NEEDS_EMBEDDINGS, ROUTERS, evaluate_routing
 
     names = [n.strip() for r in (router or list(DEFAULT_ROUTERS)) for n in r.split(",")]
     names = [n for n in names if n]
@@ -181,7 +181,7 @@ def eval_routing(
         fail(str(exc), EXIT_INVALID)
     embedder = None
     if hashing:
-        from .routing.online import HashingEmbed
+        from ..routing.online import HashingEmbed
 
         embedder = HashingEmbed()
     show = not as_json and err.is_terminal

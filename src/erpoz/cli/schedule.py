@@ -1,5 +1,5 @@
 """``erpoz schedule``: cron-style schedules that start runs of a flow, fired by workers
-(``erpoz worker``) once per tick (mounted in ``cli.py``)."""
+(``erpoz worker``) once per tick (mounted through ``lazy.py``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,20 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from ..engine import (
+    CATCHUP,
+    Engine,
+    Schedule,
+    Scheduler,
+    add_schedule,
+    pause_schedule,
+    schedule_to_json,
+    schedules_from_config,
+    sync_schedules,
+    tick_to_json,
+)
+from ..errors import ConfigError, ErpozError, FlowError, RunError, StoreError
+from ..store import ScheduleBook, Store, Tick
 from ._console import (
     EXIT_INVALID,
     EXIT_STORE,
@@ -27,20 +41,7 @@ from ._console import (
     open_or_fail,
     out,
 )
-from .engine import (
-    CATCHUP,
-    Engine,
-    Schedule,
-    Scheduler,
-    add_schedule,
-    pause_schedule,
-    schedule_to_json,
-    schedules_from_config,
-    sync_schedules,
-    tick_to_json,
-)
-from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from .store import ScheduleBook, Store, Tick
+from ._running import load_plan, parse_inputs
 
 T = TypeVar("T")
 
@@ -113,9 +114,8 @@ def add(
 
     [dim]Example:[/] erpoz schedule add nightly triage.yaml --cron "0 2 * * *" -i ticket="..."
     """
-    from .cli import _load, _parse_inputs
 
-    values = _parse_inputs(_load(flow), inputs or [], input_json)
+    values = parse_inputs(load_plan(flow), inputs or [], input_json)
     st = open_or_fail(store)
     spec = Schedule(name, flow, cron, values, queue=queue, catchup=catchup, timezone=timezone)
     row = _run(st, add_schedule(st, spec, origin="cli", replace=replace))
@@ -249,7 +249,7 @@ def sync(config: ConfigOpt = None, store: StoreOpt = None, as_json: JsonOpt = Fa
 
     [dim]Example:[/] erpoz schedule sync -c erpoz.yaml
     """
-    from .models import load_config
+    from ..models import load_config
 
     try:
         specs = schedules_from_config(load_config(config))

@@ -18,9 +18,9 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..errors import ErpozError, StoreError
+from ..memory import FileResult, Memory, QueryError, open_memory
 from ._console import EXIT_FAILED, EXIT_INVALID, EXIT_STORE, JsonOpt, err, fail, out
-from .errors import ErpozError, StoreError
-from .memory import FileResult, Memory, QueryError, open_memory
 
 __all__ = ["ingest_command", "memory_cli", "register", "search_command"]
 
@@ -44,7 +44,7 @@ class Mode(StrEnum):
 
 def make_embedder() -> Any:
     """The embedder of the CLI: the local MiniLM (loaded when first needed)."""
-    from .models.local_embed import MiniLMEmbed
+    from ..models.local_embed import MiniLMEmbed
 
     return MiniLMEmbed()
 

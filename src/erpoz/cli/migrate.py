@@ -1,7 +1,7 @@
 """``erpoz migrate SRC DST``: copy a run store into another (SQLite into PostgreSQL, back, or
 between two stores of one kind) and verify the audit chains on both sides.
 
-Mounted in ``cli.py``. Exit codes: 0 copied and verified (or, with ``--dry-run``, nothing in
+Mounted through ``lazy.py``. Exit codes: 0 copied and verified (or, with ``--dry-run``, nothing in
 the way) · 1 the source does not verify, nothing copied · 2 wrong usage · 4 store error, a
 conflicting run, or a copy that does not match its source · 130 interrupted.
 """
@@ -23,6 +23,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from ..audit import verify
+from ..errors import StoreError
+from ..store import BATCH_EVENTS, MigrationError, MigrationReport, migrate
 from ._console import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -33,9 +36,6 @@ from ._console import (
     fail,
     out,
 )
-from .audit import verify
-from .errors import StoreError
-from .store import BATCH_EVENTS, MigrationError, MigrationReport, migrate
 
 _MEMORY = ("memory", ":memory:", "memory://")
 

@@ -1,6 +1,7 @@
 """``erpoz serve``: the HTTP server (runs API, OpenAI-compatible gateway, dashboard, metrics).
 
-Mounted in ``cli.py``; ``python -m erpoz.cli_serve`` runs the same command on its own.
+Mounted lazily by the CLI (``lazy.py``); ``python -m erpoz.cli.serve`` runs the same command
+on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..errors import ConfigError, FlowError, StoreError
 from ._console import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -27,10 +29,9 @@ from ._console import (
     err,
     fail,
 )
-from .errors import ConfigError, FlowError, StoreError
 
 if TYPE_CHECKING:
-    from .server import ServerState
+    from ..server import ServerState
 
 LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
 DEFAULT_PORT = 8000
@@ -131,7 +132,7 @@ def serve(
     try:
         import uvicorn
 
-        from .server import bind_socket, bounded_http, build_state, create_app, load_keys
+        from ..server import bind_socket, bounded_http, build_state, create_app, load_keys
     except ImportError as exc:
         fail(f"erpoz serve needs the server extra (pip install 'erpoz[server]'): {exc}", 2)
     check_store_options(store, durability, ("sync", "batch", "effects"))

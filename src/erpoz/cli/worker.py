@@ -1,5 +1,5 @@
 """``erpoz submit`` and ``erpoz worker``: runs queued in a shared store, and the processes that
-run them (mounted in ``cli.py``)."""
+run them (mounted through ``lazy.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,18 @@ import typer
 from rich.live import Live
 from rich.markup import escape
 
+from ..engine import (
+    DEFAULT_MAX_CLAIMS,
+    Engine,
+    RunLimits,
+    RunResult,
+    Scheduler,
+    Worker,
+    schedules_from_config,
+    sync_schedules,
+)
+from ..errors import ConfigError, ErpozError, FlowError, RunError, StoreError
+from ..store import TERMINAL, Store
 from ._console import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -35,21 +47,10 @@ from ._console import (
     out,
     with_checkpoints,
 )
-from .engine import (
-    DEFAULT_MAX_CLAIMS,
-    Engine,
-    RunLimits,
-    RunResult,
-    Scheduler,
-    Worker,
-    schedules_from_config,
-    sync_schedules,
-)
-from .errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from .store import TERMINAL, Store
+from ._running import load_plan, parse_inputs, parse_tags, report
 
 if TYPE_CHECKING:
-    from .audit.checkpoints import AutoCheckpointer
+    from ..audit.checkpoints import AutoCheckpointer
 
 QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="The queue workers take it from.")]
 
@@ -81,11 +82,10 @@ def submit(
 
     [dim]Example:[/] erpoz submit examples/triage.yaml -i ticket="refund INV-1" -q default
     """
-    from .cli import _load, _parse_inputs, _parse_tags, _report
 
-    plan = _load(flow)
-    values = _parse_inputs(plan, inputs or [], input_json)
-    tags = _parse_tags(tag or [])
+    plan = load_plan(flow)
+    values = parse_inputs(plan, inputs or [], input_json)
+    tags = parse_tags(tag or [])
     st = open_or_fail(store)
     engine = Engine(st)
 
@@ -114,7 +114,7 @@ def submit(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if result is not None:
-        _report(result, as_json, st)
+        report(result, as_json, st)
     if as_json:
         out.print_json(data={"run_id": rid, "status": "queued", "queue": queue})
     else:
@@ -297,7 +297,7 @@ def worker(
 def _scheduler(engine: Engine, config: str | None) -> Scheduler:
     """The worker's scheduler, the project file's schedules made current in the store first
     (every worker does it; the second changes nothing). A bad section exits 2."""
-    from .models import load_config
+    from ..models import load_config
 
     try:
         specs = schedules_from_config(load_config(config))

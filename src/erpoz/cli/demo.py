@@ -37,8 +37,8 @@ def demo(
 
     [dim]Example:[/] erpoz demo   then   cd .erpoz/demo && erpoz runs ls
     """
-    from .demo import QUESTIONS, DemoRun, run_demo
-    from .errors import ErpozError
+    from ..demo import QUESTIONS, DemoRun, run_demo
+    from ..errors import ErpozError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if image is not None and question is None:

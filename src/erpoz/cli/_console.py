@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -11,12 +12,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import ConfigError, StoreError
-from .store import DURABILITY, SCHEMES, Store, open_store
+from ..errors import ConfigError, StoreError
 
-if TYPE_CHECKING:
-    from .audit.checkpoints import AutoCheckpointer
-    from .engine import Engine
+if TYPE_CHECKING:  # the store, the engine, asyncio: imported by the commands that use them
+    from ..audit.checkpoints import AutoCheckpointer
+    from ..engine import Engine, Executor
+    from ..store import Store
 
 T = TypeVar("T")
 
@@ -99,9 +100,13 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def check_store_options(
-    store: str | None, durability: str = "sync", choices: tuple[str, ...] = DURABILITY
+    store: str | None, durability: str = "sync", choices: tuple[str, ...] | None = None
 ) -> None:
-    """Exit 2 when ``--durability`` or the scheme of ``--store`` is not one erpoz knows."""
+    """Exit 2 when ``--durability`` (one of ``choices``, by default all the store's) or the
+    scheme of ``--store`` is not one erpoz knows."""
+    from ..store import DURABILITY, SCHEMES
+
+    choices = DURABILITY if choices is None else choices
     if durability not in choices:
         fail(f"--durability {durability!r}: expected one of {', '.join(choices)}", EXIT_INVALID)
     if store and "://" in store and not store.startswith(SCHEMES):
@@ -115,11 +120,68 @@ def check_store_options(
 def open_or_fail(store: str | None, durability: str = "sync", fsync: bool = False) -> Store:
     """The run store named on the command line, or exit 4 saying why it cannot be opened (2
     when the option itself is wrong: an unknown durability or URL scheme)."""
+    from ..store import open_store
+
     check_store_options(store, durability)
     try:
         return open_store(store, durability=durability, fsync=fsync)
     except StoreError as exc:
         fail(str(exc), EXIT_STORE)
+
+
+DEFAULT = "erpoz.yaml"
+"""The project file a command reads when none is named (as ``erpoz.models.DEFAULT_FILE``)."""
+
+
+def has_project_file(config: str | None = None) -> bool:
+    """Whether this process has a project file: ``--config``, ``$ERPOZ_CONFIG`` or
+    ``./erpoz.yaml`` (where :func:`erpoz.models.config_path` looks), known without reading it
+    or importing the models. A file named but missing counts: reading it says what is wrong."""
+    return config is not None or bool(os.environ.get("ERPOZ_CONFIG")) or os.path.isfile(DEFAULT)
+
+
+class DefaultServices(Mapping[type, object]):
+    """The services of a project without a project file, built when a step first asks for
+    them: the offline default models and nothing else (no guardrails, no tools, no memory;
+    ``tests/cli/test_lazy_services.py`` checks it is what :func:`erpoz.project.project_services`
+    builds). A flow whose steps call no model never imports the models."""
+
+    def __init__(self, build: Callable[[], Mapping[type, object]]) -> None:
+        self._build: Callable[[], Mapping[type, object]] | None = build
+        self._built: Mapping[type, object] = {}
+
+    def _all(self) -> Mapping[type, object]:
+        if self._build is not None:
+            self._built, self._build = self._build(), None
+        return self._built
+
+    def __getitem__(self, key: type) -> object:
+        if self._build is not None and not _is_model_hub(key):
+            raise KeyError(key)  # the only service of a project without a file is its models
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[type]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def _is_model_hub(key: type) -> bool:
+    # whoever holds the ModelHub class has imported erpoz.models: no import needed to compare
+    models = sys.modules.get("erpoz.models")
+    return models is not None and key is getattr(models, "ModelHub", None)
+
+
+def _project_services(st: Store, config: str | None) -> Mapping[type, object]:
+    """:func:`erpoz.project.project_services`, from any thread (a running event loop's too)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..project import project_services
+
+    with ThreadPoolExecutor(1, thread_name_prefix="erpoz-services") as pool:
+        return pool.submit(asyncio.run, project_services(st, config)).result()
 
 
 def build_engine(
@@ -132,18 +194,34 @@ def build_engine(
     hold_s: float = 1.0,
 ) -> Engine:
     """An engine with the project's services and executor (``--executor``, else erpoz.yaml's);
-    a broken project file or a bad executor choice exits 2 saying why."""
-    from .engine import Engine
-    from .project import project_executor, project_services
+    a broken project file or a bad executor choice exits 2 saying why. Without a project file
+    the services (the offline default models) are built when a step first uses them."""
+    from ..engine import Engine
 
+    services: Mapping[type, object]
+    chosen = None
+    if not has_project_file(config):
+        services = DefaultServices(lambda: _project_services(st, config))
+        if executor is not None or ray_address is not None:
+            chosen = _executor(config, executor, ray_address)
+        return Engine(st, executor=chosen, services=services, observers=observers, hold_s=hold_s)
     try:
-        services = asyncio.run(project_services(st, config))
-        chosen = project_executor(config, kind=executor, address=ray_address)
+        services = _project_services(st, config)
     except ConfigError as exc:
         fail(str(exc), EXIT_INVALID)
     except StoreError as exc:  # reading what the project has spent
         fail(str(exc), EXIT_STORE)
+    chosen = _executor(config, executor, ray_address)
     return Engine(st, executor=chosen, services=services, observers=observers, hold_s=hold_s)
+
+
+def _executor(config: str | None, kind: str | None, address: str | None) -> Executor | None:
+    from ..project import project_executor
+
+    try:
+        return project_executor(config, kind=kind, address=address)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_INVALID)
 
 
 def os_user() -> str:
@@ -163,7 +241,7 @@ def reviewer_for(given: str, config: str | None = None) -> str:
     else ``reviewer:`` in the project file, else the OS user."""
     import os
 
-    from .models import load_config
+    from ..models import load_config
 
     if given.strip():
         return given.strip()
@@ -179,7 +257,9 @@ def reviewer_for(given: str, config: str | None = None) -> str:
 def auto_checkpoints(st: Store, config: str | None = None) -> AutoCheckpointer | None:
     """The project's automatic checkpoints (``audit.every_events`` / ``every_seconds`` in
     erpoz.yaml) for a process that records runs; a bad ``audit`` section exits 2."""
-    from .audit.settings import project_checkpointer
+    if st.url == "memory" or not has_project_file(config):
+        return None  # nothing kept, or no audit section: not even the settings are imported
+    from ..audit.settings import project_checkpointer
 
     def warn(exc: Exception) -> None:
         err.print(f"[yellow]audit checkpoint not written:[/] {escape(str(exc))}", highlight=False)
@@ -201,6 +281,6 @@ async def with_checkpoints(checkpoints: AutoCheckpointer | None, work: Awaitable
 def parse_since(value: str) -> float:
     """The commands' ``--since`` (see :func:`erpoz.observe.stats.parse_since`); imported when
     used, so that ``erpoz --help`` does not load the observers and the engine."""
-    from .observe.stats import parse_since as parse
+    from ..observe.stats import parse_since as parse
 
     return parse(value)

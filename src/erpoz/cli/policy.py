@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from ..errors import ConfigError
+from ..policy import CHECKPOINTS, DATA_DEFAULT, POLICY_KEYS, Policy, Subject, policy_from_doc
 from ._console import EXIT_INVALID, JsonOpt, fail, out
-from .errors import ConfigError
-from .policy import CHECKPOINTS, DATA_DEFAULT, POLICY_KEYS, Policy, Subject, policy_from_doc
 
 policy_app = typer.Typer(
     help="Policies: who may call which tool or model, and what happens to which data."
@@ -22,9 +22,9 @@ policy_app = typer.Typer(
 def _read(file: str) -> Policy:
     """A policy file (``rules:``), or a project file whose ``policy`` section is read; the
     file is read and parsed once."""
-    from .flow import LineMap, load_config_yaml, read_text_file
-    from .guards import guardrails_from_config
-    from .models import parse_config
+    from ..flow import LineMap, load_config_yaml, read_text_file
+    from ..guards import guardrails_from_config
+    from ..models import parse_config
 
     try:
         text = read_text_file(Path(file), "the file")

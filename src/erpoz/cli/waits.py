@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from ..engine import Engine
+from ..user_json import MAX_JSON_DEPTH, check_depth
 from ._console import (
     EXIT_INVALID,
     EXIT_RUN,
@@ -21,8 +23,7 @@ from ._console import (
     open_or_fail,
     out,
 )
-from .engine import Engine
-from .user_json import MAX_JSON_DEPTH, check_depth
+from ._running import call, jsonable, with_close
 
 
 def _value(raw: str) -> Any:
@@ -52,12 +53,11 @@ def runs_send(
 
     [dim]Example:[/] erpoz runs send RUN reply '{"accepted": true}'
     """
-    from .cli import _call, _with_close
 
     message = _value(value)
     st = open_or_fail(store)
     engine = Engine(st)
-    message_id = _call(_with_close(st, engine.send(run_id, topic, message)))
+    message_id = call(with_close(st, engine.send(run_id, topic, message)))
     if as_json:
         out.print_json(data={"run_id": run_id, "topic": topic, "message_id": message_id})
     else:
@@ -76,11 +76,10 @@ def runs_event(
 
     [dim]Example:[/] erpoz runs event RUN answered --timeout 30
     """
-    from .cli import _call, _with_close
 
     st = open_or_fail(store)
     engine = Engine(st)
-    value = _call(_with_close(st, engine.get_event(run_id, key, timeout=timeout)))
+    value = call(with_close(st, engine.get_event(run_id, key, timeout=timeout)))
     if as_json:
         out.print_json(data={"run_id": run_id, "key": key, "value": value})
     elif value is not None:
@@ -102,16 +101,15 @@ def runs_wake(
 
     [dim]Example:[/] erpoz runs wake --json
     """
-    from .cli import _call, _jsonable, _with_close
 
     st = open_or_fail(store)
     engine = Engine(st, hold_s=hold)
-    results = _call(_with_close(st, engine.wake_due(limit=limit)))
+    results = call(with_close(st, engine.wake_due(limit=limit)))
     rows = [
         {
             "run_id": r.run_id,
             "status": r.status,
-            "output": _jsonable(r.output),
+            "output": jsonable(r.output),
             "wake_at": r.wake_at,
         }
         for r in results

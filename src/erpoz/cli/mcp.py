@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import ConfigError, FlowError
 from ._console import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -27,10 +28,9 @@ from ._console import (
     open_or_fail,
     out,
 )
-from .errors import ConfigError, FlowError
 
 if TYPE_CHECKING:
-    from .models import ProjectConfig
+    from ..models import ProjectConfig
 
 mcp_app = typer.Typer(
     help="MCP: the tools of the project's MCP servers, and flows served to MCP clients.\n\n"
@@ -57,7 +57,7 @@ def _needs_mcp() -> None:
 
 
 def _config(config: str | None) -> ProjectConfig:
-    from .models import load_config
+    from ..models import load_config
 
     try:
         return load_config(config)
@@ -87,9 +87,9 @@ def tools(
     [dim]Example:[/] erpoz mcp tools --flow billing --json
     """
     _needs_mcp()
-    from .guards import guardrails_from_config
-    from .integrations.mcp import McpToolError, close_sessions, servers_from_config, tools_of
-    from .policy import Policy, Subject
+    from ..guards import guardrails_from_config
+    from ..integrations.mcp import McpToolError, close_sessions, servers_from_config, tools_of
+    from ..policy import Policy, Subject
 
     cfg = _config(config)
     try:
@@ -214,10 +214,10 @@ def serve(
     erpoz mcp serve flows/support.yaml --model default --transport http -t tenant=ide
     """
     _needs_mcp()
-    from .cli_serve import is_loopback
-    from .flow import load_flow
-    from .integrations.mcp.server import build_server, model_tool_name
-    from .models import ModelHub
+    from ..flow import load_flow
+    from ..integrations.mcp.server import build_server, model_tool_name
+    from ..models import ModelHub
+    from .serve import is_loopback
 
     if transport not in ("stdio", "http"):
         fail(f"--transport {transport!r}: stdio or http", EXIT_INVALID)
@@ -282,7 +282,7 @@ def serve(
         fail(f"cannot serve: {exc}", EXIT_STORE if "database" in str(exc) else EXIT_FAILED)
     finally:
         engine.executor.shutdown()
-        from .integrations.mcp import close_sessions
+        from ..integrations.mcp import close_sessions
 
         close_sessions()
 

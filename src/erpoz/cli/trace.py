@@ -10,6 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import StoreError
+from ..observe.tracing import SpanData, otlp_endpoint, spans_of
+from ..store import RunInfo, Store
 from ._console import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -22,9 +25,6 @@ from ._console import (
     open_or_fail,
     out,
 )
-from .errors import StoreError
-from .observe.tracing import SpanData, otlp_endpoint, spans_of
-from .store import RunInfo, Store
 
 
 async def _read(store: Store, run_id: str) -> tuple[RunInfo, list[SpanData]]:
@@ -41,7 +41,7 @@ def _export(spans: list[SpanData], endpoint: str) -> None:
     try:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        from .observe.tracing import otlp_exporter, to_readable
+        from ..observe.tracing import otlp_exporter, to_readable
     except ImportError:
         fail("exporting needs the OpenTelemetry SDK: pip install 'erpoz[server]'", EXIT_INVALID)
     exporter = otlp_exporter(endpoint, timeout=10)

@@ -32,7 +32,7 @@ class Lazy:
 LAZY: dict[str, dict[str, Lazy]] = {
     "erpoz": {
         "demo": Lazy(
-            ".cli_demo",
+            ".demo",
             "demo",
             "Run the offline demo: ingest a corpus, read a scanned invoice, answer "
             "with citations,\n"
@@ -40,7 +40,7 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "downloaded).",
         ),
         "trace": Lazy(
-            ".cli_trace",
+            ".trace",
             "trace",
             "Show a run's OpenTelemetry spans (run, steps, model and tool calls, "
             "guards, reviews),\n"
@@ -50,17 +50,17 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "trace.",
         ),
         "serve": Lazy(
-            ".cli_serve",
+            ".serve",
             "serve",
             "Serve the runs API, the OpenAI-compatible gateway (/v1), the dashboard and /metrics.",
         ),
         "submit": Lazy(
-            ".cli_worker",
+            ".worker",
             "submit",
             "Queue a run of a flow for a worker (`erpoz worker`) and print its id.",
         ),
         "worker": Lazy(
-            ".cli_worker",
+            ".worker",
             "worker",
             "Take runs from the queues of a shared store and run them until stopped.",
         ),
@@ -71,7 +71,7 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "store keeps (workers' --rate and --max-running), each with its use now and its room.",
         ),
         "migrate": Lazy(
-            ".cli_migrate",
+            ".migrate",
             "migrate_command",
             "Copy a run store into another — SQLite into PostgreSQL, back, or "
             "between two stores of\n"
@@ -89,7 +89,7 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "checked in the destination.",
         ),
         "ingest": Lazy(
-            ".cli_memory",
+            ".memory",
             "ingest_command",
             "Ingest files into the memory database: text, Markdown, HTML, PDF and "
             "images (OCR).\n"
@@ -98,64 +98,70 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "reported and the others go on (exit 1).",
         ),
         "search": Lazy(
-            ".cli_memory",
+            ".memory",
             "search_command",
             "Search the memory database: the best passages for QUERY, with where "
             "they come from\n"
             "(source, headings, page, span) and their score.",
         ),
+        "runs": Lazy(".runs", "runs_app", "List, inspect, resume, replay and cancel runs."),
+        "review": Lazy(
+            ".review",
+            "review_app",
+            "The human review queue: runs waiting for a person, and their decisions.",
+        ),
         "models": Lazy(
-            ".cli_models",
+            ".models",
             "models_app",
             "The models and routers of the project file (erpoz.yaml), and whether they answer.",
         ),
-        "stats": Lazy(".cli_models", "stats_app", "Statistics from the run store."),
+        "stats": Lazy(".models", "stats_app", "Statistics from the run store."),
         "audit": Lazy(
-            ".cli_audit",
+            ".audit",
             "audit_app",
             "Tamper evidence: verify the log, sign checkpoints, prove runs to "
             "auditors, export records.",
         ),
         "policy": Lazy(
-            ".cli_policy",
+            ".policy",
             "policy_app",
             "Policies: who may call which tool or model, and what happens to which data.",
         ),
-        "eval": Lazy(".cli_eval", "eval_app", "Measure erpoz on public data."),
+        "eval": Lazy(".eval", "eval_app", "Measure erpoz on public data."),
         "schema": Lazy(
-            ".cli_schema",
+            ".schema",
             "schema_command",
             "Print (or write) the JSON Schema of erpoz.yaml, a policy file or a YAML flow, so an\n"
             "editor can complete and check the file (e.g. the YAML language server's\n"
             "``# yaml-language-server: $schema=flow.schema.json``).",
         ),
         "schedule": Lazy(
-            ".cli_schedule",
+            ".schedule",
             "schedule_app",
             "Cron-style schedules that start runs of a flow: workers (erpoz worker) fire each "
             "tick once, however many share the store.",
         ),
         "mcp": Lazy(
-            ".cli_mcp",
+            ".mcp",
             "mcp_app",
             "MCP: the tools of the project's MCP servers, and flows served to MCP clients.",
         ),
     },
     "runs": {
         "send": Lazy(
-            ".cli_waits",
+            ".waits",
             "runs_send",
             "Send a message to a run: kept until it takes it with ctx.recv; a run waiting for it\n"
             "wakes (a worker of its queue goes on at once, else `erpoz runs resume RUN`).",
         ),
         "event": Lazy(
-            ".cli_waits",
+            ".waits",
             "runs_event",
             "Print an event a run published (ctx.set_event); exit 3 when it is not set (yet, or\n"
             "set to null).",
         ),
         "wake": Lazy(
-            ".cli_waits",
+            ".waits",
             "runs_wake",
             "Resume, here, the sleeping runs whose wake time has come (runs of no queue: a worker\n"
             "wakes the runs of its queues itself). Run it from cron, or after a restart.",
@@ -167,7 +173,7 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "was resumed on, and the plan it would go on with now — or why it cannot.",
         ),
         "diff": Lazy(
-            ".cli_diff",
+            ".diff",
             "runs_diff",
             "Compare two runs: inputs, each step (status, attempts, time, output), "
             "the models called\n"
@@ -221,7 +227,7 @@ ORDER = {
 
 def load(name: str, lazy: Lazy) -> click.Command:
     """The click command of a lazy entry (importing its module)."""
-    obj: Any = getattr(importlib.import_module(lazy.module, "erpoz"), lazy.attr)
+    obj: Any = getattr(importlib.import_module(lazy.module, "erpoz.cli"), lazy.attr)
     if isinstance(obj, typer.Typer):
         cmd: click.Command = typer.main.get_group(obj)
     else:
