@@ -35,6 +35,8 @@ rules:
 untrusted: deny                          # the default for tools with side effects (read-only
 spotlight: delimit                       #   tools: allow); how untrusted text is marked
 masked_check: true                       # re-ask the model without the user's request
+delivery_untrusted: review               # a result derived from untrusted content:
+                                         #   allow (default) | deny | review
 ```
 
 **Provenance** (see :mod:`erpoz.provenance`): when a model whose context held untrusted text
@@ -46,7 +48,10 @@ take them. A model rule's ``untrusted`` says whether that model may read untrust
 all (``deny``: the dual-LLM pattern's privileged model). With ``masked_check``, a side effect
 proposed after untrusted text is also checked by asking the model again with the user's
 request masked: a call it proposes then too comes from the untrusted text, whatever its
-arguments (MELON, Zhu et al., 2025).
+arguments (MELON, Zhu et al., 2025). ``delivery_untrusted`` does the same for a flow's
+result: a delivered step that read untrusted content (or whose result holds text of it) is
+delivered (``allow``, the default: summarising a retrieved document is the usual case),
+fails the run (``deny``) or waits for a person (``review``), with a ``policy_decided`` event.
 
 Defaults when no rule matches: a tool is **denied** (tools are denied unless granted), a model
 is allowed, a finding is logged (recorded, nothing else happens). Configuration fails closed: a
@@ -220,13 +225,16 @@ class UntrustedDecision:
 class Policy:
     """Rules in order; the first that matches decides. ``untrusted`` is what tools with side
     effects do with arguments derived from untrusted content when their rule does not say
-    (deny | review | allow); ``spotlight`` how untrusted text sent to a model is marked."""
+    (deny | review | allow); ``spotlight`` how untrusted text sent to a model is marked;
+    ``delivery_untrusted`` what happens to a flow's result derived from untrusted content
+    (allow | deny | review)."""
 
     __slots__ = (
         "_by_name",
         "_data",
         "_models",
         "_tools",
+        "delivery_untrusted",
         "masked_check",
         "rules",
         "spotlight",
@@ -240,9 +248,15 @@ class Policy:
         untrusted: str = "deny",
         spotlight: str = "delimit",
         masked_check: bool = False,
+        delivery_untrusted: str = "allow",
     ) -> None:
         if untrusted not in UNTRUSTED_ACTIONS:
             raise ValueError(f"untrusted={untrusted!r}: expected allow, deny or review")
+        if delivery_untrusted not in UNTRUSTED_ACTIONS:
+            raise ValueError(
+                f"delivery_untrusted={delivery_untrusted!r}: expected allow, deny or review"
+            )
+        self.delivery_untrusted = delivery_untrusted
         if spotlight not in SPOTLIGHT_MODES:
             raise ValueError(f"spotlight={spotlight!r}: expected {', '.join(SPOTLIGHT_MODES)}")
         self.untrusted = untrusted
@@ -375,7 +389,9 @@ _KEYS = {
     *_GLOBS,
 }
 #: The keys of a policy file (and of the ``policy`` section of ``erpoz.yaml``).
-POLICY_KEYS = frozenset({"rules", "untrusted", "spotlight", "masked_check"})
+POLICY_KEYS = frozenset(
+    {"rules", "untrusted", "spotlight", "masked_check", "delivery_untrusted"}
+)
 
 
 def load_policy(path: str | Path, *, detectors: Collection[str] | None = None) -> Policy:
@@ -396,7 +412,7 @@ def parse_policy(
     if not isinstance(doc, LineMap) or "rules" not in doc or not set(doc) <= POLICY_KEYS:
         raise ConfigError(
             "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
-            "'spotlight' and 'masked_check'",
+            "'spotlight', 'masked_check' and 'delivery_untrusted'",
             file=file,
             line=getattr(doc, "line", 1),
         )
@@ -424,7 +440,11 @@ def policy_from_doc(doc: LineMap, *, file: str, detectors: Collection[str] | Non
         names.add(rule.name)
         rules.append(rule)
     options: dict[str, Any] = {}
-    for key, allowed in (("untrusted", UNTRUSTED_ACTIONS), ("spotlight", SPOTLIGHT_MODES)):
+    for key, allowed in (
+        ("untrusted", UNTRUSTED_ACTIONS),
+        ("spotlight", SPOTLIGHT_MODES),
+        ("delivery_untrusted", UNTRUSTED_ACTIONS),
+    ):
         if key in doc:
             value = "off" if key == "spotlight" and doc[key] is False else doc[key]  # YAML 1.1
             if not isinstance(value, str) or value not in allowed:

@@ -233,6 +233,18 @@ class RunProvenance:
         if step in self.steps:
             self.add(value, f"step:{step}")
 
+    def derived(self, step: str, value: Any) -> tuple[str, ...]:
+        """The untrusted sources ``value`` (the output of ``step``) derives from: those
+        ``step`` read, and those whose text ``value`` holds (a step that passes on another's
+        untrusted output); empty when it derives from none."""
+        sources = list(self.steps.get(step, ()))
+        if self._pieces:
+            for text in _texts(value):
+                for source, _ in self.split(text)[1]:
+                    if source not in sources:
+                        sources.append(source)
+        return tuple(sources)
+
     def split(self, text: str) -> tuple[str, list[tuple[str, str]]]:
         """``text`` (a prompt) without the untrusted content the run has seen, and that content
         with its sources: lines of it found inside a piece, and whole pieces found in it."""

@@ -75,6 +75,9 @@ class PolicyFile(_File):
     masked_check: bool = Field(
         False, description="Re-ask the model without the user's request before a side effect"
     )
+    delivery_untrusted: Literal["deny", "review", "allow"] = Field(
+        "allow", description="What happens to a flow's result derived from untrusted content"
+    )
 
 
 class Input(_File):

@@ -515,3 +515,81 @@ def test_policy_check_says_what_untrusted_arguments_get(tmp_path: Any) -> None:
     res = CliRunner().invoke(app, ["policy", "check", str(path), "--tool", "rm", "--json"])
     told = json.loads(res.output)["untrusted"]
     assert told["side_effects"] == "review" and told["rule"].startswith("default:")
+
+
+# -- the delivery: a flow's result derived from untrusted content -------------------------------
+@step
+async def fetch_inbox(ctx: Context) -> str:
+    return str(await ctx.tools.call("read_inbox"))
+
+
+@step
+async def quote(mail: str) -> str:
+    """Passes the e-mail on: reads no tool itself, but its result holds the untrusted text."""
+    return f"Your latest e-mail says:\n{mail}"
+
+
+@step
+async def greet(name: str) -> str:
+    return f"Hello {name}, nothing from outside went into this."
+
+
+def delivery_run(flow: Flow, inputs: dict[str, Any], action: str) -> tuple[Any, list[Any], Any]:
+    """Run ``flow`` with ``delivery_untrusted=action``; then, when it waits, approve it."""
+    from erpoz import Decision
+    from erpoz.guards import Guardrails
+
+    policy = Policy(delivery_untrusted=action)
+    registry = ToolRegistry([read_inbox], Policy((Rule("read", "allow", "read_*"),)))
+    services: dict[Any, Any] = {ToolRegistry: registry, Guardrails: Guardrails(policy=policy)}
+
+    async def main() -> tuple[Any, list[Any], Any]:
+        store = MemoryStore()
+        engine = Engine(store, services=services)
+        result = await engine.run(flow, inputs)
+        approved = None
+        if result.status == "waiting":
+            approved = await engine.resume(result.run_id, flow, decision=Decision("approve"))
+        return result, await store.events(result.run_id), approved
+
+    return asyncio.run(main())
+
+
+def test_a_result_derived_from_untrusted_content_is_denied_reviewed_or_delivered() -> None:
+    flow = Flow("inbox")
+    flow.output(flow.add(quote, mail=flow.add(fetch_inbox)))
+
+    denied, events, _ = delivery_run(flow, {}, "deny")
+    assert denied.status == "failed" and denied.failed_step == "quote"
+    assert "PolicyViolation" in (denied.error or "") and "untrusted" in (denied.error or "")
+    (decided,) = [e.data for e in events if e.kind == "policy_decided" and e.step == "quote"]
+    assert decided["resource"] == "delivery" and decided["action"] == "deny"
+    assert decided["provenance"]["sources"] == ["tool:read_inbox"]
+    assert not [e for e in events if e.kind == "step_succeeded" and e.step == "quote"]
+
+    waiting, events, approved = delivery_run(flow, {}, "review")
+    assert waiting.status == "waiting" and waiting.waiting_steps == ("quote",)
+    (request,) = [e.data for e in events if e.kind == "review_requested"]
+    assert request["evidence"]["sources"] == ["tool:read_inbox"]
+    assert approved is not None and approved.ok and INBOX in approved.output
+
+    allowed, events, _ = delivery_run(flow, {}, "allow")
+    assert allowed.ok and INBOX in allowed.output
+    assert not [e for e in events if e.kind == "policy_decided" and e.step == "quote"]
+
+
+def test_a_result_from_trusted_input_alone_is_delivered_under_deny() -> None:
+    flow = Flow("hello", inputs={"name": str})
+    flow.output(flow.add(greet, name=flow.input("name")))
+    result, events, _ = delivery_run(flow, {"name": "Ana"}, "deny")
+    assert result.ok and result.output.startswith("Hello Ana")
+    assert not [e for e in events if e.kind == "policy_decided"]
+
+
+def test_delivery_untrusted_in_a_policy_file_is_checked() -> None:
+    assert parse_policy("rules: []\ndelivery_untrusted: review\n").delivery_untrusted == "review"
+    assert Policy().delivery_untrusted == "allow"
+    with pytest.raises(ConfigError, match=r"policy.yaml.*'delivery_untrusted' is one of"):
+        parse_policy("rules: []\ndelivery_untrusted: maybe\n")
+    with pytest.raises(ValueError, match="delivery_untrusted='maybe'"):
+        Policy(delivery_untrusted="maybe")

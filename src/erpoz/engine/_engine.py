@@ -24,6 +24,7 @@ from ..errors import (
     FlowError,
     GuardBlocked,
     InvalidOutput,
+    PolicyViolation,
     ReviewRequired,
     RunError,
     StepFailed,
@@ -758,7 +759,11 @@ class Engine:
         writer = run.writer
         run.flow = plan.name
         rails = self._guardrails()
-        if rails is not None and rails.active("delivery") and plan.delivery:
+        if (
+            rails is not None
+            and plan.delivery
+            and (rails.active("delivery") or rails.policy.delivery_untrusted != "allow")
+        ):
             run.rails, run.delivery = rails, plan.delivery
         scope = _Scope(run, plan, inputs, "")
         self._driving.add(writer.run_id)
@@ -1257,12 +1262,14 @@ class Engine:
         assert isinstance(rails, Guardrails)
         writer = run.writer
         subject = Subject(run.flow, sid, run.tags.get("tenant", "-"), run.tags.get("user", "-"))
+        if not rails.active("delivery"):
+            return await self._deliver_untrusted(run, node, sid, attempt, out, seconds)
         verdict, value = rails.inspect_value("delivery", out, subject)
         rails.observe(verdict, lambda k, d: writer.append(k, sid, attempt, d), step=sid, model=None)
         if verdict.passed:
-            return out
+            return await self._deliver_untrusted(run, node, sid, attempt, out, seconds)
         if verdict.action == "redact":
-            return value
+            return await self._deliver_untrusted(run, node, sid, attempt, value, seconds)
         kinds = ", ".join(sorted({d.to_json()["data"] for d in verdict.decided}))
         if verdict.action == "review":
             await self._review(
@@ -1281,6 +1288,41 @@ class Engine:
             rule=verdict.rule,
         )
         raise _failed(writer, sid, attempt, error_info(blocked))
+
+    async def _deliver_untrusted(
+        self, run: _Run, node: PlanNode, sid: str, attempt: int, out: Any, seconds: float
+    ) -> Any:
+        """Information-flow control at the delivery: a result derived from untrusted content
+        is delivered, fails the run or waits for a person, as the policy's
+        ``delivery_untrusted`` says (a ``policy_decided`` event records which)."""
+        from ..guards import Guardrails
+
+        rails = run.rails
+        assert isinstance(rails, Guardrails)
+        action = rails.policy.delivery_untrusted
+        if action == "allow":
+            return out
+        sources = run.effects.provenance.derived(sid, out)
+        if not sources:
+            return out
+        rule = "policy: delivery_untrusted"
+        data = {
+            "resource": "delivery",
+            "action": action,
+            "rule": rule,
+            "flow": run.flow,
+            "step": sid,
+            "provenance": {"result": "untrusted", "sources": list(sources)},
+        }
+        run.writer.append("policy_decided", sid, attempt, data)
+        why = f"the result of step '{sid}' derives from untrusted content ({', '.join(sources)})"
+        if action == "review":
+            evidence = {"delivery": sid, "sources": list(sources)}
+            await self._review(
+                run, node, sid, attempt, out, f"delivery needs review: {why}", evidence, seconds
+            )
+        denied = PolicyViolation(f"delivery denied: {why} ({rule})", rule=rule)
+        raise _failed(run.writer, sid, attempt, error_info(denied))
 
     def _guardrails(self) -> Guardrails | None:
         from ..guards import Guardrails, project_guardrails

@@ -90,7 +90,7 @@ def _policy(doc: LineMap, file: str, base: Path | None, detectors: set[str]) -> 
     ):
         raise ConfigError(
             "'policy' is a mapping with 'rules' (and optionally 'untrusted', 'spotlight', "
-            "'masked_check'), "
+            "'masked_check', 'delivery_untrusted'), "
             "or the path of a policy file",
             file=file,
             line=doc.lines["policy"],
