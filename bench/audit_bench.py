@@ -165,11 +165,11 @@ async def phases(path: Path, reps: int) -> None:
     assert leaves is not None
     steps: dict[str, Callable[[], object]] = {
         "read the events (10 values a row)": lambda: db.execute(sql).fetchall(),
-        "read the leaves (position, hash)": lambda: db.execute(
-            "SELECT pos, leaf FROM merkle_leaves ORDER BY run_id, seq"
-        ).fetchall(),
         "  of which: a bare row (SELECT 1)": lambda: db.execute(
             "SELECT 1 FROM events ORDER BY run_id, seq"
+        ).fetchall(),
+        "read the leaves (position, hash)": lambda: db.execute(
+            "SELECT pos, leaf FROM merkle_leaves ORDER BY run_id, seq"
         ).fetchall(),
         "chain hash (f-string, SHA-256, hex)": lambda: v._recompute(rows),
         "  of which: repr(ts)": lambda: [repr(r[2]) for r in rows],
