@@ -186,7 +186,13 @@ async def _rotated(
 
 
 # --- concurrent runs ------------------------------------------------------------------------------
-async def _concurrent(n_runs: int, reps: int, tmp: Path, cpu: dict[str, float]) -> dict[str, float]:
+async def _concurrent(
+    n_runs: int,
+    reps: int,
+    tmp: Path,
+    cpu: dict[str, float],
+    modes: tuple[str, ...] = ("memory", "sync", "batch", "effects"),
+) -> dict[str, float]:
     plan = build_chain(5, _make_sleep_inc(0.01), name="sleep_chain").compile()
 
     def erpoz(durability: str) -> Callable[[], Awaitable[None]]:
@@ -210,7 +216,7 @@ async def _concurrent(n_runs: int, reps: int, tmp: Path, cpu: dict[str, float]) 
         await asyncio.gather(*(_floor_sleep_chain(5, 0.01) for _ in range(n_runs)))
 
     cases: dict[str, Callable[[], Awaitable[None]]] = {"floor": floor}
-    for d in ("memory", "sync", "batch", "effects"):
+    for d in modes:
         cases[f"erpoz {d}"] = erpoz(d)
     timed: dict[str, list[float]] = {n: [] for n in cases}
     cpus: dict[str, list[float]] = {n: [] for n in cases}
@@ -288,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rep-s", type=float, default=0.2, help="seconds per case and rep")
     parser.add_argument("--runs", type=int, default=1000, help="concurrent runs (default 1000)")
     parser.add_argument("--conc-reps", type=int, default=5)
+    parser.add_argument(
+        "--conc-modes",
+        default="memory,sync,batch,effects",
+        help="the erpoz stores of the concurrent rows (comma-separated; default all four)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="leave LangGraph, Haystack out")
     parser.add_argument("--no-chain", action="store_true")
     parser.add_argument("--no-concurrent", action="store_true")
@@ -307,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
                     cases = await _chain_cases(stack, Path(tmp), not args.no_peers)
                     chain = await _rotated(cases, args.reps, args.rep_s, chain_cpu)
             if not args.no_concurrent:
-                conc = await _concurrent(args.runs, args.conc_reps, Path(tmp), conc_cpu)
+                modes = tuple(m for m in args.conc_modes.split(",") if m)
+                unknown = set(modes) - {"memory", "sync", "batch", "effects"}
+                if unknown:
+                    parser.error(f"--conc-modes: unknown {', '.join(sorted(unknown))}")
+                conc = await _concurrent(args.runs, args.conc_reps, Path(tmp), conc_cpu, modes)
             return chain, conc
 
     chain, conc = asyncio.run(run())

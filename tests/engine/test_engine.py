@@ -1103,3 +1103,93 @@ def test_batch_durability_has_the_whole_run_once_it_returns(tmp_path: Path) -> N
         await store.close()
 
     run(main())
+
+
+# --- the fast path of plain steps ---------------------------------------------------------------
+def _fast_path_flow(general: bool) -> erpoz.Flow:
+    """Async steps: a flaky one (retried), a chain, one whose output has the wrong type; with
+    ``general`` each gets a timeout, which takes it off the fast path (PlanNode.plain)."""
+    calls = Counter()
+    extra: dict[str, Any] = {"timeout": 60.0} if general else {}
+
+    @erpoz.step(retry=RetryPolicy(attempts=3, backoff=0))
+    async def flaky(x: int) -> int:
+        calls["flaky"] += 1
+        if calls["flaky"] < 3:
+            raise ConnectionError(f"try {calls['flaky']} failed")
+        return x + 1
+
+    @erpoz.step
+    async def double(x: int) -> int:
+        return x * 2
+
+    @erpoz.step
+    async def wrong(x: int) -> int:
+        return f"{x}"  # type: ignore[return-value]
+
+    flow = erpoz.Flow("fast-or-not", inputs={"x": int})
+    a = flow.add(flaky, id="a", x=flow.input("x"), **extra)
+    b = flow.add(double, id="b", x=a, **extra)
+    flow.output(flow.add(wrong, id="c", x=b, **extra))
+    return flow
+
+
+def test_plain_steps_take_the_fast_path_and_write_what_the_general_path_writes(
+    store: Store,
+) -> None:
+    fast, general = _fast_path_flow(False), _fast_path_flow(True)
+    assert all(n.plain for n in fast.compile().nodes)
+    assert not any(n.plain for n in general.compile().nodes)
+
+    def shape(events: list[Event]) -> list[tuple[Any, ...]]:
+        out = []
+        for e in events:
+            data = {k: v for k, v in (e.data or {}).items() if k not in ("ms", "traceback")}
+            data.pop("fingerprint", None)
+            data.pop("flow", None)
+            out.append((e.kind, e.step, e.attempt, json.dumps(data, sort_keys=True), e.payload))
+        return out
+
+    async def main() -> None:
+        shapes = []
+        for flow in (fast, general):
+            result = await Engine(store).run(flow, {"x": 4})
+            assert result.status == "failed"
+            assert result.failed_step == "c"
+            assert "declared output type is int" in (result.error or "")
+            events = await check_log(store, result.run_id, {"a", "b"})
+            assert [e.attempt for e in of_kind(events, "step_started", "a")] == [1, 2, 3]
+            assert of_kind(events, "step_succeeded", "b")[0].payload == "10"
+            shapes.append(shape(events))
+        assert shapes[0] == shapes[1]
+
+    run(main())
+
+
+def test_the_gc_is_held_back_while_a_thousand_runs_are_in_flight_and_put_back_after() -> None:
+    import gc
+
+    from erpoz.engine._gc import MANY, YOUNG
+
+    seen: list[int] = []
+
+    @erpoz.step
+    async def look(x: int) -> int:
+        await asyncio.sleep(0.01)  # every run is in flight at once
+        seen.append(gc.get_threshold()[0])
+        return x
+
+    flow = one_step_flow(look)
+    before = gc.get_threshold()
+
+    async def main(n: int) -> None:
+        engine = Engine(MemoryStore())
+        results = await asyncio.gather(*(engine.run(flow, {"x": i}) for i in range(n)))
+        assert [r.output for r in results] == list(range(n))
+
+    run(main(MANY - 1))
+    assert set(seen) == {before[0]}  # fewer runs: the GC as the process had it
+    seen.clear()
+    run(main(MANY + 10))
+    assert YOUNG in seen
+    assert gc.get_threshold() == before  # put back when they drained
