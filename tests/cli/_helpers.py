@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,21 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TICKET = "I was charged twice for invoice INV-1234. Please refund the duplicate payment."
 URGENT = "URGENT: I was charged twice for invoice INV-1234. Please refund it."
 
-#: variables a test must not inherit from the shell that runs the suite
-UNSET = ("FORCE_COLOR", "ERPOZ_REVIEWER", "ERPOZ_CONFIG", "ERPOZ_STORE", "ERPOZ_MEMORY")
+#: variables a test must not inherit from the shell that runs the suite (a shell that writes
+#: no bytecode would make every subprocess compile erpoz afresh: see PYCACHE)
+UNSET = (
+    "FORCE_COLOR",
+    "ERPOZ_REVIEWER",
+    "ERPOZ_CONFIG",
+    "ERPOZ_STORE",
+    "ERPOZ_MEMORY",
+    "PYTHONDONTWRITEBYTECODE",
+)
+
+PYCACHE = Path(tempfile.gettempdir()) / f"erpoz-tests-pycache-{os.getuid()}"
+"""Where ``erpoz`` subprocesses keep the bytecode they compile (``PYTHONPYCACHEPREFIX``): out of
+the repository, and shared, so that each one does not compile erpoz again (about a third of a
+short command's time)."""
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -40,8 +54,8 @@ def _overrides(tmp_path: Path) -> dict[str, str]:
         "COLUMNS": "200",
         "NO_COLOR": "1",
         "TERM": "dumb",
-        # importing examples/triage_steps.py must not touch the repo
-        "PYTHONDONTWRITEBYTECODE": "1",
+        # importing examples/triage_steps.py must not touch the repo: bytecode goes to PYCACHE
+        "PYTHONPYCACHEPREFIX": str(PYCACHE),
         "ERPOZ_STORE": str(tmp_path / "default-store-must-not-be-used.db"),
     }
 
