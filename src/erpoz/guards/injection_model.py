@@ -7,8 +7,11 @@ The text is judged piece by piece: windows of whole lines and sentences, up to a
 :data:`WINDOW_CHARS` characters each and overlapping by half (for instructions that run over
 several sentences), and every sentence of four words or more on its own (so that one
 instruction hidden in a long e-mail, table or tool result is not drowned by its neighbours).
-Each piece gets a lexical probability (hashed n-grams: cheap, no vocabulary to ship; the
-content head's default ``lexical`` mode stops there); in the ``cascade`` mode (the prompt
+Each piece gets a lexical probability (hashed word, character and *shape* n-grams -- the
+piece's tokens with closed-class words kept and other words replaced by their class, a verb
+that starts a sentence marked, see :func:`shape_of` -- and context features; cheap, no
+vocabulary to ship; the ``lexical`` mode stops there, and the shipped content head has only
+that mode); in the ``cascade`` mode (the prompt
 head's default) only the pieces over the head's ``screen`` are embedded with MiniLM and
 scored by a second model over the lexical logit and the embedding. The text's score is the
 highest probability of any piece. Text is folded first (NFKC, look-alike letters, invisible
