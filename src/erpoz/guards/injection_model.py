@@ -7,8 +7,11 @@ The text is judged piece by piece: windows of whole lines and sentences, up to a
 :data:`WINDOW_CHARS` characters each and overlapping by half (for instructions that run over
 several sentences), and every sentence of four words or more on its own (so that one
 instruction hidden in a long e-mail, table or tool result is not drowned by its neighbours).
-Each piece gets a lexical probability (hashed n-grams: cheap, no vocabulary to ship; the
-content head's default ``lexical`` mode stops there); in the ``cascade`` mode (the prompt
+Each piece gets a lexical probability (hashed word, character and *shape* n-grams -- the
+piece's tokens with closed-class words kept and other words replaced by their class, a verb
+that starts a sentence marked, see :func:`shape_of` -- and context features; cheap, no
+vocabulary to ship; the ``lexical`` mode stops there, and the shipped content head has only
+that mode); in the ``cascade`` mode (the prompt
 head's default) only the pieces over the head's ``screen`` are embedded with MiniLM and
 scored by a second model over the lexical logit and the embedding. The text's score is the
 highest probability of any piece. Text is folded first (NFKC, look-alike letters, invisible
@@ -189,6 +192,509 @@ def _hash(s: str) -> int:
     return zlib.crc32(s.encode()) & (_DIM - 1)
 
 
+#: Shape n-grams (see :func:`shapes`) are hashed into ``2 ** SHAPE_BITS`` more columns.
+SHAPE_BITS = 16
+_SDIM = 1 << SHAPE_BITS
+#: Columns of the lexical model before the context features: words, characters, shapes.
+LEX_COLUMNS = 2 * _DIM + _SDIM
+
+#: Words kept as they are in a piece's shape: closed-class words (pronouns, determiners,
+#: prepositions, auxiliaries, question words) and the words that address an assistant or
+#: speak of its answer. Every other word becomes its class (see :func:`shapes`).
+_KEEP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "some",
+        "any",
+        "all",
+        "every",
+        "each",
+        "no",
+        "not",
+        "other",
+        "another",
+        "such",
+        "i",
+        "me",
+        "my",
+        "mine",
+        "myself",
+        "we",
+        "us",
+        "our",
+        "ours",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "theirs",
+        "one",
+        "is",
+        "am",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "done",
+        "have",
+        "has",
+        "had",
+        "having",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+        "need",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "whether",
+        "if",
+        "then",
+        "than",
+        "so",
+        "because",
+        "while",
+        "before",
+        "after",
+        "until",
+        "since",
+        "unless",
+        "as",
+        "at",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "of",
+        "on",
+        "onto",
+        "to",
+        "with",
+        "without",
+        "about",
+        "above",
+        "below",
+        "over",
+        "under",
+        "between",
+        "through",
+        "during",
+        "against",
+        "within",
+        "via",
+        "per",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "also",
+        "just",
+        "only",
+        "please",
+        "now",
+        "instead",
+        "first",
+        "next",
+        "finally",
+        "again",
+        "too",
+        "very",
+        "here",
+        "there",
+        "up",
+        "down",
+        "out",
+        "off",
+        "yes",
+        "ok",
+        "okay",
+        "hi",
+        "hello",
+        "dear",
+        "thanks",
+        "thank",
+        "ai",
+        "assistant",
+        "assistants",
+        "bot",
+        "chatbot",
+        "model",
+        "llm",
+        "gpt",
+        "claude",
+        "agent",
+        "system",
+        "user",
+        "users",
+        "answer",
+        "answers",
+        "response",
+        "responses",
+        "reply",
+        "replies",
+        "output",
+        "outputs",
+        "message",
+        "messages",
+        "instruction",
+        "instructions",
+        "prompt",
+        "prompts",
+        "task",
+        "tasks",
+        "rule",
+        "rules",
+        "request",
+        "previous",
+        "prior",
+        "above",
+        "following",
+        "below",
+        "earlier",
+        "original",
+        "new",
+    ]
+)
+#: Common English verbs in their base form: a piece that starts with one is likely an
+#: imperative (a request addressed to its reader), whatever its topic.
+_VERBS = frozenset(
+    [
+        "add",
+        "adjust",
+        "analyse",
+        "analyze",
+        "answer",
+        "append",
+        "apply",
+        "arrange",
+        "ask",
+        "assess",
+        "attach",
+        "avoid",
+        "begin",
+        "book",
+        "brainstorm",
+        "break",
+        "bring",
+        "build",
+        "buy",
+        "calculate",
+        "call",
+        "cancel",
+        "change",
+        "check",
+        "choose",
+        "cite",
+        "classify",
+        "clean",
+        "close",
+        "combine",
+        "come",
+        "compare",
+        "compile",
+        "complete",
+        "compose",
+        "compute",
+        "condense",
+        "confirm",
+        "consider",
+        "continue",
+        "convert",
+        "copy",
+        "correct",
+        "count",
+        "create",
+        "cut",
+        "debug",
+        "decide",
+        "define",
+        "delete",
+        "describe",
+        "design",
+        "detail",
+        "determine",
+        "develop",
+        "discuss",
+        "display",
+        "do",
+        "download",
+        "draft",
+        "draw",
+        "drop",
+        "edit",
+        "elaborate",
+        "email",
+        "emphasize",
+        "enable",
+        "encode",
+        "encourage",
+        "end",
+        "ensure",
+        "enter",
+        "estimate",
+        "evaluate",
+        "examine",
+        "execute",
+        "expand",
+        "explain",
+        "export",
+        "express",
+        "extract",
+        "fetch",
+        "fill",
+        "find",
+        "finish",
+        "fix",
+        "follow",
+        "forget",
+        "format",
+        "forward",
+        "generate",
+        "get",
+        "give",
+        "go",
+        "grant",
+        "group",
+        "guess",
+        "help",
+        "highlight",
+        "identify",
+        "ignore",
+        "illustrate",
+        "imagine",
+        "implement",
+        "import",
+        "improve",
+        "include",
+        "indicate",
+        "inform",
+        "insert",
+        "install",
+        "integrate",
+        "introduce",
+        "invent",
+        "invite",
+        "keep",
+        "label",
+        "leave",
+        "let",
+        "link",
+        "list",
+        "load",
+        "locate",
+        "look",
+        "make",
+        "mark",
+        "mention",
+        "merge",
+        "misspell",
+        "modify",
+        "move",
+        "name",
+        "note",
+        "notify",
+        "open",
+        "optimize",
+        "order",
+        "organize",
+        "outline",
+        "output",
+        "paraphrase",
+        "paste",
+        "pay",
+        "perform",
+        "pick",
+        "place",
+        "plan",
+        "play",
+        "post",
+        "predict",
+        "prepare",
+        "present",
+        "pretend",
+        "print",
+        "produce",
+        "proofread",
+        "propose",
+        "prove",
+        "provide",
+        "publish",
+        "put",
+        "query",
+        "quote",
+        "rank",
+        "rate",
+        "read",
+        "rearrange",
+        "recommend",
+        "record",
+        "recount",
+        "redirect",
+        "refactor",
+        "reformat",
+        "refuse",
+        "remember",
+        "remind",
+        "remove",
+        "rename",
+        "render",
+        "reorder",
+        "repeat",
+        "rephrase",
+        "replace",
+        "reply",
+        "report",
+        "request",
+        "reset",
+        "resolve",
+        "respond",
+        "restate",
+        "retrieve",
+        "return",
+        "reveal",
+        "review",
+        "rewrite",
+        "run",
+        "save",
+        "say",
+        "schedule",
+        "search",
+        "select",
+        "sell",
+        "send",
+        "set",
+        "share",
+        "show",
+        "sign",
+        "simplify",
+        "sing",
+        "solve",
+        "sort",
+        "speak",
+        "specify",
+        "spell",
+        "split",
+        "start",
+        "state",
+        "stop",
+        "structure",
+        "subscribe",
+        "suggest",
+        "summarise",
+        "summarize",
+        "supply",
+        "swap",
+        "switch",
+        "take",
+        "talk",
+        "teach",
+        "tell",
+        "test",
+        "think",
+        "transfer",
+        "transform",
+        "translate",
+        "try",
+        "turn",
+        "type",
+        "update",
+        "upload",
+        "use",
+        "verify",
+        "visit",
+        "vote",
+        "wait",
+        "warn",
+        "withdraw",
+        "write",
+    ]
+)
+#: Words after which a verb still starts its sentence ("Please send ...", "Also write ...").
+_LEAD = frozenset(
+    ["please", "also", "now", "kindly", "then", "and", "just", "first", "finally", "next", "so"]
+)
+_BREAK = frozenset(".!?:;,-*>#|()[]{}\"'`")
+
+
+_SHAPES: dict[str, tuple[str, str]] = {}
+
+
+def _shapes_of(token: str) -> tuple[str, str]:
+    """``token``'s shape where it starts a sentence and elsewhere (cached)."""
+    got = _SHAPES.get(token)
+    if got is None:
+        got = (shape_of(token, True), shape_of(token, False))
+        if len(_SHAPES) >= _CHAR_CACHE_MAX:
+            _SHAPES.clear()
+        _SHAPES[token] = got
+    return got
+
+
+def shape_of(token: str, initial: bool) -> str:
+    """A token's class in a piece's shape: kept words as they are, ``<v0>`` / ``<v>`` for a
+    verb that starts a sentence / elsewhere, ``<n>`` for a number, ``<W>`` / ``<w>`` for any
+    other capitalised / lower-case word, and punctuation as it is."""
+    low = token.lower()
+    if not token[0].isalnum() and token[0] != "_":
+        return token
+    if low in _VERBS:
+        return "<v0>" if initial else "<v>"
+    if low in _KEEP:
+        return low
+    if token[0].isdigit():
+        return "<n>"
+    return "<W>" if token[0].isupper() else "<w>"
+
+
+_SHAPE_IDS: dict[tuple[str, ...], int] = {}
+
+
+def _shash(*shapes: str) -> int:
+    """The column of a shape n-gram (cached: there are few distinct ones)."""
+    got = _SHAPE_IDS.get(shapes)
+    if got is None:
+        got = 2 * _DIM + (zlib.crc32(" ".join(shapes).encode()) & (_SDIM - 1))
+        if len(_SHAPE_IDS) >= _CHAR_CACHE_MAX:
+            _SHAPE_IDS.clear()
+        _SHAPE_IDS[shapes] = got
+    return got
+
+
 _QUESTION_ID = _hash("?")
 _YOU_IDS = frozenset(_hash(w) for w in ("you", "your", "yours", "yourself"))
 
@@ -212,13 +718,17 @@ class Tokens:
     """A text's tokens (words and punctuation marks, lower-cased) with their hashed n-grams,
     computed once so that each piece of the text is a slice."""
 
-    __slots__ = ("bigrams", "char_ids", "char_ptr", "content", "starts", "unigrams")
+    __slots__ = (
+        "bigrams", "char_ids", "char_ptr", "content", "first_shape", "form_sums", "initial",
+        "shape_ids", "shaped", "starts", "unigrams", "verb_first",
+    )  # fmt: skip
 
     def __init__(self, text: str) -> None:
         import numpy as np
 
         matches = list(_TOKEN.finditer(text))
-        tokens = [m.group().lower() for m in matches]
+        raw = [m.group() for m in matches]
+        tokens = [t.lower() for t in raw]
         self.starts = [m.start() for m in matches]
         self.unigrams = np.array([_hash(t) for t in tokens], np.int64)
         self.bigrams = np.array(
@@ -228,15 +738,53 @@ class Tokens:
         chars = [_chars(t) for t in tokens]
         self.char_ptr = np.cumsum([0] + [len(c) for c in chars])
         self.char_ids = np.concatenate(chars) if chars else np.zeros(0, np.int64)
+        shaped: list[str] = []
+        self.initial: list[bool] = []
+        for k, (m, t) in enumerate(zip(matches, raw, strict=True)):
+            initial = k == 0 or raw[k - 1] in _BREAK or tokens[k - 1] in _LEAD
+            initial = initial or "\n" in text[matches[k - 1].end() : m.start()]
+            self.initial.append(initial and t[0].isalpha())
+            shaped.append(_shapes_of(t)[0 if initial else 1])
+        self.verb_first = [x == "<v0>" for x in shaped]
+        self.shaped = shaped
+        # a piece's first token starts it, whatever is before it in the text
+        self.first_shape = [_shapes_of(t)[0] for t in raw]
+        # running counts of sentence starts, of those that are verbs, and of question marks
+        asks = [t == "?" for t in raw]
+        self.form_sums = [
+            list(itertools.accumulate(flags, initial=0))
+            for flags in (self.initial, self.verb_first, asks)
+        ]
+        # shape 1-, 2- and 3-grams ending at each token: rows 0, 1, 2 (0 where there is none)
+        n = len(shaped)
+        ids = np.zeros((3, n), np.int64)
+        ids[0] = [_shash(a) for a in shaped]
+        if n >= 2:
+            ids[1, 1:] = [_shash(a, b) for a, b in itertools.pairwise(shaped)]
+        if n >= 3:
+            ids[2, 2:] = [_shash(*shaped[k - 2 : k + 1]) for k in range(2, n)]
+        self.shape_ids = ids
 
-    def piece(self, start: int, end: int) -> tuple[Any, Any]:
-        """The hashed word and character features of the tokens in ``[start, end)``."""
+    def piece(self, start: int, end: int) -> tuple[Any, Any, Any]:
+        """The hashed word, character and shape features of the tokens in ``[start, end)``."""
         import numpy as np
 
         i = bisect.bisect_left(self.starts, start)
         j = bisect.bisect_left(self.starts, end)
         words = np.concatenate([self.unigrams[i:j], self.bigrams[i + 1 : j]])
-        return words, self.char_ids[self.char_ptr[i] : self.char_ptr[j]]
+        shape = self.shape_ids
+        if i < j and self.first_shape[i] != self.shaped[i]:
+            shape = shape[:, i : i + 3].copy()
+            first = [self.first_shape[i], *self.shaped[i + 1 : i + 3]]
+            for n in range(min(3, j - i)):
+                shape[n, n] = _shash(*first[: n + 1])
+            head = [shape[0, : min(3, j - i)], shape[1, 1 : j - i], shape[2, 2 : j - i]]
+            rest = self.shape_ids
+            tail = [rest[0, i + 3 : j], rest[1, i + 3 : j], rest[2, i + 3 : j]]
+            shapes = np.concatenate(head + tail)
+        else:
+            shapes = np.concatenate([shape[0, i:j], shape[1, i + 1 : j], shape[2, i + 2 : j]])
+        return words, self.char_ids[self.char_ptr[i] : self.char_ptr[j]], shapes
 
     def range(self, start: int, end: int) -> tuple[int, int]:
         """The indices ``[i, j)`` of the tokens that start in ``[start, end)``."""
@@ -246,14 +794,23 @@ class Tokens:
 #: Context features of a piece: how much of its content is new to the text around it
 #: (``novelty``: the share of its words of four letters or more found nowhere else in the
 #: text), and that novelty where the piece asks a question or speaks to "you".
-CONTEXT_FEATURES = 3
+CONTEXT_FEATURES = 5
 _MIN_AROUND = 15
+
+
+def _form(tokens: Tokens, i: int, j: int) -> tuple[int, int, int]:
+    """Sentences starting in tokens ``[i, j)``, how many of them start with a verb (commands),
+    and question marks."""
+    sums = tokens.form_sums
+    return tuple(int(sums[n][j] - sums[n][i]) for n in range(3))  # type: ignore[return-value]
 
 
 def context(tokens: Tokens, spans: Sequence[tuple[int, int]]) -> Any:
     """A ``(len(spans), CONTEXT_FEATURES)`` array: each span's novelty in its text, alone and
-    times "asks a question" and "addresses you". A piece with fewer than fifteen words of
-    content around it (a short text) has no context: zeros."""
+    times "asks a question" and "addresses you"; and whether it commands (a sentence that
+    starts with a verb) or asks in a text that around it does not (times the share of the
+    other sentences that do not). A piece with fewer than fifteen words of content around it
+    (a short text) has no context: zeros."""
     import numpy as np
 
     ids = tokens.unigrams.tolist()
@@ -262,6 +819,7 @@ def context(tokens: Tokens, spans: Sequence[tuple[int, int]]) -> Any:
         if is_word:
             doc[k] = doc.get(k, 0) + 1
     total = sum(doc.values())
+    all_starts, all_verbs, all_asks = _form(tokens, 0, len(ids))
     out = np.zeros((len(spans), CONTEXT_FEATURES))
     for n, (s, e) in enumerate(spans):
         i, j = tokens.range(s, e)
@@ -275,7 +833,14 @@ def context(tokens: Tokens, spans: Sequence[tuple[int, int]]) -> Any:
         novelty = sum(c for k, c in mine.items() if doc[k] == c) / count
         asks = any(ids[k] == _QUESTION_ID for k in range(i, j))
         you = any(ids[k] in _YOU_IDS for k in range(i, j))
-        out[n] = (novelty, novelty * asks, novelty * you)
+        starts, verbs, questions = _form(tokens, i, j)
+        around = max(1, all_starts - starts)
+        commands_around = min(1.0, (all_verbs - verbs) / around)
+        asks_around = min(1.0, (all_asks - questions) / around)
+        out[n] = (
+            novelty, novelty * asks, novelty * you,
+            float(verbs > 0) * (1.0 - commands_around), float(asks) * (1.0 - asks_around),
+        )  # fmt: skip
     return out
 
 
@@ -293,7 +858,7 @@ def lexical_logits(tokens: Tokens, spans: Sequence[tuple[int, int]], coef: Any, 
     """``[lexical, context] @ coef + b`` of each span of a tokenised text, without building a
     matrix (``coef`` holds the n-grams' weights, then the context features')."""
 
-    out = context(tokens, spans) @ coef[2 * _DIM :]
+    out = context(tokens, spans) @ coef[LEX_COLUMNS:]
     for k, (s, e) in enumerate(spans):
         z = b
         for ids in tokens.piece(s, e):
@@ -318,10 +883,10 @@ def lexical(texts: Sequence[str]) -> Any:
             uniq, v = _counts(ids)
             cols.append(uniq)
             vals.append(v)
-        ptr.append(ptr[-1] + sum(len(c) for c in cols[-2:]))
+        ptr.append(ptr[-1] + sum(len(c) for c in cols[-3:]))
     return csr_matrix(
         (np.concatenate(vals), np.concatenate(cols), np.array(ptr)),
-        shape=(len(texts), 2 * _DIM),
+        shape=(len(texts), LEX_COLUMNS),
         dtype=np.float32,
     )
 
@@ -356,18 +921,46 @@ def load_weights(path: str | Path | None = None, head: str = "content") -> Weigh
             if head not in heads:
                 raise ValueError(f"no head {head!r} in {file} (it has {', '.join(heads)})")
             k = heads.index(head)
+            minilm = bool(data["minilm"][k]) if "minilm" in data else True
             return Weights(
                 head,
-                np.asarray(data["lex_coef"][k], dtype=np.float32),
+                _layout(np.asarray(data["lex_coef"][k], dtype=np.float32), file),
                 float(data["lex_intercept"][k]),
-                np.asarray(data["coef"][k], dtype=np.float64),
+                np.asarray(data["coef"][k], dtype=np.float64) if minilm else np.zeros(1),
                 float(data["intercept"][k]),
                 float(data["screen"][k]),
-                {m: float(t) for m, t in zip(data["modes"], data["thresholds"][k], strict=True)},
+                {
+                    str(m): float(t)
+                    for m, t in zip(data["modes"], data["thresholds"][k], strict=True)
+                    if minilm or m == "lexical"
+                },
                 int(data["window"]),
             )
     except (OSError, KeyError) as exc:
         raise ValueError(f"cannot read injection classifier weights from {file}: {exc}") from exc
+
+
+#: The layout of weights written before shape n-grams and the form features: words,
+#: characters, three context features.
+_OLD_COLUMNS = 2 * _DIM + 3
+
+
+def _layout(coef: Any, file: Path) -> Any:
+    """``coef`` in this version's layout: older weights (no shape n-grams, three context
+    features) get zeros for what they lack, which scores exactly as they did."""
+    import numpy as np
+
+    if len(coef) == LEX_COLUMNS + CONTEXT_FEATURES:
+        return coef
+    if len(coef) == _OLD_COLUMNS:
+        out = np.zeros(LEX_COLUMNS + CONTEXT_FEATURES, np.float32)
+        out[: 2 * _DIM] = coef[: 2 * _DIM]
+        out[LEX_COLUMNS : LEX_COLUMNS + 3] = coef[2 * _DIM :]
+        return out
+    raise ValueError(
+        f"cannot read injection classifier weights from {file}: {len(coef)} lexical weights, "
+        f"expected {LEX_COLUMNS + CONTEXT_FEATURES} (written by another version of erpoz?)"
+    )
 
 
 _default: ArrayEmbedder | None = None
@@ -440,6 +1033,12 @@ class InjectionClassifier:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         _require(mode)
         self.weights = load_weights(weights, head)
+        if mode not in self.weights.thresholds:
+            raise ValueError(
+                f"the {head} head of these weights has no MiniLM model (trained on n-grams "
+                f"only), so it has no {mode!r} mode: use mode='lexical', or weights trained "
+                "with embeddings (python -m erpoz.eval.injection_train without --lexical-only)"
+            )
         self.name = name
         self.head = head
         self.mode = mode
