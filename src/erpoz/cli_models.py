@@ -30,8 +30,9 @@ from ._console import (
     parse_since,
 )
 from .errors import ConfigError, ErpozError, ModelError, StoreError
-from .models import ModelHub, Models, ProjectConfig, Recorder, build_hub, load_config
+from .models import ModelHub, Models, ProjectConfig, Recorder, load_config
 from .observe.stats import model_stats
+from .project import build_hub
 from .store import BudgetLedger, BudgetScope, Event, Store
 
 __all__ = ["models_app", "stats_app"]

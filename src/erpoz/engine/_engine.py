@@ -1210,10 +1210,10 @@ class Engine:
         raise _failed(writer, sid, attempt, error_info(blocked))
 
     def _guardrails(self) -> Guardrails | None:
-        from ..guards import Guardrails, project_guardrails
+        from ..guards import Guardrails
 
         rails = self.services.get(Guardrails)
-        return rails if isinstance(rails, Guardrails) else project_guardrails()
+        return rails if isinstance(rails, Guardrails) else None
 
 
 # --- helpers ---------------------------------------------------------------------------------
