@@ -447,87 +447,100 @@ def _check(config: ProjectConfig, known_providers: set[str]) -> None:
     config.router_order()  # circles
 
 
-def _check_router(config: ProjectConfig, name: str, r: Any) -> None:  # noqa: C901 - TODO(issue 16): split
-    def chat_member(member: str, *path: str | int) -> None:
-        if member in config.routers:
-            return
-        if member not in config.models:
-            known = ", ".join([*config.models, *config.routers]) or "none"
-            raise config.error(
-                f"router '{name}': unknown model '{member}' (models and routers: {known})",
-                "routers",
-                name,
-                *path,
-            )
-        kind = config.models[member].kind
-        if kind != "chat":
-            raise config.error(
-                f"router '{name}': '{member}' is a model of kind {kind}; routers send chat "
-                "requests",
-                "routers",
-                name,
-                *path,
-            )
-
+def _check_router(config: ProjectConfig, name: str, r: Any) -> None:
+    """A router's members are chat models or routers, named once, and what it names besides
+    (an embedding model, weights, validators) is there and of the right kind."""
     if isinstance(r, SemanticConfig):
-        embed = config.models.get(r.embed)
-        if embed is None or embed.kind != "embed":
-            what = "is not a model" if embed is None else f"is a {embed.kind} model"
-            raise config.error(
-                f"router '{name}': embed '{r.embed}' {what}; name a model of kind embed",
-                "routers",
-                name,
-                "embed",
-            )
+        _check_embed(config, name, r.embed)
         for route, spec in r.routes.items():
-            chat_member(spec.model, "routes", route, "model")
+            _check_chat_member(config, name, spec.model, "routes", route, "model")
         if r.default is not None and r.default not in r.routes:
-            chat_member(r.default, "default")
+            _check_chat_member(config, name, r.default, "default")
         return
     seen: set[str] = set()
     for i, member in enumerate(r.models):
-        chat_member(member, "models", i)
+        _check_chat_member(config, name, member, "models", i)
         if member in seen:
             raise config.error(
                 f"router '{name}': '{member}' is listed twice", "routers", name, "models", i
             )
         seen.add(member)
     if isinstance(r, BalanceConfig) and r.weights is not None:
-        for member, weight in r.weights.items():
-            if member not in seen:
-                raise config.error(
-                    f"router '{name}': weight for '{member}', which is not among its models",
-                    "routers",
-                    name,
-                    "weights",
-                    member,
-                    key=True,
-                )
-            if weight < 0:
-                raise config.error(
-                    f"router '{name}': weights must be >= 0", "routers", name, "weights", member
-                )
+        _check_weights(config, name, r.weights, seen)
     if isinstance(r, OnlineConfig) and r.embed is not None:
-        embed = config.models.get(r.embed)
-        if embed is None or embed.kind != "embed":
-            what = "is not a model" if embed is None else f"is a {embed.kind} model"
-            raise config.error(
-                f"router '{name}': embed '{r.embed}' {what}; name a model of kind embed",
-                "routers",
-                name,
-                "embed",
-            )
+        _check_embed(config, name, r.embed)
     if isinstance(r, CascadeConfig | OnlineConfig):
-        for i, ref in enumerate(r.validators):
-            if ":" not in ref and "." not in ref:
-                raise config.error(
-                    f"router '{name}': validator {ref!r} must be an import path like "
-                    "'mypkg.checks:has_citation'",
-                    "routers",
-                    name,
-                    "validators",
-                    i,
-                )
+        _check_validators(config, name, r.validators)
+
+
+def _check_chat_member(config: ProjectConfig, router: str, member: str, *path: str | int) -> None:
+    """``member`` (at ``path`` in the router) is a router or a chat model."""
+    if member in config.routers:
+        return
+    if member not in config.models:
+        known = ", ".join([*config.models, *config.routers]) or "none"
+        raise config.error(
+            f"router '{router}': unknown model '{member}' (models and routers: {known})",
+            "routers",
+            router,
+            *path,
+        )
+    kind = config.models[member].kind
+    if kind != "chat":
+        raise config.error(
+            f"router '{router}': '{member}' is a model of kind {kind}; routers send chat requests",
+            "routers",
+            router,
+            *path,
+        )
+
+
+def _check_embed(config: ProjectConfig, router: str, embed: str) -> None:
+    """The router's ``embed`` names a model of kind embed."""
+    model = config.models.get(embed)
+    if model is None or model.kind != "embed":
+        what = "is not a model" if model is None else f"is a {model.kind} model"
+        raise config.error(
+            f"router '{router}': embed '{embed}' {what}; name a model of kind embed",
+            "routers",
+            router,
+            "embed",
+        )
+
+
+def _check_weights(
+    config: ProjectConfig, router: str, weights: Mapping[str, float], members: set[str]
+) -> None:
+    """A balance router weighs its own members, none below 0."""
+    for member, weight in weights.items():
+        if member not in members:
+            raise config.error(
+                f"router '{router}': weight for '{member}', which is not among its models",
+                "routers",
+                router,
+                "weights",
+                member,
+                key=True,
+            )
+        if weight < 0:
+            raise config.error(
+                f"router '{router}': weights must be >= 0", "routers", router, "weights", member
+            )
+
+
+def _check_validators(config: ProjectConfig, router: str, validators: Sequence[str]) -> None:
+    """Validators are import paths (``module:function``); they are imported when the hub is
+    built."""
+    for i, ref in enumerate(validators):
+        if ":" not in ref and "." not in ref:
+            raise config.error(
+                f"router '{router}': validator {ref!r} must be an import path like "
+                "'mypkg.checks:has_citation'",
+                "routers",
+                router,
+                "validators",
+                i,
+            )
 
 
 # --- where a pydantic error is, and what it means ---------------------------------------------

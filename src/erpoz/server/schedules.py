@@ -7,6 +7,7 @@ answer 403 (manage schedules with ``erpoz schedule`` then). Shapes are in ``docs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -49,8 +50,8 @@ class NewSchedule(BaseModel):
     replace: bool = Field(False, description="Change the schedule of that name if there is one.")
 
 
-def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): split by area
-    api = APIRouter(prefix="/api/schedules", tags=["schedules API"])
+def _schedule_book(state: ServerState) -> Callable[..., ScheduleBook]:
+    """The dependency of every endpoint: the store's schedules, for the project only."""
 
     def book(caller: Caller = Depends(caller_of)) -> ScheduleBook:
         if state.tenants is not None:
@@ -64,11 +65,50 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
             raise ApiError(501, f"the store {state.store.url} keeps no schedules", "store_error")
         return state.store
 
-    async def one(b: ScheduleBook, name: str) -> Any:
-        rows = await b.list_schedules([name])
-        if not rows:
-            raise ApiError(404, f"no schedule {name!r}", "not_found")
-        return rows[0]
+    return book
+
+
+async def _one(b: ScheduleBook, name: str) -> Any:
+    rows = await b.list_schedules([name])
+    if not rows:
+        raise ApiError(404, f"no schedule {name!r}", "not_found")
+    return rows[0]
+
+
+async def _create(state: ServerState, body: NewSchedule) -> JSONResponse:
+    plan = state.flows.get(body.flow)
+    if plan is None:
+        names = sorted(state.flows)
+        raise ApiError(
+            404,
+            f"no flow {body.flow!r} (flows: {', '.join(names) or 'none exposed'})",
+            "not_found",
+            flows=names,
+        )
+    spec = Schedule(
+        body.name,
+        body.flow,
+        body.cron,
+        body.inputs,
+        queue=body.queue,
+        catchup=body.catchup,
+        timezone=body.timezone,
+    )
+    try:
+        row = await add_schedule(state.store, spec, origin="api", replace=body.replace, plan=plan)
+    except (ConfigError, FlowError) as exc:
+        status = 409 if "exists" in str(exc) and not body.replace else 422
+        raise ApiError(status, str(exc), "invalid_request_error") from exc
+    return JSONResponse(
+        schedule_to_json(row),
+        status_code=201,
+        headers={"Location": f"/api/schedules/{row.name}"},
+    )
+
+
+def router(state: ServerState) -> APIRouter:
+    api = APIRouter(prefix="/api/schedules", tags=["schedules API"])
+    book = _schedule_book(state)
 
     @api.get("", summary="The schedules, by name")
     async def list_schedules(b: ScheduleBook = Depends(book)) -> JSONResponse:
@@ -80,36 +120,7 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
 
     @api.post("", summary="Add a schedule of an exposed flow", status_code=201)
     async def create(body: NewSchedule, b: ScheduleBook = Depends(book)) -> JSONResponse:
-        plan = state.flows.get(body.flow)
-        if plan is None:
-            names = sorted(state.flows)
-            raise ApiError(
-                404,
-                f"no flow {body.flow!r} (flows: {', '.join(names) or 'none exposed'})",
-                "not_found",
-                flows=names,
-            )
-        spec = Schedule(
-            body.name,
-            body.flow,
-            body.cron,
-            body.inputs,
-            queue=body.queue,
-            catchup=body.catchup,
-            timezone=body.timezone,
-        )
-        try:
-            row = await add_schedule(
-                state.store, spec, origin="api", replace=body.replace, plan=plan
-            )
-        except (ConfigError, FlowError) as exc:
-            status = 409 if "exists" in str(exc) and not body.replace else 422
-            raise ApiError(status, str(exc), "invalid_request_error") from exc
-        return JSONResponse(
-            schedule_to_json(row),
-            status_code=201,
-            headers={"Location": f"/api/schedules/{row.name}"},
-        )
+        return await _create(state, body)
 
     @api.get("/{name}", summary="A schedule and its last ticks")
     async def show(
@@ -117,7 +128,7 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
         limit: int = Query(20, ge=1, le=1000),
         b: ScheduleBook = Depends(book),
     ) -> JSONResponse:
-        row = await one(b, name)
+        row = await _one(b, name)
         ticks = await b.schedule_ticks(name, limit)
         return JSONResponse({**schedule_to_json(row), "ticks": [tick_to_json(t) for t in ticks]})
 
@@ -129,12 +140,12 @@ def router(state: ServerState) -> APIRouter:  # noqa: C901  TODO(issue 16): spli
 
     @api.post("/{name}/pause", summary="Pause a schedule: no tick fires")
     async def pause(name: str = Name, b: ScheduleBook = Depends(book)) -> JSONResponse:
-        await one(b, name)
+        await _one(b, name)
         return JSONResponse(schedule_to_json(await pause_schedule(state.store, name, True)))
 
     @api.post("/{name}/resume", summary="Resume a schedule from its next tick after now")
     async def resume(name: str = Name, b: ScheduleBook = Depends(book)) -> JSONResponse:
-        await one(b, name)
+        await _one(b, name)
         return JSONResponse(schedule_to_json(await pause_schedule(state.store, name, False)))
 
     return api
