@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 import erpoz
 from erpoz import Context, Engine, Flow, step
-from erpoz.errors import ModelError
+from erpoz.errors import ConfigError, ModelError
 from erpoz.models import Budget, ChatResult, ImagePart, Message, ModelHub, ModelSpec, Usage
 from erpoz.store import MemoryStore
 from erpoz.testing import FunctionModel, ScriptedModel
@@ -244,6 +244,22 @@ def test_erpoz_run_gives_steps_the_projects_models_else_the_offline_default(
     project.write_text("models:\n  mine: {provider: extractive}\n")
     out = erpoz.run(flow, q="x", config=project).output
     assert "unknown model 'no-such-model'" in out and "mine" in out and "reader" not in out
+
+
+def test_erpoz_run_with_services_reads_no_project_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "erpoz.yaml").write_text("models: [not, a, mapping]\n")  # never read
+    monkeypatch.delenv("ERPOZ_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    hub = ModelHub()
+    hub.add(FunctionModel(lambda r: "only mine", name="m"), ModelSpec("m", "test"))
+    flow = Flow("d", inputs={"q": str})
+    flow.add(unknown_model, q=flow.input("q"))
+    out = erpoz.run(flow, q="x", services={ModelHub: hub}).output
+    assert "unknown model 'no-such-model'" in out and "reader" not in out
+    with pytest.raises(ConfigError, match=r"config .* or services, not both"):
+        erpoz.run(flow, q="x", services={ModelHub: hub}, config=tmp_path / "erpoz.yaml")
 
 
 def test_an_engine_given_no_hub_has_no_models_and_says_how_to_give_them() -> None:
