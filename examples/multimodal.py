@@ -20,8 +20,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from erpoz import Context, Engine, Flow, open_store, step
-from erpoz.models import ModelHub, load_hub
+from erpoz.models import ModelHub
 from erpoz.models.extractive import passages_prompt
+from erpoz.project import load_hub
 
 DOCUMENTS = {
     "late-fees": "A late fee of 15.00 EUR is charged when an invoice is paid after its due date. "

@@ -27,10 +27,7 @@ PKG = "erpoz"
 PRIVATE_ALLOWED: dict[tuple[str, str], str] = {}
 
 #: Edges between parts that still close a cycle (importer part, imported part), each with why.
-CYCLE_ALLOWED: dict[tuple[str, str], str] = {
-    ("models", "routing"): "models/_config.py builds the routers of erpoz.yaml; the project file's "
-    "assembly (load_config, build_hub) belongs with the CLI/server assembly (erpoz.project)",
-}
+CYCLE_ALLOWED: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ configured guard reports is an error with file and line, never "allow all".
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -461,7 +461,7 @@ def policy_from_doc(doc: LineMap, *, file: str, detectors: Collection[str] | Non
     return Policy(tuple(rules), **options)
 
 
-def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:  # noqa: C901 - TODO(issue 16): split
+def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | None = None) -> Rule:
     if not isinstance(raw, LineMap):
         raise ConfigError(
             "each rule is a mapping with name, action and what it applies to", file=file, line=line
@@ -473,6 +473,38 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
             where = raw.key_lines[key] if at_key else raw.lines[key]
         return ConfigError(msg, file=file, line=where)
 
+    _check_rule_keys(raw, i, err)
+    action = raw["action"]
+    resource = _rule_resource(raw, action, err)
+    at = _rule_checkpoints(raw, resource, action, err)
+    min_score, max_reasks = _rule_numbers(raw, err)
+    untrusted, fields = _untrusted(raw, resource, err)
+    globs: Mapping[str, str] = {k: raw[k] for k in ("flow", "step", "tenant", "user") if k in raw}
+    if detectors is not None and "data" in raw:
+        _check_rule_detector(raw, detectors, err)
+    return Rule(
+        name=raw["name"],
+        action=action,
+        tool=raw.get("tool"),
+        model=raw.get("model"),
+        data=raw.get("data"),
+        at=at,
+        min_score=min_score,
+        max_reasks=max_reasks,
+        to=raw.get("to"),
+        untrusted=untrusted,
+        untrusted_fields=fields,
+        **globs,
+    )
+
+
+#: how a rule's checks make an error: ``err(message, key=None, *, at_key=False)``, at the line
+#: of the rule, of a key's value, or (``at_key``) of the key itself
+_RuleError = Callable[..., ConfigError]
+
+
+def _check_rule_keys(raw: LineMap, i: int, err: _RuleError) -> None:
+    """No unknown key, a name and an action, and every name or pattern a non-empty string."""
     for key in raw:
         if key not in _KEYS:
             raise err(
@@ -488,13 +520,17 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
             raise err(f"'{key}' must be a string", key)
         if key in raw and not raw[key].strip():
             raise err(f"'{key}' is empty: name something, or '*' for anything", key)
+
+
+def _rule_resource(raw: LineMap, action: str, err: _RuleError) -> str:
+    """What the rule is about (``tool``, ``model`` or ``data``; a data rule may narrow to a
+    model), with an action allowed for it."""
     resources = [k for k in ("tool", "model", "data") if k in raw]
     if len(resources) > 1 and not (set(resources) == {"data", "model"}):
         raise err(
             f"rule {raw['name']!r} names {' and '.join(resources)}; a rule is about one "
             "resource (a data rule may narrow to a model with 'model')"
         )
-    action = raw["action"]
     resource = "data" if "data" in raw else "model" if "model" in raw else "tool"
     allowed = {"tool": TOOL_ACTIONS, "model": MODEL_ACTIONS, "data": DATA_ACTIONS}[resource]
     if action not in allowed:
@@ -508,6 +544,12 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
             f"rule {raw['name']!r} names no resource: give 'tool', 'model' or 'data' "
             "(tool: '*' for every tool); a rule that names nothing is not 'allow all'"
         )
+    return resource
+
+
+def _rule_checkpoints(raw: LineMap, resource: str, action: str, err: _RuleError) -> frozenset[str]:
+    """The checkpoints a rule applies at (``at``: data rules only; default all), those its
+    action allows, and an escalation's model (``to``) where, and only where, it belongs."""
     at: frozenset[str] = frozenset(CHECKPOINTS)
     if "at" in raw:
         if resource != "data":
@@ -532,6 +574,11 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
         raise err("an 'escalate' rule names the model to ask instead with 'to'", "action")
     if "to" in raw and action != "escalate":
         raise err("'to' is for escalate rules", "to", at_key=True)
+    return at
+
+
+def _rule_numbers(raw: LineMap, err: _RuleError) -> tuple[float, int]:
+    """``min_score`` (0 to 1, default 0) and ``max_reasks`` (a whole number >= 1, default 1)."""
     min_score = raw.get("min_score", 0.0)
     if isinstance(min_score, bool) or not isinstance(min_score, int | float):
         raise err("'min_score' must be a number between 0 and 1", "min_score")
@@ -540,31 +587,19 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
     max_reasks = raw.get("max_reasks", 1)
     if isinstance(max_reasks, bool) or not isinstance(max_reasks, int) or max_reasks < 1:
         raise err("'max_reasks' must be a whole number >= 1", "max_reasks")
-    untrusted, fields = _untrusted(raw, resource, err)
-    globs: Mapping[str, str] = {k: raw[k] for k in ("flow", "step", "tenant", "user") if k in raw}
-    if detectors is not None and "data" in raw:
-        detector = raw["data"].split(".", 1)[0]
-        if not any(c in detector for c in "*?[") and detector not in detectors:
-            known = ", ".join(sorted(detectors)) or "none configured"
-            raise err(
-                f"rule {raw['name']!r}: data {raw['data']!r} names detector {detector!r}, "
-                f"which no guard in guards.checks reports (detectors: {known})",
-                "data",
-            )
-    return Rule(
-        name=raw["name"],
-        action=action,
-        tool=raw.get("tool"),
-        model=raw.get("model"),
-        data=raw.get("data"),
-        at=at,
-        min_score=float(min_score),
-        max_reasks=max_reasks,
-        to=raw.get("to"),
-        untrusted=untrusted,
-        untrusted_fields=fields,
-        **globs,
-    )
+    return float(min_score), max_reasks
+
+
+def _check_rule_detector(raw: LineMap, detectors: Collection[str], err: _RuleError) -> None:
+    """A data rule names a detector that a configured guard reports (or a pattern)."""
+    detector = raw["data"].split(".", 1)[0]
+    if not any(c in detector for c in "*?[") and detector not in detectors:
+        known = ", ".join(sorted(detectors)) or "none configured"
+        raise err(
+            f"rule {raw['name']!r}: data {raw['data']!r} names detector {detector!r}, "
+            f"which no guard in guards.checks reports (detectors: {known})",
+            "data",
+        )
 
 
 def _untrusted(raw: LineMap, resource: str, err: Any) -> tuple[str | None, frozenset[str]]:

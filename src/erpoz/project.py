@@ -1,17 +1,36 @@
-"""The services a project's steps reach through ``ctx``, built one way for every entry point
-(``erpoz run`` and the review commands, ``erpoz serve``, ``erpoz demo``)."""
+"""The assembly of a project: the services its steps reach through ``ctx`` (models and
+routers, guardrails, tools, memory), built one way for every entry point (``erpoz run`` and the
+review commands, ``erpoz serve``, ``erpoz demo``, ``erpoz.run``) from its project file. This is
+the only part that reads ``erpoz.yaml``; the engine is given what it builds."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError
+from .flow import import_object
+from .models import (
+    Budget,
+    CascadeConfig,
+    ChatModel,
+    CheapestConfig,
+    EmbedModel,
+    Factory,
+    FallbackConfig,
+    ModelHub,
+    OnlineConfig,
+    ProjectConfig,
+    SemanticConfig,
+    configured_model,
+    load_config,
+)
 from .store import BudgetLedger, RateLimits, Store
 
 if TYPE_CHECKING:
     from .engine import Executor
     from .memory import Memory
-    from .models import ProjectConfig
     from .tools import ToolRegistry
 
 
@@ -27,7 +46,7 @@ async def project_services(
     budget ledger (starting from what its runs have spent), so they hold across every process
     that shares it. Nothing is loaded until a step uses it."""
     from .guards import Guardrails, guardrails_from_config
-    from .models import ModelHub, build_hub, load_config, spent_in_store
+    from .models import spent_in_store
     from .tools import ToolRegistry, registry_from_config
 
     cfg = load_config(config)
@@ -63,7 +82,6 @@ async def _with_tool_source(
     function of the project config returning tools."""
     from importlib.metadata import entry_points
 
-    from .errors import ConfigError
     from .tools import ToolError, ToolRegistry
 
     found = [ep for ep in entry_points(group="erpoz.tool_sources") if ep.name == section]
@@ -98,8 +116,7 @@ def project_executor(
     """The executor a project's steps run on: ``kind`` / ``address`` when given (the
     command line), else ``executor:`` in ``erpoz.yaml``; ``None`` means this process's threads.
     """
-    from .errors import ConfigError
-    from .models import ExecutorConfig, load_config
+    from .models import ExecutorConfig
 
     setting = load_config(config).executor if kind is None and address is None else None
     if isinstance(setting, str):
@@ -118,3 +135,153 @@ def project_executor(
         num_cpus=setting.num_cpus if setting is not None else None,
         num_gpus=setting.num_gpus if setting is not None else None,
     )
+
+
+# --- the project's models ---------------------------------------------------------------------
+def build_hub(
+    config: ProjectConfig,
+    *,
+    extra_providers: Mapping[str, Factory] | None = None,
+    lazy: bool = True,
+) -> ModelHub:
+    """The hub of a project: each model made by its provider (on first use, unless
+    ``lazy=False``) and metered, then the routers, each after those it uses."""
+    hub = ModelHub(budget=_budget(config))
+    extra = dict(extra_providers or {})
+    for name in config.models:
+        spec = config.spec(name)
+        try:  # a typo in an installed provider's params is a config error, found now
+            model = configured_model(spec, extra.get(spec.provider), lazy=lazy)
+        except ConfigError as exc:
+            if exc.file is not None:
+                raise
+            raise config.error(exc.message, "models", name, key=True) from None
+        hub.add(model, spec)
+    for name in config.router_order():
+        hub.add(_router(config, name, hub))
+    return hub
+
+
+def load_hub(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    extra_providers: Mapping[str, Factory] | None = None,
+) -> ModelHub:
+    """The hub of the project file (``path``, else ``$ERPOZ_CONFIG``, else ``./erpoz.yaml``),
+    or the offline default (:func:`erpoz.models.default_config`) when there is none."""
+    return build_hub(
+        load_config(path, extra_providers=extra_providers), extra_providers=extra_providers
+    )
+
+
+def _budget(config: ProjectConfig) -> Budget | None:
+    b = config.budget
+    if b is None:
+        return None
+    budget = Budget(b.per_run_usd, b.per_project_usd)
+    budget.per_tenant_usd, budget.tenants = b.per_tenant_usd, dict(b.tenants)
+    return budget
+
+
+def _router(config: ProjectConfig, name: str, hub: ModelHub) -> ChatModel:
+    from . import routing
+
+    r = config.routers[name]
+    if isinstance(r, SemanticConfig):
+        return _semantic(config, name, r, hub)
+    members = [_chat(hub, m) for m in r.models]
+    try:
+        if isinstance(r, FallbackConfig):
+            return routing.FallbackRouter(name, members, cooldown_s=r.cooldown_s)
+        if isinstance(r, CheapestConfig):
+            return routing.CheapestCapableRouter(name, members)
+        if isinstance(r, CascadeConfig):
+            validators = [_validator(config, name, ref, i) for i, ref in enumerate(r.validators)]
+            return routing.CascadeRouter(name, members, validators, threshold=r.threshold)
+        if isinstance(r, OnlineConfig):
+            return _online(config, name, r, hub, members)
+        weights = None
+        if r.weights is not None:
+            weights = [r.weights.get(m, 1.0) for m in r.models]
+        return routing.LoadBalanceRouter(
+            name, members, weights=weights, strategy=r.strategy, seed=r.seed
+        )
+    except ConfigError as exc:
+        if exc.file is not None:  # already located
+            raise
+        raise config.error(exc.message, "routers", name, key=True) from None
+
+
+def _chat(hub: ModelHub, name: str) -> ChatModel:
+    model = hub.get(name)
+    assert isinstance(model, ChatModel), f"{name} was checked to be a chat model"
+    return model
+
+
+def _validator(config: ProjectConfig, router: str, ref: str, index: int) -> Any:
+    try:
+        fn = import_object(ref, base=config.base, what="validator")
+    except ValueError as exc:
+        raise config.error(
+            f"router '{router}': {exc}", "routers", router, "validators", index
+        ) from None
+    if not callable(fn):
+        raise config.error(
+            f"router '{router}': validator '{ref}' is not callable",
+            "routers",
+            router,
+            "validators",
+            index,
+        )
+    return fn
+
+
+def _online(
+    config: ProjectConfig, name: str, r: OnlineConfig, hub: ModelHub, members: list[ChatModel]
+) -> ChatModel:
+    from .routing.online import HashingEmbed, OnlineRouter
+
+    embedder: Any = HashingEmbed() if r.embed is None else hub.get(r.embed)
+    validators = [_validator(config, name, ref, i) for i, ref in enumerate(r.validators)]
+    store = r.store
+    if store not in (None, "default", "memory") and "://" not in store and config.base is not None:
+        store = str(config.base / store)  # a path is relative to the project file
+    return OnlineRouter(
+        name,
+        members,
+        embedder,
+        target=r.target,
+        relative=r.relative,
+        explore=r.explore,
+        bits=r.bits,
+        confidence=r.confidence,
+        validators=validators,
+        store=store,
+        refresh_s=r.refresh_s,
+        seed=r.seed,
+    )
+
+
+def _semantic(config: ProjectConfig, name: str, r: SemanticConfig, hub: ModelHub) -> ChatModel:
+    try:
+        from .routing.semantic import SemanticRouter
+    except ImportError as exc:
+        raise config.error(
+            f"router '{name}': type 'semantic' needs erpoz.routing.semantic, which cannot be "
+            f"imported here ({exc})",
+            "routers",
+            name,
+            "type",
+        ) from None
+    embedder = hub.get(r.embed)
+    assert isinstance(embedder, EmbedModel), f"{r.embed} was checked to be an embed model"
+    routes = {route: (_chat(hub, s.model), tuple(s.examples)) for route, s in r.routes.items()}
+    default: str | ChatModel | None = r.default
+    if r.default is not None and r.default not in r.routes:
+        default = _chat(hub, r.default)
+    try:
+        return SemanticRouter(
+            name, embedder, routes, default=default, min_score=r.min_score, scoring=r.scoring
+        )
+    except ConfigError as exc:
+        raise config.error(exc.message, "routers", name, key=True) from None

@@ -22,9 +22,9 @@ from erpoz.models import (
     ToolSpec,
     Usage,
     count_tokens,
+    parse_config,
     providers,
 )
-from erpoz.models._config import build_hub, parse_config
 from erpoz.models.replay import (
     Recording,
     ReplayChat,
@@ -32,6 +32,7 @@ from erpoz.models.replay import (
     request_key,
     routellm_records,
 )
+from erpoz.project import build_hub
 from erpoz.testing import FunctionModel, ScriptedModel
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from erpoz import Engine
 from erpoz.models import ModelHub
-from erpoz.models._config import load_hub
+from erpoz.project import load_hub
 from erpoz.store import MemoryStore
 from erpoz.testing import Behaviour, OpenAIStubServer
 

@@ -1,7 +1,7 @@
 """The ``guards`` and ``policy`` sections of ``erpoz.yaml``: what they build (checks, their
 checkpoints and parameters, schemas by import path, alerts, fail open), the policy inline or
 as a file next to the project file, every mistake with its line, and the project's guardrails
-applying to a run when the engine is given none."""
+applying to a run when ``erpoz.project`` assembles its engine (and only then)."""
 
 import asyncio
 import sys
@@ -21,12 +21,11 @@ from erpoz.guards import (
     SchemaGuard,
     ToxicityGuard,
     guardrails_from_config,
-    project_guardrails,
-    reset_project_guardrails,
 )
 from erpoz.models import ModelHub, ModelSpec
 from erpoz.models._config import load_config, parse_config
 from erpoz.policy import CHECKPOINTS, Rule, Subject
+from erpoz.project import project_services
 from erpoz.store import MemoryStore
 from erpoz.testing import FunctionModel
 
@@ -352,11 +351,14 @@ def test_a_missing_policy_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 # --- the project's guardrails in a run ---------------------------------------------------------
-@pytest.fixture
-def fresh_project_guardrails() -> Iterator[None]:
-    reset_project_guardrails()
-    yield
-    reset_project_guardrails()
+GUARDED_PROJECT = (
+    "guards:\n"
+    "  checks:\n"
+    "    pii: {at: model_input}\n"
+    "policy:\n"
+    "  rules:\n"
+    "    - {name: mails stay here, data: pii.email, at: model_input, action: redact}\n"
+)
 
 
 @step
@@ -364,29 +366,31 @@ async def ask(q: str, ctx: Context) -> str:
     return (await ctx.models.chat("m", q)).text
 
 
-def test_the_project_files_guardrails_apply_when_the_engine_has_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_project_guardrails: None
-) -> None:
-    (tmp_path / "erpoz.yaml").write_text(
-        "guards:\n"
-        "  checks:\n"
-        "    pii: {at: model_input}\n"
-        "policy:\n"
-        "  rules:\n"
-        "    - {name: mails stay here, data: pii.email, at: model_input, action: redact}\n"
-    )
-    monkeypatch.delenv("ERPOZ_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    model = FunctionModel(lambda r: r.messages[-1].text, name="m")
+def _echo_hub() -> ModelHub:
     hub = ModelHub()
-    hub.add(model, ModelSpec("m", "test"))
+    hub.add(FunctionModel(lambda r: r.messages[-1].text, name="m"), ModelSpec("m", "test"))
+    return hub
+
+
+def _ask_flow() -> Flow:
     flow = Flow("project", inputs={"q": str})
     flow.output(flow.add(ask, q=flow.input("q")))
+    return flow
+
+
+def test_the_project_files_guardrails_apply_when_the_project_assembles_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "erpoz.yaml").write_text(GUARDED_PROJECT)
+    monkeypatch.delenv("ERPOZ_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
 
     async def main() -> None:
         store = MemoryStore()
-        result = await Engine(store, services={ModelHub: hub}).run(
-            flow, {"q": "write to ana.silva@example.com"}
+        services = await project_services(store)  # erpoz.yaml of the working directory
+        services[ModelHub] = _echo_hub()
+        result = await Engine(store, services=services).run(
+            _ask_flow(), {"q": "write to ana.silva@example.com"}
         )
         assert result.output == "write to [EMAIL]"
         (decided,) = [
@@ -395,12 +399,26 @@ def test_the_project_files_guardrails_apply_when_the_engine_has_none(
         assert decided["rule"] == "mails stay here"
 
     asyncio.run(main())
-    assert project_guardrails() is not None  # built once, kept for the process
 
 
-def test_without_a_project_file_there_are_no_project_guardrails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_project_guardrails: None
+def test_an_engine_does_not_read_the_project_file_of_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Services come in through the engine's constructor: an erpoz.yaml beside the process
+    changes nothing for an engine that was not given its guardrails or models."""
+    (tmp_path / "erpoz.yaml").write_text(GUARDED_PROJECT)
     monkeypatch.delenv("ERPOZ_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert project_guardrails() is None
+
+    async def main() -> None:
+        store = MemoryStore()
+        result = await Engine(store, services={ModelHub: _echo_hub()}).run(
+            _ask_flow(), {"q": "write to ana.silva@example.com"}
+        )
+        assert result.output == "write to ana.silva@example.com"  # no guardrails given
+        assert not [e for e in await store.events(result.run_id) if e.kind == "guard_decided"]
+        without = await Engine(store).run(_ask_flow(), {"q": "hello"})
+        assert without.status == "failed"
+        assert "this engine has no models" in str(without.error)
+
+    asyncio.run(main())

@@ -31,9 +31,10 @@ from erpoz.integrations.langchain import (
     as_runnable,
     tool_from_langchain,
 )
-from erpoz.models import ModelHub, ModelSpec, block_real_providers, build_hub
+from erpoz.models import ModelHub, ModelSpec, block_real_providers
 from erpoz.models._config import parse_config
 from erpoz.policy import Policy, Rule
+from erpoz.project import build_hub
 from erpoz.store import MemoryStore, Store
 from erpoz.testing import Behaviour, OpenAIStubServer
 from erpoz.tools import ToolError, ToolPolicy, ToolRegistry

@@ -13,8 +13,8 @@ import pytest
 from erpoz import Context, Engine, Flow, open_store, step
 from erpoz.engine import Decision
 from erpoz.errors import BudgetExceeded, ConfigError
-from erpoz.models import Budget, ChatResult, ModelHub, ModelSpec, Usage
-from erpoz.models._config import build_hub, parse_config
+from erpoz.models import Budget, ChatResult, ModelHub, ModelSpec, Usage, parse_config
+from erpoz.project import build_hub
 from erpoz.store import Store
 from erpoz.testing import FunctionModel
 

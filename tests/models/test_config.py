@@ -19,8 +19,10 @@ from erpoz.models import (
     ModelHub,
     ModelSpec,
     Usage,
+    load_config,
+    parse_config,
 )
-from erpoz.models._config import build_hub, load_config, load_hub, parse_config
+from erpoz.project import build_hub, load_hub
 from erpoz.routing import CascadeRouter, CheapestCapableRouter, FallbackRouter, LoadBalanceRouter
 from erpoz.testing import FunctionModel
 

@@ -1,13 +1,15 @@
 """ctx.models as a step uses it: metering, budgets, recording, structured output, test doubles."""
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+import erpoz
 from erpoz import Context, Engine, Flow, step
-from erpoz.errors import ModelError
+from erpoz.errors import ConfigError, ModelError
 from erpoz.models import Budget, ChatResult, ImagePart, Message, ModelHub, ModelSpec, Usage
 from erpoz.store import MemoryStore
 from erpoz.testing import FunctionModel, ScriptedModel
@@ -219,17 +221,51 @@ def test_run_budget_is_shared_by_every_call_and_step_of_a_run() -> None:
     assert len(refused) == 1 and "BudgetExceeded" in refused[0]["error"]
 
 
-def test_ctx_models_without_a_configured_hub_uses_the_project_default() -> None:
-    @step
-    async def names(q: str, ctx: Context) -> str:
-        try:
-            await ctx.models.chat("no-such-model", q)
-        except ModelError as exc:
-            return str(exc)
-        return "unexpected"
+@step
+async def unknown_model(q: str, ctx: Context) -> str:
+    try:
+        await ctx.models.chat("no-such-model", q)
+    except ModelError as exc:
+        return str(exc)
+    return "unexpected"
 
+
+def test_erpoz_run_gives_steps_the_projects_models_else_the_offline_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ERPOZ_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no erpoz.yaml here
     flow = Flow("d", inputs={"q": str})
-    flow.add(names, q=flow.input("q"))
+    flow.add(unknown_model, q=flow.input("q"))
+    out = erpoz.run(flow, q="x").output
+    assert "unknown model 'no-such-model'" in out
+    assert "reader" in out and "default" in out
+    project = tmp_path / "elsewhere.yaml"
+    project.write_text("models:\n  mine: {provider: extractive}\n")
+    out = erpoz.run(flow, q="x", config=project).output
+    assert "unknown model 'no-such-model'" in out and "mine" in out and "reader" not in out
+
+
+def test_erpoz_run_with_services_reads_no_project_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "erpoz.yaml").write_text("models: [not, a, mapping]\n")  # never read
+    monkeypatch.delenv("ERPOZ_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    hub = ModelHub()
+    hub.add(FunctionModel(lambda r: "only mine", name="m"), ModelSpec("m", "test"))
+    flow = Flow("d", inputs={"q": str})
+    flow.add(unknown_model, q=flow.input("q"))
+    out = erpoz.run(flow, q="x", services={ModelHub: hub}).output
+    assert "unknown model 'no-such-model'" in out and "reader" not in out
+    with pytest.raises(ConfigError, match=r"config .* or services, not both"):
+        erpoz.run(flow, q="x", services={ModelHub: hub}, config=tmp_path / "erpoz.yaml")
+
+
+def test_an_engine_given_no_hub_has_no_models_and_says_how_to_give_them() -> None:
+    flow = Flow("d", inputs={"q": str})
+    flow.add(unknown_model, q=flow.input("q"))
     result = asyncio.run(Engine(MemoryStore()).run(flow, {"q": "x"}))
-    assert "unknown model 'no-such-model'" in result.output
-    assert "reader" in result.output and "default" in result.output
+    assert result.status == "failed"
+    assert "this engine has no models" in str(result.error)
+    assert "services={ModelHub: hub}" in str(result.error)

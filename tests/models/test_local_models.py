@@ -228,10 +228,10 @@ def test_extractive_reader_errors_name_the_missing_piece() -> None:
 
 
 def test_the_offline_default_says_what_it_does_when_asked_without_passages() -> None:
-    from erpoz.models import Models
-    from erpoz.models._config import build_hub, default_config
+    from erpoz.models import Models, default_config
     from erpoz.models._meter import Recorder
     from erpoz.models.extractive import ABOUT
+    from erpoz.project import build_hub
 
     embedder = WordsEmbed()
     explaining = ExtractiveReader(embedder=embedder, without_passages="explain")
@@ -252,7 +252,8 @@ def test_the_offline_default_says_what_it_does_when_asked_without_passages() -> 
 
 def test_extractive_params_are_checked_when_the_project_is_read(tmp_path: Path) -> None:
     from erpoz.errors import ConfigError
-    from erpoz.models._config import build_hub, load_config
+    from erpoz.models import load_config
+    from erpoz.project import build_hub
 
     path = tmp_path / "erpoz.yaml"
     path.write_text(

@@ -13,9 +13,9 @@ import pytest
 
 from erpoz import Context, Engine, Flow, step
 from erpoz.errors import ConfigError
-from erpoz.models import ChatRequest, Message, Metered, ModelHub, ModelSpec
-from erpoz.models._config import build_hub, parse_config
+from erpoz.models import ChatRequest, Message, Metered, ModelHub, ModelSpec, parse_config
 from erpoz.models._meter import Recorder, bind, unbind
+from erpoz.project import build_hub
 from erpoz.routing.cascade import CascadeRouter
 from erpoz.routing.online import BanditState, HashingEmbed, OnlineRouter, feedback
 from erpoz.routing.validators import final_answer

@@ -18,8 +18,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..errors import ConfigError, ErpozError, ModelError, StoreError
-from ..models import ModelHub, Models, ProjectConfig, Recorder, build_hub, load_config
+from ..models import ModelHub, Models, ProjectConfig, Recorder, load_config
 from ..observe.stats import model_stats
+from ..project import build_hub
 from ..store import BudgetLedger, BudgetScope, Event, Store
 from ._console import (
     EXIT_FAILED,

@@ -141,10 +141,11 @@ def runs_version(
 
     [dim]Example:[/] erpoz runs version RUN --flow flows/mail.py:flow
     """
-    from . import load_flow
-    from .cli import _call, _run_and_events
-    from .engine import version_report
-    from .errors import ErpozError
+    from .. import load_flow
+    from ..engine import version_report
+    from ..errors import ErpozError
+    from ._running import call as _call
+    from ._running import run_and_events as _run_and_events
 
     st = open_or_fail(store)
     info, events = _call(_run_and_events(st, run_id))

@@ -382,7 +382,8 @@ def limits_command(
 
     [dim]Example:[/] erpoz limits --json
     """
-    from .models import limits_overview, load_hub
+    from ..models import limits_overview
+    from ..project import load_hub
 
     try:
         specs = load_hub(config).specs

@@ -330,17 +330,15 @@ class StepContext(StepIdentity):
         return grant in self._grants
 
     def governed(self) -> Governed | None:
-        """The run's guardrails as this step sees them: the engine's ``Guardrails`` service,
-        else the project's (``guards`` / ``policy`` in ``erpoz.yaml``); ``None`` when neither
-        is configured."""
-        from ..guards import Governed, Guardrails, project_guardrails
+        """The run's guardrails as this step sees them: the engine's ``Guardrails`` service
+        (``erpoz.project`` builds it from ``guards`` / ``policy`` in ``erpoz.yaml``); ``None``
+        when the engine was given none."""
+        from ..guards import Governed, Guardrails
         from ..policy import Subject
 
         rails = self._services.get(Guardrails)
         if not isinstance(rails, Guardrails):
-            rails = project_guardrails()
-            if rails is None:
-                return None
+            return None
         return Governed(
             rails,
             Subject(self.flow or "-", self.step_id, self.tenant, self.user),
@@ -350,16 +348,22 @@ class StepContext(StepIdentity):
 
     @property
     def models(self) -> Models:
-        """The run's models: the engine's ``ModelHub`` service, else the project's
-        (``erpoz.yaml`` in the working directory, or the offline default). Calls pass the
-        guard checkpoints and model policy when guardrails are configured."""
-        from ..models import ModelHub, project_hub
+        """The run's models: the engine's ``ModelHub`` service (``erpoz run``, ``erpoz serve``
+        and ``erpoz.run`` build it with ``erpoz.project`` from ``erpoz.yaml``, or the offline
+        default). Calls pass the guard checkpoints and model policy when guardrails are
+        configured. An engine given no hub has no models: a ``RunError`` says so."""
+        from ..models import ModelHub
 
         hub = self._services.get(ModelHub)
+        if not isinstance(hub, ModelHub):
+            raise RunError(
+                "this engine has no models: give it a ModelHub, "
+                "Engine(store, services={ModelHub: hub}) (erpoz.project.load_hub() builds the "
+                "project's from erpoz.yaml, or the offline default; "
+                "erpoz.project.project_services(store) builds every service of the project)"
+            )
         governed = self.governed()
-        return (hub if isinstance(hub, ModelHub) else project_hub()).bind(
-            self, governed, tokens=self._token_sink(governed)
-        )
+        return hub.bind(self, governed, tokens=self._token_sink(governed))
 
     def _token_sink(self, governed: Governed | None) -> Callable[[str], None] | None:
         """Where ``ctx.models.stream`` hands each piece of text, for the engine's token

@@ -1040,7 +1040,7 @@ class Engine:
             {"iterations": k, "converged": converged},
         )
 
-    async def _unit(  # noqa: C901 - TODO(issue 16): split
+    async def _unit(
         self,
         scope: _Scope,
         node: PlanNode,
@@ -1052,49 +1052,18 @@ class Engine:
         """Run one execution of a step (a task, one map item or one loop iteration).
         ``raised``: the fast path (``_plain``) ran attempt 1 already and it raised this (it
         started at that ``perf_counter``); it is handled here as if raised here."""
+        if node.sub is not None:
+            return await self._sub_unit(scope, node, sid, kwargs)
         run = scope.run
         writer = run.writer
-        if node.sub is not None:
-            writer.append(ev.STEP_STARTED, sid, 1)
-            t0 = time.perf_counter()
-            sub = _Scope(run, node.sub, node.sub.bind_inputs(kwargs), sid + "/")
-            await self._execute(sub)
-            if run.failure is not None:
-                raise _Failed(
-                    sid,
-                    f"sub-flow step '{run.failure.step_id}' failed: {run.failure.message}",
-                    1,
-                    run.failure.info,
-                )
-            if run.paused or run.stopping:
-                raise _Pause(sid) if run.paused else _Failed(sid, "stopped", 1)
-            out = node.sub.output(sub.outs, sub.inputs)
-            return await self._succeed(
-                run,
-                node,
-                sid,
-                1,
-                None if out is SKIPPED else out,
-                node.unit_type,
-                time.perf_counter() - t0,
-            )
         spec = node.spec
         assert spec is not None
         cache_key = None
-        # a delivery step's output is guarded on every run: never served from (or stored in)
-        # the cache, which would hold it from before redaction
-        if node.cache and not (run.rails is not None and sid in run.delivery):
-            cache_key = _cache_key(spec.ref, spec.version, kwargs, node)
-            if cache_key is not None:
-                hit = await self.store.cache_get(cache_key)
-                if hit is not None:
-                    writer.append(ev.STEP_SUCCEEDED, sid, 0, {"cached": True}, hit)
-                    await writer.flush()
-                    run.done_steps += 1
-                    return decode(hit, node.unit_type)
-        retry, timeout, fn = node.retry, node.timeout, spec.fn
-        ex = self.executor
-        remote = ex.remote and (
+        if node.cache:
+            cache_key, hit = await self._cache_lookup(run, node, sid, kwargs)
+            if hit is not None:
+                return await _served_from_cache(run, node, sid, hit)
+        remote = self.executor.remote and (
             node.resources is not None
             or not (spec.is_async or spec.inline or spec.context_param is not None)
         )
@@ -1104,88 +1073,28 @@ class Engine:
                 writer.append(ev.STEP_STARTED, sid, attempt)
             rctx: RemoteContext | None = None
             if spec.context_param is not None:
-                if remote:
-                    rctx = RemoteContext(writer.run_id, sid, attempt, scope.plan.name, run.tags)
-                    kwargs[spec.context_param] = rctx
-                else:
-                    kwargs[spec.context_param] = StepContext(
-                        writer,
-                        sid,
-                        attempt,
-                        self.services,
-                        scope.plan.name,
-                        run.tags,
-                        run.grants,
-                        run.effects,
-                        self.token_listeners,
-                        self.waits,
-                        patches=(run.patches, scope.plan.patches),
-                    )
+                rctx = self._give_context(scope, sid, attempt, kwargs, spec.context_param, remote)
             t0 = time.perf_counter() if raised is None else raised[1]
             try:
                 if raised is not None:
                     first, raised = raised[0], None
                     raise first
-                if remote:
-                    call = ex.call(fn, kwargs, node.resources)
-                    out = await (call if timeout is None else asyncio.wait_for(call, timeout))
-                elif spec.is_async:
-                    if timeout is None:
-                        out = await fn(**kwargs)
-                    else:
-                        out = await asyncio.wait_for(fn(**kwargs), timeout)
-                elif spec.inline:
-                    out = fn(**kwargs)
-                else:
-                    call = self._local_threads().call(fn, kwargs)
-                    out = await (call if timeout is None else asyncio.wait_for(call, timeout))
+                out = await self._call_step(node, kwargs, remote)
             except Suspend as s:
                 raise _Pause(sid, s.wake_at, s.wake_on) from None
             except ReviewRequired as rr:
                 _record_emitted(writer, rctx, sid, attempt)
-                proposal = rr.output
-                if rr.grant is None and run.rails is not None and sid in run.delivery:
-                    # what the reviewer sees and approves is what may be delivered
-                    proposal = await self._deliver(
-                        run, node, sid, attempt, proposal, time.perf_counter() - t0
-                    )
-                return await self._review(
-                    run, node, sid, attempt, proposal, rr.reason, rr.evidence, grant=rr.grant
-                )
+                return await self._review_asked(run, node, sid, attempt, rr, t0)
             except Exception as exc:
                 _record_emitted(writer, rctx, sid, attempt)
-                if isinstance(exc, TimeoutError):
-                    exc = TimeoutError(f"timed out after {timeout} s")
-                retried = attempt < retry.attempts and retry.retries(exc)
-                info = error_info(exc, retryable=is_retryable(exc))
-                if retried:
-                    delay = retry.delay(attempt)
-                    writer.append(
-                        ev.STEP_RETRIED,
-                        sid,
-                        attempt,
-                        {"error": f"{type(exc).__name__}: {exc}", **info, "delay_s": delay},
-                    )
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-                tb = "".join(traceback.format_exception(exc, limit=-8))
-                raise _failed(writer, sid, attempt, info, traceback=tb) from exc
+                delay = _retry_delay_or_fail(writer, node, sid, attempt, exc)
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
             _record_emitted(writer, rctx, sid, attempt)
             break
         if node.review:
-            if run.rails is not None and sid in run.delivery:
-                out = await self._deliver(run, node, sid, attempt, out, time.perf_counter() - t0)
-            return await self._review(
-                run,
-                node,
-                sid,
-                attempt,
-                out,
-                "review required by step",
-                None,
-                time.perf_counter() - t0,
-            )
+            return await self._review_by_step(run, node, sid, attempt, out, t0)
         # The run's last step: its success is committed with the run's end, a moment later
         # (release), not on its own. Nothing depends on it, so nothing starts in between.
         last = not scope.prefix and not node.dependents and scope.active == 1 and sid == node.id
@@ -1195,6 +1104,133 @@ class Engine:
         if cache_key is not None:
             await self.store.cache_put(cache_key, spec.ref, encode(out, node.unit_type))
         return result
+
+    async def _call_step(self, node: PlanNode, kwargs: dict[str, Any], remote: bool) -> Any:
+        """Call the step's function once: on the executor (``remote``), awaited, inline or on
+        a local thread, under the step's timeout."""
+        spec = node.spec
+        assert spec is not None
+        timeout, fn = node.timeout, spec.fn
+        if remote:
+            call = self.executor.call(fn, kwargs, node.resources)
+            return await (call if timeout is None else asyncio.wait_for(call, timeout))
+        if spec.is_async:
+            if timeout is None:
+                return await fn(**kwargs)
+            return await asyncio.wait_for(fn(**kwargs), timeout)
+        if spec.inline:
+            return fn(**kwargs)
+        call = self._local_threads().call(fn, kwargs)
+        return await (call if timeout is None else asyncio.wait_for(call, timeout))
+
+    async def _cache_lookup(
+        self, run: _Run, node: PlanNode, sid: str, kwargs: dict[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """A cached step's cache key (``None`` when its inputs cannot be keyed) and what the
+        cache holds under it. A delivery step's output is guarded on every run: never served
+        from (or stored in) the cache, which would hold it from before redaction."""
+        if run.rails is not None and sid in run.delivery:
+            return None, None
+        spec = node.spec
+        assert spec is not None
+        cache_key = _cache_key(spec.ref, spec.version, kwargs, node)
+        if cache_key is None:
+            return None, None
+        return cache_key, await self.store.cache_get(cache_key)
+
+    async def _sub_unit(
+        self, scope: _Scope, node: PlanNode, sid: str, kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a sub-flow step: its flow in a scope of its own, its output the step's."""
+        run = scope.run
+        assert node.sub is not None
+        run.writer.append(ev.STEP_STARTED, sid, 1)
+        t0 = time.perf_counter()
+        sub = _Scope(run, node.sub, node.sub.bind_inputs(kwargs), sid + "/")
+        await self._execute(sub)
+        if run.failure is not None:
+            raise _Failed(
+                sid,
+                f"sub-flow step '{run.failure.step_id}' failed: {run.failure.message}",
+                1,
+                run.failure.info,
+            )
+        if run.paused or run.stopping:
+            raise _Pause(sid) if run.paused else _Failed(sid, "stopped", 1)
+        out = node.sub.output(sub.outs, sub.inputs)
+        return await self._succeed(
+            run,
+            node,
+            sid,
+            1,
+            None if out is SKIPPED else out,
+            node.unit_type,
+            time.perf_counter() - t0,
+        )
+
+    def _give_context(
+        self,
+        scope: _Scope,
+        sid: str,
+        attempt: int,
+        kwargs: dict[str, Any],
+        param: str,
+        remote: bool,
+    ) -> RemoteContext | None:
+        """Put the step's context in its arguments (under ``param``): one that travels to a
+        remote executor (returned: what it emitted is recorded after the call), or the full
+        one for this process."""
+        run = scope.run
+        writer = run.writer
+        if remote:
+            rctx = RemoteContext(writer.run_id, sid, attempt, scope.plan.name, run.tags)
+            kwargs[param] = rctx
+            return rctx
+        kwargs[param] = StepContext(
+            writer,
+            sid,
+            attempt,
+            self.services,
+            scope.plan.name,
+            run.tags,
+            run.grants,
+            run.effects,
+            self.token_listeners,
+            self.waits,
+            patches=(run.patches, scope.plan.patches),
+        )
+        return None
+
+    async def _review_asked(
+        self, run: _Run, node: PlanNode, sid: str, attempt: int, rr: ReviewRequired, t0: float
+    ) -> Any:
+        """The step asked for review (``ReviewRequired``): its proposal waits for a reviewer."""
+        proposal = rr.output
+        if rr.grant is None and run.rails is not None and sid in run.delivery:
+            # what the reviewer sees and approves is what may be delivered
+            proposal = await self._deliver(
+                run, node, sid, attempt, proposal, time.perf_counter() - t0
+            )
+        return await self._review(
+            run, node, sid, attempt, proposal, rr.reason, rr.evidence, grant=rr.grant
+        )
+
+    async def _review_by_step(
+        self, run: _Run, node: PlanNode, sid: str, attempt: int, out: Any, t0: float
+    ) -> Any:
+        """A step declared with review: its output waits for a reviewer."""
+        if run.rails is not None and sid in run.delivery:
+            out = await self._deliver(run, node, sid, attempt, out, time.perf_counter() - t0)
+        return await self._review(
+            run,
+            node,
+            sid,
+            attempt,
+            out,
+            "review required by step",
+            None,
+            time.perf_counter() - t0,
+        )
 
     async def _succeed(
         self,
@@ -1325,10 +1361,10 @@ class Engine:
         raise _failed(run.writer, sid, attempt, error_info(denied))
 
     def _guardrails(self) -> Guardrails | None:
-        from ..guards import Guardrails, project_guardrails
+        from ..guards import Guardrails
 
         rails = self.services.get(Guardrails)
-        return rails if isinstance(rails, Guardrails) else project_guardrails()
+        return rails if isinstance(rails, Guardrails) else None
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -1395,6 +1431,37 @@ def check_queue_name(queue: str) -> None:
             f"queue name {queue!r}: use letters, digits, '_', '-', '.' or ':' "
             "(at most 64, starting with a letter or digit)"
         )
+
+
+async def _served_from_cache(run: _Run, node: PlanNode, sid: str, hit: str) -> Any:
+    """A step's output found in the cache: recorded as a cached success (attempt 0)."""
+    writer = run.writer
+    writer.append(ev.STEP_SUCCEEDED, sid, 0, {"cached": True}, hit)
+    await writer.flush()
+    run.done_steps += 1
+    return decode(hit, node.unit_type)
+
+
+def _retry_delay_or_fail(
+    writer: RunWriter, node: PlanNode, sid: str, attempt: int, exc: Exception
+) -> float:
+    """A step's attempt raised ``exc``: the seconds to wait before the next attempt (recorded
+    as a retry) when its retry policy allows one, else the step's failure, raised."""
+    retry, timeout = node.retry, node.timeout
+    if isinstance(exc, TimeoutError):
+        exc = TimeoutError(f"timed out after {timeout} s")
+    info = error_info(exc, retryable=is_retryable(exc))
+    if attempt < retry.attempts and retry.retries(exc):
+        delay = retry.delay(attempt)
+        writer.append(
+            ev.STEP_RETRIED,
+            sid,
+            attempt,
+            {"error": f"{type(exc).__name__}: {exc}", **info, "delay_s": delay},
+        )
+        return delay
+    tb = "".join(traceback.format_exception(exc, limit=-8))
+    raise _failed(writer, sid, attempt, info, traceback=tb) from exc
 
 
 def _record_emitted(writer: RunWriter, ctx: RemoteContext | None, sid: str, attempt: int) -> None:

@@ -717,7 +717,7 @@ def _spreads(curve: Curve, strong_alone: float) -> list[Spread]:
 
 
 # --- the evaluation ---------------------------------------------------------------------------
-async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
+async def evaluate_routing(
     dataset: Dataset,
     routers: Iterable[str] = DEFAULT_ROUTERS,
     *,
@@ -744,6 +744,31 @@ async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
     mean and spread per setting).
     """
     names = list(dict.fromkeys(routers))
+    _check_settings(names, points, feedback, orders)
+    priced = prices_for(dataset, prices)
+    h = _Harness(dataset, priced)
+    ctx = _Context(h, embedder, folds, points, seed, progress, orders)
+    report = _new_report(dataset, h, priced, max(2, min(folds, len(h.items))), seed, bootstrap)
+    _add_oracle(report, h)
+    for m in dataset.models:
+        alone = await h.run(f"{m} alone", None, _always(h.models[m]))
+        report.alone_cost_usd[m] = alone.cost_usd
+    if not dataset.has_answers:
+        names = _without_answer_readers(report, names)
+    if NEEDS_EMBEDDINGS & set(names):
+        ctx.learned = await _cross_validated(ctx, h)
+    for name in names:
+        report.curves.append(await _measured_curve(ctx, report, name, feedback))
+    if train is not None:
+        await _cross_task(ctx, report, names, train, train_prices, feedback)
+    if bootstrap:
+        _bootstrap(report, h, bootstrap, seed)
+    for curve in report.curves:
+        _compare_with_strong(report, curve)
+    return report
+
+
+def _check_settings(names: Sequence[str], points: int, feedback: float, orders: int) -> None:
     unknown = [r for r in names if r not in ROUTERS]
     if unknown:
         raise ConfigError(f"unknown router(s) {', '.join(unknown)} (known: {', '.join(ROUTERS)})")
@@ -753,11 +778,18 @@ async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
         raise ConfigError("feedback: a share of answers in (0, 1]")
     if orders < 0:
         raise ConfigError("orders: 0 or more")
-    priced = prices_for(dataset, prices)
-    h = _Harness(dataset, priced)
-    ctx = _Context(h, embedder, folds, points, seed, progress, orders)
-    k = max(2, min(folds, len(h.items)))
-    report = Report(
+
+
+def _new_report(
+    dataset: Dataset,
+    h: _Harness,
+    priced: dict[str, tuple[float, float]],
+    folds: int,
+    seed: int,
+    bootstrap: int,
+) -> Report:
+    """The report before any router is measured: the data, its models and their quality."""
+    return Report(
         dataset.name,
         dataset.source,
         len(h.items),
@@ -771,10 +803,15 @@ async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
         TARGET * h.strong_q,
         priced,
         {},
-        folds=k,
+        folds=folds,
         seed=seed,
         bootstrap=bootstrap,
     )
+
+
+def _add_oracle(report: Report, h: _Harness) -> None:
+    """The oracle's curve: at each share of strong calls, the best quality any router could
+    reach (the prompts the weak model fails most go to the strong one)."""
     weak_grades = [i.quality[h.wi] for i in h.items]
     strong_grades = [i.quality[h.si] for i in h.items]
     for s in [i / 20 for i in range(21)]:
@@ -782,37 +819,39 @@ async def evaluate_routing(  # noqa: C901 - TODO(issue 16): split
         report.oracle.append(
             Point(f"{s:.0%}", s, s, q, _pgr(q, h.weak_q, h.strong_q), math.nan, {})
         )
-    for m in dataset.models:
-        alone = await h.run(f"{m} alone", None, _always(h.models[m]))
-        report.alone_cost_usd[m] = alone.cost_usd
-    if not dataset.has_answers:
-        skipped = [n for n in names if n in NEEDS_ANSWERS]
-        if skipped:
-            report.warnings.append(
-                f"not evaluated: {', '.join(skipped)} (validators read answers, and this data "
-                "records none)"
-            )
-        names = [n for n in names if n not in NEEDS_ANSWERS]
-    if NEEDS_EMBEDDINGS & set(names):
-        ctx.learned = await _cross_validated(ctx, h)
-    for name in names:
-        curve = Curve(name, ROUTERS[name], await _curve(ctx, name, feedback))
-        if name.startswith("online"):
-            curve.split = "online"
-            curve.orders = await _online_orders(ctx, name, feedback)
-            curve.spread = _spreads(curve, report.strong_only_cost_usd)
-        summarize(curve, report)
-        report.curves.append(curve)
-    if train is not None:
-        await _cross_task(ctx, report, names, train, train_prices, feedback)
-    if bootstrap:
-        _bootstrap(report, h, bootstrap, seed)
-    for curve in report.curves:
-        for extra in (curve.tuned, curve.online_match):
-            if extra is not None and report.strong_only_cost_usd:
-                extra.cost_vs_strong = extra.cost_usd / report.strong_only_cost_usd
-        _flag_costly(report, curve)
-    return report
+
+
+def _without_answer_readers(report: Report, names: list[str]) -> list[str]:
+    """Data that records no answers cannot be read by validators: the routers that need them
+    are left out, with a warning that says so."""
+    skipped = [n for n in names if n in NEEDS_ANSWERS]
+    if skipped:
+        report.warnings.append(
+            f"not evaluated: {', '.join(skipped)} (validators read answers, and this data "
+            "records none)"
+        )
+    return [n for n in names if n not in NEEDS_ANSWERS]
+
+
+async def _measured_curve(ctx: _Context, report: Report, name: str, feedback: float) -> Curve:
+    """One router's curve, summarized into the report (an online router's also replayed in
+    shuffled orders)."""
+    curve = Curve(name, ROUTERS[name], await _curve(ctx, name, feedback))
+    if name.startswith("online"):
+        curve.split = "online"
+        curve.orders = await _online_orders(ctx, name, feedback)
+        curve.spread = _spreads(curve, report.strong_only_cost_usd)
+    summarize(curve, report)
+    return curve
+
+
+def _compare_with_strong(report: Report, curve: Curve) -> None:
+    """Each cost as a share of the strong model's alone; the settings costlier than it are
+    warned about."""
+    for extra in (curve.tuned, curve.online_match):
+        if extra is not None and report.strong_only_cost_usd:
+            extra.cost_vs_strong = extra.cost_usd / report.strong_only_cost_usd
+    _flag_costly(report, curve)
 
 
 def _flag_costly(report: Report, curve: Curve) -> None:

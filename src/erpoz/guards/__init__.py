@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._checkpoints import Governed
-from ._config import guardrails_from_config, project_guardrails, reset_project_guardrails
+from ._config import guardrails_from_config
 from ._findings import Finding, Guard, GuardReport, run_guards
 from ._rails import Check, Decided, Guardrails, QualityAlert, QualityMonitor, Verdict
 from ._registry import build_guard, known_guards
@@ -80,8 +80,6 @@ __all__ = [
     "build_guard",
     "guardrails_from_config",
     "known_guards",
-    "project_guardrails",
     "redact",
-    "reset_project_guardrails",
     "run_guards",
 ]

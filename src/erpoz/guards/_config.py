@@ -169,25 +169,3 @@ def _check(name: str, checks: LineMap, file: str) -> Check:
     where = raw.lines["type"] if "type" in raw else checks.key_lines.get(name, line)
     guard = build_guard(kind, params, file=file, line=where)
     return Check(guard, frozenset(items), name)
-
-
-_UNSET = object()
-_project: Any = _UNSET
-
-
-def project_guardrails() -> Guardrails | None:
-    """The guardrails of this process's project file, built once (``None`` when it has no
-    ``guards`` or ``policy`` section). What ``ctx.models`` and ``ctx.tools`` use when the
-    engine was given no ``Guardrails`` service."""
-    global _project
-    if _project is _UNSET:
-        from ..models import load_config
-
-        _project = guardrails_from_config(load_config())
-    return _project  # type: ignore[no-any-return]
-
-
-def reset_project_guardrails() -> None:
-    """Forget the cached project guardrails (tests, or after erpoz.yaml changed)."""
-    global _project
-    _project = _UNSET

@@ -2,16 +2,21 @@
 models with prices and limits, and ``ctx.models``: every call metered, budgeted and recorded."""
 
 from ._config import (
+    BalanceConfig,
+    CascadeConfig,
+    CheapestConfig,
     ExecutorConfig,
+    FallbackConfig,
+    OnlineConfig,
     ProjectConfig,
-    build_hub,
+    SemanticConfig,
+    default_config,
     load_config,
-    load_hub,
     parse_config,
-    project_hub,
 )
 from ._guard import block_real_providers, ensure_allowed
 from ._hub import ModelHub, Models
+from ._lazy import Factory, configured_model
 from ._limits import RateGate, RateLimit, limits_overview
 from ._meter import (
     Budget,
@@ -44,15 +49,20 @@ from ._types import (
 )
 
 __all__ = [
+    "BalanceConfig",
     "Budget",
+    "CascadeConfig",
     "ChatModel",
     "ChatRequest",
     "ChatResult",
+    "CheapestConfig",
     "Classifier",
     "ClassifyResult",
     "EmbedModel",
     "EmbedResult",
     "ExecutorConfig",
+    "Factory",
+    "FallbackConfig",
     "ImagePart",
     "Message",
     "Metered",
@@ -62,10 +72,12 @@ __all__ = [
     "OCRLine",
     "OCRModel",
     "OCRResult",
+    "OnlineConfig",
     "ProjectConfig",
     "RateGate",
     "RateLimit",
     "Recorder",
+    "SemanticConfig",
     "StreamChunk",
     "TextPart",
     "ToolCall",
@@ -73,16 +85,15 @@ __all__ = [
     "Usage",
     "bind",
     "block_real_providers",
-    "build_hub",
+    "configured_model",
     "count_tokens",
     "create",
     "current_recorder",
+    "default_config",
     "ensure_allowed",
     "limits_overview",
     "load_config",
-    "load_hub",
     "parse_config",
-    "project_hub",
     "providers",
     "record",
     "spent_in_store",

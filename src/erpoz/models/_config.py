@@ -62,56 +62,49 @@ budget:                               # USD; every ceiling is optional
 Every mistake is a :class:`~erpoz.errors.ConfigError` naming the file, the line and what was
 expected: unknown keys, wrong types, an unknown provider, a router naming an unknown model,
 routers that refer to each other in a circle, a name given twice. ``ERPOZ_CONFIG`` points to
-another file than ``./erpoz.yaml``. Without a project file, :func:`load_hub` gives an offline
-default (see :func:`default_config`).
+another file than ``./erpoz.yaml``. Without a project file, :func:`load_config` gives an offline
+default (see :func:`default_config`); :func:`erpoz.project.build_hub` makes its models.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import threading
 import types
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from ..errors import ConfigError, ModelError
-from ..flow import LineMap, LineSeq, import_object, load_config_yaml, read_text_file
-from ._hub import ModelHub
+from ..errors import ConfigError
+from ..flow import LineMap, LineSeq, load_config_yaml, read_text_file
+from ._lazy import Factory
 from ._limits import RateLimit
-from ._meter import Budget
-from ._plugins import check as check_params
-from ._plugins import create, providers
-from ._protocol import ChatModel, Classifier, EmbedModel, OCRModel
+from ._plugins import providers
 from ._types import (
-    ChatRequest,
-    ChatResult,
-    ClassifyResult,
-    EmbedResult,
     Modality,
     ModelSpec,
-    OCRResult,
-    StreamChunk,
 )
 
 __all__ = [
     "DEFAULT_FILE",
+    "BalanceConfig",
+    "CascadeConfig",
+    "CheapestConfig",
     "ExecutorConfig",
+    "FallbackConfig",
     "ModelConfig",
+    "OnlineConfig",
     "ProjectConfig",
-    "build_hub",
+    "SemanticConfig",
     "config_path",
     "default_config",
     "load_config",
-    "load_hub",
     "parse_config",
 ]
 
 DEFAULT_FILE = "erpoz.yaml"
-Factory = Callable[[ModelSpec], Any]
 _NAME_RULE = "a name is not empty and has no spaces (flows give it as a string)"
 _ENV = re.compile(r"\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -275,6 +268,12 @@ class ProjectConfig(_Strict):
     def file(self) -> str | None:
         """The file this came from (``None`` for the built-in default)."""
         return self._file
+
+    @property
+    def base(self) -> Path | None:
+        """The folder of the file this came from: relative paths in it (validators, tools,
+        stores) start there (``None`` for the built-in default)."""
+        return self._base
 
     def line(self, *path: str | int, key: bool = False) -> int | None:
         """The line of a value (or, with ``key``, of its key) in the file: ``line("models",
@@ -448,87 +447,100 @@ def _check(config: ProjectConfig, known_providers: set[str]) -> None:
     config.router_order()  # circles
 
 
-def _check_router(config: ProjectConfig, name: str, r: Any) -> None:  # noqa: C901 - TODO(issue 16): split
-    def chat_member(member: str, *path: str | int) -> None:
-        if member in config.routers:
-            return
-        if member not in config.models:
-            known = ", ".join([*config.models, *config.routers]) or "none"
-            raise config.error(
-                f"router '{name}': unknown model '{member}' (models and routers: {known})",
-                "routers",
-                name,
-                *path,
-            )
-        kind = config.models[member].kind
-        if kind != "chat":
-            raise config.error(
-                f"router '{name}': '{member}' is a model of kind {kind}; routers send chat "
-                "requests",
-                "routers",
-                name,
-                *path,
-            )
-
+def _check_router(config: ProjectConfig, name: str, r: Any) -> None:
+    """A router's members are chat models or routers, named once, and what it names besides
+    (an embedding model, weights, validators) is there and of the right kind."""
     if isinstance(r, SemanticConfig):
-        embed = config.models.get(r.embed)
-        if embed is None or embed.kind != "embed":
-            what = "is not a model" if embed is None else f"is a {embed.kind} model"
-            raise config.error(
-                f"router '{name}': embed '{r.embed}' {what}; name a model of kind embed",
-                "routers",
-                name,
-                "embed",
-            )
+        _check_embed(config, name, r.embed)
         for route, spec in r.routes.items():
-            chat_member(spec.model, "routes", route, "model")
+            _check_chat_member(config, name, spec.model, "routes", route, "model")
         if r.default is not None and r.default not in r.routes:
-            chat_member(r.default, "default")
+            _check_chat_member(config, name, r.default, "default")
         return
     seen: set[str] = set()
     for i, member in enumerate(r.models):
-        chat_member(member, "models", i)
+        _check_chat_member(config, name, member, "models", i)
         if member in seen:
             raise config.error(
                 f"router '{name}': '{member}' is listed twice", "routers", name, "models", i
             )
         seen.add(member)
     if isinstance(r, BalanceConfig) and r.weights is not None:
-        for member, weight in r.weights.items():
-            if member not in seen:
-                raise config.error(
-                    f"router '{name}': weight for '{member}', which is not among its models",
-                    "routers",
-                    name,
-                    "weights",
-                    member,
-                    key=True,
-                )
-            if weight < 0:
-                raise config.error(
-                    f"router '{name}': weights must be >= 0", "routers", name, "weights", member
-                )
+        _check_weights(config, name, r.weights, seen)
     if isinstance(r, OnlineConfig) and r.embed is not None:
-        embed = config.models.get(r.embed)
-        if embed is None or embed.kind != "embed":
-            what = "is not a model" if embed is None else f"is a {embed.kind} model"
-            raise config.error(
-                f"router '{name}': embed '{r.embed}' {what}; name a model of kind embed",
-                "routers",
-                name,
-                "embed",
-            )
+        _check_embed(config, name, r.embed)
     if isinstance(r, CascadeConfig | OnlineConfig):
-        for i, ref in enumerate(r.validators):
-            if ":" not in ref and "." not in ref:
-                raise config.error(
-                    f"router '{name}': validator {ref!r} must be an import path like "
-                    "'mypkg.checks:has_citation'",
-                    "routers",
-                    name,
-                    "validators",
-                    i,
-                )
+        _check_validators(config, name, r.validators)
+
+
+def _check_chat_member(config: ProjectConfig, router: str, member: str, *path: str | int) -> None:
+    """``member`` (at ``path`` in the router) is a router or a chat model."""
+    if member in config.routers:
+        return
+    if member not in config.models:
+        known = ", ".join([*config.models, *config.routers]) or "none"
+        raise config.error(
+            f"router '{router}': unknown model '{member}' (models and routers: {known})",
+            "routers",
+            router,
+            *path,
+        )
+    kind = config.models[member].kind
+    if kind != "chat":
+        raise config.error(
+            f"router '{router}': '{member}' is a model of kind {kind}; routers send chat requests",
+            "routers",
+            router,
+            *path,
+        )
+
+
+def _check_embed(config: ProjectConfig, router: str, embed: str) -> None:
+    """The router's ``embed`` names a model of kind embed."""
+    model = config.models.get(embed)
+    if model is None or model.kind != "embed":
+        what = "is not a model" if model is None else f"is a {model.kind} model"
+        raise config.error(
+            f"router '{router}': embed '{embed}' {what}; name a model of kind embed",
+            "routers",
+            router,
+            "embed",
+        )
+
+
+def _check_weights(
+    config: ProjectConfig, router: str, weights: Mapping[str, float], members: set[str]
+) -> None:
+    """A balance router weighs its own members, none below 0."""
+    for member, weight in weights.items():
+        if member not in members:
+            raise config.error(
+                f"router '{router}': weight for '{member}', which is not among its models",
+                "routers",
+                router,
+                "weights",
+                member,
+                key=True,
+            )
+        if weight < 0:
+            raise config.error(
+                f"router '{router}': weights must be >= 0", "routers", router, "weights", member
+            )
+
+
+def _check_validators(config: ProjectConfig, router: str, validators: Sequence[str]) -> None:
+    """Validators are import paths (``module:function``); they are imported when the hub is
+    built."""
+    for i, ref in enumerate(validators):
+        if ":" not in ref and "." not in ref:
+            raise config.error(
+                f"router '{router}': validator {ref!r} must be an import path like "
+                "'mypkg.checks:has_citation'",
+                "routers",
+                router,
+                "validators",
+                i,
+            )
 
 
 # --- where a pydantic error is, and what it means ---------------------------------------------
@@ -686,255 +698,3 @@ def default_config() -> ProjectConfig:
     return ProjectConfig(
         models=models, routers={"default": FallbackConfig(type="fallback", models=members)}
     )
-
-
-# --- building the hub -------------------------------------------------------------------------
-def build_hub(
-    config: ProjectConfig,
-    *,
-    extra_providers: Mapping[str, Factory] | None = None,
-    lazy: bool = True,
-) -> ModelHub:
-    """The hub of a project: each model made by its provider (on first use, unless
-    ``lazy=False``) and metered, then the routers, each after those it uses."""
-    budget = None
-    if config.budget is not None:
-        b = config.budget
-        budget = Budget(b.per_run_usd, b.per_project_usd)
-        budget.per_tenant_usd, budget.tenants = b.per_tenant_usd, dict(b.tenants)
-    hub = ModelHub(budget=budget)
-    extra = dict(extra_providers or {})
-    for name in config.models:
-        spec = config.spec(name)
-        factory = extra.get(spec.provider, create)
-        if spec.provider not in extra:
-            try:
-                check_params(spec)  # a typo in params is a config error, found now
-            except ConfigError as exc:
-                raise config.error(exc.message, "models", name, key=True) from None
-        hub.add(_Lazy.of(spec, factory) if lazy else _made(spec, factory), spec)
-    for name in config.router_order():
-        hub.add(_router(config, name, hub))
-    return hub
-
-
-def load_hub(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    extra_providers: Mapping[str, Factory] | None = None,
-) -> ModelHub:
-    """The hub of the project file (see :func:`config_path`), or the offline default."""
-    return build_hub(
-        load_config(path, extra_providers=extra_providers), extra_providers=extra_providers
-    )
-
-
-def _router(config: ProjectConfig, name: str, hub: ModelHub) -> ChatModel:
-    from .. import routing
-
-    r = config.routers[name]
-    if isinstance(r, SemanticConfig):
-        return _semantic(config, name, r, hub)
-    members = [_chat(hub, m) for m in r.models]
-    try:
-        if isinstance(r, FallbackConfig):
-            return routing.FallbackRouter(name, members, cooldown_s=r.cooldown_s)
-        if isinstance(r, CheapestConfig):
-            return routing.CheapestCapableRouter(name, members)
-        if isinstance(r, CascadeConfig):
-            validators = [_validator(config, name, ref, i) for i, ref in enumerate(r.validators)]
-            return routing.CascadeRouter(name, members, validators, threshold=r.threshold)
-        if isinstance(r, OnlineConfig):
-            return _online(config, name, r, hub, members)
-        weights = None
-        if r.weights is not None:
-            weights = [r.weights.get(m, 1.0) for m in r.models]
-        return routing.LoadBalanceRouter(
-            name, members, weights=weights, strategy=r.strategy, seed=r.seed
-        )
-    except ConfigError as exc:
-        if exc.file is not None:  # already located
-            raise
-        raise config.error(exc.message, "routers", name, key=True) from None
-
-
-def _chat(hub: ModelHub, name: str) -> ChatModel:
-    model = hub.get(name)
-    assert isinstance(model, ChatModel), f"{name} was checked to be a chat model"
-    return model
-
-
-def _validator(config: ProjectConfig, router: str, ref: str, index: int) -> Any:
-    try:
-        fn = import_object(ref, base=config._base, what="validator")
-    except ValueError as exc:
-        raise config.error(
-            f"router '{router}': {exc}", "routers", router, "validators", index
-        ) from None
-    if not callable(fn):
-        raise config.error(
-            f"router '{router}': validator '{ref}' is not callable",
-            "routers",
-            router,
-            "validators",
-            index,
-        )
-    return fn
-
-
-def _online(
-    config: ProjectConfig, name: str, r: OnlineConfig, hub: ModelHub, members: list[ChatModel]
-) -> ChatModel:
-    from ..routing.online import HashingEmbed, OnlineRouter
-
-    embedder: Any = HashingEmbed() if r.embed is None else hub.get(r.embed)
-    validators = [_validator(config, name, ref, i) for i, ref in enumerate(r.validators)]
-    store = r.store
-    if store not in (None, "default", "memory") and "://" not in store and config._base is not None:
-        store = str(config._base / store)  # a path is relative to the project file
-    return OnlineRouter(
-        name,
-        members,
-        embedder,
-        target=r.target,
-        relative=r.relative,
-        explore=r.explore,
-        bits=r.bits,
-        confidence=r.confidence,
-        validators=validators,
-        store=store,
-        refresh_s=r.refresh_s,
-        seed=r.seed,
-    )
-
-
-def _semantic(config: ProjectConfig, name: str, r: SemanticConfig, hub: ModelHub) -> ChatModel:
-    try:
-        from ..routing.semantic import SemanticRouter
-    except ImportError as exc:
-        raise config.error(
-            f"router '{name}': type 'semantic' needs erpoz.routing.semantic, which cannot be "
-            f"imported here ({exc})",
-            "routers",
-            name,
-            "type",
-        ) from None
-    embedder = hub.get(r.embed)
-    assert isinstance(embedder, EmbedModel), f"{r.embed} was checked to be an embed model"
-    routes = {route: (_chat(hub, s.model), tuple(s.examples)) for route, s in r.routes.items()}
-    default: str | ChatModel | None = r.default
-    if r.default is not None and r.default not in r.routes:
-        default = _chat(hub, r.default)
-    try:
-        return SemanticRouter(
-            name, embedder, routes, default=default, min_score=r.min_score, scoring=r.scoring
-        )
-    except ConfigError as exc:
-        raise config.error(exc.message, "routers", name, key=True) from None
-
-
-# --- models made on first use -----------------------------------------------------------------
-def _made(spec: ModelSpec, factory: Factory) -> Any:
-    try:
-        model = factory(spec)
-    except (ModelError, ConfigError):
-        raise
-    except Exception as exc:
-        raise ModelError(
-            f"provider '{spec.provider}' could not make it: {type(exc).__name__}: {exc}",
-            model=spec.name,
-        ) from exc
-    wanted = _KINDS[spec.kind]
-    if not isinstance(model, wanted):
-        raise ModelError(
-            f"provider '{spec.provider}' made a {type(model).__name__}, not a {spec.kind} model",
-            model=spec.name,
-        )
-    return model
-
-
-class _Lazy:
-    """A configured model that its provider makes on first use, so that configuring local
-    models (weights) or remote ones (clients) costs nothing until a step calls them. A failure
-    to make it is a ``ModelError`` (a router may fall back), tried again on the next call."""
-
-    def __init__(self, spec: ModelSpec, factory: Factory) -> None:
-        self.name = spec.name
-        self.spec = spec
-        self._factory = factory
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def of(spec: ModelSpec, factory: Factory) -> Any:
-        return _LAZY_KINDS[spec.kind](spec, factory)
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def get(self) -> Any:
-        model = self._model
-        if model is None:
-            with self._lock:
-                if self._model is None:
-                    try:
-                        self._model = _made(self.spec, self._factory)
-                    except ConfigError as exc:
-                        raise ModelError(exc.message, model=self.name) from exc
-                model = self._model
-        return model
-
-
-class _LazyChat(_Lazy):
-    async def generate(self, request: ChatRequest) -> ChatResult:
-        result: ChatResult = await self.get().generate(request)
-        return result
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
-        async for chunk in self.get().stream(request):
-            yield chunk
-
-
-class _LazyEmbed(_Lazy):
-    async def embed(self, texts: Sequence[str]) -> EmbedResult:
-        result: EmbedResult = await self.get().embed(texts)
-        return result
-
-
-class _LazyOCR(_Lazy):
-    async def read(self, image: bytes) -> OCRResult:
-        result: OCRResult = await self.get().read(image)
-        return result
-
-
-class _LazyClassify(_Lazy):
-    async def classify(self, text: str) -> ClassifyResult:
-        result: ClassifyResult = await self.get().classify(text)
-        return result
-
-
-_LAZY_KINDS: dict[str, type[_Lazy]] = {
-    "chat": _LazyChat,
-    "embed": _LazyEmbed,
-    "ocr": _LazyOCR,
-    "classify": _LazyClassify,
-}
-_KINDS: dict[str, type] = {
-    "chat": ChatModel,
-    "embed": EmbedModel,
-    "ocr": OCRModel,
-    "classify": Classifier,
-}
-
-
-_project_hub: ModelHub | None = None
-
-
-def project_hub() -> ModelHub:
-    """The hub of this process's project file, built once (what ``ctx.models`` uses when the
-    engine was given no ``ModelHub``)."""
-    global _project_hub
-    if _project_hub is None:
-        _project_hub = load_hub()
-    return _project_hub

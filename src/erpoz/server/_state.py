@@ -257,11 +257,12 @@ class ServerState:
         return self.engine.services
 
     def hub(self) -> Any:
-        """The engine's :class:`~erpoz.models.ModelHub` (the project's when it has none)."""
-        from ..models import ModelHub, project_hub
+        """The engine's :class:`~erpoz.models.ModelHub` (``erpoz serve`` gives it the project's);
+        an empty one when it has none: the server serves the models it was given."""
+        from ..models import ModelHub
 
         hub = self.engine.services.get(ModelHub)
-        return hub if isinstance(hub, ModelHub) else project_hub()
+        return hub if isinstance(hub, ModelHub) else ModelHub()
 
     def driving(self, run_id: str) -> bool:
         """Whether this process drives ``run_id`` right now."""

@@ -369,12 +369,12 @@ def _not_found(name: str) -> oa.GatewayError:
 def _answers_guarded(state: ServerState) -> bool:
     """Whether guards check answers (``model_output`` or ``delivery``): then an answer is
     checked whole before any of it is sent, and streams arrive in one piece."""
-    from ..guards import Guardrails, project_guardrails
+    from ..guards import Guardrails
 
     rails = state.engine.services.get(Guardrails)
-    if not isinstance(rails, Guardrails):
-        rails = project_guardrails()
-    return rails is not None and (rails.active("model_output") or rails.active("delivery"))
+    return isinstance(rails, Guardrails) and (
+        rails.active("model_output") or rails.active("delivery")
+    )
 
 
 def _flow_inputs(plan: Plan, body: oa.ChatCompletionRequest) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from ..errors import RunClaimed, StoreError
 from . import _postgres_ledger as ledger
 from . import _postgres_limits as pg_limits
 from . import _postgres_schedules as pg_sched
-from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
+from ._buffer import BATCH_SECONDS, DURABILITIES, EFFECTS_SECONDS, StoreWriter, buffer_event
 from ._ledger import BudgetScope, Hold, limits_of
 from ._limits import LimitState, RateGrant
 from ._merkle import (
@@ -86,8 +86,6 @@ RECONNECT_S = 30.0
 fails with a ``StoreError``."""
 NOTIFY_CHANNEL = "erpoz_runs"
 CANCEL_POLL_S = 1.0
-BATCH_ROWS = 512
-BATCH_SECONDS = 0.05
 CONNECT_TIMEOUT_S = 5
 
 # a woken run of a queue is claimable at once: the workers waiting for runs hear of it
@@ -194,41 +192,14 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class _PostgresWriter:
-    __slots__ = (
-        "_store",
-        "cancel_requested",
-        "error",
-        "head",
-        "lost",
-        "output",
-        "owner",
-        "run_id",
-        "seq",
-        "status",
-        "waiting_step",
-        "wake_at",
-        "wake_on",
-    )
+class _PostgresWriter(StoreWriter):
+    """The run's row is refreshed from a snapshot of the writer taken when its status moved;
+    a run's commit is the store's commit."""
 
-    def __init__(
-        self, store: PostgresStore, run_id: str, owner: str, seq: int, head: str, status: str
-    ) -> None:
-        self._store = store
-        self.run_id = run_id
-        self.owner = owner
-        self.seq = seq
-        self.head = head
-        self.status = status
-        self.output: str | None = None
-        self.error: str | None = None
-        self.waiting_step: str | None = None
-        self.wake_at: float | None = None
-        self.wake_on: str | None = None
-        self.cancel_requested = False
-        self.lost = False
+    __slots__ = ()
+    _store: PostgresStore
 
-    def _snapshot(self) -> _Snapshot:
+    def _projection(self) -> _Snapshot:
         return (
             self.status,
             self.seq,
@@ -240,61 +211,11 @@ class _PostgresWriter:
             self.wake_on,
         )
 
-    def append(
-        self,
-        kind: str,
-        step: str | None = None,
-        attempt: int = 0,
-        data: dict[str, Any] | None = None,
-        payload: str | None = None,
-    ) -> None:
-        if self.lost:
-            return  # another process runs it now: nothing of this one's is recorded
-        if buffer_event(self, self._store, kind, step, attempt, data, payload):
-            # the runs row is a projection: refresh it when the status moves, not per event
-            self._store._dirty[self.run_id] = self._snapshot()
-
-    async def flush(self) -> None:
-        store = self._store
-        mode = store.durability
-        if mode == "sync":
-            await store._commit()
-        elif mode == "batch":
-            if (
-                len(store._pending) >= BATCH_ROWS
-                or time.monotonic() - store._last_commit >= BATCH_SECONDS
-            ):
-                await store._commit()
-        elif len(store._pending) >= EFFECTS_ROWS:  # effects: only to bound what is held
-            await store._commit()
-        self._check()
-
-    async def settle(self) -> None:
-        store = self._store
-        if store.durability == "effects" and (store._pending or store._dirty):
-            await store._commit()
-        self._check()
-
-    async def commit(self) -> None:
+    async def _commit_run(self) -> None:
         await self._store._commit()
-        self._check()
 
-    def _check(self) -> None:
-        store = self._store
-        if self.lost:
-            store._refused.pop(self.run_id, None)
-            raise store._lost_error(self.run_id)
-        store._check_refused(self.run_id)
-
-    async def release(self) -> None:
-        store = self._store
-        store._owned.pop(self.run_id, None)
-        if self.lost:
-            raise store._lost_error(self.run_id)
-        store._releasing.append((self.run_id, self.owner))
-        store._dirty[self.run_id] = self._snapshot()
-        await store._commit()
-        store._check_refused(self.run_id)
+    async def _commit_batch(self) -> None:
+        await self._store._commit()
 
 
 class _Rows:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from ..errors import RunClaimed, StoreError
 from . import _schedules as sched
-from ._buffer import DURABILITIES, EFFECTS_ROWS, EFFECTS_SECONDS, buffer_event
+from ._buffer import BATCH_SECONDS, DURABILITIES, EFFECTS_SECONDS, StoreWriter
 from ._ledger import BudgetScope, Hold, limits_of, sqlite_reserve, sqlite_scopes, sqlite_settle
 from ._limits import (
     LimitState,
@@ -69,8 +69,6 @@ SUBMIT_POLL_S = 0.25
 _TAKEN_OVER = "another owner holds the run now"
 _ID_TAKEN = "the run id is taken"
 CANCEL_POLL_S = 1.0
-BATCH_ROWS = 512
-BATCH_SECONDS = 0.05
 
 _WAKE_ON = (
     "UPDATE runs SET wake_at=? WHERE run_id=? AND status='waiting' AND wake_on=? AND wake_at > ?"
@@ -107,95 +105,21 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-class _SQLiteWriter:
-    __slots__ = (
-        "_store",
-        "cancel_requested",
-        "error",
-        "head",
-        "lost",
-        "output",
-        "owner",
-        "run_id",
-        "seq",
-        "status",
-        "waiting_step",
-        "wake_at",
-        "wake_on",
-    )
+class _SQLiteWriter(StoreWriter):
+    """The run's row is refreshed from the writer itself; a run's commit is a group commit
+    (the runs of this process that commit together share one transaction)."""
 
-    def __init__(
-        self, store: SQLiteStore, run_id: str, seq: int, head: str, status: str, owner: str | None
-    ) -> None:
-        self._store = store
-        self.owner = owner
-        self.lost = False
-        self.run_id = run_id
-        self.seq = seq
-        self.head = head
-        self.status = status
-        self.output: str | None = None
-        self.error: str | None = None
-        self.waiting_step: str | None = None
-        self.wake_at: float | None = None
-        self.wake_on: str | None = None
-        self.cancel_requested = False
+    __slots__ = ()
+    _store: SQLiteStore
 
-    def append(
-        self,
-        kind: str,
-        step: str | None = None,
-        attempt: int = 0,
-        data: dict[str, Any] | None = None,
-        payload: str | None = None,
-    ) -> None:
-        if self.lost:
-            return  # another process runs it now: nothing of this one's is recorded
-        if buffer_event(self, self._store, kind, step, attempt, data, payload):
-            # the runs row is a projection: refresh it when the status moves, not per event
-            self._store._dirty[self.run_id] = self
+    def _projection(self) -> _SQLiteWriter:
+        return self
 
-    async def flush(self) -> None:
-        store = self._store
-        mode = store.durability
-        if mode == "sync":
-            await store._group_commit(self.run_id)
-        elif mode == "batch":
-            if (
-                len(store._pending) >= BATCH_ROWS
-                or time.monotonic() - store._last_commit >= BATCH_SECONDS
-            ):
-                store._commit()
-        elif len(store._pending) >= EFFECTS_ROWS:  # effects: only to bound what is held
-            await store._group_commit(self.run_id)
-        self._check()
-
-    async def settle(self) -> None:
-        store = self._store
-        if store.durability == "effects" and (store._pending or store._dirty):
-            await store._group_commit(self.run_id)
-        self._check()
-
-    async def commit(self) -> None:
+    async def _commit_run(self) -> None:
         await self._store._group_commit(self.run_id)
-        self._check()
 
-    def _check(self) -> None:
-        store = self._store
-        if self.lost:
-            store._refused.pop(self.run_id, None)
-            raise store._lost_error(self.run_id)
-        store._check_refused(self.run_id)
-
-    async def release(self) -> None:
-        store = self._store
-        store._owned.pop(self.run_id, None)
-        if self.lost:
-            raise store._lost_error(self.run_id)
-        store._releasing.append((self.run_id, self.owner))
-        store._dirty[self.run_id] = self
-        await store._group_commit(self.run_id)
-        store._check_refused(self.run_id)
+    async def _commit_batch(self) -> None:
+        self._store._commit()
 
 
 class SQLiteStore:
@@ -524,7 +448,7 @@ class SQLiteStore:
 
     async def create_run(self, run: NewRun, owner: str) -> _SQLiteWriter:
         now = time.time()
-        w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", owner)
+        w = _SQLiteWriter(self, run.run_id, owner, 0, GENESIS, "running")
         # the row and run_started in one transaction: a run that dies in its first step is on
         # record (resumable), for one commit instead of two, shared by the runs that start
         # together
@@ -586,7 +510,7 @@ class SQLiteStore:
                 )
         except sqlite3.Error as exc:
             raise self._translate(exc, f"cannot claim run {run_id}") from exc
-        w = _SQLiteWriter(self, run_id, seq, head, status, owner)
+        w = _SQLiteWriter(self, run_id, owner, seq, head, status)
         self._fence[run_id] = owner
         self._owned[run_id] = w
         self._start_heartbeat()
@@ -594,7 +518,7 @@ class SQLiteStore:
 
     # --- the queue of submitted runs ------------------------------------------------------
     async def submit_run(self, run: NewRun, queue: str) -> None:
-        w = _SQLiteWriter(self, run.run_id, 0, GENESIS, "running", None)
+        w = _SQLiteWriter(self, run.run_id, None, 0, GENESIS, "running")
         w.append(RUN_STARTED, data=run.started_data(), payload=run.inputs)
         w.append(RUN_QUEUED, data={"queue": queue})
         self._dirty.pop(run.run_id, None)  # inserted whole, with its head
@@ -643,7 +567,7 @@ class SQLiteStore:
 
     def _own(self, info: RunInfo, owner: str, prev_owner: str | None) -> Claim:
         """Hold a run just claimed: its writer, its fence and the lease's heartbeat."""
-        w = _SQLiteWriter(self, info.run_id, info.head_seq, info.head_hash, info.status, owner)
+        w = _SQLiteWriter(self, info.run_id, owner, info.head_seq, info.head_hash, info.status)
         self._fence[info.run_id] = owner
         self._owned[info.run_id] = w
         self._start_heartbeat()
