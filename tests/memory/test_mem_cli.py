@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from erpoz import cli_memory
+from erpoz.cli import memory as cli_memory
 from erpoz.cli.memory import memory_cli
 from memory.helpers import HashEmbed, write
 

@@ -135,7 +135,7 @@ def test_missing_psycopg_is_a_clear_memory_error(monkeypatch: pytest.MonkeyPatch
 def test_the_cli_ingests_into_and_searches_a_postgres_memory(
     schema: Schema, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from erpoz import cli_memory
+    from erpoz.cli import memory as cli_memory
     from erpoz.cli.memory import memory_cli
 
     monkeypatch.setattr(cli_memory, "make_embedder", HashEmbed)

@@ -65,7 +65,7 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "Take runs from the queues of a shared store and run them until stopped.",
         ),
         "limits": Lazy(
-            ".cli_worker",
+            ".worker",
             "limits_command",
             "Show every limit as it stands: the models' limits of the project file and those the\n"
             "store keeps (workers' --rate and --max-running), each with its use now and its room.",
@@ -167,7 +167,7 @@ LAZY: dict[str, dict[str, Lazy]] = {
             "wakes the runs of its queues itself). Run it from cron, or after a restart.",
         ),
         "version": Lazy(
-            ".cli_waits",
+            ".waits",
             "runs_version",
             "Show the flow version a run started on (fingerprint, version, patches), the plans it\n"
             "was resumed on, and the plan it would go on with now — or why it cannot.",
