@@ -656,9 +656,7 @@ async def _prior_of(train: _Harness, h: _Harness, with_cascade: bool) -> _Prior 
     if with_cascade:
         cascade = await train.run("warm start", None, _always(_cascade(train)))
         return _Prior(prompts, [[norm(g) for g in cascade.graded], strong], WARM_WEIGHT)
-    grades = [
-        [norm(i.quality[train.dataset.index(m)]) for i in train.items] for m in train.order
-    ]
+    grades = [[norm(i.quality[train.dataset.index(m)]) for i in train.items] for m in train.order]
     return _Prior(prompts, grades, WARM_WEIGHT)
 
 
@@ -739,9 +737,7 @@ async def _online_orders(
         order = list(range(len(h.items)))
         random.Random(ctx.seed + k).shuffle(order)
         shuffled = _Harness(h.dataset.take(order), h.prices)
-        out.append(
-            await _online_curve(ctx, shuffled, name, feedback, f"{name}, order {k}", prior)
-        )
+        out.append(await _online_curve(ctx, shuffled, name, feedback, f"{name}, order {k}", prior))
     return out
 
 

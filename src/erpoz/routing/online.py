@@ -295,8 +295,9 @@ class BanditState:
         self._noise = None
         return True
 
-    def warm_start(self, codes: Sequence[int], tokens: Sequence[int | None], grades: Any,
-                   weight: float) -> None:
+    def warm_start(
+        self, codes: Sequence[int], tokens: Sequence[int | None], grades: Any, weight: float
+    ) -> None:
         """A prior from another task (transfer): every model's grade (``grades``, models ×
         prompts, each in [0, 1]) on prompts of ``codes`` and ``tokens``, counted as
         ``weight`` signals per model in all -- a few, so that this task's own evidence
