@@ -274,6 +274,15 @@ def test_mtbench_folder_and_cross_task(tmp_path: Path, synthetic: Path) -> None:
     assert splits["learned@gsm8k"] == "cross-task" and splits["learned"] == "in-task"
     assert splits["online@gsm8k"] == "cross-task"
     assert report.curves[-1].trained_on == "gsm8k"
+    # the online router carried over starts from GSM8K's grades and is replayed on its own
+    # (not the in-task curve relabelled); the static points name the online curve matching them
+    by = {c.router: c for c in report.curves}
+    assert "warm-started on gsm8k" in by["online@gsm8k"].description
+    assert by["online@gsm8k"].points is not by["online"].points
+    assert len(by["online@gsm8k"].points) == len(by["online"].points)
+    tuned = by["learned@gsm8k"]
+    if tuned.online_match is not None:
+        assert tuned.online_match_router in ("online", "online@gsm8k")
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -300,3 +300,37 @@ def test_kinds_depart_from_the_overall_rate_as_far_as_their_evidence_carries() -
     )
     short, long = by_length.estimates_of([7, 7], [20, 2000])[0][:, 0]
     assert short > 0.8 and long < 0.2
+
+
+def test_a_warm_start_from_another_task_routes_from_the_first_prompt_and_yields() -> None:
+    """Another task's recorded grades (the cheap model right on chat, wrong on maths) are a
+    prior: before any grade of its own, the router sends chat to the cheap model and maths
+    to the dear one; this task's own evidence, where it disagrees, overrides the prior."""
+    import random
+
+    texts = [t for t, _ in prompts(40)]
+    cheap_grades = [0.0 if is_math else 1.0 for _, is_math in prompts(40)]
+    r = router(explore=0.0)
+    asyncio.run(r.warm_start(texts, [cheap_grades, [1.0] * 40], weight=40))
+    assert r.state.weight == [40.0, 40.0]
+    rng = random.Random(0)
+
+    async def arm(text: str) -> int:
+        code = await r.code(ChatRequest((Message.user(text),)))
+        return r.state.choose(code, 0.6, 0.0, rng, 5).arm
+
+    chat, maths = texts[0], texts[1]
+    for k, text in enumerate([chat, maths] * 4):  # traffic seen, no grade yet
+        c = asyncio.run(r.code(ChatRequest((Message.user(text),))))
+        r.state.add_decision(f"t{k}", k % 2, c, 0.01 if k % 2 else 0.0001, None, False, 5)
+    assert asyncio.run(arm(chat)) == 0 and asyncio.run(arm(maths)) == 1
+    # here, the cheap model turns out wrong on chat too: its own signals outweigh the prior
+    code = asyncio.run(r.code(ChatRequest((Message.user(chat),))))
+    for k in range(80):
+        r.state.add_decision(f"d{k}", 0, code, 0.001, None, False, 5)
+        r.state.add_signal(f"d{k}", 0.0, 1.0, f"d{k}")
+    assert asyncio.run(arm(chat)) == 1
+    with pytest.raises(ConfigError, match="a grade per model"):
+        asyncio.run(r.warm_start(texts, [cheap_grades], weight=8))
+    with pytest.raises(ConfigError, match=r"each in \[0, 1\]"):
+        asyncio.run(r.warm_start(texts[:2], [[2.0, 0.0], [1.0, 1.0]], weight=8))

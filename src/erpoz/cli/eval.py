@@ -308,10 +308,11 @@ def _match(curve: Curve) -> str:
         text = "online never as good"
     else:
         text = (
-            f"{p.setting}: {p.quality:.4f}, cost {p.cost_vs_strong * 100:.1f}% "
+            f"{curve.online_match_router} {p.setting}: {p.quality:.4f}, cost "
+            f"{p.cost_vs_strong * 100:.1f}% "
             f"({(p.cost_usd / t.cost_usd - 1) * 100:+.0f}% vs tuned)"
             if t.cost_usd
-            else f"{p.setting}: {p.quality:.4f}"
+            else f"{curve.online_match_router} {p.setting}: {p.quality:.4f}"
         )
     if curve.match_spread is not None:
         x = curve.match_spread

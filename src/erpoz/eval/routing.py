@@ -181,6 +181,8 @@ class Curve:
     ci: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     online_match: Point | None = None
     """The online routers' cheapest point at least as good as ``tuned`` (same task)."""
+    online_match_router: str = ""
+    """The online curve ``online_match`` is from."""
     orders: list[list[Point]] = field(default_factory=list, repr=False)
     """Online routers: the same sweep replayed in shuffled orders of the prompts."""
     spread: list[Spread] = field(default_factory=list)
@@ -201,6 +203,7 @@ class Curve:
             "at_target": None if self.at_target is None else self.at_target.to_json(),
             "tuned": None if self.tuned is None else self.tuned.to_json(),
             "online_match": None if self.online_match is None else self.online_match.to_json(),
+            "online_match_router": self.online_match_router,
             "ci95": {k: list(v) for k, v in self.ci.items()},
             "orders": len(self.orders),
             "spread": [asdict(x) for x in self.spread],
@@ -330,7 +333,7 @@ NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole"})
 NEEDS_ANSWERS = frozenset(
     {"cascade", "combined", "cascade-whole", "combined-whole", "online-cascade"}
 )
-CROSS_TASK = ("learned", "combined", "online")
+CROSS_TASK = ("learned", "combined", "online", "online-cascade")
 """The routers that learn, and so are measured across tasks (fitted on ``train``)."""
 
 
@@ -626,6 +629,37 @@ def _online_models(h: _Harness, with_cascade: bool) -> list[ChatModel]:
     return [h.models[m] for m in h.order]
 
 
+@dataclass
+class _Prior:
+    """Another task's recorded grades, to warm-start an online router (transfer): its
+    prompts, and per member of the router (cheap to strong) the grade of each, on [0, 1]."""
+
+    prompts: list[str]
+    grades: list[list[float]]
+    weight: float = 8.0
+
+
+#: How many signals' worth per model the other task's evidence weighs in a warm start: a
+#: prior that a few dozen of this task's own signals override. Set by reasoning, not tuned.
+WARM_WEIGHT = 8.0
+
+
+async def _prior_of(train: _Harness, h: _Harness, with_cascade: bool) -> _Prior | None:
+    """The warm start an online router over ``h``'s models gets from ``train``: the train
+    task's models matched by rank of price (cheap to strong); the cascade's grade there is its
+    replayed answer's. ``None`` when the two tasks do not have as many models."""
+    if len(train.order) != len(h.order):
+        return None
+    prompts = [i.prompt for i in train.items]
+    norm = train.dataset.normalised
+    strong = [norm(i.quality[train.si]) for i in train.items]
+    if with_cascade:
+        cascade = await train.run("warm start", None, _always(_cascade(train)))
+        return _Prior(prompts, [[norm(g) for g in cascade.graded], strong], WARM_WEIGHT)
+    grades = [[norm(i.quality[train.dataset.index(m)]) for i in train.items] for m in train.order]
+    return _Prior(prompts, grades, WARM_WEIGHT)
+
+
 async def _online_point(
     h: _Harness,
     embedder: EmbedModel,
@@ -633,9 +667,11 @@ async def _online_point(
     with_cascade: bool,
     seed: int,
     feedback: float,
+    prior: _Prior | None = None,
 ) -> Point:
     """One prequential pass: each prompt routed, then the router told the answer's grade
-    (for a ``feedback`` share of the answers, drawn with ``seed``), in the data's order."""
+    (for a ``feedback`` share of the answers, drawn with ``seed``), in the data's order;
+    warm-started from ``prior`` (another task's grades) when given."""
     router = OnlineRouter(
         "online",
         _online_models(h, with_cascade),
@@ -644,6 +680,8 @@ async def _online_point(
         relative=True,
         seed=seed,
     )
+    if prior is not None:
+        await router.warm_start(prior.prompts, prior.grades, prior.weight)
     draw = random.Random(seed)
     seq = 0
 
@@ -670,29 +708,36 @@ def _event(seq: int, kind: str, data: dict[str, Any]) -> Event:
 
 
 async def _online_curve(
-    ctx: _Context, h: _Harness, name: str, feedback: float, label: str | None = None
+    ctx: _Context,
+    h: _Harness,
+    name: str,
+    feedback: float,
+    label: str | None = None,
+    prior: _Prior | None = None,
 ) -> list[Point]:
     out = []
     embedder = await _embedder(ctx)
     for j, share in enumerate(ONLINE_TARGETS):
         point = await _online_point(
-            h, embedder, share, name.startswith("online-cascade"), ctx.seed, feedback
+            h, embedder, share, name.startswith("online-cascade"), ctx.seed, feedback, prior
         )
         out.append(point)
         ctx.tell(label or name, j + 1, len(ONLINE_TARGETS))
     return out
 
 
-async def _online_orders(ctx: _Context, name: str, feedback: float) -> list[list[Point]]:
+async def _online_orders(
+    ctx: _Context, name: str, feedback: float, prior: _Prior | None = None
+) -> list[list[Point]]:
     """The online sweep again in ``ctx.orders`` shuffled orders of the prompts (seeds
-    ``seed + 1``, ``seed + 2``, ...), each pass learning from nothing."""
+    ``seed + 1``, ``seed + 2``, ...), each pass learning from nothing (or the same prior)."""
     out = []
     h = ctx.h
     for k in range(1, ctx.orders + 1):
         order = list(range(len(h.items)))
         random.Random(ctx.seed + k).shuffle(order)
         shuffled = _Harness(h.dataset.take(order), h.prices)
-        out.append(await _online_curve(ctx, shuffled, name, feedback, f"{name}, order {k}"))
+        out.append(await _online_curve(ctx, shuffled, name, feedback, f"{name}, order {k}", prior))
     return out
 
 
@@ -902,21 +947,11 @@ async def _cross_task(
         if name not in names:
             continue
         label = f"{name}@{train.name}"
-        if name == "online":
-            tuned_share = await _online_tuned(source, feedback)
-            # it learns here either way: only its setting comes from the other task
-            same = next((c for c in report.curves if c.router == "online"), None)
-            points = same.points if same else await _online_curve(ctx, h, label, feedback)
-            curve = Curve(
-                label,
-                "the online router; its target tuned on " + train.name,
-                points,
-                "cross-task",
-                train.name,
-            )
-            if same is not None:
-                curve.orders, curve.spread = same.orders, same.spread
-            curve.tuned = next((p for p in points if p.threshold == tuned_share), None)
+        if name.startswith("online"):
+            cascade = name == "online-cascade"
+            if cascade and not (train.has_answers and h.dataset.has_answers):
+                continue
+            curve = await _online_cross_task(ctx, report, name, source, cascade, feedback)
         else:
             combined = name == "combined"
             if combined and not (train.has_answers and h.dataset.has_answers):
@@ -935,14 +970,53 @@ async def _cross_task(
                 )
         summarize(curve, report)
         report.curves.append(curve)
-    online = [p for c in report.curves if c.split == "online" for p in c.points]
-    spread = [x for c in report.curves if c.split == "online" and c.orders for x in c.spread]
+    learning = [c for c in report.curves if c.router.startswith("online")]
+    online = [(c.router, p) for c in learning for p in c.points]
+    spread = [x for c in learning if c.orders for x in c.spread]
     for curve in report.curves:
         if online and curve.tuned is not None:
-            good = [p for p in online if p.quality >= curve.tuned.quality - 1e-12]
-            curve.online_match = min(good, key=lambda p: p.cost_usd) if good else None
+            good = [(r, p) for r, p in online if p.quality >= curve.tuned.quality - 1e-12]
+            best = min(good, key=lambda rp: rp[1].cost_usd) if good else None
+            curve.online_match = None if best is None else best[1]
+            curve.online_match_router = "" if best is None else best[0]
             fair = [x for x in spread if x.quality[0] >= curve.tuned.quality - 1e-12]
             curve.match_spread = min(fair, key=lambda x: x.cost_vs_strong[0]) if fair else None
+
+
+async def _online_cross_task(
+    ctx: _Context,
+    report: Report,
+    name: str,
+    source: _Context,
+    cascade: bool,
+    feedback: float,
+) -> Curve:
+    """The online router carried over from ``source``'s task: warm-started on its grades
+    (transfer) and its target tuned there; it goes on learning here, in every order."""
+    h, th = ctx.h, source.h
+    label = f"{name}@{th.dataset.name}"
+    tuned_share = await _online_tuned(source, feedback, cascade)
+    prior = await _prior_of(th, h, cascade)
+    if prior is None:  # no warm start possible: only the target comes from the other task
+        same = next((c for c in report.curves if c.router == name), None)
+        points = same.points if same else await _online_curve(ctx, h, name, feedback, label)
+        what = f"{ROUTERS[name]}; its target tuned on {th.dataset.name}"
+    else:
+        points = await _online_curve(ctx, h, name, feedback, label, prior)
+        same = None
+        what = (
+            f"{ROUTERS[name]}; warm-started on {th.dataset.name}'s grades "
+            f"({prior.weight:g} signals per model), its target tuned there"
+        )
+    curve = Curve(label, what, points, "cross-task", th.dataset.name)
+    if same is not None:
+        curve.orders, curve.spread = same.orders, same.spread
+    else:
+        curve.orders = await _online_orders(ctx, name, feedback, prior)
+        curve.router = label
+        curve.spread = _spreads(curve, report.strong_only_cost_usd)
+    curve.tuned = next((p for p in points if p.threshold == tuned_share), None)
+    return curve
 
 
 async def _tuned_threshold(source: _Context, combined: bool) -> float | None:
@@ -956,12 +1030,12 @@ async def _tuned_threshold(source: _Context, combined: bool) -> float | None:
     return None if best is None else best.threshold
 
 
-async def _online_tuned(source: _Context, feedback: float) -> float:
+async def _online_tuned(source: _Context, feedback: float, cascade: bool = False) -> float:
     """The least target share whose prequential pass reaches the target on the source task."""
     goal = TARGET * source.h.strong_q
     embedder = await _embedder(source)
     for share in ONLINE_TARGETS:
-        p = await _online_point(source.h, embedder, share, False, source.seed, feedback)
+        p = await _online_point(source.h, embedder, share, cascade, source.seed, feedback)
         if p.quality >= goal - 1e-12:
             return share
     return ONLINE_TARGETS[-1]

@@ -55,6 +55,7 @@ from ..models import (
     ChatResult,
     EmbedModel,
     EmbedResult,
+    Message,
     Recorder,
     StreamChunk,
     bind,
@@ -293,6 +294,36 @@ class BanditState:
         self._dirty += 1
         self._noise = None
         return True
+
+    def warm_start(
+        self, codes: Sequence[int], tokens: Sequence[int | None], grades: Any, weight: float
+    ) -> None:
+        """A prior from another task (transfer): every model's grade (``grades``, models ×
+        prompts, each in [0, 1]) on prompts of ``codes`` and ``tokens``, counted as
+        ``weight`` signals per model in all -- a few, so that this task's own evidence
+        overrides it within some dozens of its signals. It is part of the prior, not of the
+        log: a rebuild from the log must be given it again."""
+        import numpy as np
+
+        g = np.asarray(grades, dtype=np.float64)
+        if weight <= 0 or not len(codes):
+            return
+        if g.shape != (self.arms, len(codes)) or not np.all((g >= 0) & (g <= 1)):
+            raise ConfigError(
+                f"online router: warm-start grades are {self.arms} models × {len(codes)} "
+                f"prompts, each in [0, 1] (got shape {g.shape})"
+            )
+        phi = self.features(codes, tokens)
+        w = weight / len(codes)
+        for a in range(self.arms):
+            a_matrix = np.linalg.inv(self._inv[a]) + w * phi.T @ phi
+            self._inv[a] = np.linalg.inv(a_matrix)
+            self._b[a] += w * phi.T @ g[a]
+            self._theta[a] = self._inv[a] @ self._b[a]
+            self.weight[a] += weight
+            self.total[a] += weight * float(g[a].mean())
+        self._noise = None
+        self._mu = None
 
     def known(self, decision: str) -> bool:
         return decision in self._decided
@@ -605,6 +636,27 @@ class OnlineRouter:
         quality = await self._validate(request, result)
         self._decided(request, decision, (code, tokens), choice, cost, quality)
         return routed(result, self.name)
+
+    async def warm_start(
+        self, prompts: Sequence[str], grades: Sequence[Sequence[float]], weight: float = 8.0
+    ) -> None:
+        """Start from another task's evidence (transfer): ``grades[m][i]`` in [0, 1] is how
+        good model ``m`` (in the order of ``models``) was on ``prompts[i]`` -- recorded
+        answers of every model, as in RouteLLM's data sets -- counted as ``weight`` signals
+        per model in all (see :meth:`BanditState.warm_start`). Call it before routing, and
+        again after a restart: it is a prior, not part of the log."""
+        if len(grades) != len(self.models) or any(len(g) != len(prompts) for g in grades):
+            raise ConfigError(
+                f"router '{self.name}': warm start needs a grade per model "
+                f"({len(self.models)}) per prompt ({len(prompts)})"
+            )
+        if not prompts:
+            return
+        vectors = (await self.embedder.embed(list(prompts))).vectors
+        codes = [self.contexts.code(v) for v in vectors]
+        tokens = [prompt_tokens(ChatRequest((Message.user(p),))) for p in prompts]
+        with self.state.lock:
+            self.state.warm_start(codes, tokens, grades, weight)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamChunk]:
         """The answer in one chunk: it is judged (and costed) whole."""
