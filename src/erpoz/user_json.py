@@ -62,3 +62,16 @@ def read_json_file(path: Path) -> Any:
         return loads_json(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON data the way the store records it (pydantic models, dataclasses, …;
+    bytes as base64), or its ``repr`` when it has no JSON form: what the CLI's ``--json``, the
+    server and :meth:`erpoz.RunResult.to_json` show of an output."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    try:
+        adapter = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
+        return adapter.dump_python(value, mode="json")
+    except Exception:
+        return repr(value)

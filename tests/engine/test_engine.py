@@ -1193,3 +1193,31 @@ def test_the_gc_is_held_back_while_a_thousand_runs_are_in_flight_and_put_back_af
     run(main(MANY + 10))
     assert YOUNG in seen
     assert gc.get_threshold() == before  # put back when they drained
+
+
+def test_a_results_json_is_the_one_shape_the_cli_and_the_api_show() -> None:
+    """``RunResult.to_json``: the output as the store records it (bytes as base64, a
+    dataclass as an object), ``repr`` for what has no JSON form, and where the run stopped."""
+    import base64
+
+    from erpoz import RunResult
+
+    @dataclass
+    class Point:
+        x: int
+
+    shown = RunResult("r1", "succeeded", output={"b": b"\x00\xff", "p": Point(3)}).to_json()
+    assert base64.urlsafe_b64decode(shown["output"]["b"]) == b"\x00\xff"
+    assert shown["output"]["p"] == {"x": 3}
+    assert json.loads(json.dumps(shown)) == shown
+    waiting = RunResult("r2", "waiting", waiting_steps=("check",), wake_at=5.0).to_json()
+    assert waiting["waiting_steps"] == ["check"] and waiting["wake_at"] == 5.0
+    assert waiting["output"] is None and waiting["error"] is None
+
+    class Opaque:
+        __slots__ = ()
+
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    assert RunResult("r3", "succeeded", output=Opaque()).to_json()["output"] == "<opaque>"

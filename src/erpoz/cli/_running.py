@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError, ErpozError, FlowError, RunError, StoreError
-from ..user_json import MAX_JSON_DEPTH, check_depth, read_json_file
+from ..user_json import MAX_JSON_DEPTH, check_depth, jsonable, read_json_file
 from ._console import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -227,18 +227,7 @@ def report(result: RunResult, as_json: bool, store: Store, config: str | None = 
 
     again = f" --config {config}" if config else ""
     if as_json:
-        out.print_json(
-            data={
-                "run_id": result.run_id,
-                "status": result.status,
-                "output": jsonable(result.output),
-                "error": result.error,
-                "failed_step": result.failed_step,
-                "waiting_steps": list(result.waiting_steps),
-                "wake_at": result.wake_at,
-                "wake_on": result.wake_on,
-            }
-        )
+        out.print_json(data=result.to_json())
     else:
         colour = STYLE.get(result.status, "white")
         out.print(f"run [bold]{result.run_id}[/] [{colour}]{result.status}[/]")
@@ -291,17 +280,6 @@ def report_sleep(result: RunResult, again: str) -> None:
         highlight=False,
     )
     out.print(f"  erpoz runs resume {result.run_id} --wait{again}", highlight=False)
-
-
-def jsonable(value: Any) -> Any:
-    """A value as JSON data, as the store records it (bytes as base64)."""
-    from pydantic import ConfigDict, TypeAdapter
-
-    try:
-        as_json = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
-        return json.loads(as_json.dump_json(value))
-    except Exception:
-        return repr(value)
 
 
 async def with_close(store: Store, coro: Coroutine[Any, Any, T]) -> T:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..engine import Engine
-from ..user_json import MAX_JSON_DEPTH, check_depth
+from ..user_json import MAX_JSON_DEPTH, check_depth, jsonable
 from ._console import (
     EXIT_INVALID,
     EXIT_RUN,
@@ -23,7 +23,7 @@ from ._console import (
     open_or_fail,
     out,
 )
-from ._running import call, jsonable, with_close
+from ._running import call, with_close
 
 
 def _value(raw: str) -> Any:

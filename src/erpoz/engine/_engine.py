@@ -105,6 +105,22 @@ class RunResult:
     def ok(self) -> bool:
         return self.status == "succeeded"
 
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON data, as ``erpoz run --json`` and the runs API show it (the
+        output as the store records it; see :func:`erpoz.user_json.jsonable`)."""
+        from ..user_json import jsonable
+
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "output": jsonable(self.output),
+            "error": self.error,
+            "failed_step": self.failed_step,
+            "waiting_steps": list(self.waiting_steps),
+            "wake_at": self.wake_at,
+            "wake_on": self.wake_on,
+        }
+
     def unwrap(self) -> Any:
         """The output, or a ``RunError`` explaining why there is none (``StepFailed`` when a
         step failed)."""

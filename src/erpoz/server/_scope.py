@@ -127,17 +127,6 @@ def as_store(view: TenantView) -> Store:
     return store
 
 
-def jsonable(value: Any) -> Any:
-    """A value as JSON data (pydantic models, dataclasses, …); its ``repr`` when it has none."""
-    from pydantic import ConfigDict, TypeAdapter
-
-    try:  # bytes as base64, as the store records them
-        adapter = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
-        return adapter.dump_python(value, mode="json")
-    except Exception:
-        return repr(value)
-
-
 def public_source(source: str | None) -> str | None:
     """Where a flow came from, as a tenant may see it: a file's name without the server's
     directories (``/srv/app/flows/triage.yaml`` -> ``triage.yaml``, ``/srv/app/f.py:flow`` ->

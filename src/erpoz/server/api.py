@@ -26,8 +26,9 @@ from ..flow import LOOP, MAP, Plan, type_name
 from ..observe.stats import model_stats, parse_since
 from ..observe.timeline import timeline
 from ..store import TERMINAL, Event, RunInfo
+from ..user_json import jsonable
 from ._auth import caller_of
-from ._scope import TenantView, as_store, event_json, jsonable, public_source, run_json
+from ._scope import TenantView, as_store, event_json, public_source, run_json
 from ._state import Caller, ServerState, Token
 from .wire import Drive, ForkRun, ReviewDecision, SendMessage, StartRun
 
@@ -78,19 +79,6 @@ def _erpoz_error(exc: BaseException) -> ApiError:
 # --- request bodies: erpoz.server.wire (shared with the Python client) -------------------------
 
 # --- JSON shapes -----------------------------------------------------------------------------
-
-
-def result_json(result: RunResult) -> dict[str, Any]:
-    return {
-        "run_id": result.run_id,
-        "status": result.status,
-        "output": jsonable(result.output),
-        "error": result.error,
-        "failed_step": result.failed_step,
-        "waiting_steps": list(result.waiting_steps),
-        "wake_at": result.wake_at,
-        "wake_on": result.wake_on,
-    }
 
 
 def review_items(info: RunInfo, events: list[Event]) -> list[dict[str, Any]]:
@@ -446,7 +434,7 @@ class _Api:
                 raise _erpoz_error(exc)
             result = task.result()
             if wait:
-                return JSONResponse(result_json(result))
+                return JSONResponse(result.to_json())
             return JSONResponse(
                 {"run_id": run_id, "status": result.status},
                 status_code=202,
