@@ -69,6 +69,7 @@ from typing import Any, Literal, get_args
 
 from .errors import ConfigError
 from .flow import LineMap, LineSeq, load_config_yaml, read_text_file
+from .provenance import SPOTLIGHTS
 
 Action = Literal[
     "allow", "deny", "review", "log", "redact", "pseudonymize", "block", "reask", "escalate"
@@ -108,7 +109,6 @@ UNTRUSTED_DEFAULT = "default: side effects get the policy's 'untrusted' (deny un
 READ_ONLY_DEFAULT = "default: read-only tools take untrusted arguments"
 #: What a rule (or the policy) may do with a tool call that has untrusted arguments.
 UNTRUSTED_ACTIONS = frozenset({"allow", "deny", "review"})
-SPOTLIGHT_MODES = ("delimit", "datamark", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +257,8 @@ class Policy:
                 f"delivery_untrusted={delivery_untrusted!r}: expected allow, deny or review"
             )
         self.delivery_untrusted = delivery_untrusted
-        if spotlight not in SPOTLIGHT_MODES:
-            raise ValueError(f"spotlight={spotlight!r}: expected {', '.join(SPOTLIGHT_MODES)}")
+        if spotlight not in SPOTLIGHTS:
+            raise ValueError(f"spotlight={spotlight!r}: expected {', '.join(SPOTLIGHTS)}")
         self.untrusted = untrusted
         self.spotlight = spotlight
         self.masked_check = masked_check
@@ -440,7 +440,7 @@ def policy_from_doc(doc: LineMap, *, file: str, detectors: Collection[str] | Non
     options: dict[str, Any] = {}
     for key, allowed in (
         ("untrusted", UNTRUSTED_ACTIONS),
-        ("spotlight", SPOTLIGHT_MODES),
+        ("spotlight", SPOTLIGHTS),
         ("delivery_untrusted", UNTRUSTED_ACTIONS),
     ):
         if key in doc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -36,10 +36,6 @@ from ._console import (
     out,
     with_checkpoints,
 )
-from .lazy import LazyGroup
-
-if TYPE_CHECKING:  # the engine, flows and pydantic are imported by the commands that use them
-    pass
 from ._running import (
     ConfigOpt,
     LiveView,
@@ -51,6 +47,7 @@ from ._running import (
     report,
     run_and_events,
 )
+from .lazy import LazyGroup
 
 app = typer.Typer(
     name="erpoz",

@@ -23,7 +23,7 @@ from ._console import (
     open_or_fail,
     out,
 )
-from ._running import call, with_close
+from ._running import call, run_and_events, with_close
 
 
 def _value(raw: str) -> Any:
@@ -144,11 +144,9 @@ def runs_version(
     from .. import load_flow
     from ..engine import version_report
     from ..errors import ErpozError
-    from ._running import call as _call
-    from ._running import run_and_events as _run_and_events
 
     st = open_or_fail(store)
-    info, events = _call(_run_and_events(st, run_id))
+    info, events = call(run_and_events(st, run_id))
     source = flow or info.source
     plan, why = None, "the run recorded no source to load its flow from: pass --flow"
     if source:

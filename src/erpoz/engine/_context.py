@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import RunError
 from ..provenance import RunProvenance
 from ..store import EVENT_SET, MESSAGE_RECEIVED, TIMER_SET, Event, Mailbox, RunWriter
+from ..store import kinds as ev
 from ._remote import (
     MEMORY_WRITTEN,
     MODEL_REPLIED,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 _NO_TAGS: Mapping[str, str] = {}
 #: ``(run_id, step, attempt, text)``: see ``engine.TokenListener``
 _TokenListener = Callable[[str, str, int, str], None]
-_STEP_SUCCEEDED = "step_succeeded"
 _JOURNALED = frozenset(
     {
         TOOL_INTENT,
@@ -537,7 +537,7 @@ def _provenance_of(prov: RunProvenance, e: Event) -> None:
     elif e.kind == "provenance_labeled":
         for source in d.get("sources") or ():
             prov.taint(e.step, str(source))
-    elif e.kind == _STEP_SUCCEEDED and e.step in prov.steps and e.payload is not None:
+    elif e.kind == ev.STEP_SUCCEEDED and e.step in prov.steps and e.payload is not None:
         try:
             prov.output(e.step, json.loads(e.payload))
         except ValueError:

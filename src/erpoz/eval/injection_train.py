@@ -67,6 +67,7 @@ from ..guards.injection_model import (
     context,
     lexical,
     load_weights,
+    sigmoid,
     views,
     window_text,
 )
@@ -265,12 +266,6 @@ class Pieces:
         return got
 
 
-def _sigmoid(z: Any) -> Any:
-    import numpy as np
-
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
-
-
 def fit_sparse(x: Any, y: Any, c: float) -> tuple[Any, float]:
     """A class-balanced logistic regression on hashed n-grams (liblinear)."""
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
@@ -308,12 +303,12 @@ class Head:
 
         ids = pieces.ids(w)
         if mode == "minilm":
-            return _sigmoid(self.e_only[ids])
+            return sigmoid(self.e_only[ids])
         z = self.z_ngrams[ids] + w.context @ self.lex_coef[-CONTEXT_FEATURES:]
-        lex = _sigmoid(z)
+        lex = sigmoid(z)
         if mode == "lexical":
             return lex
-        full = _sigmoid(self.coef[0] * z + self.e_term[ids] + self.b)
+        full = sigmoid(self.coef[0] * z + self.e_term[ids] + self.b)
         return full if mode == "full" else np.where(lex >= self.screen, full, 0.0)
 
     def text(self, pieces: Pieces, w: Windowed, mode: str) -> float:

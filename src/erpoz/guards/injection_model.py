@@ -990,7 +990,7 @@ def _require(mode: str) -> None:
         )
 
 
-def _sigmoid(z: Any) -> Any:
+def sigmoid(z: Any) -> Any:
     import numpy as np
 
     return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
@@ -1062,21 +1062,20 @@ class InjectionClassifier:
 
         w = self.weights
         z_lex = lexical_logits(Tokens(text), spans, w.lex_coef, w.lex_intercept)
-        texts = [window_text(text[s:e]) for s, e in spans]
         if self.mode == "lexical":
-            return _sigmoid(z_lex)
-        pick = np.arange(len(texts))
+            return sigmoid(z_lex)
+        pick = np.arange(len(spans))
         if self.mode == "cascade":
-            pick = np.flatnonzero(_sigmoid(z_lex) >= w.screen)
-        probs = np.zeros(len(texts))
-        if len(pick):
-            chosen = [texts[i] for i in pick.tolist()]
+            pick = np.flatnonzero(sigmoid(z_lex) >= w.screen)
+        probs = np.zeros(len(spans))
+        if len(pick):  # only the pieces the embedder reads are cut into its windows
+            chosen = [window_text(text[spans[i][0] : spans[i][1]]) for i in pick.tolist()]
             unique = list(dict.fromkeys(chosen))
             vectors, _ = self.embedder.embed_array(unique)
             row = {t: i for i, t in enumerate(unique)}
             x = np.asarray(vectors, dtype=np.float64)[[row[t] for t in chosen]]
             z = z_lex[pick] * w.coef[0] + x @ w.coef[1:] + w.intercept
-            probs[pick] = _sigmoid(z)
+            probs[pick] = sigmoid(z)
         return probs
 
     def scores(self, text: str) -> list[tuple[int, int, float]]:

@@ -355,10 +355,6 @@ class _Side(Protocol):
 
     async def cache(self, after: str, limit: int) -> list[Row]: ...
 
-    async def mailbox(self) -> bool:
-        """Whether the store keeps messages and run events (schema of durable waits)."""
-        ...
-
     async def messages(self, after: int, limit: int) -> list[Row]: ...
 
     async def run_events(self) -> list[Row]: ...
@@ -539,10 +535,6 @@ class _SQLiteSide:
 
     async def cache(self, after: str, limit: int) -> list[Row]:
         return self._all(_CACHE_PAGE.format(m="?"), (after, limit))
-
-    async def mailbox(self) -> bool:
-        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
-        return bool(self._all(sql))
 
     async def messages(self, after: int, limit: int) -> list[Row]:
         return self._all(_MESSAGES_PAGE.format(m="?"), (after, limit))
@@ -774,10 +766,6 @@ class _PostgresSide:
 
     async def cache(self, after: str, limit: int) -> list[Row]:
         return await self._all(_CACHE_PAGE.format(m="%s"), (after, limit))
-
-    async def mailbox(self) -> bool:
-        rows = await self._all("SELECT to_regclass('messages') IS NOT NULL")
-        return bool(rows[0][0])
 
     async def messages(self, after: int, limit: int) -> list[Row]:
         return await self._all(_MESSAGES_PAGE.format(m="%s"), (after, limit))
@@ -1356,7 +1344,8 @@ def _state_row(table: str, row: Row) -> Row:
 
 async def _copy_mail(src: _Side, dst: _Side, report: MigrationReport, note: OnProgress) -> None:
     """Messages sent to runs and the events runs published (stores with durable waits)."""
-    if not (await src.mailbox() and await dst.mailbox()):
+    # stores with the schema of durable waits keep messages (and run events)
+    if not (await src.has_table("messages") and await dst.has_table("messages")):
         return
     note("copying messages", 0, None)
     after = 0

@@ -67,7 +67,7 @@ def split_payload(text: str, pieces: dict[str, str]) -> str:
     new: dict[str, str] = {}
     stored = _container(value, new)
     asm = Assembler("")
-    asm.add(set(new), new)
+    asm.know(new)
     if asm.expand(stored) != text:  # written another way (e.g. pydantic's float format)
         return text
     pieces.update(new)
@@ -194,6 +194,10 @@ class Assembler:
     def wanted(self, texts: Iterable[str | None]) -> set[str]:
         """The keys ``texts`` refer to that were not fetched yet."""
         return {k for t in texts for k in refs(t) if k not in self._raw}
+
+    def know(self, pieces: dict[str, str]) -> None:
+        """Take pieces already at hand (nothing to fetch after them)."""
+        self._raw.update(pieces)
 
     def add(self, asked: set[str], got: dict[str, str]) -> set[str]:
         """Take the pieces fetched for ``asked``; the keys to fetch next."""
