@@ -69,7 +69,7 @@ def test_the_command_prints_or_writes_a_schema(tmp_path: Path) -> None:
 def test_the_rule_schema_names_every_action_and_checkpoint_the_policy_takes() -> None:
     from erpoz.policy import CHECKPOINTS, DATA_ACTIONS, MODEL_ACTIONS, TOOL_ACTIONS
 
-    rule = json_schema("policy")["$defs"]["Rule"]["properties"]
+    rule = json_schema("policy")["$defs"]["RuleSpec"]["properties"]
     assert set(rule["action"]["enum"]) == TOOL_ACTIONS | MODEL_ACTIONS | DATA_ACTIONS
     at = json.dumps(rule["at"])
     assert all(f'"{c}"' in at for c in CHECKPOINTS)

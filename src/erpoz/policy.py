@@ -65,11 +65,13 @@ import fnmatch
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
-from .flow import LineMap, LineSeq, load_config_yaml, read_text_file
-from .provenance import SPOTLIGHTS
+from .flow import LineMap, dotted, explain, load_config_yaml, read_text_file
+from .provenance import SPOTLIGHTS, SpotlightMode
 
 Action = Literal[
     "allow", "deny", "review", "log", "redact", "pseudonymize", "block", "reask", "escalate"
@@ -375,21 +377,73 @@ class Policy:
 #: The name the tool-only API had; the same class.
 ToolPolicy = Policy
 
-# --- reading policies from YAML ----------------------------------------------------------------
-_GLOBS = ("tool", "flow", "step", "tenant", "user", "model", "data")
-_KEYS = {
-    "name",
-    "action",
-    "at",
-    "min_score",
-    "max_reasks",
-    "to",
-    "untrusted",
-    "untrusted_fields",
-    *_GLOBS,
+# --- the shape of a policy file ----------------------------------------------------------------
+_GLOB = r"\S"
+_NAME = r"^\s*\S"
+#: what each string pattern of the models below asks for, in words
+PATTERNS = {
+    _GLOB: "is empty: name something, or '*' for anything",
+    _NAME: "is empty",
 }
+Glob = Annotated[str, Field(pattern=_GLOB, description="A glob ('*': anything)")]
+Untrusted = Literal["deny", "review", "allow"]
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RuleSpec(_File):
+    """One policy rule as written in a file: a subject (flow, step, tenant, user), one resource
+    (tool, model or data) and an action; the first rule that matches decides. Which actions and
+    keys go with which resource the reader checks (:class:`Rule` says it too)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="Rule")
+    name: str = Field(pattern=_NAME)
+    action: Action
+    tool: Glob | None = None
+    model: Glob | None = None
+    data: Glob | None = Field(None, description="A detector ('pii') or 'detector.kind'")
+    flow: Glob | None = None
+    step: Glob | None = None
+    tenant: Glob | None = None
+    user: Glob | None = None
+    at: Checkpoint | Annotated[list[Checkpoint], Field(min_length=1)] | None = Field(
+        None, description="Data rules only"
+    )
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    max_reasks: int = Field(1, ge=1)
+    to: str | None = Field(None, pattern=_NAME, description="The model an 'escalate' rule asks")
+    untrusted: Untrusted | None = Field(
+        None, description="Tool and model rules: what arguments derived from untrusted content get"
+    )
+    untrusted_fields: (
+        Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]] | None
+    ) = Field(None, description="Tool rules: the arguments that may carry untrusted content")
+
+
+class PolicyFile(_File):
+    """A policy file (or the ``policy`` section of ``erpoz.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="erpoz policy")
+    rules: list[RuleSpec]
+    untrusted: Untrusted = Field(
+        "deny", description="What tools with side effects get for untrusted arguments"
+    )
+    # ``off`` unquoted is false in YAML 1.1, which is what PyYAML reads
+    spotlight: SpotlightMode | Literal[False] = Field(
+        "delimit", description="How untrusted text sent to a model is marked"
+    )
+    masked_check: bool = Field(
+        True, description="Re-ask the model without the user's request before a side effect"
+    )
+    delivery_untrusted: Untrusted = Field(
+        "allow", description="What happens to a flow's result derived from untrusted content"
+    )
+
+
 #: The keys of a policy file (and of the ``policy`` section of ``erpoz.yaml``).
-POLICY_KEYS = frozenset({"rules", "untrusted", "spotlight", "masked_check", "delivery_untrusted"})
+POLICY_KEYS = frozenset(PolicyFile.model_fields)
 
 
 def load_policy(path: str | Path, *, detectors: Collection[str] | None = None) -> Policy:
@@ -407,7 +461,7 @@ def parse_policy(
 ) -> Policy:
     """Check the text of a policy file (a mapping with one key, ``rules``)."""
     doc: Any = load_config_yaml(text, file)
-    if not isinstance(doc, LineMap) or "rules" not in doc or not set(doc) <= POLICY_KEYS:
+    if not isinstance(doc, LineMap) or "rules" not in doc:
         raise ConfigError(
             "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
             "'spotlight', 'masked_check' and 'delivery_untrusted'",
@@ -417,15 +471,31 @@ def parse_policy(
     return policy_from_doc(doc, file=file, detectors=detectors)
 
 
-def policy_from_doc(doc: LineMap, *, file: str, detectors: Collection[str] | None = None) -> Policy:
+def policy_from_doc(
+    doc: LineMap,
+    *,
+    file: str,
+    detectors: Collection[str] | None = None,
+    section: str = "",
+) -> Policy:
     """The rules of a parsed ``{rules: [...]}`` mapping (a policy file, or the ``policy``
-    section of ``erpoz.yaml``). With ``detectors`` (the guards that are configured), a data
-    rule naming another detector is an error: it could never apply."""
-    rules_doc = doc.get("rules")
-    if not isinstance(rules_doc, LineSeq):
-        raise ConfigError(
-            "'rules' must be a list of rules", file=file, line=doc.lines.get("rules", doc.line)
-        )
+    section of ``erpoz.yaml``: ``section="policy"`` says so in errors), checked by
+    :class:`PolicyFile`, then what a schema cannot say (one resource a rule, the actions and
+    keys of each, names given once). With ``detectors`` (the guards that are configured), a
+    data rule naming another detector is an error: it could never apply."""
+    try:
+        PolicyFile.model_validate(doc)
+    except ValidationError as exc:
+
+        def place(path: tuple[str | int, ...]) -> str:
+            said = dotted(path)
+            if path[:1] == ("rules",) and len(path) > 1:
+                said = f"rule {int(path[1]) + 1}" + (f" ({dotted(path[2:])})" if path[2:] else "")
+            return f"{section}: {said}" if section and said else section or said
+
+        mistake = explain(exc, doc, PolicyFile, place=place, patterns=PATTERNS)
+        raise ConfigError(mistake.message, file=file, line=mistake.line) from None
+    rules_doc = doc["rules"]
     rules: list[Rule] = []
     names: set[str] = set()
     for i, raw in enumerate(rules_doc):
@@ -438,26 +508,9 @@ def policy_from_doc(doc: LineMap, *, file: str, detectors: Collection[str] | Non
         names.add(rule.name)
         rules.append(rule)
     options: dict[str, Any] = {}
-    for key, allowed in (
-        ("untrusted", UNTRUSTED_ACTIONS),
-        ("spotlight", SPOTLIGHTS),
-        ("delivery_untrusted", UNTRUSTED_ACTIONS),
-    ):
+    for key in ("untrusted", "spotlight", "delivery_untrusted", "masked_check"):
         if key in doc:
-            value = "off" if key == "spotlight" and doc[key] is False else doc[key]  # YAML 1.1
-            if not isinstance(value, str) or value not in allowed:
-                raise ConfigError(
-                    f"'{key}' is one of {', '.join(sorted(allowed))}",
-                    file=file,
-                    line=doc.lines[key],
-                )
-            options[key] = value
-    if "masked_check" in doc:
-        if not isinstance(doc["masked_check"], bool):
-            raise ConfigError(
-                "'masked_check' is true or false", file=file, line=doc.lines["masked_check"]
-            )
-        options["masked_check"] = doc["masked_check"]
+            options[key] = "off" if key == "spotlight" and doc[key] is False else doc[key]
     return Policy(tuple(rules), **options)
 
 
@@ -473,7 +526,6 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
             where = raw.key_lines[key] if at_key else raw.lines[key]
         return ConfigError(msg, file=file, line=where)
 
-    _check_rule_keys(raw, i, err)
     action = raw["action"]
     resource = _rule_resource(raw, action, err)
     at = _rule_checkpoints(raw, resource, action, err)
@@ -501,25 +553,6 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
 #: how a rule's checks make an error: ``err(message, key=None, *, at_key=False)``, at the line
 #: of the rule, of a key's value, or (``at_key``) of the key itself
 _RuleError = Callable[..., ConfigError]
-
-
-def _check_rule_keys(raw: LineMap, i: int, err: _RuleError) -> None:
-    """No unknown key, a name and an action, and every name or pattern a non-empty string."""
-    for key in raw:
-        if key not in _KEYS:
-            raise err(
-                f"unknown key '{key}' in a rule (expected: {', '.join(sorted(_KEYS))})",
-                key,
-                at_key=True,
-            )
-    for key in ("name", "action"):
-        if key not in raw:
-            raise err(f"rule {i + 1} has no '{key}'")
-    for key in ("name", "action", "to", *_GLOBS):
-        if key in raw and not isinstance(raw[key], str):
-            raise err(f"'{key}' must be a string", key)
-        if key in raw and not raw[key].strip():
-            raise err(f"'{key}' is empty: name something, or '*' for anything", key)
 
 
 def _rule_resource(raw: LineMap, action: str, err: _RuleError) -> str:
@@ -555,15 +588,7 @@ def _rule_checkpoints(raw: LineMap, resource: str, action: str, err: _RuleError)
         if resource != "data":
             raise err("'at' (checkpoints) is for data rules only", "at", at_key=True)
         value = raw["at"]
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, Sequence) or not items:
-            raise err("'at' is a checkpoint or a list of them", "at")
-        for cp in items:
-            if cp not in CHECKPOINTS:
-                raise err(
-                    f"unknown checkpoint {cp!r} (checkpoints: {', '.join(CHECKPOINTS)})", "at"
-                )
-        at = frozenset(items)
+        at = frozenset([value] if isinstance(value, str) else value)
     only = _ONLY_AT.get(action)
     if only is not None and not at <= only:
         raise err(
@@ -578,16 +603,9 @@ def _rule_checkpoints(raw: LineMap, resource: str, action: str, err: _RuleError)
 
 
 def _rule_numbers(raw: LineMap, err: _RuleError) -> tuple[float, int]:
-    """``min_score`` (0 to 1, default 0) and ``max_reasks`` (a whole number >= 1, default 1)."""
-    min_score = raw.get("min_score", 0.0)
-    if isinstance(min_score, bool) or not isinstance(min_score, int | float):
-        raise err("'min_score' must be a number between 0 and 1", "min_score")
-    if not 0.0 <= float(min_score) <= 1.0:
-        raise err("'min_score' must be between 0 and 1", "min_score")
-    max_reasks = raw.get("max_reasks", 1)
-    if isinstance(max_reasks, bool) or not isinstance(max_reasks, int) or max_reasks < 1:
-        raise err("'max_reasks' must be a whole number >= 1", "max_reasks")
-    return float(min_score), max_reasks
+    """``min_score`` (0 to 1, default 0) and ``max_reasks`` (default 1), checked by
+    :class:`RuleSpec`."""
+    return float(raw.get("min_score", 0.0)), int(raw.get("max_reasks", 1))
 
 
 def _check_rule_detector(raw: LineMap, detectors: Collection[str], err: _RuleError) -> None:
@@ -608,15 +626,5 @@ def _untrusted(raw: LineMap, resource: str, err: Any) -> tuple[str | None, froze
         raise err("'untrusted_fields' is for tool rules", "untrusted_fields", at_key=True)
     if "untrusted" in raw and resource == "data":
         raise err("'untrusted' is for tool and model rules", "untrusted", at_key=True)
-    action = raw.get("untrusted")
-    if action is not None and (not isinstance(action, str) or action not in UNTRUSTED_ACTIONS):
-        raise err(
-            f"'untrusted' is one of {', '.join(sorted(UNTRUSTED_ACTIONS))} (what a call "
-            "with arguments derived from untrusted content gets)",
-            "untrusted",
-        )
-    value = raw.get("untrusted_fields", [])
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, Sequence) or not all(isinstance(f, str) and f for f in items):
-        raise err("'untrusted_fields' is a list of argument names", "untrusted_fields")
-    return action, frozenset(items)
+    value = raw.get("untrusted_fields") or []
+    return raw.get("untrusted"), frozenset([value] if isinstance(value, str) else value)

@@ -702,8 +702,8 @@ def test_loop_with_zero_max_iterations(tmp_path, mod):
         mod,
     )
     err = load_error(path)
-    assert (err.file, err.line, err.step) == (str(path), 3, "fix")
-    assert "max_iterations >= 1" in err.message
+    assert (err.file, err.line, err.step) == (str(path), 5, "fix")  # the line of the loop
+    assert "loop: 'max_iterations' must be a whole number >= 1, got 0" in err.message
 
 
 def test_duplicate_key(tmp_path, mod):

@@ -262,7 +262,7 @@ def test_a_policy_alone_builds_guardrails_without_checks() -> None:
                   action: redact
             """,
             6,
-            "unknown checkpoint 'nowhere'",
+            "policy: rule 1: at 'nowhere': expected one of model_input, model_output",
         ),
     ],
     ids=[

@@ -119,7 +119,7 @@ def test_load_policy_reads_a_file_and_names_it(tmp_path: Path) -> None:
                 action: redact
             """,
             5,
-            "unknown checkpoint 'model_inptu'",
+            "rule 1: at[1] 'model_inptu': expected one of model_input, model_output",
         ),
         (
             """
@@ -198,7 +198,7 @@ def test_load_policy_reads_a_file_and_names_it(tmp_path: Path) -> None:
                 action: block
             """,
             5,
-            "'min_score' must be between 0 and 1",
+            "rule 1: 'min_score' must be a number between 0 and 1, got 1.5",
         ),
         (
             """
@@ -253,7 +253,7 @@ def test_load_policy_reads_a_file_and_names_it(tmp_path: Path) -> None:
                 action: review
             """,
             5,
-            "unknown key 'tennant' in a rule",
+            "unknown key 'tennant' in rule 1 (expected: action, at, data",
         ),
         (
             """

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ConfigError
-from ..policy import CHECKPOINTS, DATA_DEFAULT, POLICY_KEYS, Policy, Subject, policy_from_doc
+from ..policy import CHECKPOINTS, DATA_DEFAULT, Policy, Subject, policy_from_doc
 from ._console import EXIT_INVALID, JsonOpt, fail, out
 
 policy_app = typer.Typer(
@@ -32,13 +32,6 @@ def _read(file: str) -> Policy:
         raise ConfigError(str(exc), file=file) from None
     doc = load_config_yaml(text, file)
     if isinstance(doc, LineMap) and "rules" in doc:
-        if not set(doc) <= POLICY_KEYS:
-            raise ConfigError(
-                "a policy file is a mapping with 'rules' (a list), and optionally 'untrusted', "
-                "'spotlight' and 'masked_check'",
-                file=file,
-                line=1,
-            )
         return policy_from_doc(doc, file=file)
     rails = guardrails_from_config(parse_config(text, file=file, base=Path(file).parent))
     return rails.policy if rails is not None else Policy()

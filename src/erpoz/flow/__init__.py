@@ -1,6 +1,8 @@
 """Define flows: typed steps, wiring, branches, fan-out, map, loops, sub-flows; compile."""
 
+from ._checked import DocMistake, dotted, explain
 from ._context import Context, Journal
+from ._file import FlowFile
 from ._flow import Flow, InputSpec
 from ._load import LOADED_PREFIX, load_flow
 from ._plan import LOOP, MAP, SKIPPED, TASK, Plan, PlanNode
@@ -17,7 +19,9 @@ __all__ = [
     "TASK",
     "Cond",
     "Context",
+    "DocMistake",
     "Flow",
+    "FlowFile",
     "InputSpec",
     "Journal",
     "LineMap",
@@ -28,6 +32,8 @@ __all__ = [
     "Resources",
     "RetryPolicy",
     "StepSpec",
+    "dotted",
+    "explain",
     "first_of",
     "get_field",
     "import_object",

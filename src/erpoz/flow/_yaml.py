@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ..errors import FlowError
 from ._flow import Flow
@@ -38,24 +39,6 @@ from ._step import Resources, RetryPolicy
 _REF = re.compile(r"^\$\{\s*(.+?)\s*\}$")
 _WHEN = re.compile(r"^(not\s+)?\$\{\s*([^}]+?)\s*\}\s*(?:(==|!=)\s*(.+))?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_STEP_KEYS = {
-    "id",
-    "uses",
-    "flow",
-    "with",
-    "when",
-    "retry",
-    "timeout",
-    "cache",
-    "review",
-    "resources",
-    "map",
-    "item",
-    "concurrency",
-    "loop",
-    "description",
-}
-_TOP_KEYS = {"name", "description", "inputs", "steps", "output"}
 _TYPE_NAMES: dict[str, Any] = {
     "str": str,
     "int": int,
@@ -346,12 +329,7 @@ class _Builder:
     def build(self, doc: Any) -> Flow:
         if not isinstance(doc, LineMap):
             raise self.err("a flow file is a mapping with 'name', 'inputs', 'steps', 'output'", 1)
-        for key in doc:
-            if key not in _TOP_KEYS:
-                raise self.err(
-                    f"unknown key '{key}' (expected: {', '.join(sorted(_TOP_KEYS))})",
-                    doc.key_lines[key],
-                )
+        self.check(doc)
         inputs, defaults = self.inputs(doc)
         try:
             flow = Flow(
@@ -364,9 +342,7 @@ class _Builder:
         except FlowError as exc:
             raise exc.at(file=self.fname, line=doc.lines.get("name")) from None
         flow.file = self.fname
-        steps = doc.get("steps")
-        if not isinstance(steps, LineSeq) or not steps:
-            raise self.err("'steps' must be a non-empty list", doc.lines.get("steps", doc.line))
+        steps = doc["steps"]
         for i, raw in enumerate(steps):
             self.add_step(flow, raw, steps.lines[i])
         if "output" in doc:
@@ -377,28 +353,43 @@ class _Builder:
             flow.output(ref)
         return flow
 
+    def check(self, doc: LineMap) -> None:
+        """The file's shape, as :class:`FlowFile` describes it; what a schema cannot say (refs,
+        imports, types, sub-flows) is checked while building."""
+        from ._checked import dotted, explain
+        from ._file import PATTERNS, FlowFile
+
+        try:
+            FlowFile.model_validate(doc)
+        except ValidationError as exc:
+
+            def place(path: tuple[str | int, ...]) -> str:
+                return dotted(path[2:] if path[:1] == ("steps",) else path)
+
+            mistake = explain(exc, doc, FlowFile, place=place, patterns=PATTERNS)
+            step = None
+            if mistake.loc[:1] == ("steps",) and len(mistake.loc) > 1:
+                raw = doc["steps"][mistake.loc[1]]
+                step = raw.get("id") if isinstance(raw, dict) else None
+            raise self.err(
+                mistake.message, mistake.line, step if isinstance(step, str) else None
+            ) from None
+        # an optional key given as null is a key not given (the schema lets both through)
+        for mapping in (doc, *doc["steps"]):
+            for key in [k for k, v in mapping.items() if v is None]:
+                del mapping[key]
+
     def inputs(self, doc: LineMap) -> tuple[dict[str, Any], dict[str, Any]]:
         """The flow's ``inputs``: their types, and the defaults of those that have one."""
         inputs: dict[str, Any] = {}
         defaults: dict[str, Any] = {}
         raw_inputs = doc.get("inputs") or LineMap()
-        if not isinstance(raw_inputs, dict):
-            raise self.err("'inputs' must map input names to types", doc.lines.get("inputs"))
         for key, spec in raw_inputs.items():
             line = raw_inputs.lines[key] if isinstance(raw_inputs, LineMap) else None
             if isinstance(spec, dict):
-                unknown = set(spec) - {"type", "default", "description"}
-                if unknown:
-                    raise self.err(
-                        f"input '{key}': unknown key(s) {', '.join(sorted(unknown))}", line
-                    )
                 if "default" in spec:
                     defaults[key] = spec["default"]
                 spec = spec.get("type", "Any")
-            if not isinstance(spec, str):
-                raise self.err(
-                    f"input '{key}': the type must be a string like 'str' or 'list[int]'", line
-                )
             try:
                 inputs[key] = parse_type(spec, base=self.base)
             except ValueError as exc:
@@ -482,8 +473,6 @@ class _Builder:
         sid = self.step_id(raw, line)
         target = self.target(raw, sid)
         with_ = raw.get("with") or LineMap()
-        if not isinstance(with_, dict):
-            raise self.err("'with' must map input names to values", raw.lines.get("with"), sid)
         bindings = {
             k: self.ref(v, with_.lines.get(k) if isinstance(with_, LineMap) else line, sid)
             for k, v in with_.items()
@@ -503,25 +492,9 @@ class _Builder:
         flow.nodes[sid].line = raw.line
 
     def step_id(self, raw: Any, line: int) -> str:
-        """The ``id`` of a step mapping whose keys are all known."""
-        if not isinstance(raw, LineMap):
-            raise self.err("each step is a mapping with at least 'id' and 'uses'", line)
-        sid = raw.get("id")
-        if sid is None:
-            raise self.err("step has no 'id'", raw.line)
-        if not isinstance(sid, str):
-            raise self.err(
-                f'step id must be a string, got {sid!r} (quote it: id: "{sid}")',
-                raw.key_lines["id"],
-            )
-        for key in raw:
-            if key not in _STEP_KEYS:
-                raise self.err(
-                    f"unknown key '{key}' (expected: {', '.join(sorted(_STEP_KEYS))})",
-                    raw.key_lines[key],
-                    sid,
-                )
-        return sid
+        """The ``id`` of a step mapping (checked by :class:`FlowFile`)."""
+        assert isinstance(raw, LineMap) and isinstance(raw["id"], str), line
+        return raw["id"]
 
     def target(self, raw: LineMap, sid: str) -> Callable[..., Any] | Flow:
         """What a step runs: the function of ``uses`` or the sub-flow file of ``flow``."""
@@ -554,13 +527,8 @@ class _Builder:
             opts["when"] = self.when(raw["when"], raw.lines["when"], sid)
         if "retry" in raw:
             opts["retry"] = self.retry(raw["retry"], raw.lines["retry"], sid)
-        for key, kind in (("timeout", (int, float)), ("cache", bool), ("review", bool)):
-            if key in raw:
-                if not isinstance(raw[key], kind) or (key == "timeout" and raw[key] <= 0):
-                    expected = (
-                        "a positive number of seconds" if key == "timeout" else "true or false"
-                    )
-                    raise self.err(f"'{key}' must be {expected}", raw.lines[key], sid)
+        for key in ("timeout", "cache", "review"):
+            if raw.get(key) is not None:
                 opts[key] = raw[key]
         if "resources" in raw:
             try:
@@ -572,12 +540,6 @@ class _Builder:
     def retry(self, r: Any, line: int, sid: str) -> RetryPolicy:
         if isinstance(r, int):
             r = {"attempts": r}
-        if not isinstance(r, dict):
-            raise self.err(
-                "'retry' is a number of attempts or {attempts, backoff, multiplier, max_backoff}",
-                line,
-                sid,
-            )
         try:
             r = dict(r)
             for key in ("retry_on", "give_up_on"):
@@ -612,7 +574,7 @@ class _Builder:
             id=sid,
             over=over,
             item=str(raw["item"]),
-            concurrency=int(raw.get("concurrency", 8)),
+            concurrency=raw.get("concurrency", 8),
             bind=bindings,
             **opts,
         )
@@ -628,18 +590,6 @@ class _Builder:
     ) -> None:
         lp = raw["loop"]
         lline = raw.lines["loop"]
-        if not isinstance(lp, LineMap):
-            raise self.err("'loop' needs {state, init, max_iterations, until}", lline, sid)
-        missing = {"state", "init", "max_iterations"} - set(lp)
-        if missing:
-            raise self.err(
-                f"loop is missing {', '.join(sorted(missing))} "
-                "(max_iterations is required: loops are bounded)",
-                lline,
-                sid,
-            )
-        if not isinstance(lp["max_iterations"], int):
-            raise self.err("loop max_iterations must be an integer", lline, sid)
         flow.loop(
             target,
             id=sid,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..flow import LineMap, LineSeq
-from ..policy import CHECKPOINTS, POLICY_KEYS, Policy, load_policy, policy_from_doc
+from ..policy import CHECKPOINTS, Policy, load_policy, policy_from_doc
 from ._rails import Check, Guardrails, QualityAlert
 
 if TYPE_CHECKING:
@@ -83,11 +83,7 @@ def _policy(doc: LineMap, file: str, base: Path | None, detectors: set[str]) -> 
         if not path.is_absolute():
             path = (base or Path(file).parent) / path
         return load_policy(path, detectors=detectors)
-    if (
-        not isinstance(section, LineMap)
-        or "rules" not in section
-        or not set(section) <= POLICY_KEYS
-    ):
+    if not isinstance(section, LineMap) or "rules" not in section:
         raise ConfigError(
             "'policy' is a mapping with 'rules' (and optionally 'untrusted', 'spotlight', "
             "'masked_check', 'delivery_untrusted'), "
@@ -95,7 +91,7 @@ def _policy(doc: LineMap, file: str, base: Path | None, detectors: set[str]) -> 
             file=file,
             line=doc.lines["policy"],
         )
-    return policy_from_doc(section, file=file, detectors=detectors)
+    return policy_from_doc(section, file=file, detectors=detectors, section="policy")
 
 
 def _known_keys(section: LineMap, known: set[str], where: str, file: str) -> None:
