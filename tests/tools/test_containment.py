@@ -224,13 +224,19 @@ def test_delimiters_cannot_be_closed_by_the_text_itself() -> None:
     [
         ("rules:\n  - {name: a, data: pii, action: log, untrusted: deny}\n", "tool and model"),
         ("rules:\n  - {name: a, model: m, action: allow, untrusted_fields: [x]}\n", "tool rules"),
-        ("rules:\n  - {name: a, tool: t, action: allow, untrusted: maybe}\n", "'untrusted' is one"),
+        (
+            "rules:\n  - {name: a, tool: t, action: allow, untrusted: maybe}\n",
+            "rule 1: untrusted 'maybe': expected one of deny",
+        ),
         (
             "rules:\n  - {name: a, tool: t, action: allow, untrusted_fields: [1]}\n",
-            "argument names",
+            r"rule 1: 'untrusted_fields\[0\]' must be a string, got 1",
         ),
-        ("rules: []\nspotlight: loud\n", "'spotlight' is one of"),
-        ("rules: []\nuntrusted: sometimes\n", "'untrusted' is one of"),
+        (
+            "rules: []\nspotlight: loud\n",
+            "spotlight 'loud': expected one of delimit, datamark, off",
+        ),
+        ("rules: []\nuntrusted: sometimes\n", "untrusted 'sometimes': expected one of deny"),
     ],
 )
 def test_mistaken_provenance_settings_are_named(text: str, message: str) -> None:
