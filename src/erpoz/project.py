@@ -6,7 +6,8 @@ the only part that reads ``erpoz.yaml``; the engine is given what it builds."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
@@ -38,13 +39,13 @@ async def project_services(
     store: Store,
     config: str | os.PathLike[str] | None = None,
     memory: str | Memory | None = None,
-) -> dict[type, object]:
+) -> ProjectServices:
     """What steps reach through ``ctx``: the project's models (else the offline default),
     guardrails and tools from ``config`` (default: ``erpoz.yaml`` / ``$ERPOZ_CONFIG``), and
-    ``memory`` (a memory database path, or an open one; without it, ``ctx.memory`` opens the
-    project's when a step first uses it). Project and tenant budgets are kept in the store's
-    budget ledger (starting from what its runs have spent), so they hold across every process
-    that shares it. Nothing is loaded until a step uses it."""
+    ``memory`` (a memory database path, or an open one; without it, the project's, opened
+    when a step first uses ``ctx.memory``: see :class:`ProjectServices`). Project and tenant
+    budgets are kept in the store's budget ledger (starting from what its runs have spent), so
+    they hold across every process that shares it. Nothing is loaded until a step uses it."""
     from .guards import Guardrails, guardrails_from_config
     from .models import spent_in_store
     from .tools import ToolRegistry, registry_from_config
@@ -71,7 +72,40 @@ async def project_services(
         from .memory import Memory, open_memory
 
         services[Memory] = memory if isinstance(memory, Memory) else open_memory(memory)
-    return services
+    return ProjectServices(services)
+
+
+class ProjectServices(Mapping[type, object]):
+    """The services :func:`project_services` built and, when a step first asks for a
+    ``Memory`` and none was given, the project's memory (:func:`erpoz.memory.project_memory`:
+    ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db`` under the working directory, opened once per
+    process). Until a step asks, erpoz.memory is not imported and no model is loaded; the
+    memory is not listed among the services before it is open (only asked for)."""
+
+    def __init__(self, services: Mapping[type, object]) -> None:
+        self._services = services
+
+    def __getitem__(self, key: type) -> object:
+        if key in self._services:
+            return self._services[key]
+        if is_memory(key):
+            from .memory import project_memory
+
+            return project_memory()
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[type]:
+        return iter(self._services)
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+
+def is_memory(key: object) -> bool:
+    """Whether ``key`` is :class:`erpoz.memory.Memory`, without importing it: whoever holds
+    the class has imported its module."""
+    memory = sys.modules.get("erpoz.memory")
+    return memory is not None and key is getattr(memory, "Memory", None)
 
 
 async def _with_tool_source(

@@ -142,7 +142,8 @@ def has_project_file(config: str | None = None) -> bool:
 
 class DefaultServices(Mapping[type, object]):
     """The services of a project without a project file, built when a step first asks for
-    them: the offline default models and nothing else (no guardrails, no tools, no memory;
+    them: the offline default models and the project's memory, opened when a step first asks
+    for it, and nothing else (no guardrails, no tools;
     ``tests/cli/test_lazy_services.py`` checks it is what :func:`erpoz.project.project_services`
     builds). A flow whose steps call no model never imports the models."""
 
@@ -157,7 +158,11 @@ class DefaultServices(Mapping[type, object]):
 
     def __getitem__(self, key: type) -> object:
         if self._build is not None and not _is_model_hub(key):
-            raise KeyError(key)  # the only service of a project without a file is its models
+            if _is_memory(key):  # the project's memory, as project_services gives it
+                from ..memory import project_memory
+
+                return project_memory()
+            raise KeyError(key)  # the other service of a project without a file: its models
         return self._all()[key]
 
     def __iter__(self) -> Iterator[type]:
@@ -171,6 +176,11 @@ def _is_model_hub(key: type) -> bool:
     # whoever holds the ModelHub class has imported erpoz.models: no import needed to compare
     models = sys.modules.get("erpoz.models")
     return models is not None and key is getattr(models, "ModelHub", None)
+
+
+def _is_memory(key: type) -> bool:
+    memory = sys.modules.get("erpoz.memory")
+    return memory is not None and key is getattr(memory, "Memory", None)
 
 
 def _project_services(st: Store, config: str | None) -> Mapping[type, object]:

@@ -392,14 +392,21 @@ class StepContext(StepIdentity):
 
     @property
     def memory(self) -> Memory:
-        """Documents to search and conversations to keep: the engine's ``Memory`` service,
-        else the project's (``$ERPOZ_MEMORY``, else ``.erpoz/memory.db``)."""
-        from ..memory import Memory, project_memory
+        """Documents to search and conversations to keep: the engine's ``Memory`` service
+        (``erpoz run``, ``erpoz serve`` and ``erpoz.run`` give the project's, opened when a
+        step first uses it: ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db``). An engine given none
+        has no memory (it reads no project files): a ``RunError`` says so."""
+        from ..memory import Memory
 
         memory = self._services.get(Memory)
-        return (memory if isinstance(memory, Memory) else project_memory()).bound(
-            self.journal, on_read=self._read_untrusted
-        )
+        if not isinstance(memory, Memory):
+            raise RunError(
+                "this engine has no memory: give it one, Engine(store, services={Memory: "
+                "open_memory(path)}) (erpoz.memory.open_memory; 'memory' keeps nothing; "
+                "erpoz.project.project_services(store) gives the project's: $ERPOZ_MEMORY, "
+                "else .erpoz/memory.db)"
+            )
+        return memory.bound(self.journal, on_read=self._read_untrusted)
 
     def _read_untrusted(self, text: str, source: str) -> None:
         """Untrusted text entered the step (a search hit): noted in the run's provenance, and

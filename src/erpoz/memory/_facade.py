@@ -435,8 +435,10 @@ _project_lock = threading.Lock()
 
 def project_memory() -> Memory:
     """The project's memory (``$ERPOZ_MEMORY``, else ``.erpoz/memory.db`` under the current
-    directory) with the default models, opened once per process and per path or URL: what a step's
-    ``ctx.memory`` is when the engine was given no :class:`Memory` service."""
+    directory) with the default models, opened once per process and per path or URL: what the
+    assembly of ``erpoz run``, ``erpoz serve`` and ``erpoz.run``
+    (:func:`erpoz.project.project_services`) gives a step's ``ctx.memory`` when no memory was
+    named. The engine never calls it: an engine given no :class:`Memory` service has none."""
     path = resolve_memory_url(None)
     same = path == ":memory:" or path.startswith(POSTGRES_SCHEMES)
     key = path if same else os.path.abspath(path)
