@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
@@ -63,7 +63,7 @@ async def project_services(
             hub.budget.project_spent_usd = await spent_in_store(store)
     if isinstance(store, RateLimits):  # models' rate limits across processes
         hub.rates.book = store
-    services: dict[type, object] = {ModelHub: hub}
+    services = ProjectServices({ModelHub: hub})
     if rails is not None:
         services[Guardrails] = rails
     if tools is not None:
@@ -72,33 +72,28 @@ async def project_services(
         from .memory import Memory, open_memory
 
         services[Memory] = memory if isinstance(memory, Memory) else open_memory(memory)
-    return ProjectServices(services)
+    return services
 
 
-class ProjectServices(Mapping[type, object]):
-    """The services :func:`project_services` built and, when a step first asks for a
-    ``Memory`` and none was given, the project's memory (:func:`erpoz.memory.project_memory`:
-    ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db`` under the working directory, opened once per
-    process). Until a step asks, erpoz.memory is not imported and no model is loaded; the
-    memory is not listed among the services before it is open (only asked for)."""
+class ProjectServices(dict[type, object]):
+    """The services :func:`project_services` built (a dict: add or replace one as with any)
+    and, when a step first asks for a ``Memory`` and none was given, the project's memory
+    (:func:`erpoz.memory.project_memory`: ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db`` under
+    the working directory, opened once per process). Until a step asks, erpoz.memory is not
+    imported and no model is loaded; the memory is not among the keys (it is only answered)."""
 
-    def __init__(self, services: Mapping[type, object]) -> None:
-        self._services = services
-
-    def __getitem__(self, key: type) -> object:
-        if key in self._services:
-            return self._services[key]
+    def __missing__(self, key: type) -> object:
         if is_memory(key):
             from .memory import project_memory
 
             return project_memory()
         raise KeyError(key)
 
-    def __iter__(self) -> Iterator[type]:
-        return iter(self._services)
-
-    def __len__(self) -> int:
-        return len(self._services)
+    def get(self, key: type, default: object = None) -> object:
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 def is_memory(key: object) -> bool:

@@ -1,8 +1,9 @@
 """Define flows: typed steps, wiring, branches, fan-out, map, loops, sub-flows; compile."""
 
-from ._checked import DocMistake, dotted, explain
+from typing import TYPE_CHECKING
+
+from ._checked import DocMistake, dotted, explain, locate
 from ._context import Context, Journal
-from ._file import FlowFile
 from ._flow import Flow, InputSpec
 from ._load import LOADED_PREFIX, load_flow
 from ._plan import LOOP, MAP, SKIPPED, TASK, Plan, PlanNode
@@ -10,6 +11,9 @@ from ._refs import Cond, Ref, first_of
 from ._step import Resources, RetryPolicy, StepSpec, is_retryable, spec_of, step
 from ._types import get_field, type_name
 from ._yaml import LineMap, LineSeq, import_object, load_config_yaml, read_text_file
+
+if TYPE_CHECKING:
+    from ._file import FlowFile
 
 __all__ = [
     "LOADED_PREFIX",
@@ -40,8 +44,19 @@ __all__ = [
     "is_retryable",
     "load_config_yaml",
     "load_flow",
+    "locate",
     "read_text_file",
     "spec_of",
     "step",
     "type_name",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the model of a flow file is built when first asked for (reading a YAML flow, erpoz
+    # schema): a flow written in Python does not pay for it
+    if name == "FlowFile":
+        from ._file import FlowFile
+
+        return FlowFile
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -78,7 +78,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..errors import ConfigError
-from ..flow import LineMap, LineSeq, load_config_yaml, read_text_file
+from ..flow import LineMap, LineSeq, load_config_yaml, locate, read_text_file
 from ._lazy import Factory
 from ._limits import RateLimit
 from ._plugins import providers
@@ -278,7 +278,7 @@ class ProjectConfig(_Strict):
     def line(self, *path: str | int, key: bool = False) -> int | None:
         """The line of a value (or, with ``key``, of its key) in the file: ``line("models",
         "gpt", "provider")``."""
-        return _locate(self._doc, path, "key" if key else "value")
+        return locate(self._doc, path, "key" if key else "value")
 
     def error(self, message: str, *path: str | int, key: bool = False) -> ConfigError:
         return ConfigError(message, file=self._file, line=self.line(*path, key=key))
@@ -544,27 +544,6 @@ def _check_validators(config: ProjectConfig, router: str, validators: Sequence[s
 
 
 # --- where a pydantic error is, and what it means ---------------------------------------------
-def _locate(
-    doc: Any, path: Sequence[str | int], want: Literal["key", "value", "parent"]
-) -> int | None:
-    """The line of ``path`` in a loaded document. Components absent from it (pydantic's union
-    tags, a missing key) are passed over; ``parent`` gives the key line of the last one
-    present, ``key`` the key line of the last component, ``value`` its value line."""
-    if doc is None:
-        return None
-    line: int | None = getattr(doc, "line", None)
-    key_line = line
-    node = doc
-    for comp in path:
-        if isinstance(node, LineMap) and isinstance(comp, str) and comp in node:
-            key_line, line = node.key_lines[comp], node.lines[comp]
-            node = node[comp]
-        elif isinstance(node, LineSeq) and isinstance(comp, int) and 0 <= comp < len(node):
-            key_line = line = node.lines[comp]
-            node = node[comp]
-    return line if want == "value" else key_line
-
-
 def _unwrap(tp: Any) -> Any:
     while True:
         origin = get_origin(tp)
@@ -626,14 +605,14 @@ def _translate(exc: ValidationError, doc: LineMap, file: str) -> ConfigError:
         parent = _dotted(doc, loc[:-1])
         place = f" in {parent}" if parent else ""
         return ConfigError(
-            f"unknown key '{loc[-1]}'{place}{expected}", file=file, line=_locate(doc, loc, "key")
+            f"unknown key '{loc[-1]}'{place}{expected}", file=file, line=locate(doc, loc, "key")
         )
     if kind == "missing":
         parent = _dotted(doc, loc[:-1])
         return ConfigError(
             f"{parent or 'the file'}: missing '{loc[-1]}'",
             file=file,
-            line=_locate(doc, loc, "parent"),
+            line=locate(doc, loc, "parent"),
         )
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = e.get("ctx", {}).get("tag")
@@ -641,7 +620,7 @@ def _translate(exc: ValidationError, doc: LineMap, file: str) -> ConfigError:
         return ConfigError(
             f"{where}: {what} (expected: {', '.join(ROUTER_TYPES)})",
             file=file,
-            line=_locate(doc, loc, "value" if tag is not None else "key"),
+            line=locate(doc, loc, "value" if tag is not None else "key"),
         )
     if kind == "model_attributes_type" or kind == "dict_type" or kind == "model_type":
         msg = "expected a mapping"
@@ -651,7 +630,7 @@ def _translate(exc: ValidationError, doc: LineMap, file: str) -> ConfigError:
         msg = e["msg"][0].lower() + e["msg"][1:]
     got = e.get("input")
     shown = "" if isinstance(got, dict | list) else f", got {got!r}"
-    return ConfigError(f"{where}: {msg}{shown}", file=file, line=_locate(doc, loc, "value"))
+    return ConfigError(f"{where}: {msg}{shown}", file=file, line=locate(doc, loc, "value"))
 
 
 def _dotted(doc: Any, loc: Sequence[str | int]) -> str:
