@@ -226,8 +226,14 @@ def explain(
         )
     if kind == "missing":
         where = place(present)
+        said = _walk(root, loc)[1]
+        why = (
+            f" ({said.description[0].lower()}{said.description[1:]})"
+            if said and said.description
+            else ""
+        )
         return DocMistake(
-            f"{where or 'the file'} has no '{loc[-1]}'", locate(doc, loc, "parent"), loc
+            f"{where or 'the file'} has no '{loc[-1]}'{why}", locate(doc, loc, "parent"), loc
         )
     # the value's name: its key (with the positions in it, ``at[1]``) and the mapping it is in
     cut = max((i for i, c in enumerate(present) if isinstance(c, str)), default=0)
