@@ -226,10 +226,10 @@ def explain(
         )
     if kind == "missing":
         where = place(present)
-        said = _walk(root, loc)[1]
+        info = _walk(root, loc)[1]
         why = (
-            f" ({said.description[0].lower()}{said.description[1:]})"
-            if said and said.description
+            f" ({info.description[0].lower()}{info.description[1:]})"
+            if info and info.description
             else ""
         )
         return DocMistake(
