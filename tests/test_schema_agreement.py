@@ -66,6 +66,7 @@ POLICIES = {
         "rules:\n  - {name: r, data: pii, min_score: 1, action: log}\n",
         True,
     ),
+    "optional keys given as null": (RULE % ", at: null, untrusted_fields: null, to: null", True),
     # documents both refuse
     "no rules": ("untrusted: deny\n", False),
     "an unknown key": (RULE % ", tennant: x", False),

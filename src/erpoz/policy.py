@@ -496,6 +496,9 @@ def policy_from_doc(
         mistake = explain(exc, doc, PolicyFile, place=place, patterns=PATTERNS)
         raise ConfigError(mistake.message, file=file, line=mistake.line) from None
     rules_doc = doc["rules"]
+    for raw in rules_doc:  # a key given as null is a key not given (the schema takes both)
+        for key in [k for k, v in raw.items() if v is None]:
+            del raw[key]
     rules: list[Rule] = []
     names: set[str] = set()
     for i, raw in enumerate(rules_doc):
