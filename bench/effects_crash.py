@@ -312,8 +312,7 @@ def crash_test(
     rng = random.Random(seed)
     report = CrashReport(mode, runs)
     ledger = tmp / "ledger.db"
-    db = sqlite3.connect(ledger)
-    db.execute("PRAGMA journal_mode=WAL")
+    db = sqlite3.connect(ledger)  # rollback journal, not WAL: see bench/effects_flow.py
     for statement in LEDGER_SCHEMA:
         db.execute(statement)
     db.close()
@@ -449,6 +448,11 @@ def _count_tools(
         pay = db.execute("SELECT ref, key, at FROM pay_calls").fetchall()
         effects = Counter(ref for (ref,) in db.execute("SELECT ref FROM pay_effects"))
         notify = db.execute("SELECT ref, key, at FROM notify_calls").fetchall()
+    except sqlite3.DatabaseError as exc:  # kept, with its journal, for a post-mortem
+        raise RuntimeError(
+            f"the outside ledger {ledger} cannot be read ({exc}); files beside it: "
+            f"{sorted(p.name for p in ledger.parent.glob(ledger.name + '*'))}"
+        ) from exc
     finally:
         db.close()
     expected = {f"{run_id}/s{k}" for run_id in ids for k in range(1, STAGES + 1)}

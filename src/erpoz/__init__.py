@@ -4,7 +4,6 @@ Define typed steps, wire them into a flow, run it; every run is an append-only, 
 event log that makes it durable, resumable, replayable and auditable.
 """
 
-import importlib as _importlib
 import typing as _typing
 
 from .errors import (
@@ -15,6 +14,7 @@ from .errors import (
     StepFailed,
     StoreError,
 )
+from .lazy import lazy_getattr as _lazy_getattr
 from .version import __version__
 
 if _typing.TYPE_CHECKING:
@@ -44,13 +44,7 @@ _LAZY = {
 imports it first) does not pay for the engine, pydantic and the stores until it needs them."""
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__: _typing.Callable[[str], _typing.Any] = _lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -41,7 +39,7 @@ review_app = typer.Typer(
 
 
 async def _queue(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
-    from ..engine import pending_reviews
+    from ..engine import review_items
 
     try:
         if run_id is not None:
@@ -53,20 +51,7 @@ async def _queue(store: Store, run_id: str | None = None) -> list[dict[str, Any]
             infos = await store.list_runs(status="waiting", limit=10_000)
         items = []
         for info in infos:
-            for sid, e in pending_reviews(await store.events(info.run_id)).items():
-                items.append(
-                    {
-                        "run_id": info.run_id,
-                        "flow": info.flow,
-                        "step": sid,
-                        "reason": e.data.get("reason", ""),
-                        "evidence": e.data.get("evidence"),
-                        "requested_at": e.ts,
-                        "waiting_s": round(time.time() - e.ts, 1),
-                        "proposal": None if e.payload is None else json.loads(e.payload),
-                        "grant": e.data.get("grant"),
-                    }
-                )
+            items.extend(review_items(info, await store.events(info.run_id)))
         return items
     finally:
         await store.close()

@@ -15,6 +15,7 @@ from ._engine import (
     new_run_id,
     pending_reviews,
     result_of,
+    review_items,
     top_step,
 )
 from ._executor import Executor, ThreadExecutor
@@ -72,6 +73,7 @@ __all__ = [
     "pause_schedule",
     "pending_reviews",
     "result_of",
+    "review_items",
     "schedule_to_json",
     "schedules_from_config",
     "shown_name",

@@ -198,32 +198,19 @@ class StepContext(StepIdentity):
         seconds. Waiting longer than ``hold_s`` suspends the run like :meth:`sleep`; a message
         wakes it at once."""
         self._on_loop_only("recv")
-        key = self.journal.key(f"recv:{topic}")
-        recorded = self._effects.results.get(key)
-        if recorded is not None:
-            return _received(recorded)
-        mailbox = self._mailbox()
-        deadline = await self._deadline(f"recv:{topic}:timeout", timeout)
-        got: list[tuple[int, str]] = []
         taken = self._effects.taken
 
-        async def arrived() -> bool:
+        async def take(mailbox: Mailbox, data: dict[str, Any]) -> str | None:
             for mid, payload in await mailbox.messages(self.run_id, topic):
                 if mid not in taken:
                     taken.add(mid)  # no await since the check: two steps never take one message
-                    got.append((mid, payload))
-                    return True
-            return False
+                    data["message_id"] = mid
+                    return f'{{"message":{mid},"value":{payload}}}'
+            return None
 
-        data: dict[str, Any] = {"idempotency_key": key, "topic": topic}
-        if await self._until(deadline, f"msg:{topic}", arrived):
-            data["message_id"] = got[0][0]
-            record = f'{{"message":{got[0][0]},"value":{got[0][1]}}}'
-        else:
-            data["timed_out"] = True
-            record = '{"timed_out":true}'
-        await self._record(MESSAGE_RECEIVED, key, data, record)
-        return _received(record)
+        return await self._wait_for(
+            f"recv:{topic}", timeout, f"msg:{topic}", {"topic": topic}, take
+        )
 
     async def set_event(self, key: str, value: Any) -> None:
         """Publish this run's event ``key`` (JSON data; the latest value wins) for callers and
@@ -242,23 +229,44 @@ class StepContext(StepIdentity):
         within ``timeout`` seconds. Waits durably, like :meth:`recv`; the value read is
         recorded, so a re-run of this step reads the same."""
         self._on_loop_only("get_event")
-        jkey = self.journal.key(f"get_event:{run_id}:{key}")
+
+        async def take(mailbox: Mailbox, data: dict[str, Any]) -> str | None:
+            value = await mailbox.get_run_event(run_id, key)
+            return None if value is None else f'{{"value":{value}}}'
+
+        what = f"get_event:{run_id}:{key}"
+        data = {"event": key, "of_run": run_id}
+        return await self._wait_for(what, timeout, f"event:{run_id}:{key}", data, take)
+
+    async def _wait_for(
+        self,
+        what: str,
+        timeout: float,
+        on: str,
+        data: dict[str, Any],
+        take: Callable[[Mailbox, dict[str, Any]], Awaitable[str | None]],
+    ) -> Any:
+        """A durable wait of :meth:`recv` and :meth:`get_event`: what ``take`` finds (the
+        record to keep, JSON with its ``value``; it may add to ``data``, the event's data) or
+        ``None`` after ``timeout`` seconds, recorded as ``message_received`` under the journal
+        key of ``what``, so that a re-run of the step gets the same without waiting."""
+        jkey = self.journal.key(what)
         recorded = self._effects.results.get(jkey)
         if recorded is not None:
             return _received(recorded)
         mailbox = self._mailbox()
-        deadline = await self._deadline(f"get_event:{run_id}:{key}:timeout", timeout)
+        deadline = await self._deadline(f"{what}:timeout", timeout)
+        data = {"idempotency_key": jkey, **data}
         got: list[str] = []
 
-        async def published() -> bool:
-            value = await mailbox.get_run_event(run_id, key)
-            if value is not None:
-                got.append(value)
-            return value is not None
+        async def ready() -> bool:
+            record = await take(mailbox, data)
+            if record is not None:
+                got.append(record)
+            return record is not None
 
-        data: dict[str, Any] = {"idempotency_key": jkey, "event": key, "of_run": run_id}
-        if await self._until(deadline, f"event:{run_id}:{key}", published):
-            record = f'{{"value":{got[0]}}}'
+        if await self._until(deadline, on, ready):
+            record = got[0]
         else:
             data["timed_out"] = True
             record = '{"timed_out":true}'

@@ -1689,6 +1689,26 @@ def pending_reviews(events: list[Event]) -> dict[str, Event]:
     return waiting
 
 
+def review_items(info: RunInfo, events: list[Event]) -> list[dict[str, Any]]:
+    """What a waiting run asks its reviewers, one item per waiting step (``erpoz review ls``
+    and the server's ``/api/reviews`` show these)."""
+    now = time.time()
+    return [
+        {
+            "run_id": info.run_id,
+            "flow": info.flow,
+            "step": sid,
+            "reason": e.data.get("reason", ""),
+            "evidence": e.data.get("evidence"),
+            "requested_at": e.ts,
+            "waiting_s": round(now - e.ts, 1),
+            "proposal": None if e.payload is None else json.loads(e.payload),
+            "grant": e.data.get("grant"),
+        }
+        for sid, e in pending_reviews(events).items()
+    ]
+
+
 def top_step(step_id: str) -> str:
     """The top-level step of an execution id: ``answer[3]`` (map item), ``revise#2`` (loop
     iteration) and ``sub/inner`` (sub-flow step) all belong to their first name."""

@@ -13,9 +13,10 @@ call and result, delivery) and maps their findings to actions through the policy
 (:mod:`erpoz.policy`); steps meet it through ``ctx.models`` and ``ctx.tools``.
 """
 
-import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..lazy import lazy_getattr
 from ._checkpoints import Governed
 from ._config import guardrails_from_config
 from ._findings import Finding, Guard, GuardReport, run_guards
@@ -48,13 +49,7 @@ _DETECTORS = {
 does not pay for the others; :func:`build_guard` imports a kind's module by its entry point)."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _DETECTORS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__: Callable[[str], Any] = lazy_getattr(__name__, _DETECTORS, globals())
 
 
 __all__ = [

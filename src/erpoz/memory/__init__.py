@@ -12,10 +12,12 @@ structure, embedded with the local MiniLM by default; ``search`` them by vector 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..lazy import lazy_getattr
 from ._budget import ContextFit, Dropped, fit_context
 from ._chunking import DEFAULT_OVERLAP, DEFAULT_TARGET, chunk_document
 from ._conversation import Conversation, SQLiteTurns, Summarizer, Turn
@@ -88,13 +90,6 @@ def demo_corpus() -> Path:
     return Path(str(resources.files(__package__) / "demo_corpus"))
 
 
-def __getattr__(name: str) -> Any:
-    if name == "PostgresMemoryDB":  # lazily: psycopg is an optional dependency
-        from ._postgres_db import PostgresMemoryDB
-
-        return PostgresMemoryDB
-    if name == "PostgresVectorStore":
-        from ._postgres import PostgresVectorStore
-
-        return PostgresVectorStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_LAZY = {"PostgresMemoryDB": "._postgres_db", "PostgresVectorStore": "._postgres"}
+"""Imported when first used: they need psycopg, an optional dependency."""
+__getattr__: Callable[[str], Any] = lazy_getattr(__name__, _LAZY, globals())

@@ -3,8 +3,10 @@ OpenTelemetry traces and their Prometheus metrics."""
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .metrics import DURATION_BUCKETS, MetricsCollector, step_label
@@ -58,13 +60,7 @@ _LAZY = {
 (``observe.timeline``) without the metrics, quality and tracing modules and the engine."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__: Callable[[str], Any] = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [

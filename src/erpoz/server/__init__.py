@@ -6,8 +6,10 @@ and answer shapes, shared with :mod:`erpoz.client`) imports without the ``server
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from ._auth import TenantError, caller_of, tenant_of
@@ -49,8 +51,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(where, __name__), name)
+__getattr__: Callable[[str], Any] = lazy_getattr(__name__, _WHERE, globals())

@@ -20,12 +20,12 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
-from ..engine import Decision, RunResult, pending_reviews, top_step
+from ..engine import Decision, RunResult, pending_reviews, review_items, top_step
 from ..errors import ErpozError, FlowError, InvalidOutput, RunClaimed, RunError, StoreError
 from ..flow import LOOP, MAP, Plan, type_name
 from ..observe.stats import model_stats, parse_since
 from ..observe.timeline import timeline
-from ..store import TERMINAL, Event, RunInfo
+from ..store import TERMINAL, RunInfo
 from ..user_json import jsonable
 from ._auth import caller_of
 from ._scope import TenantView, as_store, event_json, public_source, run_json
@@ -79,25 +79,6 @@ def _erpoz_error(exc: BaseException) -> ApiError:
 # --- request bodies: erpoz.server.wire (shared with the Python client) -------------------------
 
 # --- JSON shapes -----------------------------------------------------------------------------
-
-
-def review_items(info: RunInfo, events: list[Event]) -> list[dict[str, Any]]:
-    """What a waiting run asks its reviewers, one item per waiting step."""
-    now = time.time()
-    return [
-        {
-            "run_id": info.run_id,
-            "flow": info.flow,
-            "step": sid,
-            "reason": e.data.get("reason", ""),
-            "evidence": e.data.get("evidence"),
-            "requested_at": e.ts,
-            "waiting_s": round(now - e.ts, 1),
-            "proposal": None if e.payload is None else json.loads(e.payload),
-            "grant": e.data.get("grant"),
-        }
-        for sid, e in pending_reviews(events).items()
-    ]
 
 
 _KIND = {MAP: "map", LOOP: "loop"}

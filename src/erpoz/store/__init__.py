@@ -5,10 +5,12 @@ needs psycopg)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
+from ..lazy import lazy_getattr
 from ._ledger import BudgetScope, Hold
 from ._limits import LimitState, MemoryRates, RateGrant
 from ._memory import MemoryStore
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # imported on first use (see __getattr__): a memory store nee
     from ._sqlite import SQLiteStore
 
 _LAZY = {
+    "PostgresStore": "._postgres",  # psycopg is an optional dependency
     "SQLiteStore": "._sqlite",
     "BATCH_EVENTS": "._copy",
     "MigrationError": "._copy",
@@ -61,7 +64,7 @@ _LAZY = {
     "migrate": "._copy",
 }
 """Names imported when first used: SQLite and the migration between stores are not needed by
-``--store memory`` (``erpoz run`` of a quick flow, tests)."""
+``--store memory`` (``erpoz run`` of a quick flow, tests), PostgreSQL needs psycopg."""
 
 __all__ = [
     "BATCH_EVENTS",
@@ -164,15 +167,4 @@ def open_store(
     return SQLiteStore(Path(raw) if raw else DEFAULT_PATH, durability=durability, fsync=fsync)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "PostgresStore":  # lazily: psycopg is an optional dependency
-        from ._postgres import PostgresStore
-
-        return PostgresStore
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__: Callable[[str], Any] = lazy_getattr(__name__, _LAZY, globals())

@@ -162,31 +162,35 @@ def sqlite_grants(db: sqlite3.Connection, key: str, since: float) -> list[tuple[
     return [(float(a), float(b)) for a, b in rows]
 
 
-LATEST_GRANTS = (
-    "SELECT g.key, g.lim, g.window_s, g.at FROM limit_grants g "
+RATE_ROWS = (
+    "SELECT g.key, g.lim, g.window_s, g.at, "
+    "(SELECT coalesce(sum(u.amount), 0) FROM limit_grants u "
+    "WHERE u.key = g.key AND u.at > ? - g.window_s) "
+    "FROM limit_grants g "
     "WHERE g.at = (SELECT max(h.at) FROM limit_grants h WHERE h.key = g.key) ORDER BY g.key"
 )
-"""Each rate limit's latest grant: the limit and window it was last applied with."""
+"""Each rate limit's latest grant (the limit and window it was last applied with) and the
+units granted in that window up to now (the one parameter; none when no window is recorded)."""
 SLOT_ROWS = "SELECT key, owner, expires, lim FROM limit_slots ORDER BY key"
 
 
-def rate_states(
-    latest: Sequence[tuple[Any, ...]], used: dict[str, float], now: float
+def limit_states(
+    rates: Sequence[tuple[Any, ...]], slots: Sequence[tuple[Any, ...]], now: float
 ) -> list[LimitState]:
-    """The rate limits of ``latest`` (:data:`LATEST_GRANTS`), with the units of each window
-    (``used``, by key)."""
+    """The limits as they stand: the rate limits of ``rates`` (:data:`RATE_ROWS`), then the
+    concurrency limits of ``slots`` (:data:`SLOT_ROWS`), read at ``now``."""
     seen: dict[str, LimitState] = {}
-    for key, lim, window, at in latest:
+    for key, lim, window, at, used in rates:
         if key not in seen:
             seen[key] = LimitState(
                 key,
                 "rate",
                 None if lim is None else float(lim),
                 None if window is None else float(window),
-                used.get(key, 0.0),
+                0.0 if used is None else float(used),
                 float(at),
             )
-    return list(seen.values())
+    return list(seen.values()) + slot_states(slots, now)
 
 
 def slot_states(rows: Sequence[tuple[Any, ...]], now: float) -> list[LimitState]:
@@ -209,16 +213,8 @@ def slot_states(rows: Sequence[tuple[Any, ...]], now: float) -> list[LimitState]
 
 def sqlite_limit_states(db: sqlite3.Connection) -> list[LimitState]:
     now = time.time()
-    latest = db.execute(LATEST_GRANTS).fetchall()
-    used = {}
-    for key, _, window, _ in latest:
-        if window is not None:
-            (total,) = db.execute(
-                "SELECT coalesce(sum(amount), 0) FROM limit_grants WHERE key = ? AND at > ?",
-                (key, now - float(window)),
-            ).fetchone()
-            used[key] = float(total)
-    return rate_states(latest, used, now) + slot_states(db.execute(SLOT_ROWS).fetchall(), now)
+    rates = db.execute(RATE_ROWS, (now,)).fetchall()
+    return limit_states(rates, db.execute(SLOT_ROWS).fetchall(), now)
 
 
 # --- memory ---------------------------------------------------------------------------------

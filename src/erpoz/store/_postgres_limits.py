@@ -10,16 +10,15 @@ from typing import Any
 import psycopg
 
 from ._limits import (
-    LATEST_GRANTS,
+    RATE_ROWS,
     SLACK,
     SLOT_ROWS,
     LimitState,
     RateGrant,
     decide,
     keep_s,
-    rate_states,
-    slot_states,
 )
+from ._limits import limit_states as states_of
 from ._owner import owner_is_dead
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -122,16 +121,6 @@ async def slots(conn: Conn, key: str) -> int:
 
 async def limit_states(conn: Conn) -> list[LimitState]:
     now = time.time()
-    cur = await conn.execute(LATEST_GRANTS)
-    latest = await cur.fetchall()
-    used: dict[str, float] = {}
-    for key, _, window, _ in latest:
-        if window is not None:
-            cur = await conn.execute(
-                "SELECT coalesce(sum(amount), 0) FROM limit_grants WHERE key = %s AND at > %s",
-                (key, now - float(window)),
-            )
-            row = await cur.fetchone()
-            used[key] = float(row[0]) if row else 0.0
-    cur = await conn.execute(SLOT_ROWS)
-    return rate_states(latest, used, now) + slot_states(await cur.fetchall(), now)
+    rates = await (await conn.execute(RATE_ROWS.replace("?", "%s"), (now,))).fetchall()
+    slots = await (await conn.execute(SLOT_ROWS)).fetchall()
+    return states_of(rates, slots, now)

@@ -19,11 +19,12 @@ from typing import Any
 
 import mcp_types
 from mcp.server.lowlevel import Server
-from pydantic import ConfigDict, TypeAdapter, create_model
+from pydantic import ConfigDict, create_model
 
 from ...engine import Engine, RunResult, pending_reviews
 from ...errors import ConfigError, ErpozError, FlowError
 from ...flow import Context, Flow, Plan, step
+from ...user_json import jsonable
 from ...version import __version__
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
 
 #: The tool that tells how a run stands (a run that waited for review, later).
 STATUS_TOOL = "erpoz_run"
-_ANY = TypeAdapter(Any)
 
 
 @step
@@ -221,7 +221,7 @@ def build_server(
 def _answer(result: RunResult) -> mcp_types.CallToolResult:
     data: dict[str, Any] = {"run_id": result.run_id, "status": result.status}
     if result.status == "succeeded":
-        data["output"] = _jsonable(result.output)
+        data["output"] = jsonable(result.output)
         out = data["output"]
         text = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False)
         return _result(text, data)
@@ -278,10 +278,3 @@ def _error(text: str) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(
         content=[mcp_types.TextContent(type="text", text=text)], is_error=True
     )
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        return _ANY.dump_python(value, mode="json")
-    except Exception:
-        return repr(value)
