@@ -14,6 +14,7 @@
  * CPU has them, chosen at import after checking both against a known answer. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -266,8 +267,16 @@ put_formatted(Buf *b, PyObject *o)
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (!overflow && !(v == -1 && PyErr_Occurred())) {
             char num[24];
-            int k = snprintf(num, sizeof num, "%lld", v);
-            return buf_put(b, num, k);
+            char *end = num + sizeof num, *q = end;
+            unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+            do {
+                *--q = (char)('0' + u % 10);
+                u /= 10;
+            } while (u);
+            if (v < 0) {
+                *--q = '-';
+            }
+            return buf_put(b, q, end - q);
         }
         PyErr_Clear();
     }
@@ -280,11 +289,88 @@ put_formatted(Buf *b, PyObject *o)
     return rc;
 }
 
+#if defined(__SIZEOF_INT128__)
+/* repr of a float in [1, 2**53) (event times are), exactly as Python's: the fewest digits
+ * after the point (k) for which the integer nearest to x * 10**k, divided by 10**k, reads back
+ * as x, i.e. lies strictly inside x's rounding interval (x - ulp/2, x + ulp/2). With
+ * x = f * 2**e (f of 53 bits, -52 <= e <= 0) all of it is exact in 128-bit integers. Returns
+ * the length written, or 0 where this does not decide (a power of two, whose interval is
+ * lopsided; a candidate on the interval's edge or halfway between two: rounding rules); the
+ * caller then asks Python's own dtoa. Checked against repr on random floats by the tests. */
+static int
+short_repr(double x, char out[32])
+{
+    int neg = x < 0;
+    double a = neg ? -x : x;
+    if (!(a >= 1.0 && a < 9007199254740992.0)) { /* also NaN */
+        return 0;
+    }
+    int exp2;
+    double m = frexp(a, &exp2); /* a = m * 2**exp2, 0.5 <= m < 1 */
+    uint64_t f = (uint64_t)ldexp(m, 53);
+    int e = exp2 - 53; /* a = f * 2**e, -52 <= e <= 0 */
+    if (f == (1ULL << 52)) {
+        return 0;
+    }
+    int s = 1 - e; /* x * 10**k = X / 2**s with X = 2f * 10**k; the interval 2f -/+ 1 */
+    unsigned __int128 ten = 1, half = (unsigned __int128)1 << (s - 1);
+    unsigned __int128 mask = ((unsigned __int128)1 << s) - 1;
+    for (int k = 0; k <= 17; k++, ten *= 10) {
+        unsigned __int128 X = (unsigned __int128)(2 * f) * ten;
+        unsigned __int128 q = X >> s, r = X & mask;
+        if (r == half) {
+            return 0;
+        }
+        if (r > half) {
+            q += 1;
+        }
+        unsigned __int128 at = q << s, lo = (unsigned __int128)(2 * f - 1) * ten;
+        unsigned __int128 hi = (unsigned __int128)(2 * f + 1) * ten;
+        if (at == lo || at == hi) {
+            return 0;
+        }
+        if (at < lo || at > hi) {
+            continue;
+        }
+        char digits[40];
+        int n = 0;
+        unsigned __int128 v = q;
+        do {
+            digits[n++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        int len = 0;
+        if (neg) {
+            out[len++] = '-';
+        }
+        for (int i = n - 1; i >= 0; i--) {
+            out[len++] = digits[i];
+            if (i == k && k > 0) {
+                out[len++] = '.';
+            }
+        }
+        if (k == 0) {
+            out[len++] = '.';
+            out[len++] = '0';
+        }
+        return len;
+    }
+    return 0;
+}
+#endif
+
 /* repr(x): for a float exactly what float.__repr__ does. */
 static int
 put_repr(Buf *b, PyObject *o)
 {
     if (PyFloat_CheckExact(o)) {
+#if defined(__SIZEOF_INT128__)
+        char fast[32];
+        int n = short_repr(PyFloat_AS_DOUBLE(o), fast);
+        if (n > 0) {
+            return buf_put(b, fast, n);
+        }
+#endif
         char *r = PyOS_double_to_string(PyFloat_AS_DOUBLE(o), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
         if (r == NULL) {
             return -1;
