@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from erpoz import Engine, Flow, step
+from erpoz import Engine, Flow, _accel, step
 from erpoz.audit import _verify as v
 from erpoz.audit import verify
 from erpoz.audit._verify import check_shard
@@ -85,7 +85,20 @@ async def _timed(fn: Callable[[], Awaitable[int]]) -> tuple[Sample, int]:
     return (wall, h1 - h0, k1 - k0), n
 
 
-async def measure(path: Path, reps: int, workers: int) -> tuple[int, dict[str, list[Sample]]]:
+def _with_speedups(on: bool, fn: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
+    async def run() -> int:
+        was = _accel.use(on)
+        try:
+            return await fn()
+        finally:
+            _accel.use(was)
+
+    return run
+
+
+async def measure(
+    path: Path, reps: int, workers: int, compare: bool
+) -> tuple[int, dict[str, list[Sample]]]:
     store = SQLiteStore(path)
 
     async def chains_only() -> int:
@@ -108,6 +121,12 @@ async def measure(path: Path, reps: int, workers: int) -> tuple[int, dict[str, l
         "verify, 1 process": verify_with(1),
         f"verify, {workers} processes": verify_with(workers),
     }
+    if compare:  # each case with the C extension and with the pure-Python code, interleaved
+        cases = {
+            f"{name} [{'C' if on else 'Python'}]": _with_speedups(on, fn)
+            for name, fn in cases.items()
+            for on in (True, False)
+        }
     results: dict[str, list[Sample]] = {k: [] for k in cases}
     events = 0
     for fn in cases.values():  # warm up: page cache, imports
@@ -127,7 +146,7 @@ def report(events: int, built: str, results: dict[str, list[Sample]], reps: int)
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs"
     )
     print(
-        f"{'case':<24}{'wall s':>8}{'events/s wall':>15}{'CPU s':>8}{'events/s CPU':>14}"
+        f"{'case':<36}{'wall s':>8}{'events/s wall':>15}{'CPU s':>8}{'events/s CPU':>14}"
         f"{'CPU here / children':>22}"
     )
     for name, samples in results.items():
@@ -137,7 +156,7 @@ def report(events: int, built: str, results: dict[str, list[Sample]], reps: int)
         kids = statistics.median(s[2] for s in samples)
         split = f"{here:.3f} / {kids:.3f}" if kids else ""
         print(
-            f"{name:<24}{wall:>8.3f}{events / wall:>15,.0f}{cpu:>8.3f}{events / cpu:>14,.0f}"
+            f"{name:<36}{wall:>8.3f}{events / wall:>15,.0f}{cpu:>8.3f}{events / cpu:>14,.0f}"
             f"{split:>22}"
         )
 
@@ -163,26 +182,45 @@ async def phases(path: Path, reps: int) -> None:
     found = v._Findings(v.AuditReport(), set())
     leaves = v._placed(paired.positions, paired.stored, size, found)
     assert leaves is not None
-    steps: dict[str, Callable[[], object]] = {
-        "read the events (10 values a row)": lambda: db.execute(sql).fetchall(),
-        "  of which: a bare row (SELECT 1)": lambda: db.execute(
-            "SELECT 1 FROM events ORDER BY run_id, seq"
-        ).fetchall(),
-        "read the leaves (position, hash)": lambda: db.execute(
-            "SELECT pos, leaf FROM merkle_leaves ORDER BY run_id, seq"
-        ).fetchall(),
-        "chain hash (f-string, SHA-256, hex)": lambda: v._recompute(rows),
-        "  of which: repr(ts)": lambda: [repr(r[2]) for r in rows],
-        "leaf hash and match": lambda: v._pair_fast(rows, placed),
-        "seqs, links, hashes compared": lambda: v._chains_ok(rows, hashes, runs),
-        "runs, heads and seals": lambda: [
-            v._sealing(rid, rows[a:b], recorded.get(rid)) for rid, a, b in runs
-        ],
-        "leaves put in commit order": lambda: v._placed(
-            paired.positions, paired.stored, size, found
-        ),
-        "the tree (n - 1 node hashes)": lambda: v._levels(leaves),
-    }
+    c = _accel.C
+    if c is not None:
+        ours = c.scan(rows, v.GENESIS, True)[1]
+        steps: dict[str, Callable[[], object]] = {
+            "read the events (10 values a row)": lambda: db.execute(sql).fetchall(),
+            "read the leaves (position, hash)": lambda: db.execute(
+                "SELECT pos, leaf FROM merkle_leaves ORDER BY run_id, seq"
+            ).fetchall(),
+            "C: chain hashes, seqs, links, leaves": lambda: c.scan(rows, v.GENESIS, True),
+            "leaves matched": lambda: v._pair_fast(rows, placed, ours),
+            "runs, heads and seals": lambda: [
+                v._sealing(rid, rows[a:b], recorded.get(rid)) for rid, a, b in runs
+            ],
+            "leaves put in commit order": lambda: v._placed(
+                paired.positions, paired.stored, size, found
+            ),
+            "C: the tree (n - 1 node hashes)": lambda: v._levels(leaves),
+        }
+    else:
+        steps = {
+            "read the events (10 values a row)": lambda: db.execute(sql).fetchall(),
+            "  of which: a bare row (SELECT 1)": lambda: db.execute(
+                "SELECT 1 FROM events ORDER BY run_id, seq"
+            ).fetchall(),
+            "read the leaves (position, hash)": lambda: db.execute(
+                "SELECT pos, leaf FROM merkle_leaves ORDER BY run_id, seq"
+            ).fetchall(),
+            "chain hash (f-string, SHA-256, hex)": lambda: v._recompute(rows),
+            "  of which: repr(ts)": lambda: [repr(r[2]) for r in rows],
+            "leaf hash and match": lambda: v._pair_fast(rows, placed),
+            "seqs, links, hashes compared": lambda: v._chains_ok(rows, hashes, runs),
+            "runs, heads and seals": lambda: [
+                v._sealing(rid, rows[a:b], recorded.get(rid)) for rid, a, b in runs
+            ],
+            "leaves put in commit order": lambda: v._placed(
+                paired.positions, paired.stored, size, found
+            ),
+            "the tree (n - 1 node hashes)": lambda: v._levels(leaves),
+        }
     times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(reps):
         for name, fn in steps.items():
@@ -193,7 +231,8 @@ async def phases(path: Path, reps: int) -> None:
     n = len(rows)
     load = os.getloadavg()
     print(
-        f"\nwhere the CPU goes, {n:,} events, one process, µs per event (median of {reps}); "
+        f"\nwhere the CPU goes, {n:,} events, one process, "
+        f"{'with' if c else 'without'} the C extension, µs per event (median of {reps}); "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     total = 0.0
@@ -205,7 +244,13 @@ async def phases(path: Path, reps: int) -> None:
 
 
 async def main(
-    sizes: list[int], steps: int, reps: int, workers: int, keep: Path | None, where_cpu: bool
+    sizes: list[int],
+    steps: int,
+    reps: int,
+    workers: int,
+    keep: Path | None,
+    where_cpu: bool,
+    compare: bool,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         where = keep or Path(tmp)
@@ -219,10 +264,14 @@ async def main(
             else:
                 seconds = await build(path, runs, steps)
                 built = f"{runs} runs × {steps} steps, built in {seconds:.1f} s"
-            events, results = await measure(path, reps, workers)
+            events, results = await measure(path, reps, workers, compare)
             report(events, built, results, reps)
         if where_cpu:
             await phases(path, reps)
+            if compare and _accel.C is not None:
+                _accel.use(False)
+                await phases(path, reps)
+                _accel.use(True)
     print("\ntarget: verify ≥ 300,000 events/s")
 
 
@@ -236,6 +285,11 @@ if __name__ == "__main__":
     ap.add_argument(
         "--phases", action="store_true", help="then where one process's CPU goes (largest size)"
     )
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="each case with the C extension and with the pure-Python code, interleaved",
+    )
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
-    asyncio.run(main(sizes, a.steps, a.reps, a.workers, a.keep, a.phases))
+    asyncio.run(main(sizes, a.steps, a.reps, a.workers, a.keep, a.phases, a.compare))

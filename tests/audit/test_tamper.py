@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from erpoz import Engine, Flow, step
+from erpoz import Engine, Flow, _accel, step
 from erpoz.audit import AuditReport, verify
 from erpoz.audit.checkpoints import Checkpoint, SigningKey, generate_key, sign_checkpoint
 from erpoz.store import GENESIS, chain_hash, leaf_hash, open_store
@@ -498,8 +499,10 @@ asyncio.run(main())
 """
 
 
-def in_parallel(v: Victim, workers: int) -> dict[str, Any]:
-    """``verify`` with ``workers`` forked processes, run from a fresh (one-thread) process."""
+def in_parallel(v: Victim, workers: int, *, pure_python: bool = False) -> dict[str, Any]:
+    """``verify`` with ``workers`` forked processes, run from a fresh (one-thread) process
+    (``pure_python``: without the C extension)."""
+    env = {**os.environ, "ERPOZ_NO_SPEEDUPS": "1" if pure_python else ""}
     proc = subprocess.run(
         [
             sys.executable,
@@ -514,6 +517,7 @@ def in_parallel(v: Victim, workers: int) -> dict[str, Any]:
         text=True,
         timeout=300,
         check=False,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     report: dict[str, Any] = json.loads(proc.stdout)
@@ -531,8 +535,43 @@ def test_verify_in_parallel_processes_finds_the_same(victim: Victim, name: str) 
     assert not one["ok"] and three["problems"] == one["problems"]
     for key in ("runs", "events", "tree", "checkpoints"):
         assert three[key] == one[key], key
+    if _accel.available():  # and the pure-Python code in the forked children finds the same
+        pure = in_parallel(victim, 3, pure_python=True)
+        assert {k: v for k, v in pure.items() if k not in _TIMES} == {
+            k: v for k, v in three.items() if k not in _TIMES
+        }
 
 
 def test_a_clean_store_verifies_in_parallel_processes(victim: Victim) -> None:
     report = in_parallel(victim, 4)
     assert report["ok"] and report["runs"] == 4 and all(c["ok"] for c in report["checkpoints"])
+
+
+_TIMES = ("seconds", "events_per_second")
+
+
+def _found(v: Victim, *checkpoints: Checkpoint) -> dict[str, Any]:
+    report = check(v, *checkpoints).to_json()
+    return {k: value for k, value in report.items() if k not in _TIMES}
+
+
+@pytest.mark.parametrize("name", ["untouched", *KINDS])
+def test_the_c_extension_finds_exactly_what_the_python_code_finds(
+    victim: Victim, name: str
+) -> None:
+    """``erpoz._speedups`` (chains, links, leaves and the tree in C) against the pure-Python
+    code, the reference: the same report, problem for problem, with and without the
+    checkpoint."""
+    if not _accel.available():
+        pytest.skip("the C extension erpoz._speedups is not built here")
+    if name != "untouched":
+        KINDS[name].change(victim)
+    was = _accel.use(True)
+    try:
+        with_c = [_found(victim), _found(victim, victim.checkpoint)]
+        _accel.use(False)
+        pure = [_found(victim), _found(victim, victim.checkpoint)]
+    finally:
+        _accel.use(was)
+    assert with_c == pure
+    assert with_c[1]["ok"] == (name == "untouched")

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _accel
 from ..store import (
     GENESIS,
     NODE_STRIDE,
@@ -200,6 +201,15 @@ def _chains_ok(rows: Sequence[ChainRow], hashes: list[str], runs: list[_Run]) ->
     return [r[8] for r in rows] == links
 
 
+def _run_ok(rows: Sequence[ChainRow], hashes: list[str]) -> bool:
+    """Whether one run's chain checks out (``hashes``: recomputed, or ``[]`` with the C
+    extension, which recomputes them)."""
+    c = _accel.C
+    if c is not None:
+        return c.scan(rows, GENESIS, False)[0] < 0
+    return _chains_ok(rows, hashes, [(rows[0][0], 0, len(rows))])
+
+
 _Run = tuple[str, int, int]
 """``(run_id, start, end)``: a run's slice of the rows."""
 
@@ -308,22 +318,39 @@ def _row_key(rows: Sequence[ChainRow]) -> Callable[[int], tuple[str, int]]:
     return lambda i: (rows[i][0], rows[i][1])
 
 
-def _pair_fast(rows: Sequence[ChainRow], placed: Sequence[tuple[int, bytes]]) -> _Paired | None:
+def _leaves(rows: Sequence[ChainRow]) -> list[bytes]:
+    """Every event's leaf (:func:`erpoz.store.leaf_hash`, inlined: one f-string per event)."""
+    sha = hashlib.sha256
+    return [sha(f"\x00{r[0]}\x1f{r[1]}\x1f{r[9]}".encode()).digest() for r in rows]
+
+
+def _pair_fast(
+    rows: Sequence[ChainRow],
+    placed: Sequence[tuple[int, bytes]],
+    computed: list[bytes] | None = None,
+) -> _Paired | None:
     """Events and ``(position, leaf)`` pairs read in the same order: when every leaf is the one
     its event hashes to (the leaf covers the run id and sequence number, so this also shows
-    they belong together), the pairing; else ``None`` (read the leaves with their keys)."""
-    sha = hashlib.sha256  # leaf_hash, inlined: one per event
-    computed = [sha(f"\x00{r[0]}\x1f{r[1]}\x1f{r[9]}".encode()).digest() for r in rows]
+    they belong together), the pairing; else ``None`` (read the leaves with their keys).
+    ``computed``: the events' leaves, when already computed."""
+    if computed is None:
+        computed = _leaves(rows)
     if len(rows) != len(placed) or computed != [p[1] for p in placed]:
         return None
     return _Paired([p[0] for p in placed], computed, computed, _row_key(rows))
 
 
-def _pair(rows: Sequence[ChainRow], leaves: Sequence[Leaf], size: int, found: _Findings) -> _Paired:
+def _pair(
+    rows: Sequence[ChainRow],
+    leaves: Sequence[Leaf],
+    size: int,
+    found: _Findings,
+    computed: list[bytes] | None = None,
+) -> _Paired:
     """Match every event with its leaf (both come ordered by run and sequence); events without
     a leaf, and leaves of the first ``size`` whose event is gone, are problems."""
-    sha = hashlib.sha256  # leaf_hash, inlined: one per event
-    computed = [sha(f"\x00{r[0]}\x1f{r[1]}\x1f{r[9]}".encode()).digest() for r in rows]
+    if computed is None:
+        computed = _leaves(rows)
     if (
         len(rows) == len(leaves)
         and [r[1] for r in rows] == [leaf[1] for leaf in leaves]
@@ -402,11 +429,15 @@ def _placed(
 def _levels(leaves: list[bytes]) -> list[list[bytes]]:
     """Every complete subtree's hash, level by level (level 0: the leaves)."""
     sha = hashlib.sha256
+    c = _accel.C
     levels = [leaves]
     level = leaves
     while len(level) > 1:
-        pairs = zip(level[0::2], level[1::2], strict=False)  # an odd last one waits a level
-        level = [sha(b"\x01" + a + b).digest() for a, b in pairs]
+        if c is not None:
+            level = c.parents(level)  # the same pairs and hashes, in C
+        else:
+            pairs = zip(level[0::2], level[1::2], strict=False)  # an odd last one waits a level
+            level = [sha(b"\x01" + a + b).digest() for a, b in pairs]
         levels.append(level)
     return levels
 
@@ -608,21 +639,27 @@ def check_shard(
     leaves: ``Leaf`` rows, or (quicker) ``(position, leaf)`` pairs in the events' order, for
     which ``None`` means they do not match one to one (check again with ``Leaf`` rows to name
     what differs); ``None`` leaves: the store keeps no tree."""
+    c = _accel.C
+    computed: list[bytes] | None = None
+    if c is not None:  # chains, links and leaves in C: the first row that does not check out
+        bad, computed, runs = c.scan(rows, GENESIS, leaves is not None)
+        hashes: list[str] = []
     paired: _Paired | None = None
     if leaves and len(leaves[0]) == 2:
-        paired = _pair_fast(rows, leaves)  # type: ignore[arg-type]
+        paired = _pair_fast(rows, leaves, computed)  # type: ignore[arg-type]
         if paired is None:
             return None
     report = AuditReport()
     named: set[str] = set()
-    hashes = _recompute(rows)
-    runs = _by_run(rows)
-    whole = _chains_ok(rows, hashes, runs)  # the usual case: every chain checks out
+    if c is None:
+        hashes = _recompute(rows)
+        runs = _by_run(rows)
+        bad = -1 if _chains_ok(rows, hashes, runs) else 0  # the usual case: they all check out
     for rid, start, end in runs:
         run_rows = rows[start:end]
         report.runs += 1
         report.events += end - start
-        if whole or _chains_ok(run_rows, hashes[start:end], [(rid, 0, end - start)]):
+        if bad < 0 or end <= bad or _run_ok(run_rows, hashes[start:end]):
             problem = _sealing(rid, run_rows, recorded.get(rid))
         else:
             problem, good, _ = _check_run(rid, run_rows)
@@ -637,7 +674,7 @@ def check_shard(
         if leaves is None:
             paired = _Paired([], [], [], _row_key(rows))
         else:
-            paired = _pair(rows, leaves, size, found)  # type: ignore[arg-type]
+            paired = _pair(rows, leaves, size, found, computed)  # type: ignore[arg-type]
     differ = _rewritten(paired, found)
     found.close()
     return Shard(report.runs, report.events, report.problems, seen, paired, differ)
