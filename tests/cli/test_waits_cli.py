@@ -93,3 +93,36 @@ def test_fork_changes_inputs_and_reruns_only_what_reads_them(cli: Cli) -> None:
     assert nothing.code == 5 and "needs a step to run again" in nothing.text
     neither = cli("runs", "fork", first["run_id"])
     assert neither.code == 2 and "--from STEP" in neither.text
+
+
+NAP_THEN_ASK = """\
+from erpoz import Context, Flow, step
+
+
+@step
+async def nap(q: str, ctx: Context) -> str:
+    await ctx.sleep(0.2)
+    return q
+
+
+@step
+async def ask(q: str, ctx: Context) -> str:
+    return (await ctx.models.chat("default", q)).text
+
+
+flow = Flow("nap-then-ask", inputs={"q": str})
+flow.output(flow.add(ask, q=flow.add(nap, q=flow.input("q"))))
+"""
+
+
+def test_runs_wake_gives_the_woken_steps_the_projects_models(cli: Cli) -> None:
+    # runs wake executes the rest of the run here: its steps need the services `erpoz run` gives
+    (cli.tmp_path / "ask.py").write_text(NAP_THEN_ASK)
+    flow = str(cli.tmp_path / "ask.py") + ":flow"
+    res = cli.ok("run", flow, "-i", "q=hello", "--hold", "0", "--json", code=3).json()
+    assert res["status"] == "waiting"
+    woken = cli.ok("runs", "wake", "--json").json()
+    while not woken:
+        woken = cli.ok("runs", "wake", "--json").json()
+    assert [w["status"] for w in woken] == ["succeeded"], woken
+    assert isinstance(woken[0]["output"], str) and woken[0]["output"]

@@ -19,11 +19,12 @@ from ._console import (
     HoldOpt,
     JsonOpt,
     StoreOpt,
+    build_engine,
     fail,
     open_or_fail,
     out,
 )
-from ._running import call, run_and_events, with_close
+from ._running import ConfigOpt, call, run_and_events, with_close
 
 
 def _value(raw: str) -> Any:
@@ -94,6 +95,7 @@ def runs_wake(
     store: StoreOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 100,
     hold: HoldOpt = 1.0,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Resume, here, the sleeping runs whose wake time has come (runs of no queue: a worker
@@ -103,7 +105,8 @@ def runs_wake(
     """
 
     st = open_or_fail(store)
-    engine = Engine(st, hold_s=hold)
+    # the runs go on here: their steps get the project's models, tools and memory
+    engine = build_engine(st, config=config, hold_s=hold)
     results = call(with_close(st, engine.wake_due(limit=limit)))
     rows = [
         {
