@@ -152,16 +152,16 @@ class _Reader:
         rows = self.rows("SELECT count(*) FROM events WHERE run_id = ?", (run_id,))
         return int(rows[0][0]) if rows else 0
 
-    def tools_in_flight(self) -> list[str]:
-        """The runs a worker holds whose last event on record is a tool call's intent: the
-        tool is under way (or about to be called), its result not on record. One query (the
-        killer asks every few ms: a query per run held cost more than the workers' own)."""
-        rows = self.rows(
-            "SELECT r.run_id FROM runs r WHERE r.status = 'running' AND r.owner IS NOT NULL "
-            "AND (SELECT e.kind FROM events e WHERE e.run_id = r.run_id "
-            "ORDER BY e.seq DESC LIMIT 1) = 'tool_intent' ORDER BY r.run_id"
-        )
-        return [str(r[0]) for r in rows]
+    def tool_in_flight(self, runs: list[str]) -> str | None:
+        """One of ``runs`` whose last event on record is a tool call's intent: the tool is
+        under way (or about to be called), its result not on record."""
+        for run_id in runs:
+            last = self.rows(
+                "SELECT kind FROM events WHERE run_id = ? ORDER BY seq DESC LIMIT 1", (run_id,)
+            )
+            if last and last[0][0] == "tool_intent":
+                return run_id
+        return None
 
     def owner_pid(self, run_id: str) -> int | None:
         rows = self.rows("SELECT owner FROM runs WHERE run_id = ?", (run_id,))
@@ -383,19 +383,17 @@ def _drain(
         if report.kills >= kills:
             time.sleep(0.05)
             continue
+        running = reader.running()
         target: str | None = None
         if in_tool:
-            in_flight = reader.tools_in_flight()
-            target = rng.choice(in_flight) if in_flight else None
-        else:
-            running = reader.running()
-            if watched is None or watched[0] not in running:
-                watched = None
-                if running:
-                    run_id = rng.choice(running)
-                    watched = (run_id, reader.recorded(run_id) + rng.randint(1, 15))
-            elif reader.recorded(watched[0]) >= watched[1]:
-                target, watched = watched[0], None
+            target = reader.tool_in_flight(rng.sample(running, len(running)))
+        elif watched is None or watched[0] not in running:
+            watched = None
+            if running:
+                run_id = rng.choice(running)
+                watched = (run_id, reader.recorded(run_id) + rng.randint(1, 15))
+        elif reader.recorded(watched[0]) >= watched[1]:
+            target, watched = watched[0], None
         if target is None:
             time.sleep(0.002)
             continue
