@@ -111,6 +111,7 @@ class _Reader:
     def __init__(self, url: str) -> None:
         self.url = url
         self._pg: Any = None
+        self._sqlite: sqlite3.Connection | None = None
         if url.startswith("postgresql://"):
             import psycopg
 
@@ -119,20 +120,23 @@ class _Reader:
     def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         if self._pg is not None:
             return list(self._pg.execute(sql.replace("?", "%s"), args).fetchall())
+        # one read-only connection for the whole test (the killer reads every few ms: a
+        # connection per query cost it more CPU than the reads); autocommit, so that no read
+        # transaction stays open between queries
         try:
-            con = sqlite3.connect(f"file:{self.url}?mode=ro", uri=True, timeout=5)
-        except sqlite3.Error:
-            return []
-        try:
-            return con.execute(sql, args).fetchall()
+            if self._sqlite is None:
+                self._sqlite = sqlite3.connect(
+                    f"file:{self.url}?mode=ro", uri=True, timeout=5, isolation_level=None
+                )
+            return self._sqlite.execute(sql, args).fetchall()
         except sqlite3.OperationalError:
             return []  # not created yet, or busy
-        finally:
-            con.close()
 
     def close(self) -> None:
         if self._pg is not None:
             self._pg.close()
+        if self._sqlite is not None:
+            self._sqlite.close()
 
     def succeeded(self) -> int:
         rows = self.rows("SELECT count(*) FROM runs WHERE status = 'succeeded'")
