@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from erpoz import Engine, Flow, _accel, step
+from erpoz import Engine, Flow, speedups, step
 from erpoz.audit import _verify as v
 from erpoz.audit import verify
 from erpoz.audit._verify import check_shard
@@ -87,11 +87,11 @@ async def _timed(fn: Callable[[], Awaitable[int]]) -> tuple[Sample, int]:
 
 def _with_speedups(on: bool, fn: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[int]]:
     async def run() -> int:
-        was = _accel.use(on)
+        was = speedups.use(on)
         try:
             return await fn()
         finally:
-            _accel.use(was)
+            speedups.use(was)
 
     return run
 
@@ -182,7 +182,7 @@ async def phases(path: Path, reps: int) -> None:
     found = v._Findings(v.AuditReport(), set())
     leaves = v._placed(paired.positions, paired.stored, size, found)
     assert leaves is not None
-    c = _accel.C
+    c = speedups.C
     if c is not None:
         ours = c.scan(rows, v.GENESIS, True)[1]
         steps: dict[str, Callable[[], object]] = {
@@ -268,10 +268,10 @@ async def main(
             report(events, built, results, reps)
         if where_cpu:
             await phases(path, reps)
-            if compare and _accel.C is not None:
-                _accel.use(False)
+            if compare and speedups.C is not None:
+                speedups.use(False)
                 await phases(path, reps)
-                _accel.use(True)
+                speedups.use(True)
     print("\ntarget: verify ≥ 300,000 events/s")
 
 

@@ -1,4 +1,4 @@
-"""``python -m bench.speedups_bench``: what the C extension (``erpoz._speedups``) saves the
+"""``python -m bench.speedups_bench``: what the C extension (``erpoz.speedups._speedups``) saves the
 writers: CPU µs per step of a 100-step chain of ``async inc(x)`` steps (one run per call; the
 memory store and SQLite with ``batch`` durability), with and without the extension,
 interleaved (``--reps`` rounds, medians), and the per-call cost of ``chain_hash`` and
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from erpoz import Engine, _accel
+from erpoz import Engine, speedups
 from erpoz.store import chain_hash, leaf_hash, open_store
 
 from .audit_bench import _chain
@@ -55,13 +55,13 @@ async def _runs(store_kind: str, runs: int, where: Path) -> float:
 
 
 def main(reps: int, runs: int, calls: int) -> None:
-    if not _accel.available():
+    if not speedups.available():
         raise SystemExit("the C extension is not built: pip install -e . with a C compiler")
     results: dict[str, dict[bool, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(reps):
             for on in (True, False):
-                _accel.use(on)
+                speedups.use(on)
                 for name, fn in _calls(calls).items():
                     t0 = time.process_time()
                     fn()
@@ -71,7 +71,7 @@ def main(reps: int, runs: int, calls: int) -> None:
                     us = asyncio.run(_runs(kind, runs, Path(tmp))) / (runs * 100) * 1e6
                     name = f"chain of 100 steps, {kind} (CPU µs/step)"
                     results.setdefault(name, {True: [], False: []})[on].append(us)
-    _accel.use(True)
+    speedups.use(True)
     load = os.getloadavg()
     print(f"{reps} interleaved rounds, medians; load average {load[0]:.2f} {load[1]:.2f}")
     print(f"{'what':<48}{'C':>9}{'Python':>9}{'saved':>9}")

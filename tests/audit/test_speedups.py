@@ -1,4 +1,5 @@
-"""The C extension ``erpoz._speedups`` computes exactly what the pure-Python code computes: the
+"""The C extension ``erpoz.speedups._speedups`` computes exactly what the pure-Python code
+computes: the
 same chain hashes (Python's ``repr`` of the event's time included), leaves, tree nodes, the
 same first bad event and the same problems, on random events and on random damage to them.
 (The tamper suite, tests/audit/test_tamper.py, compares the two on whole stores.)"""
@@ -15,25 +16,27 @@ from typing import Any, TypeVar
 
 import pytest
 
-from erpoz import _accel
+from erpoz import speedups as ext
 from erpoz.audit import _verify as v
 from erpoz.store import GENESIS, chain_hash, leaf_hash
 
-if not _accel.available():
-    pytest.skip("the C extension erpoz._speedups is not built here", allow_module_level=True)
+if not ext.available():
+    pytest.skip(
+        "the C extension erpoz.speedups._speedups is not built here", allow_module_level=True
+    )
 
-from erpoz import _speedups  # built: the skip above did not happen
+from erpoz.speedups import _speedups  # built: the skip above did not happen
 
 T = TypeVar("T")
 
 
 @contextmanager
-def speedups(on: bool) -> Iterator[None]:
-    was = _accel.use(on)
+def in_c(on: bool) -> Iterator[None]:
+    was = ext.use(on)
     try:
         yield
     finally:
-        _accel.use(was)
+        ext.use(was)
 
 
 def both(fn: Callable[[], T]) -> tuple[T | str, T | str]:
@@ -41,7 +44,7 @@ def both(fn: Callable[[], T]) -> tuple[T | str, T | str]:
     raised: the two raise the same errors)."""
     out: list[T | str] = []
     for on in (True, False):
-        with speedups(on):
+        with in_c(on):
             try:
                 out.append(fn())
             except (TypeError, ValueError) as exc:
@@ -87,7 +90,7 @@ def random_text(rnd: random.Random) -> str:
 def random_rows(rnd: random.Random, runs: int) -> list[tuple[Any, ...]]:
     """Valid chains (hashed by the pure-Python code) of ``runs`` runs, ordered by run."""
     rows: list[tuple[Any, ...]] = []
-    with speedups(False):
+    with in_c(False):
         for r in range(runs):
             run_id = f"run-{r:03d}-{random_text(rnd)[:8]}"
             prev = GENESIS
@@ -172,7 +175,7 @@ def test_bad_values_raise_the_same_errors() -> None:
         args[i] = bad
         errors = []
         for on in (True, False):
-            with speedups(on), pytest.raises((TypeError, UnicodeEncodeError)) as exc:
+            with in_c(on), pytest.raises((TypeError, UnicodeEncodeError)) as exc:
                 chain_hash(*args)
             errors.append(type(exc.value))
         assert errors[0] is errors[1], (i, bad)
@@ -184,13 +187,13 @@ def test_scan_finds_the_first_bad_event_the_python_checks_find() -> None:
         rows = random_rows(rnd, rnd.randrange(1, 6))
         if trial % 4:
             rows = damaged(rnd, rows)
-        with speedups(False):
+        with in_c(False):
             ok, leaves, runs = python_scan(rows)
         bad, c_leaves, c_runs = _speedups.scan(rows, GENESIS, True)
         assert (bad < 0) == ok
         assert c_leaves == leaves and c_runs == runs
         if bad >= 0:  # everything before it checks out, and it does not
-            with speedups(False):
+            with in_c(False):
                 assert bad == 0 or python_scan(rows[:bad])[0]
                 assert not python_scan(rows[: bad + 1])[0]
 

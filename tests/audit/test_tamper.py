@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from erpoz import Engine, Flow, _accel, step
+from erpoz import Engine, Flow, speedups, step
 from erpoz.audit import AuditReport, verify
 from erpoz.audit.checkpoints import Checkpoint, SigningKey, generate_key, sign_checkpoint
 from erpoz.store import GENESIS, chain_hash, leaf_hash, open_store
@@ -535,7 +535,7 @@ def test_verify_in_parallel_processes_finds_the_same(victim: Victim, name: str) 
     assert not one["ok"] and three["problems"] == one["problems"]
     for key in ("runs", "events", "tree", "checkpoints"):
         assert three[key] == one[key], key
-    if _accel.available():  # and the pure-Python code in the forked children finds the same
+    if speedups.available():  # and the pure-Python code in the forked children finds the same
         pure = in_parallel(victim, 3, pure_python=True)
         assert {k: v for k, v in pure.items() if k not in _TIMES} == {
             k: v for k, v in three.items() if k not in _TIMES
@@ -559,19 +559,19 @@ def _found(v: Victim, *checkpoints: Checkpoint) -> dict[str, Any]:
 def test_the_c_extension_finds_exactly_what_the_python_code_finds(
     victim: Victim, name: str
 ) -> None:
-    """``erpoz._speedups`` (chains, links, leaves and the tree in C) against the pure-Python
-    code, the reference: the same report, problem for problem, with and without the
+    """The C extension (chains, links, leaves and the tree in C) against the pure-Python code,
+    the reference: the same report, problem for problem, with and without the
     checkpoint."""
-    if not _accel.available():
-        pytest.skip("the C extension erpoz._speedups is not built here")
+    if not speedups.available():
+        pytest.skip("the C extension erpoz.speedups is not built here")
     if name != "untouched":
         KINDS[name].change(victim)
-    was = _accel.use(True)
+    was = speedups.use(True)
     try:
         with_c = [_found(victim), _found(victim, victim.checkpoint)]
-        _accel.use(False)
+        speedups.use(False)
         pure = [_found(victim), _found(victim, victim.checkpoint)]
     finally:
-        _accel.use(was)
+        speedups.use(was)
     assert with_c == pure
     assert with_c[1]["ok"] == (name == "untouched")

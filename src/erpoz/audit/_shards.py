@@ -1,7 +1,7 @@
 """``verify`` of a large store in parts, each in a process of its own.
 
 Recomputing hash chains and leaves is CPU work (two SHA-256 and a message per event, in C with
-the extension, :mod:`erpoz._accel`, after ``sqlite3`` has made a row of ten values of it); one
+the extension, :mod:`erpoz.speedups`, after ``sqlite3`` has made a row of ten values of it); one
 core does about 130,000–200,000 events a second in pure Python, 240,000 with the extension. A
 store of 100,000 events or more is cut into ranges of runs (:meth:`AuditShards.run_split`);
 each range is read and checked by a forked child (:func:`check_shard`) that sends back its
@@ -28,7 +28,7 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from .. import _accel
+from .. import speedups
 from ..store import AuditShards, RecordedHead
 from ._verify import Problem, Shard, _Paired, check_range, check_shard
 
@@ -41,7 +41,7 @@ checking an event (reading it and its leaf, its chain hash and its leaf hash): �
 7 µs in ``python -m bench.audit_bench --phases`` (a split of 0.2 left this process 7% less
 CPU than its child at 10⁶ events)."""
 TREE_SHARE_C = 0.08
-"""The same with the C extension (:mod:`erpoz._accel`): ≈ 0.3 µs (leaves unpacked and put in
+"""The same with the C extension (:mod:`erpoz.speedups`): ≈ 0.3 µs (leaves unpacked and put in
 place, a node hash in C) against ≈ 4 µs (mostly ``sqlite3`` making the rows)."""
 SLICES = 20
 """The store is cut into this many ranges of runs per part, which are then dealt out."""
@@ -112,7 +112,7 @@ def dealt(
     which also builds the tree) smaller by :data:`TREE_SHARE` of an event per event of each
     child's: the first gets ``(1 - TREE_SHARE * (parts - 1)) / parts`` of them."""
     n = len(ranges)
-    share = TREE_SHARE if _accel.C is None else TREE_SHARE_C
+    share = TREE_SHARE if speedups.C is None else TREE_SHARE_C
     here = max(0.0, (1 - share * (parts - 1)) / parts)
     ends = [round(here * n)]
     for k in range(1, parts):

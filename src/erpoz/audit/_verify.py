@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _accel
+from .. import speedups
 from ..store import (
     GENESIS,
     NODE_STRIDE,
@@ -204,7 +204,7 @@ def _chains_ok(rows: Sequence[ChainRow], hashes: list[str], runs: list[_Run]) ->
 def _run_ok(rows: Sequence[ChainRow], hashes: list[str]) -> bool:
     """Whether one run's chain checks out (``hashes``: recomputed, or ``[]`` with the C
     extension, which recomputes them)."""
-    c = _accel.C
+    c = speedups.C
     if c is not None:
         return c.scan(rows, GENESIS, False)[0] < 0
     return _chains_ok(rows, hashes, [(rows[0][0], 0, len(rows))])
@@ -429,7 +429,7 @@ def _placed(
 def _levels(leaves: list[bytes]) -> list[list[bytes]]:
     """Every complete subtree's hash, level by level (level 0: the leaves)."""
     sha = hashlib.sha256
-    c = _accel.C
+    c = speedups.C
     levels = [leaves]
     level = leaves
     while len(level) > 1:
@@ -639,7 +639,7 @@ def check_shard(
     leaves: ``Leaf`` rows, or (quicker) ``(position, leaf)`` pairs in the events' order, for
     which ``None`` means they do not match one to one (check again with ``Leaf`` rows to name
     what differs); ``None`` leaves: the store keeps no tree."""
-    c = _accel.C
+    c = speedups.C
     computed: list[bytes] | None = None
     if c is not None:  # chains, links and leaves in C: the first row that does not check out
         bad, computed, runs = c.scan(rows, GENESIS, leaves is not None)

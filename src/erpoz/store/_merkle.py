@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _accel
+from .. import speedups
 from ..errors import StoreError
 
 HASH_SIZE = 32
@@ -52,7 +52,7 @@ _sha256 = hashlib.sha256
 
 def leaf_hash(run_id: str, seq: int, event_hash: str) -> bytes:
     """The leaf of an event: its run, its sequence number and its chain hash."""
-    c = _accel.C
+    c = speedups.C
     if c is not None:
         return c.leaf_hash(run_id, seq, event_hash)
     return _sha256(f"\x00{run_id}\x1f{seq}\x1f{event_hash}".encode()).digest()

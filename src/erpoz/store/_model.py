@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from .. import _accel
+from .. import speedups
 
 GENESIS = "0" * 64
 """``prev_hash`` of a run's first event."""
@@ -80,8 +80,8 @@ def chain_hash(
     payload: str | None,
 ) -> str:
     """SHA-256 of an event chained to its predecessor; the audit part recomputes exactly this
-    (in C with the extension: :mod:`erpoz._accel`)."""
-    c = _accel.C
+    (in C with the extension: :mod:`erpoz.speedups`)."""
+    c = speedups.C
     if c is not None:
         return c.chain_hash(prev_hash, run_id, seq, ts, kind, step, attempt, data, payload)
     msg = "\x1f".join(

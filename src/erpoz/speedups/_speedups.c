@@ -1,4 +1,4 @@
-/* erpoz._speedups: the audit's per-event hashing in C (optional; erpoz/_accel.py falls back to
+/* erpoz.speedups._speedups: the audit's per-event hashing in C (optional; erpoz.speedups falls back to
  * the pure-Python code, which stays the reference, when this is not built).
  *
  * What it computes is exactly what the Python code computes (tests/audit/test_speedups.py
@@ -759,8 +759,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "erpoz._speedups",
-    "The audit's per-event hashing in C (see erpoz._accel).", -1, methods,
+    PyModuleDef_HEAD_INIT, "erpoz.speedups._speedups",
+    "The audit's per-event hashing in C (see erpoz.speedups).", -1, methods,
 };
 
 PyMODINIT_FUNC

@@ -1,6 +1,6 @@
-"""The optional C extension (:mod:`erpoz._speedups`): an event's chain hash, its leaf and the
-tree's node hashes computed in C, a batch of events at a time, for ``erpoz audit verify`` (and
-an event's chain hash and leaf for the writers).
+"""The optional C extension (``erpoz.speedups._speedups``, from ``_speedups.c`` here): an
+event's chain hash, its leaf and the tree's node hashes computed in C, a batch of events at a
+time, for ``erpoz audit verify`` (and an event's chain hash and leaf for the writers).
 
 The pure-Python code stays and is the reference: the C code computes exactly the same hashes
 (the tests run both on the same data). It is used when it was built (``pip install`` builds it
