@@ -3,6 +3,7 @@ SQLite checkpointer at the same ``synchronous`` setting, Haystack (no persistenc
 plain-asyncio floor, interleaved in one process.
 
     python -m bench.durable_bench [--reps 7] [--runs 1000] [--no-peers] [--markdown]
+    python -m bench.durable_bench --sql-profile sync [--runs 1000]  # where the time goes
 
 Like for like:
 
@@ -233,6 +234,76 @@ async def _concurrent(
     return {n: statistics.median(v) for n, v in timed.items()}
 
 
+# --- where a concurrent gather's time goes -------------------------------------------------------
+class _TimedConnection:
+    """A SQLite store's connection that adds up, per statement, the calls, the rows, and the
+    wall and CPU seconds spent inside SQLite on the calling (event loop's) thread."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.stats: dict[str, list[float]] = {}
+
+    def _add(self, sql: str, t0: float, c0: float, rows: int) -> None:
+        st = self.stats.setdefault(" ".join(sql.split())[:60], [0, 0, 0.0, 0.0])
+        st[0] += 1
+        st[1] += rows
+        st[2] += time.perf_counter() - t0
+        st[3] += time.process_time() - c0
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return self._db.execute(sql, *args)
+        finally:
+            self._add(sql, t0, c0, 0)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        rows = list(rows)
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return self._db.executemany(sql, rows)
+        finally:
+            self._add(sql, t0, c0, len(rows))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+async def _sql_profile(n_runs: int, durability: str, tmp: Path, reps: int) -> None:
+    """``n_runs`` concurrent runs on a SQLite store whose connection is timed: how many
+    commits, and how much of the gather's wall clock the loop's thread spent inside SQLite."""
+    plan = build_chain(5, _make_sleep_inc(0.01), name="sleep_chain").compile()
+    for rep in range(reps + 1):  # the first is a warm-up
+        store: Any = open_store(tmp / f"prof-{uuid.uuid4().hex[:8]}.db", durability=durability)
+        timed = _TimedConnection(store._db)
+        store._db = timed
+        c0, t0 = time.process_time(), time.perf_counter()
+        try:
+            results = await asyncio.gather(
+                *(Engine(store).run(plan, {"x": 0}) for _ in range(n_runs))
+            )
+        finally:
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            await store.close()
+        if any(r.status != "succeeded" for r in results):
+            raise RuntimeError(f"erpoz {durability}: a concurrent run did not succeed")
+        if rep == 0:
+            continue
+        st = timed.stats
+        in_sql = sum(v[2] for v in st.values())
+        in_sql_cpu = sum(v[3] for v in st.values())
+        commits = int(st.get("COMMIT", [0])[0])
+        print(
+            f"\n{n_runs:,} concurrent `{durability}` runs: wall {wall:.3f} s, CPU {cpu:.3f} s; "
+            f"{commits} commits; inside SQLite on the loop's thread {in_sql:.3f} s wall, "
+            f"{in_sql_cpu:.3f} s CPU ({in_sql / wall:.0%} of the wall clock)"
+        )
+        for sql, (calls, rows, w, c) in sorted(st.items(), key=lambda kv: -kv[1][2])[:8]:
+            print(
+                f"  {w * 1e3:8.1f} ms wall {c * 1e3:8.1f} ms CPU {calls:6d} calls {rows:7d} rows  {sql}"
+            )
+
+
 # --- the table ------------------------------------------------------------------------------------
 def _rows(
     chain: dict[str, float], conc: dict[str, float], n_runs: int, unit: str = ""
@@ -303,7 +374,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chain", action="store_true")
     parser.add_argument("--no-concurrent", action="store_true")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument(
+        "--sql-profile",
+        metavar="DURABILITY",
+        choices=("sync", "batch", "effects"),
+        help="only time --runs concurrent runs in this mode: commits, and the time spent "
+        "inside SQLite on the event loop's thread (per statement), --conc-reps times",
+    )
     args = parser.parse_args(argv)
+    if args.sql_profile:
+
+        async def profile() -> None:
+            with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
+                await _sql_profile(args.runs, args.sql_profile, Path(tmp), args.conc_reps)
+
+        asyncio.run(profile())
+        print(f"\nload average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return 0
     load_before = os.getloadavg()
 
     chain_cpu: dict[str, float] = {}
