@@ -300,7 +300,8 @@ async def _sql_profile(n_runs: int, durability: str, tmp: Path, reps: int) -> No
         )
         for sql, (calls, rows, w, c) in sorted(st.items(), key=lambda kv: -kv[1][2])[:8]:
             print(
-                f"  {w * 1e3:8.1f} ms wall {c * 1e3:8.1f} ms CPU {calls:6d} calls {rows:7d} rows  {sql}"
+                f"  {w * 1e3:8.1f} ms wall {c * 1e3:8.1f} ms CPU {int(calls):6d} calls "
+                f"{int(rows):7d} rows  {sql}"
             )
 
 
