@@ -205,13 +205,62 @@ _NEGATED = re.compile(
     r"\bcan'?t|\bwon'?t|\bunder\s+no\s+circumstances?|\brefuse\s+to)\s+(?:\w+\s+){0,2}$"
 )
 _SENTENCE_START = re.compile(r"[.!?\n]\s")
-#: What may stand before a request in its sentence: nothing, or words that lead into an
-#: imperative ("please", "and then", "could you", "I want you to", "New task:").
-_LEAD_IN = re.compile(
-    r"(?:^|[,;:(\-*>#%]|\b(?:and|then|please|pls|kindly|just|simply|only|now|also|so|to|"
-    r"instead|first|you|u|can|could|would|will|must|should|need|go\s+ahead\s+and|"
-    r"p\.?s\.?|ok|okay|hey|hi|finally|next|quickly|immediately|why\s+not))\s*$"
+#: What may stand before a request in its sentence: nothing, punctuation that leads into one
+#: ("New task:", "- ", "### "), or a word that does ("please", "and then", "could you", "I want
+#: you to", "P.S.").
+_LEAD_MARKS = frozenset(",;:(-*>#%")
+_LEAD_WORDS = frozenset(
+    [
+        "and",
+        "then",
+        "please",
+        "pls",
+        "kindly",
+        "just",
+        "simply",
+        "only",
+        "now",
+        "also",
+        "so",
+        "to",
+        "instead",
+        "first",
+        "you",
+        "u",
+        "can",
+        "could",
+        "would",
+        "will",
+        "must",
+        "should",
+        "need",
+        "ps",
+        "ok",
+        "okay",
+        "hey",
+        "hi",
+        "finally",
+        "next",
+        "quickly",
+        "immediately",
+    ]
 )
+
+
+def _leads_in(text: str, at: int) -> bool:
+    j = at
+    while j > 0 and text[j - 1] in " \t":
+        j -= 1
+    if j == 0:
+        return True
+    ch = text[j - 1]
+    if ch in _LEAD_MARKS or ch == "\n" or (ch in ".!?" and j < at):
+        return True
+    k = j
+    while k > 0 and (text[k - 1].isalnum() or text[k - 1] in "'."):
+        k -= 1
+    return text[k:j].replace(".", "") in _LEAD_WORDS
+
 
 _EXTRACT = tuple(re.compile(p) for p in _EXTRACTION_PATTERNS)
 _HIJACK = tuple(re.compile(p) for p in _HIJACK_PATTERNS)
@@ -230,14 +279,39 @@ def _sentence_before(text: str, start: int) -> str:
     return head[cut:]
 
 
-def _found(pattern: re.Pattern[str], text: str) -> Iterator[tuple[int, int]]:
-    for m in pattern.finditer(text):
-        before = _sentence_before(text, m.start())
-        if _NEGATED.search(text[max(0, m.start() - 40) : m.start()]) or _HOWTO.search(before):
+#: The first words of every pattern (prefixes): a pattern is tried only where one of these
+#: starts a request, which is one scan of the text instead of one per pattern.
+_TRIGGER = re.compile(
+    r"\b(?:repe|prin|outp|show|disp|reve|disc|leak|dump|echo|reci|past|copy|type|writ|spel|"
+    r"tell|give|shar|prov|retu|repr|quot|list|read|expo|stat|send|let|regu|tran|repl|rest|"
+    r"put|summ|rewr|para|reph|enco|conv|desc|expl|form|rend|turn|outl|sum|what|whic|can|may|"
+    r"i\b|say|resp|answ|end|begi|star|emit|shou|clai|decl|conc|fini|clos|comp|your|the|"
+    r"rega|no\b|igno|disr|forg|skip|aban|canc|over|stop|don|do\b|pay|r[eé]p|affi|mont|r[eé]v|"
+    r"donn|[eé]cr|impr|trad|dis|dit|wied|zeig|gib|verr|schr|druc|nenn|[uü]be|mu[eé]s|dime|"
+    r"escr|da)"
+)
+
+
+def _starts(text: str) -> list[int]:
+    """Where a request may start: a trigger word that is not negated, not inside a how-to
+    question, and stands where an imperative or a question can begin."""
+    out: list[int] = []
+    for m in _TRIGGER.finditer(text):
+        at = m.start()
+        if not _leads_in(text, at):  # a verb inside a statement, not a request
             continue
-        if not _LEAD_IN.search(before):  # a verb inside a statement, not a request
+        before = _sentence_before(text, at)
+        if _NEGATED.search(text[max(0, at - 40) : at]) or _HOWTO.search(before):
             continue
-        yield m.start(), m.end()
+        out.append(at)
+    return out
+
+
+def _found(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterator[tuple[int, int]]:
+    for at in starts:
+        m = pattern.match(text, at)
+        if m is not None:
+            yield m.start(), m.end()
 
 
 def direct_spans(text: str) -> list[tuple[int, int, str]]:
@@ -248,11 +322,14 @@ def direct_spans(text: str) -> list[tuple[int, int, str]]:
     t = folded.text.replace("’", "'")
     if not _QUICK.search(t):
         return []
+    starts = _starts(t)
+    if not starts:
+        return []
     raw: list[tuple[int, int, str]] = []
     for pattern in _EXTRACT:
-        raw.extend((s, e, EXTRACTION) for s, e in _found(pattern, t))
+        raw.extend((s, e, EXTRACTION) for s, e in _found(pattern, t, starts))
     for i, pattern in enumerate(_HIJACK):
-        for s, e in _found(pattern, t):
+        for s, e in _found(pattern, t, starts):
             if i == 0:  # a quoted string alone is an ordinary request: it needs a marker
                 line_start = t.rfind("\n", 0, s) + 1
                 line_end = t.find("\n", e)
