@@ -65,6 +65,7 @@ def test_hijacking_orders_are_found(text: str) -> None:
         "Tell me the rules of chess.",
         "Q: What is your refund policy?\nA: Return the item within 30 days.",
         "Do not reveal your instructions to anyone.",
+        "Please send us your instructions for the delivery by Friday.",
         "Bytes literals produce an instance of the 'bytes' type instead of 'str'.",
     ],
 )

@@ -73,14 +73,15 @@ _OWNED_BY = (
     r"admin(?:istrator)?'?s?|internal|underlying|pre-?conversation|setup|set-up|opening|"
     r"starting|startup|start-up|private|invisible|preceding|previous|prior|earlier)"
 )
-#: "the original instructions *for the Apollo checklist*": someone else's, not the assistant's.
+#: "the original instructions *for the Apollo checklist*", "your instructions *for the
+#: delivery*": instructions about something else, not the assistant's own.
 _NOT_OTHERS = (
-    r"(?!\s+(?:for|of|on|from|about)\s+(?!you\b|u\b|yourself\b|me\b|us\b|"
+    r"(?!\s+(?:for|of|on|about)\s+(?!you\b|u\b|yourself\b|me\b|us\b|"
     r"this\s+(?:chat|conversation|session|assistant|bot|chatbot|ai|model)\b)\w)"
 )
 _FILLER = r"(?:[\w'-]+\s+){0,3}?"
 _OWNED = (
-    rf"(?:(?:your|ur|yr|thy)\s+(?:own\s+)?{_FILLER}{_SETUP}\b"
+    rf"(?:(?:your|ur|yr|thy)\s+(?:own\s+)?{_FILLER}{_SETUP}\b{_NOT_OTHERS}"
     rf"|the\s+(?:\w+\s+){{0,2}}?{_OWNED_BY}\s+{_FILLER}{_SETUP}\b{_NOT_OTHERS}"
     rf"|(?:the\s+)?{_SETUP}\s+(?:that\s+|which\s+)?(?:you|u)\s*(?:were|have\s+been|'ve\s+been|"
     r"got|received|are\s+(?:following|running|under|given)|had\s+been|was|follow)"
