@@ -1,6 +1,7 @@
 """A paraphrase grammar of direct attacks on an assistant -- prompt extraction and output
 hijacking -- and of benign requests that share their words, for tuning the structural pass
-(:mod:`erpoz.guards._direct`) and as training rows for the learned detector's prompt head.
+(:mod:`erpoz.guards._direct`). They are meant as training rows (positives and hard negatives)
+for the learned detector's prompt head too; the shipped weights were not retrained with them.
 
 Phrasings are built as verbs × objects × framings × politeness × languages / encodings,
 sampled with a fixed seed (:func:`generate`), so a run gives the same set everywhere. The
