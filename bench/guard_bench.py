@@ -233,6 +233,8 @@ def main() -> None:
             head = "content" if mode == "lexical" else "prompt"
             learned[mode] = InjectionClassifier(head=head, mode=mode, embedder=embedder)
             learned[mode].load()
+        # like for like: the content head without its structural extraction/hijacking pass
+        learned["lexical model only"] = InjectionClassifier(head="content", direct=False)
         load_s = time.perf_counter() - began
     load_before = os.getloadavg()[0]
     latency = measure_latency(texts, args.reps, learned, args.learned_texts)
@@ -247,6 +249,8 @@ def main() -> None:
         "learned cascade": "learned injection, prompt head, cascade (MiniLM on suspicious pieces)",
         "learned lexical": "learned injection, content head, lexical (the default; no MiniLM)",
         "learned lexical cpu": "  the same, CPU time of the process",
+        "learned lexical model only": "  the same without the extraction/hijacking pass",
+        "learned lexical model only cpu": "  the same, CPU time of the process",
         "all four": "pii + injection + toxicity + learned lexical",
     }
     for name in (
@@ -259,6 +263,8 @@ def main() -> None:
         "learned cascade",
         "learned lexical",
         "learned lexical cpu",
+        "learned lexical model only",
+        "learned lexical model only cpu",
         "all four",
     ):
         if f"{name}_p50" not in latency:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._direct import EXTRACTION, direct_spans
 from ._findings import Finding, fold
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 LEARNED = "learned_injection"
+#: The score of a finding of the structural extraction / hijacking pass.
+DIRECT_SCORE = 0.99
 WEIGHTS = Path(__file__).with_name("injection_model.npz")
 WINDOW_CHARS = 280
 SENTENCE_CHARS = 200
@@ -1008,11 +1011,16 @@ class InjectionClassifier:
     ``threshold`` (0..1): a piece whose probability reaches it is a finding (default: the
     head's for that mode, chosen for ≤ 2% false positives on held-out clean texts).
     ``embedder``: anything with ``embed_array(texts) -> (vectors, tokens)``; default, the
-    process-wide MiniLM. ``weights``: another ``.npz`` from the training script. Raises
-    ``ImportError`` naming ``pip install 'erpoz[local]'`` without the local packages.
+    process-wide MiniLM. ``weights``: another ``.npz`` from the training script.
+    ``direct`` (default on): also run the structural pass for prompt extraction and output
+    hijacking (:mod:`erpoz.guards._direct`): a request to reveal or repeat the assistant's
+    instructions, or to print a string instead of the task, is a finding of kind
+    ``prompt_extraction`` or ``output_hijack`` (score :data:`DIRECT_SCORE`) whatever the
+    model says. Raises ``ImportError`` naming ``pip install 'erpoz[local]'`` without the
+    local packages.
     """
 
-    __slots__ = ("_embedder", "head", "mode", "name", "threshold", "weights")
+    __slots__ = ("_embedder", "direct", "head", "mode", "name", "threshold", "weights")
 
     def __init__(
         self,
@@ -1023,7 +1031,10 @@ class InjectionClassifier:
         name: str = "injection_model",
         embedder: ArrayEmbedder | None = None,
         weights: str | Path | None = None,
+        direct: bool = True,
     ) -> None:
+        if not isinstance(direct, bool):
+            raise ValueError(f"direct must be true or false, not {direct!r}")
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, not {head!r}")
         mode = DEFAULT_MODES[head] if mode is None else mode
@@ -1043,6 +1054,7 @@ class InjectionClassifier:
         self.head = head
         self.mode = mode
         self.threshold = self.weights.thresholds[mode] if threshold is None else threshold
+        self.direct = direct
         self._embedder = embedder
 
     @property
@@ -1093,12 +1105,37 @@ class InjectionClassifier:
         return out
 
     def score(self, text: str) -> float:
-        """The text's score in 0..1: the highest probability of any of its pieces."""
-        return max((p for _, _, p in self.scores(text)), default=0.0)
+        """The text's score in 0..1: the highest probability of any of its pieces (at least
+        :data:`DIRECT_SCORE` when the structural pass finds a request)."""
+        learned = max((p for _, _, p in self.scores(text)), default=0.0)
+        if self.direct and direct_spans(text):
+            return max(learned, DIRECT_SCORE)
+        return learned
 
     def check(self, text: str) -> tuple[Finding, ...]:
-        """A ``learned_injection`` finding for each piece at or over the threshold."""
-        return _findings(self.name, text, self.scores(text), self.threshold)
+        """A ``learned_injection`` finding for each piece at or over the threshold, and one
+        of kind ``prompt_extraction`` or ``output_hijack`` for each request the structural
+        pass finds (when ``direct``)."""
+        found = _findings(self.name, text, self.scores(text), self.threshold)
+        if not self.direct:
+            return found
+        extra = [
+            Finding(
+                self.name,
+                kind,
+                s,
+                e,
+                text[s:e],
+                DIRECT_SCORE,
+                "request to reveal the assistant's instructions"
+                if kind == EXTRACTION
+                else "request to print a given text instead of the task",
+            )
+            for s, e, kind in direct_spans(text)
+        ]
+        if not extra:
+            return found
+        return tuple(sorted((*found, *extra), key=lambda f: (f.start, -f.score)))
 
 
 def _findings(

@@ -1,0 +1,350 @@
+"""A structural pass for the two direct attacks on an assistant that a linear n-gram model
+catches worst: **prompt extraction** (asking the assistant to reveal, repeat, translate or
+quote its own instructions, its system prompt, or "the text above") and **output hijacking**
+(making it print a string of the attacker's choosing instead of doing its task).
+
+Each is a small grammar, matched on the folded, lower-cased text (look-alikes, leetspeak and
+spaced letters undone, see :func:`~erpoz.guards._findings.fold`):
+
+* extraction: a request verb (``repeat``, ``print``, ``reveal``, ``translate``, ``what is``,
+  …) followed within a few words by an *object that belongs to the assistant's set-up* — a
+  noun for instructions or a prompt owned by the assistant ("your instructions", "the system
+  prompt", "the hidden rules", "the directives you were given") or text positioned before
+  the conversation ("everything above", "the text before my message"). Objects that are
+  merely called instructions ("the washing instructions", "the rules of chess") are not
+  owned and do not count; "the text above" counts only with verbs that *reproduce* text
+  (repeat, print, output, quote …), not with those that work on it (summarise, translate),
+  which is what a user asks of text they pasted;
+* hijacking: an output verb (``say``, ``print``, ``reply``, ``respond with`` …) with a short
+  quoted string (or ``the words:`` and a string) *and* a marker that the output replaces the
+  task (``just``, ``only``, ``nothing else``, ``instead``, ``regardless``, ``from now on``,
+  an override such as "ignore the above"), or a sentence that gives the assistant a new sole
+  answer or task ("your only answer is …", "your new task is to …").
+
+A request introduced as a how-to ("how do I print everything above a line with awk?") asks
+for a method, not for the assistant's text, and a verb under a negation ("do not reveal
+your instructions", as a system prompt says) is no request: neither counts.
+
+The pass is written from a grammar of verbs, objects and markers in general English (and a
+few of the commonest French, German and Spanish forms); its coverage on generated phrasings
+and its false positives were measured with :mod:`erpoz.eval.injection_direct` (figures in
+``docs/guards.md``). Like every screen it misses what it does not describe.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from ._findings import fold
+
+__all__ = ["EXTRACTION", "HIJACK", "direct_spans"]
+
+EXTRACTION = "prompt_extraction"
+HIJACK = "output_hijack"
+
+#: Verbs that ask for text to be reproduced as it is.
+_REPRODUCE = (
+    r"(?:repeat|print(?:\s+out)?|output|show|display|reveal|disclose|leak|dump|echo(?:\s+back)?|"
+    r"recite|paste|copy|type(?:\s+out)?|write\s+(?:out|down)|spell(?:\s+out)?|tell|give|share|"
+    r"provide|return|reproduce|quote|list|read\s+(?:back|out)|expose|state|send|let\s+me\s+see|"
+    r"regurgitate|transcribe|replicate|restate|put)"
+)
+#: Verbs that work on text: they count only with an object that belongs to the assistant.
+_TRANSFORM = (
+    r"(?:translate|summari[sz]e|rewrite|paraphrase|rephrase|encode|convert|describe|explain|"
+    r"format|reverse|write|render|turn|spell|explain|outline|sum\s+up)"
+)
+_QUESTION = (
+    r"(?:what(?:'s|\s+is|\s+are|\s+was|\s+were|\s+r|\s+does|\s+do|\s+did)?|which\s+(?:are|were)"
+    r"|can\s+i\s+(?:see|read|have)|may\s+i\s+(?:see|read|have)|i\s+(?:want|need|would\s+like|'d"
+    r"\s+like)\s+to\s+(?:see|read|know))"
+)
+#: Nouns for what configures an assistant.
+_SETUP = (
+    r"(?:(?:system\s+|initial\s+|original\s+|pre-?)?prompts?|instructions?|directives?|"
+    r"guidelines|rules|system\s+(?:message|instructions?|text)|preamble|pre-?prompt|"
+    r"initiali[sz]ation|meta-?prompt|first\s+message|opening\s+message|"
+    r"(?:setup|set-up|startup|start-up)\s+(?:instructions|text|message|prompt))"
+)
+#: Modifiers that make "the X" the assistant's own set-up.
+_OWNED_BY = (
+    r"(?:system|initial|original|hidden|secret|confidential|developer'?s?|operator'?s?|"
+    r"admin(?:istrator)?'?s?|internal|underlying|pre-?conversation|setup|set-up|opening|"
+    r"starting|startup|start-up|private|invisible|preceding|previous|prior|earlier)"
+)
+#: "the original instructions *for the Apollo checklist*", "your instructions *for the
+#: delivery*": instructions about something else, not the assistant's own.
+_NOT_OTHERS = (
+    r"(?!\s+(?:for|of|on|about)\s+(?!you\b|u\b|yourself\b|me\b|us\b|"
+    r"this\s+(?:chat|conversation|session|assistant|bot|chatbot|ai|model)\b)\w)"
+)
+_FILLER = r"(?:[\w'-]+\s+){0,3}?"
+_OWNED = (
+    rf"(?:(?:your|ur|yr|thy)\s+(?:own\s+)?{_FILLER}{_SETUP}\b{_NOT_OTHERS}"
+    rf"|the\s+(?:\w+\s+){{0,2}}?{_OWNED_BY}\s+{_FILLER}{_SETUP}\b{_NOT_OTHERS}"
+    rf"|(?:the\s+)?{_SETUP}\s+(?:that\s+|which\s+)?(?:you|u)\s*(?:were|have\s+been|'ve\s+been|"
+    r"got|received|are\s+(?:following|running|under|given)|had\s+been|was|follow)"
+    r"(?:\s+(?:given|told|loaded|configured|initiali[sz]ed|provided|set\s+up|programmed|"
+    r"instructed|fed|shown|before))?"
+    rf"|(?:the\s+)?{_SETUP}\s+(?:given\s+to|for)\s+(?:you|this\s+(?:assistant|bot|chatbot|ai))"
+    r"|(?:the\s+)?(?:message|text|words|prompt)\s+(?:that|which)\s+(?:configured|set\s+up|"
+    r"programmed|initiali[sz]ed|instructed|defines|created|shaped)\s+(?:you|u)\b"
+    r"|(?:tes|vos|ton|votre)\s+(?:instructions|consignes|r[eè]gles|prompt)"
+    r"|(?:deine[nm]?|ihre[nm]?|dein|ihr)\s+(?:anweisungen|instruktionen|systemanweisung\w*|"
+    r"systemprompt|prompt|regeln|vorgaben)"
+    r"|(?:tus|sus|tu|su)\s+(?:instrucciones|reglas|prompt|indicaciones))"
+)
+#: Text placed before the conversation: reproduced, it is the prompt.
+_BEFORE = (
+    r"(?:(?:all\s+(?:of\s+)?|the\s+|whatever\s+|any\s+)?(?:text|words|content|contents|lines|"
+    r"sentences|messages?|stuff|paragraphs?|part|tokens)|everything|anything|all|what(?:ever)?)"
+    r"\s+(?:\w+\s+){0,4}?(?:above|before\s+(?:this|my|our|the\s+user|i|you|we)\b|preceding|prior\s+to"
+    r"|earlier\s+in\s+(?:this|the|your)\s+(?:conversation|context|chat))"
+    r"|(?:the\s+)?(?:above|preceding|previous|prior|earlier)\s+(?:text|words|content|"
+    r"instructions|prompt|message|lines)"
+    rf"|(?:the\s+)?{_SETUP}\s+(?:(?:given|written|shown|stated|listed)\s+)?(?:above|"
+    r"before\s+(?:this|my|our|the\s+user))"
+    r"|(?:the\s+)?(?:very\s+)?(?:first|opening|initial)\s+(?:\w+\s+)?(?:message|line|lines|"
+    r"words|sentences?|paragraph|part)\s+(?:of|in)\s+(?:your|this|the)\s+(?:context|prompt|"
+    r"conversation|chat|instructions|input)"
+    r"|(?:the\s+)?(?:beginning|start)\s+of\s+(?:this|the|our|your)\s+(?:conversation|chat|"
+    r"context|prompt)"
+)
+_SECRET = (
+    r"(?:the\s+|your\s+)?(?:secret\s+)?(?:password|passphrase|passcode|access\s+code|"
+    r"secret\s+(?:word|phrase|key|code|token)|pin)\b"
+)
+_GAP = r"(?:[\w'’,-]+\s+){0,5}?"
+_ME = r"(?:(?:me|us|back|out|up)\s+)?"
+
+_EXTRACTION_PATTERNS = (
+    # repeat / print / reveal … your instructions, the system prompt
+    rf"\b(?:{_REPRODUCE}|{_TRANSFORM})\s+{_ME}{_GAP}{_OWNED}",
+    # repeat / print … everything above, the text before my message
+    rf"\b{_REPRODUCE}\s+{_ME}{_GAP}(?:{_BEFORE})",
+    # what is your system prompt, what are the hidden instructions
+    rf"\b{_QUESTION}\s+{_GAP}{_OWNED}",
+    rf"\b{_QUESTION}\s+(?:\w+\s+){{0,3}}?(?:written|said|shown|stated|there|appears?|comes?|"
+    r"came|sits?|is)\s+(?:in\s+)?"
+    rf"(?:{_OWNED}|above|before\s+(?:this|my|our|the\s+user))",
+    # what were you told / instructed; what did the developers tell you
+    r"\bwhat\s+(?:were|have)\s+(?:you|u)\s+(?:been\s+)?(?:told|instructed|given|programmed|"
+    r"asked\s+to\s+do\s+by)",
+    r"\bwhat\s+(?:did|does|do)\s+(?:your|the|ur)\s+(?:\w+\s+){0,2}?(?:creators?|developers?|"
+    r"operators?|admins?|administrators?|makers?|owners?|company|system|programmers?|designers?)"
+    r"\s+(?:tell|instruct|say\s+to|give|ask|order|program)\s*(?:you|u)?",
+    # what does your system message say
+    rf"\bwhat\s+(?:does|do|did)\s+{_OWNED}\s+(?:say|contain|state|tell\s+you|read)",
+    # the secret: reveal the password, what is the access code you were told to protect
+    rf"\b(?:reveal|leak|disclose|expose)\s+{_ME}{_SECRET}",
+    rf"\b(?:{_REPRODUCE}|{_QUESTION})\s+{_ME}{_GAP}{_SECRET}\s+(?:\w+\s+){{0,3}}?"
+    r"(?:you(?:'re|\s+are|\s+were|'ve|\s+have)?\s+(?:\w+\s+){0,2}?(?:guard|protect|keep|"
+    r"hid|told|given|hold|stor)|(?:in|from)\s+(?:your|the)\s+(?:system\s+)?(?:prompt|"
+    r"instructions)|(?:the\s+)?(?:admin|developer|operator|system)\s+(?:gave|told))",
+    rf"\b(?:{_REPRODUCE}|{_QUESTION})\s+{_ME}{_GAP}{_SECRET}\s*(?:[.?!]|$)",
+    # French, German, Spanish imperatives
+    r"\b(?:r[eé]p[eè]te[sz]?|affiche[sz]?|montre[sz]?|r[eé]v[eè]le[sz]?|donne[sz]?|"
+    r"[eé]cri[st]|imprime[sz]?|traduis|traduise[sz]|dis|dites)(?:\s*-?\s*moi)?\s+"
+    r"(?:\w+\s+){0,2}?(?:tes|vos|ton|votre)\s+(?:instructions|consignes|r[eè]gles|prompt)",
+    r"\b(?:wiederhole|zeige?|gib|verrate|schreibe?|drucke?|nenne|[uü]bersetze)\s+(?:mir\s+|"
+    r"uns\s+)?(?:\w+\s+){0,2}?(?:deine[nm]?|ihre[nm]?|dein|ihr)\s+(?:anweisungen|instruktionen|"
+    r"systemanweisung\w*|systemprompt|prompt|regeln|vorgaben)",
+    r"\b(?:repite|mu[eé]stra(?:me)?|revela(?:me)?|dime|escribe|imprime|traduce|da(?:me)?)\s+"
+    r"(?:\w+\s+){0,2}?(?:tus|sus|tu|su)\s+(?:instrucciones|reglas|prompt|indicaciones)",
+)
+
+_QUOTE_OPEN = "'\"“‘`«"
+_QUOTED = (
+    r"(?:['\"“‘`«](?=[^'\"”’`»\n]*?[a-z][^'\"”’`»\n]*?[a-z])[^'\"”’`»\n]{2,80}?['\"”’`»](?!\w))"
+)
+_COLON = (
+    r"(?:(?:only|just|exactly|with|the|following|words?|text|string|phrase|sentence|solely|of)"
+    r"\s*)*:\s*[^\s\n.!?][^\n.!?]{0,60}"
+)
+_OUTPUT = (
+    r"(?:say|says|print|output|write|type|reply|respond|answer|return|put|end|begin|start|"
+    r"state|display|emit|repeat|echo|shout|claim|declare|conclude|finish|close|complete)"
+    r"(?:\s+(?:with|by\s+(?:saying|printing|writing)|back|out|only|just|solely))*\b"
+)
+_MARKER = (
+    r"\b(?:just|only|simply|solely|sole|exactly|nothing\s+(?:else|more|but)|no\s+other|"
+    r"and\s+(?:stop|end|finish)|instead|rather\s+than|regardless|no\s+matter|whatever|"
+    r"from\s+(?:now|this\s+point|here)\s+on|every(?:\s+\w+)?\s+(?:message|question|input|"
+    r"request|reply|time)|to\s+everything|all\s+(?:inputs|questions|messages)|ignore|disregard|"
+    r"forget|skip|abandon|cancel|override|overrule|never\s+mind|nevermind|pay\s+no\s+attention|"
+    r"stop|no\s+other|any\s+other|end\s+the\s+(?:conversation|chat|reply|response)|do\s+not\s+(?:explain|answer|do|follow|translate|summari[sz]e)|don'?t\s+(?:explain|"
+    r"answer|do|follow|translate|summari[sz]e)|and\s+no\s+other|only\s+acceptable|must\s+be)\b"
+)
+_HIJACK_PATTERNS = (
+    # an output verb with a short quoted string (the marker is checked around it)
+    rf"\b{_OUTPUT}\s*(?:(?:\w+\s+){{0,6}}?{_QUOTED}|(?<!type){_COLON})",
+    # your only / new answer, task, reply is …
+    r"\b(?:your|the)\s+(?:only|sole|new|entire|whole|single|one|real)\s+(?:\w+\s+)?(?:answer|"
+    r"response|reply|output|task|job|goal|purpose|instruction)s?\s+(?:\w+\s+){0,3}?(?:is|are|"
+    r"will\s+be|must\s+be|should\s+be|shall\s+be|=|now)\b",
+    r"\b(?:your|the)\s+new\s+(?:task|instructions?|goal|job|objective)\s*(?::|is\b|are\b)",
+    r"\b(?:whatever|regardless\s+of|no\s+matter)\b[^\n]{0,60}?\b(?:your|the)\s+(?:answer|"
+    r"response|reply|output)\s+(?:is|must\s+be|will\s+be|should\s+be)\b",
+    r"\b(?:your|the)\s+(?:answer|response|reply|output)\s+(?:must|should|shall|has\s+to|will)\s+"
+    r"(?:only\s+|now\s+|always\s+)?(?:be|say|read|consist\s+(?:solely|only|entirely)\s+of|"
+    r"contain\s+only|only\s+say)\b",
+    # override, then an output verb: ignore the above and say …
+    rf"\b(?:ignore|disregard|forget|skip|abandon|cancel|override|overrule|discard|stop\s+"
+    rf"following|don'?t\s+follow|do\s+not\s+follow|pay\s+no\s+attention\s+to)\s+[^\n]{{0,60}}?"
+    rf"\b(?:and|then|;|,|\.|:)\s*(?:just\s+|simply\s+|only\s+|instead\s+)?{_OUTPUT}\b"
+    rf"(?:\s*(?:\w+\s+){{0,4}}?{_QUOTED}|\s*{_COLON}|\s+(?:that|yes|no|it|ok|okay)\b)",
+)
+
+_HOWTO = re.compile(
+    r"\b(?:how\s+(?:do|can|could|should|would|to|does)|is\s+there\s+a\s+way\s+to|"
+    r"what(?:'s|\s+is)\s+the\s+(?:best\s+)?way\s+to|ways?\s+to|command\s+to|"
+    r"function\s+to|in\s+(?:python|bash|javascript|awk|sed|sql|excel))\b[^.?!\n]*$"
+)
+_NEGATED = re.compile(
+    r"(?:\bdo\s+not|\bdon'?t|\bnever|\bnot|\bmust\s*n'?o?t|\bshould\s*n'?o?t|\bcannot|"
+    r"\bcan'?t|\bwon'?t|\bunder\s+no\s+circumstances?|\brefuse\s+to)\s+(?:\w+\s+){0,2}$"
+)
+_SENTENCE_START = re.compile(r"[.!?\n]\s")
+#: What may stand before a request in its sentence: nothing, punctuation that leads into one
+#: ("New task:", "- ", "### "), or a word that does ("please", "and then", "could you", "I want
+#: you to", "P.S.").
+_LEAD_MARKS = frozenset(",;:(-*>#%")
+_LEAD_WORDS = frozenset(
+    [
+        "and",
+        "then",
+        "please",
+        "pls",
+        "kindly",
+        "just",
+        "simply",
+        "only",
+        "now",
+        "also",
+        "so",
+        "to",
+        "instead",
+        "first",
+        "you",
+        "u",
+        "can",
+        "could",
+        "would",
+        "will",
+        "must",
+        "should",
+        "need",
+        "ps",
+        "ok",
+        "okay",
+        "hey",
+        "hi",
+        "finally",
+        "next",
+        "quickly",
+        "immediately",
+    ]
+)
+
+
+def _leads_in(text: str, at: int) -> bool:
+    j = at
+    while j > 0 and text[j - 1] in " \t":
+        j -= 1
+    if j == 0:
+        return True
+    ch = text[j - 1]
+    if ch in _LEAD_MARKS or ch == "\n" or (ch in ".!?" and j < at):
+        return True
+    k = j
+    while k > 0 and (text[k - 1].isalnum() or text[k - 1] in "'."):
+        k -= 1
+    return text[k:j].replace(".", "") in _LEAD_WORDS
+
+
+_EXTRACT = tuple(re.compile(p) for p in _EXTRACTION_PATTERNS)
+_HIJACK = tuple(re.compile(p) for p in _HIJACK_PATTERNS)
+_MARKER_RE = re.compile(_MARKER)
+_QUICK = re.compile(
+    r"prompt|instruct|rule|direct|guid|above|before|preced|prior|previous|earlier|say|print|"
+    r"output|repl|respon|answer|writ|type|secret|password|pass|code|configur|setup|told|tell|"
+    r"given|initiali|anweis|consign|instrucc|regl|regel|task|echo|first|begin|start|system|"
+    r"messag|context|preamble|persona|develop|operat|creat|return|complete|text|everything"
+)
+
+
+def _sentence_before(text: str, start: int) -> str:
+    head = text[max(0, start - 120) : start]
+    cut = max((m.end() for m in _SENTENCE_START.finditer(head)), default=0)
+    return head[cut:]
+
+
+#: The first words of every pattern (prefixes): a pattern is tried only where one of these
+#: starts a request, which is one scan of the text instead of one per pattern.
+_TRIGGER = re.compile(
+    r"\b(?:repe|prin|outp|show|disp|reve|disc|leak|dump|echo|reci|past|copy|type|writ|spel|"
+    r"tell|give|shar|prov|retu|repr|quot|list|read|expo|stat|send|let|regu|tran|repl|rest|"
+    r"put|summ|rewr|para|reph|enco|conv|desc|expl|form|rend|turn|outl|sum|what|whic|can|may|"
+    r"i\b|say|resp|answ|end|begi|star|emit|shou|clai|decl|conc|fini|clos|comp|your|the|"
+    r"rega|no\b|igno|disr|forg|skip|aban|canc|over|stop|don|do\b|pay|r[eé]p|affi|mont|r[eé]v|"
+    r"donn|[eé]cr|impr|trad|dis|dit|wied|zeig|gib|verr|schr|druc|nenn|[uü]be|mu[eé]s|dime|"
+    r"escr|da)"
+)
+
+
+def _starts(text: str) -> list[int]:
+    """Where a request may start: a trigger word that is not negated, not inside a how-to
+    question, and stands where an imperative or a question can begin."""
+    out: list[int] = []
+    for m in _TRIGGER.finditer(text):
+        at = m.start()
+        if not _leads_in(text, at):  # a verb inside a statement, not a request
+            continue
+        before = _sentence_before(text, at)
+        if _NEGATED.search(text[max(0, at - 40) : at]) or _HOWTO.search(before):
+            continue
+        out.append(at)
+    return out
+
+
+def _found(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterator[tuple[int, int]]:
+    for at in starts:
+        m = pattern.match(text, at)
+        if m is not None:
+            yield m.start(), m.end()
+
+
+def direct_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, kind)`` of every extraction request and output hijack in ``text``
+    (spans into ``text``; ``kind`` is :data:`EXTRACTION` or :data:`HIJACK`), ordered by
+    position, overlapping ones of a kind merged."""
+    folded = fold(text, lower=True, leet=True, spacing=True)
+    t = folded.text.replace("’", "'")
+    if not _QUICK.search(t):
+        return []
+    starts = _starts(t)
+    if not starts:
+        return []
+    raw: list[tuple[int, int, str]] = []
+    for pattern in _EXTRACT:
+        raw.extend((s, e, EXTRACTION) for s, e in _found(pattern, t, starts))
+    for i, pattern in enumerate(_HIJACK):
+        for s, e in _found(pattern, t, starts):
+            if i == 0:  # a quoted string alone is an ordinary request: it needs a marker
+                line_start = t.rfind("\n", 0, s) + 1
+                line_end = t.find("\n", e)
+                around = t[max(line_start, s - 100) : min(e + 80, len(t)) if line_end < 0
+                           else min(e + 80, line_end)]  # fmt: skip
+                if not _MARKER_RE.search(around):
+                    continue
+            raw.append((s, e, HIJACK))
+    raw.sort()
+    out: list[tuple[int, int, str]] = []
+    for s, e, kind in raw:
+        if out and out[-1][2] == kind and s < out[-1][1]:
+            ps, pe, _ = out[-1]
+            out[-1] = (ps, max(pe, e), kind)
+            continue
+        out.append((s, e, kind))
+    return [(*folded.span(s, e), kind) for s, e, kind in out]
