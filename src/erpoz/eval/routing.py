@@ -328,8 +328,8 @@ ROUTERS: dict[str, str] = {
     "validators' verdicts on each cheap answer decide its escalation, the router which prompts "
     "skip the cheap model",
     "online-prior": "PriorRouter over [the cascade (all validators), the strong model]: the "
-    "combined router's classifier as its prior (in-task: k-fold; @<task>: fitted on that task), corrected "
-    "prequentially where this task's grades disagree; threshold swept",
+    "combined router's classifier as its prior (in-task: k-fold; @<task>: fitted on that "
+    "task), corrected prequentially where this task's grades disagree; threshold swept",
 }
 """The routers ``erpoz eval routing`` knows, and what each is."""
 

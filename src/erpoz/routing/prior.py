@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PriorRouter"]
 
+#: The prior's own uncertainty about the strong model's gain on a prompt (a standard
+#: deviation, in quality): about what ``SHRINK`` signals of a coin-flip grade pin down
+#: (0.5 / sqrt(4)). Evidence whose uncertainty is below it outweighs the prior. Set by
+#: reasoning, not tuned.
+PRIOR_SD = 0.25
+
 #: The exploration budget by default: a share of decisions that may try the cheap model
 #: where the prior sends the strong one.
 EXPLORE = 0.05
@@ -112,11 +118,11 @@ class PriorRouter(OnlineRouter):
             )
         return float(scores[self.label])
 
-    def correction(self, code: int, tokens: int | None) -> tuple[float, Any, Any]:
-        """What this traffic's evidence adds to the prior's score on a prompt: the strong
-        model's expected gain over the cheap one there, less its mean gain over the recent
-        prompts, beyond ``confidence`` standard deviations (0 within them); and each model's
-        mean and standard deviation there."""
+    def evidence(self, code: int, tokens: int | None) -> tuple[float, float, Any, Any]:
+        """What this traffic says of a prompt: the strong model's expected gain over the cheap
+        one there, less its mean gain over the recent prompts; the weight that deserves
+        against the prior (its precision over the prior's: 0 with no evidence, towards 1 with
+        much); and each model's mean and standard deviation there."""
         import numpy as np
 
         state = self.state
@@ -127,18 +133,17 @@ class PriorRouter(OnlineRouter):
         else:
             around = phi[0]
         mean, sd = state.posterior(np.vstack([phi, around[None, :]]))
-        gain = float(mean[0, 1] - mean[0, 0])
-        usual = float(mean[1, 1] - mean[1, 0])
+        gain = float(mean[0, 1] - mean[0, 0]) - float(mean[1, 1] - mean[1, 0])
         spread = math.hypot(float(sd[0, 0]), float(sd[0, 1]))
-        excess = abs(gain - usual) - self.confidence * spread
-        corr = math.copysign(excess, gain - usual) if excess > 0 else 0.0
-        return corr, mean[0], sd[0]
+        trust = PRIOR_SD**2 / (PRIOR_SD**2 + (self.confidence * spread) ** 2)
+        return gain, trust, mean[0], sd[0]
 
     async def _choose(self, request: ChatRequest, code: int, tokens: int | None) -> Choice:
         prior = await self.prior(request)
         with self.state.lock:
-            corr, mean, sd = self.correction(code, tokens)
-            arm = 1 if prior + corr >= self.threshold else 0
+            gain, trust, mean, sd = self.evidence(code, tokens)
+            lean = (1.0 - trust) * (prior - self.threshold) + trust * gain
+            arm = 1 if lean >= 0 else 0
             low = (float(mean[0] - self.state.z * sd[0]), float(mean[1]))
             table = tuple((low[a], self.state.weight[a]) for a in range(2))
             budget = self.state.explored < self.explore * (self.state.decisions + 1)
@@ -146,13 +151,15 @@ class PriorRouter(OnlineRouter):
                 return Choice(
                     0,
                     True,
-                    f"explored: the cheap model where the prior ({prior:.3f}"
-                    f"{corr:+.3f}) sends the strong one (threshold {self.threshold:.3g})",
+                    f"explored: the cheap model where the prior ({prior:.3f}; learned "
+                    f"{gain:+.3f} at weight {trust:.2f}) sends the strong one",
                     table,
                     prior,
                 )
-        reason = f"prior {prior:.3f}" + (f" {corr:+.3f} learned" if corr else "")
-        reason += f" {'>=' if arm else '<'} threshold {self.threshold:.3g}"
+        reason = (
+            f"prior {prior:.3f} against threshold {self.threshold:.3g}; learned gain "
+            f"{gain:+.3f} over the usual at weight {trust:.2f}: {'strong' if arm else 'cheap'}"
+        )
         return Choice(arm, False, reason, table, prior)
 
     def _decision_fields(self) -> dict[str, Any]:
