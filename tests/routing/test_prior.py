@@ -177,5 +177,5 @@ def test_bad_settings_and_a_classifier_without_the_label_are_clear_errors() -> N
         PriorRouter("r", cheap, dear, HashingEmbed(), object())  # type: ignore[arg-type]
     router = PriorRouter("r", cheap, dear, HashingEmbed(), Labels())
     request = ChatRequest((Message.user("hello"),))
-    with pytest.raises(ModelError, match="no score for label 'strong'.*sport"):
+    with pytest.raises(ModelError, match=r"no score for label 'strong'.*sport"):
         asyncio.run(router.generate(request))
