@@ -141,21 +141,26 @@ class PriorRouter(OnlineRouter):
     async def _choose(self, request: ChatRequest, code: int, tokens: int | None) -> Choice:
         prior = await self.prior(request)
         with self.state.lock:
-            gain, trust, mean, sd = self.evidence(code, tokens)
-            lean = (1.0 - trust) * (prior - self.threshold) + trust * gain
-            arm = 1 if lean >= 0 else 0
-            low = (float(mean[0] - self.state.z * sd[0]), float(mean[1]))
-            table = tuple((low[a], self.state.weight[a]) for a in range(2))
-            budget = self.state.explored < self.explore * (self.state.decisions + 1)
-            if arm == 1 and self.explore > 0 and budget and self._rng.random() < self.explore:
-                return Choice(
-                    0,
-                    True,
-                    f"explored: the cheap model where the prior ({prior:.3f}; learned "
-                    f"{gain:+.3f} at weight {trust:.2f}) sends the strong one",
-                    table,
-                    prior,
-                )
+            return self.decide(prior, code, tokens)
+
+    def decide(self, prior: float, code: int, tokens: int | None) -> Choice:
+        """The model for a prompt whose prior score is ``prior``, of ``code`` and ``tokens``
+        (see the module); the caller holds the state's lock."""
+        gain, trust, mean, sd = self.evidence(code, tokens)
+        lean = (1.0 - trust) * (prior - self.threshold) + trust * gain
+        arm = 1 if lean >= 0 else 0
+        low = (float(mean[0] - self.state.z * sd[0]), float(mean[1]))
+        table = tuple((low[a], self.state.weight[a]) for a in range(2))
+        budget = self.state.explored < self.explore * (self.state.decisions + 1)
+        if arm == 1 and self.explore > 0 and budget and self._rng.random() < self.explore:
+            return Choice(
+                0,
+                True,
+                f"explored: the cheap model where the prior ({prior:.3f}; learned "
+                f"{gain:+.3f} at weight {trust:.2f}) sends the strong one",
+                table,
+                prior,
+            )
         reason = (
             f"prior {prior:.3f} against threshold {self.threshold:.3g}; learned gain "
             f"{gain:+.3f} over the usual at weight {trust:.2f}: {'strong' if arm else 'cheap'}"
