@@ -6,11 +6,13 @@ score of ``label`` (the *prior*: typically a router fitted and tuned on another 
 ``threshold`` -- and learns, from the quality signals of the run log (feedback, reviews,
 guards, its validators: see :mod:`erpoz.routing.online`), where on *this* traffic the prior is
 wrong. Per model, the same Bayesian linear model of quality as :class:`OnlineRouter`'s (a
-prompt's kind from its embedding's hyperplane code, and its length); the strong model's
-expected gain over the cheap one on a prompt, less its mean gain over the recent prompts, is
-added to the prior's score -- but only the part of it beyond ``confidence`` standard
-deviations: with little evidence the router *is* the static router, and it departs from it
-only as far as this traffic's evidence carries it.
+prompt's kind from its embedding's hyperplane code, and its length). From them, the strong
+model's expected gain over the cheap one on the prompt, less its mean gain over the recent
+prompts, is weighed against the prior by their precisions: it calls the strong model when
+``(1 - w) * (score - threshold) + w * gain >= 0``, with ``w = PRIOR_SD² / (PRIOR_SD² +
+(confidence * sd)²)`` (``sd`` the gain's posterior standard deviation). With no evidence ``w``
+is near 0 and the router *is* the static router; on a kind of prompt it has seen much of,
+this traffic's evidence decides.
 
 What it can observe is kept honest: a grade is only ever told for the model that answered.
 Where the prior sends every prompt of a kind to the strong model, the cheap one is never
@@ -50,8 +52,8 @@ EXPLORE = 0.05
 class PriorRouter(OnlineRouter):
     """A chat model: ``cheap`` or ``strong`` by ``classifier``'s score of ``label`` against
     ``threshold`` (the static router it starts as), corrected by what the log says of each
-    model on each kind of prompt (see the module). ``confidence`` is how many standard
-    deviations of the estimated gain a correction must clear; ``explore`` the share of
+    model on each kind of prompt (see the module). ``confidence`` scales the gain's standard
+    deviation when it is weighed against the prior (``PRIOR_SD``); ``explore`` the share of
     decisions that may try ``cheap`` where the corrected prior sends ``strong``; the other
     options are :class:`OnlineRouter`'s."""
 
