@@ -84,6 +84,8 @@ async def task(path: str) -> dict[str, Any]:
         "wc": cost(h.wi),
         "sc": cost(h.si),
         "esc": np.asarray(escalated),
+        "x": x,
+        "strong_better": np.asarray([i.quality[h.si] > i.quality[h.wi] for i in h.items]),
     }
 
 

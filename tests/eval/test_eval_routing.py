@@ -397,3 +397,61 @@ def test_two_tasks_mixed_into_one(tmp_path: Path, synthetic: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["task"] == "gsm8k+mt-bench"
+
+
+def test_online_prior_by_name_in_task_and_across_tasks(tmp_path: Path, synthetic: Path) -> None:
+    """``-r online-prior``: in-task (its prior the k-fold classifier) and, with ``--train``,
+    ``online-prior@<task>`` -- the combined router fitted and tuned on the other task, then
+    corrected prequentially here; its curve includes the tuned threshold, the same as the
+    static router's. The in-task one, whose prior saw this task's grades (other folds), is
+    never offered as the online router matching a static one."""
+    mt = write_mtbench(tmp_path / "mt")
+    out = tmp_path / "out"
+    result = run_cli(
+        "--data", str(synthetic), "--train", str(mt), "-r", "combined,online-prior",
+        "--points", "3", "--folds", "3", "--orders", "1", "--bootstrap", "20", "--hashing",
+        "--out", str(out), "--json", "--no-plot",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    check_consistent(doc)
+    by = {c["router"]: c for c in doc["curves"]}
+    assert by["online-prior"]["split"] == "online"
+    cross = by["online-prior@mt-bench"]
+    assert cross["split"] == "cross-task" and cross["trained_on"] == "mt-bench"
+    assert cross["orders"] == 1 and len(cross["spread"]) == len(cross["points"])
+    static = by["combined@mt-bench"]
+    if static["tuned"] is not None:
+        assert cross["tuned"]["threshold"] == pytest.approx(static["tuned"]["threshold"])
+        assert static["online_match_router"] != "online-prior"
+    md = (out / "routing.md").read_text()
+    assert "| online-prior@mt-bench | cross-task |" in md
+
+
+def test_online_prior_without_answers_routes_between_the_models(tmp_path: Path) -> None:
+    """Data without answer texts: no cascade to read them, so ``online-prior`` routes between
+    the cheap and the strong model themselves."""
+    path = tmp_path / "set.jsonl"
+    lines = [{"dataset": {"name": "tiny", "prices": {"s": [0.1, 0.1], "l": [2, 4]}}}]
+    for k in range(24):
+        hard = k % 3 == 0
+        lines.append(
+            {
+                "prompt": f"{'prove the theorem' if hard else 'say hello'} {k}",
+                "models": {"s": {"correct": not hard}, "l": {"correct": True}},
+            }
+        )
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    report = asyncio.run(
+        evaluate_routing(
+            load_dataset(path),
+            ["online-prior"],
+            embedder=HashEmbed(),
+            folds=3,
+            points=3,
+            bootstrap=0,
+        )
+    )
+    check_consistent(report)
+    (curve,) = report.curves
+    assert all(set(p.calls) == {"s", "l"} and sum(p.calls.values()) == 24 for p in curve.points)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..models import (
     ChatModel,
     ChatRequest,
+    ClassifyResult,
     EmbedModel,
     EmbedResult,
     Message,
@@ -49,6 +50,7 @@ from ..routing.balance import LoadBalanceRouter
 from ..routing.cascade import CascadeRouter, Validator
 from ..routing.learned import ClassifierRouter, LogisticClassifier
 from ..routing.online import OnlineRouter
+from ..routing.prior import PriorRouter
 from ..routing.validators import (
     FinalAnswer,
     answer_follows,
@@ -325,15 +327,18 @@ ROUTERS: dict[str, str] = {
     "online-cascade": "as online, over the cascade (all validators) and the strong model: the "
     "validators' verdicts on each cheap answer decide its escalation, the router which prompts "
     "skip the cheap model",
+    "online-prior": "PriorRouter over [the cascade (all validators), the strong model]: the "
+    "combined router's classifier as its prior (in-task: k-fold; @<task>: fitted on that "
+    "task), corrected prequentially where this task's grades disagree; threshold swept",
 }
 """The routers ``erpoz eval routing`` knows, and what each is."""
 
 DEFAULT_ROUTERS = ("random", "learned", "cascade", "combined", "online")
-NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole"})
+NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole", "online-prior"})
 NEEDS_ANSWERS = frozenset(
     {"cascade", "combined", "cascade-whole", "combined-whole", "online-cascade"}
 )
-CROSS_TASK = ("learned", "combined", "online", "online-cascade")
+CROSS_TASK = ("learned", "combined", "online", "online-cascade", "online-prior")
 """The routers that learn, and so are measured across tasks (fitted on ``train``)."""
 
 
@@ -682,6 +687,20 @@ async def _online_point(
     )
     if prior is not None:
         await router.warm_start(prior.prompts, prior.grades, prior.weight)
+    return await _prequential(h, router, seed, feedback, f"target={share:.2f}", share)
+
+
+async def _prequential(
+    h: _Harness,
+    router: OnlineRouter,
+    seed: int,
+    feedback: float,
+    setting: str,
+    threshold: float,
+) -> Point:
+    """Every prompt through ``router`` in the data's order; after each answer, the router
+    reads its decision back from the log and is told that answer's grade (for a ``feedback``
+    share of the answers, drawn with ``seed``) -- never the grade of a model it did not call."""
     draw = random.Random(seed)
     seq = 0
 
@@ -691,7 +710,7 @@ async def _online_point(
         nonlocal seq
         log = []
         for kind, data in events:
-            if kind == "route_decided" and data.get("router") == "online":
+            if kind == "route_decided" and data.get("router") == router.name:
                 seq += 1
                 log.append(_event(seq, kind, data))
         if draw.random() < feedback:
@@ -700,7 +719,43 @@ async def _online_point(
             log.append(_event(seq, "feedback", {"score": h.dataset.normalised(grade)}))
         router.learn(log)
 
-    return await h.run(f"target={share:.2f}", share, _always(router), after=learn)
+    return await h.run(setting, threshold, _always(router), after=learn)
+
+
+class _ScoredPrior:
+    """A :class:`~erpoz.models.Classifier` answering with scores already computed for the
+    prompts (per prompt, by the classifier of its fold, or the other task's): the prior of
+    ``online-prior``, as a :class:`ClassifierRouter` would ask its classifier."""
+
+    def __init__(self, name: str, prompts: Sequence[str], scores: Sequence[float]) -> None:
+        self.name = name
+        self._scores = dict(zip(prompts, scores, strict=True))
+
+    async def classify(self, text: str) -> ClassifyResult:
+        p = self._scores[text]
+        return ClassifyResult({"strong": p, "weak": 1.0 - p}, self.name)
+
+
+async def _prior_curve(
+    ctx: _Context,
+    h: _Harness,
+    label: str,
+    learned: _Learned,
+    feedback: float,
+    extra: Sequence[float] = (),
+) -> list[Point]:
+    """``online-prior``'s sweep: a prequential pass per threshold (the quantiles of its
+    prior's scores, as the combined router's, and ``extra``), each from an empty state."""
+    embedder = await _embedder(ctx)
+    prior = _ScoredPrior("prior", [i.prompt for i in ctx.h.items], learned.scores)
+    thresholds = sorted(set(_quantile_thresholds(learned.scores, ctx.points)) | set(extra))
+    out = []
+    for j, t in enumerate(thresholds):
+        cheap = _cascade(h) if h.dataset.has_answers else h.weak
+        router = PriorRouter("online", cheap, h.strong, embedder, prior, threshold=t, seed=ctx.seed)
+        out.append(await _prequential(h, router, ctx.seed, feedback, f"t={t:.3f}", t))
+        ctx.tell(label, j + 1, len(thresholds))
+    return out
 
 
 def _event(seq: int, kind: str, data: dict[str, Any]) -> Event:
@@ -727,7 +782,11 @@ async def _online_curve(
 
 
 async def _online_orders(
-    ctx: _Context, name: str, feedback: float, prior: _Prior | None = None
+    ctx: _Context,
+    name: str,
+    feedback: float,
+    prior: _Prior | None = None,
+    sweep: Callable[[_Harness, str], Awaitable[list[Point]]] | None = None,
 ) -> list[list[Point]]:
     """The online sweep again in ``ctx.orders`` shuffled orders of the prompts (seeds
     ``seed + 1``, ``seed + 2``, ...), each pass learning from nothing (or the same prior)."""
@@ -737,7 +796,11 @@ async def _online_orders(
         order = list(range(len(h.items)))
         random.Random(ctx.seed + k).shuffle(order)
         shuffled = _Harness(h.dataset.take(order), h.prices)
-        out.append(await _online_curve(ctx, shuffled, name, feedback, f"{name}, order {k}", prior))
+        label = f"{name}, order {k}"
+        if sweep is not None:
+            out.append(await sweep(shuffled, label))
+        else:
+            out.append(await _online_curve(ctx, shuffled, name, feedback, label, prior))
     return out
 
 
@@ -882,7 +945,15 @@ async def _measured_curve(ctx: _Context, report: Report, name: str, feedback: fl
     """One router's curve, summarized into the report (an online router's also replayed in
     shuffled orders)."""
     curve = Curve(name, ROUTERS[name], await _curve(ctx, name, feedback))
-    if name.startswith("online"):
+    if name == "online-prior":
+        assert ctx.learned is not None
+        learned = ctx.learned
+        curve.split = "online"
+        curve.orders = await _online_orders(
+            ctx, name, feedback, sweep=lambda sh, lab: _prior_curve(ctx, sh, lab, learned, feedback)
+        )
+        curve.spread = _spreads(curve, report.strong_only_cost_usd)
+    elif name.startswith("online"):
         curve.split = "online"
         curve.orders = await _online_orders(ctx, name, feedback)
         curve.spread = _spreads(curve, report.strong_only_cost_usd)
@@ -922,6 +993,9 @@ async def _curve(ctx: _Context, name: str, feedback: float) -> list[Point]:
         return await _random_curve(ctx)
     if name in ("cascade", "cascade-whole"):
         return await _cascade_curve(ctx, name, name == "cascade-whole")
+    if name == "online-prior":
+        assert ctx.learned is not None
+        return await _prior_curve(ctx, ctx.h, name, ctx.learned, feedback)
     if name.startswith("online"):
         return await _online_curve(ctx, ctx.h, name, feedback)
     assert ctx.learned is not None
@@ -947,7 +1021,9 @@ async def _cross_task(
         if name not in names:
             continue
         label = f"{name}@{train.name}"
-        if name.startswith("online"):
+        if name == "online-prior":
+            curve = await _prior_cross_task(ctx, report, source, feedback)
+        elif name.startswith("online"):
             cascade = name == "online-cascade"
             if cascade and not (train.has_answers and h.dataset.has_answers):
                 continue
@@ -970,7 +1046,11 @@ async def _cross_task(
                 )
         summarize(curve, report)
         report.curves.append(curve)
-    learning = [c for c in report.curves if c.router.startswith("online")]
+    # the online routers that saw none of this task's grades but through the stream (the
+    # in-task online-prior's classifier was fitted on other folds of them)
+    learning = [
+        c for c in report.curves if c.router.startswith("online") and c.router != "online-prior"
+    ]
     online = [(c.router, p) for c in learning for p in c.points]
     spread = [x for c in learning if c.orders for x in c.spread]
     for curve in report.curves:
@@ -1016,6 +1096,39 @@ async def _online_cross_task(
         curve.router = label
         curve.spread = _spreads(curve, report.strong_only_cost_usd)
     curve.tuned = next((p for p in points if p.threshold == tuned_share), None)
+    return curve
+
+
+async def _prior_cross_task(
+    ctx: _Context, report: Report, source: _Context, feedback: float
+) -> Curve:
+    """``online-prior`` carried over from ``source``'s task: the combined router's classifier
+    fitted there and its threshold tuned there (the static router a user of that task would
+    run), corrected here prequentially; its curve sweeps the threshold, the tuned one
+    included."""
+    h, th = ctx.h, source.h
+    label = f"online-prior@{th.dataset.name}"
+    fitted = await _fitted_on(ctx, th, h)
+    cascade = th.dataset.has_answers and h.dataset.has_answers
+    t = await _tuned_threshold(source, cascade)
+    extra = () if t is None else (t,)
+    points = await _prior_curve(ctx, h, label, fitted, feedback, extra)
+    curve = Curve(
+        label,
+        f"{ROUTERS['online-prior']}; its prior fitted on {th.dataset.name}, the threshold "
+        "tuned there",
+        points,
+        "cross-task",
+        th.dataset.name,
+    )
+    curve.orders = await _online_orders(
+        ctx,
+        label,
+        feedback,
+        sweep=lambda sh, lab: _prior_curve(ctx, sh, lab, fitted, feedback, extra),
+    )
+    curve.spread = _spreads(curve, report.strong_only_cost_usd)
+    curve.tuned = next((p for p in points if p.threshold == t), None)
     return curve
 
 

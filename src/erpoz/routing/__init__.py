@@ -11,6 +11,7 @@ from .cascade import CascadeRouter, Validator
 from .cheapest import CheapestCapableRouter
 from .fallback import FallbackRouter
 from .online import OnlineRouter
+from .prior import PriorRouter
 from .semantic import SemanticRouter
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "FallbackRouter",
     "LoadBalanceRouter",
     "OnlineRouter",
+    "PriorRouter",
     "SemanticRouter",
     "Validator",
     "Verdict",

@@ -167,6 +167,7 @@ class Choice:
     explored: bool
     reason: str
     estimates: tuple[tuple[float, float], ...]  # (pessimistic quality, evidence) per model
+    prior: float | None = None  # a prior router's score, where one decided (see prior.py)
 
 
 class BanditState:
@@ -615,9 +616,7 @@ class OnlineRouter:
         await self._maybe_sync()
         code = await self.code(request)
         tokens = prompt_tokens(request)
-        with self.state.lock:
-            target = self.state.relative_target(self.target) if self.relative else self.target
-            choice = self.state.choose(code, target, self.explore, self._rng, tokens)
+        choice = await self._choose(request, code, tokens)
         member = self._members[choice.arm]
         decision = _decision_id()
         spent: list[float] = []
@@ -636,6 +635,12 @@ class OnlineRouter:
         quality = await self._validate(request, result)
         self._decided(request, decision, (code, tokens), choice, cost, quality)
         return routed(result, self.name)
+
+    async def _choose(self, request: ChatRequest, code: int, tokens: int | None) -> Choice:
+        """The model for this request, from the state (see :meth:`BanditState.choose`)."""
+        with self.state.lock:
+            target = self.state.relative_target(self.target) if self.relative else self.target
+            return self.state.choose(code, target, self.explore, self._rng, tokens)
 
     async def warm_start(
         self, prompts: Sequence[str], grades: Sequence[Sequence[float]], weight: float = 8.0
@@ -722,11 +727,18 @@ class OnlineRouter:
             "estimate_usd": cost_field(estimate),
             "target": self.target,
         }
+        if choice.prior is not None:
+            extra["prior"] = round(choice.prior, 4)
+            extra.update(self._decision_fields())
         if quality is not None:
             extra["quality"] = round(quality, 4)
         if error is not None:
             extra["error"] = error
         decided(self.name, KIND, candidates, member.name, choice.reason, **extra)
+
+    def _decision_fields(self) -> dict[str, Any]:
+        """Fields a kind of online router adds to its ``route_decided`` events."""
+        return {}
 
     # --- learning from the log --------------------------------------------------------------
     def learn(self, events: Iterable[Event]) -> int:
