@@ -244,13 +244,22 @@ buf_sep(Buf *b)
     return buf_put(b, "\x1f", 1);
 }
 
-/* A str's UTF-8 (``.encode()``: a lone surrogate raises UnicodeEncodeError). */
+/* A str's UTF-8 (``.encode()``: a lone surrogate raises UnicodeEncodeError). An ASCII str is
+ * its own UTF-8; any other is encoded into a temporary bytes object, as ``.encode()`` does
+ * (PyUnicode_AsUTF8AndSize would keep a UTF-8 copy inside the str for its lifetime). */
 static int
 put_str(Buf *b, PyObject *s)
 {
-    Py_ssize_t n;
-    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
-    return u == NULL ? -1 : buf_put(b, u, n);
+    if (PyUnicode_IS_ASCII(s)) {
+        return buf_put(b, (const char *)PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s));
+    }
+    PyObject *u = PyUnicode_AsUTF8String(s);
+    if (u == NULL) {
+        return -1;
+    }
+    int rc = buf_put(b, PyBytes_AS_STRING(u), PyBytes_GET_SIZE(u));
+    Py_DECREF(u);
+    return rc;
 }
 
 /* f"{o}": format(o, "") (str(o) for the usual types). */
@@ -566,7 +575,10 @@ py_scan(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OUp:scan", &rows, &genesis, &want_leaves)) {
         return NULL;
     }
-    PyObject *fast = PySequence_Fast(rows, "scan(): rows must be a sequence");
+    /* tuples, not PySequence_Fast: the comparisons and formatting below may run Python code
+     * (a str subclass's __eq__, an object's __format__) that could change a list under the
+     * borrowed pointers kept to its items */
+    PyObject *fast = PySequence_Tuple(rows);
     if (fast == NULL) {
         return NULL;
     }
@@ -584,7 +596,7 @@ py_scan(PyObject *self, PyObject *args)
         goto error;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_XSETREF(row, PySequence_Fast(items[i], "scan(): a row must be a sequence"));
+        Py_XSETREF(row, PySequence_Tuple(items[i]));
         if (row == NULL) {
             goto error;
         }

@@ -1,4 +1,4 @@
-"""Types of the C extension (src/erpoz/_speedups.c); see erpoz.speedups."""
+"""Types of the C extension (src/erpoz/speedups/_speedups.c); see erpoz.speedups."""
 
 from collections.abc import Sequence
 from typing import Any
