@@ -503,3 +503,26 @@ def test_stream_of_a_flow_without_text_output_yields_it_once() -> None:
     flow.add(count, text=flow.input("text"))
     with as_runnable(flow, engine=Engine(MemoryStore())) as r:
         assert list(r.stream("four")) == [4]
+
+
+def test_a_runnable_without_an_engine_gets_the_projects_models(
+    stub: OpenAIStubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as_runnable(flow) alone: the project's store and services, as `erpoz run` builds them
+    (tmp_path / "erpoz.yaml").write_text(
+        "models:\n"
+        "  local:\n"
+        "    provider: openai\n"
+        f"    params: {{base_url: '{stub.base_url}', model: stub-model, api_key: ''}}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ERPOZ_CONFIG", raising=False)
+    monkeypatch.setenv("ERPOZ_STORE", str(tmp_path / "lc.db"))
+
+    @step
+    async def ask_local(question: str, ctx: Context) -> str:
+        return (await ctx.models.chat("local", question)).text
+
+    with as_runnable(one_step(ask_local, "ask-local")) as r:
+        assert r.invoke("hi") == "echo: hi"
+    assert (tmp_path / "lc.db").exists()

@@ -715,11 +715,17 @@ class FlowRunnable(_FlowRunnableBase):
         if engine is not None:
             engine.token_listeners.append(self._on_token)
 
-    @property
-    def engine(self) -> Engine:
+    async def _ready(self) -> Engine:
+        """The engine: the one given, else one over the project's store with the project's
+        services (models, guards, policy, tools, memory), as ``erpoz run`` builds them."""
         if self._engine is None:
-            self._engine = Engine()
-            self._engine.token_listeners.append(self._on_token)
+            from ..project import project_services
+            from ..store import open_store
+
+            st = open_store()
+            engine = Engine(st, services=await project_services(st))
+            engine.token_listeners.append(self._on_token)
+            self._engine = engine
         return self._engine
 
     @property
@@ -750,7 +756,8 @@ class FlowRunnable(_FlowRunnableBase):
         if on_token is not None:
             self._routes[run_id] = on_token
         try:
-            result = await self.engine.run(self.plan, inputs, run_id=run_id, tags=tags)
+            engine = await self._ready()
+            result = await engine.run(self.plan, inputs, run_id=run_id, tags=tags)
         finally:
             self._routes.pop(run_id, None)
         return _outcome(result, self.full_result)
