@@ -85,8 +85,8 @@ class PriorRouter(OnlineRouter):
             )
         if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
             raise ConfigError(f"router '{name}': threshold is between 0 and 1, not {threshold}")
-        if confidence < 0:
-            raise ConfigError(f"router '{name}': confidence >= 0, not {confidence}")
+        if not confidence > 0:  # 0 would trust one grade over the prior from the first call
+            raise ConfigError(f"router '{name}': confidence > 0, not {confidence}")
         super().__init__(
             name,
             [cheap, strong],
@@ -151,7 +151,7 @@ class PriorRouter(OnlineRouter):
         gain, trust, mean, sd = self.evidence(code, tokens)
         lean = (1.0 - trust) * (prior - self.threshold) + trust * gain
         arm = 1 if lean >= 0 else 0
-        low = (float(mean[0] - self.state.z * sd[0]), float(mean[1]))
+        low = (float(mean[0] - self.state.z * sd[0]), float(mean[1] - self.state.z * sd[1]))
         table = tuple((low[a], self.state.weight[a]) for a in range(2))
         budget = self.state.explored < self.explore * (self.state.decisions + 1)
         if arm == 1 and self.explore > 0 and budget and self._rng.random() < self.explore:
