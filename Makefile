@@ -28,8 +28,13 @@ lint: dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist), each taking whole files, so that a file's module fixtures (a
+# model, a server, a Ray cluster) are made once: 2,300 tests in ~5 min instead of ~8 on 2 cores.
+# PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # Airflow and kfp pin much of what they need (kfp: protobuf 6, older requests), so each has a venv
 # of its own with erpoz installed editable; `make test` never touches them. Versions tested:
