@@ -715,7 +715,7 @@ class FlowRunnable(_FlowRunnableBase):
         if engine is not None:
             engine.token_listeners.append(self._on_token)
 
-    async def _ready(self) -> Engine:
+    async def _engine_ready(self) -> Engine:
         """The engine: the one given, else one over the project's store with the project's
         services (models, guards, policy, tools, memory), as ``erpoz run`` builds them."""
         if self._engine is None:
@@ -756,7 +756,7 @@ class FlowRunnable(_FlowRunnableBase):
         if on_token is not None:
             self._routes[run_id] = on_token
         try:
-            engine = await self._ready()
+            engine = await self._engine_ready()
             result = await engine.run(self.plan, inputs, run_id=run_id, tags=tags)
         finally:
             self._routes.pop(run_id, None)
