@@ -420,6 +420,27 @@ def test_same_flow_as_the_python_api(tmp_path, mod, monkeypatch):
 # --- errors: file and line -----------------------------------------------------------------
 
 
+STEP = "steps:\n  - id: a\n    uses: os:getcwd\n"
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "said"),
+    [
+        # a number or a boolean where text is wanted: YAML typed it, quoting fixes it
+        ("steps:\n  - id: 1\n    uses: os:getcwd\n", 3, "'id' must be a string, got 1 (YAML"),
+        (STEP + "output: yes\n", 5, "'output' must be a string, got True (YAML read a true/false"),
+        # a list where a reference is wanted: what the reference looks like
+        (STEP + "output: [a, b]\n", 5, "'output' must be a reference like ${step}"),
+    ],
+)
+def test_a_mistyped_value_says_how_to_write_it(tmp_path, tail, line, said):
+    path = tmp_path / "typed.yaml"
+    path.write_text("name: typed\n" + tail)
+    err = load_error(path)
+    assert (err.line, err.file) == (line, str(path))
+    assert said in err.message, err.message
+
+
 def test_malformed_yaml_points_at_the_syntax_error(tmp_path):
     path = write(
         tmp_path,

@@ -186,9 +186,38 @@ def _number(field: FieldInfo | None) -> str | None:
     return noun
 
 
+def _pattern(field: FieldInfo | None) -> str | None:
+    """The string ``pattern`` a field's type asks for (in an ``Annotated`` of it or of a union
+    member), else ``None``."""
+    if field is None:
+        return None
+    stack: list[Any] = [field.annotation]
+    metas: list[Any] = list(field.metadata)
+    while stack:
+        tp = stack.pop()
+        origin = get_origin(tp)
+        if origin is Annotated:
+            first, *extra = get_args(tp)
+            stack.append(first)
+            metas.extend(extra)
+        elif origin in (Union, types.UnionType):
+            stack.extend(get_args(tp))
+    while metas:
+        m = metas.pop()
+        metas.extend(getattr(m, "metadata", None) or ())
+        found = getattr(m, "pattern", None)
+        if isinstance(found, str):
+            return found
+    return None
+
+
 def _one_of(expected: str) -> str:
     """``'a', 'b' or 'c'`` (pydantic's words for a literal) as ``a, b, c``."""
     return ", ".join(v.strip().strip("'") for v in re.split(r", | or ", expected))
+
+
+def _scalar(value: bool | int | float) -> str:
+    return "true/false" if isinstance(value, bool) else "number"
 
 
 def explain(
@@ -250,7 +279,13 @@ def explain(
         number = _number(field)
         if number is not None and len(wanted) == 1 and wanted[0] in ("a number", "a whole number"):
             wanted = [number]
-        msg = f"'{name}' must be {' or '.join(wanted)}{shown}"
+        said = (patterns or {}).get(_pattern(field) or "")
+        if wanted == ["a string"] and isinstance(got, bool | int | float):
+            msg = f"'{name}' must be a string{shown} (YAML read a {_scalar(got)}: quote it)"
+        elif wanted == ["a string"] and said:  # a list or a mapping: say what the string is
+            msg = f"'{name}' {said}{shown}"
+        else:
+            msg = f"'{name}' must be {' or '.join(wanted)}{shown}"
     elif kind in _BOUNDS:
         msg = f"'{name}' must be {_number(field) or e['msg'][0].lower() + e['msg'][1:]}{shown}"
     elif kind == "literal_error":
