@@ -80,7 +80,9 @@ class ProjectServices(dict[type, object]):
     and, when a step first asks for a ``Memory`` and none was given, the project's memory
     (:func:`erpoz.memory.project_memory`: ``$ERPOZ_MEMORY``, else ``.erpoz/memory.db`` under
     the working directory, opened once per process). Until a step asks, erpoz.memory is not
-    imported and no model is loaded; the memory is not among the keys (it is only answered)."""
+    imported and no model is loaded; the memory is not among the keys (it is only answered),
+    so add to these services in place, with ``copy()`` or with ``|``, which keep that answer;
+    a plain dict made from them (``{**services}``, ``dict(services)``) does not."""
 
     def __missing__(self, key: type) -> object:
         if is_memory(key):
@@ -94,6 +96,12 @@ class ProjectServices(dict[type, object]):
             return self[key]
         except KeyError:
             return default
+
+    def copy(self) -> ProjectServices:
+        return ProjectServices(self)
+
+    def __or__(self, other: Mapping[type, object]) -> ProjectServices:  # type: ignore[override]
+        return ProjectServices({**self, **other})
 
 
 def is_memory(key: object) -> bool:

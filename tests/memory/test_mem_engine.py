@@ -84,6 +84,17 @@ def test_the_project_services_give_the_project_memory_when_a_step_asks(project: 
         assert "hi" in [t.text for t in memory.conversation("s").sync.turns()]
 
 
+def test_project_services_added_to_keep_the_project_memory(project: Path) -> None:
+    class Extra:
+        pass
+
+    services = asyncio.run(project_services(MemoryStore()))
+    for more in (services | {Extra: Extra()}, services.copy()):
+        result = asyncio.run(Engine(MemoryStore(), services=more).run(remembering(), {"text": "x"}))
+        assert result.status == "succeeded", result.error
+    assert (project / "project-memory.db").exists()
+
+
 @pytest.mark.parametrize("with_project_file", [False, True])
 def test_erpoz_run_gives_a_step_the_project_memory(tmp_path: Path, with_project_file: bool) -> None:
     flow = tmp_path / "remember_flow.py"
