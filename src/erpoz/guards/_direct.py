@@ -75,9 +75,39 @@ _OWNED_BY = (
 )
 #: "the original instructions *for the Apollo checklist*", "your instructions *for the
 #: delivery*": instructions about something else, not the assistant's own.
+#: What may follow "the instructions you were given" and keep them the assistant's own: the
+#: assistant, this conversation, its start, or who set it up.
+_OWN_SCOPE = (
+    r"(?:you|u|yourself|me|us|this\s+(?:chat|conversation|session|assistant|bot|chatbot|ai|"
+    r"model)|the\s+(?:very\s+)?(?:start|beginning|top|outset)|(?:the|your)\s+(?:\w+\s+)?"
+    r"(?:system|prompt|context|developers?|creators?|operators?|admins?|administrators?|"
+    r"makers?|owners?|company|programmers?|designers?|setup|set-up|configuration|deployment)|"
+    r"(?:your|the)\s+(?:hidden|secret|initial|original|first)|openai|anthropic|google|"
+    r"microsoft)\b"
+)
+#: "the original instructions *for the Apollo checklist*", "your instructions *for the
+#: delivery*", "the instructions you were given *by the plumber*", "the system prompt
+#: *variable*": instructions about something else, or a prompt that names a thing in a
+#: program, not the assistant's own.
 _NOT_OTHERS = (
-    r"(?!\s+(?:for|of|on|about)\s+(?!you\b|u\b|yourself\b|me\b|us\b|"
-    r"this\s+(?:chat|conversation|session|assistant|bot|chatbot|ai|model)\b)\w)"
+    r"(?!\s+(?:(?:for|of|on|about|by|from|at|regarding|concerning)\s+"
+    rf"(?!{_OWN_SCOPE})\w|(?:variable|field|template|parameter|argument|string|file|"
+    r"setting|option|attribute|key|library|engineering|design|injection|box|section|"
+    r"format|syntax|token|length|window|api|property|column|tab|editor|style)s?\b))"
+)
+#: "the text above" is the conversation's hidden part only where it ends the clause, or is
+#: followed by how to reproduce it: "the text above *into the ticket*", "everything above
+#: *the signature line*", "the messages above *about the invoice*" are text the user means.
+_ENDS = (
+    r"(?=\s*(?:$|[.!?;)\n\"'`]|,\s*(?:word|verbatim|exactly|in\s+full|unchanged|starting|"
+    r"from\s+the|including|then|and\s+then|please|every|all|no\s+|without)|(?:verbatim|"
+    r"word\s+for\s+word|exactly|in\s+full|in\s+its\s+entirety|unchanged|unedited|"
+    r"completely|again|back|to\s+me|for\s+me|here|please|then|and\s+(?:then|ignore|"
+    r"answer|do|after)|in\s+(?:a|an)\s+(?:\w+\s+)?(?:code\s*block|block|txt|text\s+block|"
+    r"file)|starting|from\s+the\s+(?:very\s+)?(?:first|beginning|start|top)|including|"
+    r"this\s+(?:message|line|question|point|request|prompt|one|sentence)|my\s+(?:message|"
+    r"question|request|input|turn|prompt|first)|the\s+user|that\s+(?:you|i)|which\s+you|"
+    r"in\s+(?:this|the|your)\s+(?:chat|conversation|context|prompt)|before|above)\b))"
 )
 _FILLER = r"(?:[\w'-]+\s+){0,3}?"
 _OWNED = (
@@ -86,7 +116,8 @@ _OWNED = (
     rf"|(?:the\s+)?{_SETUP}\s+(?:that\s+|which\s+)?(?:you|u)\s*(?:were|have\s+been|'ve\s+been|"
     r"got|received|are\s+(?:following|running|under|given)|had\s+been|was|follow)"
     r"(?:\s+(?:given|told|loaded|configured|initiali[sz]ed|provided|set\s+up|programmed|"
-    r"instructed|fed|shown|before))?"
+    r"instructed|fed|shown|before))?+"
+    rf"{_NOT_OTHERS}"
     rf"|(?:the\s+)?{_SETUP}\s+(?:given\s+to|for)\s+(?:you|this\s+(?:assistant|bot|chatbot|ai))"
     r"|(?:the\s+)?(?:message|text|words|prompt)\s+(?:that|which)\s+(?:configured|set\s+up|"
     r"programmed|initiali[sz]ed|instructed|defines|created|shaped)\s+(?:you|u)\b"
@@ -99,10 +130,14 @@ _OWNED = (
 _BEFORE = (
     r"(?:(?:all\s+(?:of\s+)?|the\s+|whatever\s+|any\s+)?(?:text|words|content|contents|lines|"
     r"sentences|messages?|stuff|paragraphs?|part|tokens)|everything|anything|all|what(?:ever)?)"
-    r"\s+(?:\w+\s+){0,4}?(?:above|before\s+(?:this|my|our|the\s+user|i|you|we)\b|preceding|prior\s+to"
+    r"\s+(?:\w+\s+){0,4}?(?:above|preceding|prior\s+to)"
+    rf"{_ENDS}"
+    r"|(?:(?:all\s+(?:of\s+)?|the\s+|whatever\s+|any\s+)?(?:text|words|content|contents|"
+    r"lines|sentences|messages?|stuff|paragraphs?|part|tokens)|everything|anything|all|"
+    r"what(?:ever)?)\s+(?:\w+\s+){0,4}?(?:before\s+(?:this|my|our|the\s+user|i|you|we)\b"
     r"|earlier\s+in\s+(?:this|the|your)\s+(?:conversation|context|chat))"
     r"|(?:the\s+)?(?:above|preceding|previous|prior|earlier)\s+(?:text|words|content|"
-    r"instructions|prompt|message|lines)"
+    rf"instructions|prompt)\b{_NOT_OTHERS}{_ENDS}"
     rf"|(?:the\s+)?{_SETUP}\s+(?:(?:given|written|shown|stated|listed)\s+)?(?:above|"
     r"before\s+(?:this|my|our|the\s+user))"
     r"|(?:the\s+)?(?:very\s+)?(?:first|opening|initial)\s+(?:\w+\s+)?(?:message|line|lines|"
