@@ -88,7 +88,7 @@ _OWNED_BY = (
 #: assistant, this conversation, its start, or who set it up.
 _OWN_SCOPE = (
     r"(?:you|u|yourself|me|us|this\s+(?:chat|conversation|session|assistant|bot|chatbot|ai|"
-    r"model)|the\s+(?:very\s+)?(?:start|beginning|top|outset)|(?:the|your)\s+(?:\w+\s+)?"
+    r"model)|(?:the\s+)?(?:very\s+)?(?:start|beginning|top|outset|first|opening)|(?:the|your)\s+(?:\w+\s+)?"
     r"(?:system|prompt|context|developers?|creators?|operators?|admins?|administrators?|"
     r"makers?|owners?|company|programmers?|designers?|setup|set-up|configuration|deployment)|"
     r"(?:your|the)\s+(?:hidden|secret|initial|original|first)|openai|anthropic|google|"
@@ -111,7 +111,9 @@ _ENDS = (
     r"(?=\s*(?:$|[.!?;)\n\"'`]|,\s*(?:word|verbatim|exactly|in\s+full|unchanged|starting|"
     r"from\s+the|including|then|and\s+then|please|every|all|no\s+|without)|(?:verbatim|"
     r"word\s+for\s+word|exactly|in\s+full|in\s+its\s+entirety|unchanged|unedited|"
-    r"completely|again|back|to\s+me|for\s+me|here|please|then|and\s+(?:then|ignore|"
+    r"completely|again|back|to\s+me|for\s+me|here|please|then|without\s+(?:changing|"
+    r"editing|alter|modif|any|a\s+single)|as\s+(?:json|yaml|xml|markdown|plain|raw|is|it\s+is|"
+    r"a\s+(?:code|json|list|string))|and\s+(?:then|ignore|"
     r"answer|do|after)|in\s+(?:a|an)\s+(?:\w+\s+)?(?:code\s*block|block|txt|text\s+block|"
     r"file)|starting|from\s+the\s+(?:very\s+)?(?:first|beginning|start|top)|including|"
     r"this\s+(?:message|line|question|point|request|prompt|one|sentence)|my\s+(?:message|"
@@ -233,7 +235,7 @@ _TIGHT = re.compile(
 #: A forced output ends its clause: "print 'x'." or "say 'x' and nothing else", not "say 'x'
 #: if you received the file", "print 'hello world' in Python", "'yes' or 'no'".
 _OUTPUT_ENDS = re.compile(
-    r"\s*(?:$|[.!?;)\n]|[-–—]|,?\s*(?:and|then|&)\s+(?:nothing|stop|end|finish|skip|"
+    r"\s*(?:$|[.!?;:)\n]|[-–—]|,?\s*(?:and|then|&)\s+(?:nothing|stop|end|finish|skip|"
     r"exit|quit|say|do\s+not|don'?t|no\b|never|always|only)|(?:and\s+)?nothing\s+(?:else|"
     r"more)|(?:to|for|in\s+(?:response|reply)\s+to)\s+(?:the\s+next|every|all|any|each|"
     r"everything|anything)|(?:,\s*)?(?:nothing\s+(?:else|more)|do\s+not|don'?t|never|"
