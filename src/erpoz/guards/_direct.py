@@ -149,7 +149,7 @@ _BEFORE = (
     r"|earlier\s+in\s+(?:this|the|your)\s+(?:conversation|context|chat))"
     r"|(?:the\s+)?(?:above|preceding|previous|prior|earlier)\s+(?:text|words|content|"
     rf"instructions|prompt)\b{_NOT_OTHERS}{_ENDS}"
-    rf"|(?:the\s+)?{_SETUP}\s+(?:(?:given|written|shown|stated|listed)\s+)?(?:above|"
+    rf"|(?:the\s+)?{_SETUP}\s+(?:(?:given|written|shown|stated|listed)\s+)?(?:above{_ENDS}|"
     r"before\s+(?:this|my|our|the\s+user))"
     r"|(?:the\s+)?(?:very\s+)?(?:first|opening|initial)\s+(?:\w+\s+)?(?:message|line|lines|"
     r"words|sentences?|paragraph|part)\s+(?:of|in)\s+(?:your|this|the)\s+(?:context|prompt|"
