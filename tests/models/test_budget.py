@@ -229,4 +229,5 @@ def test_tenant_budgets_in_erpoz_yaml(tmp_path: Path) -> None:
             "budget:\n  tenants:\n    acme: -1\n",
             file="erpoz.yaml",
         )
-    assert caught.value.line == 3 and "budget.tenants.acme" in str(caught.value)
+    assert caught.value.line == 3
+    assert "budget.tenants: 'acme' must be greater than or equal to 0" in str(caught.value)

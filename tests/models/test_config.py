@@ -156,34 +156,35 @@ def test_a_missing_secret_is_an_error_at_its_line_when_the_hub_is_built(
         (
             "models: {}\nfoo: 1\n",
             2,
-            "unknown key 'foo' (expected: models, routers, budget, executor, guards, policy, "
-            "tools, mcp, reviewer, audit, schedules)",
+            "unknown key 'foo' (expected: audit, budget, executor, guards, mcp, models, policy, "
+            "reviewer, routers, schedules, tools)",
         ),
         (
             "models:\n  a:\n    provider: fake\n    prise: 3\n",
             4,
-            "unknown key 'prise' in models.a (expected: provider, kind, params, price,",
+            "unknown key 'prise' in models.a (expected: context_window, kind, limits, modalities, "
+            "params, price,",
         ),
-        ("models:\n  a:\n    kind: chat\n", 2, "models.a: missing 'provider'"),
+        ("models:\n  a:\n    kind: chat\n", 2, "models.a has no 'provider'"),
         (
             "models:\n  a:\n    provider: fake\n    context_window: 8k\n",
             4,
-            "models.a.context_window: input should be a valid integer, got '8k'",
+            "models.a: 'context_window' must be a whole number > 0, got '8k'",
         ),
         (
             "models:\n  a:\n    provider: fake\n    price: {input: -1}\n",
             4,
-            "models.a.price.input: input should be greater than or equal to 0",
+            "models.a.price: 'input' must be a number >= 0, got -1",
         ),
         (
             "models:\n  a:\n    provider: fake\n    kind: video\n",
             4,
-            "models.a.kind: input should be 'chat', 'embed', 'ocr' or 'classify'",
+            "models.a: kind 'video': expected one of chat, embed, ocr, classify",
         ),
         (
             "models:\n  a: {provider: fake, modalities: [text, audio]}\n",
             2,
-            "models.a.modalities[1]: input should be 'text' or 'image', got 'audio'",
+            "models.a: modalities[1] 'audio': expected one of text, image",
         ),
         (
             "models:\n  a:\n    provider: nope\n",
@@ -210,12 +211,12 @@ def test_a_missing_secret_is_an_error_at_its_line_when_the_hub_is_built(
             "models:\n  a: {provider: fake}\nrouters:\n  r:\n    type: fallback\n"
             "    models: [a]\n    cooldown: 3\n",
             7,
-            "unknown key 'cooldown' in routers.r (expected: type, models, cooldown_s)",
+            "unknown key 'cooldown' in routers.r (expected: cooldown_s, models, type)",
         ),
         (
             "models:\n  a: {provider: fake}\nrouters:\n  r: {type: cheapest, models: []}\n",
             4,
-            "routers.r.models: list should have at least 1 item",
+            "routers.r: 'models' must have at least 1 item(s)",
         ),
         ("models:\n  a: {provider: fake}\n  a: {provider: fake}\n", 3, "duplicate key 'a'"),
         (
@@ -256,7 +257,7 @@ def test_a_missing_secret_is_an_error_at_its_line_when_the_hub_is_built(
             "models:\n  a: {provider: fake}\n  e: {provider: bow, kind: embed}\nrouters:\n"
             "  t:\n    type: semantic\n    embed: e\n    routes:\n      x: {model: a}\n",
             9,
-            "routers.t.routes.x: missing 'examples'",
+            "routers.t.routes.x has no 'examples'",
         ),
         (
             "models:\n  a: {provider: fake}\n  e: {provider: bow, kind: embed}\nrouters:\n"
@@ -267,9 +268,13 @@ def test_a_missing_secret_is_an_error_at_its_line_when_the_hub_is_built(
         ),
         ("models:\n  a: [\n", 3, "malformed YAML"),
         ("- a\n", 1, "a project file is a mapping with 'models', 'routers' and 'budget'"),
-        ("models:\n  - a\n", 2, "models: expected a mapping"),
+        ("models:\n  - a\n", 2, "'models' must be a mapping"),
         ("models:\n  my model: {provider: fake}\n", 2, "model name 'my model': a name is not"),
-        ("budget: {per_run_usd: lots}\n", 1, "budget.per_run_usd: input should be a valid number"),
+        (
+            "budget: {per_run_usd: lots}\n",
+            1,
+            "budget: 'per_run_usd' must be a number >= 0, got 'lots'",
+        ),
     ],
 )
 def test_every_error_names_the_file_the_line_and_what_was_expected(
@@ -505,7 +510,9 @@ def test_the_executor_setting_chooses_where_steps_run(tmp_path: Path) -> None:
     from erpoz.project import project_executor
 
     assert parse_config("executor: ray\n").executor == "ray"
-    with pytest.raises(ConfigError, match=r"erpoz.yaml:2: executor.kind: input should be"):
+    with pytest.raises(
+        ConfigError, match=r"erpoz.yaml:2: executor: kind 'spark': expected one of local, ray"
+    ):
         parse_config("models: {}\nexecutor: {kind: spark}\n")
     with pytest.raises(ConfigError, match="unknown key 'cpus' in executor"):
         parse_config("executor: {kind: ray, cpus: 2}\n")

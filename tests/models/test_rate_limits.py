@@ -88,7 +88,7 @@ def test_limits_in_the_project_file() -> None:
     )
     assert cfg.spec("m").limits == RateLimit(5, 1000, 1.0, "wait", 60.0)
     for bad, line, words in (
-        ("{requests: 0}", 4, "greater than 0"),
+        ("{requests: 0}", 4, "'requests' must be a whole number > 0, got 0"),
         ("{requests: 1, on_limit: sometimes}", 4, "on_limit"),
         ("{rpm: 1}", 4, "rpm"),
     ):

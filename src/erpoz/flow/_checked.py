@@ -216,6 +216,13 @@ def _one_of(expected: str) -> str:
     return ", ".join(v.strip().strip("'") for v in re.split(r", | or ", expected))
 
 
+def _should(msg: str) -> str:
+    """pydantic's ``Input should be …`` as ``must be …``."""
+    if msg.startswith("Input should be "):
+        return "must be " + msg[len("Input should be ") :]
+    return msg[0].lower() + msg[1:]
+
+
 def _scalar(value: bool | int | float) -> str:
     return "true/false" if isinstance(value, bool) else "number"
 
@@ -287,7 +294,9 @@ def explain(
         else:
             msg = f"'{name}' must be {' or '.join(wanted)}{shown}"
     elif kind in _BOUNDS:
-        msg = f"'{name}' must be {_number(field) or e['msg'][0].lower() + e['msg'][1:]}{shown}"
+        number = _number(field)  # None: a bound on a value inside the field (a mapping's)
+        said = f"must be {number}" if number else _should(e["msg"])
+        msg = f"'{name}' {said}{shown}"
     elif kind == "literal_error":
         msg = f"{name} {got!r}: expected one of {_one_of(str(ctx.get('expected', '')))}"
     elif kind == "string_pattern_mismatch":

@@ -70,15 +70,14 @@ from __future__ import annotations
 
 import os
 import re
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..errors import ConfigError
-from ..flow import LineMap, LineSeq, load_config_yaml, locate, read_text_file
+from ..flow import LineMap, dotted, explain, load_config_yaml, locate, read_text_file
 from ._lazy import Factory
 from ._limits import RateLimit
 from ._plugins import providers
@@ -544,107 +543,22 @@ def _check_validators(config: ProjectConfig, router: str, validators: Sequence[s
 
 
 # --- where a pydantic error is, and what it means ---------------------------------------------
-def _unwrap(tp: Any) -> Any:
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
-def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
-    """The schema class that describes the mapping at ``path`` (to list its keys)."""
-    tp: Any = ProjectConfig
-    for comp in path:
-        tp = _unwrap(tp)
-        origin = get_origin(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(comp))
-            if field is None:
-                return None
-            tp = field.annotation
-        elif origin is dict:
-            tp = get_args(tp)[1]
-        elif origin is list:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            tp = next(
-                (
-                    a
-                    for a in get_args(tp)
-                    if isinstance(a, type)
-                    and issubclass(a, BaseModel)
-                    and "type" in a.model_fields
-                    and get_args(a.model_fields["type"].annotation) == (comp,)
-                ),
-                None,
-            )
-            if tp is None:
-                return None
-        else:
-            return None
-    tp = _unwrap(tp)
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-
-
 def _translate(exc: ValidationError, doc: LineMap, file: str) -> ConfigError:
-    """The first schema error, said in the file's terms, at its line."""
-    e = exc.errors()[0]
-    loc: tuple[str | int, ...] = tuple(e["loc"])
-    kind = e["type"]
-    where = _dotted(doc, loc)
-    if kind == "extra_forbidden":
-        cls = _model_at(loc[:-1])
-        expected = f" (expected: {', '.join(cls.model_fields)})" if cls is not None else ""
-        parent = _dotted(doc, loc[:-1])
-        place = f" in {parent}" if parent else ""
-        return ConfigError(
-            f"unknown key '{loc[-1]}'{place}{expected}", file=file, line=locate(doc, loc, "key")
-        )
-    if kind == "missing":
-        parent = _dotted(doc, loc[:-1])
-        return ConfigError(
-            f"{parent or 'the file'}: missing '{loc[-1]}'",
-            file=file,
-            line=locate(doc, loc, "parent"),
-        )
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        tag = e.get("ctx", {}).get("tag")
-        what = f"unknown router type {tag!r}" if tag is not None else "missing 'type'"
-        return ConfigError(
-            f"{where}: {what} (expected: {', '.join(ROUTER_TYPES)})",
-            file=file,
-            line=locate(doc, loc, "value" if tag is not None else "key"),
-        )
-    if kind == "model_attributes_type" or kind == "dict_type" or kind == "model_type":
-        msg = "expected a mapping"
-    elif kind == "list_type":
-        msg = "expected a list"
-    else:
-        msg = e["msg"][0].lower() + e["msg"][1:]
-    got = e.get("input")
-    shown = "" if isinstance(got, dict | list) else f", got {got!r}"
-    return ConfigError(f"{where}: {msg}{shown}", file=file, line=locate(doc, loc, "value"))
-
-
-def _dotted(doc: Any, loc: Sequence[str | int]) -> str:
-    """``routers.default.models[1]``: the path as written in the file (union tags left out)."""
-    out = ""
-    node = doc
-    for comp in loc:
-        if isinstance(node, LineMap) and isinstance(comp, str) and comp in node:
-            out += f".{comp}" if out else comp
-            node = node[comp]
-        elif isinstance(node, LineSeq) and isinstance(comp, int):
-            out += f"[{comp}]"
-            node = node[comp] if 0 <= comp < len(node) else None
-    return out
+    """The schema's mistake, said in the file's terms at its line (:func:`erpoz.flow.explain`,
+    which says every configuration file's mistakes); a router whose ``type`` is unknown or
+    missing lists the router types."""
+    for e in exc.errors():
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc: tuple[str | int, ...] = tuple(e["loc"])
+            tag = e.get("ctx", {}).get("tag")
+            what = f"unknown router type {tag!r}" if tag is not None else "missing 'type'"
+            return ConfigError(
+                f"{dotted(loc)}: {what} (expected: {', '.join(ROUTER_TYPES)})",
+                file=file,
+                line=locate(doc, loc, "value" if tag is not None else "key"),
+            )
+    mistake = explain(exc, doc, ProjectConfig)
+    return ConfigError(mistake.message, file=file, line=mistake.line)
 
 
 # --- the offline default ----------------------------------------------------------------------
