@@ -525,4 +525,7 @@ def test_a_runnable_without_an_engine_gets_the_projects_models(
 
     with as_runnable(one_step(ask_local, "ask-local")) as r:
         assert r.invoke("hi") == "echo: hi"
+        assert r.batch(["a", "b"]) == ["echo: a", "echo: b"]
+        runs = r._portal.call(r.engine.store.list_runs(limit=10))
+        assert len(runs) == 3  # one engine, one store, every run on it
     assert (tmp_path / "lc.db").exists()

@@ -712,21 +712,35 @@ class FlowRunnable(_FlowRunnableBase):
         self._routes: dict[str, Callable[[str, str], None]] = {}
         self._names = [i.name for i in self.plan.inputs]
         self._single_str = len(self.plan.inputs) == 1 and self.plan.inputs[0].type is str
+        self._making = asyncio.Lock()  # one engine, however many runs start at once
         if engine is not None:
             engine.token_listeners.append(self._on_token)
 
+    @property
+    def engine(self) -> Engine:
+        """The engine runs go on: the one given, else the project's (made on first use)."""
+        return self._engine or self._portal.call(self._engine_ready())
+
     async def _engine_ready(self) -> Engine:
         """The engine: the one given, else one over the project's store with the project's
-        services (models, guards, policy, tools, memory), as ``erpoz run`` builds them."""
-        if self._engine is None:
-            from ..project import project_services
-            from ..store import open_store
+        services (models, guards, policy, tools, memory), as ``erpoz run`` builds them; made
+        once (runs of a batch that start together wait for it), its store closed again when
+        the project's services cannot be built."""
+        async with self._making:
+            if self._engine is None:
+                from ..project import project_services
+                from ..store import open_store
 
-            st = open_store()
-            engine = Engine(st, services=await project_services(st))
-            engine.token_listeners.append(self._on_token)
-            self._engine = engine
-        return self._engine
+                st = open_store()
+                try:
+                    services = await project_services(st)
+                except BaseException:
+                    await st.close()
+                    raise
+                engine = Engine(st, services=services)
+                engine.token_listeners.append(self._on_token)
+                self._engine = engine
+            return self._engine
 
     @property
     def InputType(self) -> Any:
