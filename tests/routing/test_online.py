@@ -236,7 +236,8 @@ routers:
     assert learning._open_store() is None  # no store file yet: nothing to learn, none created
     assert not (tmp_path / "erpoz.db").exists()
     bad = text.replace("target: 0.95", "target: 2")
-    with pytest.raises(ConfigError, match=r"erpoz.yaml:\d+: routers.learning.target"):
+    said = r"erpoz.yaml:\d+: routers.learning: 'target' must be a number between 0 and 1, got 2"
+    with pytest.raises(ConfigError, match=said):
         parse_config(bad, file="erpoz.yaml", base=tmp_path)
     wrong_embed = text.replace("type: online", "type: online\n    embed: cheap")
     with pytest.raises(ConfigError, match="embed 'cheap' is a chat model"):
