@@ -532,7 +532,7 @@ def _rule(raw: Any, i: int, line: int, file: str, detectors: Collection[str] | N
     action = raw["action"]
     resource = _rule_resource(raw, action, err)
     at = _rule_checkpoints(raw, resource, action, err)
-    min_score, max_reasks = _rule_numbers(raw, err)
+    min_score, max_reasks = _rule_numbers(raw)
     untrusted, fields = _untrusted(raw, resource, err)
     globs: Mapping[str, str] = {k: raw[k] for k in ("flow", "step", "tenant", "user") if k in raw}
     if detectors is not None and "data" in raw:
@@ -605,7 +605,7 @@ def _rule_checkpoints(raw: LineMap, resource: str, action: str, err: _RuleError)
     return at
 
 
-def _rule_numbers(raw: LineMap, err: _RuleError) -> tuple[float, int]:
+def _rule_numbers(raw: LineMap) -> tuple[float, int]:
     """``min_score`` (0 to 1, default 0) and ``max_reasks`` (default 1), checked by
     :class:`RuleSpec`."""
     return float(raw.get("min_score", 0.0)), int(raw.get("max_reasks", 1))

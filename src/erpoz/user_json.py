@@ -4,6 +4,7 @@ command line answers with exit 2 and the server with 4xx — never a traceback."
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -64,14 +65,19 @@ def read_json_file(path: Path) -> Any:
         raise ValueError(f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
 
 
+@functools.cache
+def _any_adapter() -> Any:
+    """One pydantic adapter of any value (bytes as base64), built on first use."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    return TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as JSON data the way the store records it (pydantic models, dataclasses, …;
     bytes as base64), or its ``repr`` when it has no JSON form: what the CLI's ``--json``, the
     server and :meth:`erpoz.RunResult.to_json` show of an output."""
-    from pydantic import ConfigDict, TypeAdapter
-
     try:
-        adapter = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="base64"))
-        return adapter.dump_python(value, mode="json")
+        return _any_adapter().dump_python(value, mode="json")
     except Exception:
         return repr(value)

@@ -201,15 +201,6 @@ def _chains_ok(rows: Sequence[ChainRow], hashes: list[str], runs: list[_Run]) ->
     return [r[8] for r in rows] == links
 
 
-def _run_ok(rows: Sequence[ChainRow], hashes: list[str]) -> bool:
-    """Whether one run's chain checks out (``hashes``: recomputed, or ``[]`` with the C
-    extension, which recomputes them)."""
-    c = speedups.C
-    if c is not None:
-        return c.scan(rows, GENESIS, False)[0] < 0
-    return _chains_ok(rows, hashes, [(rows[0][0], 0, len(rows))])
-
-
 _Run = tuple[str, int, int]
 """``(run_id, start, end)``: a run's slice of the rows."""
 
@@ -659,7 +650,15 @@ def check_shard(
         run_rows = rows[start:end]
         report.runs += 1
         report.events += end - start
-        if bad < 0 or end <= bad or _run_ok(run_rows, hashes[start:end]):
+        if (
+            bad < 0
+            or end <= bad
+            or (
+                c.scan(run_rows, GENESIS, False)[0] < 0  # the extension recomputes the hashes
+                if c is not None
+                else _chains_ok(run_rows, hashes[start:end], [(rid, 0, end - start)])
+            )
+        ):
             problem = _sealing(rid, run_rows, recorded.get(rid))
         else:
             problem, good, _ = _check_run(rid, run_rows)

@@ -25,7 +25,7 @@ from typing import Any
 from ..guards.injection_model import InjectionClassifier
 from .injection_data import clean_contexts, split_of
 from .injection_direct_eval import BENIGN, EXTRACTION, HIJACKING
-from .injection_grammar import generate
+from .injection_grammar import _norm, generate
 from .injection_phrasings import HELD_OUT_DIRECT
 from .injection_train import DEFAULT_DATA, garak_sets
 
@@ -39,10 +39,6 @@ def overlap(n: int = 3000, seed: int = 0) -> list[str]:
     grammar = {_norm(t) for kind in ("extraction", "hijacking", "benign") for t in
                generate(kind, n, seed)}  # fmt: skip
     return [t for t in (*EXTRACTION, *HIJACKING, *BENIGN) if _norm(t) in grammar]
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def _rate(flags: Sequence[bool]) -> float:

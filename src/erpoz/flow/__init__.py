@@ -1,7 +1,9 @@
 """Define flows: typed steps, wiring, branches, fan-out, map, loops, sub-flows; compile."""
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from ..lazy import lazy_getattr
 from ._checked import DocMistake, dotted, explain, locate
 from ._context import Context, Journal
 from ._flow import Flow, InputSpec
@@ -52,11 +54,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # the model of a flow file is built when first asked for (reading a YAML flow, erpoz
-    # schema): a flow written in Python does not pay for it
-    if name == "FlowFile":
-        from ._file import FlowFile
-
-        return FlowFile
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the model of a flow file is built when first asked for (reading a YAML flow, erpoz schema):
+# a flow written in Python does not pay for it
+__getattr__: Callable[[str], Any] = lazy_getattr(__name__, {"FlowFile": "._file"}, globals())

@@ -470,7 +470,7 @@ class _Builder:
         return ~cond if negate else cond
 
     def add_step(self, flow: Flow, raw: Any, line: int) -> None:
-        sid = self.step_id(raw, line)
+        sid = self.step_id(raw)
         target = self.target(raw, sid)
         with_ = raw.get("with") or LineMap()
         bindings = {
@@ -491,9 +491,9 @@ class _Builder:
             raise exc.at(file=self.fname, line=raw.line) from None
         flow.nodes[sid].line = raw.line
 
-    def step_id(self, raw: Any, line: int) -> str:
+    def step_id(self, raw: Any) -> str:
         """The ``id`` of a step mapping (checked by :class:`FlowFile`)."""
-        assert isinstance(raw, LineMap) and isinstance(raw["id"], str), line
+        assert isinstance(raw, LineMap) and isinstance(raw["id"], str)
         return raw["id"]
 
     def target(self, raw: LineMap, sid: str) -> Callable[..., Any] | Flow:
