@@ -193,7 +193,9 @@ def test_follow_replays_then_ends(client: TestClient, auth: Auth) -> None:
 
 
 def test_follow_sees_a_run_live_until_it_ends(client: TestClient, auth: Auth) -> None:
-    run_id = start(client, auth(), "slow", inputs={"seconds": 0.4}, wait=False).json()["run_id"]
+    # the step naps long enough that the follow below subscribes before the run ends, even on a
+    # loaded machine (0.4 s was once too short with two test workers on two cores)
+    run_id = start(client, auth(), "slow", inputs={"seconds": 3.0}, wait=False).json()["run_id"]
     msgs = parse_sse(client.get(f"/api/runs/{run_id}/follow", headers=auth()).text.splitlines())
     kinds = [m.data["kind"] for m in msgs if m.event == "event"]
     assert kinds == [
