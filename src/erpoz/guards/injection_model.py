@@ -39,6 +39,7 @@ from __future__ import annotations
 import bisect
 import importlib.util
 import itertools
+import math
 import re
 import threading
 import zlib
@@ -796,8 +797,15 @@ class Tokens:
 
 #: Context features of a piece: how much of its content is new to the text around it
 #: (``novelty``: the share of its words of four letters or more found nowhere else in the
-#: text), and that novelty where the piece asks a question or speaks to "you".
-CONTEXT_FEATURES = 5
+#: text), that novelty where the piece asks a question or speaks to "you", whether it commands
+#: or asks where the text around it does not; then the same for a *request* of either form (a
+#: question or a command: what is learnt from commands carries over to questions and back),
+#: a request at the very start or end of the text, a request in another register than the
+#: text around it, and two conjunctions: a new request where the text around it makes none,
+#: a new request at its start or end (see :func:`context`).
+CONTEXT_FEATURES = 11
+#: The context features of weights written before the request features (they score as then).
+_OLD_CONTEXT = 5
 _MIN_AROUND = 15
 
 
@@ -808,12 +816,44 @@ def _form(tokens: Tokens, i: int, j: int) -> tuple[int, int, int]:
     return tuple(int(sums[n][j] - sums[n][i]) for n in range(3))  # type: ignore[return-value]
 
 
+def _register(tokens: Tokens) -> tuple[list[int], dict[int, int]]:
+    """Each token's shape class (its shape unigram's column) and the text's count of each."""
+    shape = tokens.shape_ids[0].tolist() if len(tokens.starts) else []
+    counts: dict[int, int] = {}
+    for k in shape:
+        counts[k] = counts.get(k, 0) + 1
+    return shape, counts
+
+
+def _apart(shape: list[int], doc: dict[int, int], i: int, j: int) -> float:
+    """1 - the cosine of the shape classes of tokens ``[i, j)`` and of the rest of the text:
+    how far the piece's register (words, capitals, numbers, punctuation, kept words) is from
+    the text around it."""
+    mine: dict[int, int] = {}
+    for k in shape[i:j]:
+        mine[k] = mine.get(k, 0) + 1
+    dot = piece = rest = 0.0
+    for k, total in doc.items():
+        a = mine.get(k, 0)
+        b = total - a
+        dot += a * b
+        piece += a * a
+        rest += b * b
+    if not piece or not rest:
+        return 0.0
+    return max(0.0, 1.0 - dot / math.sqrt(piece * rest))
+
+
 def context(tokens: Tokens, spans: Sequence[tuple[int, int]]) -> Any:
     """A ``(len(spans), CONTEXT_FEATURES)`` array: each span's novelty in its text, alone and
-    times "asks a question" and "addresses you"; and whether it commands (a sentence that
-    starts with a verb) or asks in a text that around it does not (times the share of the
-    other sentences that do not). A piece with fewer than fifteen words of content around it
-    (a short text) has no context: zeros."""
+    times "asks a question" and "addresses you"; whether it commands (a sentence that starts
+    with a verb) or asks in a text that around it does not (times the share of the other
+    sentences that do not); and, for a *request* (a piece that commands or asks), its novelty,
+    its contrast with the requests around it, whether it starts or ends the text, how far
+    its register is from the rest of the text (1 - the cosine of their shape classes), its
+    novelty times that contrast and its novelty at an edge (a linear model cannot otherwise
+    ask for all of them at once). A piece
+    with fewer than fifteen words of content around it (a short text) has no context: zeros."""
     import numpy as np
 
     ids = tokens.unigrams.tolist()
@@ -823,6 +863,7 @@ def context(tokens: Tokens, spans: Sequence[tuple[int, int]]) -> Any:
             doc[k] = doc.get(k, 0) + 1
     total = sum(doc.values())
     all_starts, all_verbs, all_asks = _form(tokens, 0, len(ids))
+    shape, shapes_of_doc = _register(tokens)
     out = np.zeros((len(spans), CONTEXT_FEATURES))
     for n, (s, e) in enumerate(spans):
         i, j = tokens.range(s, e)
@@ -840,9 +881,15 @@ def context(tokens: Tokens, spans: Sequence[tuple[int, int]]) -> Any:
         around = max(1, all_starts - starts)
         commands_around = min(1.0, (all_verbs - verbs) / around)
         asks_around = min(1.0, (all_asks - questions) / around)
+        request = float(verbs > 0 or asks)
+        requests_around = min(1.0, (all_verbs - verbs + all_asks - questions) / around)
+        edge = float(i == 0 or j == len(ids))
+        apart = _apart(shape, shapes_of_doc, i, j) if request else 0.0
         out[n] = (
             novelty, novelty * asks, novelty * you,
             float(verbs > 0) * (1.0 - commands_around), float(asks) * (1.0 - asks_around),
+            request * novelty, request * (1.0 - requests_around), request * edge, apart,
+            request * novelty * (1.0 - requests_around), request * novelty * edge,
         )  # fmt: skip
     return out
 
@@ -955,6 +1002,10 @@ def _layout(coef: Any, file: Path) -> Any:
 
     if len(coef) == LEX_COLUMNS + CONTEXT_FEATURES:
         return coef
+    if len(coef) == LEX_COLUMNS + _OLD_CONTEXT:
+        out = np.zeros(LEX_COLUMNS + CONTEXT_FEATURES, np.float32)
+        out[: len(coef)] = coef
+        return out
     if len(coef) == _OLD_COLUMNS:
         out = np.zeros(LEX_COLUMNS + CONTEXT_FEATURES, np.float32)
         out[: 2 * _DIM] = coef[: 2 * _DIM]
