@@ -35,8 +35,13 @@ instructions.
 ``--lexical-only`` fits and measures the lexical models alone (no MiniLM: minutes instead of
 an hour; the written heads then have only the ``lexical`` mode), ``--keep-prompt NPZ`` ships
 the prompt head of earlier weights as it was, ``--carriers N`` inserts each attack into N fit
-contexts (the shipped weights: ``--lexical-only --carriers 4 --keep-prompt`` the second
-pass's weights; see docs/guards.md).
+contexts (the shipped content head: ``--lexical-only --carriers 4 --conversations 120``;
+see docs/guards.md). ``--conversations N``: clean forum threads, chat logs and help pages
+(:mod:`.injection_conversations`; 0 leaves them out). ``--grammar-benign N``: the prompt
+head's hard negatives, benign requests of the paraphrase grammar
+(:mod:`.injection_grammar`) that share the words of extraction and hijacking.
+``--prompt-only NPZ`` fits only the prompt head (MiniLM included; no poisoned contexts, no
+held-out folds of the content head) and ships the content head of ``NPZ`` as it is.
 
 Needs ``erpoz[local]`` (MiniLM, scikit-learn) and Faker (``erpoz[dev]``). Embeddings are
 cached in ``--cache`` (a file) between runs. ``--json PATH`` writes every figure.
