@@ -24,10 +24,10 @@ overall rate, its prior 0.5 weighing half a signal) and a weight per dimension w
 prompt and its standard deviation ``s``. The threshold keeps what it was tuned for -- *how
 many* prompts go to the strong model: ``share``, the part of the recent prompts whose prior
 score reaches it; the evidence decides *which*: the *margin* is the gain that as many of the
-recent prompts reach (the ``1 - share`` quantile of their expected gains), and at least 0 (a
-gain at or below 0 never pays for the strong model). It calls the strong model when ``(1 - w)
-* (score - threshold) + w * (g - margin) >= 0``, ``w`` as above. It re-ranks: it does not
-correct a share that is wrong for this traffic (the default mode does).
+recent prompts reach (the ``1 - share`` quantile of their expected gains). It calls the
+strong model when ``(1 - w) * (score - threshold) + w * (g - margin) >= 0``, ``w`` as above.
+It re-ranks: it does not correct a share that is wrong for this traffic (the default mode
+does).
 
 What it can observe is kept honest: a grade is only ever told for the model that answered.
 Where the prior sends every prompt of a kind to the strong model, the cheap one is never
@@ -196,9 +196,11 @@ class PriorRouter(OnlineRouter):
         gains = self.state.gains
         share = gains.share(prior, self.threshold)
         g, spread, mean, sd = gains.evidence(embedding)
-        margin = max(gains.margin(share), 0.0)
+        margin = gains.margin(share)
         trust = PRIOR_SD**2 / (PRIOR_SD**2 + (self.confidence * spread) ** 2)
-        lean = (1.0 - trust) * (prior - self.threshold) + trust * (g - margin)
+        lean = (1.0 - trust) * (prior - self.threshold)
+        if trust > 0:  # (an infinite margin: the share is none or all)
+            lean += trust * (g - margin)
         arm = 1 if lean >= 0 else 0
         low = (mean[0] - self.state.z * sd[0], mean[1])
         table = tuple((low[a], gains.weight[a]) for a in range(2))
