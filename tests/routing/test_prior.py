@@ -19,6 +19,7 @@ from erpoz.models import ChatRequest, ClassifyResult, Message, Metered, ModelHub
 from erpoz.routing import PriorRouter
 from erpoz.routing.learned import ClassifierRouter, LogisticClassifier
 from erpoz.routing.online import HashingEmbed, feedback
+from erpoz.routing.prior import quantized
 from erpoz.store import SQLiteStore
 from erpoz.testing import FunctionModel
 
@@ -161,6 +162,57 @@ def test_where_the_prior_overspends_exploring_finds_the_cheap_model_good_enough(
     asyncio.run(main())
 
 
+def test_keeping_the_thresholds_share_it_learns_which_prompts_get_the_strong_model(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        # on the other task chat needed the strong model and maths did not; here it is the
+        # other way round: the share (half) is right, the choice of prompts wrong
+        clf = await prior_from([CHAT], [MATH])
+        items = stream(240, [("chat", CHAT), ("maths", MATH)])
+        store = SQLiteStore(tmp_path / "erpoz.db")
+        cheap, dear = models()
+        router = PriorRouter(
+            "learning",
+            cheap,
+            dear,
+            HashingEmbed(),
+            clf,
+            threshold=0.5,
+            keep_share=True,
+            store=store,
+            refresh_s=0,
+        )
+        out = await serve(router, store, items)
+        chat, maths = on("chat", items, out), on("maths", items, out)
+        # it starts as the static router...
+        assert [o["model"] for o in chat[:2]] == ["dear"] * 2
+        assert [o["model"] for o in maths[:2]] == ["cheap"] * 2
+        # ...and ends with the strong model where it is needed; chat moves to the cheap one
+        # as far as the prior's weight lets it (the static router: all chat to the dear one)
+        assert sum(o["model"] == "dear" for o in maths[-30:]) >= 0.7 * 30, maths[-30:]
+        assert sum(o["model"] == "cheap" for o in chat[-30:]) >= 0.4 * 30, chat[-30:]
+        late = out[-60:]
+        assert sum(o["model"] == "dear" for o in late) / len(late) <= 0.8
+
+        # its decisions carry the prompts' embeddings: a new process rebuilds the same state
+        await router.sync()
+        again = PriorRouter(
+            "learning", *models(), HashingEmbed(), clf, keep_share=True, store=store
+        )
+        assert await again.sync() > 0
+        assert again.state.gains.weight == pytest.approx(router.state.gains.weight)
+        probe = quantized(HashingEmbed().vector("solve the equation x^2 = 3"))
+        assert again.state.gains.evidence(probe)[0] == pytest.approx(
+            router.state.gains.evidence(probe)[0]
+        )
+        # a router in the default mode does not read them as its own
+        plain = PriorRouter("learning", *models(), HashingEmbed(), clf, store=store)
+        assert await plain.sync() == 0
+
+    asyncio.run(main())
+
+
 def test_bad_settings_and_a_classifier_without_the_label_are_clear_errors() -> None:
     class Labels:
         """A classifier that knows other labels."""
@@ -173,6 +225,8 @@ def test_bad_settings_and_a_classifier_without_the_label_are_clear_errors() -> N
     cheap, dear = models()
     with pytest.raises(ConfigError, match="threshold is between 0 and 1"):
         PriorRouter("r", cheap, dear, HashingEmbed(), Labels(), threshold=1.5)
+    with pytest.raises(ConfigError, match="vector_shrink > 0"):
+        PriorRouter("r", cheap, dear, HashingEmbed(), Labels(), keep_share=True, vector_shrink=0)
     with pytest.raises(ConfigError, match="needs a classifier"):
         PriorRouter("r", cheap, dear, HashingEmbed(), object())  # type: ignore[arg-type]
     router = PriorRouter("r", cheap, dear, HashingEmbed(), Labels())

@@ -67,7 +67,7 @@ def eval_routing(
             "-r",
             metavar="NAMES",
             help="Router(s), repeated or comma-separated: random, learned, cascade, combined, "
-            "online, online-cascade, online-prior, cascade-whole, combined-whole "
+            "online, online-cascade, online-prior, online-rank, cascade-whole, combined-whole "
             "\\[default: random,learned,cascade,combined,online]",
             show_default=False,
         ),
@@ -216,7 +216,7 @@ def eval_routing(
             fail(str(exc), EXIT_INVALID)
         except ErpozError as exc:
             hint = ""
-            learning = NEEDS_EMBEDDINGS | {"online", "online-cascade", "online-prior"}
+            learning = NEEDS_EMBEDDINGS | {"online", "online-cascade"}
             if learning & set(names) and not hashing:
                 hint = (
                     " (the learning routers embed the prompts with MiniLM: pip install "

@@ -330,15 +330,20 @@ ROUTERS: dict[str, str] = {
     "online-prior": "PriorRouter over [the cascade (all validators), the strong model]: the "
     "combined router's classifier as its prior (in-task: k-fold; @<task>: fitted on that "
     "task), corrected prequentially where this task's grades disagree; threshold swept",
+    "online-rank": "as online-prior, keeping the share of strong calls its threshold gives "
+    "(keep_share): this task's grades, on the prompts' whole embeddings, decide which prompts "
+    "get them; threshold swept",
 }
 """The routers ``erpoz eval routing`` knows, and what each is."""
 
 DEFAULT_ROUTERS = ("random", "learned", "cascade", "combined", "online")
-NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole", "online-prior"})
+#: The routers that start from a static router and correct it online (prior.py).
+PRIOR_ROUTERS = frozenset({"online-prior", "online-rank"})
+NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole"}) | PRIOR_ROUTERS
 NEEDS_ANSWERS = frozenset(
     {"cascade", "combined", "cascade-whole", "combined-whole", "online-cascade"}
 )
-CROSS_TASK = ("learned", "combined", "online", "online-cascade", "online-prior")
+CROSS_TASK = ("learned", "combined", "online", "online-cascade", "online-prior", "online-rank")
 """The routers that learn, and so are measured across tasks (fitted on ``train``)."""
 
 
@@ -743,6 +748,7 @@ async def _prior_curve(
     learned: _Learned,
     feedback: float,
     extra: Sequence[float] = (),
+    keep_share: bool = False,
 ) -> list[Point]:
     """``online-prior``'s sweep: a prequential pass per threshold (the quantiles of its
     prior's scores, as the combined router's, and ``extra``), each from an empty state."""
@@ -752,7 +758,16 @@ async def _prior_curve(
     out = []
     for j, t in enumerate(thresholds):
         cheap = _cascade(h) if h.dataset.has_answers else h.weak
-        router = PriorRouter("online", cheap, h.strong, embedder, prior, threshold=t, seed=ctx.seed)
+        router = PriorRouter(
+            "online",
+            cheap,
+            h.strong,
+            embedder,
+            prior,
+            threshold=t,
+            seed=ctx.seed,
+            keep_share=keep_share,
+        )
         out.append(await _prequential(h, router, ctx.seed, feedback, f"t={t:.3f}", t))
         ctx.tell(label, j + 1, len(thresholds))
     return out
@@ -945,12 +960,16 @@ async def _measured_curve(ctx: _Context, report: Report, name: str, feedback: fl
     """One router's curve, summarized into the report (an online router's also replayed in
     shuffled orders)."""
     curve = Curve(name, ROUTERS[name], await _curve(ctx, name, feedback))
-    if name == "online-prior":
+    if name in PRIOR_ROUTERS:
         assert ctx.learned is not None
         learned = ctx.learned
+        keep = name == "online-rank"
         curve.split = "online"
         curve.orders = await _online_orders(
-            ctx, name, feedback, sweep=lambda sh, lab: _prior_curve(ctx, sh, lab, learned, feedback)
+            ctx,
+            name,
+            feedback,
+            sweep=lambda sh, lab: _prior_curve(ctx, sh, lab, learned, feedback, (), keep),
         )
         curve.spread = _spreads(curve, report.strong_only_cost_usd)
     elif name.startswith("online"):
@@ -993,9 +1012,10 @@ async def _curve(ctx: _Context, name: str, feedback: float) -> list[Point]:
         return await _random_curve(ctx)
     if name in ("cascade", "cascade-whole"):
         return await _cascade_curve(ctx, name, name == "cascade-whole")
-    if name == "online-prior":
+    if name in PRIOR_ROUTERS:
         assert ctx.learned is not None
-        return await _prior_curve(ctx, ctx.h, name, ctx.learned, feedback)
+        keep = name == "online-rank"
+        return await _prior_curve(ctx, ctx.h, name, ctx.learned, feedback, (), keep)
     if name.startswith("online"):
         return await _online_curve(ctx, ctx.h, name, feedback)
     assert ctx.learned is not None
@@ -1021,8 +1041,8 @@ async def _cross_task(
         if name not in names:
             continue
         label = f"{name}@{train.name}"
-        if name == "online-prior":
-            curve = await _prior_cross_task(ctx, report, source, feedback)
+        if name in PRIOR_ROUTERS:
+            curve = await _prior_cross_task(ctx, report, source, feedback, name)
         elif name.startswith("online"):
             cascade = name == "online-cascade"
             if cascade and not (train.has_answers and h.dataset.has_answers):
@@ -1049,7 +1069,7 @@ async def _cross_task(
     # the online routers that saw none of this task's grades but through the stream (the
     # in-task online-prior's classifier was fitted on other folds of them)
     learning = [
-        c for c in report.curves if c.router.startswith("online") and c.router != "online-prior"
+        c for c in report.curves if c.router.startswith("online") and c.router not in PRIOR_ROUTERS
     ]
     online = [(c.router, p) for c in learning for p in c.points]
     spread = [x for c in learning if c.orders for x in c.spread]
@@ -1100,23 +1120,23 @@ async def _online_cross_task(
 
 
 async def _prior_cross_task(
-    ctx: _Context, report: Report, source: _Context, feedback: float
+    ctx: _Context, report: Report, source: _Context, feedback: float, name: str = "online-prior"
 ) -> Curve:
     """``online-prior`` carried over from ``source``'s task: the combined router's classifier
     fitted there and its threshold tuned there (the static router a user of that task would
     run), corrected here prequentially; its curve sweeps the threshold, the tuned one
     included."""
     h, th = ctx.h, source.h
-    label = f"online-prior@{th.dataset.name}"
+    label = f"{name}@{th.dataset.name}"
+    keep = name == "online-rank"
     fitted = await _fitted_on(ctx, th, h)
     cascade = th.dataset.has_answers and h.dataset.has_answers
     t = await _tuned_threshold(source, cascade)
     extra = () if t is None else (t,)
-    points = await _prior_curve(ctx, h, label, fitted, feedback, extra)
+    points = await _prior_curve(ctx, h, label, fitted, feedback, extra, keep)
     curve = Curve(
         label,
-        f"{ROUTERS['online-prior']}; its prior fitted on {th.dataset.name}, the threshold "
-        "tuned there",
+        f"{ROUTERS[name]}; its prior fitted on {th.dataset.name}, the threshold tuned there",
         points,
         "cross-task",
         th.dataset.name,
@@ -1125,7 +1145,7 @@ async def _prior_cross_task(
         ctx,
         label,
         feedback,
-        sweep=lambda sh, lab: _prior_curve(ctx, sh, lab, fitted, feedback, extra),
+        sweep=lambda sh, lab: _prior_curve(ctx, sh, lab, fitted, feedback, extra, keep),
     )
     curve.spread = _spreads(curve, report.strong_only_cost_usd)
     curve.tuned = next((p for p in points if p.threshold == t), None)

@@ -168,6 +168,7 @@ class Choice:
     reason: str
     estimates: tuple[tuple[float, float], ...]  # (pessimistic quality, evidence) per model
     prior: float | None = None  # a prior router's score, where one decided (see prior.py)
+    embedding: Any = None  # the prompt's embedding, where the decision used it (see prior.py)
 
 
 class BanditState:
@@ -729,14 +730,14 @@ class OnlineRouter:
         }
         if choice.prior is not None:
             extra["prior"] = round(choice.prior, 4)
-            extra.update(self._decision_fields())
+            extra.update(self._decision_fields(choice))
         if quality is not None:
             extra["quality"] = round(quality, 4)
         if error is not None:
             extra["error"] = error
         decided(self.name, KIND, candidates, member.name, choice.reason, **extra)
 
-    def _decision_fields(self) -> dict[str, Any]:
+    def _decision_fields(self, choice: Choice) -> dict[str, Any]:
         """Fields a kind of online router adds to its ``route_decided`` events."""
         return {}
 
