@@ -7,16 +7,16 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip
 
 venv: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/python -m pip install -q -e .
 
 dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,local,server,postgres]'
+	$(BIN)/python -m pip install -q -e '.[dev,local,server,postgres]'
 
 demo: $(BIN)/python
-	$(BIN)/pip install -q -e '.[local]'
+	$(BIN)/python -m pip install -q -e '.[local]'
 	$(BIN)/erpoz demo
 
 triage: venv
@@ -24,9 +24,9 @@ triage: venv
 	$(BIN)/erpoz runs ls --store .erpoz/triage.db --limit 5
 
 lint: dev
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
 
 # Two workers (pytest-xdist), each taking whole files, so that a file's module fixtures (a
 # model, a server, a Ray cluster) are made once: 2,300 tests in ~5 min instead of ~8 on 2 cores.
@@ -34,7 +34,7 @@ lint: dev
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # Airflow and kfp pin much of what they need (kfp: protobuf 6, older requests), so each has a venv
 # of its own with erpoz installed editable; `make test` never touches them. Versions tested:
@@ -60,7 +60,7 @@ test-kfp: .venv-kfp/bin/python
 	ERPOZ_TEST_KFP=required .venv-kfp/bin/python -m pytest -q -p no:cacheprovider tests/integrations/kubeflow
 
 bench: dev
-	$(BIN)/pip install -q -r bench/requirements.txt
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python -m bench
 
 clean:
