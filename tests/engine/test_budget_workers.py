@@ -128,8 +128,10 @@ def test_four_workers_racing_on_one_budget_end_at_most_one_estimate_above_it(
     store_url: str, tmp_path: Path
 ) -> None:
     with OpenAIStubServer() as server:
-        # a slow answer: the workers' calls are in flight together
-        server.always("chat", Behaviour.reply("fine", usage=(3, 10)).delayed(0.3))
+        # a slow answer: the workers' calls are in flight together, even when one worker
+        # process starts seconds before the others on a loaded machine (at 0.3 s the first
+        # one once spent the whole budget alone, and the test proved no race)
+        server.always("chat", Behaviour.reply("fine", usage=(3, 10)).delayed(1.5))
         flow = project(tmp_path, server, BUDGET)
         ids = submit(store_url, flow, 24)
         procs = [worker(store_url, tmp_path, "--burst", "-n", "3") for _ in range(4)]
