@@ -337,9 +337,10 @@ ROUTERS: dict[str, str] = {
 """The routers ``erpoz eval routing`` knows, and what each is."""
 
 DEFAULT_ROUTERS = ("random", "learned", "cascade", "combined", "online")
-#: The routers that start from a static router and correct it online (prior.py).
-PRIOR_ROUTERS = frozenset({"online-prior", "online-rank"})
-NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole"}) | PRIOR_ROUTERS
+#: The routers that start from a static router and correct it online (prior.py), and whether
+#: each keeps the share of strong calls its threshold gives (``keep_share``).
+PRIOR_ROUTERS: dict[str, bool] = {"online-prior": False, "online-rank": True}
+NEEDS_EMBEDDINGS = frozenset({"learned", "combined", "combined-whole", *PRIOR_ROUTERS})
 NEEDS_ANSWERS = frozenset(
     {"cascade", "combined", "cascade-whole", "combined-whole", "online-cascade"}
 )
@@ -963,7 +964,7 @@ async def _measured_curve(ctx: _Context, report: Report, name: str, feedback: fl
     if name in PRIOR_ROUTERS:
         assert ctx.learned is not None
         learned = ctx.learned
-        keep = name == "online-rank"
+        keep = PRIOR_ROUTERS[name]
         curve.split = "online"
         curve.orders = await _online_orders(
             ctx,
@@ -1014,7 +1015,7 @@ async def _curve(ctx: _Context, name: str, feedback: float) -> list[Point]:
         return await _cascade_curve(ctx, name, name == "cascade-whole")
     if name in PRIOR_ROUTERS:
         assert ctx.learned is not None
-        keep = name == "online-rank"
+        keep = PRIOR_ROUTERS[name]
         return await _prior_curve(ctx, ctx.h, name, ctx.learned, feedback, (), keep)
     if name.startswith("online"):
         return await _online_curve(ctx, ctx.h, name, feedback)
@@ -1128,7 +1129,7 @@ async def _prior_cross_task(
     included."""
     h, th = ctx.h, source.h
     label = f"{name}@{th.dataset.name}"
-    keep = name == "online-rank"
+    keep = PRIOR_ROUTERS[name]
     fitted = await _fitted_on(ctx, th, h)
     cascade = th.dataset.has_answers and h.dataset.has_answers
     t = await _tuned_threshold(source, cascade)
